@@ -1,0 +1,52 @@
+//! Builds every crate under `plugins/` for wasm32-wasip2 and embeds the components, so one
+//! `bottle` binary works alone. `plugins/<name>/` is package `bottle-plugin-<name>` and becomes
+//! the built-in `<name>.wasm`.
+
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir.parent().expect("core/ sits in the workspace root").to_owned();
+    for dir in ["plugins", "sdk/src", "wit", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    let names = plugin_names(&workspace.join("plugins"));
+    let packages: Vec<String> = names.iter().map(|n| format!("bottle-plugin-{n}")).collect();
+    let package_refs: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let target_dir = bottle_plugin_builder::shared_target_dir();
+    let components = match bottle_plugin_builder::build_components(&workspace, &target_dir, &package_refs) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("cargo:warning={e}");
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut out = String::from("/// The embedded plugins, sorted by file name.\nstatic BUILTINS: &[Builtin] = &[\n");
+    for (name, c) in names.iter().zip(&components) {
+        let bytes = std::fs::read(&c.path).expect("the builder checked the component exists");
+        let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(
+            out,
+            "    Builtin {{ file: \"{name}.wasm\", bytes: include_bytes!({:?}), hash: \"{hash}\" }},",
+            c.path
+        )
+        .expect("writing to a String");
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&std::env::var_os("OUT_DIR").expect("set by cargo")).join("builtin_plugins.rs");
+    std::fs::write(dest, out).expect("writing OUT_DIR/builtin_plugins.rs");
+}
+
+fn plugin_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("plugins/ exists")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}

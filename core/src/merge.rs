@@ -1,0 +1,325 @@
+//! Merging every sidecar's fragment into one [`Stack`], deterministically.
+//!
+//! Fragments are applied in plugin-name order: daemons and services first, then patches. Two
+//! parties wanting one thing (a service name, an env key with two values, a port, a mount
+//! target, an alias) is a [`MergeError::Conflict`] naming both. The agent's way out is wired
+//! here, by one rule for every backend:
+//!
+//! - `HTTP_PROXY`/`HTTPS_PROXY` (and lower-case twins) point at the `agent-proxy` endpoint with
+//!   the highest priority (egress when the bottle has routes, else pipelock);
+//! - `NO_PROXY` is loopback plus every plugin's `no-proxy` hosts;
+//! - when any CA is trusted by the agent, the bundle of those certs is mounted at
+//!   [`AGENT_CA_BUNDLE`] and named by `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
+
+use crate::model::*;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where the agent finds the CA certs it must trust.
+pub const AGENT_CA_BUNDLE: &str = "/etc/bottle/ca-bundle.pem";
+
+/// The state-dir path of the agent's CA bundle (written by the host at launch).
+pub const AGENT_CA_BUNDLE_STATE_PATH: &str = "ca/agent-trust.pem";
+
+/// Names no plugin may give a daemon or service: the backends' own containers.
+pub const RESERVED_NAMES: &[&str] = &["agent", "sidecars", "bottle"];
+
+/// Who asked for something, for conflict messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The agent manifest.
+    Manifest,
+    /// Bottle's own proxy and CA wiring.
+    Wiring,
+    /// A plugin.
+    Plugin(String),
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Manifest => f.write_str("the manifest"),
+            Owner::Wiring => f.write_str("bottle's proxy wiring"),
+            Owner::Plugin(p) => write!(f, "plugin `{p}`"),
+        }
+    }
+}
+
+/// Why fragments could not be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// Two parties want one thing.
+    #[error("conflict: {what} is set by {first} and by {second}; change one of them (settings or --plugin-dir)")]
+    Conflict {
+        /// What they both want.
+        what: String,
+        /// The first party.
+        first: Owner,
+        /// The second party.
+        second: Owner,
+    },
+    /// A patch names a container nobody adds.
+    #[error("plugin `{plugin}` patches `{target}`, which no plugin adds (known: {known})")]
+    UnknownTarget {
+        /// The patching plugin.
+        plugin: String,
+        /// The target it named.
+        target: String,
+        /// What exists.
+        known: String,
+    },
+    /// A plugin used an agent-only patch field on another container.
+    #[error("plugin `{plugin}` sets `{field}` on `{target}`; only the agent takes {field}")]
+    AgentOnly {
+        /// The plugin.
+        plugin: String,
+        /// The target.
+        target: String,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+/// Everything the merge needs besides the fragments.
+#[derive(Debug, Clone)]
+pub struct MergeInput<'a> {
+    /// The bottle's slug.
+    pub slug: &'a str,
+    /// Absolute state dir.
+    pub state_dir: &'a str,
+    /// The agent as declared.
+    pub agent: &'a Agent,
+    /// The winning `agent-proxy` endpoint and the plugin that offered it.
+    pub agent_proxy: Option<(&'a str, &'a Endpoint)>,
+    /// Whether any CA is trusted by the agent.
+    pub agent_trusts_cas: bool,
+    /// Secret env asked for in plans, with their plugin.
+    pub secrets: &'a [(String, SecretEnv)],
+}
+
+/// A map that remembers who set each key, so a second, different value is a conflict.
+struct Owned<V> {
+    what: &'static str,
+    scope: String,
+    map: BTreeMap<String, (V, Owner)>,
+}
+
+impl<V: PartialEq + Clone> Owned<V> {
+    fn new(what: &'static str, scope: impl Into<String>) -> Self {
+        Owned { what, scope: scope.into(), map: BTreeMap::new() }
+    }
+
+    fn set(&mut self, key: &str, value: V, owner: &Owner) -> Result<(), MergeError> {
+        match self.map.get(key) {
+            Some((old, _)) if *old == value => Ok(()),
+            Some((_, first)) => Err(MergeError::Conflict {
+                what: format!("{} `{key}` of {}", self.what, self.scope),
+                first: first.clone(),
+                second: owner.clone(),
+            }),
+            None => {
+                self.map.insert(key.to_owned(), (value, owner.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    fn values(self) -> BTreeMap<String, V> {
+        self.map.into_iter().map(|(k, (v, _))| (k, v)).collect()
+    }
+}
+
+/// A container being assembled: env and mount targets with owners.
+struct Container {
+    env: Owned<String>,
+    mounts: Owned<Mount>,
+}
+
+impl Container {
+    fn new(scope: &str) -> Self {
+        Container { env: Owned::new("env", scope), mounts: Owned::new("mount target", scope) }
+    }
+
+    fn add(&mut self, env: &EnvMap, mounts: &[Mount], owner: &Owner) -> Result<(), MergeError> {
+        for (k, v) in env {
+            self.env.set(k, v.clone(), owner)?;
+        }
+        for m in mounts {
+            self.mounts.set(&m.target, m.clone(), owner)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (EnvMap, Vec<Mount>) {
+        (self.env.values(), self.mounts.values().into_values().collect())
+    }
+}
+
+/// Merge `fragments` (plugin name, fragment), sorted by plugin name, into a stack.
+pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result<Stack, MergeError> {
+    let mut names: Owned<&'static str> = Owned::new("container name or alias", "the bottle");
+    for reserved in RESERVED_NAMES {
+        names.set(reserved, "reserved", &Owner::Wiring)?;
+    }
+    let mut ports: Owned<()> = Owned::new("port", "the sidecar bundle");
+    let mut host_ports: Owned<()> = Owned::new("published port", "the host");
+    let mut volumes: Owned<()> = Owned::new("volume", "the bottle");
+
+    // Daemons and services, with their own env and mounts.
+    let mut bundle: Vec<(String, Daemon, Container)> = Vec::new();
+    let mut services: Vec<(String, Service, Container)> = Vec::new();
+    for (plugin, f) in fragments {
+        let owner = Owner::Plugin(plugin.clone());
+        for v in &f.volumes {
+            volumes.set(v, (), &owner)?;
+        }
+        for d in &f.daemons {
+            for n in std::iter::once(&d.name).chain(&d.aliases) {
+                names.set(n, "daemon", &owner)?;
+            }
+            for p in &d.ports {
+                ports.set(&p.to_string(), (), &owner)?;
+            }
+            let mut c = Container::new(&format!("daemon `{}`", d.name));
+            c.add(&d.env, &d.mounts, &owner)?;
+            bundle.push((plugin.clone(), d.clone(), c));
+        }
+        for s in &f.services {
+            for n in std::iter::once(&s.name).chain(&s.aliases) {
+                names.set(n, "service", &owner)?;
+            }
+            for p in &s.ports {
+                host_ports.set(&format!("{}:{}", p.host_ip, p.host_port), (), &owner)?;
+            }
+            let mut c = Container::new(&format!("service `{}`", s.name));
+            c.add(&s.env, &s.mounts, &owner)?;
+            services.push((plugin.clone(), s.clone(), c));
+        }
+    }
+
+    // The agent: manifest first, then bottle's wiring, then plugin patches.
+    let mut agent = Container::new("the agent");
+    agent.add(&input.agent.env, &[], &Owner::Manifest)?;
+    if let Some((_, proxy)) = input.agent_proxy {
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            agent.env.set(k, proxy.url.clone(), &Owner::Wiring)?;
+        }
+    }
+    if input.agent_trusts_cas {
+        for k in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
+            agent.env.set(k, AGENT_CA_BUNDLE.to_owned(), &Owner::Wiring)?;
+        }
+        let bundle_mount = Mount {
+            source: MountSource::State(AGENT_CA_BUNDLE_STATE_PATH.to_owned()),
+            target: AGENT_CA_BUNDLE.to_owned(),
+            read_only: true,
+        };
+        agent.mounts.set(AGENT_CA_BUNDLE, bundle_mount, &Owner::Wiring)?;
+    }
+    let mut no_proxy: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let mut mcp: Owned<String> = Owned::new("MCP server", "the agent");
+
+    for (plugin, f) in fragments {
+        let owner = Owner::Plugin(plugin.clone());
+        for p in &f.patches {
+            if p.target == "agent" {
+                agent.add(&p.env, &p.mounts, &owner)?;
+                no_proxy.extend(p.no_proxy.iter().cloned());
+                for m in &p.mcp_servers {
+                    mcp.set(&m.name, m.url.clone(), &owner)?;
+                }
+                continue;
+            }
+            for (field, used) in [("no-proxy", !p.no_proxy.is_empty()), ("mcp-servers", !p.mcp_servers.is_empty())] {
+                if used {
+                    return Err(MergeError::AgentOnly { plugin: plugin.clone(), target: p.target.clone(), field });
+                }
+            }
+            let container = bundle
+                .iter_mut()
+                .find(|(_, d, _)| d.name == p.target)
+                .map(|(_, _, c)| c)
+                .or_else(|| services.iter_mut().find(|(_, s, _)| s.name == p.target).map(|(_, _, c)| c));
+            let Some(container) = container else {
+                let mut known: Vec<&str> = vec!["agent"];
+                known.extend(bundle.iter().map(|(_, d, _)| d.name.as_str()));
+                known.extend(services.iter().map(|(_, s, _)| s.name.as_str()));
+                return Err(MergeError::UnknownTarget {
+                    plugin: plugin.clone(),
+                    target: p.target.clone(),
+                    known: known.join(", "),
+                });
+            };
+            container.add(&p.env, &p.mounts, &owner)?;
+        }
+    }
+    no_proxy.sort();
+    no_proxy.dedup();
+    let no_proxy = no_proxy.join(",");
+    agent.env.set("NO_PROXY", no_proxy.clone(), &Owner::Wiring)?;
+    agent.env.set("no_proxy", no_proxy, &Owner::Wiring)?;
+
+    // Daemons share one container, so their env must agree too.
+    let mut bundle_env: Owned<String> = Owned::new("env", "the sidecar bundle");
+    let mut bundle_mounts: Owned<Mount> = Owned::new("mount target", "the sidecar bundle");
+    let mut owned_daemons = Vec::new();
+    for (plugin, mut d, c) in bundle {
+        let owner = Owner::Plugin(plugin.clone());
+        (d.env, d.mounts) = c.finish();
+        for (k, v) in &d.env {
+            bundle_env.set(k, v.clone(), &owner)?;
+        }
+        for m in &d.mounts {
+            bundle_mounts.set(&m.target, m.clone(), &owner)?;
+        }
+        owned_daemons.push(OwnedDaemon { plugin, daemon: d });
+    }
+    owned_daemons.sort_by(|a, b| a.daemon.name.cmp(&b.daemon.name));
+
+    let mut bundle_secrets: Owned<String> = Owned::new("secret env", "the sidecar bundle");
+    for (plugin, s) in input.secrets {
+        let owner = Owner::Plugin(plugin.clone());
+        if let Some((_, first)) = bundle_env.map.get(&s.name) {
+            return Err(MergeError::Conflict {
+                what: format!("env `{}` of the sidecar bundle (also a secret)", s.name),
+                first: first.clone(),
+                second: owner,
+            });
+        }
+        bundle_secrets.set(&s.name, s.from_host_env.clone(), &owner)?;
+    }
+    let bundle_secrets = bundle_secrets
+        .values()
+        .into_iter()
+        .map(|(name, from_host_env)| SecretEnv { name, from_host_env })
+        .collect();
+
+    let mut owned_services: Vec<OwnedService> = services
+        .into_iter()
+        .map(|(plugin, mut s, c)| {
+            (s.env, s.mounts) = c.finish();
+            OwnedService { plugin, service: s }
+        })
+        .collect();
+    owned_services.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+
+    let (env, mounts) = agent.finish();
+    Ok(Stack {
+        slug: input.slug.to_owned(),
+        state_dir: input.state_dir.to_owned(),
+        agent: AgentSpec {
+            name: input.agent.name.clone(),
+            image: input.agent.image.clone(),
+            command: input.agent.command.clone(),
+            workdir: input.agent.workdir.clone(),
+            env,
+            secret_env: input.agent.secret_env.clone(),
+            mounts,
+            mcp_servers: mcp.values().into_iter().map(|(name, url)| McpServer { name, url }).collect(),
+        },
+        bundle: owned_daemons,
+        bundle_secrets,
+        services: owned_services,
+        volumes: volumes.values().into_keys().collect(),
+    })
+}

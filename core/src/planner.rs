@@ -1,0 +1,286 @@
+//! Running every plugin for one bottle: prepare, resolve, render, check, merge, back-end render.
+//!
+//! The result, [`BottlePlan`], is everything a launch needs and everything `--dry-run` shows.
+//! It holds no secret values: secrets appear only as env names.
+
+use crate::merge::{self, MergeError, MergeInput};
+use crate::model::*;
+use crate::plugin::{CallError, LoadedPlugin, PluginSet};
+use crate::policy::{self, DeclaredPaths, Grants, Refused};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Settings tables by plugin name (JSON values).
+pub type Settings = BTreeMap<String, serde_json::Value>;
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanRequest<'a> {
+    /// The validated manifest.
+    pub bottle: &'a Bottle,
+    /// Per-plugin settings tables.
+    pub settings: &'a Settings,
+    /// Capability grants.
+    pub grants: &'a Grants,
+    /// Host paths the manifest declares.
+    pub declared: &'a DeclaredPaths,
+    /// Absolute state dir of this bottle.
+    pub state_dir: &'a str,
+    /// Backend plugin name.
+    pub backend: &'a str,
+}
+
+/// One plugin that took part, for `metadata.json` and `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginRecord {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: PluginKind,
+    /// Its own version.
+    pub version: String,
+    /// API version.
+    pub api: String,
+    /// Where it came from.
+    pub source: String,
+    /// SHA-256 of its bytes.
+    pub content_hash: String,
+}
+
+impl PluginRecord {
+    fn of(p: &LoadedPlugin) -> Self {
+        PluginRecord {
+            name: p.name().to_owned(),
+            kind: p.info().kind,
+            version: p.info().version.clone(),
+            api: p.api_version().to_string(),
+            source: p.source().to_string(),
+            content_hash: p.content_hash().to_owned(),
+        }
+    }
+}
+
+/// A sidecar's prepare result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SidecarPlan {
+    /// Plugin name.
+    pub plugin: String,
+    /// Its plan.
+    pub plan: Plan,
+}
+
+/// Everything one bottle needs, computed without side effects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BottlePlan {
+    /// Plugins that took part (active sidecars and the backend), by name.
+    pub plugins: Vec<PluginRecord>,
+    /// Active sidecars' plans.
+    pub sidecars: Vec<SidecarPlan>,
+    /// Where each CA's files go.
+    pub cas: Vec<CaPaths>,
+    /// Winning endpoints by name.
+    pub endpoints: Vec<Endpoint>,
+    /// The merged stack.
+    pub stack: Stack,
+    /// Backend name.
+    pub backend: String,
+    /// The backend's documents.
+    pub deployment: Deployment,
+}
+
+/// Why planning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A hook failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// Fragments conflict.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// A capability was refused.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The backend is not loaded.
+    #[error("no backend plugin named `{name}`; available: {available}")]
+    NoBackend {
+        /// The name asked for.
+        name: String,
+        /// Loaded backends.
+        available: String,
+    },
+    /// Settings for a plugin that is not loaded.
+    #[error("settings for `{name}`, but no plugin has that name (loaded: {loaded}); fix the name under `plugins:` or add its --plugin-dir")]
+    UnknownPlugin {
+        /// The name.
+        name: String,
+        /// Loaded plugin names.
+        loaded: String,
+    },
+    /// A plugin's plan or deployment breaks a rule.
+    #[error("plugin `{plugin}`: {detail}")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Two plugins stage one file or mint one CA.
+    #[error(transparent)]
+    Conflict(MergeError),
+}
+
+fn settings_json(settings: &Settings, name: &str) -> String {
+    settings.get(name).map_or_else(|| "{}".to_owned(), |v| v.to_string())
+}
+
+/// Whether `path` is a safe relative path inside the state dir.
+pub fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && !path.contains('\0')
+}
+
+fn check_file(plugin: &str, path: &str, mode: u32) -> Result<(), PlanError> {
+    if !safe_relative(path) {
+        return Err(PlanError::Invalid {
+            plugin: plugin.to_owned(),
+            detail: format!("file path {path:?} must be relative, inside the state dir, without `.` or `..`"),
+        });
+    }
+    if mode > 0o777 {
+        return Err(PlanError::Invalid { plugin: plugin.to_owned(), detail: format!("file {path}: mode {mode:o} is not a permission mode") });
+    }
+    Ok(())
+}
+
+fn conflict(what: String, first: &str, second: &str) -> PlanError {
+    PlanError::Conflict(MergeError::Conflict {
+        what,
+        first: merge::Owner::Plugin(first.to_owned()),
+        second: merge::Owner::Plugin(second.to_owned()),
+    })
+}
+
+/// Where the host puts CA `id`'s files.
+pub fn ca_paths(req: &CaRequest) -> CaPaths {
+    CaPaths {
+        id: req.id.clone(),
+        cert: format!("ca/{}/cert.pem", req.id),
+        key: format!("ca/{}/key.pem", req.id),
+        combined: req.combined_pem.then(|| format!("ca/{}/bundle.pem", req.id)),
+    }
+}
+
+/// Run every plugin in `plugins` for `req`.
+pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, PlanError> {
+    for name in req.settings.keys() {
+        if plugins.get(name).is_none() {
+            return Err(PlanError::UnknownPlugin {
+                name: name.clone(),
+                loaded: plugins.all().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    let backend = plugins
+        .get(req.backend)
+        .filter(|p| p.info().kind == PluginKind::Backend)
+        .ok_or_else(|| PlanError::NoBackend {
+            name: req.backend.to_owned(),
+            available: plugins.backend_names().join(", "),
+        })?;
+
+    // Phase 1: prepare.
+    let mut active: Vec<(&LoadedPlugin, Plan)> = Vec::new();
+    for p in plugins.sidecars() {
+        let plan = p.prepare(req.bottle, &settings_json(req.settings, p.name()))?;
+        if plan.active {
+            active.push((p, plan));
+        }
+    }
+
+    // Resolve: files and CAs must not collide; endpoints pick a winner per name.
+    let mut files: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut ca_ids: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut endpoints: BTreeMap<&str, (&str, &Endpoint)> = BTreeMap::new();
+    let mut cas = Vec::new();
+    let mut agent_trusts_cas = false;
+    let mut secrets = Vec::new();
+    for (p, plan) in &active {
+        let name = p.name();
+        for f in &plan.files {
+            check_file(name, &f.path, f.mode)?;
+            if let Some(first) = files.insert(&f.path, name) {
+                return Err(conflict(format!("staged file `{}`", f.path), first, name));
+            }
+        }
+        for ca in &plan.cas {
+            if !safe_relative(&ca.id) || ca.id.contains('/') {
+                return Err(PlanError::Invalid { plugin: name.to_owned(), detail: format!("CA id {:?} must be a plain name", ca.id) });
+            }
+            if let Some(first) = ca_ids.insert(&ca.id, name) {
+                return Err(conflict(format!("CA `{}`", ca.id), first, name));
+            }
+            agent_trusts_cas |= ca.trusted_by_agent;
+            cas.push(ca_paths(ca));
+        }
+        for e in &plan.provides {
+            match endpoints.get(e.name.as_str()) {
+                Some((_, old)) if old.priority > e.priority => {}
+                Some((first, old)) if old.priority == e.priority && old.url != e.url => {
+                    return Err(conflict(format!("endpoint `{}` at priority {}", e.name, e.priority), first, name));
+                }
+                _ => {
+                    endpoints.insert(&e.name, (name, e));
+                }
+            }
+        }
+        secrets.extend(plan.secrets.iter().map(|s| (name.to_owned(), s.clone())));
+    }
+    let endpoint_list: Vec<Endpoint> = endpoints.values().map(|(_, e)| (*e).clone()).collect();
+
+    // Phase 2: render, each fragment checked against its plugin's grants.
+    let ctx = RenderContext { bottle: req.bottle.clone(), cas: cas.clone(), endpoints: endpoint_list.clone() };
+    let mut fragments = Vec::new();
+    for (p, _) in &active {
+        let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
+        policy::check(p.name(), &fragment, req.grants, req.declared)?;
+        fragments.push((p.name().to_owned(), fragment));
+    }
+
+    let stack = merge::merge(
+        &MergeInput {
+            slug: &req.bottle.slug,
+            state_dir: req.state_dir,
+            agent: &req.bottle.agent,
+            agent_proxy: endpoints.get("agent-proxy").copied(),
+            agent_trusts_cas,
+            secrets: &secrets,
+        },
+        &fragments,
+    )?;
+
+    let deployment = backend.render_backend(&stack, &settings_json(req.settings, backend.name()))?;
+    for d in &deployment.documents {
+        check_file(backend.name(), &d.path, d.mode)?;
+        if let Some(first) = files.get(d.path.as_str()) {
+            return Err(conflict(format!("file `{}`", d.path), first, backend.name()));
+        }
+    }
+
+    let mut records: Vec<PluginRecord> = active.iter().map(|(p, _)| PluginRecord::of(p)).collect();
+    records.push(PluginRecord::of(backend));
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(BottlePlan {
+        plugins: records,
+        sidecars: active
+            .into_iter()
+            .map(|(p, plan)| SidecarPlan { plugin: p.name().to_owned(), plan })
+            .collect(),
+        cas,
+        endpoints: endpoint_list,
+        stack,
+        backend: backend.name().to_owned(),
+        deployment,
+    })
+}

@@ -1,0 +1,166 @@
+//! docker: the default backend. One compose project `bottle-<slug>` with:
+//!
+//! - `agent`: the agent's image, idling (`sleep infinity` under docker's init) until bottle
+//!   execs the agent's command into it; only on the internal network;
+//! - `sidecars`: one bundle container `bottle-sidecars-<slug>` running every sidecar daemon,
+//!   with each daemon's name as a hostname alias; on the internal network and the egress bridge;
+//! - any service a plugin adds, on the networks it asks for.
+//!
+//! The internal network is `internal: true`: the agent has no route out but through the bundle.
+
+use bottle_plugin_compose::*;
+use bottle_plugin_sdk::prelude::*;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The compose file's name in the state dir.
+pub const COMPOSE_FILE: &str = "compose.yaml";
+/// The bundle image `bottle images build` makes.
+pub const DEFAULT_BUNDLE_IMAGE: &str = "bottle-sidecars:latest";
+/// Compose key of the agent's network.
+pub const INTERNAL: &str = "internal";
+/// Compose key of the way out.
+pub const EGRESS: &str = "egress";
+
+/// `plugins.docker` in the manifest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The sidecar bundle image (default `bottle-sidecars:latest`).
+    pub bundle_image: Option<String>,
+}
+
+fn network_key(role: &NetworkRole) -> &'static str {
+    match role {
+        NetworkRole::Internal => INTERNAL,
+        NetworkRole::Egress => EGRESS,
+    }
+}
+
+/// The compose file for `stack`.
+pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
+    let project = project(&stack.slug);
+    let volume_prefix = format!("{project}-");
+    let bundle_image = settings.bundle_image.clone().unwrap_or_else(|| DEFAULT_BUNDLE_IMAGE.to_owned());
+    let mut services = BTreeMap::new();
+
+    let mut agent_volumes: Vec<ComposeMount> =
+        stack.agent.mounts.iter().map(|m| mount(stack, m, &volume_prefix)).collect();
+    agent_volumes.sort_by(|a, b| a.target.cmp(&b.target));
+    let mut depends_on = BTreeMap::new();
+    if !stack.bundle.is_empty() {
+        let condition = if stack.bundle.iter().any(|o| o.daemon.ready_check.is_some()) {
+            "service_healthy"
+        } else {
+            "service_started"
+        };
+        depends_on.insert("sidecars".to_owned(), DependsOn { condition });
+        services.insert("sidecars".to_owned(), bundle_service(stack, &bundle_image, &[INTERNAL, EGRESS]));
+    }
+    services.insert(
+        "agent".to_owned(),
+        ComposeService {
+            image: stack.agent.image.clone(),
+            container_name: Some(format!("bottle-agent-{}", stack.slug)),
+            // The agent idles; `bottle run` execs its command with the user's terminal attached.
+            entrypoint: vec!["sleep".into(), "infinity".into()],
+            init: true,
+            working_dir: Some(stack.agent.workdir.clone()),
+            environment: environment(&stack.agent.env, stack.agent.secret_env.iter().cloned()),
+            volumes: agent_volumes,
+            networks: BTreeMap::from([(INTERNAL.to_owned(), ServiceNetwork::default())]),
+            depends_on,
+            labels: labels_for(stack, "agent"),
+            security_opt: vec!["no-new-privileges:true".into()],
+            stop_grace_period: Some("2s".into()),
+            ..ComposeService::default()
+        },
+    );
+    for o in &stack.services {
+        let s = &o.service;
+        let mut labels = labels_for(stack, "service");
+        labels.insert(labels::PLUGIN.into(), o.plugin.clone());
+        let mut networks: BTreeMap<String, ServiceNetwork> = BTreeMap::new();
+        for (i, role) in s.networks.iter().enumerate() {
+            let aliases = if i == 0 { s.aliases.clone() } else { vec![] };
+            networks.insert(network_key(role).to_owned(), ServiceNetwork { aliases });
+        }
+        services.insert(
+            s.name.clone(),
+            ComposeService {
+                image: s.image.clone(),
+                container_name: Some(format!("bottle-{}-{}", s.name, stack.slug)),
+                command: s.command.clone(),
+                user: s.user.clone(),
+                environment: environment(&s.env, std::iter::empty()),
+                volumes: s.mounts.iter().map(|m| mount(stack, m, &volume_prefix)).collect(),
+                networks,
+                ports: s.ports.iter().map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port)).collect(),
+                healthcheck: s.health.as_ref().map(|h| ComposeHealth {
+                    test: h.test.clone(),
+                    interval: format!("{}ms", h.interval_ms),
+                    timeout: format!("{}ms", h.timeout_ms),
+                    retries: h.retries,
+                }),
+                labels,
+                privileged: s.privileged,
+                cap_add: s.cap_add.clone(),
+                read_only: s.read_only_root,
+                ..ComposeService::default()
+            },
+        );
+    }
+    let networks = BTreeMap::from([
+        (
+            INTERNAL.to_owned(),
+            ComposeNetwork {
+                name: format!("{project}-internal"),
+                driver: "bridge",
+                internal: true,
+                labels: labels_for(stack, "network"),
+            },
+        ),
+        (
+            EGRESS.to_owned(),
+            ComposeNetwork {
+                name: format!("{project}-egress"),
+                driver: "bridge",
+                internal: false,
+                labels: labels_for(stack, "network"),
+            },
+        ),
+    ]);
+    let volumes = stack
+        .volumes
+        .iter()
+        .map(|v| (v.clone(), ComposeVolume { name: format!("{volume_prefix}{v}"), labels: labels_for(stack, "volume") }))
+        .collect();
+    ComposeFile { services, networks, volumes }
+}
+
+/// The plugin.
+pub struct Docker;
+
+impl BackendGuest for Docker {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "docker".into(),
+            kind: PluginKind::Backend,
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "one compose project: the agent on an internal network, sidecars in one bundle".into(),
+        }
+    }
+
+    fn render(stack: Stack) -> Result<Deployment, PluginError> {
+        let settings: Settings = parse_settings(&stack.settings)?;
+        let file = compose(&stack, &settings);
+        let mut documents = vec![Document { path: COMPOSE_FILE.into(), contents: to_yaml(&file)?, mode: 0o600 }];
+        if !stack.bundle.is_empty() {
+            documents.push(daemon_list(&stack));
+        }
+        Ok(Deployment { project: project(&stack.slug), documents })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bottle_plugin_sdk::export_backend!(Docker);

@@ -1,0 +1,204 @@
+//! egress: the credential-injecting proxy in front of pipelock, present when the bottle has routes.
+//!
+//! The agent holds no real token: egress strips any `Authorization` it sends and injects the
+//! real one for matching routes only. Token values reach egress as env vars `EGRESS_TOKEN_<n>`
+//! that the host fills from the host env at launch; this plugin only ever sees their names.
+
+use bottle_plugin_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The hostname the agent uses.
+pub const HOSTNAME: &str = "egress";
+/// The proxy port.
+pub const PORT: u16 = 9099;
+/// In-container dir holding `routes.yaml` (a dir mount, so live edits are visible).
+pub const CONFIG_DIR: &str = "/etc/egress";
+/// In-container path of egress's CA, cert and key in one PEM.
+pub const CA_BUNDLE: &str = "/etc/egress-ca/bundle.pem";
+/// In-container path of the upstream (pipelock) CA egress trusts.
+pub const UPSTREAM_CA: &str = "/etc/egress-ca/upstream.pem";
+/// The daemon binary in the bundle image.
+pub const BINARY: &str = "/usr/local/bin/bottle-egress";
+/// The upstream when no plugin offers a `bundle-proxy` endpoint.
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8888";
+
+/// `plugins.egress` in the manifest: nothing yet, but typos are still errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {}
+
+/// `routes.yaml`, as the egress daemon reads it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoutesFile {
+    /// The routes, in manifest order.
+    pub routes: Vec<Route>,
+}
+
+/// One route.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Route {
+    /// Host, lower case.
+    pub host: String,
+    /// Path prefixes; absent means every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_allowlist: Vec<String>,
+    /// `Bearer` or `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_scheme: Option<String>,
+    /// Name of the env var holding the token inside the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+/// The routes file and the secret env slots: one `EGRESS_TOKEN_<n>` per distinct `token_ref`,
+/// numbered in declaration order.
+pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
+    let mut secrets: Vec<SecretEnv> = Vec::new();
+    let routes = bottle
+        .routes
+        .iter()
+        .map(|r| {
+            let token_env = r.auth.as_ref().map(|a| {
+                match secrets.iter().find(|s| s.from_host_env == a.token_ref) {
+                    Some(s) => s.name.clone(),
+                    None => {
+                        let name = format!("EGRESS_TOKEN_{}", secrets.len());
+                        secrets.push(SecretEnv { name: name.clone(), from_host_env: a.token_ref.clone() });
+                        name
+                    }
+                }
+            });
+            Route {
+                host: r.host.to_ascii_lowercase(),
+                path_allowlist: r.path_allowlist.clone(),
+                auth_scheme: r.auth.as_ref().map(|a| a.scheme.clone()),
+                token_env,
+            }
+        })
+        .collect();
+    (RoutesFile { routes }, secrets)
+}
+
+/// The plugin.
+pub struct Egress;
+
+impl SidecarGuest for Egress {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "egress".into(),
+            kind: PluginKind::Sidecar,
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "credential-injecting proxy: strips the agent's Authorization, injects real tokens per route".into(),
+        }
+    }
+
+    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
+        let _: Settings = parse_settings(&bottle.settings)?;
+        if bottle.routes.is_empty() {
+            return Ok(Plan { active: false, ..Plan::default() });
+        }
+        let (file, secrets) = routes(&bottle);
+        let yaml = serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
+        Ok(Plan {
+            // Read by the daemon's uid 1000; it holds hosts and env names, never a token.
+            files: vec![StagedFile { path: "egress/routes.yaml".into(), contents: yaml, mode: 0o644 }],
+            cas: vec![CaRequest {
+                id: "egress".into(),
+                common_name: format!("bottle egress CA {}", bottle.slug),
+                combined_pem: true,
+                trusted_by_agent: true,
+            }],
+            secrets,
+            provides: vec![Endpoint { name: "agent-proxy".into(), url: format!("http://{HOSTNAME}:{PORT}"), priority: 20 }],
+            ..Plan::default()
+        })
+    }
+
+    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+        let upstream = ctx
+            .endpoints
+            .iter()
+            .find(|e| e.name == "bundle-proxy")
+            .map_or(DEFAULT_UPSTREAM.to_owned(), |e| e.url.clone());
+        let mut mounts = vec![Mount::state_ro("egress", CONFIG_DIR)];
+        let mut command = vec![
+            BINARY.to_owned(),
+            "--listen".into(),
+            format!("0.0.0.0:{PORT}"),
+            "--routes".into(),
+            format!("{CONFIG_DIR}/routes.yaml"),
+            "--upstream".into(),
+            upstream.clone(),
+        ];
+        if let Some(combined) = ctx.cas.iter().find(|c| c.id == "egress").and_then(|c| c.combined.clone()) {
+            mounts.push(Mount::state_ro(combined, CA_BUNDLE));
+            command.extend(["--ca".into(), CA_BUNDLE.into()]);
+        }
+        if let Some(up) = ctx.cas.iter().find(|c| c.id == "pipelock") {
+            mounts.push(Mount::state_ro(up.cert.clone(), UPSTREAM_CA));
+            command.extend(["--upstream-ca".into(), UPSTREAM_CA.into()]);
+        }
+        Ok(Fragment {
+            daemons: vec![Daemon {
+                name: HOSTNAME.into(),
+                command,
+                env: vec![kv("EGRESS_UPSTREAM_PROXY", upstream)],
+                mounts,
+                ports: vec![PORT],
+                ..Daemon::default()
+            }],
+            ..Fragment::default()
+        })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bottle_plugin_sdk::export_sidecar!(Egress);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_plugin_sdk::testing;
+
+    fn route(host: &str, token: Option<&str>) -> EgressRoute {
+        EgressRoute {
+            host: host.into(),
+            path_allowlist: vec![],
+            auth: token.map(|t| RouteAuth { scheme: "Bearer".into(), token_ref: t.into() }),
+        }
+    }
+
+    #[test]
+    fn inactive_without_routes() {
+        assert!(!Egress::prepare(testing::bottle()).unwrap().active);
+    }
+
+    #[test]
+    fn one_token_slot_per_distinct_token_ref_in_order() {
+        let mut b = testing::bottle();
+        b.routes = vec![
+            route("api.github.com", Some("GH")),
+            route("uploads.github.com", Some("GH")),
+            route("api.anthropic.com", Some("ANTHROPIC")),
+            route("pypi.org", None),
+        ];
+        let plan = Egress::prepare(b).unwrap();
+        let names: Vec<(&str, &str)> =
+            plan.secrets.iter().map(|s| (s.name.as_str(), s.from_host_env.as_str())).collect();
+        assert_eq!(names, [("EGRESS_TOKEN_0", "GH"), ("EGRESS_TOKEN_1", "ANTHROPIC")]);
+        let file: RoutesFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
+        assert_eq!(file.routes[1].token_env.as_deref(), Some("EGRESS_TOKEN_0"));
+        assert_eq!(file.routes[3].token_env, None);
+        assert!(!plan.files[0].contents.contains("GH\n"), "the host env name stays on the host side");
+    }
+
+    #[test]
+    fn chains_to_the_bundle_proxy_over_loopback() {
+        let mut ctx = testing::render_context(testing::bottle());
+        ctx.endpoints = vec![Endpoint { name: "bundle-proxy".into(), url: "http://127.0.0.1:8888".into(), priority: 10 }];
+        let f = Egress::render(ctx).unwrap();
+        let d = &f.daemons[0];
+        assert!(d.env.iter().any(|kv| kv.key == "EGRESS_UPSTREAM_PROXY" && kv.value == "http://127.0.0.1:8888"));
+        assert_eq!(d.ports, [9099]);
+    }
+}

@@ -1,0 +1,187 @@
+//! git-gate: the agent's only git remote, present when the manifest has git upstreams.
+//!
+//! The agent reaches each upstream as `git://git-gate/<name>.git` (its gitconfig rewrites the
+//! real URL with `insteadOf`). Only git-gate holds the SSH key, mounted read-only, and it
+//! verifies the upstream against the pinned host key; with no pinned key it refuses to forward.
+
+use bottle_plugin_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The hostname the agent uses.
+pub const HOSTNAME: &str = "git-gate";
+/// git daemon's port.
+pub const PORT: u16 = 9418;
+/// In-container config dir (gate.yaml, known_hosts).
+pub const CONFIG_DIR: &str = "/etc/git-gate";
+/// In-container dir of the SSH keys, one subdir per upstream.
+pub const CREDS_DIR: &str = "/git-gate/creds";
+/// The daemon binary in the bundle image.
+pub const BINARY: &str = "/usr/local/bin/bottle-git-gate";
+/// Where the agent's gitconfig is mounted (read by every git as the system config).
+pub const AGENT_GITCONFIG: &str = "/etc/gitconfig";
+
+/// `plugins.git-gate` in the manifest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {}
+
+/// `gate.yaml`, as the git-gate daemon reads it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GateFile {
+    /// One entry per upstream.
+    pub repos: Vec<Repo>,
+}
+
+/// One mirrored upstream.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Repo {
+    /// Name under `git://git-gate/`.
+    pub name: String,
+    /// The real SSH URL.
+    pub upstream: String,
+    /// In-container path of its private key.
+    pub key: String,
+    /// False when no host key is pinned: the gate then refuses to fetch or push (fail-closed).
+    pub forward: bool,
+}
+
+/// The `known_hosts` line for an upstream, if its key is pinned.
+pub fn known_hosts_line(u: &GitUpstream) -> Option<String> {
+    let key = u.known_host_key.as_deref()?.trim();
+    let host = if u.port == 22 { u.host.clone() } else { format!("[{}]:{}", u.host, u.port) };
+    Some(format!("{host} {key}\n"))
+}
+
+/// The agent's gitconfig: one `insteadOf` per upstream.
+pub fn gitconfig(git: &[GitUpstream]) -> String {
+    git.iter()
+        .map(|u| format!("[url \"git://{HOSTNAME}/{}.git\"]\n\tinsteadOf = {}\n", u.name, u.url))
+        .collect()
+}
+
+/// The plugin.
+pub struct GitGate;
+
+impl SidecarGuest for GitGate {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "git-gate".into(),
+            kind: PluginKind::Sidecar,
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "git mirror at git://git-gate/<repo>.git; holds the SSH key, pushes upstream fail-closed".into(),
+        }
+    }
+
+    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
+        let _: Settings = parse_settings(&bottle.settings)?;
+        if bottle.git.is_empty() {
+            return Ok(Plan { active: false, ..Plan::default() });
+        }
+        let repos = bottle
+            .git
+            .iter()
+            .map(|u| {
+                if u.known_host_key.is_none() {
+                    bottle_plugin_sdk::log::warn(&format!(
+                        "git upstream `{}` has no pinned host key: git-gate will refuse to reach it",
+                        u.name
+                    ));
+                }
+                Repo {
+                    name: u.name.clone(),
+                    upstream: u.url.clone(),
+                    key: format!("{CREDS_DIR}/{}/id", u.name),
+                    forward: u.known_host_key.is_some(),
+                }
+            })
+            .collect();
+        let gate = serde_yaml::to_string(&GateFile { repos }).map_err(|e| PluginError::Internal(e.to_string()))?;
+        let known_hosts: String = bottle.git.iter().filter_map(known_hosts_line).collect();
+        Ok(Plan {
+            files: vec![
+                StagedFile { path: "git-gate/gate.yaml".into(), contents: gate, mode: 0o644 },
+                StagedFile { path: "git-gate/known_hosts".into(), contents: known_hosts, mode: 0o644 },
+                StagedFile { path: "agent/gitconfig".into(), contents: gitconfig(&bottle.git), mode: 0o644 },
+            ],
+            ..Plan::default()
+        })
+    }
+
+    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+        let mut mounts = vec![Mount::state_ro("git-gate", CONFIG_DIR)];
+        for u in &ctx.bottle.git {
+            mounts.push(Mount {
+                source: MountSource::Host(u.key_file.clone()),
+                target: format!("{CREDS_DIR}/{}/id", u.name),
+                read_only: true,
+            });
+        }
+        let mut agent = Patch::of("agent");
+        agent.mounts.push(Mount::state_ro("agent/gitconfig", AGENT_GITCONFIG));
+        Ok(Fragment {
+            daemons: vec![Daemon {
+                name: HOSTNAME.into(),
+                command: vec![BINARY.into(), "--config".into(), format!("{CONFIG_DIR}/gate.yaml"), "--port".into(), PORT.to_string()],
+                mounts,
+                ports: vec![PORT],
+                ..Daemon::default()
+            }],
+            patches: vec![agent],
+            ..Fragment::default()
+        })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bottle_plugin_sdk::export_sidecar!(GitGate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_plugin_sdk::testing;
+
+    #[test]
+    fn inactive_without_upstreams() {
+        assert!(!GitGate::prepare(testing::bottle()).unwrap().active);
+    }
+
+    #[test]
+    fn one_insteadof_per_upstream() {
+        let mut b = testing::bottle();
+        b.git = vec![testing::upstream("a"), testing::upstream("b")];
+        let plan = GitGate::prepare(b).unwrap();
+        let gitconfig = &plan.files.iter().find(|f| f.path == "agent/gitconfig").unwrap().contents;
+        assert_eq!(
+            gitconfig,
+            "[url \"git://git-gate/a.git\"]\n\tinsteadOf = git@github.com:example/a.git\n\
+             [url \"git://git-gate/b.git\"]\n\tinsteadOf = git@github.com:example/b.git\n"
+        );
+    }
+
+    #[test]
+    fn fail_closed_without_a_pinned_key() {
+        let mut b = testing::bottle();
+        let mut u = testing::upstream("a");
+        u.known_host_key = None;
+        b.git = vec![u];
+        let plan = GitGate::prepare(b).unwrap();
+        let gate: GateFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
+        assert!(!gate.repos[0].forward);
+        assert_eq!(plan.files[1].contents, "", "no known_hosts entry, so ssh refuses the host");
+        let logs = bottle_plugin_sdk::log::take();
+        assert!(logs.iter().any(|(_, m)| m.contains("no pinned host key")), "{logs:?}");
+    }
+
+    #[test]
+    fn key_is_mounted_read_only_and_non_default_ports_are_bracketed() {
+        let mut u = testing::upstream("a");
+        u.port = 2222;
+        assert!(known_hosts_line(&u).unwrap().starts_with("[github.com]:2222 ssh-ed25519 "));
+        let mut b = testing::bottle();
+        b.git = vec![u];
+        let f = GitGate::render(testing::render_context(b)).unwrap();
+        let key = f.daemons[0].mounts.iter().find(|m| m.target == "/git-gate/creds/a/id").unwrap();
+        assert!(key.read_only);
+        assert_eq!(f.daemons[0].ports, [9418]);
+    }
+}

@@ -1,0 +1,78 @@
+//! The guest SDK for bottle plugins.
+//!
+//! A plugin is a `cdylib` crate built with `cargo build --target wasm32-wasip2`. It implements
+//! [`SidecarGuest`] (or [`BackendGuest`]) and exports it with [`export_sidecar!`] (or
+//! [`export_backend!`]). Plugins are pure: they see no clock, file, socket or secret, and talk
+//! to the host only through their return values and [`log`].
+//!
+//! Plugin logic stays testable natively: gate the export on `wasm32`, and call your `Guest`
+//! methods from ordinary `#[test]`s. See the crate README for a worked example.
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code, reason = "bindings only run in wasm"))]
+
+mod defaults;
+pub mod log;
+pub mod settings;
+pub mod testing;
+
+/// Bindings of the `sidecar-plugin` world (`bottle:plugin@0.1.0`).
+#[allow(missing_docs, reason = "generated code")]
+pub mod sidecar_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "sidecar-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_sidecar",
+        default_bindings_module: "bottle_plugin_sdk::sidecar_bindings",
+    });
+}
+
+/// Bindings of the `backend-plugin` world; shares its types with [`sidecar_bindings`].
+#[allow(missing_docs, reason = "generated code")]
+pub mod backend_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "backend-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_backend",
+        default_bindings_module: "bottle_plugin_sdk::backend_bindings",
+        with: {
+            "bottle:plugin/types@0.1.0": crate::sidecar_bindings::bottle::plugin::types,
+            "bottle:plugin/host@0.1.0": crate::sidecar_bindings::bottle::plugin::host,
+        },
+    });
+}
+
+/// Export a type implementing [`SidecarGuest`] as this component's sidecar plugin.
+///
+/// Gate it on wasm so native `cargo test` still links: `#[cfg(target_arch = "wasm32")]`.
+pub use sidecar_bindings::export_sidecar;
+
+/// Export a type implementing [`BackendGuest`] as this component's backend plugin.
+pub use backend_bindings::export_backend;
+
+/// The API version this SDK builds plugins for.
+pub const API_VERSION: &str = "0.1.0";
+
+/// Every record of the contract (`Bottle`, `Plan`, `Fragment`, `Stack`, …).
+pub mod types {
+    pub use crate::sidecar_bindings::bottle::plugin::types::*;
+}
+
+/// The trait a sidecar plugin implements.
+pub use sidecar_bindings::exports::bottle::plugin::sidecar::Guest as SidecarGuest;
+
+/// The trait a backend plugin implements.
+pub use backend_bindings::exports::bottle::plugin::backend::Guest as BackendGuest;
+
+/// Everything a plugin usually needs, in one import.
+pub mod prelude {
+    pub use crate::settings::parse_settings;
+    pub use crate::types::*;
+    pub use crate::{BackendGuest, SidecarGuest, kv};
+}
+
+/// Shorthand for a [`types::KeyValue`].
+pub fn kv(key: impl Into<String>, value: impl Into<String>) -> types::KeyValue {
+    types::KeyValue { key: key.into(), value: value.into() }
+}
