@@ -1,7 +1,9 @@
 //! Command-line arguments, turned into typed requests early, and the commands themselves.
 
 use anyhow::{Context, Result};
+use bottle::launch::{self, RunRequest};
 use bottle::plugin::{self, Cache, LoadedPlugin, PluginHost, PluginSet, PluginSource};
+use bottle::policy::{Grant, Grants};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start an agent in a bottle (with --dry-run: only plan it and write the state dir).
+    Run(RunArgs),
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -43,6 +47,38 @@ enum PluginsCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Agent name (looked up in ./agents/ and the user's config dir) or manifest path.
+    agent: String,
+    /// Plan only: run every plugin, write the state dir, start nothing, mint no key.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the full plan as JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Use this backend plugin instead of the manifest's.
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Grant a plugin a capability: NAME=GRANT (privileged, docker-socket, cap-add:CAP,
+    /// host-path:/PATH, publish:PORT). Repeatable.
+    #[arg(long = "grant", value_name = "NAME=GRANT", value_parser = parse_grant)]
+    grants: Vec<(String, Grant)>,
+    /// The host dir the agent works on (default: the current dir).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// A one-off command instead of the agent's default.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_grant(s: &str) -> Result<(String, Grant), String> {
+    let (name, grant) = s.split_once('=').ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
+    Ok((name.to_owned(), grant.parse()?))
 }
 
 /// Where plugins come from.
@@ -70,6 +106,7 @@ pub fn init_logging(cli: &Cli) {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_agent(args),
         Command::Plugins(PluginsCommand::List { plugins, json }) => plugins_list(&plugins, json),
         Command::Plugins(PluginsCommand::Check { paths }) => plugins_check(&paths),
     }
@@ -147,4 +184,45 @@ fn plugins_check(paths: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_agent(args: RunArgs) -> Result<ExitCode> {
+    let project_dir = std::env::current_dir().context("cannot read the current dir")?;
+    let manifest = bottle::manifest::find(&args.agent, &project_dir).map_err(anyhow::Error::msg)?;
+    let mut grants = Grants::default();
+    for (plugin, grant) in args.grants {
+        grants.add(&plugin, grant);
+    }
+    let cwd = match args.cwd {
+        Some(d) => d.canonicalize().with_context(|| format!("--cwd {}: no such dir", d.display()))?,
+        None => project_dir,
+    };
+    let req = RunRequest {
+        manifest,
+        backend: args.backend,
+        grants,
+        cwd,
+        state_root: launch::default_state_root().map_err(anyhow::Error::msg)?,
+        dry_run: args.dry_run,
+    };
+    let (_, plugins) = load_all(&args.plugins)?;
+    if !args.dry_run {
+        anyhow::bail!(
+            "starting bottles is not built yet (it comes with the Docker lifecycle); use `bottle run {} --dry-run` to plan one",
+            args.agent
+        );
+    }
+    let prepared = launch::prepare(&plugins, &req)?;
+    if args.json {
+        let out = serde_json::json!({
+            "slug": prepared.slug,
+            "state_dir": prepared.state_dir,
+            "metadata": prepared.metadata,
+            "plan": prepared.plan,
+        });
+        print!("{}", bottle::state::pretty_json(&out));
+    } else {
+        print!("{}", launch::summary(&prepared));
+    }
+    Ok(ExitCode::SUCCESS)
 }

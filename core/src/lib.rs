@@ -8,9 +8,12 @@
 //! - [`policy`]: the one place capabilities a plugin asks for are checked against grants.
 //! - [`paths`]: where bottle keeps caches, state and config.
 
+pub mod launch;
+pub mod manifest;
 pub mod merge;
 pub mod model;
 pub mod paths;
 pub mod planner;
 pub mod plugin;
 pub mod policy;
+pub mod state;

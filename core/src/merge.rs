@@ -89,6 +89,8 @@ pub struct MergeInput<'a> {
     pub state_dir: &'a str,
     /// The agent as declared.
     pub agent: &'a Agent,
+    /// Mounts the manifest gives the agent (the host's working dir).
+    pub agent_mounts: &'a [Mount],
     /// The winning `agent-proxy` endpoint and the plugin that offered it.
     pub agent_proxy: Option<(&'a str, &'a Endpoint)>,
     /// Whether any CA is trusted by the agent.
@@ -199,7 +201,7 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
 
     // The agent: manifest first, then bottle's wiring, then plugin patches.
     let mut agent = Container::new("the agent");
-    agent.add(&input.agent.env, &[], &Owner::Manifest)?;
+    agent.add(&input.agent.env, input.agent_mounts, &Owner::Manifest)?;
     if let Some((_, proxy)) = input.agent_proxy {
         for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
             agent.env.set(k, proxy.url.clone(), &Owner::Wiring)?;

@@ -28,6 +28,8 @@ pub struct PlanRequest<'a> {
     pub state_dir: &'a str,
     /// Backend plugin name.
     pub backend: &'a str,
+    /// Mounts the manifest gives the agent.
+    pub agent_mounts: &'a [Mount],
 }
 
 /// One plugin that took part, for `metadata.json` and `--json`.
@@ -253,6 +255,7 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             slug: &req.bottle.slug,
             state_dir: req.state_dir,
             agent: &req.bottle.agent,
+            agent_mounts: req.agent_mounts,
             agent_proxy: endpoints.get("agent-proxy").copied(),
             agent_trusts_cas,
             secrets: &secrets,

@@ -97,6 +97,13 @@ impl Grants {
         self.0.entry(plugin.to_owned()).or_default().insert(grant);
     }
 
+    /// Add every grant of `other`.
+    pub fn extend(&mut self, other: &Grants) {
+        for (plugin, gs) in &other.0 {
+            self.0.entry(plugin.clone()).or_default().extend(gs.iter().cloned());
+        }
+    }
+
     fn allows(&self, plugin: &str, cap: &Capability) -> bool {
         self.0.get(plugin).is_some_and(|gs| gs.iter().any(|g| g.covers(cap)))
     }

@@ -1,0 +1,160 @@
+//! From `bottle run AGENT` to a written state dir: the steps every launch shares.
+//!
+//! [`prepare`] reads the manifest, mints a slug, runs every plugin and writes the state dir.
+//! `--dry-run` stops there; a real launch (next: keys, bring-up, attach) starts from the
+//! returned [`Prepared`].
+
+use crate::manifest::{self, CwdMode, Manifest, ManifestError};
+use crate::model::{Mount, MountSource};
+use crate::planner::{self, BottlePlan, PlanError, PlanRequest};
+use crate::plugin::PluginSet;
+use crate::policy::Grants;
+use crate::state::{self, Metadata, StateError};
+use std::path::PathBuf;
+
+/// What the user asked for, already typed.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// Backend override (`--backend`).
+    pub backend: Option<String>,
+    /// Extra grants (`--grant`).
+    pub grants: Grants,
+    /// The host dir the agent works on.
+    pub cwd: PathBuf,
+    /// Where state dirs live.
+    pub state_root: PathBuf,
+    /// True for `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// A prepared bottle: plan computed, state dir written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The slug.
+    pub slug: String,
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// The plan.
+    pub plan: BottlePlan,
+    /// The metadata written.
+    pub metadata: Metadata,
+}
+
+/// Why a launch could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The manifest is wrong.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A plugin or the merge failed.
+    #[error("{file}: {error}")]
+    Plan {
+        /// The manifest file, for context.
+        file: String,
+        /// The error.
+        error: PlanError,
+    },
+    /// The state dir could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Plan `req` with `plugins` and write the state dir.
+pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, PrepareError> {
+    let manifest = manifest::load(&req.manifest)?;
+    let slug = state::mint_slug(&manifest.name);
+    let state_dir = req.state_root.join(&slug);
+    let mut grants = manifest.grants.clone();
+    grants.extend(&req.grants);
+    let agent_mounts = match manifest.cwd {
+        CwdMode::Mount => vec![Mount {
+            source: MountSource::Host(req.cwd.display().to_string()),
+            target: manifest.agent.workdir.clone(),
+            read_only: false,
+        }],
+        CwdMode::Copy | CwdMode::None => vec![],
+    };
+    let bottle = manifest.bottle(&slug);
+    let backend = req.backend.clone().unwrap_or_else(|| manifest.backend.clone());
+    let state_dir_str = state_dir.display().to_string();
+    let plan = planner::plan(
+        plugins,
+        &PlanRequest {
+            bottle: &bottle,
+            settings: &manifest.settings,
+            grants: &grants,
+            declared: &manifest.declared_paths(),
+            state_dir: &state_dir_str,
+            backend: &backend,
+            agent_mounts: &agent_mounts,
+        },
+    )
+    .map_err(|error| PrepareError::Plan { file: req.manifest.display().to_string(), error })?;
+    let metadata = Metadata {
+        agent: manifest.name.clone(),
+        manifest: req.manifest.display().to_string(),
+        cwd: req.cwd.display().to_string(),
+        copy_cwd: manifest.cwd == CwdMode::Copy,
+        started_at: state::rfc3339(std::time::SystemTime::now()),
+        backend: plan.backend.clone(),
+        compose_project: plan.deployment.project.clone(),
+        plugins: plan.plugins.clone(),
+        dry_run: req.dry_run,
+    };
+    let state_dir = state::write(&req.state_root, &slug, &plan, &metadata)?;
+    Ok(Prepared { manifest, slug, state_dir, plan, metadata })
+}
+
+/// `N hosts allowed (a, b, c +M more)` for the hosts the manifest allows.
+pub fn hosts_summary(manifest: &Manifest) -> String {
+    let mut hosts: Vec<&str> = manifest.allowlist.iter().map(String::as_str).collect();
+    for r in &manifest.routes {
+        if !hosts.contains(&r.host.as_str()) {
+            hosts.push(&r.host);
+        }
+    }
+    let shown: Vec<&str> = hosts.iter().take(3).copied().collect();
+    let more = hosts.len().saturating_sub(3);
+    let mut s = format!("{} hosts allowed", hosts.len());
+    if !shown.is_empty() {
+        s.push_str(&format!(" ({}", shown.join(", ")));
+        if more > 0 {
+            s.push_str(&format!(" +{more} more"));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// The short human summary `bottle run --dry-run` prints.
+pub fn summary(p: &Prepared) -> String {
+    let m = &p.manifest;
+    let mut env: Vec<String> = p.plan.stack.agent.env.keys().cloned().collect();
+    env.extend(m.agent.secret_env.iter().map(|s| format!("{s} (secret)")));
+    let git: Vec<String> = m.git.iter().map(|g| format!("{} <- {}", g.name, g.url)).collect();
+    let sidecars: Vec<&str> = p.plan.sidecars.iter().map(|s| s.plugin.as_str()).collect();
+    let keys: Vec<String> = p.plan.cas.iter().map(|c| c.key.clone()).collect();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<9} {v}\n"));
+    line("agent:", m.name.clone());
+    line("image:", m.agent.image.clone());
+    line("backend:", format!("{} ({})", p.plan.backend, p.plan.deployment.project));
+    line("env:", if env.is_empty() { "none".into() } else { env.join(", ") });
+    line("git:", if git.is_empty() { "none".into() } else { git.join("; ") });
+    line("egress:", hosts_summary(m));
+    line("sidecars:", sidecars.join(", "));
+    if !keys.is_empty() {
+        line("keys:", format!("{} (minted at launch, not in a dry run)", keys.join(", ")));
+    }
+    line("state:", p.state_dir.display().to_string());
+    format!("bottle {}{}\n{out}", p.slug, if p.metadata.dry_run { " (dry run: nothing started)" } else { "" })
+}
+
+/// The default state root, or an error saying how to set one.
+pub fn default_state_root() -> Result<PathBuf, String> {
+    crate::paths::state_dir().ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
+}

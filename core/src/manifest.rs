@@ -1,0 +1,464 @@
+//! Agent manifests: YAML in, a validated [`Manifest`] out.
+//!
+//! Raw serde types with `deny_unknown_fields` catch typos with the YAML parser's line and
+//! column; the checks after that locate the offending text themselves. Every error names the
+//! file, the line and column, the field, and the fix.
+
+use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
+use crate::policy::{DeclaredPaths, Grant, Grants};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Env names bottle sets on the agent itself; a manifest may not set them.
+pub const RESERVED_ENV: &[&str] = &[
+    "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy",
+    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+];
+
+/// The backend used when the manifest names none.
+pub const DEFAULT_BACKEND: &str = "docker";
+
+/// A manifest error: where, which field, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ManifestError {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The field path (`egress.routes[0].auth`).
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        if self.field.is_empty() { write!(f, ": {}", self.message) } else { write!(f, ": `{}`: {}", self.field, self.message) }
+    }
+}
+
+/// How the host's working dir reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CwdMode {
+    /// Bind-mounted read-write at the agent's workdir.
+    #[default]
+    Mount,
+    /// Copied into the agent at launch; the host copy is untouched.
+    Copy,
+    /// Not shared.
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    image: String,
+    command: Option<Vec<String>>,
+    workdir: Option<String>,
+    #[serde(default)]
+    cwd: CwdMode,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    git: Vec<RawGit>,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    supervise: bool,
+    backend: Option<String>,
+    #[serde(default)]
+    plugins: BTreeMap<String, Option<serde_yaml::Mapping>>,
+    // Gone keys, parsed only to say what replaced them.
+    cred_proxy: Option<IgnoredAny>,
+    ssh: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    name: String,
+    url: String,
+    key: String,
+    known_host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allowlist: Vec<String>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: String,
+    #[serde(default)]
+    path_allowlist: Vec<String>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    scheme: Option<String>,
+    token_ref: Option<String>,
+}
+
+/// A validated agent manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// Agent name (file stem).
+    pub name: String,
+    /// How the host cwd reaches the agent.
+    pub cwd: CwdMode,
+    /// The agent.
+    pub agent: Agent,
+    /// Git upstreams.
+    pub git: Vec<GitUpstream>,
+    /// Extra allowed hosts.
+    pub allowlist: Vec<String>,
+    /// Egress routes.
+    pub routes: Vec<EgressRoute>,
+    /// Supervise on.
+    pub supervise: bool,
+    /// Backend name.
+    pub backend: String,
+    /// Per-plugin settings (without `grants`).
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// Per-plugin grants.
+    pub grants: Grants,
+}
+
+impl Manifest {
+    /// The bottle every sidecar sees, for `slug`.
+    pub fn bottle(&self, slug: &str) -> Bottle {
+        Bottle {
+            slug: slug.to_owned(),
+            agent: self.agent.clone(),
+            git: self.git.clone(),
+            allowlist: self.allowlist.clone(),
+            routes: self.routes.clone(),
+            supervise: self.supervise,
+        }
+    }
+
+    /// Host paths the manifest itself declares (git key files): plugins may mount these.
+    pub fn declared_paths(&self) -> DeclaredPaths {
+        DeclaredPaths(self.git.iter().map(|g| g.key_file.clone()).collect())
+    }
+
+    /// Env names the agent gets from the host (names only).
+    pub fn secret_names(&self) -> &[String] {
+        &self.agent.secret_env
+    }
+}
+
+/// Find the manifest for `agent`: a path, or a name looked up in `./agents/` then the user's
+/// config dir (`agents/<name>.yaml` or `.yml`).
+pub fn find(agent: &str, project_dir: &Path) -> Result<PathBuf, String> {
+    let as_path = Path::new(agent);
+    if agent.contains('/') || agent.ends_with(".yaml") || agent.ends_with(".yml") {
+        return if as_path.is_file() {
+            Ok(as_path.to_owned())
+        } else {
+            Err(format!("{agent}: no such manifest file"))
+        };
+    }
+    let mut searched = Vec::new();
+    let mut dirs = vec![project_dir.join("agents")];
+    if let Some(c) = crate::paths::config_dir() {
+        dirs.push(c.join("agents"));
+    }
+    for dir in dirs {
+        for ext in ["yaml", "yml"] {
+            let p = dir.join(format!("{agent}.{ext}"));
+            if p.is_file() {
+                return Ok(p);
+            }
+            searched.push(p.display().to_string());
+        }
+    }
+    Err(format!("no manifest for agent `{agent}`; looked at {}; create one there or pass a path", searched.join(", ")))
+}
+
+/// Read and validate the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        field: String::new(),
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Builds errors located in one manifest's text.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    /// An error at the first line mentioning `needle` (a key or value), else without position.
+    fn at(&self, needle: &str, field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+        let pos = (!needle.is_empty())
+            .then(|| {
+                self.text.lines().enumerate().find_map(|(i, line)| {
+                    let code = line.split(" #").next().unwrap_or(line);
+                    code.find(needle).map(|c| (i + 1, c + 1))
+                })
+            })
+            .flatten();
+        ManifestError {
+            file: self.file.to_owned(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn valid_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_host(s: &str) -> bool {
+    let h = s.strip_prefix("*.").unwrap_or(s);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn valid_agent_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.len() <= 40
+}
+
+/// Split an SSH git URL into host and port: `git@host:path` or `ssh://[user@]host[:port]/path`.
+fn ssh_host_port(url: &str) -> Option<(String, u16)> {
+    if let Some(rest) = url.strip_prefix("ssh://") {
+        let authority = rest.split('/').next()?;
+        let hostport = authority.rsplit('@').next()?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (hostport, 22),
+        };
+        let path = rest.split_once('/')?.1;
+        return (valid_host(host) && !path.is_empty()).then(|| (host.to_owned(), port));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    let (userhost, path) = url.split_once(':')?;
+    let host = userhost.rsplit('@').next()?;
+    (valid_host(host) && !path.is_empty()).then(|| (host.to_owned(), 22))
+}
+
+fn expand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{}/{rest}", home.trim_end_matches('/')),
+        _ => p.to_owned(),
+    }
+}
+
+/// Parse and validate manifest `text` read from `file`.
+pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let loc = Locator { file, text };
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if !valid_agent_name(&name) {
+        return Err(loc.at("", "", format!(
+            "the agent name `{name}` comes from the file name and must be lower-case letters, digits and `-`; rename the file"
+        )));
+    }
+    let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (Some(l.line()), Some(l.column()))).unwrap_or((None, None));
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        // serde_yaml prefixes nested errors with the field path: `egress.routes[0]: unknown field …`.
+        let (field, msg) = match msg.split_once(": ") {
+            Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
+            _ => (String::new(), msg),
+        };
+        let hint = if msg.contains("unknown field") {
+            "; check the spelling (see the example agents in agents/)"
+        } else if msg.contains("missing field") {
+            "; add it"
+        } else {
+            ""
+        };
+        ManifestError { file: file.to_owned(), line, column, field, message: format!("{msg}{hint}") }
+    })?;
+
+    if raw.cred_proxy.is_some() {
+        return Err(loc.at("cred_proxy", "cred_proxy", "`cred_proxy` was replaced by egress routes; move each entry to `egress.routes` as `{host, path_allowlist, auth: {scheme, token_ref}}`"));
+    }
+    if raw.ssh.is_some() {
+        return Err(loc.at("ssh", "ssh", "`ssh` upstreams were replaced by git-gate; list each repo under `git:` as `{name, url, key, known_host}`"));
+    }
+    if raw.image.trim().is_empty() {
+        return Err(loc.at("image", "image", "the agent image is empty; name a local image, e.g. `bottle-agent:latest`"));
+    }
+    let workdir = raw.workdir.unwrap_or_else(|| "/workspace".into());
+    if !workdir.starts_with('/') {
+        return Err(loc.at(&workdir, "workdir", "must be an absolute path inside the container, e.g. `/workspace`"));
+    }
+    let command = raw.command.unwrap_or_else(|| vec!["claude".into()]);
+    if command.is_empty() || command[0].is_empty() {
+        return Err(loc.at("command", "command", "the command is empty; give the agent's program and arguments, e.g. `[claude]`"));
+    }
+
+    let mut env = EnvMap::new();
+    for (k, v) in raw.env {
+        if !valid_env_name(&k) {
+            return Err(loc.at(&k, format!("env.{k}"), "env names are letters, digits and `_`, not starting with a digit"));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(loc.at(&k, format!("env.{k}"), "bottle sets this itself (proxy and CA wiring); remove it"));
+        }
+        env.insert(k, v);
+    }
+    let mut secret_env = Vec::new();
+    for (i, s) in raw.secrets.into_iter().enumerate() {
+        let field = format!("secrets[{i}]");
+        if !valid_env_name(&s) {
+            return Err(loc.at(&s, field, "secrets are env var names (the value is read from your env at launch)"));
+        }
+        if env.contains_key(&s) || RESERVED_ENV.contains(&s.as_str()) || secret_env.contains(&s) {
+            return Err(loc.at(&s, field, format!("`{s}` is set twice; keep it in either `env` or `secrets`")));
+        }
+        secret_env.push(s);
+    }
+
+    let mut git = Vec::new();
+    let mut git_names = BTreeSet::new();
+    for (i, g) in raw.git.into_iter().enumerate() {
+        let field = format!("git[{i}]");
+        if g.name.is_empty() || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || g.name.starts_with('.') {
+            return Err(loc.at(&g.name, format!("{field}.name"), "repo names are letters, digits, `-`, `_` and `.`; the agent uses git://git-gate/<name>.git"));
+        }
+        if !git_names.insert(g.name.clone()) {
+            return Err(loc.at(&g.name, format!("{field}.name"), format!("`{}` is listed twice; give each upstream its own name", g.name)));
+        }
+        let Some((host, port)) = ssh_host_port(&g.url) else {
+            return Err(loc.at(&g.url, format!("{field}.url"), "not an SSH git URL; use `git@host:org/repo.git` or `ssh://git@host[:port]/org/repo.git`"));
+        };
+        let key_file = expand_home(&g.key);
+        if !key_file.starts_with('/') {
+            return Err(loc.at(&g.key, format!("{field}.key"), "the SSH key path must be absolute or start with `~/`"));
+        }
+        let known_host_key = match g.known_host.map(|k| k.trim().to_owned()) {
+            Some(k) => {
+                let parts: Vec<&str> = k.split_whitespace().collect();
+                if parts.len() != 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
+                    return Err(loc.at(&k, format!("{field}.known_host"), "give the host key as `<type> <base64>`, e.g. the output of `ssh-keyscan host` without the host name"));
+                }
+                Some(k)
+            }
+            None => None,
+        };
+        git.push(GitUpstream { name: g.name, url: g.url, host, port, key_file, known_host_key });
+    }
+
+    let mut allowlist = Vec::new();
+    for (i, h) in raw.egress.allowlist.into_iter().enumerate() {
+        if !valid_host(&h) {
+            return Err(loc.at(&h, format!("egress.allowlist[{i}]"), "give a bare host name (`pypi.org` or `*.example.com`), without scheme, port or path"));
+        }
+        allowlist.push(h.to_ascii_lowercase());
+    }
+    let mut routes = Vec::new();
+    let mut route_hosts = BTreeSet::new();
+    for (i, r) in raw.egress.routes.into_iter().enumerate() {
+        let field = format!("egress.routes[{i}]");
+        if !valid_host(&r.host) || r.host.starts_with("*.") {
+            return Err(loc.at(&r.host, format!("{field}.host"), "give a bare host name (`api.github.com`), without scheme, port, path or wildcard"));
+        }
+        if !route_hosts.insert(r.host.to_ascii_lowercase()) {
+            return Err(loc.at(&r.host, format!("{field}.host"), format!("`{}` has two routes; merge them into one", r.host)));
+        }
+        for (j, p) in r.path_allowlist.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(loc.at(p, format!("{field}.path_allowlist[{j}]"), "path prefixes start with `/`"));
+            }
+        }
+        let auth = match r.auth {
+            None => None,
+            Some(RawAuth { scheme: None, token_ref: None }) => {
+                return Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or remove `auth`"));
+            }
+            Some(RawAuth { scheme, token_ref }) => {
+                let scheme = scheme.ok_or_else(|| loc.at("auth", format!("{field}.auth.scheme"), "missing; use `Bearer` or `token`"))?;
+                if scheme != "Bearer" && scheme != "token" {
+                    return Err(loc.at(&scheme, format!("{field}.auth.scheme"), "use `Bearer` or `token`"));
+                }
+                let token_ref = token_ref.ok_or_else(|| loc.at("auth", format!("{field}.auth.token_ref"), "missing; name the host env var holding the token"))?;
+                if !valid_env_name(&token_ref) {
+                    return Err(loc.at(&token_ref, format!("{field}.auth.token_ref"), "name a host env var (letters, digits, `_`); the value is never written to the manifest"));
+                }
+                Some(RouteAuth { scheme, token_ref })
+            }
+        };
+        routes.push(EgressRoute { host: r.host.to_ascii_lowercase(), path_allowlist: r.path_allowlist, auth });
+    }
+
+    let mut settings = BTreeMap::new();
+    let mut grants = Grants::default();
+    for (plugin, table) in raw.plugins {
+        let mut table = table.unwrap_or_default();
+        if let Some(g) = table.remove("grants") {
+            let list: Vec<String> = serde_yaml::from_value(g).map_err(|_| {
+                loc.at("grants", format!("plugins.{plugin}.grants"), "must be a list of grants, e.g. `[privileged, \"host-path:/data\"]`")
+            })?;
+            for g in list {
+                let grant: Grant = g.parse().map_err(|e: String| loc.at(&g, format!("plugins.{plugin}.grants"), e))?;
+                grants.add(&plugin, grant);
+            }
+        }
+        let json = serde_json::to_value(&table).map_err(|e| {
+            loc.at(&plugin, format!("plugins.{plugin}"), format!("settings must be plain YAML data: {e}"))
+        })?;
+        settings.insert(plugin, json);
+    }
+
+    Ok(Manifest {
+        file: file.to_owned(),
+        agent: Agent { name: name.clone(), image: raw.image, command, workdir, env, secret_env },
+        name,
+        cwd: raw.cwd,
+        git,
+        allowlist,
+        routes,
+        supervise: raw.supervise,
+        backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),
+        settings,
+        grants,
+    })
+}
+
+#[cfg(test)]
+mod tests;

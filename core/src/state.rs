@@ -1,0 +1,151 @@
+//! A bottle's state dir: `<state root>/<slug>/`, written whole or not at all.
+//!
+//! Everything is first written into a hidden sibling dir, then renamed into place, so a crash
+//! or a bad file never leaves a half-written state dir behind. Dirs are 0700; files get exactly
+//! the mode their plan gives.
+
+use crate::planner::BottlePlan;
+use serde::Serialize;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `metadata.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metadata {
+    /// Agent name.
+    pub agent: String,
+    /// The manifest file.
+    pub manifest: String,
+    /// The host dir the agent works on.
+    pub cwd: String,
+    /// Whether cwd is copied rather than mounted.
+    pub copy_cwd: bool,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// Backend plugin name.
+    pub backend: String,
+    /// The backend's name for this bottle (compose project / machine name).
+    pub compose_project: String,
+    /// Plugins that took part.
+    pub plugins: Vec<crate::planner::PluginRecord>,
+    /// True for `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// Why the state dir could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write state dir {}: {error}; check the permissions and free space of the state root", path.display())]
+pub struct StateError {
+    /// What was being written.
+    pub path: PathBuf,
+    /// The I/O error.
+    pub error: std::io::Error,
+}
+
+/// A fresh slug: `<agent>-<5 base36 chars>`.
+pub fn mint_slug(agent: &str) -> String {
+    // RandomState is seeded from the OS's randomness: enough for a name, no extra crate.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    let suffix: String = (0..5)
+        .map(|_| {
+            let c = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize] as char;
+            n /= 36;
+            c
+        })
+        .collect();
+    format!("{agent}-{suffix}")
+}
+
+/// `t` as RFC 3339 UTC with seconds (`2026-11-27T10:30:00Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |error| StateError { path: path.to_owned(), error }
+}
+
+fn mkdir(path: &Path) -> Result<(), StateError> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
+}
+
+fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), StateError> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io(&path))?;
+    // The umask may have narrowed the mode; the plan's mode is the contract.
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    f.write_all(contents).map_err(io(&path))
+}
+
+/// Write `plan` and `metadata` to `<root>/<slug>/`, atomically. Returns the dir.
+pub fn write(root: &Path, slug: &str, plan: &BottlePlan, metadata: &Metadata) -> Result<PathBuf, StateError> {
+    mkdir(root)?;
+    let dest = root.join(slug);
+    let tmp = root.join(format!(".{slug}.partial-{}", std::process::id()));
+    let result = (|| {
+        mkdir(&tmp)?;
+        for s in &plan.sidecars {
+            for f in &s.plan.files {
+                write_file(&tmp, &f.path, f.contents.as_bytes(), f.mode)?;
+            }
+        }
+        for d in &plan.deployment.documents {
+            write_file(&tmp, &d.path, d.contents.as_bytes(), d.mode)?;
+        }
+        write_file(&tmp, "metadata.json", pretty_json(metadata).as_bytes(), 0o600)?;
+        write_file(&tmp, "plan.json", pretty_json(plan).as_bytes(), 0o600)?;
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| dest)
+}
+
+/// Pretty JSON with a final newline.
+pub fn pretty_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("plan types serialise") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_agent_dash_five_base36() {
+        let s = mint_slug("implementer");
+        let (agent, suffix) = s.rsplit_once('-').unwrap();
+        assert_eq!(agent, "implementer");
+        assert_eq!(suffix.len(), 5);
+        assert!(suffix.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert_ne!(mint_slug("a"), mint_slug("a"));
+    }
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(1_795_775_400)), "2026-11-27T10:30:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
+}
