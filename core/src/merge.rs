@@ -159,13 +159,15 @@ impl Container {
 
 /// Merge `fragments` (plugin name, fragment), sorted by plugin name, into a stack.
 pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result<Stack, MergeError> {
-    let mut names: Owned<&'static str> = Owned::new("container name or alias", "the bottle");
+    // For names, ports and volumes a second claim is a conflict even from an identical
+    // request, so the value stored is the claimant itself.
+    let mut names: Owned<Owner> = Owned::new("container name or alias", "the bottle");
     for reserved in RESERVED_NAMES {
-        names.set(reserved, "reserved", &Owner::Wiring)?;
+        names.set(reserved, Owner::Wiring, &Owner::Wiring)?;
     }
-    let mut ports: Owned<()> = Owned::new("port", "the sidecar bundle");
-    let mut host_ports: Owned<()> = Owned::new("published port", "the host");
-    let mut volumes: Owned<()> = Owned::new("volume", "the bottle");
+    let mut ports: Owned<Owner> = Owned::new("port", "the sidecar bundle");
+    let mut host_ports: Owned<Owner> = Owned::new("published port", "the host");
+    let mut volumes: Owned<Owner> = Owned::new("volume", "the bottle");
 
     // Daemons and services, with their own env and mounts.
     let mut bundle: Vec<(String, Daemon, Container)> = Vec::new();
@@ -173,14 +175,14 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
     for (plugin, f) in fragments {
         let owner = Owner::Plugin(plugin.clone());
         for v in &f.volumes {
-            volumes.set(v, (), &owner)?;
+            volumes.set(v, owner.clone(), &owner)?;
         }
         for d in &f.daemons {
             for n in std::iter::once(&d.name).chain(&d.aliases) {
-                names.set(n, "daemon", &owner)?;
+                names.set(n, owner.clone(), &owner)?;
             }
             for p in &d.ports {
-                ports.set(&p.to_string(), (), &owner)?;
+                ports.set(&p.to_string(), owner.clone(), &owner)?;
             }
             let mut c = Container::new(&format!("daemon `{}`", d.name));
             c.add(&d.env, &d.mounts, &owner)?;
@@ -188,10 +190,10 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
         }
         for s in &f.services {
             for n in std::iter::once(&s.name).chain(&s.aliases) {
-                names.set(n, "service", &owner)?;
+                names.set(n, owner.clone(), &owner)?;
             }
             for p in &s.ports {
-                host_ports.set(&format!("{}:{}", p.host_ip, p.host_port), (), &owner)?;
+                host_ports.set(&format!("{}:{}", p.host_ip, p.host_port), owner.clone(), &owner)?;
             }
             let mut c = Container::new(&format!("service `{}`", s.name));
             c.add(&s.env, &s.mounts, &owner)?;

@@ -1,0 +1,95 @@
+//! `hello`: an example sidecar plugin.
+//!
+//! It tells the agent a greeting through an env var and runs a tiny daemon that prints it:
+//! inside the shared sidecar bundle by default, or as a service of its own with
+//! `own_service: true`. Build it with `cargo build --target wasm32-wasip2 --release` and load it
+//! with `bottle run AGENT --plugin-dir target/wasm32-wasip2/release`.
+
+use bottle_plugin_sdk::prelude::*;
+use serde::Deserialize;
+
+/// `plugins.hello` in the manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// What to say.
+    pub greeting: String,
+    /// Run as its own service instead of joining the bundle.
+    pub own_service: bool,
+    /// The image of the own service.
+    pub image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { greeting: "hello from a plugin".into(), own_service: false, image: "bottle-base:latest".into() }
+    }
+}
+
+/// The plugin.
+pub struct Hello;
+
+impl SidecarGuest for Hello {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "hello".into(),
+            kind: PluginKind::Sidecar,
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "example sidecar: greets the agent".into(),
+        }
+    }
+
+    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
+        let settings: Settings = parse_settings(&bottle.settings)?;
+        bottle_plugin_sdk::log::info(&format!("greeting {} with {:?}", bottle.agent.name, settings.greeting));
+        Ok(Plan::default())
+    }
+
+    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+        let settings: Settings = parse_settings(&ctx.bottle.settings)?;
+        let command = vec!["sh".into(), "-c".into(), "echo \"$HELLO_GREETING\"; exec sleep infinity".into()];
+        let env = vec![kv("HELLO_GREETING", settings.greeting.clone())];
+        let mut agent = Patch::of("agent");
+        agent.env.push(kv("HELLO_GREETING", settings.greeting));
+        let mut fragment = Fragment { patches: vec![agent], ..Fragment::default() };
+        if settings.own_service {
+            fragment.services.push(Service { name: "hello".into(), image: settings.image, command, env, ..Service::default() });
+        } else {
+            fragment.daemons.push(Daemon { name: "hello".into(), command, env, ..Daemon::default() });
+        }
+        Ok(fragment)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bottle_plugin_sdk::export_sidecar!(Hello);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_plugin_sdk::testing;
+
+    #[test]
+    fn joins_the_bundle_by_default() {
+        let f = Hello::render(testing::render_context(testing::bottle())).unwrap();
+        assert_eq!(f.daemons[0].name, "hello");
+        assert!(f.services.is_empty());
+        assert_eq!(f.patches[0].env[0].value, "hello from a plugin");
+    }
+
+    #[test]
+    fn runs_its_own_service_when_asked() {
+        let mut b = testing::bottle();
+        b.settings = r#"{"own_service": true, "greeting": "hi"}"#.into();
+        let f = Hello::render(testing::render_context(b)).unwrap();
+        assert!(f.daemons.is_empty());
+        assert_eq!(f.services[0].name, "hello");
+    }
+
+    #[test]
+    fn logs_through_the_facade() {
+        Hello::prepare(testing::bottle()).unwrap();
+        let logs = bottle_plugin_sdk::log::take();
+        assert!(logs[0].1.contains("greeting demo"), "{logs:?}");
+    }
+}

@@ -1,0 +1,5 @@
+//! bottle's integration tests: one binary (it links wasmtime once), one module per topic.
+
+mod conflicts;
+mod dry_run;
+mod plugin_host;

@@ -1,0 +1,79 @@
+//! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`
+//! in `prepare`; `{"privileged": true}`, `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`,
+//! `{"port": 8888}` or `{"daemon": "name"}` in `render`.
+#![allow(missing_docs, reason = "test plugin")]
+
+use bottle_plugin_sdk::prelude::*;
+use serde_json::Value;
+
+struct Misbehave;
+
+fn settings(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+impl SidecarGuest for Misbehave {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "misbehave".into(),
+            kind: PluginKind::Sidecar,
+            version: "0.0.0".into(),
+            summary: "misbehaves on request (tests only)".into(),
+        }
+    }
+
+    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
+        match settings(&bottle.settings)["do"].as_str() {
+            Some("panic") => panic!("misbehave was told to panic"),
+            Some("loop") => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("oom") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Some("escape-file") => Ok(Plan {
+                files: vec![StagedFile { path: "../../etc/evil".into(), contents: "x".into(), mode: 0o644 }],
+                ..Plan::default()
+            }),
+            _ => Ok(Plan::default()),
+        }
+    }
+
+    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+        let s = settings(&ctx.bottle.settings);
+        let mut f = Fragment::default();
+        if s["privileged"].as_bool() == Some(true) {
+            f.services.push(Service {
+                name: "rootkit".into(),
+                image: "busybox".into(),
+                privileged: true,
+                ..Service::default()
+            });
+        }
+        if let Some(env) = s["agent_env"].as_object() {
+            let mut p = Patch::of("agent");
+            p.env = env.iter().map(|(k, v)| kv(k.clone(), v.as_str().unwrap_or_default())).collect();
+            f.patches.push(p);
+        }
+        if let Some(target) = s["patch"].as_str() {
+            let mut p = Patch::of(target);
+            p.env.push(kv("PATCHED", "1"));
+            f.patches.push(p);
+        }
+        if let Some(name) = s["daemon"].as_str() {
+            let port = s["port"].as_u64().unwrap_or(7000) as u16;
+            f.daemons.push(Daemon { name: name.into(), command: vec!["true".into()], ports: vec![port], ..Daemon::default() });
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bottle_plugin_sdk::export_sidecar!(Misbehave);

@@ -1,0 +1,26 @@
+//! A plugin built against a future, incompatible API version (9.0.0).
+#![allow(missing_docs, reason = "test plugin")]
+
+wit_bindgen::generate!({
+    inline: "
+        package bottle:plugin@9.0.0;
+        interface sidecar {
+            info: func() -> string;
+        }
+        world future-sidecar {
+            export sidecar;
+        }
+    ",
+    world: "future-sidecar",
+});
+
+struct Future;
+
+impl exports::bottle::plugin::sidecar::Guest for Future {
+    fn info() -> String {
+        "from the future".into()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Future);
