@@ -236,7 +236,7 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
     let state = sb.state().join(ss);
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
     assert!(!state.join("compose.yaml").exists());
-    golden("implementer.Smolfile", &smolfile.replace(&state.display().to_string(), "/STATE").replace(&sb.project().canonicalize().unwrap().display().to_string(), "/PROJECT").replace(ss, "SLUG"));
+    golden("implementer.Smolfile", &loopback_ports_hidden(&smolfile).replace(&state.display().to_string(), "/STATE").replace(&sb.project().canonicalize().unwrap().display().to_string(), "/PROJECT").replace(ss, "SLUG"));
     // The VM reaches the bundle over published loopback ports, never by container hostname.
     assert!(smolfile.contains("HTTP_PROXY=http://127.0.0.1:"), "{smolfile}");
     assert!(!smolfile.contains("egress:9099"), "{smolfile}");
@@ -312,4 +312,19 @@ fn bad_input_is_one_clear_line_and_exit_1() {
     assert!(err.contains("no backend plugin named `k8s`; available: docker, smolmachines"), "{err}");
     let (code, _, err) = run(sb.bottle().args(["run", "researcher", "--dry-run", "--grant", "hello"]));
     assert_eq!(code, 2, "a usage error: {err}");
+}
+
+/// `127.0.0.1:<port>` with the port (derived from the random slug) replaced by `PORT`.
+fn loopback_ports_hidden(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("127.0.0.1:") {
+        let (head, tail) = rest.split_at(i + "127.0.0.1:".len());
+        out.push_str(head);
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        out.push_str(if digits > 0 { "PORT" } else { "" });
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
 }
