@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("core/ sits in the workspace root").to_owned();
+    let workspace = manifest_dir
+        .parent()
+        .expect("core/ sits in the workspace root")
+        .to_owned();
     for dir in ["plugins", "sdk/src", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
@@ -16,18 +19,24 @@ fn main() {
     let packages: Vec<String> = names.iter().map(|n| format!("bottle-plugin-{n}")).collect();
     let package_refs: Vec<&str> = packages.iter().map(String::as_str).collect();
     let target_dir = bottle_plugin_builder::shared_target_dir();
-    let components = match bottle_plugin_builder::build_components(&workspace, &target_dir, &package_refs) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("cargo:warning={e}");
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    let mut out = String::from("/// The embedded plugins, sorted by file name.\nstatic BUILTINS: &[Builtin] = &[\n");
+    let components =
+        match bottle_plugin_builder::build_components(&workspace, &target_dir, &package_refs) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("cargo:warning={e}");
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
+    let mut out = String::from(
+        "/// The embedded plugins, sorted by file name.\nstatic BUILTINS: &[Builtin] = &[\n",
+    );
     for (name, c) in names.iter().zip(&components) {
         let bytes = std::fs::read(&c.path).expect("the builder checked the component exists");
-        let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             out,
             "    Builtin {{ file: \"{name}.wasm\", bytes: include_bytes!({:?}), hash: \"{hash}\" }},",
@@ -36,7 +45,8 @@ fn main() {
         .expect("writing to a String");
     }
     out.push_str("];\n");
-    let dest = Path::new(&std::env::var_os("OUT_DIR").expect("set by cargo")).join("builtin_plugins.rs");
+    let dest =
+        Path::new(&std::env::var_os("OUT_DIR").expect("set by cargo")).join("builtin_plugins.rs");
     std::fs::write(dest, out).expect("writing OUT_DIR/builtin_plugins.rs");
 }
 

@@ -77,7 +77,9 @@ struct RunArgs {
 }
 
 fn parse_grant(s: &str) -> Result<(String, Grant), String> {
-    let (name, grant) = s.split_once('=').ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
+    let (name, grant) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
     Ok((name.to_owned(), grant.parse()?))
 }
 
@@ -100,7 +102,11 @@ pub fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// Run the parsed command.
@@ -120,7 +126,10 @@ fn load_all(args: &PluginArgs) -> Result<(PluginHost, PluginSet)> {
     let host = host();
     let set = plugin::discover(&host, &args.plugin_dirs)?;
     for o in set.overrides() {
-        eprintln!("note: plugin `{}` from {} replaces the built-in one", o.name, o.by);
+        eprintln!(
+            "note: plugin `{}` from {} replaces the built-in one",
+            o.name, o.by
+        );
     }
     Ok((host, set))
 }
@@ -144,7 +153,10 @@ fn plugins_list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<14} {:<8} {:<6} {:<28} {:<14} SUMMARY", "NAME", "KIND", "API", "SOURCE", "HASH");
+    println!(
+        "{:<14} {:<8} {:<6} {:<28} {:<14} SUMMARY",
+        "NAME", "KIND", "API", "SOURCE", "HASH"
+    );
     for p in set.all() {
         println!(
             "{:<14} {:<8} {:<6} {:<28} {:<14} {}",
@@ -183,7 +195,11 @@ fn plugins_check(paths: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn run_agent(args: RunArgs) -> Result<ExitCode> {
@@ -194,7 +210,9 @@ fn run_agent(args: RunArgs) -> Result<ExitCode> {
         grants.add(&plugin, grant);
     }
     let cwd = match args.cwd {
-        Some(d) => d.canonicalize().with_context(|| format!("--cwd {}: no such dir", d.display()))?,
+        Some(d) => d
+            .canonicalize()
+            .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
         None => project_dir,
     };
     let req = RunRequest {

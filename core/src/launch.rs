@@ -79,7 +79,10 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         CwdMode::Copy | CwdMode::None => vec![],
     };
     let bottle = manifest.bottle(&slug);
-    let backend = req.backend.clone().unwrap_or_else(|| manifest.backend.clone());
+    let backend = req
+        .backend
+        .clone()
+        .unwrap_or_else(|| manifest.backend.clone());
     let state_dir_str = state_dir.display().to_string();
     let plan = planner::plan(
         plugins,
@@ -93,7 +96,10 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             agent_mounts: &agent_mounts,
         },
     )
-    .map_err(|error| PrepareError::Plan { file: req.manifest.display().to_string(), error })?;
+    .map_err(|error| PrepareError::Plan {
+        file: req.manifest.display().to_string(),
+        error,
+    })?;
     let metadata = Metadata {
         agent: manifest.name.clone(),
         manifest: req.manifest.display().to_string(),
@@ -106,7 +112,13 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         dry_run: req.dry_run,
     };
     let state_dir = state::write(&req.state_root, &slug, &plan, &metadata)?;
-    Ok(Prepared { manifest, slug, state_dir, plan, metadata })
+    Ok(Prepared {
+        manifest,
+        slug,
+        state_dir,
+        plan,
+        metadata,
+    })
 }
 
 /// `N hosts allowed (a, b, c +M more)` for the hosts the manifest allows.
@@ -135,26 +147,59 @@ pub fn summary(p: &Prepared) -> String {
     let m = &p.manifest;
     let mut env: Vec<String> = p.plan.stack.agent.env.keys().cloned().collect();
     env.extend(m.agent.secret_env.iter().map(|s| format!("{s} (secret)")));
-    let git: Vec<String> = m.git.iter().map(|g| format!("{} <- {}", g.name, g.url)).collect();
+    let git: Vec<String> = m
+        .git
+        .iter()
+        .map(|g| format!("{} <- {}", g.name, g.url))
+        .collect();
     let sidecars: Vec<&str> = p.plan.sidecars.iter().map(|s| s.plugin.as_str()).collect();
     let keys: Vec<String> = p.plan.cas.iter().map(|c| c.key.clone()).collect();
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<9} {v}\n"));
     line("agent:", m.name.clone());
     line("image:", m.agent.image.clone());
-    line("backend:", format!("{} ({})", p.plan.backend, p.plan.deployment.project));
-    line("env:", if env.is_empty() { "none".into() } else { env.join(", ") });
-    line("git:", if git.is_empty() { "none".into() } else { git.join("; ") });
+    line(
+        "backend:",
+        format!("{} ({})", p.plan.backend, p.plan.deployment.project),
+    );
+    line(
+        "env:",
+        if env.is_empty() {
+            "none".into()
+        } else {
+            env.join(", ")
+        },
+    );
+    line(
+        "git:",
+        if git.is_empty() {
+            "none".into()
+        } else {
+            git.join("; ")
+        },
+    );
     line("egress:", hosts_summary(m));
     line("sidecars:", sidecars.join(", "));
     if !keys.is_empty() {
-        line("keys:", format!("{} (minted at launch, not in a dry run)", keys.join(", ")));
+        line(
+            "keys:",
+            format!("{} (minted at launch, not in a dry run)", keys.join(", ")),
+        );
     }
     line("state:", p.state_dir.display().to_string());
-    format!("bottle {}{}\n{out}", p.slug, if p.metadata.dry_run { " (dry run: nothing started)" } else { "" })
+    format!(
+        "bottle {}{}\n{out}",
+        p.slug,
+        if p.metadata.dry_run {
+            " (dry run: nothing started)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The default state root, or an error saying how to set one.
 pub fn default_state_root() -> Result<PathBuf, String> {
-    crate::paths::state_dir().ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
+    crate::paths::state_dir()
+        .ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
 }

@@ -14,8 +14,15 @@ use std::path::{Path, PathBuf};
 
 /// Env names bottle sets on the agent itself; a manifest may not set them.
 pub const RESERVED_ENV: &[&str] = &[
-    "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy",
-    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
 ];
 
 /// The backend used when the manifest names none.
@@ -42,7 +49,11 @@ impl fmt::Display for ManifestError {
         if let (Some(l), Some(c)) = (self.line, self.column) {
             write!(f, ":{l}:{c}")?;
         }
-        if self.field.is_empty() { write!(f, ": {}", self.message) } else { write!(f, ": `{}`: {}", self.field, self.message) }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.field, self.message)
+        }
     }
 }
 
@@ -195,7 +206,10 @@ pub fn find(agent: &str, project_dir: &Path) -> Result<PathBuf, String> {
             searched.push(p.display().to_string());
         }
     }
-    Err(format!("no manifest for agent `{agent}`; looked at {}; create one there or pass a path", searched.join(", ")))
+    Err(format!(
+        "no manifest for agent `{agent}`; looked at {}; create one there or pass a path",
+        searched.join(", ")
+    ))
 }
 
 /// Read and validate the manifest at `path`.
@@ -218,7 +232,12 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     /// An error at the first line mentioning `needle` (a key or value), else without position.
-    fn at(&self, needle: &str, field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    fn at(
+        &self,
+        needle: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ManifestError {
         let pos = (!needle.is_empty())
             .then(|| {
                 self.text.lines().enumerate().find_map(|(i, line)| {
@@ -239,7 +258,9 @@ impl Locator<'_> {
 
 fn valid_env_name(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn valid_host(s: &str) -> bool {
@@ -247,14 +268,18 @@ fn valid_host(s: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
 fn valid_agent_name(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    c.next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.len() <= 40
 }
@@ -289,14 +314,20 @@ fn expand_home(p: &str) -> String {
 /// Parse and validate manifest `text` read from `file`.
 pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let loc = Locator { file, text };
-    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !valid_agent_name(&name) {
         return Err(loc.at("", "", format!(
             "the agent name `{name}` comes from the file name and must be lower-case letters, digits and `-`; rename the file"
         )));
     }
     let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (Some(l.line()), Some(l.column()))).unwrap_or((None, None));
+        let (line, column) = e
+            .location()
+            .map(|l| (Some(l.line()), Some(l.column())))
+            .unwrap_or((None, None));
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
         // serde_yaml prefixes nested errors with the field path: `egress.routes[0]: unknown field …`.
@@ -311,7 +342,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         } else {
             ""
         };
-        ManifestError { file: file.to_owned(), line, column, field, message: format!("{msg}{hint}") }
+        ManifestError {
+            file: file.to_owned(),
+            line,
+            column,
+            field,
+            message: format!("{msg}{hint}"),
+        }
     })?;
 
     if raw.cred_proxy.is_some() {
@@ -321,24 +358,44 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         return Err(loc.at("ssh", "ssh", "`ssh` upstreams were replaced by git-gate; list each repo under `git:` as `{name, url, key, known_host}`"));
     }
     if raw.image.trim().is_empty() {
-        return Err(loc.at("image", "image", "the agent image is empty; name a local image, e.g. `bottle-agent:latest`"));
+        return Err(loc.at(
+            "image",
+            "image",
+            "the agent image is empty; name a local image, e.g. `bottle-agent:latest`",
+        ));
     }
     let workdir = raw.workdir.unwrap_or_else(|| "/workspace".into());
     if !workdir.starts_with('/') {
-        return Err(loc.at(&workdir, "workdir", "must be an absolute path inside the container, e.g. `/workspace`"));
+        return Err(loc.at(
+            &workdir,
+            "workdir",
+            "must be an absolute path inside the container, e.g. `/workspace`",
+        ));
     }
     let command = raw.command.unwrap_or_else(|| vec!["claude".into()]);
     if command.is_empty() || command[0].is_empty() {
-        return Err(loc.at("command", "command", "the command is empty; give the agent's program and arguments, e.g. `[claude]`"));
+        return Err(loc.at(
+            "command",
+            "command",
+            "the command is empty; give the agent's program and arguments, e.g. `[claude]`",
+        ));
     }
 
     let mut env = EnvMap::new();
     for (k, v) in raw.env {
         if !valid_env_name(&k) {
-            return Err(loc.at(&k, format!("env.{k}"), "env names are letters, digits and `_`, not starting with a digit"));
+            return Err(loc.at(
+                &k,
+                format!("env.{k}"),
+                "env names are letters, digits and `_`, not starting with a digit",
+            ));
         }
         if RESERVED_ENV.contains(&k.as_str()) {
-            return Err(loc.at(&k, format!("env.{k}"), "bottle sets this itself (proxy and CA wiring); remove it"));
+            return Err(loc.at(
+                &k,
+                format!("env.{k}"),
+                "bottle sets this itself (proxy and CA wiring); remove it",
+            ));
         }
         env.insert(k, v);
     }
@@ -346,10 +403,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     for (i, s) in raw.secrets.into_iter().enumerate() {
         let field = format!("secrets[{i}]");
         if !valid_env_name(&s) {
-            return Err(loc.at(&s, field, "secrets are env var names (the value is read from your env at launch)"));
+            return Err(loc.at(
+                &s,
+                field,
+                "secrets are env var names (the value is read from your env at launch)",
+            ));
         }
         if env.contains_key(&s) || RESERVED_ENV.contains(&s.as_str()) || secret_env.contains(&s) {
-            return Err(loc.at(&s, field, format!("`{s}` is set twice; keep it in either `env` or `secrets`")));
+            return Err(loc.at(
+                &s,
+                field,
+                format!("`{s}` is set twice; keep it in either `env` or `secrets`"),
+            ));
         }
         secret_env.push(s);
     }
@@ -358,30 +423,56 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let mut git_names = BTreeSet::new();
     for (i, g) in raw.git.into_iter().enumerate() {
         let field = format!("git[{i}]");
-        if g.name.is_empty() || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || g.name.starts_with('.') {
+        if g.name.is_empty()
+            || !g
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || g.name.starts_with('.')
+        {
             return Err(loc.at(&g.name, format!("{field}.name"), "repo names are letters, digits, `-`, `_` and `.`; the agent uses git://git-gate/<name>.git"));
         }
         if !git_names.insert(g.name.clone()) {
-            return Err(loc.at(&g.name, format!("{field}.name"), format!("`{}` is listed twice; give each upstream its own name", g.name)));
+            return Err(loc.at(
+                &g.name,
+                format!("{field}.name"),
+                format!(
+                    "`{}` is listed twice; give each upstream its own name",
+                    g.name
+                ),
+            ));
         }
         let Some((host, port)) = ssh_host_port(&g.url) else {
             return Err(loc.at(&g.url, format!("{field}.url"), "not an SSH git URL; use `git@host:org/repo.git` or `ssh://git@host[:port]/org/repo.git`"));
         };
         let key_file = expand_home(&g.key);
         if !key_file.starts_with('/') {
-            return Err(loc.at(&g.key, format!("{field}.key"), "the SSH key path must be absolute or start with `~/`"));
+            return Err(loc.at(
+                &g.key,
+                format!("{field}.key"),
+                "the SSH key path must be absolute or start with `~/`",
+            ));
         }
         let known_host_key = match g.known_host.map(|k| k.trim().to_owned()) {
             Some(k) => {
                 let parts: Vec<&str> = k.split_whitespace().collect();
-                if parts.len() != 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
+                if parts.len() != 2
+                    || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-")
+                {
                     return Err(loc.at(&k, format!("{field}.known_host"), "give the host key as `<type> <base64>`, e.g. the output of `ssh-keyscan host` without the host name"));
                 }
                 Some(k)
             }
             None => None,
         };
-        git.push(GitUpstream { name: g.name, url: g.url, host, port, key_file, known_host_key });
+        git.push(GitUpstream {
+            name: g.name,
+            url: g.url,
+            host,
+            port,
+            key_file,
+            known_host_key,
+        });
     }
 
     let mut allowlist = Vec::new();
@@ -396,34 +487,69 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     for (i, r) in raw.egress.routes.into_iter().enumerate() {
         let field = format!("egress.routes[{i}]");
         if !valid_host(&r.host) || r.host.starts_with("*.") {
-            return Err(loc.at(&r.host, format!("{field}.host"), "give a bare host name (`api.github.com`), without scheme, port, path or wildcard"));
+            return Err(loc.at(
+                &r.host,
+                format!("{field}.host"),
+                "give a bare host name (`api.github.com`), without scheme, port, path or wildcard",
+            ));
         }
         if !route_hosts.insert(r.host.to_ascii_lowercase()) {
-            return Err(loc.at(&r.host, format!("{field}.host"), format!("`{}` has two routes; merge them into one", r.host)));
+            return Err(loc.at(
+                &r.host,
+                format!("{field}.host"),
+                format!("`{}` has two routes; merge them into one", r.host),
+            ));
         }
         for (j, p) in r.path_allowlist.iter().enumerate() {
             if !p.starts_with('/') {
-                return Err(loc.at(p, format!("{field}.path_allowlist[{j}]"), "path prefixes start with `/`"));
+                return Err(loc.at(
+                    p,
+                    format!("{field}.path_allowlist[{j}]"),
+                    "path prefixes start with `/`",
+                ));
             }
         }
         let auth = match r.auth {
             None => None,
-            Some(RawAuth { scheme: None, token_ref: None }) => {
+            Some(RawAuth {
+                scheme: None,
+                token_ref: None,
+            }) => {
                 return Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or remove `auth`"));
             }
             Some(RawAuth { scheme, token_ref }) => {
-                let scheme = scheme.ok_or_else(|| loc.at("auth", format!("{field}.auth.scheme"), "missing; use `Bearer` or `token`"))?;
+                let scheme = scheme.ok_or_else(|| {
+                    loc.at(
+                        "auth",
+                        format!("{field}.auth.scheme"),
+                        "missing; use `Bearer` or `token`",
+                    )
+                })?;
                 if scheme != "Bearer" && scheme != "token" {
-                    return Err(loc.at(&scheme, format!("{field}.auth.scheme"), "use `Bearer` or `token`"));
+                    return Err(loc.at(
+                        &scheme,
+                        format!("{field}.auth.scheme"),
+                        "use `Bearer` or `token`",
+                    ));
                 }
-                let token_ref = token_ref.ok_or_else(|| loc.at("auth", format!("{field}.auth.token_ref"), "missing; name the host env var holding the token"))?;
+                let token_ref = token_ref.ok_or_else(|| {
+                    loc.at(
+                        "auth",
+                        format!("{field}.auth.token_ref"),
+                        "missing; name the host env var holding the token",
+                    )
+                })?;
                 if !valid_env_name(&token_ref) {
                     return Err(loc.at(&token_ref, format!("{field}.auth.token_ref"), "name a host env var (letters, digits, `_`); the value is never written to the manifest"));
                 }
                 Some(RouteAuth { scheme, token_ref })
             }
         };
-        routes.push(EgressRoute { host: r.host.to_ascii_lowercase(), path_allowlist: r.path_allowlist, auth });
+        routes.push(EgressRoute {
+            host: r.host.to_ascii_lowercase(),
+            path_allowlist: r.path_allowlist,
+            auth,
+        });
     }
 
     let mut settings = BTreeMap::new();
@@ -432,22 +558,39 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         let mut table = table.unwrap_or_default();
         if let Some(g) = table.remove("grants") {
             let list: Vec<String> = serde_yaml::from_value(g).map_err(|_| {
-                loc.at("grants", format!("plugins.{plugin}.grants"), "must be a list of grants, e.g. `[privileged, \"host-path:/data\"]`")
+                loc.at(
+                    "grants",
+                    format!("plugins.{plugin}.grants"),
+                    "must be a list of grants, e.g. `[privileged, \"host-path:/data\"]`",
+                )
             })?;
             for g in list {
-                let grant: Grant = g.parse().map_err(|e: String| loc.at(&g, format!("plugins.{plugin}.grants"), e))?;
+                let grant: Grant = g
+                    .parse()
+                    .map_err(|e: String| loc.at(&g, format!("plugins.{plugin}.grants"), e))?;
                 grants.add(&plugin, grant);
             }
         }
         let json = serde_json::to_value(&table).map_err(|e| {
-            loc.at(&plugin, format!("plugins.{plugin}"), format!("settings must be plain YAML data: {e}"))
+            loc.at(
+                &plugin,
+                format!("plugins.{plugin}"),
+                format!("settings must be plain YAML data: {e}"),
+            )
         })?;
         settings.insert(plugin, json);
     }
 
     Ok(Manifest {
         file: file.to_owned(),
-        agent: Agent { name: name.clone(), image: raw.image, command, workdir, env, secret_env },
+        agent: Agent {
+            name: name.clone(),
+            image: raw.image,
+            command,
+            workdir,
+            env,
+            secret_env,
+        },
         name,
         cwd: raw.cwd,
         git,

@@ -49,7 +49,9 @@ impl fmt::Display for Owner {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
     /// Two parties want one thing.
-    #[error("conflict: {what} is set by {first} and by {second}; change one of them (settings or --plugin-dir)")]
+    #[error(
+        "conflict: {what} is set by {first} and by {second}; change one of them (settings or --plugin-dir)"
+    )]
     Conflict {
         /// What they both want.
         what: String,
@@ -108,7 +110,11 @@ struct Owned<V> {
 
 impl<V: PartialEq + Clone> Owned<V> {
     fn new(what: &'static str, scope: impl Into<String>) -> Self {
-        Owned { what, scope: scope.into(), map: BTreeMap::new() }
+        Owned {
+            what,
+            scope: scope.into(),
+            map: BTreeMap::new(),
+        }
     }
 
     fn set(&mut self, key: &str, value: V, owner: &Owner) -> Result<(), MergeError> {
@@ -139,7 +145,10 @@ struct Container {
 
 impl Container {
     fn new(scope: &str) -> Self {
-        Container { env: Owned::new("env", scope), mounts: Owned::new("mount target", scope) }
+        Container {
+            env: Owned::new("env", scope),
+            mounts: Owned::new("mount target", scope),
+        }
     }
 
     fn add(&mut self, env: &EnvMap, mounts: &[Mount], owner: &Owner) -> Result<(), MergeError> {
@@ -153,12 +162,18 @@ impl Container {
     }
 
     fn finish(self) -> (EnvMap, Vec<Mount>) {
-        (self.env.values(), self.mounts.values().into_values().collect())
+        (
+            self.env.values(),
+            self.mounts.values().into_values().collect(),
+        )
     }
 }
 
 /// Merge `fragments` (plugin name, fragment), sorted by plugin name, into a stack.
-pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result<Stack, MergeError> {
+pub fn merge(
+    input: &MergeInput<'_>,
+    fragments: &[(String, Fragment)],
+) -> Result<Stack, MergeError> {
     // For names, ports and volumes a second claim is a conflict even from an identical
     // request, so the value stored is the claimant itself.
     let mut names: Owned<Owner> = Owned::new("container name or alias", "the bottle");
@@ -193,7 +208,11 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
                 names.set(n, owner.clone(), &owner)?;
             }
             for p in &s.ports {
-                host_ports.set(&format!("{}:{}", p.host_ip, p.host_port), owner.clone(), &owner)?;
+                host_ports.set(
+                    &format!("{}:{}", p.host_ip, p.host_port),
+                    owner.clone(),
+                    &owner,
+                )?;
             }
             let mut c = Container::new(&format!("service `{}`", s.name));
             c.add(&s.env, &s.mounts, &owner)?;
@@ -211,14 +230,18 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
     }
     if input.agent_trusts_cas {
         for k in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
-            agent.env.set(k, AGENT_CA_BUNDLE.to_owned(), &Owner::Wiring)?;
+            agent
+                .env
+                .set(k, AGENT_CA_BUNDLE.to_owned(), &Owner::Wiring)?;
         }
         let bundle_mount = Mount {
             source: MountSource::State(AGENT_CA_BUNDLE_STATE_PATH.to_owned()),
             target: AGENT_CA_BUNDLE.to_owned(),
             read_only: true,
         };
-        agent.mounts.set(AGENT_CA_BUNDLE, bundle_mount, &Owner::Wiring)?;
+        agent
+            .mounts
+            .set(AGENT_CA_BUNDLE, bundle_mount, &Owner::Wiring)?;
     }
     let mut no_proxy: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     let mut mcp: Owned<String> = Owned::new("MCP server", "the agent");
@@ -234,16 +257,28 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
                 }
                 continue;
             }
-            for (field, used) in [("no-proxy", !p.no_proxy.is_empty()), ("mcp-servers", !p.mcp_servers.is_empty())] {
+            for (field, used) in [
+                ("no-proxy", !p.no_proxy.is_empty()),
+                ("mcp-servers", !p.mcp_servers.is_empty()),
+            ] {
                 if used {
-                    return Err(MergeError::AgentOnly { plugin: plugin.clone(), target: p.target.clone(), field });
+                    return Err(MergeError::AgentOnly {
+                        plugin: plugin.clone(),
+                        target: p.target.clone(),
+                        field,
+                    });
                 }
             }
             let container = bundle
                 .iter_mut()
                 .find(|(_, d, _)| d.name == p.target)
                 .map(|(_, _, c)| c)
-                .or_else(|| services.iter_mut().find(|(_, s, _)| s.name == p.target).map(|(_, _, c)| c));
+                .or_else(|| {
+                    services
+                        .iter_mut()
+                        .find(|(_, s, _)| s.name == p.target)
+                        .map(|(_, _, c)| c)
+                });
             let Some(container) = container else {
                 let mut known: Vec<&str> = vec!["agent"];
                 known.extend(bundle.iter().map(|(_, d, _)| d.name.as_str()));
@@ -260,7 +295,9 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
     no_proxy.sort();
     no_proxy.dedup();
     let no_proxy = no_proxy.join(",");
-    agent.env.set("NO_PROXY", no_proxy.clone(), &Owner::Wiring)?;
+    agent
+        .env
+        .set("NO_PROXY", no_proxy.clone(), &Owner::Wiring)?;
     agent.env.set("no_proxy", no_proxy, &Owner::Wiring)?;
 
     // Daemons share one container, so their env must agree too.
@@ -295,7 +332,10 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
     let bundle_secrets = bundle_secrets
         .values()
         .into_iter()
-        .map(|(name, from_host_env)| SecretEnv { name, from_host_env })
+        .map(|(name, from_host_env)| SecretEnv {
+            name,
+            from_host_env,
+        })
         .collect();
 
     let mut owned_services: Vec<OwnedService> = services
@@ -319,7 +359,11 @@ pub fn merge(input: &MergeInput<'_>, fragments: &[(String, Fragment)]) -> Result
             env,
             secret_env: input.agent.secret_env.clone(),
             mounts,
-            mcp_servers: mcp.values().into_iter().map(|(name, url)| McpServer { name, url }).collect(),
+            mcp_servers: mcp
+                .values()
+                .into_iter()
+                .map(|(name, url)| McpServer { name, url })
+                .collect(),
         },
         bundle: owned_daemons,
         bundle_secrets,

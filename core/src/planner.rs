@@ -111,7 +111,9 @@ pub enum PlanError {
         available: String,
     },
     /// Settings for a plugin that is not loaded.
-    #[error("settings for `{name}`, but no plugin has that name (loaded: {loaded}); fix the name under `plugins:` or add its --plugin-dir")]
+    #[error(
+        "settings for `{name}`, but no plugin has that name (loaded: {loaded}); fix the name under `plugins:` or add its --plugin-dir"
+    )]
     UnknownPlugin {
         /// The name.
         name: String,
@@ -132,14 +134,18 @@ pub enum PlanError {
 }
 
 fn settings_json(settings: &Settings, name: &str) -> String {
-    settings.get(name).map_or_else(|| "{}".to_owned(), |v| v.to_string())
+    settings
+        .get(name)
+        .map_or_else(|| "{}".to_owned(), |v| v.to_string())
 }
 
 /// Whether `path` is a safe relative path inside the state dir.
 pub fn safe_relative(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
         && !path.contains('\0')
 }
 
@@ -147,11 +153,16 @@ fn check_file(plugin: &str, path: &str, mode: u32) -> Result<(), PlanError> {
     if !safe_relative(path) {
         return Err(PlanError::Invalid {
             plugin: plugin.to_owned(),
-            detail: format!("file path {path:?} must be relative, inside the state dir, without `.` or `..`"),
+            detail: format!(
+                "file path {path:?} must be relative, inside the state dir, without `.` or `..`"
+            ),
         });
     }
     if mode > 0o777 {
-        return Err(PlanError::Invalid { plugin: plugin.to_owned(), detail: format!("file {path}: mode {mode:o} is not a permission mode") });
+        return Err(PlanError::Invalid {
+            plugin: plugin.to_owned(),
+            detail: format!("file {path}: mode {mode:o} is not a permission mode"),
+        });
     }
     Ok(())
 }
@@ -170,7 +181,9 @@ pub fn ca_paths(req: &CaRequest) -> CaPaths {
         id: req.id.clone(),
         cert: format!("ca/{}/cert.pem", req.id),
         key: format!("ca/{}/key.pem", req.id),
-        combined: req.combined_pem.then(|| format!("ca/{}/bundle.pem", req.id)),
+        combined: req
+            .combined_pem
+            .then(|| format!("ca/{}/bundle.pem", req.id)),
     }
 }
 
@@ -180,7 +193,12 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         if plugins.get(name).is_none() {
             return Err(PlanError::UnknownPlugin {
                 name: name.clone(),
-                loaded: plugins.all().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+                loaded: plugins
+                    .all()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -218,7 +236,10 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         }
         for ca in &plan.cas {
             if !safe_relative(&ca.id) || ca.id.contains('/') {
-                return Err(PlanError::Invalid { plugin: name.to_owned(), detail: format!("CA id {:?} must be a plain name", ca.id) });
+                return Err(PlanError::Invalid {
+                    plugin: name.to_owned(),
+                    detail: format!("CA id {:?} must be a plain name", ca.id),
+                });
             }
             if let Some(first) = ca_ids.insert(&ca.id, name) {
                 return Err(conflict(format!("CA `{}`", ca.id), first, name));
@@ -230,7 +251,11 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             match endpoints.get(e.name.as_str()) {
                 Some((_, old)) if old.priority > e.priority => {}
                 Some((first, old)) if old.priority == e.priority && old.url != e.url => {
-                    return Err(conflict(format!("endpoint `{}` at priority {}", e.name, e.priority), first, name));
+                    return Err(conflict(
+                        format!("endpoint `{}` at priority {}", e.name, e.priority),
+                        first,
+                        name,
+                    ));
                 }
                 _ => {
                     endpoints.insert(&e.name, (name, e));
@@ -242,7 +267,11 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
     let endpoint_list: Vec<Endpoint> = endpoints.values().map(|(_, e)| (*e).clone()).collect();
 
     // Phase 2: render, each fragment checked against its plugin's grants.
-    let ctx = RenderContext { bottle: req.bottle.clone(), cas: cas.clone(), endpoints: endpoint_list.clone() };
+    let ctx = RenderContext {
+        bottle: req.bottle.clone(),
+        cas: cas.clone(),
+        endpoints: endpoint_list.clone(),
+    };
     let mut fragments = Vec::new();
     for (p, _) in &active {
         let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
@@ -263,11 +292,16 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         &fragments,
     )?;
 
-    let deployment = backend.render_backend(&stack, &settings_json(req.settings, backend.name()))?;
+    let deployment =
+        backend.render_backend(&stack, &settings_json(req.settings, backend.name()))?;
     for d in &deployment.documents {
         check_file(backend.name(), &d.path, d.mode)?;
         if let Some(first) = files.get(d.path.as_str()) {
-            return Err(conflict(format!("file `{}`", d.path), first, backend.name()));
+            return Err(conflict(
+                format!("file `{}`", d.path),
+                first,
+                backend.name(),
+            ));
         }
     }
 
@@ -278,7 +312,10 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         plugins: records,
         sidecars: active
             .into_iter()
-            .map(|(p, plan)| SidecarPlan { plugin: p.name().to_owned(), plan })
+            .map(|(p, plan)| SidecarPlan {
+                plugin: p.name().to_owned(),
+                plan,
+            })
             .collect(),
         cas,
         endpoints: endpoint_list,

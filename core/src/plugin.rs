@@ -142,7 +142,9 @@ impl fmt::Display for TrapKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrapKind::Panic => f.write_str("panicked"),
-            TrapKind::OutOfFuel => f.write_str("used up its CPU budget (fuel); it may loop forever"),
+            TrapKind::OutOfFuel => {
+                f.write_str("used up its CPU budget (fuel); it may loop forever")
+            }
             TrapKind::Timeout => f.write_str("ran past its time limit; it may loop forever"),
             TrapKind::OutOfMemory => f.write_str("hit its memory limit"),
             TrapKind::Other(t) => write!(f, "trapped: {t}"),
@@ -199,7 +201,11 @@ pub enum CallError {
 
 fn stderr_suffix(stderr: &str) -> String {
     let s = stderr.trim();
-    if s.is_empty() { String::new() } else { format!(": {s}") }
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
 }
 
 /// Bindings of one loaded component, by API version and world.
@@ -267,27 +273,40 @@ impl LoadedPlugin {
     }
 
     /// Phase 1 of a sidecar.
-    pub fn prepare(&self, bottle: &model::Bottle, settings: &str) -> Result<model::Plan, CallError> {
+    pub fn prepare(
+        &self,
+        bottle: &model::Bottle,
+        settings: &str,
+    ) -> Result<model::Plan, CallError> {
         const HOOK: &str = "prepare";
         let Bindings::SidecarV0_1(pre) = &self.inner.bindings else {
             return Err(self.wrong_kind(HOOK));
         };
         let input = v0_1::bottle(bottle, settings);
         let out = self.call(HOOK, |store| {
-            pre.instantiate(&mut *store)?.bottle_plugin_sidecar().call_prepare(&mut *store, &input)
+            pre.instantiate(&mut *store)?
+                .bottle_plugin_sidecar()
+                .call_prepare(&mut *store, &input)
         })?;
-        out.map(Into::into).map_err(|e| self.refused(HOOK, e.into()))
+        out.map(Into::into)
+            .map_err(|e| self.refused(HOOK, e.into()))
     }
 
     /// Phase 2 of a sidecar.
-    pub fn render(&self, ctx: &model::RenderContext, settings: &str) -> Result<model::Fragment, CallError> {
+    pub fn render(
+        &self,
+        ctx: &model::RenderContext,
+        settings: &str,
+    ) -> Result<model::Fragment, CallError> {
         const HOOK: &str = "render";
         let Bindings::SidecarV0_1(pre) = &self.inner.bindings else {
             return Err(self.wrong_kind(HOOK));
         };
         let input = v0_1::render_context(ctx, settings);
         let out = self.call(HOOK, |store| {
-            pre.instantiate(&mut *store)?.bottle_plugin_sidecar().call_render(&mut *store, &input)
+            pre.instantiate(&mut *store)?
+                .bottle_plugin_sidecar()
+                .call_render(&mut *store, &input)
         })?;
         let fragment = out.map_err(|e| self.refused(HOOK, e.into()))?;
         v0_1::fragment(fragment).map_err(|detail| CallError::Contract {
@@ -298,16 +317,23 @@ impl LoadedPlugin {
     }
 
     /// A backend's render.
-    pub fn render_backend(&self, stack: &model::Stack, settings: &str) -> Result<model::Deployment, CallError> {
+    pub fn render_backend(
+        &self,
+        stack: &model::Stack,
+        settings: &str,
+    ) -> Result<model::Deployment, CallError> {
         const HOOK: &str = "render";
         let Bindings::BackendV0_1(pre) = &self.inner.bindings else {
             return Err(self.wrong_kind(HOOK));
         };
         let input = v0_1::stack(stack, settings);
         let out = self.call(HOOK, |store| {
-            pre.instantiate(&mut *store)?.bottle_plugin_backend().call_render(&mut *store, &input)
+            pre.instantiate(&mut *store)?
+                .bottle_plugin_backend()
+                .call_render(&mut *store, &input)
         })?;
-        out.map(v0_1::deployment).map_err(|e| self.refused(HOOK, e.into()))
+        out.map(v0_1::deployment)
+            .map_err(|e| self.refused(HOOK, e.into()))
     }
 
     fn call<T>(
@@ -319,11 +345,19 @@ impl LoadedPlugin {
     }
 
     fn refused(&self, hook: &'static str, error: model::PluginError) -> CallError {
-        CallError::Plugin { plugin: self.name().to_owned(), hook, error }
+        CallError::Plugin {
+            plugin: self.name().to_owned(),
+            hook,
+            error,
+        }
     }
 
     fn wrong_kind(&self, hook: &'static str) -> CallError {
-        CallError::WrongKind { plugin: self.name().to_owned(), kind: self.inner.info.kind, hook }
+        CallError::WrongKind {
+            plugin: self.name().to_owned(),
+            kind: self.inner.info.kind,
+            hook,
+        }
     }
 }
 
@@ -338,7 +372,10 @@ pub struct PluginHost {
 
 impl fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginHost").field("cache", &self.cache).field("limits", &self.limits).finish()
+        f.debug_struct("PluginHost")
+            .field("cache", &self.cache)
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -347,7 +384,10 @@ fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = wasmtime::Config::new();
-        config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(512 << 10);
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).expect("the static engine config is valid");
         store::start_epoch_ticker(&engine);
         engine
@@ -372,7 +412,12 @@ impl PluginHost {
     }
 
     /// Load a plugin: compile or fetch from cache, check imports and API version, trial-instantiate.
-    pub fn load(&self, source: PluginSource, bytes: &[u8], hash: Option<&str>) -> Result<LoadedPlugin, LoadError> {
+    pub fn load(
+        &self,
+        source: PluginSource,
+        bytes: &[u8],
+        hash: Option<&str>,
+    ) -> Result<LoadedPlugin, LoadError> {
         if !inspect::looks_like_component(bytes) {
             return Err(LoadError::NotComponent {
                 plugin: source,
@@ -380,26 +425,41 @@ impl PluginHost {
             });
         }
         let hash = hash.map_or_else(|| cache::content_hash(bytes), str::to_owned);
-        let (component, cache_status) = self.cache.load_or_compile(&self.engine, bytes, &hash).map_err(|e| {
-            LoadError::Compile { plugin: source.clone(), detail: format!("{e:#}") }
-        })?;
+        let (component, cache_status) = self
+            .cache
+            .load_or_compile(&self.engine, bytes, &hash)
+            .map_err(|e| LoadError::Compile {
+                plugin: source.clone(),
+                detail: format!("{e:#}"),
+            })?;
         let role = inspect::check(&self.engine, &component, &source)?;
         let bindings = self.bind(&component, &role, &source)?;
         let trial_name = source.to_string();
         let info = match &bindings {
-            Bindings::SidecarV0_1(pre) => store::call(&self.engine, &self.limits, &trial_name, "info", |s| {
-                pre.instantiate(&mut *s)?.bottle_plugin_sidecar().call_info(&mut *s)
-            })?,
-            Bindings::BackendV0_1(pre) => store::call(&self.engine, &self.limits, &trial_name, "info", |s| {
-                pre.instantiate(&mut *s)?.bottle_plugin_backend().call_info(&mut *s)
-            })?,
+            Bindings::SidecarV0_1(pre) => {
+                store::call(&self.engine, &self.limits, &trial_name, "info", |s| {
+                    pre.instantiate(&mut *s)?
+                        .bottle_plugin_sidecar()
+                        .call_info(&mut *s)
+                })?
+            }
+            Bindings::BackendV0_1(pre) => {
+                store::call(&self.engine, &self.limits, &trial_name, "info", |s| {
+                    pre.instantiate(&mut *s)?
+                        .bottle_plugin_backend()
+                        .call_info(&mut *s)
+                })?
+            }
         };
         let info: PluginInfo = info.into();
         if info.kind != role.kind {
             return Err(LoadError::Mismatch {
                 plugin: source,
                 api: role.api,
-                detail: format!("exports the {} interface but `info` says kind {}", role.kind, info.kind),
+                detail: format!(
+                    "exports the {} interface but `info` says kind {}",
+                    role.kind, info.kind
+                ),
             });
         }
         if !inspect::valid_name(&info.name) {
@@ -426,7 +486,12 @@ impl PluginHost {
         })
     }
 
-    fn bind(&self, component: &Component, role: &inspect::Role, source: &PluginSource) -> Result<Bindings, LoadError> {
+    fn bind(
+        &self,
+        component: &Component,
+        role: &inspect::Role,
+        source: &PluginSource,
+    ) -> Result<Bindings, LoadError> {
         let mismatch = |e: wasmtime::Error| LoadError::Mismatch {
             plugin: source.clone(),
             api: role.api.clone(),
@@ -437,24 +502,34 @@ impl PluginHost {
             PluginKind::Sidecar => {
                 let linker = self.sidecar_v0_1.get_or_init(|| {
                     let mut l = Linker::new(&self.engine);
-                    v0_1::sidecar::SidecarPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut l, |s| s)
-                        .expect("bottle imports link");
+                    v0_1::sidecar::SidecarPlugin::add_to_linker::<CallState, HasSelf<CallState>>(
+                        &mut l,
+                        |s| s,
+                    )
+                    .expect("bottle imports link");
                     wasmtime_wasi::p2::add_to_linker_sync(&mut l).expect("WASI links");
                     l
                 });
                 let pre = linker.instantiate_pre(component).map_err(mismatch)?;
-                Ok(Bindings::SidecarV0_1(v0_1::sidecar::SidecarPluginPre::new(pre).map_err(mismatch)?))
+                Ok(Bindings::SidecarV0_1(
+                    v0_1::sidecar::SidecarPluginPre::new(pre).map_err(mismatch)?,
+                ))
             }
             PluginKind::Backend => {
                 let linker = self.backend_v0_1.get_or_init(|| {
                     let mut l = Linker::new(&self.engine);
-                    v0_1::backend::BackendPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut l, |s| s)
-                        .expect("bottle imports link");
+                    v0_1::backend::BackendPlugin::add_to_linker::<CallState, HasSelf<CallState>>(
+                        &mut l,
+                        |s| s,
+                    )
+                    .expect("bottle imports link");
                     wasmtime_wasi::p2::add_to_linker_sync(&mut l).expect("WASI links");
                     l
                 });
                 let pre = linker.instantiate_pre(component).map_err(mismatch)?;
-                Ok(Bindings::BackendV0_1(v0_1::backend::BackendPluginPre::new(pre).map_err(mismatch)?))
+                Ok(Bindings::BackendV0_1(
+                    v0_1::backend::BackendPluginPre::new(pre).map_err(mismatch)?,
+                ))
             }
         }
     }
@@ -465,10 +540,17 @@ fn classify(plugin: &str, hook: &'static str, err: &wasmtime::Error, stderr: Str
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => TrapKind::OutOfFuel,
         Some(Trap::Interrupt) => TrapKind::Timeout,
-        _ if stderr.contains("memory allocation of") || stderr.contains("out of memory") => TrapKind::OutOfMemory,
+        _ if stderr.contains("memory allocation of") || stderr.contains("out of memory") => {
+            TrapKind::OutOfMemory
+        }
         Some(Trap::UnreachableCodeReached) if stderr.contains("panicked") => TrapKind::Panic,
         Some(t) => TrapKind::Other(t.to_string()),
         None => TrapKind::Other(format!("{err:#}")),
     };
-    CallError::Trap { plugin: plugin.to_owned(), hook, kind, stderr }
+    CallError::Trap {
+        plugin: plugin.to_owned(),
+        hook,
+        kind,
+        stderr,
+    }
 }

@@ -50,14 +50,19 @@ impl FromStr for Grant {
         let cap = match s.split_once(':') {
             None if s == "privileged" => Capability::Privileged,
             None if s == "docker-socket" => Capability::DockerSocket,
-            Some(("cap-add", c)) if !c.is_empty() && c.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+            Some(("cap-add", c))
+                if !c.is_empty() && c.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
+            {
                 Capability::CapAdd(c.to_owned())
             }
-            Some(("host-path", p)) if Path::new(p).is_absolute() && !p.split('/').any(|c| c == "..") => {
+            Some(("host-path", p))
+                if Path::new(p).is_absolute() && !p.split('/').any(|c| c == "..") =>
+            {
                 Capability::HostPath(p.trim_end_matches('/').to_owned())
             }
             Some(("publish", p)) => Capability::PublishPort(
-                p.parse().map_err(|_| format!("`{s}`: the port must be a number from 1 to 65535"))?,
+                p.parse()
+                    .map_err(|_| format!("`{s}`: the port must be a number from 1 to 65535"))?,
             ),
             _ => {
                 return Err(format!(
@@ -79,7 +84,11 @@ impl Grant {
     fn covers(&self, cap: &Capability) -> bool {
         match (&self.0, cap) {
             (Capability::HostPath(granted), Capability::HostPath(asked)) => {
-                let granted = if granted.is_empty() { "/" } else { granted.as_str() };
+                let granted = if granted.is_empty() {
+                    "/"
+                } else {
+                    granted.as_str()
+                };
                 Path::new(asked).starts_with(granted)
             }
             (g, c) => g == c,
@@ -100,12 +109,17 @@ impl Grants {
     /// Add every grant of `other`.
     pub fn extend(&mut self, other: &Grants) {
         for (plugin, gs) in &other.0 {
-            self.0.entry(plugin.clone()).or_default().extend(gs.iter().cloned());
+            self.0
+                .entry(plugin.clone())
+                .or_default()
+                .extend(gs.iter().cloned());
         }
     }
 
     fn allows(&self, plugin: &str, cap: &Capability) -> bool {
-        self.0.get(plugin).is_some_and(|gs| gs.iter().any(|g| g.covers(cap)))
+        self.0
+            .get(plugin)
+            .is_some_and(|gs| gs.iter().any(|g| g.covers(cap)))
     }
 }
 
@@ -123,11 +137,17 @@ pub struct Refused {
 }
 
 fn list(caps: &[Capability]) -> String {
-    caps.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    caps.iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn flags(plugin: &str, caps: &[Capability]) -> String {
-    caps.iter().map(|c| format!("`--grant {plugin}={c}`")).collect::<Vec<_>>().join(" ")
+    caps.iter()
+        .map(|c| format!("`--grant {plugin}={c}`"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Paths a plugin may mount without a grant: the manifest declared them (e.g. git key files).
@@ -165,13 +185,25 @@ fn is_docker_socket(path: &str) -> bool {
 }
 
 /// Refuse what `plugin`'s fragment asks for beyond its grants and the manifest's declared paths.
-pub fn check(plugin: &str, fragment: &Fragment, grants: &Grants, declared: &DeclaredPaths) -> Result<(), Refused> {
+pub fn check(
+    plugin: &str,
+    fragment: &Fragment,
+    grants: &Grants,
+    declared: &DeclaredPaths,
+) -> Result<(), Refused> {
     let refused: Vec<Capability> = capabilities(fragment)
         .into_iter()
         .filter(|cap| !matches!(cap, Capability::HostPath(p) if declared.0.contains(p)))
         .filter(|cap| !grants.allows(plugin, cap))
         .collect();
-    if refused.is_empty() { Ok(()) } else { Err(Refused { plugin: plugin.to_owned(), refused }) }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused {
+            plugin: plugin.to_owned(),
+            refused,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +212,12 @@ mod tests {
     use crate::model::*;
 
     fn fragment_with(service: Service) -> Fragment {
-        Fragment { daemons: vec![], services: vec![service], patches: vec![], volumes: vec![] }
+        Fragment {
+            daemons: vec![],
+            services: vec![service],
+            patches: vec![],
+            volumes: vec![],
+        }
     }
 
     fn service() -> Service {
@@ -203,10 +240,23 @@ mod tests {
 
     #[test]
     fn grants_parse_and_reject_nonsense() {
-        for ok in ["privileged", "docker-socket", "cap-add:NET_ADMIN", "host-path:/data", "publish:8080"] {
+        for ok in [
+            "privileged",
+            "docker-socket",
+            "cap-add:NET_ADMIN",
+            "host-path:/data",
+            "publish:8080",
+        ] {
             assert_eq!(ok.parse::<Grant>().unwrap().to_string(), ok);
         }
-        for bad in ["root", "cap-add:net_admin", "host-path:rel", "host-path:/a/../b", "publish:x", "publish:70000"] {
+        for bad in [
+            "root",
+            "cap-add:net_admin",
+            "host-path:rel",
+            "host-path:/a/../b",
+            "publish:x",
+            "publish:70000",
+        ] {
             let err = bad.parse::<Grant>().unwrap_err();
             assert!(err.contains(bad), "{err}");
         }
@@ -217,15 +267,39 @@ mod tests {
         let mut s = service();
         s.privileged = true;
         s.cap_add = vec!["NET_ADMIN".into()];
-        s.ports = vec![PublishedPort { host_ip: "127.0.0.1".into(), host_port: 8080, container_port: 80 }];
+        s.ports = vec![PublishedPort {
+            host_ip: "127.0.0.1".into(),
+            host_port: 8080,
+            container_port: 80,
+        }];
         s.mounts = vec![
-            Mount { source: MountSource::Host("/etc".into()), target: "/h".into(), read_only: true },
-            Mount { source: MountSource::Host("/var/run/docker.sock".into()), target: "/s".into(), read_only: false },
+            Mount {
+                source: MountSource::Host("/etc".into()),
+                target: "/h".into(),
+                read_only: true,
+            },
+            Mount {
+                source: MountSource::Host("/var/run/docker.sock".into()),
+                target: "/s".into(),
+                read_only: false,
+            },
         ];
-        let err = check("evil", &fragment_with(s), &Grants::default(), &DeclaredPaths::default()).unwrap_err();
+        let err = check(
+            "evil",
+            &fragment_with(s),
+            &Grants::default(),
+            &DeclaredPaths::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.refused.len(), 5);
         let msg = err.to_string();
-        for part in ["`privileged`", "`cap-add:NET_ADMIN`", "`publish:8080`", "`host-path:/etc`", "`docker-socket`"] {
+        for part in [
+            "`privileged`",
+            "`cap-add:NET_ADMIN`",
+            "`publish:8080`",
+            "`host-path:/etc`",
+            "`docker-socket`",
+        ] {
             assert!(msg.contains(part), "{msg}");
         }
         assert!(msg.contains("--grant evil=privileged"), "{msg}");
@@ -235,7 +309,11 @@ mod tests {
     fn grants_are_per_plugin_and_paths_cover_subdirs() {
         let mut s = service();
         s.privileged = true;
-        s.mounts = vec![Mount { source: MountSource::Host("/data/x".into()), target: "/d".into(), read_only: true }];
+        s.mounts = vec![Mount {
+            source: MountSource::Host("/data/x".into()),
+            target: "/d".into(),
+            read_only: true,
+        }];
         let f = fragment_with(s);
         let mut grants = Grants::default();
         grants.add("other", "privileged".parse().unwrap());
@@ -249,7 +327,11 @@ mod tests {
     #[test]
     fn declared_paths_need_no_grant() {
         let mut s = service();
-        s.mounts = vec![Mount { source: MountSource::Host("/home/u/.ssh/k".into()), target: "/k".into(), read_only: true }];
+        s.mounts = vec![Mount {
+            source: MountSource::Host("/home/u/.ssh/k".into()),
+            target: "/k".into(),
+            read_only: true,
+        }];
         let declared = DeclaredPaths(["/home/u/.ssh/k".to_owned()].into());
         check("git-gate", &fragment_with(s), &Grants::default(), &declared).unwrap();
     }

@@ -49,7 +49,11 @@ pub struct StateError {
 pub fn mint_slug(agent: &str) -> String {
     // RandomState is seeded from the OS's randomness: enough for a name, no extra crate.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     let mut n = h.finish();
     let suffix: String = (0..5)
@@ -76,15 +80,27 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |error| StateError { path: path.to_owned(), error }
+    move |error| StateError {
+        path: path.to_owned(),
+        error,
+    }
 }
 
 fn mkdir(path: &Path) -> Result<(), StateError> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(path))
 }
 
 fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), StateError> {
@@ -92,14 +108,25 @@ fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), S
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io(&path))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&path)
+        .map_err(io(&path))?;
     // The umask may have narrowed the mode; the plan's mode is the contract.
-    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io(&path))?;
     f.write_all(contents).map_err(io(&path))
 }
 
 /// Write `plan` and `metadata` to `<root>/<slug>/`, atomically. Returns the dir.
-pub fn write(root: &Path, slug: &str, plan: &BottlePlan, metadata: &Metadata) -> Result<PathBuf, StateError> {
+pub fn write(
+    root: &Path,
+    slug: &str,
+    plan: &BottlePlan,
+    metadata: &Metadata,
+) -> Result<PathBuf, StateError> {
     mkdir(root)?;
     let dest = root.join(slug);
     let tmp = root.join(format!(".{slug}.partial-{}", std::process::id()));
@@ -113,7 +140,12 @@ pub fn write(root: &Path, slug: &str, plan: &BottlePlan, metadata: &Metadata) ->
         for d in &plan.deployment.documents {
             write_file(&tmp, &d.path, d.contents.as_bytes(), d.mode)?;
         }
-        write_file(&tmp, "metadata.json", pretty_json(metadata).as_bytes(), 0o600)?;
+        write_file(
+            &tmp,
+            "metadata.json",
+            pretty_json(metadata).as_bytes(),
+            0o600,
+        )?;
         write_file(&tmp, "plan.json", pretty_json(plan).as_bytes(), 0o600)?;
         std::fs::rename(&tmp, &dest).map_err(io(&dest))
     })();
@@ -138,14 +170,24 @@ mod tests {
         let (agent, suffix) = s.rsplit_once('-').unwrap();
         assert_eq!(agent, "implementer");
         assert_eq!(suffix.len(), 5);
-        assert!(suffix.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(
+            suffix
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
         assert_ne!(mint_slug("a"), mint_slug("a"));
     }
 
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(1_795_775_400)), "2026-11-27T10:30:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(1_795_775_400)),
+            "2026-11-27T10:30:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

@@ -8,7 +8,10 @@
 //! Plugin logic stays testable natively: gate the export on `wasm32`, and call your `Guest`
 //! methods from ordinary `#[test]`s. See the crate README for a worked example.
 
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code, reason = "bindings only run in wasm"))]
+#![cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "bindings only run in wasm")
+)]
 
 mod defaults;
 pub mod log;
@@ -74,5 +77,8 @@ pub mod prelude {
 
 /// Shorthand for a [`types::KeyValue`].
 pub fn kv(key: impl Into<String>, value: impl Into<String>) -> types::KeyValue {
-    types::KeyValue { key: key.into(), value: value.into() }
+    types::KeyValue {
+        key: key.into(),
+        value: value.into(),
+    }
 }

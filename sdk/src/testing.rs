@@ -24,7 +24,11 @@ pub fn bottle() -> Bottle {
 
 /// A render context for `bottle` with no CAs and no endpoints.
 pub fn render_context(bottle: Bottle) -> RenderContext {
-    RenderContext { bottle, cas: vec![], endpoints: vec![] }
+    RenderContext {
+        bottle,
+        cas: vec![],
+        endpoints: vec![],
+    }
 }
 
 /// A git upstream on github.com with a pinned key.
@@ -35,6 +39,9 @@ pub fn upstream(name: &str) -> GitUpstream {
         host: "github.com".into(),
         port: 22,
         key_file: "/home/user/.ssh/id_ed25519".into(),
-        known_host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into()),
+        known_host_key: Some(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                .into(),
+        ),
     }
 }

@@ -1,6 +1,6 @@
 //! Merge conflicts and refused capabilities, each with its message, through the real binary.
 
-use bottle_tests::{Sandbox, plugins, run};
+use crate::support::{Sandbox, plugins, run};
 
 /// Run the `researcher` agent with the misbehave plugin configured by `settings` (YAML flow).
 fn with_misbehave(settings: &str, extra: &[&str]) -> (i32, String) {
@@ -9,10 +9,17 @@ fn with_misbehave(settings: &str, extra: &[&str]) -> (i32, String) {
         "victim",
         &format!("image: bottle-agent:latest\nenv:\n  EDITOR: vi\negress:\n  allowlist: [docs.rs]\nplugins:\n  misbehave: {settings}\n"),
     );
-    let dir = sb.plugin_dir("plugins", &[plugins::MISBEHAVE]);
-    let (code, _, err) = run(sb.bottle().args(["run", "victim", "--dry-run", "--plugin-dir"]).arg(&dir).args(extra));
+    let dir = sb.plugin_dir("plugins", &[plugins::misbehave()]);
+    let (code, _, err) = run(sb
+        .bottle()
+        .args(["run", "victim", "--dry-run", "--plugin-dir"])
+        .arg(&dir)
+        .args(extra));
     if code != 0 {
-        assert!(!sb.state().exists() || std::fs::read_dir(sb.state()).unwrap().next().is_none(), "a failed plan writes nothing");
+        assert!(
+            !sb.state().exists() || std::fs::read_dir(sb.state()).unwrap().next().is_none(),
+            "a failed plan writes nothing"
+        );
     }
     (code, err)
 }
@@ -21,7 +28,12 @@ fn with_misbehave(settings: &str, extra: &[&str]) -> (i32, String) {
 fn an_env_key_with_two_values_names_both_parties() {
     let (code, err) = with_misbehave("{agent_env: {EDITOR: emacs}}", &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("conflict: env `EDITOR` of the agent is set by the manifest and by plugin `misbehave`"), "{err}");
+    assert!(
+        err.contains(
+            "conflict: env `EDITOR` of the agent is set by the manifest and by plugin `misbehave`"
+        ),
+        "{err}"
+    );
     let (code, err) = with_misbehave("{agent_env: {HTTP_PROXY: 'http://evil:1'}}", &[]);
     assert_eq!(code, 1);
     assert!(err.contains("env `HTTP_PROXY` of the agent is set by bottle's proxy wiring and by plugin `misbehave`"), "{err}");
@@ -45,7 +57,12 @@ fn one_port_twice_names_both_plugins() {
 fn a_patch_to_an_unknown_service_is_an_error() {
     let (code, err) = with_misbehave("{patch: database}", &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("plugin `misbehave` patches `database`, which no plugin adds (known: agent, pipelock)"), "{err}");
+    assert!(
+        err.contains(
+            "plugin `misbehave` patches `database`, which no plugin adds (known: agent, pipelock)"
+        ),
+        "{err}"
+    );
     let (code, _) = with_misbehave("{patch: pipelock}", &[]);
     assert_eq!(code, 0, "patching another plugin's daemon is fine");
 }
@@ -54,7 +71,10 @@ fn a_patch_to_an_unknown_service_is_an_error() {
 fn a_privileged_service_is_refused_unless_granted() {
     let (code, err) = with_misbehave("{privileged: true}", &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("plugin `misbehave` asks for `privileged`, which you have not granted"), "{err}");
+    assert!(
+        err.contains("plugin `misbehave` asks for `privileged`, which you have not granted"),
+        "{err}"
+    );
     assert!(err.contains("--grant misbehave=privileged"), "{err}");
     let (code, err) = with_misbehave("{privileged: true}", &["--grant", "misbehave=privileged"]);
     assert_eq!(code, 0, "{err}");
@@ -68,15 +88,26 @@ fn a_privileged_service_is_refused_unless_granted() {
 fn a_staged_file_outside_the_state_dir_is_refused() {
     let (code, err) = with_misbehave("{do: escape-file}", &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("plugin `misbehave`: file path \"../../etc/evil\" must be relative"), "{err}");
+    assert!(
+        err.contains("plugin `misbehave`: file path \"../../etc/evil\" must be relative"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_panicking_plugin_fails_the_run_with_its_message() {
     let (code, err) = with_misbehave("{do: panic}", &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("plugin `misbehave` panicked in `prepare`") && err.contains("misbehave was told to panic"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error, no traceback: {err}");
+    assert!(
+        err.contains("plugin `misbehave` panicked in `prepare`")
+            && err.contains("misbehave was told to panic"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "one error, no traceback: {err}"
+    );
 }
 
 #[test]
@@ -85,9 +116,17 @@ fn settings_for_an_unknown_plugin_are_an_error() {
     sb.agent("typo", "image: x\nplugins:\n  pipelok: {}\n");
     let (code, _, err) = run(sb.bottle().args(["run", "typo", "--dry-run"]));
     assert_eq!(code, 1);
-    assert!(err.contains("settings for `pipelok`, but no plugin has that name"), "{err}");
+    assert!(
+        err.contains("settings for `pipelok`, but no plugin has that name"),
+        "{err}"
+    );
     sb.agent("typo2", "image: x\nplugins:\n  pipelock: {mode: audit}\n");
     let (code, _, err) = run(sb.bottle().args(["run", "typo2", "--dry-run"]));
     assert_eq!(code, 1);
-    assert!(err.contains("plugin `pipelock` refused in `prepare`: invalid settings: unknown field `mode`"), "{err}");
+    assert!(
+        err.contains(
+            "plugin `pipelock` refused in `prepare`: invalid settings: unknown field `mode`"
+        ),
+        "{err}"
+    );
 }

@@ -1,6 +1,6 @@
 //! `bottle run --dry-run` through the real binary: state dir, goldens, compose, secrets.
 
-use bottle_tests::{Sandbox, golden, plugins, run};
+use crate::support::{Sandbox, golden, plugins, run};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -30,8 +30,16 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
     let sb = Sandbox::new();
     let out = dry_run(&sb, &["implementer"]);
     assert!(out.contains("dry run: nothing started"), "{out}");
-    assert!(out.contains("6 hosts allowed (pypi.org, files.pythonhosted.org, registry.npmjs.org +3 more)"), "{out}");
-    assert!(out.contains("bottle <- git@github.com:example/bottle.git"), "{out}");
+    assert!(
+        out.contains(
+            "6 hosts allowed (pypi.org, files.pythonhosted.org, registry.npmjs.org +3 more)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("bottle <- git@github.com:example/bottle.git"),
+        "{out}"
+    );
     let state = sb.only_state_dir();
     let slug = state.file_name().unwrap().to_string_lossy().into_owned();
     let (agent, suffix) = slug.rsplit_once('-').unwrap();
@@ -64,15 +72,34 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
         golden(name, &normalized(&sb, &state, rel));
     }
 
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("metadata.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("metadata.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["agent"], "implementer");
     assert_eq!(meta["backend"], "docker");
     assert_eq!(meta["compose_project"], format!("bottle-{slug}"));
-    assert_eq!(meta["cwd"], sb.project().canonicalize().unwrap().display().to_string());
+    assert_eq!(
+        meta["cwd"],
+        sb.project().canonicalize().unwrap().display().to_string()
+    );
     assert!(meta["started_at"].as_str().unwrap().ends_with('Z'));
-    let names: Vec<&str> = meta["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["docker", "egress", "git-gate", "pipelock", "supervise"]);
-    assert!(meta["plugins"].as_array().unwrap().iter().all(|p| p["content_hash"].as_str().unwrap().len() == 64));
+    let names: Vec<&str> = meta["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["docker", "egress", "git-gate", "pipelock", "supervise"]
+    );
+    assert!(
+        meta["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["content_hash"].as_str().unwrap().len() == 64)
+    );
 }
 
 #[test]
@@ -80,14 +107,32 @@ fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
     let sb = Sandbox::new();
     let out = dry_run(&sb, &["researcher"]);
     assert!(out.contains("sidecars: pipelock"), "{out}");
-    assert!(out.contains("2 hosts allowed (docs.rs, en.wikipedia.org)"), "{out}");
+    assert!(
+        out.contains("2 hosts allowed (docs.rs, en.wikipedia.org)"),
+        "{out}"
+    );
     let state = sb.only_state_dir();
-    golden("researcher.compose.yaml", &normalized(&sb, &state, "compose.yaml"));
-    let compose: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap()).unwrap();
+    golden(
+        "researcher.compose.yaml",
+        &normalized(&sb, &state, "compose.yaml"),
+    );
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap())
+            .unwrap();
     let agent = &compose["services"]["agent"];
-    assert_eq!(agent["environment"]["HTTP_PROXY"], "http://pipelock:8888", "no routes: the agent's proxy is pipelock");
+    assert_eq!(
+        agent["environment"]["HTTP_PROXY"], "http://pipelock:8888",
+        "no routes: the agent's proxy is pipelock"
+    );
     assert_eq!(agent["environment"]["HTTPS_PROXY"], "http://pipelock:8888");
-    assert!(agent["volumes"].as_sequence().unwrap().iter().all(|v| v["target"] != "/workspace"), "cwd: copy mounts nothing");
+    assert!(
+        agent["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|v| v["target"] != "/workspace"),
+        "cwd: copy mounts nothing"
+    );
     assert!(!state.join("git-gate").exists() && !state.join("egress").exists());
 }
 
@@ -97,42 +142,87 @@ fn the_docker_topology_matches_the_original() {
     dry_run(&sb, &["implementer"]);
     let state = sb.only_state_dir();
     let slug = state.file_name().unwrap().to_string_lossy().into_owned();
-    let c: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap()).unwrap();
+    let c: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap())
+            .unwrap();
     let (agent, bundle) = (&c["services"]["agent"], &c["services"]["sidecars"]);
     // The agent idles on the internal network only; the bundle is dual-homed.
-    assert_eq!(agent["entrypoint"], serde_yaml::to_value(["sleep", "infinity"]).unwrap());
+    assert_eq!(
+        agent["entrypoint"],
+        serde_yaml::to_value(["sleep", "infinity"]).unwrap()
+    );
     assert_eq!(agent["networks"].as_mapping().unwrap().len(), 1);
     assert!(agent["networks"]["internal"].is_mapping());
     assert_eq!(c["networks"]["internal"]["internal"], true);
     assert!(c["networks"]["egress"]["internal"].is_null());
     assert_eq!(bundle["container_name"], format!("bottle-sidecars-{slug}"));
-    let aliases: Vec<&str> = bundle["networks"]["internal"]["aliases"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let aliases: Vec<&str> = bundle["networks"]["internal"]["aliases"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(aliases, ["egress", "git-gate", "pipelock", "supervise"]);
     assert!(bundle["networks"]["egress"].is_mapping());
     // Routes exist: the agent's proxy is egress, which chains to pipelock over bundle loopback.
     assert_eq!(agent["environment"]["HTTPS_PROXY"], "http://egress:9099");
-    assert_eq!(bundle["environment"]["EGRESS_UPSTREAM_PROXY"], "http://127.0.0.1:8888");
-    assert!(bundle["environment"]["HTTP_PROXY"].is_null(), "the bundle itself has no proxy env");
+    assert_eq!(
+        bundle["environment"]["EGRESS_UPSTREAM_PROXY"],
+        "http://127.0.0.1:8888"
+    );
+    assert!(
+        bundle["environment"]["HTTP_PROXY"].is_null(),
+        "the bundle itself has no proxy env"
+    );
     for k in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
         assert_eq!(agent["environment"][k], "/etc/bottle/ca-bundle.pem", "{k}");
     }
-    assert!(agent["environment"]["NO_PROXY"].as_str().unwrap().split(',').any(|h| h == "supervise"));
+    assert!(
+        agent["environment"]["NO_PROXY"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|h| h == "supervise")
+    );
     // Token values are never in the file: only the names, resolved at launch.
     assert!(bundle["environment"]["EGRESS_TOKEN_0"].is_null());
-    assert!(bundle["environment"].get("EGRESS_TOKEN_1").is_none(), "two routes share one token_ref");
+    assert!(
+        bundle["environment"].get("EGRESS_TOKEN_1").is_none(),
+        "two routes share one token_ref"
+    );
     // The SSH key is mounted read-only into the bundle, never into the agent.
-    let key = bundle["volumes"].as_sequence().unwrap().iter().find(|v| v["target"] == "/git-gate/creds/bottle/id").unwrap();
+    let key = bundle["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/git-gate/creds/bottle/id")
+        .unwrap();
     assert_eq!(key["read_only"], true);
-    assert!(agent["volumes"].as_sequence().unwrap().iter().all(|v| !v["source"].as_str().unwrap().contains(".ssh")));
+    assert!(
+        agent["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|v| !v["source"].as_str().unwrap().contains(".ssh"))
+    );
 }
 
 #[test]
 fn docker_compose_accepts_the_rendered_file() {
     let Some(compose) = ["docker-compose", "docker"].into_iter().find(|c| {
-        let args: &[&str] = if *c == "docker" { &["compose", "version"] } else { &["version"] };
-        std::process::Command::new(c).args(args).output().is_ok_and(|o| o.status.success())
+        let args: &[&str] = if *c == "docker" {
+            &["compose", "version"]
+        } else {
+            &["version"]
+        };
+        std::process::Command::new(c)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
     }) else {
-        panic!("neither `docker compose` nor `docker-compose` is installed; .ci/run installs docker-compose");
+        panic!(
+            "neither `docker compose` nor `docker-compose` is installed; .ci/run installs docker-compose"
+        );
     };
     for agent in ["implementer", "researcher"] {
         let sb = Sandbox::new();
@@ -143,35 +233,50 @@ fn docker_compose_accepts_the_rendered_file() {
             cmd.arg("compose");
         }
         let (code, out, err) = run(cmd.arg("-f").arg(&file).args(["config", "-q"]));
-        assert_eq!(code, 0, "{compose} rejected {agent}'s compose file:\n{out}{err}");
+        assert_eq!(
+            code, 0,
+            "{compose} rejected {agent}'s compose file:\n{out}{err}"
+        );
     }
 }
 
 #[test]
 fn every_pipelock_key_is_one_pipelock_accepts() {
-    let accepted: std::collections::BTreeSet<String> =
-        std::fs::read_to_string(bottle_tests::workspace().join("tests/data/pipelock-2.3.0-config-keys.txt"))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+    let accepted: std::collections::BTreeSet<String> = std::fs::read_to_string(
+        crate::support::workspace().join("tests/data/pipelock-2.3.0-config-keys.txt"),
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
     let sb = Sandbox::new();
     dry_run(&sb, &["implementer"]);
-    let y: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(sb.only_state_dir().join("pipelock/pipelock.yaml")).unwrap()).unwrap();
+    let y: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(sb.only_state_dir().join("pipelock/pipelock.yaml")).unwrap(),
+    )
+    .unwrap();
     let mut paths = Vec::new();
     key_paths(&y, "", &mut paths);
     assert!(paths.len() >= 10, "{paths:?}");
     for p in paths {
-        assert!(accepted.contains(&p), "pipelock 2.3.0 does not accept `{p}`");
+        assert!(
+            accepted.contains(&p),
+            "pipelock 2.3.0 does not accept `{p}`"
+        );
     }
 }
 
 fn key_paths(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
-    let serde_yaml::Value::Mapping(m) = v else { return };
+    let serde_yaml::Value::Mapping(m) = v else {
+        return;
+    };
     for (k, v) in m {
         let key = k.as_str().unwrap();
-        let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match v {
             serde_yaml::Value::Sequence(items) => {
                 let path = format!("{path}[]");
@@ -190,9 +295,16 @@ fn key_paths(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
 fn no_secret_value_reaches_the_state_dir_the_plan_or_stdout() {
     let marker = "sekrit-7f3a9c-MARKER";
     let sb = Sandbox::new();
-    let (code, out, err) = run(sb.bottle().args(["run", "implementer", "--dry-run"]).env("GITHUB_TOKEN", marker).env("ANTHROPIC_API_KEY", marker));
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["run", "implementer", "--dry-run"])
+        .env("GITHUB_TOKEN", marker)
+        .env("ANTHROPIC_API_KEY", marker));
     assert_eq!(code, 0, "{err}");
-    let (code2, json, err2) = run(sb.bottle().args(["run", "implementer", "--dry-run", "--json"]).env("GITHUB_TOKEN", marker));
+    let (code2, json, err2) = run(sb
+        .bottle()
+        .args(["run", "implementer", "--dry-run", "--json"])
+        .env("GITHUB_TOKEN", marker));
     assert_eq!(code2, 0, "{err2}");
     for text in [&out, &err, &json, &err2] {
         assert!(!text.contains(marker), "secret leaked to output");
@@ -206,44 +318,111 @@ fn no_secret_value_reaches_the_state_dir_the_plan_or_stdout() {
                 stack.push(p);
             } else {
                 files += 1;
-                assert!(!std::fs::read_to_string(&p).unwrap().contains(marker), "secret leaked into {}", p.display());
+                assert!(
+                    !std::fs::read_to_string(&p).unwrap().contains(marker),
+                    "secret leaked into {}",
+                    p.display()
+                );
             }
         }
     }
     assert!(files >= 20, "two state dirs were written ({files} files)");
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(plan["plan"]["stack"]["bundle_secrets"][0]["from_host_env"], "GITHUB_TOKEN");
+    assert_eq!(
+        plan["plan"]["stack"]["bundle_secrets"][0]["from_host_env"],
+        "GITHUB_TOKEN"
+    );
 }
 
 #[test]
 fn swapping_the_backend_changes_only_what_the_backend_owns() {
     let sb = Sandbox::new();
-    let (_, docker, _) = run(sb.bottle().args(["run", "implementer", "--dry-run", "--json"]));
-    let (code, smol, err) = run(sb.bottle().args(["run", "implementer", "--dry-run", "--json", "--backend", "smolmachines"]));
+    let (_, docker, _) = run(sb
+        .bottle()
+        .args(["run", "implementer", "--dry-run", "--json"]));
+    let (code, smol, err) = run(sb.bottle().args([
+        "run",
+        "implementer",
+        "--dry-run",
+        "--json",
+        "--backend",
+        "smolmachines",
+    ]));
     assert_eq!(code, 0, "{err}");
-    let (d, s): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&docker).unwrap(), serde_json::from_str(&smol).unwrap());
+    let (d, s): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&docker).unwrap(),
+        serde_json::from_str(&smol).unwrap(),
+    );
     let (ds, ss) = (d["slug"].as_str().unwrap(), s["slug"].as_str().unwrap());
     let same = |v: &serde_json::Value, slug: &str| v.to_string().replace(slug, "SLUG");
     // Sidecar plans, CAs, endpoints and the merged stack are backend-independent.
     for key in ["sidecars", "cas", "endpoints"] {
-        assert_eq!(same(&d["plan"][key], ds), same(&s["plan"][key], ss), "{key}");
+        assert_eq!(
+            same(&d["plan"][key], ds),
+            same(&s["plan"][key], ss),
+            "{key}"
+        );
     }
-    assert_eq!(same(&d["plan"]["stack"]["bundle"], ds), same(&s["plan"]["stack"]["bundle"], ss));
-    assert_eq!(same(&d["plan"]["stack"]["agent"]["env"], ds), same(&s["plan"]["stack"]["agent"]["env"], ss));
+    assert_eq!(
+        same(&d["plan"]["stack"]["bundle"], ds),
+        same(&s["plan"]["stack"]["bundle"], ss)
+    );
+    assert_eq!(
+        same(&d["plan"]["stack"]["agent"]["env"], ds),
+        same(&s["plan"]["stack"]["agent"]["env"], ss)
+    );
     assert_eq!(s["plan"]["backend"], "smolmachines");
-    let docs: Vec<&str> = s["plan"]["deployment"]["documents"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
-    assert_eq!(docs, ["Smolfile", "bundle.compose.yaml", "bundle/daemons.json"]);
+    let docs: Vec<&str> = s["plan"]["deployment"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        docs,
+        ["Smolfile", "bundle.compose.yaml", "bundle/daemons.json"]
+    );
     let state = sb.state().join(ss);
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
     assert!(!state.join("compose.yaml").exists());
-    golden("implementer.Smolfile", &loopback_ports_hidden(&smolfile).replace(&state.display().to_string(), "/STATE").replace(&sb.project().canonicalize().unwrap().display().to_string(), "/PROJECT").replace(ss, "SLUG"));
+    golden(
+        "implementer.Smolfile",
+        &loopback_ports_hidden(&smolfile)
+            .replace(&state.display().to_string(), "/STATE")
+            .replace(
+                &sb.project().canonicalize().unwrap().display().to_string(),
+                "/PROJECT",
+            )
+            .replace(ss, "SLUG"),
+    );
     // The VM reaches the bundle over published loopback ports, never by container hostname.
-    assert!(smolfile.contains("HTTP_PROXY=http://127.0.0.1:"), "{smolfile}");
+    assert!(
+        smolfile.contains("HTTP_PROXY=http://127.0.0.1:"),
+        "{smolfile}"
+    );
     assert!(!smolfile.contains("egress:9099"), "{smolfile}");
-    assert!(smolfile.contains("allow_cidrs = [\"127.0.0.1/32\"]"), "{smolfile}");
-    for key in smolfile.lines().filter(|l| l.contains(" = ")).map(|l| l.split(" = ").next().unwrap()) {
+    assert!(
+        smolfile.contains("allow_cidrs = [\"127.0.0.1/32\"]"),
+        "{smolfile}"
+    );
+    for key in smolfile
+        .lines()
+        .filter(|l| l.contains(" = "))
+        .map(|l| l.split(" = ").next().unwrap())
+    {
         assert!(
-            ["image", "entrypoint", "workdir", "cpus", "memory", "net", "env", "volumes", "allow_cidrs"].contains(&key),
+            [
+                "image",
+                "entrypoint",
+                "workdir",
+                "cpus",
+                "memory",
+                "net",
+                "env",
+                "volumes",
+                "allow_cidrs"
+            ]
+            .contains(&key),
             "smolvm does not accept `{key}`"
         );
     }
@@ -254,42 +433,93 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
 #[test]
 fn a_custom_sidecar_joins_the_bundle_or_adds_its_own_service() {
     let sb = Sandbox::new();
-    let dir = sb.plugin_dir("plugins", &[plugins::HELLO]);
-    let (code, json, err) = run(sb.bottle().args(["run", "researcher", "--dry-run", "--json", "--plugin-dir"]).arg(&dir));
+    let dir = sb.plugin_dir("plugins", &[plugins::hello()]);
+    let (code, json, err) = run(sb
+        .bottle()
+        .args(["run", "researcher", "--dry-run", "--json", "--plugin-dir"])
+        .arg(&dir));
     assert_eq!(code, 0, "{err}");
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let bundle: Vec<&str> = plan["plan"]["stack"]["bundle"].as_array().unwrap().iter().map(|d| d["daemon"]["name"].as_str().unwrap()).collect();
+    let bundle: Vec<&str> = plan["plan"]["stack"]["bundle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["daemon"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(bundle, ["hello", "pipelock"]);
-    assert_eq!(plan["plan"]["stack"]["agent"]["env"]["HELLO_GREETING"], "hello from a plugin");
+    assert_eq!(
+        plan["plan"]["stack"]["agent"]["env"]["HELLO_GREETING"],
+        "hello from a plugin"
+    );
     let state = std::path::PathBuf::from(plan["state_dir"].as_str().unwrap());
     let compose = std::fs::read_to_string(state.join("compose.yaml")).unwrap();
-    assert!(compose.contains("- hello\n"), "hello is a bundle alias:\n{compose}");
+    assert!(
+        compose.contains("- hello\n"),
+        "hello is a bundle alias:\n{compose}"
+    );
 
     sb.agent("greeter", "image: bottle-agent:latest\nplugins:\n  hello:\n    own_service: true\n    greeting: hi there\n");
-    let (code, json, err) = run(sb.bottle().args(["run", "greeter", "--dry-run", "--json", "--plugin-dir"]).arg(&dir));
+    let (code, json, err) = run(sb
+        .bottle()
+        .args(["run", "greeter", "--dry-run", "--json", "--plugin-dir"])
+        .arg(&dir));
     assert_eq!(code, 0, "{err}");
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(plan["plan"]["stack"]["services"][0]["service"]["name"], "hello");
+    assert_eq!(
+        plan["plan"]["stack"]["services"][0]["service"]["name"],
+        "hello"
+    );
     let state = std::path::PathBuf::from(plan["state_dir"].as_str().unwrap());
-    let c: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap()).unwrap();
-    assert_eq!(c["services"]["hello"]["labels"]["io.bottle.plugin"], "hello");
-    assert_eq!(c["services"]["hello"]["environment"]["HELLO_GREETING"], "hi there");
+    let c: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(state.join("compose.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        c["services"]["hello"]["labels"]["io.bottle.plugin"],
+        "hello"
+    );
+    assert_eq!(
+        c["services"]["hello"]["environment"]["HELLO_GREETING"],
+        "hi there"
+    );
 }
 
 #[test]
 fn plugins_list_and_check_report_what_they_load() {
     let sb = Sandbox::new();
-    let dir = sb.plugin_dir("plugins", &[plugins::HELLO, plugins::PIPELOCK_OVERRIDE]);
-    let (code, out, err) = run(sb.bottle().args(["plugins", "list", "--plugin-dir"]).arg(&dir));
+    let dir = sb.plugin_dir("plugins", &[plugins::hello(), plugins::pipelock_override()]);
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["plugins", "list", "--plugin-dir"])
+        .arg(&dir));
     assert_eq!(code, 0, "{err}");
-    for name in ["docker", "egress", "git-gate", "hello", "pipelock", "smolmachines", "supervise"] {
-        assert!(out.lines().any(|l| l.starts_with(name)), "{name} missing:\n{out}");
+    for name in [
+        "docker",
+        "egress",
+        "git-gate",
+        "hello",
+        "pipelock",
+        "smolmachines",
+        "supervise",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{out}"
+        );
     }
-    assert!(err.contains("plugin `pipelock` from") && err.contains("replaces the built-in one"), "{err}");
-    let (code, out, _) = run(sb.bottle().args(["plugins", "check", plugins::HELLO]));
+    assert!(
+        err.contains("plugin `pipelock` from") && err.contains("replaces the built-in one"),
+        "{err}"
+    );
+    let (code, out, _) = run(sb.bottle().args(["plugins", "check", plugins::hello()]));
     assert_eq!(code, 0);
-    assert!(out.contains("name:    hello") && out.contains("api:     0.1.0"), "{out}");
-    let (code, _, err) = run(sb.bottle().args(["plugins", "check", plugins::HELLO, plugins::FS_IMPORT]));
+    assert!(
+        out.contains("name:    hello") && out.contains("api:     0.1.0"),
+        "{out}"
+    );
+    let (code, _, err) =
+        run(sb
+            .bottle()
+            .args(["plugins", "check", plugins::hello(), plugins::fs_import()]));
     assert_eq!(code, 1);
     assert!(err.contains("wasi:filesystem"), "{err}");
 }
@@ -297,20 +527,38 @@ fn plugins_list_and_check_report_what_they_load() {
 #[test]
 fn bad_input_is_one_clear_line_and_exit_1() {
     let sb = Sandbox::new();
-    sb.agent("broken", "image: x\negress:\n  routes:\n    - host: api.github.com\n      auth: {}\n");
+    sb.agent(
+        "broken",
+        "image: x\negress:\n  routes:\n    - host: api.github.com\n      auth: {}\n",
+    );
     let (code, out, err) = run(sb.bottle().args(["run", "broken", "--dry-run"]));
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(err.contains("agents/broken.yaml:5:7: `egress.routes[0].auth`: `auth: {}` is empty"), "{err}");
-    assert!(!sb.state().exists() || std::fs::read_dir(sb.state()).unwrap().next().is_none(), "nothing written");
+    assert!(
+        err.contains("agents/broken.yaml:5:7: `egress.routes[0].auth`: `auth: {}` is empty"),
+        "{err}"
+    );
+    assert!(
+        !sb.state().exists() || std::fs::read_dir(sb.state()).unwrap().next().is_none(),
+        "nothing written"
+    );
 
     let (code, _, err) = run(sb.bottle().args(["run", "nobody", "--dry-run"]));
     assert_eq!(code, 1);
     assert!(err.contains("no manifest for agent `nobody`"), "{err}");
-    let (code, _, err) = run(sb.bottle().args(["run", "researcher", "--dry-run", "--backend", "k8s"]));
+    let (code, _, err) =
+        run(sb
+            .bottle()
+            .args(["run", "researcher", "--dry-run", "--backend", "k8s"]));
     assert_eq!(code, 1);
-    assert!(err.contains("no backend plugin named `k8s`; available: docker, smolmachines"), "{err}");
-    let (code, _, err) = run(sb.bottle().args(["run", "researcher", "--dry-run", "--grant", "hello"]));
+    assert!(
+        err.contains("no backend plugin named `k8s`; available: docker, smolmachines"),
+        "{err}"
+    );
+    let (code, _, err) =
+        run(sb
+            .bottle()
+            .args(["run", "researcher", "--dry-run", "--grant", "hello"]));
     assert_eq!(code, 2, "a usage error: {err}");
 }
 

@@ -3,3 +3,4 @@
 mod conflicts;
 mod dry_run;
 mod plugin_host;
+mod support;

@@ -1,14 +1,17 @@
 //! The plugin host against real components: bad plugins, cache, purity, discovery.
 
+use crate::support::plugins;
 use bottle::model::*;
 use bottle::plugin::{
     self, Cache, CacheStatus, CallError, LoadError, PluginHost, PluginSource, TrapKind,
 };
-use bottle_tests::plugins;
 use std::path::{Path, PathBuf};
 
 fn host() -> PluginHost {
-    PluginHost::new(Cache::at(&bottle_tests::shared_cache()), plugin::Limits::default())
+    PluginHost::new(
+        Cache::at(&crate::support::shared_cache()),
+        plugin::Limits::default(),
+    )
 }
 
 fn load(host: &PluginHost, path: &str) -> Result<plugin::LoadedPlugin, LoadError> {
@@ -44,11 +47,14 @@ fn host_survives(host: &PluginHost) {
 
 fn misbehave(how: &str) -> CallError {
     let host = host();
-    let p = load(&host, plugins::MISBEHAVE).unwrap();
+    let p = load(&host, plugins::misbehave()).unwrap();
     let (b, s) = bottle_with(&format!(r#"{{"do": "{how}"}}"#));
     let started = std::time::Instant::now();
     let err = p.prepare(&b, &s).unwrap_err();
-    eprintln!("misbehave {how}: stopped after {:?}: {err}", started.elapsed());
+    eprintln!(
+        "misbehave {how}: stopped after {:?}: {err}",
+        started.elapsed()
+    );
     host_survives(&host);
     err
 }
@@ -56,17 +62,35 @@ fn misbehave(how: &str) -> CallError {
 #[test]
 fn a_guest_panic_shows_its_message() {
     let err = misbehave("panic");
-    assert!(matches!(&err, CallError::Trap { kind: TrapKind::Panic, .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            CallError::Trap {
+                kind: TrapKind::Panic,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("misbehave was told to panic"), "{msg}");
-    assert!(msg.contains("`misbehave`") && msg.contains("`prepare`"), "{msg}");
+    assert!(
+        msg.contains("`misbehave`") && msg.contains("`prepare`"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn an_infinite_loop_is_stopped() {
     let err = misbehave("loop");
     assert!(
-        matches!(&err, CallError::Trap { kind: TrapKind::OutOfFuel | TrapKind::Timeout, .. }),
+        matches!(
+            &err,
+            CallError::Trap {
+                kind: TrapKind::OutOfFuel | TrapKind::Timeout,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("loop forever"), "{err}");
@@ -75,14 +99,23 @@ fn an_infinite_loop_is_stopped() {
 #[test]
 fn a_memory_bomb_stops_at_the_limit() {
     let err = misbehave("oom");
-    assert!(matches!(&err, CallError::Trap { kind: TrapKind::OutOfMemory, .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            CallError::Trap {
+                kind: TrapKind::OutOfMemory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("memory limit"), "{err}");
 }
 
 #[test]
 fn a_filesystem_import_is_refused_at_load() {
     let host = host();
-    let err = load(&host, plugins::FS_IMPORT).unwrap_err();
+    let err = load(&host, plugins::fs_import()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{msg}");
     assert!(msg.contains("wasi:filesystem"), "{msg}");
@@ -93,7 +126,7 @@ fn a_filesystem_import_is_refused_at_load() {
 #[test]
 fn an_incompatible_api_version_is_refused_naming_both_versions() {
     let host = host();
-    let err = load(&host, plugins::WRONG_API).unwrap_err();
+    let err = load(&host, plugins::wrong_api()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::IncompatibleApi { .. }), "{msg}");
     assert!(msg.contains("9.0.0"), "its version: {msg}");
@@ -108,17 +141,35 @@ fn not_webassembly_and_truncated_components_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "just some text\n").unwrap();
-    let err = host.load(PluginSource::File(text.clone()), &std::fs::read(&text).unwrap(), None).unwrap_err();
+    let err = host
+        .load(
+            PluginSource::File(text.clone()),
+            &std::fs::read(&text).unwrap(),
+            None,
+        )
+        .unwrap_err();
     assert!(matches!(err, LoadError::NotComponent { .. }), "{err}");
-    assert!(err.to_string().contains("notes.wasm") && err.to_string().contains("not a WebAssembly component"), "{err}");
+    assert!(
+        err.to_string().contains("notes.wasm")
+            && err.to_string().contains("not a WebAssembly component"),
+        "{err}"
+    );
 
-    let bytes = std::fs::read(plugins::HELLO).unwrap();
+    let bytes = std::fs::read(plugins::hello()).unwrap();
     let half = &bytes[..bytes.len() / 2];
-    let err = host.load(PluginSource::File("half.wasm".into()), half, None).unwrap_err();
+    let err = host
+        .load(PluginSource::File("half.wasm".into()), half, None)
+        .unwrap_err();
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
-    assert!(err.to_string().starts_with("half.wasm: cannot compile component"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("half.wasm: cannot compile component"),
+        "{err}"
+    );
 
-    let empty = host.load(PluginSource::File("empty.wasm".into()), &[], None).unwrap_err();
+    let empty = host
+        .load(PluginSource::File("empty.wasm".into()), &[], None)
+        .unwrap_err();
     assert!(empty.to_string().contains("the file is empty"), "{empty}");
     host_survives(&host);
 }
@@ -127,17 +178,29 @@ fn not_webassembly_and_truncated_components_are_clear_errors() {
 fn a_corrupt_cache_entry_is_a_miss_not_a_crash() {
     let cache_dir = tempfile::tempdir().unwrap();
     let host = PluginHost::new(Cache::at(cache_dir.path()), plugin::Limits::default());
-    let bytes = std::fs::read(plugins::HELLO).unwrap();
-    let src = || PluginSource::File(plugins::HELLO.into());
-    assert_eq!(host.load(src(), &bytes, None).unwrap().cache_status(), CacheStatus::Miss);
-    assert_eq!(host.load(src(), &bytes, None).unwrap().cache_status(), CacheStatus::Hit);
+    let bytes = std::fs::read(plugins::hello()).unwrap();
+    let src = || PluginSource::File(plugins::hello().into());
+    assert_eq!(
+        host.load(src(), &bytes, None).unwrap().cache_status(),
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        host.load(src(), &bytes, None).unwrap().cache_status(),
+        CacheStatus::Hit
+    );
     let entries = cwasm_files(cache_dir.path());
     assert_eq!(entries.len(), 1, "{entries:?}");
     // Truncated, then garbage: each is detected, recompiled and rewritten.
     let good = std::fs::read(&entries[0]).unwrap();
     std::fs::write(&entries[0], &good[..good.len() / 3]).unwrap();
-    assert_eq!(host.load(src(), &bytes, None).unwrap().cache_status(), CacheStatus::Corrupt);
-    assert_eq!(host.load(src(), &bytes, None).unwrap().cache_status(), CacheStatus::Hit);
+    assert_eq!(
+        host.load(src(), &bytes, None).unwrap().cache_status(),
+        CacheStatus::Corrupt
+    );
+    assert_eq!(
+        host.load(src(), &bytes, None).unwrap().cache_status(),
+        CacheStatus::Hit
+    );
     std::fs::write(&entries[0], b"\x7fELF garbage").unwrap();
     let p = host.load(src(), &bytes, None).unwrap();
     assert_eq!(p.cache_status(), CacheStatus::Corrupt);
@@ -151,8 +214,10 @@ fn a_cache_dir_others_can_write_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let host = PluginHost::new(Cache::at(dir.path()), plugin::Limits::default());
-    let bytes = std::fs::read(plugins::HELLO).unwrap();
-    let p = host.load(PluginSource::File(plugins::HELLO.into()), &bytes, None).unwrap();
+    let bytes = std::fs::read(plugins::hello()).unwrap();
+    let p = host
+        .load(PluginSource::File(plugins::hello().into()), &bytes, None)
+        .unwrap();
     assert_eq!(p.cache_status(), CacheStatus::Disabled);
     assert!(cwasm_files(dir.path()).is_empty());
 }
@@ -181,14 +246,21 @@ fn the_same_input_twice_gives_byte_identical_output() {
     b.routes = vec![EgressRoute {
         host: "api.github.com".into(),
         path_allowlist: vec!["/repos/".into()],
-        auth: Some(RouteAuth { scheme: "Bearer".into(), token_ref: "GH".into() }),
+        auth: Some(RouteAuth {
+            scheme: "Bearer".into(),
+            token_ref: "GH".into(),
+        }),
     }];
     b.supervise = true;
     for p in set.sidecars() {
         let once = serde_json::to_string(&p.prepare(&b, "{}").unwrap()).unwrap();
         let twice = serde_json::to_string(&p.prepare(&b, "{}").unwrap()).unwrap();
         assert_eq!(once, twice, "{} prepare", p.name());
-        let ctx = RenderContext { bottle: b.clone(), cas: vec![], endpoints: vec![] };
+        let ctx = RenderContext {
+            bottle: b.clone(),
+            cas: vec![],
+            endpoints: vec![],
+        };
         let once = serde_json::to_string(&p.render(&ctx, "{}").unwrap()).unwrap();
         let twice = serde_json::to_string(&p.render(&ctx, "{}").unwrap()).unwrap();
         assert_eq!(once, twice, "{} render", p.name());
@@ -197,20 +269,29 @@ fn the_same_input_twice_gives_byte_identical_output() {
 
 #[test]
 fn a_plugin_dir_adds_plugins_and_overrides_builtins() {
-    let sb = bottle_tests::Sandbox::new();
-    let dir = sb.plugin_dir("plugins", &[plugins::HELLO, plugins::PIPELOCK_OVERRIDE]);
+    let sb = crate::support::Sandbox::new();
+    let dir = sb.plugin_dir("plugins", &[plugins::hello(), plugins::pipelock_override()]);
     let host = host();
-    let set = plugin::discover(&host, &[dir.clone()]).unwrap();
-    assert_eq!(set.get("hello").unwrap().source(), &PluginSource::File(dir.join("bottle_example_hello.wasm")));
+    let set = plugin::discover(&host, std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(
+        set.get("hello").unwrap().source(),
+        &PluginSource::File(dir.join("bottle_example_hello.wasm"))
+    );
     assert_eq!(set.get("pipelock").unwrap().info().version, "9.9.9");
     assert_eq!(set.overrides().len(), 1);
     assert_eq!(set.overrides()[0].name, "pipelock");
 
     // Two plugin dirs giving one name: an error naming both files.
-    let again = sb.plugin_dir("again", &[plugins::HELLO]);
-    let err = plugin::discover(&host, &[dir, again]).unwrap_err().to_string();
+    let again = sb.plugin_dir("again", &[plugins::hello()]);
+    let err = plugin::discover(&host, &[dir, again])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("two plugins are named `hello`"), "{err}");
-    assert!(err.contains("plugins/bottle_example_hello.wasm") && err.contains("again/bottle_example_hello.wasm"), "{err}");
+    assert!(
+        err.contains("plugins/bottle_example_hello.wasm")
+            && err.contains("again/bottle_example_hello.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -218,5 +299,9 @@ fn calling_a_hook_of_the_other_kind_is_an_error() {
     let set = plugin::discover(&host(), &[]).unwrap();
     let (b, _) = bottle_with("{}");
     let err = set.get("docker").unwrap().prepare(&b, "{}").unwrap_err();
-    assert!(err.to_string().contains("is a backend plugin and has no `prepare` hook"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is a backend plugin and has no `prepare` hook"),
+        "{err}"
+    );
 }

@@ -33,7 +33,10 @@ fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
 fn fails(text: &str, field: &str, needle: &str) -> ManifestError {
     let err = parse_str(text).expect_err("the manifest should be rejected");
     let shown = err.to_string();
-    assert!(shown.starts_with("agents/demo.yaml"), "names the file: {shown}");
+    assert!(
+        shown.starts_with("agents/demo.yaml"),
+        "names the file: {shown}"
+    );
     assert!(shown.contains(needle), "expected {needle:?} in: {shown}");
     assert_eq!(err.field, field, "{shown}");
     err
@@ -50,8 +53,15 @@ fn a_good_manifest_parses_into_typed_values() {
     assert_eq!(m.allowlist, ["pypi.org", "*.npmjs.org"]);
     assert_eq!(m.routes[0].auth.as_ref().unwrap().token_ref, "GITHUB_TOKEN");
     assert_eq!(m.backend, "docker");
-    assert!(m.settings.contains_key("hello"), "an empty table still names the plugin");
-    assert_eq!(m.settings["hello"], serde_json::json!({}), "grants are not passed to the plugin");
+    assert!(
+        m.settings.contains_key("hello"),
+        "an empty table still names the plugin"
+    );
+    assert_eq!(
+        m.settings["hello"],
+        serde_json::json!({}),
+        "grants are not passed to the plugin"
+    );
     assert!(m.declared_paths().0.contains("/keys/id_ed25519"));
 }
 
@@ -59,13 +69,25 @@ fn a_good_manifest_parses_into_typed_values() {
 fn unknown_keys_are_errors_with_line_and_column() {
     let err = fails("image: x\nimgae: y\n", "", "unknown field `imgae`");
     assert_eq!((err.line, err.column), (Some(2), Some(1)));
-    fails("image: x\negress:\n  allowlst: [a.com]\n", "egress", "unknown field `allowlst`");
-    fails("image: x\ngit:\n  - name: a\n    url: git@h:a\n    key: /k\n    pinned: x\n", "git[0]", "unknown field `pinned`");
+    fails(
+        "image: x\negress:\n  allowlst: [a.com]\n",
+        "egress",
+        "unknown field `allowlst`",
+    );
+    fails(
+        "image: x\ngit:\n  - name: a\n    url: git@h:a\n    key: /k\n    pinned: x\n",
+        "git[0]",
+        "unknown field `pinned`",
+    );
 }
 
 #[test]
 fn legacy_keys_are_hard_errors_with_a_migration_hint() {
-    let err = fails("image: x\ncred_proxy:\n  routes: []\n", "cred_proxy", "egress.routes");
+    let err = fails(
+        "image: x\ncred_proxy:\n  routes: []\n",
+        "cred_proxy",
+        "egress.routes",
+    );
     assert_eq!(err.line, Some(2));
     fails("image: x\nssh:\n  - host: github.com\n", "ssh", "git-gate");
 }
@@ -82,45 +104,113 @@ fn an_empty_auth_is_an_error() {
 
 #[test]
 fn auth_needs_a_known_scheme_and_an_env_name() {
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Basic, token_ref: T}\n", "egress.routes[0].auth.scheme", "Bearer");
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Bearer}\n", "egress.routes[0].auth.token_ref", "missing");
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n      auth: {token_ref: T}\n", "egress.routes[0].auth.scheme", "missing");
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Bearer, token_ref: ghp_abc-123}\n", "egress.routes[0].auth.token_ref", "env var");
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Basic, token_ref: T}\n",
+        "egress.routes[0].auth.scheme",
+        "Bearer",
+    );
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Bearer}\n",
+        "egress.routes[0].auth.token_ref",
+        "missing",
+    );
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {token_ref: T}\n",
+        "egress.routes[0].auth.scheme",
+        "missing",
+    );
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Bearer, token_ref: ghp_abc-123}\n",
+        "egress.routes[0].auth.token_ref",
+        "env var",
+    );
 }
 
 #[test]
 fn hosts_are_bare_names() {
     for bad in ["https://a.com", "a.com/x", "a.com:443", "-a.com", "a..com"] {
-        fails(&format!("image: x\negress:\n  allowlist: [\"{bad}\"]\n"), "egress.allowlist[0]", "bare host name");
+        fails(
+            &format!("image: x\negress:\n  allowlist: [\"{bad}\"]\n"),
+            "egress.allowlist[0]",
+            "bare host name",
+        );
     }
-    fails("image: x\negress:\n  routes:\n    - host: \"*.a.com\"\n", "egress.routes[0].host", "wildcard");
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n    - host: A.com\n", "egress.routes[1].host", "two routes");
-    fails("image: x\negress:\n  routes:\n    - host: a.com\n      path_allowlist: [repos]\n", "egress.routes[0].path_allowlist[0]", "start with `/`");
+    fails(
+        "image: x\negress:\n  routes:\n    - host: \"*.a.com\"\n",
+        "egress.routes[0].host",
+        "wildcard",
+    );
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n    - host: A.com\n",
+        "egress.routes[1].host",
+        "two routes",
+    );
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      path_allowlist: [repos]\n",
+        "egress.routes[0].path_allowlist[0]",
+        "start with `/`",
+    );
 }
 
 #[test]
 fn git_upstreams_are_checked() {
-    let up = |name: &str, url: &str, key: &str| format!("image: x\ngit:\n  - name: {name}\n    url: {url}\n    key: {key}\n");
-    fails(&up("a", "https://github.com/a/b.git", "/k"), "git[0].url", "not an SSH git URL");
-    fails(&up("a b", "git@h.com:a/b", "/k"), "git[0].name", "repo names");
-    fails(&up("a", "git@h.com:a/b", "keys/k"), "git[0].key", "absolute");
+    let up = |name: &str, url: &str, key: &str| {
+        format!("image: x\ngit:\n  - name: {name}\n    url: {url}\n    key: {key}\n")
+    };
+    fails(
+        &up("a", "https://github.com/a/b.git", "/k"),
+        "git[0].url",
+        "not an SSH git URL",
+    );
+    fails(
+        &up("a b", "git@h.com:a/b", "/k"),
+        "git[0].name",
+        "repo names",
+    );
+    fails(
+        &up("a", "git@h.com:a/b", "keys/k"),
+        "git[0].key",
+        "absolute",
+    );
     fails(
         "image: x\ngit:\n  - {name: a, url: 'git@h.com:a', key: /k}\n  - {name: a, url: 'git@h.com:b', key: /k}\n",
         "git[1].name",
         "listed twice",
     );
-    fails(&format!("{}    known_host: github.com ssh-ed25519 AAAA\n", up("a", "git@h.com:a/b", "/k")), "git[0].known_host", "<type> <base64>");
+    fails(
+        &format!(
+            "{}    known_host: github.com ssh-ed25519 AAAA\n",
+            up("a", "git@h.com:a/b", "/k")
+        ),
+        "git[0].known_host",
+        "<type> <base64>",
+    );
     let m = parse_str(&up("a", "ssh://git@git.example.com:2222/a/b.git", "/k")).unwrap();
-    assert_eq!((m.git[0].host.as_str(), m.git[0].port), ("git.example.com", 2222));
+    assert_eq!(
+        (m.git[0].host.as_str(), m.git[0].port),
+        ("git.example.com", 2222)
+    );
     assert_eq!(m.git[0].known_host_key, None);
 }
 
 #[test]
 fn env_and_secrets_are_checked() {
-    fails("image: x\nenv:\n  HTTP_PROXY: http://evil\n", "env.HTTP_PROXY", "bottle sets this");
+    fails(
+        "image: x\nenv:\n  HTTP_PROXY: http://evil\n",
+        "env.HTTP_PROXY",
+        "bottle sets this",
+    );
     fails("image: x\nenv:\n  1BAD: x\n", "env.1BAD", "env names");
-    fails("image: x\nenv:\n  TOKEN: x\nsecrets: [TOKEN]\n", "secrets[0]", "set twice");
-    fails("image: x\nsecrets: [\"a-b\"]\n", "secrets[0]", "env var names");
+    fails(
+        "image: x\nenv:\n  TOKEN: x\nsecrets: [TOKEN]\n",
+        "secrets[0]",
+        "set twice",
+    );
+    fails(
+        "image: x\nsecrets: [\"a-b\"]\n",
+        "secrets[0]",
+        "env var names",
+    );
 }
 
 #[test]
@@ -132,8 +222,16 @@ fn required_and_malformed_basics() {
     fails("image: x\ncwd: share\n", "cwd", "unknown variant `share`");
     fails("image: x\nsupervise: maybe\n", "supervise", "invalid type");
     fails("- image: x\n", "", "invalid type");
-    fails("image: x\nplugins:\n  hello:\n    grants: [root]\n", "plugins.hello.grants", "is not a grant");
-    fails("image: x\nplugins:\n  hello:\n    grants: privileged\n", "plugins.hello.grants", "list of grants");
+    fails(
+        "image: x\nplugins:\n  hello:\n    grants: [root]\n",
+        "plugins.hello.grants",
+        "is not a grant",
+    );
+    fails(
+        "image: x\nplugins:\n  hello:\n    grants: privileged\n",
+        "plugins.hello.grants",
+        "list of grants",
+    );
 }
 
 #[test]

@@ -49,7 +49,9 @@ impl Cache {
     /// Falls back to no caching, with a warning, when the dir cannot be made private.
     pub fn at(root: &Path) -> Self {
         match private_dir(root) {
-            Ok(()) => Cache { dir: Some(root.to_owned()) },
+            Ok(()) => Cache {
+                dir: Some(root.to_owned()),
+            },
             Err(why) => {
                 tracing::warn!("not caching compiled plugins in {}: {why}", root.display());
                 Cache::disabled()
@@ -70,7 +72,10 @@ impl Cache {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let version = env!("CARGO_PKG_VERSION");
-        self.dir.as_ref().map(|d| d.join("wasm").join(format!("bottle-{version}-{:016x}", h.finish())))
+        self.dir.as_ref().map(|d| {
+            d.join("wasm")
+                .join(format!("bottle-{version}-{:016x}", h.finish()))
+        })
     }
 
     /// Compiled code for `bytes`, from the cache or freshly compiled.
@@ -81,7 +86,10 @@ impl Cache {
         hash: &str,
     ) -> wasmtime::Result<(Component, CacheStatus)> {
         let Some(dir) = self.entry_dir(engine) else {
-            return Ok((Component::from_binary(engine, bytes)?, CacheStatus::Disabled));
+            return Ok((
+                Component::from_binary(engine, bytes)?,
+                CacheStatus::Disabled,
+            ));
         };
         let entry = dir.join(format!("{hash}.cwasm"));
         let mut status = CacheStatus::Miss;
@@ -92,7 +100,10 @@ impl Cache {
             match unsafe { Component::deserialize_file(engine, &entry) } {
                 Ok(c) => return Ok((c, CacheStatus::Hit)),
                 Err(e) => {
-                    tracing::warn!("discarding unreadable cache entry {}: {e:#}", entry.display());
+                    tracing::warn!(
+                        "discarding unreadable cache entry {}: {e:#}",
+                        entry.display()
+                    );
                     let _ = std::fs::remove_file(&entry);
                     status = CacheStatus::Corrupt;
                 }
@@ -119,8 +130,15 @@ fn write_entry(dir: &Path, entry: &Path, component: &Component) -> std::io::Resu
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!(".tmp-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let path = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     Ok((path, file))
 }
@@ -137,7 +155,10 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("it is owned by uid {}, not by you", meta.uid()));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!("it is writable by others (mode {:o}); run `chmod 700` on it", meta.mode() & 0o777));
+        return Err(format!(
+            "it is writable by others (mode {:o}); run `chmod 700` on it",
+            meta.mode() & 0o777
+        ));
     }
     Ok(())
 }

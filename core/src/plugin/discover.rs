@@ -54,7 +54,9 @@ impl PluginSet {
 
     /// Sidecar plugins, sorted by name.
     pub fn sidecars(&self) -> impl Iterator<Item = &LoadedPlugin> {
-        self.plugins.iter().filter(|p| p.info().kind == PluginKind::Sidecar)
+        self.plugins
+            .iter()
+            .filter(|p| p.info().kind == PluginKind::Sidecar)
     }
 
     /// The plugin called `name`.
@@ -69,7 +71,11 @@ impl PluginSet {
 
     /// Names of the backend plugins.
     pub fn backend_names(&self) -> Vec<&str> {
-        self.plugins.iter().filter(|p| p.info().kind == PluginKind::Backend).map(|p| p.name()).collect()
+        self.plugins
+            .iter()
+            .filter(|p| p.info().kind == PluginKind::Backend)
+            .map(|p| p.name())
+            .collect()
     }
 }
 
@@ -80,18 +86,31 @@ impl PluginSet {
 pub fn discover(host: &PluginHost, dirs: &[PathBuf]) -> Result<PluginSet, DiscoverError> {
     let mut set = PluginSet::default();
     for b in builtins() {
-        set.plugins.push(host.load(PluginSource::Builtin(b.file), b.bytes, Some(b.hash))?);
+        set.plugins
+            .push(host.load(PluginSource::Builtin(b.file), b.bytes, Some(b.hash))?);
     }
     let builtin_count = set.plugins.len();
     for dir in dirs {
         for path in wasm_files(dir)? {
             let source = PluginSource::File(path.clone());
-            let bytes = std::fs::read(&path).map_err(|error| LoadError::Read { source_path: source.clone(), error })?;
+            let bytes = std::fs::read(&path).map_err(|error| LoadError::Read {
+                source_path: source.clone(),
+                error,
+            })?;
             let plugin = host.load(source.clone(), &bytes, None)?;
             match set.plugins.iter().position(|p| p.name() == plugin.name()) {
-                Some(i) if i < builtin_count && !set.overrides.iter().any(|o| o.name == plugin.name()) => {
-                    tracing::warn!("plugin `{}` from {source} replaces the built-in one", plugin.name());
-                    set.overrides.push(Override { name: plugin.name().to_owned(), by: source });
+                Some(i)
+                    if i < builtin_count
+                        && !set.overrides.iter().any(|o| o.name == plugin.name()) =>
+                {
+                    tracing::warn!(
+                        "plugin `{}` from {source} replaces the built-in one",
+                        plugin.name()
+                    );
+                    set.overrides.push(Override {
+                        name: plugin.name().to_owned(),
+                        by: source,
+                    });
                     set.plugins[i] = plugin;
                 }
                 Some(i) => {
@@ -110,7 +129,10 @@ pub fn discover(host: &PluginHost, dirs: &[PathBuf]) -> Result<PluginSet, Discov
 }
 
 fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
-    let read_err = |error| DiscoverError::ReadDir { dir: dir.to_owned(), error };
+    let read_err = |error| DiscoverError::ReadDir {
+        dir: dir.to_owned(),
+        error,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();

@@ -9,8 +9,14 @@ use wasmtime::component::Component;
 /// Import prefixes a plugin may use. Everything else (`wasi:filesystem`, `wasi:sockets`,
 /// `wasi:http`, …) is refused at load time, even though the empty WASI context would deny it at
 /// run time anyway: a plugin that asks for the world is not a pure planner.
-pub const ALLOWED_IMPORTS: &[&str] =
-    &["bottle:plugin/types@", "bottle:plugin/host@", "wasi:io/", "wasi:cli/", "wasi:clocks/", "wasi:random/"];
+pub const ALLOWED_IMPORTS: &[&str] = &[
+    "bottle:plugin/types@",
+    "bottle:plugin/host@",
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+];
 
 /// The role a component plays, read from its exports.
 pub(super) struct Role {
@@ -43,7 +49,11 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 /// Check imports and find the exported plugin interface and its API version.
-pub(super) fn check(engine: &Engine, component: &Component, source: &PluginSource) -> Result<Role, LoadError> {
+pub(super) fn check(
+    engine: &Engine,
+    component: &Component,
+    source: &PluginSource,
+) -> Result<Role, LoadError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
@@ -56,8 +66,12 @@ pub(super) fn check(engine: &Engine, component: &Component, source: &PluginSourc
     }
     let mut found = None;
     for (name, _) in ty.exports(engine) {
-        let Some(rest) = name.strip_prefix("bottle:plugin/") else { continue };
-        let Some((iface, version)) = rest.split_once('@') else { continue };
+        let Some(rest) = name.strip_prefix("bottle:plugin/") else {
+            continue;
+        };
+        let Some((iface, version)) = rest.split_once('@') else {
+            continue;
+        };
         let kind = match iface {
             "sidecar" => PluginKind::Sidecar,
             "backend" => PluginKind::Backend,
@@ -70,12 +84,18 @@ pub(super) fn check(engine: &Engine, component: &Component, source: &PluginSourc
         })?;
         found = Some(Role { kind, api });
     }
-    let role = found.ok_or_else(|| LoadError::NotAPlugin { plugin: source.clone() })?;
+    let role = found.ok_or_else(|| LoadError::NotAPlugin {
+        plugin: source.clone(),
+    })?;
     if !since_v0_1_0::SUPPORTED.matches(&role.api) {
         return Err(LoadError::IncompatibleApi {
             plugin: source.clone(),
             found: role.api.to_string(),
-            supported: format!("{} (>= {}, < 0.2.0)", *since_v0_1_0::SUPPORTED, since_v0_1_0::MIN_VERSION),
+            supported: format!(
+                "{} (>= {}, < 0.2.0)",
+                *since_v0_1_0::SUPPORTED,
+                since_v0_1_0::MIN_VERSION
+            ),
         });
     }
     Ok(role)

@@ -43,7 +43,12 @@ pub use sidecar::bottle::plugin::types as wit;
 pub type ContractViolation = String;
 
 fn kvs(map: &model::EnvMap) -> Vec<wit::KeyValue> {
-    map.iter().map(|(k, v)| wit::KeyValue { key: k.clone(), value: v.clone() }).collect()
+    map.iter()
+        .map(|(k, v)| wit::KeyValue {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }
 
 fn env_map(list: Vec<wit::KeyValue>, what: &str) -> Result<model::EnvMap, ContractViolation> {
@@ -52,7 +57,9 @@ fn env_map(list: Vec<wit::KeyValue>, what: &str) -> Result<model::EnvMap, Contra
         if let Some(old) = map.insert(key.clone(), value.clone())
             && old != value
         {
-            return Err(format!("{what} sets env `{key}` twice, to {old:?} and to {value:?}"));
+            return Err(format!(
+                "{what} sets env `{key}` twice, to {old:?} and to {value:?}"
+            ));
         }
     }
     Ok(map)
@@ -131,7 +138,11 @@ impl From<wit::Plan> for model::Plan {
             files: p
                 .files
                 .into_iter()
-                .map(|f| model::StagedFile { path: f.path, contents: f.contents, mode: f.mode })
+                .map(|f| model::StagedFile {
+                    path: f.path,
+                    contents: f.contents,
+                    mode: f.mode,
+                })
                 .collect(),
             cas: p
                 .cas
@@ -150,15 +161,25 @@ impl From<wit::Plan> for model::Plan {
 }
 
 fn secret_from(s: wit::SecretEnv) -> model::SecretEnv {
-    model::SecretEnv { name: s.name, from_host_env: s.from_host_env }
+    model::SecretEnv {
+        name: s.name,
+        from_host_env: s.from_host_env,
+    }
 }
 
 fn secret_to(s: &model::SecretEnv) -> wit::SecretEnv {
-    wit::SecretEnv { name: s.name.clone(), from_host_env: s.from_host_env.clone() }
+    wit::SecretEnv {
+        name: s.name.clone(),
+        from_host_env: s.from_host_env.clone(),
+    }
 }
 
 fn endpoint_from(e: wit::Endpoint) -> model::Endpoint {
-    model::Endpoint { name: e.name, url: e.url, priority: e.priority }
+    model::Endpoint {
+        name: e.name,
+        url: e.url,
+        priority: e.priority,
+    }
 }
 
 /// The render context as the guest sees it.
@@ -178,7 +199,11 @@ pub fn render_context(c: &model::RenderContext, settings: &str) -> wit::RenderCo
         endpoints: c
             .endpoints
             .iter()
-            .map(|e| wit::Endpoint { name: e.name.clone(), url: e.url.clone(), priority: e.priority })
+            .map(|e| wit::Endpoint {
+                name: e.name.clone(),
+                url: e.url.clone(),
+                priority: e.priority,
+            })
             .collect(),
     }
 }
@@ -308,18 +333,32 @@ fn service_to(s: &model::Service) -> wit::Service {
 }
 
 fn mcp_from(m: wit::McpServer) -> model::McpServer {
-    model::McpServer { name: m.name, url: m.url }
+    model::McpServer {
+        name: m.name,
+        url: m.url,
+    }
 }
 
 fn mcp_to(m: &model::McpServer) -> wit::McpServer {
-    wit::McpServer { name: m.name.clone(), url: m.url.clone() }
+    wit::McpServer {
+        name: m.name.clone(),
+        url: m.url.clone(),
+    }
 }
 
 /// The guest's fragment in host types.
 pub fn fragment(f: wit::Fragment) -> Result<model::Fragment, ContractViolation> {
     Ok(model::Fragment {
-        daemons: f.daemons.into_iter().map(daemon_from).collect::<Result<_, _>>()?,
-        services: f.services.into_iter().map(service_from).collect::<Result<_, _>>()?,
+        daemons: f
+            .daemons
+            .into_iter()
+            .map(daemon_from)
+            .collect::<Result<_, _>>()?,
+        services: f
+            .services
+            .into_iter()
+            .map(service_from)
+            .collect::<Result<_, _>>()?,
         patches: f
             .patches
             .into_iter()
@@ -355,13 +394,19 @@ pub fn stack(s: &model::Stack, settings: &str) -> wit::Stack {
         bundle: s
             .bundle
             .iter()
-            .map(|d| wit::OwnedDaemon { plugin: d.plugin.clone(), daemon: daemon_to(&d.daemon) })
+            .map(|d| wit::OwnedDaemon {
+                plugin: d.plugin.clone(),
+                daemon: daemon_to(&d.daemon),
+            })
             .collect(),
         bundle_secrets: s.bundle_secrets.iter().map(secret_to).collect(),
         services: s
             .services
             .iter()
-            .map(|o| wit::OwnedService { plugin: o.plugin.clone(), service: service_to(&o.service) })
+            .map(|o| wit::OwnedService {
+                plugin: o.plugin.clone(),
+                service: service_to(&o.service),
+            })
             .collect(),
         volumes: s.volumes.clone(),
         settings: settings.to_owned(),
@@ -375,7 +420,11 @@ pub fn deployment(d: wit::Deployment) -> model::Deployment {
         documents: d
             .documents
             .into_iter()
-            .map(|doc| model::Document { path: doc.path, contents: doc.contents, mode: doc.mode })
+            .map(|doc| model::Document {
+                path: doc.path,
+                contents: doc.contents,
+                mode: doc.mode,
+            })
             .collect(),
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 /// How often the epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -31,7 +33,12 @@ pub struct Limits {
 impl Default for Limits {
     /// 200 M fuel (about 0.1 s of a tight loop), 0.5 s wall clock, 64 MiB, 64 KiB of stderr.
     fn default() -> Self {
-        Limits { fuel: 200_000_000, epoch_ticks: 50, memory_bytes: 64 << 20, stderr_bytes: 64 << 10 }
+        Limits {
+            fuel: 200_000_000,
+            epoch_ticks: 50,
+            memory_bytes: 64 << 20,
+            stderr_bytes: 64 << 10,
+        }
     }
 }
 
@@ -45,7 +52,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -118,9 +128,16 @@ pub(super) fn call<T>(
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     let to_call_error = |e: wasmtime::Error, stderr: &MemoryOutputPipe| {
-        classify(plugin, hook, &e, String::from_utf8_lossy(&stderr.contents()).into_owned())
+        classify(
+            plugin,
+            hook,
+            &e,
+            String::from_utf8_lossy(&stderr.contents()).into_owned(),
+        )
     };
-    store.set_fuel(limits.fuel).map_err(|e| to_call_error(e, &stderr))?;
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| to_call_error(e, &stderr))?;
     store.set_epoch_deadline(limits.epoch_ticks);
     f(&mut store).map_err(|e| to_call_error(e, &stderr))
 }

@@ -22,7 +22,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { greeting: "hello from a plugin".into(), own_service: false, image: "bottle-base:latest".into() }
+        Settings {
+            greeting: "hello from a plugin".into(),
+            own_service: false,
+            image: "bottle-base:latest".into(),
+        }
     }
 }
 
@@ -41,21 +45,42 @@ impl SidecarGuest for Hello {
 
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
         let settings: Settings = parse_settings(&bottle.settings)?;
-        bottle_plugin_sdk::log::info(&format!("greeting {} with {:?}", bottle.agent.name, settings.greeting));
+        bottle_plugin_sdk::log::info(&format!(
+            "greeting {} with {:?}",
+            bottle.agent.name, settings.greeting
+        ));
         Ok(Plan::default())
     }
 
     fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
         let settings: Settings = parse_settings(&ctx.bottle.settings)?;
-        let command = vec!["sh".into(), "-c".into(), "echo \"$HELLO_GREETING\"; exec sleep infinity".into()];
+        let command = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"$HELLO_GREETING\"; exec sleep infinity".into(),
+        ];
         let env = vec![kv("HELLO_GREETING", settings.greeting.clone())];
         let mut agent = Patch::of("agent");
         agent.env.push(kv("HELLO_GREETING", settings.greeting));
-        let mut fragment = Fragment { patches: vec![agent], ..Fragment::default() };
+        let mut fragment = Fragment {
+            patches: vec![agent],
+            ..Fragment::default()
+        };
         if settings.own_service {
-            fragment.services.push(Service { name: "hello".into(), image: settings.image, command, env, ..Service::default() });
+            fragment.services.push(Service {
+                name: "hello".into(),
+                image: settings.image,
+                command,
+                env,
+                ..Service::default()
+            });
         } else {
-            fragment.daemons.push(Daemon { name: "hello".into(), command, env, ..Daemon::default() });
+            fragment.daemons.push(Daemon {
+                name: "hello".into(),
+                command,
+                env,
+                ..Daemon::default()
+            });
         }
         Ok(fragment)
     }

@@ -41,11 +41,18 @@ fn network_key(role: &NetworkRole) -> &'static str {
 pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let project = project(&stack.slug);
     let volume_prefix = format!("{project}-");
-    let bundle_image = settings.bundle_image.clone().unwrap_or_else(|| DEFAULT_BUNDLE_IMAGE.to_owned());
+    let bundle_image = settings
+        .bundle_image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BUNDLE_IMAGE.to_owned());
     let mut services = BTreeMap::new();
 
-    let mut agent_volumes: Vec<ComposeMount> =
-        stack.agent.mounts.iter().map(|m| mount(stack, m, &volume_prefix)).collect();
+    let mut agent_volumes: Vec<ComposeMount> = stack
+        .agent
+        .mounts
+        .iter()
+        .map(|m| mount(stack, m, &volume_prefix))
+        .collect();
     agent_volumes.sort_by(|a, b| a.target.cmp(&b.target));
     let mut depends_on = BTreeMap::new();
     if !stack.bundle.is_empty() {
@@ -55,7 +62,10 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             "service_started"
         };
         depends_on.insert("sidecars".to_owned(), DependsOn { condition });
-        services.insert("sidecars".to_owned(), bundle_service(stack, &bundle_image, &[INTERNAL, EGRESS]));
+        services.insert(
+            "sidecars".to_owned(),
+            bundle_service(stack, &bundle_image, &[INTERNAL, EGRESS]),
+        );
     }
     services.insert(
         "agent".to_owned(),
@@ -93,9 +103,17 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
                 command: s.command.clone(),
                 user: s.user.clone(),
                 environment: environment(&s.env, std::iter::empty()),
-                volumes: s.mounts.iter().map(|m| mount(stack, m, &volume_prefix)).collect(),
+                volumes: s
+                    .mounts
+                    .iter()
+                    .map(|m| mount(stack, m, &volume_prefix))
+                    .collect(),
                 networks,
-                ports: s.ports.iter().map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port)).collect(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port))
+                    .collect(),
                 healthcheck: s.health.as_ref().map(|h| ComposeHealth {
                     test: h.test.clone(),
                     interval: format!("{}ms", h.interval_ms),
@@ -133,9 +151,21 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let volumes = stack
         .volumes
         .iter()
-        .map(|v| (v.clone(), ComposeVolume { name: format!("{volume_prefix}{v}"), labels: labels_for(stack, "volume") }))
+        .map(|v| {
+            (
+                v.clone(),
+                ComposeVolume {
+                    name: format!("{volume_prefix}{v}"),
+                    labels: labels_for(stack, "volume"),
+                },
+            )
+        })
         .collect();
-    ComposeFile { services, networks, volumes }
+    ComposeFile {
+        services,
+        networks,
+        volumes,
+    }
 }
 
 /// The plugin.
@@ -147,18 +177,27 @@ impl BackendGuest for Docker {
             name: "docker".into(),
             kind: PluginKind::Backend,
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "one compose project: the agent on an internal network, sidecars in one bundle".into(),
+            summary:
+                "one compose project: the agent on an internal network, sidecars in one bundle"
+                    .into(),
         }
     }
 
     fn render(stack: Stack) -> Result<Deployment, PluginError> {
         let settings: Settings = parse_settings(&stack.settings)?;
         let file = compose(&stack, &settings);
-        let mut documents = vec![Document { path: COMPOSE_FILE.into(), contents: to_yaml(&file)?, mode: 0o600 }];
+        let mut documents = vec![Document {
+            path: COMPOSE_FILE.into(),
+            contents: to_yaml(&file)?,
+            mode: 0o600,
+        }];
         if !stack.bundle.is_empty() {
             documents.push(daemon_list(&stack));
         }
-        Ok(Deployment { project: project(&stack.slug), documents })
+        Ok(Deployment {
+            project: project(&stack.slug),
+            documents,
+        })
     }
 }
 

@@ -63,7 +63,10 @@ pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
                     Some(s) => s.name.clone(),
                     None => {
                         let name = format!("EGRESS_TOKEN_{}", secrets.len());
-                        secrets.push(SecretEnv { name: name.clone(), from_host_env: a.token_ref.clone() });
+                        secrets.push(SecretEnv {
+                            name: name.clone(),
+                            from_host_env: a.token_ref.clone(),
+                        });
                         name
                     }
                 }
@@ -95,13 +98,21 @@ impl SidecarGuest for Egress {
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
         let _: Settings = parse_settings(&bottle.settings)?;
         if bottle.routes.is_empty() {
-            return Ok(Plan { active: false, ..Plan::default() });
+            return Ok(Plan {
+                active: false,
+                ..Plan::default()
+            });
         }
         let (file, secrets) = routes(&bottle);
-        let yaml = serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
+        let yaml =
+            serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
         Ok(Plan {
             // Read by the daemon's uid 1000; it holds hosts and env names, never a token.
-            files: vec![StagedFile { path: "egress/routes.yaml".into(), contents: yaml, mode: 0o644 }],
+            files: vec![StagedFile {
+                path: "egress/routes.yaml".into(),
+                contents: yaml,
+                mode: 0o644,
+            }],
             cas: vec![CaRequest {
                 id: "egress".into(),
                 common_name: format!("bottle egress CA {}", bottle.slug),
@@ -109,7 +120,11 @@ impl SidecarGuest for Egress {
                 trusted_by_agent: true,
             }],
             secrets,
-            provides: vec![Endpoint { name: "agent-proxy".into(), url: format!("http://{HOSTNAME}:{PORT}"), priority: 20 }],
+            provides: vec![Endpoint {
+                name: "agent-proxy".into(),
+                url: format!("http://{HOSTNAME}:{PORT}"),
+                priority: 20,
+            }],
             ..Plan::default()
         })
     }
@@ -130,7 +145,12 @@ impl SidecarGuest for Egress {
             "--upstream".into(),
             upstream.clone(),
         ];
-        if let Some(combined) = ctx.cas.iter().find(|c| c.id == "egress").and_then(|c| c.combined.clone()) {
+        if let Some(combined) = ctx
+            .cas
+            .iter()
+            .find(|c| c.id == "egress")
+            .and_then(|c| c.combined.clone())
+        {
             mounts.push(Mount::state_ro(combined, CA_BUNDLE));
             command.extend(["--ca".into(), CA_BUNDLE.into()]);
         }
@@ -164,7 +184,10 @@ mod tests {
         EgressRoute {
             host: host.into(),
             path_allowlist: vec![],
-            auth: token.map(|t| RouteAuth { scheme: "Bearer".into(), token_ref: t.into() }),
+            auth: token.map(|t| RouteAuth {
+                scheme: "Bearer".into(),
+                token_ref: t.into(),
+            }),
         }
     }
 
@@ -183,22 +206,39 @@ mod tests {
             route("pypi.org", None),
         ];
         let plan = Egress::prepare(b).unwrap();
-        let names: Vec<(&str, &str)> =
-            plan.secrets.iter().map(|s| (s.name.as_str(), s.from_host_env.as_str())).collect();
-        assert_eq!(names, [("EGRESS_TOKEN_0", "GH"), ("EGRESS_TOKEN_1", "ANTHROPIC")]);
+        let names: Vec<(&str, &str)> = plan
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.from_host_env.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("EGRESS_TOKEN_0", "GH"), ("EGRESS_TOKEN_1", "ANTHROPIC")]
+        );
         let file: RoutesFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
         assert_eq!(file.routes[1].token_env.as_deref(), Some("EGRESS_TOKEN_0"));
         assert_eq!(file.routes[3].token_env, None);
-        assert!(!plan.files[0].contents.contains("GH\n"), "the host env name stays on the host side");
+        assert!(
+            !plan.files[0].contents.contains("GH\n"),
+            "the host env name stays on the host side"
+        );
     }
 
     #[test]
     fn chains_to_the_bundle_proxy_over_loopback() {
         let mut ctx = testing::render_context(testing::bottle());
-        ctx.endpoints = vec![Endpoint { name: "bundle-proxy".into(), url: "http://127.0.0.1:8888".into(), priority: 10 }];
+        ctx.endpoints = vec![Endpoint {
+            name: "bundle-proxy".into(),
+            url: "http://127.0.0.1:8888".into(),
+            priority: 10,
+        }];
         let f = Egress::render(ctx).unwrap();
         let d = &f.daemons[0];
-        assert!(d.env.iter().any(|kv| kv.key == "EGRESS_UPSTREAM_PROXY" && kv.value == "http://127.0.0.1:8888"));
+        assert!(
+            d.env
+                .iter()
+                .any(|kv| kv.key == "EGRESS_UPSTREAM_PROXY" && kv.value == "http://127.0.0.1:8888")
+        );
         assert_eq!(d.ports, [9099]);
     }
 }

@@ -48,14 +48,23 @@ pub struct Repo {
 /// The `known_hosts` line for an upstream, if its key is pinned.
 pub fn known_hosts_line(u: &GitUpstream) -> Option<String> {
     let key = u.known_host_key.as_deref()?.trim();
-    let host = if u.port == 22 { u.host.clone() } else { format!("[{}]:{}", u.host, u.port) };
+    let host = if u.port == 22 {
+        u.host.clone()
+    } else {
+        format!("[{}]:{}", u.host, u.port)
+    };
     Some(format!("{host} {key}\n"))
 }
 
 /// The agent's gitconfig: one `insteadOf` per upstream.
 pub fn gitconfig(git: &[GitUpstream]) -> String {
     git.iter()
-        .map(|u| format!("[url \"git://{HOSTNAME}/{}.git\"]\n\tinsteadOf = {}\n", u.name, u.url))
+        .map(|u| {
+            format!(
+                "[url \"git://{HOSTNAME}/{}.git\"]\n\tinsteadOf = {}\n",
+                u.name, u.url
+            )
+        })
         .collect()
 }
 
@@ -75,7 +84,10 @@ impl SidecarGuest for GitGate {
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
         let _: Settings = parse_settings(&bottle.settings)?;
         if bottle.git.is_empty() {
-            return Ok(Plan { active: false, ..Plan::default() });
+            return Ok(Plan {
+                active: false,
+                ..Plan::default()
+            });
         }
         let repos = bottle
             .git
@@ -95,13 +107,26 @@ impl SidecarGuest for GitGate {
                 }
             })
             .collect();
-        let gate = serde_yaml::to_string(&GateFile { repos }).map_err(|e| PluginError::Internal(e.to_string()))?;
+        let gate = serde_yaml::to_string(&GateFile { repos })
+            .map_err(|e| PluginError::Internal(e.to_string()))?;
         let known_hosts: String = bottle.git.iter().filter_map(known_hosts_line).collect();
         Ok(Plan {
             files: vec![
-                StagedFile { path: "git-gate/gate.yaml".into(), contents: gate, mode: 0o644 },
-                StagedFile { path: "git-gate/known_hosts".into(), contents: known_hosts, mode: 0o644 },
-                StagedFile { path: "agent/gitconfig".into(), contents: gitconfig(&bottle.git), mode: 0o644 },
+                StagedFile {
+                    path: "git-gate/gate.yaml".into(),
+                    contents: gate,
+                    mode: 0o644,
+                },
+                StagedFile {
+                    path: "git-gate/known_hosts".into(),
+                    contents: known_hosts,
+                    mode: 0o644,
+                },
+                StagedFile {
+                    path: "agent/gitconfig".into(),
+                    contents: gitconfig(&bottle.git),
+                    mode: 0o644,
+                },
             ],
             ..Plan::default()
         })
@@ -117,11 +142,19 @@ impl SidecarGuest for GitGate {
             });
         }
         let mut agent = Patch::of("agent");
-        agent.mounts.push(Mount::state_ro("agent/gitconfig", AGENT_GITCONFIG));
+        agent
+            .mounts
+            .push(Mount::state_ro("agent/gitconfig", AGENT_GITCONFIG));
         Ok(Fragment {
             daemons: vec![Daemon {
                 name: HOSTNAME.into(),
-                command: vec![BINARY.into(), "--config".into(), format!("{CONFIG_DIR}/gate.yaml"), "--port".into(), PORT.to_string()],
+                command: vec![
+                    BINARY.into(),
+                    "--config".into(),
+                    format!("{CONFIG_DIR}/gate.yaml"),
+                    "--port".into(),
+                    PORT.to_string(),
+                ],
                 mounts,
                 ports: vec![PORT],
                 ..Daemon::default()
@@ -150,7 +183,12 @@ mod tests {
         let mut b = testing::bottle();
         b.git = vec![testing::upstream("a"), testing::upstream("b")];
         let plan = GitGate::prepare(b).unwrap();
-        let gitconfig = &plan.files.iter().find(|f| f.path == "agent/gitconfig").unwrap().contents;
+        let gitconfig = &plan
+            .files
+            .iter()
+            .find(|f| f.path == "agent/gitconfig")
+            .unwrap()
+            .contents;
         assert_eq!(
             gitconfig,
             "[url \"git://git-gate/a.git\"]\n\tinsteadOf = git@github.com:example/a.git\n\
@@ -167,20 +205,34 @@ mod tests {
         let plan = GitGate::prepare(b).unwrap();
         let gate: GateFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
         assert!(!gate.repos[0].forward);
-        assert_eq!(plan.files[1].contents, "", "no known_hosts entry, so ssh refuses the host");
+        assert_eq!(
+            plan.files[1].contents, "",
+            "no known_hosts entry, so ssh refuses the host"
+        );
         let logs = bottle_plugin_sdk::log::take();
-        assert!(logs.iter().any(|(_, m)| m.contains("no pinned host key")), "{logs:?}");
+        assert!(
+            logs.iter().any(|(_, m)| m.contains("no pinned host key")),
+            "{logs:?}"
+        );
     }
 
     #[test]
     fn key_is_mounted_read_only_and_non_default_ports_are_bracketed() {
         let mut u = testing::upstream("a");
         u.port = 2222;
-        assert!(known_hosts_line(&u).unwrap().starts_with("[github.com]:2222 ssh-ed25519 "));
+        assert!(
+            known_hosts_line(&u)
+                .unwrap()
+                .starts_with("[github.com]:2222 ssh-ed25519 ")
+        );
         let mut b = testing::bottle();
         b.git = vec![u];
         let f = GitGate::render(testing::render_context(b)).unwrap();
-        let key = f.daemons[0].mounts.iter().find(|m| m.target == "/git-gate/creds/a/id").unwrap();
+        let key = f.daemons[0]
+            .mounts
+            .iter()
+            .find(|m| m.target == "/git-gate/creds/a/id")
+            .unwrap();
         assert!(key.read_only);
         assert_eq!(f.daemons[0].ports, [9418]);
     }

@@ -89,12 +89,19 @@ enum Ca {
 }
 
 fn ca(settings: &Settings) -> Result<Ca, PluginError> {
-    match (&settings.ca_cert, &settings.ca_key, settings.no_tls_interception) {
+    match (
+        &settings.ca_cert,
+        &settings.ca_key,
+        settings.no_tls_interception,
+    ) {
         (Some(_), None, _) | (None, Some(_), _) => Err(PluginError::InvalidSettings(
             "plugins.pipelock: `ca_cert` and `ca_key` go together; set both or neither".into(),
         )),
         (_, _, true) => Ok(Ca::Off),
-        (Some(cert), Some(key), false) => Ok(Ca::Given { cert: cert.clone(), key: key.clone() }),
+        (Some(cert), Some(key), false) => Ok(Ca::Given {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         (None, None, false) => Ok(Ca::Minted),
     }
 }
@@ -136,7 +143,11 @@ pub fn config(bottle: &Bottle, settings: &Settings) -> Result<Config, PluginErro
             ca_cert: CA_CERT_IN_CONTAINER.into(),
             ca_key: CA_KEY_IN_CONTAINER.into(),
         }),
-        Ca::Given { cert, key } => Some(TlsInterception { enabled: true, ca_cert: cert, ca_key: key }),
+        Ca::Given { cert, key } => Some(TlsInterception {
+            enabled: true,
+            ca_cert: cert,
+            ca_key: key,
+        }),
     };
     Ok(Config {
         version: 1,
@@ -144,7 +155,10 @@ pub fn config(bottle: &Bottle, settings: &Settings) -> Result<Config, PluginErro
         enforce: true,
         api_allowlist,
         forward_proxy: ForwardProxy { enabled: true },
-        dlp: Dlp { include_defaults: true, scan_env: true },
+        dlp: Dlp {
+            include_defaults: true,
+            scan_env: true,
+        },
         tls_interception,
     })
 }
@@ -158,17 +172,23 @@ impl SidecarGuest for Pipelock {
             name: "pipelock".into(),
             kind: PluginKind::Sidecar,
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "egress firewall and DLP proxy (strict hostname allowlist, TLS interception)".into(),
+            summary: "egress firewall and DLP proxy (strict hostname allowlist, TLS interception)"
+                .into(),
         }
     }
 
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
         let settings: Settings = parse_settings(&bottle.settings)?;
         let config = config(&bottle, &settings)?;
-        let yaml = serde_yaml::to_string(&config).map_err(|e| PluginError::Internal(e.to_string()))?;
+        let yaml =
+            serde_yaml::to_string(&config).map_err(|e| PluginError::Internal(e.to_string()))?;
         let minted = matches!(ca(&settings)?, Ca::Minted);
         Ok(Plan {
-            files: vec![StagedFile { path: "pipelock/pipelock.yaml".into(), contents: yaml, mode: 0o600 }],
+            files: vec![StagedFile {
+                path: "pipelock/pipelock.yaml".into(),
+                contents: yaml,
+                mode: 0o600,
+            }],
             cas: if minted {
                 vec![CaRequest {
                     id: "pipelock".into(),
@@ -181,15 +201,26 @@ impl SidecarGuest for Pipelock {
                 vec![]
             },
             provides: vec![
-                Endpoint { name: "agent-proxy".into(), url: format!("http://{HOSTNAME}:{PORT}"), priority: 10 },
-                Endpoint { name: "bundle-proxy".into(), url: format!("http://127.0.0.1:{PORT}"), priority: 10 },
+                Endpoint {
+                    name: "agent-proxy".into(),
+                    url: format!("http://{HOSTNAME}:{PORT}"),
+                    priority: 10,
+                },
+                Endpoint {
+                    name: "bundle-proxy".into(),
+                    url: format!("http://127.0.0.1:{PORT}"),
+                    priority: 10,
+                },
             ],
             ..Plan::default()
         })
     }
 
     fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
-        let mut mounts = vec![Mount::state_ro("pipelock/pipelock.yaml", CONFIG_IN_CONTAINER)];
+        let mut mounts = vec![Mount::state_ro(
+            "pipelock/pipelock.yaml",
+            CONFIG_IN_CONTAINER,
+        )];
         if let Some(ca) = ctx.cas.iter().find(|c| c.id == "pipelock") {
             mounts.push(Mount::state_ro(ca.cert.clone(), CA_CERT_IN_CONTAINER));
             mounts.push(Mount::state_ro(ca.key.clone(), CA_KEY_IN_CONTAINER));

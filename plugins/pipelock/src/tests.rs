@@ -20,12 +20,24 @@ fn always_active_with_strict_mode_and_forward_proxy() {
 fn allowlist_is_defaults_manifest_and_routes_but_never_git_hosts() {
     let mut b = testing::bottle();
     b.allowlist = vec!["PyPI.org".into()];
-    b.routes = vec![EgressRoute { host: "api.github.com".into(), path_allowlist: vec![], auth: None }];
+    b.routes = vec![EgressRoute {
+        host: "api.github.com".into(),
+        path_allowlist: vec![],
+        auth: None,
+    }];
     b.git = vec![testing::upstream("repo")];
     let y = yaml_of(&Pipelock::prepare(b).unwrap());
-    let hosts: Vec<&str> = y["api_allowlist"].as_sequence().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    let hosts: Vec<&str> = y["api_allowlist"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
     assert_eq!(&hosts[..DEFAULT_ALLOWLIST.len()], DEFAULT_ALLOWLIST);
-    assert_eq!(&hosts[DEFAULT_ALLOWLIST.len()..], ["api.github.com", "pypi.org"]);
+    assert_eq!(
+        &hosts[DEFAULT_ALLOWLIST.len()..],
+        ["api.github.com", "pypi.org"]
+    );
     assert!(!hosts.contains(&"github.com"));
     assert!(!y.as_mapping().unwrap().contains_key("trusted_domains"));
     assert!(!y.as_mapping().unwrap().contains_key("ssrf"));
@@ -39,7 +51,10 @@ fn tls_interception_uses_fixed_in_container_paths() {
     assert_eq!(y["tls_interception"]["ca_cert"], CA_CERT_IN_CONTAINER);
     assert_eq!(y["tls_interception"]["ca_key"], CA_KEY_IN_CONTAINER);
     assert_eq!(plan.cas.len(), 1);
-    assert!(plan.cas[0].trusted_by_agent, "without egress the agent talks to pipelock directly");
+    assert!(
+        plan.cas[0].trusted_by_agent,
+        "without egress the agent talks to pipelock directly"
+    );
 }
 
 #[test]
@@ -47,7 +62,12 @@ fn no_tls_block_without_interception() {
     let mut b = testing::bottle();
     b.settings = r#"{"no_tls_interception": true}"#.into();
     let plan = Pipelock::prepare(b).unwrap();
-    assert!(!yaml_of(&plan).as_mapping().unwrap().contains_key("tls_interception"));
+    assert!(
+        !yaml_of(&plan)
+            .as_mapping()
+            .unwrap()
+            .contains_key("tls_interception")
+    );
     assert!(plan.cas.is_empty());
 }
 
@@ -56,7 +76,10 @@ fn a_half_set_ca_pair_is_an_error() {
     let mut b = testing::bottle();
     b.settings = r#"{"ca_cert": "/x.pem"}"#.into();
     let err = Pipelock::prepare(b).unwrap_err();
-    assert!(matches!(&err, PluginError::InvalidSettings(m) if m.contains("go together")), "{err:?}");
+    assert!(
+        matches!(&err, PluginError::InvalidSettings(m) if m.contains("go together")),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -64,19 +87,38 @@ fn unknown_settings_are_errors() {
     let mut b = testing::bottle();
     b.settings = r#"{"moed": "audit"}"#.into();
     let err = Pipelock::prepare(b).unwrap_err();
-    assert!(matches!(&err, PluginError::InvalidSettings(m) if m.contains("moed")), "{err:?}");
+    assert!(
+        matches!(&err, PluginError::InvalidSettings(m) if m.contains("moed")),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn render_mounts_config_and_ca_and_listens_on_8888() {
     let mut ctx = testing::render_context(testing::bottle());
-    ctx.cas = vec![CaPaths { id: "pipelock".into(), cert: "ca/pipelock/cert.pem".into(), key: "ca/pipelock/key.pem".into(), combined: None }];
+    ctx.cas = vec![CaPaths {
+        id: "pipelock".into(),
+        cert: "ca/pipelock/cert.pem".into(),
+        key: "ca/pipelock/key.pem".into(),
+        combined: None,
+    }];
     let f = Pipelock::render(ctx).unwrap();
     let d = &f.daemons[0];
     assert_eq!(d.name, "pipelock");
     assert_eq!(d.ports, [8888]);
     let targets: Vec<&str> = d.mounts.iter().map(|m| m.target.as_str()).collect();
-    assert_eq!(targets, [CONFIG_IN_CONTAINER, CA_CERT_IN_CONTAINER, CA_KEY_IN_CONTAINER]);
+    assert_eq!(
+        targets,
+        [
+            CONFIG_IN_CONTAINER,
+            CA_CERT_IN_CONTAINER,
+            CA_KEY_IN_CONTAINER
+        ]
+    );
     assert!(d.mounts.iter().all(|m| m.read_only));
-    assert!(d.command.windows(2).any(|w| w == ["--listen", "0.0.0.0:8888"]));
+    assert!(
+        d.command
+            .windows(2)
+            .any(|w| w == ["--listen", "0.0.0.0:8888"])
+    );
 }

@@ -41,19 +41,33 @@ fn default_memory() -> u32 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { cpus: default_cpus(), memory: default_memory(), bundle_image: None }
+        Settings {
+            cpus: default_cpus(),
+            memory: default_memory(),
+            bundle_image: None,
+        }
     }
 }
 
 /// Host loopback port for each bundle port, from a slug-derived base in 20000..59990.
 pub fn host_ports(stack: &Stack) -> BTreeMap<u16, u16> {
     // FNV-1a: tiny, stable across builds (unlike std's hasher).
-    let hash = stack.slug.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = stack.slug.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let base = 20_000 + (hash % 4_000) as u16 * 10;
-    let mut ports: Vec<u16> = stack.bundle.iter().flat_map(|o| o.daemon.ports.iter().copied()).collect();
+    let mut ports: Vec<u16> = stack
+        .bundle
+        .iter()
+        .flat_map(|o| o.daemon.ports.iter().copied())
+        .collect();
     ports.sort_unstable();
     ports.dedup();
-    ports.into_iter().enumerate().map(|(i, p)| (p, base + i as u16)).collect()
+    ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, base + i as u16))
+        .collect()
 }
 
 /// Rewrite `scheme://<daemon or alias>:<port>` to the loopback address the VM can reach.
@@ -75,22 +89,41 @@ fn toml_str(s: &str) -> String {
 }
 
 fn toml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| toml_str(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// The agent VM's Smolfile: only keys smolvm accepts.
 pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginError> {
     let ports = host_ports(stack);
-    let env: Vec<String> =
-        stack.agent.env.iter().map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack, &ports))).collect();
+    let env: Vec<String> = stack
+        .agent
+        .env
+        .iter()
+        .map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack, &ports)))
+        .collect();
     let mut volumes = Vec::new();
     for m in &stack.agent.mounts {
         match &m.source {
             MountSource::State(p) => {
                 let ro = if m.read_only { ":ro" } else { "" };
-                volumes.push(format!("{}/{p}:{}{ro}", stack.state_dir.trim_end_matches('/'), m.target));
+                volumes.push(format!(
+                    "{}/{p}:{}{ro}",
+                    stack.state_dir.trim_end_matches('/'),
+                    m.target
+                ));
             }
-            MountSource::Host(p) => volumes.push(format!("{p}:{}{}", m.target, if m.read_only { ":ro" } else { "" })),
+            MountSource::Host(p) => volumes.push(format!(
+                "{p}:{}{}",
+                m.target,
+                if m.read_only { ":ro" } else { "" }
+            )),
             MountSource::Volume(v) => {
                 return Err(PluginError::Unsupported(format!(
                     "the smolmachines backend cannot mount named volume `{v}` into the agent VM; use the docker backend"
@@ -101,9 +134,18 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
     let mut s = String::new();
     let w = &mut s;
     // `writeln!` into a String cannot fail.
-    let _ = writeln!(w, "# Agent VM for bottle {}; machine name {}", stack.slug, project(&stack.slug));
+    let _ = writeln!(
+        w,
+        "# Agent VM for bottle {}; machine name {}",
+        stack.slug,
+        project(&stack.slug)
+    );
     let _ = writeln!(w, "image = {}", toml_str(&stack.agent.image));
-    let _ = writeln!(w, "entrypoint = {}", toml_list(&["sleep".into(), "infinity".into()]));
+    let _ = writeln!(
+        w,
+        "entrypoint = {}",
+        toml_list(&["sleep".into(), "infinity".into()])
+    );
     let _ = writeln!(w, "workdir = {}", toml_str(&stack.agent.workdir));
     let _ = writeln!(w, "cpus = {}", settings.cpus);
     let _ = writeln!(w, "memory = {}", settings.memory);
@@ -113,16 +155,26 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
         let _ = writeln!(w, "volumes = {}", toml_list(&volumes));
     }
     let _ = writeln!(w, "\n[network]");
-    let _ = writeln!(w, "allow_cidrs = {}", toml_list(&[format!("{LOOPBACK}/32")]));
+    let _ = writeln!(
+        w,
+        "allow_cidrs = {}",
+        toml_list(&[format!("{LOOPBACK}/32")])
+    );
     Ok(s)
 }
 
 /// The bundle's compose file: one container on a per-bottle bridge, ports on host loopback.
 pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let ports = host_ports(stack);
-    let image = settings.bundle_image.clone().unwrap_or_else(|| "bottle-sidecars:latest".into());
+    let image = settings
+        .bundle_image
+        .clone()
+        .unwrap_or_else(|| "bottle-sidecars:latest".into());
     let mut bundle = bundle_service(stack, &image, &["bundle"]);
-    bundle.ports = ports.iter().map(|(cp, hp)| format!("{LOOPBACK}:{hp}:{cp}")).collect();
+    bundle.ports = ports
+        .iter()
+        .map(|(cp, hp)| format!("{LOOPBACK}:{hp}:{cp}"))
+        .collect();
     ComposeFile {
         services: BTreeMap::from([("sidecars".to_owned(), bundle)]),
         networks: BTreeMap::from([(
@@ -147,20 +199,29 @@ impl BackendGuest for Smolmachines {
             name: "smolmachines".into(),
             kind: PluginKind::Backend,
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "the agent as a smolvm microVM; sidecars in a bundle on host loopback ports".into(),
+            summary: "the agent as a smolvm microVM; sidecars in a bundle on host loopback ports"
+                .into(),
         }
     }
 
     fn render(stack: Stack) -> Result<Deployment, PluginError> {
         let settings: Settings = parse_settings(&stack.settings)?;
         if !stack.services.is_empty() {
-            let names: Vec<&str> = stack.services.iter().map(|o| o.service.name.as_str()).collect();
+            let names: Vec<&str> = stack
+                .services
+                .iter()
+                .map(|o| o.service.name.as_str())
+                .collect();
             return Err(PluginError::Unsupported(format!(
                 "the smolmachines backend runs only the sidecar bundle beside the VM, not services ({}); use the docker backend",
                 names.join(", ")
             )));
         }
-        let mut documents = vec![Document { path: SMOLFILE.into(), contents: smolfile(&stack, &settings)?, mode: 0o600 }];
+        let mut documents = vec![Document {
+            path: SMOLFILE.into(),
+            contents: smolfile(&stack, &settings)?,
+            mode: 0o600,
+        }];
         if !stack.bundle.is_empty() {
             documents.push(Document {
                 path: BUNDLE_COMPOSE_FILE.into(),
@@ -169,7 +230,10 @@ impl BackendGuest for Smolmachines {
             });
             documents.push(daemon_list(&stack));
         }
-        Ok(Deployment { project: project(&stack.slug), documents })
+        Ok(Deployment {
+            project: project(&stack.slug),
+            documents,
+        })
     }
 }
 

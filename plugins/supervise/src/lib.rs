@@ -30,7 +30,8 @@ impl SidecarGuest for Supervise {
             name: "supervise".into(),
             kind: PluginKind::Sidecar,
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "MCP server the agent calls when blocked; a human approves from the host".into(),
+            summary: "MCP server the agent calls when blocked; a human approves from the host"
+                .into(),
         }
     }
 
@@ -52,12 +53,24 @@ impl SidecarGuest for Supervise {
         let url = format!("http://{HOSTNAME}:{PORT}/");
         let mut agent = Patch::of("agent");
         agent.no_proxy.push(HOSTNAME.into());
-        agent.mcp_servers.push(McpServer { name: HOSTNAME.into(), url });
+        agent.mcp_servers.push(McpServer {
+            name: HOSTNAME.into(),
+            url,
+        });
         Ok(Fragment {
             daemons: vec![Daemon {
                 name: HOSTNAME.into(),
-                command: vec![BINARY.into(), "--listen".into(), format!("0.0.0.0:{PORT}"), "--queue".into(), QUEUE_DIR.into()],
-                env: vec![kv("SUPERVISE_BOTTLE_SLUG", ctx.bottle.slug), kv("SUPERVISE_QUEUE_DIR", QUEUE_DIR)],
+                command: vec![
+                    BINARY.into(),
+                    "--listen".into(),
+                    format!("0.0.0.0:{PORT}"),
+                    "--queue".into(),
+                    QUEUE_DIR.into(),
+                ],
+                env: vec![
+                    kv("SUPERVISE_BOTTLE_SLUG", ctx.bottle.slug),
+                    kv("SUPERVISE_QUEUE_DIR", QUEUE_DIR),
+                ],
                 mounts: vec![Mount {
                     source: MountSource::State("supervise/queue".into()),
                     target: QUEUE_DIR.into(),

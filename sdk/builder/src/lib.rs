@@ -46,9 +46,14 @@ impl fmt::Display for BuildError {
                 "the {TARGET} target is not installed; run `rustup target add {TARGET}` and build again"
             ),
             BuildError::Failed(status) => {
-                write!(f, "building plugins for {TARGET} failed ({status}); see the errors above")
+                write!(
+                    f,
+                    "building plugins for {TARGET} failed ({status}); see the errors above"
+                )
             }
-            BuildError::Missing(p) => write!(f, "plugin build produced no component at {}", p.display()),
+            BuildError::Missing(p) => {
+                write!(f, "plugin build produced no component at {}", p.display())
+            }
         }
     }
 }
@@ -69,7 +74,15 @@ pub fn build_components(
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--quiet", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for p in packages {
         cmd.args(["-p", p]);
@@ -98,7 +111,10 @@ pub fn build_components(
                 .join(PROFILE)
                 .join(format!("{}.wasm", p.replace('-', "_")));
             if path.is_file() {
-                Ok(Component { package: (*p).to_owned(), path })
+                Ok(Component {
+                    package: (*p).to_owned(),
+                    path,
+                })
             } else {
                 Err(BuildError::Missing(path))
             }
@@ -113,7 +129,10 @@ fn target_installed() -> bool {
         return true; // let cargo report the real problem
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir()
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .is_dir()
 }
 
 /// The root `target/` dir of the build running this build script (from `OUT_DIR`).

@@ -211,17 +211,30 @@ pub fn labels_for(stack: &Stack, role: &str) -> BTreeMap<String, String> {
 /// A mount in long syntax; state paths become absolute under the stack's state dir.
 pub fn mount(stack: &Stack, m: &Mount, volume_prefix: &str) -> ComposeMount {
     let (kind, source) = match &m.source {
-        MountSource::State(p) => ("bind", format!("{}/{p}", stack.state_dir.trim_end_matches('/'))),
+        MountSource::State(p) => (
+            "bind",
+            format!("{}/{p}", stack.state_dir.trim_end_matches('/')),
+        ),
         MountSource::Host(p) => ("bind", p.clone()),
         MountSource::Volume(v) => ("volume", format!("{volume_prefix}{v}")),
     };
-    ComposeMount { kind, source, target: m.target.clone(), read_only: m.read_only }
+    ComposeMount {
+        kind,
+        source,
+        target: m.target.clone(),
+        read_only: m.read_only,
+    }
 }
 
 /// The env of a container: plain values, then secret names passed from the launcher's env.
-pub fn environment(env: &[KeyValue], secrets: impl IntoIterator<Item = String>) -> BTreeMap<String, Option<String>> {
-    let mut out: BTreeMap<String, Option<String>> =
-        env.iter().map(|kv| (kv.key.clone(), Some(kv.value.clone()))).collect();
+pub fn environment(
+    env: &[KeyValue],
+    secrets: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, Option<String>> {
+    let mut out: BTreeMap<String, Option<String>> = env
+        .iter()
+        .map(|kv| (kv.key.clone(), Some(kv.value.clone())))
+        .collect();
     for s in secrets {
         out.insert(s, None);
     }
@@ -257,13 +270,21 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
     let mut aliases: Vec<String> = Vec::new();
     for o in &stack.bundle {
         env.extend(o.daemon.env.iter().cloned());
-        mounts.extend(o.daemon.mounts.iter().map(|m| mount(stack, m, &format!("{}-", project(&stack.slug)))));
+        mounts.extend(
+            o.daemon
+                .mounts
+                .iter()
+                .map(|m| mount(stack, m, &format!("{}-", project(&stack.slug)))),
+        );
         aliases.push(o.daemon.name.clone());
         aliases.extend(o.daemon.aliases.iter().cloned());
     }
     mounts.push(ComposeMount {
         kind: "bind",
-        source: format!("{}/{DAEMONS_STATE_PATH}", stack.state_dir.trim_end_matches('/')),
+        source: format!(
+            "{}/{DAEMONS_STATE_PATH}",
+            stack.state_dir.trim_end_matches('/')
+        ),
         target: DAEMONS_IN_BUNDLE.into(),
         read_only: true,
     });
@@ -285,7 +306,12 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
             })
             .collect(),
         healthcheck: has_ready.then(|| ComposeHealth {
-            test: vec!["CMD".into(), BUNDLE_INIT.into(), "ready".into(), DAEMONS_IN_BUNDLE.into()],
+            test: vec![
+                "CMD".into(),
+                BUNDLE_INIT.into(),
+                "ready".into(),
+                DAEMONS_IN_BUNDLE.into(),
+            ],
             interval: "1s".into(),
             timeout: "5s".into(),
             retries: 60,
@@ -298,5 +324,6 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
 
 /// Render a compose file as YAML.
 pub fn to_yaml(file: &ComposeFile) -> Result<String, PluginError> {
-    serde_yaml::to_string(file).map_err(|e| PluginError::Internal(format!("rendering compose YAML: {e}")))
+    serde_yaml::to_string(file)
+        .map_err(|e| PluginError::Internal(format!("rendering compose YAML: {e}")))
 }

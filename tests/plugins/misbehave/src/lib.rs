@@ -2,6 +2,10 @@
 //! in `prepare`; `{"privileged": true}`, `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`,
 //! `{"port": 8888}` or `{"daemon": "name"}` in `render`.
 #![allow(missing_docs, reason = "test plugin")]
+#![cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "only the wasm build exports it")
+)]
 
 use bottle_plugin_sdk::prelude::*;
 use serde_json::Value;
@@ -39,7 +43,11 @@ impl SidecarGuest for Misbehave {
                 }
             }
             Some("escape-file") => Ok(Plan {
-                files: vec![StagedFile { path: "../../etc/evil".into(), contents: "x".into(), mode: 0o644 }],
+                files: vec![StagedFile {
+                    path: "../../etc/evil".into(),
+                    contents: "x".into(),
+                    mode: 0o644,
+                }],
                 ..Plan::default()
             }),
             _ => Ok(Plan::default()),
@@ -59,7 +67,10 @@ impl SidecarGuest for Misbehave {
         }
         if let Some(env) = s["agent_env"].as_object() {
             let mut p = Patch::of("agent");
-            p.env = env.iter().map(|(k, v)| kv(k.clone(), v.as_str().unwrap_or_default())).collect();
+            p.env = env
+                .iter()
+                .map(|(k, v)| kv(k.clone(), v.as_str().unwrap_or_default()))
+                .collect();
             f.patches.push(p);
         }
         if let Some(target) = s["patch"].as_str() {
@@ -69,7 +80,12 @@ impl SidecarGuest for Misbehave {
         }
         if let Some(name) = s["daemon"].as_str() {
             let port = s["port"].as_u64().unwrap_or(7000) as u16;
-            f.daemons.push(Daemon { name: name.into(), command: vec!["true".into()], ports: vec![port], ..Daemon::default() });
+            f.daemons.push(Daemon {
+                name: name.into(),
+                command: vec!["true".into()],
+                ports: vec![port],
+                ..Daemon::default()
+            });
         }
         Ok(f)
     }

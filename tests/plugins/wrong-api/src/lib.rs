@@ -1,5 +1,9 @@
 //! A plugin built against a future, incompatible API version (9.0.0).
 #![allow(missing_docs, reason = "test plugin")]
+#![cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "only the wasm build exports it")
+)]
 
 wit_bindgen::generate!({
     inline: "

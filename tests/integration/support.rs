@@ -2,24 +2,70 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// Paths of the test plugins built by `build.rs`.
+/// The test plugins and the example plugin, built from source for wasm32-wasip2 the first time
+/// a test asks for one (see `tests/plugins/README.md`).
 pub mod plugins {
-    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+    use super::*;
+
+    const PACKAGES: &[&str] = &[
+        "bottle-test-misbehave",
+        "bottle-test-fs-import",
+        "bottle-test-wrong-api",
+        "bottle-test-pipelock-override",
+        "bottle-example-hello",
+    ];
+
+    fn built(package: &str) -> &'static str {
+        static BUILT: OnceLock<Vec<(String, String)>> = OnceLock::new();
+        let all = BUILT.get_or_init(|| {
+            let target = workspace().join("target/test-plugins");
+            bottle_plugin_builder::build_components(&workspace(), &target, PACKAGES)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|c| (c.package, c.path.display().to_string()))
+                .collect()
+        });
+        &all.iter()
+            .find(|(p, _)| p == package)
+            .expect("a listed package")
+            .1
+    }
+
+    /// Panics, loops or allocates forever, or asks for capabilities, as its settings say.
+    pub fn misbehave() -> &'static str {
+        built("bottle-test-misbehave")
+    }
+    /// Imports `wasi:filesystem`.
+    pub fn fs_import() -> &'static str {
+        built("bottle-test-fs-import")
+    }
+    /// Built for API 9.0.0.
+    pub fn wrong_api() -> &'static str {
+        built("bottle-test-wrong-api")
+    }
+    /// A sidecar named `pipelock`.
+    pub fn pipelock_override() -> &'static str {
+        built("bottle-test-pipelock-override")
+    }
+    /// The example sidecar from `examples/hello-sidecar`.
+    pub fn hello() -> &'static str {
+        built("bottle-example-hello")
+    }
 }
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("core/ is in the workspace")
+        .to_owned()
 }
 
-/// The `bottle` binary of this build (`cargo build -p bottle` makes it; `cargo test` does too).
+/// The `bottle` binary cargo built for these tests.
 pub fn bottle_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("bottle");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p bottle` first", bin.display());
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_bottle"))
 }
 
 /// A sandbox for one test: its own state, cache and config dirs, and a project dir with agents.
@@ -59,7 +105,11 @@ impl Sandbox {
 
     /// Write an agent manifest into the project's `agents/`.
     pub fn agent(&self, name: &str, yaml: &str) {
-        std::fs::write(self.project().join("agents").join(format!("{name}.yaml")), yaml).expect("write agent");
+        std::fs::write(
+            self.project().join("agents").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .expect("write agent");
     }
 
     /// A `bottle` command running in the project dir with this sandbox's dirs.
@@ -104,8 +154,16 @@ pub fn shared_cache() -> PathBuf {
 
 /// Run and capture; returns (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd.output().expect("running bottle");
-    (status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("running bottle");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
 }
 
 /// Compare `actual` with the golden file `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites it.
@@ -115,8 +173,12 @@ pub fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     if expected != actual {
         panic!(
             "golden file {} differs (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
