@@ -12,7 +12,14 @@ fn main() {
         .parent()
         .expect("core/ sits in the workspace root")
         .to_owned();
-    for dir in ["plugins", "sdk/src", "wit", "Cargo.lock"] {
+    for dir in [
+        "plugins",
+        "sdk/src",
+        "sdk/compose/src",
+        "wit",
+        "core/init",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     let names = plugin_names(&workspace.join("plugins"));
@@ -45,9 +52,27 @@ fn main() {
         .expect("writing to a String");
     }
     out.push_str("];\n");
-    let dest =
-        Path::new(&std::env::var_os("OUT_DIR").expect("set by cargo")).join("builtin_plugins.rs");
-    std::fs::write(dest, out).expect("writing OUT_DIR/builtin_plugins.rs");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
+    std::fs::write(out_dir.join("builtin_plugins.rs"), out)
+        .expect("writing OUT_DIR/builtin_plugins.rs");
+
+    // The sidecar bundle's PID 1, embedded so `bottle images build` needs nothing else.
+    let init = bottle_plugin_builder::build_host_binary(
+        &workspace,
+        &target_dir.with_file_name("bottle-init"),
+        "bottle-init",
+    )
+    .unwrap_or_else(|e| {
+        println!("cargo:warning={e}");
+        std::process::exit(1);
+    });
+    std::fs::write(
+        out_dir.join("init_binary.rs"),
+        format!(
+            "/// The `bottle-init` binary (see `core/init`).\npub static INIT_BINARY: &[u8] = include_bytes!({init:?});\n"
+        ),
+    )
+    .expect("writing OUT_DIR/init_binary.rs");
 }
 
 fn plugin_names(dir: &Path) -> Vec<String> {

@@ -1,9 +1,11 @@
 //! Command-line arguments, turned into typed requests early, and the commands themselves.
 
-use anyhow::{Context, Result};
-use bottle::launch::{self, RunRequest};
-use bottle::plugin::{self, Cache, LoadedPlugin, PluginHost, PluginSet, PluginSource};
-use bottle::policy::{Grant, Grants};
+mod manage;
+mod plugins;
+mod run;
+
+use anyhow::Result;
+use bottle::policy::Grant;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,11 +26,48 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start an agent in a bottle (with --dry-run: only plan it and write the state dir).
+    /// Start an agent in a bottle and attach to it (with --dry-run: only plan it).
     Run(RunArgs),
+    /// List running bottles.
+    Ps,
+    /// Show a bottle's logs (live ones from Docker, else the kept compose.log).
+    Logs {
+        /// The bottle's slug.
+        slug: String,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a bottle: logs to compose.log, then every container and network removed.
+    Stop {
+        /// The bottle's slug.
+        slug: String,
+    },
+    /// Remove every bottle's containers, networks and volumes and orphan state dirs.
+    Cleanup {
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Build the images bottle needs.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImagesCommand {
+    /// Build the sidecar bundle image (bottle-sidecars:latest).
+    Build {
+        /// The base image (built offline by tests/images/build-base.sh).
+        #[arg(long, default_value = bottle::docker::images::DEFAULT_BASE_IMAGE, env = "BOTTLE_BASE_IMAGE")]
+        base: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,8 +95,8 @@ struct RunArgs {
     /// Plan only: run every plugin, write the state dir, start nothing, mint no key.
     #[arg(long)]
     dry_run: bool,
-    /// Print the full plan as JSON instead of the summary.
-    #[arg(long)]
+    /// Print the full plan as JSON instead of the summary (with --dry-run).
+    #[arg(long, requires = "dry_run")]
     json: bool,
     /// Use this backend plugin instead of the manifest's.
     #[arg(long, value_name = "NAME")]
@@ -69,6 +108,15 @@ struct RunArgs {
     /// The host dir the agent works on (default: the current dir).
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
+    /// Keep the state dir after a successful run (it is always kept after a failed one).
+    #[arg(long)]
+    keep_state: bool,
+    /// Use this slug instead of minting one (e.g. to re-run a kept bottle's name).
+    #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
+    slug: Option<String>,
+    /// Seconds to wait for the sidecars' health checks.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    health_timeout: u64,
     #[command(flatten)]
     plugins: PluginArgs,
     /// A one-off command instead of the agent's default.
@@ -81,6 +129,18 @@ fn parse_grant(s: &str) -> Result<(String, Grant), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
     Ok((name.to_owned(), grant.parse()?))
+}
+
+fn parse_slug(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("slugs are lower-case letters, digits and `-`".into())
+    }
 }
 
 /// Where plugins come from.
@@ -109,138 +169,24 @@ pub fn init_logging(cli: &Cli) {
         .init();
 }
 
+/// A runtime for the Docker-facing commands (plugins run before it, outside async code).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run_agent(args),
-        Command::Plugins(PluginsCommand::List { plugins, json }) => plugins_list(&plugins, json),
-        Command::Plugins(PluginsCommand::Check { paths }) => plugins_check(&paths),
+        Command::Run(args) => run::run(args),
+        Command::Ps => manage::ps(),
+        Command::Logs { slug, follow } => manage::logs(&slug, follow),
+        Command::Stop { slug } => manage::stop(&slug),
+        Command::Cleanup { yes, dry_run } => manage::cleanup(yes, dry_run),
+        Command::Images(ImagesCommand::Build { base }) => manage::build_images(&base),
+        Command::Plugins(PluginsCommand::List { plugins, json }) => plugins::list(&plugins, json),
+        Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&paths),
     }
-}
-
-fn host() -> PluginHost {
-    PluginHost::new(Cache::user_default(), plugin::Limits::default())
-}
-
-fn load_all(args: &PluginArgs) -> Result<(PluginHost, PluginSet)> {
-    let host = host();
-    let set = plugin::discover(&host, &args.plugin_dirs)?;
-    for o in set.overrides() {
-        eprintln!(
-            "note: plugin `{}` from {} replaces the built-in one",
-            o.name, o.by
-        );
-    }
-    Ok((host, set))
-}
-
-fn record(p: &LoadedPlugin) -> serde_json::Value {
-    serde_json::json!({
-        "name": p.name(),
-        "kind": p.info().kind,
-        "version": p.info().version,
-        "api": p.api_version().to_string(),
-        "source": p.source().to_string(),
-        "content_hash": p.content_hash(),
-        "summary": p.info().summary,
-    })
-}
-
-fn plugins_list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
-    let (_, set) = load_all(args)?;
-    if json {
-        let all: Vec<_> = set.all().iter().map(record).collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<14} {:<8} {:<6} {:<28} {:<14} SUMMARY",
-        "NAME", "KIND", "API", "SOURCE", "HASH"
-    );
-    for p in set.all() {
-        println!(
-            "{:<14} {:<8} {:<6} {:<28} {:<14} {}",
-            p.name(),
-            p.info().kind,
-            p.api_version(),
-            p.source().to_string(),
-            &p.content_hash()[..12],
-            p.info().summary
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn plugins_check(paths: &[PathBuf]) -> Result<ExitCode> {
-    let host = host();
-    let mut failed = 0;
-    for path in paths {
-        let source = PluginSource::File(path.clone());
-        let loaded = std::fs::read(path)
-            .with_context(|| format!("{}: cannot read plugin", path.display()))
-            .and_then(|bytes| Ok(host.load(source, &bytes, None)?));
-        match loaded {
-            Ok(p) => {
-                println!("ok {}", path.display());
-                println!("  name:    {}", p.name());
-                println!("  kind:    {}", p.info().kind);
-                println!("  version: {}", p.info().version);
-                println!("  api:     {}", p.api_version());
-                println!("  hash:    {}", p.content_hash());
-                println!("  summary: {}", p.info().summary);
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e:#}");
-            }
-        }
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn run_agent(args: RunArgs) -> Result<ExitCode> {
-    let project_dir = std::env::current_dir().context("cannot read the current dir")?;
-    let manifest = bottle::manifest::find(&args.agent, &project_dir).map_err(anyhow::Error::msg)?;
-    let mut grants = Grants::default();
-    for (plugin, grant) in args.grants {
-        grants.add(&plugin, grant);
-    }
-    let cwd = match args.cwd {
-        Some(d) => d
-            .canonicalize()
-            .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
-        None => project_dir,
-    };
-    let req = RunRequest {
-        manifest,
-        backend: args.backend,
-        grants,
-        cwd,
-        state_root: launch::default_state_root().map_err(anyhow::Error::msg)?,
-        dry_run: args.dry_run,
-    };
-    let (_, plugins) = load_all(&args.plugins)?;
-    if !args.dry_run {
-        anyhow::bail!(
-            "starting bottles is not built yet (it comes with the Docker lifecycle); use `bottle run {} --dry-run` to plan one",
-            args.agent
-        );
-    }
-    let prepared = launch::prepare(&plugins, &req)?;
-    if args.json {
-        let out = serde_json::json!({
-            "slug": prepared.slug,
-            "state_dir": prepared.state_dir,
-            "metadata": prepared.metadata,
-            "plan": prepared.plan,
-        });
-        print!("{}", bottle::state::pretty_json(&out));
-    } else {
-        print!("{}", launch::summary(&prepared));
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,8 @@ pub struct RunRequest {
     pub state_root: PathBuf,
     /// True for `--dry-run`.
     pub dry_run: bool,
+    /// Reuse this slug instead of minting one (`--slug`).
+    pub slug: Option<String>,
 }
 
 /// A prepared bottle: plan computed, state dir written.
@@ -66,7 +68,10 @@ pub enum PrepareError {
 /// Plan `req` with `plugins` and write the state dir.
 pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, PrepareError> {
     let manifest = manifest::load(&req.manifest)?;
-    let slug = state::mint_slug(&manifest.name);
+    let slug = req
+        .slug
+        .clone()
+        .unwrap_or_else(|| state::mint_slug(&manifest.name));
     let state_dir = req.state_root.join(&slug);
     let mut grants = manifest.grants.clone();
     grants.extend(&req.grants);

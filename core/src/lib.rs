@@ -8,7 +8,10 @@
 //! - [`policy`]: the one place capabilities a plugin asks for are checked against grants.
 //! - [`paths`]: where bottle keeps caches, state and config.
 
+pub mod docker;
+pub mod keys;
 pub mod launch;
+pub mod lifecycle;
 pub mod manifest;
 pub mod merge;
 pub mod model;

@@ -1,6 +1,7 @@
 //! bottle's integration tests: one binary (it links wasmtime once), one module per topic.
 
 mod conflicts;
+mod docker_e2e;
 mod dry_run;
 mod plugin_host;
 mod support;

@@ -60,33 +60,14 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Build `packages` of the workspace at `workspace` for [`TARGET`] into `target_dir`.
-///
-/// Returns the components in the order of `packages`.
-pub fn build_components(
-    workspace: &Path,
-    target_dir: &Path,
-    packages: &[&str],
-) -> Result<Vec<Component>, BuildError> {
-    if !target_installed() {
-        return Err(BuildError::TargetMissing);
-    }
+/// A `cargo build` of this workspace in `target_dir`, with a clean environment.
+fn cargo(workspace: &Path, target_dir: &Path, args: &[&str]) -> Result<(), BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--target",
-            TARGET,
-            "--profile",
-            PROFILE,
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    for p in packages {
-        cmd.args(["-p", p]);
-    }
+        .args(["build", "--quiet", "--profile", PROFILE, "--target-dir"])
+        .arg(target_dir)
+        .args(args);
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
@@ -100,9 +81,29 @@ pub fn build_components(
         cmd.env_remove(var);
     }
     let status = cmd.status().map_err(BuildError::Spawn)?;
-    if !status.success() {
-        return Err(BuildError::Failed(status.to_string()));
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Failed(status.to_string()))
     }
+}
+
+/// Build `packages` of the workspace at `workspace` for [`TARGET`] into `target_dir`.
+///
+/// Returns the components in the order of `packages`.
+pub fn build_components(
+    workspace: &Path,
+    target_dir: &Path,
+    packages: &[&str],
+) -> Result<Vec<Component>, BuildError> {
+    if !target_installed() {
+        return Err(BuildError::TargetMissing);
+    }
+    let mut args = vec!["--target", TARGET];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    cargo(workspace, target_dir, &args)?;
     packages
         .iter()
         .map(|p| {
@@ -120,6 +121,21 @@ pub fn build_components(
             }
         })
         .collect()
+}
+
+/// Build the binary of `package` for the host, small (the [`PROFILE`] profile), into `target_dir`.
+pub fn build_host_binary(
+    workspace: &Path,
+    target_dir: &Path,
+    package: &str,
+) -> Result<PathBuf, BuildError> {
+    cargo(workspace, target_dir, &["-p", package])?;
+    let path = target_dir.join(PROFILE).join(package);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BuildError::Missing(path))
+    }
 }
 
 /// Whether rustup (or the sysroot) has the wasm target's standard library.

@@ -294,7 +294,8 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
     ComposeService {
         image: image.to_owned(),
         container_name: Some(bundle_container(&stack.slug)),
-        command: vec![BUNDLE_INIT.into(), DAEMONS_IN_BUNDLE.into()],
+        entrypoint: vec![BUNDLE_INIT.into()],
+        command: vec![DAEMONS_IN_BUNDLE.into()],
         environment: environment(&env, stack.bundle_secrets.iter().map(|s| s.name.clone())),
         volumes: mounts,
         networks: networks

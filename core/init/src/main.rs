@@ -1,0 +1,294 @@
+//! `bottle-init`: PID 1 of the sidecar bundle container.
+//!
+//! Built by `core/build.rs` and embedded in the `bottle` binary, which puts it into the bundle
+//! image (`bottle images build`).
+//!
+//! It starts the daemons listed in `/etc/bottle/daemons.json` (written by the backend), prefixes
+//! each line of their output with `[name] `, reaps every child (it is PID 1), and handles signals:
+//!
+//! - SIGTERM / SIGINT: forwarded to every daemon; after the grace period the rest are killed;
+//! - SIGHUP: forwarded to `egress` (it reloads its routes);
+//! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
+//! - a daemon that dies is logged, not restarted, and does not take the bundle down.
+//!
+//! A daemon whose program is not in the image is reported and skipped: the bottle still fails
+//! closed, since nothing else gives the agent a way out. `bottle-init ready FILE` runs the
+//! ready checks of the daemons that are present (the container's health check).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long daemons get between SIGTERM and SIGKILL.
+const DEFAULT_GRACE: Duration = Duration::from_secs(8);
+
+/// The daemon list (see `bottle_plugin_compose::DaemonList`).
+#[derive(Debug, Clone, Deserialize)]
+struct DaemonList {
+    /// The daemons.
+    daemons: Vec<DaemonEntry>,
+}
+
+/// One daemon.
+#[derive(Debug, Clone, Deserialize)]
+struct DaemonEntry {
+    /// Name and log prefix.
+    name: String,
+    /// Exec form.
+    command: Vec<String>,
+    /// Ready check, exec form.
+    #[serde(default)]
+    ready_check: Option<Vec<String>>,
+}
+
+/// Read the daemon list.
+fn read_list(path: &Path) -> Result<DaemonList, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "[init] {line}");
+    let _ = out.flush();
+}
+
+fn present(program: &str) -> bool {
+    Path::new(program).is_file()
+}
+
+/// Pipe each line of `r` to our stdout or stderr with `[name] ` in front.
+fn relay(name: String, r: impl std::io::Read + Send + 'static, to_stderr: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if to_stderr {
+                let _ = writeln!(std::io::stderr().lock(), "[{name}] {line}");
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "[{name}] {line}");
+                let _ = out.flush();
+            }
+        }
+    });
+}
+
+struct Running {
+    name: String,
+    pid: rustix::process::Pid,
+}
+
+fn start(d: &DaemonEntry) -> Option<Running> {
+    let Some(program) = d.command.first() else {
+        say(&format!(
+            "daemon `{}` has an empty command; skipped",
+            d.name
+        ));
+        return None;
+    };
+    if !present(program) {
+        say(&format!(
+            "daemon `{}` not started: {program} is not in this image",
+            d.name
+        ));
+        return None;
+    }
+    match Command::new(program)
+        .args(&d.command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            let pid = rustix::process::Pid::from_child(&child);
+            if let Some(out) = child.stdout.take() {
+                relay(d.name.clone(), out, false);
+            }
+            if let Some(err) = child.stderr.take() {
+                relay(d.name.clone(), err, true);
+            }
+            say(&format!(
+                "started `{}` (pid {})",
+                d.name,
+                pid.as_raw_nonzero()
+            ));
+            // The child is reaped by `reap` through waitpid; dropping the handle does not wait.
+            drop(child);
+            Some(Running {
+                name: d.name.clone(),
+                pid,
+            })
+        }
+        Err(e) => {
+            say(&format!("daemon `{}` failed to start: {e}", d.name));
+            None
+        }
+    }
+}
+
+fn signal(r: &Running, sig: rustix::process::Signal) {
+    let _ = rustix::process::kill_process(r.pid, sig);
+}
+
+/// Reap every exited child; report the daemons among them. Returns the names that exited.
+fn reap(running: &mut BTreeMap<String, Running>) -> Vec<String> {
+    let mut gone = Vec::new();
+    while let Ok(Some((pid, status))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+    {
+        if let Some(name) = running
+            .iter()
+            .find(|(_, r)| r.pid == pid)
+            .map(|(n, _)| n.clone())
+        {
+            let how = match (status.exit_status(), status.terminating_signal()) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (_, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "stopped".to_owned(),
+            };
+            say(&format!("daemon `{name}` {how}"));
+            running.remove(&name);
+            gone.push(name);
+        }
+    }
+    gone
+}
+
+/// Run the daemons of `list` until SIGTERM or SIGINT. Returns the exit code.
+fn run(list: &DaemonList, grace: Duration) -> i32 {
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals =
+        match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD]) {
+            Ok(s) => s,
+            Err(e) => {
+                say(&format!("cannot install signal handlers: {e}"));
+                return 1;
+            }
+        };
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    for d in &list.daemons {
+        if let Some(r) = start(d) {
+            running.insert(d.name.clone(), r);
+        }
+    }
+    say(&format!(
+        "{} of {} daemons running",
+        running.len(),
+        list.daemons.len()
+    ));
+    loop {
+        for sig in signals.wait() {
+            match sig {
+                SIGCHLD => {
+                    reap(&mut running);
+                }
+                SIGHUP => match running.get("egress") {
+                    Some(r) => {
+                        say("SIGHUP: telling egress to reload");
+                        signal(r, rustix::process::Signal::HUP);
+                    }
+                    None => say("SIGHUP: egress is not running; ignored"),
+                },
+                SIGUSR1 => {
+                    say("SIGUSR1: restarting pipelock");
+                    if let Some(r) = running.get("pipelock") {
+                        signal(r, rustix::process::Signal::TERM);
+                        let deadline = Instant::now() + grace;
+                        while running.contains_key("pipelock") && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(20));
+                            reap(&mut running);
+                        }
+                        if let Some(r) = running.get("pipelock") {
+                            signal(r, rustix::process::Signal::KILL);
+                        }
+                    }
+                    if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
+                        && let Some(r) = start(d)
+                    {
+                        running.insert(d.name.clone(), r);
+                    }
+                }
+                SIGTERM | SIGINT => {
+                    say(&format!("signal {sig}: stopping {} daemons", running.len()));
+                    for r in running.values() {
+                        signal(r, rustix::process::Signal::TERM);
+                    }
+                    let deadline = Instant::now() + grace;
+                    while !running.is_empty() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                        reap(&mut running);
+                    }
+                    for r in running.values() {
+                        say(&format!(
+                            "daemon `{}` ignored SIGTERM for {grace:?}; killing it",
+                            r.name
+                        ));
+                        signal(r, rustix::process::Signal::KILL);
+                    }
+                    return 0;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run the ready checks of the daemons whose programs are present. Returns the exit code.
+fn ready(list: &DaemonList) -> i32 {
+    let mut failed = 0;
+    for d in &list.daemons {
+        let (Some(program), Some(check)) = (d.command.first(), &d.ready_check) else {
+            continue;
+        };
+        if !present(program) || check.is_empty() {
+            continue;
+        }
+        let ok = Command::new(&check[0])
+            .args(&check[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("{} is not ready", d.name);
+            failed += 1;
+        }
+    }
+    i32::from(failed > 0)
+}
+
+/// `bottle-init FILE` or `bottle-init ready FILE`.
+fn main_with_args(args: &[String]) -> i32 {
+    let (mode, file) = match args {
+        [file] => ("run", file),
+        [mode, file] if mode == "ready" => ("ready", file),
+        _ => {
+            eprintln!("usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json");
+            return 2;
+        }
+    };
+    let list = match read_list(Path::new(file)) {
+        Ok(l) => l,
+        Err(e) => {
+            say(&e);
+            return 1;
+        }
+    };
+    if mode == "ready" {
+        return ready(&list);
+    }
+    let grace = std::env::var("BOTTLE_INIT_GRACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(DEFAULT_GRACE, Duration::from_secs);
+    run(&list, grace)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::process::exit(main_with_args(&args));
+}

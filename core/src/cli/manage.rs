@@ -1,0 +1,310 @@
+//! `bottle ps`, `logs`, `stop`, `cleanup` and `images build`.
+
+use super::runtime;
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+};
+use bottle::docker::{self, down, images, inventory};
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn state_root() -> Result<PathBuf> {
+    bottle::launch::default_state_root().map_err(anyhow::Error::msg)
+}
+
+fn age(created: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let s = (now - created).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub(super) fn ps() -> Result<ExitCode> {
+    let root = state_root()?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let containers = inventory::containers(&docker, None).await?;
+        let mut by_slug: BTreeMap<&str, Vec<&inventory::BottleContainer>> = BTreeMap::new();
+        for c in &containers {
+            by_slug.entry(&c.slug).or_default().push(c);
+        }
+        println!(
+            "{:<24} {:<14} {:<13} {:<7} STATE",
+            "SLUG", "AGENT", "BACKEND", "AGE"
+        );
+        for (slug, cs) in by_slug {
+            let meta: serde_json::Value =
+                std::fs::read_to_string(root.join(slug).join("metadata.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+            let backend = meta["backend"].as_str().unwrap_or("docker");
+            let created = cs.iter().map(|c| c.created).min().unwrap_or_default();
+            let states: Vec<String> = cs
+                .iter()
+                .map(|c| format!("{}:{}", c.role, c.state))
+                .collect();
+            let state = if cs.iter().all(|c| c.state == "running") {
+                "running".to_owned()
+            } else {
+                states.join(",")
+            };
+            println!(
+                "{slug:<24} {:<14} {backend:<13} {:<7} {state}",
+                cs[0].agent,
+                age(created)
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn logs(slug: &str, follow: bool) -> Result<ExitCode> {
+    let root = state_root()?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let containers = inventory::containers(&docker, Some(slug)).await?;
+        if containers.is_empty() {
+            for path in [root.join(slug).join("compose.log"), root.join("logs").join(format!("{slug}.log"))] {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    print!("{text}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            anyhow::bail!("no bottle `{slug}` is running and no logs of it are kept; `bottle ps` lists running ones");
+        }
+        if !follow {
+            print!("{}", down::merged_logs(&docker, &containers).await);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let streams = containers.iter().map(|c| {
+            let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(true).timestamps(true).build();
+            let role = c.role.clone();
+            docker.logs(&c.name, Some(opts)).map(move |chunk| (role.clone(), chunk))
+        });
+        let mut all = futures_util::stream::select_all(streams.map(Box::pin));
+        let mut out = std::io::stdout();
+        while let Some((role, chunk)) = all.next().await {
+            let Ok(chunk) = chunk else { continue };
+            for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+                let _ = writeln!(out, "{role} | {}", down::strip_ansi(line));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(super) fn stop(slug: &str) -> Result<ExitCode> {
+    let root = state_root()?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        if inventory::containers(&docker, Some(slug)).await?.is_empty()
+            && inventory::networks(&docker, Some(slug)).await?.is_empty()
+        {
+            anyhow::bail!("no bottle `{slug}` is running; `bottle ps` lists running ones");
+        }
+        let state = root.join(slug);
+        let log = if state.is_dir() {
+            state.join("compose.log")
+        } else {
+            root.join("logs").join(format!("{slug}.log"))
+        };
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        down::down(&docker, slug, Some(&log)).await?;
+        eprintln!("stopped {slug}; logs in {}", log.display());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Containers and networks named like bottle's but without its labels (left by older versions
+/// or by hand): `bottle-sidecars-*`, `bottle-agent-*`, `bottle-*-internal`, `bottle-*-egress`.
+async fn strays(docker: &Docker) -> Result<(Vec<String>, Vec<String>)> {
+    let name_filter = HashMap::from([("name".to_owned(), vec!["bottle-".to_owned()])]);
+    let cs = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&name_filter)
+                .build(),
+        ))
+        .await
+        .map_err(docker::api("listing containers"))?;
+    let containers = cs
+        .into_iter()
+        .filter(|c| {
+            !c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(inventory::SLUG_LABEL))
+        })
+        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .filter(|n| n.starts_with("bottle-sidecars-") || n.starts_with("bottle-agent-"))
+        .collect();
+    let ns = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&name_filter)
+                .build(),
+        ))
+        .await
+        .map_err(docker::api("listing networks"))?;
+    let networks = ns
+        .into_iter()
+        .filter(|n| {
+            !n.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(inventory::SLUG_LABEL))
+        })
+        .filter_map(|n| n.name)
+        .filter(|n| {
+            n.starts_with("bottle-")
+                && (n.ends_with("-internal")
+                    || n.ends_with("-egress")
+                    || n.starts_with("bottle-bundle-"))
+        })
+        .collect();
+    Ok((containers, networks))
+}
+
+pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
+    let root = state_root()?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let containers = inventory::containers(&docker, None).await?;
+        let networks = inventory::networks(&docker, None).await?;
+        let volumes = inventory::volumes(&docker, None).await?;
+        let (stray_containers, stray_networks) = strays(&docker).await?;
+        let mut slugs: Vec<String> = containers.iter().map(|c| c.slug.clone()).collect();
+        slugs.sort();
+        slugs.dedup();
+        let orphan_dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            !n.starts_with('.') && n != "logs" && !slugs.iter().any(|s| *s == n)
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let total = containers.len()
+            + networks.len()
+            + volumes.len()
+            + stray_containers.len()
+            + stray_networks.len()
+            + orphan_dirs.len();
+        if total == 0 {
+            println!("nothing to clean up");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for c in &containers {
+            println!("container {} (bottle {}, {})", c.name, c.slug, c.state);
+        }
+        for n in &networks {
+            println!("network   {n}");
+        }
+        for v in &volumes {
+            println!("volume    {v}");
+        }
+        for c in &stray_containers {
+            println!("container {c} (stray: no bottle labels)");
+        }
+        for n in &stray_networks {
+            println!("network   {n} (stray: no bottle labels)");
+        }
+        for d in &orphan_dirs {
+            println!("state dir {} (no bottle running)", d.display());
+        }
+        if dry_run {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !yes {
+            print!("Remove all of this? [y/N] ");
+            std::io::stdout().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                println!("nothing removed");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        let mut failures = Vec::new();
+        for slug in &slugs {
+            let state = root.join(slug);
+            let log = state.is_dir().then(|| state.join("compose.log"));
+            if let Err(e) = down::down(&docker, slug, log.as_deref()).await {
+                failures.push(e.to_string());
+            }
+        }
+        // Networks and volumes whose containers were already gone.
+        for n in inventory::networks(&docker, None)
+            .await?
+            .iter()
+            .chain(&stray_networks)
+        {
+            if let Err(e) = docker.remove_network(n).await {
+                failures.push(docker::api(format!("removing network {n}"))(e).to_string());
+            }
+        }
+        for v in inventory::volumes(&docker, None).await? {
+            if let Err(e) = docker
+                .remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                failures.push(docker::api(format!("removing volume {v}"))(e).to_string());
+            }
+        }
+        for c in &stray_containers {
+            let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            if let Err(e) = docker.remove_container(c, Some(rm)).await {
+                failures.push(docker::api(format!("removing container {c}"))(e).to_string());
+            }
+        }
+        for d in &orphan_dirs {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                failures.push(format!("removing {}: {e}", d.display()));
+            }
+        }
+        if failures.is_empty() {
+            println!("removed");
+            Ok(ExitCode::SUCCESS)
+        } else {
+            anyhow::bail!("some things could not be removed:\n{}", failures.join("\n"))
+        }
+    })
+}
+
+pub(super) fn build_images(base: &str) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let built = images::build_sidecars(&docker, base, |line| eprintln!("{line}")).await?;
+        println!("built {}", images::SIDECARS_IMAGE);
+        if !built.pipelock {
+            println!(
+                "note: {} is not available here (no registry), so the bundle has no pipelock: bottles will have no way out until it is loaded (`docker load`) and this is run again",
+                images::PIPELOCK_IMAGE
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

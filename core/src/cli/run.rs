@@ -1,0 +1,88 @@
+//! `bottle run`.
+
+use super::{RunArgs, plugins::load_all, runtime};
+use anyhow::{Context, Result};
+use bottle::launch::{self, RunRequest};
+use bottle::lifecycle::{self, LaunchOptions};
+use bottle::policy::Grants;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
+    let project_dir = std::env::current_dir().context("cannot read the current dir")?;
+    let manifest = bottle::manifest::find(&args.agent, &project_dir).map_err(anyhow::Error::msg)?;
+    let mut grants = Grants::default();
+    for (plugin, grant) in args.grants {
+        grants.add(&plugin, grant);
+    }
+    let cwd = match args.cwd {
+        Some(d) => d
+            .canonicalize()
+            .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
+        None => project_dir,
+    };
+    let req = RunRequest {
+        manifest,
+        backend: args.backend,
+        grants,
+        cwd,
+        state_root: launch::default_state_root().map_err(anyhow::Error::msg)?,
+        dry_run: args.dry_run,
+        slug: args.slug,
+    };
+    // Plugins run here, before any async runtime exists (their WASI host blocks).
+    let plugins = load_all(&args.plugins)?;
+    let prepared = launch::prepare(&plugins, &req)?;
+    if args.dry_run {
+        if args.json {
+            let out = serde_json::json!({
+                "slug": prepared.slug,
+                "state_dir": prepared.state_dir,
+                "metadata": prepared.metadata,
+                "plan": prepared.plan,
+            });
+            print!("{}", bottle::state::pretty_json(&out));
+        } else {
+            print!("{}", launch::summary(&prepared));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = LaunchOptions {
+        command: (!args.command.is_empty()).then_some(args.command),
+        keep_state: args.keep_state,
+        health_timeout: Duration::from_secs(args.health_timeout),
+        base_image: std::env::var("BOTTLE_BASE_IMAGE")
+            .unwrap_or_else(|_| bottle::docker::images::DEFAULT_BASE_IMAGE.into()),
+    };
+    eprintln!(
+        "bottle {}: starting (state {})",
+        prepared.slug,
+        prepared.state_dir.display()
+    );
+    let rt = runtime()?;
+    let result = rt.block_on(lifecycle::launch(&prepared, &opts));
+    // The stdin pump may still be parked in a blocking read; do not wait for it.
+    rt.shutdown_background();
+    match result {
+        Ok(outcome) => {
+            eprintln!(
+                "bottle {}: agent exited with {}; logs in {}",
+                prepared.slug,
+                outcome.exit_code,
+                outcome.log_file.display()
+            );
+            Ok(ExitCode::from(
+                u8::try_from(outcome.exit_code.clamp(0, 255)).unwrap_or(1),
+            ))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "bottle {}: state kept in {}",
+                prepared.slug,
+                prepared.state_dir.display()
+            );
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}

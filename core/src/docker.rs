@@ -1,0 +1,108 @@
+//! Docker, driven through its API (bollard): bring-up, attach, teardown, inventory, images.
+//!
+//! The compose file the docker backend rendered is the single source of truth: [`project`]
+//! reads it back into typed values, and [`up`] creates exactly that, with the labels
+//! `docker compose` uses, so `docker compose -p bottle-<slug>` (or `docker-compose -p … -f …`)
+//! can also `ps`, `logs` and `down` a bottle.
+
+pub mod attach;
+pub mod down;
+pub mod images;
+pub mod inventory;
+pub mod project;
+pub mod up;
+
+use bollard::Docker;
+
+/// A Docker failure; Docker's own message is always part of it.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The daemon cannot be reached.
+    #[error(
+        "cannot reach Docker at {host}: {detail}; is the daemon running and DOCKER_HOST right?"
+    )]
+    Unreachable {
+        /// Where bottle looked.
+        host: String,
+        /// What failed.
+        detail: String,
+    },
+    /// An API call failed.
+    #[error("docker: {what}: {detail}")]
+    Api {
+        /// What bottle was doing.
+        what: String,
+        /// Docker's message.
+        detail: String,
+    },
+    /// A container's health check failed or timed out.
+    #[error("container {container} did not become healthy: {detail}\nits last log lines:\n{logs}")]
+    Unhealthy {
+        /// The container.
+        container: String,
+        /// Why.
+        detail: String,
+        /// Its last log lines.
+        logs: String,
+    },
+    /// A bottle of that name already exists (an orphan of an earlier run).
+    #[error(
+        "{what} already exists: an earlier run left it behind; run `bottle cleanup` and try again"
+    )]
+    Orphan {
+        /// The container or project.
+        what: String,
+    },
+    /// Something on the host side failed (a file, the terminal).
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The message inside a bollard error: Docker's own text when it sent one.
+pub fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            message,
+            status_code,
+        } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Wrap a bollard error with what bottle was doing.
+pub fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let what = what.into();
+    move |e| DockerError::Api {
+        what,
+        detail: docker_message(&e),
+    }
+}
+
+/// Where bottle connects: `DOCKER_HOST`, else the local socket.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+}
+
+/// Connect, agree on an API version the daemon speaks, and check it answers.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let host = docker_host();
+    let unreachable = |detail: String| DockerError::Unreachable {
+        host: host.clone(),
+        detail,
+    };
+    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(docker_message(&e)))?;
+    let docker = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        docker.negotiate_version(),
+    )
+    .await
+    .map_err(|_| unreachable("no answer within 10 s".into()))?
+    .map_err(|e| unreachable(docker_message(&e)))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| unreachable(docker_message(&e)))?;
+    Ok(docker)
+}

@@ -1,0 +1,131 @@
+//! Teardown: merged logs to `compose.log`, then every container, network and volume of the bottle
+//! removed. Best effort: one failure does not stop the rest, and all failures are reported.
+
+use super::inventory::{self, BottleContainer};
+use super::{DockerError, api};
+use bollard::Docker;
+use bollard::query_parameters::{
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use std::path::Path;
+
+/// Merged logs of `containers`: each line `<timestamp> <service> | <text>`, oldest first, no colour.
+pub async fn merged_logs(docker: &Docker, containers: &[BottleContainer]) -> String {
+    let per = join_all(containers.iter().map(|c| async move {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .build();
+        let mut stream = docker.logs(&c.name, Some(opts));
+        let mut lines = Vec::new();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let service = if c.role.is_empty() {
+            c.name.clone()
+        } else {
+            c.role.clone()
+        };
+        for line in buf.lines() {
+            let (ts, text) = line.split_once(' ').unwrap_or((line, ""));
+            lines.push((
+                ts.to_owned(),
+                format!("{ts} {service} | {}", strip_ansi(text)),
+            ));
+        }
+        lines
+    }))
+    .await;
+    let mut all: Vec<(String, String)> = per.into_iter().flatten().collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.into_iter().map(|(_, l)| l + "\n").collect()
+}
+
+/// `s` without ANSI escape sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`.
+pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Result<(), DockerError> {
+    let containers = inventory::containers(docker, Some(slug)).await?;
+    if let Some(path) = log_file
+        && !containers.is_empty()
+    {
+        let logs = merged_logs(docker, &containers).await;
+        std::fs::write(path, logs)
+            .map_err(|e| DockerError::Host(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let mut errors = Vec::new();
+    let rm = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    for r in join_all(containers.iter().map(|c| {
+        let rm = rm.clone();
+        async move {
+            docker
+                .remove_container(&c.name, Some(rm))
+                .await
+                .map_err(api(format!("removing container {}", c.name)))
+        }
+    }))
+    .await
+    {
+        if let Err(e) = r {
+            errors.push(e.to_string());
+        }
+    }
+    for n in inventory::networks(docker, Some(slug)).await? {
+        if let Err(e) = docker.remove_network(&n).await {
+            errors.push(api(format!("removing network {n}"))(e).to_string());
+        }
+    }
+    for v in inventory::volumes(docker, Some(slug)).await? {
+        if let Err(e) = docker
+            .remove_volume(
+                &v,
+                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+            )
+            .await
+        {
+            errors.push(api(format!("removing volume {v}"))(e).to_string());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(DockerError::Host(errors.join("\n")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colour() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[31mred\u{1b}[0m plain"),
+            "red plain"
+        );
+    }
+}

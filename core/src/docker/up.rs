@@ -1,0 +1,347 @@
+//! Bring-up: networks, then containers, created concurrently; started in dependency order.
+
+use super::project::{self, ComposeFile, Service};
+use super::{DockerError, api};
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
+use futures_util::{StreamExt, future::try_join_all};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The compose labels that make `docker compose -p <project>` see what bottle created.
+pub fn compose_labels(
+    project: &str,
+    service: Option<&str>,
+    network: Option<&str>,
+    working_dir: &str,
+) -> HashMap<String, String> {
+    let mut l = HashMap::from([
+        ("com.docker.compose.project".to_owned(), project.to_owned()),
+        (
+            "com.docker.compose.project.working_dir".to_owned(),
+            working_dir.to_owned(),
+        ),
+        (
+            "com.docker.compose.project.config_files".to_owned(),
+            format!("{working_dir}/compose.yaml"),
+        ),
+        ("com.docker.compose.version".to_owned(), "1.29.2".to_owned()),
+    ]);
+    if let Some(s) = service {
+        l.insert("com.docker.compose.service".into(), s.to_owned());
+        l.insert("com.docker.compose.container-number".into(), "1".into());
+        l.insert("com.docker.compose.oneoff".into(), "False".into());
+    }
+    if let Some(n) = network {
+        l.insert("com.docker.compose.network".into(), n.to_owned());
+    }
+    l
+}
+
+/// What a bring-up needs besides the compose file.
+#[derive(Debug, Clone)]
+pub struct UpRequest<'a> {
+    /// The compose project (`bottle-<slug>`).
+    pub project: &'a str,
+    /// The state dir (compose's working dir).
+    pub state_dir: &'a str,
+    /// Values for the env names the file leaves open (secrets), by name.
+    pub secrets: &'a BTreeMap<String, String>,
+    /// How long to wait for health checks.
+    pub health_timeout: Duration,
+}
+
+/// The container name of service `key`.
+pub fn container_name(project: &str, key: &str, s: &Service) -> String {
+    s.container_name
+        .clone()
+        .unwrap_or_else(|| format!("{project}-{key}-1"))
+}
+
+fn create_body(
+    req: &UpRequest<'_>,
+    file: &ComposeFile,
+    key: &str,
+    s: &Service,
+) -> ContainerCreateBody {
+    let env: Vec<String> = s
+        .environment
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Some(v) => Some(format!("{k}={v}")),
+            None => req.secrets.get(k).map(|v| format!("{k}={v}")),
+        })
+        .collect();
+    let mounts: Vec<Mount> = s
+        .volumes
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(if m.kind == "volume" {
+                MountType::VOLUME
+            } else {
+                MountType::BIND
+            }),
+            read_only: Some(m.read_only),
+            ..Mount::default()
+        })
+        .collect();
+    let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
+    labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let first_net = s
+        .networks
+        .keys()
+        .next()
+        .and_then(|k| file.networks.get(k).map(|n| (k, n)));
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &s.ports {
+        let parts: Vec<&str> = p.split(':').collect();
+        if let [ip, host, container] = parts[..] {
+            port_bindings.insert(
+                format!("{container}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some(ip.to_owned()),
+                    host_port: Some(host.to_owned()),
+                }]),
+            );
+        }
+    }
+    ContainerCreateBody {
+        image: Some(s.image.clone()),
+        entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
+        cmd: (!s.command.is_empty()).then(|| s.command.clone()),
+        env: Some(env),
+        working_dir: s.working_dir.clone(),
+        user: s.user.clone(),
+        labels: Some(labels),
+        stop_timeout: s
+            .stop_grace_period
+            .as_deref()
+            .and_then(project::duration_ns)
+            .map(|ns| ns / 1_000_000_000),
+        healthcheck: s.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: project::duration_ns(&h.interval),
+            timeout: project::duration_ns(&h.timeout),
+            retries: Some(i64::from(h.retries)),
+            ..HealthConfig::default()
+        }),
+        host_config: Some(HostConfig {
+            init: Some(s.init),
+            mounts: Some(mounts),
+            privileged: Some(s.privileged),
+            cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
+            security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+            readonly_rootfs: Some(s.read_only),
+            network_mode: first_net.map(|(_, n)| n.name.clone()),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            ..HostConfig::default()
+        }),
+        networking_config: first_net.map(|(k, n)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                n.name.clone(),
+                EndpointSettings {
+                    aliases: Some(alias_list(s, k, key)),
+                    ..EndpointSettings::default()
+                },
+            )])),
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// Aliases on network `net`: the service key (as compose gives it) plus the file's aliases.
+fn alias_list(s: &Service, net: &str, key: &str) -> Vec<String> {
+    let mut aliases = vec![key.to_owned()];
+    aliases.extend(
+        s.networks
+            .get(net)
+            .map(|n| n.aliases.clone())
+            .unwrap_or_default(),
+    );
+    aliases
+}
+
+/// Create networks, volumes and containers; start them in dependency order; await health.
+///
+/// On error, what was created stays for the caller's teardown (which removes by label).
+pub async fn up(
+    docker: &Docker,
+    file: &ComposeFile,
+    req: &UpRequest<'_>,
+) -> Result<(), DockerError> {
+    try_join_all(file.networks.iter().map(|(key, n)| async move {
+        let mut labels: HashMap<String, String> =
+            compose_labels(req.project, None, Some(key), req.state_dir);
+        labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        docker
+            .create_network(NetworkCreateRequest {
+                name: n.name.clone(),
+                driver: Some(n.driver.clone()),
+                internal: Some(n.internal),
+                labels: Some(labels),
+                ..NetworkCreateRequest::default()
+            })
+            .await
+            .map_err(api(format!("creating network {}", n.name)))
+    }))
+    .await?;
+    try_join_all(file.volumes.values().map(|v| async move {
+        let mut labels: HashMap<String, String> =
+            compose_labels(req.project, None, None, req.state_dir);
+        labels.extend(v.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(v.name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(api(format!("creating volume {}", v.name)))
+    }))
+    .await?;
+    try_join_all(file.services.iter().map(|(key, s)| async move {
+        let name = container_name(req.project, key, s);
+        docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                create_body(req, file, key, s),
+            )
+            .await
+            .map_err(api(format!(
+                "creating container {name} from image {}",
+                s.image
+            )))?;
+        // API 1.41 attaches one network at create; the others before start.
+        for net_key in s.networks.keys().skip(1) {
+            let Some(n) = file.networks.get(net_key) else {
+                continue;
+            };
+            docker
+                .connect_network(
+                    &n.name,
+                    NetworkConnectRequest {
+                        container: name.clone(),
+                        endpoint_config: Some(EndpointSettings {
+                            aliases: Some(alias_list(s, net_key, key)),
+                            ..EndpointSettings::default()
+                        }),
+                    },
+                )
+                .await
+                .map_err(api(format!("connecting {name} to {}", n.name)))?;
+        }
+        Ok::<_, DockerError>(())
+    }))
+    .await?;
+
+    // Start in waves: a service starts once everything it depends on is started (and healthy
+    // where the file says so). Services of one wave start concurrently.
+    let mut started: BTreeMap<&str, ()> = BTreeMap::new();
+    while started.len() < file.services.len() {
+        let wave: Vec<(&String, &Service)> = file
+            .services
+            .iter()
+            .filter(|(k, s)| {
+                !started.contains_key(k.as_str())
+                    && s.depends_on
+                        .keys()
+                        .all(|d| started.contains_key(d.as_str()))
+            })
+            .collect();
+        if wave.is_empty() {
+            return Err(DockerError::Host(
+                "the compose file has a dependency cycle".into(),
+            ));
+        }
+        try_join_all(wave.iter().map(|(key, s)| async move {
+            let name = container_name(req.project, key, s);
+            docker
+                .start_container(&name, None)
+                .await
+                .map_err(api(format!("starting container {name}")))?;
+            let needed_healthy = file.services.values().any(|o| {
+                o.depends_on
+                    .get(key.as_str())
+                    .is_some_and(|d| d.condition == "service_healthy")
+            });
+            if needed_healthy && s.healthcheck.is_some() {
+                wait_healthy(docker, &name, req.health_timeout).await?;
+            }
+            Ok::<_, DockerError>(())
+        }))
+        .await?;
+        for (k, _) in wave {
+            started.insert(k, ());
+        }
+    }
+    Ok(())
+}
+
+/// Wait until `container`'s health check passes.
+pub async fn wait_healthy(
+    docker: &Docker,
+    container: &str,
+    timeout: Duration,
+) -> Result<(), DockerError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let info = docker
+            .inspect_container(container, None)
+            .await
+            .map_err(api(format!("inspecting {container}")))?;
+        let state = info.state.unwrap_or_default();
+        let health = state.health.unwrap_or_default();
+        let detail = match health.status {
+            Some(HealthStatusEnum::HEALTHY) => return Ok(()),
+            Some(HealthStatusEnum::UNHEALTHY) => Some("its health check failed".to_owned()),
+            _ if state.running == Some(false) => Some(format!(
+                "it exited with status {}",
+                state.exit_code.unwrap_or(-1)
+            )),
+            _ if Instant::now() > deadline => Some(format!("no healthy answer within {timeout:?}")),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            let probe = health
+                .log
+                .and_then(|l| l.last().and_then(|r| r.output.clone()))
+                .unwrap_or_default();
+            let detail = if probe.trim().is_empty() {
+                detail
+            } else {
+                format!("{detail} ({})", probe.trim())
+            };
+            return Err(DockerError::Unhealthy {
+                container: container.to_owned(),
+                detail,
+                logs: last_logs(docker, container, 20).await,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The last `n` log lines of `container`, for error messages.
+pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&n.to_string())
+        .build();
+    let mut stream = docker.logs(container, Some(opts));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    if out.is_empty() {
+        "  (none)".into()
+    } else {
+        out.lines().map(|l| format!("  {l}\n")).collect()
+    }
+}

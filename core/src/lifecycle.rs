@@ -1,0 +1,233 @@
+//! A real launch on Docker, after [`crate::launch::prepare`]: orphan probe, keys, images,
+//! bring-up, attach, teardown. Whatever happens after the probe, teardown runs and the logs
+//! are kept.
+
+use crate::docker::{self, DockerError, attach, down, images, inventory, project, up};
+use crate::keys::{self, KeyError};
+use crate::launch::Prepared;
+use bollard::Docker;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a launch should behave.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// A one-off command instead of the agent's default.
+    pub command: Option<Vec<String>>,
+    /// Keep the state dir even when the run succeeds.
+    pub keep_state: bool,
+    /// How long to wait for health checks.
+    pub health_timeout: Duration,
+    /// The base image of the bundle.
+    pub base_image: String,
+}
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Docker failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// Minting keys failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The backend cannot be launched here.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Interrupted by a signal; teardown ran.
+    #[error("interrupted by {0}; the bottle was torn down")]
+    Interrupted(&'static str),
+}
+
+impl LaunchError {
+    /// The exit code for this failure (128 + signal for interruptions).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LaunchError::Interrupted("SIGINT") => 130,
+            LaunchError::Interrupted(_) => 143,
+            _ => 1,
+        }
+    }
+}
+
+/// The result of a launch that got as far as running the agent.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The agent command's exit code.
+    pub exit_code: i64,
+    /// Where the merged logs are.
+    pub log_file: PathBuf,
+    /// Whether the state dir was kept.
+    pub state_kept: bool,
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Fail if a container or project of this slug exists already.
+pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<(), DockerError> {
+    let bundle = format!("bottle-sidecars-{slug}");
+    if inventory::container_exists(docker, &bundle).await? {
+        return Err(DockerError::Orphan {
+            what: format!("container {bundle}"),
+        });
+    }
+    if !inventory::containers(docker, Some(slug)).await?.is_empty()
+        || !inventory::networks(docker, Some(slug)).await?.is_empty()
+    {
+        return Err(DockerError::Orphan {
+            what: format!("compose project {project}"),
+        });
+    }
+    Ok(())
+}
+
+/// Build the bundle image if a compose file needs it and it is missing; say whether pipelock is in it.
+async fn ensure_bundle_image(
+    docker: &Docker,
+    file: &project::ComposeFile,
+    opts: &LaunchOptions,
+) -> Result<(), LaunchError> {
+    let Some(bundle) = file.services.get("sidecars") else {
+        return Ok(());
+    };
+    if !docker::images::exists(docker, &bundle.image).await? {
+        if bundle.image != images::SIDECARS_IMAGE {
+            return Err(
+                DockerError::Host(format!("the bundle image {} is missing", bundle.image)).into(),
+            );
+        }
+        eprintln!("building {} (first run)…", images::SIDECARS_IMAGE);
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let built = images::build_sidecars(docker, &opts.base_image, |line| {
+            if line.starts_with("Step ") {
+                bar.set_message(line.to_owned());
+            }
+        })
+        .await;
+        bar.finish_and_clear();
+        built?;
+    }
+    if !images::has_pipelock(docker, &bundle.image).await? {
+        eprintln!(
+            "warning: {} has no pipelock ({} could not be had when it was built): the agent has no way out; \
+             load that image and run `bottle images build` to add it",
+            bundle.image,
+            images::PIPELOCK_IMAGE
+        );
+    }
+    Ok(())
+}
+
+/// Launch `p` and attach to its agent; tear everything down afterwards.
+pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, LaunchError> {
+    if p.plan.backend != "docker" {
+        return Err(LaunchError::Unsupported(format!(
+            "the {} backend can plan (`--dry-run`) but not start bottles yet; use `--backend docker`",
+            p.plan.backend
+        )));
+    }
+    let docker = docker::connect().await?;
+    let project_name = p.plan.deployment.project.clone();
+    orphan_probe(&docker, &p.slug, &project_name).await?;
+
+    // From here on the slug is ours: whatever happens, tear down.
+    let log_file = p.state_dir.join("compose.log");
+    let result = run_bottle(&docker, p, opts, &project_name).await;
+    let teardown = down::down(&docker, &p.slug, Some(&log_file)).await;
+    let failed = result.is_err() || teardown.is_err();
+    let state_kept = opts.keep_state || failed;
+    let log_file = if state_kept {
+        log_file
+    } else {
+        archive_logs(p, &log_file)
+    };
+    if !state_kept {
+        let _ = std::fs::remove_dir_all(&p.state_dir);
+    }
+    let exit_code = result?;
+    teardown?;
+    Ok(Outcome {
+        exit_code,
+        log_file,
+        state_kept,
+    })
+}
+
+/// Move `compose.log` out of a state dir about to be removed: `<state root>/logs/<slug>.log`.
+fn archive_logs(p: &Prepared, log_file: &Path) -> PathBuf {
+    let dir = p
+        .state_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("."), |r| r.join("logs"));
+    let dest = dir.join(format!("{}.log", p.slug));
+    let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(log_file, &dest));
+    if moved.is_ok() {
+        dest
+    } else {
+        log_file.to_owned()
+    }
+}
+
+async fn run_bottle(
+    docker: &Docker,
+    p: &Prepared,
+    opts: &LaunchOptions,
+    project_name: &str,
+) -> Result<i64, LaunchError> {
+    let requests: Vec<_> = p
+        .plan
+        .sidecars
+        .iter()
+        .flat_map(|s| s.plan.cas.iter().cloned())
+        .collect();
+    keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    let compose_path = p.state_dir.join("compose.yaml");
+    let file = project::read(&compose_path).map_err(DockerError::Host)?;
+    ensure_bundle_image(docker, &file, opts).await?;
+    let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(DockerError::Host)?;
+    let state_dir = p.state_dir.display().to_string();
+    let req = up::UpRequest {
+        project: project_name,
+        state_dir: &state_dir,
+        secrets: &secrets,
+        health_timeout: opts.health_timeout,
+    };
+    tokio::select! {
+        r = up::up(docker, &file, &req) => r?,
+        sig = interrupted() => return Err(LaunchError::Interrupted(sig)),
+    }
+    let agent = file
+        .services
+        .get("agent")
+        .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
+    let exec = attach::ExecRequest {
+        container: up::container_name(project_name, "agent", agent),
+        command: opts
+            .command
+            .clone()
+            .unwrap_or_else(|| p.plan.stack.agent.command.clone()),
+        workdir: Some(p.plan.stack.agent.workdir.clone()),
+        tty: attach::stdin_is_terminal(),
+    };
+    tokio::select! {
+        r = attach::exec(docker, &exec) => Ok(r?),
+        sig = interrupted() => Err(LaunchError::Interrupted(sig)),
+    }
+}

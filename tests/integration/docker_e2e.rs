@@ -1,0 +1,431 @@
+//! `bottle run` for real, against the machine's Docker engine, end to end.
+//!
+//! These tests need `bottle-base:latest` and `bottle-agent:latest` (built offline by
+//! `tests/images/build-base.sh`, which `.ci/run` runs). They run one at a time: the first one
+//! also exercises building the sidecar bundle image on demand.
+
+use crate::support::{Sandbox, run};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unique_slug(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:05}", n % 100_000)
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Everything labelled with `slug`: containers, networks, volumes.
+fn leftovers(slug: &str) -> String {
+    let f = format!("label=io.bottle.slug={slug}");
+    [
+        docker(&["ps", "-aq", "--filter", &f]),
+        docker(&["network", "ls", "-q", "--filter", &f]),
+        docker(&["volume", "ls", "-q", "--filter", &f]),
+    ]
+    .join(" ")
+    .trim()
+    .to_owned()
+}
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.agent("e2e", AGENT);
+    sb
+}
+
+#[test]
+fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-exit");
+    let (code, out, err) = run(sb.bottle().args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "echo hello-from-the-agent; exit 7",
+    ]));
+    assert_eq!(code, 7, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("hello-from-the-agent"), "{out}");
+    assert_eq!(
+        leftovers(&slug),
+        "",
+        "nothing labelled with the slug remains"
+    );
+    assert!(
+        !sb.state().join(&slug).exists(),
+        "the state dir of a finished run is removed"
+    );
+    let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log")))
+        .expect("compose.log is kept");
+    assert!(
+        log.contains("sidecars | [init]"),
+        "the bundle's init logged, with the service name:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colour in the log");
+    assert!(
+        log.lines().all(|l| l
+            .get(..4)
+            .is_some_and(|y| y.chars().all(|c| c.is_ascii_digit()))),
+        "each line starts with a timestamp:\n{log}"
+    );
+}
+
+#[test]
+fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-keys");
+    let check = "test -e /etc/pipelock-ca-key.pem && exit 3; \
+                 grep -q 'BEGIN CERTIFICATE' /etc/bottle/ca-bundle.pem || exit 4; \
+                 grep -rqs 'PRIVATE KEY' /etc/bottle/ && exit 5; \
+                 test \"$SSL_CERT_FILE\" = /etc/bottle/ca-bundle.pem || exit 6; exit 0";
+    let (code, out, err) = run(sb.bottle().args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--keep-state",
+        "--",
+        "sh",
+        "-c",
+        check,
+    ]));
+    assert_eq!(
+        code, 0,
+        "the in-agent check failed with {code}\nstdout: {out}\nstderr: {err}"
+    );
+    let state = sb.state().join(&slug);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |rel: &str| {
+        std::fs::metadata(state.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca"), 0o700);
+    assert_eq!(mode("ca/pipelock/key.pem"), 0o600);
+    assert_eq!(mode("ca/pipelock/cert.pem"), 0o644);
+    assert_eq!(mode("ca/agent-trust.pem"), 0o644);
+    let key = std::fs::read_to_string(state.join("ca/pipelock/key.pem")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+        "SEC1, as pipelock requires"
+    );
+    let openssl = Command::new("openssl")
+        .args(["ec", "-noout", "-text", "-in"])
+        .arg(state.join("ca/pipelock/key.pem"))
+        .output();
+    if let Ok(o) = openssl {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains("prime256v1"),
+            "openssl reads a P-256 SEC1 key: {text}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(state.join("compose.log")).is_ok(),
+        "--keep-state keeps compose.log in the state dir"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
+#[test]
+fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-orphan");
+    let name = format!("bottle-sidecars-{slug}");
+    docker(&["create", "--name", &name, "bottle-base:latest", "true"]);
+    let (code, _, err) = run(sb
+        .bottle()
+        .args(["run", "e2e", "--slug", &slug, "--", "true"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("container {name} already exists")) && err.contains("bottle cleanup"),
+        "{err}"
+    );
+    assert!(
+        !sb.state().join(&slug).join("ca").exists(),
+        "no key was minted"
+    );
+    let (code, out, _) = run(sb.bottle().args(["cleanup", "--dry-run"]));
+    assert_eq!(code, 0);
+    assert!(out.contains(&name), "{out}");
+    assert!(
+        !docker(&["ps", "-aq", "--filter", &format!("name={name}")]).is_empty(),
+        "--dry-run removes nothing"
+    );
+    let (code, out, err) = run(sb.bottle().args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &format!("name={name}")]),
+        ""
+    );
+    assert!(
+        !sb.state().join(&slug).exists(),
+        "the orphan state dir went too"
+    );
+}
+
+/// Start `bottle run … -- sleep 300` in the background; returns once the agent is running.
+fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
+    let child = sb
+        .bottle()
+        .args(["run", "e2e", "--slug", slug, "--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = format!("bottle-agent-{slug}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while docker(&["inspect", "-f", "{{.State.Running}}", &agent]) != "true" {
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+#[test]
+fn ps_logs_and_stop_manage_a_running_bottle() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-ps");
+    let mut child = start_sleeping(&sb, &slug);
+    let (_, ps, err) = run(sb.bottle().arg("ps"));
+    assert!(
+        ps.lines().any(|l| l.starts_with(&slug)
+            && l.contains("e2e")
+            && l.contains("docker")
+            && l.contains("running")),
+        "{ps}{err}"
+    );
+    let (code, logs, _) = run(sb.bottle().args(["logs", &slug]));
+    assert_eq!(code, 0);
+    assert!(logs.contains("[init]"), "{logs}");
+    // docker-compose sees the project too, thanks to the compose labels.
+    let compose = sb.state().join(&slug).join("compose.yaml");
+    let out = Command::new("docker-compose")
+        .args(["-p", &format!("bottle-{slug}"), "-f"])
+        .arg(&compose)
+        .arg("ps")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("bottle-agent-{slug}")),
+        "docker-compose ps: {listed}"
+    );
+    let (code, _, err) = run(sb.bottle().args(["stop", &slug]));
+    assert_eq!(code, 0, "{err}");
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the attached run ends when its bottle is stopped"
+    );
+    assert_eq!(leftovers(&slug), "");
+    assert!(sb.state().join(&slug).join("compose.log").is_file());
+}
+
+#[test]
+fn after_kill_9_cleanup_removes_everything() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-kill");
+    let mut child = start_sleeping(&sb, &slug);
+    child.kill().unwrap(); // SIGKILL: no teardown can run
+    child.wait().unwrap();
+    assert_ne!(
+        leftovers(&slug),
+        "",
+        "a killed bottle leaves its containers"
+    );
+    let (code, out, err) = run(sb.bottle().args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(leftovers(&slug), "");
+}
+
+#[test]
+fn ctrl_c_tears_the_bottle_down() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-int");
+    let child = sb
+        .bottle()
+        .args(["run", "e2e", "--slug", &slug, "--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as bring-up has begun (the first container exists).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.bottle.slug={slug}"),
+    ])
+    .is_empty()
+    {
+        assert!(Instant::now() < deadline, "bring-up never began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert_eq!(leftovers(&slug), "");
+    assert!(
+        sb.state().join(&slug).is_dir(),
+        "an interrupted run keeps its state dir"
+    );
+}
+
+#[test]
+fn the_agent_cannot_reach_anything_outside_its_internal_network() {
+    let _g = serial();
+    let tag = unique_slug("bottle-test-outside");
+    docker(&["network", "create", &tag]);
+    let server = format!("{tag}-server");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &server,
+        "--network",
+        &tag,
+        "bottle-base:latest",
+        "sh",
+        "-c",
+        "while true; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\nreachable' | nc -l -p 8080 -q 1; done",
+    ]);
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &server,
+    ]);
+    let url = format!("http://{ip}:8080/");
+    // Control: from the same network the server answers.
+    let mut control = String::new();
+    for _ in 0..20 {
+        control = docker(&[
+            "run",
+            "--rm",
+            "--network",
+            &tag,
+            "bottle-base:latest",
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            &url,
+        ]);
+        if control.contains("reachable") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let sb = sandbox();
+    let slug = unique_slug("e2e-net");
+    let probe = format!("curl -sS -m 3 --noproxy '*' {url} && exit 0; exit 9");
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", &probe]));
+    docker(&["rm", "-f", &server]);
+    docker(&["network", "rm", &tag]);
+    assert!(
+        control.contains("reachable"),
+        "the test server works: {control}"
+    );
+    assert_eq!(
+        code, 9,
+        "the agent reached {url}!\nstdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
+#[test]
+fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-pty");
+    let script = crate::support::workspace().join("tests/integration/pty_attach.py");
+    // The pause lets the initial resize land first: this engine speaks API 1.41, which cannot
+    // size an exec's TTY before its command starts (1.42+ can, and bottle then does).
+    let cmd = "sleep 1; stty size; echo READY; read x; stty size";
+    let mut c = Command::new("python3");
+    c.arg(script)
+        .arg(crate::support::bottle_bin())
+        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", cmd]);
+    for (k, v) in sb.bottle().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.current_dir(sb.project());
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("24 80"),
+        "the initial size reached the agent: {out}"
+    );
+    assert!(
+        out.contains("40 100"),
+        "the resize reached the agent: {out}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
+#[test]
+fn an_unreachable_docker_is_one_clear_line() {
+    let sb = sandbox();
+    for args in [&["run", "e2e", "--", "true"][..], &["ps"][..]] {
+        let (code, out, err) = run(sb
+            .bottle()
+            .args(args)
+            .env("DOCKER_HOST", "tcp://127.0.0.1:9"));
+        assert_eq!(code, 1, "{out}{err}");
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+        assert!(
+            error_lines[0].contains("cannot reach Docker at tcp://127.0.0.1:9"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+}
