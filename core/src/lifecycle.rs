@@ -217,8 +217,18 @@ async fn run_bottle(
         .services
         .get("agent")
         .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
+    let agent_container = up::container_name(project_name, "agent", agent);
+    if p.metadata.copy_cwd {
+        copy_cwd(
+            docker,
+            &agent_container,
+            Path::new(&p.metadata.cwd),
+            &p.plan.stack.agent.workdir,
+        )
+        .await?;
+    }
     let exec = attach::ExecRequest {
-        container: up::container_name(project_name, "agent", agent),
+        container: agent_container,
         command: opts
             .command
             .clone()
@@ -230,4 +240,31 @@ async fn run_bottle(
         r = attach::exec(docker, &exec) => Ok(r?),
         sig = interrupted() => Err(LaunchError::Interrupted(sig)),
     }
+}
+
+/// `cwd: copy`: put a copy of the host's working dir at the agent's workdir.
+async fn copy_cwd(
+    docker: &Docker,
+    container: &str,
+    cwd: &Path,
+    workdir: &str,
+) -> Result<(), DockerError> {
+    let cwd = cwd.to_owned();
+    let tar = tokio::task::spawn_blocking(move || {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &cwd).and_then(|()| b.into_inner())
+    })
+    .await
+    .map_err(|e| DockerError::Host(format!("copying the working dir: {e}")))?
+    .map_err(|e| DockerError::Host(format!("cannot pack the working dir for copying: {e}")))?;
+    let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+        .path(workdir)
+        .build();
+    docker
+        .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
+        .await
+        .map_err(docker::api(format!(
+            "copying the working dir into {container}:{workdir}"
+        )))
 }

@@ -429,3 +429,77 @@ fn an_unreachable_docker_is_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn a_sidecar_that_never_gets_healthy_fails_the_run_naming_it_with_its_logs() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "sick",
+        &format!("{AGENT}plugins:\n  misbehave: {{daemon: sickly, never_ready: true}}\n"),
+    );
+    let dir = sb.plugin_dir("plugins", &[crate::support::plugins::misbehave()]);
+    let slug = unique_slug("e2e-sick");
+    let (code, _, err) = run(sb
+        .bottle()
+        .args([
+            "run",
+            "sick",
+            "--slug",
+            &slug,
+            "--health-timeout",
+            "4",
+            "--plugin-dir",
+        ])
+        .arg(&dir)
+        .args(["--", "true"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "container bottle-sidecars-{slug} did not become healthy"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("[sickly] sickly-is-up"),
+        "its last log lines are shown: {err}"
+    );
+    assert_eq!(
+        leftovers(&slug),
+        "",
+        "a failure half-way through up still tears down"
+    );
+    assert!(
+        sb.state().join(&slug).join("compose.log").is_file(),
+        "a failed run keeps its state and logs"
+    );
+}
+
+#[test]
+fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "copier",
+        "image: bottle-agent:latest\ncwd: copy\nworkdir: /workspace\n",
+    );
+    std::fs::write(sb.project().join("marker.txt"), "copied-in\n").unwrap();
+    let slug = unique_slug("e2e-copy");
+    let (code, out, err) = run(sb.bottle().args([
+        "run",
+        "copier",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "cat /workspace/marker.txt && echo changed > /workspace/marker.txt",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("copied-in"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(sb.project().join("marker.txt")).unwrap(),
+        "copied-in\n",
+        "the host copy is untouched"
+    );
+}

@@ -131,7 +131,7 @@ fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
             .unwrap()
             .iter()
             .all(|v| v["target"] != "/workspace"),
-        "cwd: copy mounts nothing"
+        "cwd: none mounts nothing"
     );
     assert!(!state.join("git-gate").exists() && !state.join("egress").exists());
 }

@@ -1,5 +1,7 @@
 //! bottle's integration tests: one binary (it links wasmtime once), one module per topic.
 
+mod bundle_init;
+mod checklist;
 mod conflicts;
 mod docker_e2e;
 mod dry_run;

@@ -97,6 +97,30 @@ fn an_infinite_loop_is_stopped() {
 }
 
 #[test]
+fn a_loop_with_unlimited_fuel_is_stopped_by_the_epoch_deadline() {
+    let limits = plugin::Limits {
+        fuel: u64::MAX,
+        epoch_ticks: 5,
+        ..plugin::Limits::default()
+    };
+    let host = PluginHost::new(Cache::at(&crate::support::shared_cache()), limits);
+    let p = load(&host, plugins::misbehave()).unwrap();
+    let (b, s) = bottle_with(r#"{"do": "loop"}"#);
+    let err = p.prepare(&b, &s).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CallError::Trap {
+                kind: TrapKind::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("ran past its time limit"), "{err}");
+}
+
+#[test]
 fn a_memory_bomb_stops_at_the_limit() {
     let err = misbehave("oom");
     assert!(

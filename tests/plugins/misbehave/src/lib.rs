@@ -1,6 +1,6 @@
 //! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`
 //! in `prepare`; `{"privileged": true}`, `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`,
-//! `{"port": 8888}` or `{"daemon": "name"}` in `render`.
+//! `{"port": 8888}`, `{"daemon": "name"}` or `{"daemon": "name", "never_ready": true}` in `render`.
 #![allow(missing_docs, reason = "test plugin")]
 #![cfg_attr(
     not(target_arch = "wasm32"),
@@ -80,10 +80,16 @@ impl SidecarGuest for Misbehave {
         }
         if let Some(name) = s["daemon"].as_str() {
             let port = s["port"].as_u64().unwrap_or(7000) as u16;
+            let never_ready = s["never_ready"].as_bool() == Some(true);
             f.daemons.push(Daemon {
                 name: name.into(),
-                command: vec!["true".into()],
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("echo {name}-is-up; exec sleep 300"),
+                ],
                 ports: vec![port],
+                ready_check: never_ready.then(|| vec!["/bin/false".into()]),
                 ..Daemon::default()
             });
         }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 4's speed goals, measured side by side in one run on the same rendered project:
+#   - bring-up + teardown: `bottle run AGENT -- true` (plan, keys, up, exec, logs, down) versus
+#     `docker-compose up -d` + `down` of the compose file bottle wrote (goal: ratio <= 0.8);
+#   - time from `bottle run` to the first byte of the agent's output.
+# Needs bottle-base/bottle-agent (tests/images/build-base.sh). RUNS=5 by default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${RUNS:-5}
+cargo build --release -q -p bottle
+bin=$PWD/target/release/bottle
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/agents"
+printf 'image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n' > "$work/agents/bench.yaml"
+cd "$work"
+export BOTTLE_STATE_DIR=$work/state BOTTLE_CACHE_DIR=$work/cache
+if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+
+"$bin" images build >/dev/null 2>&1 || true
+"$bin" run bench --slug bench-keep --keep-state -- true </dev/null >/dev/null 2>&1   # warm caches, keep a keyed state dir
+file=$work/state/bench-keep/compose.yaml
+
+now() { date +%s%N; }
+b_total=0; c_total=0; f_total=0
+for i in $(seq "$runs"); do
+    t=$(now); "$bin" run bench --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))
+    t=$(now); "${compose[@]}" -p bench-compose -f "$file" up -d >/dev/null 2>&1
+    "${compose[@]}" -p bench-compose -f "$file" down >/dev/null 2>&1; c=$(( $(now) - t ))
+    t=$(now)
+    "$bin" run bench --slug "bench-first-$i" -- echo first-byte </dev/null 2>/dev/null | head -c1 >/dev/null
+    f=$(( $(now) - t ))
+    b_total=$((b_total + b)); c_total=$((c_total + c)); f_total=$((f_total + f))
+done
+b=$((b_total / runs / 1000000)); c=$((c_total / runs / 1000000)); f=$((f_total / runs / 1000000))
+echo "bottle run -- true (plan+keys+up+exec+logs+down): ${b} ms"
+echo "${compose[*]} up -d + down (same file):        ${c} ms"
+awk -v b="$b" -v c="$c" 'BEGIN { r = b / c; printf "ratio bottle/compose: %.2f (goal <= 0.8: %s)\n", r, (r <= 0.8) ? "met" : "NOT met" }'
+echo "bottle run to the agent's first output byte:      ${f} ms"
+"$bin" cleanup --yes >/dev/null 2>&1 || true
