@@ -27,9 +27,16 @@ for i in $(seq "$runs"); do
     t=$(now); "$bin" run bench --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))
     t=$(now); "${compose[@]}" -p bench-compose -f "$file" up -d >/dev/null 2>&1
     "${compose[@]}" -p bench-compose -f "$file" down >/dev/null 2>&1; c=$(( $(now) - t ))
-    t=$(now)
-    "$bin" run bench --slug "bench-first-$i" -- echo first-byte </dev/null 2>/dev/null | head -c1 >/dev/null
-    f=$(( $(now) - t ))
+    f=$(python3 - "$bin" "bench-first-$i" <<'PY'
+import subprocess, sys, time
+start = time.monotonic_ns()
+p = subprocess.Popen([sys.argv[1], "run", "bench", "--slug", sys.argv[2], "--", "echo", "first-byte"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+p.stdout.read(1)
+print(time.monotonic_ns() - start)
+p.wait()
+PY
+)
     b_total=$((b_total + b)); c_total=$((c_total + c)); f_total=$((f_total + f))
 done
 b=$((b_total / runs / 1000000)); c=$((c_total / runs / 1000000)); f=$((f_total / runs / 1000000))

@@ -4,8 +4,8 @@ use super::project::{self, ComposeFile, Service};
 use super::{DockerError, api};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
 use futures_util::{StreamExt, future::try_join_all};
@@ -270,8 +270,8 @@ pub async fn up(
                     .get(key.as_str())
                     .is_some_and(|d| d.condition == "service_healthy")
             });
-            if needed_healthy && s.healthcheck.is_some() {
-                wait_healthy(docker, &name, req.health_timeout).await?;
+            if let (true, Some(h)) = (needed_healthy, &s.healthcheck) {
+                wait_healthy(docker, &name, &h.test, req.health_timeout).await?;
             }
             Ok::<_, DockerError>(())
         }))
@@ -283,39 +283,52 @@ pub async fn up(
     Ok(())
 }
 
-/// Wait until `container`'s health check passes.
+/// Wait until `container`'s health check `test` passes.
+///
+/// bottle runs the check itself, every 100 ms, instead of waiting for Docker's own schedule
+/// (whose first run comes only after a full interval): bring-up is as fast as the daemons are.
+/// Docker's health check stays in the container for `docker compose` users.
 pub async fn wait_healthy(
     docker: &Docker,
     container: &str,
+    test: &[String],
     timeout: Duration,
 ) -> Result<(), DockerError> {
+    let cmd: Vec<String> = match test.split_first() {
+        Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+        Some((kind, rest)) if kind == "CMD-SHELL" => {
+            vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
+        }
+        _ => test.to_vec(),
+    };
     let deadline = Instant::now() + timeout;
+    let mut last = String::new();
     loop {
         let info = docker
             .inspect_container(container, None)
             .await
             .map_err(api(format!("inspecting {container}")))?;
         let state = info.state.unwrap_or_default();
-        let health = state.health.unwrap_or_default();
-        let detail = match health.status {
-            Some(HealthStatusEnum::HEALTHY) => return Ok(()),
-            Some(HealthStatusEnum::UNHEALTHY) => Some("its health check failed".to_owned()),
-            _ if state.running == Some(false) => Some(format!(
+        let detail = if state.running == Some(false) {
+            Some(format!(
                 "it exited with status {}",
                 state.exit_code.unwrap_or(-1)
-            )),
-            _ if Instant::now() > deadline => Some(format!("no healthy answer within {timeout:?}")),
-            _ => None,
+            ))
+        } else {
+            match probe(docker, container, &cmd).await? {
+                (0, _) => return Ok(()),
+                (code, out) => {
+                    last = format!("check exited {code}: {}", out.trim());
+                    (Instant::now() > deadline)
+                        .then(|| format!("no passing health check within {timeout:?}"))
+                }
+            }
         };
         if let Some(detail) = detail {
-            let probe = health
-                .log
-                .and_then(|l| l.last().and_then(|r| r.output.clone()))
-                .unwrap_or_default();
-            let detail = if probe.trim().is_empty() {
+            let detail = if last.is_empty() {
                 detail
             } else {
-                format!("{detail} ({})", probe.trim())
+                format!("{detail}; last {last}")
             };
             return Err(DockerError::Unhealthy {
                 container: container.to_owned(),
@@ -323,8 +336,43 @@ pub async fn wait_healthy(
                 logs: last_logs(docker, container, 20).await,
             });
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Run `cmd` in `container`; its exit code and output.
+async fn probe(
+    docker: &Docker,
+    container: &str,
+    cmd: &[String],
+) -> Result<(i64, String), DockerError> {
+    let exec = docker
+        .create_exec(
+            container,
+            bollard::models::ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(cmd.to_vec()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(api(format!("running the health check in {container}")))?;
+    let mut out = String::new();
+    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
+        docker.start_exec(&exec.id, None).await
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(api(format!("reading the health check of {container}")))?
+        .exit_code
+        .unwrap_or(-1);
+    Ok((code, out))
 }
 
 /// The last `n` log lines of `container`, for error messages.
