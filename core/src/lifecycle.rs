@@ -126,7 +126,7 @@ async fn ensure_bundle_image(
             "warning: {} has no pipelock ({} could not be had when it was built): the agent has no way out; \
              load that image and run `bottle images build` to add it",
             bundle.image,
-            images::PIPELOCK_IMAGE
+            images::pipelock_image()
         );
     }
     Ok(())

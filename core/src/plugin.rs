@@ -500,15 +500,11 @@ impl PluginHost {
         // Only one API line exists so far; `inspect::check` already refused the others.
         match role.kind {
             PluginKind::Sidecar => {
-                let linker = self.sidecar_v0_1.get_or_init(|| {
-                    let mut l = Linker::new(&self.engine);
+                let linker = self.linker(&self.sidecar_v0_1, |l| {
                     v0_1::sidecar::SidecarPlugin::add_to_linker::<CallState, HasSelf<CallState>>(
-                        &mut l,
+                        l,
                         |s| s,
                     )
-                    .expect("bottle imports link");
-                    wasmtime_wasi::p2::add_to_linker_sync(&mut l).expect("WASI links");
-                    l
                 });
                 let pre = linker.instantiate_pre(component).map_err(mismatch)?;
                 Ok(Bindings::SidecarV0_1(
@@ -516,15 +512,11 @@ impl PluginHost {
                 ))
             }
             PluginKind::Backend => {
-                let linker = self.backend_v0_1.get_or_init(|| {
-                    let mut l = Linker::new(&self.engine);
+                let linker = self.linker(&self.backend_v0_1, |l| {
                     v0_1::backend::BackendPlugin::add_to_linker::<CallState, HasSelf<CallState>>(
-                        &mut l,
+                        l,
                         |s| s,
                     )
-                    .expect("bottle imports link");
-                    wasmtime_wasi::p2::add_to_linker_sync(&mut l).expect("WASI links");
-                    l
                 });
                 let pre = linker.instantiate_pre(component).map_err(mismatch)?;
                 Ok(Bindings::BackendV0_1(
@@ -532,6 +524,21 @@ impl PluginHost {
                 ))
             }
         }
+    }
+
+    /// The linker of one world, built once: the world's bottle imports, then WASI (whose context
+    /// is empty per call).
+    fn linker<'a>(
+        &self,
+        cell: &'a OnceLock<Linker<CallState>>,
+        add_world: impl FnOnce(&mut Linker<CallState>) -> wasmtime::Result<()>,
+    ) -> &'a Linker<CallState> {
+        cell.get_or_init(|| {
+            let mut l = Linker::new(&self.engine);
+            add_world(&mut l).expect("the contract's imports link");
+            wasmtime_wasi::p2::add_to_linker_sync(&mut l).expect("WASI links");
+            l
+        })
     }
 }
 

@@ -302,7 +302,7 @@ pub(super) fn build_images(base: &str) -> Result<ExitCode> {
         if !built.pipelock {
             println!(
                 "note: {} is not available here (no registry), so the bundle has no pipelock: bottles will have no way out until it is loaded (`docker load`) and this is run again",
-                images::PIPELOCK_IMAGE
+                images::pipelock_image()
             );
         }
         Ok(ExitCode::SUCCESS)

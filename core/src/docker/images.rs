@@ -9,8 +9,18 @@ use futures_util::StreamExt;
 pub const SIDECARS_IMAGE: &str = "bottle-sidecars:latest";
 /// The base the bundle builds on (see `tests/images/build-base.sh`).
 pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:latest";
-/// The pinned pipelock image the bundle copies `/pipelock` from.
+/// The pipelock image the bundle copies `/pipelock` from (2.3.0, the version the config
+/// renderer targets). Pin it by digest with `BOTTLE_PIPELOCK_IMAGE=…pipelock@sha256:<digest>`
+/// where a registry can tell you the digest; see [`pipelock_image`].
 pub const PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
+
+/// The pipelock image to use: `$BOTTLE_PIPELOCK_IMAGE`, else [`PIPELOCK_IMAGE`].
+pub fn pipelock_image() -> String {
+    std::env::var("BOTTLE_PIPELOCK_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| PIPELOCK_IMAGE.to_owned())
+}
 /// The label saying whether the bundle carries pipelock.
 pub const PIPELOCK_LABEL: &str = "io.bottle.pipelock";
 
@@ -49,16 +59,15 @@ pub async fn has_pipelock(docker: &Docker, image: &str) -> Result<bool, DockerEr
         .is_some_and(|v| v == "present"))
 }
 
-/// The Dockerfile, with or without the pipelock stage.
-pub fn dockerfile(pipelock: bool) -> String {
-    let (stage, copy, label) = if pipelock {
-        (
-            format!("FROM {PIPELOCK_IMAGE} AS pipelock"),
+/// The Dockerfile, with the pipelock stage from `pipelock` when given.
+pub fn dockerfile(pipelock: Option<&str>) -> String {
+    let (stage, copy, label) = match pipelock {
+        Some(image) => (
+            format!("FROM {image} AS pipelock"),
             "COPY --from=pipelock /pipelock /usr/local/bin/pipelock",
             "present",
-        )
-    } else {
-        (String::new(), "", "absent")
+        ),
+        None => (String::new(), "", "absent"),
     };
     DOCKERFILE
         .replace("# @PIPELOCK_STAGE@", &stage)
@@ -95,9 +104,13 @@ pub async fn build_sidecars(
             "the base image {base} is missing; build it with `bash tests/images/build-base.sh` (no registry needed)"
         )));
     }
-    let pipelock = exists(docker, PIPELOCK_IMAGE).await?;
-    let tar = context(INIT_BINARY, &dockerfile(pipelock))
-        .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
+    let pipelock_image = pipelock_image();
+    let pipelock = exists(docker, &pipelock_image).await?;
+    let tar = context(
+        INIT_BINARY,
+        &dockerfile(pipelock.then_some(pipelock_image.as_str())),
+    )
+    .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
     let opts = BuildImageOptionsBuilder::default()
         .t(SIDECARS_IMAGE)
         .rm(true)
@@ -130,11 +143,11 @@ pub async fn build_sidecars(
 mod tests {
     #[test]
     fn the_pipelock_stage_is_there_only_when_the_image_is() {
-        let with = super::dockerfile(true);
-        assert!(with.contains("FROM ghcr.io/luckypipewrench/pipelock:2.3.0 AS pipelock"));
+        let with = super::dockerfile(Some("ghcr.io/luckypipewrench/pipelock@sha256:0123"));
+        assert!(with.contains("FROM ghcr.io/luckypipewrench/pipelock@sha256:0123 AS pipelock"));
         assert!(with.contains("COPY --from=pipelock /pipelock /usr/local/bin/pipelock"));
         assert!(with.contains("io.bottle.pipelock=present"));
-        let without = super::dockerfile(false);
+        let without = super::dockerfile(None);
         assert!(!without.contains("pipelock /usr/local/bin"));
         assert!(without.contains("io.bottle.pipelock=absent"));
     }
