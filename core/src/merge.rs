@@ -371,3 +371,173 @@ pub fn merge(
         volumes: volumes.values().into_keys().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        Agent {
+            name: "a".into(),
+            image: "img".into(),
+            command: vec!["claude".into()],
+            workdir: "/w".into(),
+            env: EnvMap::from([("EDITOR".into(), "vi".into())]),
+            secret_env: vec![],
+        }
+    }
+
+    fn input<'a>(
+        agent: &'a Agent,
+        proxy: Option<(&'a str, &'a Endpoint)>,
+        secrets: &'a [(String, SecretEnv)],
+    ) -> MergeInput<'a> {
+        MergeInput {
+            slug: "a-12345",
+            state_dir: "/s",
+            agent,
+            agent_mounts: &[],
+            agent_proxy: proxy,
+            agent_trusts_cas: false,
+            secrets,
+        }
+    }
+
+    fn daemon(name: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon {
+            name: name.into(),
+            command: vec!["x".into()],
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            mounts: vec![],
+            ports: vec![],
+            aliases: vec![],
+            ready_check: None,
+        }
+    }
+
+    fn fragment(daemons: Vec<Daemon>, patches: Vec<Patch>) -> Fragment {
+        Fragment {
+            daemons,
+            services: vec![],
+            patches,
+            volumes: vec![],
+        }
+    }
+
+    fn agent_patch(no_proxy: &[&str]) -> Patch {
+        Patch {
+            target: "agent".into(),
+            env: EnvMap::new(),
+            mounts: vec![],
+            no_proxy: no_proxy.iter().map(|s| (*s).into()).collect(),
+            mcp_servers: vec![],
+        }
+    }
+
+    #[test]
+    fn the_proxy_wiring_and_no_proxy_union_are_deterministic() {
+        let a = agent();
+        let proxy = Endpoint {
+            name: "agent-proxy".into(),
+            url: "http://p:1".into(),
+            priority: 10,
+        };
+        let frags = vec![
+            (
+                "b".to_owned(),
+                fragment(vec![daemon("b", &[])], vec![agent_patch(&["zeta", "beta"])]),
+            ),
+            (
+                "a".to_owned(),
+                fragment(vec![daemon("a", &[])], vec![agent_patch(&["beta"])]),
+            ),
+        ];
+        let stack = merge(&input(&a, Some(("p", &proxy)), &[]), &frags).unwrap();
+        assert_eq!(stack.agent.env["HTTPS_PROXY"], "http://p:1");
+        assert_eq!(
+            stack.agent.env["NO_PROXY"],
+            "127.0.0.1,::1,beta,localhost,zeta"
+        );
+        let names: Vec<&str> = stack
+            .bundle
+            .iter()
+            .map(|d| d.daemon.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"], "sorted whatever the input order");
+        let mut reversed = frags.clone();
+        reversed.reverse();
+        assert_eq!(
+            merge(&input(&a, Some(("p", &proxy)), &[]), &reversed).unwrap(),
+            stack
+        );
+    }
+
+    #[test]
+    fn daemons_in_one_bundle_must_agree_on_env() {
+        let a = agent();
+        let frags = vec![
+            (
+                "one".to_owned(),
+                fragment(vec![daemon("one", &[("MODE", "x")])], vec![]),
+            ),
+            (
+                "two".to_owned(),
+                fragment(vec![daemon("two", &[("MODE", "y")])], vec![]),
+            ),
+        ];
+        let err = merge(&input(&a, None, &[]), &frags).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "conflict: env `MODE` of the sidecar bundle is set by plugin `one` and by plugin `two`; change one of them (settings or --plugin-dir)"
+        );
+    }
+
+    #[test]
+    fn a_secret_may_not_shadow_a_daemon_env_and_reserved_names_are_refused() {
+        let a = agent();
+        let frags = vec![(
+            "one".to_owned(),
+            fragment(vec![daemon("one", &[("TOKEN", "x")])], vec![]),
+        )];
+        let secrets = [(
+            "two".to_owned(),
+            SecretEnv {
+                name: "TOKEN".into(),
+                from_host_env: "T".into(),
+            },
+        )];
+        let err = merge(&input(&a, None, &secrets), &frags).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("env `TOKEN` of the sidecar bundle (also a secret)"),
+            "{err}"
+        );
+        let frags = vec![("x".to_owned(), fragment(vec![daemon("agent", &[])], vec![]))];
+        let err = merge(&input(&a, None, &[]), &frags).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "`agent` of the bottle is set by bottle's proxy wiring and by plugin `x`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn agent_only_fields_on_other_targets_are_refused() {
+        let a = agent();
+        let mut p = agent_patch(&["h"]);
+        p.target = "one".into();
+        let frags = vec![(
+            "one".to_owned(),
+            fragment(vec![daemon("one", &[])], vec![p]),
+        )];
+        let err = merge(&input(&a, None, &[]), &frags).unwrap_err();
+        assert!(
+            err.to_string().contains("only the agent takes no-proxy"),
+            "{err}"
+        );
+    }
+}

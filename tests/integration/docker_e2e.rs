@@ -271,6 +271,15 @@ fn after_kill_9_cleanup_removes_everything() {
 
 #[test]
 fn ctrl_c_tears_the_bottle_down() {
+    interrupt_tears_down(rustix::process::Signal::INT, 130, "SIGINT");
+}
+
+#[test]
+fn sigterm_tears_the_bottle_down() {
+    interrupt_tears_down(rustix::process::Signal::TERM, 143, "SIGTERM");
+}
+
+fn interrupt_tears_down(signal: rustix::process::Signal, exit: i32, name: &str) {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-int");
@@ -295,15 +304,11 @@ fn ctrl_c_tears_the_bottle_down() {
         assert!(Instant::now() < deadline, "bring-up never began");
         std::thread::sleep(Duration::from_millis(50));
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert_eq!(out.status.code(), Some(exit), "{err}");
+    assert!(err.contains(&format!("interrupted by {name}")), "{err}");
     assert_eq!(leftovers(&slug), "");
     assert!(
         sb.state().join(&slug).is_dir(),
@@ -383,7 +388,7 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     let script = crate::support::workspace().join("tests/integration/pty_attach.py");
     // The pause lets the initial resize land first: this engine speaks API 1.41, which cannot
     // size an exec's TTY before its command starts (1.42+ can, and bottle then does).
-    let cmd = "sleep 1; stty size; echo READY; read x; stty size";
+    let cmd = "sleep 1; stty size; echo READY; read x; stty size; echo SLEEPING; sleep 60";
     let mut c = Command::new("python3");
     c.arg(script)
         .arg(crate::support::bottle_bin())
@@ -396,7 +401,10 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     }
     c.current_dir(sb.project());
     let (code, out, err) = run(&mut c);
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        code, 130,
+        "Ctrl-C reached the agent's shell, whose exit code is bottle's\nstdout: {out}\nstderr: {err}"
+    );
     assert!(
         out.contains("24 80"),
         "the initial size reached the agent: {out}"

@@ -2,7 +2,7 @@
 
 Usage: pty_attach.py BOTTLE_BIN [ARGS...]   (env as for bottle). Prints what the agent printed and
 exits with bottle's exit code. The agent command is expected to print `stty size`, then READY,
-wait for a line, and print `stty size` again.
+wait for a line, print `stty size` again, then SLEEPING and sleep until Ctrl-C (sent as a byte).
 """
 import fcntl, os, pty, select, struct, sys, termios, time
 
@@ -17,6 +17,7 @@ if pid == 0:
 out = b""
 deadline = time.time() + 120
 resized = False
+interrupted = False
 while time.time() < deadline:
     r, _, _ = select.select([fd], [], [], 0.5)
     if r:
@@ -32,6 +33,10 @@ while time.time() < deadline:
         time.sleep(1.0)                # let bottle forward the new size
         os.write(fd, b"go\r")
         resized = True
+    if not interrupted and b"SLEEPING" in out:
+        time.sleep(0.5)
+        os.write(fd, b"\x03")         # Ctrl-C: in raw mode a byte for the agent's terminal
+        interrupted = True
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
