@@ -239,3 +239,38 @@ fn item_57_the_proxy_port_is_8888() {
         .unwrap();
     assert_eq!(pipelock["daemon"]["ports"], serde_json::json!([8888]));
 }
+
+#[test]
+fn supervise_is_registered_as_the_agents_mcp_server_and_bypasses_the_proxy() {
+    let r = render("implementer", "docker");
+    let agent = &r.compose["services"]["agent"];
+    assert_eq!(
+        agent["environment"]["BOTTLE_MCP_CONFIG"],
+        "/etc/bottle/mcp.json"
+    );
+    assert!(
+        agent["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["target"] == "/etc/bottle/mcp.json" && v["read_only"] == true)
+    );
+    let mcp: Json =
+        serde_json::from_str(&std::fs::read_to_string(r.state.join("agent/mcp.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        mcp["mcpServers"]["supervise"],
+        serde_json::json!({"type": "http", "url": "http://supervise:9100/"})
+    );
+    assert!(
+        agent["environment"]["NO_PROXY"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|h| h == "supervise")
+    );
+    assert!(
+        r.state.join("supervise/queue").is_dir(),
+        "the host queue dir exists for the bind mount"
+    );
+}

@@ -53,6 +53,19 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
         .iter()
         .map(|m| mount(stack, m, &volume_prefix))
         .collect();
+    let mut agent_env = environment(&stack.agent.env, stack.agent.secret_env.iter().cloned());
+    if !stack.agent.mcp_servers.is_empty() {
+        agent_volumes.push(ComposeMount {
+            kind: "bind",
+            source: format!(
+                "{}/{MCP_CONFIG_STATE_PATH}",
+                stack.state_dir.trim_end_matches('/')
+            ),
+            target: MCP_CONFIG_IN_AGENT.into(),
+            read_only: true,
+        });
+        agent_env.insert(MCP_CONFIG_ENV.into(), Some(MCP_CONFIG_IN_AGENT.into()));
+    }
     agent_volumes.sort_by(|a, b| a.target.cmp(&b.target));
     let mut depends_on = BTreeMap::new();
     if !stack.bundle.is_empty() {
@@ -76,7 +89,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             entrypoint: vec!["sleep".into(), "infinity".into()],
             init: true,
             working_dir: Some(stack.agent.workdir.clone()),
-            environment: environment(&stack.agent.env, stack.agent.secret_env.iter().cloned()),
+            environment: agent_env,
             volumes: agent_volumes,
             networks: BTreeMap::from([(INTERNAL.to_owned(), ServiceNetwork::default())]),
             depends_on,
@@ -194,6 +207,7 @@ impl BackendGuest for Docker {
         if !stack.bundle.is_empty() {
             documents.push(daemon_list(&stack));
         }
+        documents.extend(mcp_config(&stack));
         Ok(Deployment {
             project: project(&stack.slug),
             documents,

@@ -189,6 +189,39 @@ pub struct DaemonEntry {
     pub ready_check: Option<Vec<String>>,
 }
 
+/// Where the agent finds its MCP servers (Claude Code: `claude --mcp-config "$BOTTLE_MCP_CONFIG"`).
+pub const MCP_CONFIG_IN_AGENT: &str = "/etc/bottle/mcp.json";
+/// State-dir path of the agent's MCP config.
+pub const MCP_CONFIG_STATE_PATH: &str = "agent/mcp.json";
+/// The env var naming [`MCP_CONFIG_IN_AGENT`] for the agent.
+pub const MCP_CONFIG_ENV: &str = "BOTTLE_MCP_CONFIG";
+
+/// The agent's MCP config (`{"mcpServers": {name: {"type": "http", "url": …}}}`), when any
+/// plugin registered a server.
+pub fn mcp_config(stack: &Stack) -> Option<Document> {
+    if stack.agent.mcp_servers.is_empty() {
+        return None;
+    }
+    let servers: serde_json::Map<String, serde_json::Value> = stack
+        .agent
+        .mcp_servers
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                serde_json::json!({"type": "http", "url": m.url}),
+            )
+        })
+        .collect();
+    let contents = serde_json::to_string_pretty(&serde_json::json!({ "mcpServers": servers }))
+        .expect("plain data serialises");
+    Some(Document {
+        path: MCP_CONFIG_STATE_PATH.into(),
+        contents: contents + "\n",
+        mode: 0o644,
+    })
+}
+
 /// The engine-wide name of `slug`'s things: `bottle-<slug>`.
 pub fn project(slug: &str) -> String {
     format!("bottle-{slug}")
