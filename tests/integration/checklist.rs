@@ -241,7 +241,7 @@ fn item_57_the_proxy_port_is_8888() {
 }
 
 #[test]
-fn supervise_is_registered_as_the_agents_mcp_server_and_bypasses_the_proxy() {
+fn supervise_is_registered_as_the_agents_mcp_server() {
     let r = render("implementer", "docker");
     let agent = &r.compose["services"]["agent"];
     assert_eq!(
@@ -261,13 +261,6 @@ fn supervise_is_registered_as_the_agents_mcp_server_and_bypasses_the_proxy() {
     assert_eq!(
         mcp["mcpServers"]["supervise"],
         serde_json::json!({"type": "http", "url": "http://supervise:9100/"})
-    );
-    assert!(
-        agent["environment"]["NO_PROXY"]
-            .as_str()
-            .unwrap()
-            .split(',')
-            .any(|h| h == "supervise")
     );
     assert!(
         r.state.join("supervise/queue").is_dir(),

@@ -118,14 +118,7 @@ fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
         "the in-agent check failed with {code}\nstdout: {out}\nstderr: {err}"
     );
     let state = sb.state().join(&slug);
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |rel: &str| {
-        std::fs::metadata(state.join(rel))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode = |rel: &str| crate::support::mode(&state.join(rel));
     assert_eq!(mode("ca"), 0o700);
     assert_eq!(mode("ca/pipelock/key.pem"), 0o600);
     assert_eq!(mode("ca/pipelock/cert.pem"), 0o644);

@@ -1,17 +1,12 @@
 //! `bottle run --dry-run` through the real binary: state dir, goldens, compose, secrets.
 
-use crate::support::{Sandbox, golden, plugins, run};
-use std::os::unix::fs::PermissionsExt;
+use crate::support::{Sandbox, golden, mode, plugins, run};
 use std::path::Path;
 
 fn dry_run(sb: &Sandbox, args: &[&str]) -> String {
     let (code, out, err) = run(sb.bottle().args(["run"]).args(args).arg("--dry-run"));
     assert_eq!(code, 0, "bottle run failed\nstdout: {out}\nstderr: {err}");
     out
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 /// File contents with this run's random parts (slug, temp dirs) replaced by stable names.
