@@ -54,7 +54,7 @@ fn main() {
     let host = PluginHost::new(Cache::at(cache_dir.path()), plugin::Limits::default());
     let set = plugin::discover(&host, &[]).expect("load");
     let bottle = m.bottle("implementer-bench");
-    let declared = m.declared_paths();
+    let declared = m.declared();
     let pass = time(100, || {
         planner::plan(
             &set,

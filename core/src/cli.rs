@@ -111,7 +111,8 @@ struct RunArgs {
     /// Keep the state dir after a successful run (it is always kept after a failed one).
     #[arg(long)]
     keep_state: bool,
-    /// Use this slug instead of minting one (e.g. to re-run a kept bottle's name).
+    /// Use this slug instead of minting one (it must not be in use: a kept state dir of that
+    /// slug has to be removed first).
     #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
     slug: Option<String>,
     /// Seconds to wait for the sidecars' health checks.

@@ -95,7 +95,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             bottle: &bottle,
             settings: &manifest.settings,
             grants: &grants,
-            declared: &manifest.declared_paths(),
+            declared: &manifest.declared(),
             state_dir: &state_dir_str,
             backend: &backend,
             agent_mounts: &agent_mounts,
@@ -126,15 +126,11 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
     })
 }
 
-/// `N hosts allowed (a, b, c +M more)` for the hosts the manifest allows.
+/// `N hosts allowed (a, b, c +M more)`: every host the agent may reach, the manifest's own
+/// first, the defaults last.
 pub fn hosts_summary(manifest: &Manifest) -> String {
-    let mut hosts: Vec<&str> = manifest.allowlist.iter().map(String::as_str).collect();
-    for r in &manifest.routes {
-        if !hosts.contains(&r.host.as_str()) {
-            hosts.push(&r.host);
-        }
-    }
-    let shown: Vec<&str> = hosts.iter().take(3).copied().collect();
+    let hosts = manifest.allowed_hosts();
+    let shown: Vec<&str> = hosts.iter().take(3).map(String::as_str).collect();
     let more = hosts.len().saturating_sub(3);
     let mut s = format!("{} hosts allowed", hosts.len());
     if !shown.is_empty() {

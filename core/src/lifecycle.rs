@@ -62,17 +62,24 @@ pub struct Outcome {
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn interrupted() -> &'static str {
+///
+/// The handlers are installed when this is called, not when the future is first polled, and
+/// one future is kept for the whole launch: a signal that arrives between two `select!`s is
+/// held for the next one instead of being lost.
+fn interrupted() -> impl Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }
 
@@ -149,14 +156,28 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let result = run_bottle(&docker, p, opts, &project_name).await;
     let teardown = down::down(&docker, &p.slug, Some(&log_file)).await;
     let failed = result.is_err() || teardown.is_err();
-    let state_kept = opts.keep_state || failed;
-    let log_file = if state_kept {
-        log_file
-    } else {
-        archive_logs(p, &log_file)
-    };
+    let mut state_kept = opts.keep_state || failed;
+    let mut log_file = log_file;
     if !state_kept {
-        let _ = std::fs::remove_dir_all(&p.state_dir);
+        match archive_logs(p, &log_file) {
+            Ok(archived) => {
+                log_file = archived;
+                if let Err(e) = std::fs::remove_dir_all(&p.state_dir) {
+                    eprintln!(
+                        "warning: cannot remove {}: {e}; it holds the bottle's CA keys, remove it by hand",
+                        p.state_dir.display()
+                    );
+                    state_kept = true;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot move the logs out of {}: {e}; the state dir is kept",
+                    p.state_dir.display()
+                );
+                state_kept = true;
+            }
+        }
     }
     let exit_code = result?;
     teardown?;
@@ -168,18 +189,15 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
 }
 
 /// Move `compose.log` out of a state dir about to be removed: `<state root>/logs/<slug>.log`.
-fn archive_logs(p: &Prepared, log_file: &Path) -> PathBuf {
+fn archive_logs(p: &Prepared, log_file: &Path) -> std::io::Result<PathBuf> {
     let dir = p
         .state_dir
         .parent()
         .map_or_else(|| PathBuf::from("."), |r| r.join("logs"));
     let dest = dir.join(format!("{}.log", p.slug));
-    let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(log_file, &dest));
-    if moved.is_ok() {
-        dest
-    } else {
-        log_file.to_owned()
-    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::rename(log_file, &dest)?;
+    Ok(dest)
 }
 
 async fn run_bottle(
@@ -188,6 +206,7 @@ async fn run_bottle(
     opts: &LaunchOptions,
     project_name: &str,
 ) -> Result<i64, LaunchError> {
+    let mut stop = std::pin::pin!(interrupted());
     let requests: Vec<_> = p
         .plan
         .sidecars
@@ -197,7 +216,10 @@ async fn run_bottle(
     keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
     let compose_path = p.state_dir.join("compose.yaml");
     let file = project::read(&compose_path).map_err(DockerError::Host)?;
-    ensure_bundle_image(docker, &file, opts).await?;
+    tokio::select! {
+        r = ensure_bundle_image(docker, &file, opts) => r?,
+        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+    }
     let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, |k| {
         std::env::var(k).ok()
     })
@@ -211,7 +233,7 @@ async fn run_bottle(
     };
     tokio::select! {
         r = up::up(docker, &file, &req) => r?,
-        sig = interrupted() => return Err(LaunchError::Interrupted(sig)),
+        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
     let agent = file
         .services
@@ -219,13 +241,15 @@ async fn run_bottle(
         .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
     let agent_container = up::container_name(project_name, "agent", agent);
     if p.metadata.copy_cwd {
-        copy_cwd(
-            docker,
-            &agent_container,
-            Path::new(&p.metadata.cwd),
-            &p.plan.stack.agent.workdir,
-        )
-        .await?;
+        tokio::select! {
+            r = copy_cwd(
+                docker,
+                &agent_container,
+                Path::new(&p.metadata.cwd),
+                &p.plan.stack.agent.workdir,
+            ) => r?,
+            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+        }
     }
     let exec = attach::ExecRequest {
         container: agent_container,
@@ -238,7 +262,7 @@ async fn run_bottle(
     };
     tokio::select! {
         r = attach::exec(docker, &exec) => Ok(r?),
-        sig = interrupted() => Err(LaunchError::Interrupted(sig)),
+        sig = &mut stop => Err(LaunchError::Interrupted(sig)),
     }
 }
 

@@ -5,7 +5,7 @@
 //! file, the line and column, the field, and the fix.
 
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
-use crate::policy::{DeclaredPaths, Grant, Grants};
+use crate::policy::{Declared, Grant, Grants};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +27,18 @@ pub const RESERVED_ENV: &[&str] = &[
 
 /// The backend used when the manifest names none.
 pub const DEFAULT_BACKEND: &str = "docker";
+
+/// Hosts every agent may reach unless `egress.default_allowlist: false`: the agent's own API
+/// and its telemetry. Both pipelock and egress see them (through [`Bottle::allowlist`]).
+pub const DEFAULT_ALLOWLIST: &[&str] = &[
+    "api.anthropic.com",
+    "statsig.anthropic.com",
+    "sentry.io",
+    "claude.ai",
+    "platform.claude.com",
+    "downloads.claude.ai",
+    "raw.githubusercontent.com",
+];
 
 /// A manifest error: where, which field, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,13 +117,29 @@ struct RawGit {
     known_host: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEgress {
     #[serde(default)]
     allowlist: Vec<String>,
+    #[serde(default = "yes")]
+    default_allowlist: bool,
     #[serde(default)]
     routes: Vec<RawRoute>,
+}
+
+impl Default for RawEgress {
+    fn default() -> Self {
+        RawEgress {
+            allowlist: Vec::new(),
+            default_allowlist: true,
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,8 +171,10 @@ pub struct Manifest {
     pub agent: Agent,
     /// Git upstreams.
     pub git: Vec<GitUpstream>,
-    /// Extra allowed hosts.
+    /// Extra allowed hosts (`egress.allowlist`), lower case, in manifest order.
     pub allowlist: Vec<String>,
+    /// Whether [`DEFAULT_ALLOWLIST`] is allowed too (`egress.default_allowlist`, default true).
+    pub default_allowlist: bool,
     /// Egress routes.
     pub routes: Vec<EgressRoute>,
     /// Supervise on.
@@ -158,21 +188,59 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The bottle every sidecar sees, for `slug`.
+    /// Hosts allowed besides the route hosts: the manifest's, then the defaults it keeps.
+    pub fn allowlist_with_defaults(&self) -> Vec<String> {
+        let mut hosts = self.allowlist.clone();
+        if self.default_allowlist {
+            for h in DEFAULT_ALLOWLIST {
+                if !hosts.iter().any(|x| x == h) {
+                    hosts.push((*h).to_owned());
+                }
+            }
+        }
+        hosts
+    }
+
+    /// Every host the agent may reach: the manifest's allowlist, route hosts, then the defaults.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        let mut hosts = self.allowlist.clone();
+        for h in self
+            .routes
+            .iter()
+            .map(|r| &r.host)
+            .chain(self.allowlist_with_defaults().iter())
+        {
+            if !hosts.contains(h) {
+                hosts.push(h.clone());
+            }
+        }
+        hosts
+    }
+
+    /// The bottle every sidecar sees, for `slug`. Its `allowlist` includes the defaults, so
+    /// pipelock and egress allow the same hosts.
     pub fn bottle(&self, slug: &str) -> Bottle {
         Bottle {
             slug: slug.to_owned(),
             agent: self.agent.clone(),
             git: self.git.clone(),
-            allowlist: self.allowlist.clone(),
+            allowlist: self.allowlist_with_defaults(),
             routes: self.routes.clone(),
             supervise: self.supervise,
         }
     }
 
-    /// Host paths the manifest itself declares (git key files): plugins may mount these.
-    pub fn declared_paths(&self) -> DeclaredPaths {
-        DeclaredPaths(self.git.iter().map(|g| g.key_file.clone()).collect())
+    /// What the manifest itself declares, so plugins need no grant for it: git key files
+    /// and the host env vars named by routes' `token_ref`.
+    pub fn declared(&self) -> Declared {
+        Declared {
+            paths: self.git.iter().map(|g| g.key_file.clone()).collect(),
+            host_env: self
+                .routes
+                .iter()
+                .filter_map(|r| r.auth.as_ref().map(|a| a.token_ref.clone()))
+                .collect(),
+        }
     }
 
     /// Env names the agent gets from the host (names only).
@@ -256,7 +324,7 @@ impl Locator<'_> {
     }
 }
 
-fn valid_env_name(s: &str) -> bool {
+pub(crate) fn valid_env_name(s: &str) -> bool {
     let mut c = s.chars();
     c.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -595,6 +663,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         cwd: raw.cwd,
         git,
         allowlist,
+        default_allowlist: raw.egress.default_allowlist,
         routes,
         supervise: raw.supervise,
         backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),

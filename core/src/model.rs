@@ -328,7 +328,7 @@ pub struct Patch {
 }
 
 /// A sidecar's answer to `render`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fragment {
     /// Daemons for the bundle.
     pub daemons: Vec<Daemon>,

@@ -6,7 +6,8 @@
 use crate::merge::{self, MergeError, MergeInput};
 use crate::model::*;
 use crate::plugin::{CallError, LoadedPlugin, PluginSet};
-use crate::policy::{self, DeclaredPaths, Grants, Refused};
+use crate::policy::{self, Declared, Grants, PolicyError, StateGuard};
+use crate::state;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -22,8 +23,8 @@ pub struct PlanRequest<'a> {
     pub settings: &'a Settings,
     /// Capability grants.
     pub grants: &'a Grants,
-    /// Host paths the manifest declares.
-    pub declared: &'a DeclaredPaths,
+    /// Host paths and env names the manifest declares.
+    pub declared: &'a Declared,
     /// Absolute state dir of this bottle.
     pub state_dir: &'a str,
     /// Backend plugin name.
@@ -99,9 +100,9 @@ pub enum PlanError {
     /// Fragments conflict.
     #[error(transparent)]
     Merge(#[from] MergeError),
-    /// A capability was refused.
+    /// A capability was refused, or a request was forbidden outright.
     #[error(transparent)]
-    Refused(#[from] Refused),
+    Policy(#[from] PolicyError),
     /// The backend is not loaded.
     #[error("no backend plugin named `{name}`; available: {available}")]
     NoBackend {
@@ -155,6 +156,17 @@ fn check_file(plugin: &str, path: &str, mode: u32) -> Result<(), PlanError> {
             plugin: plugin.to_owned(),
             detail: format!(
                 "file path {path:?} must be relative, inside the state dir, without `.` or `..`"
+            ),
+        });
+    }
+    let top = path.split('/').next().unwrap_or_default();
+    if state::HOST_FILES.contains(&top) || top == state::CA_DIR {
+        return Err(PlanError::Invalid {
+            plugin: plugin.to_owned(),
+            detail: format!(
+                "file path {path:?} is bottle's own (it writes {} and {}/ itself); stage the file under a folder named after the plugin",
+                state::HOST_FILES.join(", "),
+                state::CA_DIR
             ),
         });
     }
@@ -224,6 +236,7 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
     let mut ca_ids: BTreeMap<&str, &str> = BTreeMap::new();
     let mut endpoints: BTreeMap<&str, (&str, &Endpoint)> = BTreeMap::new();
     let mut cas = Vec::new();
+    let mut state_guard = StateGuard::default();
     let mut agent_trusts_cas = false;
     let mut secrets = Vec::new();
     for (p, plan) in &active {
@@ -245,7 +258,11 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
                 return Err(conflict(format!("CA `{}`", ca.id), first, name));
             }
             agent_trusts_cas |= ca.trusted_by_agent;
-            cas.push(ca_paths(ca));
+            let paths = ca_paths(ca);
+            for key in std::iter::once(&paths.key).chain(&paths.combined) {
+                state_guard.ca_keys.insert(key.clone(), name.to_owned());
+            }
+            cas.push(paths);
         }
         for e in &plan.provides {
             match endpoints.get(e.name.as_str()) {
@@ -273,9 +290,16 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         endpoints: endpoint_list.clone(),
     };
     let mut fragments = Vec::new();
-    for (p, _) in &active {
+    for (p, plan) in &active {
         let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
-        policy::check(p.name(), &fragment, req.grants, req.declared)?;
+        policy::check(
+            p.name(),
+            &plan.secrets,
+            &fragment,
+            req.grants,
+            req.declared,
+            &state_guard,
+        )?;
         fragments.push((p.name().to_owned(), fragment));
     }
 

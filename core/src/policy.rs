@@ -1,11 +1,14 @@
 //! The one place where what a plugin's output asks for is checked against what the user granted.
 //!
-//! Plugins import nothing powerful, so their capabilities are data in their fragments:
-//! privileged mode, added kernel capabilities, host paths, the Docker socket and published
-//! ports. Each needs a grant for that plugin, given in the manifest
-//! (`plugins.<name>.grants`) or on the command line (`--grant <name>=<grant>`).
+//! Plugins import nothing powerful, so their capabilities are data in their plans and
+//! fragments: privileged mode, added kernel capabilities, host paths, the Docker socket,
+//! published ports and host env vars copied into the bundle. Each needs a grant for that
+//! plugin, given in the manifest (`plugins.<name>.grants`) or on the command line
+//! (`--grant <name>=<grant>`), unless the manifest itself declares the resource (a git key
+//! file, a route's `token_ref`). Some requests no grant can allow ([`Forbidden`]): a state
+//! mount that leaves the state dir or reaches another plugin's CA key, a host path with `..`.
 
-use crate::model::{Fragment, Mount, MountSource};
+use crate::model::{Fragment, Mount, MountSource, SecretEnv};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
@@ -24,6 +27,8 @@ pub enum Capability {
     DockerSocket,
     /// A port published on the host.
     PublishPort(u16),
+    /// A host env var copied into the sidecar bundle at launch (its value is a secret).
+    HostEnv(String),
 }
 
 impl fmt::Display for Capability {
@@ -34,12 +39,13 @@ impl fmt::Display for Capability {
             Capability::HostPath(p) => write!(f, "host-path:{p}"),
             Capability::DockerSocket => f.write_str("docker-socket"),
             Capability::PublishPort(p) => write!(f, "publish:{p}"),
+            Capability::HostEnv(n) => write!(f, "host-env:{n}"),
         }
     }
 }
 
 /// A grant as the user writes it: `privileged`, `docker-socket`, `cap-add:NET_ADMIN`,
-/// `host-path:/data` (that path and below), `publish:8080`.
+/// `host-path:/data` (that path and below), `publish:8080`, `host-env:AWS_PROFILE`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant(Capability);
 
@@ -62,11 +68,16 @@ impl FromStr for Grant {
             }
             Some(("publish", p)) => Capability::PublishPort(
                 p.parse()
-                    .map_err(|_| format!("`{s}`: the port must be a number from 1 to 65535"))?,
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("`{s}`: the port must be a number from 1 to 65535"))?,
             ),
+            Some(("host-env", n)) if crate::manifest::valid_env_name(n) => {
+                Capability::HostEnv(n.to_owned())
+            }
             _ => {
                 return Err(format!(
-                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH or publish:PORT"
+                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT or host-env:NAME"
                 ));
             }
         };
@@ -150,30 +161,106 @@ fn flags(plugin: &str, caps: &[Capability]) -> String {
         .join(" ")
 }
 
-/// Paths a plugin may mount without a grant: the manifest declared them (e.g. git key files).
+/// What the manifest itself declares, so any plugin may use it without a grant.
 #[derive(Debug, Clone, Default)]
-pub struct DeclaredPaths(pub BTreeSet<String>);
+pub struct Declared {
+    /// Host paths (git key files).
+    pub paths: BTreeSet<String>,
+    /// Host env var names (egress routes' `token_ref`s).
+    pub host_env: BTreeSet<String>,
+}
 
-/// Every capability `fragment` asks for, sorted and deduplicated.
-pub fn capabilities(fragment: &Fragment) -> Vec<Capability> {
+/// A request no grant can allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "plugin `{plugin}` {detail}; this is a bug in the plugin (or a hostile one): remove it from --plugin-dir or report it to its author"
+)]
+pub struct Forbidden {
+    /// The plugin.
+    pub plugin: String,
+    /// What it asked for and why that cannot be.
+    pub detail: String,
+}
+
+/// Why a plugin's requests were not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Grantable capabilities that were not granted.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A request nothing can allow.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+}
+
+/// State-dir paths a plugin may not mount: the host's own records and other plugins' CA keys.
+#[derive(Debug, Clone, Default)]
+pub struct StateGuard {
+    /// CA private-key files (`ca/<id>/key.pem`, `ca/<id>/bundle.pem`) and the plugin that
+    /// asked for each CA.
+    pub ca_keys: BTreeMap<String, String>,
+}
+
+impl StateGuard {
+    fn check(&self, plugin: &str, path: &str) -> Result<(), String> {
+        if !crate::planner::safe_relative(path) {
+            return Err(format!(
+                "mounts state path {path:?}, which is not a plain relative path inside the state dir"
+            ));
+        }
+        let top = path.split('/').next().unwrap_or_default();
+        if crate::state::HOST_FILES.contains(&top) {
+            return Err(format!(
+                "mounts state path {path:?}, which belongs to bottle itself"
+            ));
+        }
+        let asked = Path::new(path);
+        if let Some((key, owner)) = self
+            .ca_keys
+            .iter()
+            .find(|(key, owner)| *owner != plugin && Path::new(key).starts_with(asked))
+        {
+            return Err(format!(
+                "mounts state path {path:?}, which holds `{key}`, the private key of a CA that `{owner}` owns"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every mount of `fragment`: bundle daemons', patches' and services'.
+fn mounts(fragment: &Fragment) -> impl Iterator<Item = &Mount> {
+    fragment
+        .daemons
+        .iter()
+        .flat_map(|d| &d.mounts)
+        .chain(fragment.patches.iter().flat_map(|p| &p.mounts))
+        .chain(fragment.services.iter().flat_map(|s| &s.mounts))
+}
+
+/// Every capability `secrets` and `fragment` ask for, sorted and deduplicated.
+pub fn capabilities(secrets: &[SecretEnv], fragment: &Fragment) -> Vec<Capability> {
     let mut caps = BTreeSet::new();
-    let mut mounts: Vec<&Mount> = fragment.daemons.iter().flat_map(|d| &d.mounts).collect();
-    mounts.extend(fragment.patches.iter().flat_map(|p| &p.mounts));
+    caps.extend(
+        secrets
+            .iter()
+            .map(|s| Capability::HostEnv(s.from_host_env.clone())),
+    );
     for s in &fragment.services {
         if s.privileged {
             caps.insert(Capability::Privileged);
         }
         caps.extend(s.cap_add.iter().map(|c| Capability::CapAdd(c.clone())));
         caps.extend(s.ports.iter().map(|p| Capability::PublishPort(p.host_port)));
-        mounts.extend(&s.mounts);
     }
-    for m in mounts {
+    for m in mounts(fragment) {
         if let MountSource::Host(path) = &m.source {
-            caps.insert(if is_docker_socket(path) {
-                Capability::DockerSocket
-            } else {
-                Capability::HostPath(path.clone())
-            });
+            if exposes_docker_socket(path) {
+                caps.insert(Capability::DockerSocket);
+            }
+            if !is_docker_socket(path) {
+                caps.insert(Capability::HostPath(path.clone()));
+            }
         }
     }
     caps.into_iter().collect()
@@ -184,16 +271,57 @@ fn is_docker_socket(path: &str) -> bool {
     p.ends_with("docker.sock") || p.starts_with("/var/run/docker") || p.starts_with("/run/docker")
 }
 
-/// Refuse what `plugin`'s fragment asks for beyond its grants and the manifest's declared paths.
+/// Whether mounting `path` gives the Docker socket: the socket itself or a dir above it.
+fn exposes_docker_socket(path: &str) -> bool {
+    is_docker_socket(path)
+        || ["/var/run/docker.sock", "/run/docker.sock"]
+            .iter()
+            .any(|sock| Path::new(sock).starts_with(path))
+}
+
+/// A clean absolute host path: no `.`, `..` or empty components, so prefix checks hold.
+fn clean_absolute(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && !path.contains('\0')
+            && path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
+/// Check `plugin`'s secrets and fragment: forbidden requests first, then capabilities beyond
+/// its grants and what the manifest declares.
 pub fn check(
     plugin: &str,
+    secrets: &[SecretEnv],
     fragment: &Fragment,
     grants: &Grants,
-    declared: &DeclaredPaths,
-) -> Result<(), Refused> {
-    let refused: Vec<Capability> = capabilities(fragment)
+    declared: &Declared,
+    state: &StateGuard,
+) -> Result<(), PolicyError> {
+    let forbidden = |detail: String| Forbidden {
+        plugin: plugin.to_owned(),
+        detail,
+    };
+    for m in mounts(fragment) {
+        match &m.source {
+            MountSource::State(path) => state.check(plugin, path).map_err(forbidden)?,
+            MountSource::Host(path) if !clean_absolute(path) => {
+                return Err(forbidden(format!(
+                    "mounts host path {path:?}, which is not a clean absolute path (no `.`, `..` or `//`)"
+                ))
+                .into());
+            }
+            _ => {}
+        }
+    }
+    let refused: Vec<Capability> = capabilities(secrets, fragment)
         .into_iter()
-        .filter(|cap| !matches!(cap, Capability::HostPath(p) if declared.0.contains(p)))
+        .filter(|cap| match cap {
+            Capability::HostPath(p) => !declared.paths.contains(p),
+            Capability::HostEnv(n) => !declared.host_env.contains(n),
+            _ => true,
+        })
         .filter(|cap| !grants.allows(plugin, cap))
         .collect();
     if refused.is_empty() {
@@ -202,7 +330,8 @@ pub fn check(
         Err(Refused {
             plugin: plugin.to_owned(),
             refused,
-        })
+        }
+        .into())
     }
 }
 
@@ -284,14 +413,19 @@ mod tests {
                 read_only: false,
             },
         ];
-        let err = check(
+        let secrets = [SecretEnv {
+            name: "X".into(),
+            from_host_env: "AWS_SECRET_ACCESS_KEY".into(),
+        }];
+        let err = refused(check(
             "evil",
+            &secrets,
             &fragment_with(s),
             &Grants::default(),
-            &DeclaredPaths::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.refused.len(), 5);
+            &Declared::default(),
+            &StateGuard::default(),
+        ));
+        assert_eq!(err.refused.len(), 6);
         let msg = err.to_string();
         for part in [
             "`privileged`",
@@ -299,6 +433,7 @@ mod tests {
             "`publish:8080`",
             "`host-path:/etc`",
             "`docker-socket`",
+            "`host-env:AWS_SECRET_ACCESS_KEY`",
         ] {
             assert!(msg.contains(part), "{msg}");
         }
@@ -318,21 +453,156 @@ mod tests {
         let mut grants = Grants::default();
         grants.add("other", "privileged".parse().unwrap());
         grants.add("mine", "host-path:/data".parse().unwrap());
-        let err = check("mine", &f, &grants, &DeclaredPaths::default()).unwrap_err();
+        let err = refused(run("mine", &f, &grants));
         assert_eq!(err.refused, vec![Capability::Privileged]);
         grants.add("mine", "privileged".parse().unwrap());
-        check("mine", &f, &grants, &DeclaredPaths::default()).unwrap();
+        run("mine", &f, &grants).unwrap();
+    }
+
+    fn run(plugin: &str, f: &Fragment, grants: &Grants) -> Result<(), PolicyError> {
+        check(
+            plugin,
+            &[],
+            f,
+            grants,
+            &Declared::default(),
+            &StateGuard::default(),
+        )
+    }
+
+    fn refused(r: Result<(), PolicyError>) -> Refused {
+        match r {
+            Err(PolicyError::Refused(r)) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn forbidden(r: Result<(), PolicyError>) -> String {
+        match r {
+            Err(e @ PolicyError::Forbidden(_)) => e.to_string(),
+            other => panic!("expected a forbidden request, got {other:?}"),
+        }
+    }
+
+    fn mounting(source: MountSource) -> Fragment {
+        let mut s = service();
+        s.mounts = vec![Mount {
+            source,
+            target: "/m".into(),
+            read_only: true,
+        }];
+        fragment_with(s)
     }
 
     #[test]
-    fn declared_paths_need_no_grant() {
-        let mut s = service();
-        s.mounts = vec![Mount {
-            source: MountSource::Host("/home/u/.ssh/k".into()),
-            target: "/k".into(),
-            read_only: true,
+    fn declared_paths_and_env_need_no_grant() {
+        let declared = Declared {
+            paths: ["/home/u/.ssh/k".to_owned()].into(),
+            host_env: ["GITHUB_TOKEN".to_owned()].into(),
+        };
+        let secrets = [SecretEnv {
+            name: "EGRESS_TOKEN_0".into(),
+            from_host_env: "GITHUB_TOKEN".into(),
         }];
-        let declared = DeclaredPaths(["/home/u/.ssh/k".to_owned()].into());
-        check("git-gate", &fragment_with(s), &Grants::default(), &declared).unwrap();
+        let f = mounting(MountSource::Host("/home/u/.ssh/k".into()));
+        let state = StateGuard::default();
+        check(
+            "git-gate",
+            &secrets,
+            &f,
+            &Grants::default(),
+            &declared,
+            &state,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_host_env_grant_allows_that_name_only() {
+        let secrets = [SecretEnv {
+            name: "T".into(),
+            from_host_env: "VAULT_TOKEN".into(),
+        }];
+        let mut grants = Grants::default();
+        grants.add("vault", "host-env:VAULT_TOKEN".parse().unwrap());
+        let f = Fragment::default();
+        let (declared, state) = (Declared::default(), StateGuard::default());
+        check("vault", &secrets, &f, &grants, &declared, &state).unwrap();
+        let err = refused(check("other", &secrets, &f, &grants, &declared, &state));
+        assert!(
+            err.to_string()
+                .contains("--grant other=host-env:VAULT_TOKEN")
+        );
+        assert!("host-env:lower-case".parse::<Grant>().is_err());
+    }
+
+    #[test]
+    fn dot_dot_cannot_climb_out_of_a_granted_path() {
+        let mut grants = Grants::default();
+        grants.add("mine", "host-path:/data".parse().unwrap());
+        for path in ["/data/../etc", "/data/./x", "/data//x", "data/x"] {
+            let msg = forbidden(run(
+                "mine",
+                &mounting(MountSource::Host(path.into())),
+                &grants,
+            ));
+            assert!(
+                msg.contains(path) && msg.contains("clean absolute"),
+                "{msg}"
+            );
+        }
+        run(
+            "mine",
+            &mounting(MountSource::Host("/data/x".into())),
+            &grants,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_dir_above_the_docker_socket_needs_the_socket_grant() {
+        let mut grants = Grants::default();
+        grants.add("mine", "host-path:/".parse().unwrap());
+        for path in ["/var/run", "/run", "/"] {
+            let err = refused(run(
+                "mine",
+                &mounting(MountSource::Host(path.into())),
+                &grants,
+            ));
+            assert_eq!(err.refused, [Capability::DockerSocket], "{path}");
+        }
+    }
+
+    #[test]
+    fn state_mounts_stay_inside_and_off_other_plugins_keys() {
+        let state = StateGuard {
+            ca_keys: [
+                ("ca/pipelock/key.pem".to_owned(), "pipelock".to_owned()),
+                ("ca/egress/bundle.pem".to_owned(), "egress".to_owned()),
+            ]
+            .into(),
+        };
+        let (grants, declared) = (Grants::default(), Declared::default());
+        let run = |plugin: &str, path: &str| {
+            let f = mounting(MountSource::State(path.into()));
+            check(plugin, &[], &f, &grants, &declared, &state)
+        };
+        for (path, why) in [
+            ("../../..", "not a plain relative path"),
+            ("", "not a plain relative path"),
+            ("/etc", "not a plain relative path"),
+            ("metadata.json", "belongs to bottle itself"),
+            ("compose.log/x", "belongs to bottle itself"),
+            ("ca", "the private key of a CA that"),
+            ("ca/pipelock", "`pipelock` owns"),
+            ("ca/pipelock/key.pem", "`pipelock` owns"),
+            ("ca/egress/bundle.pem", "`egress` owns"),
+        ] {
+            let msg = forbidden(run("custom", path));
+            assert!(msg.contains(why), "{path}: {msg}");
+        }
+        run("custom", "ca/pipelock/cert.pem").unwrap();
+        run("pipelock", "ca/pipelock/key.pem").unwrap();
+        run("custom", "custom/config.yaml").unwrap();
     }
 }

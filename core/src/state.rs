@@ -35,14 +35,28 @@ pub struct Metadata {
     pub dry_run: bool,
 }
 
+/// Top-level names of the state dir that bottle writes itself: no plugin stages or mounts them.
+pub const HOST_FILES: &[&str] = &["metadata.json", "plan.json", "compose.log"];
+/// The state dir's folder of minted CAs (`ca/<id>/…`): plugins may mount from it, never write.
+pub const CA_DIR: &str = "ca";
+
 /// Why the state dir could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write state dir {}: {error}; check the permissions and free space of the state root", path.display())]
-pub struct StateError {
-    /// What was being written.
-    pub path: PathBuf,
-    /// The I/O error.
-    pub error: std::io::Error,
+pub enum StateError {
+    /// Writing failed.
+    #[error("cannot write state dir {}: {error}; check the permissions and free space of the state root", path.display())]
+    Io {
+        /// What was being written.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A bottle of this slug has a state dir already (kept, or still running).
+    #[error("{} exists already: a bottle of that slug was kept or is still running; see `bottle ps`, remove the dir, or pick another --slug", dest.display())]
+    Exists {
+        /// The state dir.
+        dest: PathBuf,
+    },
 }
 
 /// A fresh slug: `<agent>-<5 base36 chars>`.
@@ -89,7 +103,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |error| StateError {
+    move |error| StateError::Io {
         path: path.to_owned(),
         error,
     }
@@ -129,9 +143,19 @@ pub fn write(
 ) -> Result<PathBuf, StateError> {
     mkdir(root)?;
     let dest = root.join(slug);
+    if dest.exists() {
+        return Err(StateError::Exists { dest });
+    }
     let tmp = root.join(format!(".{slug}.partial-{}", std::process::id()));
+    // A leftover of a crashed run that had this pid: nothing in it is worth keeping.
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
     let result = (|| {
-        mkdir(&tmp)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io(&tmp))?;
         for s in &plan.sidecars {
             for f in &s.plan.files {
                 write_file(&tmp, &f.path, f.contents.as_bytes(), f.mode)?;

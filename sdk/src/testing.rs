@@ -2,7 +2,8 @@
 
 use crate::types::*;
 
-/// A bottle with an agent and nothing else: no git, no routes, supervise off, settings `{}`.
+/// A bottle with an agent that may reach its API (`api.anthropic.com`, as the host's default
+/// allowlist gives) and nothing else: no git, no routes, supervise off, settings `{}`.
 pub fn bottle() -> Bottle {
     Bottle {
         slug: "demo-abcde".into(),
@@ -15,7 +16,7 @@ pub fn bottle() -> Bottle {
             secret_env: vec![],
         },
         git: vec![],
-        allowlist: vec![],
+        allowlist: vec!["api.anthropic.com".into()],
         routes: vec![],
         supervise: false,
         settings: "{}".into(),

@@ -105,6 +105,19 @@ fn prefixes_output_and_skips_missing_programs() {
 }
 
 #[test]
+fn bytes_that_are_not_utf8_neither_stop_the_relay_nor_the_daemon() {
+    let mut init = Init::start(&[(
+        "pipelock",
+        &format!("printf 'bad \\377 byte\\n'; sleep 0.2; echo still-here; {LOOP}"),
+    )]);
+    init.expect("[pipelock] bad \u{FFFD} byte");
+    init.expect("[pipelock] still-here");
+    init.signal(rustix::process::Signal::TERM);
+    init.expect("signal 15: stopping 1 daemons");
+    assert!(init.child.wait().unwrap().success());
+}
+
+#[test]
 fn sighup_goes_to_egress_and_sigusr1_restarts_pipelock() {
     let mut init = Init::start(&[
         (
@@ -189,4 +202,12 @@ fn ready_checks_only_daemons_that_are_present() {
     let out = Command::new(&bin).arg("ready").arg(&file).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "here is not ready\n");
+    // A check that hangs is killed and counts as not ready; `ready` itself returns.
+    write("/usr/bin/yes");
+    let out = Command::new(&bin).arg("ready").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "here is not ready (its check ran over 5s)\n"
+    );
 }

@@ -221,6 +221,21 @@ fn items_45_to_48_pipelock_config() {
         config["tls_interception"]["enabled"], true,
         "47: both CA paths known"
     );
+    // When egress is in use, pipelock's allowlist mirrors egress's host set: the agent's
+    // traffic passes egress first, so a host missing there would be a 403 for the agent.
+    let routes: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(r.state.join("egress/routes.yaml")).unwrap())
+            .unwrap();
+    let mut route_hosts: Vec<&str> = routes["routes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    route_hosts.sort_unstable();
+    let mut pipelock_hosts = hosts.clone();
+    pipelock_hosts.sort_unstable();
+    assert_eq!(route_hosts, pipelock_hosts);
 }
 
 #[test]
@@ -266,4 +281,12 @@ fn supervise_is_registered_as_the_agents_mcp_server() {
         r.state.join("supervise/queue").is_dir(),
         "the host queue dir exists for the bind mount"
     );
+    // Claude Code reads no env var for this: the example agent passes the file explicitly.
+    let command: Vec<&str> = r.plan["plan"]["stack"]["agent"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command, ["claude", "--mcp-config", "/etc/bottle/mcp.json"]);
 }

@@ -130,3 +130,84 @@ fn settings_for_an_unknown_plugin_are_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_staged_file_on_bottles_own_paths_is_refused() {
+    for path in ["metadata.json", "ca/pipelock/key.pem", "compose.log"] {
+        let (code, err) = with_misbehave(&format!("{{stage: '{path}'}}"), &[]);
+        assert_eq!(code, 1, "{path}");
+        assert!(
+            err.contains(&format!("file path \"{path}\" is bottle's own")),
+            "{path}: {err}"
+        );
+    }
+    let (code, err) = with_misbehave("{stage: misbehave/config.yaml}", &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_state_mount_cannot_leave_the_state_dir_or_take_another_plugins_key() {
+    for (path, why) in [
+        ("../../..", "not a plain relative path inside the state dir"),
+        (
+            "ca/pipelock/key.pem",
+            "the private key of a CA that `pipelock` owns",
+        ),
+        ("ca", "the private key of a CA that `pipelock` owns"),
+        ("plan.json", "belongs to bottle itself"),
+    ] {
+        let (code, err) = with_misbehave(&format!("{{state_mount: '{path}'}}"), &[]);
+        assert_eq!(code, 1, "{path}");
+        assert!(
+            err.contains(&format!("plugin `misbehave` mounts state path \"{path}\""))
+                && err.contains(why),
+            "{path}: {err}"
+        );
+        // No grant can allow it.
+        let (code, _) = with_misbehave(
+            &format!("{{state_mount: '{path}'}}"),
+            &["--grant", "misbehave=host-path:/"],
+        );
+        assert_eq!(code, 1, "{path}");
+    }
+    let (code, err) = with_misbehave("{state_mount: ca/pipelock/cert.pem}", &[]);
+    assert_eq!(code, 0, "a CA certificate is public: {err}");
+}
+
+#[test]
+fn a_host_mount_with_dot_dot_is_refused_even_under_a_grant() {
+    let grant = ["--grant", "misbehave=host-path:/tmp"];
+    let (code, err) = with_misbehave("{host_mount: /tmp/../etc}", &grant);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("mounts host path \"/tmp/../etc\", which is not a clean absolute path"),
+        "{err}"
+    );
+    let (code, err) = with_misbehave("{host_mount: /tmp/x}", &grant);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = with_misbehave(
+        "{host_mount: /var/run}",
+        &["--grant", "misbehave=host-path:/var"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`docker-socket`"),
+        "a dir above the socket: {err}"
+    );
+}
+
+#[test]
+fn a_host_env_var_a_route_does_not_name_needs_a_grant() {
+    let (code, err) = with_misbehave("{secret: AWS_SECRET_ACCESS_KEY}", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("asks for `host-env:AWS_SECRET_ACCESS_KEY`, which you have not granted")
+            && err.contains("--grant misbehave=host-env:AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    let (code, err) = with_misbehave(
+        "{secret: AWS_SECRET_ACCESS_KEY}",
+        &["--grant", "misbehave=host-env:AWS_SECRET_ACCESS_KEY"],
+    );
+    assert_eq!(code, 0, "{err}");
+}

@@ -27,7 +27,7 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
     assert!(out.contains("dry run: nothing started"), "{out}");
     assert!(
         out.contains(
-            "6 hosts allowed (pypi.org, files.pythonhosted.org, registry.npmjs.org +3 more)"
+            "13 hosts allowed (pypi.org, files.pythonhosted.org, registry.npmjs.org +10 more)"
         ),
         "{out}"
     );
@@ -103,7 +103,7 @@ fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
     let out = dry_run(&sb, &["researcher"]);
     assert!(out.contains("sidecars: pipelock"), "{out}");
     assert!(
-        out.contains("2 hosts allowed (docs.rs, en.wikipedia.org)"),
+        out.contains("9 hosts allowed (docs.rs, en.wikipedia.org, api.anthropic.com +6 more)"),
         "{out}"
     );
     let state = sb.only_state_dir();
@@ -555,6 +555,33 @@ fn bad_input_is_one_clear_line_and_exit_1() {
             .bottle()
             .args(["run", "researcher", "--dry-run", "--grant", "hello"]));
     assert_eq!(code, 2, "a usage error: {err}");
+}
+
+#[test]
+fn a_slug_in_use_is_refused_and_its_state_dir_left_alone() {
+    let sb = Sandbox::new();
+    dry_run(&sb, &["researcher", "--slug", "researcher-taken"]);
+    let dir = sb.state().join("researcher-taken");
+    let before = std::fs::read(dir.join("metadata.json")).unwrap();
+    let (code, _, err) = run(sb.bottle().args([
+        "run",
+        "researcher",
+        "--dry-run",
+        "--slug",
+        "researcher-taken",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("researcher-taken exists already") && err.contains("pick another --slug"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("metadata.json")).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(sb.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// `127.0.0.1:<port>` with the port (derived from the random slug) replaced by `PORT`.

@@ -31,7 +31,7 @@ fn bottle_with(settings: &str) -> (Bottle, String) {
             secret_env: vec![],
         },
         git: vec![],
-        allowlist: vec![],
+        allowlist: vec!["api.anthropic.com".into()],
         routes: vec![],
         supervise: false,
     };

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How long daemons get between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(8);
+/// How long one ready check may run before it counts as failed (and is killed).
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The daemon list (see `bottle_plugin_compose::DaemonList`).
 #[derive(Debug, Clone, Deserialize)]
@@ -57,15 +59,29 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// Whether `program` is an absolute path to a file in this image. Daemon commands are always
+/// absolute, so what is checked here is what `spawn` runs (no PATH lookup).
 fn present(program: &str) -> bool {
-    Path::new(program).is_file()
+    Path::new(program).is_absolute() && Path::new(program).is_file()
 }
 
-/// Pipe each line of `r` to our stdout or stderr with `[name] ` in front.
+/// Pipe each line of `r` to our stdout or stderr with `[name] ` in front. Bytes that are not
+/// UTF-8 are replaced, never a reason to stop reading: a closed pipe would kill the daemon
+/// with SIGPIPE on its next write.
 fn relay(name: String, r: impl std::io::Read + Send + 'static, to_stderr: bool) {
     std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
             if to_stderr {
                 let _ = writeln!(std::io::stderr().lock(), "[{name}] {line}");
             } else {
@@ -90,6 +106,13 @@ fn start(d: &DaemonEntry) -> Option<Running> {
         ));
         return None;
     };
+    if !Path::new(program).is_absolute() {
+        say(&format!(
+            "daemon `{}` not started: {program} must be an absolute path",
+            d.name
+        ));
+        return None;
+    }
     if !present(program) {
         say(&format!(
             "daemon `{}` not started: {program} is not in this image",
@@ -204,6 +227,12 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                         }
                         if let Some(r) = running.get("pipelock") {
                             signal(r, rustix::process::Signal::KILL);
+                            // Wait for the kill to land, so the new one can bind the port.
+                            let deadline = Instant::now() + Duration::from_secs(2);
+                            while running.contains_key("pipelock") && Instant::now() < deadline {
+                                std::thread::sleep(Duration::from_millis(10));
+                                reap(&mut running);
+                            }
                         }
                     }
                     if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
@@ -247,18 +276,39 @@ fn ready(list: &DaemonList) -> i32 {
         if !present(program) || check.is_empty() {
             continue;
         }
-        let ok = Command::new(&check[0])
-            .args(&check[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            println!("{} is not ready", d.name);
-            failed += 1;
+        match run_check(check, READY_CHECK_TIMEOUT) {
+            Ok(()) => {}
+            Err(why) => {
+                println!("{} is not ready{why}", d.name);
+                failed += 1;
+            }
         }
     }
     i32::from(failed > 0)
+}
+
+/// Run one ready check, killing it after `timeout`. The error is a suffix for the report.
+fn run_check(check: &[String], timeout: Duration) -> Result<(), String> {
+    let mut child = Command::new(&check[0])
+        .args(&check[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!(" (cannot run {}: {e})", check[0]))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(_)) => return Err(String::new()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(" (its check ran over {timeout:?})"));
+            }
+        }
+    }
 }
 
 /// `bottle-init FILE` or `bottle-init ready FILE`.
@@ -281,10 +331,18 @@ fn main_with_args(args: &[String]) -> i32 {
     if mode == "ready" {
         return ready(&list);
     }
-    let grace = std::env::var("BOTTLE_INIT_GRACE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(DEFAULT_GRACE, Duration::from_secs);
+    let grace = match std::env::var("BOTTLE_INIT_GRACE_SECS") {
+        Err(_) => DEFAULT_GRACE,
+        Ok(s) => s.parse().map_or_else(
+            |_| {
+                say(&format!(
+                    "BOTTLE_INIT_GRACE_SECS={s:?} is not a whole number of seconds; using {DEFAULT_GRACE:?}"
+                ));
+                DEFAULT_GRACE
+            },
+            Duration::from_secs,
+        ),
+    };
     run(&list, grace)
 }
 

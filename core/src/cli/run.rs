@@ -71,9 +71,8 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                 outcome.exit_code,
                 outcome.log_file.display()
             );
-            Ok(ExitCode::from(
-                u8::try_from(outcome.exit_code.clamp(0, 255)).unwrap_or(1),
-            ))
+            // An exit code Docker could not tell (-1) is a failure, never a success.
+            Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1)))
         }
         Err(e) => {
             eprintln!("error: {e}");

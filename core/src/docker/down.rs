@@ -69,14 +69,16 @@ pub fn strip_ansi(s: &str) -> String {
 /// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`.
 pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Result<(), DockerError> {
     let containers = inventory::containers(docker, Some(slug)).await?;
+    let mut errors = Vec::new();
     if let Some(path) = log_file
         && !containers.is_empty()
     {
+        // Teardown goes on without the logs: a full disk must not leave the bottle running.
         let logs = merged_logs(docker, &containers).await;
-        std::fs::write(path, logs)
-            .map_err(|e| DockerError::Host(format!("cannot write {}: {e}", path.display())))?;
+        if let Err(e) = std::fs::write(path, logs) {
+            errors.push(format!("cannot write the logs to {}: {e}", path.display()));
+        }
     }
-    let mut errors = Vec::new();
     let rm = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)

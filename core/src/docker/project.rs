@@ -128,7 +128,7 @@ pub fn duration_ns(s: &str) -> Option<i64> {
         "m" => 60_000_000_000,
         _ => return None,
     };
-    Some(n * scale)
+    n.checked_mul(scale)
 }
 
 /// Read the compose file at `path`.

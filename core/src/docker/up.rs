@@ -62,12 +62,31 @@ pub fn container_name(project: &str, key: &str, s: &Service) -> String {
         .unwrap_or_else(|| format!("{project}-{key}-1"))
 }
 
+/// A published port `ip:host:container` (IPv6 as `[::1]:8080:80` or `::1:8080:80`), split
+/// into the container port and the host binding.
+fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
+    let mut parts = spec.rsplitn(3, ':');
+    let container: u16 = parts.next()?.parse().ok()?;
+    let host: u16 = parts.next()?.parse().ok()?;
+    let ip = parts.next()?.trim_start_matches('[').trim_end_matches(']');
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return None;
+    }
+    Some((
+        container,
+        PortBinding {
+            host_ip: Some(ip.to_owned()),
+            host_port: Some(host.to_string()),
+        },
+    ))
+}
+
 fn create_body(
     req: &UpRequest<'_>,
     file: &ComposeFile,
     key: &str,
     s: &Service,
-) -> ContainerCreateBody {
+) -> Result<ContainerCreateBody, DockerError> {
     let env: Vec<String> = s
         .environment
         .iter()
@@ -100,18 +119,14 @@ fn create_body(
         .and_then(|k| file.networks.get(k).map(|n| (k, n)));
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &s.ports {
-        let parts: Vec<&str> = p.split(':').collect();
-        if let [ip, host, container] = parts[..] {
-            port_bindings.insert(
-                format!("{container}/tcp"),
-                Some(vec![PortBinding {
-                    host_ip: Some(ip.to_owned()),
-                    host_port: Some(host.to_owned()),
-                }]),
-            );
-        }
+        let (container, binding) = port_binding(p).ok_or_else(|| {
+            DockerError::Host(format!(
+                "service `{key}`: port {p:?} is not `IP:HOST_PORT:CONTAINER_PORT`; fix the backend that wrote it"
+            ))
+        })?;
+        port_bindings.insert(format!("{container}/tcp"), Some(vec![binding]));
     }
-    ContainerCreateBody {
+    Ok(ContainerCreateBody {
         image: Some(s.image.clone()),
         entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
         cmd: (!s.command.is_empty()).then(|| s.command.clone()),
@@ -152,7 +167,7 @@ fn create_body(
             )])),
         }),
         ..ContainerCreateBody::default()
-    }
+    })
 }
 
 /// Aliases on network `net`: the service key (as compose gives it) plus the file's aliases.
@@ -210,7 +225,7 @@ pub async fn up(
         docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                create_body(req, file, key, s),
+                create_body(req, file, key, s)?,
             )
             .await
             .map_err(api(format!(
@@ -255,9 +270,17 @@ pub async fn up(
             })
             .collect();
         if wave.is_empty() {
-            return Err(DockerError::Host(
-                "the compose file has a dependency cycle".into(),
-            ));
+            let missing = file.services.iter().find_map(|(k, s)| {
+                s.depends_on
+                    .keys()
+                    .find(|d| !file.services.contains_key(d.as_str()))
+                    .map(|d| {
+                        format!("service `{k}` depends on `{d}`, which the file does not define")
+                    })
+            });
+            return Err(DockerError::Host(missing.unwrap_or_else(|| {
+                "the compose file's `depends_on` entries form a cycle".into()
+            })));
         }
         try_join_all(wave.iter().map(|(key, s)| async move {
             let name = container_name(req.project, key, s);
@@ -315,14 +338,18 @@ pub async fn wait_healthy(
                 state.exit_code.unwrap_or(-1)
             ))
         } else {
-            match probe(docker, container, &cmd).await? {
-                (0, _) => return Ok(()),
-                (code, out) => {
-                    last = format!("check exited {code}: {}", out.trim());
-                    (Instant::now() > deadline)
-                        .then(|| format!("no passing health check within {timeout:?}"))
-                }
+            // A check that hangs must not outlive the deadline (at least one full try).
+            let budget = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match tokio::time::timeout(budget, probe(docker, container, &cmd)).await {
+                Ok(Ok((0, _))) => return Ok(()),
+                Ok(Ok((code, out))) => last = format!("check exited {code}: {}", out.trim()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => last = format!("check still running after {budget:?}"),
             }
+            (Instant::now() > deadline)
+                .then(|| format!("no passing health check within {timeout:?}"))
         };
         if let Some(detail) = detail {
             let detail = if last.is_empty() {
@@ -391,5 +418,26 @@ pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
         "  (none)".into()
     } else {
         out.lines().map(|l| format!("  {l}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_binding;
+
+    #[test]
+    fn port_specs_parse_with_ipv4_and_ipv6_and_bad_ones_are_refused() {
+        let (c, b) = port_binding("127.0.0.1:18888:8888").unwrap();
+        assert_eq!(
+            (c, b.host_ip.as_deref(), b.host_port.as_deref()),
+            (8888, Some("127.0.0.1"), Some("18888"))
+        );
+        for v6 in ["::1:8080:80", "[::1]:8080:80"] {
+            let (c, b) = port_binding(v6).unwrap();
+            assert_eq!((c, b.host_ip.as_deref()), (80, Some("::1")), "{v6}");
+        }
+        for bad in ["8080:80", "80", "host:8080:80", "127.0.0.1:x:80", ""] {
+            assert!(port_binding(bad).is_none(), "{bad}");
+        }
     }
 }

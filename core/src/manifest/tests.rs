@@ -13,6 +13,7 @@ git:
     known_host: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl
 egress:
   allowlist: [PyPI.org, "*.npmjs.org"]
+  default_allowlist: true
   routes:
     - host: api.github.com
       path_allowlist: [/repos/example/]
@@ -20,7 +21,7 @@ egress:
 supervise: true
 plugins:
   pipelock:
-    no_default_allowlist: false
+    no_tls_interception: false
   hello:
     grants: [privileged]
 "#;
@@ -62,7 +63,52 @@ fn a_good_manifest_parses_into_typed_values() {
         serde_json::json!({}),
         "grants are not passed to the plugin"
     );
-    assert!(m.declared_paths().0.contains("/keys/id_ed25519"));
+    assert!(m.declared().paths.contains("/keys/id_ed25519"));
+    assert!(m.declared().host_env.contains("GITHUB_TOKEN"));
+}
+
+#[test]
+fn the_default_allowlist_is_in_unless_turned_off() {
+    let on = parse_str(
+        "image: x
+egress:
+  allowlist: [sentry.io, pypi.org]
+",
+    )
+    .unwrap();
+    let hosts = on.bottle("x-00000").allowlist;
+    assert_eq!(
+        &hosts[..2],
+        ["sentry.io", "pypi.org"],
+        "manifest order first"
+    );
+    assert_eq!(
+        hosts.len(),
+        2 + DEFAULT_ALLOWLIST.len() - 1,
+        "sentry.io once"
+    );
+    assert!(
+        DEFAULT_ALLOWLIST
+            .iter()
+            .all(|h| hosts.iter().any(|x| x == h))
+    );
+    let off = parse_str(
+        "image: x
+egress:
+  default_allowlist: false
+  allowlist: [pypi.org]
+",
+    )
+    .unwrap();
+    assert_eq!(off.bottle("x-00000").allowlist, ["pypi.org"]);
+    fails(
+        "image: x
+egress:
+  default_allowlist: nope
+",
+        "egress.default_allowlist",
+        "expected a boolean",
+    );
 }
 
 #[test]

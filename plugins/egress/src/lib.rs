@@ -3,6 +3,10 @@
 //! The agent holds no real token: egress strips any `Authorization` it sends and injects the
 //! real one for matching routes only. Token values reach egress as env vars `EGRESS_TOKEN_<n>`
 //! that the host fills from the host env at launch; this plugin only ever sees their names.
+//!
+//! Once egress is the agent's proxy, every host the agent may reach must be a route, or egress
+//! answers 403: `routes.yaml` holds the manifest's routes, then each allowlisted host (the
+//! defaults among them) as a plain route, so egress and pipelock allow the same hosts.
 
 use bottle_plugin_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,14 +34,15 @@ pub struct Settings {}
 /// `routes.yaml`, as the egress daemon reads it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RoutesFile {
-    /// The routes, in manifest order.
+    /// The manifest's routes in manifest order, then the allowlisted hosts as plain routes.
+    /// A host matches its first route; a host with no route gets 403.
     pub routes: Vec<Route>,
 }
 
 /// One route.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Route {
-    /// Host, lower case.
+    /// Host, lower case; `*.example.com` matches every subdomain of `example.com`.
     pub host: String,
     /// Path prefixes; absent means every path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -54,7 +59,7 @@ pub struct Route {
 /// numbered in declaration order.
 pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
     let mut secrets: Vec<SecretEnv> = Vec::new();
-    let routes = bottle
+    let mut routes: Vec<Route> = bottle
         .routes
         .iter()
         .map(|r| {
@@ -79,6 +84,17 @@ pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
             }
         })
         .collect();
+    for host in &bottle.allowlist {
+        let host = host.to_ascii_lowercase();
+        if !routes.iter().any(|r| r.host == host) {
+            routes.push(Route {
+                host,
+                path_allowlist: vec![],
+                auth_scheme: None,
+                token_env: None,
+            });
+        }
+    }
     (RoutesFile { routes }, secrets)
 }
 
@@ -221,6 +237,32 @@ mod tests {
         assert!(
             !plan.files[0].contents.contains("GH\n"),
             "the host env name stays on the host side"
+        );
+    }
+
+    #[test]
+    fn allowlisted_hosts_follow_the_routes_as_plain_routes() {
+        let mut b = testing::bottle();
+        b.allowlist = vec![
+            "api.anthropic.com".into(),
+            "PyPI.org".into(),
+            "api.github.com".into(),
+        ];
+        b.routes = vec![route("api.github.com", Some("GH"))];
+        let (file, _) = routes(&b);
+        let hosts: Vec<(&str, Option<&str>)> = file
+            .routes
+            .iter()
+            .map(|r| (r.host.as_str(), r.token_env.as_deref()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("api.github.com", Some("EGRESS_TOKEN_0")),
+                ("api.anthropic.com", None),
+                ("pypi.org", None),
+            ],
+            "a host with a route keeps it; the rest pass without auth"
         );
     }
 

@@ -1,9 +1,10 @@
 //! pipelock: the egress firewall and DLP forward proxy, always present.
 //!
 //! Renders pipelock 2.3.0's config with only keys it accepts (it rejects unknown ones): strict
-//! mode, an `api_allowlist` of the built-in defaults, the manifest's allowlist and every route
-//! host (never a git/SSH host: git-gate reaches SSH directly), the forward proxy on, and TLS
-//! interception with a per-bottle CA whose in-container paths are fixed.
+//! mode, an `api_allowlist` of the bottle's allowlist (the manifest's hosts and, unless turned
+//! off, bottle's defaults) and every route host (never a git/SSH host: git-gate reaches SSH
+//! directly), the forward proxy on, and TLS interception with a per-bottle CA whose
+//! in-container paths are fixed.
 
 use bottle_plugin_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -23,24 +24,10 @@ pub const IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 /// Where the bundle image keeps the binary.
 pub const BINARY: &str = "/usr/local/bin/pipelock";
 
-/// Hosts every agent may reach (the agent's own API and its telemetry).
-pub const DEFAULT_ALLOWLIST: &[&str] = &[
-    "api.anthropic.com",
-    "statsig.anthropic.com",
-    "sentry.io",
-    "claude.ai",
-    "platform.claude.com",
-    "downloads.claude.ai",
-    "raw.githubusercontent.com",
-];
-
 /// `plugins.pipelock` in the manifest.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Leave out [`DEFAULT_ALLOWLIST`] (default: include it).
-    #[serde(default)]
-    pub no_default_allowlist: bool,
     /// Turn TLS interception off (default: on).
     #[serde(default)]
     pub no_tls_interception: bool,
@@ -106,34 +93,23 @@ fn ca(settings: &Settings) -> Result<Ca, PluginError> {
     }
 }
 
-/// The allowlist: defaults, then the manifest's and the route hosts, sorted, without repeats.
-pub fn allowlist(bottle: &Bottle, settings: &Settings) -> Vec<String> {
-    let mut extra: Vec<String> = bottle
+/// The allowlist: the bottle's allowlist and the route hosts, sorted, without repeats.
+pub fn allowlist(bottle: &Bottle) -> Vec<String> {
+    let all: std::collections::BTreeSet<String> = bottle
         .allowlist
         .iter()
         .chain(bottle.routes.iter().map(|r| &r.host))
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    extra.sort();
-    let mut all: Vec<String> = if settings.no_default_allowlist {
-        vec![]
-    } else {
-        DEFAULT_ALLOWLIST.iter().map(|h| (*h).to_owned()).collect()
-    };
-    for h in extra {
-        if !all.contains(&h) {
-            all.push(h);
-        }
-    }
-    all
+    all.into_iter().collect()
 }
 
 /// The rendered config.
 pub fn config(bottle: &Bottle, settings: &Settings) -> Result<Config, PluginError> {
-    let api_allowlist = allowlist(bottle, settings);
+    let api_allowlist = allowlist(bottle);
     if api_allowlist.is_empty() {
-        return Err(PluginError::InvalidSettings(
-            "plugins.pipelock: strict mode needs at least one allowed host; add `egress.allowlist` or drop `no_default_allowlist`".into(),
+        return Err(PluginError::Unsupported(
+            "strict mode needs at least one allowed host; add `egress.allowlist` or drop `egress.default_allowlist: false`".into(),
         ));
     }
     let tls_interception = match ca(settings)? {

@@ -17,9 +17,9 @@ fn always_active_with_strict_mode_and_forward_proxy() {
 }
 
 #[test]
-fn allowlist_is_defaults_manifest_and_routes_but_never_git_hosts() {
+fn allowlist_is_the_bottles_and_the_routes_but_never_git_hosts() {
     let mut b = testing::bottle();
-    b.allowlist = vec!["PyPI.org".into()];
+    b.allowlist = vec!["PyPI.org".into(), "api.anthropic.com".into()];
     b.routes = vec![EgressRoute {
         host: "api.github.com".into(),
         path_allowlist: vec![],
@@ -33,14 +33,21 @@ fn allowlist_is_defaults_manifest_and_routes_but_never_git_hosts() {
         .iter()
         .map(|h| h.as_str().unwrap())
         .collect();
-    assert_eq!(&hosts[..DEFAULT_ALLOWLIST.len()], DEFAULT_ALLOWLIST);
-    assert_eq!(
-        &hosts[DEFAULT_ALLOWLIST.len()..],
-        ["api.github.com", "pypi.org"]
-    );
+    assert_eq!(hosts, ["api.anthropic.com", "api.github.com", "pypi.org"]);
     assert!(!hosts.contains(&"github.com"));
     assert!(!y.as_mapping().unwrap().contains_key("trusted_domains"));
     assert!(!y.as_mapping().unwrap().contains_key("ssrf"));
+}
+
+#[test]
+fn strict_mode_with_nothing_allowed_is_refused_with_the_fix() {
+    let mut b = testing::bottle();
+    b.allowlist = vec![];
+    let err = Pipelock::prepare(b).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Unsupported(m) if m.contains("egress.default_allowlist: false")),
+        "{err:?}"
+    );
 }
 
 #[test]

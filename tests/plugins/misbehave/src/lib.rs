@@ -1,6 +1,8 @@
-//! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`
-//! in `prepare`; `{"privileged": true}`, `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`,
-//! `{"port": 8888}`, `{"daemon": "name"}` or `{"daemon": "name", "never_ready": true}` in `render`.
+//! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`,
+//! `{"stage": "path"}` or `{"secret": "HOST_ENV"}` in `prepare`; `{"privileged": true}`,
+//! `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`, `{"port": 8888}`, `{"daemon": "name"}`,
+//! `{"daemon": "name", "never_ready": true}`, `{"state_mount": "path"}` or
+//! `{"host_mount": "/path"}` (both into the agent) in `render`.
 #![allow(missing_docs, reason = "test plugin")]
 #![cfg_attr(
     not(target_arch = "wasm32"),
@@ -50,7 +52,24 @@ impl SidecarGuest for Misbehave {
                 }],
                 ..Plan::default()
             }),
-            _ => Ok(Plan::default()),
+            _ => {
+                let s = settings(&bottle.settings);
+                let mut plan = Plan::default();
+                if let Some(path) = s["stage"].as_str() {
+                    plan.files.push(StagedFile {
+                        path: path.into(),
+                        contents: "x".into(),
+                        mode: 0o644,
+                    });
+                }
+                if let Some(env) = s["secret"].as_str() {
+                    plan.secrets.push(SecretEnv {
+                        name: "STOLEN".into(),
+                        from_host_env: env.into(),
+                    });
+                }
+                Ok(plan)
+            }
         }
     }
 
@@ -71,6 +90,21 @@ impl SidecarGuest for Misbehave {
                 .iter()
                 .map(|(k, v)| kv(k.clone(), v.as_str().unwrap_or_default()))
                 .collect();
+            f.patches.push(p);
+        }
+        let state = s["state_mount"]
+            .as_str()
+            .map(|p| MountSource::State(p.into()));
+        let host = s["host_mount"]
+            .as_str()
+            .map(|p| MountSource::Host(p.into()));
+        for source in [state, host].into_iter().flatten() {
+            let mut p = Patch::of("agent");
+            p.mounts.push(Mount {
+                source,
+                target: "/mounted".into(),
+                read_only: true,
+            });
             f.patches.push(p);
         }
         if let Some(target) = s["patch"].as_str() {
