@@ -46,3 +46,43 @@ pub fn upstream(name: &str) -> GitUpstream {
         ),
     }
 }
+
+/// A merged stack for backend tests: the [`bottle`] agent with secret `ANTHROPIC_API_KEY`,
+/// a proxy env pointing at pipelock, and a bundle of pipelock (8888) and supervise (9100,
+/// registered as the agent's MCP server).
+pub fn stack() -> Stack {
+    let daemon = |name: &str, port: u16| OwnedDaemon {
+        plugin: name.into(),
+        daemon: Daemon {
+            name: name.into(),
+            command: vec![format!("/usr/local/bin/{name}")],
+            env: vec![],
+            mounts: vec![],
+            ports: vec![port],
+            aliases: vec![],
+            ready_check: None,
+        },
+    };
+    Stack {
+        slug: "demo-abcde".into(),
+        state_dir: "/state/demo-abcde".into(),
+        agent: AgentSpec {
+            name: "demo".into(),
+            image: "bottle-agent:latest".into(),
+            command: vec!["claude".into()],
+            workdir: "/workspace".into(),
+            env: vec![crate::kv("HTTPS_PROXY", "http://pipelock:8888")],
+            secret_env: vec!["ANTHROPIC_API_KEY".into()],
+            mounts: vec![],
+            mcp_servers: vec![McpServer {
+                name: "supervise".into(),
+                url: "http://supervise:9100/".into(),
+            }],
+        },
+        bundle: vec![daemon("pipelock", 8888), daemon("supervise", 9100)],
+        bundle_secrets: vec![],
+        services: vec![],
+        volumes: vec![],
+        settings: "{}".into(),
+    }
+}

@@ -375,7 +375,12 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
         .collect();
     assert_eq!(
         docs,
-        ["Smolfile", "bundle.compose.yaml", "bundle/daemons.json"]
+        [
+            "Smolfile",
+            "bundle.compose.yaml",
+            "bundle/daemons.json",
+            "agent/mcp.json"
+        ]
     );
     let state = sb.state().join(ss);
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
@@ -400,13 +405,23 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
         smolfile.contains("allow_cidrs = [\"127.0.0.1/32\"]"),
         "{smolfile}"
     );
-    for key in smolfile
+    // Only keys smolvm accepts, table by table; a secret is a `from_env` reference.
+    let mut table = "";
+    for line in smolfile
         .lines()
-        .filter(|l| l.contains(" = "))
-        .map(|l| l.split(" = ").next().unwrap())
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
-        assert!(
-            [
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name;
+            assert!(
+                ["network", "secrets"].contains(&table),
+                "smolvm has no [{table}]"
+            );
+            continue;
+        }
+        let (key, value) = line.split_once(" = ").unwrap();
+        let accepted: &[&str] = match table {
+            "" => &[
                 "image",
                 "entrypoint",
                 "workdir",
@@ -415,10 +430,16 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
                 "net",
                 "env",
                 "volumes",
-                "allow_cidrs"
-            ]
-            .contains(&key),
-            "smolvm does not accept `{key}`"
+            ],
+            "network" => &["allow_cidrs"],
+            _ => {
+                assert_eq!(value, format!("{{ from_env = \"{key}\" }}"), "{line}");
+                continue;
+            }
+        };
+        assert!(
+            accepted.contains(&key),
+            "smolvm does not accept `{key}` in [{table}]"
         );
     }
     let bundle = std::fs::read_to_string(state.join("bundle.compose.yaml")).unwrap();

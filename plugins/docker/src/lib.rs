@@ -217,3 +217,43 @@ impl BackendGuest for Docker {
 
 #[cfg(target_arch = "wasm32")]
 bottle_plugin_sdk::export_backend!(Docker);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_plugin_sdk::testing;
+
+    #[test]
+    fn the_agent_is_internal_only_and_its_secrets_are_names() {
+        let file = compose(&testing::stack(), &Settings::default());
+        let agent = &file.services["agent"];
+        assert_eq!(
+            agent.environment["ANTHROPIC_API_KEY"], None,
+            "the value is passed at launch, never written"
+        );
+        assert_eq!(
+            agent.environment[MCP_CONFIG_ENV].as_deref(),
+            Some(MCP_CONFIG_IN_AGENT)
+        );
+        assert_eq!(agent.networks.keys().collect::<Vec<_>>(), [INTERNAL]);
+        assert!(file.networks[INTERNAL].internal);
+        assert!(!file.networks[EGRESS].internal);
+        let bundle = &file.services["sidecars"];
+        assert_eq!(
+            bundle.networks.keys().collect::<Vec<_>>(),
+            [EGRESS, INTERNAL],
+            "only the bundle is dual-homed"
+        );
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let mut stack = testing::stack();
+        stack.settings = r#"{"bundle_imag": "x"}"#.into();
+        let err = Docker::render(stack).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::InvalidSettings(m) if m.contains("bundle_imag")),
+            "{err:?}"
+        );
+    }
+}

@@ -4,6 +4,13 @@
 //! host loopback and the agent's env uses IP-literal URLs (`http://127.0.0.1:<port>`). The VM's
 //! network allowlist is host loopback only. Host ports are derived from the slug, so the same
 //! bottle always renders the same documents.
+//!
+//! The agent's secrets go into the Smolfile's `[secrets]` table as `from_env` references:
+//! smolvm reads the values from its own env at create time, so no value is ever written.
+//!
+//! Not yet: the gitconfig git-gate stages still names `git://git-gate/…`, which the VM cannot
+//! resolve; it needs a per-bottle loopback address (or the rewrite done by git-gate itself)
+//! when this backend is driven for real.
 
 use bottle_plugin_compose::*;
 use bottle_plugin_sdk::prelude::*;
@@ -102,13 +109,21 @@ fn toml_list(items: &[String]) -> String {
 /// The agent VM's Smolfile: only keys smolvm accepts.
 pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginError> {
     let ports = host_ports(stack);
-    let env: Vec<String> = stack
+    let mut env: Vec<String> = stack
         .agent
         .env
         .iter()
         .map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack, &ports)))
         .collect();
     let mut volumes = Vec::new();
+    if !stack.agent.mcp_servers.is_empty() {
+        env.push(format!("{MCP_CONFIG_ENV}={MCP_CONFIG_IN_AGENT}"));
+        env.sort();
+        volumes.push(format!(
+            "{}/{MCP_CONFIG_STATE_PATH}:{MCP_CONFIG_IN_AGENT}:ro",
+            stack.state_dir.trim_end_matches('/')
+        ));
+    }
     for m in &stack.agent.mounts {
         match &m.source {
             MountSource::State(p) => {
@@ -160,7 +175,24 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
         "allow_cidrs = {}",
         toml_list(&[format!("{LOOPBACK}/32")])
     );
+    if !stack.agent.secret_env.is_empty() {
+        let _ = writeln!(w, "\n[secrets]");
+        for name in &stack.agent.secret_env {
+            let _ = writeln!(w, "{name} = {{ from_env = {} }}", toml_str(name));
+        }
+    }
     Ok(s)
+}
+
+/// The agent's MCP config with every server URL rewritten to the loopback port it is
+/// published on.
+fn vm_mcp_config(stack: &Stack) -> Option<Document> {
+    let ports = host_ports(stack);
+    let mut vm = stack.clone();
+    for m in &mut vm.agent.mcp_servers {
+        m.url = rewrite(&m.url, stack, &ports);
+    }
+    mcp_config(&vm)
 }
 
 /// The bundle's compose file: one container on a per-bottle bridge, ports on host loopback.
@@ -230,6 +262,7 @@ impl BackendGuest for Smolmachines {
             });
             documents.push(daemon_list(&stack));
         }
+        documents.extend(vm_mcp_config(&stack));
         Ok(Deployment {
             project: project(&stack.slug),
             documents,
@@ -239,3 +272,83 @@ impl BackendGuest for Smolmachines {
 
 #[cfg(target_arch = "wasm32")]
 bottle_plugin_sdk::export_backend!(Smolmachines);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_plugin_sdk::testing;
+
+    fn rendered() -> Deployment {
+        Smolmachines::render(testing::stack()).unwrap()
+    }
+
+    fn document<'a>(d: &'a Deployment, path: &str) -> &'a str {
+        &d.documents
+            .iter()
+            .find(|d| d.path == path)
+            .unwrap()
+            .contents
+    }
+
+    #[test]
+    fn secrets_are_from_env_references_never_values() {
+        let d = rendered();
+        let smolfile = document(&d, SMOLFILE);
+        assert!(
+            smolfile.contains(
+                "\n[secrets]\nANTHROPIC_API_KEY = { from_env = \"ANTHROPIC_API_KEY\" }\n"
+            ),
+            "{smolfile}"
+        );
+        let parsed: toml::Table = smolfile.parse().unwrap();
+        assert_eq!(
+            parsed["secrets"]["ANTHROPIC_API_KEY"]["from_env"].as_str(),
+            Some("ANTHROPIC_API_KEY")
+        );
+    }
+
+    #[test]
+    fn bundle_urls_become_loopback_ports_in_env_and_mcp_config() {
+        let stack = testing::stack();
+        let ports = host_ports(&stack);
+        let d = rendered();
+        let smolfile: toml::Table = document(&d, SMOLFILE).parse().unwrap();
+        let env: Vec<&str> = smolfile["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let proxy = format!("HTTPS_PROXY=http://127.0.0.1:{}", ports[&8888]);
+        assert!(env.contains(&proxy.as_str()), "{env:?}");
+        assert!(
+            env.contains(&"BOTTLE_MCP_CONFIG=/etc/bottle/mcp.json"),
+            "{env:?}"
+        );
+        let mcp: serde_json::Value =
+            serde_json::from_str(document(&d, MCP_CONFIG_STATE_PATH)).unwrap();
+        assert_eq!(
+            mcp["mcpServers"]["supervise"]["url"],
+            format!("http://127.0.0.1:{}/", ports[&9100])
+        );
+        let volumes = smolfile["volumes"].as_array().unwrap();
+        assert!(volumes.iter().any(
+            |v| v.as_str() == Some("/state/demo-abcde/agent/mcp.json:/etc/bottle/mcp.json:ro")
+        ));
+    }
+
+    #[test]
+    fn services_and_named_volumes_are_refused_with_the_way_out() {
+        let mut stack = testing::stack();
+        stack.agent.mounts.push(Mount {
+            source: MountSource::Volume("cache".into()),
+            target: "/cache".into(),
+            read_only: false,
+        });
+        let err = Smolmachines::render(stack).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Unsupported(m) if m.contains("use the docker backend")),
+            "{err:?}"
+        );
+    }
+}
