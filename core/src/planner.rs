@@ -187,6 +187,13 @@ fn conflict(what: String, first: &str, second: &str) -> PlanError {
     })
 }
 
+/// The prefix of every secret env name of `plugin` (`git-gate` → `GIT_GATE_`). The bundle's
+/// init shows a secret only to the daemons of the plugin whose prefix it carries (the
+/// backends' side of this rule is `bottle_plugin_compose::secret_env_prefix`).
+pub fn secret_env_prefix(plugin: &str) -> String {
+    format!("{}_", plugin.to_ascii_uppercase().replace('-', "_"))
+}
+
 /// Where the host puts CA `id`'s files.
 pub fn ca_paths(req: &CaRequest) -> CaPaths {
     CaPaths {
@@ -279,7 +286,19 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
                 }
             }
         }
-        secrets.extend(plan.secrets.iter().map(|s| (name.to_owned(), s.clone())));
+        for s in &plan.secrets {
+            let prefix = secret_env_prefix(name);
+            if !s.name.starts_with(&prefix) || !crate::manifest::valid_env_name(&s.name) {
+                return Err(PlanError::Invalid {
+                    plugin: name.to_owned(),
+                    detail: format!(
+                        "secret env `{}` must be an env name starting with `{prefix}`: a plugin's secrets carry its name, so only its own daemons see them",
+                        s.name
+                    ),
+                });
+            }
+            secrets.push((name.to_owned(), s.clone()));
+        }
     }
     let endpoint_list: Vec<Endpoint> = endpoints.values().map(|(_, e)| (*e).clone()).collect();
 

@@ -211,3 +211,51 @@ fn ready_checks_only_daemons_that_are_present() {
         "here is not ready (its check ran over 5s)\n"
     );
 }
+
+#[test]
+fn each_daemon_sees_only_its_own_plugins_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bottle-init");
+    std::fs::write(&bin, bottle::docker::images::INIT_BINARY).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("d.json");
+    let show = "echo \"$0 sees ${EGRESS_TOKEN_0:-nothing} ${SHARED:-unset}\"";
+    let list = serde_json::json!({
+        "secret_env": ["EGRESS_TOKEN_0"],
+        "daemons": [
+            {"name": "egress", "command": ["/bin/sh", "-c", show, "egress"], "secrets": ["EGRESS_TOKEN_0"]},
+            {"name": "pipelock", "command": ["/bin/sh", "-c", show, "pipelock"]},
+        ]
+    });
+    std::fs::write(&file, list.to_string()).unwrap();
+    let mut child = Command::new(&bin)
+        .arg(&file)
+        .env("EGRESS_TOKEN_0", "tok-123")
+        .env("SHARED", "plain")
+        .env("BOTTLE_INIT_GRACE_SECS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains(" sees ") {
+            seen.push(line);
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "[egress] egress sees tok-123 plain",
+            "[pipelock] pipelock sees nothing plain"
+        ]
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}

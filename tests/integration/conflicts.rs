@@ -211,3 +211,17 @@ fn a_host_env_var_a_route_does_not_name_needs_a_grant() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_secret_env_name_must_carry_its_plugins_name() {
+    let grant = ["--grant", "misbehave=host-env:GITHUB_TOKEN"];
+    let (code, err) = with_misbehave(
+        "{secret: GITHUB_TOKEN, secret_name: EGRESS_TOKEN_0}",
+        &grant,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("plugin `misbehave`: secret env `EGRESS_TOKEN_0` must be an env name starting with `MISBEHAVE_`"),
+        "{err}"
+    );
+}

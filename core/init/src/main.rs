@@ -11,6 +11,10 @@
 //! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
 //! - a daemon that dies is logged, not restarted, and does not take the bundle down.
 //!
+//! Each daemon sees only its own plugin's secrets: every name in the list's `secret_env` that
+//! the daemon's `secrets` does not name is removed from its env (pipelock, say, never holds
+//! the tokens egress injects, so its DLP cannot flag them).
+//!
 //! A daemon whose program is not in the image is reported and skipped: the bottle still fails
 //! closed, since nothing else gives the agent a way out. `bottle-init ready FILE` runs the
 //! ready checks of the daemons that are present (the container's health check).
@@ -30,6 +34,9 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The daemon list (see `bottle_plugin_compose::DaemonList`).
 #[derive(Debug, Clone, Deserialize)]
 struct DaemonList {
+    /// Every secret env name of the bundle.
+    #[serde(default)]
+    secret_env: Vec<String>,
     /// The daemons.
     daemons: Vec<DaemonEntry>,
 }
@@ -44,6 +51,9 @@ struct DaemonEntry {
     /// Ready check, exec form.
     #[serde(default)]
     ready_check: Option<Vec<String>>,
+    /// The secret env names it sees; every other name of `secret_env` is removed from its env.
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 /// Read the daemon list.
@@ -98,7 +108,7 @@ struct Running {
     pid: rustix::process::Pid,
 }
 
-fn start(d: &DaemonEntry) -> Option<Running> {
+fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
     let Some(program) = d.command.first() else {
         say(&format!(
             "daemon `{}` has an empty command; skipped",
@@ -120,7 +130,11 @@ fn start(d: &DaemonEntry) -> Option<Running> {
         ));
         return None;
     }
-    match Command::new(program)
+    let mut command = Command::new(program);
+    for hidden in secret_env.iter().filter(|n| !d.secrets.contains(n)) {
+        command.env_remove(hidden);
+    }
+    match command
         .args(&d.command[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -194,7 +208,7 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
         };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for d in &list.daemons {
-        if let Some(r) = start(d) {
+        if let Some(r) = start(d, &list.secret_env) {
             running.insert(d.name.clone(), r);
         }
     }
@@ -236,7 +250,7 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                         }
                     }
                     if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
-                        && let Some(r) = start(d)
+                        && let Some(r) = start(d, &list.secret_env)
                     {
                         running.insert(d.name.clone(), r);
                     }

@@ -173,6 +173,10 @@ pub struct ComposeVolume {
 /// The daemon list the bundle's init reads.
 #[derive(Debug, Serialize)]
 pub struct DaemonList {
+    /// Every secret env name of the bundle: the init hides each from the daemons not listed
+    /// as seeing it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// Daemons, by name.
     pub daemons: Vec<DaemonEntry>,
 }
@@ -187,6 +191,15 @@ pub struct DaemonEntry {
     /// Readiness check, exec form.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_check: Option<Vec<String>>,
+    /// The secret env names this daemon sees: those of the plugin that added it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// The prefix every secret env name of `plugin` carries (`egress` → `EGRESS_`); the host
+/// refuses other names, so a secret reaches only the daemons of the plugin that asked for it.
+pub fn secret_env_prefix(plugin: &str) -> String {
+    format!("{}_", plugin.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// Where the agent finds its MCP servers (Claude Code: `claude --mcp-config "$BOTTLE_MCP_CONFIG"`).
@@ -276,16 +289,30 @@ pub fn environment(
 
 /// The daemon list document for the bundle's init.
 pub fn daemon_list(stack: &Stack) -> Document {
+    let secret_env: Vec<String> = stack
+        .bundle_secrets
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     let list = DaemonList {
         daemons: stack
             .bundle
             .iter()
-            .map(|o| DaemonEntry {
-                name: o.daemon.name.clone(),
-                command: o.daemon.command.clone(),
-                ready_check: o.daemon.ready_check.clone(),
+            .map(|o| {
+                let prefix = secret_env_prefix(&o.plugin);
+                DaemonEntry {
+                    name: o.daemon.name.clone(),
+                    command: o.daemon.command.clone(),
+                    ready_check: o.daemon.ready_check.clone(),
+                    secrets: secret_env
+                        .iter()
+                        .filter(|n| n.starts_with(&prefix))
+                        .cloned()
+                        .collect(),
+                }
             })
             .collect(),
+        secret_env,
     };
     Document {
         path: DAEMONS_STATE_PATH.into(),

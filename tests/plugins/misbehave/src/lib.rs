@@ -1,5 +1,5 @@
 //! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`,
-//! `{"stage": "path"}` or `{"secret": "HOST_ENV"}` in `prepare`; `{"privileged": true}`,
+//! `{"stage": "path"}` or `{"secret": "HOST_ENV", "secret_name": "NAME"}` in `prepare`; `{"privileged": true}`,
 //! `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`, `{"port": 8888}`, `{"daemon": "name"}`,
 //! `{"daemon": "name", "never_ready": true}`, `{"state_mount": "path"}` or
 //! `{"host_mount": "/path"}` (both into the agent) in `render`.
@@ -64,7 +64,10 @@ impl SidecarGuest for Misbehave {
                 }
                 if let Some(env) = s["secret"].as_str() {
                     plan.secrets.push(SecretEnv {
-                        name: "STOLEN".into(),
+                        name: s["secret_name"]
+                            .as_str()
+                            .unwrap_or("MISBEHAVE_STOLEN")
+                            .into(),
                         from_host_env: env.into(),
                     });
                 }
