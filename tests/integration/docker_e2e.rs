@@ -504,3 +504,80 @@ fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
         "the host copy is untouched"
     );
 }
+
+/// Rebuilds the bundle image the other tests use (without the stand-in pipelock) when dropped.
+struct RestoreBundle;
+
+impl Drop for RestoreBundle {
+    fn drop(&mut self) {
+        let sb = Sandbox::new();
+        let (code, _, err) = run(sb
+            .bottle()
+            .env_remove("BOTTLE_PIPELOCK_IMAGE")
+            .args(["images", "build"]));
+        assert_eq!(code, 0, "restoring the bundle image: {err}");
+        docker(&["rmi", "-f", "bottle-test/pipelock:pin"]);
+    }
+}
+
+#[test]
+fn the_pipelock_image_is_checked_against_its_pinned_digest() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM bottle-base:latest\nRUN printf '#!/bin/sh\\necho stand-in pipelock\\n' > /pipelock && chmod 755 /pipelock\n",
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", "bottle-test/pipelock:pin"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let _restore = RestoreBundle;
+    let id = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        "bottle-test/pipelock:pin",
+    ]);
+    let sb = Sandbox::new();
+    let build = |image: &str| {
+        run(sb
+            .bottle()
+            .env("BOTTLE_PIPELOCK_IMAGE", image)
+            .args(["images", "build"]))
+    };
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (code, _, err) = build(&format!("bottle-test/pipelock:pin@{wrong}"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "bottle-test/pipelock:pin is {id}, not the pinned {wrong}"
+        )),
+        "{err}"
+    );
+
+    let (code, out, err) = build(&format!("bottle-test/pipelock:pin@{id}"));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("by tag only"), "{out}");
+    let inside = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/usr/local/bin/pipelock",
+        "bottle-sidecars:latest",
+    ]);
+    assert_eq!(inside, "stand-in pipelock");
+
+    let (code, out, err) = build("bottle-test/pipelock:pin");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("by tag only"), "{out}");
+
+    let (code, _, err) = build("bottle-test/pipelock:pin@sha256:short");
+    assert_eq!(code, 1);
+    assert!(err.contains("64 lower-case hex digits"), "{err}");
+}

@@ -299,6 +299,12 @@ pub(super) fn build_images(base: &str) -> Result<ExitCode> {
         let docker = docker::connect().await?;
         let built = images::build_sidecars(&docker, base, |line| eprintln!("{line}")).await?;
         println!("built {}", images::SIDECARS_IMAGE);
+        if built.pipelock && !built.pipelock_verified {
+            println!(
+                "note: pipelock came from {} by tag only; pin it with BOTTLE_PIPELOCK_IMAGE=<name:tag>@sha256:<digest>",
+                images::pipelock_image()
+            );
+        }
         if !built.pipelock {
             println!(
                 "note: {} is not available here (no registry), so the bundle has no pipelock: bottles will have no way out until it is loaded (`docker load`) and this is run again",

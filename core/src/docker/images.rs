@@ -10,16 +10,119 @@ pub const SIDECARS_IMAGE: &str = "bottle-sidecars:latest";
 /// The base the bundle builds on (see `tests/images/build-base.sh`).
 pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:latest";
 /// The pipelock image the bundle copies `/pipelock` from (2.3.0, the version the config
-/// renderer targets). Pin it by digest with `BOTTLE_PIPELOCK_IMAGE=…pipelock@sha256:<digest>`
-/// where a registry can tell you the digest; see [`pipelock_image`].
+/// renderer targets). Its digest is not known here (no registry): pin one with
+/// `BOTTLE_PIPELOCK_IMAGE=ghcr.io/luckypipewrench/pipelock:2.3.0@sha256:<digest>`, and put it
+/// here once known; see [`PipelockPin`].
 pub const PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 
-/// The pipelock image to use: `$BOTTLE_PIPELOCK_IMAGE`, else [`PIPELOCK_IMAGE`].
+/// The pipelock image reference to use: `$BOTTLE_PIPELOCK_IMAGE`, else [`PIPELOCK_IMAGE`].
 pub fn pipelock_image() -> String {
     std::env::var("BOTTLE_PIPELOCK_IMAGE")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| PIPELOCK_IMAGE.to_owned())
+}
+
+/// An image reference `name[:tag][@sha256:<64 hex>]`, split so the digest can be checked
+/// against what is loaded locally.
+///
+/// With a digest, the local image must carry it, either as its image id (the config digest,
+/// which `docker save`/`docker load` keep, so the pin holds on a machine without a registry)
+/// or among its repo digests (the manifest digest a pull records). Without one, the image is
+/// pinned by tag only, and `bottle images build` says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelockPin {
+    /// `name` or `name:tag`.
+    pub name_tag: String,
+    /// `sha256:<64 hex>`, when pinned.
+    pub digest: Option<String>,
+}
+
+impl std::str::FromStr for PipelockPin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!(
+                "BOTTLE_PIPELOCK_IMAGE={s:?}: {why}; give `name:tag`, `name@sha256:<64 hex>` or both"
+            )
+        };
+        let (name_tag, digest) = match s.split_once('@') {
+            None => (s, None),
+            Some((name_tag, digest)) => {
+                let hex = digest
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| bad("the digest must start with `sha256:`"))?;
+                if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(bad("a sha256 digest is 64 lower-case hex digits"));
+                }
+                (name_tag, Some(digest.to_owned()))
+            }
+        };
+        if name_tag.is_empty() || name_tag.contains(char::is_whitespace) {
+            return Err(bad("the image name is missing"));
+        }
+        Ok(PipelockPin {
+            name_tag: name_tag.to_owned(),
+            digest,
+        })
+    }
+}
+
+impl PipelockPin {
+    /// The configured pin (see [`pipelock_image`]).
+    pub fn configured() -> Result<Self, DockerError> {
+        pipelock_image().parse().map_err(DockerError::Host)
+    }
+
+    /// The image name without tag (for matching repo digests).
+    fn name(&self) -> &str {
+        match self.name_tag.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => &self.name_tag,
+        }
+    }
+
+    /// Whether an image with id `id` and `repo_digests` is the pinned one.
+    pub fn matches(&self, id: &str, repo_digests: &[String]) -> bool {
+        match &self.digest {
+            None => true,
+            Some(d) => {
+                id == d
+                    || repo_digests
+                        .iter()
+                        .any(|r| *r == format!("{}@{d}", self.name()))
+            }
+        }
+    }
+
+    /// Find the image locally: its id, `None` when absent, an error when a different image
+    /// carries the name (fail closed: a bundle is never built from an unpinned pipelock).
+    pub async fn resolve(&self, docker: &Docker) -> Result<Option<String>, DockerError> {
+        let mut candidates = vec![self.name_tag.clone()];
+        if let Some(d) = &self.digest {
+            candidates.insert(0, format!("{}@{d}", self.name()));
+        }
+        for reference in candidates {
+            let info = match docker.inspect_image(&reference).await {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(api(format!("looking for image {reference}"))(e)),
+            };
+            let id = info.id.unwrap_or_default();
+            let repo_digests = info.repo_digests.unwrap_or_default();
+            if !self.matches(&id, &repo_digests) {
+                return Err(DockerError::Host(format!(
+                    "the local image {reference} is {id}, not the pinned {}; load the pinned image (`docker load`) or fix BOTTLE_PIPELOCK_IMAGE",
+                    self.digest.as_deref().unwrap_or_default()
+                )));
+            }
+            return Ok(Some(id));
+        }
+        Ok(None)
+    }
 }
 /// The label saying whether the bundle carries pipelock.
 pub const PIPELOCK_LABEL: &str = "io.bottle.pipelock";
@@ -33,6 +136,8 @@ include!(concat!(env!("OUT_DIR"), "/init_binary.rs"));
 pub struct Built {
     /// Whether pipelock is in the image.
     pub pipelock: bool,
+    /// Whether that pipelock was checked against a digest (false: pinned by tag only).
+    pub pipelock_verified: bool,
 }
 
 /// Whether `image` exists locally.
@@ -104,13 +209,11 @@ pub async fn build_sidecars(
             "the base image {base} is missing; build it with `bash tests/images/build-base.sh` (no registry needed)"
         )));
     }
-    let pipelock_image = pipelock_image();
-    let pipelock = exists(docker, &pipelock_image).await?;
-    let tar = context(
-        INIT_BINARY,
-        &dockerfile(pipelock.then_some(pipelock_image.as_str())),
-    )
-    .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
+    let pin = PipelockPin::configured()?;
+    // The stage names the verified image id, so the build cannot resolve the tag differently.
+    let pipelock_id = pin.resolve(docker).await?;
+    let tar = context(INIT_BINARY, &dockerfile(pipelock_id.as_deref()))
+        .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
     let opts = BuildImageOptionsBuilder::default()
         .t(SIDECARS_IMAGE)
         .rm(true)
@@ -136,15 +239,69 @@ pub async fn build_sidecars(
             }
         }
     }
-    Ok(Built { pipelock })
+    Ok(Built {
+        pipelock: pipelock_id.is_some(),
+        pipelock_verified: pipelock_id.is_some() && pin.digest.is_some(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::PipelockPin;
+
+    const HEX: &str = "3b1a39aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn pins_parse_with_and_without_digest_and_bad_ones_say_why() {
+        let tag: PipelockPin = "ghcr.io/luckypipewrench/pipelock:2.3.0".parse().unwrap();
+        assert_eq!(tag.digest, None);
+        let both: PipelockPin = format!("ghcr.io/luckypipewrench/pipelock:2.3.0@sha256:{HEX}")
+            .parse()
+            .unwrap();
+        assert_eq!(both.name_tag, "ghcr.io/luckypipewrench/pipelock:2.3.0");
+        assert_eq!(both.name(), "ghcr.io/luckypipewrench/pipelock");
+        let port: PipelockPin = format!("localhost:5000/pipelock@sha256:{HEX}")
+            .parse()
+            .unwrap();
+        assert_eq!(port.name(), "localhost:5000/pipelock");
+        for (bad, why) in [
+            ("x@md5:abc", "must start with `sha256:`"),
+            ("x@sha256:abc", "64 lower-case hex"),
+            ("@sha256:", "64 lower-case hex"),
+            ("", "the image name is missing"),
+        ] {
+            let err = bad.parse::<PipelockPin>().unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("BOTTLE_PIPELOCK_IMAGE"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pin_matches_the_image_id_or_a_repo_digest_and_nothing_else() {
+        let pin: PipelockPin = format!("ghcr.io/luckypipewrench/pipelock:2.3.0@sha256:{HEX}")
+            .parse()
+            .unwrap();
+        let digest = format!("sha256:{HEX}");
+        assert!(
+            pin.matches(&digest, &[]),
+            "the id: survives docker save/load"
+        );
+        assert!(pin.matches(
+            "sha256:other",
+            &[format!("ghcr.io/luckypipewrench/pipelock@{digest}")]
+        ));
+        assert!(!pin.matches("sha256:other", &[]));
+        assert!(!pin.matches("sha256:other", &[format!("evil/pipelock@{digest}")]));
+        let unpinned: PipelockPin = "pipelock:2.3.0".parse().unwrap();
+        assert!(unpinned.matches("sha256:anything", &[]));
+    }
+
     #[test]
     fn the_pipelock_stage_is_there_only_when_the_image_is() {
-        let with = super::dockerfile(Some("ghcr.io/luckypipewrench/pipelock@sha256:0123"));
-        assert!(with.contains("FROM ghcr.io/luckypipewrench/pipelock@sha256:0123 AS pipelock"));
+        let with = super::dockerfile(Some("sha256:0123"));
+        assert!(with.contains("FROM sha256:0123 AS pipelock"));
         assert!(with.contains("COPY --from=pipelock /pipelock /usr/local/bin/pipelock"));
         assert!(with.contains("io.bottle.pipelock=present"));
         let without = super::dockerfile(None);
