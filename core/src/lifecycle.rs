@@ -267,6 +267,9 @@ async fn run_bottle(
 }
 
 /// `cwd: copy`: put a copy of the host's working dir at the agent's workdir.
+///
+/// The tar is streamed as it is packed (a few chunks in flight), so a large tree never sits in
+/// memory whole.
 async fn copy_cwd(
     docker: &Docker,
     container: &str,
@@ -274,21 +277,59 @@ async fn copy_cwd(
     workdir: &str,
 ) -> Result<(), DockerError> {
     let cwd = cwd.to_owned();
-    let tar = tokio::task::spawn_blocking(move || {
-        let mut b = tar::Builder::new(Vec::new());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let packer = tokio::task::spawn_blocking(move || {
+        let errors = tx.clone();
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+        let mut b = tar::Builder::new(out);
         b.follow_symlinks(false);
-        b.append_dir_all(".", &cwd).and_then(|()| b.into_inner())
-    })
-    .await
-    .map_err(|e| DockerError::Host(format!("copying the working dir: {e}")))?
-    .map_err(|e| DockerError::Host(format!("cannot pack the working dir for copying: {e}")))?;
+        let packed = b
+            .append_dir_all(".", &cwd)
+            .and_then(|()| b.into_inner())
+            .and_then(|w| w.into_inner().map(drop).map_err(|e| e.into_error()));
+        if let Err(e) = &packed {
+            // End the upload with an error rather than a tar cut short.
+            let _ = errors.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        packed
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
         .path(workdir)
         .build();
-    docker
-        .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
+    let uploaded = docker
+        .upload_to_container(container, Some(opts), bollard::body_try_stream(body))
+        .await;
+    let packed = packer
         .await
-        .map_err(docker::api(format!(
-            "copying the working dir into {container}:{workdir}"
-        )))
+        .map_err(|e| DockerError::Host(format!("copying the working dir: {e}")))?;
+    // A packing error explains a failed upload better than the upload's own error.
+    if let Err(e) = &packed
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(DockerError::Host(format!(
+            "cannot pack the working dir for copying: {e}"
+        )));
+    }
+    uploaded.map_err(docker::api(format!(
+        "copying the working dir into {container}:{workdir}"
+    )))
+}
+
+/// Hands what is written to an async receiver, blocking while it is full.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -515,11 +515,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         };
         let key_file = expand_home(&g.key);
         if !key_file.starts_with('/') {
-            return Err(loc.at(
-                &g.key,
-                format!("{field}.key"),
-                "the SSH key path must be absolute or start with `~/`",
-            ));
+            let fix = if g.key.starts_with("~/") {
+                "`~/` needs HOME, which is not set (or not absolute); set HOME or give an absolute path"
+            } else {
+                "the SSH key path must be absolute or start with `~/`"
+            };
+            return Err(loc.at(&g.key, format!("{field}.key"), fix));
         }
         let known_host_key = match g.known_host.map(|k| k.trim().to_owned()) {
             Some(k) => {

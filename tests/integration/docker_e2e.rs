@@ -485,6 +485,10 @@ fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
         "image: bottle-agent:latest\ncwd: copy\nworkdir: /workspace\n",
     );
     std::fs::write(sb.project().join("marker.txt"), "copied-in\n").unwrap();
+    // Big enough to cross many of the streamed chunks, in a nested dir.
+    let big: Vec<u8> = (0..3 * 1024 * 1024_u32).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(sb.project().join("deep/er")).unwrap();
+    std::fs::write(sb.project().join("deep/er/big.bin"), &big).unwrap();
     let slug = unique_slug("e2e-copy");
     let (code, out, err) = run(sb.bottle().args([
         "run",
@@ -494,10 +498,20 @@ fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
         "--",
         "sh",
         "-c",
-        "cat /workspace/marker.txt && echo changed > /workspace/marker.txt",
+        "cat /workspace/marker.txt && wc -c < /workspace/deep/er/big.bin && cksum < /workspace/deep/er/big.bin && echo changed > /workspace/marker.txt",
     ]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("copied-in"), "{out}");
+    let host_sum = Command::new("cksum")
+        .stdin(std::fs::File::open(sb.project().join("deep/er/big.bin")).unwrap())
+        .output()
+        .unwrap();
+    let host_sum = String::from_utf8_lossy(&host_sum.stdout);
+    assert!(out.contains(&format!("{}\n", big.len())), "{out}");
+    assert!(
+        out.contains(host_sum.trim()),
+        "same bytes inside: {out} vs {host_sum}"
+    );
     assert_eq!(
         std::fs::read_to_string(sb.project().join("marker.txt")).unwrap(),
         "copied-in\n",

@@ -576,6 +576,17 @@ fn bad_input_is_one_clear_line_and_exit_1() {
             .bottle()
             .args(["run", "researcher", "--dry-run", "--grant", "hello"]));
     assert_eq!(code, 2, "a usage error: {err}");
+
+    sb.agent(
+        "homeless",
+        "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id}\n",
+    );
+    let (code, _, err) = run(sb
+        .bottle()
+        .env_remove("HOME")
+        .args(["run", "homeless", "--dry-run"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("`~/` needs HOME, which is not set"), "{err}");
 }
 
 #[test]

@@ -249,7 +249,7 @@ pub async fn build_sidecars(
 mod tests {
     use super::PipelockPin;
 
-    const HEX: &str = "3b1a39aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const HEX: &str = "3b1a39aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
     #[test]
     fn pins_parse_with_and_without_digest_and_bad_ones_say_why() {
