@@ -56,11 +56,20 @@ fn main() {
     std::fs::write(out_dir.join("builtin_plugins.rs"), out)
         .expect("writing OUT_DIR/builtin_plugins.rs");
 
-    // The sidecar bundle's PID 1, embedded so `bottle images build` needs nothing else.
-    let init = bottle_plugin_builder::build_host_binary(
+    // The sidecar bundle's PID 1, embedded so `bottle images build` needs nothing else. Static
+    // (musl) when that target is installed, so it runs on any bundle base whatever its glibc.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
+    let static_target = bottle_plugin_builder::static_linux_target(&arch);
+    if static_target.is_none() {
+        println!(
+            "cargo:warning=bottle-init is linked against this machine's glibc and may not run in a bundle image with an older one; `rustup target add {arch}-unknown-linux-musl` makes it static"
+        );
+    }
+    let init = bottle_plugin_builder::build_binary(
         &workspace,
         &target_dir.with_file_name("bottle-init"),
         "bottle-init",
+        static_target.as_deref(),
     )
     .unwrap_or_else(|e| {
         println!("cargo:warning={e}");

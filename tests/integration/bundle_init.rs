@@ -3,9 +3,38 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// bottle-init, written once for this test process (atomically: a rename over the old one).
+fn init_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let tmp = dir.join(format!("bottle-init.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, bottle::docker::images::INIT_BINARY).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("bottle-init");
+        std::fs::rename(&tmp, &bin).unwrap();
+        bin
+    })
+}
+
+/// Run `start` again while the kernel says the binary is busy: a test thread that forked while
+/// the file was open for writing holds it until its child execs (ETXTBSY).
+fn retry_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> T {
+    for _ in 0..100 {
+        match start() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("bottle-init stayed busy for 2 s")
+}
 
 struct Init {
     child: Child,
@@ -20,9 +49,7 @@ impl Init {
     /// Start bottle-init with `daemons` (name, shell script) and a 1 s grace period.
     fn start(daemons: &[(&str, &str)]) -> Init {
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bottle-init");
-        std::fs::write(&bin, bottle::docker::images::INIT_BINARY).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = init_bin();
         let list = serde_json::json!({
             "daemons": daemons.iter().map(|(name, script)| serde_json::json!({
                 "name": name, "command": ["/bin/sh", "-c", script],
@@ -32,13 +59,12 @@ impl Init {
         });
         let file = dir.path().join("daemons.json");
         std::fs::write(&file, list.to_string()).unwrap();
-        let mut child = Command::new(&bin)
-            .arg(&file)
+        let mut cmd = Command::new(bin);
+        cmd.arg(&file)
             .env("BOTTLE_INIT_GRACE_SECS", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        let mut child = retry_busy(|| cmd.spawn());
         let (tx, lines) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -173,9 +199,7 @@ fn a_daemon_that_dies_is_logged_and_the_rest_keep_running() {
 #[test]
 fn ready_checks_only_daemons_that_are_present() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bottle-init");
-    std::fs::write(&bin, bottle::docker::images::INIT_BINARY).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = init_bin();
     let file = dir.path().join("d.json");
     let write = |ready: &str| {
         std::fs::write(
@@ -190,21 +214,15 @@ fn ready_checks_only_daemons_that_are_present() {
         .unwrap();
     };
     write("/bin/true");
-    assert!(
-        Command::new(&bin)
-            .arg("ready")
-            .arg(&file)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let ready = || retry_busy(|| Command::new(bin).arg("ready").arg(&file).output());
+    assert!(ready().status.success());
     write("/bin/false");
-    let out = Command::new(&bin).arg("ready").arg(&file).output().unwrap();
+    let out = ready();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "here is not ready\n");
     // A check that hangs is killed and counts as not ready; `ready` itself returns.
     write("/usr/bin/yes");
-    let out = Command::new(&bin).arg("ready").arg(&file).output().unwrap();
+    let out = ready();
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -215,9 +233,7 @@ fn ready_checks_only_daemons_that_are_present() {
 #[test]
 fn each_daemon_sees_only_its_own_plugins_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bottle-init");
-    std::fs::write(&bin, bottle::docker::images::INIT_BINARY).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = init_bin();
     let file = dir.path().join("d.json");
     let show = "echo \"$0 sees ${EGRESS_TOKEN_0:-nothing} ${SHARED:-unset}\"";
     let list = serde_json::json!({
@@ -228,14 +244,13 @@ fn each_daemon_sees_only_its_own_plugins_secrets() {
         ]
     });
     std::fs::write(&file, list.to_string()).unwrap();
-    let mut child = Command::new(&bin)
-        .arg(&file)
+    let mut cmd = Command::new(bin);
+    cmd.arg(&file)
         .env("EGRESS_TOKEN_0", "tok-123")
         .env("SHARED", "plain")
         .env("BOTTLE_INIT_GRACE_SECS", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    let mut child = retry_busy(|| cmd.spawn());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     while seen.len() < 2 {
@@ -258,4 +273,30 @@ fn each_daemon_sees_only_its_own_plugins_secrets() {
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// Whether the ELF `bin` asks for a dynamic loader (has a `PT_INTERP` program header).
+fn has_interpreter(bin: &[u8]) -> bool {
+    assert_eq!(&bin[..4], b"\x7fELF", "an ELF file");
+    assert_eq!(bin[4], 2, "64-bit");
+    let u16_at = |o: usize| u16::from_le_bytes([bin[o], bin[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bin[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(bin[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+#[test]
+fn the_embedded_init_is_static_when_the_musl_target_is_installed() {
+    let bin = bottle::docker::images::INIT_BINARY;
+    if bottle_plugin_builder::static_linux_target(std::env::consts::ARCH).is_some() {
+        assert!(
+            !has_interpreter(bin),
+            "bottle-init must not need the bundle's libc"
+        );
+    } else {
+        eprintln!("musl target not installed: bottle-init is dynamic (the build warned)");
+    }
 }

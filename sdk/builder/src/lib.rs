@@ -96,7 +96,7 @@ pub fn build_components(
     target_dir: &Path,
     packages: &[&str],
 ) -> Result<Vec<Component>, BuildError> {
-    if !target_installed() {
+    if !target_installed(TARGET) {
         return Err(BuildError::TargetMissing);
     }
     let mut args = vec!["--target", TARGET];
@@ -123,14 +123,22 @@ pub fn build_components(
         .collect()
 }
 
-/// Build the binary of `package` for the host, small (the [`PROFILE`] profile), into `target_dir`.
-pub fn build_host_binary(
+/// Build the binary of `package`, small (the [`PROFILE`] profile), into `target_dir`: for
+/// `target` when given, else for the host.
+pub fn build_binary(
     workspace: &Path,
     target_dir: &Path,
     package: &str,
+    target: Option<&str>,
 ) -> Result<PathBuf, BuildError> {
-    cargo(workspace, target_dir, &["-p", package])?;
-    let path = target_dir.join(PROFILE).join(package);
+    let mut args = vec!["-p", package];
+    let mut dir = target_dir.to_owned();
+    if let Some(t) = target {
+        args.extend(["--target", t]);
+        dir.push(t);
+    }
+    cargo(workspace, target_dir, &args)?;
+    let path = dir.join(PROFILE).join(package);
     if path.is_file() {
         Ok(path)
     } else {
@@ -138,8 +146,15 @@ pub fn build_host_binary(
     }
 }
 
-/// Whether rustup (or the sysroot) has the wasm target's standard library.
-fn target_installed() -> bool {
+/// The static Linux target for `arch` (`x86_64-unknown-linux-musl`), when its standard library
+/// is installed: a binary for it runs in any Linux container of that arch, whatever its libc.
+pub fn static_linux_target(arch: &str) -> Option<String> {
+    let target = format!("{arch}-unknown-linux-musl");
+    target_installed(&target).then_some(target)
+}
+
+/// Whether rustup (or the sysroot) has `target`'s standard library.
+fn target_installed(target: &str) -> bool {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
         return true; // let cargo report the real problem
@@ -147,7 +162,7 @@ fn target_installed() -> bool {
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Path::new(&sysroot)
         .join("lib/rustlib")
-        .join(TARGET)
+        .join(target)
         .is_dir()
 }
 
