@@ -28,6 +28,11 @@ pub const RESERVED_ENV: &[&str] = &[
 /// The backend used when the manifest names none.
 pub const DEFAULT_BACKEND: &str = "docker";
 
+/// The plugin the manifest's `git:` section is for (it may mount the key files).
+pub const GIT_PLUGIN: &str = "git-gate";
+/// The plugin the manifest's `egress.routes` are for (it may read their `token_ref`s).
+pub const ROUTES_PLUGIN: &str = "egress";
+
 /// Hosts every agent may reach unless `egress.default_allowlist: false`: the agent's own API
 /// and its telemetry. Both pipelock and egress see them (through [`Bottle::allowlist`]).
 pub const DEFAULT_ALLOWLIST: &[&str] = &[
@@ -204,14 +209,15 @@ impl Manifest {
     /// Every host the agent may reach: the manifest's allowlist, route hosts, then the defaults.
     pub fn allowed_hosts(&self) -> Vec<String> {
         let mut hosts = self.allowlist.clone();
+        let defaults = DEFAULT_ALLOWLIST.iter().filter(|_| self.default_allowlist);
         for h in self
             .routes
             .iter()
-            .map(|r| &r.host)
-            .chain(self.allowlist_with_defaults().iter())
+            .map(|r| r.host.as_str())
+            .chain(defaults.copied())
         {
-            if !hosts.contains(h) {
-                hosts.push(h.clone());
+            if !hosts.iter().any(|x| x == h) {
+                hosts.push(h.to_owned());
             }
         }
         hosts
@@ -230,15 +236,21 @@ impl Manifest {
         }
     }
 
-    /// What the manifest itself declares, so plugins need no grant for it: git key files
-    /// and the host env vars named by routes' `token_ref`.
+    /// What the manifest itself declares for the plugin its section is for, which then needs
+    /// no grant for it: git key files for [`GIT_PLUGIN`], routes' `token_ref`s for
+    /// [`ROUTES_PLUGIN`].
     pub fn declared(&self) -> Declared {
         Declared {
-            paths: self.git.iter().map(|g| g.key_file.clone()).collect(),
+            paths: self
+                .git
+                .iter()
+                .map(|g| (g.key_file.clone(), GIT_PLUGIN.to_owned()))
+                .collect(),
             host_env: self
                 .routes
                 .iter()
-                .filter_map(|r| r.auth.as_ref().map(|a| a.token_ref.clone()))
+                .filter_map(|r| r.auth.as_ref())
+                .map(|a| (a.token_ref.clone(), ROUTES_PLUGIN.to_owned()))
                 .collect(),
         }
     }

@@ -194,6 +194,35 @@ pub fn secret_env_prefix(plugin: &str) -> String {
     format!("{}_", plugin.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// A secret env name of `plugin` must carry its prefix and no other active plugin's (`git`'s
+/// `GIT_` would also claim `git-gate`'s `GIT_GATE_TOKEN`): so exactly one plugin's daemons see it.
+fn check_secret_name<'a>(
+    plugin: &str,
+    secret: &str,
+    active: impl Iterator<Item = &'a str>,
+) -> Result<(), PlanError> {
+    let invalid = |detail: String| PlanError::Invalid {
+        plugin: plugin.to_owned(),
+        detail,
+    };
+    let prefix = secret_env_prefix(plugin);
+    if !secret.starts_with(&prefix) || !crate::manifest::valid_env_name(secret) {
+        return Err(invalid(format!(
+            "secret env `{secret}` must be an env name starting with `{prefix}`: a plugin's secrets carry its name, so only its own daemons see them"
+        )));
+    }
+    if let Some(other) = active
+        .filter(|other| *other != plugin)
+        .find(|other| secret.starts_with(&secret_env_prefix(other)))
+    {
+        return Err(invalid(format!(
+            "secret env `{secret}` also carries plugin `{other}`'s prefix `{}`, so its daemons would see it too; rename one of the two plugins",
+            secret_env_prefix(other)
+        )));
+    }
+    Ok(())
+}
+
 /// Where the host puts CA `id`'s files.
 pub fn ca_paths(req: &CaRequest) -> CaPaths {
     CaPaths {
@@ -287,16 +316,7 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             }
         }
         for s in &plan.secrets {
-            let prefix = secret_env_prefix(name);
-            if !s.name.starts_with(&prefix) || !crate::manifest::valid_env_name(&s.name) {
-                return Err(PlanError::Invalid {
-                    plugin: name.to_owned(),
-                    detail: format!(
-                        "secret env `{}` must be an env name starting with `{prefix}`: a plugin's secrets carry its name, so only its own daemons see them",
-                        s.name
-                    ),
-                });
-            }
+            check_secret_name(name, &s.name, active.iter().map(|(p, _)| p.name()))?;
             secrets.push((name.to_owned(), s.clone()));
         }
     }
@@ -366,4 +386,42 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         backend: backend.name().to_owned(),
         deployment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(plugin: &str, secret: &str, active: &[&str]) -> Result<(), String> {
+        check_secret_name(plugin, secret, active.iter().copied()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_secret_carries_its_plugins_prefix_and_no_other_ones() {
+        check("egress", "EGRESS_TOKEN_0", &["egress", "pipelock"]).unwrap();
+        let err = check("egress", "GITHUB_TOKEN", &["egress"]).unwrap_err();
+        assert!(
+            err.contains("must be an env name starting with `EGRESS_`"),
+            "{err}"
+        );
+        let err = check("egress", "EGRESS_BAD-NAME", &["egress"]).unwrap_err();
+        assert!(err.contains("must be an env name"), "{err}");
+        let err = check("git-gate", "GIT_GATE_KEY", &["git", "git-gate"]).unwrap_err();
+        assert!(err.contains("plugin `git`'s prefix `GIT_`"), "{err}");
+        let err = check("git", "GIT_GATE_KEY", &["git", "git-gate"]).unwrap_err();
+        assert!(
+            err.contains("plugin `git-gate`'s prefix `GIT_GATE_`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_host_and_the_backends_agree_on_secret_prefixes() {
+        for plugin in ["egress", "git-gate", "a-b-c", "x"] {
+            assert_eq!(
+                secret_env_prefix(plugin),
+                bottle_plugin_compose::secret_env_prefix(plugin)
+            );
+        }
+    }
 }

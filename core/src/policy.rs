@@ -4,9 +4,11 @@
 //! fragments: privileged mode, added kernel capabilities, host paths, the Docker socket,
 //! published ports and host env vars copied into the bundle. Each needs a grant for that
 //! plugin, given in the manifest (`plugins.<name>.grants`) or on the command line
-//! (`--grant <name>=<grant>`), unless the manifest itself declares the resource (a git key
-//! file, a route's `token_ref`). Some requests no grant can allow ([`Forbidden`]): a state
-//! mount that leaves the state dir or reaches another plugin's CA key, a host path with `..`.
+//! (`--grant <name>=<grant>`), unless the manifest itself declares the resource for that
+//! plugin (git key files for git-gate, routes' `token_ref`s for egress). Some requests no
+//! grant can allow ([`Forbidden`]): a state mount that leaves the state dir, names bottle's
+//! own files (`metadata.json`, `plan.json`, `compose.log`), holds another plugin's CA key or
+//! is writable outside the plugin's own folder; a host path with `.` or `..`.
 
 use crate::model::{Fragment, Mount, MountSource, SecretEnv};
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,13 +163,26 @@ fn flags(plugin: &str, caps: &[Capability]) -> String {
         .join(" ")
 }
 
-/// What the manifest itself declares, so any plugin may use it without a grant.
+/// What the manifest itself declares, and for which plugin: that plugin needs no grant for it
+/// (any other one does).
 #[derive(Debug, Clone, Default)]
 pub struct Declared {
-    /// Host paths (git key files).
-    pub paths: BTreeSet<String>,
-    /// Host env var names (egress routes' `token_ref`s).
-    pub host_env: BTreeSet<String>,
+    /// Host paths (git key files, for git-gate), with the plugin they are for.
+    pub paths: BTreeMap<String, String>,
+    /// Host env var names (egress routes' `token_ref`s, for egress), with the plugin.
+    pub host_env: BTreeMap<String, String>,
+}
+
+impl Declared {
+    fn covers(&self, plugin: &str, cap: &Capability) -> bool {
+        let for_plugin =
+            |m: &BTreeMap<String, String>, k: &str| m.get(k).is_some_and(|p| p == plugin);
+        match cap {
+            Capability::HostPath(p) => for_plugin(&self.paths, p),
+            Capability::HostEnv(n) => for_plugin(&self.host_env, n),
+            _ => false,
+        }
+    }
 }
 
 /// A request no grant can allow.
@@ -202,7 +217,7 @@ pub struct StateGuard {
 }
 
 impl StateGuard {
-    fn check(&self, plugin: &str, path: &str) -> Result<(), String> {
+    fn check(&self, plugin: &str, path: &str, read_only: bool) -> Result<(), String> {
         if !crate::planner::safe_relative(path) {
             return Err(format!(
                 "mounts state path {path:?}, which is not a plain relative path inside the state dir"
@@ -212,6 +227,11 @@ impl StateGuard {
         if crate::state::HOST_FILES.contains(&top) {
             return Err(format!(
                 "mounts state path {path:?}, which belongs to bottle itself"
+            ));
+        }
+        if !read_only && top != plugin {
+            return Err(format!(
+                "mounts state path {path:?} writable; a plugin may write only under `{plugin}/`"
             ));
         }
         let asked = Path::new(path);
@@ -271,12 +291,18 @@ fn is_docker_socket(path: &str) -> bool {
     p.ends_with("docker.sock") || p.starts_with("/var/run/docker") || p.starts_with("/run/docker")
 }
 
-/// Whether mounting `path` gives the Docker socket: the socket itself or a dir above it.
+/// Whether mounting `path` gives the Docker socket: the socket itself or a dir above it (the
+/// standard sockets and the one `DOCKER_HOST` names, e.g. rootless Docker's).
 fn exposes_docker_socket(path: &str) -> bool {
+    let from_env = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned));
     is_docker_socket(path)
         || ["/var/run/docker.sock", "/run/docker.sock"]
             .iter()
-            .any(|sock| Path::new(sock).starts_with(path))
+            .map(|s| (*s).to_owned())
+            .chain(from_env)
+            .any(|sock| Path::new(&sock).starts_with(path))
 }
 
 /// A clean absolute host path: no `.`, `..` or empty components, so prefix checks hold.
@@ -305,7 +331,9 @@ pub fn check(
     };
     for m in mounts(fragment) {
         match &m.source {
-            MountSource::State(path) => state.check(plugin, path).map_err(forbidden)?,
+            MountSource::State(path) => {
+                state.check(plugin, path, m.read_only).map_err(forbidden)?
+            }
             MountSource::Host(path) if !clean_absolute(path) => {
                 return Err(forbidden(format!(
                     "mounts host path {path:?}, which is not a clean absolute path (no `.`, `..` or `//`)"
@@ -317,11 +345,7 @@ pub fn check(
     }
     let refused: Vec<Capability> = capabilities(secrets, fragment)
         .into_iter()
-        .filter(|cap| match cap {
-            Capability::HostPath(p) => !declared.paths.contains(p),
-            Capability::HostEnv(n) => !declared.host_env.contains(n),
-            _ => true,
-        })
+        .filter(|cap| !declared.covers(plugin, cap))
         .filter(|cap| !grants.allows(plugin, cap))
         .collect();
     if refused.is_empty() {
@@ -495,26 +519,28 @@ mod tests {
     }
 
     #[test]
-    fn declared_paths_and_env_need_no_grant() {
+    fn declared_paths_and_env_need_no_grant_for_their_plugin_only() {
         let declared = Declared {
-            paths: ["/home/u/.ssh/k".to_owned()].into(),
-            host_env: ["GITHUB_TOKEN".to_owned()].into(),
+            paths: [("/home/u/.ssh/k".to_owned(), "git-gate".to_owned())].into(),
+            host_env: [("GITHUB_TOKEN".to_owned(), "egress".to_owned())].into(),
         };
         let secrets = [SecretEnv {
-            name: "EGRESS_TOKEN_0".into(),
+            name: "X_TOKEN_0".into(),
             from_host_env: "GITHUB_TOKEN".into(),
         }];
-        let f = mounting(MountSource::Host("/home/u/.ssh/k".into()));
-        let state = StateGuard::default();
-        check(
-            "git-gate",
-            &secrets,
-            &f,
-            &Grants::default(),
-            &declared,
-            &state,
-        )
-        .unwrap();
+        let key = mounting(MountSource::Host("/home/u/.ssh/k".into()));
+        let (grants, state) = (Grants::default(), StateGuard::default());
+        check("git-gate", &[], &key, &grants, &declared, &state).unwrap();
+        let none = Fragment::default();
+        check("egress", &secrets, &none, &grants, &declared, &state).unwrap();
+        let err = refused(check("evil", &secrets, &key, &grants, &declared, &state));
+        assert_eq!(
+            err.refused,
+            [
+                Capability::HostPath("/home/u/.ssh/k".into()),
+                Capability::HostEnv("GITHUB_TOKEN".into())
+            ]
+        );
     }
 
     #[test]
@@ -533,7 +559,15 @@ mod tests {
             err.to_string()
                 .contains("--grant other=host-env:VAULT_TOKEN")
         );
-        assert!("host-env:lower-case".parse::<Grant>().is_err());
+        let other_name = [SecretEnv {
+            name: "T".into(),
+            from_host_env: "VAULT_TOKEN2".into(),
+        }];
+        let err = refused(check("vault", &other_name, &f, &grants, &declared, &state));
+        assert_eq!(err.refused, [Capability::HostEnv("VAULT_TOKEN2".into())]);
+        for bad in ["host-env:1BAD", "host-env:A-B", "host-env:"] {
+            assert!(bad.parse::<Grant>().is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -601,6 +635,18 @@ mod tests {
             let msg = forbidden(run("custom", path));
             assert!(msg.contains(why), "{path}: {msg}");
         }
+        let writable = |plugin: &str, path: &str| {
+            let mut f = mounting(MountSource::State(path.into()));
+            f.services[0].mounts[0].read_only = false;
+            check(plugin, &[], &f, &grants, &declared, &state)
+        };
+        let msg = forbidden(writable("custom", "pipelock/pipelock.yaml"));
+        assert!(
+            msg.contains("writable; a plugin may write only under `custom/`"),
+            "{msg}"
+        );
+        writable("supervise", "supervise/queue").unwrap();
+        run("custom", "pipelock/pipelock.yaml").unwrap();
         run("custom", "ca/pipelock/cert.pem").unwrap();
         run("pipelock", "ca/pipelock/key.pem").unwrap();
         run("custom", "custom/config.yaml").unwrap();

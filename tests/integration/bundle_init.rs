@@ -300,3 +300,24 @@ fn the_embedded_init_is_static_when_the_musl_target_is_installed() {
         eprintln!("musl target not installed: bottle-init is dynamic (the build warned)");
     }
 }
+
+#[test]
+fn ready_checks_see_only_their_own_plugins_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("d.json");
+    // The check fails if it can see the token: a stand-in for a check that would leak it.
+    let check = ["/bin/sh", "-c", "test -z \"$EGRESS_TOKEN_0\""];
+    let list = serde_json::json!({
+        "secret_env": ["EGRESS_TOKEN_0"],
+        "daemons": [{"name": "other", "command": ["/bin/sh"], "ready_check": check}]
+    });
+    std::fs::write(&file, list.to_string()).unwrap();
+    let out = retry_busy(|| {
+        Command::new(init_bin())
+            .args(["ready"])
+            .arg(&file)
+            .env("EGRESS_TOKEN_0", "tok-123")
+            .output()
+    });
+    assert!(out.status.success(), "{out:?}");
+}

@@ -529,8 +529,15 @@ impl Drop for RestoreBundle {
             .bottle()
             .env_remove("BOTTLE_PIPELOCK_IMAGE")
             .args(["images", "build"]));
-        assert_eq!(code, 0, "restoring the bundle image: {err}");
         docker(&["rmi", "-f", "bottle-test/pipelock:pin"]);
+        // A second panic while unwinding would abort every other test: only report it then.
+        if std::thread::panicking() {
+            if code != 0 {
+                eprintln!("restoring the bundle image failed too: {err}");
+            }
+        } else {
+            assert_eq!(code, 0, "restoring the bundle image: {err}");
+        }
     }
 }
 

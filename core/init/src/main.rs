@@ -11,9 +11,11 @@
 //! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
 //! - a daemon that dies is logged, not restarted, and does not take the bundle down.
 //!
-//! Each daemon sees only its own plugin's secrets: every name in the list's `secret_env` that
-//! the daemon's `secrets` does not name is removed from its env (pipelock, say, never holds
-//! the tokens egress injects, so its DLP cannot flag them).
+//! Each daemon (and its ready check) gets only its own plugin's secrets: every name in the
+//! list's `secret_env` that the daemon's `secrets` does not name is removed from its env
+//! (pipelock, say, never holds the tokens egress injects, so its DLP cannot flag them). The
+//! daemons share one uid, so this is not a wall against a hostile daemon reading
+//! `/proc/<pid>/environ`; per-daemon users are pending.
 //!
 //! A daemon whose program is not in the image is reported and skipped: the bottle still fails
 //! closed, since nothing else gives the agent a way out. `bottle-init ready FILE` runs the
@@ -69,10 +71,17 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Whether `program` is an absolute path to a file in this image. Daemon commands are always
-/// absolute, so what is checked here is what `spawn` runs (no PATH lookup).
+/// Whether `program` is an absolute path to a file in this image: what `spawn` would run,
+/// with no PATH lookup.
 fn present(program: &str) -> bool {
     Path::new(program).is_absolute() && Path::new(program).is_file()
+}
+
+/// Take the secrets `d` may not see out of `cmd`'s env.
+fn hide_secrets(cmd: &mut Command, d: &DaemonEntry, secret_env: &[String]) {
+    for hidden in secret_env.iter().filter(|n| !d.secrets.contains(n)) {
+        cmd.env_remove(hidden);
+    }
 }
 
 /// Pipe each line of `r` to our stdout or stderr with `[name] ` in front. Bytes that are not
@@ -131,9 +140,7 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
         return None;
     }
     let mut command = Command::new(program);
-    for hidden in secret_env.iter().filter(|n| !d.secrets.contains(n)) {
-        command.env_remove(hidden);
-    }
+    hide_secrets(&mut command, d, secret_env);
     match command
         .args(&d.command[1..])
         .stdin(Stdio::null())
@@ -170,6 +177,14 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
 
 fn signal(r: &Running, sig: rustix::process::Signal) {
     let _ = rustix::process::kill_process(r.pid, sig);
+}
+
+/// Reap until `name` is gone or `deadline` passes.
+fn wait_gone(running: &mut BTreeMap<String, Running>, name: &str, deadline: Instant) {
+    while running.contains_key(name) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        reap(running);
+    }
 }
 
 /// Reap every exited child; report the daemons among them. Returns the names that exited.
@@ -234,19 +249,15 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                     say("SIGUSR1: restarting pipelock");
                     if let Some(r) = running.get("pipelock") {
                         signal(r, rustix::process::Signal::TERM);
-                        let deadline = Instant::now() + grace;
-                        while running.contains_key("pipelock") && Instant::now() < deadline {
-                            std::thread::sleep(Duration::from_millis(20));
-                            reap(&mut running);
-                        }
+                        wait_gone(&mut running, "pipelock", Instant::now() + grace);
                         if let Some(r) = running.get("pipelock") {
                             signal(r, rustix::process::Signal::KILL);
                             // Wait for the kill to land, so the new one can bind the port.
-                            let deadline = Instant::now() + Duration::from_secs(2);
-                            while running.contains_key("pipelock") && Instant::now() < deadline {
-                                std::thread::sleep(Duration::from_millis(10));
-                                reap(&mut running);
-                            }
+                            wait_gone(
+                                &mut running,
+                                "pipelock",
+                                Instant::now() + Duration::from_secs(2),
+                            );
                         }
                     }
                     if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
@@ -290,7 +301,11 @@ fn ready(list: &DaemonList) -> i32 {
         if !present(program) || check.is_empty() {
             continue;
         }
-        match run_check(check, READY_CHECK_TIMEOUT) {
+        let mut cmd = Command::new(&check[0]);
+        cmd.args(&check[1..]);
+        // A check runs in the container's env (Docker's health check): hide the same secrets.
+        hide_secrets(&mut cmd, d, &list.secret_env);
+        match run_check(cmd, &check[0], READY_CHECK_TIMEOUT) {
             Ok(()) => {}
             Err(why) => {
                 println!("{} is not ready{why}", d.name);
@@ -301,15 +316,15 @@ fn ready(list: &DaemonList) -> i32 {
     i32::from(failed > 0)
 }
 
-/// Run one ready check, killing it after `timeout`. The error is a suffix for the report.
-fn run_check(check: &[String], timeout: Duration) -> Result<(), String> {
-    let mut child = Command::new(&check[0])
-        .args(&check[1..])
+/// Run one ready check (`program` is its first word), killing it after `timeout`. The error
+/// is a suffix for the report.
+fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!(" (cannot run {}: {e})", check[0]))?;
+        .map_err(|e| format!(" (cannot run {program}: {e})"))?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {

@@ -63,8 +63,8 @@ fn a_good_manifest_parses_into_typed_values() {
         serde_json::json!({}),
         "grants are not passed to the plugin"
     );
-    assert!(m.declared().paths.contains("/keys/id_ed25519"));
-    assert!(m.declared().host_env.contains("GITHUB_TOKEN"));
+    assert_eq!(m.declared().paths["/keys/id_ed25519"], "git-gate");
+    assert_eq!(m.declared().host_env["GITHUB_TOKEN"], "egress");
 }
 
 #[test]

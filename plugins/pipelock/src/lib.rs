@@ -31,6 +31,10 @@ pub struct Settings {
     /// Turn TLS interception off (default: on).
     #[serde(default)]
     pub no_tls_interception: bool,
+    /// Gone: the defaults are the manifest's now (`egress.default_allowlist`). Kept only to
+    /// say so instead of "unknown field".
+    #[serde(default)]
+    no_default_allowlist: Option<serde::de::IgnoredAny>,
     /// In-container CA certificate path, instead of the minted one. Needs `ca_key` too.
     pub ca_cert: Option<String>,
     /// In-container CA key path, instead of the minted one. Needs `ca_cert` too.
@@ -155,6 +159,11 @@ impl SidecarGuest for Pipelock {
 
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
         let settings: Settings = parse_settings(&bottle.settings)?;
+        if settings.no_default_allowlist.is_some() {
+            return Err(PluginError::InvalidSettings(
+                "`no_default_allowlist` moved: remove it from `plugins.pipelock` and write `egress: {default_allowlist: false}`".into(),
+            ));
+        }
         let config = config(&bottle, &settings)?;
         let yaml =
             serde_yaml::to_string(&config).map_err(|e| PluginError::Internal(e.to_string()))?;

@@ -40,6 +40,17 @@ fn allowlist_is_the_bottles_and_the_routes_but_never_git_hosts() {
 }
 
 #[test]
+fn the_old_default_allowlist_setting_points_to_its_new_place() {
+    let mut b = testing::bottle();
+    b.settings = r#"{"no_default_allowlist": true}"#.into();
+    let err = Pipelock::prepare(b).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::InvalidSettings(m) if m.contains("egress: {default_allowlist: false}")),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn strict_mode_with_nothing_allowed_is_refused_with_the_fix() {
     let mut b = testing::bottle();
     b.allowlist = vec![];
