@@ -1,0 +1,209 @@
+//! `bottle-egress`: the agent's only way out of a bottle.
+//!
+//! A forward proxy (absolute-form HTTP and CONNECT, HTTP/1.1 and HTTP/2) that intercepts TLS
+//! with the bottle's egress CA and decides every request by the route table the egress plugin
+//! renders (`routes.yaml`): no route, no way out. It strips the agent's `Authorization` and
+//! injects the real credential on the routes that carry one, refuses git push over HTTPS,
+//! scans URLs, headers and bodies for secrets (`bottle-dlp`), and, when no pipelock stands
+//! behind it, guards against names that resolve inside (SSRF). SIGHUP reloads the routes:
+//! the whole file is validated, then swapped; a bad file keeps the old table.
+//!
+//! Module map: [`routes`] (the table and the path rules), [`guard`] (inside addresses),
+//! [`ca`] (leaf certificates), [`upstream`] (dialling out and TLS trust), [`proxy`] (the
+//! pipeline), [`body`] (streaming scans), [`log`] (the access log).
+
+pub mod body;
+pub mod ca;
+pub mod guard;
+pub mod log;
+pub mod proxy;
+pub mod routes;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod upstream;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy::{Active, Proxy};
+use routes::RouteTable;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the daemon runs with, parsed from its flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// `routes.yaml`.
+    pub routes: PathBuf,
+    /// The CA bundle (key and certificate in one PEM).
+    pub ca: PathBuf,
+    /// The next proxy (pipelock), if any; without one egress dials out itself.
+    pub upstream: Option<hyper::Uri>,
+    /// Extra CAs upstream TLS trusts.
+    pub upstream_ca: Vec<PathBuf>,
+    /// The system roots upstream TLS trusts.
+    pub system_roots: PathBuf,
+    /// Write the access log.
+    pub access_log: bool,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+/// A daemon ready to serve: config loaded and checked, port bound.
+pub struct Daemon {
+    proxy: Arc<Proxy>,
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Daemon {
+    /// Load everything and bind; any problem is one line naming the file and what is wrong.
+    pub async fn start(settings: Settings) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let table = RouteTable::load(&settings.routes, &env_var).map_err(|e| e.to_string())?;
+        let ca = ca::Authority::load(&settings.ca, provider.clone())?;
+        let tls = upstream::client_tls(provider, &settings.system_roots, &settings.upstream_ca)?;
+        let dialer = upstream::Dialer::new(settings.upstream.as_ref(), &table.hosts)
+            .map_err(|e| format!("{}: {e}", settings.routes.display()))?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let log = log::AccessLog::new(settings.access_log);
+        let proxy = Arc::new(Proxy {
+            active: ArcSwap::from_pointee(Active::new(table)),
+            ca,
+            upstream: upstream::Upstream::new(dialer, tls),
+            log,
+        });
+        Ok(Daemon {
+            proxy,
+            listener,
+            settings,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// One line saying what this egress is.
+    pub fn describe(&self) -> String {
+        let active = self.proxy.active.load();
+        let mode = match &self.settings.upstream {
+            Some(u) => format!("chained to {u} (both layers apply)"),
+            None => {
+                "dialling out itself: egress is the whole firewall (SSRF guard and DLP on)".into()
+            }
+        };
+        let addr = self
+            .listener
+            .local_addr()
+            .map_or(self.settings.listen.to_string(), |a| a.to_string());
+        format!(
+            "listening on {addr}, {} routes (config sha256 {}), {mode}",
+            active.table.routes.len(),
+            &active.table.sha256[..12]
+        )
+    }
+
+    /// Re-read the routes file; a bad one keeps the old table. Returns the log message.
+    pub fn reload(&self) -> Result<String, String> {
+        let table = RouteTable::load(&self.settings.routes, &env_var).map_err(|e| e.to_string())?;
+        self.proxy
+            .upstream
+            .dialer
+            .set_hosts(&table.hosts)
+            .map_err(|e| format!("{}: {e}", self.settings.routes.display()))?;
+        let msg = format!(
+            "reloaded {}: {} routes, config sha256 {}",
+            self.settings.routes.display(),
+            table.routes.len(),
+            table.sha256
+        );
+        self.proxy.active.store(Arc::new(Active::new(table)));
+        Ok(msg)
+    }
+
+    /// Serve until SIGTERM or SIGINT; SIGHUP reloads.
+    pub async fn run(self) -> Result<(), String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let log = self.proxy.log.clone();
+        log.event("start", &self.describe());
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match self.reload() {
+                    Ok(m) => log.event("reload", &m),
+                    Err(e) => log.event("reload-failed", &format!("{e}; the previous routes stay in force")),
+                },
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+                accepted = self.listener.accept() => {
+                    let Ok((stream, _peer)) = accepted else { continue };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // Full: closing now is kinder to the rest than queueing.
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let proxy = self.proxy.clone();
+                    tokio::spawn(async move {
+                        serve_connection(proxy, stream).await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(proxy: Arc<Proxy>, stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(move |req| proxy.clone().serve_outer(req));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await;
+}
+
+/// `bottle-egress health ADDR`: exit 0 when `GET /health` answers 200 within 2 s.
+pub fn health_check(addr: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr} is not an address (host:port)"))?;
+    let timeout = Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("egress is not listening on {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: egress\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .map_err(|e| format!("no answer: {e}"))?;
+    if &head[..] == b"HTTP/1.1 200" {
+        Ok(())
+    } else {
+        Err(format!("unhealthy: {}", String::from_utf8_lossy(&head)))
+    }
+}

@@ -1,0 +1,245 @@
+//! The access log: one JSON line per request on stdout (bottle-init prefixes it `[egress] `).
+//!
+//! A line is written when the response body ends, so `bytes` and `duration_ms` cover the
+//! whole stream. Never a token value, never a query string (queries carry keys), and a path is
+//! cut at 256 characters.
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What egress did with a request.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Forwarded.
+    Allow,
+    /// Refused by a rule.
+    Block,
+    /// Allowed, but the upstream failed.
+    Error,
+}
+
+/// One request's line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Record {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The method.
+    pub method: String,
+    /// The target host.
+    pub host: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The route that matched.
+    pub route: Option<String>,
+    /// What egress did.
+    pub decision: Option<Decision>,
+    /// Why (empty when allowed).
+    pub reason: String,
+    /// The status the agent got (0 when the connection was closed).
+    pub status: u16,
+    /// Response bytes passed to the agent.
+    pub bytes: u64,
+    /// From the request's arrival to the end of the response body.
+    pub duration_ms: f64,
+    #[serde(skip)]
+    started: Option<Instant>,
+    #[serde(skip)]
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl Record {
+    /// A record for a request that arrived at `started`.
+    pub fn new(method: &Method, host: &str, path: &str, started: Instant) -> Self {
+        let path: String = path.chars().take(256).collect();
+        Record {
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            method: method.to_string(),
+            host: host.to_owned(),
+            path,
+            route: None,
+            decision: None,
+            reason: String::new(),
+            status: 0,
+            bytes: 0,
+            duration_ms: 0.0,
+            started: Some(started),
+            counter: None,
+        }
+    }
+
+    /// The outcome; `counter` is read when the line is written.
+    pub fn decided(
+        mut self,
+        decision: Decision,
+        reason: &str,
+        status: u16,
+        counter: Option<Arc<AtomicU64>>,
+    ) -> Self {
+        self.decision = Some(decision);
+        self.reason = reason.to_owned();
+        self.status = status;
+        self.counter = counter;
+        self
+    }
+}
+
+/// Where lines go.
+#[derive(Clone)]
+pub struct AccessLog {
+    on: bool,
+}
+
+impl AccessLog {
+    /// A log that writes (`on`) or drops every line (benchmarks).
+    pub fn new(on: bool) -> Self {
+        AccessLog { on }
+    }
+
+    /// Write one request's line.
+    pub fn write(&self, r: &Record) {
+        if !self.on {
+            return;
+        }
+        let mut r = r.clone();
+        if let Some(c) = &r.counter {
+            r.bytes = c.load(Ordering::Relaxed);
+        }
+        if let Some(s) = r.started {
+            r.duration_ms = (s.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        }
+        if let Ok(line) = serde_json::to_string(&r) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
+    /// A line about the daemon itself (start, reload, a failed upgrade).
+    pub fn event(&self, event: &str, message: &str) {
+        let line = serde_json::json!({
+            "time": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "event": event,
+            "message": message,
+        });
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body that adds up the bytes it passes on.
+pub struct Counted<B> {
+    inner: B,
+    counted: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    /// Wrap `inner`.
+    pub fn new(inner: B, counted: Arc<AtomicU64>) -> Self {
+        Counted { inner, counted }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.counted.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body that writes its request's log line when it ends or is dropped.
+pub struct Logged<B> {
+    inner: B,
+    log: AccessLog,
+    record: Option<Record>,
+}
+
+impl<B> Logged<B> {
+    /// Wrap `inner`; `record` is written once.
+    pub fn new(inner: B, log: AccessLog, record: Record) -> Self {
+        Logged {
+            inner,
+            log,
+            record: Some(record),
+        }
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            self.log.write(&r);
+        }
+    }
+}
+
+impl<B> Body for Logged<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled
+            && let Some(r) = &mut this.record
+        {
+            r.decision = Some(Decision::Block);
+            r.reason = format!("response cut: {e}");
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

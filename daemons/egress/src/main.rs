@@ -1,0 +1,115 @@
+//! `bottle-egress`: the command line. Flags become a checked [`bottle_egress::Settings`]
+//! here; a start-up problem is one line on stderr and exit code 2, so `bottle run` can show
+//! why the bundle never got healthy.
+
+use bottle_egress::{Daemon, Settings, health_check, upstream::SYSTEM_ROOTS};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// bottle's egress proxy: the agent's only way out.
+#[derive(Debug, Parser)]
+#[command(name = "bottle-egress", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address to listen on (`0.0.0.0:9099` in the bundle, `127.0.0.1:PORT` on a host).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The route table (`routes.yaml`, as the egress plugin renders it).
+    #[arg(long)]
+    routes: Option<PathBuf>,
+    /// The CA that signs the agent-facing certificates: key and certificate in one PEM.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The next proxy (`http://127.0.0.1:8888`, pipelock). Without it egress dials out itself.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// A CA upstream TLS trusts besides the system roots (repeatable).
+    #[arg(long = "upstream-ca")]
+    upstream_ca: Vec<PathBuf>,
+    /// The system roots.
+    #[arg(long, default_value = SYSTEM_ROOTS)]
+    system_roots: PathBuf,
+    /// `json` (one line per request) or `off`.
+    #[arg(long, default_value = "json", value_parser = ["json", "off"])]
+    access_log: String,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 when the egress at ADDR answers `/health` (the bundle's ready check).
+    Health {
+        /// `127.0.0.1:9099`.
+        addr: String,
+    },
+}
+
+fn settings(a: Args) -> Result<Settings, String> {
+    let need = |name: &str| format!("--{name} is required (see --help)");
+    let upstream = match a.upstream {
+        None => None,
+        Some(u) => {
+            let uri: hyper::Uri = u
+                .parse()
+                .map_err(|_| format!("--upstream {u:?} is not a URL like http://127.0.0.1:8888"))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(format!(
+                    "--upstream {u:?}: give the next proxy as http://host:port"
+                ));
+            }
+            Some(uri)
+        }
+    };
+    Ok(Settings {
+        listen: a.listen.ok_or_else(|| need("listen"))?,
+        routes: a.routes.ok_or_else(|| need("routes"))?,
+        ca: a.ca.ok_or_else(|| need("ca"))?,
+        upstream,
+        upstream_ca: a.upstream_ca,
+        system_roots: a.system_roots,
+        access_log: a.access_log == "json",
+        max_connections: a.max_connections.max(1),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if let Some(Command::Health { addr }) = &args.command {
+        return match health_check(addr) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bottle-egress: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let fail = |e: String| {
+        eprintln!("bottle-egress: {e}");
+        std::process::ExitCode::from(2)
+    };
+    let settings = match settings(args) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let daemon = match Daemon::start(settings).await {
+            Ok(d) => d,
+            Err(e) => return fail(e),
+        };
+        match daemon.run().await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    })
+}

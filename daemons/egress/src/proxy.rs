@@ -1,0 +1,723 @@
+//! The proxy: every request the agent makes, decided and forwarded.
+//!
+//! Absolute-form HTTP and the requests inside an intercepted CONNECT go through one pipeline:
+//! route, git-push block, path rules, plaintext-credential rule, DLP on URL and headers,
+//! strip `Authorization`, inject the route's credential, stream the body through the scanner,
+//! forward, and scan the response of a credentialed route for the echoed token.
+
+use crate::body::Scanned;
+use crate::ca::Authority;
+use crate::log::{AccessLog, Decision, Record};
+use crate::routes::{AuthForm, Route, RouteTable};
+use crate::upstream::{Refused, UpBody, Upstream};
+use arc_swap::ArcSwap;
+use bottle_dlp::{KnownSecret, Scanner};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+/// The body egress answers with.
+pub type RespBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The magic host that answers the route table (`GET http://_egress.local/allowlist`).
+pub const INTROSPECTION_HOST: &str = "_egress.local";
+/// How long a client has for its TLS handshake after CONNECT.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The config a request is decided with: swapped whole on reload.
+pub struct Active {
+    /// The routes.
+    pub table: RouteTable,
+    /// Patterns plus every route's token: what the agent may never send.
+    pub outbound: Arc<Scanner>,
+}
+
+impl Active {
+    /// Build the scanners for `table`.
+    pub fn new(table: RouteTable) -> Self {
+        let outbound = Arc::new(Scanner::new(&known(&table)));
+        Active { table, outbound }
+    }
+}
+
+/// Every route's token, once per env name.
+fn known(table: &RouteTable) -> Vec<KnownSecret> {
+    let mut out: Vec<KnownSecret> = Vec::new();
+    for c in table.routes.iter().filter_map(|r| r.credential.as_ref()) {
+        if !out.iter().any(|k| k.name == c.token_env) {
+            out.push(KnownSecret {
+                name: c.token_env.clone(),
+                value: c.token.as_bytes().to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// What every connection shares.
+pub struct Proxy {
+    /// The current config.
+    pub active: ArcSwap<Active>,
+    /// The CA leaves are minted from.
+    pub ca: Authority,
+    /// The way out.
+    pub upstream: Upstream,
+    /// The access log.
+    pub log: AccessLog,
+}
+
+/// Where a request goes: what the agent asked for, never what a header claims.
+#[derive(Debug, Clone)]
+struct Target {
+    https: bool,
+    /// Lower case, IPv6 without brackets.
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn authority(&self) -> String {
+        let default = if self.https { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Why egress refused, as the agent sees it in `X-Bottle-Block` and the log.
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    NotAllowed,
+    Path,
+    GitPush,
+    Plaintext,
+    Secret,
+    Inside,
+    HostMismatch,
+    EchoedToken,
+}
+
+impl Block {
+    fn kind(self) -> &'static str {
+        match self {
+            Block::NotAllowed => "not-allowlisted",
+            Block::Path => "path",
+            Block::GitPush => "git-push",
+            Block::Plaintext => "credential-over-http",
+            Block::Secret => "secret",
+            Block::Inside => "inside-address",
+            Block::HostMismatch => "host-mismatch",
+            Block::EchoedToken => "echoed-credential",
+        }
+    }
+
+    /// The supervise tool that would lift this block, if any.
+    fn ask(self) -> Option<&'static str> {
+        match self {
+            Block::NotAllowed => Some("request_host_access"),
+            Block::Path => Some("request_route"),
+            _ => None,
+        }
+    }
+}
+
+fn blocked(block: Block, reason: &str) -> Response<RespBody> {
+    let status = match block {
+        Block::EchoedToken => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let mut header = block.kind().to_owned();
+    let mut text = format!("blocked by egress: {reason}\n");
+    if let Some(tool) = block.ask() {
+        header.push_str(&format!("; ask with the supervise tool {tool}"));
+        text.push_str(&format!(
+            "To ask the user for access, call the supervise MCP tool `{tool}`.\n"
+        ));
+    }
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "x-bottle-block",
+        HeaderValue::from_str(&header).unwrap_or(HeaderValue::from_static("blocked")),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn full(s: impl Into<Bytes>) -> RespBody {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
+}
+
+fn empty() -> RespBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut r = Response::new(full(format!("{text}\n")));
+    *r.status_mut() = status;
+    r
+}
+
+/// Whether any error in `e`'s source chain is a `T`.
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+impl Proxy {
+    /// A request on the proxy port: CONNECT, absolute-form, or `/health`.
+    pub async fn serve_outer(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<RespBody>, Infallible> {
+        if req.method() == Method::CONNECT {
+            return Ok(self.connect(req));
+        }
+        let Some(host) = req.uri().host().map(|h| h.to_ascii_lowercase()) else {
+            return Ok(self.origin_form(&req));
+        };
+        let https = match req.uri().scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Ok(plain(
+                    StatusCode::BAD_REQUEST,
+                    "egress speaks http:// and CONNECT",
+                ));
+            }
+        };
+        if host == INTROSPECTION_HOST {
+            return Ok(self.introspect(&req));
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = req.uri().port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(self.forward(req, Target { https, host, port }).await)
+    }
+
+    fn origin_form(&self, req: &Request<Incoming>) -> Response<RespBody> {
+        if req.method() == Method::GET && req.uri().path() == "/health" {
+            let active = self.active.load();
+            let body = serde_json::json!({
+                "status": "ok",
+                "config_sha256": active.table.sha256,
+                "routes": active.table.routes.len(),
+                "dials": if self.upstream.direct { "direct" } else { "upstream proxy" },
+            });
+            let mut r = Response::new(full(body.to_string()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
+        plain(
+            StatusCode::BAD_REQUEST,
+            "this is bottle's egress proxy: send absolute-form requests or CONNECT",
+        )
+    }
+
+    fn introspect(&self, req: &Request<Incoming>) -> Response<RespBody> {
+        if req.method() != Method::GET || req.uri().path() != "/allowlist" {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "try GET http://_egress.local/allowlist",
+            );
+        }
+        let view = self.active.load().table.public_view();
+        let mut r = Response::new(full(view.to_string()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    /// CONNECT: refuse a host with no route before anything else; otherwise answer 200 and
+    /// intercept what follows.
+    fn connect(self: Arc<Self>, req: Request<Incoming>) -> Response<RespBody> {
+        let started = Instant::now();
+        let Some(authority) = req.uri().authority().cloned() else {
+            return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let target = Target {
+            https: true,
+            host,
+            port: authority.port_u16().unwrap_or(443),
+        };
+        if self.active.load().table.find(&target.host).is_none() {
+            let reason = format!("{} is not on this bottle's allowlist", target.host);
+            self.log.write(
+                &Record::new(&Method::CONNECT, &target.host, "", started).decided(
+                    Decision::Block,
+                    &reason,
+                    403,
+                    None,
+                ),
+            );
+            return blocked(Block::NotAllowed, &reason);
+        }
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(up) => self.intercept(TokioIo::new(up), target).await,
+                Err(e) => self.log.event("connect", &format!("upgrade failed: {e}")),
+            }
+        });
+        Response::new(empty())
+    }
+
+    /// The TLS the agent speaks inside CONNECT, terminated with a leaf for the CONNECT host.
+    async fn intercept<IO>(self: Arc<Self>, io: IO, target: Target)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = Instant::now();
+        let close = |reason: String| {
+            self.log.write(
+                &Record::new(&Method::CONNECT, &target.host, "", started).decided(
+                    Decision::Block,
+                    &reason,
+                    0,
+                    None,
+                ),
+            );
+        };
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return close(format!("closed: not TLS after CONNECT ({e})")),
+            Err(_) => return close("closed: no TLS handshake in time".into()),
+        };
+        if let Some(sni) = start.client_hello().server_name()
+            && !sni.eq_ignore_ascii_case(&target.host)
+        {
+            return close(format!(
+                "closed: TLS name {sni} is not the CONNECT host {}",
+                target.host
+            ));
+        }
+        let config = match self.ca.server_config(&target.host) {
+            Ok(c) => c,
+            Err(e) => return close(format!("closed: {e}")),
+        };
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return close(format!("closed: TLS handshake failed ({e})")),
+            Err(_) => return close("closed: TLS handshake timed out".into()),
+        };
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let target = target.clone();
+            async move { Ok::<_, Infallible>(proxy.inner(req, target).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .max_header_list_size(64 * 1024)
+            .max_concurrent_streams(256);
+        let _ = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), service)
+            .await;
+    }
+
+    /// A request inside an intercepted tunnel: its Host must be the CONNECT host.
+    async fn inner(self: Arc<Self>, req: Request<Incoming>, target: Target) -> Response<RespBody> {
+        let claimed = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let matches = claimed.as_deref().is_some_and(|c| {
+            let a: Option<http::uri::Authority> = c.parse().ok();
+            a.is_some_and(|a| {
+                let host = a.host().trim_start_matches('[').trim_end_matches(']');
+                host.eq_ignore_ascii_case(&target.host)
+                    && a.port_u16().unwrap_or(443) == target.port
+            })
+        });
+        if !matches {
+            let reason = format!(
+                "the request names {} inside a tunnel to {}",
+                claimed.as_deref().unwrap_or("no host"),
+                target.authority()
+            );
+            self.log.write(
+                &Record::new(req.method(), &target.host, req.uri().path(), Instant::now()).decided(
+                    Decision::Block,
+                    &reason,
+                    403,
+                    None,
+                ),
+            );
+            return blocked(Block::HostMismatch, &reason);
+        }
+        self.forward(req, target).await
+    }
+
+    /// The pipeline every request goes through.
+    async fn forward(&self, mut req: Request<Incoming>, target: Target) -> Response<RespBody> {
+        let started = Instant::now();
+        let active = self.active.load_full();
+        let path = req.uri().path().to_owned();
+        let mut record = Record::new(req.method(), &target.host, &path, started);
+        let refuse = |record: Record, block: Block, reason: String| {
+            self.log
+                .write(&record.decided(Decision::Block, &reason, 403, None));
+            blocked(block, &reason)
+        };
+
+        let Some(route) = active.table.find(&target.host) else {
+            let reason = format!("{} is not on this bottle's allowlist", target.host);
+            return refuse(record, Block::NotAllowed, reason);
+        };
+        record.route = Some(route.host.to_string());
+        if is_git_push(req.method(), &path, req.uri().query()) {
+            return refuse(
+                record,
+                Block::GitPush,
+                "git push over HTTPS is refused; push through git-gate (`git://git-gate/<repo>.git`)".into(),
+            );
+        }
+        if let Err(why) = route.allows_path(&path) {
+            return refuse(record, Block::Path, why);
+        }
+        if route.credential.is_some() && !target.https {
+            return refuse(
+                record,
+                Block::Plaintext,
+                format!(
+                    "{} gets a credential, which is never sent over plain http; use https://",
+                    target.host
+                ),
+            );
+        }
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        if let Some(f) = scan_url(&active.outbound, &path_and_query) {
+            record.path = "[redacted]".into();
+            return refuse(record, Block::Secret, format!("the URL carries {f}"));
+        }
+        let websocket = is_websocket(req.headers());
+        let down_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        clean_request_headers(&mut parts.headers, route, websocket);
+        if let Some((name, f)) = scan_headers(&active.outbound, &parts.headers) {
+            return refuse(record, Block::Secret, format!("header {name} carries {f}"));
+        }
+        if let Some(c) = &route.credential {
+            let (name, value) = match &c.form {
+                AuthForm::Scheme(s) => (header::AUTHORIZATION, format!("{s} {}", c.token)),
+                AuthForm::Header(h) => (
+                    HeaderName::from_bytes(h.as_bytes()).unwrap_or(header::AUTHORIZATION),
+                    c.token.clone(),
+                ),
+            };
+            if let Ok(mut v) = HeaderValue::from_str(&value) {
+                v.set_sensitive(true);
+                parts.headers.insert(name, v);
+            }
+        }
+        let uri = format!(
+            "{}://{}{path_and_query}",
+            if target.https { "https" } else { "http" },
+            target.authority()
+        );
+        parts.uri = match uri.parse::<Uri>() {
+            Ok(u) => u,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
+        };
+        parts.version = Version::HTTP_11;
+        let sent = Arc::new(AtomicU64::new(0));
+        let scanned = Scanned::new(body, active.outbound.clone(), true, sent);
+        let found = scanned.found();
+        let body: UpBody = scanned.boxed();
+        let client = if websocket {
+            &self.upstream.h1_client
+        } else {
+            &self.upstream.client
+        };
+        let mut resp = match client.request(Request::from_parts(parts, body)).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(r) = find_in_chain::<Refused>(&e) {
+                    return refuse(record, Block::Inside, r.to_string());
+                }
+                if let Some(f) = found.get() {
+                    return refuse(record, Block::Secret, format!("the body carries {f}"));
+                }
+                let reason = format!("{} is unreachable: {}", target.authority(), error_chain(&e));
+                self.log
+                    .write(&record.decided(Decision::Error, &reason, 502, None));
+                return plain(StatusCode::BAD_GATEWAY, &format!("egress: {reason}"));
+            }
+        };
+
+        let echo = route.credential.as_ref().map(|c| {
+            Arc::new(Scanner::known_only(&[KnownSecret {
+                name: c.token_env.clone(),
+                value: c.token.as_bytes().to_vec(),
+            }]))
+        });
+        if let Some(scanner) = &echo
+            && let Some((name, _)) = scan_headers(scanner, resp.headers())
+        {
+            let reason = format!("the response header {name} echoes the route's credential");
+            self.log
+                .write(&record.decided(Decision::Block, &reason, 502, None));
+            return blocked(Block::EchoedToken, &reason);
+        }
+        let status = resp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(down) = down_upgrade {
+                let up = hyper::upgrade::on(&mut resp);
+                let log = self.log.clone();
+                tokio::spawn(async move {
+                    match tokio::try_join!(down, up) {
+                        Ok((d, u)) => {
+                            let _ = tokio::io::copy_bidirectional(
+                                &mut TokioIo::new(d),
+                                &mut TokioIo::new(u),
+                            )
+                            .await;
+                        }
+                        Err(e) => log.event("websocket", &format!("upgrade failed: {e}")),
+                    }
+                });
+            }
+            self.log
+                .write(&record.decided(Decision::Allow, "websocket", 101, None));
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, empty());
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let received = Arc::new(AtomicU64::new(0));
+        let body: RespBody = match echo {
+            Some(scanner) => Scanned::new(body, scanner, false, received.clone()).boxed(),
+            None => crate::log::Counted::new(body, received.clone()).boxed(),
+        };
+        let body = crate::log::Logged::new(
+            body,
+            self.log.clone(),
+            record.decided(Decision::Allow, "", status.as_u16(), Some(received)),
+        )
+        .boxed();
+        Response::from_parts(parts, body)
+    }
+}
+
+/// `git push` over smart HTTP, in either of its two requests.
+fn is_git_push(method: &Method, path: &str, query: Option<&str>) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let decoded = percent_encoding::percent_decode_str(&lower).decode_utf8_lossy();
+    decoded.ends_with("/git-receive-pack")
+        || (*method == Method::GET
+            && decoded.ends_with("/info/refs")
+            && query.is_some_and(|q| {
+                q.split('&').any(|kv| {
+                    let kv = percent_encoding::percent_decode_str(kv).decode_utf8_lossy();
+                    kv.eq_ignore_ascii_case("service=git-receive-pack")
+                })
+            }))
+}
+
+fn is_websocket(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The hop-by-hop headers (RFC 9110 7.6.1) and the ones that name others.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// What the agent sent that never goes on: hop-by-hop headers, its `Authorization`, its
+/// own copy of the route's credential header, and `Host` (set from the target).
+fn clean_request_headers(h: &mut HeaderMap, route: &Route, websocket: bool) {
+    strip_hop_by_hop(h);
+    h.remove(header::AUTHORIZATION);
+    h.remove(header::HOST);
+    if let Some(c) = &route.credential
+        && let AuthForm::Header(name) = &c.form
+    {
+        h.remove(name.as_str());
+    }
+    if websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
+/// DLP on the URL, raw and percent-decoded.
+fn scan_url(scanner: &Scanner, path_and_query: &str) -> Option<bottle_dlp::Finding> {
+    scanner.scan(path_and_query.as_bytes()).or_else(|| {
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(path_and_query).collect();
+        scanner.scan(&decoded)
+    })
+}
+
+/// DLP on header values; the name of the first header that carries something.
+fn scan_headers(scanner: &Scanner, h: &HeaderMap) -> Option<(String, bottle_dlp::Finding)> {
+    h.iter()
+        .find_map(|(name, v)| scanner.scan(v.as_bytes()).map(|f| (name.to_string(), f)))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_push_is_recognised_in_both_requests_and_disguises() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert!(is_git_push(
+            &get,
+            "/o/r.git/info/refs",
+            Some("service=git-receive-pack")
+        ));
+        assert!(is_git_push(
+            &get,
+            "/o/r/info/refs",
+            Some("x=1&SERVICE=git-receive-pack")
+        ));
+        assert!(is_git_push(
+            &get,
+            "/o/r/info/refs",
+            Some("service=git%2dreceive-pack")
+        ));
+        assert!(is_git_push(&post, "/o/r.git/git-receive-pack", None));
+        assert!(is_git_push(&post, "/o/r.git/GIT-RECEIVE-PACK", None));
+        assert!(is_git_push(&post, "/o/r.git/git%2dreceive-pack", None));
+        assert!(!is_git_push(
+            &get,
+            "/o/r.git/info/refs",
+            Some("service=git-upload-pack")
+        ));
+        assert!(!is_git_push(&post, "/o/r.git/git-upload-pack", None));
+    }
+
+    #[test]
+    fn the_agents_credentials_and_hop_headers_never_go_on() {
+        let route = Route {
+            host: crate::routes::HostPattern::Exact("api.anthropic.com".into()),
+            path_allowlist: vec![],
+            credential: Some(crate::routes::Credential {
+                form: AuthForm::Header("x-api-key".into()),
+                token_env: "EGRESS_TOKEN_0".into(),
+                token: "real".into(),
+            }),
+        };
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer fake"),
+            ("x-api-key", "placeholder"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("host", "evil.example"),
+            ("accept", "*/*"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        clean_request_headers(&mut h, &route, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn a_block_names_its_reason_and_the_tool_to_ask() {
+        let r = blocked(
+            Block::NotAllowed,
+            "pypi.org is not on this bottle's allowlist",
+        );
+        assert_eq!(r.status(), 403);
+        let h = r.headers()["x-bottle-block"].to_str().unwrap();
+        assert!(
+            h.starts_with("not-allowlisted") && h.contains("request_host_access"),
+            "{h}"
+        );
+    }
+}

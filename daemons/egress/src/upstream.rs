@@ -1,0 +1,331 @@
+//! The way out: how egress reaches an origin, directly (with the SSRF guard) or through the
+//! bundle's next proxy (pipelock) with a CONNECT tunnel, and with which TLS trust.
+//!
+//! `HTTP(S)_PROXY` in egress's own env is ignored on purpose: the chain is what the plan
+//! says, never what an environment variable happens to hold.
+
+use crate::guard;
+use crate::routes::StaticAddress;
+use arc_swap::ArcSwap;
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Debian's system bundle, the roots upstream TLS trusts besides `--upstream-ca`.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A dial refused by the SSRF guard. The proxy finds it in an error's source chain and
+/// answers 403 instead of 502.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {ip}, {why}; map it in `egress.hosts` if it is meant")]
+pub struct Refused {
+    /// The name asked for.
+    pub host: String,
+    /// The address it resolved to.
+    pub ip: IpAddr,
+    /// Which range.
+    pub why: &'static str,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+
+/// Opens the TCP stream to an origin: direct with the guard, or tunnelled through the next proxy.
+#[derive(Clone)]
+pub enum Dialer {
+    /// Resolve, check, connect to the checked address.
+    Direct {
+        /// Static host entries; these skip DNS and the guard. Swapped on reload.
+        hosts: Arc<ArcSwap<BTreeMap<String, IpAddr>>>,
+    },
+    /// CONNECT through the next proxy; it resolves and guards.
+    Chained(Tunnel<HttpConnector>),
+}
+
+impl Dialer {
+    /// A dialer for `upstream` (`http://host:port`), or a direct one with these static hosts.
+    pub fn new(
+        upstream: Option<&Uri>,
+        hosts: &BTreeMap<String, StaticAddress>,
+    ) -> Result<Self, String> {
+        if let Some(proxy) = upstream {
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            http.set_nodelay(true);
+            return Ok(Dialer::Chained(Tunnel::new(proxy.clone(), http)));
+        }
+        Ok(Dialer::Direct {
+            hosts: Arc::new(ArcSwap::from_pointee(resolve_static(hosts)?)),
+        })
+    }
+
+    /// Take new static host entries (on reload); a chained dialer has none.
+    pub fn set_hosts(&self, hosts: &BTreeMap<String, StaticAddress>) -> Result<(), String> {
+        if let Dialer::Direct { hosts: current } = self {
+            current.store(Arc::new(resolve_static(hosts)?));
+        }
+        Ok(())
+    }
+
+    /// Whether egress dials out itself (so it is the whole firewall).
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Dialer::Direct { .. })
+    }
+}
+
+impl tower_service::Service<Uri> for Dialer {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Dialer::Direct { .. } => Poll::Ready(Ok(())),
+            Dialer::Chained(t) => t.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            Dialer::Chained(t) => {
+                let fut = t.call(dst);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+            Dialer::Direct { hosts } => {
+                let hosts = hosts.load_full();
+                Box::pin(async move { dial_direct(&hosts, &dst).await })
+            }
+        }
+    }
+}
+
+async fn dial_direct(
+    hosts: &BTreeMap<String, IpAddr>,
+    dst: &Uri,
+) -> Result<TokioIo<TcpStream>, BoxError> {
+    let host = dst
+        .host()
+        .ok_or("no host in the upstream URI")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let addrs: Vec<SocketAddr> = match hosts.get(&host) {
+        Some(ip) => vec![SocketAddr::new(*ip, port)],
+        None => {
+            let found: Vec<SocketAddr> = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| format!("resolving {host} timed out"))?
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+            // Every address must pass: a name with one inside address is an inside name.
+            if let Some(bad) = found.iter().find_map(|a| {
+                guard::refusal(a.ip()).map(|why| Refused {
+                    host: host.clone(),
+                    ip: a.ip(),
+                    why,
+                })
+            }) {
+                return Err(Box::new(bad));
+            }
+            found
+        }
+    };
+    let mut last: Option<std::io::Error> = None;
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(TokioIo::new(s));
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out"),
+                ))
+            }
+        }
+    }
+    Err(match last {
+        Some(e) => format!("cannot connect to {host}:{port}: {e}").into(),
+        None => format!("{host} has no address").into(),
+    })
+}
+
+/// Static entries with `host-gateway` turned into the gateway's address.
+fn resolve_static(
+    hosts: &BTreeMap<String, StaticAddress>,
+) -> Result<BTreeMap<String, IpAddr>, String> {
+    let mut resolved = BTreeMap::new();
+    for (name, addr) in hosts {
+        let ip = match addr {
+            StaticAddress::Ip(ip) => *ip,
+            StaticAddress::HostGateway => default_gateway().map_err(|e| {
+                format!("hosts.{name}: `host-gateway` needs the default gateway: {e}")
+            })?,
+        };
+        resolved.insert(name.clone(), ip);
+    }
+    Ok(resolved)
+}
+
+/// The IPv4 default gateway from `/proc/net/route`: in a container, the Docker host.
+fn default_gateway() -> Result<IpAddr, String> {
+    let table = std::fs::read_to_string("/proc/net/route")
+        .map_err(|e| format!("cannot read /proc/net/route: {e}"))?;
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            let raw = u32::from_str_radix(f[2], 16).map_err(|e| e.to_string())?;
+            return Ok(IpAddr::V4(std::net::Ipv4Addr::from(raw.to_le_bytes())));
+        }
+    }
+    Err("no default route".into())
+}
+
+/// The TLS trust for origins: the system roots plus each `--upstream-ca`.
+pub fn client_tls(
+    provider: Arc<CryptoProvider>,
+    system_roots: &Path,
+    extra: &[PathBuf],
+) -> Result<ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(bytes) = std::fs::read(system_roots) {
+        for cert in CertificateDer::pem_slice_iter(&bytes).flatten() {
+            // The system bundle may hold a root rustls cannot use; the rest still count.
+            let _ = roots.add(cert);
+        }
+    }
+    for path in extra {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(&bytes) {
+            let cert =
+                cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a usable CA: {e}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: holds no CERTIFICATE", path.display()));
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no CA to trust upstream: {} is missing and no --upstream-ca was given",
+            system_roots.display()
+        ));
+    }
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The body egress sends upstream.
+pub type UpBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
+/// A pooled client over the dialer.
+pub type UpClient = Client<hyper_rustls::HttpsConnector<Dialer>, UpBody>;
+
+/// Two pooled clients: one that negotiates h2 or h1 by ALPN, and an h1-only one for
+/// WebSocket upgrades (an upgrade needs HTTP/1.1 end to end).
+#[derive(Clone)]
+pub struct Upstream {
+    /// For ordinary requests.
+    pub client: UpClient,
+    /// For `Upgrade: websocket`.
+    pub h1_client: UpClient,
+    /// Whether egress dials out itself.
+    pub direct: bool,
+    /// The dialer both clients share (for reloading static hosts).
+    pub dialer: Dialer,
+}
+
+impl Upstream {
+    /// Build both clients.
+    pub fn new(dialer: Dialer, tls: ClientConfig) -> Self {
+        let direct = dialer.is_direct();
+        let any = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(dialer.clone());
+        let h1 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(dialer.clone());
+        let build = |c| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .build(c)
+        };
+        Upstream {
+            client: build(any),
+            h1_client: build(h1),
+            direct,
+            dialer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_before_any_connect() {
+        let hosts = BTreeMap::new();
+        let e = dial_direct(&hosts, &"http://localhost:9/".parse().unwrap())
+            .await
+            .unwrap_err();
+        let refused = e.downcast_ref::<Refused>().expect("a guard refusal");
+        assert_eq!(refused.why, "loopback");
+        assert!(e.to_string().contains("egress.hosts"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_mapped_name_skips_the_guard_and_dials_the_mapped_address() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hosts = BTreeMap::from([("origin.test".to_owned(), "127.0.0.1".parse().unwrap())]);
+        let dst: Uri = format!("http://origin.test:{port}/").parse().unwrap();
+        dial_direct(&hosts, &dst).await.unwrap();
+    }
+
+    #[test]
+    fn upstream_trust_needs_some_root() {
+        let p = Arc::new(rustls::crypto::ring::default_provider());
+        let e = client_tls(p, Path::new("/nonexistent"), &[]).unwrap_err();
+        assert!(e.contains("no CA"), "{e}");
+    }
+}

@@ -1,0 +1,781 @@
+//! `bottle-egress` on loopback, driven by real clients (curl, git, Python `requests` and
+//! `websockets`) against a real origin with its own test CA. Nothing here is mocked: the
+//! origin echoes what it really received.
+
+use bottle_egress::testing::{Origin, TestPki, fingerprint};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The real token egress injects; the agent only ever holds a placeholder.
+const TOKEN: &str = "real-t0ken-from-the-host-7c1d";
+
+/// An origin, an egress in front of it, and the files they share.
+struct Rig {
+    dir: tempfile::TempDir,
+    origin: Origin,
+    egress: Child,
+    proxy: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.egress.kill();
+        let _ = self.egress.wait();
+    }
+}
+
+/// Routes for `origin.test` (mapped to loopback) with whatever else a test adds.
+fn routes(extra: &str) -> String {
+    format!(
+        "routes:\n\
+         - host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n\
+         - host: keyed.test\n  auth_header: x-api-key\n  token_env: EGRESS_TOKEN_0\n\
+         - host: repos.test\n  path_allowlist: [/repos/example/]\n\
+         - host: plain.test\n\
+         - host: localhost\n\
+         {extra}\
+         hosts:\n  origin.test: 127.0.0.1\n  keyed.test: 127.0.0.1\n  repos.test: 127.0.0.1\n  plain.test: 127.0.0.1\n"
+    )
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with_routes(&routes(""))
+    }
+
+    fn with_routes(routes_yaml: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let origin_pki = TestPki::new(&[
+            "origin.test",
+            "keyed.test",
+            "repos.test",
+            "plain.test",
+            "localhost",
+        ]);
+        let git_root = dir.path().join("git");
+        std::fs::create_dir_all(&git_root).unwrap();
+        let origin = rt.block_on(Origin::start(
+            "127.0.0.1".parse().unwrap(),
+            &origin_pki,
+            git_root,
+        ));
+        origin_pki.write_ca(dir.path(), "origin-ca.pem");
+        let egress_pki = TestPki::new(&["unused"]);
+        std::fs::write(
+            dir.path().join("egress-bundle.pem"),
+            &egress_pki.ca_bundle_pem,
+        )
+        .unwrap();
+        egress_pki.write_ca(dir.path(), "egress-ca.pem");
+        std::fs::write(dir.path().join("routes.yaml"), routes_yaml).unwrap();
+        let (egress, proxy, log) = spawn_egress(dir.path(), &[]);
+        Rig {
+            dir,
+            origin,
+            egress,
+            proxy,
+            log,
+            _rt: rt,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn https(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.origin.https.port())
+    }
+
+    fn http(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.origin.http.port())
+    }
+
+    /// curl through egress, trusting egress's CA; `-s -S`, and the status code printed last.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-x",
+                &format!("http://{}", self.proxy),
+            ])
+            .arg("--cacert")
+            .arg(self.path("egress-ca.pem"))
+            .args(["-w", "\n%{http_code} %{http_connect}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, codes) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+        // A refused CONNECT has no response code, only a CONNECT code.
+        let code = codes
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u16>().ok())
+            .find(|c| *c != 0)
+            .unwrap_or(0);
+        (code, body.to_owned())
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(l) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no log line with {needle:?} in {:#?}", self.log_lines());
+    }
+}
+
+/// Start the real binary on a free port; its start line says which.
+fn spawn_egress(dir: &Path, extra: &[&str]) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bottle-egress"))
+        .args(["--listen", "127.0.0.1:0", "--routes"])
+        .arg(dir.join("routes.yaml"))
+        .arg("--ca")
+        .arg(dir.join("egress-bundle.pem"))
+        .arg("--upstream-ca")
+        .arg(dir.join("origin-ca.pem"))
+        .args(extra)
+        .env_clear()
+        .env("EGRESS_TOKEN_0", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = match lines.next() {
+        Some(Ok(l)) => l,
+        _ => {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("egress did not start: {err}");
+        }
+    };
+    let addr: SocketAddr = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first}"));
+    let log = Arc::new(Mutex::new(vec![first]));
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    (child, addr, log)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn an_allowed_host_gets_the_real_token_and_never_the_agents() {
+    let rig = Rig::new();
+    let (code, body) = rig.curl(&[
+        "-H",
+        "Authorization: Bearer placeholder",
+        &rig.https("origin.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let seen = json(&body);
+    assert_eq!(
+        seen["headers"]["authorization"],
+        fingerprint(format!("Bearer {TOKEN}").as_bytes())
+    );
+    assert!(!body.contains("placeholder"));
+
+    // The header form: the agent's own API key is replaced the same way.
+    let (code, body) = rig.curl(&[
+        "-H",
+        "x-api-key: placeholder",
+        &rig.https("keyed.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let seen = json(&body);
+    assert_eq!(seen["headers"]["x-api-key"], fingerprint(TOKEN.as_bytes()));
+    assert!(seen["headers"].get("authorization").is_none());
+
+    // A plain route strips the agent's Authorization and adds none.
+    let (code, body) = rig.curl(&[
+        "-H",
+        "Authorization: Bearer mine",
+        &rig.https("plain.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        json(&body)["headers"].get("authorization").is_none(),
+        "{body}"
+    );
+
+    let line = rig.wait_for_log("\"path\":\"/echo\"");
+    let rec = json(&line);
+    for field in [
+        "time",
+        "method",
+        "host",
+        "path",
+        "route",
+        "decision",
+        "reason",
+        "status",
+        "bytes",
+        "duration_ms",
+    ] {
+        assert!(rec.get(field).is_some(), "{field} missing in {line}");
+    }
+    assert!(
+        rig.log_lines().iter().all(|l| !l.contains(TOKEN)),
+        "the log never holds a token"
+    );
+}
+
+#[test]
+fn http2_is_spoken_on_both_sides() {
+    let rig = Rig::new();
+    let (code, body) = rig.curl(&["--http2", &rig.https("origin.test", "/echo")]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["version"], "HTTP/2.0", "ALPN h2 upstream");
+    let (code, body) = rig.curl(&["--http1.1", &rig.https("origin.test", "/echo")]);
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn an_unlisted_host_an_ip_literal_and_an_inside_name_are_refused() {
+    let rig = Rig::new();
+    for url in [
+        "https://pypi.example/simple/".to_owned(),
+        "http://pypi.example/simple/".to_owned(),
+        format!("https://127.0.0.1:{}/echo", rig.origin.https.port()),
+    ] {
+        let (code, body) = rig.curl(&["-i", &url]);
+        assert_eq!(code, 403, "{url}: {body}");
+        // curl shows a refused CONNECT's headers, not its body.
+        if url.starts_with("http:") {
+            assert!(body.contains("is not on this bottle's allowlist"), "{body}");
+        }
+        assert!(
+            body.to_ascii_lowercase().contains(
+                "x-bottle-block: not-allowlisted; ask with the supervise tool request_host_access"
+            ),
+            "{body}"
+        );
+    }
+    // `localhost` has a route, but it resolves to loopback and nothing maps it.
+    let (code, body) = rig.curl(&[&format!(
+        "https://localhost:{}/echo",
+        rig.origin.https.port()
+    )]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("loopback"), "{body}");
+}
+
+#[test]
+fn path_prefixes_hold_against_encoded_and_dotted_bypasses() {
+    let rig = Rig::new();
+    let (code, _) = rig.curl(&[&rig.https("repos.test", "/repos/example/issues")]);
+    assert_eq!(code, 404, "allowed through; the origin has no such path");
+    for attack in [
+        "/repos/example-evil/x",
+        "/repos/example/../other",
+        "/repos/example/%2e%2e/other",
+        "/repos/example%2f..%2fother",
+        "/repos//example/x",
+        "/repos/example/..%5cother",
+        "/other",
+    ] {
+        let (code, body) = rig.curl(&["--path-as-is", &rig.https("repos.test", attack)]);
+        assert_eq!(code, 403, "{attack}: {body}");
+    }
+}
+
+#[test]
+fn a_credential_never_goes_over_plain_http() {
+    let rig = Rig::new();
+    let (code, body) = rig.curl(&[&rig.http("origin.test", "/echo")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("never sent over plain http"), "{body}");
+    let (code, body) = rig.curl(&[&rig.http("plain.test", "/echo")]);
+    assert_eq!(code, 200, "plain routes work over http: {body}");
+}
+
+#[test]
+fn secrets_in_urls_headers_and_bodies_are_blocked() {
+    let rig = Rig::new();
+    // Built at run time so the repo holds no token-shaped literal.
+    let github = format!(
+        "ghp_{}",
+        "a1B2c3D4e5".repeat(4).chars().take(36).collect::<String>()
+    );
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "-d".into(),
+            format!("leak={TOKEN}"),
+            rig.https("plain.test", "/echo"),
+        ],
+        vec![
+            "-d".into(),
+            format!("x={github}"),
+            rig.https("plain.test", "/echo"),
+        ],
+        vec![rig.https("plain.test", &format!("/echo?k={github}"))],
+        vec![
+            "-H".into(),
+            format!("X-Note: {TOKEN}"),
+            rig.https("plain.test", "/echo"),
+        ],
+    ];
+    for args in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, body) = rig.curl(&refs);
+        assert_eq!(code, 403, "{args:?}: {body}");
+        assert!(body.contains("blocked by egress"), "{body}");
+        assert!(
+            !body.contains(TOKEN) && !body.contains(&github),
+            "the refusal never repeats it"
+        );
+    }
+    // A large clean upload streams through.
+    let big = rig.path("big.bin");
+    std::fs::write(&big, vec![b'z'; 3 << 20]).unwrap();
+    let (code, body) = rig.curl(&[
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &rig.https("plain.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["body_len"], 3 << 20);
+}
+
+#[test]
+fn a_response_echoing_the_injected_token_is_cut() {
+    let rig = Rig::new();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-x",
+            &format!("http://{}", rig.proxy),
+        ])
+        .arg("--cacert")
+        .arg(rig.path("egress-ca.pem"))
+        .arg(rig.https("origin.test", "/echo-auth"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !body.contains(TOKEN),
+        "the agent never sees the token: {body}"
+    );
+    assert!(!out.status.success(), "the transfer fails");
+    rig.wait_for_log("response cut");
+}
+
+#[test]
+fn server_sent_events_stream_before_the_response_ends() {
+    let rig = Rig::new();
+    let script = r#"
+import sys, time, requests
+proxy, ca, url = sys.argv[1:4]
+r = requests.get(url, proxies={"https": proxy}, verify=ca, stream=True, timeout=20)
+lines = r.iter_lines()
+first = next(l for l in lines if l)
+t1 = time.monotonic()
+rest = [l for l in lines if l]
+t2 = time.monotonic()
+print(first.decode(), rest[0].decode(), round(t2 - t1, 2))
+"#;
+    let out = python(&[
+        "-c",
+        script,
+        &format!("http://{}", rig.proxy),
+        rig.path("egress-ca.pem").to_str().unwrap(),
+        &rig.https("plain.test", "/sse"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(parts[..2], ["data:", "first"], "{text}");
+    let gap: f64 = parts.last().unwrap().parse().unwrap();
+    assert!(
+        gap > 1.0,
+        "the first event came {gap} s before the second, not with it: {text}"
+    );
+}
+
+fn python(args: &[&str]) -> Output {
+    let out = Command::new("python3").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn python_requests_and_websockets_go_through() {
+    let rig = Rig::new();
+    let script = r#"
+import sys, requests
+proxy, ca, url = sys.argv[1:4]
+r = requests.get(url, proxies={"https": proxy, "http": proxy}, verify=ca, headers={"Authorization": "Bearer nope"}, timeout=20)
+print(r.status_code, r.json()["headers"]["authorization"])
+"#;
+    let out = python(&[
+        "-c",
+        script,
+        &format!("http://{}", rig.proxy),
+        rig.path("egress-ca.pem").to_str().unwrap(),
+        &rig.https("origin.test", "/echo"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("200 {}", fingerprint(format!("Bearer {TOKEN}").as_bytes()))
+    );
+
+    let ws = r#"
+import sys, ssl, asyncio
+from websockets.asyncio.client import connect
+proxy, ca, url = sys.argv[1:4]
+async def main():
+    ctx = ssl.create_default_context(cafile=ca)
+    async with connect(url, proxy=proxy, ssl=ctx, open_timeout=20) as c:
+        await c.send("hello through egress")
+        print(await c.recv())
+asyncio.run(main())
+"#;
+    let out = python(&[
+        "-c",
+        ws,
+        &format!("http://{}", rig.proxy),
+        rig.path("egress-ca.pem").to_str().unwrap(),
+        &format!("wss://origin.test:{}/ws", rig.origin.https.port()),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello through egress"
+    );
+    rig.wait_for_log("\"reason\":\"websocket\"");
+}
+
+fn git(dir: &Path, args: &[&str], rig: &Rig) -> Output {
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("https_proxy", format!("http://{}", rig.proxy))
+        .env("GIT_SSL_CAINFO", rig.path("egress-ca.pem"))
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn git_clones_over_https_and_cannot_push() {
+    let rig = Rig::new();
+    let work = rig.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let sh = |cmd: &str| {
+        let o = Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(&work)
+            .env("HOME", &work)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(
+        "git init -q src && cd src && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m 'first through egress' \
+        && git clone -q --bare . ../../git/repo.git && cd ../../git/repo.git && git update-server-info",
+    );
+    let url = rig.https("plain.test", "/git/repo.git");
+    let out = git(&work, &["clone", "-q", &url, "clone"], &rig);
+    assert!(
+        out.status.success(),
+        "clone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = git(&work.join("clone"), &["log", "--format=%s"], &rig);
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).trim(),
+        "first through egress"
+    );
+
+    let out = git(
+        &work.join("clone"),
+        &["push", "-q", "origin", "HEAD:refs/heads/x"],
+        &rig,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403"), "{err}");
+    rig.wait_for_log("git push over HTTPS is refused");
+}
+
+#[test]
+fn the_route_table_and_health_show_no_token() {
+    let rig = Rig::new();
+    let (code, body) = rig.curl(&["http://_egress.local/allowlist"]);
+    assert_eq!(code, 200, "{body}");
+    let view = json(&body);
+    assert_eq!(view["routes"][0]["host"], "origin.test");
+    assert_eq!(view["routes"][0]["auth"]["token_env"], "EGRESS_TOKEN_0");
+    assert!(!body.contains(TOKEN));
+    let mut s = TcpStream::connect(rig.proxy).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: egress\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("config_sha256"),
+        "{resp}"
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_bottle-egress"))
+        .args(["health", &rig.proxy.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn raw(proxy: SocketAddr, send: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(send);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn garbage_huge_headers_and_half_requests_leave_the_daemon_serving() {
+    let rig = Rig::new();
+    assert!(raw(rig.proxy, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge = format!(
+        "GET http://plain.test/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let r = raw(rig.proxy, huge.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431") || r.is_empty(), "{r}");
+    // Slowloris: many half-sent requests hold no one else up...
+    let held: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(rig.proxy).unwrap();
+            s.write_all(b"GET http://plain.test/ HTTP/1.1\r\nHost: pl")
+                .unwrap();
+            s
+        })
+        .collect();
+    let (code, _) = rig.curl(&[&rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 200);
+    // ...and each is closed by the header timeout.
+    let mut first = held.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = first.read_to_end(&mut buf);
+    let r = String::from_utf8_lossy(&buf);
+    assert!(r.is_empty() || r.starts_with("HTTP/1.1 408"), "{r}");
+}
+
+#[test]
+fn a_tunnel_must_carry_tls_for_the_connect_host() {
+    let rig = Rig::new();
+    let port = rig.origin.https.port();
+    // Not TLS after CONNECT (an SSH banner): closed.
+    let r = raw(
+        rig.proxy,
+        format!("CONNECT plain.test:{port} HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n").as_bytes(),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(!r.contains("SSH"), "nothing comes back: {r}");
+    rig.wait_for_log("not TLS after CONNECT");
+    // The inner Host names another host: 403.
+    let (code, body) = rig.curl(&["-H", "Host: origin.test", &rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("inside a tunnel"), "{body}");
+    // The TLS name is another host: closed.
+    let script = r#"
+import socket, ssl, sys
+proxy_port, port, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+s.sendall(f"CONNECT plain.test:{port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+assert s.recv(4096).startswith(b"HTTP/1.1 200")
+ctx = ssl.create_default_context(cafile=ca)
+try:
+    ctx.wrap_socket(s, server_hostname="origin.test")
+    print("handshake done")
+except (ssl.SSLError, OSError) as e:
+    print("refused")
+"#;
+    let out = python(&[
+        "-c",
+        script,
+        &rig.proxy.port().to_string(),
+        &port.to_string(),
+        rig.path("egress-ca.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused");
+    rig.wait_for_log("is not the CONNECT host");
+}
+
+#[test]
+fn sighup_swaps_a_good_table_and_keeps_the_old_one_on_a_bad_file() {
+    let rig = Rig::new();
+    let sighup = || {
+        Command::new("kill")
+            .args(["-HUP", &rig.egress.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    std::fs::write(rig.path("routes.yaml"), "routes: [{host: x.com, bogus: 1}]").unwrap();
+    sighup();
+    let line = rig.wait_for_log("reload-failed");
+    assert!(
+        line.contains("routes.yaml") && line.contains("bogus"),
+        "{line}"
+    );
+    let (code, _) = rig.curl(&[&rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 200, "the old table is still in force");
+
+    std::fs::write(
+        rig.path("routes.yaml"),
+        routes("- host: new.test\n").replace(
+            "plain.test: 127.0.0.1",
+            "plain.test: 127.0.0.1\n  new.test: 127.0.0.1",
+        ),
+    )
+    .unwrap();
+    sighup();
+    rig.wait_for_log("\"event\":\"reload\"");
+    let (code, _) = rig.curl(&[&format!(
+        "https://new.test:{}/echo",
+        rig.origin.https.port()
+    )]);
+    // The origin's certificate does not name new.test, so upstream TLS fails: 502, not 403.
+    assert_eq!(code, 502);
+}
+
+#[test]
+fn bad_start_input_is_one_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&["x"]);
+    std::fs::write(dir.path().join("bundle.pem"), &pki.ca_bundle_pem).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(dir.path().join("good.yaml"), "routes: [{host: a.test}]").unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "routes: [{host: a.test, auth_scheme: Bearer, token_env: EGRESS_TOKEN_9}]",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("junk.yaml"), ":::").unwrap();
+    let run = |routes: &str, ca: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bottle-egress"))
+            .args(["--listen", "127.0.0.1:0", "--routes"])
+            .arg(dir.path().join(routes))
+            .arg("--ca")
+            .arg(dir.path().join(ca))
+            .arg("--upstream-ca")
+            .arg(dir.path().join("ca.pem"))
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    assert!(run("missing.yaml", "bundle.pem").contains("missing.yaml: cannot read it"));
+    assert!(run("junk.yaml", "bundle.pem").contains("junk.yaml: not a routes file"));
+    assert!(run("bad.yaml", "bundle.pem").contains("EGRESS_TOKEN_9 is not set"));
+    assert!(run("good.yaml", "ca.pem").contains("ca.pem: no usable private key"));
+    assert!(run("good.yaml", "nope.pem").contains("nope.pem: cannot read the CA"));
+}
+
+#[test]
+fn chained_to_a_dead_upstream_it_answers_502_and_never_dials_direct() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = TestPki::new(&["plain.test"]);
+    let origin = rt.block_on(Origin::start(
+        "127.0.0.1".parse().unwrap(),
+        &pki,
+        dir.path().to_owned(),
+    ));
+    pki.write_ca(dir.path(), "origin-ca.pem");
+    let egress_pki = TestPki::new(&["unused"]);
+    std::fs::write(
+        dir.path().join("egress-bundle.pem"),
+        &egress_pki.ca_bundle_pem,
+    )
+    .unwrap();
+    egress_pki.write_ca(dir.path(), "egress-ca.pem");
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "routes: [{host: plain.test}]\nhosts: {plain.test: 127.0.0.1}\n",
+    )
+    .unwrap();
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (mut child, proxy, _log) =
+        spawn_egress(dir.path(), &["--upstream", &format!("http://{dead}")]);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "-x",
+            &format!("http://{proxy}"),
+        ])
+        .arg("--cacert")
+        .arg(dir.path().join("egress-ca.pem"))
+        .arg(format!("https://plain.test:{}/echo", origin.https.port()))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+}
