@@ -66,6 +66,7 @@ fn main() {
                 state_dir: "/state/implementer-bench",
                 backend: "docker",
                 agent_mounts: &[],
+                left_out: &[],
             },
         )
         .expect("plan")

@@ -18,6 +18,7 @@ fn main() {
         "sdk/compose/src",
         "wit",
         "core/init",
+        "daemons",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
@@ -56,33 +57,43 @@ fn main() {
     std::fs::write(out_dir.join("builtin_plugins.rs"), out)
         .expect("writing OUT_DIR/builtin_plugins.rs");
 
-    // The sidecar bundle's PID 1, embedded so `bottle images build` needs nothing else. Static
-    // (musl) when that target is installed, so it runs on any bundle base whatever its glibc.
+    // The sidecar bundle's own programs, embedded so `bottle images build` needs nothing else:
+    // its PID 1 and the egress proxy. Static (musl) when that target is installed, so they run
+    // on any bundle base whatever its glibc.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
     let static_target = bottle_plugin_builder::static_linux_target(&arch);
     if static_target.is_none() {
         println!(
-            "cargo:warning=bottle-init is linked against this machine's glibc and may not run in a bundle image with an older one; `rustup target add {arch}-unknown-linux-musl` makes it static"
+            "cargo:warning=the bundle's programs are linked against this machine's glibc and may not run in a bundle image with an older one; `rustup target add {arch}-unknown-linux-musl` (and musl-tools) makes them static"
         );
     }
-    let init = bottle_plugin_builder::build_binary(
+    let bins = bottle_plugin_builder::build_binaries(
         &workspace,
-        &target_dir.with_file_name("bottle-init"),
-        "bottle-init",
+        &target_dir.with_file_name("bundle-bins"),
+        &BUNDLE_BINARIES.map(|(package, _)| package),
         static_target.as_deref(),
     )
     .unwrap_or_else(|e| {
         println!("cargo:warning={e}");
         std::process::exit(1);
     });
-    std::fs::write(
-        out_dir.join("init_binary.rs"),
-        format!(
-            "/// The `bottle-init` binary (see `core/init`).\npub static INIT_BINARY: &[u8] = include_bytes!({init:?});\n"
-        ),
-    )
-    .expect("writing OUT_DIR/init_binary.rs");
+    let mut out = String::new();
+    for ((package, name), path) in BUNDLE_BINARIES.iter().zip(&bins) {
+        writeln!(
+            out,
+            "/// The `{package}` binary.\npub static {name}: &[u8] = include_bytes!({path:?});"
+        )
+        .expect("writing to a String");
+    }
+    std::fs::write(out_dir.join("bundle_binaries.rs"), out)
+        .expect("writing OUT_DIR/bundle_binaries.rs");
 }
+
+/// The bundle's programs: cargo package (also the file name in the image) and static name.
+const BUNDLE_BINARIES: [(&str, &str); 2] = [
+    ("bottle-init", "INIT_BINARY"),
+    ("bottle-egress", "EGRESS_BINARY"),
+];
 
 fn plugin_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -29,6 +29,11 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Reuse this slug instead of minting one (`--slug`).
     pub slug: Option<String>,
+    /// Whether the bundle carries pipelock (see [`crate::lifecycle::pipelock_in_bundle`]);
+    /// without it the pipelock plugin is left out and egress dials out itself.
+    pub pipelock: bool,
+    /// How that was decided, when not from a built bundle image.
+    pub pipelock_note: Option<String>,
 }
 
 /// A prepared bottle: plan computed, state dir written.
@@ -44,6 +49,30 @@ pub struct Prepared {
     pub plan: BottlePlan,
     /// The metadata written.
     pub metadata: Metadata,
+    /// How pipelock's presence was decided, when not from a built bundle image.
+    pub pipelock_note: Option<String>,
+}
+
+/// The sidecar left out when the bundle has no pipelock binary.
+pub const PIPELOCK_PLUGIN: &str = "pipelock";
+
+impl Prepared {
+    /// Which firewall this bottle has, in words (the plan summary and the start line).
+    pub fn firewall(&self) -> String {
+        let has = |n: &str| self.plan.sidecars.iter().any(|s| s.plugin == n);
+        let mut s = match (has("egress"), has(PIPELOCK_PLUGIN)) {
+            (true, true) => "egress, chained to pipelock (both layers apply)".to_owned(),
+            (true, false) => {
+                "egress alone (no pipelock in the bundle): allowlist, SSRF guard and DLP".to_owned()
+            }
+            (false, true) => "pipelock alone".to_owned(),
+            (false, false) => "none: the agent has no way out".to_owned(),
+        };
+        if let Some(note) = &self.pipelock_note {
+            s.push_str(&format!(" [{note}]"));
+        }
+        s
+    }
 }
 
 /// Why a launch could not be prepared.
@@ -89,6 +118,11 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         .clone()
         .unwrap_or_else(|| manifest.backend.clone());
     let state_dir_str = state_dir.display().to_string();
+    let left_out = if req.pipelock {
+        vec![]
+    } else {
+        vec![PIPELOCK_PLUGIN.to_owned()]
+    };
     let plan = planner::plan(
         plugins,
         &PlanRequest {
@@ -99,6 +133,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             state_dir: &state_dir_str,
             backend: &backend,
             agent_mounts: &agent_mounts,
+            left_out: &left_out,
         },
     )
     .map_err(|error| PrepareError::Plan {
@@ -123,6 +158,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         state_dir,
         plan,
         metadata,
+        pipelock_note: req.pipelock_note.clone(),
     })
 }
 
@@ -180,6 +216,7 @@ pub fn summary(p: &Prepared) -> String {
         },
     );
     line("egress:", hosts_summary(m));
+    line("firewall:", p.firewall());
     line("sidecars:", sidecars.join(", "));
     if !keys.is_empty() {
         line(

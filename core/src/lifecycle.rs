@@ -101,7 +101,8 @@ pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<
     Ok(())
 }
 
-/// Build the bundle image if a compose file needs it and it is missing; say whether pipelock is in it.
+/// Build the bundle image if a compose file needs it and it is missing or was built by
+/// another version of bottle.
 async fn ensure_bundle_image(
     docker: &Docker,
     file: &project::ComposeFile,
@@ -110,33 +111,87 @@ async fn ensure_bundle_image(
     let Some(bundle) = file.services.get("sidecars") else {
         return Ok(());
     };
-    if !docker::images::exists(docker, &bundle.image).await? {
-        if bundle.image != images::SIDECARS_IMAGE {
-            return Err(
-                DockerError::Host(format!("the bundle image {} is missing", bundle.image)).into(),
-            );
-        }
-        eprintln!("building {} (first run)…", images::SIDECARS_IMAGE);
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(120));
-        let built = images::build_sidecars(docker, &opts.base_image, |line| {
-            if line.starts_with("Step ") {
-                bar.set_message(line.to_owned());
-            }
-        })
-        .await;
-        bar.finish_and_clear();
-        built?;
-    }
-    if !images::has_pipelock(docker, &bundle.image).await? {
-        eprintln!(
-            "warning: {} has no pipelock ({} could not be had when it was built): the agent has no way out; \
-             load that image and run `bottle images build` to add it",
-            bundle.image,
-            images::pipelock_image()
+    if bundle.image == images::SIDECARS_IMAGE {
+        ensure_sidecars_image(docker, &opts.base_image).await?;
+    } else if !docker::images::exists(docker, &bundle.image).await? {
+        return Err(
+            DockerError::Host(format!("the bundle image {} is missing", bundle.image)).into(),
         );
     }
     Ok(())
+}
+
+/// [`images::SIDECARS_IMAGE`], built first when it is missing or stale; what it carries.
+pub async fn ensure_sidecars_image(
+    docker: &Docker,
+    base_image: &str,
+) -> Result<images::BundleImage, DockerError> {
+    let found = images::inspect_bundle(docker, images::SIDECARS_IMAGE).await?;
+    if let Some(b) = found.filter(|b| b.current) {
+        return Ok(b);
+    }
+    eprintln!(
+        "building {} ({})…",
+        images::SIDECARS_IMAGE,
+        if found.is_some() { "built by another bottle version" } else { "first run" }
+    );
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let built = images::build_sidecars(docker, base_image, |line| {
+        if line.starts_with("Step ") {
+            bar.set_message(line.to_owned());
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    let built = built?;
+    Ok(images::BundleImage {
+        pipelock: built.pipelock,
+        current: true,
+    })
+}
+
+/// Whether the bottle's bundle will carry pipelock, decided before planning so the plan
+/// matches what runs: `BOTTLE_PIPELOCK=present|absent` when set; otherwise, for a real run,
+/// the bundle image (built first if needed), and for a dry run the image or, before one is
+/// built, whether the pinned pipelock image is loaded. The note says how it was decided when
+/// that was not from a built image.
+pub async fn pipelock_in_bundle(
+    dry_run: bool,
+    base_image: &str,
+    env_override: Option<&str>,
+) -> Result<(bool, Option<String>), LaunchError> {
+    match env_override {
+        Some("present") => return Ok((true, Some("BOTTLE_PIPELOCK=present".into()))),
+        Some("absent") => return Ok((false, Some("BOTTLE_PIPELOCK=absent".into()))),
+        Some(other) => {
+            return Err(LaunchError::Unsupported(format!(
+                "BOTTLE_PIPELOCK={other:?}: use `present`, `absent`, or unset it to ask the bundle image"
+            )));
+        }
+        None => {}
+    }
+    if !dry_run {
+        let docker = docker::connect().await?;
+        return Ok((ensure_sidecars_image(&docker, base_image).await?.pipelock, None));
+    }
+    let Ok(docker) = docker::connect().await else {
+        return Ok((true, Some("assumed: Docker is not reachable to check the bundle image".into())));
+    };
+    if let Some(b) = images::inspect_bundle(&docker, images::SIDECARS_IMAGE)
+        .await?
+        .filter(|b| b.current)
+    {
+        return Ok((b.pipelock, None));
+    }
+    let pin = images::PipelockPin::configured()?;
+    let loaded = pin.resolve(&docker).await?.is_some();
+    let note = format!(
+        "the bundle image is not built yet; {} is {}",
+        pin.name_tag,
+        if loaded { "loaded" } else { "not loaded" }
+    );
+    Ok((loaded, Some(note)))
 }
 
 /// Launch `p` and attach to its agent; tear everything down afterwards.

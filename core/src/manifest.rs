@@ -131,6 +131,9 @@ struct RawEgress {
     default_allowlist: bool,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    hosts: BTreeMap<String, String>,
+    upstream_ca: Option<String>,
 }
 
 impl Default for RawEgress {
@@ -139,6 +142,8 @@ impl Default for RawEgress {
             allowlist: Vec::new(),
             default_allowlist: true,
             routes: Vec::new(),
+            hosts: BTreeMap::new(),
+            upstream_ca: None,
         }
     }
 }
@@ -160,6 +165,7 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     scheme: Option<String>,
+    header: Option<String>,
     token_ref: Option<String>,
 }
 
@@ -190,6 +196,8 @@ pub struct Manifest {
     pub settings: BTreeMap<String, serde_json::Value>,
     /// Per-plugin grants.
     pub grants: Grants,
+    /// `egress.upstream_ca`: an extra CA egress trusts upstream (absolute host path).
+    pub upstream_ca: Option<String>,
 }
 
 impl Manifest {
@@ -237,14 +245,19 @@ impl Manifest {
     }
 
     /// What the manifest itself declares for the plugin its section is for, which then needs
-    /// no grant for it: git key files for [`GIT_PLUGIN`], routes' `token_ref`s for
-    /// [`ROUTES_PLUGIN`].
+    /// no grant for it: git key files for [`GIT_PLUGIN`], routes' `token_ref`s and
+    /// `egress.upstream_ca` for [`ROUTES_PLUGIN`].
     pub fn declared(&self) -> Declared {
         Declared {
             paths: self
                 .git
                 .iter()
                 .map(|g| (g.key_file.clone(), GIT_PLUGIN.to_owned()))
+                .chain(
+                    self.upstream_ca
+                        .iter()
+                        .map(|p| (p.clone(), ROUTES_PLUGIN.to_owned())),
+                )
                 .collect(),
             host_env: self
                 .routes
@@ -594,25 +607,58 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             None => None,
             Some(RawAuth {
                 scheme: None,
+                header: None,
                 token_ref: None,
             }) => {
-                return Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or remove `auth`"));
+                return Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or `{header: x-api-key, token_ref: ENV_NAME}`, or remove `auth`"));
             }
-            Some(RawAuth { scheme, token_ref }) => {
-                let scheme = scheme.ok_or_else(|| {
-                    loc.at(
-                        "auth",
-                        format!("{field}.auth.scheme"),
-                        "missing; use `Bearer` or `token`",
-                    )
-                })?;
-                if scheme != "Bearer" && scheme != "token" {
-                    return Err(loc.at(
-                        &scheme,
-                        format!("{field}.auth.scheme"),
-                        "use `Bearer` or `token`",
-                    ));
-                }
+            Some(RawAuth {
+                scheme,
+                header,
+                token_ref,
+            }) => {
+                let scheme = match (scheme, header) {
+                    (Some(_), Some(h)) => {
+                        return Err(loc.at(
+                            &h,
+                            format!("{field}.auth"),
+                            "give `scheme` (sent as `Authorization: <scheme> <token>`) or `header` (the token as that header's value), not both",
+                        ));
+                    }
+                    (Some(s), None) if s == "Bearer" || s == "token" => s,
+                    (Some(s), None) => {
+                        return Err(loc.at(
+                            &s,
+                            format!("{field}.auth.scheme"),
+                            "use `Bearer` or `token` (or `header: NAME` for a header of its own)",
+                        ));
+                    }
+                    (None, Some(h)) => {
+                        let lower = h.to_ascii_lowercase();
+                        let token_char = |c: char| c.is_ascii_alphanumeric() || "-_".contains(c);
+                        if lower.is_empty()
+                            || !lower.chars().all(token_char)
+                            || matches!(
+                                lower.as_str(),
+                                "host" | "cookie" | "proxy-authorization" | "connection" | "content-length" | "transfer-encoding"
+                            )
+                        {
+                            return Err(loc.at(
+                                &h,
+                                format!("{field}.auth.header"),
+                                "give a header name egress may set, e.g. `x-api-key` (letters, digits, `-`; not Host, Cookie or a hop-by-hop header)",
+                            ));
+                        }
+                        format!("header:{lower}")
+                    }
+                    (None, None) => {
+                        return Err(loc.at(
+                            "auth",
+                            format!("{field}.auth.scheme"),
+                            "missing; use `scheme: Bearer` (or `token`), or `header: x-api-key`",
+                        ));
+                    }
+                };
                 let token_ref = token_ref.ok_or_else(|| {
                     loc.at(
                         "auth",
@@ -632,6 +678,34 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             auth,
         });
     }
+
+    let mut egress_hosts = BTreeMap::new();
+    for (name, addr) in raw.egress.hosts {
+        let field = format!("egress.hosts.{name}");
+        if !valid_host(&name) || name.starts_with("*.") {
+            return Err(loc.at(&name, field, "give a bare host name (`registry.internal`), no wildcard, scheme or port"));
+        }
+        if addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err() {
+            return Err(loc.at(&addr, field, "give an IP address, or `host-gateway` for the Docker host"));
+        }
+        egress_hosts.insert(name.to_ascii_lowercase(), addr);
+    }
+    let upstream_ca = match raw.egress.upstream_ca {
+        None => None,
+        Some(p) => {
+            let path = expand_home(&p);
+            if !path.starts_with('/') {
+                return Err(loc.at(&p, "egress.upstream_ca", "give an absolute path (or one starting with `~/`) to a PEM CA certificate"));
+            }
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                loc.at(&p, "egress.upstream_ca", format!("cannot read {path}: {e}"))
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(loc.at(&p, "egress.upstream_ca", format!("{path} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")));
+            }
+            Some(path)
+        }
+    };
 
     let mut settings = BTreeMap::new();
     let mut grants = Grants::default();
@@ -661,6 +735,23 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         })?;
         settings.insert(plugin, json);
     }
+    // The 0.1.0 `bottle` record has no field for these, so egress gets them in its settings.
+    if !egress_hosts.is_empty() || upstream_ca.is_some() {
+        let table = settings
+            .entry(ROUTES_PLUGIN.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        for key in ["hosts", "upstream_ca"] {
+            if table.get(key).is_some() {
+                return Err(loc.at(key, format!("plugins.{ROUTES_PLUGIN}.{key}"), format!("set it as `egress.{key}` instead")));
+            }
+        }
+        if !egress_hosts.is_empty() {
+            table["hosts"] = serde_json::json!(egress_hosts);
+        }
+        if let Some(ca) = &upstream_ca {
+            table["upstream_ca"] = serde_json::json!(ca);
+        }
+    }
 
     Ok(Manifest {
         file: file.to_owned(),
@@ -682,6 +773,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),
         settings,
         grants,
+        upstream_ca,
     })
 }
 

@@ -9,7 +9,8 @@
 //!   the highest priority (egress when the bottle has routes, else pipelock);
 //! - `NO_PROXY` is loopback plus every plugin's `no-proxy` hosts;
 //! - when any CA is trusted by the agent, the bundle of those certs is mounted at
-//!   [`AGENT_CA_BUNDLE`] and named by `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
+//!   [`AGENT_CA_BUNDLE`] and named by `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`,
+//!   and mounted over the system trust store [`AGENT_SYSTEM_TRUST`] (curl, git).
 
 use crate::model::*;
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ use std::fmt;
 
 /// Where the agent finds the CA certs it must trust.
 pub const AGENT_CA_BUNDLE: &str = "/etc/bottle/ca-bundle.pem";
+/// The system trust store of Debian-like images, also covered with the bottle's CAs: curl,
+/// git and OpenSSL-based tools read it with no flag or variable. The agent only ever sees
+/// certificates egress minted, so the bottle's CAs are all it needs to trust.
+pub const AGENT_SYSTEM_TRUST: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The state-dir path of the agent's CA bundle (written by the host at launch).
 pub const AGENT_CA_BUNDLE_STATE_PATH: &str = "ca/agent-trust.pem";
@@ -234,14 +239,14 @@ pub fn merge(
                 .env
                 .set(k, AGENT_CA_BUNDLE.to_owned(), &Owner::Wiring)?;
         }
-        let bundle_mount = Mount {
-            source: MountSource::State(AGENT_CA_BUNDLE_STATE_PATH.to_owned()),
-            target: AGENT_CA_BUNDLE.to_owned(),
-            read_only: true,
-        };
-        agent
-            .mounts
-            .set(AGENT_CA_BUNDLE, bundle_mount, &Owner::Wiring)?;
+        for target in [AGENT_CA_BUNDLE, AGENT_SYSTEM_TRUST] {
+            let bundle_mount = Mount {
+                source: MountSource::State(AGENT_CA_BUNDLE_STATE_PATH.to_owned()),
+                target: target.to_owned(),
+                read_only: true,
+            };
+            agent.mounts.set(target, bundle_mount, &Owner::Wiring)?;
+        }
     }
     let mut no_proxy: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     let mut mcp: Owned<String> = Owned::new("MCP server", "the agent");

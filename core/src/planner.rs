@@ -31,6 +31,9 @@ pub struct PlanRequest<'a> {
     pub backend: &'a str,
     /// Mounts the manifest gives the agent.
     pub agent_mounts: &'a [Mount],
+    /// Sidecars the host leaves out of this bottle because they cannot run here (pipelock,
+    /// when the bundle image has none): they are not even prepared.
+    pub left_out: &'a [String],
 }
 
 /// One plugin that took part, for `metadata.json` and `--json`.
@@ -261,6 +264,9 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
     // Phase 1: prepare.
     let mut active: Vec<(&LoadedPlugin, Plan)> = Vec::new();
     for p in plugins.sidecars() {
+        if req.left_out.iter().any(|n| n == p.name()) {
+            continue;
+        }
         let plan = p.prepare(req.bottle, &settings_json(req.settings, p.name()))?;
         if plan.active {
             active.push((p, plan));

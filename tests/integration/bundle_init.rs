@@ -197,7 +197,7 @@ fn a_daemon_that_dies_is_logged_and_the_rest_keep_running() {
 }
 
 #[test]
-fn ready_checks_only_daemons_that_are_present() {
+fn ready_fails_while_a_planned_daemons_program_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let bin = init_bin();
     let file = dir.path().join("d.json");
@@ -215,13 +215,27 @@ fn ready_checks_only_daemons_that_are_present() {
     };
     write("/bin/true");
     let ready = || retry_busy(|| Command::new(bin).arg("ready").arg(&file).output());
+    let out = ready();
+    assert!(!out.status.success(), "the plan says `gone` runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "gone is not ready (/nope/pipelock is not an absolute path to a program in this image)\n"
+    );
+    let only_here = |ready: &str| {
+        std::fs::write(
+            &file,
+            format!(r#"{{"daemons": [{{"name": "here", "command": ["/bin/sh"], "ready_check": ["{ready}"]}}]}}"#),
+        )
+        .unwrap();
+    };
+    only_here("/bin/true");
     assert!(ready().status.success());
-    write("/bin/false");
+    only_here("/bin/false");
     let out = ready();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "here is not ready\n");
     // A check that hangs is killed and counts as not ready; `ready` itself returns.
-    write("/usr/bin/yes");
+    only_here("/usr/bin/yes");
     let out = ready();
     assert!(!out.status.success());
     assert_eq!(

@@ -17,9 +17,9 @@
 //! daemons share one uid, so this is not a wall against a hostile daemon reading
 //! `/proc/<pid>/environ`; per-daemon users are pending.
 //!
-//! A daemon whose program is not in the image is reported and skipped: the bottle still fails
-//! closed, since nothing else gives the agent a way out. `bottle-init ready FILE` runs the
-//! ready checks of the daemons that are present (the container's health check).
+//! A daemon whose program is not in the image is reported and not started, and
+//! `bottle-init ready FILE` (the container's health check) then fails: the plan says it runs,
+//! so the bottle never comes up without it. Otherwise `ready` runs every daemon's ready check.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -291,16 +291,28 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
     }
 }
 
-/// Run the ready checks of the daemons whose programs are present. Returns the exit code.
+/// Run every daemon's ready check; a planned daemon whose program is not in the image is
+/// not ready either (the plan says it runs, so the bottle must not come up without it).
+/// Returns the exit code.
 fn ready(list: &DaemonList) -> i32 {
     let mut failed = 0;
     for d in &list.daemons {
-        let (Some(program), Some(check)) = (d.command.first(), &d.ready_check) else {
+        let Some(program) = d.command.first() else {
+            println!("{} is not ready (it has no command)", d.name);
+            failed += 1;
             continue;
         };
-        if !present(program) || check.is_empty() {
+        if !present(program) {
+            println!(
+                "{} is not ready ({program} is not an absolute path to a program in this image)",
+                d.name
+            );
+            failed += 1;
             continue;
         }
+        let Some(check) = d.ready_check.as_ref().filter(|c| !c.is_empty()) else {
+            continue;
+        };
         let mut cmd = Command::new(&check[0]);
         cmd.args(&check[1..]);
         // A check runs in the container's env (Docker's health check): hide the same secrets.

@@ -21,6 +21,21 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
         None => project_dir,
     };
+    let base_image = std::env::var("BOTTLE_BASE_IMAGE")
+        .unwrap_or_else(|_| bottle::docker::images::DEFAULT_BASE_IMAGE.into());
+    // Decided before planning, so the plan is what will run: no pipelock in the bundle means
+    // egress dials out itself (the environment is read here, at the edge, once).
+    let pipelock_override = std::env::var("BOTTLE_PIPELOCK").ok().filter(|v| !v.is_empty());
+    let (pipelock, pipelock_note) = {
+        let rt = runtime()?;
+        let fact = rt.block_on(lifecycle::pipelock_in_bundle(
+            args.dry_run,
+            &base_image,
+            pipelock_override.as_deref(),
+        ));
+        rt.shutdown_background();
+        fact?
+    };
     let req = RunRequest {
         manifest,
         backend: args.backend,
@@ -29,6 +44,8 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         state_root: launch::default_state_root().map_err(anyhow::Error::msg)?,
         dry_run: args.dry_run,
         slug: args.slug,
+        pipelock,
+        pipelock_note,
     };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
     let plugins = load_all(&args.plugins)?;
@@ -51,13 +68,13 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         command: (!args.command.is_empty()).then_some(args.command),
         keep_state: args.keep_state,
         health_timeout: Duration::from_secs(args.health_timeout),
-        base_image: std::env::var("BOTTLE_BASE_IMAGE")
-            .unwrap_or_else(|_| bottle::docker::images::DEFAULT_BASE_IMAGE.into()),
+        base_image,
     };
     eprintln!(
-        "bottle {}: starting (state {})",
+        "bottle {}: starting (state {}); firewall: {}",
         prepared.slug,
-        prepared.state_dir.display()
+        prepared.state_dir.display(),
+        prepared.firewall()
     );
     let rt = runtime()?;
     let result = rt.block_on(lifecycle::launch(&prepared, &opts));

@@ -129,7 +129,22 @@ pub const PIPELOCK_LABEL: &str = "io.bottle.pipelock";
 
 const DOCKERFILE: &str = include_str!("../../images/sidecars/Dockerfile");
 
-include!(concat!(env!("OUT_DIR"), "/init_binary.rs"));
+include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
+
+/// The label holding [`content_hash`]: an image built by another bottle is rebuilt.
+pub const CONTENT_LABEL: &str = "io.bottle.content";
+
+/// sha256 of what this bottle puts into the bundle (Dockerfile, init, egress): a bundle image
+/// with another value was built by another version and is rebuilt before use.
+pub fn content_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [DOCKERFILE.as_bytes(), INIT_BINARY, EGRESS_BINARY] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What a build produced.
 #[derive(Debug, Clone)]
@@ -151,17 +166,36 @@ pub async fn exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     }
 }
 
+/// What a local bundle image is, from its labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleImage {
+    /// It carries pipelock.
+    pub pipelock: bool,
+    /// It was built from this bottle's programs ([`content_hash`]).
+    pub current: bool,
+}
+
+/// The bundle image `image`, or `None` when it is not there.
+pub async fn inspect_bundle(docker: &Docker, image: &str) -> Result<Option<BundleImage>, DockerError> {
+    let info = match docker.inspect_image(image).await {
+        Ok(info) => info,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(api(format!("inspecting image {image}"))(e)),
+    };
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    Ok(Some(BundleImage {
+        pipelock: labels.get(PIPELOCK_LABEL).is_some_and(|v| v == "present"),
+        current: labels.get(CONTENT_LABEL) == Some(&content_hash()),
+    }))
+}
+
 /// Whether the bundle image `image` carries pipelock (from its label).
 pub async fn has_pipelock(docker: &Docker, image: &str) -> Result<bool, DockerError> {
-    let info = docker
-        .inspect_image(image)
-        .await
-        .map_err(api(format!("inspecting image {image}")))?;
-    Ok(info
-        .config
-        .and_then(|c| c.labels)
-        .and_then(|l| l.get(PIPELOCK_LABEL).cloned())
-        .is_some_and(|v| v == "present"))
+    Ok(inspect_bundle(docker, image)
+        .await?
+        .is_some_and(|b| b.pipelock))
 }
 
 /// The Dockerfile, with the pipelock stage from `pipelock` when given.
@@ -179,11 +213,14 @@ pub fn dockerfile(pipelock: Option<&str>) -> String {
         .replace("# @PIPELOCK_COPY@", copy)
         .replace(
             "LABEL io.bottle.image=sidecars",
-            &format!("LABEL io.bottle.image=sidecars {PIPELOCK_LABEL}={label}"),
+            &format!(
+                "LABEL io.bottle.image=sidecars {PIPELOCK_LABEL}={label} {CONTENT_LABEL}={}",
+                content_hash()
+            ),
         )
 }
 
-fn context(init: &[u8], dockerfile: &str) -> std::io::Result<Vec<u8>> {
+fn context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -193,11 +230,12 @@ fn context(init: &[u8], dockerfile: &str) -> std::io::Result<Vec<u8>> {
         tar.append_data(&mut h, name, data)
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
-    add("bottle-init", init, 0o755)?;
+    add("bottle-init", INIT_BINARY, 0o755)?;
+    add("bottle-egress", EGRESS_BINARY, 0o755)?;
     tar.into_inner()
 }
 
-/// Build the bundle image from `base` with the embedded `bottle-init`. `progress` sees each
+/// Build the bundle image from `base` with the embedded `bottle-init` and `bottle-egress`. `progress` sees each
 /// step line of the build.
 pub async fn build_sidecars(
     docker: &Docker,
@@ -212,7 +250,7 @@ pub async fn build_sidecars(
     let pin = PipelockPin::configured()?;
     // The stage names the verified image id, so the build cannot resolve the tag differently.
     let pipelock_id = pin.resolve(docker).await?;
-    let tar = context(INIT_BINARY, &dockerfile(pipelock_id.as_deref()))
+    let tar = context(&dockerfile(pipelock_id.as_deref()))
         .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
     let opts = BuildImageOptionsBuilder::default()
         .t(SIDECARS_IMAGE)

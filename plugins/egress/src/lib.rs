@@ -1,12 +1,15 @@
-//! egress: the credential-injecting proxy in front of pipelock, present when the bottle has routes.
+//! egress: the agent's proxy, always: its only way out, in front of pipelock when the bundle
+//! has one.
 //!
 //! The agent holds no real token: egress strips any `Authorization` it sends and injects the
 //! real one for matching routes only. Token values reach egress as env vars `EGRESS_TOKEN_<n>`
 //! that the host fills from the host env at launch; this plugin only ever sees their names.
 //!
-//! Once egress is the agent's proxy, every host the agent may reach must be a route, or egress
-//! answers 403: `routes.yaml` holds the manifest's routes, then each allowlisted host (the
-//! defaults among them) as a plain route, so egress and pipelock allow the same hosts.
+//! Every host the agent may reach must be a route, or egress answers 403: `routes.yaml` holds
+//! the manifest's routes, then each allowlisted host (the defaults among them) as a plain
+//! route, so egress and pipelock allow the same hosts. With no `bundle-proxy` endpoint (no
+//! pipelock in the bundle) egress gets no `--upstream` and dials out itself, with its SSRF
+//! guard and DLP as the whole firewall.
 
 use bottle_plugin_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -21,15 +24,24 @@ pub const CONFIG_DIR: &str = "/etc/egress";
 pub const CA_BUNDLE: &str = "/etc/egress-ca/bundle.pem";
 /// In-container path of the upstream (pipelock) CA egress trusts.
 pub const UPSTREAM_CA: &str = "/etc/egress-ca/upstream.pem";
+/// In-container path of the manifest's `egress.upstream_ca`.
+pub const EXTRA_UPSTREAM_CA: &str = "/etc/egress-ca/extra-upstream.pem";
+/// The manifest's `auth: {header: NAME}` reaches plugins as the scheme `header:NAME` (the
+/// 0.1.0 contract has only `scheme`; see `wit/PENDING_CHANGES.md`).
+pub const HEADER_SCHEME_PREFIX: &str = "header:";
 /// The daemon binary in the bundle image.
 pub const BINARY: &str = "/usr/local/bin/bottle-egress";
-/// The upstream when no plugin offers a `bundle-proxy` endpoint.
-pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8888";
-
-/// `plugins.egress` in the manifest: nothing yet, but typos are still errors.
+/// `plugins.egress`: what the host passes from the manifest's `egress` section that the 0.1.0
+/// `bottle` record has no field for (`egress.hosts`, `egress.upstream_ca`); typos are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {}
+pub struct Settings {
+    /// Static host entries: name to an IP or `host-gateway`.
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
+    /// Absolute host path of an extra CA upstream TLS trusts.
+    pub upstream_ca: Option<String>,
+}
 
 /// `routes.yaml`, as the egress daemon reads it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +49,9 @@ pub struct RoutesFile {
     /// The manifest's routes in manifest order, then the allowlisted hosts as plain routes.
     /// A host matches its first route; a host with no route gets 403.
     pub routes: Vec<Route>,
+    /// Static host entries (`egress.hosts`): these names skip DNS and the SSRF guard.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 /// One route.
@@ -47,9 +62,12 @@ pub struct Route {
     /// Path prefixes; absent means every path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path_allowlist: Vec<String>,
-    /// `Bearer` or `token`.
+    /// `Bearer` or `token`: sent as `Authorization: <scheme> <token>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_scheme: Option<String>,
+    /// A header the token is sent in as is (`x-api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
     /// Name of the env var holding the token inside the sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
@@ -57,7 +75,7 @@ pub struct Route {
 
 /// The routes file and the secret env slots: one `EGRESS_TOKEN_<n>` per distinct `token_ref`,
 /// numbered in declaration order.
-pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
+pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEnv>) {
     let mut secrets: Vec<SecretEnv> = Vec::new();
     let mut routes: Vec<Route> = bottle
         .routes
@@ -76,10 +94,13 @@ pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
                     }
                 }
             });
+            let scheme = r.auth.as_ref().map(|a| a.scheme.as_str());
+            let header = scheme.and_then(|s| s.strip_prefix(HEADER_SCHEME_PREFIX));
             Route {
                 host: r.host.to_ascii_lowercase(),
                 path_allowlist: r.path_allowlist.clone(),
-                auth_scheme: r.auth.as_ref().map(|a| a.scheme.clone()),
+                auth_scheme: scheme.filter(|_| header.is_none()).map(str::to_owned),
+                auth_header: header.map(str::to_ascii_lowercase),
                 token_env,
             }
         })
@@ -91,11 +112,16 @@ pub fn routes(bottle: &Bottle) -> (RoutesFile, Vec<SecretEnv>) {
                 host,
                 path_allowlist: vec![],
                 auth_scheme: None,
+                auth_header: None,
                 token_env: None,
             });
         }
     }
-    (RoutesFile { routes }, secrets)
+    let file = RoutesFile {
+        routes,
+        hosts: settings.hosts.clone(),
+    };
+    (file, secrets)
 }
 
 /// The plugin.
@@ -112,14 +138,8 @@ impl SidecarGuest for Egress {
     }
 
     fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let _: Settings = parse_settings(&bottle.settings)?;
-        if bottle.routes.is_empty() {
-            return Ok(Plan {
-                active: false,
-                ..Plan::default()
-            });
-        }
-        let (file, secrets) = routes(&bottle);
+        let settings: Settings = parse_settings(&bottle.settings)?;
+        let (file, secrets) = routes(&bottle, &settings);
         let yaml =
             serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
         Ok(Plan {
@@ -146,11 +166,7 @@ impl SidecarGuest for Egress {
     }
 
     fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
-        let upstream = ctx
-            .endpoints
-            .iter()
-            .find(|e| e.name == "bundle-proxy")
-            .map_or(DEFAULT_UPSTREAM.to_owned(), |e| e.url.clone());
+        let settings: Settings = parse_settings(&ctx.bottle.settings)?;
         let mut mounts = vec![Mount::state_ro("egress", CONFIG_DIR)];
         let mut command = vec![
             BINARY.to_owned(),
@@ -158,9 +174,11 @@ impl SidecarGuest for Egress {
             format!("0.0.0.0:{PORT}"),
             "--routes".into(),
             format!("{CONFIG_DIR}/routes.yaml"),
-            "--upstream".into(),
-            upstream.clone(),
         ];
+        // Never a default: with no next proxy in the bundle egress dials out itself.
+        if let Some(up) = ctx.endpoints.iter().find(|e| e.name == "bundle-proxy") {
+            command.extend(["--upstream".into(), up.url.clone()]);
+        }
         if let Some(combined) = ctx
             .cas
             .iter()
@@ -174,13 +192,25 @@ impl SidecarGuest for Egress {
             mounts.push(Mount::state_ro(up.cert.clone(), UPSTREAM_CA));
             command.extend(["--upstream-ca".into(), UPSTREAM_CA.into()]);
         }
+        if let Some(path) = &settings.upstream_ca {
+            mounts.push(Mount {
+                source: MountSource::Host(path.clone()),
+                target: EXTRA_UPSTREAM_CA.into(),
+                read_only: true,
+            });
+            command.extend(["--upstream-ca".into(), EXTRA_UPSTREAM_CA.into()]);
+        }
         Ok(Fragment {
             daemons: vec![Daemon {
                 name: HOSTNAME.into(),
                 command,
-                env: vec![kv("EGRESS_UPSTREAM_PROXY", upstream)],
                 mounts,
                 ports: vec![PORT],
+                ready_check: Some(vec![
+                    BINARY.into(),
+                    "health".into(),
+                    format!("127.0.0.1:{PORT}"),
+                ]),
                 ..Daemon::default()
             }],
             ..Fragment::default()
@@ -208,8 +238,32 @@ mod tests {
     }
 
     #[test]
-    fn inactive_without_routes() {
-        assert!(!Egress::prepare(testing::bottle()).unwrap().active);
+    fn active_without_routes_too() {
+        let plan = Egress::prepare(testing::bottle()).unwrap();
+        assert!(plan.active, "egress is always the agent's proxy");
+        assert_eq!(plan.provides[0].name, "agent-proxy");
+    }
+
+    #[test]
+    fn header_auth_and_static_hosts_reach_the_routes_file() {
+        let mut b = testing::bottle();
+        b.routes = vec![EgressRoute {
+            host: "api.anthropic.com".into(),
+            path_allowlist: vec![],
+            auth: Some(RouteAuth {
+                scheme: "header:X-Api-Key".into(),
+                token_ref: "ANTHROPIC_API_KEY".into(),
+            }),
+        }];
+        let settings = Settings {
+            hosts: [("origin.test".to_owned(), "host-gateway".to_owned())].into(),
+            upstream_ca: None,
+        };
+        let (file, _) = routes(&b, &settings);
+        assert_eq!(file.routes[0].auth_header.as_deref(), Some("x-api-key"));
+        assert_eq!(file.routes[0].auth_scheme, None);
+        let yaml = serde_yaml::to_string(&file).unwrap();
+        assert!(yaml.contains("hosts:\n  origin.test: host-gateway"), "{yaml}");
     }
 
     #[test]
@@ -249,7 +303,7 @@ mod tests {
             "api.github.com".into(),
         ];
         b.routes = vec![route("api.github.com", Some("GH"))];
-        let (file, _) = routes(&b);
+        let (file, _) = routes(&b, &Settings::default());
         let hosts: Vec<(&str, Option<&str>)> = file
             .routes
             .iter()
@@ -276,11 +330,14 @@ mod tests {
         }];
         let f = Egress::render(ctx).unwrap();
         let d = &f.daemons[0];
-        assert!(
-            d.env
-                .iter()
-                .any(|kv| kv.key == "EGRESS_UPSTREAM_PROXY" && kv.value == "http://127.0.0.1:8888")
-        );
+        assert!(d.command.windows(2).any(|w| w == ["--upstream", "http://127.0.0.1:8888"]));
         assert_eq!(d.ports, [9099]);
+        assert!(d.ready_check.is_some());
+    }
+
+    #[test]
+    fn with_no_bundle_proxy_egress_dials_out_itself() {
+        let f = Egress::render(testing::render_context(testing::bottle())).unwrap();
+        assert!(!f.daemons[0].command.iter().any(|a| a == "--upstream"));
     }
 }

@@ -179,24 +179,19 @@ impl SidecarGuest for Pipelock {
                     id: "pipelock".into(),
                     common_name: format!("bottle pipelock CA {}", bottle.slug),
                     combined_pem: false,
-                    // With egress in front the agent only ever sees egress's certificates.
-                    trusted_by_agent: bottle.routes.is_empty(),
+                    // egress is always in front: the agent only ever sees egress's certificates.
+                    trusted_by_agent: false,
                 }]
             } else {
                 vec![]
             },
-            provides: vec![
-                Endpoint {
-                    name: "agent-proxy".into(),
-                    url: format!("http://{HOSTNAME}:{PORT}"),
-                    priority: 10,
-                },
-                Endpoint {
-                    name: "bundle-proxy".into(),
-                    url: format!("http://127.0.0.1:{PORT}"),
-                    priority: 10,
-                },
-            ],
+            // Only egress reaches pipelock, over the bundle's loopback: an agent that could
+            // reach it directly would skip egress's rules.
+            provides: vec![Endpoint {
+                name: "bundle-proxy".into(),
+                url: format!("http://127.0.0.1:{PORT}"),
+                priority: 10,
+            }],
             ..Plan::default()
         })
     }
@@ -219,7 +214,7 @@ impl SidecarGuest for Pipelock {
                     "--config".into(),
                     CONFIG_IN_CONTAINER.into(),
                     "--listen".into(),
-                    format!("0.0.0.0:{PORT}"),
+                    format!("127.0.0.1:{PORT}"),
                 ],
                 mounts,
                 ports: vec![PORT],

@@ -70,8 +70,12 @@ fn tls_interception_uses_fixed_in_container_paths() {
     assert_eq!(y["tls_interception"]["ca_key"], CA_KEY_IN_CONTAINER);
     assert_eq!(plan.cas.len(), 1);
     assert!(
-        plan.cas[0].trusted_by_agent,
-        "without egress the agent talks to pipelock directly"
+        !plan.cas[0].trusted_by_agent,
+        "egress is always in front: the agent never sees pipelock's certificates"
+    );
+    assert!(
+        plan.provides.iter().all(|e| e.name != "agent-proxy"),
+        "the agent never reaches pipelock directly"
     );
 }
 
@@ -137,6 +141,7 @@ fn render_mounts_config_and_ca_and_listens_on_8888() {
     assert!(
         d.command
             .windows(2)
-            .any(|w| w == ["--listen", "0.0.0.0:8888"])
+            .any(|w| w == ["--listen", "127.0.0.1:8888"]),
+        "pipelock listens on the bundle's loopback only: egress reaches it, the agent cannot"
     );
 }

@@ -123,27 +123,35 @@ pub fn build_components(
         .collect()
 }
 
-/// Build the binary of `package`, small (the [`PROFILE`] profile), into `target_dir`: for
-/// `target` when given, else for the host.
-pub fn build_binary(
+/// Build the binaries of `packages` (one cargo call, so they share their dependencies) for
+/// `target` (the host when `None`) and return their paths, in order.
+pub fn build_binaries(
     workspace: &Path,
     target_dir: &Path,
-    package: &str,
+    packages: &[&str],
     target: Option<&str>,
-) -> Result<PathBuf, BuildError> {
-    let mut args = vec!["-p", package];
+) -> Result<Vec<PathBuf>, BuildError> {
+    let mut args = Vec::new();
+    for p in packages {
+        args.extend(["-p", p]);
+    }
     let mut dir = target_dir.to_owned();
     if let Some(t) = target {
         args.extend(["--target", t]);
         dir.push(t);
     }
     cargo(workspace, target_dir, &args)?;
-    let path = dir.join(PROFILE).join(package);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(BuildError::Missing(path))
-    }
+    packages
+        .iter()
+        .map(|p| {
+            let path = dir.join(PROFILE).join(p);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(BuildError::Missing(path))
+            }
+        })
+        .collect()
 }
 
 /// The static Linux target for `arch` (`x86_64-unknown-linux-musl`), when its standard library
