@@ -133,7 +133,11 @@ pub async fn ensure_sidecars_image(
     eprintln!(
         "building {} ({})…",
         images::SIDECARS_IMAGE,
-        if found.is_some() { "built by another bottle version" } else { "first run" }
+        if found.is_some() {
+            "built by another bottle version"
+        } else {
+            "first run"
+        }
     );
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -173,10 +177,16 @@ pub async fn pipelock_in_bundle(
     }
     if !dry_run {
         let docker = docker::connect().await?;
-        return Ok((ensure_sidecars_image(&docker, base_image).await?.pipelock, None));
+        return Ok((
+            ensure_sidecars_image(&docker, base_image).await?.pipelock,
+            None,
+        ));
     }
     let Ok(docker) = docker::connect().await else {
-        return Ok((true, Some("assumed: Docker is not reachable to check the bundle image".into())));
+        return Ok((
+            true,
+            Some("assumed: Docker is not reachable to check the bundle image".into()),
+        ));
     };
     if let Some(b) = images::inspect_bundle(&docker, images::SIDECARS_IMAGE)
         .await?

@@ -640,7 +640,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                             || !lower.chars().all(token_char)
                             || matches!(
                                 lower.as_str(),
-                                "host" | "cookie" | "proxy-authorization" | "connection" | "content-length" | "transfer-encoding"
+                                "host"
+                                    | "cookie"
+                                    | "proxy-authorization"
+                                    | "connection"
+                                    | "content-length"
+                                    | "transfer-encoding"
                             )
                         {
                             return Err(loc.at(
@@ -683,10 +688,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     for (name, addr) in raw.egress.hosts {
         let field = format!("egress.hosts.{name}");
         if !valid_host(&name) || name.starts_with("*.") {
-            return Err(loc.at(&name, field, "give a bare host name (`registry.internal`), no wildcard, scheme or port"));
+            return Err(loc.at(
+                &name,
+                field,
+                "give a bare host name (`registry.internal`), no wildcard, scheme or port",
+            ));
         }
         if addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err() {
-            return Err(loc.at(&addr, field, "give an IP address, or `host-gateway` for the Docker host"));
+            return Err(loc.at(
+                &addr,
+                field,
+                "give an IP address, or `host-gateway` for the Docker host",
+            ));
         }
         egress_hosts.insert(name.to_ascii_lowercase(), addr);
     }
@@ -695,13 +708,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         Some(p) => {
             let path = expand_home(&p);
             if !path.starts_with('/') {
-                return Err(loc.at(&p, "egress.upstream_ca", "give an absolute path (or one starting with `~/`) to a PEM CA certificate"));
+                return Err(loc.at(
+                    &p,
+                    "egress.upstream_ca",
+                    "give an absolute path (or one starting with `~/`) to a PEM CA certificate",
+                ));
             }
             let pem = std::fs::read_to_string(&path).map_err(|e| {
                 loc.at(&p, "egress.upstream_ca", format!("cannot read {path}: {e}"))
             })?;
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(loc.at(&p, "egress.upstream_ca", format!("{path} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")));
+                return Err(loc.at(
+                    &p,
+                    "egress.upstream_ca",
+                    format!("{path} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"),
+                ));
             }
             Some(path)
         }
@@ -742,7 +763,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             .or_insert_with(|| serde_json::json!({}));
         for key in ["hosts", "upstream_ca"] {
             if table.get(key).is_some() {
-                return Err(loc.at(key, format!("plugins.{ROUTES_PLUGIN}.{key}"), format!("set it as `egress.{key}` instead")));
+                return Err(loc.at(
+                    key,
+                    format!("plugins.{ROUTES_PLUGIN}.{key}"),
+                    format!("set it as `egress.{key}` instead"),
+                ));
             }
         }
         if !egress_hosts.is_empty() {

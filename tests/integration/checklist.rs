@@ -68,23 +68,42 @@ fn items_1_to_5_short_hostnames_and_no_long_names() {
 
 #[test]
 fn items_6_to_8_egress_reaches_pipelock_over_bundle_loopback_on_both_backends() {
-    for backend in ["docker", "smolmachines"] {
-        let r = render("implementer", backend);
-        assert_eq!(
-            r.compose["services"]["sidecars"]["environment"]["EGRESS_UPSTREAM_PROXY"],
-            "http://127.0.0.1:8888",
-            "{backend}"
+    for agent in ["implementer", "researcher"] {
+        let r = render(agent, "docker");
+        let daemons: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(r.state.join("bundle/daemons.json")).unwrap(),
+        )
+        .unwrap();
+        let egress = daemons["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "egress")
+            .expect("egress is in every bundle");
+        let command: Vec<&str> = egress["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            command
+                .windows(2)
+                .any(|w| w == ["--upstream", "http://127.0.0.1:8888"]),
+            "{agent}: {command:?}"
         );
     }
 }
 
 #[test]
-fn item_9_the_agent_proxy_is_pipelock_without_routes() {
-    let r = render("researcher", "docker");
-    assert_eq!(
-        r.compose["services"]["agent"]["environment"]["HTTP_PROXY"],
-        "http://pipelock:8888"
-    );
+fn item_9_the_agent_proxy_is_egress_with_or_without_routes() {
+    for agent in ["implementer", "researcher"] {
+        let r = render(agent, "docker");
+        let env = &r.compose["services"]["agent"]["environment"];
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert_eq!(env[k], "http://egress:9099", "{agent} {k}");
+        }
+    }
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn a_patch_to_an_unknown_service_is_an_error() {
     assert_eq!(code, 1);
     assert!(
         err.contains(
-            "plugin `misbehave` patches `database`, which no plugin adds (known: agent, pipelock)"
+            "plugin `misbehave` patches `database`, which no plugin adds (known: agent, egress, pipelock)"
         ),
         "{err}"
     );
@@ -153,7 +153,7 @@ fn a_state_mount_cannot_leave_the_state_dir_or_take_another_plugins_key() {
             "ca/pipelock/key.pem",
             "the private key of a CA that `pipelock` owns",
         ),
-        ("ca", "the private key of a CA that `pipelock` owns"),
+        ("ca", "the private key of a CA that `egress` owns"),
         ("plan.json", "belongs to bottle itself"),
     ] {
         let (code, err) = with_misbehave(&format!("{{state_mount: '{path}'}}"), &[]);

@@ -46,6 +46,13 @@ fn leftovers(slug: &str) -> String {
     .to_owned()
 }
 
+/// `bottle` as a user runs it: whether pipelock is in the bundle comes from the real image.
+fn bottle(sb: &Sandbox) -> Command {
+    let mut cmd = sb.bottle();
+    cmd.env_remove("BOTTLE_PIPELOCK");
+    cmd
+}
+
 fn sandbox() -> Sandbox {
     let sb = Sandbox::new();
     sb.agent("e2e", AGENT);
@@ -57,7 +64,7 @@ fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-exit");
-    let (code, out, err) = run(sb.bottle().args([
+    let (code, out, err) = run(bottle(&sb).args([
         "run",
         "e2e",
         "--slug",
@@ -102,7 +109,7 @@ fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
                  grep -q 'BEGIN CERTIFICATE' /etc/bottle/ca-bundle.pem || exit 4; \
                  grep -rqs 'PRIVATE KEY' /etc/bottle/ && exit 5; \
                  test \"$SSL_CERT_FILE\" = /etc/bottle/ca-bundle.pem || exit 6; exit 0";
-    let (code, out, err) = run(sb.bottle().args([
+    let (code, out, err) = run(bottle(&sb).args([
         "run",
         "e2e",
         "--slug",
@@ -153,9 +160,7 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
     let slug = unique_slug("e2e-orphan");
     let name = format!("bottle-sidecars-{slug}");
     docker(&["create", "--name", &name, "bottle-base:latest", "true"]);
-    let (code, _, err) = run(sb
-        .bottle()
-        .args(["run", "e2e", "--slug", &slug, "--", "true"]));
+    let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!("container {name} already exists")) && err.contains("bottle cleanup"),
@@ -165,14 +170,14 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
         !sb.state().join(&slug).join("ca").exists(),
         "no key was minted"
     );
-    let (code, out, _) = run(sb.bottle().args(["cleanup", "--dry-run"]));
+    let (code, out, _) = run(bottle(&sb).args(["cleanup", "--dry-run"]));
     assert_eq!(code, 0);
     assert!(out.contains(&name), "{out}");
     assert!(
         !docker(&["ps", "-aq", "--filter", &format!("name={name}")]).is_empty(),
         "--dry-run removes nothing"
     );
-    let (code, out, err) = run(sb.bottle().args(["cleanup", "--yes"]));
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         docker(&["ps", "-aq", "--filter", &format!("name={name}")]),
@@ -186,8 +191,7 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
 
 /// Start `bottle run … -- sleep 300` in the background; returns once the agent is running.
 fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
-    let child = sb
-        .bottle()
+    let child = bottle(&sb)
         .args(["run", "e2e", "--slug", slug, "--", "sleep", "300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -209,7 +213,7 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
     let sb = sandbox();
     let slug = unique_slug("e2e-ps");
     let mut child = start_sleeping(&sb, &slug);
-    let (_, ps, err) = run(sb.bottle().arg("ps"));
+    let (_, ps, err) = run(bottle(&sb).arg("ps"));
     assert!(
         ps.lines().any(|l| l.starts_with(&slug)
             && l.contains("e2e")
@@ -217,7 +221,7 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
             && l.contains("running")),
         "{ps}{err}"
     );
-    let (code, logs, _) = run(sb.bottle().args(["logs", &slug]));
+    let (code, logs, _) = run(bottle(&sb).args(["logs", &slug]));
     assert_eq!(code, 0);
     assert!(logs.contains("[init]"), "{logs}");
     // docker-compose sees the project too, thanks to the compose labels.
@@ -233,7 +237,7 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
         listed.contains(&format!("bottle-agent-{slug}")),
         "docker-compose ps: {listed}"
     );
-    let (code, _, err) = run(sb.bottle().args(["stop", &slug]));
+    let (code, _, err) = run(bottle(&sb).args(["stop", &slug]));
     assert_eq!(code, 0, "{err}");
     let status = child.wait().unwrap();
     assert!(
@@ -257,7 +261,7 @@ fn after_kill_9_cleanup_removes_everything() {
         "",
         "a killed bottle leaves its containers"
     );
-    let (code, out, err) = run(sb.bottle().args(["cleanup", "--yes"]));
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(leftovers(&slug), "");
 }
@@ -276,8 +280,7 @@ fn interrupt_tears_down(signal: rustix::process::Signal, exit: i32, name: &str) 
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-int");
-    let child = sb
-        .bottle()
+    let child = bottle(&sb)
         .args(["run", "e2e", "--slug", &slug, "--", "sleep", "300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -357,9 +360,8 @@ fn the_agent_cannot_reach_anything_outside_its_internal_network() {
     let sb = sandbox();
     let slug = unique_slug("e2e-net");
     let probe = format!("curl -sS -m 3 --noproxy '*' {url} && exit 0; exit 9");
-    let (code, out, err) = run(sb
-        .bottle()
-        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", &probe]));
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", &probe]));
     docker(&["rm", "-f", &server]);
     docker(&["network", "rm", &tag]);
     assert!(
@@ -386,7 +388,7 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     c.arg(script)
         .arg(crate::support::bottle_bin())
         .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", cmd]);
-    for (k, v) in sb.bottle().get_envs() {
+    for (k, v) in bottle(&sb).get_envs() {
         match v {
             Some(v) => c.env(k, v),
             None => c.env_remove(k),
@@ -413,8 +415,7 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
 fn an_unreachable_docker_is_one_clear_line() {
     let sb = sandbox();
     for args in [&["run", "e2e", "--", "true"][..], &["ps"][..]] {
-        let (code, out, err) = run(sb
-            .bottle()
+        let (code, out, err) = run(bottle(&sb)
             .args(args)
             .env("DOCKER_HOST", "tcp://127.0.0.1:9"));
         assert_eq!(code, 1, "{out}{err}");
@@ -441,8 +442,7 @@ fn a_sidecar_that_never_gets_healthy_fails_the_run_naming_it_with_its_logs() {
     );
     let dir = sb.plugin_dir("plugins", &[crate::support::plugins::misbehave()]);
     let slug = unique_slug("e2e-sick");
-    let (code, _, err) = run(sb
-        .bottle()
+    let (code, _, err) = run(bottle(&sb)
         .args([
             "run",
             "sick",
@@ -490,7 +490,7 @@ fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
     std::fs::create_dir_all(sb.project().join("deep/er")).unwrap();
     std::fs::write(sb.project().join("deep/er/big.bin"), &big).unwrap();
     let slug = unique_slug("e2e-copy");
-    let (code, out, err) = run(sb.bottle().args([
+    let (code, out, err) = run(bottle(&sb).args([
         "run",
         "copier",
         "--slug",
@@ -525,8 +525,7 @@ struct RestoreBundle;
 impl Drop for RestoreBundle {
     fn drop(&mut self) {
         let sb = Sandbox::new();
-        let (code, _, err) = run(sb
-            .bottle()
+        let (code, _, err) = run(bottle(&sb)
             .env_remove("BOTTLE_PIPELOCK_IMAGE")
             .args(["images", "build"]));
         docker(&["rmi", "-f", "bottle-test/pipelock:pin"]);
@@ -566,8 +565,7 @@ fn the_pipelock_image_is_checked_against_its_pinned_digest() {
     ]);
     let sb = Sandbox::new();
     let build = |image: &str| {
-        run(sb
-            .bottle()
+        run(bottle(&sb)
             .env("BOTTLE_PIPELOCK_IMAGE", image)
             .args(["images", "build"]))
     };
@@ -601,4 +599,93 @@ fn the_pipelock_image_is_checked_against_its_pinned_digest() {
     let (code, _, err) = build("bottle-test/pipelock:pin@sha256:short");
     assert_eq!(code, 1);
     assert!(err.contains("64 lower-case hex digits"), "{err}");
+}
+
+/// The agent's one way out, for real: its curl and git reach an HTTPS origin only through
+/// egress, which injects the real token the agent never holds. The origin runs in this test
+/// process on every host address; the bundle reaches it as `host-gateway` (its own network's
+/// gateway), trusting the origin's test CA through `egress.upstream_ca`.
+#[test]
+fn the_agent_reaches_an_https_origin_only_through_egress_with_the_token_injected() {
+    use bottle_egress::testing::{Origin, TestPki, fingerprint};
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = TestPki::new(&["origin.test"]);
+    let git_root = sb.dir.path().join("served");
+    std::fs::create_dir_all(&git_root).unwrap();
+    let work = sb.dir.path().join("seed");
+    let seeded = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git init -q {w} && git -C {w} -c user.email=t@t -c user.name=t commit -q --allow-empty -m 'seen through egress' \
+             && git clone -q --bare {w} {g}/repo.git && git -C {g}/repo.git update-server-info",
+            w = work.display(),
+            g = git_root.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(seeded.success());
+    let origin = rt.block_on(Origin::start("0.0.0.0".parse().unwrap(), &pki, git_root));
+    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    let port = origin.https.port();
+    sb.agent(
+        "reach",
+        &format!(
+            "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n  routes:\n    \
+             - host: origin.test\n      auth: {{scheme: Bearer, token_ref: E2E_ORIGIN_TOKEN}}\n  \
+             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n",
+            ca.display()
+        ),
+    );
+    let token = "e2e-real-token-4b9f0c2e";
+    let script = format!(
+        "curl -sS -H 'Authorization: Bearer placeholder' https://origin.test:{port}/echo; echo; \
+         curl -sS https://blocked.test/; \
+         curl -sS --noproxy '*' --max-time 5 https://origin.test:{port}/echo >/dev/null 2>&1 || echo DIRECT-REFUSED; \
+         cd /tmp && git clone -q https://origin.test:{port}/git/repo.git r && git -C r log --format=%s; \
+         git -C r push -q origin HEAD:refs/heads/x 2>&1 | grep -q 403 && echo PUSH-REFUSED; \
+         env | grep -c {token} || true"
+    );
+    let slug = unique_slug("e2e-egress");
+    let (code, out, err) = run(bottle(&sb)
+        .env("E2E_ORIGIN_TOKEN", token)
+        .env_remove("BOTTLE_PIPELOCK")
+        .args(["run", "reach", "--slug", &slug, "--", "sh", "-c", &script]));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("firewall: egress alone"),
+        "the start line says which firewall: {err}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    assert_eq!(
+        seen["headers"]["authorization"],
+        fingerprint(format!("Bearer {token}").as_bytes()),
+        "the origin saw the real token, not the agent's placeholder"
+    );
+    for expected in [
+        "blocked by egress: blocked.test is not on this bottle's allowlist",
+        "DIRECT-REFUSED",
+        "seen through egress",
+        "PUSH-REFUSED",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected:?} missing in\n{out}\n{err}"
+        );
+    }
+    assert_eq!(
+        out.lines().last(),
+        Some("0"),
+        "the agent's env never holds the token: {out}"
+    );
+    let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
+    assert!(log.contains("[egress] {"), "egress logs JSON lines:\n{log}");
+    assert!(!log.contains(token), "no token in the kept log");
+    assert_eq!(leftovers(&slug), "");
 }

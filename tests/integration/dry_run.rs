@@ -98,10 +98,14 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
 }
 
 #[test]
-fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
+fn researcher_goes_out_through_egress_chained_to_pipelock() {
     let sb = Sandbox::new();
     let out = dry_run(&sb, &["researcher"]);
-    assert!(out.contains("sidecars: pipelock"), "{out}");
+    assert!(out.contains("sidecars: egress, pipelock"), "{out}");
+    assert!(
+        out.contains("firewall: egress, chained to pipelock (both layers apply)"),
+        "{out}"
+    );
     assert!(
         out.contains("9 hosts allowed (docs.rs, en.wikipedia.org, api.anthropic.com +6 more)"),
         "{out}"
@@ -116,10 +120,10 @@ fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
             .unwrap();
     let agent = &compose["services"]["agent"];
     assert_eq!(
-        agent["environment"]["HTTP_PROXY"], "http://pipelock:8888",
-        "no routes: the agent's proxy is pipelock"
+        agent["environment"]["HTTP_PROXY"], "http://egress:9099",
+        "no routes, and still the agent's proxy is egress"
     );
-    assert_eq!(agent["environment"]["HTTPS_PROXY"], "http://pipelock:8888");
+    assert_eq!(agent["environment"]["HTTPS_PROXY"], "http://egress:9099");
     assert!(
         agent["volumes"]
             .as_sequence()
@@ -128,7 +132,8 @@ fn researcher_has_pipelock_alone_and_the_agent_uses_it() {
             .all(|v| v["target"] != "/workspace"),
         "cwd: none mounts nothing"
     );
-    assert!(!state.join("git-gate").exists() && !state.join("egress").exists());
+    assert!(!state.join("git-gate").exists());
+    assert!(state.join("egress/routes.yaml").exists(), "egress runs without routes too");
 }
 
 #[test]
@@ -159,12 +164,9 @@ fn the_docker_topology_matches_the_original() {
         .collect();
     assert_eq!(aliases, ["egress", "git-gate", "pipelock", "supervise"]);
     assert!(bundle["networks"]["egress"].is_mapping());
-    // Routes exist: the agent's proxy is egress, which chains to pipelock over bundle loopback.
+    // The agent's proxy is egress, which chains to pipelock over bundle loopback (its
+    // `--upstream`, checked in the checklist tests).
     assert_eq!(agent["environment"]["HTTPS_PROXY"], "http://egress:9099");
-    assert_eq!(
-        bundle["environment"]["EGRESS_UPSTREAM_PROXY"],
-        "http://127.0.0.1:8888"
-    );
     assert!(
         bundle["environment"]["HTTP_PROXY"].is_null(),
         "the bundle itself has no proxy env"
@@ -181,8 +183,9 @@ fn the_docker_topology_matches_the_original() {
     );
     // Token values are never in the file: only the names, resolved at launch.
     assert!(bundle["environment"]["EGRESS_TOKEN_0"].is_null());
+    assert!(bundle["environment"]["EGRESS_TOKEN_1"].is_null());
     assert!(
-        bundle["environment"].get("EGRESS_TOKEN_1").is_none(),
+        bundle["environment"].get("EGRESS_TOKEN_2").is_none(),
         "two routes share one token_ref"
     );
     // The SSH key is mounted read-only into the bundle, never into the agent.
@@ -323,9 +326,16 @@ fn no_secret_value_reaches_the_state_dir_the_plan_or_stdout() {
     }
     assert!(files >= 20, "two state dirs were written ({files} files)");
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let from: Vec<&str> = plan["plan"]["stack"]["bundle_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["from_host_env"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        plan["plan"]["stack"]["bundle_secrets"][0]["from_host_env"],
-        "GITHUB_TOKEN"
+        from,
+        ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"],
+        "one slot per token_ref, in order"
     );
 }
 
@@ -462,7 +472,7 @@ fn a_custom_sidecar_joins_the_bundle_or_adds_its_own_service() {
         .iter()
         .map(|d| d["daemon"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(bundle, ["hello", "pipelock"]);
+    assert_eq!(bundle, ["egress", "hello", "pipelock"]);
     assert_eq!(
         plan["plan"]["stack"]["agent"]["env"]["HELLO_GREETING"],
         "hello from a plugin"

@@ -120,6 +120,8 @@ impl Sandbox {
             .env("BOTTLE_CACHE_DIR", shared_cache())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("HOME", self.dir.path())
+            // Plans as a bundle with pipelock would run; the Docker tests ask the real image.
+            .env("BOTTLE_PIPELOCK", "present")
             .env_remove("RUST_LOG");
         cmd
     }

@@ -25,7 +25,9 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| bottle::docker::images::DEFAULT_BASE_IMAGE.into());
     // Decided before planning, so the plan is what will run: no pipelock in the bundle means
     // egress dials out itself (the environment is read here, at the edge, once).
-    let pipelock_override = std::env::var("BOTTLE_PIPELOCK").ok().filter(|v| !v.is_empty());
+    let pipelock_override = std::env::var("BOTTLE_PIPELOCK")
+        .ok()
+        .filter(|v| !v.is_empty());
     let (pipelock, pipelock_note) = {
         let rt = runtime()?;
         let fact = rt.block_on(lifecycle::pipelock_in_bundle(

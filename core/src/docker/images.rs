@@ -176,7 +176,10 @@ pub struct BundleImage {
 }
 
 /// The bundle image `image`, or `None` when it is not there.
-pub async fn inspect_bundle(docker: &Docker, image: &str) -> Result<Option<BundleImage>, DockerError> {
+pub async fn inspect_bundle(
+    docker: &Docker,
+    image: &str,
+) -> Result<Option<BundleImage>, DockerError> {
     let info = match docker.inspect_image(image).await {
         Ok(info) => info,
         Err(bollard::errors::Error::DockerResponseServerError {

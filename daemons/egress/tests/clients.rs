@@ -278,7 +278,10 @@ fn an_unlisted_host_an_ip_literal_and_an_inside_name_are_refused() {
         assert_eq!(code, 403, "{url}: {body}");
         assert!(body.contains("blocked by egress: "), "{body}");
         assert!(body.contains("is not on this bottle's allowlist"), "{body}");
-        assert!(body.contains("call the supervise MCP tool `request_host_access`"), "{body}");
+        assert!(
+            body.contains("call the supervise MCP tool `request_host_access`"),
+            "{body}"
+        );
         assert!(
             body.to_ascii_lowercase().contains(
                 "x-bottle-block: not-allowlisted; ask with the supervise tool request_host_access"

@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(file.routes[0].auth_header.as_deref(), Some("x-api-key"));
         assert_eq!(file.routes[0].auth_scheme, None);
         let yaml = serde_yaml::to_string(&file).unwrap();
-        assert!(yaml.contains("hosts:\n  origin.test: host-gateway"), "{yaml}");
+        assert!(
+            yaml.contains("hosts:\n  origin.test: host-gateway"),
+            "{yaml}"
+        );
     }
 
     #[test]
@@ -330,7 +333,11 @@ mod tests {
         }];
         let f = Egress::render(ctx).unwrap();
         let d = &f.daemons[0];
-        assert!(d.command.windows(2).any(|w| w == ["--upstream", "http://127.0.0.1:8888"]));
+        assert!(
+            d.command
+                .windows(2)
+                .any(|w| w == ["--upstream", "http://127.0.0.1:8888"])
+        );
         assert_eq!(d.ports, [9099]);
         assert!(d.ready_check.is_some());
     }

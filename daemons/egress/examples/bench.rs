@@ -1,0 +1,199 @@
+//! The two ends of `benches/egress.sh`: a real origin, and a load generator that speaks
+//! through a forward proxy the way an agent's client does (absolute-form HTTP, or CONNECT and
+//! TLS with keep-alive).
+//!
+//! ```text
+//! bench origin DIR                      # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
+//! bench load URL [--proxy http://H:P] [--cacert F] [--connections N] [--seconds S] [--warmup S]
+//! ```
+//!
+//! `load` prints one JSON line: requests, req/s, p50 and p99 latency in microseconds.
+
+use bottle_egress::testing::{Origin, TestPki};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.first().map(String::as_str) {
+        Some("origin") => rt.block_on(origin(&args[1])),
+        Some("load") => rt.block_on(load(&args[1..])),
+        _ => eprintln!("usage: bench origin DIR | bench load URL [options]"),
+    }
+}
+
+async fn origin(dir: &str) {
+    let pki = TestPki::new(&["localhost", "127.0.0.1"]);
+    pki.write_ca(std::path::Path::new(dir), "origin-ca.pem");
+    let o = Origin::start("127.0.0.1".parse().unwrap(), &pki, dir.into()).await;
+    println!("http={} https={}", o.http.port(), o.https.port());
+    std::future::pending::<()>().await;
+}
+
+struct Opts {
+    url: hyper::Uri,
+    proxy: Option<String>,
+    cacert: Option<String>,
+    connections: usize,
+    seconds: f64,
+    warmup: f64,
+}
+
+fn parse(args: &[String]) -> Opts {
+    let mut o = Opts {
+        url: args[0].parse().expect("URL"),
+        proxy: None,
+        cacert: None,
+        connections: 1,
+        seconds: 5.0,
+        warmup: 1.0,
+    };
+    let mut i = 1;
+    while i + 1 < args.len() {
+        let v = args[i + 1].clone();
+        match args[i].as_str() {
+            "--proxy" => o.proxy = Some(v.trim_start_matches("http://").to_owned()),
+            "--cacert" => o.cacert = Some(v),
+            "--connections" => o.connections = v.parse().expect("N"),
+            "--seconds" => o.seconds = v.parse().expect("S"),
+            "--warmup" => o.warmup = v.parse().expect("S"),
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// One keep-alive connection to the origin, through the proxy when there is one.
+async fn connect(o: &Opts) -> Sender {
+    let host = o.url.host().expect("host").to_owned();
+    let https = o.url.scheme_str() == Some("https");
+    let port = o.url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let mut tcp = match &o.proxy {
+        Some(p) => TcpStream::connect(p).await.expect("proxy"),
+        None => TcpStream::connect((host.as_str(), port))
+            .await
+            .expect("origin"),
+    };
+    tcp.set_nodelay(true).ok();
+    if https {
+        if o.proxy.is_some() {
+            tcp.write_all(
+                format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("CONNECT");
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                tcp.read_exact(&mut b).await.expect("CONNECT answer");
+                head.push(b[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(o.cacert.as_ref().expect("--cacert for https")).expect("CA");
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.expect("PEM")).expect("CA");
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("TLS");
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        send
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        send
+    }
+}
+
+async fn load(args: &[String]) {
+    let o = Arc::new(parse(args));
+    let start = Instant::now();
+    let warm_until = start + Duration::from_secs_f64(o.warmup);
+    let end = warm_until + Duration::from_secs_f64(o.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..o.connections {
+        let o = o.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(&o).await;
+            let mut lat: Vec<u32> = Vec::new();
+            // Absolute-form for plain HTTP through a proxy; origin-form otherwise.
+            let target = if o.proxy.is_some() && o.url.scheme_str() == Some("http") {
+                o.url.to_string()
+            } else {
+                o.url.path_and_query().map_or("/".into(), |p| p.to_string())
+            };
+            let authority = o.url.authority().expect("authority").to_string();
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let req = Request::get(target.as_str())
+                    .header("host", authority.as_str())
+                    .header("authorization", "Bearer placeholder")
+                    .body(Empty::new())
+                    .expect("request");
+                let resp = send.send_request(req).await.expect("response");
+                assert!(resp.status().is_success(), "status {}", resp.status());
+                resp.into_body().collect().await.expect("body");
+                if t >= warm_until {
+                    lat.push(t.elapsed().as_micros() as u32);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{}}}",
+        all.len(),
+        all.len() as f64 / o.seconds,
+        pct(0.5),
+        pct(0.99)
+    );
+}
