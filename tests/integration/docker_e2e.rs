@@ -127,17 +127,18 @@ fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
     let state = sb.state().join(&slug);
     let mode = |rel: &str| crate::support::mode(&state.join(rel));
     assert_eq!(mode("ca"), 0o700);
-    assert_eq!(mode("ca/pipelock/key.pem"), 0o600);
-    assert_eq!(mode("ca/pipelock/cert.pem"), 0o644);
+    // egress's CA is in every bottle (pipelock's only where the bundle has pipelock).
+    assert_eq!(mode("ca/egress/key.pem"), 0o600);
+    assert_eq!(mode("ca/egress/cert.pem"), 0o644);
     assert_eq!(mode("ca/agent-trust.pem"), 0o644);
-    let key = std::fs::read_to_string(state.join("ca/pipelock/key.pem")).unwrap();
+    let key = std::fs::read_to_string(state.join("ca/egress/key.pem")).unwrap();
     assert!(
         key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
-        "SEC1, as pipelock requires"
+        "SEC1, as pipelock requires (and egress reads)"
     );
     let openssl = Command::new("openssl")
         .args(["ec", "-noout", "-text", "-in"])
-        .arg(state.join("ca/pipelock/key.pem"))
+        .arg(state.join("ca/egress/key.pem"))
         .output();
     if let Ok(o) = openssl {
         let text = String::from_utf8_lossy(&o.stdout);

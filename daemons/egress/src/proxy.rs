@@ -38,13 +38,25 @@ pub struct Active {
     pub table: RouteTable,
     /// Patterns plus every route's token: what the agent may never send.
     pub outbound: Arc<Scanner>,
+    /// Per token env name, its own value alone: what a credentialed route's response may
+    /// not echo. Built once here; building an automaton per request cost more than the rest.
+    pub echo: std::collections::BTreeMap<String, Arc<Scanner>>,
 }
 
 impl Active {
     /// Build the scanners for `table`.
     pub fn new(table: RouteTable) -> Self {
-        let outbound = Arc::new(Scanner::new(&known(&table)));
-        Active { table, outbound }
+        let secrets = known(&table);
+        let outbound = Arc::new(Scanner::new(&secrets));
+        let echo = secrets
+            .into_iter()
+            .map(|k| (k.name.clone(), Arc::new(Scanner::known_only(&[k]))))
+            .collect();
+        Active {
+            table,
+            outbound,
+            echo,
+        }
     }
 }
 
@@ -487,12 +499,10 @@ impl Proxy {
             }
         };
 
-        let echo = route.credential.as_ref().map(|c| {
-            Arc::new(Scanner::known_only(&[KnownSecret {
-                name: c.token_env.clone(),
-                value: c.token.as_bytes().to_vec(),
-            }]))
-        });
+        let echo = route
+            .credential
+            .as_ref()
+            .and_then(|c| active.echo.get(&c.token_env).cloned());
         if let Some(scanner) = &echo
             && let Some((name, _)) = scan_headers(scanner, resp.headers())
         {

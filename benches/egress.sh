@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# bottle-egress against mitmproxy 11.0.2, side by side in one run, on loopback only.
+#
+#   bash benches/egress.sh                 # WARMUP=2 SECS=8 by default
+#   SECS=20 WARMUP=5 bash benches/egress.sh
+#
+# Both proxies do the same job for the same routes: route by host, strip the agent's
+# Authorization, inject the route's token (HTTPS to `localhost`; plain HTTP goes to the
+# token-less route `127.0.0.1`, since egress never sends a credential in the clear), intercept
+# TLS with a CA of their own, and trust the origin's test CA upstream. Each proxy is pinned to core 0 with one worker (mitmproxy is
+# single-threaded; egress gets TOKIO_WORKER_THREADS=1); the origin and the load generator
+# share core 1. Access logs are off for both. Prints req/s, p50/p99, CPU-ms per request and
+# the proxies' peak RSS, and the ratios the egress issue sets as goals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WARMUP=${WARMUP:-2}
+SECS=${SECS:-8}
+bench=.bench
+mkdir -p "$bench"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "build (release)"
+cargo build -q --release -p bottle-egress --features testing --example bench --bin bottle-egress
+egress_bin=target/release/bottle-egress
+load_bin=target/release/examples/bench
+
+step "mitmproxy 11.0.2 (a venv under $bench/)"
+if [ ! -x "$bench/mitm/bin/mitmdump" ]; then
+    python3 -m venv "$bench/mitm"
+    "$bench/mitm/bin/pip" install -q mitmproxy==11.0.2
+fi
+mitm_version=$("$bench/mitm/bin/mitmdump" --version | head -1)
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+step "origin (core 1)"
+taskset -c 1 "$load_bin" origin "$tmp" > "$tmp/origin.out" &
+pids+=($!)
+for _ in $(seq 50); do [ -s "$tmp/origin.out" ] && break; sleep 0.1; done
+read -r http_kv https_kv < "$tmp/origin.out"
+http_port=${http_kv#http=}
+https_port=${https_kv#https=}
+
+token="bench-token-0123456789abcdef"
+cat > "$tmp/routes.yaml" <<EOF
+routes:
+- host: localhost
+  auth_scheme: Bearer
+  token_env: EGRESS_TOKEN_0
+- host: 127.0.0.1
+hosts:
+  localhost: 127.0.0.1
+  127.0.0.1: 127.0.0.1
+EOF
+
+# The CA egress signs with, as bottle writes it: a SEC1 P-256 key, then the certificate.
+openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/eca-key.pem"
+openssl req -x509 -new -key "$tmp/eca-key.pem" -days 2 -subj "/CN=bench egress CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+    -out "$tmp/eca-cert.pem" 2>/dev/null
+cat "$tmp/eca-key.pem" "$tmp/eca-cert.pem" > "$tmp/eca-bundle.pem"
+
+step "egress (core 0, one worker)"
+EGRESS_TOKEN_0=$token TOKIO_WORKER_THREADS=1 taskset -c 0 "$egress_bin" \
+    --listen 127.0.0.1:0 --routes "$tmp/routes.yaml" --ca "$tmp/eca-bundle.pem" \
+    --upstream-ca "$tmp/origin-ca.pem" --access-log off > "$tmp/egress.out" 2>&1 &
+egress_pid=$!
+pids+=($egress_pid)
+for _ in $(seq 50); do grep -q 'listening on' "$tmp/egress.out" 2>/dev/null && break; sleep 0.1; done
+egress_addr=$(grep -o 'listening on [0-9.:]*' "$tmp/egress.out" | awk '{print $3}')
+
+step "mitmproxy (core 0)"
+cat > "$tmp/addon.py" <<EOF
+# The original egress addon's logic: route by host, strip Authorization, inject the token.
+from mitmproxy import http
+ROUTES = {"localhost": "Bearer $token", "127.0.0.1": ""}
+def request(flow: http.HTTPFlow) -> None:
+    flow.request.headers.pop("authorization", None)
+    auth = ROUTES.get(flow.request.pretty_host.lower())
+    if auth is None:
+        flow.response = http.Response.make(403, b"blocked")
+        return
+    if auth:
+        flow.request.headers["authorization"] = auth
+EOF
+mitm_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+taskset -c 0 "$bench/mitm/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" \
+    --set confdir="$tmp/mitm-conf" --set ssl_verify_upstream_trusted_ca="$tmp/origin-ca.pem" \
+    --set stream_large_bodies=1 --set connection_strategy=lazy -s "$tmp/addon.py" > "$tmp/mitm.out" 2>&1 &
+mitm_pid=$!
+pids+=($mitm_pid)
+for _ in $(seq 100); do [ -s "$tmp/mitm-conf/mitmproxy-ca-cert.pem" ] && nc -z 127.0.0.1 "$mitm_port" 2>/dev/null && break; sleep 0.1; done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+# run NAME PID URL CONNS [proxy args...] -> prints a row and records rps/p50
+declare -A RPS P50
+row() {
+    local name=$1 pid=$2 url=$3 conns=$4; shift 4
+    local before after out
+    before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    out=$(taskset -c 1 "$load_bin" load "$url" --connections "$conns" --seconds "$SECS" --warmup "$WARMUP" "$@")
+    after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    local reqs rps p50 p99 cpu
+    reqs=$(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$out")
+    rps=$(sed 's/.*"rps":\([0-9]*\).*/\1/' <<<"$out")
+    p50=$(sed 's/.*"p50_us":\([0-9]*\).*/\1/' <<<"$out")
+    p99=$(sed 's/.*"p99_us":\([0-9]*\).*/\1/' <<<"$out")
+    # CPU over warm-up and run together, divided by the measured requests: an upper bound.
+    cpu=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0 && d > 0) printf "%.4f", d * 1000 / hz / n; else print "-" }')
+    printf '%-8s %-6s %5s %10s %9s %9s %12s\n' "$name" "${url%%:*}" "$conns" "$rps" "$p50" "$p99" "$cpu"
+    RPS[$name-${url%%:*}-$conns]=$rps
+    P50[$name-${url%%:*}-$conns]=$p50
+}
+
+echo
+echo "machine: $(nproc) cores, $(uname -sr); egress $("$egress_bin" --version); $mitm_version"
+echo "each row: ${WARMUP}s warm-up, ${SECS}s measured, keep-alive; origin answers 200 B"
+printf '%-8s %-6s %5s %10s %9s %9s %12s\n' proxy scheme conns req/s p50_us p99_us cpu_ms/req
+for conns in 1 16 64; do
+    row direct - "http://127.0.0.1:$http_port/bytes/200" "$conns"
+    row egress "$egress_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://$egress_addr"
+    row mitm "$mitm_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port"
+    row direct - "https://localhost:$https_port/bytes/200" "$conns" --cacert "$tmp/origin-ca.pem"
+    row egress "$egress_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://$egress_addr" --cacert "$tmp/eca-cert.pem"
+    row mitm "$mitm_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port" --cacert "$tmp/mitm-conf/mitmproxy-ca-cert.pem"
+done
+egress_hwm=$(hwm_kb "$egress_pid")
+mitm_hwm=$(hwm_kb "$mitm_pid")
+
+echo
+echo "goals (the egress issue):"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }'; }
+for scheme in http https; do
+    best=0
+    for c in 1 16 64; do
+        r=$(ratio "${RPS[egress-$scheme-$c]}" "${RPS[mitm-$scheme-$c]}")
+        echo "  $scheme c=$c: egress/mitmproxy throughput = ${r}x (goal >= 20x)"
+    done
+    direct64=${RPS[direct-$scheme-64]}
+    egress64=${RPS[egress-$scheme-64]}
+    echo "  $scheme: direct baseline / egress at c=64 = $(ratio "$direct64" "$egress64")x (>= 3x means the origin and load generator were not the limit)"
+done
+for scheme in http https; do
+    added=$(( ${P50[egress-$scheme-1]} - ${P50[direct-$scheme-1]} ))
+    echo "  $scheme: added p50 latency at c=1 = ${added} us (goal <= 150 us)"
+done
+echo "  peak RSS after 64 connections: egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"
