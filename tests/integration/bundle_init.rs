@@ -43,6 +43,10 @@ struct Init {
     /// by two threads, so lines can arrive out of order: `expect` looks at all of them.
     seen: std::cell::RefCell<Vec<(String, bool)>>,
     _dir: tempfile::TempDir,
+    /// The daemon list, for `bottle-init ready`.
+    file: PathBuf,
+    /// Where this init records exited daemons.
+    status: PathBuf,
 }
 
 impl Init {
@@ -59,9 +63,11 @@ impl Init {
         });
         let file = dir.path().join("daemons.json");
         std::fs::write(&file, list.to_string()).unwrap();
+        let status = dir.path().join("status");
         let mut cmd = Command::new(bin);
         cmd.arg(&file)
             .env("BOTTLE_INIT_GRACE_SECS", "1")
+            .env("BOTTLE_INIT_STATUS_DIR", &status)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = retry_busy(|| cmd.spawn());
@@ -82,7 +88,24 @@ impl Init {
             lines,
             seen: Default::default(),
             _dir: dir,
+            file,
+            status,
         }
+    }
+
+    /// `bottle-init ready` on this init's list: exit code and stdout.
+    fn ready(&self) -> (i32, String) {
+        let out = retry_busy(|| {
+            Command::new(init_bin())
+                .arg("ready")
+                .arg(&self.file)
+                .env("BOTTLE_INIT_STATUS_DIR", &self.status)
+                .output()
+        });
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// Wait for a line containing `needle` that no earlier `expect` returned; returns it.
@@ -334,4 +357,27 @@ fn ready_checks_see_only_their_own_plugins_secrets() {
             .output()
     });
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_daemon_that_exits_makes_ready_say_never_with_its_last_line() {
+    let mut init = Init::start(&[
+        (
+            "bad",
+            "echo 'bottle-egress: routes.yaml: not a routes file' >&2; exit 2",
+        ),
+        ("good", "sleep 30"),
+    ]);
+    init.expect("daemon `bad` exited with status 2");
+    let (code, out) = init.ready();
+    assert_eq!(
+        code, 2,
+        "never ready: the host stops waiting at once\n{out}"
+    );
+    assert!(
+        out.contains("bad is not ready (it exited with status 2: bottle-egress: routes.yaml: not a routes file)"),
+        "{out}"
+    );
+    let _ = init.child.kill();
+    let _ = init.child.wait();
 }

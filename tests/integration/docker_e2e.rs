@@ -192,7 +192,7 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
 
 /// Start `bottle run … -- sleep 300` in the background; returns once the agent is running.
 fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
-    let child = bottle(&sb)
+    let child = bottle(sb)
         .args(["run", "e2e", "--slug", slug, "--", "sleep", "300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -688,5 +688,46 @@ fn the_agent_reaches_an_https_origin_only_through_egress_with_the_token_injected
     let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
     assert!(log.contains("[egress] {"), "egress logs JSON lines:\n{log}");
     assert!(!log.contains(token), "no token in the kept log");
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// egress refusing its config at start (here: an upstream CA that is not a certificate) ends
+/// the run at once, with egress's own line, not after the health deadline.
+#[test]
+fn an_egress_that_cannot_start_fails_the_run_at_once_with_its_reason() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let ca = sb.dir.path().join("broken-ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    sb.agent(
+        "broken",
+        &format!("{AGENT}  upstream_ca: {}\n", ca.display()),
+    );
+    let slug = unique_slug("e2e-broken");
+    let started = Instant::now();
+    let (code, _, err) = run(bottle(&sb).args([
+        "run",
+        "broken",
+        "--slug",
+        &slug,
+        "--health-timeout",
+        "120",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("egress is not ready (it exited with status 2: bottle-egress: ")
+            && err.contains("extra-upstream.pem"),
+        "egress's own reason reaches the user: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not the 120 s health deadline: a daemon that exited is never ready"
+    );
     assert_eq!(leftovers(&slug), "");
 }

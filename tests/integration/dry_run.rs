@@ -133,7 +133,10 @@ fn researcher_goes_out_through_egress_chained_to_pipelock() {
         "cwd: none mounts nothing"
     );
     assert!(!state.join("git-gate").exists());
-    assert!(state.join("egress/routes.yaml").exists(), "egress runs without routes too");
+    assert!(
+        state.join("egress/routes.yaml").exists(),
+        "egress runs without routes too"
+    );
 }
 
 #[test]

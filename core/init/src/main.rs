@@ -20,6 +20,8 @@
 //! A daemon whose program is not in the image is reported and not started, and
 //! `bottle-init ready FILE` (the container's health check) then fails: the plan says it runs,
 //! so the bottle never comes up without it. Otherwise `ready` runs every daemon's ready check.
+//! A daemon that exited is recorded (with its last output line) in `/run/bottle-init/`, and
+//! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +34,20 @@ use std::time::{Duration, Instant};
 const DEFAULT_GRACE: Duration = Duration::from_secs(8);
 /// How long one ready check may run before it counts as failed (and is killed).
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where `run` records a daemon that exited, for `ready` (another process) to report; set
+/// `BOTTLE_INIT_STATUS_DIR` to move it (the tests do).
+const DEFAULT_STATUS_DIR: &str = "/run/bottle-init";
+/// `ready`'s exit code when a planned daemon will never be ready (it exited, or its program
+/// is missing): the host stops waiting at once instead of at its deadline.
+const NEVER_READY: i32 = 2;
+
+fn status_dir() -> std::path::PathBuf {
+    std::env::var_os("BOTTLE_INIT_STATUS_DIR").map_or_else(|| DEFAULT_STATUS_DIR.into(), Into::into)
+}
+
+/// The last line each daemon wrote, so its exit can be reported with its reason.
+static LAST_LINES: std::sync::Mutex<BTreeMap<String, String>> =
+    std::sync::Mutex::new(BTreeMap::new());
 
 /// The daemon list (see `bottle_plugin_compose::DaemonList`).
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +103,11 @@ fn hide_secrets(cmd: &mut Command, d: &DaemonEntry, secret_env: &[String]) {
 /// Pipe each line of `r` to our stdout or stderr with `[name] ` in front. Bytes that are not
 /// UTF-8 are replaced, never a reason to stop reading: a closed pipe would kill the daemon
 /// with SIGPIPE on its next write.
-fn relay(name: String, r: impl std::io::Read + Send + 'static, to_stderr: bool) {
+fn relay(
+    name: String,
+    r: impl std::io::Read + Send + 'static,
+    to_stderr: bool,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut buf = Vec::new();
@@ -101,6 +121,10 @@ fn relay(name: String, r: impl std::io::Read + Send + 'static, to_stderr: bool) 
             }
             let line = String::from_utf8_lossy(&buf);
             let line = line.trim_end_matches(['\n', '\r']);
+            if !line.trim().is_empty() {
+                let mut last = LAST_LINES.lock().unwrap_or_else(|p| p.into_inner());
+                last.insert(name.clone(), line.chars().take(300).collect());
+            }
             if to_stderr {
                 let _ = writeln!(std::io::stderr().lock(), "[{name}] {line}");
             } else {
@@ -109,12 +133,14 @@ fn relay(name: String, r: impl std::io::Read + Send + 'static, to_stderr: bool) 
                 let _ = out.flush();
             }
         }
-    });
+    })
 }
 
 struct Running {
     name: String,
     pid: rustix::process::Pid,
+    /// The threads relaying its output, joined (briefly) when it exits so its last line is in.
+    relays: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
@@ -150,11 +176,12 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
     {
         Ok(mut child) => {
             let pid = rustix::process::Pid::from_child(&child);
+            let mut relays = Vec::new();
             if let Some(out) = child.stdout.take() {
-                relay(d.name.clone(), out, false);
+                relays.push(relay(d.name.clone(), out, false));
             }
             if let Some(err) = child.stderr.take() {
-                relay(d.name.clone(), err, true);
+                relays.push(relay(d.name.clone(), err, true));
             }
             say(&format!(
                 "started `{}` (pid {})",
@@ -166,6 +193,7 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
             Some(Running {
                 name: d.name.clone(),
                 pid,
+                relays,
             })
         }
         Err(e) => {
@@ -203,11 +231,40 @@ fn reap(running: &mut BTreeMap<String, Running>) -> Vec<String> {
                 _ => "stopped".to_owned(),
             };
             say(&format!("daemon `{name}` {how}"));
-            running.remove(&name);
+            if let Some(r) = running.remove(&name) {
+                record_exit(&r, &how);
+            }
             gone.push(name);
         }
     }
     gone
+}
+
+/// Write `<status dir>/<name>.exited` for `ready`: how it ended and the last line it wrote.
+fn record_exit(r: &Running, how: &str) {
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while r.relays.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let last = LAST_LINES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&r.name)
+        .cloned();
+    let text = match last {
+        Some(line) => format!("{how}: {line}"),
+        None => how.to_owned(),
+    };
+    let dir = status_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{}.exited", r.name)), text));
+    if let Err(e) = written {
+        say(&format!(
+            "cannot record that `{}` exited in {}: {e}",
+            r.name,
+            dir.display()
+        ));
+    }
 }
 
 /// Run the daemons of `list` until SIGTERM or SIGINT. Returns the exit code.
@@ -223,6 +280,7 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
         };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for d in &list.daemons {
+        let _ = std::fs::remove_file(status_dir().join(format!("{}.exited", d.name)));
         if let Some(r) = start(d, &list.secret_env) {
             running.insert(d.name.clone(), r);
         }
@@ -260,6 +318,7 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                             );
                         }
                     }
+                    let _ = std::fs::remove_file(status_dir().join("pipelock.exited"));
                     if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
                         && let Some(r) = start(d, &list.secret_env)
                     {
@@ -296,10 +355,11 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
 /// Returns the exit code.
 fn ready(list: &DaemonList) -> i32 {
     let mut failed = 0;
+    let mut never = false;
     for d in &list.daemons {
         let Some(program) = d.command.first() else {
             println!("{} is not ready (it has no command)", d.name);
-            failed += 1;
+            never = true;
             continue;
         };
         if !present(program) {
@@ -307,7 +367,12 @@ fn ready(list: &DaemonList) -> i32 {
                 "{} is not ready ({program} is not an absolute path to a program in this image)",
                 d.name
             );
-            failed += 1;
+            never = true;
+            continue;
+        }
+        if let Ok(how) = std::fs::read_to_string(status_dir().join(format!("{}.exited", d.name))) {
+            println!("{} is not ready (it {})", d.name, how.trim());
+            never = true;
             continue;
         }
         let Some(check) = d.ready_check.as_ref().filter(|c| !c.is_empty()) else {
@@ -325,7 +390,11 @@ fn ready(list: &DaemonList) -> i32 {
             }
         }
     }
-    i32::from(failed > 0)
+    if never {
+        NEVER_READY
+    } else {
+        i32::from(failed > 0)
+    }
 }
 
 /// Run one ready check (`program` is its first word), killing it after `timeout`. The error

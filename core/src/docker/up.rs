@@ -306,6 +306,9 @@ pub async fn up(
     Ok(())
 }
 
+/// The exit code of `bottle-init ready` for "a daemon will never be ready".
+const NEVER_READY: i64 = 2;
+
 /// Wait until `container`'s health check `test` passes.
 ///
 /// bottle runs the check itself, every 100 ms, instead of waiting for Docker's own schedule
@@ -344,12 +347,23 @@ pub async fn wait_healthy(
                 .max(Duration::from_secs(1));
             match tokio::time::timeout(budget, probe(docker, container, &cmd)).await {
                 Ok(Ok((0, _))) => return Ok(()),
-                Ok(Ok((code, out))) => last = format!("check exited {code}: {}", out.trim()),
+                // `bottle-init ready` says a daemon will never be ready (it exited, or its
+                // program is missing): waiting longer cannot help.
+                Ok(Ok((NEVER_READY, out))) => Some(out.trim().to_owned()),
+                Ok(Ok((code, out))) => {
+                    last = format!("check exited {code}: {}", out.trim());
+                    None
+                }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => last = format!("check still running after {budget:?}"),
+                Err(_) => {
+                    last = format!("check still running after {budget:?}");
+                    None
+                }
             }
-            (Instant::now() > deadline)
-                .then(|| format!("no passing health check within {timeout:?}"))
+            .or_else(|| {
+                (Instant::now() > deadline)
+                    .then(|| format!("no passing health check within {timeout:?}"))
+            })
         };
         if let Some(detail) = detail {
             let detail = if last.is_empty() {

@@ -173,6 +173,89 @@ fn auth_needs_a_known_scheme_and_an_env_name() {
 }
 
 #[test]
+fn header_auth_is_a_header_name_and_never_with_a_scheme() {
+    let m = parse_str(
+        "image: x\negress:\n  routes:\n    - host: api.anthropic.com\n      auth: {header: X-Api-Key, token_ref: ANTHROPIC_API_KEY}\n",
+    )
+    .unwrap();
+    let auth = m.routes[0].auth.as_ref().unwrap();
+    assert_eq!(auth.scheme, "header:x-api-key");
+    assert_eq!(m.declared().host_env["ANTHROPIC_API_KEY"], "egress");
+    fails(
+        "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {scheme: Bearer, header: x-k, token_ref: T}\n",
+        "egress.routes[0].auth",
+        "not both",
+    );
+    for bad in ["Host", "cookie", "x key", "x:y", "Transfer-Encoding"] {
+        fails(
+            &format!(
+                "image: x\negress:\n  routes:\n    - host: a.com\n      auth: {{header: \"{bad}\", token_ref: T}}\n"
+            ),
+            "egress.routes[0].auth.header",
+            "header name egress may set",
+        );
+    }
+}
+
+#[test]
+fn static_hosts_and_an_upstream_ca_reach_egress_and_bad_ones_say_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let m = parse_str(&format!(
+        "image: x\negress:\n  hosts: {{registry.internal: 10.1.2.3, Origin.Test: host-gateway}}\n  upstream_ca: {}\n",
+        ca.display()
+    ))
+    .unwrap();
+    let egress = &m.settings["egress"];
+    assert_eq!(egress["hosts"]["registry.internal"], "10.1.2.3");
+    assert_eq!(egress["hosts"]["origin.test"], "host-gateway");
+    assert_eq!(egress["upstream_ca"], ca.display().to_string());
+    assert_eq!(
+        m.declared().paths[&ca.display().to_string()],
+        "egress",
+        "the CA path needs no grant for egress (and only for egress)"
+    );
+    let err = fails(
+        "image: x\negress:\n  hosts: {a.test: nowhere}\n",
+        "egress.hosts.a.test",
+        "`host-gateway`",
+    );
+    assert_eq!(err.line, Some(3));
+    fails(
+        "image: x\negress:\n  hosts: {'*.a.test': 10.0.0.1}\n",
+        "egress.hosts.*.a.test",
+        "no wildcard",
+    );
+    fails(
+        "image: x\negress:\n  upstream_ca: relative.pem\n",
+        "egress.upstream_ca",
+        "absolute path",
+    );
+    fails(
+        "image: x\negress:\n  upstream_ca: /nonexistent/ca.pem\n",
+        "egress.upstream_ca",
+        "cannot read /nonexistent/ca.pem",
+    );
+    let not_pem = dir.path().join("x.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    fails(
+        &format!("image: x\negress:\n  upstream_ca: {}\n", not_pem.display()),
+        "egress.upstream_ca",
+        "holds no PEM certificate",
+    );
+    fails(
+        "image: x\negress:\n  hosts: {a.test: 10.0.0.1}\nplugins:\n  egress:\n    hosts: {b.test: 10.0.0.2}\n",
+        "plugins.egress.hosts",
+        "`egress.hosts` instead",
+    );
+}
+
+#[test]
 fn hosts_are_bare_names() {
     for bad in ["https://a.com", "a.com/x", "a.com:443", "-a.com", "a..com"] {
         fails(

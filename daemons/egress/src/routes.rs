@@ -217,7 +217,7 @@ impl RouteTable {
                 (Some(_), None) => return Err(format!("{at}: auth without `token_env`")),
                 (Some(form), Some(token_env)) => {
                     let token = env(&token_env).filter(|v| !v.is_empty()).ok_or_else(|| {
-                        format!("{at}.token_env: {token_env} is not set in egress's environment; the host fills it from the route's `token_ref`")
+                        format!("{at}.token_env: {token_env} is empty or not set in egress's environment; the host fills it from the route's `token_ref`")
                     })?;
                     if http::HeaderValue::from_str(&token).is_err() {
                         return Err(format!(

@@ -9,8 +9,11 @@
 use bottle_plugin_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// In-container path of the config (pipelock's scratch image has no `/etc/pipelock/`).
-pub const CONFIG_IN_CONTAINER: &str = "/etc/pipelock.yaml";
+/// In-container dir of the config: a directory mount, so a config rewritten by rename (live
+/// apply) is seen; a single-file bind mount keeps the old inode forever.
+pub const CONFIG_DIR: &str = "/etc/pipelock";
+/// In-container path of the config.
+pub const CONFIG_IN_CONTAINER: &str = "/etc/pipelock/pipelock.yaml";
 /// In-container path of the CA certificate.
 pub const CA_CERT_IN_CONTAINER: &str = "/etc/pipelock-ca.pem";
 /// In-container path of the CA key (SEC1 `EC PRIVATE KEY`; pipelock refuses PKCS#8).
@@ -197,10 +200,7 @@ impl SidecarGuest for Pipelock {
     }
 
     fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
-        let mut mounts = vec![Mount::state_ro(
-            "pipelock/pipelock.yaml",
-            CONFIG_IN_CONTAINER,
-        )];
+        let mut mounts = vec![Mount::state_ro("pipelock", CONFIG_DIR)];
         if let Some(ca) = ctx.cas.iter().find(|c| c.id == "pipelock") {
             mounts.push(Mount::state_ro(ca.cert.clone(), CA_CERT_IN_CONTAINER));
             mounts.push(Mount::state_ro(ca.key.clone(), CA_KEY_IN_CONTAINER));

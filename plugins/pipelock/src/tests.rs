@@ -131,11 +131,13 @@ fn render_mounts_config_and_ca_and_listens_on_8888() {
     let targets: Vec<&str> = d.mounts.iter().map(|m| m.target.as_str()).collect();
     assert_eq!(
         targets,
-        [
-            CONFIG_IN_CONTAINER,
-            CA_CERT_IN_CONTAINER,
-            CA_KEY_IN_CONTAINER
-        ]
+        [CONFIG_DIR, CA_CERT_IN_CONTAINER, CA_KEY_IN_CONTAINER],
+        "the config is a directory mount, so a rename on the host is seen"
+    );
+    assert!(
+        d.command
+            .windows(2)
+            .any(|w| w == ["--config", CONFIG_IN_CONTAINER])
     );
     assert!(d.mounts.iter().all(|m| m.read_only));
     assert!(
