@@ -781,3 +781,110 @@ fn chained_to_a_dead_upstream_it_answers_502_and_never_dials_direct() {
     let _ = child.kill();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
 }
+
+/// A CONNECT-only next proxy standing in for pipelock: it records what it was asked for and
+/// connects every name to loopback.
+async fn next_proxy(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                seen.lock().unwrap().push(line.clone());
+                let port = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .unwrap_or("0")
+                    .to_owned();
+                let Ok(mut up) = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await
+                else {
+                    let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn chained_to_a_live_next_proxy_every_request_goes_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = TestPki::new(&["origin.test"]);
+    let origin = rt.block_on(Origin::start(
+        "127.0.0.1".parse().unwrap(),
+        &pki,
+        dir.path().to_owned(),
+    ));
+    pki.write_ca(dir.path(), "origin-ca.pem");
+    let egress_pki = TestPki::new(&["unused"]);
+    std::fs::write(
+        dir.path().join("egress-bundle.pem"),
+        &egress_pki.ca_bundle_pem,
+    )
+    .unwrap();
+    egress_pki.write_ca(dir.path(), "egress-ca.pem");
+    // No `hosts:` entry: chained, egress resolves nothing itself; the next proxy does.
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "routes:\n- host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: plain.test\n",
+    )
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let next = rt.block_on(next_proxy(seen.clone()));
+    let (mut child, proxy, _log) =
+        spawn_egress(dir.path(), &["--upstream", &format!("http://{next}")]);
+    let curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-x", &format!("http://{proxy}")])
+            .arg("--cacert")
+            .arg(dir.path().join("egress-ca.pem"))
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let body = curl(format!("https://origin.test:{}/echo", origin.https.port()));
+    assert_eq!(
+        json(&body)["headers"]["authorization"],
+        fingerprint(format!("Bearer {TOKEN}").as_bytes()),
+        "{body}"
+    );
+    let body = curl(format!("http://plain.test:{}/echo", origin.http.port()));
+    assert_eq!(json(&body)["method"], "GET", "{body}");
+    let _ = child.kill();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            format!("CONNECT origin.test:{} HTTP/1.1", origin.https.port()),
+            format!("CONNECT plain.test:{} HTTP/1.1", origin.http.port()),
+        ],
+        "both schemes went through the next proxy, by name"
+    );
+}
