@@ -152,6 +152,17 @@ pub struct PluginArgs {
     pub plugin_dirs: Vec<PathBuf>,
 }
 
+/// Third-party crates whose logs are capped at `info`, whatever the verbosity: their debug
+/// output can carry secret values.
+const THIRD_PARTY_CAPS: [&str; 6] = [
+    "bollard=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "hyperlocal=info",
+    "rustls=info",
+];
+
 /// Set up `tracing` from -v/-q, unless `RUST_LOG` is set.
 pub fn init_logging(cli: &Cli) {
     let default = match (cli.quiet, cli.verbose) {
@@ -161,8 +172,15 @@ pub fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Capped at every verbosity, `RUST_LOG` included: bollard's debug log prints container
+    // bodies (secret env values among them), and the HTTP crates below it print headers.
+    for quiet in THIRD_PARTY_CAPS {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -34,6 +34,8 @@ pub struct RunRequest {
     pub pipelock: bool,
     /// How that was decided, when not from a built bundle image.
     pub pipelock_note: Option<String>,
+    /// Host dirs `cwd: mount` may never hand the agent (see [`crate::workdir`]).
+    pub protected: Vec<crate::workdir::Protected>,
 }
 
 /// A prepared bottle: plan computed, state dir written.
@@ -92,6 +94,18 @@ pub enum PrepareError {
     /// The state dir could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// `cwd: mount` from a dir the agent may not get read-write.
+    #[error(
+        "{file}: cwd: mount would give the agent {cwd} read-write, which {why}; run bottle from a project dir (or pass --cwd DIR), or set `cwd: copy` (the agent gets a copy) or `cwd: none`"
+    )]
+    UnsafeCwd {
+        /// The manifest.
+        file: String,
+        /// The dir.
+        cwd: String,
+        /// Why it is refused.
+        why: String,
+    },
 }
 
 /// Plan `req` with `plugins` and write the state dir.
@@ -104,6 +118,15 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
     let state_dir = req.state_root.join(&slug);
     let mut grants = manifest.grants.clone();
     grants.extend(&req.grants);
+    if manifest.cwd == CwdMode::Mount
+        && let Some(why) = crate::workdir::refusal(&req.cwd, &req.protected)
+    {
+        return Err(PrepareError::UnsafeCwd {
+            file: req.manifest.display().to_string(),
+            cwd: req.cwd.display().to_string(),
+            why,
+        });
+    }
     let agent_mounts = match manifest.cwd {
         CwdMode::Mount => vec![Mount {
             source: MountSource::Host(req.cwd.display().to_string()),

@@ -20,3 +20,4 @@ pub mod planner;
 pub mod plugin;
 pub mod policy;
 pub mod state;
+pub mod workdir;

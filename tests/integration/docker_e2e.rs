@@ -731,3 +731,32 @@ fn an_egress_that_cannot_start_fails_the_run_at_once_with_its_reason() {
     );
     assert_eq!(leftovers(&slug), "");
 }
+
+/// `-vvv` logs everything bottle does, and still no secret value: bollard's debug log of
+/// container bodies (which carry env values) is capped.
+#[test]
+fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "chatty",
+        "image: bottle-agent:latest\ncwd: none\nsecrets: [E2E_MARKER_SECRET]\negress:\n  routes:\n    - host: api.example.com\n      auth: {scheme: Bearer, token_ref: E2E_MARKER_TOKEN}\n",
+    );
+    let slug = unique_slug("e2e-vvv");
+    let marker = "marker-7f3a9c1e-value";
+    let token = "marker-token-0d4b2a";
+    let (code, out, err) = run(bottle(&sb)
+        .env("E2E_MARKER_SECRET", marker)
+        .env("E2E_MARKER_TOKEN", token)
+        .args(["-vvv", "run", "chatty", "--slug", &slug, "--", "true"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.lines().count() > 20, "-vvv really logs: {err}");
+    for secret in [marker, token] {
+        assert!(
+            !err.contains(secret) && !out.contains(secret),
+            "{secret} leaked:\n{err}"
+        );
+    }
+    let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
+    assert!(!log.contains(marker) && !log.contains(token), "{log}");
+}

@@ -643,3 +643,39 @@ fn loopback_ports_hidden(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[test]
+fn cwd_mount_from_home_the_root_or_bottles_own_dirs_is_refused() {
+    let sb = Sandbox::new();
+    sb.agent("m", "image: bottle-agent:latest\ncwd: mount\n");
+    sb.agent("c", "image: bottle-agent:latest\ncwd: copy\n");
+    std::fs::create_dir_all(sb.state()).unwrap();
+    let home = sb.dir.path().to_owned();
+    for (cwd, why) in [
+        (home.clone(), "which is your home dir ($HOME)"),
+        (
+            std::path::PathBuf::from("/"),
+            "which is the root of the host",
+        ),
+        (sb.state(), "which is bottle's state dir"),
+    ] {
+        let (code, _, err) = run(sb
+            .bottle()
+            .args(["run", "m", "--dry-run", "--cwd"])
+            .arg(&cwd));
+        assert_eq!(code, 1, "{}: {err}", cwd.display());
+        assert!(
+            err.contains(why) && err.contains("`cwd: copy`") && err.contains("m.yaml"),
+            "{}: {err}",
+            cwd.display()
+        );
+    }
+    // A copy is fine from anywhere, and so is a project dir.
+    let (code, _, err) = run(sb
+        .bottle()
+        .args(["run", "c", "--dry-run", "--cwd"])
+        .arg(&home));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(sb.bottle().args(["run", "m", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+}

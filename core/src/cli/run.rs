@@ -38,16 +38,33 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         rt.shutdown_background();
         fact?
     };
+    let state_root = launch::default_state_root().map_err(anyhow::Error::msg)?;
+    let docker_host = bottle::docker::docker_host();
+    let socket = docker_host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock");
+    let protected = bottle::workdir::protected_dirs(
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+        Some(&state_root),
+        bottle::paths::cache_dir().as_deref(),
+        bottle::paths::config_dir().as_deref(),
+        std::path::Path::new(socket),
+        &args.plugins.plugin_dirs,
+    );
     let req = RunRequest {
         manifest,
         backend: args.backend,
         grants,
         cwd,
-        state_root: launch::default_state_root().map_err(anyhow::Error::msg)?,
+        state_root,
         dry_run: args.dry_run,
         slug: args.slug,
         pipelock,
         pipelock_note,
+        protected,
     };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
     let plugins = load_all(&args.plugins)?;

@@ -722,7 +722,7 @@ fn bad_start_input_is_one_line_and_a_non_zero_exit() {
     };
     assert!(run("missing.yaml", "bundle.pem").contains("missing.yaml: cannot read it"));
     assert!(run("junk.yaml", "bundle.pem").contains("junk.yaml: not a routes file"));
-    assert!(run("bad.yaml", "bundle.pem").contains("EGRESS_TOKEN_9 is not set"));
+    assert!(run("bad.yaml", "bundle.pem").contains("EGRESS_TOKEN_9 is empty or not set"));
     assert!(run("good.yaml", "ca.pem").contains("ca.pem: no usable private key"));
     assert!(run("good.yaml", "nope.pem").contains("nope.pem: cannot read the CA"));
 }
