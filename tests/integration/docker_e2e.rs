@@ -760,3 +760,39 @@ fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
     let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
     assert!(!log.contains(marker) && !log.contains(token), "{log}");
 }
+
+/// An internal bridge has the host as its gateway: without `inhibit_ipv4` every host service
+/// listening on all addresses is one `nc` away from the agent. The listener here is the
+/// test's own, on this bottle's network gateway only.
+#[test]
+fn the_host_is_not_reachable_on_the_internal_networks_gateway() {
+    let _g = serial();
+    let sb = sandbox();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let slug = unique_slug("e2e-gw");
+    let script = format!(
+        "gw=$(ip route | awk '/default/ {{print $3}}'); echo gateway=$gw; \
+         if nc -z -w 3 \"$gw\" {port}; then echo GATEWAY-REACHED; else echo GATEWAY-REFUSED; fi"
+    );
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", &script]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("gateway=") && out.contains("GATEWAY-REFUSED"),
+        "{out}\n{err}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the host listener"
+    );
+    let (code, out, _) = run(Command::new("docker").args([
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=io.bottle.slug={slug}"),
+        "-q",
+    ]));
+    assert_eq!((code, out.trim()), (0, ""), "networks removed");
+}

@@ -102,6 +102,8 @@ pub struct Network {
     #[serde(default)]
     pub internal: bool,
     #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
 

@@ -199,6 +199,7 @@ pub async fn up(
                 name: n.name.clone(),
                 driver: Some(n.driver.clone()),
                 internal: Some(n.internal),
+                options: Some(network_options(n)),
                 labels: Some(labels),
                 ..NetworkCreateRequest::default()
             })
@@ -304,6 +305,21 @@ pub async fn up(
         }
     }
     Ok(())
+}
+
+/// A network's driver options: the rendered ones, and on every internal bridge, whatever the
+/// backend rendered, no host address (the host would otherwise be the agent's gateway).
+fn network_options(n: &project::Network) -> HashMap<String, String> {
+    let mut opts: HashMap<String, String> = n
+        .driver_opts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if n.internal && n.driver == "bridge" {
+        let (k, v) = bottle_plugin_compose::INHIBIT_HOST_ADDRESS;
+        opts.insert(k.to_owned(), v.to_owned());
+    }
+    opts
 }
 
 /// The exit code of `bottle-init ready` for "a daemon will never be ready".

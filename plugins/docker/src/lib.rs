@@ -148,6 +148,10 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
                 name: format!("{project}-internal"),
                 driver: "bridge",
                 internal: true,
+                // The host gets no address on it, so it is no gateway to the host either.
+                driver_opts: [INHIBIT_HOST_ADDRESS]
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .into(),
                 labels: labels_for(stack, "network"),
             },
         ),
@@ -157,6 +161,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
                 name: format!("{project}-egress"),
                 driver: "bridge",
                 internal: false,
+                driver_opts: BTreeMap::new(),
                 labels: labels_for(stack, "network"),
             },
         ),

@@ -215,6 +215,7 @@ pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
                 name: format!("bottle-bundle-{}", stack.slug),
                 driver: "bridge",
                 internal: false,
+                driver_opts: BTreeMap::new(),
                 labels: labels_for(stack, "network"),
             },
         )]),

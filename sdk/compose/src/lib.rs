@@ -155,10 +155,18 @@ pub struct ComposeNetwork {
     /// No route out.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// Driver options.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
     /// Labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
+
+/// The bridge option that gives the host no address on a network: an `internal` bridge
+/// otherwise has the host as its gateway, and every host service listening on all addresses
+/// is reachable from the agent there.
+pub const INHIBIT_HOST_ADDRESS: (&str, &str) = ("com.docker.network.bridge.inhibit_ipv4", "true");
 
 /// A named volume.
 #[derive(Debug, Serialize, Default)]
