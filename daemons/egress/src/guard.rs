@@ -47,29 +47,18 @@ fn v6_refusal(ip: Ipv6Addr) -> Option<&'static str> {
         0xfe80..=0xfebf => "link-local (fe80::/10)",
         0xff00..=0xffff => "multicast",
         // NAT64 and 6to4 embed a v4 address the guard would otherwise not see.
-        0x0064 if seg[1] == 0xff9b => {
-            let v4 = Ipv4Addr::new(
-                (seg[6] >> 8) as u8,
-                seg[6] as u8,
-                (seg[7] >> 8) as u8,
-                seg[7] as u8,
-            );
-            return v4_refusal(v4);
-        }
-        0x2002 => {
-            let v4 = Ipv4Addr::new(
-                (seg[1] >> 8) as u8,
-                seg[1] as u8,
-                (seg[2] >> 8) as u8,
-                seg[2] as u8,
-            );
-            return v4_refusal(v4);
-        }
+        0x0064 if seg[1] == 0xff9b => return v4_refusal(embedded_v4(seg[6], seg[7])),
+        0x2002 => return v4_refusal(embedded_v4(seg[1], seg[2])),
         _ if seg[0] == 0 && seg[1] == 0 && seg[2] == 0 && seg[3] == 0 && seg[4] == 0 => {
             "an IPv4-compatible or reserved address (::/80)"
         }
         _ => return None,
     })
+}
+
+/// The IPv4 address carried in two 16-bit segments.
+fn embedded_v4(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
 }
 
 #[cfg(test)]

@@ -46,10 +46,11 @@ fn routes(extra: &str) -> String {
 
 impl Rig {
     fn new() -> Rig {
-        Rig::with_routes(&routes(""))
+        Rig::with(&routes(""), &[])
     }
 
-    fn with_routes(routes_yaml: &str) -> Rig {
+    /// An origin, and an egress with `routes_yaml` and `egress_args` in front of it.
+    fn with(routes_yaml: &str, egress_args: &[&str]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -79,7 +80,7 @@ impl Rig {
         .unwrap();
         egress_pki.write_ca(dir.path(), "egress-ca.pem");
         std::fs::write(dir.path().join("routes.yaml"), routes_yaml).unwrap();
-        let (egress, proxy, log) = spawn_egress(dir.path(), &[]);
+        let (egress, proxy, log) = spawn_egress(dir.path(), egress_args);
         Rig {
             dir,
             origin,
@@ -729,57 +730,17 @@ fn bad_start_input_is_one_line_and_a_non_zero_exit() {
 
 #[test]
 fn chained_to_a_dead_upstream_it_answers_502_and_never_dials_direct() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let pki = TestPki::new(&["plain.test"]);
-    let origin = rt.block_on(Origin::start(
-        "127.0.0.1".parse().unwrap(),
-        &pki,
-        dir.path().to_owned(),
-    ));
-    pki.write_ca(dir.path(), "origin-ca.pem");
-    let egress_pki = TestPki::new(&["unused"]);
-    std::fs::write(
-        dir.path().join("egress-bundle.pem"),
-        &egress_pki.ca_bundle_pem,
-    )
-    .unwrap();
-    egress_pki.write_ca(dir.path(), "egress-ca.pem");
-    std::fs::write(
-        dir.path().join("routes.yaml"),
-        "routes: [{host: plain.test}]\nhosts: {plain.test: 127.0.0.1}\n",
-    )
-    .unwrap();
     // A port nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let (mut child, proxy, _log) =
-        spawn_egress(dir.path(), &["--upstream", &format!("http://{dead}")]);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "-x",
-            &format!("http://{proxy}"),
-        ])
-        .arg("--cacert")
-        .arg(dir.path().join("egress-ca.pem"))
-        .arg(format!("https://plain.test:{}/echo", origin.https.port()))
-        .output()
-        .unwrap();
-    let _ = child.kill();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+    let rig = Rig::with(
+        "routes: [{host: plain.test}]\nhosts: {plain.test: 127.0.0.1}\n",
+        &["--upstream", &format!("http://{dead}")],
+    );
+    let (code, body) = rig.curl(&[&rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 502, "{body}");
 }
 
 /// A CONNECT-only next proxy standing in for pipelock: it records what it was asked for and
@@ -829,61 +790,33 @@ async fn next_proxy(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
 
 #[test]
 fn chained_to_a_live_next_proxy_every_request_goes_through_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let next_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let pki = TestPki::new(&["origin.test"]);
-    let origin = rt.block_on(Origin::start(
-        "127.0.0.1".parse().unwrap(),
-        &pki,
-        dir.path().to_owned(),
-    ));
-    pki.write_ca(dir.path(), "origin-ca.pem");
-    let egress_pki = TestPki::new(&["unused"]);
-    std::fs::write(
-        dir.path().join("egress-bundle.pem"),
-        &egress_pki.ca_bundle_pem,
-    )
-    .unwrap();
-    egress_pki.write_ca(dir.path(), "egress-ca.pem");
-    // No `hosts:` entry: chained, egress resolves nothing itself; the next proxy does.
-    std::fs::write(
-        dir.path().join("routes.yaml"),
-        "routes:\n- host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: plain.test\n",
-    )
-    .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let next = rt.block_on(next_proxy(seen.clone()));
-    let (mut child, proxy, _log) =
-        spawn_egress(dir.path(), &["--upstream", &format!("http://{next}")]);
-    let curl = |url: String| {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "-x", &format!("http://{proxy}")])
-            .arg("--cacert")
-            .arg(dir.path().join("egress-ca.pem"))
-            .arg(url)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let body = curl(format!("https://origin.test:{}/echo", origin.https.port()));
+    let next = next_rt.block_on(next_proxy(seen.clone()));
+    // No `hosts:` entry: chained, egress resolves nothing itself; the next proxy does.
+    let rig = Rig::with(
+        "routes:\n- host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: plain.test\n",
+        &["--upstream", &format!("http://{next}")],
+    );
+    let (code, body) = rig.curl(&[&rig.https("origin.test", "/echo")]);
+    assert_eq!(code, 200, "{body}");
     assert_eq!(
         json(&body)["headers"]["authorization"],
         fingerprint(format!("Bearer {TOKEN}").as_bytes()),
         "{body}"
     );
-    let body = curl(format!("http://plain.test:{}/echo", origin.http.port()));
-    assert_eq!(json(&body)["method"], "GET", "{body}");
-    let _ = child.kill();
+    let (code, body) = rig.curl(&[&rig.http("plain.test", "/echo")]);
+    assert_eq!(code, 200, "{body}");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen,
         [
-            format!("CONNECT origin.test:{} HTTP/1.1", origin.https.port()),
-            format!("CONNECT plain.test:{} HTTP/1.1", origin.http.port()),
+            format!("CONNECT origin.test:{} HTTP/1.1", rig.origin.https.port()),
+            format!("CONNECT plain.test:{} HTTP/1.1", rig.origin.http.port()),
         ],
         "both schemes went through the next proxy, by name"
     );
