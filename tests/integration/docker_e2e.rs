@@ -796,3 +796,28 @@ fn the_host_is_not_reachable_on_the_internal_networks_gateway() {
     ]));
     assert_eq!((code, out.trim()), (0, ""), "networks removed");
 }
+
+/// The agent runs with no capabilities, no privilege gain, no IPv6 and a process limit, as
+/// the host sets them on every run: no raw socket, no device node.
+#[test]
+fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-caps");
+    let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+                  echo ipv6=$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6); \
+                  echo pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max); \
+                  mknod /tmp/dev-null c 1 3 2>/dev/null && echo MKNOD-WORKED || echo MKNOD-REFUSED";
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", script]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    for expected in [
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "ipv6=1",
+        "pids=4096",
+        "MKNOD-REFUSED",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing in\n{out}");
+    }
+}

@@ -81,6 +81,37 @@ fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
     ))
 }
 
+/// The label that says which container is the agent.
+const ROLE_LABEL: &str = "io.bottle.role";
+/// How many processes the agent may run at once.
+const AGENT_PIDS_LIMIT: i64 = 4096;
+
+/// The agent's confinement, set by the host whatever the backend rendered: no capabilities
+/// (no raw sockets, no mknod, no setuid files, no chown), no privilege gain, no IPv6, and a
+/// process limit. A backend cannot loosen it: an agent is never privileged nor given caps.
+fn confine_agent(agent: bool, mut h: HostConfig) -> HostConfig {
+    if !agent {
+        return h;
+    }
+    h.privileged = Some(false);
+    h.cap_add = None;
+    h.cap_drop = Some(vec!["ALL".to_owned()]);
+    let mut opts = h.security_opt.take().unwrap_or_default();
+    if !opts.iter().any(|o| o.starts_with("no-new-privileges")) {
+        opts.push("no-new-privileges:true".to_owned());
+    }
+    h.security_opt = Some(opts);
+    h.pids_limit = Some(AGENT_PIDS_LIMIT);
+    h.sysctls = Some(HashMap::from([
+        ("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned()),
+        (
+            "net.ipv6.conf.default.disable_ipv6".to_owned(),
+            "1".to_owned(),
+        ),
+    ]));
+    h
+}
+
 fn create_body(
     req: &UpRequest<'_>,
     file: &ComposeFile,
@@ -112,6 +143,7 @@ fn create_body(
         .collect();
     let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
     labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let agent = s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent");
     let first_net = s
         .networks
         .keys()
@@ -146,17 +178,20 @@ fn create_body(
             retries: Some(i64::from(h.retries)),
             ..HealthConfig::default()
         }),
-        host_config: Some(HostConfig {
-            init: Some(s.init),
-            mounts: Some(mounts),
-            privileged: Some(s.privileged),
-            cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
-            security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
-            readonly_rootfs: Some(s.read_only),
-            network_mode: first_net.map(|(_, n)| n.name.clone()),
-            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            ..HostConfig::default()
-        }),
+        host_config: Some(confine_agent(
+            agent,
+            HostConfig {
+                init: Some(s.init),
+                mounts: Some(mounts),
+                privileged: Some(s.privileged),
+                cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
+                security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+                readonly_rootfs: Some(s.read_only),
+                network_mode: first_net.map(|(_, n)| n.name.clone()),
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+                ..HostConfig::default()
+            },
+        )),
         networking_config: first_net.map(|(k, n)| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 n.name.clone(),
