@@ -230,10 +230,11 @@ fn reap(running: &mut BTreeMap<String, Running>) -> Vec<String> {
                 (_, Some(sig)) => format!("was killed by signal {sig}"),
                 _ => "stopped".to_owned(),
             };
-            say(&format!("daemon `{name}` {how}"));
+            // Recorded before it is said, so whoever reads the line finds the record.
             if let Some(r) = running.remove(&name) {
                 record_exit(&r, &how);
             }
+            say(&format!("daemon `{name}` {how}"));
             gone.push(name);
         }
     }
