@@ -1,7 +1,7 @@
 //! Bodies that stream through egress: scanned for secrets chunk by chunk, never buffered whole.
 //!
-//! A request body (the agent's data going out) is held back by the scanner's longest match
-//! minus one byte, so no secret leaves even when it is split across chunks. A response body is
+//! A request body (the agent's data going out) is held back by the scanner's longest match,
+//! so no secret leaves even when it is split across chunks. A response body is
 //! passed on as it comes (server-sent events must not wait), and cut when the route's own
 //! credential shows up in it.
 
