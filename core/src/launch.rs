@@ -128,11 +128,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         });
     }
     let agent_mounts = match manifest.cwd {
-        CwdMode::Mount => vec![Mount {
-            source: MountSource::Host(req.cwd.display().to_string()),
-            target: manifest.agent.workdir.clone(),
-            read_only: false,
-        }],
+        CwdMode::Mount => cwd_mounts(&req.cwd, &manifest.agent.workdir),
         CwdMode::Copy | CwdMode::None => vec![],
     };
     let bottle = manifest.bottle(&slug);
@@ -183,6 +179,33 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         metadata,
         pipelock_note: req.pipelock_note.clone(),
     })
+}
+
+/// What of a repo's `.git` the host's own git runs: hooks, and the config that can name
+/// commands (`core.fsmonitor`, `core.hooksPath`, filters). Mounted read-only over the
+/// read-write working dir, so the agent can commit but not plant anything the user's git
+/// later runs.
+pub const GIT_RUNS: [&str; 2] = [".git/hooks", ".git/config"];
+
+/// `cwd: mount`: the working dir read-write, and what of its `.git` the host runs read-only.
+fn cwd_mounts(cwd: &std::path::Path, workdir: &str) -> Vec<Mount> {
+    let mut mounts = vec![Mount {
+        source: MountSource::Host(cwd.display().to_string()),
+        target: workdir.to_owned(),
+        read_only: false,
+    }];
+    for rel in GIT_RUNS {
+        let host = cwd.join(rel);
+        // A link could point anywhere on the host; only the real thing is covered.
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| !m.file_type().is_symlink()) {
+            mounts.push(Mount {
+                source: MountSource::Host(host.display().to_string()),
+                target: format!("{}/{rel}", workdir.trim_end_matches('/')),
+                read_only: true,
+            });
+        }
+    }
+    mounts
 }
 
 /// `N hosts allowed (a, b, c +M more)`: every host the agent may reach, the manifest's own

@@ -821,3 +821,45 @@ fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
         assert!(out.contains(expected), "{expected:?} missing in\n{out}");
     }
 }
+
+/// Under `cwd: mount` the agent edits and commits, but cannot plant a hook or a config
+/// command (`core.fsmonitor`) that the user's own git would later run on the host.
+#[test]
+fn the_agent_cannot_plant_git_hooks_or_config_in_the_mounted_working_dir() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "editor",
+        "image: bottle-agent:latest\ncwd: mount\nworkdir: /workspace\n",
+    );
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(sb.project())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    let slug = unique_slug("e2e-git");
+    let script = "cd /workspace; \
+        (echo 'touch /tmp/pwned' > .git/hooks/post-checkout) 2>/dev/null && echo HOOK-WRITTEN || echo HOOK-REFUSED; \
+        git config core.fsmonitor 'touch /tmp/pwned' 2>/dev/null && echo CONFIG-WRITTEN || echo CONFIG-REFUSED; \
+        echo edited > edited.txt && echo EDIT-OK";
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "editor", "--slug", &slug, "--", "sh", "-c", script]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    for expected in ["HOOK-REFUSED", "CONFIG-REFUSED", "EDIT-OK"] {
+        assert!(
+            out.contains(expected),
+            "{expected} missing in\n{out}\n{err}"
+        );
+    }
+    assert!(!sb.project().join(".git/hooks/post-checkout").exists());
+    let config = std::fs::read_to_string(sb.project().join(".git/config")).unwrap();
+    assert!(!config.contains("fsmonitor"), "{config}");
+    assert!(
+        sb.project().join("edited.txt").is_file(),
+        "the working dir stays writable"
+    );
+}
