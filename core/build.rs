@@ -18,6 +18,7 @@ fn main() {
         "sdk/compose/src",
         "wit",
         "core/init",
+        "core/probe",
         "daemons",
         "Cargo.lock",
     ] {
@@ -58,7 +59,8 @@ fn main() {
         .expect("writing OUT_DIR/builtin_plugins.rs");
 
     // The sidecar bundle's own programs, embedded so `bottle images build` needs nothing else:
-    // its PID 1 and the egress proxy. Static (musl) when that target is installed, so they run
+    // its PID 1 and the egress proxy; and the escape suite's probe, which `bottle verify` mounts
+    // into the agent. Static (musl) when that target is installed, so they run
     // on any bundle base whatever its glibc.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
     let static_target = bottle_plugin_builder::static_linux_target(&arch);
@@ -90,9 +92,10 @@ fn main() {
 }
 
 /// The bundle's programs: cargo package (also the file name in the image) and static name.
-const BUNDLE_BINARIES: [(&str, &str); 2] = [
+const BUNDLE_BINARIES: [(&str, &str); 3] = [
     ("bottle-init", "INIT_BINARY"),
     ("bottle-egress", "EGRESS_BINARY"),
+    ("bottle-probe", "PROBE_BINARY"),
 ];
 
 fn plugin_names(dir: &Path) -> Vec<String> {

@@ -28,6 +28,9 @@ pub struct Cli {
 enum Command {
     /// Start an agent in a bottle and attach to it (with --dry-run: only plan it).
     Run(RunArgs),
+    /// Bring an agent's bottle up, try every way out of it from inside (as the agent), and
+    /// print PASS/FAIL per probe; exits 1 if anything escaped.
+    Verify(VerifyArgs),
     /// List running bottles.
     Ps,
     /// Show a bottle's logs (live ones from Docker, else the kept compose.log).
@@ -102,7 +105,8 @@ struct RunArgs {
     #[arg(long, value_name = "NAME")]
     backend: Option<String>,
     /// Grant a plugin a capability: NAME=GRANT (privileged, docker-socket, cap-add:CAP,
-    /// host-path:/PATH, publish:PORT). Repeatable.
+    /// host-path:/PATH, publish:PORT, host-env:NAME), or `agent=root` to run the agent as
+    /// root. Repeatable.
     #[arg(long = "grant", value_name = "NAME=GRANT", value_parser = parse_grant)]
     grants: Vec<(String, Grant)>,
     /// The host dir the agent works on (default: the current dir).
@@ -118,6 +122,9 @@ struct RunArgs {
     /// Seconds to wait for the sidecars' health checks.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     health_timeout: u64,
+    /// Run the escape suite (`bottle verify`) first; attach only if nothing escaped.
+    #[arg(long, conflicts_with = "dry_run")]
+    verify: bool,
     #[command(flatten)]
     plugins: PluginArgs,
     /// A one-off command instead of the agent's default.
@@ -125,11 +132,66 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Agent name (looked up in ./agents/ and the user's config dir) or manifest path.
+    agent: String,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Use this backend plugin instead of the manifest's.
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Grant a plugin a capability, as for `bottle run`. Repeatable.
+    #[arg(long = "grant", value_name = "NAME=GRANT", value_parser = parse_grant)]
+    grants: Vec<(String, Grant)>,
+    /// The host dir the agent works on (default: the current dir).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Keep the state dir afterwards.
+    #[arg(long)]
+    keep_state: bool,
+    /// Seconds to wait for the sidecars' health checks.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    health_timeout: u64,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+impl VerifyArgs {
+    /// The launch `bottle verify` makes: a real run that stops after the suite.
+    fn into_run(self) -> (RunArgs, bool) {
+        let json = self.json;
+        let run = RunArgs {
+            agent: self.agent,
+            dry_run: false,
+            json: false,
+            backend: self.backend,
+            grants: self.grants,
+            cwd: self.cwd,
+            keep_state: self.keep_state,
+            slug: None,
+            health_timeout: self.health_timeout,
+            verify: false,
+            plugins: self.plugins,
+            command: Vec::new(),
+        };
+        (run, json)
+    }
+}
+
 fn parse_grant(s: &str) -> Result<(String, Grant), String> {
     let (name, grant) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
-    Ok((name.to_owned(), grant.parse()?))
+    let grant: Grant = grant.parse()?;
+    let root = grant.to_string() == "root";
+    if root != (name == bottle::policy::AGENT) {
+        return Err(format!(
+            "`{s}`: `root` is granted to the agent only, as `agent=root`, and the agent takes no other grant"
+        ));
+    }
+    Ok((name.to_owned(), grant))
 }
 
 fn parse_slug(s: &str) -> Result<String, String> {
@@ -199,7 +261,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => {
+            let mode = if args.verify {
+                bottle::verify::Mode::First
+            } else {
+                bottle::verify::Mode::Off
+            };
+            run::run(args, mode, false)
+        }
+        Command::Verify(args) => {
+            let (args, json) = args.into_run();
+            run::run(args, bottle::verify::Mode::Only, json)
+        }
         Command::Ps => manage::ps(),
         Command::Logs { slug, follow } => manage::logs(&slug, follow),
         Command::Stop { slug } => manage::stop(&slug),

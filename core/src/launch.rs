@@ -4,6 +4,7 @@
 //! `--dry-run` stops there; a real launch (next: keys, bring-up, attach) starts from the
 //! returned [`Prepared`].
 
+use crate::confine::Confinement;
 use crate::manifest::{self, CwdMode, Manifest, ManifestError};
 use crate::model::{Mount, MountSource};
 use crate::planner::{self, BottlePlan, PlanError, PlanRequest};
@@ -53,6 +54,8 @@ pub struct Prepared {
     pub metadata: Metadata,
     /// How pipelock's presence was decided, when not from a built bundle image.
     pub pipelock_note: Option<String>,
+    /// What the host imposes on the agent container.
+    pub confinement: Confinement,
 }
 
 /// The sidecar left out when the bundle has no pipelock binary.
@@ -94,6 +97,16 @@ pub enum PrepareError {
     /// The state dir could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// `user:` names root without `--grant agent=root`.
+    #[error(
+        "{file}: `user: {user}` runs the agent as root, which can undo its confinement; pick an unprivileged user, or pass `--grant agent=root` if you mean it"
+    )]
+    RootAgent {
+        /// The manifest.
+        file: String,
+        /// What `user:` says.
+        user: String,
+    },
     /// `cwd: mount` from a dir the agent may not get read-write.
     #[error(
         "{file}: cwd: mount would give the agent {cwd} read-write, which {why}; run bottle from a project dir (or pass --cwd DIR), or set `cwd: copy` (the agent gets a copy) or `cwd: none`"
@@ -127,6 +140,27 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             why,
         });
     }
+    if let crate::confine::UserChoice::Named(user) = &manifest.user
+        && manifest.user.is_root()
+        && !grants.agent_root()
+    {
+        return Err(PrepareError::RootAgent {
+            file: req.manifest.display().to_string(),
+            user: user.clone(),
+        });
+    }
+    let confinement = Confinement {
+        user: manifest.user.clone(),
+        root_granted: grants.agent_root(),
+        home: manifest
+            .agent
+            .env
+            .get("HOME")
+            .cloned()
+            .unwrap_or_else(|| crate::confine::DEFAULT_HOME.to_owned()),
+        resources: manifest.resources,
+        workdir_volume: manifest.cwd != CwdMode::Mount,
+    };
     let agent_mounts = match manifest.cwd {
         CwdMode::Mount => cwd_mounts(&req.cwd, &manifest.agent.workdir),
         CwdMode::Copy | CwdMode::None => vec![],
@@ -178,6 +212,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         plan,
         metadata,
         pipelock_note: req.pipelock_note.clone(),
+        confinement,
     })
 }
 
@@ -187,25 +222,68 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
 /// later runs.
 pub const GIT_RUNS: [&str; 2] = [".git/hooks", ".git/config"];
 
-/// `cwd: mount`: the working dir read-write, and what of its `.git` the host runs read-only.
+/// `cwd: mount`: the working dir read-write, and what of its `.git` the host runs read-only:
+/// [`GIT_RUNS`] and a `core.hooksPath` dir, each at the real place it resolves to (a link
+/// into the tree would otherwise leave its target writable).
 fn cwd_mounts(cwd: &std::path::Path, workdir: &str) -> Vec<Mount> {
     let mut mounts = vec![Mount {
         source: MountSource::Host(cwd.display().to_string()),
         target: workdir.to_owned(),
         read_only: false,
     }];
-    for rel in GIT_RUNS {
-        let host = cwd.join(rel);
-        // A link could point anywhere on the host; only the real thing is covered.
-        if std::fs::symlink_metadata(&host).is_ok_and(|m| !m.file_type().is_symlink()) {
-            mounts.push(Mount {
-                source: MountSource::Host(host.display().to_string()),
-                target: format!("{}/{rel}", workdir.trim_end_matches('/')),
-                read_only: true,
-            });
+    let root = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
+    let mut runs: Vec<std::path::PathBuf> = GIT_RUNS.iter().map(|r| cwd.join(r)).collect();
+    if let Some(dir) = hooks_path(&cwd.join(".git/config")) {
+        runs.push(if dir.is_absolute() {
+            dir
+        } else {
+            cwd.join(dir)
+        });
+    }
+    for host in runs {
+        // Only what resolves inside the working dir is the agent's to write; elsewhere it
+        // is not mounted at all.
+        let Ok(real) = host.canonicalize() else {
+            continue;
+        };
+        let Ok(rel) = real.strip_prefix(&root) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
         }
+        let target = format!("{}/{}", workdir.trim_end_matches('/'), rel.display());
+        if mounts.iter().any(|m| m.target == target) {
+            continue;
+        }
+        mounts.push(Mount {
+            source: MountSource::Host(real.display().to_string()),
+            target,
+            read_only: true,
+        });
     }
     mounts
+}
+
+/// `core.hooksPath` in a git config file, if set (the last one wins, as in git).
+fn hooks_path(config: &std::path::Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let mut section = String::new();
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_ascii_lowercase();
+        } else if let Some((k, v)) = line.split_once('=')
+            && section == "core"
+            && k.trim().eq_ignore_ascii_case("hookspath")
+        {
+            found = Some(v.trim().trim_matches('"').to_owned());
+        }
+    }
+    found.filter(|v| !v.is_empty()).map(Into::into)
 }
 
 /// `N hosts allowed (a, b, c +M more)`: every host the agent may reach, the manifest's own
@@ -263,6 +341,7 @@ pub fn summary(p: &Prepared) -> String {
     );
     line("egress:", hosts_summary(m));
     line("firewall:", p.firewall());
+    line("confined:", p.confinement.to_string());
     line("sidecars:", sidecars.join(", "));
     if !keys.is_empty() {
         line(
@@ -286,4 +365,50 @@ pub fn summary(p: &Prepared) -> String {
 pub fn default_state_root() -> Result<PathBuf, String> {
     crate::paths::state_dir()
         .ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_only_targets(cwd: &std::path::Path) -> Vec<String> {
+        cwd_mounts(cwd, "/w")
+            .into_iter()
+            .filter(|m| m.read_only)
+            .map(|m| m.target)
+            .collect()
+    }
+
+    #[test]
+    fn hooks_config_and_hooks_path_are_read_only_where_they_really_are() {
+        let d = tempfile::tempdir().unwrap();
+        let cwd = d.path();
+        std::fs::create_dir_all(cwd.join(".git/hooks")).unwrap();
+        std::fs::create_dir_all(cwd.join(".husky")).unwrap();
+        std::fs::write(
+            cwd.join(".git/config"),
+            "[core]\n\tbare = false\n\thooksPath = .husky\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_only_targets(cwd),
+            ["/w/.git/hooks", "/w/.git/config", "/w/.husky"]
+        );
+    }
+
+    #[test]
+    fn a_hooks_link_into_the_tree_protects_its_target() {
+        let d = tempfile::tempdir().unwrap();
+        let cwd = d.path();
+        std::fs::create_dir_all(cwd.join(".git")).unwrap();
+        std::fs::create_dir_all(cwd.join("tools/hooks")).unwrap();
+        std::os::unix::fs::symlink("../tools/hooks", cwd.join(".git/hooks")).unwrap();
+        std::fs::write(cwd.join(".git/config"), "[core]\n").unwrap();
+        assert_eq!(read_only_targets(cwd), ["/w/tools/hooks", "/w/.git/config"]);
+        // A link out of the tree is not the agent's to reach: nothing to cover.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::remove_file(cwd.join(".git/hooks")).unwrap();
+        std::os::unix::fs::symlink(out.path(), cwd.join(".git/hooks")).unwrap();
+        assert_eq!(read_only_targets(cwd), ["/w/.git/config"]);
+    }
 }

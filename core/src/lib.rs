@@ -8,6 +8,7 @@
 //! - [`policy`]: the one place capabilities a plugin asks for are checked against grants.
 //! - [`paths`]: where bottle keeps caches, state and config.
 
+pub mod confine;
 pub mod docker;
 pub mod keys;
 pub mod launch;
@@ -20,4 +21,5 @@ pub mod planner;
 pub mod plugin;
 pub mod policy;
 pub mod state;
+pub mod verify;
 pub mod workdir;

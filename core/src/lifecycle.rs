@@ -5,6 +5,7 @@
 use crate::docker::{self, DockerError, attach, down, images, inventory, project, up};
 use crate::keys::{self, KeyError};
 use crate::launch::Prepared;
+use crate::verify;
 use bollard::Docker;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub struct LaunchOptions {
     pub health_timeout: Duration,
     /// The base image of the bundle.
     pub base_image: String,
+    /// Whether the escape suite runs (`bottle verify`, `bottle run --verify`).
+    pub verify: verify::Mode,
 }
 
 /// Why a launch failed.
@@ -59,6 +62,8 @@ pub struct Outcome {
     pub log_file: PathBuf,
     /// Whether the state dir was kept.
     pub state_kept: bool,
+    /// The escape suite's report, when it ran.
+    pub report: Option<verify::Report>,
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name.
@@ -244,12 +249,13 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             }
         }
     }
-    let exit_code = result?;
+    let (exit_code, report) = result?;
     teardown?;
     Ok(Outcome {
         exit_code,
         log_file,
         state_kept,
+        report,
     })
 }
 
@@ -265,12 +271,26 @@ fn archive_logs(p: &Prepared, log_file: &Path) -> std::io::Result<PathBuf> {
     Ok(dest)
 }
 
+/// The user Docker runs the agent as: see [`crate::confine::Confinement::docker_user`].
+async fn agent_user(docker: &Docker, p: &Prepared, image: &str) -> Result<String, DockerError> {
+    let image_user = docker
+        .inspect_image(image)
+        .await
+        .map_err(docker::api(format!("inspecting the agent image {image}")))?
+        .config
+        .and_then(|c| c.user);
+    Ok(p.confinement
+        .docker_user(crate::confine::invoker(), image_user.as_deref()))
+}
+
+/// Bring the bottle up and attach (or run the escape suite); the agent's exit code and the
+/// suite's report.
 async fn run_bottle(
     docker: &Docker,
     p: &Prepared,
     opts: &LaunchOptions,
     project_name: &str,
-) -> Result<i64, LaunchError> {
+) -> Result<(i64, Option<verify::Report>), LaunchError> {
     let mut stop = std::pin::pin!(interrupted());
     let requests: Vec<_> = p
         .plan
@@ -290,20 +310,29 @@ async fn run_bottle(
     })
     .map_err(DockerError::Host)?;
     let state_dir = p.state_dir.display().to_string();
+    let agent = file
+        .services
+        .get("agent")
+        .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
+    let probe = match opts.verify {
+        verify::Mode::Off => None,
+        _ => Some(verify::install_probe(&p.state_dir)?.display().to_string()),
+    };
     let req = up::UpRequest {
         project: project_name,
         state_dir: &state_dir,
         secrets: &secrets,
         health_timeout: opts.health_timeout,
+        agent: up::AgentRun {
+            confinement: &p.confinement,
+            user: agent_user(docker, p, &agent.image).await?,
+            probe,
+        },
     };
     tokio::select! {
         r = up::up(docker, &file, &req) => r?,
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
-    let agent = file
-        .services
-        .get("agent")
-        .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
     let agent_container = up::container_name(project_name, "agent", agent);
     if p.metadata.copy_cwd {
         tokio::select! {
@@ -312,9 +341,27 @@ async fn run_bottle(
                 &agent_container,
                 Path::new(&p.metadata.cwd),
                 &p.plan.stack.agent.workdir,
+                crate::confine::Confinement::numeric_ids(&req.agent.user),
             ) => r?,
             sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
         }
+    }
+    let report = match opts.verify {
+        verify::Mode::Off => None,
+        _ => tokio::select! {
+            r = verify::run_suite(docker, &file, p, &agent_container) => Some(r?),
+            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+        },
+    };
+    match (&opts.verify, &report) {
+        (verify::Mode::Only, _) => return Ok((0, report)),
+        (verify::Mode::First, Some(r)) if !r.held() => return Ok((1, report)),
+        (verify::Mode::First, Some(r)) => eprintln!(
+            "bottle {}: verify: {} probes, nothing escaped; handing over the terminal",
+            p.slug,
+            r.findings.len()
+        ),
+        _ => {}
     }
     let exec = attach::ExecRequest {
         container: agent_container,
@@ -326,7 +373,7 @@ async fn run_bottle(
         tty: attach::stdin_is_terminal(),
     };
     tokio::select! {
-        r = attach::exec(docker, &exec) => Ok(r?),
+        r = attach::exec(docker, &exec) => Ok((r?, report)),
         sig = &mut stop => Err(LaunchError::Interrupted(sig)),
     }
 }
@@ -340,6 +387,7 @@ async fn copy_cwd(
     container: &str,
     cwd: &Path,
     workdir: &str,
+    owner: Option<(u32, u32)>,
 ) -> Result<(), DockerError> {
     let cwd = cwd.to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
@@ -348,8 +396,7 @@ async fn copy_cwd(
         let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
         let mut b = tar::Builder::new(out);
         b.follow_symlinks(false);
-        let packed = b
-            .append_dir_all(".", &cwd)
+        let packed = append_tree(&mut b, &cwd, Path::new(""), owner)
             .and_then(|()| b.into_inner())
             .and_then(|w| w.into_inner().map(drop).map_err(|e| e.into_error()));
         if let Err(e) = &packed {
@@ -379,6 +426,40 @@ async fn copy_cwd(
     uploaded.map_err(docker::api(format!(
         "copying the working dir into {container}:{workdir}"
     )))
+}
+
+/// Pack the tree under `root` (entries named from `rel`), links as links, every entry owned
+/// by `owner` when given: the copy belongs to the agent's user, who has no right to chown.
+fn append_tree<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = rel.join(e.file_name());
+        let path = root.join(&name);
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        if let Some((uid, gid)) = owner {
+            h.set_uid(uid.into());
+            h.set_gid(gid.into());
+        }
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            b.append_data(&mut h, &name, std::io::empty())?;
+            append_tree(b, root, &name, owner)?;
+        } else if kind.is_file() {
+            b.append_data(&mut h, &name, std::fs::File::open(&path)?)?;
+        } else if kind.is_symlink() {
+            b.append_link(&mut h, &name, std::fs::read_link(&path)?)?;
+        }
+        // Sockets, fifos and devices are not copied.
+    }
+    Ok(())
 }
 
 /// Hands what is written to an async receiver, blocking while it is full.

@@ -4,6 +4,7 @@
 //! column; the checks after that locate the offending text themselves. Every error names the
 //! file, the line and column, the field, and the fix.
 
+use crate::confine::{Resources, UserChoice};
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
 use crate::policy::{Declared, Grant, Grants};
 use serde::Deserialize;
@@ -108,9 +109,19 @@ struct RawManifest {
     backend: Option<String>,
     #[serde(default)]
     plugins: BTreeMap<String, Option<serde_yaml::Mapping>>,
+    user: Option<String>,
+    resources: Option<RawResources>,
     // Gone keys, parsed only to say what replaced them.
     cred_proxy: Option<IgnoredAny>,
     ssh: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory: Option<String>,
+    pids: Option<i64>,
+    cpus: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +209,10 @@ pub struct Manifest {
     pub grants: Grants,
     /// `egress.upstream_ca`: an extra CA egress trusts upstream (absolute host path).
     pub upstream_ca: Option<String>,
+    /// `user:`: whom the agent runs as.
+    pub user: UserChoice,
+    /// `resources:`: the agent's limits.
+    pub resources: Resources,
 }
 
 impl Manifest {
@@ -728,6 +743,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         }
     };
 
+    let user = match raw.user {
+        None => UserChoice::Invoker,
+        Some(u) => UserChoice::parse(&u).map_err(|e| loc.at(&u, "user", e))?,
+    };
+    let resources = parse_resources(&loc, raw.resources)?;
+
     let mut settings = BTreeMap::new();
     let mut grants = Grants::default();
     for (plugin, table) in raw.plugins {
@@ -744,6 +765,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 let grant: Grant = g
                     .parse()
                     .map_err(|e: String| loc.at(&g, format!("plugins.{plugin}.grants"), e))?;
+                if g == "root" {
+                    return Err(loc.at(
+                        &g,
+                        format!("plugins.{plugin}.grants"),
+                        "the agent runs as root only when you say so at each launch: pass `--grant agent=root`",
+                    ));
+                }
                 grants.add(&plugin, grant);
             }
         }
@@ -799,7 +827,51 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         settings,
         grants,
         upstream_ca,
+        user,
+        resources,
     })
+}
+
+/// `resources:`, each field defaulted on its own.
+fn parse_resources(
+    loc: &Locator<'_>,
+    raw: Option<RawResources>,
+) -> Result<Resources, ManifestError> {
+    let mut r = Resources::default();
+    let Some(raw) = raw else {
+        return Ok(r);
+    };
+    if let Some(m) = raw.memory {
+        r.memory = crate::confine::parse_size(&m).map_err(|e| loc.at(&m, "resources.memory", e))?;
+        if r.memory < 64 << 20 {
+            return Err(loc.at(
+                &m,
+                "resources.memory",
+                "at least `64m`: Docker refuses less, and an agent needs far more",
+            ));
+        }
+    }
+    if let Some(p) = raw.pids {
+        if !(16..=1 << 22).contains(&p) {
+            return Err(loc.at(
+                "pids",
+                "resources.pids",
+                "give a process limit from 16 to 4194304 (default 4096)",
+            ));
+        }
+        r.pids = p;
+    }
+    if let Some(c) = raw.cpus {
+        if !(c.is_finite() && (0.01..=1024.0).contains(&c)) {
+            return Err(loc.at(
+                "cpus",
+                "resources.cpus",
+                "give a number of CPUs such as `2` or `0.5`",
+            ));
+        }
+        r.nano_cpus = Some((c * 1e9).round() as i64);
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub enum Capability {
     PublishPort(u16),
     /// A host env var copied into the sidecar bundle at launch (its value is a secret).
     HostEnv(String),
+    /// The agent running as root (`--grant agent=root`); no plugin can ask for it.
+    Root,
 }
 
 impl fmt::Display for Capability {
@@ -42,6 +44,7 @@ impl fmt::Display for Capability {
             Capability::DockerSocket => f.write_str("docker-socket"),
             Capability::PublishPort(p) => write!(f, "publish:{p}"),
             Capability::HostEnv(n) => write!(f, "host-env:{n}"),
+            Capability::Root => f.write_str("root"),
         }
     }
 }
@@ -58,6 +61,7 @@ impl FromStr for Grant {
         let cap = match s.split_once(':') {
             None if s == "privileged" => Capability::Privileged,
             None if s == "docker-socket" => Capability::DockerSocket,
+            None if s == "root" => Capability::Root,
             Some(("cap-add", c))
                 if !c.is_empty() && c.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
             {
@@ -79,7 +83,7 @@ impl FromStr for Grant {
             }
             _ => {
                 return Err(format!(
-                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT or host-env:NAME"
+                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, or root (as `agent=root` only)"
                 ));
             }
         };
@@ -109,6 +113,9 @@ impl Grant {
     }
 }
 
+/// The name grants for the agent itself go under (`--grant agent=root`).
+pub const AGENT: &str = "agent";
+
 /// Grants per plugin name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants(BTreeMap<String, BTreeSet<Grant>>);
@@ -127,6 +134,11 @@ impl Grants {
                 .or_default()
                 .extend(gs.iter().cloned());
         }
+    }
+
+    /// Whether the agent may run as root (`--grant agent=root`).
+    pub fn agent_root(&self) -> bool {
+        self.allows(AGENT, &Capability::Root)
     }
 
     fn allows(&self, plugin: &str, cap: &Capability) -> bool {
@@ -399,11 +411,12 @@ mod tests {
             "cap-add:NET_ADMIN",
             "host-path:/data",
             "publish:8080",
+            "root",
         ] {
             assert_eq!(ok.parse::<Grant>().unwrap().to_string(), ok);
         }
         for bad in [
-            "root",
+            "rooot",
             "cap-add:net_admin",
             "host-path:rel",
             "host-path:/a/../b",

@@ -100,6 +100,7 @@ impl Init {
                 .arg("ready")
                 .arg(&self.file)
                 .env("BOTTLE_INIT_STATUS_DIR", &self.status)
+                .env("BOTTLE_INIT_PROC_NET", no_listeners())
                 .output()
         });
         (
@@ -237,7 +238,15 @@ fn ready_fails_while_a_planned_daemons_program_is_missing() {
         .unwrap();
     };
     write("/bin/true");
-    let ready = || retry_busy(|| Command::new(bin).arg("ready").arg(&file).output());
+    let ready = || {
+        retry_busy(|| {
+            Command::new(bin)
+                .arg("ready")
+                .arg(&file)
+                .env("BOTTLE_INIT_PROC_NET", no_listeners())
+                .output()
+        })
+    };
     let out = ready();
     assert!(!out.status.success(), "the plan says `gone` runs");
     assert_eq!(
@@ -353,6 +362,7 @@ fn ready_checks_see_only_their_own_plugins_secrets() {
         Command::new(init_bin())
             .args(["ready"])
             .arg(&file)
+            .env("BOTTLE_INIT_PROC_NET", no_listeners())
             .env("EGRESS_TOKEN_0", "tok-123")
             .output()
     });
@@ -380,4 +390,55 @@ fn a_daemon_that_exits_makes_ready_say_never_with_its_last_line() {
     );
     let _ = init.child.kill();
     let _ = init.child.wait();
+}
+
+/// A stand-in for a container's `/proc/net` with no socket at all (`ready` run on the host
+/// would otherwise see the host's listeners).
+fn no_listeners() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// A socket listening beyond loopback on a port no daemon declares keeps the bundle from ever
+/// being ready (exit 2), naming it; loopback and declared ports are fine.
+#[test]
+fn ready_refuses_a_listener_on_an_undeclared_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net");
+    std::fs::create_dir_all(&net).unwrap();
+    // 127.0.0.1:8888 (loopback), 0.0.0.0:9099 (declared), 0.0.0.0:2375 (neither).
+    std::fs::write(
+        net.join("tcp"),
+        "  sl  local_address rem_address   st\n   0: 0100007F:22B8 00000000:0000 0A\n   1: 00000000:238B 00000000:0000 0A\n   2: 00000000:0947 00000000:0000 0A\n",
+    )
+    .unwrap();
+    let file = dir.path().join("d.json");
+    std::fs::write(
+        &file,
+        r#"{"daemons": [{"name": "egress", "command": ["/bin/sh"], "ports": [9099]}]}"#,
+    )
+    .unwrap();
+    let ready = || {
+        retry_busy(|| {
+            Command::new(init_bin())
+                .arg("ready")
+                .arg(&file)
+                .env("BOTTLE_INIT_PROC_NET", &net)
+                .env("BOTTLE_INIT_STATUS_DIR", dir.path().join("status"))
+                .output()
+        })
+    };
+    let out = ready();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("listens beyond loopback on tcp 0.0.0.0:2375, which no daemon declares"),
+        "{said}"
+    );
+    std::fs::write(
+        &file,
+        r#"{"daemons": [{"name": "egress", "command": ["/bin/sh"], "ports": [9099, 2375]}]}"#,
+    )
+    .unwrap();
+    assert!(ready().status.success());
 }

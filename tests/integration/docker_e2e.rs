@@ -59,6 +59,49 @@ fn sandbox() -> Sandbox {
     sb
 }
 
+/// The uid the agent runs as under `cwd: mount`: the invoker's, or 1000 when tests run as root.
+fn agent_uid() -> u32 {
+    match rustix::process::getuid().as_raw() {
+        0 => 1000,
+        uid => uid,
+    }
+}
+
+/// Give `dir` to the agent's user, as a user's own project dir would be (tests may run as root,
+/// whose agent gets uid 1000).
+fn give_to_agent(dir: &std::path::Path) {
+    if rustix::process::getuid().is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "1000:1000"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+/// `bottle verify … --json` run in `sb`: the exit code, the findings, stderr.
+fn verify(sb: &Sandbox, cmd: &mut Command) -> (i32, Vec<serde_json::Value>, String) {
+    let (code, out, err) = run(cmd);
+    let report: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("verify printed no JSON report ({e}):\n{out}\n{err}"));
+    let _ = sb;
+    (
+        code,
+        report["findings"].as_array().cloned().unwrap_or_default(),
+        err,
+    )
+}
+
+/// The verdict of probe `id` (the first finding of that id).
+fn verdict<'a>(findings: &'a [serde_json::Value], id: &str) -> &'a str {
+    findings
+        .iter()
+        .find(|f| f["probe"] == id)
+        .and_then(|f| f["verdict"].as_str())
+        .unwrap_or_else(|| panic!("no `{id}` probe in {findings:#?}"))
+}
+
 #[test]
 fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
     let _g = serial();
@@ -748,8 +791,32 @@ fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
     let (code, out, err) = run(bottle(&sb)
         .env("E2E_MARKER_SECRET", marker)
         .env("E2E_MARKER_TOKEN", token)
-        .args(["-vvv", "run", "chatty", "--slug", &slug, "--", "true"]));
+        .args([
+            "-vvv",
+            "run",
+            "chatty",
+            "--keep-state",
+            "--slug",
+            &slug,
+            "--",
+            "true",
+        ]));
     assert_eq!(code, 0, "{err}");
+    // Nor in any file of the kept state dir (compose.log among them).
+    let state = sb.state().join(&slug);
+    let mut files = 0;
+    for e in walk(&state) {
+        let bytes = std::fs::read(&e).unwrap();
+        files += 1;
+        for secret in [marker, token] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} is in {}",
+                e.display()
+            );
+        }
+    }
+    assert!(files > 5, "the state dir was kept and read: {files} files");
     assert!(err.lines().count() > 20, "-vvv really logs: {err}");
     for secret in [marker, token] {
         assert!(
@@ -757,8 +824,11 @@ fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
             "{secret} leaked:\n{err}"
         );
     }
-    let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
-    assert!(!log.contains(marker) && !log.contains(token), "{log}");
+    let log = std::fs::read_to_string(state.join("compose.log")).unwrap();
+    assert!(
+        log.contains("[egress]"),
+        "the log holds the bundle's output: {log}"
+    );
 }
 
 /// An internal bridge has the host as its gateway: without `inhibit_ipv4` every host service
@@ -802,23 +872,35 @@ fn the_host_is_not_reachable_on_the_internal_networks_gateway() {
 #[test]
 fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
     let _g = serial();
-    let sb = sandbox();
+    let sb = Sandbox::new();
+    sb.agent(
+        "limited",
+        "image: bottle-agent:latest\ncwd: none\nresources: {memory: 512m, pids: 300}\n",
+    );
     let slug = unique_slug("e2e-caps");
     let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
                   echo ipv6=$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6); \
                   echo pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max); \
+                  echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); \
+                  echo uid=$(id -u) home=$HOME; \
+                  touch /usr/x 2>/dev/null && echo ROOT-WRITABLE || echo ROOT-READ-ONLY; \
+                  touch $HOME/x /tmp/x /workspace/x && echo SCRATCH-OK; \
                   mknod /tmp/dev-null c 1 3 2>/dev/null && echo MKNOD-WORKED || echo MKNOD-REFUSED";
     let (code, out, err) =
-        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", script]));
+        run(bottle(&sb).args(["run", "limited", "--slug", &slug, "--", "sh", "-c", script]));
     assert_eq!(code, 0, "{out}\n{err}");
     for expected in [
-        "CapEff:\t0000000000000000",
-        "NoNewPrivs:\t1",
-        "ipv6=1",
-        "pids=4096",
-        "MKNOD-REFUSED",
+        "CapEff:\t0000000000000000".to_owned(),
+        "NoNewPrivs:\t1".to_owned(),
+        "ipv6=1".to_owned(),
+        "pids=300".to_owned(),
+        format!("mem={}", 512 << 20),
+        format!("uid={} home=/home/agent", agent_uid()),
+        "ROOT-READ-ONLY".to_owned(),
+        "SCRATCH-OK".to_owned(),
+        "MKNOD-REFUSED".to_owned(),
     ] {
-        assert!(out.contains(expected), "{expected:?} missing in\n{out}");
+        assert!(out.contains(&expected), "{expected:?} missing in\n{out}");
     }
 }
 
@@ -841,6 +923,7 @@ fn the_agent_cannot_plant_git_hooks_or_config_in_the_mounted_working_dir() {
         assert!(ok.success(), "git {args:?}");
     };
     git(&["init", "-q"]);
+    give_to_agent(&sb.project());
     let slug = unique_slug("e2e-git");
     let script = "cd /workspace; \
         (echo 'touch /tmp/pwned' > .git/hooks/post-checkout) 2>/dev/null && echo HOOK-WRITTEN || echo HOOK-REFUSED; \
@@ -858,8 +941,225 @@ fn the_agent_cannot_plant_git_hooks_or_config_in_the_mounted_working_dir() {
     assert!(!sb.project().join(".git/hooks/post-checkout").exists());
     let config = std::fs::read_to_string(sb.project().join(".git/config")).unwrap();
     assert!(!config.contains("fsmonitor"), "{config}");
-    assert!(
-        sb.project().join("edited.txt").is_file(),
-        "the working dir stays writable"
+    let edited = sb.project().join("edited.txt");
+    assert!(edited.is_file(), "the working dir stays writable");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&edited).unwrap().uid(),
+        agent_uid(),
+        "what the agent writes belongs to the user (never root)"
     );
+}
+
+/// `bottle verify` on the shipped `researcher` agent: every probe holds, and the random name
+/// the probe tried to resolve never shows up on any host interface (a real capture, with a
+/// control packet proving the capture sees loopback DNS).
+#[test]
+fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let capture_file = sb.dir.path().join("dns.txt");
+    let mut capture = Command::new("tcpdump")
+        .args(["-l", "-n", "-A", "-i", "any", "port 53"])
+        .stdout(std::fs::File::create(&capture_file).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump (apt install tcpdump; .ci/run does)");
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, findings, err) = verify(&sb, bottle(&sb).args(["verify", "researcher", "--json"]));
+    // Control: a query for a name of our own to loopback's port 53 (nothing serves it).
+    let control = format!("control{}", unique_slug("x").replace('-', ""));
+    let mut query = vec![
+        0x12,
+        0x34,
+        1,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        control.len() as u8,
+    ];
+    query.extend_from_slice(control.as_bytes());
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(&query, "127.0.0.1:53").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&capture),
+        rustix::process::Signal::INT,
+    );
+    let _ = capture.wait();
+    let captured = std::fs::read_to_string(&capture_file).unwrap();
+    assert_eq!(code, 0, "{findings:#?}\n{err}");
+    for f in &findings {
+        assert_ne!(f["verdict"], "FAIL", "{f}");
+    }
+    for id in [
+        "uid",
+        "capabilities",
+        "no-new-privileges",
+        "seccomp",
+        "root-fs",
+        "raw-socket",
+        "mknod",
+        "setuid-file",
+        "docker-socket",
+        "gateway",
+        "ipv6",
+        "dns",
+        "direct-tcp",
+        "bundle-ports",
+        "private-keys",
+        "proxy-unlisted",
+        "proxy-loopback",
+        "proxy-ip-literal",
+        "proxy-https-push",
+        "listener-hits",
+    ] {
+        assert_eq!(verdict(&findings, id), "PASS", "{id}: {findings:#?}");
+    }
+    let dns = findings.iter().find(|f| f["probe"] == "dns").unwrap();
+    let label = dns["tried"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.split('.').next())
+        .unwrap()
+        .to_owned();
+    assert!(label.starts_with("leak-researcher-"), "{dns}");
+    assert!(
+        captured.contains(&control),
+        "the capture sees loopback DNS (control {control}):\n{captured}"
+    );
+    assert!(
+        !captured.contains(&label),
+        "the agent's lookup of {label} left its namespace:\n{captured}"
+    );
+}
+
+/// `bottle verify` from a mounted repo whose hooks live in a `core.hooksPath` dir (as husky
+/// sets up): the hooks, the config and that dir are all out of the agent's reach.
+#[test]
+fn verify_in_a_mounted_repo_covers_hooks_config_and_hooks_path() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "editor",
+        "image: bottle-agent:latest\ncwd: mount\nworkdir: /workspace\n",
+    );
+    let ok = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(sb.project())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::create_dir_all(sb.project().join(".husky")).unwrap();
+    let ok = Command::new("git")
+        .args(["config", "core.hooksPath", ".husky"])
+        .current_dir(sb.project())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    give_to_agent(&sb.project());
+    let (code, findings, err) = verify(&sb, bottle(&sb).args(["verify", "editor", "--json"]));
+    assert_eq!(code, 0, "{findings:#?}\n{err}");
+    for id in ["git-hooks", "git-config", "git-hooks-path", "setuid-file"] {
+        assert_eq!(verdict(&findings, id), "PASS", "{id}: {findings:#?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(sb.project().join(".husky"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing planted"
+    );
+}
+
+/// `bottle run --verify` runs the suite first and hands the terminal over when it held.
+#[test]
+fn run_verify_hands_over_the_terminal_only_after_the_suite_held() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-rv");
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--verify",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "echo handed-over; id -u",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("nothing escaped; handing over the terminal"),
+        "{err}"
+    );
+    assert!(out.contains("handed-over"), "{out}");
+    assert!(out.contains(&format!("{}\n", agent_uid())), "{out}");
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A real escape the suite must catch: with `--grant agent=root` and a working dir root may
+/// write, the agent leaves a setuid-root program in the user's dir. `bottle verify` says FAIL
+/// and exits 1; `bottle run --verify` refuses to hand the terminal over.
+#[test]
+fn a_root_agent_fails_the_suite_and_run_verify_does_not_attach() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "rooted",
+        "image: bottle-agent:latest\ncwd: mount\nworkdir: /workspace\nuser: \"0:0\"\n",
+    );
+    // Writable by root without CAP_DAC_OVERRIDE, whoever runs the tests.
+    std::fs::set_permissions(sb.project(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, findings, err) = verify(
+        &sb,
+        bottle(&sb).args(["verify", "rooted", "--grant", "agent=root", "--json"]),
+    );
+    assert_eq!(code, 1, "{findings:#?}\n{err}");
+    assert_eq!(verdict(&findings, "setuid-file"), "FAIL", "{findings:#?}");
+    assert_eq!(verdict(&findings, "uid"), "PASS", "root was granted");
+    assert_eq!(verdict(&findings, "capabilities"), "PASS", "{findings:#?}");
+    let slug = unique_slug("e2e-rootv");
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "rooted",
+        "--grant",
+        "agent=root",
+        "--verify",
+        "--slug",
+        &slug,
+        "--",
+        "echo",
+        "should-not-run",
+    ]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(!out.contains("should-not-run"), "{out}");
+    assert!(out.contains("FAIL  setuid-file"), "{out}");
+    assert!(err.contains("not handing over the terminal"), "{err}");
+    assert_eq!(leftovers(&slug), "");
 }

@@ -679,3 +679,45 @@ fn cwd_mount_from_home_the_root_or_bottles_own_dirs_is_refused() {
     let (code, _, err) = run(sb.bottle().args(["run", "m", "--dry-run"]));
     assert_eq!(code, 0, "{err}");
 }
+
+/// The agent runs as root only when the user says so at launch; the summary says how it is
+/// confined.
+#[test]
+fn a_root_agent_needs_grant_agent_root_and_the_summary_shows_the_confinement() {
+    let sb = Sandbox::new();
+    sb.agent(
+        "rooted",
+        "image: bottle-agent:latest\ncwd: none\nuser: \"0:0\"\n",
+    );
+    let (code, _, err) = run(sb.bottle().args(["run", "rooted", "--dry-run"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("rooted.yaml: `user: 0:0` runs the agent as root")
+            && err.contains("--grant agent=root"),
+        "{err}"
+    );
+    let (code, out, err) =
+        run(sb
+            .bottle()
+            .args(["run", "rooted", "--dry-run", "--grant", "agent=root"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("confined: user 0:0, no capabilities, read-only root"),
+        "{out}"
+    );
+    for bad in ["egress=root", "agent=privileged"] {
+        let (code, _, err) = run(sb
+            .bottle()
+            .args(["run", "rooted", "--dry-run", "--grant", bad]));
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains("granted to the agent only, as `agent=root`"),
+            "{err}"
+        );
+    }
+    let out = dry_run(&sb, &["researcher"]);
+    assert!(
+        out.contains("confined: user your uid:gid (the image's user or 1000 when run as root), no capabilities, read-only root, 4096 MiB memory, 4096 processes"),
+        "{out}"
+    );
+}

@@ -72,6 +72,9 @@ struct DaemonEntry {
     /// The secret env names it sees; every other name of `secret_env` is removed from its env.
     #[serde(default)]
     secrets: Vec<String>,
+    /// The ports it declares.
+    #[serde(default)]
+    ports: Vec<u16>,
 }
 
 /// Read the daemon list.
@@ -392,9 +395,89 @@ fn ready(list: &DaemonList) -> i32 {
         }
     }
     if never {
-        NEVER_READY
+        return NEVER_READY;
+    }
+    if failed > 0 {
+        return 1;
+    }
+    let declared: Vec<u16> = list
+        .daemons
+        .iter()
+        .flat_map(|d| d.ports.iter().copied())
+        .collect();
+    let stray = undeclared_listeners(&declared, &proc_net_tables());
+    if stray.is_empty() {
+        0
     } else {
-        i32::from(failed > 0)
+        println!(
+            "the bundle listens beyond loopback on {}, which no daemon declares: the agent could reach it; declare the port in the daemon's plan or bind it to 127.0.0.1",
+            stray.join(", ")
+        );
+        NEVER_READY
+    }
+}
+
+/// `/proc/net/{tcp,tcp6,udp,udp6}` of this network namespace, with their protocol names;
+/// `BOTTLE_INIT_PROC_NET` names another dir (the tests run `ready` outside a container).
+fn proc_net_tables() -> Vec<(&'static str, String)> {
+    let dir = std::env::var_os("BOTTLE_INIT_PROC_NET")
+        .map_or_else(|| Path::new("/proc/net").to_owned(), Into::into);
+    ["tcp", "tcp6", "udp", "udp6"]
+        .into_iter()
+        .filter_map(|t| Some((t, std::fs::read_to_string(dir.join(t)).ok()?)))
+        .collect()
+}
+
+/// Sockets listening (TCP LISTEN, unconnected bound UDP) on a non-loopback address, on a
+/// port no daemon declares: `tcp 0.0.0.0:8080`.
+fn undeclared_listeners(declared: &[u16], tables: &[(&str, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (proto, text) in tables {
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state)) = (f.get(1), f.get(2), f.get(3)) else {
+                continue;
+            };
+            let listening = if proto.starts_with("tcp") {
+                *state == "0A"
+            } else {
+                *state == "07" && remote.split(':').nth(1) == Some("0000")
+            };
+            let Some((addr, port)) = local.split_once(':') else {
+                continue;
+            };
+            let Ok(port) = u16::from_str_radix(port, 16) else {
+                continue;
+            };
+            if !listening || declared.contains(&port) || loopback_hex(addr) {
+                continue;
+            }
+            out.push(format!("{proto} {}:{port}", addr_text(addr)));
+        }
+    }
+    out
+}
+
+/// Whether a `/proc/net` address (hex, host byte order per 32-bit word) is loopback.
+fn loopback_hex(addr: &str) -> bool {
+    match addr.len() {
+        // 127.0.0.0/8: the low byte of the little-endian word is 0x7F.
+        8 => addr.ends_with("7F"),
+        // ::1, or ::ffff:127.x.y.z.
+        32 => {
+            addr == "00000000000000000000000001000000"
+                || (addr.starts_with("0000000000000000FFFF0000") && addr.ends_with("7F"))
+        }
+        _ => false,
+    }
+}
+
+/// A `/proc/net` address for a message: dotted for IPv4, hex otherwise.
+fn addr_text(addr: &str) -> String {
+    match u32::from_str_radix(addr, 16) {
+        Ok(v) if addr.len() == 8 => std::net::Ipv4Addr::from(v.swap_bytes()).to_string(),
+        _ if addr.chars().all(|c| c == '0') => "[::]".to_owned(),
+        _ => format!("[{addr}]"),
     }
 }
 
@@ -460,4 +543,36 @@ fn main_with_args(args: &[String]) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::process::exit(main_with_args(&args));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undeclared_listeners;
+
+    const TCP: &str = "  sl  local_address rem_address   st
+   0: 0100007F:22B8 00000000:0000 0A
+   1: 00000000:2383 00000000:0000 0A
+   2: 00000000:1F90 00000000:0000 0A
+   3: 0400A8C0:9C40 0500A8C0:2383 01
+";
+    const UDP6: &str =
+        "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07
+   1: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07
+";
+
+    #[test]
+    fn only_undeclared_ports_beyond_loopback_are_reported() {
+        // 127.0.0.1:8888 is loopback, 0.0.0.0:9091 is declared, 0.0.0.0:8080 is not; the
+        // established connection is no listener.
+        let tables = [("tcp", TCP.to_owned()), ("udp6", UDP6.to_owned())];
+        assert_eq!(
+            undeclared_listeners(&[9091], &tables),
+            ["tcp 0.0.0.0:8080", "udp6 [::]:53"]
+        );
+        assert_eq!(
+            undeclared_listeners(&[9091, 8080, 53], &tables),
+            Vec::<String>::new()
+        );
+    }
 }

@@ -5,10 +5,13 @@ use anyhow::{Context, Result};
 use bottle::launch::{self, RunRequest};
 use bottle::lifecycle::{self, LaunchOptions};
 use bottle::policy::Grants;
+use bottle::verify::Mode;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
+/// `bottle run` (and `bottle verify`, a run in [`Mode::Only`]); `json` prints the suite's
+/// report as JSON.
+pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
     let manifest = bottle::manifest::find(&args.agent, &project_dir).map_err(anyhow::Error::msg)?;
     let mut grants = Grants::default();
@@ -88,6 +91,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         keep_state: args.keep_state,
         health_timeout: Duration::from_secs(args.health_timeout),
         base_image,
+        verify: mode,
     };
     eprintln!(
         "bottle {}: starting (state {}); firewall: {}",
@@ -95,11 +99,38 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         prepared.state_dir.display(),
         prepared.firewall()
     );
+    eprintln!("bottle {}: agent: {}", prepared.slug, prepared.confinement);
     let rt = runtime()?;
     let result = rt.block_on(lifecycle::launch(&prepared, &opts));
     // The stdin pump may still be parked in a blocking read; do not wait for it.
     rt.shutdown_background();
     match result {
+        Ok(outcome)
+            if outcome
+                .report
+                .as_ref()
+                .is_some_and(|r| mode == Mode::Only || !r.held()) =>
+        {
+            let report = outcome.report.expect("checked above");
+            if json {
+                print!("{}", bottle::state::pretty_json(&report));
+            } else {
+                print!("{}", report.lines());
+            }
+            if mode == Mode::First {
+                eprintln!(
+                    "bottle {}: {} probe(s) escaped; not handing over the terminal (logs in {})",
+                    prepared.slug,
+                    report.failures(),
+                    outcome.log_file.display()
+                );
+            }
+            Ok(if report.held() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Ok(outcome) => {
             eprintln!(
                 "bottle {}: agent exited with {}; logs in {}",

@@ -2,10 +2,12 @@
 
 use super::project::{self, ComposeFile, Service};
 use super::{DockerError, api};
+use crate::confine::Confinement;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
 use futures_util::{StreamExt, future::try_join_all};
@@ -53,6 +55,8 @@ pub struct UpRequest<'a> {
     pub secrets: &'a BTreeMap<String, String>,
     /// How long to wait for health checks.
     pub health_timeout: Duration,
+    /// What the host imposes on the agent.
+    pub agent: AgentRun<'a>,
 }
 
 /// The container name of service `key`.
@@ -83,16 +87,32 @@ fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
 
 /// The label that says which container is the agent.
 const ROLE_LABEL: &str = "io.bottle.role";
-/// How many processes the agent may run at once.
-const AGENT_PIDS_LIMIT: i64 = 4096;
+/// Where [`AgentRun::probe`] is mounted in the agent (read-only).
+pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
 
-/// The agent's confinement, set by the host whatever the backend rendered: no capabilities
-/// (no raw sockets, no mknod, no setuid files, no chown), no privilege gain, no IPv6, and a
-/// process limit. A backend cannot loosen it: an agent is never privileged nor given caps.
-fn confine_agent(agent: bool, mut h: HostConfig) -> HostConfig {
-    if !agent {
-        return h;
-    }
+/// What the host imposes on the agent container at creation (see [`crate::confine`]).
+#[derive(Debug, Clone)]
+pub struct AgentRun<'a> {
+    /// The limits and choices.
+    pub confinement: &'a Confinement,
+    /// The user Docker runs it as (`uid:gid` or a name), already decided.
+    pub user: String,
+    /// The escape-suite probe binary on the host, mounted for `bottle verify`.
+    pub probe: Option<String>,
+}
+
+/// The agent's confinement, set by the host whatever the backend rendered: its user, no
+/// capabilities (no raw sockets, no mknod, no setuid-root files, no chown), no privilege
+/// gain, a read-only root with tmpfs at `/tmp` and its home, limits, no IPv6, and a resolver
+/// that never forwards a name out of its namespace. A backend cannot loosen it: an agent is
+/// never privileged nor given caps.
+fn confine_agent(
+    run: &AgentRun<'_>,
+    workdir: &str,
+    volume: (String, HashMap<String, String>),
+    mut h: HostConfig,
+) -> HostConfig {
+    let c = run.confinement;
     h.privileged = Some(false);
     h.cap_add = None;
     h.cap_drop = Some(vec!["ALL".to_owned()]);
@@ -101,7 +121,70 @@ fn confine_agent(agent: bool, mut h: HostConfig) -> HostConfig {
         opts.push("no-new-privileges:true".to_owned());
     }
     h.security_opt = Some(opts);
-    h.pids_limit = Some(AGENT_PIDS_LIMIT);
+    h.readonly_rootfs = Some(true);
+    let ids = Confinement::numeric_ids(&run.user);
+    let owner = ids.map_or_else(String::new, |(u, g)| format!(",uid={u},gid={g}"));
+    // A home owned by a user Docker resolves by name cannot be chowned at mount: it is 1777.
+    let home_mode = if ids.is_some() { "0700" } else { "1777" };
+    h.tmpfs = Some(HashMap::from([
+        ("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned()),
+        (
+            c.home.clone(),
+            format!("rw,nosuid,nodev,mode={home_mode}{owner}"),
+        ),
+    ]));
+    let mut mounts = h.mounts.take().unwrap_or_default();
+    if c.workdir_volume {
+        // A volume, not a plain tmpfs mount: Docker copies into volumes (`cwd: copy`), not
+        // into tmpfs mounts, and this one is the agent's from its root down.
+        let (name, labels) = volume;
+        mounts.push(Mount {
+            target: Some(workdir.to_owned()),
+            source: Some(name),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(labels),
+                driver_config: Some(MountVolumeOptionsDriverConfig {
+                    name: Some("local".to_owned()),
+                    options: Some(HashMap::from([
+                        ("type".to_owned(), "tmpfs".to_owned()),
+                        ("device".to_owned(), "tmpfs".to_owned()),
+                        (
+                            "o".to_owned(),
+                            format!(
+                                "nosuid,nodev,mode=0{}{owner}",
+                                if ids.is_some() { "755" } else { "1777" }
+                            ),
+                        ),
+                    ])),
+                }),
+                ..MountVolumeOptions::default()
+            }),
+            ..Mount::default()
+        });
+    }
+    if let Some(probe) = &run.probe {
+        mounts.push(Mount {
+            target: Some(PROBE_IN_AGENT.to_owned()),
+            source: Some(probe.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Mount::default()
+        });
+    }
+    h.mounts = Some(mounts);
+    h.memory = i64::try_from(c.resources.memory).ok();
+    h.memory_swap = h.memory;
+    h.pids_limit = Some(c.resources.pids);
+    h.nano_cpus = c.resources.nano_cpus;
+    h.dns = Some(vec![crate::confine::SINK_RESOLVER.to_owned()]);
+    h.dns_options = Some(
+        crate::confine::RESOLVER_OPTIONS
+            .iter()
+            .map(|o| (*o).to_owned())
+            .collect(),
+    );
     h.sysctls = Some(HashMap::from([
         ("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned()),
         (
@@ -118,7 +201,8 @@ fn create_body(
     key: &str,
     s: &Service,
 ) -> Result<ContainerCreateBody, DockerError> {
-    let env: Vec<String> = s
+    let agent = s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent");
+    let mut env: Vec<String> = s
         .environment
         .iter()
         .filter_map(|(k, v)| match v {
@@ -126,6 +210,9 @@ fn create_body(
             None => req.secrets.get(k).map(|v| format!("{k}={v}")),
         })
         .collect();
+    if agent && !s.environment.contains_key("HOME") {
+        env.push(format!("HOME={}", req.agent.confinement.home));
+    }
     let mounts: Vec<Mount> = s
         .volumes
         .iter()
@@ -143,7 +230,6 @@ fn create_body(
         .collect();
     let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
     labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let agent = s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent");
     let first_net = s
         .networks
         .keys()
@@ -164,7 +250,11 @@ fn create_body(
         cmd: (!s.command.is_empty()).then(|| s.command.clone()),
         env: Some(env),
         working_dir: s.working_dir.clone(),
-        user: s.user.clone(),
+        user: if agent {
+            Some(req.agent.user.clone())
+        } else {
+            s.user.clone()
+        },
         labels: Some(labels),
         stop_timeout: s
             .stop_grace_period
@@ -178,9 +268,8 @@ fn create_body(
             retries: Some(i64::from(h.retries)),
             ..HealthConfig::default()
         }),
-        host_config: Some(confine_agent(
-            agent,
-            HostConfig {
+        host_config: Some({
+            let h = HostConfig {
                 init: Some(s.init),
                 mounts: Some(mounts),
                 privileged: Some(s.privileged),
@@ -190,8 +279,18 @@ fn create_body(
                 network_mode: first_net.map(|(_, n)| n.name.clone()),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 ..HostConfig::default()
-            },
-        )),
+            };
+            if agent {
+                let mut volume_labels = compose_labels(req.project, None, None, req.state_dir);
+                volume_labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                volume_labels.insert(ROLE_LABEL.to_owned(), "volume".to_owned());
+                let volume = (format!("{}-workdir", req.project), volume_labels);
+                let workdir = s.working_dir.as_deref().unwrap_or("/workspace");
+                confine_agent(&req.agent, workdir, volume, h)
+            } else {
+                h
+            }
+        }),
         networking_config: first_net.map(|(k, n)| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 n.name.clone(),
@@ -217,6 +316,33 @@ fn alias_list(s: &Service, net: &str, key: &str) -> Vec<String> {
     aliases
 }
 
+/// The agent may join internal networks only, whatever the backend rendered: one with a route
+/// out would bypass every sidecar.
+pub fn check_agent_networks(file: &ComposeFile) -> Result<(), DockerError> {
+    for (key, s) in &file.services {
+        if s.labels.get(ROLE_LABEL).is_none_or(|r| r != "agent") {
+            continue;
+        }
+        for net in s.networks.keys() {
+            match file.networks.get(net) {
+                Some(n) if n.internal => {}
+                Some(n) => {
+                    return Err(DockerError::Host(format!(
+                        "the backend put the agent (`{key}`) on network {}, which is not internal: it would have a way out around the sidecars; remove the plugin that rendered it from --plugin-dir",
+                        n.name
+                    )));
+                }
+                None => {
+                    return Err(DockerError::Host(format!(
+                        "the agent (`{key}`) joins network `{net}`, which the compose file does not define; fix the backend that wrote it"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Create networks, volumes and containers; start them in dependency order; await health.
 ///
 /// On error, what was created stays for the caller's teardown (which removes by label).
@@ -225,6 +351,7 @@ pub async fn up(
     file: &ComposeFile,
     req: &UpRequest<'_>,
 ) -> Result<(), DockerError> {
+    check_agent_networks(file)?;
     try_join_all(file.networks.iter().map(|(key, n)| async move {
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, Some(key), req.state_dir);
@@ -488,7 +615,41 @@ pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::port_binding;
+    use super::{check_agent_networks, port_binding};
+
+    fn compose(agent_nets: &str) -> super::ComposeFile {
+        serde_yaml::from_str(&format!(
+            "services:
+  agent:
+    image: a
+    labels: {{io.bottle.role: agent}}
+    networks: {agent_nets}
+  sidecars:
+    image: b
+    networks: {{internal: {{}}, egress: {{}}}}
+networks:
+  internal: {{name: n-internal, driver: bridge, internal: true}}
+  egress: {{name: n-egress, driver: bridge}}
+"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_backend_cannot_give_the_agent_a_network_with_a_way_out() {
+        check_agent_networks(&compose("{internal: {}}")).unwrap();
+        let err = check_agent_networks(&compose("{internal: {}, egress: {}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("on network n-egress, which is not internal"),
+            "{err}"
+        );
+        let err = check_agent_networks(&compose("{nowhere: {}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`nowhere`"), "{err}");
+    }
 
     #[test]
     fn port_specs_parse_with_ipv4_and_ipv6_and_bad_ones_are_refused() {

@@ -352,9 +352,14 @@ fn required_and_malformed_basics() {
     fails("image: x\nsupervise: maybe\n", "supervise", "invalid type");
     fails("- image: x\n", "", "invalid type");
     fails(
-        "image: x\nplugins:\n  hello:\n    grants: [root]\n",
+        "image: x\nplugins:\n  hello:\n    grants: [rooot]\n",
         "plugins.hello.grants",
         "is not a grant",
+    );
+    fails(
+        "image: x\nplugins:\n  hello:\n    grants: [root]\n",
+        "plugins.hello.grants",
+        "pass `--grant agent=root`",
     );
     fails(
         "image: x\nplugins:\n  hello:\n    grants: privileged\n",
@@ -367,4 +372,49 @@ fn required_and_malformed_basics() {
 fn the_file_name_is_the_agent_name() {
     let err = parse(Path::new("agents/My Agent.yaml"), "image: x\n").unwrap_err();
     assert!(err.to_string().contains("rename the file"), "{err}");
+}
+
+#[test]
+fn user_and_resources_parse_with_defaults_and_bad_ones_say_how() {
+    use crate::confine::{DEFAULT_MEMORY, DEFAULT_PIDS, UserChoice};
+    let m = parse_str("image: x\n").unwrap();
+    assert_eq!(m.user, UserChoice::Invoker);
+    assert_eq!(
+        (m.resources.memory, m.resources.pids, m.resources.nano_cpus),
+        (DEFAULT_MEMORY, DEFAULT_PIDS, None)
+    );
+    let m =
+        parse_str("image: x\nuser: \"2000:2000\"\nresources: {memory: 2g, pids: 512, cpus: 1.5}\n")
+            .unwrap();
+    assert_eq!(m.user, UserChoice::Named("2000:2000".into()));
+    assert_eq!(
+        (m.resources.memory, m.resources.pids, m.resources.nano_cpus),
+        (2 << 30, 512, Some(1_500_000_000))
+    );
+    fails("image: x\nuser: \"a b\"\n", "user", "give `UID`");
+    fails(
+        "image: x\nresources: {memory: lots}\n",
+        "resources.memory",
+        "not a size",
+    );
+    fails(
+        "image: x\nresources: {memory: 1m}\n",
+        "resources.memory",
+        "at least `64m`",
+    );
+    fails(
+        "image: x\nresources: {pids: 2}\n",
+        "resources.pids",
+        "from 16",
+    );
+    fails(
+        "image: x\nresources: {cpus: 0}\n",
+        "resources.cpus",
+        "number of CPUs",
+    );
+    fails(
+        "image: x\nresources: {disk: 1g}\n",
+        "resources",
+        "unknown field `disk`",
+    );
 }

@@ -202,6 +202,9 @@ pub struct DaemonEntry {
     /// The secret env names this daemon sees: those of the plugin that added it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The ports it declares: the only ones the bundle may listen on beyond loopback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// The prefix every secret env name of `plugin` carries (`egress` → `EGRESS_`); the host
@@ -312,6 +315,7 @@ pub fn daemon_list(stack: &Stack) -> Document {
                     name: o.daemon.name.clone(),
                     command: o.daemon.command.clone(),
                     ready_check: o.daemon.ready_check.clone(),
+                    ports: o.daemon.ports.clone(),
                     secrets: secret_env
                         .iter()
                         .filter(|n| n.starts_with(&prefix))
