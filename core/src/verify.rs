@@ -215,6 +215,7 @@ pub async fn run_suite(
         }
         None => None,
     };
+    let others = other_bottles(docker, &p.slug).await?;
     let mut declared_ports: Vec<u16> = p
         .plan
         .stack
@@ -234,6 +235,7 @@ pub async fn run_suite(
         workdir: p.plan.stack.agent.workdir.clone(),
         root_granted: p.confinement.root_granted,
         listeners,
+        others,
         bundle,
         declared_ports,
         proxy,
@@ -279,6 +281,36 @@ pub async fn run_suite(
         slug: p.slug.clone(),
         findings,
     })
+}
+
+/// The port every bundle serves the agent on (egress's).
+const BUNDLE_PORT: u16 = 9099;
+
+/// Every address of another running bottle's containers: the agent must not reach any of them
+/// (at the bundle's egress port, which is open to that bottle's own agent).
+async fn other_bottles(docker: &Docker, slug: &str) -> Result<Vec<Target>, DockerError> {
+    let mut out = Vec::new();
+    for c in crate::docker::inventory::containers(docker, None).await? {
+        if c.slug == slug || c.state != "running" {
+            continue;
+        }
+        let Ok(info) = docker.inspect_container(&c.name, None).await else {
+            continue; // gone since the listing
+        };
+        let nets = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        for (net, e) in nets {
+            if let Some(ip) = e.ip_address.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+                out.push(Target {
+                    what: format!("another bottle's container {} on {net}", c.name),
+                    addr: SocketAddr::new(ip, BUNDLE_PORT),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A DNS label nobody has asked for before: the slug and the time.

@@ -1163,3 +1163,35 @@ fn a_root_agent_fails_the_suite_and_run_verify_does_not_attach() {
     assert!(err.contains("not handing over the terminal"), "{err}");
     assert_eq!(leftovers(&slug), "");
 }
+
+/// With another bottle running, the suite also tries every address of that bottle's
+/// containers, directly and through the proxy: none is reachable.
+#[test]
+fn verify_cannot_reach_another_bottle() {
+    let _g = serial();
+    let sb = sandbox();
+    let other = unique_slug("e2e-other");
+    let mut child = start_sleeping(&sb, &other);
+    let (code, findings, err) = verify(&sb, bottle(&sb).args(["verify", "researcher", "--json"]));
+    let (stop, _, stop_err) = run(bottle(&sb).args(["stop", &other]));
+    let _ = child.wait();
+    assert_eq!(stop, 0, "{stop_err}");
+    assert_eq!(code, 0, "{findings:#?}\n{err}");
+    let tried: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| {
+            f["tried"].as_str().is_some_and(|t| {
+                t.contains(&format!(
+                    "another bottle's container bottle-sidecars-{other}"
+                ))
+            })
+        })
+        .collect();
+    assert!(
+        tried.len() >= 4,
+        "both of its networks, directly and through the proxy: {findings:#?}"
+    );
+    for f in tried {
+        assert_eq!(f["verdict"], "PASS", "{f}");
+    }
+}

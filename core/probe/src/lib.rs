@@ -17,6 +17,9 @@ pub struct Plan {
     /// Listeners the suite started (on addresses it created), each of which the agent must
     /// not reach directly.
     pub listeners: Vec<Target>,
+    /// Other bottles' containers (their egress port), which the agent must not reach either.
+    #[serde(default)]
+    pub others: Vec<Target>,
     /// The bundle's address on the agent's network.
     pub bundle: Option<IpAddr>,
     /// The bundle ports the plan declares to the agent.

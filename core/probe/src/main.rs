@@ -370,6 +370,7 @@ fn dns(name: &str) -> Finding {
 fn listeners(plan: &Plan) -> Vec<Finding> {
     plan.listeners
         .iter()
+        .chain(&plan.others)
         .map(|t| {
             let what = format!("TCP to {} ({})", t.addr, t.what);
             match TcpStream::connect_timeout(&t.addr, CONNECT_TIMEOUT) {
@@ -505,7 +506,7 @@ fn proxied(plan: &Plan) -> Vec<Finding> {
             "a loopback name, the bundle's own 127.0.0.1",
         ),
     ];
-    for t in &plan.listeners {
+    for t in plan.listeners.iter().chain(&plan.others) {
         v.push(through_proxy(
             proxy,
             "proxy-ip-literal",
