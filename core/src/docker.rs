@@ -5,6 +5,7 @@
 //! `docker compose` uses, so `docker compose -p bottle-<slug>` (or `docker-compose -p … -f …`)
 //! can also `ps`, `logs` and `down` a bottle.
 
+pub mod admit;
 pub mod attach;
 pub mod down;
 pub mod images;

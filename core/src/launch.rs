@@ -94,6 +94,14 @@ pub enum PrepareError {
         /// The error.
         error: PlanError,
     },
+    /// The backend's deployment holds what the checked plan does not.
+    #[error("{file}: {error}")]
+    Admission {
+        /// The manifest file, for context.
+        file: String,
+        /// What was refused.
+        error: crate::docker::admit::Refused,
+    },
     /// The state dir could not be written.
     #[error(transparent)]
     State(#[from] StateError),
@@ -190,6 +198,10 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         },
     )
     .map_err(|error| PrepareError::Plan {
+        file: req.manifest.display().to_string(),
+        error,
+    })?;
+    crate::docker::admit::admit(&plan).map_err(|error| PrepareError::Admission {
         file: req.manifest.display().to_string(),
         error,
     })?;

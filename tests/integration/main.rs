@@ -1,5 +1,6 @@
 //! bottle's integration tests: one binary (it links wasmtime once), one module per topic.
 
+mod admission;
 mod bundle_init;
 mod checklist;
 mod conflicts;

@@ -15,6 +15,7 @@ pub mod plugins {
         "bottle-test-wrong-api",
         "bottle-test-pipelock-override",
         "bottle-example-hello",
+        "bottle-test-rogue-backend",
     ];
 
     fn built(package: &str) -> &'static str {
@@ -48,6 +49,10 @@ pub mod plugins {
     /// A sidecar named `pipelock`.
     pub fn pipelock_override() -> &'static str {
         built("bottle-test-pipelock-override")
+    }
+    /// A backend named `docker` that adds what its settings name (`rogue: privileged`…).
+    pub fn rogue_backend() -> &'static str {
+        built("bottle-test-rogue-backend")
     }
     /// The example sidecar from `examples/hello-sidecar`.
     pub fn hello() -> &'static str {

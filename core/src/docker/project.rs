@@ -7,6 +7,7 @@ use std::path::Path;
 
 /// The subset of the Compose spec the docker backend writes.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     /// Services by key.
     pub services: BTreeMap<String, Service>,
@@ -20,6 +21,7 @@ pub struct ComposeFile {
 
 /// A service.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs, reason = "fields are the Compose spec's")]
 pub struct Service {
     pub image: String,
@@ -58,6 +60,7 @@ pub struct Service {
 
 /// A long-syntax mount.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs, reason = "fields are the Compose spec's")]
 pub struct Mount {
     #[serde(rename = "type")]
@@ -70,6 +73,7 @@ pub struct Mount {
 
 /// A service's network attachment.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceNetwork {
     /// Aliases.
     #[serde(default)]
@@ -78,6 +82,7 @@ pub struct ServiceNetwork {
 
 /// A dependency.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DependsOn {
     /// `service_started` or `service_healthy`.
     pub condition: String,
@@ -85,6 +90,7 @@ pub struct DependsOn {
 
 /// A health check.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs, reason = "fields are the Compose spec's")]
 pub struct Health {
     pub test: Vec<String>,
@@ -95,6 +101,7 @@ pub struct Health {
 
 /// A network.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs, reason = "fields are the Compose spec's")]
 pub struct Network {
     pub name: String,
@@ -109,6 +116,7 @@ pub struct Network {
 
 /// A named volume.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs, reason = "fields are the Compose spec's")]
 pub struct Volume {
     pub name: String,

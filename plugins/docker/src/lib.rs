@@ -220,7 +220,7 @@ impl BackendGuest for Docker {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "export"))]
 bottle_plugin_sdk::export_backend!(Docker);
 
 #[cfg(test)]
