@@ -105,6 +105,20 @@ pub enum PrepareError {
     /// The state dir could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A `--plugin-dir` plugin replaces a built-in without a grant pinned to its hash.
+    #[error(
+        "{file}: plugin `{name}` from {by} replaces the built-in one; if you trust that file, pass `--grant {name}=replace:sha256:{hash}` (or add it under `plugins.{name}.grants`); the grant holds for that exact file only"
+    )]
+    UnpinnedOverride {
+        /// The manifest.
+        file: String,
+        /// The plugin name.
+        name: String,
+        /// The file.
+        by: String,
+        /// Its content hash.
+        hash: String,
+    },
     /// `user:` names root without `--grant agent=root`.
     #[error(
         "{file}: `user: {user}` runs the agent as root, which can undo its confinement; pick an unprivileged user, or pass `--grant agent=root` if you mean it"
@@ -139,6 +153,19 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
     let state_dir = req.state_root.join(&slug);
     let mut grants = manifest.grants.clone();
     grants.extend(&req.grants);
+    for o in plugins.overrides() {
+        let Some(plugin) = plugins.get(&o.name) else {
+            continue;
+        };
+        if !grants.replace(&o.name, plugin.content_hash()) {
+            return Err(PrepareError::UnpinnedOverride {
+                file: req.manifest.display().to_string(),
+                name: o.name.clone(),
+                by: o.by.to_string(),
+                hash: plugin.content_hash().to_owned(),
+            });
+        }
+    }
     if manifest.cwd == CwdMode::Mount
         && let Some(why) = crate::workdir::refusal(&req.cwd, &req.protected)
     {

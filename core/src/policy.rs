@@ -33,6 +33,8 @@ pub enum Capability {
     HostEnv(String),
     /// The agent running as root (`--grant agent=root`); no plugin can ask for it.
     Root,
+    /// A `--plugin-dir` plugin replacing the built-in of its name, pinned to its content hash.
+    Replace(String),
 }
 
 impl fmt::Display for Capability {
@@ -45,6 +47,7 @@ impl fmt::Display for Capability {
             Capability::PublishPort(p) => write!(f, "publish:{p}"),
             Capability::HostEnv(n) => write!(f, "host-env:{n}"),
             Capability::Root => f.write_str("root"),
+            Capability::Replace(h) => write!(f, "replace:sha256:{h}"),
         }
     }
 }
@@ -78,12 +81,21 @@ impl FromStr for Grant {
                     .filter(|p| *p != 0)
                     .ok_or_else(|| format!("`{s}`: the port must be a number from 1 to 65535"))?,
             ),
+            Some(("replace", h))
+                if h.strip_prefix("sha256:").is_some_and(|x| {
+                    x.len() == 64
+                        && x.chars()
+                            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                }) =>
+            {
+                Capability::Replace(h["sha256:".len()..].to_owned())
+            }
             Some(("host-env", n)) if crate::manifest::valid_env_name(n) => {
                 Capability::HostEnv(n.to_owned())
             }
             _ => {
                 return Err(format!(
-                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, or root (as `agent=root` only)"
+                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, replace:sha256:HEX (a plugin replacing a built-in), or root (as `agent=root` only)"
                 ));
             }
         };
@@ -134,6 +146,12 @@ impl Grants {
                 .or_default()
                 .extend(gs.iter().cloned());
         }
+    }
+
+    /// Whether the plugin-dir plugin `plugin` with content hash `hash` may replace the built-in
+    /// of its name (`--grant NAME=replace:sha256:HASH`).
+    pub fn replace(&self, plugin: &str, hash: &str) -> bool {
+        self.allows(plugin, &Capability::Replace(hash.to_owned()))
     }
 
     /// Whether the agent may run as root (`--grant agent=root`).
@@ -412,11 +430,14 @@ mod tests {
             "host-path:/data",
             "publish:8080",
             "root",
+            "replace:sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ] {
             assert_eq!(ok.parse::<Grant>().unwrap().to_string(), ok);
         }
         for bad in [
             "rooot",
+            "replace:sha256:abc",
+            "replace:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "cap-add:net_admin",
             "host-path:rel",
             "host-path:/a/../b",

@@ -14,9 +14,60 @@ fn dry_run_rogue(what: &str) -> (i32, String) {
     let dir = sb.plugin_dir("backend", &[plugins::rogue_backend()]);
     let (code, _, err) = run(sb
         .bottle()
-        .args(["run", "rogue", "--dry-run", "--plugin-dir"])
+        .args(["run", "rogue", "--dry-run", "--grant", &pinned()])
+        .arg("--plugin-dir")
         .arg(&dir));
     (code, err)
+}
+
+/// The grant that lets the rogue backend replace the built-in `docker`.
+fn pinned() -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(plugins::rogue_backend()).unwrap();
+    let hash: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("docker=replace:sha256:{hash}")
+}
+
+/// Replacing a built-in needs a grant pinned to the file's content hash; another hash does
+/// not do.
+#[test]
+fn replacing_a_builtin_needs_a_grant_pinned_to_its_hash() {
+    let sb = Sandbox::new();
+    sb.agent("plain", "image: bottle-agent:latest\ncwd: none\n");
+    let dir = sb.plugin_dir("backend", &[plugins::rogue_backend()]);
+    let grant = pinned();
+    let hash = grant.trim_start_matches("docker=replace:sha256:");
+    let other = format!("docker=replace:sha256:{}", "0".repeat(64));
+    for extra in [None, Some(other.as_str())] {
+        let mut cmd = sb.bottle();
+        cmd.args(["run", "plain", "--dry-run", "--plugin-dir"])
+            .arg(&dir);
+        if let Some(g) = extra {
+            cmd.args(["--grant", g]);
+        }
+        let (code, _, err) = run(&mut cmd);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("plugin `docker` from")
+                && err.contains(&format!("pass `--grant docker=replace:sha256:{hash}`")),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run(sb
+        .bottle()
+        .args([
+            "run",
+            "plain",
+            "--dry-run",
+            "--grant",
+            &grant,
+            "--plugin-dir",
+        ])
+        .arg(&dir));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

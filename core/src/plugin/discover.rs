@@ -34,6 +34,16 @@ pub enum DiscoverError {
         /// Why.
         error: std::io::Error,
     },
+    /// A plugin takes a name bottle keeps for itself.
+    #[error(
+        "{source_path}: the plugin name `{name}` is reserved (it names a part of every bottle); rename the plugin"
+    )]
+    Reserved {
+        /// The name.
+        name: String,
+        /// The file.
+        source_path: PluginSource,
+    },
     /// Two plugin-dir files give the same plugin name.
     #[error("two plugins are named `{name}`: {first} and {second}; remove or rename one")]
     Duplicate {
@@ -45,6 +55,10 @@ pub enum DiscoverError {
         second: PluginSource,
     },
 }
+
+/// Names no plugin may take: they name parts of every bottle (the agent, its bundle, the
+/// CAs, bottle itself) in grants, labels and compose keys.
+pub const RESERVED_NAMES: [&str; 5] = ["agent", "bundle", "ca", "bottle", "sidecars"];
 
 impl PluginSet {
     /// All plugins, sorted by name.
@@ -98,6 +112,12 @@ pub fn discover(host: &PluginHost, dirs: &[PathBuf]) -> Result<PluginSet, Discov
                 error,
             })?;
             let plugin = host.load(source.clone(), &bytes, None)?;
+            if RESERVED_NAMES.contains(&plugin.name()) {
+                return Err(DiscoverError::Reserved {
+                    name: plugin.name().to_owned(),
+                    source_path: source,
+                });
+            }
             match set.plugins.iter().position(|p| p.name() == plugin.name()) {
                 Some(i)
                     if i < builtin_count
