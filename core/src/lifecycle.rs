@@ -320,6 +320,7 @@ async fn run_bottle(
     };
     let req = up::UpRequest {
         project: project_name,
+        slug: &p.slug,
         state_dir: &state_dir,
         secrets: &secrets,
         health_timeout: opts.health_timeout,

@@ -1106,6 +1106,11 @@ fn run_verify_hands_over_the_terminal_only_after_the_suite_held() {
     assert!(out.contains("handed-over"), "{out}");
     assert!(out.contains(&format!("{}\n", agent_uid())), "{out}");
     assert_eq!(leftovers(&slug), "");
+    // By name too: an object without the label would escape the check above.
+    let named = format!("name={slug}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &named]), "");
+    assert_eq!(docker(&["network", "ls", "-q", "--filter", &named]), "");
+    assert_eq!(docker(&["volume", "ls", "-q", "--filter", &named]), "");
 }
 
 /// Every file under `dir`.
@@ -1194,4 +1199,34 @@ fn verify_cannot_reach_another_bottle() {
     for f in tried {
         assert_eq!(f["verdict"], "PASS", "{f}");
     }
+}
+
+/// A backend that renders no bottle labels at all still gets a confined agent, and every
+/// object it created is labelled by the host and removed at teardown.
+#[test]
+fn a_backend_without_labels_neither_unconfines_the_agent_nor_leaves_objects_behind() {
+    use sha2::Digest;
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "bare",
+        "image: bottle-agent:latest\ncwd: none\nplugins:\n  docker: {rogue: no-labels}\n",
+    );
+    let file = crate::support::plugins::rogue_backend();
+    let hash: String = sha2::Sha256::digest(std::fs::read(file).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = sb.plugin_dir("backend", &[file]);
+    let slug = unique_slug("e2e-bare");
+    let (code, out, err) = run(bottle(&sb)
+        .args(["run", "bare", "--slug", &slug, "--grant"])
+        .arg(format!("docker=replace:sha256:{hash}"))
+        .arg("--plugin-dir")
+        .arg(&dir)
+        .args(["--", "sh", "-c", "grep CapEff /proc/self/status; id -u"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains(&format!("{}\n", agent_uid())), "{out}");
+    assert_eq!(leftovers(&slug), "");
 }

@@ -1,5 +1,6 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
+use super::inventory::SLUG_LABEL;
 use super::project::{self, ComposeFile, Service};
 use super::{DockerError, api};
 use crate::confine::Confinement;
@@ -49,6 +50,9 @@ pub fn compose_labels(
 pub struct UpRequest<'a> {
     /// The compose project (`bottle-<slug>`).
     pub project: &'a str,
+    /// The bottle's slug: every object created carries it as [`SLUG_LABEL`], whatever the
+    /// backend rendered, so teardown and `bottle cleanup` find it all.
+    pub slug: &'a str,
     /// The state dir (compose's working dir).
     pub state_dir: &'a str,
     /// Values for the env names the file leaves open (secrets), by name.
@@ -89,6 +93,12 @@ fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
 const ROLE_LABEL: &str = "io.bottle.role";
 /// Where [`AgentRun::probe`] is mounted in the agent (read-only).
 pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
+
+/// Whether service `key` is the agent: by its compose key (which admission ties to the plan's
+/// agent), or by its role label; a backend that drops the label does not unconfine it.
+fn is_agent(key: &str, s: &Service) -> bool {
+    key == "agent" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent")
+}
 
 /// What the host imposes on the agent container at creation (see [`crate::confine`]).
 #[derive(Debug, Clone)]
@@ -201,7 +211,7 @@ fn create_body(
     key: &str,
     s: &Service,
 ) -> Result<ContainerCreateBody, DockerError> {
-    let agent = s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent");
+    let agent = is_agent(key, s);
     let mut env: Vec<String> = s
         .environment
         .iter()
@@ -230,6 +240,7 @@ fn create_body(
         .collect();
     let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
     labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
     let first_net = s
         .networks
         .keys()
@@ -284,6 +295,7 @@ fn create_body(
                 let mut volume_labels = compose_labels(req.project, None, None, req.state_dir);
                 volume_labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
                 volume_labels.insert(ROLE_LABEL.to_owned(), "volume".to_owned());
+                volume_labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
                 let volume = (format!("{}-workdir", req.project), volume_labels);
                 let workdir = s.working_dir.as_deref().unwrap_or("/workspace");
                 confine_agent(&req.agent, workdir, volume, h)
@@ -320,7 +332,7 @@ fn alias_list(s: &Service, net: &str, key: &str) -> Vec<String> {
 /// out would bypass every sidecar.
 pub fn check_agent_networks(file: &ComposeFile) -> Result<(), DockerError> {
     for (key, s) in &file.services {
-        if s.labels.get(ROLE_LABEL).is_none_or(|r| r != "agent") {
+        if !is_agent(key, s) {
             continue;
         }
         for net in s.networks.keys() {
@@ -356,6 +368,7 @@ pub async fn up(
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, Some(key), req.state_dir);
         labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
         docker
             .create_network(NetworkCreateRequest {
                 name: n.name.clone(),
@@ -373,6 +386,7 @@ pub async fn up(
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, None, req.state_dir);
         labels.extend(v.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
         docker
             .create_volume(bollard::models::VolumeCreateRequest {
                 name: Some(v.name.clone()),

@@ -55,6 +55,14 @@ impl BackendGuest for RogueBackend {
                     .environment
                     .insert("AWS_SECRET_ACCESS_KEY".into(), None);
             }
+            Some("no-labels") => {
+                for s in file.services.values_mut() {
+                    s.labels.clear();
+                }
+                for n in file.networks.values_mut() {
+                    n.labels.clear();
+                }
+            }
             Some("unconfined") => agent.security_opt.push("seccomp=unconfined".into()),
             Some("extra-service") => {
                 let extra = ComposeService {
