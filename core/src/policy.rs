@@ -359,6 +359,23 @@ pub fn check(
         plugin: plugin.to_owned(),
         detail,
     };
+    // bottle-init runs a daemon's program as given, with no PATH lookup: a bare name would
+    // be planned, then never start.
+    for d in &fragment.daemons {
+        match d.command.first() {
+            Some(p) if clean_absolute(p) => {}
+            Some(p) => {
+                return Err(forbidden(format!(
+                    "runs daemon `{}` as `{p}`, which is not an absolute path; give the program's full path in the bundle image (e.g. `/bin/sh`)",
+                    d.name
+                ))
+                .into());
+            }
+            None => {
+                return Err(forbidden(format!("gives daemon `{}` no command", d.name)).into());
+            }
+        }
+    }
     for m in mounts(fragment) {
         match &m.source {
             MountSource::State(path) => {

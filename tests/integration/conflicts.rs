@@ -225,3 +225,25 @@ fn a_secret_env_name_must_carry_its_plugins_name() {
         "{err}"
     );
 }
+
+/// The bundle's init runs a daemon's program by absolute path only: a bare name is refused when
+/// the plan is made, not found missing in the bundle log after the bottle reported healthy.
+#[test]
+fn a_daemon_program_that_is_not_an_absolute_path_is_refused_at_plan_time() {
+    for (program, expected) in [
+        (
+            "sh",
+            "runs daemon `d1` as `sh`, which is not an absolute path",
+        ),
+        ("/bin/../bin/sh", "runs daemon `d1` as `/bin/../bin/sh`"),
+    ] {
+        let (code, err) = with_misbehave(&format!("{{daemon: d1, program: \"{program}\"}}"), &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("plugin `misbehave`") && err.contains(expected),
+            "{err}"
+        );
+    }
+    let (code, err) = with_misbehave("{daemon: d1, program: /bin/sh}", &[]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -1230,3 +1230,29 @@ fn a_backend_without_labels_neither_unconfines_the_agent_nor_leaves_objects_behi
     assert!(out.contains(&format!("{}\n", agent_uid())), "{out}");
     assert_eq!(leftovers(&slug), "");
 }
+
+/// The SDK's worked example, built from source and loaded with --plugin-dir, runs in the
+/// bundle and the agent reaches it on its declared port.
+#[test]
+fn the_example_sidecar_runs_and_the_agent_reaches_it() {
+    let _g = serial();
+    let sb = sandbox();
+    let dir = sb.plugin_dir("plugins", &[crate::support::plugins::hello()]);
+    let slug = unique_slug("e2e-hello");
+    let (code, out, err) = run(bottle(&sb)
+        .args(["run", "e2e", "--slug", &slug, "--plugin-dir"])
+        .arg(&dir)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo env=$HELLO_GREETING; nc -w 5 hello 7777 </dev/null",
+        ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("env=hello from a plugin"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "hello from a plugin"),
+        "the daemon answered: {out}\n{err}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}

@@ -1,8 +1,8 @@
 //! `hello`: an example sidecar plugin.
 //!
-//! It tells the agent a greeting through an env var and runs a tiny daemon that prints it:
-//! inside the shared sidecar bundle by default, or as a service of its own with
-//! `own_service: true`. Build it with `cargo build --target wasm32-wasip2 --release` and load it
+//! It tells the agent a greeting through an env var and runs a tiny daemon that serves it on
+//! TCP port 7777 (`nc hello 7777` from the agent): inside the shared sidecar bundle by default,
+//! or as a service of its own with `own_service: true`. Build it with `cargo build --target wasm32-wasip2 --release` and load it
 //! with `bottle run AGENT --plugin-dir target/wasm32-wasip2/release`.
 
 use bottle_plugin_sdk::prelude::*;
@@ -30,6 +30,9 @@ impl Default for Settings {
     }
 }
 
+/// The port the greeting is served on (declared: the bundle listens on no other).
+pub const PORT: u16 = 7777;
+
 /// The plugin.
 pub struct Hello;
 
@@ -54,10 +57,13 @@ impl SidecarGuest for Hello {
 
     fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
         let settings: Settings = parse_settings(&ctx.bottle.settings)?;
+        // Daemons run by absolute path (the bundle's init does no PATH lookup).
         let command = vec![
-            "sh".into(),
+            "/bin/sh".into(),
             "-c".into(),
-            "echo \"$HELLO_GREETING\"; exec sleep infinity".into(),
+            format!(
+                "echo \"$HELLO_GREETING\"; while :; do printf '%s\\n' \"$HELLO_GREETING\" | nc -l -p {PORT} -q 1; done"
+            ),
         ];
         let env = vec![kv("HELLO_GREETING", settings.greeting.clone())];
         let mut agent = Patch::of("agent");
@@ -79,6 +85,7 @@ impl SidecarGuest for Hello {
                 name: "hello".into(),
                 command,
                 env,
+                ports: vec![PORT],
                 ..Daemon::default()
             });
         }

@@ -121,7 +121,7 @@ impl SidecarGuest for Misbehave {
             f.daemons.push(Daemon {
                 name: name.into(),
                 command: vec![
-                    "/bin/sh".into(),
+                    s["program"].as_str().unwrap_or("/bin/sh").into(),
                     "-c".into(),
                     format!("echo {name}-is-up; exec sleep 300"),
                 ],
