@@ -54,6 +54,14 @@ pub enum DockerError {
         /// The container or project.
         what: String,
     },
+    /// Something not bottle's holds a name this bottle needs.
+    #[error(
+        "container {name} already exists and is not bottle's (it has no bottle labels), so `bottle cleanup` leaves it alone; remove it yourself (`docker rm -f {name}`) or run with another --slug"
+    )]
+    NameTaken {
+        /// The container.
+        name: String,
+    },
     /// Something on the host side failed (a file, the terminal).
     #[error("{0}")]
     Host(String),

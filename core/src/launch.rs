@@ -56,6 +56,8 @@ pub struct Prepared {
     pub pipelock_note: Option<String>,
     /// What the host imposes on the agent container.
     pub confinement: Confinement,
+    /// Marks the state dir in use while this process runs (see [`state::in_use`]).
+    pub lock: std::sync::Arc<state::StateLock>,
 }
 
 /// The sidecar left out when the bundle has no pipelock binary.
@@ -243,7 +245,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         plugins: plan.plugins.clone(),
         dry_run: req.dry_run,
     };
-    let state_dir = state::write(&req.state_root, &slug, &plan, &metadata)?;
+    let (state_dir, lock) = state::write(&req.state_root, &slug, &plan, &metadata)?;
     Ok(Prepared {
         manifest,
         slug,
@@ -252,6 +254,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         metadata,
         pipelock_note: req.pipelock_note.clone(),
         confinement,
+        lock: std::sync::Arc::new(lock),
     })
 }
 

@@ -92,8 +92,16 @@ fn interrupted() -> impl Future<Output = &'static str> {
 pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<(), DockerError> {
     let bundle = format!("bottle-sidecars-{slug}");
     if inventory::container_exists(docker, &bundle).await? {
-        return Err(DockerError::Orphan {
-            what: format!("container {bundle}"),
+        let ours = inventory::containers(docker, Some(slug))
+            .await?
+            .iter()
+            .any(|c| c.name == bundle);
+        return Err(if ours {
+            DockerError::Orphan {
+                what: format!("container {bundle}"),
+            }
+        } else {
+            DockerError::NameTaken { name: bundle }
         });
     }
     if !inventory::containers(docker, Some(slug)).await?.is_empty()
@@ -229,21 +237,11 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let mut state_kept = opts.keep_state || failed;
     let mut log_file = log_file;
     if !state_kept {
-        match archive_logs(p, &log_file) {
-            Ok(archived) => {
-                log_file = archived;
-                if let Err(e) = std::fs::remove_dir_all(&p.state_dir) {
-                    eprintln!(
-                        "warning: cannot remove {}: {e}; it holds the bottle's CA keys, remove it by hand",
-                        p.state_dir.display()
-                    );
-                    state_kept = true;
-                }
-            }
+        match crate::state::retire(&p.state_dir) {
+            Ok(archived) => log_file = archived,
             Err(e) => {
                 eprintln!(
-                    "warning: cannot move the logs out of {}: {e}; the state dir is kept",
-                    p.state_dir.display()
+                    "warning: {e}; the state dir (it holds the bottle's CA keys) is kept: remove it by hand"
                 );
                 state_kept = true;
             }
@@ -257,18 +255,6 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
         state_kept,
         report,
     })
-}
-
-/// Move `compose.log` out of a state dir about to be removed: `<state root>/logs/<slug>.log`.
-fn archive_logs(p: &Prepared, log_file: &Path) -> std::io::Result<PathBuf> {
-    let dir = p
-        .state_dir
-        .parent()
-        .map_or_else(|| PathBuf::from("."), |r| r.join("logs"));
-    let dest = dir.join(format!("{}.log", p.slug));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::rename(log_file, &dest)?;
-    Ok(dest)
 }
 
 /// The user Docker runs the agent as: see [`crate::confine::Confinement::docker_user`].

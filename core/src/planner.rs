@@ -37,7 +37,7 @@ pub struct PlanRequest<'a> {
 }
 
 /// One plugin that took part, for `metadata.json` and `--json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PluginRecord {
     /// Name.
     pub name: String,

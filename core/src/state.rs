@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `metadata.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Metadata {
     /// Agent name.
     pub agent: String,
@@ -135,12 +135,48 @@ fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), S
 }
 
 /// Write `plan` and `metadata` to `<root>/<slug>/`, atomically. Returns the dir.
+/// The lock file in every state dir: the process using the dir holds an exclusive lock on it,
+/// so `bottle cleanup` leaves the dir of a run in progress alone.
+pub const LOCK_FILE: &str = "run.lock";
+
+/// A held [`LOCK_FILE`]; released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct StateLock(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
+
+/// Whether another process holds `dir`'s lock (a run in progress).
+pub fn in_use(dir: &Path) -> bool {
+    use rustix::fs::{FlockOperation, flock};
+    let Ok(f) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    flock(&f, FlockOperation::NonBlockingLockShared).is_err()
+}
+
+/// Whether `dir` is a bottle state dir: its `metadata.json` reads as bottle's.
+pub fn is_state_dir(dir: &Path) -> bool {
+    std::fs::read(dir.join("metadata.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Metadata>(&b).ok())
+        .is_some()
+}
+
+/// Whether `s` is a slug bottle could have made (and so safe as a path component).
+pub fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Write the state dir of `slug` under `root`, atomically; the returned lock marks it in use
+/// for as long as it is held.
 pub fn write(
     root: &Path,
     slug: &str,
     plan: &BottlePlan,
     metadata: &Metadata,
-) -> Result<PathBuf, StateError> {
+) -> Result<(PathBuf, StateLock), StateError> {
     mkdir(root)?;
     let dest = root.join(slug);
     if dest.exists() {
@@ -171,12 +207,45 @@ pub fn write(
             0o600,
         )?;
         write_file(&tmp, "plan.json", pretty_json(plan).as_bytes(), 0o600)?;
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+        // Locked before the dir gets its name: cleanup never sees it unlocked while in use.
+        let lock_path = tmp.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| io(&lock_path)(e.into()))?;
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        Ok(StateLock(lock))
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    result.map(|()| dest)
+    result.map(|lock| (dest, lock))
+}
+
+/// Where a retired bottle's `compose.log` is kept: `<state root>/logs/<slug>.log`.
+pub fn archived_log(state_dir: &Path) -> PathBuf {
+    let slug = state_dir.file_name().unwrap_or_default();
+    let root = state_dir.parent().unwrap_or(Path::new("."));
+    root.join("logs")
+        .join(format!("{}.log", slug.to_string_lossy()))
+}
+
+/// Move a state dir's `compose.log` to [`archived_log`], then remove the dir (it holds the
+/// bottle's CA keys). A dir without a log is removed all the same.
+pub fn retire(state_dir: &Path) -> Result<PathBuf, StateError> {
+    let dest = archived_log(state_dir);
+    let log = state_dir.join("compose.log");
+    if log.is_file() {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::rename(&log, &dest).map_err(io(&dest))?;
+    }
+    std::fs::remove_dir_all(state_dir).map_err(io(state_dir))?;
+    Ok(dest)
 }
 
 /// Pretty JSON with a final newline.
@@ -187,6 +256,43 @@ pub fn pretty_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_slugs_bottle_makes_are_valid_paths() {
+        for ok in ["implementer-a1b2c", "x", "e2e-lookalike-12345"] {
+            assert!(valid_slug(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../escape",
+            "a/b",
+            ".",
+            "..",
+            "-x",
+            "A-b",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_slug(bad), "{bad:?}");
+        }
+        assert!(!valid_slug(&mint_slug("implementer").replace('-', "/")));
+        assert!(valid_slug(&mint_slug("implementer")));
+    }
+
+    #[test]
+    fn a_held_lock_marks_the_dir_in_use_and_a_dir_needs_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!in_use(d.path()), "no lock file: not in use");
+        assert!(!is_state_dir(d.path()));
+        std::fs::write(d.path().join("metadata.json"), "{\"agent\": 1}").unwrap();
+        assert!(!is_state_dir(d.path()), "not bottle's metadata");
+        let lock = std::fs::File::create(d.path().join(LOCK_FILE)).unwrap();
+        assert!(!in_use(d.path()));
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        assert!(in_use(d.path()));
+        drop(lock);
+        assert!(!in_use(d.path()));
+    }
 
     #[test]
     fn slugs_are_agent_dash_five_base36() {

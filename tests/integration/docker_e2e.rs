@@ -203,7 +203,16 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
     let sb = sandbox();
     let slug = unique_slug("e2e-orphan");
     let name = format!("bottle-sidecars-{slug}");
-    docker(&["create", "--name", &name, "bottle-base:latest", "true"]);
+    // An orphan: bottle's name and bottle's slug label.
+    docker(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &format!("io.bottle.slug={slug}"),
+        "bottle-base:latest",
+        "true",
+    ]);
     let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
     assert_eq!(code, 1);
     assert!(
@@ -231,6 +240,87 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
         !sb.state().join(&slug).exists(),
         "the orphan state dir went too"
     );
+}
+
+/// `bottle cleanup` removes only what bottle made: a container and a network merely named like
+/// bottle's survive it, as does a container whose bottle label is no slug bottle makes (and no
+/// path is built from it); a state dir without bottle's metadata, or one a run still holds,
+/// is left alone.
+#[test]
+fn cleanup_leaves_what_is_not_bottles_alone() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-lookalike");
+    let container = format!("bottle-sidecars-{slug}");
+    let network = format!("bottle-{slug}-internal");
+    let spoofed = format!("{slug}-spoofed");
+    docker(&["create", "--name", &container, "bottle-base:latest", "true"]);
+    docker(&["network", "create", &network]);
+    docker(&[
+        "create",
+        "--name",
+        &spoofed,
+        "--label",
+        "io.bottle.slug=../../escape",
+        "bottle-base:latest",
+        "true",
+    ]);
+    // A run that needs the look-alike's name fails, saying cleanup will not remove it.
+    let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not bottle's") && err.contains(&format!("docker rm -f {container}")),
+        "{err}"
+    );
+    std::fs::create_dir_all(sb.state().join("not-a-bottle")).unwrap();
+    std::fs::write(sb.state().join("not-a-bottle/notes.txt"), "mine").unwrap();
+    // A state dir whose run still holds it (planned, not yet started).
+    let (code, out, err) = run(bottle(&sb).args(["run", "e2e", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    let busy = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("state:"))
+        .map(|p| std::path::PathBuf::from(p.trim()))
+        .expect("the summary names the state dir");
+    let lock = std::fs::File::open(busy.join("run.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
+    let survivors = (
+        docker(&["ps", "-aq", "--filter", &format!("name={container}")]),
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={network}"),
+        ]),
+        docker(&["ps", "-aq", "--filter", &format!("name={spoofed}")]),
+    );
+    docker(&["rm", "-f", &container, &spoofed]);
+    docker(&["network", "rm", &network]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !survivors.0.is_empty(),
+        "the look-alike container survives: {out}"
+    );
+    assert!(
+        !survivors.1.is_empty(),
+        "the look-alike network survives: {out}"
+    );
+    assert!(
+        !survivors.2.is_empty(),
+        "the spoofed container survives: {out}"
+    );
+    assert!(out.contains("ignored   container"), "{out}");
+    assert!(
+        sb.state().join("not-a-bottle/notes.txt").is_file(),
+        "a dir without bottle's metadata stays"
+    );
+    assert!(busy.is_dir(), "a state dir in use stays: {out}");
+    drop(lock);
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!busy.exists(), "once its run is gone, it goes: {out}");
 }
 
 /// Start `bottle run … -- sleep 300` in the background; returns once the agent is running.

@@ -2,13 +2,11 @@
 
 use super::runtime;
 use anyhow::{Context, Result};
-use bollard::Docker;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-};
+use bollard::query_parameters::LogsOptionsBuilder;
 use bottle::docker::{self, down, images, inventory};
+use bottle::state;
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,56 +129,6 @@ pub(super) fn stop(slug: &str) -> Result<ExitCode> {
     })
 }
 
-/// Containers and networks named like bottle's but without its labels (left by older versions
-/// or by hand): `bottle-sidecars-*`, `bottle-agent-*`, `bottle-*-internal`, `bottle-*-egress`.
-async fn strays(docker: &Docker) -> Result<(Vec<String>, Vec<String>)> {
-    let name_filter = HashMap::from([("name".to_owned(), vec!["bottle-".to_owned()])]);
-    let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&name_filter)
-                .build(),
-        ))
-        .await
-        .map_err(docker::api("listing containers"))?;
-    let containers = cs
-        .into_iter()
-        .filter(|c| {
-            !c.labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(inventory::SLUG_LABEL))
-        })
-        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
-        .map(|n| n.trim_start_matches('/').to_owned())
-        .filter(|n| n.starts_with("bottle-sidecars-") || n.starts_with("bottle-agent-"))
-        .collect();
-    let ns = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&name_filter)
-                .build(),
-        ))
-        .await
-        .map_err(docker::api("listing networks"))?;
-    let networks = ns
-        .into_iter()
-        .filter(|n| {
-            !n.labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(inventory::SLUG_LABEL))
-        })
-        .filter_map(|n| n.name)
-        .filter(|n| {
-            n.starts_with("bottle-")
-                && (n.ends_with("-internal")
-                    || n.ends_with("-egress")
-                    || n.starts_with("bottle-bundle-"))
-        })
-        .collect();
-    Ok((containers, networks))
-}
-
 pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
     let root = state_root()?;
     runtime()?.block_on(async {
@@ -188,29 +136,35 @@ pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
         let containers = inventory::containers(&docker, None).await?;
         let networks = inventory::networks(&docker, None).await?;
         let volumes = inventory::volumes(&docker, None).await?;
-        let (stray_containers, stray_networks) = strays(&docker).await?;
+        // A label is only a claim: a slug bottle could not have made is never used as a path,
+        // and its container is left alone (whoever labelled it can remove it).
+        let (containers, spoofed): (Vec<_>, Vec<_>) = containers
+            .into_iter()
+            .partition(|c| state::valid_slug(&c.slug));
         let mut slugs: Vec<String> = containers.iter().map(|c| c.slug.clone()).collect();
         slugs.sort();
         slugs.dedup();
+        // Only dirs holding bottle's metadata, and not in use by a run (its lock is held).
         let orphan_dirs: Vec<PathBuf> = std::fs::read_dir(&root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_dir())
                     .filter(|p| {
                         p.file_name().is_some_and(|n| {
                             let n = n.to_string_lossy();
-                            !n.starts_with('.') && n != "logs" && !slugs.iter().any(|s| *s == n)
+                            state::valid_slug(&n) && !slugs.iter().any(|s| *s == n)
                         })
                     })
+                    .filter(|p| state::is_state_dir(p) && !state::in_use(p))
                     .collect()
             })
             .unwrap_or_default();
-        let total = containers.len()
-            + networks.len()
-            + volumes.len()
-            + stray_containers.len()
-            + stray_networks.len()
-            + orphan_dirs.len();
+        for c in &spoofed {
+            println!(
+                "ignored   container {} (its bottle label {:?} is no slug bottle makes)",
+                c.name, c.slug
+            );
+        }
+        let total = containers.len() + networks.len() + volumes.len() + orphan_dirs.len();
         if total == 0 {
             println!("nothing to clean up");
             return Ok(ExitCode::SUCCESS);
@@ -223,12 +177,6 @@ pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
         }
         for v in &volumes {
             println!("volume    {v}");
-        }
-        for c in &stray_containers {
-            println!("container {c} (stray: no bottle labels)");
-        }
-        for n in &stray_networks {
-            println!("network   {n} (stray: no bottle labels)");
         }
         for d in &orphan_dirs {
             println!("state dir {} (no bottle running)", d.display());
@@ -249,17 +197,20 @@ pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
         let mut failures = Vec::new();
         for slug in &slugs {
             let state = root.join(slug);
-            let log = state.is_dir().then(|| state.join("compose.log"));
+            let ours = state::is_state_dir(&state) && !state::in_use(&state);
+            let log = ours.then(|| state.join("compose.log"));
             if let Err(e) = down::down(&docker, slug, log.as_deref()).await {
                 failures.push(e.to_string());
+            } else if ours {
+                // As after any run: the logs kept, the state (with its CA keys) gone.
+                match state::retire(&state) {
+                    Ok(log) => println!("logs of {slug} kept in {}", log.display()),
+                    Err(e) => failures.push(e.to_string()),
+                }
             }
         }
         // Networks and volumes whose containers were already gone.
-        for n in inventory::networks(&docker, None)
-            .await?
-            .iter()
-            .chain(&stray_networks)
-        {
+        for n in &inventory::networks(&docker, None).await? {
             if let Err(e) = docker.remove_network(n).await {
                 failures.push(docker::api(format!("removing network {n}"))(e).to_string());
             }
@@ -270,14 +221,6 @@ pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
                 .await
             {
                 failures.push(docker::api(format!("removing volume {v}"))(e).to_string());
-            }
-        }
-        for c in &stray_containers {
-            let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .build();
-            if let Err(e) = docker.remove_container(c, Some(rm)).await {
-                failures.push(docker::api(format!("removing container {c}"))(e).to_string());
             }
         }
         for d in &orphan_dirs {
