@@ -371,7 +371,7 @@ pub(crate) fn valid_env_name(s: &str) -> bool {
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn valid_host(s: &str) -> bool {
+pub(crate) fn valid_host(s: &str) -> bool {
     let h = s.strip_prefix("*.").unwrap_or(s);
     !h.is_empty()
         && h.len() <= 253

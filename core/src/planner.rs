@@ -338,8 +338,12 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
     for (p, plan) in &active {
         let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
         policy::check(
-            p.name(),
-            &plan.secrets,
+            &policy::Checked {
+                name: p.name(),
+                builtin: matches!(p.source(), crate::plugin::PluginSource::Builtin(_)),
+                secrets: &plan.secrets,
+                provides: &plan.provides,
+            },
             &fragment,
             req.grants,
             req.declared,

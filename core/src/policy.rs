@@ -10,7 +10,7 @@
 //! own files (`metadata.json`, `plan.json`, `compose.log`), holds another plugin's CA key or
 //! is writable outside the plugin's own folder; a host path with `.` or `..`.
 
-use crate::model::{Fragment, Mount, MountSource, SecretEnv};
+use crate::model::{Endpoint, Fragment, Mount, MountSource, NetworkRole, SecretEnv};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
@@ -35,6 +35,54 @@ pub enum Capability {
     Root,
     /// A `--plugin-dir` plugin replacing the built-in of its name, pinned to its content hash.
     Replace(String),
+    /// Offering a well-known endpoint (`agent-proxy`: the agent's way out; `bundle-proxy`:
+    /// the bundle's).
+    Endpoint(String),
+    /// An own service on the network with a way out.
+    EgressNetwork,
+    /// A hostname alias with a dot: it would shadow a real host for the agent.
+    Alias(String),
+    /// A `NO_PROXY` host for the agent that is not one of the plugin's own daemons or services.
+    NoProxy(String),
+}
+
+/// Bundle dirs no daemon may mount over or into: programs, libraries, bottle's own config.
+const PROGRAM_DIRS: [&str; 9] = [
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/lib",
+    "/usr/lib",
+    "/etc/bottle",
+];
+
+/// The plugin whose fragment is checked, with what its plan asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Whether it is the built-in of that name (then [`builtin_grants`] apply).
+    pub builtin: bool,
+    /// The host env its plan copies into the bundle.
+    pub secrets: &'a [SecretEnv],
+    /// The endpoints its plan offers.
+    pub provides: &'a [Endpoint],
+}
+
+/// The well-known endpoints a plugin needs a grant to offer.
+pub const GUARDED_ENDPOINTS: [&str; 2] = ["agent-proxy", "bundle-proxy"];
+
+/// What the built-in sidecars need beyond what any plugin gets: egress is the agent's proxy,
+/// pipelock the bundle's. A `--plugin-dir` replacement needs its own grants.
+pub fn builtin_grants(plugin: &str) -> Vec<Capability> {
+    match plugin {
+        "egress" => vec![Capability::Endpoint("agent-proxy".into())],
+        "pipelock" => vec![Capability::Endpoint("bundle-proxy".into())],
+        _ => vec![],
+    }
 }
 
 impl fmt::Display for Capability {
@@ -48,6 +96,10 @@ impl fmt::Display for Capability {
             Capability::HostEnv(n) => write!(f, "host-env:{n}"),
             Capability::Root => f.write_str("root"),
             Capability::Replace(h) => write!(f, "replace:sha256:{h}"),
+            Capability::Endpoint(e) => write!(f, "endpoint:{e}"),
+            Capability::EgressNetwork => f.write_str("egress-network"),
+            Capability::Alias(a) => write!(f, "alias:{a}"),
+            Capability::NoProxy(h) => write!(f, "no-proxy:{h}"),
         }
     }
 }
@@ -65,6 +117,16 @@ impl FromStr for Grant {
             None if s == "privileged" => Capability::Privileged,
             None if s == "docker-socket" => Capability::DockerSocket,
             None if s == "root" => Capability::Root,
+            None if s == "egress-network" => Capability::EgressNetwork,
+            Some(("endpoint", e)) if GUARDED_ENDPOINTS.contains(&e) => {
+                Capability::Endpoint(e.to_owned())
+            }
+            Some(("alias", a)) if crate::manifest::valid_host(a) => {
+                Capability::Alias(a.to_ascii_lowercase())
+            }
+            Some(("no-proxy", h)) if crate::manifest::valid_host(h) => {
+                Capability::NoProxy(h.to_ascii_lowercase())
+            }
             Some(("cap-add", c))
                 if !c.is_empty() && c.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
             {
@@ -95,7 +157,7 @@ impl FromStr for Grant {
             }
             _ => {
                 return Err(format!(
-                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, replace:sha256:HEX (a plugin replacing a built-in), or root (as `agent=root` only)"
+                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, endpoint:agent-proxy|bundle-proxy, egress-network, alias:HOST, no-proxy:HOST, replace:sha256:HEX (a plugin replacing a built-in), or root (as `agent=root` only)"
                 ));
             }
         };
@@ -288,9 +350,56 @@ fn mounts(fragment: &Fragment) -> impl Iterator<Item = &Mount> {
         .chain(fragment.services.iter().flat_map(|s| &s.mounts))
 }
 
-/// Every capability `secrets` and `fragment` ask for, sorted and deduplicated.
-pub fn capabilities(secrets: &[SecretEnv], fragment: &Fragment) -> Vec<Capability> {
+/// Every capability `secrets`, the endpoints it `provides` and `fragment` ask for, sorted and
+/// deduplicated.
+pub fn capabilities(
+    secrets: &[SecretEnv],
+    provides: &[Endpoint],
+    fragment: &Fragment,
+) -> Vec<Capability> {
     let mut caps = BTreeSet::new();
+    caps.extend(
+        provides
+            .iter()
+            .filter(|e| GUARDED_ENDPOINTS.contains(&e.name.as_str()))
+            .map(|e| Capability::Endpoint(e.name.clone())),
+    );
+    let own_names: BTreeSet<&str> = fragment
+        .daemons
+        .iter()
+        .map(|d| d.name.as_str())
+        .chain(
+            fragment
+                .daemons
+                .iter()
+                .flat_map(|d| d.aliases.iter().map(String::as_str)),
+        )
+        .chain(fragment.services.iter().map(|s| s.name.as_str()))
+        .chain(
+            fragment
+                .services
+                .iter()
+                .flat_map(|s| s.aliases.iter().map(String::as_str)),
+        )
+        .collect();
+    let aliases = fragment
+        .daemons
+        .iter()
+        .flat_map(|d| &d.aliases)
+        .chain(fragment.services.iter().flat_map(|s| &s.aliases));
+    caps.extend(
+        aliases
+            .filter(|a| a.contains('.'))
+            .map(|a| Capability::Alias(a.to_ascii_lowercase())),
+    );
+    caps.extend(
+        fragment
+            .patches
+            .iter()
+            .flat_map(|p| &p.no_proxy)
+            .filter(|h| !own_names.contains(h.as_str()))
+            .map(|h| Capability::NoProxy(h.to_ascii_lowercase())),
+    );
     caps.extend(
         secrets
             .iter()
@@ -302,6 +411,9 @@ pub fn capabilities(secrets: &[SecretEnv], fragment: &Fragment) -> Vec<Capabilit
         }
         caps.extend(s.cap_add.iter().map(|c| Capability::CapAdd(c.clone())));
         caps.extend(s.ports.iter().map(|p| Capability::PublishPort(p.host_port)));
+        if s.networks.contains(&NetworkRole::Egress) {
+            caps.insert(Capability::EgressNetwork);
+        }
     }
     for m in mounts(fragment) {
         if let MountSource::Host(path) = &m.source {
@@ -348,17 +460,37 @@ fn clean_absolute(path: &str) -> bool {
 /// Check `plugin`'s secrets and fragment: forbidden requests first, then capabilities beyond
 /// its grants and what the manifest declares.
 pub fn check(
-    plugin: &str,
-    secrets: &[SecretEnv],
+    plugin: &Checked<'_>,
     fragment: &Fragment,
     grants: &Grants,
     declared: &Declared,
     state: &StateGuard,
 ) -> Result<(), PolicyError> {
+    let Checked {
+        name: plugin,
+        builtin,
+        secrets,
+        provides,
+    } = *plugin;
     let forbidden = |detail: String| Forbidden {
         plugin: plugin.to_owned(),
         detail,
     };
+    // The bundle's programs and its daemon list: a mount there would replace another
+    // plugin's daemon (or bottle's own init) with the mounter's code.
+    for d in &fragment.daemons {
+        for m in &d.mounts {
+            if let Some(dir) = PROGRAM_DIRS.iter().find(|dir| {
+                Path::new(&m.target).starts_with(dir) || Path::new(dir).starts_with(&m.target)
+            }) {
+                return Err(forbidden(format!(
+                    "mounts {} over {dir} in the bundle, where its programs live",
+                    m.target
+                ))
+                .into());
+            }
+        }
+    }
     // bottle-init runs a daemon's program as given, with no PATH lookup: a bare name would
     // be planned, then never start.
     for d in &fragment.daemons {
@@ -390,8 +522,14 @@ pub fn check(
             _ => {}
         }
     }
-    let refused: Vec<Capability> = capabilities(secrets, fragment)
+    let implied = if builtin {
+        builtin_grants(plugin)
+    } else {
+        vec![]
+    };
+    let refused: Vec<Capability> = capabilities(secrets, provides, fragment)
         .into_iter()
+        .filter(|cap| !implied.contains(cap))
         .filter(|cap| !declared.covers(plugin, cap))
         .filter(|cap| !grants.allows(plugin, cap))
         .collect();
@@ -410,6 +548,141 @@ pub fn check(
 mod tests {
     use super::*;
     use crate::model::*;
+
+    /// [`super::check`] for a plugin-dir plugin that offers no endpoint.
+    fn check(
+        plugin: &str,
+        secrets: &[SecretEnv],
+        f: &Fragment,
+        grants: &Grants,
+        declared: &Declared,
+        state: &StateGuard,
+    ) -> Result<(), PolicyError> {
+        let checked = Checked {
+            name: plugin,
+            builtin: false,
+            secrets,
+            provides: &[],
+        };
+        super::check(&checked, f, grants, declared, state)
+    }
+
+    #[test]
+    fn proxies_egress_aliases_and_no_proxy_need_grants_but_the_builtins_have_theirs() {
+        let mut svc = service();
+        svc.networks = vec![NetworkRole::Egress];
+        svc.aliases = vec!["api.github.com".into(), "plain".into()];
+        let f = Fragment {
+            daemons: vec![],
+            services: vec![svc],
+            patches: vec![Patch {
+                target: "agent".into(),
+                env: EnvMap::new(),
+                mounts: vec![],
+                no_proxy: vec!["x".into(), "plain".into(), "evil.example".into()],
+                mcp_servers: vec![],
+            }],
+            volumes: vec![],
+        };
+        let proxy = [Endpoint {
+            name: "agent-proxy".into(),
+            url: "http://x:1".into(),
+            priority: 1000,
+        }];
+        let run = |name: &str, builtin: bool, grants: &Grants| {
+            let checked = Checked {
+                name,
+                builtin,
+                secrets: &[],
+                provides: &proxy,
+            };
+            super::check(
+                &checked,
+                &f,
+                grants,
+                &Declared::default(),
+                &StateGuard::default(),
+            )
+        };
+        let err = refused(run("hello", false, &Grants::default()));
+        assert_eq!(
+            err.refused,
+            [
+                Capability::Endpoint("agent-proxy".into()),
+                Capability::EgressNetwork,
+                Capability::Alias("api.github.com".into()),
+                Capability::NoProxy("evil.example".into()),
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("`--grant hello=endpoint:agent-proxy`"),
+            "{text}"
+        );
+        let err = refused(run("egress", true, &Grants::default()));
+        assert!(
+            !err.refused
+                .contains(&Capability::Endpoint("agent-proxy".into())),
+            "the built-in egress is the agent's proxy"
+        );
+        let err = refused(run("egress", false, &Grants::default()));
+        assert!(
+            err.refused
+                .contains(&Capability::Endpoint("agent-proxy".into())),
+            "a replacement named egress is not"
+        );
+        let mut grants = Grants::default();
+        for g in [
+            "endpoint:agent-proxy",
+            "egress-network",
+            "alias:api.github.com",
+            "no-proxy:evil.example",
+        ] {
+            grants.add("hello", g.parse().unwrap());
+        }
+        run("hello", false, &grants).unwrap();
+    }
+
+    #[test]
+    fn no_daemon_mounts_over_the_bundles_programs() {
+        for target in [
+            "/usr/local/bin/bottle-egress",
+            "/usr/local/bin",
+            "/usr",
+            "/etc/bottle/daemons.json",
+            "/",
+        ] {
+            let f = Fragment {
+                daemons: vec![Daemon {
+                    name: "d".into(),
+                    command: vec!["/bin/sh".into()],
+                    env: EnvMap::new(),
+                    mounts: vec![Mount {
+                        source: MountSource::State("hello/x".into()),
+                        target: target.into(),
+                        read_only: true,
+                    }],
+                    ports: vec![],
+                    aliases: vec![],
+                    ready_check: None,
+                }],
+                services: vec![],
+                patches: vec![],
+                volumes: vec![],
+            };
+            let err = check(
+                "hello",
+                &[],
+                &f,
+                &Grants::default(),
+                &Declared::default(),
+                &StateGuard::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("where its programs live"), "{target}: {err}");
+        }
+    }
 
     fn fragment_with(service: Service) -> Fragment {
         Fragment {

@@ -22,13 +22,48 @@ fn dry_run_rogue(what: &str) -> (i32, String) {
 
 /// The grant that lets the rogue backend replace the built-in `docker`.
 fn pinned() -> String {
+    format!(
+        "docker=replace:sha256:{}",
+        sha256_of(plugins::rogue_backend())
+    )
+}
+
+fn sha256_of(file: &str) -> String {
     use sha2::Digest;
-    let bytes = std::fs::read(plugins::rogue_backend()).unwrap();
-    let hash: String = sha2::Sha256::digest(&bytes)
+    sha2::Sha256::digest(std::fs::read(file).unwrap())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("docker=replace:sha256:{hash}")
+        .collect()
+}
+
+/// A replacement `pipelock` offering the agent's proxy: pinned, it still needs the grant for
+/// the endpoint (the built-in egress has its own; a replacement has none).
+#[test]
+fn a_replacement_offering_the_agents_proxy_needs_that_grant_too() {
+    let sb = Sandbox::new();
+    sb.agent("plain", "image: bottle-agent:latest\ncwd: none\n");
+    let dir = sb.plugin_dir("plugins", &[plugins::pipelock_override()]);
+    let pin = format!(
+        "pipelock=replace:sha256:{}",
+        sha256_of(plugins::pipelock_override())
+    );
+    let base = |extra: &[&str]| {
+        let mut cmd = sb.bottle();
+        cmd.args(["run", "plain", "--dry-run", "--grant", &pin])
+            .args(extra)
+            .arg("--plugin-dir")
+            .arg(&dir);
+        run(&mut cmd)
+    };
+    let (code, _, err) = base(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("plugin `pipelock` asks for `endpoint:agent-proxy`")
+            && err.contains("`--grant pipelock=endpoint:agent-proxy`"),
+        "{err}"
+    );
+    let (code, _, err) = base(&["--grant", "pipelock=endpoint:agent-proxy"]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Replacing a built-in needs a grant pinned to the file's content hash; another hash does

@@ -34,7 +34,7 @@ impl SidecarGuest for Override {
         Ok(Fragment {
             daemons: vec![Daemon {
                 name: "pipelock".into(),
-                command: vec!["squid".into()],
+                command: vec!["/usr/sbin/squid".into()],
                 ports: vec![3128],
                 ..Daemon::default()
             }],
