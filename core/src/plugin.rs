@@ -14,7 +14,7 @@ pub mod since_v0_1_0;
 mod store;
 
 pub use builtin::builtins;
-pub use cache::{Cache, CacheStatus};
+pub use cache::{Cache, CacheStatus, content_hash};
 pub use discover::{DiscoverError, Override, PluginSet, discover};
 pub use inspect::ALLOWED_IMPORTS;
 pub use store::Limits;

@@ -232,6 +232,51 @@ fn a_corrupt_cache_entry_is_a_miss_not_a_crash() {
     p.prepare(&b, &s).unwrap();
 }
 
+/// Compiled code is native code: an entry loads only if its MAC (keyed with the cache's own
+/// 0600 key, bound to the plugin's hash) verifies. Another plugin's valid entry moved under
+/// this name, or one made with another key, is recompiled, never run.
+#[test]
+fn a_planted_or_swapped_cache_entry_is_never_loaded() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(Cache::at(cache_dir.path()), plugin::Limits::default());
+    let hello = std::fs::read(plugins::hello()).unwrap();
+    let other = std::fs::read(plugins::misbehave()).unwrap();
+    let src = |p: &str| PluginSource::File(p.into());
+    host.load(src(plugins::hello()), &hello, None).unwrap();
+    host.load(src(plugins::misbehave()), &other, None).unwrap();
+    let entries = cwasm_files(cache_dir.path());
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let key = cache_dir.path().join("cache.key");
+    assert_eq!(crate::support::mode(&key), 0o600);
+    let hello_entry = entries
+        .iter()
+        .find(|e| {
+            e.to_string_lossy()
+                .contains(&bottle::plugin::content_hash(&hello))
+        })
+        .unwrap()
+        .clone();
+    let other_entry = entries.iter().find(|e| **e != hello_entry).unwrap().clone();
+    std::fs::copy(&other_entry, &hello_entry).unwrap();
+    let p = host.load(src(plugins::hello()), &hello, None).unwrap();
+    assert_eq!(p.cache_status(), CacheStatus::Corrupt, "a swapped entry");
+    assert_eq!(p.info().name, "hello", "the real plugin was compiled");
+    // An entry made by another cache (another key) is as foreign.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let host2 = PluginHost::new(Cache::at(elsewhere.path()), plugin::Limits::default());
+    host2.load(src(plugins::hello()), &hello, None).unwrap();
+    let foreign = cwasm_files(elsewhere.path()).pop().unwrap();
+    std::fs::copy(&foreign, &hello_entry).unwrap();
+    let p = host.load(src(plugins::hello()), &hello, None).unwrap();
+    assert_eq!(p.cache_status(), CacheStatus::Corrupt, "a foreign entry");
+    assert_eq!(
+        host.load(src(plugins::hello()), &hello, None)
+            .unwrap()
+            .cache_status(),
+        CacheStatus::Hit
+    );
+}
+
 #[test]
 fn a_cache_dir_others_can_write_is_not_used() {
     use std::os::unix::fs::PermissionsExt;

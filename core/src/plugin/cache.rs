@@ -2,8 +2,12 @@
 //!
 //! Entries live in `<dir>/wasm/<wasmtime version>-<engine compatibility hash>/<sha256>.cwasm`.
 //! A compiled artifact is trusted native code, so the cache is used only when its directory is
-//! owned by this user and not writable by anyone else. Any entry that fails to load is a miss
-//! and is rewritten; writes are best-effort and atomic (temp file, then rename).
+//! owned by this user and not writable by anyone else, and every entry is authenticated: it
+//! starts with an HMAC-SHA256 of the rest, keyed with `<dir>/cache.key` (32 random bytes, 0600,
+//! made on first use). A private dir is not enough on its own (anything running as the user, a
+//! synced or restored cache dir, could plant code); an entry whose MAC does not verify is never
+//! deserialized: it is a miss, recompiled and rewritten. Writes are best-effort and atomic
+//! (temp file, then rename).
 
 use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -30,6 +34,66 @@ pub enum CacheStatus {
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: Option<PathBuf>,
+    key: [u8; KEY_LEN],
+}
+
+/// The MAC key's length, and the MAC's.
+const KEY_LEN: usize = 32;
+/// The key file in the cache root.
+const KEY_FILE: &str = "cache.key";
+
+type Mac = hmac::Hmac<Sha256>;
+
+/// The MAC of an entry: over the plugin's content hash (so an entry cannot be moved to another
+/// plugin's name) and the compiled code.
+fn entry_mac(key: &[u8; KEY_LEN], hash: &str, code: &[u8]) -> Mac {
+    use hmac::Mac as _;
+    let mut m = Mac::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(hash.as_bytes());
+    m.update(b"\0");
+    m.update(code);
+    m
+}
+
+/// The cache's MAC key: read from `root/cache.key`, or made (random, 0600) when missing.
+fn load_or_make_key(root: &Path) -> Result<[u8; KEY_LEN], String> {
+    let path = root.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let meta = std::fs::metadata(&path).map_err(|e| format!("{KEY_FILE}: {e}"))?;
+            if meta.mode() & 0o077 != 0 {
+                return Err(format!(
+                    "{} is readable by others (mode {:o}); remove it (a new one is made)",
+                    path.display(),
+                    meta.mode() & 0o777
+                ));
+            }
+            bytes.try_into().map_err(|_| {
+                format!(
+                    "{} is not a key; remove it (a new one is made)",
+                    path.display()
+                )
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; KEY_LEN];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+                .map_err(|e| format!("cannot read /dev/urandom for a cache key: {e}"))?;
+            let (tmp, mut file) = tempfile_in(root).map_err(|e| e.to_string())?;
+            file.write_all(&key)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())?;
+            // Another process may have made one meanwhile: theirs wins, ours is dropped.
+            if std::fs::hard_link(&tmp, &path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+                return load_or_make_key(root);
+            }
+            let _ = std::fs::remove_file(&tmp);
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -41,16 +105,20 @@ pub fn content_hash(bytes: &[u8]) -> String {
 impl Cache {
     /// No caching.
     pub fn disabled() -> Self {
-        Cache { dir: None }
+        Cache {
+            dir: None,
+            key: [0; KEY_LEN],
+        }
     }
 
     /// Cache under `root` (e.g. `~/.cache/bottle`), created 0700 if missing.
     ///
     /// Falls back to no caching, with a warning, when the dir cannot be made private.
     pub fn at(root: &Path) -> Self {
-        match private_dir(root) {
-            Ok(()) => Cache {
+        match private_dir(root).and_then(|()| load_or_make_key(root)) {
+            Ok(key) => Cache {
                 dir: Some(root.to_owned()),
+                key,
             },
             Err(why) => {
                 tracing::warn!("not caching compiled plugins in {}: {why}", root.display());
@@ -93,34 +161,51 @@ impl Cache {
         };
         let entry = dir.join(format!("{hash}.cwasm"));
         let mut status = CacheStatus::Miss;
-        if entry.is_file() {
-            // SAFETY: the entry was written by this program (the dir is private to this user, checked
-            // in `Cache::at`), and wasmtime verifies the header and engine compatibility; any
-            // failure is treated as a miss.
-            match unsafe { Component::deserialize_file(engine, &entry) } {
+        if let Ok(stored) = std::fs::read(&entry) {
+            let verified = stored.split_at_checked(KEY_LEN).filter(|(tag, code)| {
+                // Constant time: the comparison must not tell how much of a forged tag is right.
+                use hmac::Mac as _;
+                entry_mac(&self.key, hash, code).verify_slice(tag).is_ok()
+            });
+            let loaded = match verified {
+                // SAFETY: these bytes are what this program serialized: their MAC, keyed with
+                // a secret only this user can read, verifies. wasmtime also checks the header
+                // and engine compatibility; any failure is treated as a miss.
+                Some((_, code)) => {
+                    unsafe { Component::deserialize(engine, code) }.map_err(|e| format!("{e:#}"))
+                }
+                None => Err("its MAC does not verify".to_owned()),
+            };
+            match loaded {
                 Ok(c) => return Ok((c, CacheStatus::Hit)),
-                Err(e) => {
-                    tracing::warn!(
-                        "discarding unreadable cache entry {}: {e:#}",
-                        entry.display()
-                    );
+                Err(why) => {
+                    tracing::warn!("discarding cache entry {}: {why}", entry.display());
                     let _ = std::fs::remove_file(&entry);
                     status = CacheStatus::Corrupt;
                 }
             }
         }
         let component = Component::from_binary(engine, bytes)?;
-        if let Err(e) = write_entry(&dir, &entry, &component) {
+        if let Err(e) = write_entry(&dir, &entry, &component, &self.key, hash) {
             tracing::debug!("could not write cache entry {}: {e}", entry.display());
         }
         Ok((component, status))
     }
 }
 
-fn write_entry(dir: &Path, entry: &Path, component: &Component) -> std::io::Result<()> {
+fn write_entry(
+    dir: &Path,
+    entry: &Path,
+    component: &Component,
+    key: &[u8; KEY_LEN],
+    hash: &str,
+) -> std::io::Result<()> {
+    use hmac::Mac as _;
     private_dir(dir).map_err(std::io::Error::other)?;
     let bytes = component.serialize().map_err(std::io::Error::other)?;
     let mut tmp = tempfile_in(dir)?;
+    tmp.1
+        .write_all(&entry_mac(key, hash, &bytes).finalize().into_bytes())?;
     tmp.1.write_all(&bytes)?;
     tmp.1.sync_all()?;
     std::fs::rename(&tmp.0, entry)
