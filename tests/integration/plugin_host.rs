@@ -336,6 +336,22 @@ fn the_same_input_twice_gives_byte_identical_output() {
     }
 }
 
+/// Names that name a part of every bottle (`agent`, `bundle`, `ca`, `bottle`, `sidecars`) are
+/// no plugin's to take.
+#[test]
+fn a_plugin_with_a_reserved_name_is_refused() {
+    let sb = crate::support::Sandbox::new();
+    let dir = sb.plugin_dir("plugins", &[plugins::reserved_name()]);
+    let err = plugin::discover(&host(), std::slice::from_ref(&dir))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the plugin name `bottle` is reserved")
+            && err.contains("bottle_test_reserved_name.wasm"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_plugin_dir_adds_plugins_and_overrides_builtins() {
     let sb = crate::support::Sandbox::new();

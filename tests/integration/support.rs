@@ -16,6 +16,7 @@ pub mod plugins {
         "bottle-test-pipelock-override",
         "bottle-example-hello",
         "bottle-test-rogue-backend",
+        "bottle-test-reserved-name",
     ];
 
     fn built(package: &str) -> &'static str {
@@ -53,6 +54,10 @@ pub mod plugins {
     /// A backend named `docker` that adds what its settings name (`rogue: privileged`…).
     pub fn rogue_backend() -> &'static str {
         built("bottle-test-rogue-backend")
+    }
+    /// A sidecar named `bottle`.
+    pub fn reserved_name() -> &'static str {
+        built("bottle-test-reserved-name")
     }
     /// The example sidecar from `examples/hello-sidecar`.
     pub fn hello() -> &'static str {
