@@ -261,8 +261,9 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
 /// What of a repo's `.git` the host's own git runs: hooks, and the config that can name
 /// commands (`core.fsmonitor`, `core.hooksPath`, filters). Mounted read-only over the
 /// read-write working dir, so the agent can commit but not plant anything the user's git
-/// later runs.
-pub const GIT_RUNS: [&str; 2] = [".git/hooks", ".git/config"];
+/// later runs. Submodules' git dirs (`.git/modules/`) hold hooks and configs of their own, so
+/// they are read-only whole (the agent cannot commit inside a submodule).
+pub const GIT_RUNS: [&str; 3] = [".git/hooks", ".git/config", ".git/modules"];
 
 /// `cwd: mount`: the working dir read-write, and what of its `.git` the host runs read-only:
 /// [`GIT_RUNS`] and a `core.hooksPath` dir, each at the real place it resolves to (a link
@@ -435,6 +436,17 @@ mod tests {
         assert_eq!(
             read_only_targets(cwd),
             ["/w/.git/hooks", "/w/.git/config", "/w/.husky"]
+        );
+        // A submodule's git dir has hooks and a config of its own.
+        std::fs::create_dir_all(cwd.join(".git/modules/sub/hooks")).unwrap();
+        assert_eq!(
+            read_only_targets(cwd),
+            [
+                "/w/.git/hooks",
+                "/w/.git/config",
+                "/w/.git/modules",
+                "/w/.husky"
+            ]
         );
     }
 

@@ -1156,10 +1156,18 @@ fn verify_in_a_mounted_repo_covers_hooks_config_and_hooks_path() {
         .status()
         .unwrap();
     assert!(ok.success());
+    // A submodule's git dir, as `git submodule add` leaves it.
+    std::fs::create_dir_all(sb.project().join(".git/modules/sub/hooks")).unwrap();
     give_to_agent(&sb.project());
     let (code, findings, err) = verify(&sb, bottle(&sb).args(["verify", "editor", "--json"]));
     assert_eq!(code, 0, "{findings:#?}\n{err}");
-    for id in ["git-hooks", "git-config", "git-hooks-path", "setuid-file"] {
+    for id in [
+        "git-hooks",
+        "git-config",
+        "git-hooks-path",
+        "git-submodule-hooks",
+        "setuid-file",
+    ] {
         assert_eq!(verdict(&findings, id), "PASS", "{id}: {findings:#?}");
     }
     assert_eq!(

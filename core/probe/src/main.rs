@@ -255,6 +255,26 @@ fn git_writes(workdir: &str) -> Vec<Finding> {
             .map_or_else(|e| format!("refused: {e}"), |_| "opened for writing".into()),
         opened.is_err(),
     ));
+    // A submodule's git dir: hooks of its own, run by the host's `git submodule update`.
+    if let Some(hooks) = std::fs::read_dir(git.join("modules"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("hooks"))
+        .find(|h| h.is_dir())
+    {
+        let p = hooks.join("post-checkout");
+        let planted = std::fs::write(&p, b"#!/bin/sh\n");
+        let _ = std::fs::remove_file(&p);
+        v.push(Finding::new(
+            "git-submodule-hooks",
+            format!("plant a hook in {}", hooks.display()),
+            planted
+                .as_ref()
+                .map_or_else(|e| format!("refused: {e}"), |()| "planted".into()),
+            planted.is_err(),
+        ));
+    }
     let text = std::fs::read_to_string(&config).unwrap_or_default();
     if let Some(dir) = text.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
