@@ -24,13 +24,13 @@ file=$work/state/bench-keep/compose.yaml
 now() { date +%s%N; }
 b_total=0; c_total=0; f_total=0
 for i in $(seq "$runs"); do
-    t=$(now); "$bin" run bench --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))
+    t=$(now); "$bin" run bench --yes --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))
     t=$(now); "${compose[@]}" -p bench-compose -f "$file" up -d >/dev/null 2>&1
     "${compose[@]}" -p bench-compose -f "$file" down >/dev/null 2>&1; c=$(( $(now) - t ))
     f=$(python3 - "$bin" "bench-first-$i" <<'PY'
 import subprocess, sys, time
 start = time.monotonic_ns()
-p = subprocess.Popen([sys.argv[1], "run", "bench", "--slug", sys.argv[2], "--", "echo", "first-byte"],
+p = subprocess.Popen([sys.argv[1], "run", "bench", "--yes", "--slug", sys.argv[2], "--", "echo", "first-byte"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 p.stdout.read(1)
 print(time.monotonic_ns() - start)

@@ -16,7 +16,7 @@ fn main() {
         "plugins",
         "sdk/src",
         "sdk/compose/src",
-        "wit",
+        "sdk/wit",
         "core/init",
         "core/probe",
         "daemons",

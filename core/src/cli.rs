@@ -91,22 +91,17 @@ enum PluginsCommand {
     },
 }
 
+/// What `bottle run` and `bottle verify` share: which bottle, with what.
 #[derive(Debug, Args)]
-struct RunArgs {
+struct BottleArgs {
     /// Agent name (looked up in ./agents/ and the user's config dir) or manifest path.
     agent: String,
-    /// Plan only: run every plugin, write the state dir, start nothing, mint no key.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the full plan as JSON instead of the summary (with --dry-run).
-    #[arg(long, requires = "dry_run")]
-    json: bool,
     /// Use this backend plugin instead of the manifest's.
     #[arg(long, value_name = "NAME")]
     backend: Option<String>,
     /// Grant a plugin a capability: NAME=GRANT (privileged, docker-socket, cap-add:CAP,
-    /// host-path:/PATH, publish:PORT, host-env:NAME), or `agent=root` to run the agent as
-    /// root. Repeatable.
+    /// host-path:/PATH, publish:PORT, host-env:NAME, ...), or `agent=root` to run the agent
+    /// as root. Repeatable.
     #[arg(long = "grant", value_name = "NAME=GRANT", value_parser = parse_grant)]
     grants: Vec<(String, Grant)>,
     /// The host dir the agent works on (default: the current dir).
@@ -115,18 +110,34 @@ struct RunArgs {
     /// Keep the state dir after a successful run (it is always kept after a failed one).
     #[arg(long)]
     keep_state: bool,
+    /// Seconds to wait for the sidecars' health checks.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    health_timeout: u64,
+    /// Run a manifest from outside your config dir without asking, when it is new or changed
+    /// (for scripts; review it first with --dry-run).
+    #[arg(short, long)]
+    yes: bool,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    bottle: BottleArgs,
+    /// Plan only: run every plugin, write the state dir, start nothing, mint no key.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the full plan as JSON instead of the summary (with --dry-run).
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     /// Use this slug instead of minting one (it must not be in use: a kept state dir of that
     /// slug has to be removed first).
     #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
     slug: Option<String>,
-    /// Seconds to wait for the sidecars' health checks.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    health_timeout: u64,
     /// Run the escape suite (`bottle verify`) first; attach only if nothing escaped.
     #[arg(long, conflicts_with = "dry_run")]
     verify: bool,
-    #[command(flatten)]
-    plugins: PluginArgs,
     /// A one-off command instead of the agent's default.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -134,49 +145,25 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// Agent name (looked up in ./agents/ and the user's config dir) or manifest path.
-    agent: String,
+    #[command(flatten)]
+    bottle: BottleArgs,
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
-    /// Use this backend plugin instead of the manifest's.
-    #[arg(long, value_name = "NAME")]
-    backend: Option<String>,
-    /// Grant a plugin a capability, as for `bottle run`. Repeatable.
-    #[arg(long = "grant", value_name = "NAME=GRANT", value_parser = parse_grant)]
-    grants: Vec<(String, Grant)>,
-    /// The host dir the agent works on (default: the current dir).
-    #[arg(long, value_name = "DIR")]
-    cwd: Option<PathBuf>,
-    /// Keep the state dir afterwards.
-    #[arg(long)]
-    keep_state: bool,
-    /// Seconds to wait for the sidecars' health checks.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    health_timeout: u64,
-    #[command(flatten)]
-    plugins: PluginArgs,
 }
 
 impl VerifyArgs {
     /// The launch `bottle verify` makes: a real run that stops after the suite.
     fn into_run(self) -> (RunArgs, bool) {
-        let json = self.json;
         let run = RunArgs {
-            agent: self.agent,
+            bottle: self.bottle,
             dry_run: false,
             json: false,
-            backend: self.backend,
-            grants: self.grants,
-            cwd: self.cwd,
-            keep_state: self.keep_state,
             slug: None,
-            health_timeout: self.health_timeout,
             verify: false,
-            plugins: self.plugins,
             command: Vec::new(),
         };
-        (run, json)
+        (run, self.json)
     }
 }
 

@@ -5,7 +5,7 @@
 //! returned [`Prepared`].
 
 use crate::confine::Confinement;
-use crate::manifest::{self, CwdMode, Manifest, ManifestError};
+use crate::manifest::{CwdMode, Manifest, ManifestError};
 use crate::model::{Mount, MountSource};
 use crate::planner::{self, BottlePlan, PlanError, PlanRequest};
 use crate::plugin::PluginSet;
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 /// What the user asked for, already typed.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// The manifest file.
-    pub manifest: PathBuf,
+    /// The manifest, parsed.
+    pub manifest: Manifest,
     /// Backend override (`--backend`).
     pub backend: Option<String>,
     /// Extra grants (`--grant`).
@@ -147,7 +147,7 @@ pub enum PrepareError {
 
 /// Plan `req` with `plugins` and write the state dir.
 pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, PrepareError> {
-    let manifest = manifest::load(&req.manifest)?;
+    let manifest = req.manifest.clone();
     let slug = req
         .slug
         .clone()
@@ -161,7 +161,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         };
         if !grants.replace(&o.name, plugin.content_hash()) {
             return Err(PrepareError::UnpinnedOverride {
-                file: req.manifest.display().to_string(),
+                file: req.manifest.file.display().to_string(),
                 name: o.name.clone(),
                 by: o.by.to_string(),
                 hash: plugin.content_hash().to_owned(),
@@ -172,7 +172,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         && let Some(why) = crate::workdir::refusal(&req.cwd, &req.protected)
     {
         return Err(PrepareError::UnsafeCwd {
-            file: req.manifest.display().to_string(),
+            file: req.manifest.file.display().to_string(),
             cwd: req.cwd.display().to_string(),
             why,
         });
@@ -182,7 +182,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         && !grants.agent_root()
     {
         return Err(PrepareError::RootAgent {
-            file: req.manifest.display().to_string(),
+            file: req.manifest.file.display().to_string(),
             user: user.clone(),
         });
     }
@@ -227,16 +227,16 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         },
     )
     .map_err(|error| PrepareError::Plan {
-        file: req.manifest.display().to_string(),
+        file: req.manifest.file.display().to_string(),
         error,
     })?;
     crate::docker::admit::admit(&plan).map_err(|error| PrepareError::Admission {
-        file: req.manifest.display().to_string(),
+        file: req.manifest.file.display().to_string(),
         error,
     })?;
     let metadata = Metadata {
         agent: manifest.name.clone(),
-        manifest: req.manifest.display().to_string(),
+        manifest: req.manifest.file.display().to_string(),
         cwd: req.cwd.display().to_string(),
         copy_cwd: manifest.cwd == CwdMode::Copy,
         started_at: state::rfc3339(std::time::SystemTime::now()),

@@ -9,6 +9,7 @@
 //! - [`paths`]: where bottle keeps caches, state and config.
 
 pub mod confine;
+pub mod consent;
 pub mod docker;
 pub mod keys;
 pub mod launch;

@@ -213,6 +213,8 @@ pub struct Manifest {
     pub user: UserChoice,
     /// `resources:`: the agent's limits.
     pub resources: Resources,
+    /// SHA-256 of the text this was parsed from (hex): what the user confirms.
+    pub digest: String,
 }
 
 impl Manifest {
@@ -829,6 +831,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         upstream_ca,
         user,
         resources,
+        digest: crate::consent::digest(text.as_bytes()),
     })
 }
 

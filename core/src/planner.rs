@@ -335,21 +335,26 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         endpoints: endpoint_list.clone(),
     };
     let mut fragments = Vec::new();
-    for (p, plan) in &active {
+    for (p, _) in &active {
         let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
+        fragments.push((p.name().to_owned(), fragment));
+    }
+    // Checked once all are rendered: some capabilities are about what the others hold.
+    let neighbours = policy::Neighbours::new(plugins.all().iter().map(|p| p.name()), &fragments);
+    for ((p, plan), (_, fragment)) in active.iter().zip(&fragments) {
         policy::check(
             &policy::Checked {
                 name: p.name(),
                 builtin: matches!(p.source(), crate::plugin::PluginSource::Builtin(_)),
                 secrets: &plan.secrets,
                 provides: &plan.provides,
+                neighbours: &neighbours,
             },
-            &fragment,
+            fragment,
             req.grants,
             req.declared,
             &state_guard,
         )?;
-        fragments.push((p.name().to_owned(), fragment));
     }
 
     let stack = merge::merge(

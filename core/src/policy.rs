@@ -44,6 +44,13 @@ pub enum Capability {
     Alias(String),
     /// A `NO_PROXY` host for the agent that is not one of the plugin's own daemons or services.
     NoProxy(String),
+    /// An own service with no network: Docker would put it on its default bridge, which has a
+    /// way out.
+    DefaultNetwork,
+    /// A bundle mount at, over or inside a path another plugin's daemon mounts.
+    MountOver(String),
+    /// A state path or volume the agent can write (shared with a daemon that trusts it).
+    AgentWritable(String),
 }
 
 /// Bundle dirs no daemon may mount over or into: programs, libraries, bottle's own config.
@@ -70,6 +77,38 @@ pub struct Checked<'a> {
     pub secrets: &'a [SecretEnv],
     /// The endpoints its plan offers.
     pub provides: &'a [Endpoint],
+    /// What the other plugins of the stack hold.
+    pub neighbours: &'a Neighbours,
+}
+
+/// What the other plugins hold, for the checks that span plugins.
+#[derive(Debug, Clone, Default)]
+pub struct Neighbours {
+    /// Every plugin name the host knows (built-ins and `--plugin-dir`s): no alias may take one.
+    pub plugins: BTreeSet<String>,
+    /// Bundle daemons' mount targets, each with the plugin that mounts it.
+    pub daemon_paths: Vec<(String, String)>,
+}
+
+impl Neighbours {
+    /// The plugin names of `known` and the bundle mounts of every `(plugin, fragment)`.
+    pub fn new<'a>(
+        known: impl IntoIterator<Item = &'a str>,
+        fragments: &[(String, Fragment)],
+    ) -> Neighbours {
+        Neighbours {
+            plugins: known.into_iter().map(str::to_owned).collect(),
+            daemon_paths: fragments
+                .iter()
+                .flat_map(|(plugin, f)| {
+                    f.daemons
+                        .iter()
+                        .flat_map(|d| &d.mounts)
+                        .map(move |m| (m.target.clone(), plugin.clone()))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The well-known endpoints a plugin needs a grant to offer.
@@ -100,6 +139,9 @@ impl fmt::Display for Capability {
             Capability::EgressNetwork => f.write_str("egress-network"),
             Capability::Alias(a) => write!(f, "alias:{a}"),
             Capability::NoProxy(h) => write!(f, "no-proxy:{h}"),
+            Capability::DefaultNetwork => f.write_str("default-network"),
+            Capability::MountOver(p) => write!(f, "mount-over:{p}"),
+            Capability::AgentWritable(p) => write!(f, "agent-writable:{p}"),
         }
     }
 }
@@ -118,6 +160,11 @@ impl FromStr for Grant {
             None if s == "docker-socket" => Capability::DockerSocket,
             None if s == "root" => Capability::Root,
             None if s == "egress-network" => Capability::EgressNetwork,
+            None if s == "default-network" => Capability::DefaultNetwork,
+            Some(("mount-over", p)) if clean_absolute(p) => Capability::MountOver(p.to_owned()),
+            Some(("agent-writable", p)) if !p.is_empty() && !p.contains("..") => {
+                Capability::AgentWritable(p.to_owned())
+            }
             Some(("endpoint", e)) if GUARDED_ENDPOINTS.contains(&e) => {
                 Capability::Endpoint(e.to_owned())
             }
@@ -157,7 +204,7 @@ impl FromStr for Grant {
             }
             _ => {
                 return Err(format!(
-                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, endpoint:agent-proxy|bundle-proxy, egress-network, alias:HOST, no-proxy:HOST, replace:sha256:HEX (a plugin replacing a built-in), or root (as `agent=root` only)"
+                    "`{s}` is not a grant; use privileged, docker-socket, cap-add:NAME, host-path:/ABS/PATH, publish:PORT, host-env:NAME, endpoint:agent-proxy|bundle-proxy, egress-network, default-network, alias:HOST, no-proxy:HOST, mount-over:/PATH, agent-writable:STATE-PATH|VOLUME, replace:sha256:HEX (a plugin replacing a built-in), or root (as `agent=root` only)"
                 ));
             }
         };
@@ -219,6 +266,11 @@ impl Grants {
     /// Whether the agent may run as root (`--grant agent=root`).
     pub fn agent_root(&self) -> bool {
         self.allows(AGENT, &Capability::Root)
+    }
+
+    /// Every plugin with its grants, by plugin name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &BTreeSet<Grant>)> {
+        self.0.iter().map(|(p, gs)| (p.as_str(), gs))
     }
 
     fn allows(&self, plugin: &str, cap: &Capability) -> bool {
@@ -350,13 +402,15 @@ fn mounts(fragment: &Fragment) -> impl Iterator<Item = &Mount> {
         .chain(fragment.services.iter().flat_map(|s| &s.mounts))
 }
 
-/// Every capability `secrets`, the endpoints it `provides` and `fragment` ask for, sorted and
-/// deduplicated.
-pub fn capabilities(
-    secrets: &[SecretEnv],
-    provides: &[Endpoint],
-    fragment: &Fragment,
-) -> Vec<Capability> {
+/// Every capability `plugin` and its `fragment` ask for, sorted and deduplicated.
+pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability> {
+    let Checked {
+        name,
+        secrets,
+        provides,
+        neighbours,
+        ..
+    } = *plugin;
     let mut caps = BTreeSet::new();
     caps.extend(
         provides
@@ -387,11 +441,35 @@ pub fn capabilities(
         .iter()
         .flat_map(|d| &d.aliases)
         .chain(fragment.services.iter().flat_map(|s| &s.aliases));
+    // A dotted alias shadows a real host; another plugin's name takes over its traffic.
     caps.extend(
         aliases
-            .filter(|a| a.contains('.'))
+            .filter(|a| {
+                a.contains('.') || (a.as_str() != name && neighbours.plugins.contains(a.as_str()))
+            })
             .map(|a| Capability::Alias(a.to_ascii_lowercase())),
     );
+    for d in &fragment.daemons {
+        for m in &d.mounts {
+            let theirs = neighbours.daemon_paths.iter().filter(|(_, p)| p != name);
+            for (path, _) in theirs {
+                if Path::new(&m.target).starts_with(path) || Path::new(path).starts_with(&m.target)
+                {
+                    caps.insert(Capability::MountOver(m.target.clone()));
+                }
+            }
+        }
+    }
+    for p in fragment.patches.iter().filter(|p| p.target == "agent") {
+        for m in p.mounts.iter().filter(|m| !m.read_only) {
+            match &m.source {
+                MountSource::State(path) | MountSource::Volume(path) => {
+                    caps.insert(Capability::AgentWritable(path.clone()));
+                }
+                MountSource::Host(_) => {}
+            }
+        }
+    }
     caps.extend(
         fragment
             .patches
@@ -413,6 +491,9 @@ pub fn capabilities(
         caps.extend(s.ports.iter().map(|p| Capability::PublishPort(p.host_port)));
         if s.networks.contains(&NetworkRole::Egress) {
             caps.insert(Capability::EgressNetwork);
+        }
+        if s.networks.is_empty() {
+            caps.insert(Capability::DefaultNetwork);
         }
     }
     for m in mounts(fragment) {
@@ -466,11 +547,11 @@ pub fn check(
     declared: &Declared,
     state: &StateGuard,
 ) -> Result<(), PolicyError> {
+    let checked = plugin;
     let Checked {
         name: plugin,
         builtin,
-        secrets,
-        provides,
+        ..
     } = *plugin;
     let forbidden = |detail: String| Forbidden {
         plugin: plugin.to_owned(),
@@ -527,7 +608,7 @@ pub fn check(
     } else {
         vec![]
     };
-    let refused: Vec<Capability> = capabilities(secrets, provides, fragment)
+    let refused: Vec<Capability> = capabilities(checked, fragment)
         .into_iter()
         .filter(|cap| !implied.contains(cap))
         .filter(|cap| !declared.covers(plugin, cap))
@@ -563,6 +644,7 @@ mod tests {
             builtin: false,
             secrets,
             provides: &[],
+            neighbours: &Neighbours::default(),
         };
         super::check(&checked, f, grants, declared, state)
     }
@@ -595,6 +677,7 @@ mod tests {
                 builtin,
                 secrets: &[],
                 provides: &proxy,
+                neighbours: &Neighbours::default(),
             };
             super::check(
                 &checked,
@@ -641,6 +724,105 @@ mod tests {
             grants.add("hello", g.parse().unwrap());
         }
         run("hello", false, &grants).unwrap();
+    }
+
+    #[test]
+    fn no_network_other_plugins_names_and_paths_and_agent_writable_state_need_grants() {
+        let mut lonely = service();
+        lonely.networks = vec![];
+        lonely.aliases = vec!["git-gate".into(), "hello".into()];
+        let daemon = |target: &str| Daemon {
+            name: "hello".into(),
+            command: vec!["/bin/sh".into()],
+            env: EnvMap::new(),
+            mounts: vec![Mount {
+                source: MountSource::State("hello/x".into()),
+                target: target.into(),
+                read_only: true,
+            }],
+            ports: vec![],
+            aliases: vec![],
+            ready_check: None,
+        };
+        let f = Fragment {
+            daemons: vec![daemon("/etc/egress/routes.yaml"), daemon("/srv")],
+            services: vec![lonely],
+            patches: vec![Patch {
+                target: "agent".into(),
+                env: EnvMap::new(),
+                mounts: vec![
+                    Mount {
+                        source: MountSource::State("hello/inbox".into()),
+                        target: "/inbox".into(),
+                        read_only: false,
+                    },
+                    Mount {
+                        source: MountSource::Volume("shared".into()),
+                        target: "/shared".into(),
+                        read_only: false,
+                    },
+                    Mount {
+                        source: MountSource::State("hello/ro".into()),
+                        target: "/ro".into(),
+                        read_only: true,
+                    },
+                ],
+                no_proxy: vec![],
+                mcp_servers: vec![],
+            }],
+            volumes: vec![],
+        };
+        let other = Fragment {
+            daemons: vec![daemon("/etc/egress")],
+            ..f.clone()
+        };
+        let neighbours = Neighbours::new(
+            ["egress", "git-gate", "hello"],
+            &[("egress".into(), other), ("hello".into(), f.clone())],
+        );
+        let run = |grants: &Grants| {
+            let checked = Checked {
+                name: "hello",
+                builtin: false,
+                secrets: &[],
+                provides: &[],
+                neighbours: &neighbours,
+            };
+            let state = StateGuard::default();
+            super::check(&checked, &f, grants, &Declared::default(), &state)
+        };
+        let err = refused(run(&Grants::default()));
+        assert_eq!(
+            err.refused,
+            [
+                Capability::Alias("git-gate".into()),
+                Capability::DefaultNetwork,
+                Capability::MountOver("/etc/egress/routes.yaml".into()),
+                Capability::AgentWritable("hello/inbox".into()),
+                Capability::AgentWritable("shared".into()),
+            ],
+            "its own name is no capability, nor a read-only state mount or its own daemon's path"
+        );
+        let text = err.to_string();
+        for flag in [
+            "--grant hello=alias:git-gate",
+            "--grant hello=default-network",
+            "--grant hello=mount-over:/etc/egress/routes.yaml",
+            "--grant hello=agent-writable:hello/inbox",
+        ] {
+            assert!(text.contains(flag), "{text}");
+        }
+        let mut grants = Grants::default();
+        for g in [
+            "alias:git-gate",
+            "default-network",
+            "mount-over:/etc/egress/routes.yaml",
+            "agent-writable:hello/inbox",
+            "agent-writable:shared",
+        ] {
+            grants.add("hello", g.parse().unwrap());
+        }
+        run(&grants).unwrap();
     }
 
     #[test]
@@ -700,7 +882,7 @@ mod tests {
             command: vec![],
             env: EnvMap::new(),
             mounts: vec![],
-            networks: vec![],
+            networks: vec![NetworkRole::Internal],
             aliases: vec![],
             user: None,
             read_only_root: false,

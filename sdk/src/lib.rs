@@ -1,12 +1,16 @@
 //! The guest SDK for bottle plugins.
 //!
 //! A plugin is a `cdylib` crate built with `cargo build --target wasm32-wasip2`. It implements
-//! [`SidecarGuest`] (or [`BackendGuest`]) and exports it with [`export_sidecar!`] (or
-//! [`export_backend!`]). Plugins are pure: they see no clock, file, socket or secret, and talk
-//! to the host only through their return values and [`log`].
+//! [`Sidecar`] (or [`Backend`]), whose `Settings` type the SDK parses from the manifest, and
+//! exports it with [`export!`]. Plugins are pure: they see no clock, file, socket or secret,
+//! and talk to the host only through their return values and [`log`].
 //!
-//! Plugin logic stays testable natively: gate the export on `wasm32`, and call your `Guest`
-//! methods from ordinary `#[test]`s. See the crate README for a worked example.
+//! The contract is the WIT in this crate's `wit/` folder, one frozen folder per API version
+//! (`wit/since_v0.1.0/plugin.wit`, `bottle:plugin@0.1.0`).
+//!
+//! Plugin logic stays testable natively: [`export!`] expands to nothing outside wasm, so call
+//! your trait's methods from ordinary `#[test]`s (fixtures in [`testing`]). See the crate
+//! README for a worked example.
 
 #![cfg_attr(
     not(target_arch = "wasm32"),
@@ -15,6 +19,7 @@
 
 mod defaults;
 pub mod log;
+pub mod plugin;
 pub mod settings;
 pub mod testing;
 
@@ -22,7 +27,7 @@ pub mod testing;
 #[allow(missing_docs, reason = "generated code")]
 pub mod sidecar_bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "sidecar-plugin",
         pub_export_macro: true,
         export_macro_name: "export_sidecar",
@@ -34,7 +39,7 @@ pub mod sidecar_bindings {
 #[allow(missing_docs, reason = "generated code")]
 pub mod backend_bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "backend-plugin",
         pub_export_macro: true,
         export_macro_name: "export_backend",
@@ -46,12 +51,16 @@ pub mod backend_bindings {
     });
 }
 
-/// Export a type implementing [`SidecarGuest`] as this component's sidecar plugin.
+pub use plugin::{Backend, Sidecar};
+
+/// Export a type implementing the raw [`SidecarGuest`] as this component's sidecar plugin
+/// ([`export!`] does this for a [`Sidecar`]).
 ///
 /// Gate it on wasm so native `cargo test` still links: `#[cfg(target_arch = "wasm32")]`.
 pub use sidecar_bindings::export_sidecar;
 
-/// Export a type implementing [`BackendGuest`] as this component's backend plugin.
+/// Export a type implementing the raw [`BackendGuest`] as this component's backend plugin
+/// ([`export!`] does this for a [`Backend`]).
 pub use backend_bindings::export_backend;
 
 /// The API version this SDK builds plugins for.
@@ -68,11 +77,17 @@ pub use sidecar_bindings::exports::bottle::plugin::sidecar::Guest as SidecarGues
 /// The trait a backend plugin implements.
 pub use backend_bindings::exports::bottle::plugin::backend::Guest as BackendGuest;
 
-/// Everything a plugin usually needs, in one import.
+/// Everything a plugin usually needs, in one import: the traits, the records of the contract
+/// a plugin reads and returns, and the helpers.
 pub mod prelude {
     pub use crate::settings::parse_settings;
-    pub use crate::types::*;
-    pub use crate::{BackendGuest, SidecarGuest, kv};
+    pub use crate::types::{
+        Agent, AgentSpec, Bottle, CaPaths, CaRequest, Daemon, Deployment, Document, EgressRoute,
+        Endpoint, Fragment, GitUpstream, HealthCheck, KeyValue, McpServer, Mount, MountSource,
+        NetworkRole, OwnedDaemon, OwnedService, Patch, Plan, PluginError, PluginInfo, PluginKind,
+        PublishedPort, RenderContext, RouteAuth, SecretEnv, Service, Stack, StagedFile,
+    };
+    pub use crate::{Backend, BackendGuest, Sidecar, SidecarGuest, kv};
 }
 
 /// Shorthand for a [`types::KeyValue`].

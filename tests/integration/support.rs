@@ -122,8 +122,23 @@ impl Sandbox {
         .expect("write agent");
     }
 
-    /// A `bottle` command running in the project dir with this sandbox's dirs.
+    /// A `bottle` command running in the project dir with this sandbox's dirs, every manifest
+    /// in the project's `agents/` confirmed as the user would have (see
+    /// [`Sandbox::bottle_unconfirmed`]).
     pub fn bottle(&self) -> Command {
+        let store = bottle::consent::Store::new(&self.dir.path().join("config/bottle"));
+        for e in std::fs::read_dir(self.project().join("agents")).expect("agents/") {
+            let path = e.expect("entry").path();
+            let text = std::fs::read(&path).expect("read agent");
+            store
+                .record(&bottle::consent::digest(&text), &path)
+                .expect("confirm");
+        }
+        self.bottle_unconfirmed()
+    }
+
+    /// A `bottle` command as [`Sandbox::bottle`], with no manifest confirmed beforehand.
+    pub fn bottle_unconfirmed(&self) -> Command {
         let mut cmd = Command::new(bottle_bin());
         cmd.current_dir(self.project())
             .env("BOTTLE_STATE_DIR", self.state())

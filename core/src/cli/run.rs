@@ -2,6 +2,7 @@
 
 use super::{RunArgs, plugins::load_all, runtime};
 use anyhow::{Context, Result};
+use bottle::consent;
 use bottle::launch::{self, RunRequest};
 use bottle::lifecycle::{self, LaunchOptions};
 use bottle::policy::Grants;
@@ -13,12 +14,14 @@ use std::time::Duration;
 /// report as JSON.
 pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
-    let manifest = bottle::manifest::find(&args.agent, &project_dir).map_err(anyhow::Error::msg)?;
+    let manifest_file =
+        bottle::manifest::find(&args.bottle.agent, &project_dir).map_err(anyhow::Error::msg)?;
+    let manifest = bottle::manifest::load(&manifest_file)?;
     let mut grants = Grants::default();
-    for (plugin, grant) in args.grants {
-        grants.add(&plugin, grant);
+    for (plugin, grant) in &args.bottle.grants {
+        grants.add(plugin, grant.clone());
     }
-    let cwd = match args.cwd {
+    let cwd = match &args.bottle.cwd {
         Some(d) => d
             .canonicalize()
             .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
@@ -55,12 +58,12 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
         bottle::paths::cache_dir().as_deref(),
         bottle::paths::config_dir().as_deref(),
         std::path::Path::new(socket),
-        &args.plugins.plugin_dirs,
+        &args.bottle.plugins.plugin_dirs,
     );
     let req = RunRequest {
         manifest,
-        backend: args.backend,
-        grants,
+        backend: args.bottle.backend.clone(),
+        grants: grants.clone(),
         cwd,
         state_root,
         dry_run: args.dry_run,
@@ -69,8 +72,23 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
         pipelock_note,
         protected,
     };
+    let config_dir = bottle::paths::config_dir();
+    // Before anything is written: a run the user declines leaves nothing behind.
+    if !args.dry_run {
+        consent::ensure(
+            &req.manifest,
+            &grants,
+            config_dir.as_deref(),
+            config_dir.as_deref().map(consent::Store::new).as_ref(),
+            if args.bottle.yes {
+                consent::Answer::Yes
+            } else {
+                consent::Answer::Ask
+            },
+        )?;
+    }
     // Plugins run here, before any async runtime exists (their WASI host blocks).
-    let plugins = load_all(&args.plugins)?;
+    let plugins = load_all(&args.bottle.plugins)?;
     let prepared = launch::prepare(&plugins, &req)?;
     if args.dry_run {
         if args.json {
@@ -83,13 +101,17 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
             print!("{}", bottle::state::pretty_json(&out));
         } else {
             print!("{}", launch::summary(&prepared));
+            print!(
+                "  asks for:\n{}",
+                consent::report(&prepared.manifest, &grants)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let opts = LaunchOptions {
         command: (!args.command.is_empty()).then_some(args.command),
-        keep_state: args.keep_state,
-        health_timeout: Duration::from_secs(args.health_timeout),
+        keep_state: args.bottle.keep_state,
+        health_timeout: Duration::from_secs(args.bottle.health_timeout),
         base_image,
         verify: mode,
     };

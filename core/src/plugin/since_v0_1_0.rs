@@ -18,7 +18,7 @@ pub static SUPPORTED: LazyLock<VersionReq> =
 #[allow(missing_docs, reason = "generated bindings")]
 pub mod sidecar {
     wasmtime::component::bindgen!({
-        path: "../wit/since_v0.1.0",
+        path: "../sdk/wit/since_v0.1.0",
         world: "sidecar-plugin",
     });
 }
@@ -27,7 +27,7 @@ pub mod sidecar {
 #[allow(missing_docs, reason = "generated bindings")]
 pub mod backend {
     wasmtime::component::bindgen!({
-        path: "../wit/since_v0.1.0",
+        path: "../sdk/wit/since_v0.1.0",
         world: "backend-plugin",
         with: {
             "bottle:plugin/types": super::sidecar::bottle::plugin::types,

@@ -36,7 +36,9 @@ pub const PORT: u16 = 7777;
 /// The plugin.
 pub struct Hello;
 
-impl SidecarGuest for Hello {
+impl Sidecar for Hello {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "hello".into(),
@@ -46,8 +48,7 @@ impl SidecarGuest for Hello {
         }
     }
 
-    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let settings: Settings = parse_settings(&bottle.settings)?;
+    fn prepare(bottle: &Bottle, settings: &Settings) -> Result<Plan, PluginError> {
         bottle_plugin_sdk::log::info(&format!(
             "greeting {} with {:?}",
             bottle.agent.name, settings.greeting
@@ -55,8 +56,7 @@ impl SidecarGuest for Hello {
         Ok(Plan::default())
     }
 
-    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
-        let settings: Settings = parse_settings(&ctx.bottle.settings)?;
+    fn render(_ctx: &RenderContext, settings: &Settings) -> Result<Fragment, PluginError> {
         // Daemons run by absolute path (the bundle's init does no PATH lookup).
         let command = vec![
             "/bin/sh".into(),
@@ -67,7 +67,9 @@ impl SidecarGuest for Hello {
         ];
         let env = vec![kv("HELLO_GREETING", settings.greeting.clone())];
         let mut agent = Patch::of("agent");
-        agent.env.push(kv("HELLO_GREETING", settings.greeting));
+        agent
+            .env
+            .push(kv("HELLO_GREETING", settings.greeting.clone()));
         let mut fragment = Fragment {
             patches: vec![agent],
             ..Fragment::default()
@@ -75,7 +77,7 @@ impl SidecarGuest for Hello {
         if settings.own_service {
             fragment.services.push(Service {
                 name: "hello".into(),
-                image: settings.image,
+                image: settings.image.clone(),
                 command,
                 env,
                 ..Service::default()
@@ -93,17 +95,22 @@ impl SidecarGuest for Hello {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_sidecar!(Hello);
+bottle_plugin_sdk::export!(sidecar Hello);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bottle_plugin_sdk::testing;
 
+    fn render(settings: &str) -> Result<Fragment, PluginError> {
+        let mut b = testing::bottle();
+        b.settings = settings.into();
+        bottle_plugin_sdk::plugin::render::<Hello>(testing::render_context(b))
+    }
+
     #[test]
     fn joins_the_bundle_by_default() {
-        let f = Hello::render(testing::render_context(testing::bottle())).unwrap();
+        let f = render("{}").unwrap();
         assert_eq!(f.daemons[0].name, "hello");
         assert!(f.services.is_empty());
         assert_eq!(f.patches[0].env[0].value, "hello from a plugin");
@@ -111,16 +118,23 @@ mod tests {
 
     #[test]
     fn runs_its_own_service_when_asked() {
-        let mut b = testing::bottle();
-        b.settings = r#"{"own_service": true, "greeting": "hi"}"#.into();
-        let f = Hello::render(testing::render_context(b)).unwrap();
+        let f = render(r#"{"own_service": true, "greeting": "hi"}"#).unwrap();
         assert!(f.daemons.is_empty());
         assert_eq!(f.services[0].name, "hello");
     }
 
     #[test]
+    fn a_typo_in_the_settings_names_the_field() {
+        let err = render(r#"{"greting": "hi"}"#).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::InvalidSettings(m) if m.contains("greting")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn logs_through_the_facade() {
-        Hello::prepare(testing::bottle()).unwrap();
+        Hello::prepare(&testing::bottle(), &Settings::default()).unwrap();
         let logs = bottle_plugin_sdk::log::take();
         assert!(logs[0].1.contains("greeting demo"), "{logs:?}");
     }
