@@ -50,7 +50,9 @@ fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace");
-    let m = manifest::load(&workspace.join("agents/implementer.yaml")).expect("example manifest");
+    let env = bottle::hostenv::HostEnv::from_process();
+    let m =
+        manifest::load(&workspace.join("agents/implementer.yaml"), &env).expect("example manifest");
     let host = PluginHost::new(Cache::at(cache_dir.path()), plugin::Limits::default());
     let set = plugin::discover(&host, &[]).expect("load");
     let bottle = m.bottle("implementer-bench");
@@ -67,6 +69,7 @@ fn main() {
                 backend: "docker",
                 agent_mounts: &[],
                 left_out: &[],
+                docker_socket: None,
             },
         )
         .expect("plan")

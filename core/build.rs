@@ -18,6 +18,7 @@ fn main() {
         "sdk/compose/src",
         "sdk/wit",
         "core/init",
+        "core/contract",
         "core/probe",
         "daemons",
         "Cargo.lock",

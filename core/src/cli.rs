@@ -5,6 +5,7 @@ mod plugins;
 mod run;
 
 use anyhow::Result;
+use bottle::hostenv::HostEnv;
 use bottle::policy::Grant;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -247,6 +248,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // The one read of the process env; everything below gets what it needs from this.
+    let env = HostEnv::from_process();
     match cli.command {
         Command::Run(args) => {
             let mode = if args.verify {
@@ -254,18 +257,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 bottle::verify::Mode::Off
             };
-            run::run(args, mode, false)
+            run::run(&env, args, mode, false)
         }
         Command::Verify(args) => {
             let (args, json) = args.into_run();
-            run::run(args, bottle::verify::Mode::Only, json)
+            run::run(&env, args, bottle::verify::Mode::Only, json)
         }
-        Command::Ps => manage::ps(),
-        Command::Logs { slug, follow } => manage::logs(&slug, follow),
-        Command::Stop { slug } => manage::stop(&slug),
-        Command::Cleanup { yes, dry_run } => manage::cleanup(yes, dry_run),
+        Command::Ps => manage::ps(&env),
+        Command::Logs { slug, follow } => manage::logs(&env, &slug, follow),
+        Command::Stop { slug } => manage::stop(&env, &slug),
+        Command::Cleanup { yes, dry_run } => manage::cleanup(&env, yes, dry_run),
         Command::Images(ImagesCommand::Build { base }) => manage::build_images(&base),
-        Command::Plugins(PluginsCommand::List { plugins, json }) => plugins::list(&plugins, json),
-        Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&paths),
+        Command::Plugins(PluginsCommand::List { plugins, json }) => {
+            plugins::list(&env, &plugins, json)
+        }
+        Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&env, &paths),
     }
 }

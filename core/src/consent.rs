@@ -222,7 +222,7 @@ mod tests {
         let file = dir.join("agents/a.yaml");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, text).unwrap();
-        crate::manifest::load(&file).unwrap()
+        crate::manifest::load(&file, &crate::hostenv::HostEnv::default()).unwrap()
     }
 
     const ROUTED: &str = "image: img\negress:\n  routes:\n    - host: api.example.com\n      auth: {scheme: Bearer, token_ref: AWS_SECRET_ACCESS_KEY}\n";

@@ -1,26 +1,32 @@
 //! bottle: run an AI coding agent in a box it cannot talk its way out of.
 //!
-//! The crate is laid out by job:
+//! The crate is laid out by job, in the order a run goes through them:
 //!
+//! - [`hostenv`]: the host environment, read once at the CLI edge and passed in.
+//! - [`manifest`]: agent manifests, YAML to a validated [`manifest::Manifest`];
+//!   [`consent`]: a manifest you did not write runs only once you confirm it.
 //! - [`plugin`]: the WebAssembly plugin host (the only module that touches wasmtime).
-//! - [`model`]: the host's types for everything that crosses the plugin boundary.
-//! - [`merge`]: merging sidecar fragments into one [`model::Stack`]; conflicts name both plugins.
-//! - [`policy`]: the one place capabilities a plugin asks for are checked against grants.
-//! - [`paths`]: where bottle keeps caches, state and config.
+//! - [`planner`]: every plugin run for one bottle; [`policy`] checks what each asks for
+//!   against the grants, [`merge`] merges their fragments into one stack.
+//! - [`prepare`]: plans a run and writes its state dir ([`state`]); `--dry-run` stops here.
+//! - [`runner`]: runs a prepared bottle: keys ([`keys`]), Docker ([`docker`]), attach,
+//!   teardown; [`confine`] is what the host imposes on the agent, [`verify`] the escape suite.
+//! - [`model`]: the host's types and the plan, from [`bottle_contract`] (shared with the SDK's
+//!   compose helpers and the bundle's init).
 
 pub mod confine;
 pub mod consent;
 pub mod docker;
+pub mod hostenv;
 pub mod keys;
-pub mod launch;
-pub mod lifecycle;
 pub mod manifest;
 pub mod merge;
-pub mod model;
-pub mod paths;
+pub use bottle_contract::model;
 pub mod planner;
 pub mod plugin;
 pub mod policy;
+pub mod prepare;
+pub mod runner;
 pub mod state;
 pub mod verify;
 pub mod workdir;

@@ -5,6 +5,7 @@
 //! file, the line and column, the field, and the fix.
 
 use crate::confine::{Resources, UserChoice};
+use crate::hostenv::HostEnv;
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
 use crate::policy::{Declared, Grant, Grants};
 use serde::Deserialize;
@@ -292,8 +293,8 @@ impl Manifest {
 }
 
 /// Find the manifest for `agent`: a path, or a name looked up in `./agents/` then the user's
-/// config dir (`agents/<name>.yaml` or `.yml`).
-pub fn find(agent: &str, project_dir: &Path) -> Result<PathBuf, String> {
+/// `config_dir` (`agents/<name>.yaml` or `.yml`).
+pub fn find(agent: &str, project_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf, String> {
     let as_path = Path::new(agent);
     if agent.contains('/') || agent.ends_with(".yaml") || agent.ends_with(".yml") {
         return if as_path.is_file() {
@@ -304,7 +305,7 @@ pub fn find(agent: &str, project_dir: &Path) -> Result<PathBuf, String> {
     }
     let mut searched = Vec::new();
     let mut dirs = vec![project_dir.join("agents")];
-    if let Some(c) = crate::paths::config_dir() {
+    if let Some(c) = config_dir {
         dirs.push(c.join("agents"));
     }
     for dir in dirs {
@@ -322,8 +323,8 @@ pub fn find(agent: &str, project_dir: &Path) -> Result<PathBuf, String> {
     ))
 }
 
-/// Read and validate the manifest at `path`.
-pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+/// Read and validate the manifest at `path` (`~/` paths expand to `env`'s HOME).
+pub fn load(path: &Path, env: &HostEnv) -> Result<Manifest, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
         file: path.to_owned(),
         line: None,
@@ -331,60 +332,67 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         field: String::new(),
         message: format!("cannot read it: {e}"),
     })?;
-    parse(path, &text)
+    parse(path, &text, env)
 }
 
 /// Builds errors located in one manifest's text.
 struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
+    spans: spans::Spans,
 }
 
-impl Locator<'_> {
-    /// An error at the first line mentioning `needle` (a key or value), else without position.
+impl<'a> Locator<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Locator {
+            file,
+            text,
+            spans: spans::Spans::of(text),
+        }
+    }
+
+    /// An error about `field`, at that field's place in the text (at `needle`, its value,
+    /// when that is on the same line); without the field, at the first line outside a comment
+    /// that holds `needle`; else without a position.
     fn at(
         &self,
         needle: &str,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> ManifestError {
-        let pos = (!needle.is_empty())
-            .then(|| {
-                self.text.lines().enumerate().find_map(|(i, line)| {
-                    let code = line.split(" #").next().unwrap_or(line);
-                    code.find(needle).map(|c| (i + 1, c + 1))
+        let field = field.into();
+        let on_line = |line: usize, from: usize| -> Option<usize> {
+            let code = self.text.lines().nth(line.checked_sub(1)?)?;
+            let code = code.split(" #").next().unwrap_or(code);
+            (!needle.is_empty())
+                .then(|| code.get(from.saturating_sub(1)..)?.find(needle))
+                .flatten()
+                .map(|c| from + c)
+        };
+        let pos = match self.spans.find(&field) {
+            Some((line, col)) => Some((line, on_line(line, col).unwrap_or(col))),
+            None => (!needle.is_empty())
+                .then(|| {
+                    self.text.lines().enumerate().find_map(|(i, line)| {
+                        if line.trim_start().starts_with('#') {
+                            return None;
+                        }
+                        on_line(i + 1, 1).map(|c| (i + 1, c))
+                    })
                 })
-            })
-            .flatten();
+                .flatten(),
+        };
         ManifestError {
             file: self.file.to_owned(),
             line: pos.map(|p| p.0),
             column: pos.map(|p| p.1),
-            field: field.into(),
+            field,
             message: message.into(),
         }
     }
 }
 
-pub(crate) fn valid_env_name(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-pub(crate) fn valid_host(s: &str) -> bool {
-    let h = s.strip_prefix("*.").unwrap_or(s);
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
+use bottle_contract::names::{valid_env_name, valid_host};
 
 fn valid_agent_name(s: &str) -> bool {
     let mut c = s.chars();
@@ -414,16 +422,19 @@ fn ssh_host_port(url: &str) -> Option<(String, u16)> {
     (valid_host(host) && !path.is_empty()).then(|| (host.to_owned(), 22))
 }
 
-fn expand_home(p: &str) -> String {
-    match (p.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(home)) => format!("{}/{rest}", home.trim_end_matches('/')),
+fn expand_home(p: &str, home: Option<&Path>) -> String {
+    match (p.strip_prefix("~/"), home.and_then(Path::to_str)) {
+        (Some(rest), Some(home)) => format!("{}/{rest}", home.trim_end_matches('/')),
         _ => p.to_owned(),
     }
 }
 
-/// Parse and validate manifest `text` read from `file`.
-pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
-    let loc = Locator { file, text };
+/// Parse and validate manifest `text` read from `file` (`~/` paths expand to `env`'s HOME):
+/// one function per section, each turning raw YAML values into typed ones.
+pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, ManifestError> {
+    let home = env.home();
+    let expand = |p: &str| expand_home(p, home.as_deref());
+    let loc = Locator::new(file, text);
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -433,7 +444,52 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             "the agent name `{name}` comes from the file name and must be lower-case letters, digits and `-`; rename the file"
         )));
     }
-    let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
+    let raw = parse_yaml(file, text)?;
+    refuse_retired(&loc, &raw)?;
+    let agent = parse_agent(
+        &loc,
+        name.clone(),
+        raw.image,
+        raw.command,
+        raw.workdir,
+        raw.env,
+        raw.secrets,
+    )?;
+    let git = parse_git(&loc, raw.git, &expand)?;
+    let allowlist = parse_allowlist(&loc, raw.egress.allowlist)?;
+    let routes = parse_routes(&loc, raw.egress.routes)?;
+    let egress_hosts = parse_egress_hosts(&loc, raw.egress.hosts)?;
+    let upstream_ca = parse_upstream_ca(&loc, raw.egress.upstream_ca, &expand)?;
+    let user = match raw.user {
+        None => UserChoice::Invoker,
+        Some(u) => UserChoice::parse(&u).map_err(|e| loc.at(&u, "user", e))?,
+    };
+    let resources = parse_resources(&loc, raw.resources)?;
+    let (mut settings, grants) = parse_plugins(&loc, raw.plugins)?;
+    pass_egress_extras(&loc, &mut settings, &egress_hosts, upstream_ca.as_deref())?;
+    Ok(Manifest {
+        file: file.to_owned(),
+        agent,
+        name,
+        cwd: raw.cwd,
+        git,
+        allowlist,
+        default_allowlist: raw.egress.default_allowlist,
+        routes,
+        supervise: raw.supervise,
+        backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),
+        settings,
+        grants,
+        upstream_ca,
+        user,
+        resources,
+        digest: crate::consent::digest(text.as_bytes()),
+    })
+}
+
+/// The YAML itself, with serde's error turned into one located line.
+fn parse_yaml(file: &Path, text: &str) -> Result<RawManifest, ManifestError> {
+    serde_yaml::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (Some(l.line()), Some(l.column())))
@@ -459,22 +515,38 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             field,
             message: format!("{msg}{hint}"),
         }
-    })?;
+    })
+}
 
+/// Keys of the original system that bottle replaced: each error says what took its place.
+fn refuse_retired(loc: &Locator<'_>, raw: &RawManifest) -> Result<(), ManifestError> {
     if raw.cred_proxy.is_some() {
         return Err(loc.at("cred_proxy", "cred_proxy", "`cred_proxy` was replaced by egress routes; move each entry to `egress.routes` as `{host, path_allowlist, auth: {scheme, token_ref}}`"));
     }
     if raw.ssh.is_some() {
         return Err(loc.at("ssh", "ssh", "`ssh` upstreams were replaced by git-gate; list each repo under `git:` as `{name, url, key, known_host}`"));
     }
-    if raw.image.trim().is_empty() {
+    Ok(())
+}
+
+/// The agent's container: image, workdir, command, env and the secrets it gets.
+fn parse_agent(
+    loc: &Locator<'_>,
+    name: String,
+    image: String,
+    command: Option<Vec<String>>,
+    workdir: Option<String>,
+    raw_env: BTreeMap<String, String>,
+    secrets: Vec<String>,
+) -> Result<Agent, ManifestError> {
+    if image.trim().is_empty() {
         return Err(loc.at(
             "image",
             "image",
             "the agent image is empty; name a local image, e.g. `bottle-agent:latest`",
         ));
     }
-    let workdir = raw.workdir.unwrap_or_else(|| "/workspace".into());
+    let workdir = workdir.unwrap_or_else(|| "/workspace".into());
     if !workdir.starts_with('/') {
         return Err(loc.at(
             &workdir,
@@ -482,7 +554,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             "must be an absolute path inside the container, e.g. `/workspace`",
         ));
     }
-    let command = raw.command.unwrap_or_else(|| vec!["claude".into()]);
+    let command = command.unwrap_or_else(|| vec!["claude".into()]);
     if command.is_empty() || command[0].is_empty() {
         return Err(loc.at(
             "command",
@@ -492,7 +564,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     }
 
     let mut env = EnvMap::new();
-    for (k, v) in raw.env {
+    for (k, v) in raw_env {
         if !valid_env_name(&k) {
             return Err(loc.at(
                 &k,
@@ -510,7 +582,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         env.insert(k, v);
     }
     let mut secret_env = Vec::new();
-    for (i, s) in raw.secrets.into_iter().enumerate() {
+    for (i, s) in secrets.into_iter().enumerate() {
         let field = format!("secrets[{i}]");
         if !valid_env_name(&s) {
             return Err(loc.at(
@@ -529,9 +601,25 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         secret_env.push(s);
     }
 
+    Ok(Agent {
+        name,
+        image,
+        command,
+        workdir,
+        env,
+        secret_env,
+    })
+}
+
+/// `git:`: the upstreams git-gate serves, each with its key and pinned host key.
+fn parse_git(
+    loc: &Locator<'_>,
+    raw: Vec<RawGit>,
+    expand_home: &dyn Fn(&str) -> String,
+) -> Result<Vec<GitUpstream>, ManifestError> {
     let mut git = Vec::new();
     let mut git_names = BTreeSet::new();
-    for (i, g) in raw.git.into_iter().enumerate() {
+    for (i, g) in raw.into_iter().enumerate() {
         let field = format!("git[{i}]");
         if g.name.is_empty()
             || !g
@@ -586,16 +674,26 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         });
     }
 
+    Ok(git)
+}
+
+/// `egress.allowlist`: bare host names, lower-cased.
+fn parse_allowlist(loc: &Locator<'_>, raw: Vec<String>) -> Result<Vec<String>, ManifestError> {
     let mut allowlist = Vec::new();
-    for (i, h) in raw.egress.allowlist.into_iter().enumerate() {
+    for (i, h) in raw.into_iter().enumerate() {
         if !valid_host(&h) {
             return Err(loc.at(&h, format!("egress.allowlist[{i}]"), "give a bare host name (`pypi.org` or `*.example.com`), without scheme, port or path"));
         }
         allowlist.push(h.to_ascii_lowercase());
     }
+    Ok(allowlist)
+}
+
+/// `egress.routes`: one per host, with path prefixes and the credential egress injects.
+fn parse_routes(loc: &Locator<'_>, raw: Vec<RawRoute>) -> Result<Vec<EgressRoute>, ManifestError> {
     let mut routes = Vec::new();
     let mut route_hosts = BTreeSet::new();
-    for (i, r) in raw.egress.routes.into_iter().enumerate() {
+    for (i, r) in raw.into_iter().enumerate() {
         let field = format!("egress.routes[{i}]");
         if !valid_host(&r.host) || r.host.starts_with("*.") {
             return Err(loc.at(
@@ -620,20 +718,31 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 ));
             }
         }
-        let auth = match r.auth {
-            None => None,
-            Some(RawAuth {
+        let auth = r.auth.map(|a| parse_auth(loc, &field, a)).transpose()?;
+        routes.push(EgressRoute {
+            host: r.host.to_ascii_lowercase(),
+            path_allowlist: r.path_allowlist,
+            auth,
+        });
+    }
+
+    Ok(routes)
+}
+
+/// A route's `auth`: a scheme (`Authorization: <scheme> <token>`) or a header of its own, and
+/// the host env var holding the token.
+fn parse_auth(loc: &Locator<'_>, field: &str, auth: RawAuth) -> Result<RouteAuth, ManifestError> {
+    match auth {
+            RawAuth {
                 scheme: None,
                 header: None,
                 token_ref: None,
-            }) => {
-                return Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or `{header: x-api-key, token_ref: ENV_NAME}`, or remove `auth`"));
-            }
-            Some(RawAuth {
+            } => Err(loc.at("auth", format!("{field}.auth"), "`auth: {}` is empty; give `{scheme: Bearer, token_ref: ENV_NAME}` or `{header: x-api-key, token_ref: ENV_NAME}`, or remove `auth`")),
+            RawAuth {
                 scheme,
                 header,
                 token_ref,
-            }) => {
+            } => {
                 let scheme = match (scheme, header) {
                     (Some(_), Some(h)) => {
                         return Err(loc.at(
@@ -691,18 +800,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 if !valid_env_name(&token_ref) {
                     return Err(loc.at(&token_ref, format!("{field}.auth.token_ref"), "name a host env var (letters, digits, `_`); the value is never written to the manifest"));
                 }
-                Some(RouteAuth { scheme, token_ref })
+                Ok(RouteAuth { scheme, token_ref })
             }
-        };
-        routes.push(EgressRoute {
-            host: r.host.to_ascii_lowercase(),
-            path_allowlist: r.path_allowlist,
-            auth,
-        });
-    }
+        }
+}
 
+/// `egress.hosts`: static addresses egress resolves names to.
+fn parse_egress_hosts(
+    loc: &Locator<'_>,
+    raw: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ManifestError> {
     let mut egress_hosts = BTreeMap::new();
-    for (name, addr) in raw.egress.hosts {
+    for (name, addr) in raw {
         let field = format!("egress.hosts.{name}");
         if !valid_host(&name) || name.starts_with("*.") {
             return Err(loc.at(
@@ -720,7 +829,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         }
         egress_hosts.insert(name.to_ascii_lowercase(), addr);
     }
-    let upstream_ca = match raw.egress.upstream_ca {
+    Ok(egress_hosts)
+}
+
+/// `egress.upstream_ca`: a readable PEM CA certificate egress trusts upstream.
+fn parse_upstream_ca(
+    loc: &Locator<'_>,
+    raw: Option<String>,
+    expand_home: &dyn Fn(&str) -> String,
+) -> Result<Option<String>, ManifestError> {
+    Ok(match raw {
         None => None,
         Some(p) => {
             let path = expand_home(&p);
@@ -743,17 +861,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             }
             Some(path)
         }
-    };
+    })
+}
 
-    let user = match raw.user {
-        None => UserChoice::Invoker,
-        Some(u) => UserChoice::parse(&u).map_err(|e| loc.at(&u, "user", e))?,
-    };
-    let resources = parse_resources(&loc, raw.resources)?;
-
+/// `plugins:`: each plugin's settings table, and the grants taken out of it.
+fn parse_plugins(
+    loc: &Locator<'_>,
+    raw: BTreeMap<String, Option<serde_yaml::Mapping>>,
+) -> Result<(BTreeMap<String, serde_json::Value>, Grants), ManifestError> {
     let mut settings = BTreeMap::new();
     let mut grants = Grants::default();
-    for (plugin, table) in raw.plugins {
+    for (plugin, table) in raw {
         let mut table = table.unwrap_or_default();
         if let Some(g) = table.remove("grants") {
             let list: Vec<String> = serde_yaml::from_value(g).map_err(|_| {
@@ -786,7 +904,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         })?;
         settings.insert(plugin, json);
     }
-    // The 0.1.0 `bottle` record has no field for these, so egress gets them in its settings.
+    Ok((settings, grants))
+}
+
+/// The 0.1.0 `bottle` record has no field for `egress.hosts` and `egress.upstream_ca`, so
+/// egress gets them in its settings table (which may not set them itself).
+fn pass_egress_extras(
+    loc: &Locator<'_>,
+    settings: &mut BTreeMap<String, serde_json::Value>,
+    egress_hosts: &BTreeMap<String, String>,
+    upstream_ca: Option<&str>,
+) -> Result<(), ManifestError> {
     if !egress_hosts.is_empty() || upstream_ca.is_some() {
         let table = settings
             .entry(ROUTES_PLUGIN.to_owned())
@@ -803,36 +931,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
         if !egress_hosts.is_empty() {
             table["hosts"] = serde_json::json!(egress_hosts);
         }
-        if let Some(ca) = &upstream_ca {
+        if let Some(ca) = upstream_ca {
             table["upstream_ca"] = serde_json::json!(ca);
         }
     }
 
-    Ok(Manifest {
-        file: file.to_owned(),
-        agent: Agent {
-            name: name.clone(),
-            image: raw.image,
-            command,
-            workdir,
-            env,
-            secret_env,
-        },
-        name,
-        cwd: raw.cwd,
-        git,
-        allowlist,
-        default_allowlist: raw.egress.default_allowlist,
-        routes,
-        supervise: raw.supervise,
-        backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),
-        settings,
-        grants,
-        upstream_ca,
-        user,
-        resources,
-        digest: crate::consent::digest(text.as_bytes()),
-    })
+    Ok(())
 }
 
 /// `resources:`, each field defaulted on its own.
@@ -877,5 +981,6 @@ fn parse_resources(
     Ok(r)
 }
 
+mod spans;
 #[cfg(test)]
 mod tests;

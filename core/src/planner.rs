@@ -5,10 +5,10 @@
 
 use crate::merge::{self, MergeError, MergeInput};
 use crate::model::*;
+pub use crate::model::{BottlePlan, PluginRecord, SidecarPlan};
 use crate::plugin::{CallError, LoadedPlugin, PluginSet};
 use crate::policy::{self, Declared, Grants, PolicyError, StateGuard};
 use crate::state;
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Settings tables by plugin name (JSON values).
@@ -34,64 +34,21 @@ pub struct PlanRequest<'a> {
     /// Sidecars the host leaves out of this bottle because they cannot run here (pipelock,
     /// when the bundle image has none): they are not even prepared.
     pub left_out: &'a [String],
+    /// The host's Docker socket when `DOCKER_HOST` names one: mounting it (or a dir above it)
+    /// needs the `docker-socket` grant like the standard sockets.
+    pub docker_socket: Option<&'a str>,
 }
 
-/// One plugin that took part, for `metadata.json` and `--json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct PluginRecord {
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: PluginKind,
-    /// Its own version.
-    pub version: String,
-    /// API version.
-    pub api: String,
-    /// Where it came from.
-    pub source: String,
-    /// SHA-256 of its bytes.
-    pub content_hash: String,
-}
-
-impl PluginRecord {
-    fn of(p: &LoadedPlugin) -> Self {
-        PluginRecord {
-            name: p.name().to_owned(),
-            kind: p.info().kind,
-            version: p.info().version.clone(),
-            api: p.api_version().to_string(),
-            source: p.source().to_string(),
-            content_hash: p.content_hash().to_owned(),
-        }
+/// The record of `p` for `metadata.json` and the plan.
+fn record_of(p: &LoadedPlugin) -> PluginRecord {
+    PluginRecord {
+        name: p.name().to_owned(),
+        kind: p.info().kind,
+        version: p.info().version.clone(),
+        api: p.api_version().to_string(),
+        source: p.source().to_string(),
+        content_hash: p.content_hash().to_owned(),
     }
-}
-
-/// A sidecar's prepare result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SidecarPlan {
-    /// Plugin name.
-    pub plugin: String,
-    /// Its plan.
-    pub plan: Plan,
-}
-
-/// Everything one bottle needs, computed without side effects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BottlePlan {
-    /// Plugins that took part (active sidecars and the backend), by name.
-    pub plugins: Vec<PluginRecord>,
-    /// Active sidecars' plans.
-    pub sidecars: Vec<SidecarPlan>,
-    /// Where each CA's files go.
-    pub cas: Vec<CaPaths>,
-    /// Winning endpoints by name.
-    pub endpoints: Vec<Endpoint>,
-    /// The merged stack.
-    pub stack: Stack,
-    /// Backend name.
-    pub backend: String,
-    /// The backend's documents.
-    pub deployment: Deployment,
 }
 
 /// Why planning failed.
@@ -143,16 +100,6 @@ fn settings_json(settings: &Settings, name: &str) -> String {
         .map_or_else(|| "{}".to_owned(), |v| v.to_string())
 }
 
-/// Whether `path` is a safe relative path inside the state dir.
-pub fn safe_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
-        && !path.contains('\0')
-}
-
 fn check_file(plugin: &str, path: &str, mode: u32) -> Result<(), PlanError> {
     if !safe_relative(path) {
         return Err(PlanError::Invalid {
@@ -190,12 +137,7 @@ fn conflict(what: String, first: &str, second: &str) -> PlanError {
     })
 }
 
-/// The prefix of every secret env name of `plugin` (`git-gate` → `GIT_GATE_`). The bundle's
-/// init shows a secret only to the daemons of the plugin whose prefix it carries (the
-/// backends' side of this rule is `bottle_plugin_compose::secret_env_prefix`).
-pub fn secret_env_prefix(plugin: &str) -> String {
-    format!("{}_", plugin.to_ascii_uppercase().replace('-', "_"))
-}
+pub use bottle_contract::names::{safe_relative, secret_env_prefix};
 
 /// A secret env name of `plugin` must carry its prefix and no other active plugin's (`git`'s
 /// `GIT_` would also claim `git-gate`'s `GIT_GATE_TOKEN`): so exactly one plugin's daemons see it.
@@ -209,7 +151,7 @@ fn check_secret_name<'a>(
         detail,
     };
     let prefix = secret_env_prefix(plugin);
-    if !secret.starts_with(&prefix) || !crate::manifest::valid_env_name(secret) {
+    if !secret.starts_with(&prefix) || !bottle_contract::names::valid_env_name(secret) {
         return Err(invalid(format!(
             "secret env `{secret}` must be an env name starting with `{prefix}`: a plugin's secrets carry its name, so only its own daemons see them"
         )));
@@ -228,13 +170,12 @@ fn check_secret_name<'a>(
 
 /// Where the host puts CA `id`'s files.
 pub fn ca_paths(req: &CaRequest) -> CaPaths {
+    let (cert, key, combined) = bottle_contract::layout::ca_files(&req.id);
     CaPaths {
         id: req.id.clone(),
-        cert: format!("ca/{}/cert.pem", req.id),
-        key: format!("ca/{}/key.pem", req.id),
-        combined: req
-            .combined_pem
-            .then(|| format!("ca/{}/bundle.pem", req.id)),
+        cert,
+        key,
+        combined: req.combined_pem.then_some(combined),
     }
 }
 
@@ -340,7 +281,9 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         fragments.push((p.name().to_owned(), fragment));
     }
     // Checked once all are rendered: some capabilities are about what the others hold.
-    let neighbours = policy::Neighbours::new(plugins.all().iter().map(|p| p.name()), &fragments);
+    let mut neighbours =
+        policy::Neighbours::new(plugins.all().iter().map(|p| p.name()), &fragments);
+    neighbours.docker_socket = req.docker_socket.map(str::to_owned);
     for ((p, plan), (_, fragment)) in active.iter().zip(&fragments) {
         policy::check(
             &policy::Checked {
@@ -383,8 +326,8 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
         }
     }
 
-    let mut records: Vec<PluginRecord> = active.iter().map(|(p, _)| PluginRecord::of(p)).collect();
-    records.push(PluginRecord::of(backend));
+    let mut records: Vec<PluginRecord> = active.iter().map(|(p, _)| record_of(p)).collect();
+    records.push(record_of(backend));
     records.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(BottlePlan {
         plugins: records,
@@ -428,15 +371,5 @@ mod tests {
             err.contains("plugin `git-gate`'s prefix `GIT_GATE_`"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn the_host_and_the_backends_agree_on_secret_prefixes() {
-        for plugin in ["egress", "git-gate", "a-b-c", "x"] {
-            assert_eq!(
-                secret_env_prefix(plugin),
-                bottle_plugin_compose::secret_env_prefix(plugin)
-            );
-        }
     }
 }

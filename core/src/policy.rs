@@ -88,6 +88,9 @@ pub struct Neighbours {
     pub plugins: BTreeSet<String>,
     /// Bundle daemons' mount targets, each with the plugin that mounts it.
     pub daemon_paths: Vec<(String, String)>,
+    /// The host's Docker socket from `DOCKER_HOST` (e.g. rootless Docker's), besides the
+    /// standard ones.
+    pub docker_socket: Option<String>,
 }
 
 impl Neighbours {
@@ -107,6 +110,7 @@ impl Neighbours {
                         .map(move |m| (m.target.clone(), plugin.clone()))
                 })
                 .collect(),
+            docker_socket: None,
         }
     }
 }
@@ -168,10 +172,10 @@ impl FromStr for Grant {
             Some(("endpoint", e)) if GUARDED_ENDPOINTS.contains(&e) => {
                 Capability::Endpoint(e.to_owned())
             }
-            Some(("alias", a)) if crate::manifest::valid_host(a) => {
+            Some(("alias", a)) if bottle_contract::names::valid_host(a) => {
                 Capability::Alias(a.to_ascii_lowercase())
             }
-            Some(("no-proxy", h)) if crate::manifest::valid_host(h) => {
+            Some(("no-proxy", h)) if bottle_contract::names::valid_host(h) => {
                 Capability::NoProxy(h.to_ascii_lowercase())
             }
             Some(("cap-add", c))
@@ -199,7 +203,7 @@ impl FromStr for Grant {
             {
                 Capability::Replace(h["sha256:".len()..].to_owned())
             }
-            Some(("host-env", n)) if crate::manifest::valid_env_name(n) => {
+            Some(("host-env", n)) if bottle_contract::names::valid_env_name(n) => {
                 Capability::HostEnv(n.to_owned())
             }
             _ => {
@@ -362,7 +366,7 @@ pub struct StateGuard {
 
 impl StateGuard {
     fn check(&self, plugin: &str, path: &str, read_only: bool) -> Result<(), String> {
-        if !crate::planner::safe_relative(path) {
+        if !bottle_contract::names::safe_relative(path) {
             return Err(format!(
                 "mounts state path {path:?}, which is not a plain relative path inside the state dir"
             ));
@@ -498,7 +502,7 @@ pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability
     }
     for m in mounts(fragment) {
         if let MountSource::Host(path) = &m.source {
-            if exposes_docker_socket(path) {
+            if exposes_docker_socket(path, neighbours.docker_socket.as_deref()) {
                 caps.insert(Capability::DockerSocket);
             }
             if !is_docker_socket(path) {
@@ -515,17 +519,13 @@ fn is_docker_socket(path: &str) -> bool {
 }
 
 /// Whether mounting `path` gives the Docker socket: the socket itself or a dir above it (the
-/// standard sockets and the one `DOCKER_HOST` names, e.g. rootless Docker's).
-fn exposes_docker_socket(path: &str) -> bool {
-    let from_env = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned));
+/// standard sockets and `host_socket`, the one `DOCKER_HOST` names).
+fn exposes_docker_socket(path: &str, host_socket: Option<&str>) -> bool {
     is_docker_socket(path)
         || ["/var/run/docker.sock", "/run/docker.sock"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(from_env)
-            .any(|sock| Path::new(&sock).starts_with(path))
+            .into_iter()
+            .chain(host_socket)
+            .any(|sock| Path::new(sock).starts_with(path))
 }
 
 /// A clean absolute host path: no `.`, `..` or empty components, so prefix checks hold.

@@ -4,7 +4,8 @@
 //! or a bad file never leaves a half-written state dir behind. Dirs are 0700; files get exactly
 //! the mode their plan gives.
 
-use crate::planner::BottlePlan;
+use crate::model::BottlePlan;
+use bottle_contract::layout::{self, DIR_MODE, LOG_FILE, METADATA_FILE, PLAN_FILE};
 use serde::Serialize;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
@@ -30,15 +31,12 @@ pub struct Metadata {
     /// The backend's name for this bottle (compose project / machine name).
     pub compose_project: String,
     /// Plugins that took part.
-    pub plugins: Vec<crate::planner::PluginRecord>,
+    pub plugins: Vec<crate::model::PluginRecord>,
     /// True for `--dry-run`.
     pub dry_run: bool,
 }
 
-/// Top-level names of the state dir that bottle writes itself: no plugin stages or mounts them.
-pub const HOST_FILES: &[&str] = &["metadata.json", "plan.json", "compose.log"];
-/// The state dir's folder of minted CAs (`ca/<id>/…`): plugins may mount from it, never write.
-pub const CA_DIR: &str = "ca";
+pub use bottle_contract::layout::{CA_DIR, HOST_FILES, LOCK_FILE};
 
 /// Why the state dir could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +110,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 fn mkdir(path: &Path) -> Result<(), StateError> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(DIR_MODE)
         .create(path)
         .map_err(io(path))
 }
@@ -135,10 +133,6 @@ fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), S
 }
 
 /// Write `plan` and `metadata` to `<root>/<slug>/`, atomically. Returns the dir.
-/// The lock file in every state dir: the process using the dir holds an exclusive lock on it,
-/// so `bottle cleanup` leaves the dir of a run in progress alone.
-pub const LOCK_FILE: &str = "run.lock";
-
 /// A held [`LOCK_FILE`]; released when dropped (or when the process ends, however it ends).
 #[derive(Debug)]
 pub struct StateLock(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
@@ -154,7 +148,7 @@ pub fn in_use(dir: &Path) -> bool {
 
 /// Whether `dir` is a bottle state dir: its `metadata.json` reads as bottle's.
 pub fn is_state_dir(dir: &Path) -> bool {
-    std::fs::read(dir.join("metadata.json"))
+    std::fs::read(dir.join(METADATA_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<Metadata>(&b).ok())
         .is_some()
@@ -189,7 +183,7 @@ pub fn write(
     }
     let result = (|| {
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(DIR_MODE)
             .create(&tmp)
             .map_err(io(&tmp))?;
         for s in &plan.sidecars {
@@ -202,11 +196,16 @@ pub fn write(
         }
         write_file(
             &tmp,
-            "metadata.json",
+            METADATA_FILE,
             pretty_json(metadata).as_bytes(),
-            0o600,
+            layout::PRIVATE_MODE,
         )?;
-        write_file(&tmp, "plan.json", pretty_json(plan).as_bytes(), 0o600)?;
+        write_file(
+            &tmp,
+            PLAN_FILE,
+            pretty_json(plan).as_bytes(),
+            layout::PRIVATE_MODE,
+        )?;
         // Locked before the dir gets its name: cleanup never sees it unlocked while in use.
         let lock_path = tmp.join(LOCK_FILE);
         let lock = std::fs::OpenOptions::new()
@@ -238,7 +237,7 @@ pub fn archived_log(state_dir: &Path) -> PathBuf {
 /// bottle's CA keys). A dir without a log is removed all the same.
 pub fn retire(state_dir: &Path) -> Result<PathBuf, StateError> {
     let dest = archived_log(state_dir);
-    let log = state_dir.join("compose.log");
+    let log = state_dir.join(LOG_FILE);
     if log.is_file() {
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;

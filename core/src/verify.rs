@@ -8,7 +8,7 @@
 
 use crate::docker::project::ComposeFile;
 use crate::docker::{DockerError, api, up};
-use crate::launch::Prepared;
+use crate::prepare::Prepared;
 use bollard::Docker;
 pub use bottle_probe::{Finding, Plan, Target, Verdict};
 use futures_util::StreamExt;

@@ -23,7 +23,6 @@
 //! A daemon that exited is recorded (with its last output line) in `/run/bottle-init/`, and
 //! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
 
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -49,33 +48,7 @@ fn status_dir() -> std::path::PathBuf {
 static LAST_LINES: std::sync::Mutex<BTreeMap<String, String>> =
     std::sync::Mutex::new(BTreeMap::new());
 
-/// The daemon list (see `bottle_plugin_compose::DaemonList`).
-#[derive(Debug, Clone, Deserialize)]
-struct DaemonList {
-    /// Every secret env name of the bundle.
-    #[serde(default)]
-    secret_env: Vec<String>,
-    /// The daemons.
-    daemons: Vec<DaemonEntry>,
-}
-
-/// One daemon.
-#[derive(Debug, Clone, Deserialize)]
-struct DaemonEntry {
-    /// Name and log prefix.
-    name: String,
-    /// Exec form.
-    command: Vec<String>,
-    /// Ready check, exec form.
-    #[serde(default)]
-    ready_check: Option<Vec<String>>,
-    /// The secret env names it sees; every other name of `secret_env` is removed from its env.
-    #[serde(default)]
-    secrets: Vec<String>,
-    /// The ports it declares.
-    #[serde(default)]
-    ports: Vec<u16>,
-}
+use bottle_contract::daemons::{DaemonEntry, DaemonList};
 
 /// Read the daemon list.
 fn read_list(path: &Path) -> Result<DaemonList, String> {

@@ -4,6 +4,7 @@ use super::runtime;
 use anyhow::{Context, Result};
 use bollard::query_parameters::LogsOptionsBuilder;
 use bottle::docker::{self, down, images, inventory};
+use bottle::hostenv::HostEnv;
 use bottle::state;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -11,8 +12,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn state_root() -> Result<PathBuf> {
-    bottle::launch::default_state_root().map_err(anyhow::Error::msg)
+fn state_root(env: &HostEnv) -> Result<PathBuf> {
+    bottle::prepare::default_state_root(env).map_err(anyhow::Error::msg)
 }
 
 fn age(created: i64) -> String {
@@ -28,8 +29,8 @@ fn age(created: i64) -> String {
     }
 }
 
-pub(super) fn ps() -> Result<ExitCode> {
-    let root = state_root()?;
+pub(super) fn ps(env: &HostEnv) -> Result<ExitCode> {
+    let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, None).await?;
@@ -69,8 +70,8 @@ pub(super) fn ps() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn logs(slug: &str, follow: bool) -> Result<ExitCode> {
-    let root = state_root()?;
+pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool) -> Result<ExitCode> {
+    let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, Some(slug)).await?;
@@ -104,8 +105,8 @@ pub(super) fn logs(slug: &str, follow: bool) -> Result<ExitCode> {
     })
 }
 
-pub(super) fn stop(slug: &str) -> Result<ExitCode> {
-    let root = state_root()?;
+pub(super) fn stop(env: &HostEnv, slug: &str) -> Result<ExitCode> {
+    let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         if inventory::containers(&docker, Some(slug)).await?.is_empty()
@@ -129,8 +130,8 @@ pub(super) fn stop(slug: &str) -> Result<ExitCode> {
     })
 }
 
-pub(super) fn cleanup(yes: bool, dry_run: bool) -> Result<ExitCode> {
-    let root = state_root()?;
+pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCode> {
+    let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, None).await?;

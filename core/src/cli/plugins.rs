@@ -2,17 +2,21 @@
 
 use super::PluginArgs;
 use anyhow::{Context, Result};
+use bottle::hostenv::HostEnv;
 use bottle::plugin::{self, Cache, LoadedPlugin, PluginHost, PluginSet, PluginSource};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) fn host() -> PluginHost {
-    PluginHost::new(Cache::user_default(), plugin::Limits::default())
+pub(super) fn host(env: &HostEnv) -> PluginHost {
+    let cache = env
+        .cache_dir()
+        .map_or_else(Cache::disabled, |d| Cache::at(&d));
+    PluginHost::new(cache, plugin::Limits::default())
 }
 
 /// The built-ins plus `args`' plugin dirs, with overrides reported.
-pub(super) fn load_all(args: &PluginArgs) -> Result<PluginSet> {
-    let set = plugin::discover(&host(), &args.plugin_dirs)?;
+pub(super) fn load_all(env: &HostEnv, args: &PluginArgs) -> Result<PluginSet> {
+    let set = plugin::discover(&host(env), &args.plugin_dirs)?;
     for o in set.overrides() {
         eprintln!(
             "note: plugin `{}` from {} replaces the built-in one",
@@ -34,8 +38,8 @@ fn record(p: &LoadedPlugin) -> serde_json::Value {
     })
 }
 
-pub(super) fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
-    let set = load_all(args)?;
+pub(super) fn list(env: &HostEnv, args: &PluginArgs, json: bool) -> Result<ExitCode> {
+    let set = load_all(env, args)?;
     if json {
         let all: Vec<_> = set.all().iter().map(record).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -59,8 +63,8 @@ pub(super) fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn check(paths: &[PathBuf]) -> Result<ExitCode> {
-    let host = host();
+pub(super) fn check(env: &HostEnv, paths: &[PathBuf]) -> Result<ExitCode> {
+    let host = host(env);
     let mut failed = 0;
     for path in paths {
         let source = PluginSource::File(path.clone());

@@ -3,20 +3,23 @@
 use super::{RunArgs, plugins::load_all, runtime};
 use anyhow::{Context, Result};
 use bottle::consent;
-use bottle::launch::{self, RunRequest};
-use bottle::lifecycle::{self, LaunchOptions};
+use bottle::hostenv::HostEnv;
 use bottle::policy::Grants;
+use bottle::prepare::{self, RunRequest};
+use bottle::runner::{self, LaunchOptions};
 use bottle::verify::Mode;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// `bottle run` (and `bottle verify`, a run in [`Mode::Only`]); `json` prints the suite's
 /// report as JSON.
-pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
+pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
+    let config_dir = env.config_dir();
     let manifest_file =
-        bottle::manifest::find(&args.bottle.agent, &project_dir).map_err(anyhow::Error::msg)?;
-    let manifest = bottle::manifest::load(&manifest_file)?;
+        bottle::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    let manifest = bottle::manifest::load(&manifest_file, env)?;
     let mut grants = Grants::default();
     for (plugin, grant) in &args.bottle.grants {
         grants.add(plugin, grant.clone());
@@ -27,37 +30,33 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
             .with_context(|| format!("--cwd {}: no such dir", d.display()))?,
         None => project_dir,
     };
-    let base_image = std::env::var("BOTTLE_BASE_IMAGE")
-        .unwrap_or_else(|_| bottle::docker::images::DEFAULT_BASE_IMAGE.into());
+    let base_image = env
+        .nonempty("BOTTLE_BASE_IMAGE")
+        .unwrap_or(bottle::docker::images::DEFAULT_BASE_IMAGE)
+        .to_owned();
     // Decided before planning, so the plan is what will run: no pipelock in the bundle means
-    // egress dials out itself (the environment is read here, at the edge, once).
-    let pipelock_override = std::env::var("BOTTLE_PIPELOCK")
-        .ok()
-        .filter(|v| !v.is_empty());
+    // egress dials out itself.
+    let pipelock_override = env.nonempty("BOTTLE_PIPELOCK");
     let (pipelock, pipelock_note) = {
         let rt = runtime()?;
-        let fact = rt.block_on(lifecycle::pipelock_in_bundle(
+        let fact = rt.block_on(runner::pipelock_in_bundle(
             args.dry_run,
             &base_image,
-            pipelock_override.as_deref(),
+            pipelock_override,
         ));
         rt.shutdown_background();
         fact?
     };
-    let state_root = launch::default_state_root().map_err(anyhow::Error::msg)?;
-    let docker_host = bottle::docker::docker_host();
-    let socket = docker_host
-        .strip_prefix("unix://")
-        .unwrap_or("/var/run/docker.sock");
+    let state_root = prepare::default_state_root(env).map_err(anyhow::Error::msg)?;
+    let socket = env
+        .docker_socket()
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
     let protected = bottle::workdir::protected_dirs(
-        std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(std::path::PathBuf::from)
-            .as_deref(),
+        env.home().as_deref(),
         Some(&state_root),
-        bottle::paths::cache_dir().as_deref(),
-        bottle::paths::config_dir().as_deref(),
-        std::path::Path::new(socket),
+        env.cache_dir().as_deref(),
+        config_dir.as_deref(),
+        std::path::Path::new(&socket),
         &args.bottle.plugins.plugin_dirs,
     );
     let req = RunRequest {
@@ -71,8 +70,8 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
         pipelock,
         pipelock_note,
         protected,
+        docker_socket: env.docker_socket(),
     };
-    let config_dir = bottle::paths::config_dir();
     // Before anything is written: a run the user declines leaves nothing behind.
     if !args.dry_run {
         consent::ensure(
@@ -88,8 +87,8 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
         )?;
     }
     // Plugins run here, before any async runtime exists (their WASI host blocks).
-    let plugins = load_all(&args.bottle.plugins)?;
-    let prepared = launch::prepare(&plugins, &req)?;
+    let plugins = load_all(env, &args.bottle.plugins)?;
+    let prepared = prepare::prepare(&plugins, &req)?;
     if args.dry_run {
         if args.json {
             let out = serde_json::json!({
@@ -100,7 +99,7 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
             });
             print!("{}", bottle::state::pretty_json(&out));
         } else {
-            print!("{}", launch::summary(&prepared));
+            print!("{}", prepare::summary(&prepared));
             print!(
                 "  asks for:\n{}",
                 consent::report(&prepared.manifest, &grants)
@@ -114,6 +113,7 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
         health_timeout: Duration::from_secs(args.bottle.health_timeout),
         base_image,
         verify: mode,
+        env: env.clone(),
     };
     eprintln!(
         "bottle {}: starting (state {}); firewall: {}",
@@ -123,7 +123,7 @@ pub(super) fn run(args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
     );
     eprintln!("bottle {}: agent: {}", prepared.slug, prepared.confinement);
     let rt = runtime()?;
-    let result = rt.block_on(lifecycle::launch(&prepared, &opts));
+    let result = rt.block_on(runner::launch(&prepared, &opts));
     // The stdin pump may still be parked in a blocking read; do not wait for it.
     rt.shutdown_background();
     match result {

@@ -8,7 +8,7 @@
 //! fragment asked for (and policy granted), and a bind mount's source is a path the stack names
 //! or one of the backend's own documents, read-only.
 
-use super::project::{ComposeFile, Mount, Service};
+use super::project::{ComposeFile, ComposeMount as Mount, ComposeService as Service};
 use crate::model::{MountSource, NetworkRole, Stack};
 use crate::planner::BottlePlan;
 use std::collections::BTreeSet;
@@ -70,7 +70,7 @@ pub fn admit(plan: &BottlePlan) -> Result<(), Refused> {
         if let Some(opt) = n
             .driver_opts
             .keys()
-            .find(|k| k.as_str() != bottle_plugin_compose::INHIBIT_HOST_ADDRESS.0)
+            .find(|k| k.as_str() != bottle_contract::compose::INHIBIT_HOST_ADDRESS.0)
         {
             return Err(refuse(format!(
                 "sets the driver option `{opt}` on network `{key}`"

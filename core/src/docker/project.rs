@@ -1,145 +1,14 @@
-//! The compose file, read back into typed values for the Docker API.
+//! The compose file, read back into typed values for the Docker API (the schema is
+//! [`bottle_contract::compose`], the one the backends write with).
 
 use crate::model::SecretEnv;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The subset of the Compose spec the docker backend writes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComposeFile {
-    /// Services by key.
-    pub services: BTreeMap<String, Service>,
-    /// Networks by key.
-    #[serde(default)]
-    pub networks: BTreeMap<String, Network>,
-    /// Named volumes by key.
-    #[serde(default)]
-    pub volumes: BTreeMap<String, Volume>,
-}
-
-/// A service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "fields are the Compose spec's")]
-pub struct Service {
-    pub image: String,
-    pub container_name: Option<String>,
-    #[serde(default)]
-    pub entrypoint: Vec<String>,
-    #[serde(default)]
-    pub command: Vec<String>,
-    #[serde(default)]
-    pub init: bool,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-    #[serde(default)]
-    pub environment: BTreeMap<String, Option<String>>,
-    #[serde(default)]
-    pub volumes: Vec<Mount>,
-    #[serde(default)]
-    pub networks: BTreeMap<String, ServiceNetwork>,
-    #[serde(default)]
-    pub ports: Vec<String>,
-    #[serde(default)]
-    pub depends_on: BTreeMap<String, DependsOn>,
-    pub healthcheck: Option<Health>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub privileged: bool,
-    #[serde(default)]
-    pub cap_add: Vec<String>,
-    #[serde(default)]
-    pub security_opt: Vec<String>,
-    #[serde(default)]
-    pub read_only: bool,
-    pub stop_grace_period: Option<String>,
-}
-
-/// A long-syntax mount.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "fields are the Compose spec's")]
-pub struct Mount {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub source: String,
-    pub target: String,
-    #[serde(default)]
-    pub read_only: bool,
-}
-
-/// A service's network attachment.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceNetwork {
-    /// Aliases.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-}
-
-/// A dependency.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DependsOn {
-    /// `service_started` or `service_healthy`.
-    pub condition: String,
-}
-
-/// A health check.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "fields are the Compose spec's")]
-pub struct Health {
-    pub test: Vec<String>,
-    pub interval: String,
-    pub timeout: String,
-    pub retries: u32,
-}
-
-/// A network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "fields are the Compose spec's")]
-pub struct Network {
-    pub name: String,
-    pub driver: String,
-    #[serde(default)]
-    pub internal: bool,
-    #[serde(default)]
-    pub driver_opts: BTreeMap<String, String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A named volume.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs, reason = "fields are the Compose spec's")]
-pub struct Volume {
-    pub name: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A Compose duration (`10s`, `1500ms`, `2m`) in nanoseconds.
-pub fn duration_ns(s: &str) -> Option<i64> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: i64 = num.parse().ok()?;
-    let scale = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
+pub use bottle_contract::compose::{
+    ComposeFile, ComposeHealth, ComposeMount, ComposeNetwork, ComposeService, ComposeVolume,
+    DependsOn, ServiceNetwork, duration_ns,
+};
 
 /// Read the compose file at `path`.
 pub fn read(path: &Path) -> Result<ComposeFile, String> {
@@ -191,15 +60,6 @@ pub fn resolve_secrets(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration_ns("10s"), Some(10_000_000_000));
-        assert_eq!(duration_ns("1500ms"), Some(1_500_000_000));
-        assert_eq!(duration_ns("2m"), Some(120_000_000_000));
-        assert_eq!(duration_ns("5"), Some(5_000_000_000));
-        assert_eq!(duration_ns("5h"), None);
-    }
 
     #[test]
     fn open_env_names_come_from_the_host_env_via_the_secret_map() {

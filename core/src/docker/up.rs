@@ -1,7 +1,7 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
 use super::inventory::SLUG_LABEL;
-use super::project::{self, ComposeFile, Service};
+use super::project::{self, ComposeFile, ComposeService as Service};
 use super::{DockerError, api};
 use crate::confine::Confinement;
 use bollard::Docker;
@@ -485,14 +485,14 @@ pub async fn up(
 
 /// A network's driver options: the rendered ones, and on every internal bridge, whatever the
 /// backend rendered, no host address (the host would otherwise be the agent's gateway).
-fn network_options(n: &project::Network) -> HashMap<String, String> {
+fn network_options(n: &project::ComposeNetwork) -> HashMap<String, String> {
     let mut opts: HashMap<String, String> = n
         .driver_opts
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if n.internal && n.driver == "bridge" {
-        let (k, v) = bottle_plugin_compose::INHIBIT_HOST_ADDRESS;
+        let (k, v) = bottle_contract::compose::INHIBIT_HOST_ADDRESS;
         opts.insert(k.to_owned(), v.to_owned());
     }
     opts

@@ -26,8 +26,13 @@ plugins:
     grants: [privileged]
 "#;
 
+/// The env the tests parse with: HOME is `/home/u`.
+fn env() -> HostEnv {
+    HostEnv::from_vars([("HOME".to_owned(), "/home/u".to_owned())])
+}
+
 fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
-    parse(Path::new("agents/demo.yaml"), text)
+    parse(Path::new("agents/demo.yaml"), text, &env())
 }
 
 /// Assert `text` fails, naming `field` and containing `needle`; return the error.
@@ -370,7 +375,7 @@ fn required_and_malformed_basics() {
 
 #[test]
 fn the_file_name_is_the_agent_name() {
-    let err = parse(Path::new("agents/My Agent.yaml"), "image: x\n").unwrap_err();
+    let err = parse(Path::new("agents/My Agent.yaml"), "image: x\n", &env()).unwrap_err();
     assert!(err.to_string().contains("rename the file"), "{err}");
 }
 
@@ -417,4 +422,38 @@ fn user_and_resources_parse_with_defaults_and_bad_ones_say_how() {
         "resources",
         "unknown field `disk`",
     );
+}
+
+#[test]
+fn errors_point_at_the_field_not_a_comment_or_an_earlier_equal_value() {
+    let err = parse_str(
+        "image: x\n# two routes for api.github.com below\negress:\n  routes:\n    - host: api.github.com\n    - host: api.github.com\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.line, err.column),
+        (Some(6), Some(13)),
+        "the second route's host: {err}"
+    );
+    let err = parse_str("image: x\n# secrets: [BAD-NAME]\nsecrets: [OK, BAD-NAME]\n").unwrap_err();
+    assert_eq!((err.line, err.column), (Some(3), Some(15)), "{err}");
+    let err = parse_str(
+        "image: x\negress:\n  routes:\n    - host: a.example\n      auth: {scheme: Bearer}\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "egress.routes[0].auth.token_ref");
+    assert_eq!(
+        err.line,
+        Some(5),
+        "a missing key is shown at its parent: {err}"
+    );
+}
+
+#[test]
+fn home_paths_expand_with_the_given_env_only() {
+    let text = "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id}\n";
+    let m = parse_str(text).unwrap();
+    assert_eq!(m.git[0].key_file, "/home/u/.ssh/id");
+    let err = parse(Path::new("agents/demo.yaml"), text, &HostEnv::default()).unwrap_err();
+    assert!(err.message.contains("`~/` needs HOME"), "{err}");
 }

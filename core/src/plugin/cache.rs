@@ -127,14 +127,6 @@ impl Cache {
         }
     }
 
-    /// The user's default: `$BOTTLE_CACHE_DIR`, else `$XDG_CACHE_HOME/bottle`, else `~/.cache/bottle`.
-    pub fn user_default() -> Self {
-        match crate::paths::cache_dir() {
-            Some(dir) => Cache::at(&dir),
-            None => Cache::disabled(),
-        }
-    }
-
     /// The directory entries for `engine` go to.
     pub fn entry_dir(&self, engine: &Engine) -> Option<PathBuf> {
         let mut h = DefaultHasher::new();

@@ -56,7 +56,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let mut agent_env = environment(&stack.agent.env, stack.agent.secret_env.iter().cloned());
     if !stack.agent.mcp_servers.is_empty() {
         agent_volumes.push(ComposeMount {
-            kind: "bind",
+            kind: "bind".into(),
             source: format!(
                 "{}/{MCP_CONFIG_STATE_PATH}",
                 stack.state_dir.trim_end_matches('/')
@@ -74,7 +74,12 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
         } else {
             "service_started"
         };
-        depends_on.insert("sidecars".to_owned(), DependsOn { condition });
+        depends_on.insert(
+            "sidecars".to_owned(),
+            DependsOn {
+                condition: condition.into(),
+            },
+        );
         services.insert(
             "sidecars".to_owned(),
             bundle_service(stack, &bundle_image, &[INTERNAL, EGRESS]),
@@ -146,7 +151,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             INTERNAL.to_owned(),
             ComposeNetwork {
                 name: format!("{project}-internal"),
-                driver: "bridge",
+                driver: "bridge".into(),
                 internal: true,
                 // The host gets no address on it, so it is no gateway to the host either.
                 driver_opts: [INHIBIT_HOST_ADDRESS]
@@ -159,7 +164,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             EGRESS.to_owned(),
             ComposeNetwork {
                 name: format!("{project}-egress"),
-                driver: "bridge",
+                driver: "bridge".into(),
                 internal: false,
                 driver_opts: BTreeMap::new(),
                 labels: labels_for(stack, "network"),
@@ -189,7 +194,9 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
 /// The plugin.
 pub struct Docker;
 
-impl BackendGuest for Docker {
+impl Backend for Docker {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "docker".into(),
@@ -201,18 +208,17 @@ impl BackendGuest for Docker {
         }
     }
 
-    fn render(stack: Stack) -> Result<Deployment, PluginError> {
-        let settings: Settings = parse_settings(&stack.settings)?;
-        let file = compose(&stack, &settings);
+    fn render(stack: &Stack, settings: &Settings) -> Result<Deployment, PluginError> {
+        let file = compose(stack, settings);
         let mut documents = vec![Document {
             path: COMPOSE_FILE.into(),
             contents: to_yaml(&file)?,
             mode: 0o600,
         }];
         if !stack.bundle.is_empty() {
-            documents.push(daemon_list(&stack));
+            documents.push(daemon_list(stack));
         }
-        documents.extend(mcp_config(&stack));
+        documents.extend(mcp_config(stack));
         Ok(Deployment {
             project: project(&stack.slug),
             documents,
@@ -220,8 +226,8 @@ impl BackendGuest for Docker {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", feature = "export"))]
-bottle_plugin_sdk::export_backend!(Docker);
+#[cfg(feature = "export")]
+bottle_plugin_sdk::export!(backend Docker);
 
 #[cfg(test)]
 mod tests {
@@ -255,7 +261,7 @@ mod tests {
     fn unknown_settings_are_refused() {
         let mut stack = testing::stack();
         stack.settings = r#"{"bundle_imag": "x"}"#.into();
-        let err = Docker::render(stack).unwrap_err();
+        let err = bottle_plugin_sdk::plugin::render_backend::<Docker>(stack).unwrap_err();
         assert!(
             matches!(&err, PluginError::InvalidSettings(m) if m.contains("bundle_imag")),
             "{err:?}"

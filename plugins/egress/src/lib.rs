@@ -127,7 +127,9 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
 /// The plugin.
 pub struct Egress;
 
-impl SidecarGuest for Egress {
+impl Sidecar for Egress {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "egress".into(),
@@ -137,9 +139,8 @@ impl SidecarGuest for Egress {
         }
     }
 
-    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let settings: Settings = parse_settings(&bottle.settings)?;
-        let (file, secrets) = routes(&bottle, &settings);
+    fn prepare(bottle: &Bottle, settings: &Settings) -> Result<Plan, PluginError> {
+        let (file, secrets) = routes(bottle, settings);
         let yaml =
             serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
         Ok(Plan {
@@ -165,8 +166,7 @@ impl SidecarGuest for Egress {
         })
     }
 
-    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
-        let settings: Settings = parse_settings(&ctx.bottle.settings)?;
+    fn render(ctx: &RenderContext, settings: &Settings) -> Result<Fragment, PluginError> {
         let mut mounts = vec![Mount::state_ro("egress", CONFIG_DIR)];
         let mut command = vec![
             BINARY.to_owned(),
@@ -218,8 +218,7 @@ impl SidecarGuest for Egress {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_sidecar!(Egress);
+bottle_plugin_sdk::export!(sidecar Egress);
 
 #[cfg(test)]
 mod tests {
@@ -239,7 +238,7 @@ mod tests {
 
     #[test]
     fn active_without_routes_too() {
-        let plan = Egress::prepare(testing::bottle()).unwrap();
+        let plan = Egress::prepare(&testing::bottle(), &Settings::default()).unwrap();
         assert!(plan.active, "egress is always the agent's proxy");
         assert_eq!(plan.provides[0].name, "agent-proxy");
     }
@@ -278,7 +277,7 @@ mod tests {
             route("api.anthropic.com", Some("ANTHROPIC")),
             route("pypi.org", None),
         ];
-        let plan = Egress::prepare(b).unwrap();
+        let plan = Egress::prepare(&b, &Settings::default()).unwrap();
         let names: Vec<(&str, &str)> = plan
             .secrets
             .iter()
@@ -331,7 +330,7 @@ mod tests {
             url: "http://127.0.0.1:8888".into(),
             priority: 10,
         }];
-        let f = Egress::render(ctx).unwrap();
+        let f = Egress::render(&ctx, &Settings::default()).unwrap();
         let d = &f.daemons[0];
         assert!(
             d.command
@@ -344,7 +343,11 @@ mod tests {
 
     #[test]
     fn with_no_bundle_proxy_egress_dials_out_itself() {
-        let f = Egress::render(testing::render_context(testing::bottle())).unwrap();
+        let f = Egress::render(
+            &testing::render_context(testing::bottle()),
+            &Settings::default(),
+        )
+        .unwrap();
         assert!(!f.daemons[0].command.iter().any(|a| a == "--upstream"));
     }
 }

@@ -71,7 +71,9 @@ pub fn gitconfig(git: &[GitUpstream]) -> String {
 /// The plugin.
 pub struct GitGate;
 
-impl SidecarGuest for GitGate {
+impl Sidecar for GitGate {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "git-gate".into(),
@@ -81,8 +83,7 @@ impl SidecarGuest for GitGate {
         }
     }
 
-    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let _: Settings = parse_settings(&bottle.settings)?;
+    fn prepare(bottle: &Bottle, _settings: &Settings) -> Result<Plan, PluginError> {
         if bottle.git.is_empty() {
             return Ok(Plan {
                 active: false,
@@ -132,7 +133,7 @@ impl SidecarGuest for GitGate {
         })
     }
 
-    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+    fn render(ctx: &RenderContext, _settings: &Settings) -> Result<Fragment, PluginError> {
         let mut mounts = vec![Mount::state_ro("git-gate", CONFIG_DIR)];
         for u in &ctx.bottle.git {
             mounts.push(Mount {
@@ -165,8 +166,7 @@ impl SidecarGuest for GitGate {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_sidecar!(GitGate);
+bottle_plugin_sdk::export!(sidecar GitGate);
 
 #[cfg(test)]
 mod tests {
@@ -175,14 +175,18 @@ mod tests {
 
     #[test]
     fn inactive_without_upstreams() {
-        assert!(!GitGate::prepare(testing::bottle()).unwrap().active);
+        assert!(
+            !GitGate::prepare(&testing::bottle(), &Settings::default())
+                .unwrap()
+                .active
+        );
     }
 
     #[test]
     fn one_insteadof_per_upstream() {
         let mut b = testing::bottle();
         b.git = vec![testing::upstream("a"), testing::upstream("b")];
-        let plan = GitGate::prepare(b).unwrap();
+        let plan = GitGate::prepare(&b, &Settings::default()).unwrap();
         let gitconfig = &plan
             .files
             .iter()
@@ -202,7 +206,7 @@ mod tests {
         let mut u = testing::upstream("a");
         u.known_host_key = None;
         b.git = vec![u];
-        let plan = GitGate::prepare(b).unwrap();
+        let plan = GitGate::prepare(&b, &Settings::default()).unwrap();
         let gate: GateFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
         assert!(!gate.repos[0].forward);
         assert_eq!(
@@ -227,7 +231,7 @@ mod tests {
         );
         let mut b = testing::bottle();
         b.git = vec![u];
-        let f = GitGate::render(testing::render_context(b)).unwrap();
+        let f = GitGate::render(&testing::render_context(b), &Settings::default()).unwrap();
         let key = f.daemons[0]
             .mounts
             .iter()

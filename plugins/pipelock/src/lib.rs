@@ -149,7 +149,9 @@ pub fn config(bottle: &Bottle, settings: &Settings) -> Result<Config, PluginErro
 /// The plugin.
 pub struct Pipelock;
 
-impl SidecarGuest for Pipelock {
+impl Sidecar for Pipelock {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "pipelock".into(),
@@ -160,17 +162,16 @@ impl SidecarGuest for Pipelock {
         }
     }
 
-    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let settings: Settings = parse_settings(&bottle.settings)?;
+    fn prepare(bottle: &Bottle, settings: &Settings) -> Result<Plan, PluginError> {
         if settings.no_default_allowlist.is_some() {
             return Err(PluginError::InvalidSettings(
                 "`no_default_allowlist` moved: remove it from `plugins.pipelock` and write `egress: {default_allowlist: false}`".into(),
             ));
         }
-        let config = config(&bottle, &settings)?;
+        let config = config(bottle, settings)?;
         let yaml =
             serde_yaml::to_string(&config).map_err(|e| PluginError::Internal(e.to_string()))?;
-        let minted = matches!(ca(&settings)?, Ca::Minted);
+        let minted = matches!(ca(settings)?, Ca::Minted);
         Ok(Plan {
             files: vec![StagedFile {
                 path: "pipelock/pipelock.yaml".into(),
@@ -199,7 +200,7 @@ impl SidecarGuest for Pipelock {
         })
     }
 
-    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+    fn render(ctx: &RenderContext, _settings: &Settings) -> Result<Fragment, PluginError> {
         let mut mounts = vec![Mount::state_ro("pipelock", CONFIG_DIR)];
         if let Some(ca) = ctx.cas.iter().find(|c| c.id == "pipelock") {
             mounts.push(Mount::state_ro(ca.cert.clone(), CA_CERT_IN_CONTAINER));
@@ -226,8 +227,7 @@ impl SidecarGuest for Pipelock {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_sidecar!(Pipelock);
+bottle_plugin_sdk::export!(sidecar Pipelock);
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ fn yaml_of(plan: &Plan) -> serde_yaml::Value {
 
 #[test]
 fn always_active_with_strict_mode_and_forward_proxy() {
-    let plan = Pipelock::prepare(testing::bottle()).unwrap();
+    let plan = Pipelock::prepare(&testing::bottle(), &Settings::default()).unwrap();
     assert!(plan.active);
     let y = yaml_of(&plan);
     assert_eq!(y["mode"], "strict");
@@ -26,7 +26,7 @@ fn allowlist_is_the_bottles_and_the_routes_but_never_git_hosts() {
         auth: None,
     }];
     b.git = vec![testing::upstream("repo")];
-    let y = yaml_of(&Pipelock::prepare(b).unwrap());
+    let y = yaml_of(&Pipelock::prepare(&b, &Settings::default()).unwrap());
     let hosts: Vec<&str> = y["api_allowlist"]
         .as_sequence()
         .unwrap()
@@ -43,7 +43,7 @@ fn allowlist_is_the_bottles_and_the_routes_but_never_git_hosts() {
 fn the_old_default_allowlist_setting_points_to_its_new_place() {
     let mut b = testing::bottle();
     b.settings = r#"{"no_default_allowlist": true}"#.into();
-    let err = Pipelock::prepare(b).unwrap_err();
+    let err = bottle_plugin_sdk::plugin::prepare::<Pipelock>(b).unwrap_err();
     assert!(
         matches!(&err, PluginError::InvalidSettings(m) if m.contains("egress: {default_allowlist: false}")),
         "{err:?}"
@@ -54,7 +54,7 @@ fn the_old_default_allowlist_setting_points_to_its_new_place() {
 fn strict_mode_with_nothing_allowed_is_refused_with_the_fix() {
     let mut b = testing::bottle();
     b.allowlist = vec![];
-    let err = Pipelock::prepare(b).unwrap_err();
+    let err = Pipelock::prepare(&b, &Settings::default()).unwrap_err();
     assert!(
         matches!(&err, PluginError::Unsupported(m) if m.contains("egress.default_allowlist: false")),
         "{err:?}"
@@ -63,7 +63,7 @@ fn strict_mode_with_nothing_allowed_is_refused_with_the_fix() {
 
 #[test]
 fn tls_interception_uses_fixed_in_container_paths() {
-    let plan = Pipelock::prepare(testing::bottle()).unwrap();
+    let plan = Pipelock::prepare(&testing::bottle(), &Settings::default()).unwrap();
     let y = yaml_of(&plan);
     assert_eq!(y["tls_interception"]["enabled"], true);
     assert_eq!(y["tls_interception"]["ca_cert"], CA_CERT_IN_CONTAINER);
@@ -83,7 +83,7 @@ fn tls_interception_uses_fixed_in_container_paths() {
 fn no_tls_block_without_interception() {
     let mut b = testing::bottle();
     b.settings = r#"{"no_tls_interception": true}"#.into();
-    let plan = Pipelock::prepare(b).unwrap();
+    let plan = bottle_plugin_sdk::plugin::prepare::<Pipelock>(b).unwrap();
     assert!(
         !yaml_of(&plan)
             .as_mapping()
@@ -97,7 +97,7 @@ fn no_tls_block_without_interception() {
 fn a_half_set_ca_pair_is_an_error() {
     let mut b = testing::bottle();
     b.settings = r#"{"ca_cert": "/x.pem"}"#.into();
-    let err = Pipelock::prepare(b).unwrap_err();
+    let err = bottle_plugin_sdk::plugin::prepare::<Pipelock>(b).unwrap_err();
     assert!(
         matches!(&err, PluginError::InvalidSettings(m) if m.contains("go together")),
         "{err:?}"
@@ -108,7 +108,7 @@ fn a_half_set_ca_pair_is_an_error() {
 fn unknown_settings_are_errors() {
     let mut b = testing::bottle();
     b.settings = r#"{"moed": "audit"}"#.into();
-    let err = Pipelock::prepare(b).unwrap_err();
+    let err = bottle_plugin_sdk::plugin::prepare::<Pipelock>(b).unwrap_err();
     assert!(
         matches!(&err, PluginError::InvalidSettings(m) if m.contains("moed")),
         "{err:?}"
@@ -124,7 +124,7 @@ fn render_mounts_config_and_ca_and_listens_on_8888() {
         key: "ca/pipelock/key.pem".into(),
         combined: None,
     }];
-    let f = Pipelock::render(ctx).unwrap();
+    let f = Pipelock::render(&ctx, &Settings::default()).unwrap();
     let d = &f.daemons[0];
     assert_eq!(d.name, "pipelock");
     assert_eq!(d.ports, [8888]);

@@ -213,7 +213,7 @@ pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             "bundle".to_owned(),
             ComposeNetwork {
                 name: format!("bottle-bundle-{}", stack.slug),
-                driver: "bridge",
+                driver: "bridge".into(),
                 internal: false,
                 driver_opts: BTreeMap::new(),
                 labels: labels_for(stack, "network"),
@@ -226,7 +226,9 @@ pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
 /// The plugin.
 pub struct Smolmachines;
 
-impl BackendGuest for Smolmachines {
+impl Backend for Smolmachines {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "smolmachines".into(),
@@ -237,8 +239,7 @@ impl BackendGuest for Smolmachines {
         }
     }
 
-    fn render(stack: Stack) -> Result<Deployment, PluginError> {
-        let settings: Settings = parse_settings(&stack.settings)?;
+    fn render(stack: &Stack, settings: &Settings) -> Result<Deployment, PluginError> {
         if !stack.services.is_empty() {
             let names: Vec<&str> = stack
                 .services
@@ -252,18 +253,18 @@ impl BackendGuest for Smolmachines {
         }
         let mut documents = vec![Document {
             path: SMOLFILE.into(),
-            contents: smolfile(&stack, &settings)?,
+            contents: smolfile(stack, settings)?,
             mode: 0o600,
         }];
         if !stack.bundle.is_empty() {
             documents.push(Document {
                 path: BUNDLE_COMPOSE_FILE.into(),
-                contents: to_yaml(&bundle_compose(&stack, &settings))?,
+                contents: to_yaml(&bundle_compose(stack, settings))?,
                 mode: 0o600,
             });
-            documents.push(daemon_list(&stack));
+            documents.push(daemon_list(stack));
         }
-        documents.extend(vm_mcp_config(&stack));
+        documents.extend(vm_mcp_config(stack));
         Ok(Deployment {
             project: project(&stack.slug),
             documents,
@@ -271,8 +272,7 @@ impl BackendGuest for Smolmachines {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_backend!(Smolmachines);
+bottle_plugin_sdk::export!(backend Smolmachines);
 
 #[cfg(test)]
 mod tests {
@@ -280,7 +280,7 @@ mod tests {
     use bottle_plugin_sdk::testing;
 
     fn rendered() -> Deployment {
-        Smolmachines::render(testing::stack()).unwrap()
+        Smolmachines::render(&testing::stack(), &Settings::default()).unwrap()
     }
 
     fn document<'a>(d: &'a Deployment, path: &str) -> &'a str {
@@ -346,7 +346,7 @@ mod tests {
             target: "/cache".into(),
             read_only: false,
         });
-        let err = Smolmachines::render(stack).unwrap_err();
+        let err = Smolmachines::render(&stack, &Settings::default()).unwrap_err();
         assert!(
             matches!(&err, PluginError::Unsupported(m) if m.contains("use the docker backend")),
             "{err:?}"

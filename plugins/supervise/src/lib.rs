@@ -24,7 +24,9 @@ pub struct Settings {}
 /// The plugin.
 pub struct Supervise;
 
-impl SidecarGuest for Supervise {
+impl Sidecar for Supervise {
+    type Settings = Settings;
+
     fn info() -> PluginInfo {
         PluginInfo {
             name: "supervise".into(),
@@ -35,8 +37,7 @@ impl SidecarGuest for Supervise {
         }
     }
 
-    fn prepare(bottle: Bottle) -> Result<Plan, PluginError> {
-        let _: Settings = parse_settings(&bottle.settings)?;
+    fn prepare(bottle: &Bottle, _settings: &Settings) -> Result<Plan, PluginError> {
         Ok(Plan {
             active: bottle.supervise,
             // Staging a file creates the queue dir on the host (0700, like every state dir).
@@ -49,7 +50,7 @@ impl SidecarGuest for Supervise {
         })
     }
 
-    fn render(ctx: RenderContext) -> Result<Fragment, PluginError> {
+    fn render(ctx: &RenderContext, _settings: &Settings) -> Result<Fragment, PluginError> {
         let url = format!("http://{HOSTNAME}:{PORT}/");
         let mut agent = Patch::of("agent");
         agent.no_proxy.push(HOSTNAME.into());
@@ -68,7 +69,7 @@ impl SidecarGuest for Supervise {
                     QUEUE_DIR.into(),
                 ],
                 env: vec![
-                    kv("SUPERVISE_BOTTLE_SLUG", ctx.bottle.slug),
+                    kv("SUPERVISE_BOTTLE_SLUG", ctx.bottle.slug.clone()),
                     kv("SUPERVISE_QUEUE_DIR", QUEUE_DIR),
                 ],
                 mounts: vec![Mount {
@@ -85,8 +86,7 @@ impl SidecarGuest for Supervise {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bottle_plugin_sdk::export_sidecar!(Supervise);
+bottle_plugin_sdk::export!(sidecar Supervise);
 
 #[cfg(test)]
 mod tests {
@@ -95,15 +95,24 @@ mod tests {
 
     #[test]
     fn active_only_when_the_manifest_says_so() {
-        assert!(!Supervise::prepare(testing::bottle()).unwrap().active);
+        let settings = Settings::default();
+        assert!(
+            !Supervise::prepare(&testing::bottle(), &settings)
+                .unwrap()
+                .active
+        );
         let mut b = testing::bottle();
         b.supervise = true;
-        assert!(Supervise::prepare(b).unwrap().active);
+        assert!(Supervise::prepare(&b, &settings).unwrap().active);
     }
 
     #[test]
     fn registers_mcp_and_bypasses_the_proxy() {
-        let f = Supervise::render(testing::render_context(testing::bottle())).unwrap();
+        let f = Supervise::render(
+            &testing::render_context(testing::bottle()),
+            &Settings::default(),
+        )
+        .unwrap();
         let agent = &f.patches[0];
         assert_eq!(agent.target, "agent");
         assert_eq!(agent.no_proxy, ["supervise"]);

@@ -40,7 +40,7 @@ impl BackendGuest for RogueBackend {
         match rogue.rogue.as_deref() {
             Some("privileged") => agent.privileged = true,
             Some("root-mount") => agent.volumes.push(ComposeMount {
-                kind: "bind",
+                kind: "bind".into(),
                 source: "/".into(),
                 target: "/host".into(),
                 read_only: false,

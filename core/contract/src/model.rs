@@ -1,8 +1,8 @@
-//! The host's own types for everything that crosses the plugin boundary.
+//! The host's own types for everything that crosses the plugin boundary, and the plan.
 //!
 //! Each WIT API version converts to and from these in its bindings module
-//! (`plugin/since_v0_1_0.rs`), so merge, policy and the plan format never depend on one ABI
-//! version. They serialise to the plan JSON that `bottle run --dry-run --json` prints.
+//! (`core/src/plugin/since_v0_1_0.rs`), so merge, policy and the plan format never depend on
+//! one ABI version. They serialise to the plan JSON that `bottle run --dry-run --json` prints.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -430,4 +430,49 @@ pub enum PluginError {
     /// A bug in the plugin.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// One plugin that took part, for `metadata.json` and `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: PluginKind,
+    /// Its own version.
+    pub version: String,
+    /// API version.
+    pub api: String,
+    /// Where it came from.
+    pub source: String,
+    /// SHA-256 of its bytes.
+    pub content_hash: String,
+}
+
+/// A sidecar's prepare result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarPlan {
+    /// Plugin name.
+    pub plugin: String,
+    /// Its plan.
+    pub plan: Plan,
+}
+
+/// Everything one bottle needs, computed without side effects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BottlePlan {
+    /// Plugins that took part (active sidecars and the backend), by name.
+    pub plugins: Vec<PluginRecord>,
+    /// Active sidecars' plans.
+    pub sidecars: Vec<SidecarPlan>,
+    /// Where each CA's files go.
+    pub cas: Vec<CaPaths>,
+    /// Winning endpoints by name.
+    pub endpoints: Vec<Endpoint>,
+    /// The merged stack.
+    pub stack: Stack,
+    /// Backend name.
+    pub backend: String,
+    /// The backend's documents.
+    pub deployment: Deployment,
 }

@@ -30,11 +30,13 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Reuse this slug instead of minting one (`--slug`).
     pub slug: Option<String>,
-    /// Whether the bundle carries pipelock (see [`crate::lifecycle::pipelock_in_bundle`]);
+    /// Whether the bundle carries pipelock (see [`crate::runner::pipelock_in_bundle`]);
     /// without it the pipelock plugin is left out and egress dials out itself.
     pub pipelock: bool,
     /// How that was decided, when not from a built bundle image.
     pub pipelock_note: Option<String>,
+    /// The host's Docker socket when `DOCKER_HOST` names one (no plugin mounts it ungranted).
+    pub docker_socket: Option<String>,
     /// Host dirs `cwd: mount` may never hand the agent (see [`crate::workdir`]).
     pub protected: Vec<crate::workdir::Protected>,
 }
@@ -224,6 +226,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             backend: &backend,
             agent_mounts: &agent_mounts,
             left_out: &left_out,
+            docker_socket: req.docker_socket.as_deref(),
         },
     )
     .map_err(|error| PrepareError::Plan {
@@ -405,8 +408,8 @@ pub fn summary(p: &Prepared) -> String {
 }
 
 /// The default state root, or an error saying how to set one.
-pub fn default_state_root() -> Result<PathBuf, String> {
-    crate::paths::state_dir()
+pub fn default_state_root(env: &crate::hostenv::HostEnv) -> Result<PathBuf, String> {
+    env.state_dir()
         .ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
 }
 

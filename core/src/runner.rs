@@ -1,10 +1,10 @@
-//! A real launch on Docker, after [`crate::launch::prepare`]: orphan probe, keys, images,
+//! A real launch on Docker, after [`crate::prepare::prepare`]: orphan probe, keys, images,
 //! bring-up, attach, teardown. Whatever happens after the probe, teardown runs and the logs
 //! are kept.
 
 use crate::docker::{self, DockerError, attach, down, images, inventory, project, up};
 use crate::keys::{self, KeyError};
-use crate::launch::Prepared;
+use crate::prepare::Prepared;
 use crate::verify;
 use bollard::Docker;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub struct LaunchOptions {
     pub base_image: String,
     /// Whether the escape suite runs (`bottle verify`, `bottle run --verify`).
     pub verify: verify::Mode,
+    /// The host env, for the secrets the bundle and the agent get at launch.
+    pub env: crate::hostenv::HostEnv,
 }
 
 /// Why a launch failed.
@@ -292,7 +294,7 @@ async fn run_bottle(
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
     let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, |k| {
-        std::env::var(k).ok()
+        opts.env.get(k).map(str::to_owned)
     })
     .map_err(DockerError::Host)?;
     let state_dir = p.state_dir.display().to_string();

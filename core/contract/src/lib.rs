@@ -1,0 +1,21 @@
+//! What bottle's parts agree on, with no engine and no I/O.
+//!
+//! The host (`bottle`), the SDK's compose helpers (`bottle-plugin-compose`, built into wasm
+//! plugins) and the sidecar bundle's init (`bottle-init`, a static binary) each used to define
+//! these for themselves. Here they are defined once:
+//!
+//! - [`model`]: the host's types for everything that crosses the plugin boundary, and the
+//!   [`model::BottlePlan`] a launch runs;
+//! - [`layout`]: the state dir's files and modes, and the in-container paths bottle owns;
+//! - [`compose`]: the subset of the Compose spec bottle writes and reads back, one schema both
+//!   ways (unknown fields are refused when read);
+//! - [`daemons`]: the daemon list the bundle's init runs;
+//! - [`labels`]: the label keys on everything bottle creates;
+//! - [`names`]: validated env names, relative paths and host names, and the secret-prefix rule.
+
+pub mod compose;
+pub mod daemons;
+pub mod labels;
+pub mod layout;
+pub mod model;
+pub mod names;
