@@ -62,6 +62,9 @@ pub enum DockerError {
         /// The container.
         name: String,
     },
+    /// The compose file could not be used, or its secrets are missing.
+    #[error(transparent)]
+    Project(#[from] project::ProjectError),
     /// Something on the host side failed (a file, the terminal).
     #[error("{0}")]
     Host(String),

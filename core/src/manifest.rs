@@ -292,15 +292,38 @@ impl Manifest {
     }
 }
 
+/// No manifest where `bottle run AGENT` looked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    /// A path was given and is no file.
+    #[error("{0}: no such manifest file")]
+    NoFile(String),
+    /// A name was given and no dir has it.
+    #[error(
+        "no manifest for agent `{agent}`; looked at {}; create one there or pass a path",
+        .searched.join(", ")
+    )]
+    NotFound {
+        /// The name asked for.
+        agent: String,
+        /// Every file tried.
+        searched: Vec<String>,
+    },
+}
+
 /// Find the manifest for `agent`: a path, or a name looked up in `./agents/` then the user's
 /// `config_dir` (`agents/<name>.yaml` or `.yml`).
-pub fn find(agent: &str, project_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf, String> {
+pub fn find(
+    agent: &str,
+    project_dir: &Path,
+    config_dir: Option<&Path>,
+) -> Result<PathBuf, FindError> {
     let as_path = Path::new(agent);
     if agent.contains('/') || agent.ends_with(".yaml") || agent.ends_with(".yml") {
         return if as_path.is_file() {
             Ok(as_path.to_owned())
         } else {
-            Err(format!("{agent}: no such manifest file"))
+            Err(FindError::NoFile(agent.to_owned()))
         };
     }
     let mut searched = Vec::new();
@@ -317,10 +340,10 @@ pub fn find(agent: &str, project_dir: &Path, config_dir: Option<&Path>) -> Resul
             searched.push(p.display().to_string());
         }
     }
-    Err(format!(
-        "no manifest for agent `{agent}`; looked at {}; create one there or pass a path",
-        searched.join(", ")
-    ))
+    Err(FindError::NotFound {
+        agent: agent.to_owned(),
+        searched,
+    })
 }
 
 /// Read and validate the manifest at `path` (`~/` paths expand to `env`'s HOME).

@@ -179,6 +179,57 @@ pub fn merge(
     input: &MergeInput<'_>,
     fragments: &[(String, Fragment)],
 ) -> Result<Stack, MergeError> {
+    let Claimed {
+        mut bundle,
+        mut services,
+        volumes,
+    } = claim(fragments)?;
+    let mut agent = wire_agent(input)?;
+    let mcp = apply_patches(fragments, &mut agent, &mut bundle, &mut services)?;
+    let (owned_daemons, bundle_secrets) = assemble_bundle(bundle, input.secrets)?;
+    let mut owned_services: Vec<OwnedService> = services
+        .into_iter()
+        .map(|(plugin, mut s, c)| {
+            (s.env, s.mounts) = c.finish();
+            OwnedService { plugin, service: s }
+        })
+        .collect();
+    owned_services.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+
+    let (env, mounts) = agent.finish();
+    Ok(Stack {
+        slug: input.slug.to_owned(),
+        state_dir: input.state_dir.to_owned(),
+        agent: AgentSpec {
+            name: input.agent.name.clone(),
+            image: input.agent.image.clone(),
+            command: input.agent.command.clone(),
+            workdir: input.agent.workdir.clone(),
+            env,
+            secret_env: input.agent.secret_env.clone(),
+            mounts,
+            mcp_servers: mcp
+                .values()
+                .into_iter()
+                .map(|(name, url)| McpServer { name, url })
+                .collect(),
+        },
+        bundle: owned_daemons,
+        bundle_secrets,
+        services: owned_services,
+        volumes: volumes.values().into_keys().collect(),
+    })
+}
+
+/// The daemons and services of every fragment, each with its own env and mounts, and the
+/// volumes; names, ports and volumes claimed once.
+struct Claimed {
+    bundle: Vec<(String, Daemon, Container)>,
+    services: Vec<(String, Service, Container)>,
+    volumes: Owned<Owner>,
+}
+
+fn claim(fragments: &[(String, Fragment)]) -> Result<Claimed, MergeError> {
     // For names, ports and volumes a second claim is a conflict even from an identical
     // request, so the value stored is the claimant itself.
     let mut names: Owned<Owner> = Owned::new("container name or alias", "the bottle");
@@ -189,7 +240,6 @@ pub fn merge(
     let mut host_ports: Owned<Owner> = Owned::new("published port", "the host");
     let mut volumes: Owned<Owner> = Owned::new("volume", "the bottle");
 
-    // Daemons and services, with their own env and mounts.
     let mut bundle: Vec<(String, Daemon, Container)> = Vec::new();
     let mut services: Vec<(String, Service, Container)> = Vec::new();
     for (plugin, f) in fragments {
@@ -225,7 +275,15 @@ pub fn merge(
         }
     }
 
-    // The agent: manifest first, then bottle's wiring, then plugin patches.
+    Ok(Claimed {
+        bundle,
+        services,
+        volumes,
+    })
+}
+
+/// The agent: the manifest's env and mounts first, then bottle's proxy and CA wiring.
+fn wire_agent(input: &MergeInput<'_>) -> Result<Container, MergeError> {
     let mut agent = Container::new("the agent");
     agent.add(&input.agent.env, input.agent_mounts, &Owner::Manifest)?;
     if let Some((_, proxy)) = input.agent_proxy {
@@ -248,6 +306,17 @@ pub fn merge(
             agent.mounts.set(target, bundle_mount, &Owner::Wiring)?;
         }
     }
+    Ok(agent)
+}
+
+/// Every patch, applied to the agent, a daemon or a service; the agent's `NO_PROXY` (its
+/// defaults and the patches' hosts); the MCP servers registered.
+fn apply_patches(
+    fragments: &[(String, Fragment)],
+    agent: &mut Container,
+    bundle: &mut [(String, Daemon, Container)],
+    services: &mut [(String, Service, Container)],
+) -> Result<Owned<String>, MergeError> {
     let mut no_proxy: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     let mut mcp: Owned<String> = Owned::new("MCP server", "the agent");
 
@@ -305,7 +374,15 @@ pub fn merge(
         .set("NO_PROXY", no_proxy.clone(), &Owner::Wiring)?;
     agent.env.set("no_proxy", no_proxy, &Owner::Wiring)?;
 
-    // Daemons share one container, so their env must agree too.
+    Ok(mcp)
+}
+
+/// The sidecar bundle: its daemons (sorted by name) and its secrets. Daemons share one
+/// container, so their env and mount targets must agree too, and no secret may shadow env.
+fn assemble_bundle(
+    bundle: Vec<(String, Daemon, Container)>,
+    secrets: &[(String, SecretEnv)],
+) -> Result<(Vec<OwnedDaemon>, Vec<SecretEnv>), MergeError> {
     let mut bundle_env: Owned<String> = Owned::new("env", "the sidecar bundle");
     let mut bundle_mounts: Owned<Mount> = Owned::new("mount target", "the sidecar bundle");
     let mut owned_daemons = Vec::new();
@@ -323,7 +400,7 @@ pub fn merge(
     owned_daemons.sort_by(|a, b| a.daemon.name.cmp(&b.daemon.name));
 
     let mut bundle_secrets: Owned<String> = Owned::new("secret env", "the sidecar bundle");
-    for (plugin, s) in input.secrets {
+    for (plugin, s) in secrets {
         let owner = Owner::Plugin(plugin.clone());
         if let Some((_, first)) = bundle_env.map.get(&s.name) {
             return Err(MergeError::Conflict {
@@ -343,38 +420,7 @@ pub fn merge(
         })
         .collect();
 
-    let mut owned_services: Vec<OwnedService> = services
-        .into_iter()
-        .map(|(plugin, mut s, c)| {
-            (s.env, s.mounts) = c.finish();
-            OwnedService { plugin, service: s }
-        })
-        .collect();
-    owned_services.sort_by(|a, b| a.service.name.cmp(&b.service.name));
-
-    let (env, mounts) = agent.finish();
-    Ok(Stack {
-        slug: input.slug.to_owned(),
-        state_dir: input.state_dir.to_owned(),
-        agent: AgentSpec {
-            name: input.agent.name.clone(),
-            image: input.agent.image.clone(),
-            command: input.agent.command.clone(),
-            workdir: input.agent.workdir.clone(),
-            env,
-            secret_env: input.agent.secret_env.clone(),
-            mounts,
-            mcp_servers: mcp
-                .values()
-                .into_iter()
-                .map(|(name, url)| McpServer { name, url })
-                .collect(),
-        },
-        bundle: owned_daemons,
-        bundle_secrets,
-        services: owned_services,
-        volumes: volumes.values().into_keys().collect(),
-    })
+    Ok((owned_daemons, bundle_secrets))
 }
 
 #[cfg(test)]

@@ -181,29 +181,79 @@ pub fn ca_paths(req: &CaRequest) -> CaPaths {
 
 /// Run every plugin in `plugins` for `req`.
 pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, PlanError> {
-    for name in req.settings.keys() {
-        if plugins.get(name).is_none() {
-            return Err(PlanError::UnknownPlugin {
-                name: name.clone(),
-                loaded: plugins
-                    .all()
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+    let backend = select_backend(plugins, req)?;
+    let active = prepare_all(plugins, req)?;
+    let resolved = resolve(&active)?;
+    let fragments = render_and_check(plugins, req, &active, &resolved)?;
+    let stack = merge::merge(
+        &MergeInput {
+            slug: &req.bottle.slug,
+            state_dir: req.state_dir,
+            agent: &req.bottle.agent,
+            agent_mounts: req.agent_mounts,
+            agent_proxy: resolved
+                .endpoints
+                .iter()
+                .find(|(_, e)| e.name == "agent-proxy")
+                .map(|(plugin, e)| (plugin.as_str(), e)),
+            agent_trusts_cas: resolved.agent_trusts_cas,
+            secrets: &resolved.secrets,
+        },
+        &fragments,
+    )?;
+    let deployment = render_backend(backend, req, &stack, &resolved)?;
+
+    let mut records: Vec<PluginRecord> = active.iter().map(|(p, _)| record_of(p)).collect();
+    records.push(record_of(backend));
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(BottlePlan {
+        plugins: records,
+        sidecars: active
+            .into_iter()
+            .map(|(p, plan)| SidecarPlan {
+                plugin: p.name().to_owned(),
+                plan,
+            })
+            .collect(),
+        cas: resolved.cas,
+        endpoints: resolved.endpoints.into_iter().map(|(_, e)| e).collect(),
+        stack,
+        backend: backend.name().to_owned(),
+        deployment,
+    })
+}
+
+/// Settings only for loaded plugins, and the backend asked for.
+fn select_backend<'p>(
+    plugins: &'p PluginSet,
+    req: &PlanRequest<'_>,
+) -> Result<&'p LoadedPlugin, PlanError> {
+    if let Some(name) = req.settings.keys().find(|n| plugins.get(n).is_none()) {
+        return Err(PlanError::UnknownPlugin {
+            name: name.clone(),
+            loaded: plugins
+                .all()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     }
-    let backend = plugins
+    plugins
         .get(req.backend)
         .filter(|p| p.info().kind == PluginKind::Backend)
         .ok_or_else(|| PlanError::NoBackend {
             name: req.backend.to_owned(),
             available: plugins.backend_names().join(", "),
-        })?;
+        })
+}
 
-    // Phase 1: prepare.
-    let mut active: Vec<(&LoadedPlugin, Plan)> = Vec::new();
+/// Phase 1: every sidecar's `prepare`; the active ones with their plans.
+fn prepare_all<'p>(
+    plugins: &'p PluginSet,
+    req: &PlanRequest<'_>,
+) -> Result<Vec<(&'p LoadedPlugin, Plan)>, PlanError> {
+    let mut active = Vec::new();
     for p in plugins.sidecars() {
         if req.left_out.iter().any(|n| n == p.name()) {
             continue;
@@ -213,21 +263,41 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             active.push((p, plan));
         }
     }
+    Ok(active)
+}
 
-    // Resolve: files and CAs must not collide; endpoints pick a winner per name.
-    let mut files: BTreeMap<&str, &str> = BTreeMap::new();
+/// What the plans add up to, once checked against each other.
+struct Resolved {
+    /// Staged file paths, with the plugin staging each.
+    files: BTreeMap<String, String>,
+    /// Where each CA's files go.
+    cas: Vec<CaPaths>,
+    /// The winning endpoint of each name, with the plugin offering it.
+    endpoints: Vec<(String, Endpoint)>,
+    /// The CA keys no other plugin may mount.
+    state_guard: StateGuard,
+    /// Whether any CA is one the agent must trust.
+    agent_trusts_cas: bool,
+    /// Every secret, with the plugin asking for it.
+    secrets: Vec<(String, SecretEnv)>,
+}
+
+/// Resolve: files and CAs must not collide; endpoints pick a winner per name; secrets carry
+/// their plugin's prefix.
+fn resolve(active: &[(&LoadedPlugin, Plan)]) -> Result<Resolved, PlanError> {
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut ca_ids: BTreeMap<&str, &str> = BTreeMap::new();
     let mut endpoints: BTreeMap<&str, (&str, &Endpoint)> = BTreeMap::new();
     let mut cas = Vec::new();
     let mut state_guard = StateGuard::default();
     let mut agent_trusts_cas = false;
     let mut secrets = Vec::new();
-    for (p, plan) in &active {
+    for (p, plan) in active {
         let name = p.name();
         for f in &plan.files {
             check_file(name, &f.path, f.mode)?;
-            if let Some(first) = files.insert(&f.path, name) {
-                return Err(conflict(format!("staged file `{}`", f.path), first, name));
+            if let Some(first) = files.insert(f.path.clone(), name.to_owned()) {
+                return Err(conflict(format!("staged file `{}`", f.path), &first, name));
             }
         }
         for ca in &plan.cas {
@@ -267,20 +337,37 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             secrets.push((name.to_owned(), s.clone()));
         }
     }
-    let endpoint_list: Vec<Endpoint> = endpoints.values().map(|(_, e)| (*e).clone()).collect();
+    Ok(Resolved {
+        files,
+        cas,
+        endpoints: endpoints
+            .into_values()
+            .map(|(plugin, e)| (plugin.to_owned(), e.clone()))
+            .collect(),
+        state_guard,
+        agent_trusts_cas,
+        secrets,
+    })
+}
 
-    // Phase 2: render, each fragment checked against its plugin's grants.
+/// Phase 2: every active sidecar's `render`, then each fragment checked against its plugin's
+/// grants (once all are rendered: some capabilities are about what the others hold).
+fn render_and_check(
+    plugins: &PluginSet,
+    req: &PlanRequest<'_>,
+    active: &[(&LoadedPlugin, Plan)],
+    resolved: &Resolved,
+) -> Result<Vec<(String, Fragment)>, PlanError> {
     let ctx = RenderContext {
         bottle: req.bottle.clone(),
-        cas: cas.clone(),
-        endpoints: endpoint_list.clone(),
+        cas: resolved.cas.clone(),
+        endpoints: resolved.endpoints.iter().map(|(_, e)| e.clone()).collect(),
     };
     let mut fragments = Vec::new();
-    for (p, _) in &active {
+    for (p, _) in active {
         let fragment = p.render(&ctx, &settings_json(req.settings, p.name()))?;
         fragments.push((p.name().to_owned(), fragment));
     }
-    // Checked once all are rendered: some capabilities are about what the others hold.
     let mut neighbours =
         policy::Neighbours::new(plugins.all().iter().map(|p| p.name()), &fragments);
     neighbours.docker_socket = req.docker_socket.map(str::to_owned);
@@ -296,28 +383,23 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             fragment,
             req.grants,
             req.declared,
-            &state_guard,
+            &resolved.state_guard,
         )?;
     }
+    Ok(fragments)
+}
 
-    let stack = merge::merge(
-        &MergeInput {
-            slug: &req.bottle.slug,
-            state_dir: req.state_dir,
-            agent: &req.bottle.agent,
-            agent_mounts: req.agent_mounts,
-            agent_proxy: endpoints.get("agent-proxy").copied(),
-            agent_trusts_cas,
-            secrets: &secrets,
-        },
-        &fragments,
-    )?;
-
-    let deployment =
-        backend.render_backend(&stack, &settings_json(req.settings, backend.name()))?;
+/// Phase 3: the backend's documents for the merged stack; none may land on a staged file.
+fn render_backend(
+    backend: &LoadedPlugin,
+    req: &PlanRequest<'_>,
+    stack: &Stack,
+    resolved: &Resolved,
+) -> Result<Deployment, PlanError> {
+    let deployment = backend.render_backend(stack, &settings_json(req.settings, backend.name()))?;
     for d in &deployment.documents {
         check_file(backend.name(), &d.path, d.mode)?;
-        if let Some(first) = files.get(d.path.as_str()) {
+        if let Some(first) = resolved.files.get(d.path.as_str()) {
             return Err(conflict(
                 format!("file `{}`", d.path),
                 first,
@@ -325,25 +407,7 @@ pub fn plan(plugins: &PluginSet, req: &PlanRequest<'_>) -> Result<BottlePlan, Pl
             ));
         }
     }
-
-    let mut records: Vec<PluginRecord> = active.iter().map(|(p, _)| record_of(p)).collect();
-    records.push(record_of(backend));
-    records.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(BottlePlan {
-        plugins: records,
-        sidecars: active
-            .into_iter()
-            .map(|(p, plan)| SidecarPlan {
-                plugin: p.name().to_owned(),
-                plan,
-            })
-            .collect(),
-        cas,
-        endpoints: endpoint_list,
-        stack,
-        backend: backend.name().to_owned(),
-        deployment,
-    })
+    Ok(deployment)
 }
 
 #[cfg(test)]

@@ -288,15 +288,17 @@ async fn run_bottle(
         .collect();
     keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
     let compose_path = p.state_dir.join("compose.yaml");
-    let file = project::read(&compose_path).map_err(DockerError::Host)?;
+    let file = project::read(&compose_path).map_err(DockerError::from)?;
     tokio::select! {
         r = ensure_bundle_image(docker, &file, opts) => r?,
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
-    let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, |k| {
-        opts.env.get(k).map(str::to_owned)
-    })
-    .map_err(DockerError::Host)?;
+    let stack = &p.plan.stack;
+    let secrets =
+        project::resolve_secrets(&file, &stack.bundle_secrets, &stack.agent.secret_env, |k| {
+            opts.env.get(k).map(str::to_owned)
+        })
+        .map_err(DockerError::from)?;
     let state_dir = p.state_dir.display().to_string();
     let agent = file
         .services

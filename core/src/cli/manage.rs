@@ -130,23 +130,32 @@ pub(super) fn stop(env: &HostEnv, slug: &str) -> Result<ExitCode> {
     })
 }
 
-pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCode> {
-    let root = state_root(env)?;
-    runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        let containers = inventory::containers(&docker, None).await?;
-        let networks = inventory::networks(&docker, None).await?;
-        let volumes = inventory::volumes(&docker, None).await?;
+/// What `bottle cleanup` found: only what bottle made.
+struct Survey {
+    /// Containers with a valid bottle slug.
+    containers: Vec<inventory::BottleContainer>,
+    /// Containers whose bottle label is no slug bottle makes: left alone.
+    spoofed: Vec<inventory::BottleContainer>,
+    /// The slugs of `containers`, sorted.
+    slugs: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    /// State dirs holding bottle's metadata, of no running bottle and not in use.
+    orphan_dirs: Vec<PathBuf>,
+}
+
+impl Survey {
+    async fn take(docker: &bollard::Docker, root: &std::path::Path) -> Result<Survey> {
         // A label is only a claim: a slug bottle could not have made is never used as a path,
         // and its container is left alone (whoever labelled it can remove it).
-        let (containers, spoofed): (Vec<_>, Vec<_>) = containers
+        let (containers, spoofed): (Vec<_>, Vec<_>) = inventory::containers(docker, None)
+            .await?
             .into_iter()
             .partition(|c| state::valid_slug(&c.slug));
         let mut slugs: Vec<String> = containers.iter().map(|c| c.slug.clone()).collect();
         slugs.sort();
         slugs.dedup();
-        // Only dirs holding bottle's metadata, and not in use by a run (its lock is held).
-        let orphan_dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        let orphan_dirs = std::fs::read_dir(root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
@@ -159,48 +168,52 @@ pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCod
                     .collect()
             })
             .unwrap_or_default();
-        for c in &spoofed {
+        Ok(Survey {
+            containers,
+            spoofed,
+            slugs,
+            networks: inventory::networks(docker, None).await?,
+            volumes: inventory::volumes(docker, None).await?,
+            orphan_dirs,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+            && self.networks.is_empty()
+            && self.volumes.is_empty()
+            && self.orphan_dirs.is_empty()
+    }
+
+    fn print(&self) {
+        for c in &self.spoofed {
             println!(
                 "ignored   container {} (its bottle label {:?} is no slug bottle makes)",
                 c.name, c.slug
             );
         }
-        let total = containers.len() + networks.len() + volumes.len() + orphan_dirs.len();
-        if total == 0 {
-            println!("nothing to clean up");
-            return Ok(ExitCode::SUCCESS);
-        }
-        for c in &containers {
+        for c in &self.containers {
             println!("container {} (bottle {}, {})", c.name, c.slug, c.state);
         }
-        for n in &networks {
+        for n in &self.networks {
             println!("network   {n}");
         }
-        for v in &volumes {
+        for v in &self.volumes {
             println!("volume    {v}");
         }
-        for d in &orphan_dirs {
+        for d in &self.orphan_dirs {
             println!("state dir {} (no bottle running)", d.display());
         }
-        if dry_run {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if !yes {
-            print!("Remove all of this? [y/N] ");
-            std::io::stdout().flush()?;
-            let mut answer = String::new();
-            std::io::stdin().lock().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                println!("nothing removed");
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
+    }
+
+    /// Remove it all; what could not be removed, one line each.
+    async fn remove(&self, docker: &bollard::Docker, root: &std::path::Path) -> Vec<String> {
         let mut failures = Vec::new();
-        for slug in &slugs {
+        for slug in &self.slugs {
             let state = root.join(slug);
             let ours = state::is_state_dir(&state) && !state::in_use(&state);
             let log = ours.then(|| state.join("compose.log"));
-            if let Err(e) = down::down(&docker, slug, log.as_deref()).await {
+            if let Err(e) = down::down(docker, slug, log.as_deref()).await {
                 failures.push(e.to_string());
             } else if ours {
                 // As after any run: the logs kept, the state (with its CA keys) gone.
@@ -211,24 +224,65 @@ pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCod
             }
         }
         // Networks and volumes whose containers were already gone.
-        for n in &inventory::networks(&docker, None).await? {
-            if let Err(e) = docker.remove_network(n).await {
-                failures.push(docker::api(format!("removing network {n}"))(e).to_string());
+        match inventory::networks(docker, None).await {
+            Ok(networks) => {
+                for n in networks {
+                    if let Err(e) = docker.remove_network(&n).await {
+                        failures.push(docker::api(format!("removing network {n}"))(e).to_string());
+                    }
+                }
             }
+            Err(e) => failures.push(e.to_string()),
         }
-        for v in inventory::volumes(&docker, None).await? {
-            if let Err(e) = docker
-                .remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>)
-                .await
-            {
-                failures.push(docker::api(format!("removing volume {v}"))(e).to_string());
+        match inventory::volumes(docker, None).await {
+            Ok(volumes) => {
+                for v in volumes {
+                    if let Err(e) = docker
+                        .remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                        .await
+                    {
+                        failures.push(docker::api(format!("removing volume {v}"))(e).to_string());
+                    }
+                }
             }
+            Err(e) => failures.push(e.to_string()),
         }
-        for d in &orphan_dirs {
+        for d in &self.orphan_dirs {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 failures.push(format!("removing {}: {e}", d.display()));
             }
         }
+        failures
+    }
+}
+
+/// Ask on the terminal; anything but yes is no.
+fn confirm(question: &str) -> Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCode> {
+    let root = state_root(env)?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let survey = Survey::take(&docker, &root).await?;
+        survey.print();
+        if survey.is_empty() {
+            println!("nothing to clean up");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if dry_run {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !yes && !confirm("Remove all of this?")? {
+            println!("nothing removed");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let failures = survey.remove(&docker, &root).await;
         if failures.is_empty() {
             println!("removed");
             Ok(ExitCode::SUCCESS)

@@ -17,8 +17,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
     let config_dir = env.config_dir();
     let manifest_file =
-        bottle::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        bottle::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())?;
     let manifest = bottle::manifest::load(&manifest_file, env)?;
     let mut grants = Grants::default();
     for (plugin, grant) in &args.bottle.grants {
