@@ -906,3 +906,48 @@ fn a_plugin_crate_outside_the_workspace_builds_against_the_sdk_and_loads() {
         "the SDK names the unknown field: {err}"
     );
 }
+
+/// `bottle ARGS` on a real terminal in `sb`, answering `answer` at the consent question.
+fn on_a_terminal(sb: &Sandbox, answer: &str, args: &[&str]) -> (i32, String) {
+    let script = crate::support::workspace().join("tests/integration/pty_answer.py");
+    let mut c = std::process::Command::new("python3");
+    c.arg(script)
+        .args(["Run it? [y/N]", answer])
+        .arg(crate::support::bottle_bin())
+        .args(args);
+    for (k, v) in sb.bottle_unconfirmed().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.current_dir(sb.project());
+    let (code, out, _) = run(&mut c);
+    (code, out)
+}
+
+#[test]
+fn on_a_terminal_the_user_is_asked_once_and_no_means_nothing_runs() {
+    let sb = Sandbox::new();
+    sb.agent(
+        "asked",
+        "image: bottle-agent:latest\negress:\n  routes:\n    - host: api.example.com\n      auth: {scheme: Bearer, token_ref: API_TOKEN}\n",
+    );
+    let args = ["run", "asked", "--backend", "smolmachines"];
+    let (code, out) = on_a_terminal(&sb, "n", &args);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("host env API_TOKEN is sent to api.example.com"),
+        "the report comes before the question: {out}"
+    );
+    assert!(out.contains("not confirmed; nothing was started"), "{out}");
+    let confirmed = sb.dir.path().join("config/bottle/confirmed-manifests");
+    assert!(!confirmed.exists() || std::fs::read_dir(&confirmed).unwrap().count() == 0);
+
+    let (_, out) = on_a_terminal(&sb, "y", &args);
+    assert!(out.contains("Run it? [y/N]"), "{out}");
+    assert_eq!(std::fs::read_dir(&confirmed).unwrap().count(), 1, "{out}");
+    // Confirmed: the next run does not ask.
+    let (_, out) = on_a_terminal(&sb, "y", &args);
+    assert!(!out.contains("Run it?"), "{out}");
+}
