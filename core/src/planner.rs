@@ -371,11 +371,16 @@ fn render_and_check(
     let mut neighbours =
         policy::Neighbours::new(plugins.all().iter().map(|p| p.name()), &fragments);
     neighbours.docker_socket = req.docker_socket.map(str::to_owned);
+    neighbours.builtins = active
+        .iter()
+        .filter(|(p, _)| is_builtin(p))
+        .map(|(p, _)| p.name().to_owned())
+        .collect();
     for ((p, plan), (_, fragment)) in active.iter().zip(&fragments) {
         policy::check(
             &policy::Checked {
                 name: p.name(),
-                builtin: matches!(p.source(), crate::plugin::PluginSource::Builtin(_)),
+                builtin: is_builtin(p),
                 secrets: &plan.secrets,
                 provides: &plan.provides,
                 neighbours: &neighbours,
@@ -387,6 +392,11 @@ fn render_and_check(
         )?;
     }
     Ok(fragments)
+}
+
+/// Whether `p` is the built-in of its name (not a `--plugin-dir` replacement).
+fn is_builtin(p: &LoadedPlugin) -> bool {
+    matches!(p.source(), crate::plugin::PluginSource::Builtin(_))
 }
 
 /// Phase 3: the backend's documents for the merged stack; none may land on a staged file.

@@ -88,6 +88,9 @@ pub struct Neighbours {
     pub plugins: BTreeSet<String>,
     /// Bundle daemons' mount targets, each with the plugin that mounts it.
     pub daemon_paths: Vec<(String, String)>,
+    /// The plugins of the stack that are bottle's built-ins: where one's mounts overlap a
+    /// `--plugin-dir` plugin's, the other plugin is the one that needs the grant.
+    pub builtins: BTreeSet<String>,
     /// The host's Docker socket from `DOCKER_HOST` (e.g. rootless Docker's), besides the
     /// standard ones.
     pub docker_socket: Option<String>,
@@ -110,6 +113,7 @@ impl Neighbours {
                         .map(move |m| (m.target.clone(), plugin.clone()))
                 })
                 .collect(),
+            builtins: BTreeSet::new(),
             docker_socket: None,
         }
     }
@@ -410,10 +414,10 @@ fn mounts(fragment: &Fragment) -> impl Iterator<Item = &Mount> {
 pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability> {
     let Checked {
         name,
+        builtin,
         secrets,
         provides,
         neighbours,
-        ..
     } = *plugin;
     let mut caps = BTreeSet::new();
     caps.extend(
@@ -455,7 +459,11 @@ pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability
     );
     for d in &fragment.daemons {
         for m in &d.mounts {
-            let theirs = neighbours.daemon_paths.iter().filter(|(_, p)| p != name);
+            // A built-in's layout is bottle's own: an overlap with a plugin-dir plugin is the
+            // other plugin's doing.
+            let theirs = neighbours.daemon_paths.iter().filter(|(_, p)| {
+                p != name && (!builtin || neighbours.builtins.contains(p.as_str()))
+            });
             for (path, _) in theirs {
                 if Path::new(&m.target).starts_with(path) || Path::new(path).starts_with(&m.target)
                 {
@@ -776,10 +784,14 @@ mod tests {
             daemons: vec![daemon("/etc/egress")],
             ..f.clone()
         };
-        let neighbours = Neighbours::new(
+        let mut neighbours = Neighbours::new(
             ["egress", "git-gate", "hello"],
-            &[("egress".into(), other), ("hello".into(), f.clone())],
+            &[
+                ("egress".into(), other.clone()),
+                ("hello".into(), f.clone()),
+            ],
         );
+        neighbours.builtins.insert("egress".into());
         let run = |grants: &Grants| {
             let checked = Checked {
                 name: "hello",
@@ -823,6 +835,26 @@ mod tests {
             grants.add("hello", g.parse().unwrap());
         }
         run(&grants).unwrap();
+        // The built-in whose path it mounted over is not the one asked for a grant.
+        let egress = Checked {
+            name: "egress",
+            builtin: true,
+            secrets: &[],
+            provides: &[],
+            neighbours: &neighbours,
+        };
+        let mut own = other.clone();
+        own.patches.clear();
+        own.services.clear();
+        let state = StateGuard::default();
+        super::check(
+            &egress,
+            &own,
+            &Grants::default(),
+            &Declared::default(),
+            &state,
+        )
+        .unwrap();
     }
 
     #[test]

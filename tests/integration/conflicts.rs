@@ -247,3 +247,37 @@ fn a_daemon_program_that_is_not_an_absolute_path_is_refused_at_plan_time() {
     let (code, err) = with_misbehave("{daemon: d1, program: /bin/sh}", &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn shaping_the_bottle_beyond_its_own_part_needs_a_named_grant() {
+    // (settings, the capability refused): each refusal names the plugin, the capability and
+    // the grant that would allow it; with that grant the plan goes through.
+    for (settings, cap) in [
+        ("{lonely: true}", "default-network"),
+        // git-gate takes no part in this bottle: its name is still not for another plugin.
+        ("{alias: git-gate}", "alias:git-gate"),
+        ("{alias: api.github.com}", "alias:api.github.com"),
+        (
+            "{mount_over: /etc/egress/routes.yaml}",
+            "mount-over:/etc/egress/routes.yaml",
+        ),
+        (
+            "{state_mount: misbehave/inbox, writable: true}",
+            "agent-writable:misbehave/inbox",
+        ),
+    ] {
+        let (code, err) = with_misbehave(settings, &[]);
+        assert_eq!(code, 1, "{settings}: {err}");
+        assert!(
+            err.contains(&format!("plugin `misbehave` asks for `{cap}`"))
+                && err.contains(&format!("--grant misbehave={cap}")),
+            "{settings}: {err}"
+        );
+        let grant = format!("misbehave={cap}");
+        let (code, err) = with_misbehave(settings, &["--grant", &grant]);
+        assert_eq!(code, 0, "{settings} with {grant}: {err}");
+    }
+    // A read-only state mount of its own, and an alias of no plugin, need nothing.
+    let (code, err) = with_misbehave("{state_mount: misbehave/inbox, alias: cache}", &[]);
+    assert_eq!(code, 0, "{err}");
+}

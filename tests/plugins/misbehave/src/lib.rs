@@ -1,8 +1,10 @@
 //! A sidecar that does what its settings say, however bad: `{"do": "panic" | "loop" | "oom"}`,
 //! `{"stage": "path"}` or `{"secret": "HOST_ENV", "secret_name": "NAME"}` in `prepare`; `{"privileged": true}`,
 //! `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`, `{"port": 8888}`, `{"daemon": "name"}`,
-//! `{"daemon": "name", "never_ready": true}`, `{"state_mount": "path"}` or
-//! `{"host_mount": "/path"}` (both into the agent) in `render`.
+//! `{"daemon": "name", "never_ready": true}`, `{"state_mount": "path"}` (with
+//! `"writable": true` for a writable one) or `{"host_mount": "/path"}` (both into the agent),
+//! `{"lonely": true}` (a service on no network), `{"alias": "name"}` (a service with that
+//! alias) or `{"mount_over": "/path"}` (a daemon mounting there) in `render`.
 #![allow(missing_docs, reason = "test plugin")]
 #![cfg_attr(
     not(target_arch = "wasm32"),
@@ -106,9 +108,38 @@ impl SidecarGuest for Misbehave {
             p.mounts.push(Mount {
                 source,
                 target: "/mounted".into(),
-                read_only: true,
+                read_only: s["writable"].as_bool() != Some(true),
             });
             f.patches.push(p);
+        }
+        if s["lonely"].as_bool() == Some(true) {
+            f.services.push(Service {
+                name: "lonely".into(),
+                image: "busybox".into(),
+                networks: vec![],
+                ..Service::default()
+            });
+        }
+        if let Some(alias) = s["alias"].as_str() {
+            f.services.push(Service {
+                name: "aliased".into(),
+                image: "busybox".into(),
+                networks: vec![NetworkRole::Internal],
+                aliases: vec![alias.into()],
+                ..Service::default()
+            });
+        }
+        if let Some(target) = s["mount_over"].as_str() {
+            f.daemons.push(Daemon {
+                name: "over".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 300".into()],
+                mounts: vec![Mount {
+                    source: MountSource::State("misbehave/x".into()),
+                    target: target.into(),
+                    read_only: true,
+                }],
+                ..Daemon::default()
+            });
         }
         if let Some(target) = s["patch"].as_str() {
             let mut p = Patch::of(target);
