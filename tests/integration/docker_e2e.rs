@@ -1354,3 +1354,56 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
     );
     assert_eq!(leftovers(&slug), "");
 }
+
+/// The bundle's daemons share one user. The init (whose env Docker fills with every secret of
+/// the bundle) and egress (which holds the tokens it injects) are not dumpable, so another
+/// daemon cannot read their /proc/<pid>/environ.
+#[test]
+fn a_daemon_cannot_read_the_secrets_in_the_inits_or_egress_env() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "spied",
+        r#"image: bottle-agent:latest
+cwd: none
+egress:
+  routes:
+    - host: api.example.com
+      auth: {scheme: Bearer, token_ref: E2E_SPY_TOKEN}
+plugins:
+  misbehave:
+    daemon: spy
+    script: |
+      sleep 3
+      cat /proc/self/environ >/dev/null && echo spy-self-readable
+      for p in /proc/[0-9]*; do
+        n=$(cat "$p/comm" 2>/dev/null)
+        case "$n" in bottle-init|bottle-egress) ;; *) continue ;; esac
+        if cat "$p/environ" >/dev/null 2>&1; then echo "spy-read-$n"; else echo "spy-denied-$n"; fi
+      done
+      exec sleep 300
+"#,
+    );
+    let dir = sb.plugin_dir("plugins", &[crate::support::plugins::misbehave()]);
+    let slug = unique_slug("e2e-spy");
+    let (code, _, err) = run(bottle(&sb)
+        .env("E2E_SPY_TOKEN", "spy-token-5e1f")
+        .args([
+            "run",
+            "spied",
+            "--keep-state",
+            "--slug",
+            &slug,
+            "--plugin-dir",
+        ])
+        .arg(&dir)
+        .args(["--", "sh", "-c", "sleep 6"]));
+    assert_eq!(code, 0, "{err}");
+    let log = std::fs::read_to_string(sb.state().join(&slug).join("compose.log")).unwrap();
+    assert!(log.contains("spy-self-readable"), "the spy ran: {log}");
+    for name in ["bottle-init", "bottle-egress"] {
+        assert!(log.contains(&format!("spy-denied-{name}")), "{name}: {log}");
+    }
+    assert!(!log.contains("spy-read-"), "{log}");
+    assert!(leftovers(&slug).is_empty(), "{}", leftovers(&slug));
+}

@@ -514,6 +514,18 @@ fn main_with_args(args: &[String]) -> i32 {
 }
 
 fn main() {
+    // Docker gives this process (and `ready`, run by exec) every secret of the bundle in its
+    // env. Not dumpable, its /proc/<pid>/environ and memory are closed to the daemons even
+    // though they run as the same user: they lack CAP_SYS_PTRACE, which Docker never grants.
+    // A daemon's exec makes it dumpable again; ours (bottle-egress) close themselves too.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        say(&format!(
+            "cannot close this process to the daemons ({e}); stopping"
+        ));
+        std::process::exit(1);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::process::exit(main_with_args(&args));
 }

@@ -100,6 +100,21 @@ fn is_agent(key: &str, s: &Service) -> bool {
     key == "agent" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent")
 }
 
+/// Whether service `key` is the sidecar bundle, by its compose key or its role label.
+fn is_bundle(key: &str, s: &Service) -> bool {
+    key == "sidecars" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "sidecars")
+}
+
+/// The security options of service `key`: the bundle always gets no-new-privileges, so a
+/// daemon cannot gain privileges through a setuid program in its image.
+fn security_opt(key: &str, s: &Service) -> Vec<String> {
+    let mut opts = s.security_opt.clone();
+    if is_bundle(key, s) && !opts.iter().any(|o| o.starts_with("no-new-privileges")) {
+        opts.push("no-new-privileges:true".to_owned());
+    }
+    opts
+}
+
 /// What the host imposes on the agent container at creation (see [`crate::confine`]).
 #[derive(Debug, Clone)]
 pub struct AgentRun<'a> {
@@ -285,7 +300,7 @@ fn create_body(
                 mounts: Some(mounts),
                 privileged: Some(s.privileged),
                 cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
-                security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+                security_opt: Some(security_opt(key, s)).filter(|o| !o.is_empty()),
                 readonly_rootfs: Some(s.read_only),
                 network_mode: first_net.map(|(_, n)| n.name.clone()),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
@@ -629,7 +644,24 @@ pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_agent_networks, port_binding};
+    use super::{check_agent_networks, port_binding, security_opt};
+
+    #[test]
+    fn the_bundle_always_runs_with_no_new_privileges() {
+        let file = compose("{internal: {}}");
+        assert_eq!(
+            security_opt("sidecars", &file.services["sidecars"]),
+            ["no-new-privileges:true"]
+        );
+        let mut relabelled = file.services["agent"].clone();
+        relabelled.labels = [("io.bottle.role".to_owned(), "sidecars".to_owned())].into();
+        assert_eq!(
+            security_opt("bundle", &relabelled),
+            ["no-new-privileges:true"],
+            "by its role label too"
+        );
+        assert!(security_opt("other", &file.services["sidecars"]).is_empty());
+    }
 
     fn compose(agent_nets: &str) -> super::ComposeFile {
         serde_yaml::from_str(&format!(

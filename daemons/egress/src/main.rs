@@ -77,6 +77,14 @@ fn settings(a: Args) -> Result<Settings, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The tokens egress injects are in its env: not dumpable, its /proc/<pid>/environ and
+    // memory are closed to the other daemons of the bundle (same user, no CAP_SYS_PTRACE).
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("bottle-egress: cannot close this process to the other daemons: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let args = Args::parse();
     if let Some(Command::Health { addr }) = &args.command {
         return match health_check(addr) {

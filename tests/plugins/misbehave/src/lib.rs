@@ -3,6 +3,7 @@
 //! `{"agent_env": {"K": "v"}}`, `{"patch": "target"}`, `{"port": 8888}`, `{"daemon": "name"}`,
 //! `{"daemon": "name", "never_ready": true}`, `{"state_mount": "path"}` (with
 //! `"writable": true` for a writable one) or `{"host_mount": "/path"}` (both into the agent),
+//! `{"daemon": "name", "script": "sh code"}` (a daemon running that script),
 //! `{"lonely": true}` (a service on no network), `{"alias": "name"}` (a service with that
 //! alias) or `{"mount_over": "/path"}` (a daemon mounting there) in `render`.
 #![allow(missing_docs, reason = "test plugin")]
@@ -154,7 +155,10 @@ impl SidecarGuest for Misbehave {
                 command: vec![
                     s["program"].as_str().unwrap_or("/bin/sh").into(),
                     "-c".into(),
-                    format!("echo {name}-is-up; exec sleep 300"),
+                    s["script"].as_str().map_or_else(
+                        || format!("echo {name}-is-up; exec sleep 300"),
+                        str::to_owned,
+                    ),
                 ],
                 ports: vec![port],
                 ready_check: never_ready.then(|| vec!["/bin/false".into()]),
