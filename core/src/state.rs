@@ -132,6 +132,26 @@ fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), S
     f.write_all(contents).map_err(io(&path))
 }
 
+/// A daemon's writable state mount is a bind mount its own user must write (its read-only
+/// ones are installed as copies by the bundle's init). The dir is the invoker's, who cannot
+/// give it away, so it is opened to all with the sticky bit: still closed to the host's other
+/// users by the 0700 state dir, and no daemon can remove what another wrote there.
+fn open_writable_mounts(dir: &Path, plan: &BottlePlan) -> Result<(), StateError> {
+    let writable = plan.stack.bundle.iter().flat_map(|o| &o.daemon.mounts);
+    for m in writable.filter(|m| !m.read_only) {
+        if let crate::model::MountSource::State(rel) = &m.source {
+            let path = dir.join(rel);
+            if !path.exists() {
+                mkdir(&path)?;
+            }
+            let mode = if path.is_dir() { 0o1777 } else { 0o666 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Write `plan` and `metadata` to `<root>/<slug>/`, atomically. Returns the dir.
 /// A held [`LOCK_FILE`]; released when dropped (or when the process ends, however it ends).
 #[derive(Debug)]
@@ -194,6 +214,16 @@ pub fn write(
         for d in &plan.deployment.documents {
             write_file(&tmp, &d.path, d.contents.as_bytes(), d.mode)?;
         }
+        if !plan.stack.bundle.is_empty() {
+            let list = bottle_contract::daemons::daemon_list(&plan.stack);
+            write_file(
+                &tmp,
+                layout::DAEMONS_STATE_PATH,
+                pretty_json(&list).as_bytes(),
+                layout::PUBLIC_MODE,
+            )?;
+        }
+        open_writable_mounts(&tmp, plan)?;
         write_file(
             &tmp,
             METADATA_FILE,

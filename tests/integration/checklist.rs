@@ -122,9 +122,8 @@ fn item_10_git_rewrites_go_to_git_gate() {
 fn items_15_to_17_ca_paths_are_fixed_and_backend_neutral() {
     for backend in ["docker", "smolmachines"] {
         let r = render("implementer", backend);
-        let targets: Vec<&str> = r.compose["services"]["sidecars"]["volumes"]
-            .as_sequence()
-            .unwrap()
+        let volumes = crate::support::bundle_volumes(&r.compose, &r.state);
+        let targets: Vec<&str> = volumes
             .iter()
             .map(|v| v["target"].as_str().unwrap())
             .collect();
@@ -184,12 +183,9 @@ fn item_32_the_agent_idles() {
 #[test]
 fn item_40_the_ssh_key_is_mounted_read_only_into_git_gate() {
     let r = render("implementer", "docker");
-    let key = r.compose["services"]["sidecars"]["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
+    let key = crate::support::bundle_volumes(&r.compose, &r.state)
+        .into_iter()
         .find(|v| v["target"] == "/git-gate/creds/bottle/id")
-        .cloned()
         .unwrap();
     assert_eq!(key["read_only"], true);
     assert!(key["source"].as_str().unwrap().ends_with(".ssh/id_ed25519"));

@@ -1355,9 +1355,10 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
     assert_eq!(leftovers(&slug), "");
 }
 
-/// The bundle's daemons share one user. The init (whose env Docker fills with every secret of
-/// the bundle) and egress (which holds the tokens it injects) are not dumpable, so another
-/// daemon cannot read their /proc/<pid>/environ.
+/// Each plugin's daemons run as their own user, with their read-only files installed for that
+/// user alone; the init (whose env Docker fills with every secret of the bundle) and egress
+/// (which holds the tokens it injects) are not dumpable either. So another daemon can read
+/// neither their /proc/<pid>/environ nor egress's CA key or routes, installed or bound.
 #[test]
 fn a_daemon_cannot_read_the_secrets_in_the_inits_or_egress_env() {
     let _g = serial();
@@ -1376,6 +1377,10 @@ plugins:
     script: |
       sleep 3
       cat /proc/self/environ >/dev/null && echo spy-self-readable
+      echo "spy-uid-$(id -u)"
+      for f in /etc/egress-ca/bundle.pem /run/bottle/private/egress/1 /etc/egress/routes.yaml; do
+        if cat "$f" >/dev/null 2>&1; then echo "spy-read-file $f"; else echo "spy-denied-file $f"; fi
+      done
       for p in /proc/[0-9]*; do
         n=$(cat "$p/comm" 2>/dev/null)
         case "$n" in bottle-init|bottle-egress) ;; *) continue ;; esac
@@ -1401,6 +1406,18 @@ plugins:
     assert_eq!(code, 0, "{err}");
     let log = std::fs::read_to_string(sb.state().join(&slug).join("compose.log")).unwrap();
     assert!(log.contains("spy-self-readable"), "the spy ran: {log}");
+    assert!(
+        log.contains("spy-uid-61") && !log.contains("spy-uid-0"),
+        "the spy runs as its plugin's user: {log}"
+    );
+    for f in [
+        "/etc/egress-ca/bundle.pem",
+        "/run/bottle/private/egress/1",
+        "/etc/egress/routes.yaml",
+    ] {
+        assert!(log.contains(&format!("spy-denied-file {f}")), "{f}: {log}");
+    }
+    assert!(!log.contains("spy-read-file"), "{log}");
     for name in ["bottle-init", "bottle-egress"] {
         assert!(log.contains(&format!("spy-denied-{name}")), "{name}: {log}");
     }

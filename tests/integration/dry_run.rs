@@ -191,10 +191,10 @@ fn the_docker_topology_matches_the_original() {
         bundle["environment"].get("EGRESS_TOKEN_2").is_none(),
         "two routes share one token_ref"
     );
-    // The SSH key is mounted read-only into the bundle, never into the agent.
-    let key = bundle["volumes"]
-        .as_sequence()
-        .unwrap()
+    // The SSH key is mounted read-only into the bundle (and installed for git-gate's user
+    // alone by the bundle's init), never into the agent.
+    let volumes = crate::support::bundle_volumes(&c, &state);
+    let key = volumes
         .iter()
         .find(|v| v["target"] == "/git-gate/creds/bottle/id")
         .unwrap();
@@ -388,12 +388,8 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
         .collect();
     assert_eq!(
         docs,
-        [
-            "Smolfile",
-            "bundle.compose.yaml",
-            "bundle/daemons.json",
-            "agent/mcp.json"
-        ]
+        ["Smolfile", "bundle.compose.yaml", "agent/mcp.json"],
+        "the daemon list is the host's to write"
     );
     let state = sb.state().join(ss);
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();

@@ -223,3 +223,32 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// The sidecar bundle's volumes of a rendered compose file, each with the target its daemon
+/// sees: a read-only mount is bound at a private path and installed by the bundle's init at
+/// the target `bundle/daemons.json` (in `state`) names for it.
+pub fn bundle_volumes(compose: &serde_yaml::Value, state: &Path) -> Vec<serde_yaml::Value> {
+    let list: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("bundle/daemons.json")).expect("daemons.json"),
+    )
+    .expect("daemons.json is JSON");
+    let installed_at = |from: &str| -> Option<String> {
+        list["daemons"].as_array()?.iter().find_map(|d| {
+            d["install"].as_array()?.iter().find_map(|i| {
+                (i["from"] == from).then(|| i["to"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+    };
+    compose["services"]["sidecars"]["volumes"]
+        .as_sequence()
+        .expect("the bundle has volumes")
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if let Some(to) = v["target"].as_str().and_then(installed_at) {
+                v["target"] = serde_yaml::Value::from(to);
+            }
+            v
+        })
+        .collect()
+}

@@ -1,8 +1,9 @@
 //! Where things live: the files of a bottle's state dir and their modes, and the paths bottle
 //! owns inside its containers.
 
-/// Files of the state dir that belong to the host: no plugin may stage, mount or overwrite them.
-pub const HOST_FILES: &[&str] = &["metadata.json", "plan.json", "compose.log"];
+/// Top-level names of the state dir that belong to the host: no plugin may stage, mount or
+/// overwrite them (`bundle/` holds the daemon list the host writes for the bundle's init).
+pub const HOST_FILES: &[&str] = &["metadata.json", "plan.json", "compose.log", "bundle"];
 /// The host's record of a run (agent, manifest, plugins, start time).
 pub const METADATA_FILE: &str = "metadata.json";
 /// The full plan, as `--dry-run --json` prints it.
@@ -27,6 +28,21 @@ pub const DAEMONS_STATE_PATH: &str = "bundle/daemons.json";
 pub const DAEMONS_IN_BUNDLE: &str = "/etc/bottle/daemons.json";
 /// The bundle's init.
 pub const BUNDLE_INIT: &str = "/usr/local/bin/bottle-init";
+
+/// The uid (and gid) of the first plugin's daemons in the bundle; the next plugin's get the
+/// next one. Each plugin's daemons run as their own user, so no daemon can read another
+/// plugin's files or its `/proc/<pid>/environ`.
+pub const BUNDLE_UID_BASE: u32 = 61000;
+
+/// Where a daemon's read-only mounts are bound in the bundle, for its init to install them.
+pub const PRIVATE_IN_BUNDLE: &str = "/run/bottle/private";
+
+/// The in-bundle path where mount `index` of daemon `daemon` is bound when it is read-only:
+/// the init copies it from there to the mount's target, owned by the daemon's user, readable
+/// by that user only (a bind mount keeps the host's owner, which only root could change).
+pub fn private_target(daemon: &str, index: usize) -> String {
+    format!("{PRIVATE_IN_BUNDLE}/{daemon}/{index}")
+}
 
 /// Where the agent finds its MCP servers (Claude Code: `claude --mcp-config "$BOTTLE_MCP_CONFIG"`).
 pub const MCP_CONFIG_IN_AGENT: &str = "/etc/bottle/mcp.json";

@@ -3,7 +3,7 @@
 //! Built by `core/build.rs` and embedded in the `bottle` binary, which puts it into the bundle
 //! image (`bottle images build`).
 //!
-//! It starts the daemons listed in `/etc/bottle/daemons.json` (written by the backend), prefixes
+//! It starts the daemons listed in `/etc/bottle/daemons.json` (written by the host), prefixes
 //! each line of their output with `[name] `, reaps every child (it is PID 1), and handles signals:
 //!
 //! - SIGTERM / SIGINT: forwarded to every daemon; after the grace period the rest are killed;
@@ -11,11 +11,12 @@
 //! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
 //! - a daemon that dies is logged, not restarted, and does not take the bundle down.
 //!
-//! Each daemon (and its ready check) gets only its own plugin's secrets: every name in the
-//! list's `secret_env` that the daemon's `secrets` does not name is removed from its env
-//! (pipelock, say, never holds the tokens egress injects, so its DLP cannot flag them). The
-//! daemons share one uid, so this is not a wall against a hostile daemon reading
-//! `/proc/<pid>/environ`; per-daemon users are pending.
+//! Each daemon (and its ready check) runs as its plugin's own user (`uid`) and gets only its
+//! own plugin's secrets: every name in the list's `secret_env` that the daemon's `secrets` does
+//! not name is removed from its env (pipelock, say, never holds the tokens egress injects, so
+//! its DLP cannot flag them). Its read-only mounts are installed first as copies only that
+//! user can read ([`install`]), again before egress is told to reload; a daemon whose files
+//! cannot be installed is not started, and `ready` reports it.
 //!
 //! A daemon whose program is not in the image is reported and not started, and
 //! `bottle-init ready FILE` (the container's health check) then fails: the plan says it runs,
@@ -23,8 +24,12 @@
 //! A daemon that exited is recorded (with its last output line) in `/run/bottle-init/`, and
 //! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
 
+mod install;
+
+use bottle_contract::layout::PRIVATE_IN_BUNDLE;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,7 +146,13 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
         ));
         return None;
     }
+    if let Err(e) = install::install_all(&d.install, d.uid) {
+        say(&format!("daemon `{}` not started: {e}", d.name));
+        record(&d.name, &format!("was not started: {e}"));
+        return None;
+    }
     let mut command = Command::new(program);
+    as_its_user(&mut command, d);
     hide_secrets(&mut command, d, secret_env);
     match command
         .args(&d.command[1..])
@@ -217,6 +228,27 @@ fn reap(running: &mut BTreeMap<String, Running>) -> Vec<String> {
     gone
 }
 
+/// Run `cmd` as `d`'s own user (its uid as gid too; no supplementary groups, which the
+/// standard library drops when a root parent sets a uid).
+fn as_its_user(cmd: &mut Command, d: &DaemonEntry) {
+    if let Some(uid) = d.uid {
+        cmd.uid(uid).gid(uid);
+    }
+}
+
+/// Write `<status dir>/<name>.exited` for `ready`: how `name` ended.
+fn record(name: &str, text: &str) {
+    let dir = status_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{name}.exited")), text));
+    if let Err(e) = written {
+        say(&format!(
+            "cannot record that `{name}` exited in {}: {e}",
+            dir.display()
+        ));
+    }
+}
+
 /// Write `<status dir>/<name>.exited` for `ready`: how it ended and the last line it wrote.
 fn record_exit(r: &Running, how: &str) {
     let deadline = Instant::now() + Duration::from_millis(300);
@@ -232,16 +264,7 @@ fn record_exit(r: &Running, how: &str) {
         Some(line) => format!("{how}: {line}"),
         None => how.to_owned(),
     };
-    let dir = status_dir();
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join(format!("{}.exited", r.name)), text));
-    if let Err(e) = written {
-        say(&format!(
-            "cannot record that `{}` exited in {}: {e}",
-            r.name,
-            dir.display()
-        ));
-    }
+    record(&r.name, &text);
 }
 
 /// Run the daemons of `list` until SIGTERM or SIGINT. Returns the exit code.
@@ -255,6 +278,18 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                 return 1;
             }
         };
+    // The bound originals keep the host's modes (the egress CA's PEM is 0644): only the init
+    // may reach them, and each daemon gets its own copy.
+    if Path::new(PRIVATE_IN_BUNDLE).exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let closed = std::fs::Permissions::from_mode(0o700);
+        if let Err(e) = std::fs::set_permissions(PRIVATE_IN_BUNDLE, closed) {
+            say(&format!(
+                "cannot close {PRIVATE_IN_BUNDLE} to the daemons ({e}); stopping"
+            ));
+            return 1;
+        }
+    }
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for d in &list.daemons {
         let _ = std::fs::remove_file(status_dir().join(format!("{}.exited", d.name)));
@@ -275,8 +310,15 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                 }
                 SIGHUP => match running.get("egress") {
                     Some(r) => {
-                        say("SIGHUP: telling egress to reload");
-                        signal(r, rustix::process::Signal::HUP);
+                        // Its files are copies: the host's new ones go in before the reload.
+                        let egress = list.daemons.iter().find(|d| d.name == "egress");
+                        match egress.map(|d| install::install_all(&d.install, d.uid)) {
+                            Some(Err(e)) => say(&format!("SIGHUP: egress not reloaded: {e}")),
+                            _ => {
+                                say("SIGHUP: telling egress to reload");
+                                signal(r, rustix::process::Signal::HUP);
+                            }
+                        }
                     }
                     None => say("SIGHUP: egress is not running; ignored"),
                 },
@@ -357,6 +399,7 @@ fn ready(list: &DaemonList) -> i32 {
         };
         let mut cmd = Command::new(&check[0]);
         cmd.args(&check[1..]);
+        as_its_user(&mut cmd, d);
         // A check runs in the container's env (Docker's health check): hide the same secrets.
         hide_secrets(&mut cmd, d, &list.secret_env);
         match run_check(cmd, &check[0], READY_CHECK_TIMEOUT) {

@@ -159,7 +159,16 @@ impl Expected {
             )),
             "sidecars" if !stack.bundle.is_empty() => Some(none(
                 None,
-                binds_of(&mut stack.bundle.iter().flat_map(|o| o.daemon.mounts.iter())),
+                {
+                    let mut binds =
+                        binds_of(&mut stack.bundle.iter().flat_map(|o| o.daemon.mounts.iter()));
+                    // The daemon list the host writes for the bundle's init.
+                    binds.push((
+                        state_path(stack, bottle_contract::layout::DAEMONS_STATE_PATH),
+                        false,
+                    ));
+                    binds
+                },
                 true,
                 stack
                     .bundle_secrets

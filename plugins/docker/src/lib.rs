@@ -215,9 +215,6 @@ impl Backend for Docker {
             contents: to_yaml(&file)?,
             mode: 0o600,
         }];
-        if !stack.bundle.is_empty() {
-            documents.push(daemon_list(stack));
-        }
         documents.extend(mcp_config(stack));
         Ok(Deployment {
             project: project(&stack.slug),

@@ -262,7 +262,6 @@ impl Backend for Smolmachines {
                 contents: to_yaml(&bundle_compose(stack, settings))?,
                 mode: 0o600,
             });
-            documents.push(daemon_list(stack));
         }
         documents.extend(vm_mcp_config(stack));
         Ok(Deployment {

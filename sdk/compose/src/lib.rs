@@ -3,7 +3,8 @@
 //! The schema (the subset of the Compose spec bottle uses), the state-dir layout and the label
 //! keys are `bottle-contract`'s, re-exported here: the host reads back with the same types a
 //! backend writes with. This crate adds the pieces both built-in backends share: the sidecar
-//! bundle's service, its daemon list and the agent's MCP config.
+//! bundle's service and the agent's MCP config. The bundle's daemon list is the host's to write
+//! (`bundle/daemons.json`); a backend mounts it.
 
 use bottle_plugin_sdk::types::*;
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub use bottle_contract::daemons::{DaemonEntry, DaemonList};
 pub use bottle_contract::labels;
 pub use bottle_contract::layout::{
     BUNDLE_INIT, DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
-    MCP_CONFIG_STATE_PATH, bundle_container, project,
+    MCP_CONFIG_STATE_PATH, bundle_container, private_target, project,
 };
 pub use bottle_contract::names::secret_env_prefix;
 
@@ -88,41 +89,6 @@ pub fn environment(
     out
 }
 
-/// The daemon list document for the bundle's init.
-pub fn daemon_list(stack: &Stack) -> Document {
-    let secret_env: Vec<String> = stack
-        .bundle_secrets
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
-    let list = DaemonList {
-        daemons: stack
-            .bundle
-            .iter()
-            .map(|o| {
-                let prefix = secret_env_prefix(&o.plugin);
-                DaemonEntry {
-                    name: o.daemon.name.clone(),
-                    command: o.daemon.command.clone(),
-                    ready_check: o.daemon.ready_check.clone(),
-                    ports: o.daemon.ports.clone(),
-                    secrets: secret_env
-                        .iter()
-                        .filter(|n| n.starts_with(&prefix))
-                        .cloned()
-                        .collect(),
-                }
-            })
-            .collect(),
-        secret_env,
-    };
-    Document {
-        path: DAEMONS_STATE_PATH.into(),
-        contents: serde_json::to_string_pretty(&list).expect("plain data serialises") + "\n",
-        mode: 0o644,
-    }
-}
-
 /// The sidecar bundle's service: every daemon's env, mounts and aliases in one container.
 ///
 /// `networks` gives the compose network keys it joins; the aliases go on the first.
@@ -132,12 +98,15 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
     let mut aliases: Vec<String> = Vec::new();
     for o in &stack.bundle {
         env.extend(o.daemon.env.iter().cloned());
-        mounts.extend(
-            o.daemon
-                .mounts
-                .iter()
-                .map(|m| mount(stack, m, &format!("{}-", project(&stack.slug)))),
-        );
+        // A read-only mount is bound where the init installs it from (see
+        // `bottle_contract::daemons::daemon_list`): a copy the daemon's user alone can read.
+        mounts.extend(o.daemon.mounts.iter().enumerate().map(|(i, m)| {
+            let mut bound = mount(stack, m, &format!("{}-", project(&stack.slug)));
+            if m.read_only {
+                bound.target = private_target(&o.daemon.name, i);
+            }
+            bound
+        }));
         aliases.push(o.daemon.name.clone());
         aliases.extend(o.daemon.aliases.iter().cloned());
     }

@@ -6,9 +6,7 @@
     allow(dead_code, reason = "only the wasm build exports it")
 )]
 
-use bottle_plugin_compose::{
-    ComposeMount, ComposeService, ServiceNetwork, daemon_list, mcp_config, to_yaml,
-};
+use bottle_plugin_compose::{ComposeMount, ComposeService, ServiceNetwork, mcp_config, to_yaml};
 use bottle_plugin_docker::{COMPOSE_FILE, EGRESS, Settings, compose};
 use bottle_plugin_sdk::prelude::*;
 use serde::Deserialize;
@@ -79,9 +77,6 @@ impl BackendGuest for RogueBackend {
             contents: to_yaml(&file)?,
             mode: 0o600,
         }];
-        if !stack.bundle.is_empty() {
-            documents.push(daemon_list(&stack));
-        }
         documents.extend(mcp_config(&stack));
         Ok(Deployment {
             project: format!("bottle-{}", stack.slug),
