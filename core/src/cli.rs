@@ -267,7 +267,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { slug, follow } => manage::logs(&env, &slug, follow),
         Command::Stop { slug } => manage::stop(&env, &slug),
         Command::Cleanup { yes, dry_run } => manage::cleanup(&env, yes, dry_run),
-        Command::Images(ImagesCommand::Build { base }) => manage::build_images(&base),
+        Command::Images(ImagesCommand::Build { base }) => manage::build_images(&env, &base),
         Command::Plugins(PluginsCommand::List { plugins, json }) => {
             plugins::list(&env, &plugins, json)
         }

@@ -127,7 +127,7 @@ async fn ensure_bundle_image(
         return Ok(());
     };
     if bundle.image == images::SIDECARS_IMAGE {
-        ensure_sidecars_image(docker, &opts.base_image).await?;
+        ensure_sidecars_image(docker, &opts.base_image, &opts.env).await?;
     } else if !docker::images::exists(docker, &bundle.image).await? {
         return Err(
             DockerError::Host(format!("the bundle image {} is missing", bundle.image)).into(),
@@ -140,6 +140,7 @@ async fn ensure_bundle_image(
 pub async fn ensure_sidecars_image(
     docker: &Docker,
     base_image: &str,
+    env: &crate::hostenv::HostEnv,
 ) -> Result<images::BundleImage, DockerError> {
     let found = images::inspect_bundle(docker, images::SIDECARS_IMAGE).await?;
     if let Some(b) = found.filter(|b| b.current) {
@@ -156,7 +157,7 @@ pub async fn ensure_sidecars_image(
     );
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
-    let built = images::build_sidecars(docker, base_image, |line| {
+    let built = images::build_sidecars(docker, base_image, env, |line| {
         if line.starts_with("Step ") {
             bar.set_message(line.to_owned());
         }
@@ -179,6 +180,7 @@ pub async fn pipelock_in_bundle(
     dry_run: bool,
     base_image: &str,
     env_override: Option<&str>,
+    env: &crate::hostenv::HostEnv,
 ) -> Result<(bool, Option<String>), LaunchError> {
     match env_override {
         Some("present") => return Ok((true, Some("BOTTLE_PIPELOCK=present".into()))),
@@ -193,7 +195,9 @@ pub async fn pipelock_in_bundle(
     if !dry_run {
         let docker = docker::connect().await?;
         return Ok((
-            ensure_sidecars_image(&docker, base_image).await?.pipelock,
+            ensure_sidecars_image(&docker, base_image, env)
+                .await?
+                .pipelock,
             None,
         ));
     }
@@ -209,7 +213,7 @@ pub async fn pipelock_in_bundle(
     {
         return Ok((b.pipelock, None));
     }
-    let pin = images::PipelockPin::configured()?;
+    let pin = images::PipelockPin::configured(env)?;
     let loaded = pin.resolve(&docker).await?.is_some();
     let note = format!(
         "the bundle image is not built yet; {} is {}",

@@ -292,21 +292,22 @@ pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCod
     })
 }
 
-pub(super) fn build_images(base: &str) -> Result<ExitCode> {
+pub(super) fn build_images(env: &HostEnv, base: &str) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
-        let built = images::build_sidecars(&docker, base, |line| eprintln!("{line}")).await?;
+        let built =
+            images::build_sidecars(&docker, base, env, |line| eprintln!("{line}")).await?;
         println!("built {}", images::SIDECARS_IMAGE);
         if built.pipelock && !built.pipelock_verified {
             println!(
                 "note: pipelock came from {} by tag only; pin it with BOTTLE_PIPELOCK_IMAGE=<name:tag>@sha256:<digest>",
-                images::pipelock_image()
+                images::pipelock_image(env)
             );
         }
         if !built.pipelock {
             println!(
                 "note: {} is not available here (no registry), so the bundle has no pipelock: bottles will have no way out until it is loaded (`docker load`) and this is run again",
-                images::pipelock_image()
+                images::pipelock_image(env)
             );
         }
         Ok(ExitCode::SUCCESS)

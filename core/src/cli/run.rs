@@ -42,6 +42,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             args.dry_run,
             &base_image,
             pipelock_override,
+            env,
         ));
         rt.shutdown_background();
         fact?

@@ -1,6 +1,7 @@
 //! The images bottle builds itself: the sidecar bundle (`bottle images build`).
 
 use super::{DockerError, api};
+use crate::hostenv::HostEnv;
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
@@ -16,11 +17,10 @@ pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:latest";
 pub const PIPELOCK_IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 
 /// The pipelock image reference to use: `$BOTTLE_PIPELOCK_IMAGE`, else [`PIPELOCK_IMAGE`].
-pub fn pipelock_image() -> String {
-    std::env::var("BOTTLE_PIPELOCK_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| PIPELOCK_IMAGE.to_owned())
+pub fn pipelock_image(env: &HostEnv) -> String {
+    env.nonempty("BOTTLE_PIPELOCK_IMAGE")
+        .unwrap_or(PIPELOCK_IMAGE)
+        .to_owned()
 }
 
 /// An image reference `name[:tag][@sha256:<64 hex>]`, split so the digest can be checked
@@ -71,8 +71,8 @@ impl std::str::FromStr for PipelockPin {
 
 impl PipelockPin {
     /// The configured pin (see [`pipelock_image`]).
-    pub fn configured() -> Result<Self, DockerError> {
-        pipelock_image().parse().map_err(DockerError::Host)
+    pub fn configured(env: &HostEnv) -> Result<Self, DockerError> {
+        pipelock_image(env).parse().map_err(DockerError::Host)
     }
 
     /// The image name without tag (for matching repo digests).
@@ -243,6 +243,7 @@ fn context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
 pub async fn build_sidecars(
     docker: &Docker,
     base: &str,
+    env: &HostEnv,
     mut progress: impl FnMut(&str),
 ) -> Result<Built, DockerError> {
     if !exists(docker, base).await? {
@@ -250,7 +251,7 @@ pub async fn build_sidecars(
             "the base image {base} is missing; build it with `bash tests/images/build-base.sh` (no registry needed)"
         )));
     }
-    let pin = PipelockPin::configured()?;
+    let pin = PipelockPin::configured(env)?;
     // The stage names the verified image id, so the build cannot resolve the tag differently.
     let pipelock_id = pin.resolve(docker).await?;
     let tar = context(&dockerfile(pipelock_id.as_deref()))
