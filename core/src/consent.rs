@@ -160,6 +160,11 @@ impl Store {
     }
 }
 
+/// Whether a typed answer means yes (`y` or `yes`, any case); anything else is no.
+pub fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
 /// How the user answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -194,8 +199,7 @@ pub fn ensure(
             );
             let _ = err.flush();
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).is_ok()
-                && matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+            std::io::stdin().lock().read_line(&mut line).is_ok() && is_yes(&line)
         }
         Answer::Ask => {
             return Err(ConsentError::Unconfirmed {
@@ -263,6 +267,16 @@ mod tests {
         ensure(&m, &grants, Some(&config), Some(&store), Answer::Ask).unwrap();
         let changed = manifest(dir.path(), &format!("{ROUTED}cwd: none\n"));
         assert!(ensure(&changed, &grants, Some(&config), Some(&store), Answer::Ask).is_err());
+    }
+
+    #[test]
+    fn only_y_or_yes_is_yes() {
+        for yes in ["y", "Y\n", " yes ", "YES"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "n", "yess", "ja", "y e s"] {
+            assert!(!is_yes(no), "{no:?}");
+        }
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Do
 
 /// Where bottle connects: `DOCKER_HOST`, else the local socket.
 pub fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+    // bollard's `connect_with_defaults` reads DOCKER_HOST itself; this names what it reached.
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| crate::hostenv::DEFAULT_DOCKER_HOST.to_owned())
 }
 
 /// Connect, agree on an API version the daemon speaks, and check it answers.

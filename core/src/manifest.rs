@@ -362,7 +362,8 @@ pub fn load(path: &Path, env: &HostEnv) -> Result<Manifest, ManifestError> {
 struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
-    spans: spans::Spans,
+    /// Walked only when an error needs a position: a good manifest never pays for it.
+    spans: std::cell::OnceCell<spans::Spans>,
 }
 
 impl<'a> Locator<'a> {
@@ -370,7 +371,7 @@ impl<'a> Locator<'a> {
         Locator {
             file,
             text,
-            spans: spans::Spans::of(text),
+            spans: std::cell::OnceCell::new(),
         }
     }
 
@@ -392,7 +393,8 @@ impl<'a> Locator<'a> {
                 .flatten()
                 .map(|c| from + c)
         };
-        let pos = match self.spans.find(&field) {
+        let spans = self.spans.get_or_init(|| spans::Spans::of(self.text));
+        let pos = match spans.find(&field) {
             Some((line, col)) => Some((line, on_line(line, col).unwrap_or(col))),
             None => (!needle.is_empty())
                 .then(|| {

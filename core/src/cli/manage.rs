@@ -262,7 +262,7 @@ fn confirm(question: &str) -> Result<bool> {
     std::io::stdout().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    Ok(bottle::consent::is_yes(&answer))
 }
 
 pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCode> {
