@@ -8,6 +8,7 @@ use crate::confine::{Resources, UserChoice};
 use crate::hostenv::HostEnv;
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
 use crate::policy::{Declared, Grant, Grants};
+use bottle_contract::gate::PushPolicy;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,6 +133,23 @@ struct RawGit {
     url: String,
     key: String,
     known_host: Option<String>,
+    #[serde(default)]
+    push: RawPush,
+}
+
+/// `git[i].push`: what the agent may push to that repo beyond fast-forward branches.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    /// Branch patterns (`bottle/me/*`) or full ref patterns (`refs/heads/…`).
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    delete: bool,
+    #[serde(default)]
+    tags: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +212,9 @@ pub struct Manifest {
     pub agent: Agent,
     /// Git upstreams.
     pub git: Vec<GitUpstream>,
+    /// `git[i].push`, by repo name, where it differs from the default (branches,
+    /// fast-forward only).
+    pub git_push: BTreeMap<String, PushPolicy>,
     /// Extra allowed hosts (`egress.allowlist`), lower case, in manifest order.
     pub allowlist: Vec<String>,
     /// Whether [`DEFAULT_ALLOWLIST`] is allowed too (`egress.default_allowlist`, default true).
@@ -480,7 +501,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         raw.env,
         raw.secrets,
     )?;
-    let git = parse_git(&loc, raw.git, &expand)?;
+    let (git, git_push) = parse_git(&loc, raw.git, &expand)?;
     let allowlist = parse_allowlist(&loc, raw.egress.allowlist)?;
     let routes = parse_routes(&loc, raw.egress.routes)?;
     let egress_hosts = parse_egress_hosts(&loc, raw.egress.hosts)?;
@@ -492,12 +513,14 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
     let resources = parse_resources(&loc, raw.resources)?;
     let (mut settings, grants) = parse_plugins(&loc, raw.plugins)?;
     pass_egress_extras(&loc, &mut settings, &egress_hosts, upstream_ca.as_deref())?;
+    pass_git_push(&loc, &mut settings, &git_push)?;
     Ok(Manifest {
         file: file.to_owned(),
         agent,
         name,
         cwd: raw.cwd,
         git,
+        git_push,
         allowlist,
         default_allowlist: raw.egress.default_allowlist,
         routes,
@@ -636,13 +659,14 @@ fn parse_agent(
     })
 }
 
-/// `git:`: the upstreams git-gate serves, each with its key and pinned host key.
+/// `git:`: the upstreams git-gate serves, each with its key, pinned host key and push policy.
 fn parse_git(
     loc: &Locator<'_>,
     raw: Vec<RawGit>,
     expand_home: &dyn Fn(&str) -> String,
-) -> Result<Vec<GitUpstream>, ManifestError> {
+) -> Result<(Vec<GitUpstream>, BTreeMap<String, PushPolicy>), ManifestError> {
     let mut git = Vec::new();
+    let mut push = BTreeMap::new();
     let mut git_names = BTreeSet::new();
     for (i, g) in raw.into_iter().enumerate() {
         let field = format!("git[{i}]");
@@ -677,29 +701,68 @@ fn parse_git(
             };
             return Err(loc.at(&g.key, format!("{field}.key"), fix));
         }
+        let scan = if port == 22 {
+            format!("ssh-keyscan {host}")
+        } else {
+            format!("ssh-keyscan -p {port} {host}")
+        };
         let known_host_key = match g.known_host.map(|k| k.trim().to_owned()) {
             Some(k) => {
                 let parts: Vec<&str> = k.split_whitespace().collect();
                 if parts.len() != 2
                     || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-")
                 {
-                    return Err(loc.at(&k, format!("{field}.known_host"), "give the host key as `<type> <base64>`, e.g. the output of `ssh-keyscan host` without the host name"));
+                    return Err(loc.at(&k, format!("{field}.known_host"), format!("give the host key as `<type> <base64>`, e.g. a line of `{scan}` without the host name")));
                 }
-                Some(k)
+                k
             }
-            None => None,
+            None => {
+                return Err(loc.at(&g.name, format!("{field}.known_host"), format!("missing: git-gate never trusts an SSH host on first use; add `known_host: <type> <base64>` (a line of `{scan}`, without the host name; check it against the host's published fingerprints)")));
+            }
         };
+        let policy = parse_push(loc, &field, g.push)?;
+        if policy != PushPolicy::default() {
+            push.insert(g.name.clone(), policy);
+        }
         git.push(GitUpstream {
             name: g.name,
             url: g.url,
             host,
             port,
             key_file,
-            known_host_key,
+            known_host_key: Some(known_host_key),
         });
     }
 
-    Ok(git)
+    Ok((git, push))
+}
+
+/// `git[i].push`: branch patterns become full ref patterns.
+fn parse_push(loc: &Locator<'_>, field: &str, raw: RawPush) -> Result<PushPolicy, ManifestError> {
+    let mut allow = Vec::new();
+    for (j, p) in raw.allow.iter().enumerate() {
+        let ok = !p.is_empty()
+            && !p.contains("..")
+            && !p.starts_with('/')
+            && !p.ends_with('/')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./*".contains(c));
+        if !ok {
+            return Err(loc.at(p, format!("{field}.push.allow[{j}]"), "give a branch pattern like `bottle/my-agent/*` (letters, digits, `-_./`, `*` for any run of characters)"));
+        }
+        allow.push(if p.starts_with("refs/") {
+            p.clone()
+        } else {
+            format!("refs/heads/{p}")
+        });
+    }
+    Ok(PushPolicy {
+        allow,
+        allow_force: raw.force,
+        allow_delete: raw.delete,
+        allow_tags: raw.tags,
+        ..PushPolicy::default()
+    })
 }
 
 /// `egress.allowlist`: bare host names, lower-cased.
@@ -961,6 +1024,33 @@ fn pass_egress_extras(
         }
     }
 
+    Ok(())
+}
+
+/// The 0.1.0 `git-upstream` record has no push policy, so git-gate gets the manifest's
+/// `git[i].push` in its settings table, under `push.<name>` (which it may not set itself).
+fn pass_git_push(
+    loc: &Locator<'_>,
+    settings: &mut BTreeMap<String, serde_json::Value>,
+    push: &BTreeMap<String, PushPolicy>,
+) -> Result<(), ManifestError> {
+    if let Some(table) = settings.get(GIT_PLUGIN)
+        && table.get("push").is_some()
+    {
+        return Err(loc.at(
+            "push",
+            format!("plugins.{GIT_PLUGIN}.push"),
+            "set each repo's policy as `git[i].push` instead",
+        ));
+    }
+    if !push.is_empty() {
+        let value = serde_json::to_value(push)
+            .map_err(|e| loc.at("push", format!("plugins.{GIT_PLUGIN}.push"), e.to_string()))?;
+        let table = settings
+            .entry(GIT_PLUGIN.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        table["push"] = value;
+    }
     Ok(())
 }
 

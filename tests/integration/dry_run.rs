@@ -588,7 +588,7 @@ fn bad_input_is_one_clear_line_and_exit_1() {
 
     sb.agent(
         "homeless",
-        "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id}\n",
+        "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id, known_host: ssh-ed25519 AAAA}\n",
     );
     let (code, _, err) = run(sb
         .bottle()

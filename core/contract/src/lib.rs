@@ -10,11 +10,13 @@
 //! - [`compose`]: the subset of the Compose spec bottle writes and reads back, one schema both
 //!   ways (unknown fields are refused when read);
 //! - [`daemons`]: the daemon list the bundle's init runs;
+//! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`labels`]: the label keys on everything bottle creates;
 //! - [`names`]: validated env names, relative paths and host names, and the secret-prefix rule.
 
 pub mod compose;
 pub mod daemons;
+pub mod gate;
 pub mod labels;
 pub mod layout;
 pub mod model;

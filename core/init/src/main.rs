@@ -7,7 +7,7 @@
 //! each line of their output with `[name] `, reaps every child (it is PID 1), and handles signals:
 //!
 //! - SIGTERM / SIGINT: forwarded to every daemon; after the grace period the rest are killed;
-//! - SIGHUP: forwarded to `egress` (it reloads its routes);
+//! - SIGHUP: forwarded to `egress` (it reloads its routes) and `git-gate` (its repos);
 //! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
 //! - a daemon that dies is logged, not restarted, and does not take the bundle down.
 //!
@@ -25,6 +25,7 @@
 //! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
 
 mod install;
+mod users;
 
 use bottle_contract::layout::PRIVATE_IN_BUNDLE;
 use std::collections::BTreeMap;
@@ -36,6 +37,9 @@ use std::time::{Duration, Instant};
 
 /// How long daemons get between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(8);
+/// The daemons that reload their config on SIGHUP (the others would die of it).
+const RELOADABLE: [&str; 2] = ["egress", "git-gate"];
+
 /// How long one ready check may run before it counts as failed (and is killed).
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where `run` records a daemon that exited, for `ready` (another process) to report; set
@@ -290,6 +294,11 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
             return 1;
         }
     }
+    for uid in list.daemons.iter().filter_map(|d| d.uid) {
+        if let Err(e) = users::ensure(Path::new("/etc"), uid) {
+            say(&e);
+        }
+    }
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for d in &list.daemons {
         let _ = std::fs::remove_file(status_dir().join(format!("{}.exited", d.name)));
@@ -308,20 +317,22 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
                 SIGCHLD => {
                     reap(&mut running);
                 }
-                SIGHUP => match running.get("egress") {
-                    Some(r) => {
-                        // Its files are copies: the host's new ones go in before the reload.
-                        let egress = list.daemons.iter().find(|d| d.name == "egress");
-                        match egress.map(|d| install::install_all(&d.install, d.uid)) {
-                            Some(Err(e)) => say(&format!("SIGHUP: egress not reloaded: {e}")),
+                SIGHUP => {
+                    for name in RELOADABLE {
+                        let Some(r) = running.get(name) else {
+                            continue;
+                        };
+                        // Their files are copies: the host's new ones go in before the reload.
+                        let d = list.daemons.iter().find(|d| d.name == name);
+                        match d.map(|d| install::install_all(&d.install, d.uid)) {
+                            Some(Err(e)) => say(&format!("SIGHUP: {name} not reloaded: {e}")),
                             _ => {
-                                say("SIGHUP: telling egress to reload");
+                                say(&format!("SIGHUP: telling {name} to reload"));
                                 signal(r, rustix::process::Signal::HUP);
                             }
                         }
                     }
-                    None => say("SIGHUP: egress is not running; ignored"),
-                },
+                }
                 SIGUSR1 => {
                     say("SIGUSR1: restarting pipelock");
                     if let Some(r) = running.get("pipelock") {

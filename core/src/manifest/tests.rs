@@ -289,7 +289,9 @@ fn hosts_are_bare_names() {
 #[test]
 fn git_upstreams_are_checked() {
     let up = |name: &str, url: &str, key: &str| {
-        format!("image: x\ngit:\n  - name: {name}\n    url: {url}\n    key: {key}\n")
+        format!(
+            "image: x\ngit:\n  - name: {name}\n    url: {url}\n    key: {key}\n    known_host: ssh-ed25519 AAAA\n"
+        )
     };
     fails(
         &up("a", "https://github.com/a/b.git", "/k"),
@@ -307,24 +309,59 @@ fn git_upstreams_are_checked() {
         "absolute",
     );
     fails(
-        "image: x\ngit:\n  - {name: a, url: 'git@h.com:a', key: /k}\n  - {name: a, url: 'git@h.com:b', key: /k}\n",
+        "image: x\ngit:\n  - {name: a, url: 'git@h.com:a', key: /k, known_host: ssh-ed25519 A}\n  - {name: a, url: 'git@h.com:b', key: /k}\n",
         "git[1].name",
         "listed twice",
     );
     fails(
-        &format!(
-            "{}    known_host: github.com ssh-ed25519 AAAA\n",
-            up("a", "git@h.com:a/b", "/k")
+        &up("a", "git@h.com:a/b", "/k").replace(
+            "known_host: ssh-ed25519 AAAA",
+            "known_host: github.com ssh-ed25519 AAAA",
         ),
         "git[0].known_host",
         "<type> <base64>",
+    );
+    fails(
+        &up("a", "ssh://git@h.com:2222/a/b", "/k")
+            .replace("    known_host: ssh-ed25519 AAAA\n", ""),
+        "git[0].known_host",
+        "never trusts an SSH host on first use; add `known_host: <type> <base64>` (a line of `ssh-keyscan -p 2222 h.com`",
     );
     let m = parse_str(&up("a", "ssh://git@git.example.com:2222/a/b.git", "/k")).unwrap();
     assert_eq!(
         (m.git[0].host.as_str(), m.git[0].port),
         ("git.example.com", 2222)
     );
-    assert_eq!(m.git[0].known_host_key, None);
+    assert_eq!(m.git[0].known_host_key.as_deref(), Some("ssh-ed25519 AAAA"));
+}
+
+#[test]
+fn push_policies_reach_git_gate_as_full_ref_patterns() {
+    let text = "image: x\ngit:\n  - name: a\n    url: git@h.com:a/b\n    key: /k\n    known_host: ssh-ed25519 AAAA\n    push: {allow: ['bottle/me/*', 'refs/heads/x'], force: true}\n  - {name: b, url: 'git@h.com:b', key: /k, known_host: ssh-ed25519 A}\n";
+    let m = parse_str(text).unwrap();
+    assert_eq!(
+        m.settings["git-gate"]["push"],
+        serde_json::json!({"a": {"allow": ["refs/heads/bottle/me/*", "refs/heads/x"], "allow_force": true, "max_refs": 64}})
+    );
+    assert!(
+        !m.git_push.contains_key("b"),
+        "the default is not written out"
+    );
+    fails(
+        &text.replace("'bottle/me/*'", "'../x'"),
+        "git[0].push.allow[0]",
+        "branch pattern",
+    );
+    fails(
+        &text.replace("force: true", "forse: true"),
+        "git[0].push",
+        "forse",
+    );
+    fails(
+        "image: x\nplugins:\n  git-gate:\n    push: {}\n",
+        "plugins.git-gate.push",
+        "git[i].push",
+    );
 }
 
 #[test]

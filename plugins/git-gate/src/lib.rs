@@ -4,8 +4,10 @@
 //! real URL with `insteadOf`). Only git-gate holds the SSH key, mounted read-only, and it
 //! verifies the upstream against the pinned host key; with no pinned key it refuses to forward.
 
+pub use bottle_contract::gate::{GateFile, GateRepo, PushPolicy, ScanSettings};
 use bottle_plugin_sdk::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// The hostname the agent uses.
 pub const HOSTNAME: &str = "git-gate";
@@ -15,6 +17,8 @@ pub const PORT: u16 = 9418;
 pub const CONFIG_DIR: &str = "/etc/git-gate";
 /// In-container dir of the SSH keys, one subdir per upstream.
 pub const CREDS_DIR: &str = "/git-gate/creds";
+/// The pinned host keys, in the container.
+pub const KNOWN_HOSTS: &str = "/etc/git-gate/known_hosts";
 /// The daemon binary in the bundle image.
 pub const BINARY: &str = "/usr/local/bin/bottle-git-gate";
 /// Where the agent's gitconfig is mounted (read by every git as the system config).
@@ -23,26 +27,12 @@ pub const AGENT_GITCONFIG: &str = "/etc/gitconfig";
 /// `plugins.git-gate` in the manifest.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {}
-
-/// `gate.yaml`, as the git-gate daemon reads it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct GateFile {
-    /// One entry per upstream.
-    pub repos: Vec<Repo>,
-}
-
-/// One mirrored upstream.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Repo {
-    /// Name under `git://git-gate/`.
-    pub name: String,
-    /// The real SSH URL.
-    pub upstream: String,
-    /// In-container path of its private key.
-    pub key: String,
-    /// False when no host key is pinned: the gate then refuses to fetch or push (fail-closed).
-    pub forward: bool,
+pub struct Settings {
+    /// Push policies by repo name: the host fills this from the manifest's `git[i].push`
+    /// (the 0.1.0 `git-upstream` record has no field for it). A repo not listed gets the
+    /// default: fast-forward branches only.
+    #[serde(default)]
+    pub push: BTreeMap<String, PushPolicy>,
 }
 
 /// The `known_hosts` line for an upstream, if its key is pinned.
@@ -83,12 +73,21 @@ impl Sidecar for GitGate {
         }
     }
 
-    fn prepare(bottle: &Bottle, _settings: &Settings) -> Result<Plan, PluginError> {
+    fn prepare(bottle: &Bottle, settings: &Settings) -> Result<Plan, PluginError> {
         if bottle.git.is_empty() {
             return Ok(Plan {
                 active: false,
                 ..Plan::default()
             });
+        }
+        if let Some(name) = settings
+            .push
+            .keys()
+            .find(|n| !bottle.git.iter().any(|u| &u.name == *n))
+        {
+            return Err(PluginError::InvalidSettings(format!(
+                "push: `{name}` is not one of the manifest's git repos"
+            )));
         }
         let repos = bottle
             .git
@@ -96,20 +95,28 @@ impl Sidecar for GitGate {
             .map(|u| {
                 if u.known_host_key.is_none() {
                     bottle_plugin_sdk::log::warn(&format!(
-                        "git upstream `{}` has no pinned host key: git-gate will refuse to reach it",
+                        "git upstream `{}` has no pinned host key: git-gate will refuse to start",
                         u.name
                     ));
                 }
-                Repo {
+                GateRepo {
                     name: u.name.clone(),
                     upstream: u.url.clone(),
+                    host: u.host.clone(),
+                    port: u.port,
                     key: format!("{CREDS_DIR}/{}/id", u.name),
-                    forward: u.known_host_key.is_some(),
+                    push: settings.push.get(&u.name).cloned().unwrap_or_default(),
                 }
             })
             .collect();
-        let gate = serde_yaml::to_string(&GateFile { repos })
-            .map_err(|e| PluginError::Internal(e.to_string()))?;
+        let gate = GateFile {
+            known_hosts: KNOWN_HOSTS.into(),
+            fetch_coalesce_ms: 0,
+            scan: ScanSettings::default(),
+            repos,
+        };
+        let gate =
+            serde_yaml::to_string(&gate).map_err(|e| PluginError::Internal(e.to_string()))?;
         let known_hosts: String = bottle.git.iter().filter_map(known_hosts_line).collect();
         Ok(Plan {
             files: vec![
@@ -158,6 +165,11 @@ impl Sidecar for GitGate {
                 ],
                 mounts,
                 ports: vec![PORT],
+                ready_check: Some(vec![
+                    BINARY.into(),
+                    "health".into(),
+                    format!("127.0.0.1:{PORT}"),
+                ]),
                 ..Daemon::default()
             }],
             patches: vec![agent],
@@ -208,7 +220,7 @@ mod tests {
         b.git = vec![u];
         let plan = GitGate::prepare(&b, &Settings::default()).unwrap();
         let gate: GateFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
-        assert!(!gate.repos[0].forward);
+        assert_eq!(gate.repos[0].known_hosts_name(), "github.com");
         assert_eq!(
             plan.files[1].contents, "",
             "no known_hosts entry, so ssh refuses the host"
@@ -218,6 +230,27 @@ mod tests {
             logs.iter().any(|(_, m)| m.contains("no pinned host key")),
             "{logs:?}"
         );
+    }
+
+    #[test]
+    fn push_policies_are_rendered_per_repo_and_must_name_a_repo() {
+        let mut b = testing::bottle();
+        b.git = vec![testing::upstream("a"), testing::upstream("b")];
+        let strict = PushPolicy {
+            allow: vec!["refs/heads/bottle/*".into()],
+            ..PushPolicy::default()
+        };
+        let settings = Settings {
+            push: BTreeMap::from([("a".to_owned(), strict.clone())]),
+        };
+        let plan = GitGate::prepare(&b, &settings).unwrap();
+        let gate: GateFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
+        assert_eq!(gate.repos[0].push, strict);
+        assert_eq!(gate.repos[1].push, PushPolicy::default());
+        let settings = Settings {
+            push: BTreeMap::from([("zz".to_owned(), strict)]),
+        };
+        assert!(GitGate::prepare(&b, &settings).is_err());
     }
 
     #[test]

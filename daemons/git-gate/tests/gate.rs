@@ -1,0 +1,521 @@
+//! bottle-git-gate against a real SSH upstream (Debian's sshd on loopback) with real git
+//! clients, protocol v0 and v2.
+
+use bottle_contract::gate::{GateRepo, PushPolicy, ScanSettings};
+use bottle_git_gate::testing::{GateProcess, Scratch, Upstream, git, sh};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bottle-git-gate");
+
+fn gate(up: &Upstream, repos: Vec<GateRepo>) -> GateProcess {
+    gate_with(up, repos, ScanSettings::default())
+}
+
+fn gate_with(up: &Upstream, repos: Vec<GateRepo>, scan: ScanSettings) -> GateProcess {
+    let pinned = format!("{} {}\n", up.known_hosts_name(), up.host_key);
+    GateProcess::start(Path::new(BIN), &pinned, repos, scan).expect("the gate starts")
+}
+
+/// An upstream with repo `r` and a gate serving it with `push`.
+fn setup(push: PushPolicy) -> (Upstream, GateProcess) {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let g = gate(&up, vec![up.gate_repo("r", push)]);
+    (up, g)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("git runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `git clone` through the gate with protocol `v`.
+fn clone(g: &GateProcess, name: &str, into: &Path, v: u8) -> Output {
+    run(git(Path::new("/"))
+        .args(["-c", &format!("protocol.version={v}"), "clone", "-q"])
+        .arg(g.url(name))
+        .arg(into))
+}
+
+fn commit_file(work: &Path, file: &str, contents: &str, msg: &str) -> String {
+    let path = work.join(file);
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, contents).unwrap();
+    sh(git(work).args(["add", file]));
+    sh(git(work).args(["commit", "-q", "-m", msg]));
+    sh(git(work).args(["rev-parse", "HEAD"])).trim().to_owned()
+}
+
+fn scratch_clone(g: &GateProcess, v: u8) -> (Scratch, PathBuf) {
+    let s = Scratch::new("client");
+    let work = s.0.join("w");
+    let o = clone(g, "r", &work, v);
+    assert!(o.status.success(), "clone: {}", text(&o));
+    (s, work)
+}
+
+#[test]
+fn clones_see_upstreams_latest_commit_over_v0_and_v2() {
+    let (up, g) = setup(PushPolicy::default());
+    for v in [0, 2] {
+        let (_s, work) = scratch_clone(&g, v);
+        let head = sh(git(&work).args(["rev-parse", "HEAD"]));
+        assert_eq!(Some(head.trim().to_owned()), up.rev("r", "main"), "v{v}");
+    }
+    // Someone else pushes upstream; the next fetch through the gate sees it.
+    let other = Scratch::new("other");
+    sh(git(&other.0)
+        .arg("clone")
+        .arg("-q")
+        .arg(up.bare("r"))
+        .arg("w"));
+    let newer = commit_file(&other.0.join("w"), "b.txt", "b\n", "newer");
+    sh(git(&other.0.join("w")).args(["push", "-q", "origin", "main"]));
+    let (_s, work) = scratch_clone(&g, 2);
+    assert_eq!(sh(git(&work).args(["rev-parse", "HEAD"])).trim(), newer);
+    let line = g.wait_for(0, |v| {
+        v["op"] == "fetch" && v["upstream"] == "fetched" && v["protocol"] == 2
+    });
+    assert_eq!(line["repo"], "r");
+}
+
+#[test]
+fn head_follows_upstreams_default_branch() {
+    let (up, g) = setup(PushPolicy::default());
+    sh(git(&up.bare("r")).args(["branch", "trunk", "main"]));
+    sh(git(&up.bare("r")).args(["symbolic-ref", "HEAD", "refs/heads/trunk"]));
+    let (_s, work) = scratch_clone(&g, 2);
+    assert_eq!(
+        sh(git(&work).args(["symbolic-ref", "--short", "HEAD"])).trim(),
+        "trunk"
+    );
+}
+
+#[test]
+fn a_push_lands_upstream_and_is_logged() {
+    let (up, g) = setup(PushPolicy::default());
+    for v in [0, 2] {
+        let (_s, work) = scratch_clone(&g, v);
+        let new = commit_file(&work, &format!("v{v}.txt"), "hello\n", "work");
+        let o = run(git(&work).args([
+            "-c",
+            &format!("protocol.version={v}"),
+            "push",
+            "origin",
+            "main",
+        ]));
+        assert!(o.status.success(), "push v{v}: {}", text(&o));
+        assert_eq!(up.rev("r", "main").as_deref(), Some(new.as_str()));
+    }
+    let line = g.wait_for(0, |v| v["op"] == "push" && v["outcome"] == "ok");
+    assert_eq!(line["push"]["outcome"], "accepted");
+    assert_eq!(line["push"]["refs"][0], "refs/heads/main");
+}
+
+#[test]
+fn a_planted_secret_is_refused_by_place_and_rule_and_upstream_is_unchanged() {
+    let (up, g) = setup(PushPolicy::default());
+    let before = up.rev("r", "main");
+    // Built at run time so this file holds no token a scanner would flag.
+    let aws = format!("{}{}", "AKIA", "Z7QWERTYUIOPASDF");
+    let ghp = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+    for (file, contents, rule, place) in [
+        (
+            "src/config.py",
+            format!("a = 1\nb = 2\nkey = '{aws}'\n"),
+            "aws-access-key-id",
+            "src/config.py:3",
+        ),
+        (
+            "deploy.sh",
+            format!("#!/bin/sh\nexport GH={ghp}\n"),
+            "github-pat",
+            "deploy.sh:2",
+        ),
+    ] {
+        let (_s, work) = scratch_clone(&g, 2);
+        commit_file(&work, file, &contents, "add config");
+        let o = run(git(&work).args(["push", "origin", "main"]));
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(out.contains("remote: git-gate: push refused"), "{out}");
+        assert!(out.contains(&format!("{place}: {rule}")), "{out}");
+        assert!(
+            !out.contains(&aws) && !out.contains(&ghp),
+            "the secret itself was shown: {out}"
+        );
+        assert_eq!(up.rev("r", "main"), before, "upstream changed");
+    }
+    // In a commit message, on a new branch.
+    let (_s, work) = scratch_clone(&g, 0);
+    sh(git(&work).args(["checkout", "-q", "-b", "feature"]));
+    std::fs::write(work.join("c.txt"), "clean\n").unwrap();
+    sh(git(&work).args(["add", "c.txt"]));
+    sh(git(&work).args(["commit", "-q", "-m", &format!("subject\n\ntoken {ghp}")]));
+    let o = run(git(&work).args(["push", "origin", "feature"]));
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("message, line 3: github-pat"),
+        "{out}"
+    );
+    assert_eq!(up.rev("r", "feature"), None);
+    let line = g.wait_for(0, |v| v["op"] == "push" && v["outcome"] == "refused");
+    assert!(!line.to_string().contains(&aws) && !line.to_string().contains(&ghp));
+}
+
+#[test]
+fn only_objects_new_to_the_gate_are_scanned() {
+    // History upstream already holds a token-shaped string (the original scanned the whole
+    // history of a new branch, and refused every branch after it).
+    let (up, g) = setup(PushPolicy::default());
+    let other = Scratch::new("other");
+    sh(git(&other.0)
+        .arg("clone")
+        .arg("-q")
+        .arg(up.bare("r"))
+        .arg("w"));
+    commit_file(
+        &other.0.join("w"),
+        "old.txt",
+        &format!("{}{}\n", "AKIA", "Z7QWERTYUIOPASDF"),
+        "old history",
+    );
+    sh(git(&other.0.join("w")).args(["push", "-q", "origin", "main"]));
+    let (_s, work) = scratch_clone(&g, 2);
+    sh(git(&work).args(["checkout", "-q", "-b", "topic"]));
+    let new = commit_file(&work, "new.txt", "clean\n", "new work");
+    let o = run(git(&work).args(["push", "origin", "topic"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(up.rev("r", "topic").as_deref(), Some(new.as_str()));
+    let line = g.wait_for(0, |v| v["op"] == "push" && v["outcome"] == "ok");
+    assert_eq!(line["push"]["objects"], 3, "commit, tree, blob: {line}");
+}
+
+#[test]
+fn force_push_delete_and_tags_are_refused_by_default() {
+    let (up, g) = setup(PushPolicy::default());
+    let (_s, work) = scratch_clone(&g, 2);
+    commit_file(&work, "a.txt", "a\n", "one");
+    sh(git(&work).args(["push", "-q", "origin", "main"]));
+    let pushed = up.rev("r", "main");
+    sh(git(&work).args(["reset", "-q", "--hard", "HEAD~1"]));
+    commit_file(&work, "b.txt", "b\n", "rewritten");
+    let o = run(git(&work).args(["push", "--force", "origin", "main"]));
+    assert!(
+        !o.status.success() && text(&o).contains("non-fast-forward (force) pushes are not allowed"),
+        "{}",
+        text(&o)
+    );
+    let o = run(git(&work).args(["push", "origin", ":main"]));
+    assert!(
+        !o.status.success() && text(&o).contains("deleting refs is not allowed"),
+        "{}",
+        text(&o)
+    );
+    sh(git(&work).args(["tag", "v1"]));
+    let o = run(git(&work).args(["push", "origin", "v1"]));
+    assert!(
+        !o.status.success() && text(&o).contains("tags may not be pushed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(up.rev("r", "main"), pushed);
+    assert_eq!(up.rev("r", "refs/tags/v1"), None);
+}
+
+#[test]
+fn allowed_ref_patterns_confine_the_agent_to_its_branches() {
+    let policy = PushPolicy {
+        allow: vec!["refs/heads/bottle/me/*".into()],
+        ..PushPolicy::default()
+    };
+    let (up, g) = setup(policy);
+    let (_s, work) = scratch_clone(&g, 2);
+    let new = commit_file(&work, "a.txt", "a\n", "work");
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    assert!(
+        !o.status.success() && text(&o).contains("may push only to refs/heads/bottle/me/*"),
+        "{}",
+        text(&o)
+    );
+    let o = run(git(&work).args(["push", "origin", "main:bottle/me/a"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(up.rev("r", "bottle/me/a").as_deref(), Some(new.as_str()));
+}
+
+#[test]
+fn upstream_down_gives_the_reason_and_no_stale_data() {
+    let (mut up, g) = setup(PushPolicy::default());
+    let (_s, work) = scratch_clone(&g, 2);
+    up.stop();
+    for v in [0, 2] {
+        let s = Scratch::new("down");
+        let o = clone(&g, "r", &s.0.join("w"), v);
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            out.contains("remote error: upstream fetch failed")
+                && out.contains("Connection refused"),
+            "{out}"
+        );
+        let o = run(git(&work).args(["-c", &format!("protocol.version={v}"), "fetch", "origin"]));
+        assert!(
+            !o.status.success() && text(&o).contains("upstream fetch failed"),
+            "{}",
+            text(&o)
+        );
+    }
+    commit_file(&work, "x.txt", "x\n", "x");
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    assert!(
+        !o.status.success() && text(&o).contains("upstream fetch failed"),
+        "{}",
+        text(&o)
+    );
+    up.resume();
+    let s = Scratch::new("back");
+    assert!(clone(&g, "r", &s.0.join("w"), 2).status.success());
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let (mut up, g) = setup(PushPolicy::default());
+    up.change_host_key();
+    let s = Scratch::new("mitm");
+    let o = clone(&g, "r", &s.0.join("w"), 2);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("Host key verification failed"), "{out}");
+}
+
+#[test]
+fn concurrent_clones_both_succeed() {
+    let (_up, g) = setup(PushPolicy::default());
+    let g = &g;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                scope.spawn(move || {
+                    let s = Scratch::new("conc");
+                    let o = clone(g, "r", &s.0.join("w"), (i % 2) * 2);
+                    assert!(o.status.success(), "clone {i}: {}", text(&o));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+/// Send raw bytes, return what the gate answered.
+fn raw(g: &GateProcess, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn request(line: &str) -> Vec<u8> {
+    format!("{:04x}{line}", line.len() + 4).into_bytes()
+}
+
+#[test]
+fn bad_requests_are_refused_and_the_gate_keeps_serving() {
+    let (_up, g) = setup(PushPolicy::default());
+    let cases: [(Vec<u8>, &str); 7] = [
+        (b"zzzzgit-upload-pack".to_vec(), "malformed pkt-line"),
+        (
+            b"ffff"
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(b'a', 70000))
+                .collect(),
+            "over the limit",
+        ),
+        (
+            request("git-upload-pack /../etc/passwd\0host=x\0"),
+            "bad repo path",
+        ),
+        (
+            request("git-upload-pack /etc/r.git\0host=x\0"),
+            "bad repo path",
+        ),
+        (
+            request("git-upload-pack /nope.git\0host=x\0"),
+            "`nope` is not a repo this bottle serves (it serves: r)",
+        ),
+        (
+            request("git-upload-archive /r.git\0host=x\0"),
+            "serves only git-upload-pack",
+        ),
+        (b"0000".to_vec(), "malformed request"),
+    ];
+    for (bytes, want) in cases {
+        let got = raw(&g, &bytes);
+        assert!(
+            got.contains("ERR ") && got.contains(want),
+            "{want}: {got:?}"
+        );
+    }
+    // A client that sends nothing is cut off, not waited for forever.
+    let got = raw(&g, b"00");
+    assert!(got.contains("ERR"), "{got:?}");
+    let s = Scratch::new("after");
+    assert!(clone(&g, "r", &s.0.join("w"), 2).status.success());
+}
+
+#[test]
+fn a_push_of_ten_thousand_refs_is_refused_cleanly() {
+    let (up, g) = setup(PushPolicy::default());
+    let (_s, work) = scratch_clone(&g, 2);
+    let head = sh(git(&work).args(["rev-parse", "HEAD"])).trim().to_owned();
+    let updates: String = (0..10_000)
+        .map(|i| format!("create refs/heads/many/{i} {head}\n"))
+        .collect();
+    let mut child = git(&work)
+        .args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(updates.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = run(git(&work).args(["push", "origin", "refs/heads/many/*:refs/heads/many/*"]));
+    let out = text(&o);
+    assert!(
+        !o.status.success()
+            && out.contains("this push updates 10000 refs; git-gate takes at most 64"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert_eq!(up.rev("r", "many/1"), None);
+    let s = Scratch::new("after");
+    assert!(clone(&g, "r", &s.0.join("w"), 2).status.success());
+}
+
+#[test]
+fn an_oversize_file_is_refused_not_skipped() {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let scan = ScanSettings {
+        max_blob_bytes: 1000,
+        ..ScanSettings::default()
+    };
+    let g = gate_with(&up, vec![up.gate_repo("r", PushPolicy::default())], scan);
+    let (_s, work) = scratch_clone(&g, 2);
+    commit_file(&work, "big.bin", &"x".repeat(5000), "big");
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    assert!(
+        !o.status.success()
+            && text(&o).contains("big.bin is 5000 bytes, over git-gate's limit of 1000"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn start_refuses_without_a_pinned_key_a_readable_key_or_the_hook() {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let repo = up.gate_repo("r", PushPolicy::default());
+    let e = GateProcess::start(
+        Path::new(BIN),
+        "",
+        vec![repo.clone()],
+        ScanSettings::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        e.contains("no pinned host key for `[127.0.0.1]:") && e.lines().count() == 1,
+        "{e}"
+    );
+    let mut missing = repo.clone();
+    missing.key = "/nonexistent/id".into();
+    let pinned = format!("{} {}\n", up.known_hosts_name(), up.host_key);
+    let e = GateProcess::start(
+        Path::new(BIN),
+        &pinned,
+        vec![missing],
+        ScanSettings::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.contains("SSH key /nonexistent/id"), "{e}");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(up.dir.0.join("nope.yaml"))
+        .args(["--port", "0", "--hooks", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cannot read"), "{}", text(&out));
+}
+
+#[test]
+fn a_missing_hook_refuses_start() {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let g = gate(&up, vec![up.gate_repo("r", PushPolicy::default())]);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(g.config_path())
+        .args(["--listen", "127.0.0.1:0", "--hooks", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("pre-receive hook /nonexistent/pre-receive is missing")
+            && t.lines().count() == 1,
+        "{t}"
+    );
+}
+
+#[test]
+fn sighup_serves_new_repos_and_refuses_removed_ones() {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    up.repo("s");
+    let g = gate(&up, vec![up.gate_repo("r", PushPolicy::default())]);
+    let text_of = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let config = text_of(&g.config_path());
+    let mut file: bottle_contract::gate::GateFile = serde_yaml::from_str(&config).unwrap();
+    file.repos = vec![up.gate_repo("s", PushPolicy::default())];
+    std::fs::write(g.config_path(), serde_yaml::to_string(&file).unwrap()).unwrap();
+    let line = g.reload();
+    assert_eq!(line["outcome"], "ok", "{line}");
+    let s = Scratch::new("reload");
+    assert!(clone(&g, "s", &s.0.join("s"), 2).status.success());
+    let o = clone(&g, "r", &s.0.join("r"), 2);
+    assert!(
+        !o.status.success() && text(&o).contains("`r` is not a repo this bottle serves"),
+        "{}",
+        text(&o)
+    );
+    // A broken config keeps the old one.
+    std::fs::write(g.config_path(), "nonsense: [").unwrap();
+    let line = g.reload();
+    assert_eq!(line["outcome"], "error", "{line}");
+    assert!(clone(&g, "s", &s.0.join("s2"), 2).status.success());
+}
