@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p bottle-git-gate --features testing --bins --examples
-exec ./target/release/examples/bench
+exec ./target/release/examples/gate-bench

@@ -43,6 +43,19 @@ pub fn report(manifest: &Manifest, cli_grants: &Grants) -> String {
             "host file {} (an SSH key) is read by git-gate, to fetch and push {}",
             g.key_file, g.url
         ));
+        if let Some(p) = manifest.git_push.get(&g.name) {
+            let grants: Vec<&str> = [
+                (p.allow_force, "force-push (rewrite history)"),
+                (p.allow_delete, "delete branches"),
+                (p.allow_tags, "push tags"),
+            ]
+            .into_iter()
+            .filter_map(|(on, what)| on.then_some(what))
+            .collect();
+            if !grants.is_empty() {
+                lines.push(format!("the agent may {} on {}", grants.join(", "), g.url));
+            }
+        }
     }
     if let Some(ca) = &manifest.upstream_ca {
         lines.push(format!(

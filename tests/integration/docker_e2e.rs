@@ -1424,3 +1424,68 @@ plugins:
     assert!(!log.contains("spy-read-"), "{log}");
     assert!(leftovers(&slug).is_empty(), "{}", leftovers(&slug));
 }
+
+/// The agent clones and pushes with the upstream's own URL (rewritten to git-gate by its
+/// gitconfig); the upstream is a real sshd on the host's address on Docker's default bridge.
+/// The push policy confines it to its branches, a planted key is refused, and no SSH key is
+/// anywhere in its container.
+#[test]
+fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
+    use bottle_git_gate::testing::{Upstream, git, sh};
+    let _g = serial();
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let up = Upstream::start(&gateway);
+    let url = up.repo("proj");
+    let seeded = up.rev("proj", "main");
+    let sb = Sandbox::new();
+    sb.agent(
+        "coder",
+        &format!(
+            "image: bottle-agent:latest\ncwd: none\ngit:\n  - name: proj\n    url: {url}\n    key: {}\n    known_host: {}\n    push: {{allow: ['bottle/coder/*']}}\n",
+            up.client_key.display(),
+            up.host_key
+        ),
+    );
+    let script = format!(
+        "set -u; cd /tmp; g='git -c user.name=agent -c user.email=agent@example.com'; \
+         $g clone -q {url} w && $g -C w log --format=%s; \
+         echo work > w/new.txt && $g -C w add new.txt && $g -C w commit -qm agent-work; \
+         $g -C w push -q origin HEAD:bottle/coder/x && echo PUSHED; \
+         $g -C w push origin HEAD:main 2>&1 | grep -q 'may push only to refs/heads/bottle/coder/' && echo MAIN-REFUSED; \
+         printf 'id = AKIA%s\\n' Z7QWERTYUIOPASDF > w/k.txt && $g -C w add k.txt && $g -C w commit -qm oops; \
+         $g -C w push origin HEAD:bottle/coder/y 2>&1 | grep -q 'k.txt:1: aws-access-key-id' && echo SECRET-REFUSED; \
+         grep -rlsI 'PRIVATE KEY' / --exclude-dir=proc --exclude-dir=sys | head -3; echo SCANNED"
+    );
+    let slug = unique_slug("e2e-gate");
+    let (code, out, err) = run(bottle(&sb).args(["run", "coder", "--slug", &slug, "--", "sh", "-c", &script]));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for expected in ["seed", "PUSHED", "MAIN-REFUSED", "SECRET-REFUSED"] {
+        assert!(out.contains(expected), "{expected:?} missing in\n{out}\n{err}");
+    }
+    let after_scan: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("SECRET-REFUSED"))
+        .skip(1)
+        .collect();
+    assert_eq!(after_scan, ["SCANNED"], "a private key is readable in the agent: {out}");
+    assert_eq!(
+        sh(git(&up.bare("proj")).args(["log", "-1", "--format=%s", "bottle/coder/x"])).trim(),
+        "agent-work",
+        "the push landed upstream"
+    );
+    assert_eq!(up.rev("proj", "main"), seeded, "main is not the agent's");
+    assert_eq!(up.rev("proj", "bottle/coder/y"), None, "the secret never left");
+    let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
+    assert!(
+        log.contains("[git-gate] {") && log.contains("\"op\":\"push\""),
+        "git-gate logs JSON lines:\n{log}"
+    );
+    assert!(!log.contains("Z7QWERTYUIOPASDF"), "no secret in the kept log");
+    assert_eq!(leftovers(&slug), "");
+}

@@ -488,7 +488,7 @@ fn errors_point_at_the_field_not_a_comment_or_an_earlier_equal_value() {
 
 #[test]
 fn home_paths_expand_with_the_given_env_only() {
-    let text = "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id}\n";
+    let text = "image: x\ngit:\n  - {name: a, url: 'git@h.com:a/b', key: ~/.ssh/id, known_host: ssh-ed25519 A}\n";
     let m = parse_str(text).unwrap();
     assert_eq!(m.git[0].key_file, "/home/u/.ssh/id");
     let err = parse(Path::new("agents/demo.yaml"), text, &HostEnv::default()).unwrap_err();
