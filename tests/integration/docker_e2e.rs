@@ -1425,6 +1425,22 @@ plugins:
     assert!(leftovers(&slug).is_empty(), "{}", leftovers(&slug));
 }
 
+/// The host's address on Docker's default bridge (what `host-gateway` means): containers on
+/// other bridges reach the host there too.
+fn docker_host_address() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("docker0 has no IPv4 address: {text}"))
+}
+
 /// The agent clones and pushes with the upstream's own URL (rewritten to git-gate by its
 /// gitconfig); the upstream is a real sshd on the host's address on Docker's default bridge.
 /// The push policy confines it to its branches, a planted key is refused, and no SSH key is
@@ -1433,14 +1449,7 @@ plugins:
 fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
     use bottle_git_gate::testing::{Upstream, git, sh};
     let _g = serial();
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
-    let up = Upstream::start(&gateway);
+    let up = Upstream::start(&docker_host_address());
     let url = up.repo("proj");
     let seeded = up.rev("proj", "main");
     let sb = Sandbox::new();
