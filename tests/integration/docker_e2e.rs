@@ -1472,29 +1472,44 @@ fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
          grep -rlsI 'PRIVATE KEY' / --exclude-dir=proc --exclude-dir=sys | head -3; echo SCANNED"
     );
     let slug = unique_slug("e2e-gate");
-    let (code, out, err) = run(bottle(&sb).args(["run", "coder", "--slug", &slug, "--", "sh", "-c", &script]));
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "coder", "--slug", &slug, "--", "sh", "-c", &script]));
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     for expected in ["seed", "PUSHED", "MAIN-REFUSED", "SECRET-REFUSED"] {
-        assert!(out.contains(expected), "{expected:?} missing in\n{out}\n{err}");
+        assert!(
+            out.contains(expected),
+            "{expected:?} missing in\n{out}\n{err}"
+        );
     }
     let after_scan: Vec<&str> = out
         .lines()
         .skip_while(|l| !l.contains("SECRET-REFUSED"))
         .skip(1)
         .collect();
-    assert_eq!(after_scan, ["SCANNED"], "a private key is readable in the agent: {out}");
+    assert_eq!(
+        after_scan,
+        ["SCANNED"],
+        "a private key is readable in the agent: {out}"
+    );
     assert_eq!(
         sh(git(&up.bare("proj")).args(["log", "-1", "--format=%s", "bottle/coder/x"])).trim(),
         "agent-work",
         "the push landed upstream"
     );
     assert_eq!(up.rev("proj", "main"), seeded, "main is not the agent's");
-    assert_eq!(up.rev("proj", "bottle/coder/y"), None, "the secret never left");
+    assert_eq!(
+        up.rev("proj", "bottle/coder/y"),
+        None,
+        "the secret never left"
+    );
     let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
     assert!(
         log.contains("[git-gate] {") && log.contains("\"op\":\"push\""),
         "git-gate logs JSON lines:\n{log}"
     );
-    assert!(!log.contains("Z7QWERTYUIOPASDF"), "no secret in the kept log");
+    assert!(
+        !log.contains("Z7QWERTYUIOPASDF"),
+        "no secret in the kept log"
+    );
     assert_eq!(leftovers(&slug), "");
 }

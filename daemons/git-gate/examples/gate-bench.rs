@@ -198,7 +198,8 @@ fn main() {
             if via == "direct" {
                 push.env("GIT_SSH_COMMAND", &ssh);
             }
-            push.args(["push", "-q", "origin", "HEAD:main"]);
+            push.args(["push", "-q", "origin"])
+                .arg(format!("HEAD:refs/heads/bench-{via}-{i}"));
             times.push(timed(push));
         }
         // The scan alone, as the hook runs it, on the objects one such push brings.

@@ -223,6 +223,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_is_answered_only_by_an_update_that_started_after_it_arrived() {
+        let arrival = Instant::now();
+        let mut slot = Slot {
+            last_ok_started: Some(Instant::now()),
+            last_ok_finished: Some(Instant::now()),
+        };
+        let repo = GateRepo {
+            name: "r".into(),
+            upstream: "/nonexistent/upstream.git".into(),
+            host: "h".into(),
+            port: 22,
+            key: "/nonexistent/key".into(),
+            push: Default::default(),
+        };
+        let env = GitEnv {
+            home: std::env::temp_dir(),
+            ssh: None,
+        };
+        let dir = std::env::temp_dir().join(format!("mirror-coalesce-{}", std::process::id()));
+        let sync_at = |slot: &mut Slot, t: Instant, window: Duration| {
+            sync(&dir, slot, &repo, &env, t, window)
+        };
+        assert_eq!(
+            sync_at(&mut slot, arrival, Duration::ZERO),
+            Ok(Synced::Coalesced)
+        );
+        // Arrived after that update started: it must ask upstream (which fails here).
+        let late = Instant::now();
+        let e = sync_at(&mut slot, late, Duration::ZERO).unwrap_err();
+        assert!(e.starts_with("upstream fetch failed"), "{e}");
+        // Unless a coalescing window is configured and the last update is within it.
+        assert_eq!(
+            sync_at(&mut slot, late, Duration::from_secs(60)),
+            Ok(Synced::Coalesced)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn ls_remote_keeps_branches_tags_and_head() {
         let r = parse_ls_remote(
             "ref: refs/heads/trunk\tHEAD\naaa\tHEAD\naaa\trefs/heads/trunk\nbbb\trefs/tags/v1\nccc\trefs/tags/v1^{}\nddd\trefs/pull/1/head\n",

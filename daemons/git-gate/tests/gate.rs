@@ -519,3 +519,85 @@ fn sighup_serves_new_repos_and_refuses_removed_ones() {
     assert_eq!(line["outcome"], "error", "{line}");
     assert!(clone(&g, "s", &s.0.join("s2"), 2).status.success());
 }
+
+#[test]
+fn a_binary_file_carrying_a_private_key_is_refused() {
+    let (up, g) = setup(PushPolicy::default());
+    let before = up.rev("r", "main");
+    let (_s, work) = scratch_clone(&g, 2);
+    let mut blob = vec![0u8, 159, 146, 150, 0, 1, 2];
+    blob.extend_from_slice(b"-----BEGIN OPENSSH ");
+    blob.extend_from_slice(b"PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n");
+    blob.extend_from_slice(&[0, 255, 0, 7]);
+    std::fs::write(work.join("keys.bin"), &blob).unwrap();
+    sh(git(&work).args(["add", "keys.bin"]));
+    sh(git(&work).args(["commit", "-q", "-m", "binary"]));
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("keys.bin:1: private-key"),
+        "{out}"
+    );
+    assert_eq!(up.rev("r", "main"), before);
+}
+
+#[test]
+fn the_gates_ref_moves_only_if_upstream_accepted() {
+    use std::os::unix::fs::PermissionsExt;
+    let (up, g) = setup(PushPolicy::default());
+    let before = up.rev("r", "main");
+    let hook = up.bare("r").join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'protected branch: open a pull request' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_s, work) = scratch_clone(&g, 2);
+    commit_file(&work, "a.txt", "a\n", "refused upstream");
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("upstream did not accept it")
+            && out.contains("protected branch: open a pull request"),
+        "{out}"
+    );
+    assert_eq!(up.rev("r", "main"), before);
+    // The gate itself still says main is where upstream has it.
+    let o = run(git(&work).args(["ls-remote", "origin", "refs/heads/main"]));
+    assert!(
+        text(&o).starts_with(before.as_deref().unwrap()),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_key_the_gates_user_cannot_read_refuses_start_naming_the_uids() {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: needs root to run the gate as another user");
+        return;
+    }
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let g = gate(&up, vec![up.gate_repo("r", PushPolicy::default())]);
+    // The client key is root's, 0600; the gate runs as nobody.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(g.config_path())
+        .args(["--listen", "127.0.0.1:0", "--hooks", "/nonexistent"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("cannot read the SSH key")
+            && t.contains("as uid 65534")
+            && t.contains("owned by uid 0 with mode 0600"),
+        "{t}"
+    );
+}
