@@ -60,7 +60,7 @@ fn main() {
         .expect("writing OUT_DIR/builtin_plugins.rs");
 
     // The sidecar bundle's own programs, embedded so `bottle images build` needs nothing else:
-    // its PID 1, the egress proxy and git-gate; and the escape suite's probe, which `bottle verify` mounts
+    // its PID 1, the egress proxy, git-gate and supervise; and the escape suite's probe, which `bottle verify` mounts
     // into the agent. Static (musl) when that target is installed, so they run
     // on any bundle base whatever its glibc.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
@@ -93,10 +93,11 @@ fn main() {
 }
 
 /// The bundle's programs: cargo package (also the file name in the image) and static name.
-const BUNDLE_BINARIES: [(&str, &str); 4] = [
+const BUNDLE_BINARIES: [(&str, &str); 5] = [
     ("bottle-init", "INIT_BINARY"),
     ("bottle-egress", "EGRESS_BINARY"),
     ("bottle-git-gate", "GIT_GATE_BINARY"),
+    ("bottle-supervise", "SUPERVISE_BINARY"),
     ("bottle-probe", "PROBE_BINARY"),
 ];
 

@@ -56,6 +56,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List what agents asked supervise for (open requests first).
+    Approvals {
+        /// Only this bottle's.
+        slug: Option<String>,
+        /// Print JSON (every request, with its decision).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse an agent's request; the agent sees the note.
+    Reject {
+        /// The request's id (`bottle approvals` lists them).
+        id: String,
+        /// Why, or what to do instead.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Build the images bottle needs.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -267,6 +283,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { slug, follow } => manage::logs(&env, &slug, follow),
         Command::Stop { slug } => manage::stop(&env, &slug),
         Command::Cleanup { yes, dry_run } => manage::cleanup(&env, yes, dry_run),
+        Command::Approvals { slug, json } => manage::approvals(&env, slug.as_deref(), json),
+        Command::Reject { id, note } => manage::reject(&env, &id, &note),
         Command::Images(ImagesCommand::Build { base }) => manage::build_images(&env, &base),
         Command::Plugins(PluginsCommand::List { plugins, json }) => {
             plugins::list(&env, &plugins, json)

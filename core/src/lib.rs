@@ -14,6 +14,7 @@
 //! - [`model`]: the host's types and the plan, from [`bottle_contract`] (shared with the SDK's
 //!   compose helpers and the bundle's init).
 
+pub mod approvals;
 pub mod confine;
 pub mod consent;
 pub mod docker;

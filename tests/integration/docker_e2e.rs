@@ -1513,3 +1513,79 @@ fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
     );
     assert_eq!(leftovers(&slug), "");
 }
+
+/// The agent asks supervise over MCP (plain curl, JSON-RPC over Streamable HTTP); the human
+/// sees the request with `bottle approvals` on the host and refuses it with `bottle reject`;
+/// the agent's `request_status` returns the refusal and the note.
+#[test]
+fn the_agent_asks_supervise_and_sees_the_humans_refusal() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "asker",
+        "image: bottle-agent:latest\ncwd: none\nsupervise: true\n",
+    );
+    let script = r#"set -u
+U=http://supervise:9100/
+A='Accept: application/json, text/event-stream'
+J='Content-Type: application/json'
+SID=$(curl -sS -m 30 -D - -o /dev/null -H "$J" -H "$A" -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' $U | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: //p')
+post() { curl -sS -m 60 -H "$J" -H "$A" -H "Mcp-Session-Id: $SID" -d "$1" $U; }
+post '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
+out=$(post '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_host_access","arguments":{"host":"pypi.org","reason":"need requests"}}}')
+id=$(echo "$out" | sed -n 's/.*\\"id\\":\\"\([a-z0-9]*\)\\".*/\1/p' | head -1)
+echo "ASKED $id"
+st="$out"
+for i in 1 2 3 4 5 6; do
+  if echo "$st" | grep -q 'use the mirror'; then echo "REFUSAL-SEEN"; break; fi
+  st=$(post "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"request_status\",\"arguments\":{\"id\":\"$id\"}}}")
+done
+"#;
+    let slug = unique_slug("e2e-ask");
+    let child = bottle(&sb)
+        .args(["run", "asker", "--slug", &slug, "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The human, on the host: wait for the request, then refuse it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let (_, out, _) = run(sb.bottle().args(["approvals", &slug, "--json"]));
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
+            assert_eq!(first["host"], "pypi.org", "{first}");
+            assert_eq!(
+                first["effect"],
+                "the agent can reach pypi.org, no credential"
+            );
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no request showed up: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let (_, table, _) = run(sb.bottle().arg("approvals"));
+    assert!(
+        table.contains(&id) && table.contains("need requests"),
+        "{table}"
+    );
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["reject", &id, "--note", "use the mirror"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run(sb.bottle().args(["reject", &id]));
+    assert_eq!(code, 1);
+    assert!(err.contains("already rejected"), "{err}");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("ASKED {id}")) && stdout.contains("REFUSAL-SEEN"),
+        "{stdout}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}

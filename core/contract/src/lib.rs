@@ -11,6 +11,7 @@
 //!   ways (unknown fields are refused when read);
 //! - [`daemons`]: the daemon list the bundle's init runs;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
+//! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
 //! - [`labels`]: the label keys on everything bottle creates;
 //! - [`names`]: validated env names, relative paths and host names, and the secret-prefix rule.
 
@@ -21,3 +22,4 @@ pub mod labels;
 pub mod layout;
 pub mod model;
 pub mod names;
+pub mod supervise;

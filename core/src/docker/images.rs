@@ -134,7 +134,7 @@ include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
 /// The label holding [`content_hash`]: an image built by another bottle is rebuilt.
 pub const CONTENT_LABEL: &str = "io.bottle.content";
 
-/// sha256 of what this bottle puts into the bundle (Dockerfile, init, egress, git-gate): a bundle image
+/// sha256 of what this bottle puts into the bundle (Dockerfile and programs): a bundle image
 /// with another value was built by another version and is rebuilt before use.
 pub fn content_hash() -> String {
     use sha2::{Digest, Sha256};
@@ -241,11 +241,12 @@ fn context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
     add("bottle-init", INIT_BINARY, 0o755)?;
     add("bottle-egress", EGRESS_BINARY, 0o755)?;
     add("bottle-git-gate", GIT_GATE_BINARY, 0o755)?;
+    add("bottle-supervise", SUPERVISE_BINARY, 0o755)?;
     tar.into_inner()
 }
 
-/// Build the bundle image from `base` with the embedded `bottle-init`, `bottle-egress` and
-/// `bottle-git-gate`. `progress` sees each
+/// Build the bundle image from `base` with the embedded `bottle-init`, `bottle-egress`,
+/// `bottle-git-gate` and `bottle-supervise`. `progress` sees each
 /// step line of the build.
 pub async fn build_sidecars(
     docker: &Docker,

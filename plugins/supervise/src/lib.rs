@@ -78,6 +78,11 @@ impl Sidecar for Supervise {
                     read_only: false,
                 }],
                 ports: vec![PORT],
+                ready_check: Some(vec![
+                    BINARY.into(),
+                    "health".into(),
+                    format!("127.0.0.1:{PORT}"),
+                ]),
                 ..Daemon::default()
             }],
             patches: vec![agent],

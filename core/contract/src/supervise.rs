@@ -1,0 +1,85 @@
+//! supervise's queue files: requests the agent makes (written by `bottle-supervise` in the
+//! bundle) and the human's decisions (written by the host CLI). One schema both ways.
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestKind {
+    /// Reach a host, no credential.
+    HostAccess,
+    /// A route: a host (and path prefix) through egress.
+    Route,
+}
+
+/// One request, as `pending/<id>.json`. Every text field is validated and sanitised by the
+/// daemon before it is written: it came from the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Its id (the file name without `.json`).
+    pub id: String,
+    /// What is asked.
+    pub kind: RequestKind,
+    /// The host (lower case; `*.` allowed over two labels or more).
+    pub host: String,
+    /// For a route: the path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Why, in the agent's words (control characters removed, length capped).
+    pub reason: String,
+    /// The URL that was refused, if the agent said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_url: Option<String>,
+    /// When it was asked (RFC 3339, UTC).
+    pub created: String,
+}
+
+impl Request {
+    /// What approving it would change, in words.
+    pub fn effect(&self) -> String {
+        match (&self.kind, &self.path_prefix) {
+            (RequestKind::HostAccess, _) => {
+                format!("the agent can reach {}, no credential", self.host)
+            }
+            (RequestKind::Route, Some(p)) => {
+                format!("the agent can reach {}{p}…, no credential", self.host)
+            }
+            (RequestKind::Route, None) => {
+                format!("the agent can reach {}, no credential", self.host)
+            }
+        }
+    }
+}
+
+/// The human's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Granted.
+    Approved,
+    /// Refused.
+    Rejected,
+}
+
+/// One decision, as `decisions/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// The request's id.
+    pub id: String,
+    /// Granted or refused.
+    pub decision: Verdict,
+    /// A note for the agent (why, or what to do instead).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// Whether the change runs now (an approval takes effect only once applied).
+    #[serde(default)]
+    pub applied: bool,
+    /// Why it could not be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_error: Option<String>,
+    /// When it was decided (RFC 3339, UTC).
+    pub decided: String,
+}
