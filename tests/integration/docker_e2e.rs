@@ -1589,3 +1589,56 @@ done
     );
     assert_eq!(leftovers(&slug), "");
 }
+
+/// A new route table reaches the running egress through `bottle-init reload` and is
+/// confirmed by its hash; a broken one is refused and the old table keeps running.
+#[test]
+fn a_reload_is_confirmed_by_the_hash_egress_runs_and_a_bad_file_keeps_the_old() {
+    use sha2::Digest;
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-reload");
+    let mut child = start_sleeping(&sb, &slug);
+    let routes = sb.state().join(&slug).join("egress").join("routes.yaml");
+    let original = std::fs::read_to_string(&routes).unwrap();
+    let sha = |text: &str| -> String {
+        sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let reload = || {
+        let out = Command::new("docker")
+            .args(["exec", &format!("bottle-sidecars-{slug}")])
+            .args([
+                "/usr/local/bin/bottle-init",
+                "reload",
+                "/etc/bottle/daemons.json",
+                "egress",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A changed (still valid) table: a comment line changes its hash.
+    let changed = format!("{original}# reloaded\n");
+    std::fs::write(&routes, &changed).unwrap();
+    let (code, out) = reload();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.trim(), format!("egress runs config {}", sha(&changed)));
+    // A broken table: refused, the changed one runs on.
+    std::fs::write(&routes, "routes: [\n").unwrap();
+    let (code, out) = reload();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("still runs config {}", sha(&changed)))
+            && out.contains("refused the new file"),
+        "{out}"
+    );
+    let _ = run(sb.bottle().args(["stop", &slug]));
+    let _ = child.wait();
+    assert_eq!(leftovers(&slug), "");
+}

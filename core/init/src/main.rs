@@ -23,8 +23,12 @@
 //! so the bottle never comes up without it. Otherwise `ready` runs every daemon's ready check.
 //! A daemon that exited is recorded (with its last output line) in `/run/bottle-init/`, and
 //! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
+//!
+//! `bottle-init reload FILE egress` (by `docker exec`) asks the running init to reload egress
+//! and waits until egress reports running the host's new route table ([`reload`]).
 
 mod install;
+mod reload;
 mod users;
 
 use bottle_contract::layout::PRIVATE_IN_BUNDLE;
@@ -532,13 +536,16 @@ fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), S
     }
 }
 
-/// `bottle-init FILE` or `bottle-init ready FILE`.
+/// `bottle-init FILE`, `bottle-init ready FILE` or `bottle-init reload FILE DAEMON`.
 fn main_with_args(args: &[String]) -> i32 {
     let (mode, file) = match args {
         [file] => ("run", file),
         [mode, file] if mode == "ready" => ("ready", file),
+        [mode, file, _] if mode == "reload" => ("reload", file),
         _ => {
-            eprintln!("usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json");
+            eprintln!(
+                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init reload DAEMONS.json DAEMON"
+            );
             return 2;
         }
     };
@@ -551,6 +558,9 @@ fn main_with_args(args: &[String]) -> i32 {
     };
     if mode == "ready" {
         return ready(&list);
+    }
+    if mode == "reload" {
+        return reload::reload(&list, &args[2]);
     }
     let grace = match std::env::var("BOTTLE_INIT_GRACE_SECS") {
         Err(_) => DEFAULT_GRACE,
