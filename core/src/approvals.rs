@@ -76,9 +76,13 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
             .collect();
         files.sort();
         for f in files {
-            let Some(request) = read::<Request>(&f) else {
+            let Some(mut request) = read::<Request>(&f) else {
                 continue;
             };
+            // Written inside the bundle: shown on the host's terminal only without controls.
+            for field in [&mut request.host, &mut request.reason, &mut request.id] {
+                *field = field.chars().filter(|c| !c.is_control()).collect();
+            }
             let decision =
                 read::<Decision>(&queue.join("decisions").join(format!("{}.json", request.id)));
             out.push(Asked {
@@ -190,6 +194,19 @@ mod tests {
         queued(root, "a-1", "id1");
         queued(root, "b-2", "id2");
         std::fs::write(queue_dir(root, "b-2").join("pending/bad.json"), "{").unwrap();
+        // A pending file the bundle's side wrote with terminal escapes in it.
+        let forged = queue_dir(root, "b-2").join("pending/id3.json");
+        let text =
+            std::fs::read_to_string(queue_dir(root, "b-2").join("pending/id2.json")).unwrap();
+        std::fs::write(
+            &forged,
+            text.replace("\"id2\"", "\"id3\"")
+                .replace("\"pip\"", "\"pip\\u001b[2J\""),
+        )
+        .unwrap();
+        let shown = list(root, Some("b-2"));
+        assert_eq!(shown[1].request.reason, "pip[2J", "{shown:?}");
+        std::fs::remove_file(forged).unwrap();
         let all = list(root, None);
         assert_eq!(
             all.iter()
