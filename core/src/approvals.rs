@@ -4,8 +4,10 @@
 //! `pending/<id>.json` from `bottle-supervise`, `decisions/<id>.json` from here. A decision is
 //! written whole (temp file, fsync, rename), once; the daemon picks it up within 100 ms.
 
-use bottle_contract::supervise::{Decision, Request, Verdict};
-use std::io::Write;
+use crate::approved::{Access, Approved, ApprovedError};
+use crate::hostenv::HostEnv;
+use crate::live::{self, LiveError, RunRecord};
+use bottle_contract::supervise::{Decision, Request, Verdict, validate};
 use std::path::{Path, PathBuf};
 
 /// A request and the bottle it came from.
@@ -21,6 +23,23 @@ pub struct Asked {
     /// The decision, once made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// What is wrong with its decision file, when it holds none bottle can read (the request
+    /// then stays open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Asked {
+    /// Its state in one word: `pending`, `rejected`, `approved` (and applied) or `failed`
+    /// (approved, not applied).
+    pub fn status(&self) -> &'static str {
+        match &self.decision {
+            None => "pending",
+            Some(d) if d.decision == Verdict::Rejected => "rejected",
+            Some(d) if d.applied => "approved",
+            Some(_) => "failed",
+        }
+    }
 }
 
 /// Why an answer could not be recorded.
@@ -37,6 +56,12 @@ pub enum ApprovalError {
     /// The queue could not be written.
     #[error("cannot write the decision in {0}: {1}")]
     Write(PathBuf, std::io::Error),
+}
+
+impl ApprovalError {
+    fn decided(asked: &Asked) -> ApprovalError {
+        ApprovalError::Decided(asked.request.id.clone(), asked.status())
+    }
 }
 
 /// The queue dir of `slug` under `root`.
@@ -76,20 +101,41 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
             .collect();
         files.sort();
         for f in files {
-            let Some(mut request) = read::<Request>(&f) else {
+            let Ok(mut request) = read::<Request>(&f) else {
                 continue;
             };
+            // The id names the decision file: only the daemon's own kind of id.
+            let safe_id = !request.id.is_empty()
+                && request.id.len() <= 64
+                && request
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !safe_id || f.file_stem() != Some(std::ffi::OsStr::new(&request.id)) {
+                continue;
+            }
             // Written inside the bundle: shown on the host's terminal only without controls.
             for field in [&mut request.host, &mut request.reason, &mut request.id] {
-                *field = field.chars().filter(|c| !c.is_control()).collect();
+                *field = validate::text(field, validate::MAX_REASON);
             }
-            let decision =
-                read::<Decision>(&queue.join("decisions").join(format!("{}.json", request.id)));
+            let file = queue.join("decisions").join(format!("{}.json", request.id));
+            let (decision, problem) = match read::<Decision>(&file) {
+                Ok(d) => (Some(d), None),
+                Err(None) => (None, None),
+                Err(Some(e)) => (
+                    None,
+                    Some(format!(
+                        "{} is not a decision bottle wrote ({e}); the request stays open",
+                        file.display()
+                    )),
+                ),
+            };
             out.push(Asked {
                 slug: slug.clone(),
                 effect: request.effect(),
                 request,
                 decision,
+                problem,
             });
         }
     }
@@ -106,60 +152,269 @@ pub fn find(root: &Path, id: &str) -> Result<Asked, ApprovalError> {
 
 /// Refuse request `id`, with a note the agent sees.
 pub fn reject(root: &Path, id: &str, note: &str, now: &str) -> Result<Asked, ApprovalError> {
-    let mut asked = find(root, id)?;
-    if let Some(d) = &asked.decision {
-        return Err(ApprovalError::Decided(
-            id.to_owned(),
-            match d.decision {
-                Verdict::Approved => "approved",
-                Verdict::Rejected => "rejected",
-            },
-        ));
+    let asked = find(root, id)?;
+    if asked.status() != "pending" && asked.status() != "failed" {
+        return Err(ApprovalError::decided(&asked));
     }
+    decide(root, asked, Verdict::Rejected, note, Ok(()), now)
+}
+
+/// Whether `asked` can be approved: it is open, or approved and not applied (a retry).
+pub fn approvable(asked: &Asked) -> Result<(), ApprovalError> {
+    match &asked.decision {
+        None => Ok(()),
+        Some(d) if d.decision == Verdict::Approved && !d.applied => Ok(()),
+        Some(_) => Err(ApprovalError::decided(asked)),
+    }
+}
+
+/// Record that `asked` was approved: applied, or not with the reason (`bottle approve` can
+/// then try again).
+pub fn approve(
+    root: &Path,
+    asked: Asked,
+    note: &str,
+    applied: Result<(), String>,
+    now: &str,
+) -> Result<Asked, ApprovalError> {
+    approvable(&asked)?;
+    decide(root, asked, Verdict::Approved, note, applied, now)
+}
+
+fn decide(
+    root: &Path,
+    mut asked: Asked,
+    verdict: Verdict,
+    note: &str,
+    applied: Result<(), String>,
+    now: &str,
+) -> Result<Asked, ApprovalError> {
     let decision = Decision {
-        id: id.to_owned(),
-        decision: Verdict::Rejected,
-        note: note.chars().filter(|c| !c.is_control()).take(500).collect(),
-        applied: false,
-        apply_error: None,
+        id: asked.request.id.clone(),
+        decision: verdict,
+        note: validate::text(note, validate::MAX_REASON),
+        applied: verdict == Verdict::Approved && applied.is_ok(),
+        apply_error: applied.err().map(|e| validate::text(&e, 2000)),
         decided: now.to_owned(),
     };
     let dir = queue_dir(root, &asked.slug).join("decisions");
     let bytes = serde_json::to_vec_pretty(&decision)
         .map_err(|e| ApprovalError::Write(dir.clone(), e.into()))?;
-    write_whole(&dir, &format!("{id}.json"), &bytes)
+    let target = dir.join(format!("{}.json", decision.id));
+    // Over a failed approval's decision or a file that is none, never over a decision made.
+    if target.exists()
+        && asked
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.applied || d.decision == Verdict::Rejected)
+    {
+        return Err(ApprovalError::decided(&asked));
+    }
+    crate::live::write_whole(&target, &bytes, 0o644)
         .map_err(|e| ApprovalError::Write(dir.clone(), e))?;
     asked.decision = Some(decision);
+    asked.problem = None;
     Ok(asked)
 }
 
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+/// How `bottle approve` answers.
+#[derive(Debug, Clone, Default)]
+pub struct ApproveOptions {
+    /// Approve only this path prefix on the host (a route with no credential), whatever the
+    /// agent asked.
+    pub path_prefix: Option<String>,
+    /// Also approve it for the agent's later runs.
+    pub persist: bool,
+    /// A note the agent sees.
+    pub note: String,
 }
 
-/// `name` in `dir`, whole: a dot-named temp file, fsync, rename, fsync the dir. 0644, so the
-/// daemon (another uid) reads it.
-fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    let target = dir.join(name);
-    if target.exists() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "a decision was written meanwhile",
-        ));
+/// What an approval did.
+#[derive(Debug, Clone)]
+pub struct ApproveOutcome {
+    /// The request, with its decision.
+    pub asked: Asked,
+    /// What was granted.
+    pub access: Access,
+    /// What the bundle confirmed (egress's config hash), or why nothing had to change.
+    pub confirmed: String,
+    /// Where it was persisted, with `--persist`.
+    pub persisted: Option<PathBuf>,
+}
+
+/// Why an approval did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    /// The request cannot be approved (unknown, decided, unwritable queue).
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    /// The access cannot be granted this way; nothing was changed or recorded.
+    #[error(transparent)]
+    Access(#[from] ApprovedError),
+    /// The bottle cannot take it; nothing was changed or recorded.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// The plugins could not be loaded; nothing was changed or recorded.
+    #[error(transparent)]
+    Plugins(#[from] crate::plugin::DiscoverError),
+    /// Approved, but not applied: recorded so (the agent is told), the old config runs on;
+    /// `bottle approve ID` tries again.
+    #[error(
+        "approved {id}, but not applied: {error}; the old config runs on (`bottle approve {id}` tries again)"
+    )]
+    NotApplied {
+        /// The request.
+        id: String,
+        /// Why.
+        error: LiveError,
+    },
+    /// Applied, but `--persist` failed.
+    #[error("approved and applied {id}, but not persisted for later runs: {error}")]
+    NotPersisted {
+        /// The request.
+        id: String,
+        /// Why.
+        error: ApprovedError,
+    },
+}
+
+/// Approve request `id` and apply it to its running bottle live (see [`crate::live`]); the
+/// decision is written once the bundle confirms the new config, or with the reason it did
+/// not. `now` is the time to record (RFC 3339).
+pub fn approve_live(
+    env: &HostEnv,
+    root: &Path,
+    id: &str,
+    opts: &ApproveOptions,
+    now: &str,
+) -> Result<ApproveOutcome, ApproveError> {
+    let asked = find(root, id)?;
+    approvable(&asked)?;
+    let prefix = opts
+        .path_prefix
+        .as_deref()
+        .or(asked.request.path_prefix.as_deref());
+    let mut access = Access::checked(&asked.request.host, prefix)?;
+    access.request = id.to_owned();
+    access.approved = now.to_owned();
+    let state_dir = root.join(&asked.slug);
+    live::running(&state_dir)?;
+    let record = RunRecord::load(&state_dir)?;
+    // Plugins run before any async runtime exists (their WASI host blocks).
+    let plugins = crate::plugin::discover(
+        &crate::plugin::PluginHost::for_env(env),
+        &record.plugin_dirs,
+    )?;
+    let proposal = live::propose(&plugins, env, &state_dir, &record, access.clone())?;
+    drop(plugins);
+    tracing::debug!(files = proposal.files.len(), "re-planned");
+    let applied = if proposal.is_empty() {
+        Ok("nothing to change: the bottle allows it already".to_owned())
+    } else {
+        apply_now(&asked.slug, &proposal)
+    };
+    let confirmed = match applied {
+        Ok(c) => c,
+        Err(error) => {
+            approve(root, asked, &opts.note, Err(error.to_string()), now)?;
+            return Err(ApproveError::NotApplied {
+                id: id.to_owned(),
+                error,
+            });
+        }
+    };
+    let asked = approve(root, asked, &opts.note, Ok(()), now)?;
+    let mut persisted = None;
+    if opts.persist {
+        let file =
+            persist(env, &record, access.clone()).map_err(|error| ApproveError::NotPersisted {
+                id: id.to_owned(),
+                error,
+            })?;
+        persisted = Some(file);
     }
-    std::fs::rename(&tmp, target)?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok(ApproveOutcome {
+        asked,
+        access,
+        confirmed,
+        persisted,
+    })
+}
+
+/// `proposal` applied to bottle `slug` on a runtime of its own.
+fn apply_now(slug: &str, proposal: &live::Proposal) -> Result<String, LiveError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LiveError::Reload(format!("cannot start an async runtime: {e}")))?;
+    rt.block_on(async {
+        let docker = crate::docker::connect().await?;
+        live::apply(&docker, slug, proposal).await
+    })
+    .map(|a| a.confirmed)
+}
+
+/// Add `access` to the persisted approvals of the agent `record` ran.
+fn persist(env: &HostEnv, record: &RunRecord, access: Access) -> Result<PathBuf, ApprovedError> {
+    let config = env.config_dir().ok_or_else(|| {
+        ApprovedError::Refused(
+            "there is no config dir to persist to (set HOME or XDG_CONFIG_HOME)".into(),
+        )
+    })?;
+    let agent = record
+        .manifest_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = crate::approved::persisted_path(&config, &agent);
+    Approved::load(&file)?.with(access).save(&file)?;
+    Ok(file)
+}
+
+/// Wakes its owner when a queue file under the state root changes (inotify through `notify`);
+/// where watching is not possible it only times out, so callers poll.
+pub struct QueueWatch {
+    _watcher: Option<notify::RecommendedWatcher>,
+    changed: std::sync::mpsc::Receiver<()>,
+}
+
+impl QueueWatch {
+    /// Watch every bottle's queue under `root`.
+    pub fn new(root: &Path) -> QueueWatch {
+        use notify::Watcher;
+        let (tx, changed) = std::sync::mpsc::channel();
+        let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        })
+        .and_then(|mut w| {
+            w.watch(root, notify::RecursiveMode::Recursive)?;
+            Ok(w)
+        })
+        .map_err(|e| tracing::debug!("not watching {}: {e}; polling", root.display()))
+        .ok();
+        QueueWatch {
+            _watcher: watcher,
+            changed,
+        }
+    }
+
+    /// Wait until something changed or `timeout` passed; true if something changed. Events
+    /// that came together count once.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let got = self.changed.recv_timeout(timeout).is_ok();
+        while self.changed.try_recv().is_ok() {}
+        got
+    }
+}
+
+/// `path` parsed; `Err(None)` when it does not exist, `Err(Some(why))` when it is no `T`.
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Option<String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) => return Err(Some(e.to_string())),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Some(e.to_string()))
 }
 
 #[cfg(test)]
@@ -205,7 +460,7 @@ mod tests {
         )
         .unwrap();
         let shown = list(root, Some("b-2"));
-        assert_eq!(shown[1].request.reason, "pip[2J", "{shown:?}");
+        assert_eq!(shown[1].request.reason, "pip [2J", "{shown:?}");
         std::fs::remove_file(forged).unwrap();
         let all = list(root, None);
         assert_eq!(
@@ -216,7 +471,7 @@ mod tests {
         );
         assert_eq!(list(root, Some("b-2")).len(), 1);
         let done = reject(root, "id2", "no\u{1b}[2J thanks", "now").unwrap();
-        assert_eq!(done.decision.unwrap().note, "no[2J thanks");
+        assert_eq!(done.decision.unwrap().note, "no [2J thanks");
         let e = reject(root, "id2", "", "now").unwrap_err().to_string();
         assert!(e.contains("already rejected"), "{e}");
         let e = reject(root, "nope", "", "now").unwrap_err().to_string();

@@ -1,5 +1,6 @@
 //! Command-line arguments, turned into typed requests early, and the commands themselves.
 
+mod approvals;
 mod manage;
 mod plugins;
 mod run;
@@ -61,9 +62,29 @@ enum Command {
         /// Only this bottle's.
         slug: Option<String>,
         /// Print JSON (every request, with its decision).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Keep watching: print each new request and decision as it comes.
+        #[arg(long)]
+        watch: bool,
     },
+    /// Grant an agent's request and apply it to its running bottle at once (no restart).
+    Approve {
+        /// The request's id (`bottle approvals` lists them).
+        id: String,
+        /// Grant only this path prefix on the host (e.g. `/simple/`), with no credential.
+        #[arg(long, value_name = "PREFIX")]
+        path_prefix: Option<String>,
+        /// Also grant it in this agent's later runs (kept in the config dir's
+        /// `approved/<agent>.yaml`).
+        #[arg(long)]
+        persist: bool,
+        /// A note the agent sees.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Watch every running bottle's requests in a terminal UI, and approve or reject them.
+    Dashboard,
     /// Refuse an agent's request; the agent sees the note.
     Reject {
         /// The request's id (`bottle approvals` lists them).
@@ -283,8 +304,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { slug, follow } => manage::logs(&env, &slug, follow),
         Command::Stop { slug } => manage::stop(&env, &slug),
         Command::Cleanup { yes, dry_run } => manage::cleanup(&env, yes, dry_run),
-        Command::Approvals { slug, json } => manage::approvals(&env, slug.as_deref(), json),
-        Command::Reject { id, note } => manage::reject(&env, &id, &note),
+        Command::Approvals { slug, json, watch } => {
+            approvals::list(&env, slug.as_deref(), json, watch)
+        }
+        Command::Approve {
+            id,
+            path_prefix,
+            persist,
+            note,
+        } => approvals::approve(
+            &env,
+            &id,
+            bottle::approvals::ApproveOptions {
+                path_prefix,
+                persist,
+                note,
+            },
+        ),
+        Command::Reject { id, note } => approvals::reject(&env, &id, &note),
+        Command::Dashboard => approvals::dashboard(&env),
         Command::Images(ImagesCommand::Build { base }) => manage::build_images(&env, &base),
         Command::Plugins(PluginsCommand::List { plugins, json }) => {
             plugins::list(&env, &plugins, json)

@@ -11,15 +11,21 @@
 //! - [`prepare`]: plans a run and writes its state dir ([`state`]); `--dry-run` stops here.
 //! - [`runner`]: runs a prepared bottle: keys ([`keys`]), Docker ([`docker`]), attach,
 //!   teardown; [`confine`] is what the host imposes on the agent, [`verify`] the escape suite.
+//! - [`approvals`]: what agents asked supervise for and the human's answers; [`live`] applies
+//!   an approval to the running bottle (re-plan, write, reload, confirm), [`approved`] keeps
+//!   the approved accesses; [`dashboard`] is the terminal UI over them.
 //! - [`model`]: the host's types and the plan, from [`bottle_contract`] (shared with the SDK's
 //!   compose helpers and the bundle's init).
 
 pub mod approvals;
+pub mod approved;
 pub mod confine;
 pub mod consent;
+pub mod dashboard;
 pub mod docker;
 pub mod hostenv;
 pub mod keys;
+pub mod live;
 pub mod manifest;
 pub mod merge;
 pub use bottle_contract::model;

@@ -237,6 +237,9 @@ pub struct Manifest {
     pub resources: Resources,
     /// SHA-256 of the text this was parsed from (hex): what the user confirms.
     pub digest: String,
+    /// The text itself: a live approval re-plans from what was run, not from the file as it
+    /// may have been edited since.
+    pub text: String,
 }
 
 impl Manifest {
@@ -532,6 +535,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         user,
         resources,
         digest: crate::consent::digest(text.as_bytes()),
+        text: text.to_owned(),
     })
 }
 

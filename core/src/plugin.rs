@@ -406,6 +406,15 @@ impl PluginHost {
         }
     }
 
+    /// The host every command uses: compiled code cached in `env`'s cache dir (none without
+    /// one), default limits.
+    pub fn for_env(env: &crate::hostenv::HostEnv) -> Self {
+        let cache = env
+            .cache_dir()
+            .map_or_else(Cache::disabled, |d| Cache::at(&d));
+        PluginHost::new(cache, Limits::default())
+    }
+
     /// The compiled-code cache.
     pub fn cache(&self) -> &Cache {
         &self.cache

@@ -39,6 +39,11 @@ pub struct RunRequest {
     pub docker_socket: Option<String>,
     /// Host dirs `cwd: mount` may never hand the agent (see [`crate::workdir`]).
     pub protected: Vec<crate::workdir::Protected>,
+    /// `--plugin-dir`s, recorded so a live approval loads the same plugins.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Accesses approved earlier (`bottle approve --persist`), already laid over `manifest`;
+    /// they start this run's approvals.
+    pub approved: crate::approved::Approved,
 }
 
 /// A prepared bottle: plan computed, state dir written.
@@ -157,19 +162,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
     let state_dir = req.state_root.join(&slug);
     let mut grants = manifest.grants.clone();
     grants.extend(&req.grants);
-    for o in plugins.overrides() {
-        let Some(plugin) = plugins.get(&o.name) else {
-            continue;
-        };
-        if !grants.replace(&o.name, plugin.content_hash()) {
-            return Err(PrepareError::UnpinnedOverride {
-                file: req.manifest.file.display().to_string(),
-                name: o.name.clone(),
-                by: o.by.to_string(),
-                hash: plugin.content_hash().to_owned(),
-            });
-        }
-    }
+    check_overrides(plugins, req, &grants)?;
     if manifest.cwd == CwdMode::Mount
         && let Some(why) = crate::workdir::refusal(&req.cwd, &req.protected)
     {
@@ -200,11 +193,77 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         resources: manifest.resources,
         workdir_volume: manifest.cwd != CwdMode::Mount,
     };
+    let plan = plan_bottle(plugins, req, &grants, &slug, &state_dir)?;
+    let metadata = Metadata {
+        agent: manifest.name.clone(),
+        manifest: req.manifest.file.display().to_string(),
+        cwd: req.cwd.display().to_string(),
+        copy_cwd: manifest.cwd == CwdMode::Copy,
+        started_at: state::rfc3339(std::time::SystemTime::now()),
+        backend: plan.backend.clone(),
+        compose_project: plan.deployment.project.clone(),
+        plugins: plan.plugins.clone(),
+        dry_run: req.dry_run,
+    };
+    let record = crate::live::RunRecord::of(req);
+    let mut records = vec![(
+        crate::live::RUN_FILE,
+        state::pretty_json(&record).into_bytes(),
+    )];
+    if !req.approved.access.is_empty() {
+        let text = serde_yaml::to_string(&req.approved).unwrap_or_default();
+        records.push((crate::approved::APPROVED_FILE, text.into_bytes()));
+    }
+    let (state_dir, lock) = state::write(&req.state_root, &slug, &plan, &metadata, &records)?;
+    Ok(Prepared {
+        manifest,
+        slug,
+        state_dir,
+        plan,
+        metadata,
+        pipelock_note: req.pipelock_note.clone(),
+        confinement,
+        lock: std::sync::Arc::new(lock),
+    })
+}
+
+/// A plugin from a `--plugin-dir` replaces a built-in only with a grant pinned to its hash.
+fn check_overrides(
+    plugins: &PluginSet,
+    req: &RunRequest,
+    grants: &Grants,
+) -> Result<(), PrepareError> {
+    for o in plugins.overrides() {
+        let Some(plugin) = plugins.get(&o.name) else {
+            continue;
+        };
+        if !grants.replace(&o.name, plugin.content_hash()) {
+            return Err(PrepareError::UnpinnedOverride {
+                file: req.manifest.file.display().to_string(),
+                name: o.name.clone(),
+                by: o.by.to_string(),
+                hash: plugin.content_hash().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every plugin run for `req`'s bottle `slug`, the result admitted: what a run and a live
+/// re-plan share.
+fn plan_bottle(
+    plugins: &PluginSet,
+    req: &RunRequest,
+    grants: &Grants,
+    slug: &str,
+    state_dir: &std::path::Path,
+) -> Result<BottlePlan, PrepareError> {
+    let manifest = &req.manifest;
     let agent_mounts = match manifest.cwd {
         CwdMode::Mount => cwd_mounts(&req.cwd, &manifest.agent.workdir),
         CwdMode::Copy | CwdMode::None => vec![],
     };
-    let bottle = manifest.bottle(&slug);
+    let bottle = manifest.bottle(slug);
     let backend = req
         .backend
         .clone()
@@ -220,7 +279,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         &PlanRequest {
             bottle: &bottle,
             settings: &manifest.settings,
-            grants: &grants,
+            grants,
             declared: &manifest.declared(),
             state_dir: &state_dir_str,
             backend: &backend,
@@ -237,28 +296,24 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         file: req.manifest.file.display().to_string(),
         error,
     })?;
-    let metadata = Metadata {
-        agent: manifest.name.clone(),
-        manifest: req.manifest.file.display().to_string(),
-        cwd: req.cwd.display().to_string(),
-        copy_cwd: manifest.cwd == CwdMode::Copy,
-        started_at: state::rfc3339(std::time::SystemTime::now()),
-        backend: plan.backend.clone(),
-        compose_project: plan.deployment.project.clone(),
-        plugins: plan.plugins.clone(),
-        dry_run: req.dry_run,
-    };
-    let (state_dir, lock) = state::write(&req.state_root, &slug, &plan, &metadata)?;
-    Ok(Prepared {
-        manifest,
-        slug,
-        state_dir,
-        plan,
-        metadata,
-        pipelock_note: req.pipelock_note.clone(),
-        confinement,
-        lock: std::sync::Arc::new(lock),
-    })
+    Ok(plan)
+}
+
+/// Plan `req`'s bottle again, as it runs in `state_dir`: a live approval's new plan, which
+/// [`crate::live`] compares with the running one.
+pub fn replan(
+    plugins: &PluginSet,
+    req: &RunRequest,
+    state_dir: &std::path::Path,
+) -> Result<BottlePlan, PrepareError> {
+    let slug = state_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut grants = req.manifest.grants.clone();
+    grants.extend(&req.grants);
+    check_overrides(plugins, req, &grants)?;
+    plan_bottle(plugins, req, &grants, &slug, state_dir)
 }
 
 /// What of a repo's `.git` the host's own git runs: hooks, and the config that can name

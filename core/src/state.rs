@@ -183,13 +183,14 @@ pub fn valid_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Write the state dir of `slug` under `root`, atomically; the returned lock marks it in use
-/// for as long as it is held.
+/// Write the state dir of `slug` under `root`, atomically, with the host's `records` (name,
+/// bytes; 0600) beside the plan; the returned lock marks it in use for as long as it is held.
 pub fn write(
     root: &Path,
     slug: &str,
     plan: &BottlePlan,
     metadata: &Metadata,
+    records: &[(&str, Vec<u8>)],
 ) -> Result<(PathBuf, StateLock), StateError> {
     mkdir(root)?;
     let dest = root.join(slug);
@@ -236,6 +237,9 @@ pub fn write(
             pretty_json(plan).as_bytes(),
             layout::PRIVATE_MODE,
         )?;
+        for (name, bytes) in records {
+            write_file(&tmp, name, bytes, layout::PRIVATE_MODE)?;
+        }
         // Locked before the dir gets its name: cleanup never sees it unlocked while in use.
         let lock_path = tmp.join(LOCK_FILE);
         let lock = std::fs::OpenOptions::new()

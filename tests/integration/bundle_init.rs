@@ -168,18 +168,22 @@ fn bytes_that_are_not_utf8_neither_stop_the_relay_nor_the_daemon() {
 }
 
 #[test]
-fn sighup_goes_to_egress_and_sigusr1_restarts_pipelock() {
+fn sighup_goes_to_egress_and_pipelock_and_sigusr1_restarts_pipelock() {
     let mut init = Init::start(&[
         (
             "egress",
             &format!("trap 'echo reloading' HUP; echo egress-up; {LOOP}"),
         ),
-        ("pipelock", &format!("echo pipelock-started-$$; {LOOP}")),
+        (
+            "pipelock",
+            &format!("trap 'echo pipelock-reloading' HUP; echo pipelock-started-$$; {LOOP}"),
+        ),
     ]);
     init.expect("[egress] egress-up");
     let first = init.expect("[pipelock] pipelock-started-");
     init.signal(rustix::process::Signal::HUP);
     init.expect("[egress] reloading");
+    init.expect("[pipelock] pipelock-reloading");
     init.signal(rustix::process::Signal::USR1);
     init.expect("[init] SIGUSR1: restarting pipelock");
     let second = init.expect("[pipelock] pipelock-started-");

@@ -13,6 +13,17 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n";
 
+/// An MCP client in sh for the agent's side: `post JSON` sends one JSON-RPC message to
+/// supervise (Streamable HTTP, plain curl) in an initialized session.
+const MCP_SH: &str = r#"set -u
+U=http://supervise:9100/
+A='Accept: application/json, text/event-stream'
+J='Content-Type: application/json'
+SID=$(curl -sS -m 30 -D - -o /dev/null -H "$J" -H "$A" -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' $U | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: //p')
+post() { curl -sS -m 60 -H "$J" -H "$A" -H "Mcp-Session-Id: $SID" -d "$1" $U; }
+post '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
+"#;
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1525,14 +1536,8 @@ fn the_agent_asks_supervise_and_sees_the_humans_refusal() {
         "asker",
         "image: bottle-agent:latest\ncwd: none\nsupervise: true\n",
     );
-    let script = r#"set -u
-U=http://supervise:9100/
-A='Accept: application/json, text/event-stream'
-J='Content-Type: application/json'
-SID=$(curl -sS -m 30 -D - -o /dev/null -H "$J" -H "$A" -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' $U | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: //p')
-post() { curl -sS -m 60 -H "$J" -H "$A" -H "Mcp-Session-Id: $SID" -d "$1" $U; }
-post '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
-out=$(post '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_host_access","arguments":{"host":"pypi.org","reason":"need requests"}}}')
+    let script = MCP_SH.to_owned()
+        + r#"out=$(post '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_host_access","arguments":{"host":"pypi.org","reason":"need requests"}}}')
 id=$(echo "$out" | sed -n 's/.*\\"id\\":\\"\([a-z0-9]*\)\\".*/\1/p' | head -1)
 echo "ASKED $id"
 st="$out"
@@ -1543,7 +1548,7 @@ done
 "#;
     let slug = unique_slug("e2e-ask");
     let child = bottle(&sb)
-        .args(["run", "asker", "--slug", &slug, "--", "sh", "-c", script])
+        .args(["run", "asker", "--slug", &slug, "--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1640,5 +1645,214 @@ fn a_reload_is_confirmed_by_the_hash_egress_runs_and_a_bad_file_keeps_the_old() 
     );
     let _ = run(sb.bottle().args(["stop", &slug]));
     let _ = child.wait();
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// An HTTPS origin on every host address that the bundle reaches as `host-gateway`, and an
+/// agent manifest (`supervise: true`) that knows it as `origin.test` but may not reach it
+/// unless `extra` says so.
+fn origin_agent(
+    sb: &Sandbox,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    extra: &str,
+) -> bottle_egress::testing::Origin {
+    use bottle_egress::testing::{Origin, TestPki};
+    let pki = TestPki::new(&["origin.test"]);
+    let served = sb.dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let origin = rt.block_on(Origin::start("0.0.0.0".parse().unwrap(), &pki, served));
+    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    sb.agent(
+        name,
+        &format!(
+            "image: bottle-agent:latest\ncwd: none\nsupervise: true\negress:\n  default_allowlist: false\n  \
+             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n{extra}",
+            ca.display()
+        ),
+    );
+    origin
+}
+
+fn small_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The issue's story: the agent's curl is refused, it asks supervise, the human runs
+/// `bottle approve` on the host, and the same curl goes through, with no restart.
+#[test]
+fn bottle_approve_opens_a_host_to_the_running_agent_without_a_restart() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "asker", "");
+    let port = origin.https.port();
+    let script = MCP_SH.to_owned()
+        + &format!(
+            r#"curl -sS https://origin.test:{port}/echo; echo
+out=$(post '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_host_access","arguments":{{"host":"origin.test","reason":"fetch the echo","failed_url":"https://origin.test:{port}/echo"}}}}}}')
+id=$(echo "$out" | sed -n 's/.*\\"id\\":\\"\([a-z0-9]*\)\\".*/\1/p' | head -1)
+echo "ASKED $id"
+i=0
+until curl -sf -o /dev/null https://origin.test:{port}/echo; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
+echo "THROUGH after $i tries"
+post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"name\":\"request_status\",\"arguments\":{{\"id\":\"$id\"}}}}}}" | grep -q 'in effect now' && echo STATUS-APPLIED
+"#
+        );
+    let slug = unique_slug("e2e-approve");
+    let child = bottle(&sb)
+        .args(["run", "asker", "--slug", &slug, "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let (_, out, _) = run(sb.bottle().args(["approvals", &slug, "--json"]));
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no request showed up: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (code, out, err) = run(sb.bottle().args(["approve", &id]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "the agent can reach origin.test, no credential; in effect now (egress runs config "
+        ),
+        "{out}"
+    );
+    let (code, _, err) = run(sb.bottle().args(["approve", &id]));
+    assert_eq!(code, 1);
+    assert!(err.contains("already approved"), "{err}");
+    let state = sb.state().join(&slug);
+    let approved = std::fs::read_to_string(state.join("approved.yaml")).unwrap();
+    assert!(approved.contains("host: origin.test"), "{approved}");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "blocked by egress: origin.test is not on this bottle's allowlist",
+        &format!("ASKED {id}"),
+        "STATUS-APPLIED",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing in\n{stdout}"
+        );
+    }
+    let tries: u32 = stdout
+        .split("THROUGH after ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(tries <= 1200, "the approval never took effect:\n{stdout}");
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// Live apply under a hammer: while the agent sends requests through egress to a host it
+/// may always reach, the host applies 25 approvals one after another (each a re-plan, a
+/// write, a reload and its confirmation). No request fails and every reload is confirmed.
+#[test]
+fn live_applies_under_load_never_fail_a_request() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "hammer", "  routes:\n    - host: origin.test\n");
+    let port = origin.https.port();
+    let script = format!(
+        "n=0; bad=0; until [ -e /tmp/stop ]; do \
+           c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 https://origin.test:{port}/echo); \
+           n=$((n+1)); [ \"$c\" = 200 ] || {{ bad=$((bad+1)); echo \"BAD $c\"; }}; \
+           [ $n = 1 ] && echo FIRST; \
+         done; echo \"TOTAL $n BAD $bad\""
+    );
+    let slug = unique_slug("e2e-hammer");
+    let mut child = bottle(&sb)
+        .args(["run", "hammer", "--slug", &slug, "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = format!("bottle-agent-{slug}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while docker(&["inspect", "-f", "{{.State.Running}}", &agent]) != "true" {
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let env = bottle::hostenv::HostEnv::from_vars([
+        ("HOME".to_owned(), sb.dir.path().display().to_string()),
+        (
+            "BOTTLE_CACHE_DIR".to_owned(),
+            crate::support::shared_cache().display().to_string(),
+        ),
+    ]);
+    let dir = sb.state().join(&slug);
+    let record = bottle::live::RunRecord::load(&dir).unwrap();
+    let plugins = bottle::plugin::discover(
+        &bottle::plugin::PluginHost::for_env(&env),
+        &record.plugin_dirs,
+    )
+    .unwrap();
+    let docker_api = rt.block_on(bottle::docker::connect()).unwrap();
+    let mut confirmed = Vec::new();
+    let started = Instant::now();
+    for i in 0..25 {
+        let access = bottle::approved::Access::checked(&format!("h{i}.example.org"), None).unwrap();
+        let proposal = bottle::live::propose(&plugins, &env, &dir, &record, access).unwrap();
+        assert!(!proposal.files.is_empty(), "egress's routes change");
+        let applied = rt
+            .block_on(bottle::live::apply(&docker_api, &slug, &proposal))
+            .unwrap_or_else(|e| panic!("reload {i}: {e}"));
+        confirmed.push(applied.confirmed);
+    }
+    assert!(
+        confirmed
+            .iter()
+            .all(|c| c.starts_with("egress runs config ")),
+        "{confirmed:?}"
+    );
+    assert_eq!(
+        confirmed
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        25,
+        "each reload runs a new table: {confirmed:?}"
+    );
+    let routes = std::fs::read_to_string(dir.join("egress/routes.yaml")).unwrap();
+    assert!(routes.contains("h24.example.org"), "{routes}");
+    eprintln!("25 live applies in {:?}", started.elapsed());
+    docker(&["exec", &agent, "touch", "/tmp/stop"]);
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{stdout}");
+    let total: u32 = stdout
+        .split("TOTAL ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let bad: u32 = stdout
+        .split(" BAD ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(bad, 0, "requests failed during reloads:\n{stdout}");
+    assert!(total >= 25, "too few requests to tell: {stdout}");
+    eprintln!("{total} requests through egress during the reloads, none failed");
     assert_eq!(leftovers(&slug), "");
 }

@@ -1,6 +1,7 @@
 //! bottle's integration tests: one binary (it links wasmtime once), one module per topic.
 
 mod admission;
+mod approvals;
 mod bundle_init;
 mod checklist;
 mod conflicts;

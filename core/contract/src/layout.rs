@@ -3,11 +3,26 @@
 
 /// Top-level names of the state dir that belong to the host: no plugin may stage, mount or
 /// overwrite them (`bundle/` holds the daemon list the host writes for the bundle's init).
-pub const HOST_FILES: &[&str] = &["metadata.json", "plan.json", "compose.log", "bundle"];
+pub const HOST_FILES: &[&str] = &[
+    "metadata.json",
+    "plan.json",
+    "compose.log",
+    "bundle",
+    "run.json",
+    "approved.yaml",
+    "live.lock",
+];
 /// The host's record of a run (agent, manifest, plugins, start time).
 pub const METADATA_FILE: &str = "metadata.json";
 /// The full plan, as `--dry-run --json` prints it.
 pub const PLAN_FILE: &str = "plan.json";
+/// What `bottle run` was given, so a live approval re-plans the bottle that runs.
+pub const RUN_FILE: &str = "run.json";
+/// The accesses a human approved for this run (`bottle approve`), applied on top of its
+/// manifest.
+pub const APPROVED_FILE: &str = "approved.yaml";
+/// Held (flock) while a live change is applied, so two approvals never interleave.
+pub const LIVE_LOCK_FILE: &str = "live.lock";
 /// The kept log of a run.
 pub const LOG_FILE: &str = "compose.log";
 /// Held (flock) while a `bottle run` uses the state dir.

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod validate;
+
 /// What the agent asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

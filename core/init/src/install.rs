@@ -4,8 +4,9 @@
 //! in the container may change on a read-only mount. So the host binds each read-only mount at
 //! a private path, and this copies it to where the daemon expects it: files 0400 and dirs 0500,
 //! owned by the daemon's uid; missing parent dirs are made root's, 0755. A copy goes in under a
-//! temporary name and is renamed into place, so a reinstall (before a reload) never leaves a
-//! half-written file where the daemon reads.
+//! temporary name and is renamed into place (a dir is swapped with the old one in one step),
+//! so a reinstall (before a reload) never leaves a half-written file, or none, where the
+//! daemon reads.
 
 use bottle_contract::daemons::Install;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -35,12 +36,25 @@ fn install(from: &Path, to: &Path, uid: Option<u32>) -> std::io::Result<()> {
     remove(&tmp)?;
     copy(from, &tmp, uid)?;
     if to.is_dir() && !to.is_symlink() {
-        // A dir cannot be renamed over a full one: move the old one aside first.
-        let old = to.with_file_name(format!(".{name}.old"));
-        remove(&old)?;
-        std::fs::rename(to, &old)?;
-        std::fs::rename(&tmp, to)?;
-        remove(&old)
+        // A dir cannot be renamed over a full one: swap the two in one step, so a daemon
+        // (or an ssh it runs) opening a file by path at any moment finds the old copy or the
+        // new one, never no dir; then remove the old one.
+        let swapped = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        if swapped.is_err() {
+            // A filesystem without RENAME_EXCHANGE: the old one aside, then the new in.
+            let old = to.with_file_name(format!(".{name}.old"));
+            remove(&old)?;
+            std::fs::rename(to, &old)?;
+            std::fs::rename(&tmp, to)?;
+            return remove(&old);
+        }
+        remove(&tmp)
     } else {
         std::fs::rename(&tmp, to)
     }

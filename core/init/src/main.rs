@@ -7,7 +7,8 @@
 //! each line of their output with `[name] `, reaps every child (it is PID 1), and handles signals:
 //!
 //! - SIGTERM / SIGINT: forwarded to every daemon; after the grace period the rest are killed;
-//! - SIGHUP: forwarded to `egress` (it reloads its routes) and `git-gate` (its repos);
+//! - SIGHUP: forwarded to `pipelock` (its config), `egress` (its routes) and `git-gate` (its
+//!   repos), each after its files are installed again;
 //! - SIGUSR1: restarts `pipelock` in place (a config change it cannot reload);
 //! - a daemon that dies is logged, not restarted, and does not take the bundle down.
 //!
@@ -41,8 +42,10 @@ use std::time::{Duration, Instant};
 
 /// How long daemons get between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(8);
-/// The daemons that reload their config on SIGHUP (the others would die of it).
-const RELOADABLE: [&str; 2] = ["egress", "git-gate"];
+/// The daemons that reload their config on SIGHUP (the others would die of it), in the order
+/// they are told: pipelock (upstream reloads on SIGHUP since 2026-02, keeping its old config
+/// when the new one is invalid or a downgrade) is the outer wall, so it widens first.
+const RELOADABLE: [&str; 3] = ["pipelock", "egress", "git-gate"];
 
 /// How long one ready check may run before it counts as failed (and is killed).
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! `bottle ps`, `logs`, `stop`, `cleanup`, `approvals`, `reject` and `images build`.
+//! `bottle ps`, `logs`, `stop`, `cleanup` and `images build`.
 
 use super::runtime;
 use anyhow::{Context, Result};
@@ -12,7 +12,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn state_root(env: &HostEnv) -> Result<PathBuf> {
+pub(super) fn state_root(env: &HostEnv) -> Result<PathBuf> {
     bottle::prepare::default_state_root(env).map_err(anyhow::Error::msg)
 }
 
@@ -312,39 +312,4 @@ pub(super) fn build_images(env: &HostEnv, base: &str) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-pub(super) fn approvals(env: &HostEnv, slug: Option<&str>, json: bool) -> Result<ExitCode> {
-    let root = state_root(env)?;
-    let all = bottle::approvals::list(&root, slug);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let open: Vec<_> = all.iter().filter(|a| a.decision.is_none()).collect();
-    if open.is_empty() {
-        println!("no open requests");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<12} {:<22} {:<40} REASON", "ID", "BOTTLE", "IF APPROVED");
-    for a in open {
-        println!(
-            "{:<12} {:<22} {:<40} {}",
-            a.request.id, a.slug, a.effect, a.request.reason
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(super) fn reject(env: &HostEnv, id: &str, note: &str) -> Result<ExitCode> {
-    let root = state_root(env)?;
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let asked = bottle::approvals::reject(&root, id, note, &now)?;
-    println!(
-        "rejected {id} ({}: {}); the agent sees it within a second",
-        asked.slug, asked.request.host
-    );
-    Ok(ExitCode::SUCCESS)
 }

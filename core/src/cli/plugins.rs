@@ -3,15 +3,12 @@
 use super::PluginArgs;
 use anyhow::{Context, Result};
 use bottle::hostenv::HostEnv;
-use bottle::plugin::{self, Cache, LoadedPlugin, PluginHost, PluginSet, PluginSource};
+use bottle::plugin::{self, LoadedPlugin, PluginHost, PluginSet, PluginSource};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub(super) fn host(env: &HostEnv) -> PluginHost {
-    let cache = env
-        .cache_dir()
-        .map_or_else(Cache::disabled, |d| Cache::at(&d));
-    PluginHost::new(cache, plugin::Limits::default())
+    PluginHost::for_env(env)
 }
 
 /// The built-ins plus `args`' plugin dirs, with overrides reported.

@@ -18,7 +18,24 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let config_dir = env.config_dir();
     let manifest_file =
         bottle::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())?;
-    let manifest = bottle::manifest::load(&manifest_file, env)?;
+    let mut manifest = bottle::manifest::load(&manifest_file, env)?;
+    // Accesses the user approved with `bottle approve --persist` in earlier runs.
+    let approved = match &config_dir {
+        Some(dir) => {
+            let file = bottle::approved::persisted_path(dir, &manifest.name);
+            let approved = bottle::approved::Approved::load(&file)?;
+            let added = approved.apply(&mut manifest)?;
+            if !added.is_empty() {
+                eprintln!(
+                    "note: approved in earlier runs ({}): {}",
+                    file.display(),
+                    added.join(", ")
+                );
+            }
+            approved
+        }
+        None => bottle::approved::Approved::default(),
+    };
     let mut grants = Grants::default();
     for (plugin, grant) in &args.bottle.grants {
         grants.add(plugin, grant.clone());
@@ -71,6 +88,8 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         pipelock_note,
         protected,
         docker_socket: env.docker_socket(),
+        plugin_dirs: args.bottle.plugins.plugin_dirs.clone(),
+        approved,
     };
     // Before anything is written: a run the user declines leaves nothing behind.
     if !args.dry_run {

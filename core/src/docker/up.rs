@@ -552,7 +552,7 @@ pub async fn wait_healthy(
             let budget = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(1));
-            match tokio::time::timeout(budget, probe(docker, container, &cmd)).await {
+            match tokio::time::timeout(budget, exec_output(docker, container, &cmd)).await {
                 Ok(Ok((0, _))) => return Ok(()),
                 // `bottle-init ready` says a daemon will never be ready (it exited, or its
                 // program is missing): waiting longer cannot help.
@@ -588,8 +588,8 @@ pub async fn wait_healthy(
     }
 }
 
-/// Run `cmd` in `container`; its exit code and output.
-async fn probe(
+/// Run `cmd` in `container`; its exit code and output (stdout and stderr).
+pub async fn exec_output(
     docker: &Docker,
     container: &str,
     cmd: &[String],
@@ -605,7 +605,7 @@ async fn probe(
             },
         )
         .await
-        .map_err(api(format!("running the health check in {container}")))?;
+        .map_err(api(format!("running `{}` in {container}", cmd.join(" "))))?;
     let mut out = String::new();
     if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
         docker.start_exec(&exec.id, None).await
@@ -617,7 +617,10 @@ async fn probe(
     let code = docker
         .inspect_exec(&exec.id)
         .await
-        .map_err(api(format!("reading the health check of {container}")))?
+        .map_err(api(format!(
+            "reading the exit code of `{}` in {container}",
+            cmd.join(" ")
+        )))?
         .exit_code
         .unwrap_or(-1);
     Ok((code, out))

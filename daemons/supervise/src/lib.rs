@@ -8,7 +8,7 @@
 
 pub mod queue;
 pub mod tools;
-pub mod validate;
+pub use bottle_contract::supervise::validate;
 
 /// The bundle's ready check: something accepts connections at `addr`.
 pub fn health_check(addr: &str) -> Result<(), String> {

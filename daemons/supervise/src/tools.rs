@@ -3,7 +3,7 @@
 //! `request_status` waits a little for the human's decision.
 
 use crate::queue::{Queue, valid_id};
-use crate::validate;
+use bottle_contract::supervise::validate;
 use bottle_contract::supervise::{Decision, Request, RequestKind, Verdict};
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};

@@ -1,7 +1,7 @@
 //! The agent's input, made safe before it is queued or shown to a human: it is untrusted,
 //! perhaps prompt-injected, and may try to smuggle terminal escapes into the operator's view.
 
-use bottle_contract::names::valid_host;
+use crate::names::valid_host;
 
 /// The longest reason kept (characters).
 pub const MAX_REASON: usize = 500;

@@ -1,0 +1,338 @@
+//! Accesses a human approved through supervise (`bottle approve`), laid over a manifest.
+//!
+//! A run's approvals are kept in its state dir ([`APPROVED_FILE`]); `--persist` also adds
+//! them to the agent's file in the user's config dir ([`persisted_path`]), which every later
+//! `bottle run` of that agent lays over its manifest. Either file is written whole (temp file,
+//! fsync, rename), 0600, and read strictly: a file bottle did not write is an error naming
+//! the file, not a silent grant.
+
+use crate::manifest::Manifest;
+use crate::model::EgressRoute;
+use bottle_contract::supervise::validate;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use bottle_contract::layout::APPROVED_FILE;
+
+/// One approved access: a host, or a path prefix on a host; never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// The host (lower case; `*.` over two labels or more for a whole domain).
+    pub host: String,
+    /// Only requests under this path prefix (a route with no credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The supervise request it answered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request: String,
+    /// When it was approved (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approved: String,
+}
+
+impl Access {
+    /// An access whose host and path prefix pass the rules supervise checks the agent's
+    /// requests by (no IP literal, no internal name, `*.` over two labels or more).
+    pub fn checked(host: &str, path_prefix: Option<&str>) -> Result<Access, ApprovedError> {
+        let host = validate::host(host).map_err(ApprovedError::Refused)?;
+        let path_prefix = path_prefix
+            .map(validate::path_prefix)
+            .transpose()
+            .map_err(ApprovedError::Refused)?;
+        if path_prefix.is_some() && host.starts_with("*.") {
+            return Err(ApprovedError::Refused(format!(
+                "{host}: a path prefix needs one host, not a wildcard; approve the host alone or name one host"
+            )));
+        }
+        Ok(Access {
+            host,
+            path_prefix,
+            request: String::new(),
+            approved: String::new(),
+        })
+    }
+
+    /// The access in words.
+    pub fn describe(&self) -> String {
+        match &self.path_prefix {
+            Some(p) => format!("{}{p}…", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// A file of approvals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approved {
+    /// The accesses, oldest first.
+    #[serde(default)]
+    pub access: Vec<Access>,
+}
+
+/// Why approvals could not be read, laid over a manifest or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovedError {
+    /// The file is not one bottle wrote.
+    #[error(
+        "{}: {message}; bottle writes this file (`bottle approve --persist`): fix it, or delete it to drop those approvals",
+        file.display()
+    )]
+    Malformed {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong, with the field.
+        message: String,
+    },
+    /// Reading or writing failed.
+    #[error("{}: {error}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The access cannot be granted this way.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The agent's persisted approvals: `<config dir>/approved/<agent>.yaml`.
+pub fn persisted_path(config_dir: &Path, agent: &str) -> PathBuf {
+    config_dir.join("approved").join(format!("{agent}.yaml"))
+}
+
+impl Approved {
+    /// The approvals in `file`; none when it does not exist.
+    pub fn load(file: &Path) -> Result<Approved, ApprovedError> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Approved::default()),
+            Err(error) => {
+                return Err(ApprovedError::Io {
+                    file: file.to_owned(),
+                    error,
+                });
+            }
+        };
+        let approved: Approved =
+            serde_yaml::from_str(&text).map_err(|e| ApprovedError::Malformed {
+                file: file.to_owned(),
+                message: e.to_string(),
+            })?;
+        for a in &approved.access {
+            let again = Access::checked(&a.host, a.path_prefix.as_deref()).map_err(|e| {
+                ApprovedError::Malformed {
+                    file: file.to_owned(),
+                    message: format!("access `{}`: {e}", a.describe()),
+                }
+            })?;
+            if again.host != a.host {
+                return Err(ApprovedError::Malformed {
+                    file: file.to_owned(),
+                    message: format!("access `{}`: hosts are written lower case", a.host),
+                });
+            }
+        }
+        Ok(approved)
+    }
+
+    /// These approvals plus `access` (unless an equal one is there already).
+    pub fn with(&self, access: Access) -> Approved {
+        let mut out = self.clone();
+        if !out
+            .access
+            .iter()
+            .any(|a| a.host == access.host && a.path_prefix == access.path_prefix)
+        {
+            out.access.push(access);
+        }
+        out
+    }
+
+    /// Write them to `file`, whole, 0600 (its dir is made 0700 if missing).
+    pub fn save(&self, file: &Path) -> Result<(), ApprovedError> {
+        let io = |error| ApprovedError::Io {
+            file: file.to_owned(),
+            error,
+        };
+        let text = format!(
+            "# Accesses approved with `bottle approve`; bottle lays them over the agent's manifest.\n{}",
+            serde_yaml::to_string(self).map_err(|e| io(std::io::Error::other(e)))?
+        );
+        if let Some(dir) = file.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        crate::live::write_whole(file, text.as_bytes(), 0o600).map_err(io)
+    }
+
+    /// Lay these approvals over `manifest`: a host joins its allowlist, a path prefix becomes a
+    /// route with no credential (or widens such a route). Returns what changed, in words; an
+    /// access the manifest already gives changes nothing.
+    pub fn apply(&self, manifest: &mut Manifest) -> Result<Vec<String>, ApprovedError> {
+        let mut changed = Vec::new();
+        for a in &self.access {
+            if covered(manifest, a) {
+                continue;
+            }
+            let route = manifest.routes.iter_mut().find(|r| r.host == a.host);
+            match &a.path_prefix {
+                None => match route {
+                    // The route's own paths widen to the whole host.
+                    Some(r) if r.auth.is_none() => r.path_allowlist.clear(),
+                    Some(_) => {
+                        return Err(ApprovedError::Refused(format!(
+                            "{} has a route that injects a credential on some paths only; approving the whole host would hand that credential to every path. Widen the route's path_allowlist in the manifest if you mean it",
+                            a.host
+                        )));
+                    }
+                    None => manifest.allowlist.push(a.host.clone()),
+                },
+                Some(prefix) => match route {
+                    Some(r) if r.auth.is_some() => {
+                        return Err(ApprovedError::Refused(format!(
+                            "{} has a route that injects a credential; approving {} through it would hand that credential to a new path. Widen the route's path_allowlist in the manifest if you mean it",
+                            a.host,
+                            a.describe()
+                        )));
+                    }
+                    Some(r) => r.path_allowlist.push(prefix.clone()),
+                    None => manifest.routes.push(EgressRoute {
+                        host: a.host.clone(),
+                        path_allowlist: vec![prefix.clone()],
+                        auth: None,
+                    }),
+                },
+            }
+            changed.push(a.describe());
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether `manifest` already lets the agent reach what `access` asks for.
+fn covered(manifest: &Manifest, access: &Access) -> bool {
+    let host_allowed = manifest
+        .allowlist_with_defaults()
+        .iter()
+        .any(|h| h == &access.host);
+    if host_allowed {
+        return true;
+    }
+    manifest
+        .routes
+        .iter()
+        .find(|r| r.host == access.host)
+        .is_some_and(|r| {
+            r.path_allowlist.is_empty()
+                || access
+                    .path_prefix
+                    .as_ref()
+                    .is_some_and(|p| r.path_allowlist.iter().any(|q| p.starts_with(q.as_str())))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostenv::HostEnv;
+
+    fn manifest() -> Manifest {
+        crate::manifest::parse(
+            Path::new("/agents/coder.yaml"),
+            "image: a\negress:\n  allowlist: [pypi.org]\n  routes:\n    - host: api.github.com\n      path_allowlist: [/repos/]\n      auth: {scheme: Bearer, token_ref: GH}\n    - host: docs.example.com\n      path_allowlist: [/v1/]\n",
+            &HostEnv::from_vars([]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hosts_join_the_allowlist_and_prefixes_become_routes_without_credentials() {
+        let mut m = manifest();
+        let approved = Approved::default()
+            .with(Access::checked("crates.io", None).unwrap())
+            .with(Access::checked("pypi.org", None).unwrap())
+            .with(Access::checked("docs.example.com", Some("/v2/")).unwrap())
+            .with(Access::checked("docs.example.com", Some("/v1/x")).unwrap())
+            .with(Access::checked("raw.example.org", Some("/a/")).unwrap());
+        let changed = approved.apply(&mut m).unwrap();
+        assert_eq!(
+            changed,
+            ["crates.io", "docs.example.com/v2/…", "raw.example.org/a/…"]
+        );
+        assert!(m.allowlist.contains(&"crates.io".to_owned()));
+        let docs = m
+            .routes
+            .iter()
+            .find(|r| r.host == "docs.example.com")
+            .unwrap();
+        assert_eq!(docs.path_allowlist, ["/v1/", "/v2/"]);
+        let raw = m
+            .routes
+            .iter()
+            .find(|r| r.host == "raw.example.org")
+            .unwrap();
+        assert!(raw.auth.is_none());
+    }
+
+    #[test]
+    fn a_prefix_on_a_credential_route_is_refused() {
+        let mut m = manifest();
+        let e = Approved::default()
+            .with(Access::checked("api.github.com", Some("/orgs/")).unwrap())
+            .apply(&mut m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("injects a credential"), "{e}");
+        let e = Approved::default()
+            .with(Access::checked("api.github.com", None).unwrap())
+            .apply(&mut m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("on some paths only"), "{e}");
+    }
+
+    #[test]
+    fn bad_accesses_and_files_are_refused_naming_the_file() {
+        for (host, prefix) in [
+            ("10.0.0.1", None),
+            ("localhost", None),
+            ("*.com", None),
+            ("*.example.com", Some("/x/")),
+            ("ok.example.com", Some("x")),
+        ] {
+            assert!(Access::checked(host, prefix).is_err(), "{host} {prefix:?}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.yaml");
+        assert_eq!(Approved::load(&f).unwrap(), Approved::default());
+        for bad in [
+            "access: [{host: 127.0.0.1}]",
+            "access: [{host: pypi.org, token: x}]",
+            "access: [{host: PyPI.org}]",
+            "access: {",
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = Approved::load(&f).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&f.display().to_string()) && e.contains("delete it"),
+                "{e}"
+            );
+        }
+        let saved = Approved::default().with(Access::checked("pypi.org", None).unwrap());
+        saved.save(&d.path().join("sub/b.yaml")).unwrap();
+        assert_eq!(Approved::load(&d.path().join("sub/b.yaml")).unwrap(), saved);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.path().join("sub/b.yaml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

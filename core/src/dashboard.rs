@@ -1,0 +1,469 @@
+//! `bottle dashboard`: every bottle's supervise requests, live, in a terminal UI (ratatui).
+//!
+//! [`Dashboard`] is the screen's state: it turns keys into [`Action`]s and draws itself, with
+//! no I/O, so a test renders it on ratatui's `TestBackend`. [`run`] is the loop around it:
+//! the terminal, the queue watch, and the approvals the actions ask for.
+
+use crate::approvals::{self, ApproveOptions, Asked, QueueWatch};
+use crate::hostenv::HostEnv;
+use ratatui::Frame;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
+use std::path::Path;
+use std::time::Duration;
+
+/// What a key asks the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing beyond redrawing.
+    Nothing,
+    /// Leave the dashboard.
+    Quit,
+    /// Approve request `id` (only `path_prefix` on its host, when given).
+    Approve {
+        /// The request.
+        id: String,
+        /// The path prefix the human set with `e`.
+        path_prefix: Option<String>,
+    },
+    /// Reject request `id` with `note`.
+    Reject {
+        /// The request.
+        id: String,
+        /// What the agent is told.
+        note: String,
+    },
+}
+
+/// What the bottom line is typing into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prompt {
+    /// A reject's note.
+    Note,
+    /// The path prefix to approve.
+    PathPrefix,
+}
+
+/// The screen's state.
+#[derive(Debug, Default)]
+pub struct Dashboard {
+    items: Vec<Asked>,
+    selected: usize,
+    prompt: Option<(Prompt, String)>,
+    message: Option<(String, bool)>,
+}
+
+/// Open requests first (oldest first), then answered ones (newest first).
+fn order(items: &mut [Asked]) {
+    items.sort_by(|a, b| {
+        let open = |x: &Asked| !matches!(x.status(), "pending" | "failed");
+        open(a).cmp(&open(b)).then_with(|| {
+            if open(a) {
+                b.request.created.cmp(&a.request.created)
+            } else {
+                a.request.created.cmp(&b.request.created)
+            }
+        })
+    });
+}
+
+impl Dashboard {
+    /// A dashboard over `items`.
+    pub fn new(items: Vec<Asked>) -> Dashboard {
+        let mut d = Dashboard::default();
+        d.set_items(items);
+        d
+    }
+
+    /// New contents (after the queue changed); the selection stays on the same request.
+    pub fn set_items(&mut self, mut items: Vec<Asked>) {
+        order(&mut items);
+        let id = self.current().map(|a| a.request.id.clone());
+        self.items = items;
+        self.selected = id
+            .and_then(|id| self.items.iter().position(|a| a.request.id == id))
+            .unwrap_or(0)
+            .min(self.items.len().saturating_sub(1));
+    }
+
+    /// Show `text` on the bottom line (in red when `error`).
+    pub fn report(&mut self, text: impl Into<String>, error: bool) {
+        self.message = Some((text.into(), error));
+    }
+
+    fn current(&self) -> Option<&Asked> {
+        self.items.get(self.selected)
+    }
+
+    fn open(&self) -> Option<&Asked> {
+        self.current()
+            .filter(|a| matches!(a.status(), "pending" | "failed"))
+    }
+
+    /// Handle one key.
+    pub fn key(&mut self, code: KeyCode) -> Action {
+        if let Some((prompt, mut text)) = self.prompt.take() {
+            match code {
+                KeyCode::Esc => self.message = None,
+                KeyCode::Enter => {
+                    let Some(id) = self.open().map(|a| a.request.id.clone()) else {
+                        return Action::Nothing;
+                    };
+                    return match prompt {
+                        Prompt::Note => Action::Reject { id, note: text },
+                        Prompt::PathPrefix => Action::Approve {
+                            id,
+                            path_prefix: Some(text),
+                        },
+                    };
+                }
+                KeyCode::Backspace => {
+                    text.pop();
+                    self.prompt = Some((prompt, text));
+                }
+                KeyCode::Char(c) if !c.is_control() && text.chars().count() < 200 => {
+                    text.push(c);
+                    self.prompt = Some((prompt, text));
+                }
+                _ => self.prompt = Some((prompt, text)),
+            }
+            return Action::Nothing;
+        }
+        match code {
+            KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.selected = (self.selected + 1).min(self.items.len().saturating_sub(1));
+            }
+            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Char('a') => {
+                if let Some(a) = self.open() {
+                    return Action::Approve {
+                        id: a.request.id.clone(),
+                        path_prefix: None,
+                    };
+                }
+                self.report("nothing open is selected", true);
+            }
+            KeyCode::Char('r') => {
+                if self.open().is_some() {
+                    self.prompt = Some((Prompt::Note, String::new()));
+                } else {
+                    self.report("nothing open is selected", true);
+                }
+            }
+            KeyCode::Char('e') => match self.open() {
+                Some(a) => {
+                    let start = a.request.path_prefix.clone().unwrap_or_else(|| "/".into());
+                    self.prompt = Some((Prompt::PathPrefix, start));
+                }
+                None => self.report("nothing open is selected", true),
+            },
+            _ => {}
+        }
+        Action::Nothing
+    }
+
+    /// Draw the screen.
+    pub fn render(&self, frame: &mut Frame) {
+        let [title, list, detail, bottom] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(4),
+            Constraint::Length(8),
+            Constraint::Length(1),
+        ])
+        .areas(frame.area());
+        let open = self
+            .items
+            .iter()
+            .filter(|a| matches!(a.status(), "pending" | "failed"))
+            .count();
+        frame.render_widget(
+            Line::from(vec![
+                Span::styled(
+                    " bottle dashboard ",
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!(
+                    "· {open} open · a approve · e approve a path · r reject · ↑↓ select · q quit"
+                )),
+            ]),
+            title,
+        );
+        let rows = self.items.iter().map(|a| {
+            let color = match a.status() {
+                "pending" => Color::Yellow,
+                "approved" => Color::Green,
+                "failed" => Color::Red,
+                _ => Color::DarkGray,
+            };
+            Row::new(vec![
+                Cell::from(a.request.id.clone()),
+                Cell::from(a.slug.clone()),
+                Cell::from(Span::styled(a.status(), Style::new().fg(color))),
+                Cell::from(a.effect.clone()),
+            ])
+        });
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(12),
+                Constraint::Length(20),
+                Constraint::Length(9),
+                Constraint::Fill(1),
+            ],
+        )
+        .header(
+            Row::new(["ID", "BOTTLE", "STATUS", "IF APPROVED"])
+                .style(Style::new().add_modifier(Modifier::BOLD)),
+        )
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .block(Block::bordered().title(" requests "));
+        let mut state = TableState::default();
+        if !self.items.is_empty() {
+            state.select(Some(self.selected));
+        }
+        frame.render_stateful_widget(table, list, &mut state);
+        let lines: Vec<Line> = match self.current() {
+            None => vec![Line::from(
+                "No requests yet. An agent asks with supervise's request_host_access tool.",
+            )],
+            Some(a) => {
+                let mut l = vec![
+                    Line::from(format!("{} asks for {}", a.slug, a.request.host)),
+                    Line::from(format!("reason: {}", a.request.reason)),
+                    Line::from(format!("if approved: {}", a.effect)),
+                ];
+                if let Some(u) = &a.request.failed_url {
+                    l.push(Line::from(format!("refused: {u}")));
+                }
+                if let Some(d) = &a.decision {
+                    if let Some(e) = &d.apply_error {
+                        l.push(Line::styled(
+                            format!("not applied: {e}"),
+                            Style::new().fg(Color::Red),
+                        ));
+                    } else if !d.note.is_empty() {
+                        l.push(Line::from(format!("note: {}", d.note)));
+                    }
+                }
+                if let Some(p) = &a.problem {
+                    l.push(Line::styled(p.clone(), Style::new().fg(Color::Red)));
+                }
+                l
+            }
+        };
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" request ")),
+            detail,
+        );
+        let line = match (&self.prompt, &self.message) {
+            (Some((Prompt::Note, t)), _) => {
+                Line::from(format!("reject with note (Enter sends, Esc cancels): {t}▏"))
+            }
+            (Some((Prompt::PathPrefix, t)), _) => Line::from(format!(
+                "approve only the path prefix (Enter approves, Esc cancels): {t}▏"
+            )),
+            (None, Some((m, true))) => Line::styled(m.clone(), Style::new().fg(Color::Red)),
+            (None, Some((m, false))) => Line::styled(m.clone(), Style::new().fg(Color::Green)),
+            (None, None) => Line::from(""),
+        };
+        frame.render_widget(line, bottom);
+    }
+}
+
+/// Run the dashboard over the bottles under `root` until the human quits; `now` gives the
+/// time decisions are stamped with.
+pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<()> {
+    let watch = QueueWatch::new(root);
+    let mut dash = Dashboard::new(approvals::list(root, None));
+    let mut terminal = ratatui::init();
+    let result = (|| {
+        loop {
+            terminal.draw(|f| dash.render(f))?;
+            if event::poll(Duration::from_millis(200))? {
+                let Event::Key(key) = event::read()? else {
+                    continue;
+                };
+                if key.kind != KeyEventKind::Press {
+                    continue;
+                }
+                match dash.key(key.code) {
+                    Action::Quit => return Ok(()),
+                    Action::Nothing => {}
+                    Action::Approve { id, path_prefix } => {
+                        dash.report(format!("applying {id}…"), false);
+                        terminal.draw(|f| dash.render(f))?;
+                        let opts = ApproveOptions {
+                            path_prefix,
+                            ..ApproveOptions::default()
+                        };
+                        match approvals::approve_live(env, root, &id, &opts, &now()) {
+                            Ok(done) => dash.report(
+                                format!(
+                                    "approved {id}: the agent can reach {} now ({})",
+                                    done.access.describe(),
+                                    done.confirmed
+                                ),
+                                false,
+                            ),
+                            Err(e) => dash.report(e.to_string(), true),
+                        }
+                        dash.set_items(approvals::list(root, None));
+                    }
+                    Action::Reject { id, note } => {
+                        match approvals::reject(root, &id, &note, &now()) {
+                            Ok(_) => dash.report(format!("rejected {id}"), false),
+                            Err(e) => dash.report(e.to_string(), true),
+                        }
+                        dash.set_items(approvals::list(root, None));
+                    }
+                }
+            }
+            if watch.wait(Duration::ZERO) {
+                dash.set_items(approvals::list(root, None));
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_contract::supervise::{Request, RequestKind};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn asked(id: &str, host: &str, reason: &str) -> Asked {
+        let request = Request {
+            id: id.into(),
+            kind: RequestKind::HostAccess,
+            host: host.into(),
+            path_prefix: None,
+            reason: reason.into(),
+            failed_url: Some(format!("https://{host}/simple/")),
+            created: format!("2026-11-28T00:00:0{}Z", id.len() % 10),
+        };
+        Asked {
+            slug: "coder-a1b2c".into(),
+            effect: request.effect(),
+            request,
+            decision: None,
+            problem: None,
+        }
+    }
+
+    fn screen(d: &Dashboard) -> String {
+        let mut t = Terminal::new(TestBackend::new(100, 18)).unwrap();
+        t.draw(|f| d.render(f)).unwrap();
+        let buf = t.backend().buffer();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_screen_lists_requests_with_their_effect_and_the_selected_ones_reason() {
+        let d = Dashboard::new(vec![
+            asked("r1", "pypi.org", "pip install requests"),
+            asked("r22", "crates.io", "cargo build"),
+        ]);
+        // The screen as a golden file; `UPDATE_GOLDEN=1` rewrites it.
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/dashboard.txt");
+        let actual = screen(&d);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&file, &actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&file).unwrap_or_default();
+        assert_eq!(
+            actual,
+            expected,
+            "UPDATE_GOLDEN=1 rewrites {}",
+            file.display()
+        );
+    }
+
+    #[test]
+    fn keys_approve_reject_with_a_note_and_edit_the_path() {
+        let mut d = Dashboard::new(vec![
+            asked("r1", "pypi.org", "pip"),
+            asked("r22", "crates.io", "cargo"),
+        ]);
+        assert_eq!(
+            d.key(KeyCode::Char('a')),
+            Action::Approve {
+                id: "r1".into(),
+                path_prefix: None
+            }
+        );
+        d.key(KeyCode::Down);
+        d.key(KeyCode::Char('r'));
+        for c in "no thanks".chars() {
+            d.key(KeyCode::Char(c));
+        }
+        assert!(screen(&d).contains("reject with note (Enter sends, Esc cancels): no thanks"));
+        assert_eq!(
+            d.key(KeyCode::Enter),
+            Action::Reject {
+                id: "r22".into(),
+                note: "no thanks".into()
+            }
+        );
+        d.key(KeyCode::Char('e'));
+        for c in "simple/".chars() {
+            d.key(KeyCode::Char(c));
+        }
+        assert_eq!(
+            d.key(KeyCode::Enter),
+            Action::Approve {
+                id: "r22".into(),
+                path_prefix: Some("/simple/".into())
+            }
+        );
+        // Esc leaves a prompt without acting; q quits.
+        d.key(KeyCode::Char('r'));
+        assert_eq!(d.key(KeyCode::Esc), Action::Nothing);
+        assert_eq!(d.key(KeyCode::Char('q')), Action::Quit);
+    }
+
+    #[test]
+    fn a_failed_approval_shows_why_in_red_and_answered_ones_cannot_be_approved() {
+        let mut failed = asked("r1", "pypi.org", "pip");
+        failed.decision = Some(bottle_contract::supervise::Decision {
+            id: "r1".into(),
+            decision: bottle_contract::supervise::Verdict::Approved,
+            note: String::new(),
+            applied: false,
+            apply_error: Some("egress refused the new file".into()),
+            decided: "t".into(),
+        });
+        let mut done = asked("r22", "crates.io", "cargo");
+        done.decision = Some(bottle_contract::supervise::Decision {
+            decision: bottle_contract::supervise::Verdict::Rejected,
+            id: "r22".into(),
+            ..failed.decision.clone().unwrap()
+        });
+        let mut d = Dashboard::new(vec![done, failed]);
+        let s = screen(&d);
+        assert!(
+            s.contains("failed") && s.contains("not applied: egress refused the new file"),
+            "{s}"
+        );
+        d.key(KeyCode::Down);
+        assert_eq!(d.key(KeyCode::Char('a')), Action::Nothing);
+        assert!(screen(&d).contains("nothing open is selected"));
+    }
+}

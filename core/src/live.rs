@@ -1,0 +1,480 @@
+//! Live changes to a running bottle: a human's approval re-planned, written and reloaded while
+//! the agent runs, or not applied at all.
+//!
+//! [`propose`] re-plans the bottle from what `bottle run` was given ([`RunRecord`]) with the
+//! run's approvals plus the new one laid over its manifest, and compares the result with the
+//! plan that runs: only the files of [`LIVE_PLUGINS`] may differ. Anything else (a compose
+//! field, a mount, a daemon's command) cannot change under a running agent, so such a change is
+//! refused rather than half-applied. [`apply`] then writes those files whole into the state
+//! dir (the bundle binds their dirs), has the bundle's init reinstall them and reload, and
+//! waits for egress to report the sha256 of the table it now runs. If egress refuses it, the
+//! old files are put back and the old table runs on.
+
+use crate::approved::{APPROVED_FILE, Access, Approved, ApprovedError};
+use crate::docker::DockerError;
+use crate::hostenv::HostEnv;
+use crate::model::{BottlePlan, StagedFile};
+use crate::plugin::PluginSet;
+use crate::policy::{Grant, Grants};
+use crate::prepare::{PrepareError, RunRequest};
+use bottle_contract::layout;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use bottle_contract::layout::RUN_FILE;
+
+/// The plugins whose files may change while a bottle runs, in the order they are reloaded
+/// (pipelock first: it is the outer wall, so it opens before egress sends anything to it).
+pub const LIVE_PLUGINS: [&str; 2] = ["pipelock", "egress"];
+
+/// What `bottle run` was given: kept (0600) as [`RUN_FILE`] in the state dir, so an approval
+/// re-plans the bottle that runs, not the manifest as it may have been edited since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    /// The manifest file.
+    pub manifest_file: PathBuf,
+    /// Its text, as run.
+    pub manifest_text: String,
+    /// `--backend`.
+    pub backend: Option<String>,
+    /// `--grant`s, as `NAME=GRANT`.
+    pub grants: Vec<String>,
+    /// The host dir the agent works on.
+    pub cwd: PathBuf,
+    /// Whether the bundle carries pipelock.
+    pub pipelock: bool,
+    /// The host's Docker socket, when `DOCKER_HOST` named one.
+    pub docker_socket: Option<String>,
+    /// `--plugin-dir`s.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// Why a live change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The bottle's run has ended.
+    #[error(
+        "bottle {slug} is not running any more ({}): an approval cannot apply to it; the agent can ask again in its next run",
+        dir.display()
+    )]
+    Gone {
+        /// The slug.
+        slug: String,
+        /// Its state dir.
+        dir: PathBuf,
+    },
+    /// The run record is missing or not bottle's.
+    #[error(
+        "{}: {message}; this bottle was started by an older bottle, or its state dir was edited: restart it to approve live",
+        file.display()
+    )]
+    Record {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The change would touch more than the live files.
+    #[error(
+        "approving this would change {0} of the running bottle, which cannot change while it runs; add the access to the manifest and restart the bottle"
+    )]
+    NotLive(String),
+    /// Planning again failed.
+    #[error(transparent)]
+    Plan(Box<PrepareError>),
+    /// The approvals file.
+    #[error(transparent)]
+    Approved(#[from] ApprovedError),
+    /// A file could not be written.
+    #[error("cannot write {}: {error}; nothing was reloaded", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Docker failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The bundle did not confirm the new config; the old one runs on.
+    #[error("{0}")]
+    Reload(String),
+}
+
+impl From<PrepareError> for LiveError {
+    fn from(e: PrepareError) -> Self {
+        LiveError::Plan(Box::new(e))
+    }
+}
+
+impl RunRecord {
+    /// The record of `req`.
+    pub fn of(req: &RunRequest) -> RunRecord {
+        RunRecord {
+            manifest_file: req.manifest.file.clone(),
+            manifest_text: req.manifest.text.clone(),
+            backend: req.backend.clone(),
+            grants: req
+                .grants
+                .iter()
+                .flat_map(|(plugin, gs)| gs.iter().map(move |g| format!("{plugin}={g}")))
+                .collect(),
+            cwd: req.cwd.clone(),
+            pipelock: req.pipelock,
+            docker_socket: req.docker_socket.clone(),
+            plugin_dirs: req.plugin_dirs.clone(),
+        }
+    }
+
+    /// The record in `state_dir`.
+    pub fn load(state_dir: &Path) -> Result<RunRecord, LiveError> {
+        let file = state_dir.join(RUN_FILE);
+        let bytes = std::fs::read(&file).map_err(|e| LiveError::Record {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| LiveError::Record {
+            file,
+            message: e.to_string(),
+        })
+    }
+
+    /// The run request this record describes, with `approved` laid over its manifest.
+    fn request(
+        &self,
+        env: &HostEnv,
+        state_dir: &Path,
+        approved: &Approved,
+    ) -> Result<RunRequest, LiveError> {
+        let record_error = |message: String| LiveError::Record {
+            file: state_dir.join(RUN_FILE),
+            message,
+        };
+        let mut manifest = crate::manifest::parse(&self.manifest_file, &self.manifest_text, env)
+            .map_err(|e| record_error(e.to_string()))?;
+        approved.apply(&mut manifest)?;
+        let mut grants = Grants::default();
+        for g in &self.grants {
+            let (plugin, grant) = g
+                .split_once('=')
+                .ok_or_else(|| record_error(format!("grant `{g}` is not NAME=GRANT")))?;
+            let grant: Grant = grant
+                .parse()
+                .map_err(|e| record_error(format!("grant `{g}`: {e}")))?;
+            grants.add(plugin, grant);
+        }
+        Ok(RunRequest {
+            manifest,
+            backend: self.backend.clone(),
+            grants,
+            cwd: self.cwd.clone(),
+            state_root: state_dir.parent().unwrap_or(state_dir).to_owned(),
+            dry_run: false,
+            slug: None,
+            pipelock: self.pipelock,
+            pipelock_note: None,
+            docker_socket: self.docker_socket.clone(),
+            protected: vec![],
+            plugin_dirs: self.plugin_dirs.clone(),
+            approved: approved.clone(),
+        })
+    }
+}
+
+/// A change ready to apply: the files to write and the plan and approvals they make.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// The bottle's state dir.
+    pub state_dir: PathBuf,
+    /// The files that change (paths relative to the state dir), in [`LIVE_PLUGINS`] order.
+    pub files: Vec<StagedFile>,
+    /// The plan once applied.
+    pub plan: BottlePlan,
+    /// The run's approvals once applied.
+    pub approved: Approved,
+}
+
+impl Proposal {
+    /// Whether nothing changes: what was asked is allowed already.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Whether `state_dir` belongs to a bottle whose run is still going.
+pub fn running(state_dir: &Path) -> Result<(), LiveError> {
+    if crate::state::in_use(state_dir) {
+        return Ok(());
+    }
+    Err(LiveError::Gone {
+        slug: state_dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        dir: state_dir.to_owned(),
+    })
+}
+
+/// Plan the bottle in `state_dir` again with `access` approved, and say which files change.
+/// Nothing is written.
+pub fn propose(
+    plugins: &PluginSet,
+    env: &HostEnv,
+    state_dir: &Path,
+    record: &RunRecord,
+    access: Access,
+) -> Result<Proposal, LiveError> {
+    let approved = Approved::load(&state_dir.join(APPROVED_FILE))?.with(access);
+    let req = record.request(env, state_dir, &approved)?;
+    let plan = crate::prepare::replan(plugins, &req, state_dir)?;
+    let running = running_plan(state_dir)?;
+    let files = changed_files(&running, &plan)?;
+    Ok(Proposal {
+        state_dir: state_dir.to_owned(),
+        files,
+        plan,
+        approved,
+    })
+}
+
+/// The plan the bottle in `state_dir` runs.
+fn running_plan(state_dir: &Path) -> Result<BottlePlan, LiveError> {
+    let file = state_dir.join(layout::PLAN_FILE);
+    let bytes = std::fs::read(&file).map_err(|e| LiveError::Record {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| LiveError::Record {
+        file,
+        message: e.to_string(),
+    })
+}
+
+/// The live plugins' files that differ from `running` in `new`; an error naming the part
+/// when anything else differs.
+pub fn changed_files(running: &BottlePlan, new: &BottlePlan) -> Result<Vec<StagedFile>, LiveError> {
+    // Both plans with the live files' contents blanked must be the same plan.
+    let blank = |plan: &BottlePlan| {
+        let mut p = plan.clone();
+        for s in &mut p.sidecars {
+            if LIVE_PLUGINS.contains(&s.plugin.as_str()) {
+                for f in &mut s.plan.files {
+                    f.contents.clear();
+                }
+            }
+        }
+        p
+    };
+    let (a, b) = (blank(running), blank(new));
+    if a != b {
+        let part = if a.plugins != b.plugins {
+            "the plugins (one was replaced since the bottle started)".to_owned()
+        } else if a.sidecars != b.sidecars {
+            let which = a
+                .sidecars
+                .iter()
+                .zip(&b.sidecars)
+                .find(|(x, y)| x != y)
+                .map_or_else(
+                    || "which sidecars run".to_owned(),
+                    |(x, _)| format!("sidecar {}", x.plugin),
+                );
+            format!("the plan of {which}")
+        } else if a.stack != b.stack {
+            "the containers (their mounts, env or commands)".to_owned()
+        } else if a.deployment != b.deployment {
+            "the backend's documents".to_owned()
+        } else {
+            "the CAs or endpoints".to_owned()
+        };
+        return Err(LiveError::NotLive(part));
+    }
+    let mut files = Vec::new();
+    for plugin in LIVE_PLUGINS {
+        let find = |p: &BottlePlan| p.sidecars.iter().find(|s| s.plugin == plugin).cloned();
+        if let (Some(old), Some(new)) = (find(running), find(new)) {
+            for (o, n) in old.plan.files.iter().zip(&new.plan.files) {
+                if o.contents != n.contents {
+                    files.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What the bundle's init said (egress's config hash).
+    pub confirmed: String,
+}
+
+/// The command that reinstalls the bundle's files, reloads its daemons and waits for egress to
+/// confirm the table it runs.
+fn reload_command() -> Vec<String> {
+    vec![
+        layout::BUNDLE_INIT.to_owned(),
+        "reload".to_owned(),
+        layout::DAEMONS_IN_BUNDLE.to_owned(),
+        "egress".to_owned(),
+    ]
+}
+
+/// Apply `proposal` to the running bottle `slug`: write its files whole, reload and confirm;
+/// on any failure the old files are put back and the old config runs on. Holds the state dir's
+/// [`layout::LIVE_LOCK_FILE`] throughout, so two approvals never interleave.
+pub async fn apply(
+    docker: &bollard::Docker,
+    slug: &str,
+    proposal: &Proposal,
+) -> Result<Applied, LiveError> {
+    let dir = &proposal.state_dir;
+    let _lock = lock(dir)?;
+    running(dir)?;
+    // Another approval may have been applied since this one was planned.
+    let now = running_plan(dir)?;
+    let mut old = Vec::new();
+    for f in &proposal.files {
+        let path = dir.join(&f.path);
+        let before = std::fs::read(&path).map_err(|error| LiveError::Write {
+            path: path.clone(),
+            error,
+        })?;
+        old.push((path, before, f.mode));
+    }
+    if changed_files(&now, &proposal.plan)?.is_empty() {
+        return Ok(Applied {
+            confirmed: "nothing to change".into(),
+        });
+    }
+    let written = write_all(
+        proposal
+            .files
+            .iter()
+            .map(|f| (dir.join(&f.path), f.contents.as_bytes().to_vec(), f.mode)),
+    );
+    let outcome = match written {
+        Ok(()) => reload(docker, slug).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(confirmed) => {
+            let plan = crate::state::pretty_json(&proposal.plan);
+            let plan_file = dir.join(layout::PLAN_FILE);
+            write_whole(&plan_file, plan.as_bytes(), layout::PRIVATE_MODE).map_err(|error| {
+                LiveError::Write {
+                    path: plan_file,
+                    error,
+                }
+            })?;
+            proposal.approved.save(&dir.join(APPROVED_FILE))?;
+            Ok(Applied { confirmed })
+        }
+        Err(e) => {
+            // The old files back, and reloaded, so what runs is what the state dir says.
+            if write_all(old.into_iter()).is_ok() {
+                let _ = reload(docker, slug).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_all(files: impl Iterator<Item = (PathBuf, Vec<u8>, u32)>) -> Result<(), LiveError> {
+    for (path, bytes, mode) in files {
+        write_whole(&path, &bytes, mode).map_err(|error| LiveError::Write { path, error })?;
+    }
+    Ok(())
+}
+
+/// `bottle-init reload` in the bundle; its confirmation line, or why not.
+async fn reload(docker: &bollard::Docker, slug: &str) -> Result<String, LiveError> {
+    let bundle = layout::bundle_container(slug);
+    let (code, out) = crate::docker::up::exec_output(docker, &bundle, &reload_command()).await?;
+    let out = out.trim().to_owned();
+    if code == 0 {
+        Ok(out)
+    } else {
+        Err(LiveError::Reload(format!(
+            "the bundle did not take the new config, so the old one runs on: {out}"
+        )))
+    }
+}
+
+/// Hold `dir`'s live lock (blocking) until dropped.
+fn lock(dir: &Path) -> Result<std::fs::File, LiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(layout::LIVE_LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| LiveError::Write {
+            path: path.clone(),
+            error,
+        })?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        LiveError::Write {
+            path,
+            error: e.into(),
+        }
+    })?;
+    Ok(f)
+}
+
+/// Write `path` whole with `mode`: a dot-named temp file beside it, fsync, rename over it,
+/// fsync the dir. A reader (or a reload) sees the old file or the new one, never a part.
+pub fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed it.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_whole_replaces_with_the_mode_and_leaves_no_temp() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("routes.yaml");
+        std::fs::write(&f, "old").unwrap();
+        write_whole(&f, b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        let e = write_whole(&d.path().join("no/such/x"), b"", 0o600).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+}

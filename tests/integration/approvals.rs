@@ -1,0 +1,234 @@
+//! `bottle approve`'s planning side, without Docker: a live re-plan changes only the route
+//! files, what cannot change live is refused, bad queue files and gone bottles get clear
+//! errors, `--persist` reaches the next run. (The live reload itself: `docker_e2e`.)
+
+use crate::support::{Sandbox, run, shared_cache};
+use bottle::approved::Access;
+use bottle::hostenv::HostEnv;
+use std::path::{Path, PathBuf};
+
+const ASKER: &str = "image: bottle-agent:latest\ncwd: none\nsupervise: true\negress:\n  allowlist: [pypi.org]\n  routes:\n    - host: api.github.com\n      path_allowlist: [/repos/]\n      auth: {scheme: Bearer, token_ref: GH_TOKEN}\n";
+
+/// A dry-run state dir of the `asker` agent (its run has ended: nothing holds its lock).
+fn planned(sb: &Sandbox) -> PathBuf {
+    sb.agent("asker", ASKER);
+    let (code, out, err) =
+        run(sb
+            .bottle()
+            .env("GH_TOKEN", "x")
+            .args(["run", "asker", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    sb.only_state_dir()
+}
+
+fn env(sb: &Sandbox) -> HostEnv {
+    HostEnv::from_vars([
+        ("HOME".to_owned(), sb.dir.path().display().to_string()),
+        (
+            "BOTTLE_CACHE_DIR".to_owned(),
+            shared_cache().display().to_string(),
+        ),
+    ])
+}
+
+fn propose(sb: &Sandbox, dir: &Path, access: Access) -> Result<bottle::live::Proposal, String> {
+    let env = env(sb);
+    let record = bottle::live::RunRecord::load(dir).map_err(|e| e.to_string())?;
+    let plugins = bottle::plugin::discover(
+        &bottle::plugin::PluginHost::for_env(&env),
+        &record.plugin_dirs,
+    )
+    .unwrap();
+    bottle::live::propose(&plugins, &env, dir, &record, access).map_err(|e| e.to_string())
+}
+
+/// A request as `bottle-supervise` queues it.
+fn queue(dir: &Path, id: &str, host: &str) {
+    let q = dir.join("supervise/queue");
+    for sub in ["pending", "decisions"] {
+        std::fs::create_dir_all(q.join(sub)).unwrap();
+    }
+    std::fs::write(
+        q.join("pending").join(format!("{id}.json")),
+        serde_json::json!({
+            "id": id, "kind": "host-access", "host": host,
+            "reason": "pip install", "created": "2026-11-28T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_live_replan_changes_only_the_route_table_and_pipelocks_allowlist() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    let p = propose(
+        &sb,
+        &dir,
+        Access::checked("static.rust-lang.org", None).unwrap(),
+    )
+    .unwrap();
+    let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["pipelock/pipelock.yaml", "egress/routes.yaml"]);
+    assert!(
+        p.files
+            .iter()
+            .all(|f| f.contents.contains("static.rust-lang.org"))
+    );
+    // A path prefix: a route with no credential, limited to it.
+    let p = propose(
+        &sb,
+        &dir,
+        Access::checked("docs.rs", Some("/serde/")).unwrap(),
+    )
+    .unwrap();
+    let routes = &p
+        .files
+        .iter()
+        .find(|f| f.path == "egress/routes.yaml")
+        .unwrap()
+        .contents;
+    assert!(
+        routes.contains("- host: docs.rs\n  path_allowlist:\n  - /serde/\n"),
+        "{routes}"
+    );
+    // Already allowed: nothing to change.
+    let p = propose(&sb, &dir, Access::checked("pypi.org", None).unwrap()).unwrap();
+    assert!(p.is_empty());
+    // A credential's route is never widened by an approval.
+    let e = propose(
+        &sb,
+        &dir,
+        Access::checked("api.github.com", Some("/orgs/")).unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.contains("injects a credential"), "{e}");
+}
+
+#[test]
+fn what_cannot_change_under_a_running_agent_is_refused_not_half_applied() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    // The run as recorded with an env var more: the agent's container would differ.
+    let file = dir.join("run.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let text = record["manifest_text"].as_str().unwrap().to_owned();
+    record["manifest_text"] = format!("{text}env: {{EXTRA: x}}\n").into();
+    std::fs::write(&file, record.to_string()).unwrap();
+    let e = propose(&sb, &dir, Access::checked("crates.io", None).unwrap()).unwrap_err();
+    assert!(
+        e.contains("would change the containers") && e.contains("restart the bottle"),
+        "{e}"
+    );
+    // A record that is not bottle's names the file and what to do.
+    std::fs::write(&file, "{\"manifest_file\": 1}").unwrap();
+    let e = propose(&sb, &dir, Access::checked("crates.io", None).unwrap()).unwrap_err();
+    assert!(e.contains("run.json") && e.contains("restart it"), "{e}");
+}
+
+#[test]
+fn approving_for_a_bottle_that_has_gone_is_a_clear_error_and_records_nothing() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    queue(&dir, "r1", "crates.io");
+    let (code, out, err) = run(sb.bottle().args(["approve", "r1"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("is not running any more"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("supervise/queue/decisions"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let (code, _, err) = run(sb.bottle().args(["approve", "nope"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no request `nope`") && err.contains("bottle approvals"),
+        "{err}"
+    );
+    // A path prefix the agent could not have asked for either.
+    let (code, _, err) = run(sb
+        .bottle()
+        .args(["approve", "r1", "--path-prefix", "x/../y"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("path prefix"), "{err}");
+}
+
+#[test]
+fn a_malformed_decision_leaves_the_request_open_and_is_reported() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    queue(&dir, "r1", "crates.io");
+    std::fs::write(
+        dir.join("supervise/queue/decisions/r1.json"),
+        "{\"decision\": \"yes\"",
+    )
+    .unwrap();
+    let (code, out, _) = run(sb.bottle().arg("approvals"));
+    assert_eq!(code, 0);
+    assert!(out.contains("r1") && out.contains("pending"), "{out}");
+    assert!(out.contains("is not a decision bottle wrote"), "{out}");
+    let (_, json, _) = run(sb.bottle().args(["approvals", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v[0]["problem"].as_str().unwrap().contains("r1.json"), "{v}");
+    // A reject replaces it with a real decision.
+    let (code, out, err) = run(sb.bottle().args(["reject", "r1", "--note", "no"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, json, _) = run(sb.bottle().args(["approvals", "--json"]));
+    assert!(json.contains("\"rejected\""), "{json}");
+}
+
+#[test]
+fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
+    let sb = Sandbox::new();
+    sb.agent("asker", ASKER);
+    let file = sb.dir.path().join("config/bottle/approved/asker.yaml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        "access:\n- host: crates.io\n- host: docs.rs\n  path_prefix: /serde/\n",
+    )
+    .unwrap();
+    let (code, out, err) =
+        run(sb
+            .bottle()
+            .env("GH_TOKEN", "x")
+            .args(["run", "asker", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("approved in earlier runs") && err.contains("crates.io, docs.rs/serde/…"),
+        "{err}"
+    );
+    let dir = sb.only_state_dir();
+    let routes = std::fs::read_to_string(dir.join("egress/routes.yaml")).unwrap();
+    assert!(
+        routes.contains("- host: crates.io") && routes.contains("- /serde/"),
+        "{routes}"
+    );
+    // The run starts its own approvals with them, so a live approval keeps them.
+    let p = propose(
+        &sb,
+        &dir,
+        Access::checked("static.rust-lang.org", None).unwrap(),
+    )
+    .unwrap();
+    let routes = &p
+        .files
+        .iter()
+        .find(|f| f.path == "egress/routes.yaml")
+        .unwrap()
+        .contents;
+    assert!(routes.contains("crates.io") && routes.contains("static.rust-lang.org"));
+    std::fs::write(&file, "access:\n- host: 10.0.0.1\n").unwrap();
+    let (code, _, err) = run(sb
+        .bottle()
+        .env("GH_TOKEN", "x")
+        .args(["run", "asker", "--dry-run"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("not an IP address"),
+        "{err}"
+    );
+}
