@@ -89,6 +89,19 @@ impl Dashboard {
             .min(self.items.len().saturating_sub(1));
     }
 
+    /// New contents after the human answered one: the selection moves to the first request
+    /// still open, so the next one is a key away.
+    pub fn answered(&mut self, items: Vec<Asked>) {
+        self.set_items(items);
+        if let Some(i) = self
+            .items
+            .iter()
+            .position(|a| matches!(a.status(), "pending" | "failed"))
+        {
+            self.selected = i;
+        }
+    }
+
     /// Show `text` on the bottom line (in red when `error`).
     pub fn report(&mut self, text: impl Into<String>, error: bool) {
         self.message = Some((text.into(), error));
@@ -313,14 +326,14 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                             ),
                             Err(e) => dash.report(e.to_string(), true),
                         }
-                        dash.set_items(approvals::list(root, None));
+                        dash.answered(approvals::list(root, None));
                     }
                     Action::Reject { id, note } => {
                         match approvals::reject(root, &id, &note, &now()) {
                             Ok(_) => dash.report(format!("rejected {id}"), false),
                             Err(e) => dash.report(e.to_string(), true),
                         }
-                        dash.set_items(approvals::list(root, None));
+                        dash.answered(approvals::list(root, None));
                     }
                 }
             }

@@ -232,3 +232,123 @@ fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
         "{err}"
     );
 }
+
+/// `bottle dashboard` for real, in tmux: it shows the queued requests, `r` + a note + Enter
+/// rejects the selected one (the decision file appears), `a` on a bottle whose run has ended
+/// says so in the status line, `q` leaves.
+#[test]
+fn the_dashboard_runs_in_a_real_terminal() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    queue(&dir, "r1", "crates.io");
+    queue(&dir, "r2", "docs.rs");
+    let server = format!("bottle-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &server])
+            .args(args)
+            .output()
+            .expect("tmux (Debian's package; .ci/run installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cmd = format!(
+        "env BOTTLE_STATE_DIR={} BOTTLE_CACHE_DIR={} HOME={} TERM=xterm-256color {} dashboard",
+        sb.state().display(),
+        shared_cache().display(),
+        sb.dir.path().display(),
+        crate::support::bottle_bin().display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "dash",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    let screen_with = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pane = tmux(&["capture-pane", "-p", "-t", "dash"]);
+            if pane.contains(needle) {
+                return pane;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} never showed:\n{pane}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let pane = screen_with("the agent can reach docs.rs, no credential");
+    assert!(
+        pane.contains("2 open") && pane.contains("reason: pip install"),
+        "{pane}"
+    );
+    tmux(&["send-keys", "-t", "dash", "r"]);
+    screen_with("reject with note");
+    tmux(&["send-keys", "-t", "dash", "-l", "use the mirror"]);
+    tmux(&["send-keys", "-t", "dash", "Enter"]);
+    screen_with("rejected r1");
+    let decision = std::fs::read_to_string(dir.join("supervise/queue/decisions/r1.json")).unwrap();
+    assert!(
+        decision.contains("\"rejected\"") && decision.contains("use the mirror"),
+        "{decision}"
+    );
+    // The open one is now first; its bottle is not running, which the dashboard says.
+    tmux(&["send-keys", "-t", "dash", "a"]);
+    screen_with("is not running any more");
+    tmux(&["send-keys", "-t", "dash", "q"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tmux(&["list-sessions"]).contains("dash") {
+        assert!(std::time::Instant::now() < deadline, "q did not quit");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tmux(&["kill-server"]);
+}
+
+/// `bottle approvals --watch` prints a request as it comes and its decision when made.
+#[test]
+fn approvals_watch_prints_requests_and_decisions_as_they_come() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    queue(&dir, "r1", "crates.io");
+    let mut child = sb
+        .bottle()
+        .args(["approvals", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let expect = |needle: &str| loop {
+        let l = lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{needle:?} never printed"));
+        if l.contains(needle) {
+            return l;
+        }
+    };
+    expect("(watching");
+    queue(&dir, "r2", "docs.rs");
+    let l = expect("r2");
+    assert!(l.contains("pending") && l.contains("docs.rs"), "{l}");
+    let (code, _, _) = run(sb.bottle().args(["reject", "r1"]));
+    assert_eq!(code, 0);
+    let l = expect("r1");
+    assert!(l.contains("rejected"), "{l}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -15,14 +15,7 @@ const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist
 
 /// An MCP client in sh for the agent's side: `post JSON` sends one JSON-RPC message to
 /// supervise (Streamable HTTP, plain curl) in an initialized session.
-const MCP_SH: &str = r#"set -u
-U=http://supervise:9100/
-A='Accept: application/json, text/event-stream'
-J='Content-Type: application/json'
-SID=$(curl -sS -m 30 -D - -o /dev/null -H "$J" -H "$A" -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' $U | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: //p')
-post() { curl -sS -m 60 -H "$J" -H "$A" -H "Mcp-Session-Id: $SID" -d "$1" $U; }
-post '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
-"#;
+const MCP_SH: &str = include_str!("../data/mcp-client.sh");
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -1720,6 +1713,29 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
         assert!(Instant::now() < deadline, "no request showed up: {out}");
         std::thread::sleep(Duration::from_millis(200));
     };
+    // A reload that cannot happen (the bundle frozen): recorded as approved and not applied,
+    // the old files back in place; once the bundle is back, `bottle approve` tries again.
+    let state = sb.state().join(&slug);
+    let routes_before = std::fs::read_to_string(state.join("egress/routes.yaml")).unwrap();
+    let bundle = format!("bottle-sidecars-{slug}");
+    docker(&["pause", &bundle]);
+    let (code, out, err) = run(sb.bottle().args(["approve", &id]));
+    docker(&["unpause", &bundle]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("approved {id}, but not applied"))
+            && err.contains("the old config runs on"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("egress/routes.yaml")).unwrap(),
+        routes_before
+    );
+    let (_, table, _) = run(sb.bottle().args(["approvals", &slug]));
+    assert!(
+        table.contains("failed") && table.contains("not applied:"),
+        "{table}"
+    );
     let (code, out, err) = run(sb.bottle().args(["approve", &id]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -1731,7 +1747,6 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
     let (code, _, err) = run(sb.bottle().args(["approve", &id]));
     assert_eq!(code, 1);
     assert!(err.contains("already approved"), "{err}");
-    let state = sb.state().join(&slug);
     let approved = std::fs::read_to_string(state.join("approved.yaml")).unwrap();
     assert!(approved.contains("host: origin.test"), "{approved}");
     let out = child.wait_with_output().unwrap();
