@@ -115,12 +115,21 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                 continue;
             }
             // Written inside the bundle: shown on the host's terminal only without controls.
-            for field in [&mut request.host, &mut request.reason, &mut request.id] {
+            for field in [&mut request.host, &mut request.reason, &mut request.created]
+                .into_iter()
+                .chain(request.path_prefix.as_mut())
+                .chain(request.failed_url.as_mut())
+            {
                 *field = validate::text(field, validate::MAX_REASON);
             }
             let file = queue.join("decisions").join(format!("{}.json", request.id));
             let (decision, problem) = match read::<Decision>(&file) {
-                Ok(d) => (Some(d), None),
+                Ok(mut d) => {
+                    // The decisions dir is writable from the bundle too.
+                    d.note = validate::text(&d.note, validate::MAX_REASON);
+                    d.apply_error = d.apply_error.map(|e| validate::text(&e, 2000));
+                    (Some(d), None)
+                }
                 Err(None) => (None, None),
                 Err(Some(e)) => (
                     None,
@@ -407,13 +416,37 @@ impl QueueWatch {
     }
 }
 
+/// The most a queue file may hold.
+const MAX_QUEUE_FILE: u64 = 64 << 10;
+
 /// `path` parsed; `Err(None)` when it does not exist, `Err(Some(why))` when it is no `T`.
+/// Queue dirs are writable from the bundle, so only a regular file is read (not a link, which
+/// could point at the user's files, nor a FIFO, which would block), and at most
+/// [`MAX_QUEUE_FILE`] bytes of it.
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Option<String>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
         Err(e) => return Err(Some(e.to_string())),
     };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(Some("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(MAX_QUEUE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Some(e.to_string()))?;
+    if bytes.len() as u64 > MAX_QUEUE_FILE {
+        return Err(Some(format!("larger than {MAX_QUEUE_FILE} bytes")));
+    }
     serde_json::from_slice(&bytes).map_err(|e| Some(e.to_string()))
 }
 
@@ -459,8 +492,20 @@ mod tests {
                 .replace("\"pip\"", "\"pip\\u001b[2J\""),
         )
         .unwrap();
+        // A FIFO and a link planted in the queue: skipped, not read (a FIFO would block).
+        let pending = queue_dir(root, "b-2").join("pending");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            pending.join("fifo.json"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(pending.join("id2.json"), pending.join("id4.json")).unwrap();
         let shown = list(root, Some("b-2"));
         assert_eq!(shown[1].request.reason, "pip [2J", "{shown:?}");
+        assert_eq!(shown.len(), 2, "{shown:?}");
         std::fs::remove_file(forged).unwrap();
         let all = list(root, None);
         assert_eq!(

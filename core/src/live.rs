@@ -427,23 +427,55 @@ fn lock(dir: &Path) -> Result<std::fs::File, LiveError> {
     Ok(f)
 }
 
-/// Write `path` whole with `mode`: a dot-named temp file beside it, fsync, rename over it,
-/// fsync the dir. A reader (or a reload) sees the old file or the new one, never a part.
+/// The first of `names` that can be created new in `dir` (one that exists, even as a link, is
+/// skipped), opened for writing with `mode`.
+fn create_new_in(
+    dir: &Path,
+    names: impl Iterator<Item = String>,
+    mode: u32,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for name in names {
+        let tmp = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("no free temp name in {}", dir.display()),
+    ))
+}
+
+/// Write `path` whole with `mode`: a new dot-named temp file beside it, fsync, rename over it,
+/// fsync the dir. A reader (or a reload) sees the old file or the new one, never a part. The
+/// temp file is always created new (`O_EXCL`, which follows no link), so a link planted at its
+/// name in a shared dir (the queue's are writable from the bundle) is never written through.
 pub fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let names = (0..8).map(|_| {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!(".{name}.{}-{nanos:x}-{n}.tmp", std::process::id())
+    });
+    let (tmp, mut f) = create_new_in(dir, names, mode)?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
         // The umask may have narrowed it.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
@@ -476,5 +508,28 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
         let e = write_whole(&d.path().join("no/such/x"), b"", 0o600).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn write_whole_never_writes_through_a_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "mine").unwrap();
+        let shared = d.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::os::unix::fs::symlink(&victim, shared.join(".planted")).unwrap();
+        let (tmp, _) = create_new_in(
+            &shared,
+            [".planted".to_owned(), ".free".to_owned()].into_iter(),
+            0o644,
+        )
+        .unwrap();
+        assert_eq!(tmp, shared.join(".free"), "the planted link is skipped");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+        write_whole(&shared.join("r1.json"), b"decision", 0o644).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(shared.join("r1.json")).unwrap(),
+            "decision"
+        );
     }
 }
