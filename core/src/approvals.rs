@@ -48,6 +48,9 @@ pub enum ApprovalError {
     /// No bottle has a request with that id.
     #[error("no request `{0}` in any bottle under {1}; `bottle approvals` lists the open ones")]
     NotFound(String, PathBuf),
+    /// Two bottles have a request of that id.
+    #[error("request `{0}` is in more than one bottle; name it as one of: {1}")]
+    Ambiguous(String, String),
     /// It was answered already.
     #[error(
         "request `{0}` was already {1}; a decision is final (ask the agent to make a new request)"
@@ -86,22 +89,19 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
     let mut out = Vec::new();
     for slug in slugs {
         let queue = queue_dir(root, &slug);
-        let Ok(entries) = std::fs::read_dir(queue.join("pending")) else {
+        let Ok(pending) = queue_fs::subdir(&queue, "pending") else {
             continue;
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
+        let decisions = queue_fs::subdir(&queue, "decisions").ok();
+        let mut files: Vec<String> = queue_fs::names(&pending)
+            .into_iter()
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
             .collect();
         files.sort();
-        for f in files {
-            let Ok(mut request) = read::<Request>(&f) else {
+        // The daemon keeps at most a few open; a bundle that floods the dir is cut off.
+        files.truncate(MAX_LISTED);
+        for name in files {
+            let Ok(mut request) = queue_fs::read_at::<Request>(&pending, &name) else {
                 continue;
             };
             // The id names the decision file: only the daemon's own kind of id.
@@ -111,7 +111,7 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                     .id
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !safe_id || f.file_stem() != Some(std::ffi::OsStr::new(&request.id)) {
+            if !safe_id || name != format!("{}.json", request.id) {
                 continue;
             }
             // Written inside the bundle: shown on the host's terminal only without controls.
@@ -123,10 +123,16 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                 *field = validate::text(field, validate::MAX_REASON);
             }
             let file = queue.join("decisions").join(format!("{}.json", request.id));
-            let (decision, problem) = match read::<Decision>(&file) {
+            let read = match &decisions {
+                Some(d) => queue_fs::read_at::<Decision>(d, &format!("{}.json", request.id)),
+                None => Err(None),
+            };
+            let (decision, problem) = match read {
                 Ok(mut d) => {
                     // The decisions dir is writable from the bundle too.
                     d.note = validate::text(&d.note, validate::MAX_REASON);
+                    d.decided = validate::text(&d.decided, 40);
+                    d.id = request.id.clone();
                     d.apply_error = d.apply_error.map(|e| validate::text(&e, 2000));
                     (Some(d), None)
                 }
@@ -134,8 +140,9 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                 Err(Some(e)) => (
                     None,
                     Some(format!(
-                        "{} is not a decision bottle wrote ({e}); the request stays open",
-                        file.display()
+                        "{} is not a decision bottle wrote ({}); the request stays open",
+                        file.display(),
+                        validate::text(&e, 300)
                     )),
                 ),
             };
@@ -151,12 +158,28 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
     out
 }
 
-/// The request `id`, wherever it is.
+/// The request `id` (or `SLUG/ID`), wherever it is; an id two bottles share needs its slug.
 pub fn find(root: &Path, id: &str) -> Result<Asked, ApprovalError> {
-    list(root, None)
+    let (slug, bare) = match id.split_once('/') {
+        Some((slug, bare)) if crate::state::valid_slug(slug) => (Some(slug), bare),
+        _ => (None, id),
+    };
+    let mut found: Vec<Asked> = list(root, slug)
         .into_iter()
-        .find(|a| a.request.id == id)
-        .ok_or_else(|| ApprovalError::NotFound(id.to_owned(), root.to_owned()))
+        .filter(|a| a.request.id == bare)
+        .collect();
+    match found.len() {
+        0 => Err(ApprovalError::NotFound(id.to_owned(), root.to_owned())),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApprovalError::Ambiguous(
+            bare.to_owned(),
+            found
+                .iter()
+                .map(|a| format!("{}/{}", a.slug, bare))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
 }
 
 /// Refuse request `id`, with a note the agent sees.
@@ -206,20 +229,21 @@ fn decide(
         apply_error: applied.err().map(|e| validate::text(&e, 2000)),
         decided: now.to_owned(),
     };
-    let dir = queue_dir(root, &asked.slug).join("decisions");
+    let queue = queue_dir(root, &asked.slug);
+    let dir = queue.join("decisions");
     let bytes = serde_json::to_vec_pretty(&decision)
         .map_err(|e| ApprovalError::Write(dir.clone(), e.into()))?;
-    let target = dir.join(format!("{}.json", decision.id));
-    // Over a failed approval's decision or a file that is none, never over a decision made.
-    if target.exists()
-        && asked
-            .decision
-            .as_ref()
-            .is_some_and(|d| d.applied || d.decision == Verdict::Rejected)
+    // Over a failed approval's decision or a file that is none, never over a decision made
+    // (the callers checked what `asked` holds; this is the last guard).
+    if asked
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.applied || d.decision == Verdict::Rejected)
     {
         return Err(ApprovalError::decided(&asked));
     }
-    crate::live::write_whole(&target, &bytes, 0o644)
+    queue_fs::subdir(&queue, "decisions")
+        .and_then(|d| queue_fs::write_at(&d, &format!("{}.json", decision.id), &bytes, 0o644))
         .map_err(|e| ApprovalError::Write(dir.clone(), e))?;
     asked.decision = Some(decision);
     asked.problem = None;
@@ -236,6 +260,9 @@ pub struct ApproveOptions {
     pub persist: bool,
     /// A note the agent sees.
     pub note: String,
+    /// The request as the human saw it: the approval is refused if the file says otherwise
+    /// now (the queue is writable from the bundle).
+    pub shown: Option<Request>,
 }
 
 /// What an approval did.
@@ -257,6 +284,9 @@ pub enum ApproveError {
     /// The request cannot be approved (unknown, decided, unwritable queue).
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// The request's file changed since the human saw it; nothing was changed or recorded.
+    #[error("request `{0}` changed since it was shown; look at it again before approving")]
+    Changed(String),
     /// The access cannot be granted this way; nothing was changed or recorded.
     #[error(transparent)]
     Access(#[from] ApprovedError),
@@ -266,11 +296,9 @@ pub enum ApproveError {
     /// The plugins could not be loaded; nothing was changed or recorded.
     #[error(transparent)]
     Plugins(#[from] crate::plugin::DiscoverError),
-    /// Approved, but not applied: recorded so (the agent is told), the old config runs on;
+    /// Approved, but not applied: recorded so (the agent is told), the old files put back;
     /// `bottle approve ID` tries again.
-    #[error(
-        "approved {id}, but not applied: {error}; the old config runs on (`bottle approve {id}` tries again)"
-    )]
+    #[error("approved {id}, but not applied: {error}; `bottle approve {id}` tries again")]
     NotApplied {
         /// The request.
         id: String,
@@ -299,12 +327,19 @@ pub fn approve_live(
 ) -> Result<ApproveOutcome, ApproveError> {
     let asked = find(root, id)?;
     approvable(&asked)?;
+    if let Some(shown) = &opts.shown
+        && (shown.host != asked.request.host
+            || shown.path_prefix != asked.request.path_prefix
+            || shown.kind != asked.request.kind)
+    {
+        return Err(ApproveError::Changed(id.to_owned()));
+    }
     let prefix = opts
         .path_prefix
         .as_deref()
         .or(asked.request.path_prefix.as_deref());
     let mut access = Access::checked(&asked.request.host, prefix)?;
-    access.request = id.to_owned();
+    access.request = asked.request.id.clone();
     access.approved = now.to_owned();
     let state_dir = root.join(&asked.slug);
     live::running(&state_dir)?;
@@ -392,9 +427,17 @@ impl QueueWatch {
     pub fn new(root: &Path) -> QueueWatch {
         use notify::Watcher;
         let (tx, changed) = std::sync::mpsc::channel();
-        let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-            let _ = tx.send(());
-        })
+        // Reads (ours included) are no change; links are not followed (the bundle could
+        // point one at `/`).
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = notify::RecommendedWatcher::new(
+            move |e: notify::Result<notify::Event>| {
+                if e.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                    let _ = tx.send(());
+                }
+            },
+            config,
+        )
         .and_then(|mut w| {
             w.watch(root, notify::RecursiveMode::Recursive)?;
             Ok(w)
@@ -416,38 +459,111 @@ impl QueueWatch {
     }
 }
 
-/// The most a queue file may hold.
-const MAX_QUEUE_FILE: u64 = 64 << 10;
+/// The most requests listed per bottle.
+const MAX_LISTED: usize = 200;
 
-/// `path` parsed; `Err(None)` when it does not exist, `Err(Some(why))` when it is no `T`.
-/// Queue dirs are writable from the bundle, so only a regular file is read (not a link, which
-/// could point at the user's files, nor a FIFO, which would block), and at most
-/// [`MAX_QUEUE_FILE`] bytes of it.
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Option<String>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let mut f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
-        Err(e) => return Err(Some(e.to_string())),
-    };
-    if !f.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(Some("not a regular file".into()));
+/// The queue's files, reached only through its own dirs. `pending/` and `decisions/` are made
+/// (and owned) by the daemon inside the 1777 queue dir, so the bundle could swap either for a
+/// link to any of the user's dirs: each is opened `O_NOFOLLOW|O_DIRECTORY` and every read,
+/// create and rename goes through that handle. Only regular files are read (not a link, which
+/// could point at the user's files, nor a FIFO, which would block), at most
+/// [`queue_fs::MAX_QUEUE_FILE`] bytes; temp files are created `O_EXCL`.
+mod queue_fs {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    /// The most a queue file may hold.
+    pub const MAX_QUEUE_FILE: u64 = 64 << 10;
+
+    const DIR: OFlags = OFlags::RDONLY
+        .union(OFlags::DIRECTORY)
+        .union(OFlags::NOFOLLOW)
+        .union(OFlags::CLOEXEC);
+
+    /// `queue/<sub>`, opened without following a link at either step.
+    pub fn subdir(queue: &Path, sub: &str) -> std::io::Result<OwnedFd> {
+        let q = rustix::fs::open(queue, DIR, Mode::empty())?;
+        Ok(rustix::fs::openat(&q, sub, DIR, Mode::empty())?)
     }
-    let mut bytes = Vec::new();
-    (&mut f)
-        .take(MAX_QUEUE_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Some(e.to_string()))?;
-    if bytes.len() as u64 > MAX_QUEUE_FILE {
-        return Err(Some(format!("larger than {MAX_QUEUE_FILE} bytes")));
+
+    /// The names in `dir`.
+    pub fn names(dir: &OwnedFd) -> Vec<String> {
+        let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+            return vec![];
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect()
     }
-    serde_json::from_slice(&bytes).map_err(|e| Some(e.to_string()))
+
+    /// `name` in `dir`, parsed; `Err(None)` when it does not exist, `Err(Some(why))` when it
+    /// is no `T` (or no regular file, or too large).
+    pub fn read_at<T: serde::de::DeserializeOwned>(
+        dir: &OwnedFd,
+        name: &str,
+    ) -> Result<T, Option<String>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Err(None),
+            Err(e) => return Err(Some(std::io::Error::from(e).to_string())),
+        };
+        let mut f = std::fs::File::from(fd);
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Some("not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        (&mut f)
+            .take(MAX_QUEUE_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Some(e.to_string()))?;
+        if bytes.len() as u64 > MAX_QUEUE_FILE {
+            return Err(Some(format!("larger than {MAX_QUEUE_FILE} bytes")));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Some(e.to_string()))
+    }
+
+    /// `name` in `dir`, whole: a new dot-named temp file (`O_EXCL`), fsync, rename, fsync the
+    /// dir; `mode` so the daemon (another uid) reads it.
+    pub fn write_at(dir: &OwnedFd, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut picked = None;
+        for n in 0..8 {
+            let tmp = format!(".{name}.{}-{n}.tmp", std::process::id());
+            match rustix::fs::openat(dir, tmp.as_str(), flags, Mode::from_raw_mode(mode)) {
+                Ok(fd) => {
+                    picked = Some((tmp, fd));
+                    break;
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some((tmp, fd)) = picked else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "no free temp name in the decisions dir",
+            ));
+        };
+        let mut f = std::fs::File::from(fd);
+        let written = (|| -> std::io::Result<()> {
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
+            rustix::fs::fsync(dir)?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        }
+        written
+    }
 }
 
 #[cfg(test)]
@@ -502,7 +618,10 @@ mod tests {
             0,
         )
         .unwrap();
-        std::os::unix::fs::symlink(pending.join("id2.json"), pending.join("id4.json")).unwrap();
+        // The link's target is a request with the right id: only O_NOFOLLOW keeps it out.
+        let outside = root.join("elsewhere.json");
+        std::fs::write(&outside, text.replace("\"id2\"", "\"id4\"")).unwrap();
+        std::os::unix::fs::symlink(&outside, pending.join("id4.json")).unwrap();
         let shown = list(root, Some("b-2"));
         assert_eq!(shown[1].request.reason, "pip [2J", "{shown:?}");
         assert_eq!(shown.len(), 2, "{shown:?}");
@@ -524,5 +643,33 @@ mod tests {
             e.contains("no request `nope`") && e.contains("bottle approvals"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_decisions_dir_swapped_for_a_link_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        queued(root, "a-1", "id1");
+        let decisions = queue_dir(root, "a-1").join("decisions");
+        std::fs::remove_dir(&decisions).unwrap();
+        let victim = root.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::os::unix::fs::symlink(&victim, &decisions).unwrap();
+        let e = reject(root, "id1", "", "now").unwrap_err().to_string();
+        assert!(e.contains("cannot write the decision"), "{e}");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_id_in_two_bottles_needs_its_slug() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        queued(root, "a-1", "id1");
+        queued(root, "b-2", "id1");
+        let e = reject(root, "id1", "", "now").unwrap_err().to_string();
+        assert!(e.contains("a-1/id1") && e.contains("b-2/id1"), "{e}");
+        let done = reject(root, "b-2/id1", "", "now").unwrap();
+        assert_eq!(done.slug, "b-2");
+        assert!(list(root, Some("a-1"))[0].decision.is_none());
     }
 }

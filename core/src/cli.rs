@@ -70,7 +70,8 @@ enum Command {
     },
     /// Grant an agent's request and apply it to its running bottle at once (no restart).
     Approve {
-        /// The request's id (`bottle approvals` lists them).
+        /// The request's id (`bottle approvals` lists them), or SLUG/ID when two bottles
+        /// share it.
         id: String,
         /// Grant only this path prefix on the host (e.g. `/simple/`), with no credential.
         #[arg(long, value_name = "PREFIX")]
@@ -319,6 +320,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 path_prefix,
                 persist,
                 note,
+                shown: None,
             },
         ),
         Command::Reject { id, note } => approvals::reject(&env, &id, &note),

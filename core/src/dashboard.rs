@@ -107,6 +107,14 @@ impl Dashboard {
         self.message = Some((text.into(), error));
     }
 
+    /// The request `slug/id` as the screen shows it.
+    pub fn shown(&self, slug_id: &str) -> Option<bottle_contract::supervise::Request> {
+        self.items
+            .iter()
+            .find(|a| format!("{}/{}", a.slug, a.request.id) == slug_id)
+            .map(|a| a.request.clone())
+    }
+
     fn current(&self) -> Option<&Asked> {
         self.items.get(self.selected)
     }
@@ -122,7 +130,8 @@ impl Dashboard {
             match code {
                 KeyCode::Esc => self.message = None,
                 KeyCode::Enter => {
-                    let Some(id) = self.open().map(|a| a.request.id.clone()) else {
+                    let Some(id) = self.open().map(|a| format!("{}/{}", a.slug, a.request.id))
+                    else {
                         return Action::Nothing;
                     };
                     return match prompt {
@@ -154,7 +163,7 @@ impl Dashboard {
             KeyCode::Char('a') => {
                 if let Some(a) = self.open() {
                     return Action::Approve {
-                        id: a.request.id.clone(),
+                        id: format!("{}/{}", a.slug, a.request.id),
                         path_prefix: None,
                     };
                 }
@@ -295,6 +304,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
     let watch = QueueWatch::new(root);
     let mut dash = Dashboard::new(approvals::list(root, None));
     let mut terminal = ratatui::init();
+    let mut last_list = std::time::Instant::now();
     let result = (|| {
         loop {
             terminal.draw(|f| dash.render(f))?;
@@ -313,6 +323,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                         terminal.draw(|f| dash.render(f))?;
                         let opts = ApproveOptions {
                             path_prefix,
+                            shown: dash.shown(&id),
                             ..ApproveOptions::default()
                         };
                         match approvals::approve_live(env, root, &id, &opts, &now()) {
@@ -337,8 +348,10 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                     }
                 }
             }
-            if watch.wait(Duration::ZERO) {
+            // Also every few seconds, for where watching is not possible.
+            if watch.wait(Duration::ZERO) || last_list.elapsed() > Duration::from_secs(3) {
                 dash.set_items(approvals::list(root, None));
+                last_list = std::time::Instant::now();
             }
         }
     })();
@@ -418,7 +431,7 @@ mod tests {
         assert_eq!(
             d.key(KeyCode::Char('a')),
             Action::Approve {
-                id: "r1".into(),
+                id: "coder-a1b2c/r1".into(),
                 path_prefix: None
             }
         );
@@ -431,7 +444,7 @@ mod tests {
         assert_eq!(
             d.key(KeyCode::Enter),
             Action::Reject {
-                id: "r22".into(),
+                id: "coder-a1b2c/r22".into(),
                 note: "no thanks".into()
             }
         );
@@ -442,7 +455,7 @@ mod tests {
         assert_eq!(
             d.key(KeyCode::Enter),
             Action::Approve {
-                id: "r22".into(),
+                id: "coder-a1b2c/r22".into(),
                 path_prefix: Some("/simple/".into())
             }
         );

@@ -101,6 +101,11 @@ pub enum LiveError {
     /// The bundle did not confirm the new config; the old one runs on.
     #[error("{0}")]
     Reload(String),
+    /// Another change was applied between planning this one and applying it.
+    #[error(
+        "another change was applied to this bottle meanwhile, so this one was planned against an old config and not applied; run the command again"
+    )]
+    Raced,
 }
 
 impl From<PrepareError> for LiveError {
@@ -190,6 +195,8 @@ pub struct Proposal {
     pub state_dir: PathBuf,
     /// The files that change (paths relative to the state dir), in [`LIVE_PLUGINS`] order.
     pub files: Vec<StagedFile>,
+    /// The plan it was computed against (the running one then).
+    pub base: BottlePlan,
     /// The plan once applied.
     pub plan: BottlePlan,
     /// The run's approvals once applied.
@@ -229,11 +236,12 @@ pub fn propose(
     let approved = Approved::load(&state_dir.join(APPROVED_FILE))?.with(access);
     let req = record.request(env, state_dir, &approved)?;
     let plan = crate::prepare::replan(plugins, &req, state_dir)?;
-    let running = running_plan(state_dir)?;
-    let files = changed_files(&running, &plan)?;
+    let base = running_plan(state_dir)?;
+    let files = changed_files(&base, &plan)?;
     Ok(Proposal {
         state_dir: state_dir.to_owned(),
         files,
+        base,
         plan,
         approved,
     })
@@ -312,6 +320,9 @@ pub struct Applied {
     pub confirmed: String,
 }
 
+/// How long the bundle's reload may take, its own 5 s wait for egress included.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The command that reinstalls the bundle's files, reloads its daemons and waits for egress to
 /// confirm the table it runs.
 fn reload_command() -> Vec<String> {
@@ -334,52 +345,86 @@ pub async fn apply(
     let dir = &proposal.state_dir;
     let _lock = lock(dir)?;
     running(dir)?;
-    // Another approval may have been applied since this one was planned.
-    let now = running_plan(dir)?;
-    let mut old = Vec::new();
-    for f in &proposal.files {
-        let path = dir.join(&f.path);
-        let before = std::fs::read(&path).map_err(|error| LiveError::Write {
-            path: path.clone(),
-            error,
-        })?;
-        old.push((path, before, f.mode));
+    if running_plan(dir)? != proposal.base {
+        return Err(LiveError::Raced);
     }
-    if changed_files(&now, &proposal.plan)?.is_empty() {
+    if proposal.files.is_empty() {
         return Ok(Applied {
             confirmed: "nothing to change".into(),
         });
     }
-    let written = write_all(
-        proposal
-            .files
-            .iter()
-            .map(|f| (dir.join(&f.path), f.contents.as_bytes().to_vec(), f.mode)),
-    );
-    let outcome = match written {
+    // Every file the change rewrites, the host's records with them, so a failure at any step
+    // puts all of them back: what runs and what the state dir says never part.
+    let approved = serde_yaml::to_string(&proposal.approved)
+        .map_err(|e| LiveError::Reload(format!("cannot write the approvals: {e}")))?;
+    let mut new: Vec<(PathBuf, Vec<u8>, u32)> = proposal
+        .files
+        .iter()
+        .map(|f| (dir.join(&f.path), f.contents.as_bytes().to_vec(), f.mode))
+        .collect();
+    new.push((
+        dir.join(layout::PLAN_FILE),
+        crate::state::pretty_json(&proposal.plan).into_bytes(),
+        layout::PRIVATE_MODE,
+    ));
+    new.push((
+        dir.join(APPROVED_FILE),
+        approved.into_bytes(),
+        layout::PRIVATE_MODE,
+    ));
+    let mut old = Vec::new();
+    for (path, _, mode) in &new {
+        match std::fs::read(path) {
+            Ok(bytes) => old.push((path.clone(), Some(bytes), *mode)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                old.push((path.clone(), None, *mode))
+            }
+            Err(error) => {
+                return Err(LiveError::Write {
+                    path: path.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    let outcome = match write_all(new.into_iter()) {
         Ok(()) => reload(docker, slug).await,
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(confirmed) => {
-            let plan = crate::state::pretty_json(&proposal.plan);
-            let plan_file = dir.join(layout::PLAN_FILE);
-            write_whole(&plan_file, plan.as_bytes(), layout::PRIVATE_MODE).map_err(|error| {
-                LiveError::Write {
-                    path: plan_file,
-                    error,
-                }
-            })?;
-            proposal.approved.save(&dir.join(APPROVED_FILE))?;
-            Ok(Applied { confirmed })
-        }
-        Err(e) => {
-            // The old files back, and reloaded, so what runs is what the state dir says.
-            if write_all(old.into_iter()).is_ok() {
-                let _ = reload(docker, slug).await;
+        Ok(confirmed) => Ok(Applied { confirmed }),
+        Err(e) => Err(restore(docker, slug, old, e).await),
+    }
+}
+
+/// Put `old` back after `error` and have the bundle reload it; the error to report.
+async fn restore(
+    docker: &bollard::Docker,
+    slug: &str,
+    old: Vec<(PathBuf, Option<Vec<u8>>, u32)>,
+    error: LiveError,
+) -> LiveError {
+    let mut back = Vec::new();
+    for (path, bytes, mode) in old {
+        match bytes {
+            Some(b) => back.push((path, b, mode)),
+            None => {
+                let _ = std::fs::remove_file(&path);
             }
-            Err(e)
         }
+    }
+    if let Err(e) = write_all(back.into_iter()) {
+        return LiveError::Reload(format!(
+            "{error}; then putting the old files back failed too ({e}): what the bundle runs is unknown, so stop the bottle (`bottle stop {slug}`) and start it again"
+        ));
+    }
+    match reload(docker, slug).await {
+        Ok(_) => error,
+        // The bundle was never told (it could not be reached) or took the old files back: in
+        // both cases only a reload that answers tells; say what is known.
+        Err(again) => LiveError::Reload(format!(
+            "{error}; the old files are back in the state dir, but the bundle did not confirm them either ({again}); if the bottle misbehaves, restart it"
+        )),
     }
 }
 
@@ -393,8 +438,18 @@ fn write_all(files: impl Iterator<Item = (PathBuf, Vec<u8>, u32)>) -> Result<(),
 /// `bottle-init reload` in the bundle; its confirmation line, or why not.
 async fn reload(docker: &bollard::Docker, slug: &str) -> Result<String, LiveError> {
     let bundle = layout::bundle_container(slug);
-    let (code, out) = crate::docker::up::exec_output(docker, &bundle, &reload_command()).await?;
-    let out = out.trim().to_owned();
+    let (code, out) = tokio::time::timeout(
+        RELOAD_TIMEOUT,
+        crate::docker::up::exec_output(docker, &bundle, &reload_command()),
+    )
+    .await
+    .map_err(|_| {
+        LiveError::Reload(format!(
+            "the bundle's reload did not answer within {RELOAD_TIMEOUT:?}"
+        ))
+    })??;
+    // Printed inside the bundle: shown here only without controls.
+    let out = bottle_contract::supervise::validate::text(out.trim(), 1000);
     if code == 0 {
         Ok(out)
     } else {

@@ -292,7 +292,8 @@ fn the_dashboard_runs_in_a_real_terminal() {
     screen_with("reject with note");
     tmux(&["send-keys", "-t", "dash", "-l", "use the mirror"]);
     tmux(&["send-keys", "-t", "dash", "Enter"]);
-    screen_with("rejected r1");
+    let slug = dir.file_name().unwrap().to_string_lossy().into_owned();
+    screen_with(&format!("rejected {slug}/r1"));
     let decision = std::fs::read_to_string(dir.join("supervise/queue/decisions/r1.json")).unwrap();
     assert!(
         decision.contains("\"rejected\"") && decision.contains("use the mirror"),
@@ -351,4 +352,40 @@ fn approvals_watch_prints_requests_and_decisions_as_they_come() {
     assert!(l.contains("rejected"), "{l}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Two approvals planned against the same config: the one applied second finds the config
+/// moved on and is refused untouched, instead of undoing the first.
+#[test]
+fn an_approval_planned_against_an_old_config_is_not_applied() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    // The run in progress holds its lock.
+    let lock = std::fs::File::open(dir.join("run.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let a = propose(&sb, &dir, Access::checked("crates.io", None).unwrap()).unwrap();
+    let b = propose(&sb, &dir, Access::checked("docs.rs", None).unwrap()).unwrap();
+    // A is applied (what apply writes for it, without the reload).
+    std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_vec_pretty(&a.plan).unwrap(),
+    )
+    .unwrap();
+    let routes = std::fs::read_to_string(dir.join("egress/routes.yaml")).unwrap();
+    // A client only: a call through it would fail on the unknown container, not race.
+    let docker = bollard::Docker::connect_with_socket_defaults().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(bottle::live::apply(&docker, "x", &b))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another change was applied"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("egress/routes.yaml")).unwrap(),
+        routes
+    );
+    drop(lock);
 }

@@ -1724,7 +1724,8 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!("approved {id}, but not applied"))
-            && err.contains("the old config runs on"),
+            && err.contains("is paused")
+            && err.contains("the old files are back"),
         "{err}"
     );
     assert_eq!(

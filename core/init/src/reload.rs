@@ -69,7 +69,7 @@ fn run(list: &DaemonList, name: &str) -> Result<String, String> {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     let mut running = String::new();
     while Instant::now() < deadline {
-        if let Ok(sha) = running_sha(port) {
+        if let Ok(sha) = running_sha(port, deadline) {
             if sha == expected {
                 return Ok(sha);
             }
@@ -87,8 +87,9 @@ fn run(list: &DaemonList, name: &str) -> Result<String, String> {
     ))
 }
 
-/// The `config_sha256` egress on `port` reports.
-fn running_sha(port: u16) -> Result<String, String> {
+/// The `config_sha256` egress on `port` reports, read by `deadline` (a daemon that trickles
+/// bytes cannot hold the reload past it).
+fn running_sha(port: u16, deadline: Instant) -> Result<String, String> {
     let mut s = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(1),
@@ -101,9 +102,17 @@ fn running_sha(port: u16) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    s.take(1 << 20)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
+    let mut chunk = [0u8; 8192];
+    loop {
+        if Instant::now() >= deadline || buf.len() > 1 << 20 {
+            return Err("no answer in time".into());
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     let text = String::from_utf8_lossy(&buf);
     let body = text
         .split_once("\r\n\r\n")
