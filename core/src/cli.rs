@@ -1,6 +1,7 @@
 //! Command-line arguments, turned into typed requests early, and the commands themselves.
 
 mod approvals;
+mod drivers;
 mod manage;
 mod plugins;
 mod run;
@@ -100,6 +101,22 @@ enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Inspect native drivers.
+    #[command(subcommand)]
+    Drivers(DriversCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DriversCommand {
+    /// Load native driver files as `bottle run` would (dir, pin, ABI) and print what each says.
+    Check {
+        /// `libbottle_driver_NAME.so` files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A dir drivers may load from, besides bottle's install dir. Repeatable.
+        #[arg(long = "driver-dir", value_name = "DIR")]
+        driver_dirs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,5 +347,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             plugins::list(&env, &plugins, json)
         }
         Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&env, &paths),
+        Command::Drivers(DriversCommand::Check { paths, driver_dirs }) => {
+            drivers::check(&env, &paths, &driver_dirs)
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod confine;
 pub mod consent;
 pub mod dashboard;
 pub mod docker;
+pub mod driver;
 pub mod hostenv;
 pub mod keys;
 pub mod live;

@@ -7,5 +7,6 @@ mod checklist;
 mod conflicts;
 mod docker_e2e;
 mod dry_run;
+mod native_drivers;
 mod plugin_host;
 mod support;

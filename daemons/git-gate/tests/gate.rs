@@ -583,8 +583,15 @@ fn a_key_the_gates_user_cannot_read_refuses_start_naming_the_uids() {
     let up = Upstream::start("127.0.0.1");
     up.repo("r");
     let g = gate(&up, vec![up.gate_repo("r", PushPolicy::default())]);
-    // The client key is root's, 0600; the gate runs as nobody.
-    let out = Command::new(BIN)
+    // The client key is root's, 0600; the gate runs as nobody, from a copy nobody can reach
+    // (the checkout's target dir may sit in a dir only root may enter).
+    let bin_dir = Scratch::new("bin");
+    let bin = bin_dir.0.join("bottle-git-gate");
+    std::fs::copy(BIN, &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin_dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin)
         .arg("--config")
         .arg(g.config_path())
         .args(["--listen", "127.0.0.1:0", "--hooks", "/nonexistent"])

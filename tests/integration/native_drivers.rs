@@ -1,0 +1,184 @@
+//! Native drivers through the real loader: the test drivers in `tests/drivers/` are built from
+//! source as cdylibs and loaded with libloading, and every refusal is one clear line.
+
+use crate::support::workspace;
+use bottle::driver::native::{LoadPolicy, NativeDriver, NativeError};
+use bottle_driver_sdk::Request;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The test drivers' dir, built once per test process.
+fn built() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = workspace().join("target/test-drivers");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--quiet", "--target-dir"])
+            .arg(&target)
+            .args([
+                "-p",
+                "bottle-test-driver-good",
+                "-p",
+                "bottle-test-driver-old-abi",
+                "-p",
+                "bottle-test-driver-no-call",
+            ])
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "building the test drivers: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("debug")
+    })
+}
+
+/// A dir holding a copy of the test driver `name` (so each test has its own allowed dir).
+fn install(dir: &Path, name: &str) -> PathBuf {
+    let file = format!("libbottle_driver_{name}.so");
+    let to = dir.join(&file);
+    std::fs::copy(built().join(&file), &to).unwrap();
+    to
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A policy allowing `dir`, with `pins` written to a config dir.
+fn policy(dir: &Path, pins: &[(&str, String)]) -> LoadPolicy {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let text: String = pins.iter().map(|(n, h)| format!("  {n}: {h}\n")).collect();
+    let file = if text.is_empty() {
+        "drivers: {}\n".to_owned()
+    } else {
+        format!("drivers:\n{text}")
+    };
+    std::fs::write(config.join("drivers.yaml"), file).unwrap();
+    LoadPolicy::new(None, &[dir.to_owned()], Some(&config)).unwrap()
+}
+
+#[test]
+fn a_pinned_driver_loads_answers_and_its_panic_is_an_error_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let path = install(d.path(), "good");
+    let driver = NativeDriver::load(&path, &policy(d.path(), &[("good", sha256(&path))])).unwrap();
+    assert_eq!(driver.name(), "good");
+    assert_eq!(driver.abi(), "1.0.0");
+    let info = driver.call(&Request::Info).unwrap();
+    assert_eq!(info["name"], "good");
+    let e = driver.call(&Request::Probe).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "driver `good`: this host cannot run good machines: no engine here"
+    );
+    let up = |slug: &str| Request::Up {
+        slug: slug.into(),
+        state_dir: "/s".into(),
+    };
+    let e = driver.call(&up("panic")).unwrap_err();
+    assert!(matches!(e, NativeError::Panicked { .. }), "{e}");
+    assert!(e.to_string().contains("asked to panic"), "{e}");
+    // The driver (and this process) go on after the panic.
+    assert_eq!(driver.call(&up("a-1")).unwrap()["up"], "a-1");
+}
+
+#[test]
+fn unpinned_changed_and_misplaced_drivers_are_refused_before_loading() {
+    let d = tempfile::tempdir().unwrap();
+    let path = install(d.path(), "good");
+    let hash = sha256(&path);
+    let e = NativeDriver::load(&path, &policy(d.path(), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("driver `good` is not pinned") && e.contains(&format!("good: {hash}")),
+        "{e}"
+    );
+    let other = format!("sha256:{}", "0".repeat(64));
+    let e = NativeDriver::load(&path, &policy(d.path(), &[("good", other)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the file changed since you pinned it"), "{e}");
+    // Pinned, but in a dir nobody named.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stray = install(elsewhere.path(), "good");
+    let e = NativeDriver::load(&stray, &policy(d.path(), &[("good", hash)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("load only from bottle's install dir or a --driver-dir"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrong_abi_a_missing_symbol_and_garbage_are_one_clear_line_each() {
+    let d = tempfile::tempdir().unwrap();
+    let old = install(d.path(), "old_abi");
+    let nocall = install(d.path(), "no_call");
+    let garbage = d.path().join("libbottle_driver_garbage.so");
+    std::fs::write(&garbage, "this is no ELF file\n").unwrap();
+    let p = policy(
+        d.path(),
+        &[
+            ("old_abi", sha256(&old)),
+            ("no_call", sha256(&nocall)),
+            ("garbage", sha256(&garbage)),
+        ],
+    );
+    let cases = [
+        (
+            old,
+            "built for driver ABI 0.9.0, but this bottle speaks 1.x",
+        ),
+        (nocall, "no `bottle_driver_call`"),
+        (garbage, "not a loadable driver"),
+    ];
+    for (path, expected) in cases {
+        let e = NativeDriver::load(&path, &p).unwrap_err().to_string();
+        assert!(e.contains(expected), "{}: {e}", path.display());
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+/// `bottle drivers check` says what to pin, and loads the driver once it is pinned.
+#[test]
+fn drivers_check_names_the_pin_to_add_then_loads_the_driver() {
+    let sb = crate::support::Sandbox::new();
+    let dir = sb.dir.path().join("drivers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = install(&dir, "good");
+    let check = || {
+        crate::support::run(
+            sb.bottle()
+                .args(["drivers", "check", "--driver-dir"])
+                .arg(&dir)
+                .arg(&path),
+        )
+    };
+    let (code, _, err) = check();
+    assert_eq!(code, 1);
+    let pins = sb.dir.path().join("config/bottle/drivers.yaml");
+    assert!(
+        err.contains(&format!("good: {}", sha256(&path)))
+            && err.contains(&pins.display().to_string()),
+        "{err}"
+    );
+    std::fs::write(&pins, format!("drivers:\n  good: {}\n", sha256(&path))).unwrap();
+    let (code, out, err) = check();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("name: good") && out.contains("abi:  1.0.0"),
+        "{out}"
+    );
+}
