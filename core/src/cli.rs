@@ -173,6 +173,10 @@ struct BottleArgs {
     /// (for scripts; review it first with --dry-run).
     #[arg(short, long)]
     yes: bool,
+    /// Also load native drivers (`libbottle_driver_NAME.so`, pinned in drivers.yaml) from
+    /// this dir. Repeatable.
+    #[arg(long = "driver-dir", value_name = "DIR")]
+    driver_dirs: Vec<PathBuf>,
     #[command(flatten)]
     plugins: PluginArgs,
 }

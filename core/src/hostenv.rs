@@ -59,8 +59,10 @@ impl HostEnv {
     }
 
     fn xdg(&self, var: &str, fallback: &str) -> Option<PathBuf> {
+        // The XDG spec: a relative path in these variables is invalid and ignored.
         self.nonempty(var)
             .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
             .or_else(|| self.home().map(|h| h.join(fallback)))
     }
 
@@ -135,6 +137,9 @@ mod tests {
         assert_eq!(e.state_dir().unwrap(), PathBuf::from("/s"));
         assert_eq!(e.cache_dir().unwrap(), PathBuf::from("/h/.cache/bottle"));
         assert_eq!(env(&[]).config_dir(), None);
+        // A relative XDG dir is ignored (it would follow the cwd).
+        let e = env(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "rel")]);
+        assert_eq!(e.config_dir().unwrap(), PathBuf::from("/h/.config/bottle"));
     }
 
     #[test]

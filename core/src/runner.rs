@@ -25,6 +25,8 @@ pub struct LaunchOptions {
     pub verify: verify::Mode,
     /// The host env, for the secrets the bundle and the agent get at launch.
     pub env: crate::hostenv::HostEnv,
+    /// What runs the bottle ([`crate::driver::Driver::for_backend`] of its backend).
+    pub driver: crate::driver::Driver,
 }
 
 /// Why a launch failed.
@@ -36,6 +38,9 @@ pub enum LaunchError {
     /// Minting keys failed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// A native driver failed (its message is one line that says what to do).
+    #[error(transparent)]
+    Native(#[from] crate::driver::native::NativeError),
     /// The backend cannot be launched here.
     #[error("{0}")]
     Unsupported(String),
@@ -225,20 +230,62 @@ pub async fn pipelock_in_bundle(
 
 /// Launch `p` and attach to its agent; tear everything down afterwards.
 pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, LaunchError> {
-    if p.plan.backend != "docker" {
-        return Err(LaunchError::Unsupported(format!(
-            "the {} backend can plan (`--dry-run`) but not start bottles yet; use `--backend docker`",
-            p.plan.backend
-        )));
-    }
+    let native = match &opts.driver {
+        crate::driver::Driver::Docker => None,
+        crate::driver::Driver::Native(d) => Some(d.clone()),
+        crate::driver::Driver::Manifests => {
+            return Err(LaunchError::Unsupported(format!(
+                "the {} backend hands its manifests over instead of launching",
+                p.plan.backend
+            )));
+        }
+    };
     let docker = docker::connect().await?;
     let project_name = p.plan.deployment.project.clone();
     orphan_probe(&docker, &p.slug, &project_name).await?;
+    if let Some(d) = &native {
+        let d = d.clone();
+        let root = p
+            .state_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let listed = blocking(move || d.list(&root)).await??;
+        if listed.iter().any(|l| l.slug == p.slug) {
+            return Err(DockerError::Orphan {
+                what: format!("{} machine bottle-{}", p.plan.backend, p.slug),
+            }
+            .into());
+        }
+    }
 
     // From here on the slug is ours: whatever happens, tear down.
     let log_file = p.state_dir.join("compose.log");
-    let result = run_bottle(&docker, p, opts, &project_name).await;
-    let teardown = down::down(&docker, &p.slug, Some(&log_file)).await;
+    let (result, teardown) = match &native {
+        None => {
+            let result = run_bottle(&docker, p, opts, &project_name).await;
+            (
+                result,
+                down::down(&docker, &p.slug, Some(&log_file))
+                    .await
+                    .map_err(LaunchError::from),
+            )
+        }
+        Some(d) => {
+            let result = run_native(&docker, p, opts, d).await;
+            let bundle = down::down(&docker, &p.slug, Some(&log_file)).await;
+            // After the bundle's logs are written: the agent's output is appended to them.
+            let (d, slug, state) = (d.clone(), p.slug.clone(), p.state_dir.clone());
+            let agent = blocking(move || d.down(&slug, &state)).await;
+            let teardown = match (bundle, agent) {
+                (Err(e), _) => Err(e.into()),
+                (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(Err(e))) => Err(e.into()),
+                (Ok(()), Ok(Ok(_))) => Ok(()),
+            };
+            (result, teardown)
+        }
+    };
     let failed = result.is_err() || teardown.is_err();
     let mut state_kept = opts.keep_state || failed;
     let mut log_file = log_file;
@@ -261,6 +308,130 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
         state_kept,
         report,
     })
+}
+
+/// Run blocking `f` (a native driver call, which may spawn an engine for minutes) off the
+/// async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LaunchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LaunchError::Unsupported(format!("a driver call did not finish: {e}")))
+}
+
+/// Bring up a natively driven bottle: the bundle on Docker from the backend's
+/// [`crate::driver::BUNDLE_COMPOSE_FILE`], the agent through the driver from the agent image
+/// saved by Docker; then run the agent's command attached.
+async fn run_native(
+    docker: &Docker,
+    p: &Prepared,
+    opts: &LaunchOptions,
+    driver: &std::sync::Arc<crate::driver::native::NativeDriver>,
+) -> Result<(i64, Option<verify::Report>), LaunchError> {
+    let backend = &p.plan.backend;
+    if opts.verify != verify::Mode::Off {
+        return Err(LaunchError::Unsupported(format!(
+            "the escape suite runs on the docker backend only for now; run `bottle verify` without --backend {backend}"
+        )));
+    }
+    if p.metadata.copy_cwd {
+        return Err(LaunchError::Unsupported(format!(
+            "`cwd: copy` is not supported on the {backend} backend yet; use `cwd: mount` or `cwd: none`"
+        )));
+    }
+    let mut stop = std::pin::pin!(interrupted());
+    let requests: Vec<_> = p
+        .plan
+        .sidecars
+        .iter()
+        .flat_map(|s| s.plan.cas.iter().cloned())
+        .collect();
+    keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
+    if bundle_path.exists() {
+        let file = project::read(&bundle_path).map_err(DockerError::from)?;
+        tokio::select! {
+            r = ensure_bundle_image(docker, &file, opts) => r?,
+            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+        }
+        let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, &[], |k| {
+            opts.env.get(k).map(str::to_owned)
+        })
+        .map_err(DockerError::from)?;
+        let state_dir = p.state_dir.display().to_string();
+        let req = up::UpRequest {
+            project: &p.plan.deployment.project,
+            slug: &p.slug,
+            state_dir: &state_dir,
+            secrets: &secrets,
+            health_timeout: opts.health_timeout,
+            agent: up::AgentRun {
+                confinement: &p.confinement,
+                user: String::new(),
+                probe: None,
+            },
+        };
+        tokio::select! {
+            r = up::up(docker, &file, &req) => r?,
+            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+        }
+        for (key, s) in &file.services {
+            if let Some(h) = &s.healthcheck {
+                let name = up::container_name(&p.plan.deployment.project, key, s);
+                tokio::select! {
+                    r = up::wait_healthy(docker, &name, &h.test, opts.health_timeout) => r?,
+                    sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+                }
+            }
+        }
+    }
+    // The agent's image, as an archive the engine reads (no registry here or there).
+    let archive = p.state_dir.join("agent-image.tar");
+    tokio::select! {
+        r = images::save(docker, &p.plan.stack.agent.image, &archive) => r?,
+        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+    }
+    let up = {
+        let (d, slug, state, archive) = (
+            driver.clone(),
+            p.slug.clone(),
+            p.state_dir.clone(),
+            archive.clone(),
+        );
+        blocking(move || d.up(&slug, &state, Some(&archive)))
+    };
+    let up = tokio::select! {
+        r = up => r,
+        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+    };
+    // The engine keeps its own copy.
+    let _ = std::fs::remove_file(&archive);
+    up??;
+    let command = opts
+        .command
+        .clone()
+        .unwrap_or_else(|| p.plan.stack.agent.command.clone());
+    let plan = driver.exec_plan(
+        &p.slug,
+        &p.state_dir,
+        &command,
+        Some(&p.plan.stack.agent.workdir),
+        attach::stdin_is_terminal(),
+    )?;
+    let mut child = tokio::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| LaunchError::Unsupported(format!("cannot run {}: {e}", plan.program)))?;
+    tokio::select! {
+        r = child.wait() => {
+            let status = r.map_err(|e| LaunchError::Unsupported(format!("waiting for {}: {e}", plan.program)))?;
+            Ok((i64::from(status.code().unwrap_or(-1)), None))
+        }
+        sig = &mut stop => Err(LaunchError::Interrupted(sig)),
+    }
 }
 
 /// The user Docker runs the agent as: see [`crate::confine::Confinement::docker_user`].

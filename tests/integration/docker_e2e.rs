@@ -17,11 +17,13 @@ const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist
 /// supervise (Streamable HTTP, plain curl) in an initialized session.
 const MCP_SH: &str = include_str!("../data/mcp-client.sh");
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+/// One Docker test at a time (this module's and the smolmachines tests').
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unique_slug(prefix: &str) -> String {
+/// A slug no other test uses.
+pub fn unique_slug(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -29,7 +31,8 @@ fn unique_slug(prefix: &str) -> String {
     format!("{prefix}-{:05}", n % 100_000)
 }
 
-fn docker(args: &[&str]) -> String {
+/// The docker CLI's stdout.
+pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -38,7 +41,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// Everything labelled with `slug`: containers, networks, volumes.
-fn leftovers(slug: &str) -> String {
+pub fn leftovers(slug: &str) -> String {
     let f = format!("label=io.bottle.slug={slug}");
     [
         docker(&["ps", "-aq", "--filter", &f]),

@@ -388,11 +388,32 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
         .collect();
     assert_eq!(
         docs,
-        ["Smolfile", "bundle.compose.yaml", "agent/mcp.json"],
+        [
+            "Smolfile",
+            "bundle.compose.yaml",
+            "agent/mcp.json",
+            "smolvm-rewrites.json"
+        ],
         "the daemon list is the host's to write"
     );
+    // git-gate's gitconfig names `git://git-gate/…`: the driver rewrites its copy for the VM,
+    // and git reads it from /etc/bottle (a dir can be mounted there, not over /etc).
     let state = sb.state().join(ss);
+    let rewrites: Vec<(String, String)> =
+        serde_json::from_str(&std::fs::read_to_string(state.join("smolvm-rewrites.json")).unwrap())
+            .unwrap();
+    assert!(
+        rewrites
+            .iter()
+            .any(|(from, to)| from == "git://git-gate/" && to.starts_with("git://127.0.0.1:")),
+        "{rewrites:?}"
+    );
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
+    assert!(
+        smolfile.contains("GIT_CONFIG_SYSTEM=/etc/bottle/gitconfig")
+            && smolfile.contains("/agent/gitconfig:/etc/bottle/gitconfig:ro"),
+        "{smolfile}"
+    );
     assert!(!state.join("compose.yaml").exists());
     golden(
         "implementer.Smolfile",

@@ -9,4 +9,5 @@ mod docker_e2e;
 mod dry_run;
 mod native_drivers;
 mod plugin_host;
+mod smolmachines;
 mod support;

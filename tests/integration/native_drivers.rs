@@ -7,8 +7,8 @@ use bottle_driver_sdk::Request;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The test drivers' dir, built once per test process.
-fn built() -> &'static Path {
+/// The test drivers' dir (and the smolmachines driver's), built once per test process.
+pub fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = workspace().join("target/test-drivers");
@@ -24,6 +24,10 @@ fn built() -> &'static Path {
                 "bottle-test-driver-old-abi",
                 "-p",
                 "bottle-test-driver-no-call",
+                "-p",
+                "bottle-test-driver-rogue",
+                "-p",
+                "bottle-driver-smolmachines",
             ])
             .output()
             .expect("cargo");
@@ -44,7 +48,8 @@ fn install(dir: &Path, name: &str) -> PathBuf {
     to
 }
 
-fn sha256(path: &Path) -> String {
+/// `sha256:HEX` of the file at `path`, as drivers.yaml pins it.
+pub fn sha256(path: &Path) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(std::fs::read(path).unwrap());
     format!(
@@ -79,11 +84,12 @@ fn a_pinned_driver_loads_answers_and_its_panic_is_an_error_not_a_crash() {
     let e = driver.call(&Request::Probe).unwrap_err().to_string();
     assert_eq!(
         e,
-        "driver `good`: this host cannot run good machines: no engine here"
+        "this host cannot run good machines: no engine here (driver `good`)"
     );
     let up = |slug: &str| Request::Up {
         slug: slug.into(),
         state_dir: "/s".into(),
+        image_archive: None,
     };
     let e = driver.call(&up("panic")).unwrap_err();
     assert!(matches!(e, NativeError::Panicked { .. }), "{e}");
@@ -112,13 +118,76 @@ fn unpinned_changed_and_misplaced_drivers_are_refused_before_loading() {
     // Pinned, but in a dir nobody named.
     let elsewhere = tempfile::tempdir().unwrap();
     let stray = install(elsewhere.path(), "good");
-    let e = NativeDriver::load(&stray, &policy(d.path(), &[("good", hash)]))
-        .unwrap_err()
-        .to_string();
+    let p = policy(d.path(), &[("good", hash)]);
+    let e = NativeDriver::load(&stray, &p).unwrap_err().to_string();
     assert!(
         e.contains("load only from bottle's install dir or a --driver-dir"),
         "{e}"
     );
+    // A link in the allowed dir to a file outside it is judged by where it leads.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&stray, &path).unwrap();
+    let e = NativeDriver::load(&path, &p).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("-> {}", stray.canonicalize().unwrap().display()))
+            && e.contains("load only from"),
+        "{e}"
+    );
+    // Missing files, fifos and dirs that are not there: each its own line.
+    let e = NativeDriver::load(&d.path().join("libbottle_driver_gone.so"), &p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no such driver file"), "{e}");
+    let fifo = d.path().join("libbottle_driver_fifo.so");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let e = NativeDriver::load(&fifo, &p).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = LoadPolicy::new(None, &[d.path().join("nowhere")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--driver-dir") && e.contains("nowhere"), "{e}");
+}
+
+/// Nothing of a driver runs, not even its load constructor, until it passes the pin check; a
+/// length it claims beyond reason is refused, never read.
+#[test]
+fn a_refused_driver_never_runs_and_a_lying_answer_is_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    let path = install(d.path(), "rogue");
+    let marker = PathBuf::from(format!(
+        "/tmp/bottle-test-driver-rogue-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&marker);
+    let e = NativeDriver::load(&path, &policy(d.path(), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not pinned"), "{e}");
+    assert!(!marker.exists(), "the unpinned driver's constructor ran");
+    // Without a config dir nothing is pinned, and no drivers.yaml is read from the cwd.
+    let e = NativeDriver::load(
+        &path,
+        &LoadPolicy::new(None, &[d.path().to_owned()], None).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("there is no config dir"), "{e}");
+    assert!(!marker.exists());
+    let driver = NativeDriver::load(&path, &policy(d.path(), &[("rogue", sha256(&path))])).unwrap();
+    assert!(
+        marker.exists(),
+        "the pinned driver's constructor did not run"
+    );
+    let _ = std::fs::remove_file(&marker);
+    let e = driver.call(&Request::Info).unwrap_err().to_string();
+    assert!(e.contains("more than the 16 MiB bottle takes"), "{e}");
 }
 
 #[test]
@@ -139,7 +208,7 @@ fn a_wrong_abi_a_missing_symbol_and_garbage_are_one_clear_line_each() {
     let cases = [
         (
             old,
-            "built for driver ABI 0.9.0, but this bottle speaks 1.x",
+            "built for driver ABI \"0.9.0\", but this bottle speaks 1.x",
         ),
         (nocall, "no `bottle_driver_call`"),
         (garbage, "not a loadable driver"),

@@ -1,23 +1,13 @@
 //! `bottle drivers check`.
 
 use anyhow::Result;
-use bottle::driver::native::{LoadPolicy, NativeDriver};
+use bottle::driver::native::NativeDriver;
 use bottle::hostenv::HostEnv;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The dir of the running `bottle`: drivers installed with it load from there.
-fn install_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()?
-        .canonicalize()
-        .ok()?
-        .parent()
-        .map(PathBuf::from)
-}
-
 pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<ExitCode> {
-    let policy = LoadPolicy::new(install_dir().as_deref(), dirs, env.config_dir().as_deref())?;
+    let policy = bottle::driver::policy(env, dirs)?;
     let mut failed = 0;
     for path in paths {
         let checked = NativeDriver::load(path, &policy)
@@ -28,6 +18,12 @@ pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Resul
                 println!("  name: {}", d.name());
                 println!("  abi:  {}", d.abi());
                 println!("  info: {info}");
+                // Whether this host can run the driver's bottles: a verdict, not a failure.
+                match d.probe() {
+                    Ok(p) if p.can_run => println!("  probe: can run: {}", p.reason),
+                    Ok(p) => println!("  probe: cannot run: {}", p.reason),
+                    Err(e) => println!("  probe: {e}"),
+                }
             }
             Err(e) => {
                 failed += 1;

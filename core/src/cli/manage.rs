@@ -4,6 +4,7 @@ use super::runtime;
 use anyhow::{Context, Result};
 use bollard::query_parameters::LogsOptionsBuilder;
 use bottle::docker::{self, down, images, inventory};
+use bottle::driver::{self, native::NativeDriver};
 use bottle::hostenv::HostEnv;
 use bottle::state;
 use futures_util::StreamExt;
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(super) fn state_root(env: &HostEnv) -> Result<PathBuf> {
     bottle::prepare::default_state_root(env).map_err(anyhow::Error::msg)
@@ -29,40 +31,93 @@ fn age(created: i64) -> String {
     }
 }
 
+/// What one bottle runs: its containers and, for a natively driven backend, its machines.
+#[derive(Default)]
+struct Running {
+    /// `role:state` of each part.
+    parts: Vec<(String, String)>,
+    /// The agent's name, when a container says it.
+    agent: Option<String>,
+    /// The oldest part's creation time.
+    created: Option<i64>,
+}
+
+/// Every pinned native driver bottle can load for `ps`, `stop` and `cleanup`, each with what
+/// it runs under `root`; a driver that fails is a note on stderr, not the command's failure.
+async fn native_bottles(
+    env: &HostEnv,
+    root: &std::path::Path,
+) -> Vec<(Arc<NativeDriver>, Vec<bottle_driver_sdk::Listed>)> {
+    let policy = match driver::policy(env, &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("note: native drivers not consulted: {e}");
+            return Vec::new();
+        }
+    };
+    let (drivers, notes) = driver::installed(&policy);
+    for n in notes {
+        eprintln!("{n}");
+    }
+    let mut out = Vec::new();
+    for d in drivers {
+        let (d2, root) = (d.clone(), root.to_owned());
+        match tokio::task::spawn_blocking(move || d2.list(&root)).await {
+            Ok(Ok(listed)) => out.push((d, listed)),
+            Ok(Err(e)) => eprintln!("note: {e}"),
+            Err(e) => eprintln!("note: driver `{}`: {e}", d.name()),
+        }
+    }
+    out
+}
+
 pub(super) fn ps(env: &HostEnv) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, None).await?;
-        let mut by_slug: BTreeMap<&str, Vec<&inventory::BottleContainer>> = BTreeMap::new();
+        let mut by_slug: BTreeMap<String, Running> = BTreeMap::new();
         for c in &containers {
-            by_slug.entry(&c.slug).or_default().push(c);
+            let r = by_slug.entry(c.slug.clone()).or_default();
+            r.parts.push((c.role.clone(), c.state.clone()));
+            r.agent.get_or_insert_with(|| c.agent.clone());
+            r.created = Some(r.created.map_or(c.created, |t| t.min(c.created)));
+        }
+        for (d, listed) in native_bottles(env, &root).await {
+            for m in listed {
+                let r = by_slug.entry(m.slug.clone()).or_default();
+                r.parts.push((format!("{}-vm", d.name()), m.state.clone()));
+                r.created = Some(r.created.map_or(m.created, |t| t.min(m.created)));
+            }
         }
         println!(
             "{:<24} {:<14} {:<13} {:<7} STATE",
             "SLUG", "AGENT", "BACKEND", "AGE"
         );
-        for (slug, cs) in by_slug {
+        for (slug, r) in by_slug {
             let meta: serde_json::Value =
-                std::fs::read_to_string(root.join(slug).join("metadata.json"))
+                std::fs::read_to_string(root.join(&slug).join("metadata.json"))
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();
             let backend = meta["backend"].as_str().unwrap_or("docker");
-            let created = cs.iter().map(|c| c.created).min().unwrap_or_default();
-            let states: Vec<String> = cs
-                .iter()
-                .map(|c| format!("{}:{}", c.role, c.state))
-                .collect();
-            let state = if cs.iter().all(|c| c.state == "running") {
+            let agent = r
+                .agent
+                .clone()
+                .or_else(|| meta["agent"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "?".into());
+            let state = if r.parts.iter().all(|(_, s)| s == "running") {
                 "running".to_owned()
             } else {
-                states.join(",")
+                r.parts
+                    .iter()
+                    .map(|(role, s)| format!("{role}:{s}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             };
             println!(
-                "{slug:<24} {:<14} {backend:<13} {:<7} {state}",
-                cs[0].agent,
-                age(created)
+                "{slug:<24} {agent:<14} {backend:<13} {:<7} {state}",
+                age(r.created.unwrap_or_default())
             );
         }
         Ok::<_, anyhow::Error>(())
@@ -75,6 +130,19 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool) -> Result<ExitCode> 
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, Some(slug)).await?;
+        // A natively driven agent's output, after its bundle's.
+        let mut vm_logs = String::new();
+        for (d, listed) in native_bottles(env, &root).await {
+            if listed.iter().any(|m| m.slug == slug) {
+                let (state, slug) = (root.join(slug), slug.to_owned());
+                let text = tokio::task::spawn_blocking(move || d.logs(&slug, &state)).await??;
+                vm_logs.extend(text.lines().map(|l| format!("agent-vm | {l}\n")));
+            }
+        }
+        if containers.is_empty() && !vm_logs.is_empty() {
+            print!("{vm_logs}");
+            return Ok(ExitCode::SUCCESS);
+        }
         if containers.is_empty() {
             for path in [root.join(slug).join("compose.log"), root.join("logs").join(format!("{slug}.log"))] {
                 if let Ok(text) = std::fs::read_to_string(&path) {
@@ -85,7 +153,7 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool) -> Result<ExitCode> 
             anyhow::bail!("no bottle `{slug}` is running and no logs of it are kept; `bottle ps` lists running ones");
         }
         if !follow {
-            print!("{}", down::merged_logs(&docker, &containers).await);
+            print!("{}{vm_logs}", down::merged_logs(&docker, &containers).await);
             return Ok(ExitCode::SUCCESS);
         }
         let streams = containers.iter().map(|c| {
@@ -109,8 +177,15 @@ pub(super) fn stop(env: &HostEnv, slug: &str) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
+        let machines: Vec<Arc<NativeDriver>> = native_bottles(env, &root)
+            .await
+            .into_iter()
+            .filter(|(_, listed)| listed.iter().any(|m| m.slug == slug))
+            .map(|(d, _)| d)
+            .collect();
         if inventory::containers(&docker, Some(slug)).await?.is_empty()
             && inventory::networks(&docker, Some(slug)).await?.is_empty()
+            && machines.is_empty()
         {
             anyhow::bail!("no bottle `{slug}` is running; `bottle ps` lists running ones");
         }
@@ -125,6 +200,10 @@ pub(super) fn stop(env: &HostEnv, slug: &str) -> Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         down::down(&docker, slug, Some(&log)).await?;
+        for d in machines {
+            let (state, slug) = (state.clone(), slug.to_owned());
+            tokio::task::spawn_blocking(move || d.down(&slug, &state)).await??;
+        }
         eprintln!("stopped {slug}; logs in {}", log.display());
         Ok(ExitCode::SUCCESS)
     })
@@ -142,17 +221,33 @@ struct Survey {
     volumes: Vec<String>,
     /// State dirs holding bottle's metadata, of no running bottle and not in use.
     orphan_dirs: Vec<PathBuf>,
+    /// What native drivers run, each with its driver.
+    machines: Vec<(Arc<NativeDriver>, bottle_driver_sdk::Listed)>,
 }
 
 impl Survey {
-    async fn take(docker: &bollard::Docker, root: &std::path::Path) -> Result<Survey> {
+    async fn take(
+        env: &HostEnv,
+        docker: &bollard::Docker,
+        root: &std::path::Path,
+    ) -> Result<Survey> {
         // A label is only a claim: a slug bottle could not have made is never used as a path,
         // and its container is left alone (whoever labelled it can remove it).
         let (containers, spoofed): (Vec<_>, Vec<_>) = inventory::containers(docker, None)
             .await?
             .into_iter()
             .partition(|c| state::valid_slug(&c.slug));
-        let mut slugs: Vec<String> = containers.iter().map(|c| c.slug.clone()).collect();
+        let machines: Vec<_> = native_bottles(env, root)
+            .await
+            .into_iter()
+            .flat_map(|(d, listed)| listed.into_iter().map(move |m| (d.clone(), m)))
+            .filter(|(_, m)| state::valid_slug(&m.slug))
+            .collect();
+        let mut slugs: Vec<String> = containers
+            .iter()
+            .map(|c| c.slug.clone())
+            .chain(machines.iter().map(|(_, m)| m.slug.clone()))
+            .collect();
         slugs.sort();
         slugs.dedup();
         let orphan_dirs = std::fs::read_dir(root)
@@ -175,11 +270,13 @@ impl Survey {
             networks: inventory::networks(docker, None).await?,
             volumes: inventory::volumes(docker, None).await?,
             orphan_dirs,
+            machines,
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.containers.is_empty()
+        self.machines.is_empty()
+            && self.containers.is_empty()
             && self.networks.is_empty()
             && self.volumes.is_empty()
             && self.orphan_dirs.is_empty()
@@ -194,6 +291,15 @@ impl Survey {
         }
         for c in &self.containers {
             println!("container {} (bottle {}, {})", c.name, c.slug, c.state);
+        }
+        for (d, m) in &self.machines {
+            println!(
+                "machine   {} ({} driver, bottle {}, {})",
+                m.name,
+                d.name(),
+                m.slug,
+                m.state
+            );
         }
         for n in &self.networks {
             println!("network   {n}");
@@ -213,9 +319,26 @@ impl Survey {
             let state = root.join(slug);
             let ours = state::is_state_dir(&state) && !state::in_use(&state);
             let log = ours.then(|| state.join("compose.log"));
+            let mut failed = false;
             if let Err(e) = down::down(docker, slug, log.as_deref()).await {
                 failures.push(e.to_string());
-            } else if ours {
+                failed = true;
+            }
+            for (d, _) in self.machines.iter().filter(|(_, m)| m.slug == *slug) {
+                let (d, slug, state) = (d.clone(), slug.clone(), state.clone());
+                match tokio::task::spawn_blocking(move || d.down(&slug, &state)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        failures.push(e.to_string());
+                        failed = true;
+                    }
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        failed = true;
+                    }
+                }
+            }
+            if !failed && ours {
                 // As after any run: the logs kept, the state (with its CA keys) gone.
                 match state::retire(&state) {
                     Ok(log) => println!("logs of {slug} kept in {}", log.display()),
@@ -269,7 +392,7 @@ pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCod
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
-        let survey = Survey::take(&docker, &root).await?;
+        let survey = Survey::take(env, &docker, &root).await?;
         survey.print();
         if survey.is_empty() {
             println!("nothing to clean up");

@@ -111,6 +111,18 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             },
         )?;
     }
+    // The driver is checked before anything is written: a backend that cannot start here
+    // (no driver, or one the user has not pinned) fails with nothing left behind.
+    let driver = if args.dry_run {
+        None
+    } else {
+        let backend = req
+            .backend
+            .clone()
+            .unwrap_or_else(|| req.manifest.backend.clone());
+        let policy = bottle::driver::policy(env, &args.bottle.driver_dirs)?;
+        Some(bottle::driver::Driver::for_backend(&backend, &policy)?)
+    };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
     let plugins = load_all(env, &args.bottle.plugins)?;
     let prepared = prepare::prepare(&plugins, &req)?;
@@ -132,7 +144,12 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let driver = driver.expect("set for every run but a dry one");
+    if let bottle::driver::Driver::Manifests = driver {
+        return hand_off(&prepared);
+    }
     let opts = LaunchOptions {
+        driver,
         command: (!args.command.is_empty()).then_some(args.command),
         keep_state: args.bottle.keep_state,
         health_timeout: Duration::from_secs(args.bottle.health_timeout),
@@ -198,4 +215,46 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             Ok(ExitCode::from(e.exit_code()))
         }
     }
+}
+
+/// A backend with no live engine (Kubernetes): complete the manifests, say how to apply them.
+fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
+    let requests: Vec<_> = p
+        .plan
+        .sidecars
+        .iter()
+        .flat_map(|s| s.plan.cas.iter().cloned())
+        .collect();
+    bottle::keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    let stack = &p.plan.stack;
+    let credentials: Vec<_> = stack
+        .agent
+        .secret_env
+        .iter()
+        .map(|n| bottle::driver::manifests::Credential {
+            key: n.clone(),
+            from_env: n.clone(),
+        })
+        .chain(
+            stack
+                .bundle_secrets
+                .iter()
+                .map(|s| bottle::driver::manifests::Credential {
+                    key: s.name.clone(),
+                    from_env: s.from_host_env.clone(),
+                }),
+        )
+        .collect();
+    let h = bottle::driver::manifests::hand_off(&p.state_dir, &p.slug, &credentials)?;
+    eprintln!(
+        "bottle {}: the {} backend has no driver for a live cluster here; its manifests are in {} (the state dir holds the bottle's CA keys: keep it private)",
+        p.slug,
+        p.plan.backend,
+        h.file.display()
+    );
+    if let Some(c) = &h.credentials {
+        eprintln!("create its credentials Secret once (values from your env):\n  {c}");
+    }
+    eprintln!("apply them with:\n  {}", h.apply);
+    Ok(ExitCode::SUCCESS)
 }

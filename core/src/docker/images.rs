@@ -160,6 +160,37 @@ pub struct Built {
     pub pipelock_verified: bool,
 }
 
+/// Write `image` as a `docker save` archive to `path` (a new file, 0600), streamed: a large
+/// image never sits in memory whole.
+pub async fn save(docker: &Docker, image: &str, path: &std::path::Path) -> Result<(), DockerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let host = |e: std::io::Error| {
+        DockerError::Host(format!(
+            "cannot write the image archive {}: {e}",
+            path.display()
+        ))
+    };
+    let _ = std::fs::remove_file(path);
+    let mut out = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(host)?,
+    );
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(api(format!("saving the image {image}")))?;
+        out.write_all(&chunk).map_err(host)?;
+    }
+    out.into_inner()
+        .map_err(|e| host(e.into_error()))?
+        .sync_all()
+        .map_err(host)
+}
+
 /// Whether `image` exists locally.
 pub async fn exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {

@@ -16,8 +16,8 @@
 //! never unloaded (its code may still be referenced by threads it started).
 
 use bottle_driver_sdk::{
-    ABI_MAJOR, AbiFn, CallFn, FreeFn, Request, Response, STATUS_OK, STATUS_PANIC, SYM_ABI,
-    SYM_CALL, SYM_FREE,
+    ABI_MAJOR, AbiFn, CallFn, ExecPlan, FreeFn, Info, Listed, Probe, Request, Response, STATUS_OK,
+    STATUS_PANIC, SYM_ABI, SYM_CALL, SYM_FREE,
 };
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
@@ -29,24 +29,61 @@ pub const FILE_PREFIX: &str = "libbottle_driver_";
 /// Where the pins live, under the user's config dir.
 pub const PINS_FILE: &str = "drivers.yaml";
 
+/// The largest driver file bottle reads.
+pub const MAX_DRIVER_BYTES: u64 = 256 << 20;
+/// The largest answer bottle takes from a driver.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The longest ABI version string bottle reads.
+const MAX_ABI_LEN: usize = 64;
+
 /// Why a native driver was not loaded or a call failed; each one line that says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
-    /// Outside the dirs drivers may come from.
-    #[error(
-        "{}: native drivers load only from bottle's install dir or a --driver-dir ({}); move it there or name its dir",
-        path.display(), dirs
-    )]
-    NotAllowed {
+    /// No such file.
+    #[error("{}: no such driver file; check the path", path.display())]
+    NotFound {
         /// The file.
         path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("{}: cannot read it: {detail}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// A `--driver-dir` that is not there.
+    #[error("--driver-dir {}: {detail}; name an existing dir", dir.display())]
+    DriverDir {
+        /// The dir.
+        dir: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// Not named like a driver.
+    #[error("{}: driver files are named `{FILE_PREFIX}NAME.so` (NAME: lowercase letters, digits, `_`, `-`); rename it", path.display())]
+    BadName {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Outside the dirs drivers may come from.
+    #[error(
+        "{} (-> {}): native drivers load only from bottle's install dir or a --driver-dir ({}); move it there or name its dir",
+        path.display(), real.display(), dirs
+    )]
+    NotAllowed {
+        /// The file as named.
+        path: PathBuf,
+        /// Where it really is (links followed).
+        real: PathBuf,
         /// The allowed dirs.
         dirs: String,
     },
     /// Not pinned in the user's config.
     #[error(
         "{}: driver `{name}` is not pinned; if you trust that file, add `{name}: {hash}` under `drivers:` in {}",
-        path.display(), pins.display()
+        path.display(), pins.as_ref().map_or_else(|| "<config dir>/drivers.yaml (set HOME or XDG_CONFIG_HOME: there is no config dir now)".to_owned(), |p| p.display().to_string())
     )]
     Unpinned {
         /// The file.
@@ -55,13 +92,13 @@ pub enum NativeError {
         name: String,
         /// Its sha256.
         hash: String,
-        /// The pins file.
-        pins: PathBuf,
+        /// The pins file, when there is a config dir.
+        pins: Option<PathBuf>,
     },
     /// Pinned to another file.
     #[error(
         "{}: driver `{name}` has sha256 {hash}, but {} pins {pinned}; the file changed since you pinned it: pin it again only if you trust the new one",
-        path.display(), pins.display()
+        path.display(), pins.as_ref().map_or_else(String::new, |p| p.display().to_string())
     )]
     Mismatch {
         /// The file.
@@ -73,7 +110,7 @@ pub enum NativeError {
         /// The pinned one.
         pinned: String,
         /// The pins file.
-        pins: PathBuf,
+        pins: Option<PathBuf>,
     },
     /// The pins file is wrong.
     #[error("{}: {message}; write `drivers: {{NAME: sha256:HEX}}`", file.display())]
@@ -107,8 +144,8 @@ pub enum NativeError {
         /// What it says.
         found: String,
     },
-    /// The driver answered with an error.
-    #[error("driver `{name}`: {message}")]
+    /// The driver answered with an error (its message first: it says what happened).
+    #[error("{message} (driver `{name}`)")]
     Failed {
         /// The driver.
         name: String,
@@ -132,8 +169,8 @@ pub struct LoadPolicy {
     pub dirs: Vec<PathBuf>,
     /// Driver name → `sha256:HEX`.
     pub pins: BTreeMap<String, String>,
-    /// The pins file, for messages.
-    pub pins_file: PathBuf,
+    /// The pins file, for messages; none without a config dir (and then nothing is pinned).
+    pub pins_file: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
@@ -144,43 +181,35 @@ struct PinsFile {
 }
 
 impl LoadPolicy {
-    /// The install dir (the `bottle` binary's), the `extra` dirs, and the pins in
-    /// `config_dir`'s [`PINS_FILE`] (none when it does not exist).
+    /// The install dir (the `bottle` binary's), the `extra` dirs (each must exist), and the
+    /// pins in `config_dir`'s [`PINS_FILE`] (none when it does not exist, or when there is no
+    /// config dir: a pins file is never looked for relative to the cwd).
     pub fn new(
         install_dir: Option<&Path>,
         extra: &[PathBuf],
         config_dir: Option<&Path>,
     ) -> Result<LoadPolicy, NativeError> {
-        let dirs = install_dir
+        let mut dirs: Vec<PathBuf> = install_dir
+            .and_then(|d| d.canonicalize().ok())
             .into_iter()
-            .map(Path::to_path_buf)
-            .chain(extra.iter().cloned())
-            .filter_map(|d| d.canonicalize().ok())
             .collect();
-        let pins_file = config_dir
-            .map(|c| c.join(PINS_FILE))
-            .unwrap_or_else(|| PathBuf::from(PINS_FILE));
-        let pins = match std::fs::read_to_string(&pins_file) {
-            Ok(text) => {
-                let parsed: PinsFile =
-                    serde_yaml::from_str(&text).map_err(|e| NativeError::Pins {
-                        file: pins_file.clone(),
-                        message: e.to_string(),
-                    })?;
-                for (name, pin) in &parsed.drivers {
-                    let hex = pin.strip_prefix("sha256:").unwrap_or_default();
-                    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(NativeError::Pins {
-                            file: pins_file.clone(),
-                            message: format!(
-                                "drivers.{name}: `{pin}` is no `sha256:` and 64 hex digits"
-                            ),
-                        });
-                    }
-                }
-                parsed.drivers
+        for d in extra {
+            let real = d.canonicalize().map_err(|e| NativeError::DriverDir {
+                dir: d.clone(),
+                detail: e.to_string(),
+            })?;
+            if !real.is_dir() {
+                return Err(NativeError::DriverDir {
+                    dir: d.clone(),
+                    detail: "not a dir".into(),
+                });
             }
-            Err(_) => BTreeMap::new(),
+            dirs.push(real);
+        }
+        let pins_file = config_dir.map(|c| c.join(PINS_FILE));
+        let pins = match &pins_file {
+            None => BTreeMap::new(),
+            Some(file) => read_pins(file)?,
         };
         Ok(LoadPolicy {
             dirs,
@@ -188,6 +217,80 @@ impl LoadPolicy {
             pins_file,
         })
     }
+}
+
+/// The pins in `file`; none when it does not exist.
+fn read_pins(file: &Path) -> Result<BTreeMap<String, String>, NativeError> {
+    let pins_error = |message: String| NativeError::Pins {
+        file: file.to_owned(),
+        message,
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(pins_error(format!("cannot read it ({e})"))),
+    };
+    let parsed: PinsFile = serde_yaml::from_str(&text).map_err(|e| pins_error(e.to_string()))?;
+    for (name, pin) in &parsed.drivers {
+        let hex = pin.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(pins_error(format!(
+                "drivers.{name}: `{pin}` is no `sha256:` and 64 hex digits"
+            )));
+        }
+    }
+    Ok(parsed.drivers)
+}
+
+/// The bytes of the regular file at `real`, read through one handle that never follows a
+/// link, never blocks on a fifo and stops at [`MAX_DRIVER_BYTES`].
+fn read_driver_file(path: &Path, real: &Path) -> Result<Vec<u8>, NativeError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => NativeError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => NativeError::Io {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(real)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(NativeError::Io {
+            path: path.to_owned(),
+            detail: "not a regular file".into(),
+        });
+    }
+    if meta.len() > MAX_DRIVER_BYTES {
+        return Err(NativeError::Io {
+            path: path.to_owned(),
+            detail: format!("larger than {} MiB", MAX_DRIVER_BYTES >> 20),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_DRIVER_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_DRIVER_BYTES {
+        return Err(NativeError::Io {
+            path: path.to_owned(),
+            detail: format!("larger than {} MiB", MAX_DRIVER_BYTES >> 20),
+        });
+    }
+    Ok(bytes)
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`.
+fn libc_flags() -> i32 {
+    use rustix::fs::OFlags;
+    (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32
 }
 
 /// A loaded native driver.
@@ -198,7 +301,7 @@ pub struct NativeDriver {
     call: CallFn,
     free: FreeFn,
     // Never unloaded: see the module doc.
-    _lib: ManuallyDrop<libloading::Library>,
+    _lib: ManuallyDrop<libloading::os::unix::Library>,
     // Never closed either: the loader knows the library by its `/proc/self/fd/N` name and may
     // keep it listed even after a failed load, so a later driver must never get the same N (it
     // would be handed this library).
@@ -253,6 +356,28 @@ fn sha256(bytes: &[u8]) -> String {
     )
 }
 
+/// The text at `raw` up to its NUL, read no further than `max` bytes; none when `raw` is null,
+/// has no NUL within `max` bytes or is no UTF-8.
+///
+/// # Safety
+/// `raw` must be null or point to readable bytes up to its NUL or `max` bytes, whichever comes
+/// first.
+unsafe fn bounded_c_str(raw: *const std::ffi::c_char, max: usize) -> Option<String> {
+    if raw.is_null() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for i in 0..max {
+        // SAFETY: the caller's contract: readable up to the NUL, which has not come yet.
+        let b = unsafe { *raw.cast::<u8>().add(i) };
+        if b == 0 {
+            return String::from_utf8(bytes).ok();
+        }
+        bytes.push(b);
+    }
+    None
+}
+
 impl NativeDriver {
     /// Load the driver at `path` under `policy` (see the module doc for the checks).
     pub fn load(path: &Path, policy: &LoadPolicy) -> Result<NativeDriver, NativeError> {
@@ -260,26 +385,40 @@ impl NativeDriver {
             path: path.to_owned(),
             detail,
         };
-        let real = path.canonicalize().map_err(|e| load_error(e.to_string()))?;
+        let real = path.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => NativeError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => NativeError::Io {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            },
+        })?;
         if !real
             .parent()
             .is_some_and(|p| policy.dirs.iter().any(|d| d == p))
         {
             return Err(NativeError::NotAllowed {
                 path: path.to_owned(),
-                dirs: policy
-                    .dirs
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                real,
+                dirs: if policy.dirs.is_empty() {
+                    "none".into()
+                } else {
+                    policy
+                        .dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             });
         }
-        let name = driver_name(&real)
-            .ok_or_else(|| load_error(format!("driver files are named `{FILE_PREFIX}NAME.so`")))?;
+        let name = driver_name(&real).ok_or_else(|| NativeError::BadName {
+            path: path.to_owned(),
+        })?;
         // Read once: the bytes hashed are the bytes loaded (from a memfd, below), so the file
         // cannot be swapped between the check and the load.
-        let bytes = std::fs::read(&real).map_err(|e| load_error(e.to_string()))?;
+        let bytes = read_driver_file(path, &real)?;
         let hash = sha256(&bytes);
         match policy.pins.get(&name) {
             None => {
@@ -304,10 +443,20 @@ impl NativeDriver {
         // Never closed, even when the load fails below: see `NativeDriver::_memfd`.
         let memfd =
             ManuallyDrop::new(in_memory(&name, &bytes).map_err(|e| load_error(e.to_string()))?);
+        // RTLD_NOW: every symbol the driver needs is bound here, so a missing one is a load
+        // error now, not a crash in the middle of a run. RTLD_LOCAL: its symbols never resolve
+        // another library's.
         // SAFETY: a native driver is trusted code once pinned; this runs its constructors.
-        let lib =
-            unsafe { libloading::Library::new(format!("/proc/self/fd/{}", memfd.as_raw_fd())) }
-                .map_err(|e| load_error(e.to_string()))?;
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(format!("/proc/self/fd/{}", memfd.as_raw_fd())),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| load_error(e.to_string()))?;
+        // Never unloaded, not even when a check below refuses it: its constructors ran and may
+        // have left threads or handlers behind that point into its code.
+        let lib = ManuallyDrop::new(lib);
         let symbol = |name: &'static str| NativeError::Symbol {
             path: path.to_owned(),
             symbol: name,
@@ -317,24 +466,23 @@ impl NativeDriver {
         let abi_fn: AbiFn =
             *unsafe { lib.get::<AbiFn>(SYM_ABI.as_bytes()) }.map_err(|_| symbol(SYM_ABI))?;
         // SAFETY: the ABI: a static NUL-terminated string (or null).
-        let raw = unsafe { abi_fn() };
-        let abi = if raw.is_null() {
-            String::new()
-        } else {
-            // SAFETY: as above.
-            unsafe { std::ffi::CStr::from_ptr(raw) }
-                .to_string_lossy()
-                .chars()
-                .take(64)
-                .collect()
+        let abi = unsafe { bounded_c_str(abi_fn(), MAX_ABI_LEN) };
+        let compatible = abi
+            .as_deref()
+            .and_then(|a| semver::Version::parse(a).ok())
+            .is_some_and(|v| v.major == ABI_MAJOR);
+        let abi = match abi {
+            Some(a) if compatible => a,
+            other => {
+                return Err(NativeError::Abi {
+                    path: path.to_owned(),
+                    found: other.map_or_else(
+                        || format!("(none, or longer than {MAX_ABI_LEN} bytes)"),
+                        |a| format!("{a:?}"),
+                    ),
+                });
+            }
         };
-        let compatible = semver::Version::parse(&abi).is_ok_and(|v| v.major == ABI_MAJOR);
-        if !compatible {
-            return Err(NativeError::Abi {
-                path: path.to_owned(),
-                found: if abi.is_empty() { "(none)".into() } else { abi },
-            });
-        }
         // SAFETY: the symbols' types are the ABI's.
         let call: CallFn =
             *unsafe { lib.get::<CallFn>(SYM_CALL.as_bytes()) }.map_err(|_| symbol(SYM_CALL))?;
@@ -347,7 +495,7 @@ impl NativeDriver {
             abi,
             call,
             free,
-            _lib: ManuallyDrop::new(lib),
+            _lib: lib,
             _memfd: memfd,
         })
     }
@@ -367,6 +515,90 @@ impl NativeDriver {
         &self.path
     }
 
+    /// Ask `request` and read the answer as `T`.
+    fn ask<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, NativeError> {
+        serde_json::from_value(self.call(request)?).map_err(|e| NativeError::Failed {
+            name: self.name.clone(),
+            message: format!("an answer that is not the ABI's ({e})"),
+        })
+    }
+
+    /// Its name and version.
+    pub fn info(&self) -> Result<Info, NativeError> {
+        self.ask(&Request::Info)
+    }
+
+    /// Whether this host can run its bottles.
+    pub fn probe(&self) -> Result<Probe, NativeError> {
+        self.ask(&Request::Probe)
+    }
+
+    /// Bring up bottle `slug`'s agent (see [`Request::Up`]).
+    pub fn up(
+        &self,
+        slug: &str,
+        state_dir: &Path,
+        image_archive: Option<&Path>,
+    ) -> Result<(), NativeError> {
+        self.call(&Request::Up {
+            slug: slug.to_owned(),
+            state_dir: state_dir.display().to_string(),
+            image_archive: image_archive.map(|p| p.display().to_string()),
+        })
+        .map(drop)
+    }
+
+    /// How to run `command` in the agent attached (see [`Request::Exec`]).
+    pub fn exec_plan(
+        &self,
+        slug: &str,
+        state_dir: &Path,
+        command: &[String],
+        workdir: Option<&str>,
+        tty: bool,
+    ) -> Result<ExecPlan, NativeError> {
+        self.ask(&Request::Exec {
+            slug: slug.to_owned(),
+            state_dir: state_dir.display().to_string(),
+            command: command.to_vec(),
+            workdir: workdir.map(str::to_owned),
+            tty,
+        })
+    }
+
+    /// The agent's output so far.
+    pub fn logs(&self, slug: &str, state_dir: &Path) -> Result<String, NativeError> {
+        #[derive(serde::Deserialize)]
+        struct Logs {
+            text: String,
+        }
+        self.ask::<Logs>(&Request::Logs {
+            slug: slug.to_owned(),
+            state_dir: state_dir.display().to_string(),
+        })
+        .map(|l| l.text)
+    }
+
+    /// Tear bottle `slug`'s agent down; whether there was anything.
+    pub fn down(&self, slug: &str, state_dir: &Path) -> Result<bool, NativeError> {
+        #[derive(serde::Deserialize)]
+        struct Down {
+            removed: bool,
+        }
+        self.ask::<Down>(&Request::Down {
+            slug: slug.to_owned(),
+            state_dir: state_dir.display().to_string(),
+        })
+        .map(|d| d.removed)
+    }
+
+    /// What it runs for the bottles under `state_root`.
+    pub fn list(&self, state_root: &Path) -> Result<Vec<Listed>, NativeError> {
+        self.ask(&Request::List {
+            state_root: state_root.display().to_string(),
+        })
+    }
+
     /// Ask the driver `request`.
     pub fn call(&self, request: &Request) -> Result<serde_json::Value, NativeError> {
         let failed = |message: String| NativeError::Failed {
@@ -379,6 +611,16 @@ impl NativeDriver {
         let status = unsafe { (self.call)(req.as_ptr(), req.len(), &mut out, &mut out_len) };
         if out.is_null() {
             return Err(failed(format!("no response (status {status})")));
+        }
+        if out_len > MAX_ANSWER_BYTES {
+            // Not read: a length that large is a broken driver, not an answer. Handed back
+            // untouched, as the ABI says.
+            // SAFETY: freed once, with what the driver handed out.
+            unsafe { (self.free)(out, out_len) };
+            return Err(failed(format!(
+                "an answer of {out_len} bytes, more than the {} MiB bottle takes",
+                MAX_ANSWER_BYTES >> 20
+            )));
         }
         // SAFETY: the ABI: the driver handed out `out_len` bytes at `out`, ours until freed.
         let bytes = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();

@@ -8,9 +8,12 @@
 //! The agent's secrets go into the Smolfile's `[secrets]` table as `from_env` references:
 //! smolvm reads the values from its own env at create time, so no value is ever written.
 //!
-//! Not yet: the gitconfig git-gate stages still names `git://git-gate/…`, which the VM cannot
-//! resolve; it needs a per-bottle loopback address (or the rewrite done by git-gate itself)
-//! when this backend is driven for real.
+//! Files other plugins staged that name a daemon (git-gate's gitconfig: `git://git-gate/…`)
+//! cannot be rewritten here (a backend sees mounts, not contents), so the plugin renders the
+//! rewrites as data ([`REWRITES_FILE`]) and the smolmachines driver applies them to the copies
+//! it makes for the VM (virtiofs mounts dirs only, so file mounts are copied into a dir anyway).
+//! git's system config moves from `/etc/gitconfig` to `/etc/bottle/gitconfig`
+//! (`GIT_CONFIG_SYSTEM`): a dir mounted over `/etc` would hide the image's.
 
 use bottle_plugin_compose::*;
 use bottle_plugin_sdk::prelude::*;
@@ -24,6 +27,12 @@ pub const SMOLFILE: &str = "Smolfile";
 pub const BUNDLE_COMPOSE_FILE: &str = "bundle.compose.yaml";
 /// Loopback address ports are published on.
 pub const LOOPBACK: &str = "127.0.0.1";
+/// The address rewrites for files staged by other plugins, in the state dir (`[[from, to]]`).
+pub const REWRITES_FILE: &str = "smolvm-rewrites.json";
+/// Where git's system config goes in the VM.
+pub const VM_GITCONFIG: &str = "/etc/bottle/gitconfig";
+/// The git protocol's default port: `git://name/` means this port.
+const GIT_PORT: u16 = 9418;
 
 /// `plugins.smolmachines` in the manifest.
 #[derive(Debug, Deserialize)]
@@ -77,17 +86,30 @@ pub fn host_ports(stack: &Stack) -> BTreeMap<u16, u16> {
         .collect()
 }
 
-/// Rewrite `scheme://<daemon or alias>:<port>` to the loopback address the VM can reach.
-fn rewrite(value: &str, stack: &Stack, ports: &BTreeMap<u16, u16>) -> String {
-    let mut out = value.to_owned();
+/// Every `from → to` that points a daemon's address at the loopback port the VM reaches it
+/// on: `://<daemon or alias>:<port>`, and `git://<name>/` for a daemon on git's default port.
+pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
+    let ports = host_ports(stack);
+    let mut out = Vec::new();
     for o in &stack.bundle {
         for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
-            for (cp, hp) in ports {
-                out = out.replace(&format!("://{name}:{cp}"), &format!("://{LOOPBACK}:{hp}"));
+            for cp in &o.daemon.ports {
+                let Some(hp) = ports.get(cp) else { continue };
+                out.push((format!("://{name}:{cp}"), format!("://{LOOPBACK}:{hp}")));
+                if *cp == GIT_PORT {
+                    out.push((format!("git://{name}/"), format!("git://{LOOPBACK}:{hp}/")));
+                }
             }
         }
     }
     out
+}
+
+/// `value` with [`rewrites`] applied.
+fn rewrite(value: &str, stack: &Stack) -> String {
+    rewrites(stack)
+        .iter()
+        .fold(value.to_owned(), |v, (from, to)| v.replace(from, to))
 }
 
 /// A TOML basic string (JSON's escapes are a subset TOML accepts).
@@ -108,12 +130,11 @@ fn toml_list(items: &[String]) -> String {
 
 /// The agent VM's Smolfile: only keys smolvm accepts.
 pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginError> {
-    let ports = host_ports(stack);
     let mut env: Vec<String> = stack
         .agent
         .env
         .iter()
-        .map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack, &ports)))
+        .map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack)))
         .collect();
     let mut volumes = Vec::new();
     if !stack.agent.mcp_servers.is_empty() {
@@ -125,18 +146,26 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
         ));
     }
     for m in &stack.agent.mounts {
+        // See the module doc: git's system config moves out of /etc.
+        let target = if m.target == "/etc/gitconfig" {
+            env.push(format!("GIT_CONFIG_SYSTEM={VM_GITCONFIG}"));
+            env.sort();
+            VM_GITCONFIG
+        } else {
+            m.target.as_str()
+        };
         match &m.source {
             MountSource::State(p) => {
                 let ro = if m.read_only { ":ro" } else { "" };
                 volumes.push(format!(
                     "{}/{p}:{}{ro}",
                     stack.state_dir.trim_end_matches('/'),
-                    m.target
+                    target
                 ));
             }
             MountSource::Host(p) => volumes.push(format!(
                 "{p}:{}{}",
-                m.target,
+                target,
                 if m.read_only { ":ro" } else { "" }
             )),
             MountSource::Volume(v) => {
@@ -187,10 +216,9 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
 /// The agent's MCP config with every server URL rewritten to the loopback port it is
 /// published on.
 fn vm_mcp_config(stack: &Stack) -> Option<Document> {
-    let ports = host_ports(stack);
     let mut vm = stack.clone();
     for m in &mut vm.agent.mcp_servers {
-        m.url = rewrite(&m.url, stack, &ports);
+        m.url = rewrite(&m.url, stack);
     }
     mcp_config(&vm)
 }
@@ -264,6 +292,13 @@ impl Backend for Smolmachines {
             });
         }
         documents.extend(vm_mcp_config(stack));
+        documents.push(Document {
+            path: REWRITES_FILE.into(),
+            contents: serde_json::to_string_pretty(&rewrites(stack))
+                .map_err(|e| PluginError::Internal(e.to_string()))?
+                + "\n",
+            mode: 0o600,
+        });
         Ok(Deployment {
             project: project(&stack.slug),
             documents,
@@ -335,6 +370,49 @@ mod tests {
         assert!(volumes.iter().any(
             |v| v.as_str() == Some("/state/demo-abcde/agent/mcp.json:/etc/bottle/mcp.json:ro")
         ));
+    }
+
+    #[test]
+    fn every_daemon_address_has_a_rewrite_and_git_its_default_port_form() {
+        let mut stack = testing::stack();
+        stack.bundle[0].daemon.ports = vec![GIT_PORT];
+        let name = stack.bundle[0].daemon.name.clone();
+        let ports = host_ports(&stack);
+        let rw = rewrites(&stack);
+        for o in &stack.bundle {
+            for p in &o.daemon.ports {
+                let from = format!("://{}:{p}", o.daemon.name);
+                assert!(rw.iter().any(|(f, _)| *f == from), "{from} in {rw:?}");
+            }
+        }
+        let hp = ports[&GIT_PORT];
+        assert!(
+            rw.contains(&(format!("git://{name}/"), format!("git://127.0.0.1:{hp}/"))),
+            "{rw:?}"
+        );
+        let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
+        let doc: Vec<(String, String)> = serde_json::from_str(document(&d, REWRITES_FILE)).unwrap();
+        assert_eq!(doc, rw);
+    }
+
+    #[test]
+    fn git_config_moves_out_of_etc_for_the_vm() {
+        let mut stack = testing::stack();
+        stack.agent.mounts.push(Mount {
+            source: MountSource::State("agent/gitconfig".into()),
+            target: "/etc/gitconfig".into(),
+            read_only: true,
+        });
+        let smolfile = smolfile(&stack, &Settings::default()).unwrap();
+        assert!(
+            smolfile.contains("GIT_CONFIG_SYSTEM=/etc/bottle/gitconfig"),
+            "{smolfile}"
+        );
+        assert!(
+            smolfile.contains("agent/gitconfig:/etc/bottle/gitconfig:ro"),
+            "{smolfile}"
+        );
+        assert!(!smolfile.contains(":/etc/gitconfig"), "{smolfile}");
     }
 
     #[test]

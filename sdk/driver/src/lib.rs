@@ -51,26 +51,57 @@ pub const STATUS_PANIC: i32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    /// Its name and version.
+    /// Its name and version ([`Info`]).
     Info,
-    /// Whether this machine can run what the driver drives; why not, in one line.
+    /// Whether this machine can run what the driver drives ([`Probe`]).
     Probe,
-    /// Bring up the bottle whose state dir is `state_dir` (its rendered documents are there).
+    /// Bring up the agent of the bottle whose state dir is `state_dir` (the backend plugin's
+    /// documents are there; the host has started the sidecar bundle already). On failure the
+    /// driver removes whatever it created before it answers.
     Up {
         /// The bottle's slug.
         slug: String,
         /// Its state dir.
         state_dir: String,
+        /// The agent's image as a local archive (`docker save`) the host wrote, if the driver
+        /// needs one.
+        #[serde(default)]
+        image_archive: Option<String>,
     },
-    /// Tear the bottle down; everything it created is removed, its logs kept in the state dir.
+    /// How to run a command in the bottle's agent with the user's terminal attached
+    /// ([`ExecPlan`]): the host spawns it, so the terminal never passes through the driver.
+    Exec {
+        /// The bottle's slug.
+        slug: String,
+        /// Its state dir.
+        state_dir: String,
+        /// The command.
+        command: Vec<String>,
+        /// Its working dir in the agent.
+        workdir: Option<String>,
+        /// Whether the host's stdin is a terminal.
+        tty: bool,
+    },
+    /// The agent's own output so far, as text (`{"text": …}`).
+    Logs {
+        /// The bottle's slug.
+        slug: String,
+        /// Its state dir.
+        state_dir: String,
+    },
+    /// Tear the agent down; everything it created is removed, its logs kept in the state dir.
+    /// Answers `{"removed": bool}`: whether there was anything to remove.
     Down {
         /// The bottle's slug.
         slug: String,
         /// Its state dir.
         state_dir: String,
     },
-    /// The bottles this driver runs now.
-    List,
+    /// Everything this driver runs for the bottles under `state_root` ([`Listed`] each).
+    List {
+        /// The dir holding every bottle's state dir.
+        state_root: String,
+    },
 }
 
 /// A driver's answer, as JSON.
@@ -92,6 +123,39 @@ pub struct Info {
     pub version: String,
 }
 
+/// A driver's answer to [`Request::Probe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Whether a bottle can run here.
+    pub can_run: bool,
+    /// Why (not), in one line.
+    pub reason: String,
+}
+
+/// A driver's answer to [`Request::Exec`]: the program the host runs attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecPlan {
+    /// The program (an absolute path).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Env set for it on top of the host's.
+    pub env: Vec<(String, String)>,
+}
+
+/// One thing a driver runs, in its answer to [`Request::List`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The bottle's slug.
+    pub slug: String,
+    /// The engine's name for it.
+    pub name: String,
+    /// The engine's word for its state (`running`, `created`, `stopped`, …).
+    pub state: String,
+    /// When it was created, in seconds since the epoch.
+    pub created: i64,
+}
+
 /// A native driver.
 pub trait Driver: Send + Sync + 'static {
     /// A new driver (once per load).
@@ -106,6 +170,13 @@ pub trait Driver: Send + Sync + 'static {
 #[macro_export]
 macro_rules! export_driver {
     ($ty:ty) => {
+        // With `panic = "abort"` a panic ends the host's process instead of becoming
+        // STATUS_PANIC: refuse to build such a driver.
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "bottle drivers must be built with panic = \"unwind\": a panic must never cross the C ABI"
+        );
+
         /// The ABI version this driver was built for.
         #[unsafe(no_mangle)]
         pub extern "C" fn bottle_driver_abi() -> *const ::std::ffi::c_char {
@@ -227,7 +298,8 @@ mod tests {
             r,
             Request::Up {
                 slug: "a-1".into(),
-                state_dir: "/s".into()
+                state_dir: "/s".into(),
+                image_archive: None,
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());

@@ -16,7 +16,8 @@ impl Driver for Good {
             Request::Probe => Err("this host cannot run good machines: no engine here".into()),
             Request::Up { slug, .. } if slug == "panic" => panic!("asked to panic"),
             Request::Up { slug, .. } => Ok(serde_json::json!({"up": slug})),
-            Request::Down { .. } | Request::List => Ok(serde_json::json!([])),
+            Request::Down { .. } | Request::List { .. } => Ok(serde_json::json!([])),
+            Request::Exec { .. } | Request::Logs { .. } => Err("not this driver".into()),
         }
     }
 }

@@ -1,0 +1,265 @@
+//! The smolmachines backend through its native driver and the real smolvm CLI (the PyPI wheel
+//! `smolmachines==1.32.2`, which `.ci/run` installs into `target/smolvm-venv`).
+//!
+//! This workplace's machines cannot boot a microVM (nested PVM KVM), so a run goes as far as
+//! the boot and must then fail with one clear line, leaving nothing. Where the driver's probe
+//! says a microVM can boot, the same test runs the agent for real instead.
+
+use crate::docker_e2e::{docker, leftovers, serial, unique_slug};
+use crate::native_drivers::{built, sha256};
+use crate::support::{Sandbox, run, workspace};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n";
+
+/// The smolvm binary: `$BOTTLE_SMOLVM`, else the wheel in `target/smolvm-venv`.
+fn smolvm() -> PathBuf {
+    if let Some(p) = std::env::var_os("BOTTLE_SMOLVM") {
+        return PathBuf::from(p);
+    }
+    let lib = workspace().join("target/smolvm-venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|rd| {
+        rd.flatten()
+            .map(|e| e.path().join("site-packages/smol/smol-vmm"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "smolvm is not installed in {}: run `bash tests/smolvm/install.sh` (.ci/run does)",
+            lib.display()
+        )
+    })
+}
+
+/// A sandbox whose config pins the smolmachines driver, and the dir the driver is in.
+fn sandbox() -> (Sandbox, PathBuf) {
+    let sb = Sandbox::new();
+    sb.agent("vm", AGENT);
+    let driver = built().join("libbottle_driver_smolmachines.so");
+    let config = sb.dir.path().join("config/bottle");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("drivers.yaml"),
+        format!("drivers:\n  smolmachines: {}\n", sha256(&driver)),
+    )
+    .unwrap();
+    (sb, built().to_owned())
+}
+
+/// `bottle` with the driver's dir and the engine named; VMs run as the caller (root here has
+/// /dev/kvm 0600, which smolvm's per-VM users cannot open) so the run really tries to boot.
+fn bottle(sb: &Sandbox, driver_dir: &Path) -> Command {
+    let mut cmd = sb.bottle();
+    cmd.env_remove("BOTTLE_PIPELOCK")
+        .env("BOTTLE_DRIVER_PATH", driver_dir)
+        .env("BOTTLE_SMOLVM", smolvm())
+        .env("SMOLVM_VM_UID_DROP", "off");
+    cmd
+}
+
+/// The machines smolvm keeps under `engine_state`, as `machine ls --json` lists them.
+fn machines(engine_state: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(smolvm())
+        .args(["machine", "ls", "--json", "--state-dir"])
+        .arg(engine_state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A planned smolmachines bottle `slug` (a real state dir, from `--dry-run`) with a machine
+/// record made by the real CLI (creating one needs no boot).
+fn machine_record(sb: &Sandbox, drivers: &Path, slug: &str) -> PathBuf {
+    let (code, out, err) = run(bottle(sb, drivers).args([
+        "run",
+        "vm",
+        "--dry-run",
+        "--backend",
+        "smolmachines",
+        "--slug",
+        slug,
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let state = sb.state().join(slug);
+    let engine = state.join("smolvm/engine");
+    std::fs::create_dir_all(&engine).unwrap();
+    let rootfs = state.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    let out = Command::new(smolvm())
+        .args(["machine", "create", "--name", &format!("bottle-{slug}")])
+        .args(["--label", &format!("io.bottle.slug={slug}"), "--image"])
+        .arg(format!("{}/", rootfs.display()))
+        .arg("--state-dir")
+        .arg(&engine)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(machines(&engine).len(), 1);
+    state
+}
+
+#[test]
+fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
+    let _serial = serial();
+    let (sb, drivers) = sandbox();
+    let slug = unique_slug("vm-boot");
+    // The gate: the driver's own probe, through `bottle drivers check`.
+    let (code, out, err) = run(bottle(&sb, &drivers)
+        .args(["drivers", "check", "--driver-dir"])
+        .arg(&drivers)
+        .arg(drivers.join("libbottle_driver_smolmachines.so")));
+    assert_eq!(code, 0, "{out}{err}");
+    let probe = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("probe: "))
+        .unwrap_or_else(|| panic!("no probe line in:\n{out}"))
+        .to_owned();
+    let can_run = probe.starts_with("can run");
+    let (code, out, err) = run(bottle(&sb, &drivers).args([
+        "run",
+        "vm",
+        "--yes",
+        "--backend",
+        "smolmachines",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "echo booted",
+    ]));
+    let state = sb.state().join(&slug);
+    if can_run {
+        // The gated boot test: a host with hardware KVM runs the agent for real.
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("booted"), "{out}{err}");
+    } else {
+        eprintln!("microVM boot skipped: {probe}");
+        assert_eq!(code, 1, "{out}{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(
+            errors[0].starts_with("error: this host cannot run microVMs: ")
+                && errors[0].ends_with("(driver `smolmachines`)"),
+            "{err}"
+        );
+        assert!(
+            errors[0].contains("kvm_pvm") || errors[0].contains("/dev/kvm"),
+            "{err}"
+        );
+        // Everything up to the boot really ran: the bundle's logs are kept.
+        let log = std::fs::read_to_string(state.join("compose.log")).unwrap();
+        assert!(log.contains("sidecars |"), "{log}");
+    }
+    // Nothing left: no machine (its engine state is gone with it), no container, network or
+    // volume, no saved image.
+    assert!(!state.join("smolvm").exists(), "the driver's state is left");
+    assert!(!state.join("agent-image.tar").exists());
+    assert_eq!(leftovers(&slug), "", "docker objects left");
+    let stray = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("name=bottle-sidecars-{slug}"),
+    ]);
+    assert_eq!(stray, "");
+}
+
+#[test]
+fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
+    let _serial = serial();
+    let (sb, drivers) = sandbox();
+    // A docker bottle's container (bottle's name and labels) and two machines.
+    let docker_slug = unique_slug("two-dk");
+    let name = format!("bottle-sidecars-{docker_slug}");
+    let made = docker(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &format!("io.bottle.slug={docker_slug}"),
+        "--label",
+        "io.bottle.agent=vm",
+        "--label",
+        "io.bottle.role=sidecars",
+        "bottle-agent:latest",
+        "true",
+    ]);
+    assert!(!made.is_empty());
+    let stop_slug = unique_slug("two-vm");
+    let stop_state = machine_record(&sb, &drivers, &stop_slug);
+    let clean_slug = format!("{stop_slug}x");
+    let clean_state = machine_record(&sb, &drivers, &clean_slug);
+
+    let (code, out, err) = run(bottle(&sb, &drivers).arg("ps"));
+    assert_eq!(code, 0, "{out}{err}");
+    for slug in [&docker_slug, &stop_slug, &clean_slug] {
+        assert!(out.contains(slug.as_str()), "{slug} not in:\n{out}{err}");
+    }
+    assert!(out.contains("smolmachines-vm:created"), "{out}");
+
+    let (code, out, err) = run(bottle(&sb, &drivers).args(["stop", &stop_slug]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!stop_state.join("smolvm").exists(), "{err}");
+
+    let (code, out, err) = run(bottle(&sb, &drivers).args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "machine   bottle-{clean_slug} (smolmachines driver"
+        )),
+        "{out}"
+    );
+    assert!(!clean_state.exists(), "{out}");
+    assert_eq!(leftovers(&docker_slug), "");
+    let (_, out, _) = run(bottle(&sb, &drivers).arg("ps"));
+    for slug in [&docker_slug, &stop_slug, &clean_slug] {
+        assert!(!out.contains(slug.as_str()), "{out}");
+    }
+}
+
+#[test]
+fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
+    let (sb, drivers) = sandbox();
+    std::fs::write(
+        sb.dir.path().join("config/bottle/drivers.yaml"),
+        "drivers: {}\n",
+    )
+    .unwrap();
+    let (code, out, err) =
+        run(bottle(&sb, &drivers).args(["run", "vm", "--yes", "--backend", "smolmachines"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("driver `smolmachines` is not pinned"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(sb.state()).map_or(true, |mut d| d.next().is_none()),
+        "a state dir was written"
+    );
+    // With no driver anywhere, the message says where to put one.
+    let (code, _, err) = run(sb.bottle().env("BOTTLE_DRIVER_PATH", sb.dir.path()).args([
+        "run",
+        "vm",
+        "--yes",
+        "--backend",
+        "smolmachines",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("needs its native driver `libbottle_driver_smolmachines.so`"),
+        "{err}"
+    );
+}
