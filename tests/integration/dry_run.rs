@@ -598,7 +598,7 @@ fn bad_input_is_one_clear_line_and_exit_1() {
             .args(["run", "researcher", "--dry-run", "--backend", "k8s"]));
     assert_eq!(code, 1);
     assert!(
-        err.contains("no backend plugin named `k8s`; available: docker, smolmachines"),
+        err.contains("no backend plugin named `k8s`; available: docker, kubernetes, smolmachines"),
         "{err}"
     );
     let (code, _, err) =

@@ -7,6 +7,7 @@ mod checklist;
 mod conflicts;
 mod docker_e2e;
 mod dry_run;
+mod kubernetes;
 mod native_drivers;
 mod plugin_host;
 mod smolmachines;

@@ -1,0 +1,198 @@
+//! The kubernetes backend: what `bottle run --backend kubernetes` writes, checked against the
+//! Kubernetes schemas with `kubernetes-validate` (PyPI, strict: unknown fields fail) and
+//! against golden files; and the hand-over of a real run, with the state dir's files filled in
+//! and no credential value anywhere.
+
+use crate::support::{Sandbox, golden, run};
+use std::path::Path;
+
+/// The Kubernetes version the manifests are validated against.
+const KUBERNETES: &str = "1.33.0";
+
+/// `kubernetes-validate --strict` on `file`: every document must pass.
+fn validate(file: &Path) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--no-warn",
+            "-k",
+            KUBERNETES,
+        ])
+        .arg(file)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "kubernetes-validate refused {} (pip install kubernetes-validate if it is missing):\n{text}",
+        file.display()
+    );
+}
+
+/// The documents of a YAML stream.
+fn documents(text: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_yaml::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_example_agents_render_valid_manifests_that_fence_the_agent_in() {
+    for agent in ["researcher", "implementer"] {
+        let sb = Sandbox::new();
+        let slug = format!("{agent}-k8s");
+        let (code, out, err) = run(sb.bottle().args([
+            "run",
+            agent,
+            "--dry-run",
+            "--backend",
+            "kubernetes",
+            "--slug",
+            &slug,
+        ]));
+        assert_eq!(code, 0, "{out}{err}");
+        let state = sb.state().join(&slug);
+        let file = state.join("kubernetes/bottle.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        golden(
+            &format!("{agent}.kubernetes.yaml"),
+            &text
+                .replace(&state.display().to_string(), "/STATE")
+                .replace(&sb.project().display().to_string(), "/PROJECT")
+                .replace(&sb.dir.path().display().to_string(), "/HOME"),
+        );
+        validate(&file);
+
+        let docs = documents(&text);
+        let policy = &find(&docs, "NetworkPolicy", &format!("bottle-agent-{slug}"))["spec"];
+        assert_eq!(
+            policy["podSelector"]["matchLabels"]["io.bottle.role"],
+            "agent"
+        );
+        let types: Vec<&str> = policy["policyTypes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Ingress", "Egress"], "{agent}");
+        assert!(
+            policy["ingress"].as_sequence().unwrap().is_empty(),
+            "{agent}: nothing may connect to the agent"
+        );
+        let egress = policy["egress"].as_sequence().unwrap();
+        assert_eq!(egress.len(), 1, "{agent}: one way out, the bundle");
+        let to = egress[0]["to"].as_sequence().unwrap();
+        assert_eq!(to.len(), 1);
+        assert_eq!(
+            to[0]["podSelector"]["matchLabels"]["io.bottle.role"],
+            "sidecars"
+        );
+        assert_eq!(
+            to[0]["podSelector"]["matchLabels"]["io.bottle.slug"],
+            slug.as_str()
+        );
+        assert!(to[0].get("ipBlock").is_none() && to[0].get("namespaceSelector").is_none());
+        let service = find(&docs, "Service", &format!("bottle-sidecars-{slug}"));
+        let service_ports: Vec<u64> = service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect();
+        let allowed: Vec<u64> = egress[0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            allowed, service_ports,
+            "{agent}: the bundle's ports, no more"
+        );
+        for pod in ["agent", "sidecars"] {
+            let p = find(&docs, "Pod", &format!("bottle-{pod}-{slug}"));
+            assert_eq!(p["spec"]["automountServiceAccountToken"], false);
+        }
+        // Everything carries the slug label `bottle cleanup` would select on.
+        for d in &docs {
+            assert_eq!(d["metadata"]["labels"]["io.bottle.slug"], slug.as_str());
+        }
+    }
+}
+
+#[test]
+fn a_run_hands_over_filled_manifests_and_the_command_that_applies_them() {
+    let sb = Sandbox::new();
+    sb.agent(
+        "k",
+        "image: bottle-agent:latest\ncwd: none\nsecrets: [ANTHROPIC_API_KEY]\negress:\n  routes:\n    - host: api.example.com\n      auth: {scheme: Bearer, token_ref: API_TOKEN}\n",
+    );
+    let slug = "handoff-k8s";
+    let (code, out, err) = run(sb
+        .bottle()
+        .env("ANTHROPIC_API_KEY", "sk-ant-never-written-0123456789")
+        .env("API_TOKEN", "tok-never-written-0123456789")
+        .args([
+            "run",
+            "k",
+            "--yes",
+            "--backend",
+            "kubernetes",
+            "--slug",
+            slug,
+        ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let state = sb.state().join(slug);
+    let file = state.join("kubernetes/bottle.yaml");
+    assert!(
+        err.contains(&format!("kubectl apply -f {}", file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "kubectl create secret generic bottle-{slug}-credentials"
+        )),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    for secret in ["sk-ant-never-written", "tok-never-written"] {
+        assert!(!text.contains(secret), "a credential was written");
+        assert!(!err.contains(secret));
+    }
+    assert!(
+        err.contains("--from-literal=ANTHROPIC_API_KEY=\"$ANTHROPIC_API_KEY\"")
+            && err.contains("=\"$API_TOKEN\""),
+        "{err}"
+    );
+    validate(&file);
+    let docs = documents(&text);
+    let filled: Vec<&serde_yaml::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap" || d["kind"] == "Secret")
+        .collect();
+    assert!(!filled.is_empty());
+    for d in filled {
+        let data = d["data"].as_mapping().unwrap();
+        assert!(
+            !data.is_empty(),
+            "{:?} was not filled",
+            d["metadata"]["name"]
+        );
+    }
+    assert_eq!(crate::support::mode(&file), 0o600);
+}
