@@ -405,7 +405,7 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
     assert!(
         rewrites
             .iter()
-            .any(|(from, to)| from == "git://git-gate/" && to.starts_with("git://127.0.0.1:")),
+            .any(|(from, to)| from == "://git-gate/" && to.starts_with("://127.77.")),
         "{rewrites:?}"
     );
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
@@ -417,7 +417,7 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
     assert!(!state.join("compose.yaml").exists());
     golden(
         "implementer.Smolfile",
-        &loopback_ports_hidden(&smolfile)
+        &bundle_address_hidden(&smolfile)
             .replace(&state.display().to_string(), "/STATE")
             .replace(
                 &sb.project().canonicalize().unwrap().display().to_string(),
@@ -426,13 +426,10 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
             .replace(ss, "SLUG"),
     );
     // The VM reaches the bundle over published loopback ports, never by container hostname.
-    assert!(
-        smolfile.contains("HTTP_PROXY=http://127.0.0.1:"),
-        "{smolfile}"
-    );
+    assert!(smolfile.contains("HTTP_PROXY=http://127.77."), "{smolfile}");
     assert!(!smolfile.contains("egress:9099"), "{smolfile}");
     assert!(
-        smolfile.contains("allow_cidrs = [\"127.0.0.1/32\"]"),
+        smolfile.contains("allow_cidrs = [\"127.77.") && !smolfile.contains("127.0.0.1/32"),
         "{smolfile}"
     );
     // Only keys smolvm accepts, table by table; a secret is a `from_env` reference.
@@ -646,16 +643,22 @@ fn a_slug_in_use_is_refused_and_its_state_dir_left_alone() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// `127.0.0.1:<port>` with the port (derived from the random slug) replaced by `PORT`.
-fn loopback_ports_hidden(text: &str) -> String {
+/// The bundle's loopback address (`127.77.x.y`, derived from the random slug) as `BUNDLE_ADDR`.
+fn bundle_address_hidden(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
-    while let Some(i) = rest.find("127.0.0.1:") {
-        let (head, tail) = rest.split_at(i + "127.0.0.1:".len());
+    while let Some(i) = rest.find("127.77.") {
+        let (head, tail) = rest.split_at(i);
         out.push_str(head);
-        let digits = tail.chars().take_while(char::is_ascii_digit).count();
-        out.push_str(if digits > 0 { "PORT" } else { "" });
-        rest = &tail[digits..];
+        out.push_str("BUNDLE_ADDR");
+        let tail = &tail["127.77.".len()..];
+        let len = tail
+            .char_indices()
+            .take_while(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map(|(i, c)| i + c.len_utf8())
+            .last()
+            .unwrap_or(0);
+        rest = &tail[len..];
     }
     out.push_str(rest);
     out

@@ -1,9 +1,11 @@
 //! smolmachines: the agent as a smolvm microVM, the sidecar bundle as a container beside it.
 //!
-//! The VM has no DNS for the bundle's hostnames, so the bundle publishes each daemon port on
-//! host loopback and the agent's env uses IP-literal URLs (`http://127.0.0.1:<port>`). The VM's
-//! network allowlist is host loopback only. Host ports are derived from the slug, so the same
-//! bottle always renders the same documents.
+//! The VM has no DNS for the bundle's hostnames, so the bundle publishes each daemon port on a
+//! loopback address of the bottle's own ([`bundle_address`], `127.77.x.y` from the slug) and
+//! the agent's env uses IP-literal URLs with the daemons' own ports
+//! (`http://127.77.x.y:9099`). The VM's network allowlist is that one address: not the host's
+//! `127.0.0.1`, where the user's own local services listen. The same bottle always renders the
+//! same documents.
 //!
 //! The agent's secrets go into the Smolfile's `[secrets]` table as `from_env` references:
 //! smolvm reads the values from its own env at create time, so no value is ever written.
@@ -25,14 +27,10 @@ use std::fmt::Write as _;
 pub const SMOLFILE: &str = "Smolfile";
 /// The bundle's compose file in the state dir.
 pub const BUNDLE_COMPOSE_FILE: &str = "bundle.compose.yaml";
-/// Loopback address ports are published on.
-pub const LOOPBACK: &str = "127.0.0.1";
 /// The address rewrites for files staged by other plugins, in the state dir (`[[from, to]]`).
 pub const REWRITES_FILE: &str = "smolvm-rewrites.json";
 /// Where git's system config goes in the VM.
 pub const VM_GITCONFIG: &str = "/etc/bottle/gitconfig";
-/// The git protocol's default port: `git://name/` means this port.
-const GIT_PORT: u16 = 9418;
 
 /// `plugins.smolmachines` in the manifest.
 #[derive(Debug, Deserialize)]
@@ -65,13 +63,18 @@ impl Default for Settings {
     }
 }
 
-/// Host loopback port for each bundle port, from a slug-derived base in 20000..59990.
-pub fn host_ports(stack: &Stack) -> BTreeMap<u16, u16> {
+/// The loopback address bottle `slug`'s bundle is published on: `127.77.x.y`, from the slug.
+pub fn bundle_address(slug: &str) -> String {
     // FNV-1a: tiny, stable across builds (unlike std's hasher).
-    let hash = stack.slug.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let hash = slug.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    let base = 20_000 + (hash % 4_000) as u16 * 10;
+    // .0 and .255 are left out: some tools read them as network or broadcast addresses.
+    format!("127.77.{}.{}", (hash >> 8) & 0xff, 1 + (hash & 0xff) % 254)
+}
+
+/// The bundle's ports, sorted.
+pub fn bundle_ports(stack: &Stack) -> Vec<u16> {
     let mut ports: Vec<u16> = stack
         .bundle
         .iter()
@@ -80,25 +83,17 @@ pub fn host_ports(stack: &Stack) -> BTreeMap<u16, u16> {
     ports.sort_unstable();
     ports.dedup();
     ports
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (p, base + i as u16))
-        .collect()
 }
 
-/// Every `from → to` that points a daemon's address at the loopback port the VM reaches it
-/// on: `://<daemon or alias>:<port>`, and `git://<name>/` for a daemon on git's default port.
+/// Every `from → to` that points a daemon's name at the bundle's address, ports kept:
+/// `://<daemon or alias>:` and `://<daemon or alias>/` (a default port, as in `git://git-gate/`).
 pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
-    let ports = host_ports(stack);
+    let address = bundle_address(&stack.slug);
     let mut out = Vec::new();
     for o in &stack.bundle {
         for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
-            for cp in &o.daemon.ports {
-                let Some(hp) = ports.get(cp) else { continue };
-                out.push((format!("://{name}:{cp}"), format!("://{LOOPBACK}:{hp}")));
-                if *cp == GIT_PORT {
-                    out.push((format!("git://{name}/"), format!("git://{LOOPBACK}:{hp}/")));
-                }
+            for end in [":", "/"] {
+                out.push((format!("://{name}{end}"), format!("://{address}{end}")));
             }
         }
     }
@@ -134,7 +129,14 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
         .agent
         .env
         .iter()
-        .map(|kv| format!("{}={}", kv.key, rewrite(&kv.value, stack)))
+        .map(|kv| {
+            let mut value = rewrite(&kv.value, stack);
+            // Daemons reached by name without the proxy are reached by address now.
+            if kv.key.eq_ignore_ascii_case("no_proxy") {
+                value = format!("{value},{}", bundle_address(&stack.slug));
+            }
+            format!("{}={value}", kv.key)
+        })
         .collect();
     let mut volumes = Vec::new();
     if !stack.agent.mcp_servers.is_empty() {
@@ -202,7 +204,7 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
     let _ = writeln!(
         w,
         "allow_cidrs = {}",
-        toml_list(&[format!("{LOOPBACK}/32")])
+        toml_list(&[format!("{}/32", bundle_address(&stack.slug))])
     );
     if !stack.agent.secret_env.is_empty() {
         let _ = writeln!(w, "\n[secrets]");
@@ -225,15 +227,15 @@ fn vm_mcp_config(stack: &Stack) -> Option<Document> {
 
 /// The bundle's compose file: one container on a per-bottle bridge, ports on host loopback.
 pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
-    let ports = host_ports(stack);
+    let address = bundle_address(&stack.slug);
     let image = settings
         .bundle_image
         .clone()
         .unwrap_or_else(|| "bottle-sidecars:latest".into());
     let mut bundle = bundle_service(stack, &image, &["bundle"]);
-    bundle.ports = ports
+    bundle.ports = bundle_ports(stack)
         .iter()
-        .map(|(cp, hp)| format!("{LOOPBACK}:{hp}:{cp}"))
+        .map(|p| format!("{address}:{p}:{p}"))
         .collect();
     ComposeFile {
         services: BTreeMap::from([("sidecars".to_owned(), bundle)]),
@@ -343,10 +345,15 @@ mod tests {
     }
 
     #[test]
-    fn bundle_urls_become_loopback_ports_in_env_and_mcp_config() {
-        let stack = testing::stack();
-        let ports = host_ports(&stack);
-        let d = rendered();
+    fn bundle_urls_name_the_bottles_own_loopback_address_in_env_and_mcp_config() {
+        let mut stack = testing::stack();
+        stack.agent.env.push(KeyValue {
+            key: "NO_PROXY".into(),
+            value: "localhost,supervise".into(),
+        });
+        let address = bundle_address(&stack.slug);
+        assert!(address.starts_with("127.77."), "{address}");
+        let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
         let smolfile: toml::Table = document(&d, SMOLFILE).parse().unwrap();
         let env: Vec<&str> = smolfile["env"]
             .as_array()
@@ -354,8 +361,13 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let proxy = format!("HTTPS_PROXY=http://127.0.0.1:{}", ports[&8888]);
+        let proxy = format!("HTTPS_PROXY=http://{address}:8888");
         assert!(env.contains(&proxy.as_str()), "{env:?}");
+        assert!(
+            env.iter()
+                .any(|e| e.starts_with("NO_PROXY=") && e.ends_with(&format!(",{address}"))),
+            "{env:?}"
+        );
         assert!(
             env.contains(&"BOTTLE_MCP_CONFIG=/etc/bottle/mcp.json"),
             "{env:?}"
@@ -364,32 +376,55 @@ mod tests {
             serde_json::from_str(document(&d, MCP_CONFIG_STATE_PATH)).unwrap();
         assert_eq!(
             mcp["mcpServers"]["supervise"]["url"],
-            format!("http://127.0.0.1:{}/", ports[&9100])
+            format!("http://{address}:9100/")
         );
         let volumes = smolfile["volumes"].as_array().unwrap();
         assert!(volumes.iter().any(
             |v| v.as_str() == Some("/state/demo-abcde/agent/mcp.json:/etc/bottle/mcp.json:ro")
         ));
+        // The VM may reach that address only, not the host's 127.0.0.1.
+        assert_eq!(
+            smolfile["network"]["allow_cidrs"].as_array().unwrap(),
+            &vec![toml::Value::from(format!("{address}/32"))]
+        );
+        let compose = document(&d, BUNDLE_COMPOSE_FILE);
+        assert!(
+            compose.contains(&format!("{address}:8888:8888")),
+            "{compose}"
+        );
+        assert!(!compose.contains("127.0.0.1"), "{compose}");
     }
 
     #[test]
-    fn every_daemon_address_has_a_rewrite_and_git_its_default_port_form() {
-        let mut stack = testing::stack();
-        stack.bundle[0].daemon.ports = vec![GIT_PORT];
-        let name = stack.bundle[0].daemon.name.clone();
-        let ports = host_ports(&stack);
+    fn two_bottles_get_two_addresses() {
+        assert_ne!(bundle_address("a-12345"), bundle_address("a-12346"));
+        for slug in ["x", "implementer-abcde", "y-00000"] {
+            let last: u8 = bundle_address(slug)
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=254).contains(&last));
+        }
+    }
+
+    #[test]
+    fn every_daemon_name_has_a_rewrite_with_and_without_a_port() {
+        let stack = testing::stack();
+        let address = bundle_address(&stack.slug);
         let rw = rewrites(&stack);
         for o in &stack.bundle {
-            for p in &o.daemon.ports {
-                let from = format!("://{}:{p}", o.daemon.name);
-                assert!(rw.iter().any(|(f, _)| *f == from), "{from} in {rw:?}");
-            }
+            let name = &o.daemon.name;
+            assert!(
+                rw.contains(&(format!("://{name}:"), format!("://{address}:"))),
+                "{rw:?}"
+            );
+            assert!(
+                rw.contains(&(format!("://{name}/"), format!("://{address}/"))),
+                "{rw:?}"
+            );
         }
-        let hp = ports[&GIT_PORT];
-        assert!(
-            rw.contains(&(format!("git://{name}/"), format!("git://127.0.0.1:{hp}/"))),
-            "{rw:?}"
-        );
         let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
         let doc: Vec<(String, String)> = serde_json::from_str(document(&d, REWRITES_FILE)).unwrap();
         assert_eq!(doc, rw);
