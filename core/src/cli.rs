@@ -35,7 +35,10 @@ enum Command {
     /// print PASS/FAIL per probe; exits 1 if anything escaped.
     Verify(VerifyArgs),
     /// List running bottles.
-    Ps,
+    Ps {
+        #[command(flatten)]
+        drivers: DriverDirs,
+    },
     /// Show a bottle's logs (live ones from Docker, else the kept compose.log).
     Logs {
         /// The bottle's slug.
@@ -43,13 +46,17 @@ enum Command {
         /// Keep following new lines.
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        drivers: DriverDirs,
     },
-    /// Stop a bottle: logs to compose.log, then every container and network removed.
+    /// Stop a bottle: logs to compose.log, then every container, network and machine removed.
     Stop {
         /// The bottle's slug.
         slug: String,
+        #[command(flatten)]
+        drivers: DriverDirs,
     },
-    /// Remove every bottle's containers, networks and volumes and orphan state dirs.
+    /// Remove every bottle's containers, networks, volumes and machines and orphan state dirs.
     Cleanup {
         /// Do not ask.
         #[arg(short, long)]
@@ -57,6 +64,8 @@ enum Command {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        drivers: DriverDirs,
     },
     /// List what agents asked supervise for (open requests first).
     Approvals {
@@ -173,12 +182,19 @@ struct BottleArgs {
     /// (for scripts; review it first with --dry-run).
     #[arg(short, long)]
     yes: bool,
+    #[command(flatten)]
+    drivers: DriverDirs,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+/// Where native drivers come from besides bottle's install dir and `BOTTLE_DRIVER_PATH`.
+#[derive(Debug, Args)]
+struct DriverDirs {
     /// Also load native drivers (`libbottle_driver_NAME.so`, pinned in drivers.yaml) from
     /// this dir. Repeatable.
     #[arg(long = "driver-dir", value_name = "DIR")]
     driver_dirs: Vec<PathBuf>,
-    #[command(flatten)]
-    plugins: PluginArgs,
 }
 
 #[derive(Debug, Args)]
@@ -322,10 +338,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let (args, json) = args.into_run();
             run::run(&env, args, bottle::verify::Mode::Only, json)
         }
-        Command::Ps => manage::ps(&env),
-        Command::Logs { slug, follow } => manage::logs(&env, &slug, follow),
-        Command::Stop { slug } => manage::stop(&env, &slug),
-        Command::Cleanup { yes, dry_run } => manage::cleanup(&env, yes, dry_run),
+        Command::Ps { drivers } => manage::ps(&env, &drivers.driver_dirs),
+        Command::Logs {
+            slug,
+            follow,
+            drivers,
+        } => manage::logs(&env, &slug, follow, &drivers.driver_dirs),
+        Command::Stop { slug, drivers } => manage::stop(&env, &slug, &drivers.driver_dirs),
+        Command::Cleanup {
+            yes,
+            dry_run,
+            drivers,
+        } => manage::cleanup(&env, yes, dry_run, &drivers.driver_dirs),
         Command::Approvals { slug, json, watch } => {
             approvals::list(&env, slug.as_deref(), json, watch)
         }

@@ -392,22 +392,29 @@ async fn run_native(
         r = images::save(docker, &p.plan.stack.agent.image, &archive) => r?,
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
-    let up = {
+    let mut up = {
         let (d, slug, state, archive) = (
             driver.clone(),
             p.slug.clone(),
             p.state_dir.clone(),
             archive.clone(),
         );
-        blocking(move || d.up(&slug, &state, Some(&archive)))
+        tokio::task::spawn_blocking(move || d.up(&slug, &state, Some(&archive)))
     };
     let up = tokio::select! {
-        r = up => r,
-        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
+        r = &mut up => r,
+        sig = &mut stop => {
+            // The engine call cannot be cut short (it is bounded by the driver's deadlines):
+            // let it finish, so the teardown that follows finds what it made.
+            eprintln!("bottle {}: {sig}: waiting for the {backend} engine to finish before tearing down", p.slug);
+            let _ = up.await;
+            let _ = std::fs::remove_file(&archive);
+            return Err(LaunchError::Interrupted(sig));
+        }
     };
     // The engine keeps its own copy.
     let _ = std::fs::remove_file(&archive);
-    up??;
+    up.map_err(|e| LaunchError::Unsupported(format!("a driver call did not finish: {e}")))??;
     let command = opts
         .command
         .clone()

@@ -207,6 +207,13 @@ fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
         assert!(out.contains(slug.as_str()), "{slug} not in:\n{out}{err}");
     }
     assert!(out.contains("smolmachines-vm:created"), "{out}");
+    // A driver dir named on the command line is consulted as one in BOTTLE_DRIVER_PATH is.
+    let (code, out, err) = run(bottle(&sb, &drivers)
+        .env_remove("BOTTLE_DRIVER_PATH")
+        .args(["ps", "--driver-dir"])
+        .arg(&drivers));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(stop_slug.as_str()), "{out}{err}");
 
     let (code, out, err) = run(bottle(&sb, &drivers).args(["stop", &stop_slug]));
     assert_eq!(code, 0, "{out}{err}");

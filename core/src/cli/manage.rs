@@ -46,9 +46,10 @@ struct Running {
 /// it runs under `root`; a driver that fails is a note on stderr, not the command's failure.
 async fn native_bottles(
     env: &HostEnv,
+    dirs: &[PathBuf],
     root: &std::path::Path,
 ) -> Vec<(Arc<NativeDriver>, Vec<bottle_driver_sdk::Listed>)> {
-    let policy = match driver::policy(env, &[]) {
+    let policy = match driver::policy(env, dirs) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("note: native drivers not consulted: {e}");
@@ -71,7 +72,7 @@ async fn native_bottles(
     out
 }
 
-pub(super) fn ps(env: &HostEnv) -> Result<ExitCode> {
+pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
@@ -83,7 +84,7 @@ pub(super) fn ps(env: &HostEnv) -> Result<ExitCode> {
             r.agent.get_or_insert_with(|| c.agent.clone());
             r.created = Some(r.created.map_or(c.created, |t| t.min(c.created)));
         }
-        for (d, listed) in native_bottles(env, &root).await {
+        for (d, listed) in native_bottles(env, dirs, &root).await {
             for m in listed {
                 let r = by_slug.entry(m.slug.clone()).or_default();
                 r.parts.push((format!("{}-vm", d.name()), m.state.clone()));
@@ -125,14 +126,14 @@ pub(super) fn ps(env: &HostEnv) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool) -> Result<ExitCode> {
+pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let containers = inventory::containers(&docker, Some(slug)).await?;
         // A natively driven agent's output, after its bundle's.
         let mut vm_logs = String::new();
-        for (d, listed) in native_bottles(env, &root).await {
+        for (d, listed) in native_bottles(env, dirs, &root).await {
             if listed.iter().any(|m| m.slug == slug) {
                 let (state, slug) = (root.join(slug), slug.to_owned());
                 let text = tokio::task::spawn_blocking(move || d.logs(&slug, &state)).await??;
@@ -173,11 +174,11 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool) -> Result<ExitCode> 
     })
 }
 
-pub(super) fn stop(env: &HostEnv, slug: &str) -> Result<ExitCode> {
+pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
-        let machines: Vec<Arc<NativeDriver>> = native_bottles(env, &root)
+        let machines: Vec<Arc<NativeDriver>> = native_bottles(env, dirs, &root)
             .await
             .into_iter()
             .filter(|(_, listed)| listed.iter().any(|m| m.slug == slug))
@@ -228,6 +229,7 @@ struct Survey {
 impl Survey {
     async fn take(
         env: &HostEnv,
+        dirs: &[PathBuf],
         docker: &bollard::Docker,
         root: &std::path::Path,
     ) -> Result<Survey> {
@@ -237,7 +239,7 @@ impl Survey {
             .await?
             .into_iter()
             .partition(|c| state::valid_slug(&c.slug));
-        let machines: Vec<_> = native_bottles(env, root)
+        let machines: Vec<_> = native_bottles(env, dirs, root)
             .await
             .into_iter()
             .flat_map(|(d, listed)| listed.into_iter().map(move |m| (d.clone(), m)))
@@ -388,11 +390,16 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(bottle::consent::is_yes(&answer))
 }
 
-pub(super) fn cleanup(env: &HostEnv, yes: bool, dry_run: bool) -> Result<ExitCode> {
+pub(super) fn cleanup(
+    env: &HostEnv,
+    yes: bool,
+    dry_run: bool,
+    dirs: &[PathBuf],
+) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
         let docker = docker::connect().await?;
-        let survey = Survey::take(env, &docker, &root).await?;
+        let survey = Survey::take(env, dirs, &docker, &root).await?;
         survey.print();
         if survey.is_empty() {
             println!("nothing to clean up");

@@ -120,7 +120,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             .backend
             .clone()
             .unwrap_or_else(|| req.manifest.backend.clone());
-        let policy = bottle::driver::policy(env, &args.bottle.driver_dirs)?;
+        let policy = bottle::driver::policy(env, &args.bottle.drivers.driver_dirs)?;
         Some(bottle::driver::Driver::for_backend(&backend, &policy)?)
     };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
