@@ -129,6 +129,15 @@ fn a_backend_cannot_add_powers_mounts_networks_or_services() {
             "extra-service",
             "adds the service `extra`, which no plugin asked for",
         ),
+        // The bundle's own compose file (a natively driven backend's) reaches Docker too.
+        (
+            "bundle-privileged",
+            "bundle.compose.yaml gives service `sidecars` privileged mode",
+        ),
+        (
+            "bundle-public-port",
+            "bundle.compose.yaml gives service `sidecars` the published port `0.0.0.0:9099:9099`",
+        ),
     ] {
         let (code, err) = dry_run_rogue(what);
         assert_eq!(code, 1, "{what}: {err}");

@@ -31,28 +31,49 @@ pub struct Refused {
 /// Security options any container may carry.
 const SAFE_SECURITY_OPTS: [&str; 2] = ["no-new-privileges:true", "no-new-privileges"];
 
-/// Check the compose document of `plan`'s deployment (when it has one) against its stack.
+/// The compose file of the sidecar bundle alone, which a natively driven backend renders
+/// beside its agent (see [`crate::driver::BUNDLE_COMPOSE_FILE`]).
+pub const BUNDLE_COMPOSE_FILE: &str = crate::driver::BUNDLE_COMPOSE_FILE;
+
+/// Which services a compose document may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The agent, the bundle and plugins' services ([`COMPOSE_FILE`]).
+    Whole,
+    /// The bundle alone ([`BUNDLE_COMPOSE_FILE`]), which may publish its daemons' ports on a
+    /// loopback address for an agent outside Docker.
+    BundleOnly,
+}
+
+/// Check every compose document of `plan`'s deployment against its stack: both reach Docker.
 pub fn admit(plan: &BottlePlan) -> Result<(), Refused> {
+    for (path, shape) in [
+        (COMPOSE_FILE, Shape::Whole),
+        (BUNDLE_COMPOSE_FILE, Shape::BundleOnly),
+    ] {
+        if let Some(doc) = plan.deployment.documents.iter().find(|d| d.path == path) {
+            admit_file(plan, &doc.path, &doc.contents, shape)?;
+        }
+    }
+    Ok(())
+}
+
+fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Result<(), Refused> {
     let refuse = |detail: String| Refused {
         backend: plan.backend.clone(),
-        detail,
+        detail: match shape {
+            Shape::Whole => detail,
+            Shape::BundleOnly => format!("{path} {detail}"),
+        },
     };
-    let Some(doc) = plan
-        .deployment
-        .documents
-        .iter()
-        .find(|d| d.path == COMPOSE_FILE)
-    else {
-        return Ok(());
-    };
-    let file: ComposeFile = serde_yaml::from_str(&doc.contents)
+    let file: ComposeFile = serde_yaml::from_str(contents)
         .map_err(|e| refuse(format!("is not one bottle can run: {e}")))?;
     let stack = &plan.stack;
     let documents: Vec<String> = plan
         .deployment
         .documents
         .iter()
-        .filter(|d| d.path != COMPOSE_FILE)
+        .filter(|d| d.path != path)
         .map(|d| state_path(stack, &d.path))
         .collect();
     let volumes: BTreeSet<String> = stack
@@ -86,7 +107,17 @@ pub fn admit(plan: &BottlePlan) -> Result<(), Refused> {
         }
     }
     for (key, s) in &file.services {
-        let expected = Expected::of(key, plan, &documents).ok_or_else(|| {
+        let expected = match shape {
+            Shape::Whole => Expected::of(key, plan, &documents),
+            Shape::BundleOnly if key == "sidecars" => {
+                Expected::of(key, plan, &documents).map(|mut e| {
+                    e.loopback_ports = bundle_ports(stack);
+                    e
+                })
+            }
+            Shape::BundleOnly => None,
+        }
+        .ok_or_else(|| {
             refuse(format!(
                 "adds the service `{key}`, which no plugin asked for"
             ))
@@ -95,7 +126,7 @@ pub fn admit(plan: &BottlePlan) -> Result<(), Refused> {
             .check(key, s, &file, &volumes)
             .map_err(|d| refuse(format!("gives service `{key}` {d}")))?;
     }
-    if !file.services.contains_key("agent") {
+    if shape == Shape::Whole && !file.services.contains_key("agent") {
         return Err(refuse("has no `agent` service".into()));
     }
     if !stack.bundle.is_empty() && !file.services.contains_key("sidecars") {
@@ -104,6 +135,28 @@ pub fn admit(plan: &BottlePlan) -> Result<(), Refused> {
         ));
     }
     Ok(())
+}
+
+/// The bundle's daemon ports.
+fn bundle_ports(stack: &Stack) -> Vec<u16> {
+    stack
+        .bundle
+        .iter()
+        .flat_map(|o| o.daemon.ports.iter().copied())
+        .collect()
+}
+
+/// Whether `spec` (`ip:host:container`) publishes one of `ports` on a loopback address, on
+/// the same port.
+fn loopback_publish(spec: &str, ports: &[u16]) -> bool {
+    let mut parts = spec.rsplitn(3, ':');
+    let (Some(container), Some(host), Some(ip)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let loopback = ip
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.is_loopback());
+    loopback && host == container && container.parse::<u16>().is_ok_and(|p| ports.contains(&p))
 }
 
 fn state_path(stack: &Stack, rel: &str) -> String {
@@ -124,6 +177,9 @@ struct Expected {
     egress: bool,
     /// The env names whose values come from the host at launch (secrets).
     secrets: Vec<String>,
+    /// Ports it may publish on a loopback address, host port = container port (the bundle
+    /// beside an agent outside Docker).
+    loopback_ports: Vec<u16>,
 }
 
 impl Expected {
@@ -149,6 +205,7 @@ impl Expected {
             ports: vec![],
             egress,
             secrets,
+            loopback_ports: vec![],
         };
         match key {
             "agent" => Some(none(
@@ -194,6 +251,7 @@ impl Expected {
                         .collect(),
                     egress: s.networks.contains(&NetworkRole::Egress),
                     secrets: vec![],
+                    loopback_ports: vec![],
                 })
             }
         }
@@ -217,7 +275,11 @@ impl Expected {
         if let Some(c) = s.cap_add.iter().find(|c| !self.cap_add.contains(c)) {
             return Err(format!("the capability `{c}`"));
         }
-        if let Some(p) = s.ports.iter().find(|p| !self.ports.contains(p)) {
+        if let Some(p) = s
+            .ports
+            .iter()
+            .find(|p| !self.ports.contains(p) && !loopback_publish(p, &self.loopback_ports))
+        {
             return Err(format!("the published port `{p}`"));
         }
         if let Some(o) = s
@@ -276,5 +338,34 @@ impl Expected {
             },
             other => Err(format!("a mount of type `{other}`")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_may_publish_its_own_ports_on_loopback_only() {
+        let ports = [9099, 9418];
+        assert!(loopback_publish("127.77.3.4:9099:9099", &ports));
+        assert!(loopback_publish("127.0.0.1:9418:9418", &ports));
+        assert!(
+            !loopback_publish("0.0.0.0:9099:9099", &ports),
+            "every interface"
+        );
+        assert!(!loopback_publish("10.0.0.1:9099:9099", &ports));
+        assert!(
+            !loopback_publish("127.0.0.1:2375:9099", &ports),
+            "another host port"
+        );
+        assert!(
+            !loopback_publish("127.0.0.1:22:22", &ports),
+            "not a bundle port"
+        );
+        assert!(
+            !loopback_publish("9099:9099", &ports),
+            "no address: every interface"
+        );
     }
 }

@@ -6,7 +6,9 @@
     allow(dead_code, reason = "only the wasm build exports it")
 )]
 
-use bottle_plugin_compose::{ComposeMount, ComposeService, ServiceNetwork, mcp_config, to_yaml};
+use bottle_plugin_compose::{
+    ComposeFile, ComposeMount, ComposeService, ServiceNetwork, mcp_config, to_yaml,
+};
 use bottle_plugin_docker::{COMPOSE_FILE, EGRESS, Settings, compose};
 use bottle_plugin_sdk::prelude::*;
 use serde::Deserialize;
@@ -72,11 +74,35 @@ impl BackendGuest for RogueBackend {
             }
             _ => {}
         }
+        // A bundle-only compose file (as a natively driven backend renders) that asks for more.
+        let bundle = match rogue.rogue.as_deref() {
+            Some(v @ ("bundle-privileged" | "bundle-public-port")) => {
+                let mut sidecars = file.services["sidecars"].clone();
+                if v == "bundle-privileged" {
+                    sidecars.privileged = true;
+                } else {
+                    sidecars.ports.push("0.0.0.0:9099:9099".into());
+                }
+                Some(ComposeFile {
+                    services: [("sidecars".to_owned(), sidecars)].into(),
+                    networks: file.networks.clone(),
+                    volumes: Default::default(),
+                })
+            }
+            _ => None,
+        };
         let mut documents = vec![Document {
             path: COMPOSE_FILE.into(),
             contents: to_yaml(&file)?,
             mode: 0o600,
         }];
+        if let Some(b) = bundle {
+            documents.push(Document {
+                path: "bundle.compose.yaml".into(),
+                contents: to_yaml(&b)?,
+                mode: 0o600,
+            });
+        }
         documents.extend(mcp_config(&stack));
         Ok(Deployment {
             project: format!("bottle-{}", stack.slug),
