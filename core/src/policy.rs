@@ -493,6 +493,8 @@ pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability
     caps.extend(
         secrets
             .iter()
+            // The host's own value, not the user's env: see `HOP_TOKEN_HOST_ENV`.
+            .filter(|s| s.from_host_env != bottle_contract::names::HOP_TOKEN_HOST_ENV)
             .map(|s| Capability::HostEnv(s.from_host_env.clone())),
     );
     for s in &fragment.services {

@@ -310,6 +310,31 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     })
 }
 
+/// The value of host env `name` for a secret: the user's env, but for the hop token, which is
+/// the host's own (`hop`; empty when the bundle's ports are not published).
+fn host_value<'a>(
+    env: &'a crate::hostenv::HostEnv,
+    hop: &'a str,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        if name == bottle_contract::names::HOP_TOKEN_HOST_ENV {
+            Some(hop.to_owned())
+        } else {
+            env.get(name).map(str::to_owned)
+        }
+    }
+}
+
+/// A fresh hop token: 32 random bytes, hex.
+fn mint_hop_token() -> Result<String, LaunchError> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| LaunchError::Unsupported(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Run blocking `f` (a native driver call, which may spawn an engine for minutes) off the
 /// async threads.
 async fn blocking<T: Send + 'static>(
@@ -348,6 +373,8 @@ async fn run_native(
         .flat_map(|s| s.plan.cas.iter().cloned())
         .collect();
     keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    // The bundle's ports are published beyond the bottle: only the agent's side holds this.
+    let hop_token = &mint_hop_token()?;
     let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
     if bundle_path.exists() {
         let file = project::read(&bundle_path).map_err(DockerError::from)?;
@@ -355,9 +382,12 @@ async fn run_native(
             r = ensure_bundle_image(docker, &file, opts) => r?,
             sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
         }
-        let secrets = project::resolve_secrets(&file, &p.plan.stack.bundle_secrets, &[], |k| {
-            opts.env.get(k).map(str::to_owned)
-        })
+        let secrets = project::resolve_secrets(
+            &file,
+            &p.plan.stack.bundle_secrets,
+            &[],
+            host_value(&opts.env, hop_token),
+        )
         .map_err(DockerError::from)?;
         let state_dir = p.state_dir.display().to_string();
         let req = up::UpRequest {
@@ -425,6 +455,7 @@ async fn run_native(
         &command,
         Some(&p.plan.stack.agent.workdir),
         attach::stdin_is_terminal(),
+        Some(hop_token),
     )?;
     let mut child = tokio::process::Command::new(&plan.program)
         .args(&plan.args)
@@ -476,11 +507,14 @@ async fn run_bottle(
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
     let stack = &p.plan.stack;
-    let secrets =
-        project::resolve_secrets(&file, &stack.bundle_secrets, &stack.agent.secret_env, |k| {
-            opts.env.get(k).map(str::to_owned)
-        })
-        .map_err(DockerError::from)?;
+    let secrets = project::resolve_secrets(
+        &file,
+        &stack.bundle_secrets,
+        &stack.agent.secret_env,
+        // The bundle's ports are reached only from its own internal network: no hop token.
+        host_value(&opts.env, ""),
+    )
+    .map_err(DockerError::from)?;
     let state_dir = p.state_dir.display().to_string();
     let agent = file
         .services

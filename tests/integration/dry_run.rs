@@ -337,8 +337,8 @@ fn no_secret_value_reaches_the_state_dir_the_plan_or_stdout() {
         .collect();
     assert_eq!(
         from,
-        ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"],
-        "one slot per token_ref, in order"
+        ["BOTTLE_HOP_TOKEN", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"],
+        "the host's hop token, then one slot per token_ref, in order"
     );
 }
 

@@ -108,6 +108,68 @@ fn machine_record(sb: &Sandbox, drivers: &Path, slug: &str) -> PathBuf {
     state
 }
 
+/// Wait for bottle `slug`'s bundle to publish egress, then check the hop: `curl` through it
+/// without the token is refused (407), with the bundle's token it is served.
+fn hop_checked(slug: &str) -> Result<(), String> {
+    let bundle = format!("bottle-sidecars-{slug}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let published = loop {
+        let port = docker(&["port", &bundle, "9099/tcp"]);
+        let healthy = docker(&["inspect", "-f", "{{.State.Health.Status}}", &bundle]);
+        if !port.is_empty() && healthy == "healthy" {
+            break port.lines().next().unwrap_or_default().to_owned();
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{bundle} never published egress"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    if !published.starts_with("127.77.") {
+        return Err(format!(
+            "egress is published on {published}, not the bottle's loopback address"
+        ));
+    }
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &bundle,
+    ]);
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("EGRESS_HOP_TOKEN="))
+        .filter(|t| t.len() == 64)
+        .ok_or("the bundle has no hop token")?
+        .to_owned();
+    let curl = |proxy: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "-x",
+                proxy,
+            ])
+            .arg("http://_egress.local/allowlist")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let without = curl(&format!("http://{published}"));
+    let wrong = curl(&format!("http://bottle:{}@{published}", "0".repeat(64)));
+    let with = curl(&format!("http://bottle:{token}@{published}"));
+    if (without.as_str(), wrong.as_str(), with.as_str()) != ("407", "407", "200") {
+        return Err(format!(
+            "without the token: {without}, a wrong one: {wrong}, the bundle's: {with} (want 407, 407, 200)"
+        ));
+    }
+    Ok(())
+}
+
 #[test]
 fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
     let _serial = serial();
@@ -125,19 +187,35 @@ fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
         .unwrap_or_else(|| panic!("no probe line in:\n{out}"))
         .to_owned();
     let can_run = probe.starts_with("can run");
-    let (code, out, err) = run(bottle(&sb, &drivers).args([
-        "run",
-        "vm",
-        "--yes",
-        "--backend",
-        "smolmachines",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        "echo booted",
-    ]));
+    let child = bottle(&sb, &drivers)
+        .args([
+            "run",
+            "vm",
+            "--yes",
+            "--backend",
+            "smolmachines",
+            "--slug",
+            &slug,
+            "--",
+            "sh",
+            "-c",
+            "echo booted",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the engine works on the machine, the bundle is up with egress published: a local
+    // process without the hop token is refused; the token the agent's proxy URL carries works.
+    let hop = hop_checked(&slug);
+    let out = child.wait_with_output().unwrap();
+    let (code, out, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(hop.is_ok(), "{}\n{out}{err}", hop.unwrap_err());
     let state = sb.state().join(&slug);
     if can_run {
         // The gated boot test: a host with hardware KVM runs the agent for real.

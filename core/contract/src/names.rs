@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// The host env name of the hop token: not the user's env, a value the host mints for each run
+/// whose bundle ports are published beyond the bottle (smolmachines), and empty otherwise.
+/// egress asks for it as `EGRESS_HOP_TOKEN` and then serves only requests that carry it (the
+/// agent's proxy URL does). As the host's own value it needs no `host-env` grant.
+pub const HOP_TOKEN_HOST_ENV: &str = "BOTTLE_HOP_TOKEN";
+
 /// Whether `s` is a portable env name: a letter or `_`, then letters, digits or `_`.
 pub fn valid_env_name(s: &str) -> bool {
     let mut c = s.chars();

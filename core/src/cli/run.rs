@@ -239,6 +239,8 @@ fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
             stack
                 .bundle_secrets
                 .iter()
+                // The host's own value, never the user's: the pods do without it.
+                .filter(|s| s.from_host_env != bottle_contract::names::HOP_TOKEN_HOST_ENV)
                 .map(|s| bottle::driver::manifests::Credential {
                     key: s.name.clone(),
                     from_env: s.from_host_env.clone(),

@@ -270,7 +270,11 @@ fn create_body(
         })?;
         port_bindings.insert(format!("{container}/tcp"), Some(vec![binding]));
     }
+    // A binding takes effect only for an exposed port (the CLI's `-p` exposes it implicitly).
+    let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed.sort();
     Ok(ContainerCreateBody {
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
         image: Some(s.image.clone()),
         entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
         cmd: (!s.command.is_empty()).then(|| s.command.clone()),

@@ -556,6 +556,7 @@ impl NativeDriver {
         command: &[String],
         workdir: Option<&str>,
         tty: bool,
+        hop_token: Option<&str>,
     ) -> Result<ExecPlan, NativeError> {
         self.ask(&Request::Exec {
             slug: slug.to_owned(),
@@ -563,6 +564,7 @@ impl NativeDriver {
             command: command.to_vec(),
             workdir: workdir.map(str::to_owned),
             tty,
+            hop_token: hop_token.map(str::to_owned),
         })
     }
 

@@ -50,6 +50,9 @@ pub struct Settings {
     pub access_log: bool,
     /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// The token every proxied request must carry (see [`proxy::HopToken`]), when the port is
+    /// reachable from outside the bottle (a published port).
+    pub hop_token: Option<String>,
 }
 
 /// A daemon ready to serve: config loaded and checked, port bound.
@@ -81,6 +84,7 @@ impl Daemon {
             ca,
             upstream: upstream::Upstream::new(dialer, tls),
             log,
+            hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
         });
         Ok(Daemon {
             proxy,

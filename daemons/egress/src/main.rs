@@ -48,6 +48,10 @@ enum Command {
     },
 }
 
+/// The env var holding the token the agent's side must present on every proxied request
+/// (`Proxy-Authorization: Basic`, any user name); unset or empty, none is asked for.
+const HOP_TOKEN_ENV: &str = "EGRESS_HOP_TOKEN";
+
 fn settings(a: Args) -> Result<Settings, String> {
     let need = |name: &str| format!("--{name} is required (see --help)");
     let upstream = match a.upstream {
@@ -73,6 +77,7 @@ fn settings(a: Args) -> Result<Settings, String> {
         system_roots: a.system_roots,
         access_log: a.access_log == "json",
         max_connections: a.max_connections.max(1),
+        hop_token: std::env::var(HOP_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
     })
 }
 

@@ -84,6 +84,57 @@ pub struct Proxy {
     pub upstream: Upstream,
     /// The access log.
     pub log: AccessLog,
+    /// The hop's token, when one is asked for.
+    pub hop: Option<HopToken>,
+}
+
+/// The token that authenticates the hop from the agent to egress when egress's port is
+/// reachable from outside the bottle (the smolmachines bundle publishes it on loopback, where
+/// any local user could otherwise use the credentials egress injects). The agent's proxy URL
+/// carries it (`http://bottle:<token>@…`), so clients send it as `Proxy-Authorization: Basic`;
+/// egress drops that header before anything goes on.
+pub struct HopToken {
+    /// SHA-256 of the token: compared digest to digest, so the time taken says nothing of it.
+    digest: [u8; 32],
+}
+
+impl HopToken {
+    /// The token `token`.
+    pub fn new(token: &str) -> HopToken {
+        HopToken {
+            digest: sha256(token.as_bytes()),
+        }
+    }
+
+    /// Whether `h` carries the token as `Proxy-Authorization: Basic` (any user name).
+    pub fn admits(&self, h: &HeaderMap) -> bool {
+        use base64::Engine as _;
+        let Some(value) = h
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let password = match decoded.iter().position(|b| *b == b':') {
+            Some(i) => &decoded[i + 1..],
+            None => return false,
+        };
+        sha256(password) == self.digest
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Where a request goes: what the agent asked for, never what a header claims.
@@ -208,6 +259,23 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<RespBody>, Infallible> {
+        // Every proxied request (CONNECT or absolute-form) proves it comes from the bottle's
+        // agent; `/health` (origin-form) stays open for the bundle's ready check.
+        let proxied = req.method() == Method::CONNECT || req.uri().host().is_some();
+        if let Some(hop) = &self.hop
+            && proxied
+            && !hop.admits(req.headers())
+        {
+            let mut r = plain(
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "this egress serves its bottle's agent only: the proxy URL the agent was given carries its credentials",
+            );
+            r.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"bottle egress\""),
+            );
+            return Ok(r);
+        }
         if req.method() == Method::CONNECT {
             return Ok(self.connect(req));
         }

@@ -51,6 +51,11 @@ impl Rig {
 
     /// An origin, and an egress with `routes_yaml` and `egress_args` in front of it.
     fn with(routes_yaml: &str, egress_args: &[&str]) -> Rig {
+        Rig::with_env(routes_yaml, egress_args, &[])
+    }
+
+    /// As [`Rig::with`], egress getting `env` too.
+    fn with_env(routes_yaml: &str, egress_args: &[&str], env: &[(&str, &str)]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -80,7 +85,7 @@ impl Rig {
         .unwrap();
         egress_pki.write_ca(dir.path(), "egress-ca.pem");
         std::fs::write(dir.path().join("routes.yaml"), routes_yaml).unwrap();
-        let (egress, proxy, log) = spawn_egress(dir.path(), egress_args);
+        let (egress, proxy, log) = spawn_egress(dir.path(), egress_args, env);
         Rig {
             dir,
             origin,
@@ -147,7 +152,11 @@ impl Rig {
 }
 
 /// Start the real binary on a free port; its start line says which.
-fn spawn_egress(dir: &Path, extra: &[&str]) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+fn spawn_egress(
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bottle-egress"))
         .args(["--listen", "127.0.0.1:0", "--routes"])
         .arg(dir.join("routes.yaml"))
@@ -158,6 +167,7 @@ fn spawn_egress(dir: &Path, extra: &[&str]) -> (Child, SocketAddr, Arc<Mutex<Vec
         .args(extra)
         .env_clear()
         .env("EGRESS_TOKEN_0", TOKEN)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -194,6 +204,54 @@ fn spawn_egress(dir: &Path, extra: &[&str]) -> (Child, SocketAddr, Arc<Mutex<Vec
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// With a hop token (egress's port published beyond the bottle), a request without it is
+/// refused before anything is routed, so a local user cannot spend the injected credentials;
+/// the agent's proxy URL carries it, and it never reaches the origin.
+#[test]
+fn with_a_hop_token_only_requests_that_carry_it_are_served() {
+    let hop = "hop-9f3c2e7a41d0";
+    let rig = Rig::with_env(&routes(""), &[], &[("EGRESS_HOP_TOKEN", hop)]);
+    for url in [
+        rig.https("origin.test", "/echo"),
+        rig.http("plain.test", "/echo"),
+    ] {
+        let (code, body) = rig.curl(&[&url]);
+        assert_eq!(code, 407, "{url}: {body}");
+        let (code, _) = rig.curl(&["--proxy-user", "bottle:wrong", &url]);
+        assert_eq!(code, 407, "{url}");
+    }
+    let (code, body) = rig.curl(&[
+        "--proxy-user",
+        &format!("bottle:{hop}"),
+        &rig.https("origin.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let seen = json(&body);
+    assert!(
+        seen["headers"].get("proxy-authorization").is_none(),
+        "{body}"
+    );
+    assert!(!body.contains(hop), "{body}");
+    assert_eq!(
+        seen["headers"]["authorization"],
+        fingerprint(format!("Bearer {TOKEN}").as_bytes())
+    );
+    // Plain HTTP through the proxy, the token in the proxy URL as clients take it from env.
+    let (code, body) = rig.curl(&[
+        "-x",
+        &format!("http://bottle:{hop}@{}", rig.proxy),
+        &rig.http("plain.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    // The bundle's ready check needs no token.
+    let mut s = TcpStream::connect(rig.proxy).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: egress\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[test]

@@ -52,6 +52,7 @@ impl Driver for Smolmachines {
                 command,
                 workdir,
                 tty,
+                hop_token,
             } => json(&machine::exec_plan(
                 &engine::Engine::locate()?,
                 &slug,
@@ -59,6 +60,7 @@ impl Driver for Smolmachines {
                 &command,
                 workdir.as_deref(),
                 tty,
+                hop_token.as_deref(),
             )?),
             Request::Logs { slug, state_dir } => {
                 let text = machine::logs(&engine::Engine::locate()?, &slug, Path::new(&state_dir))?;

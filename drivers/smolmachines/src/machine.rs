@@ -298,7 +298,9 @@ pub fn exec_plan(
     command: &[String],
     workdir: Option<&str>,
     tty: bool,
+    hop_token: Option<&str>,
 ) -> Result<ExecPlan, String> {
+    let mut env = crate::engine::engine_env();
     let mut args = vec![
         "--error-format".into(),
         "json".into(),
@@ -320,13 +322,49 @@ pub fn exec_plan(
     for (guest, host) in secrets(state) {
         args.extend(["--secret-env".into(), format!("{guest}={host}")]);
     }
+    // The proxy URLs with the hop token, the same way: egress on the published port serves
+    // only requests that carry it.
+    if let Some(token) = hop_token {
+        for (guest, value) in authenticated_proxies(state, token) {
+            let host = format!("BOTTLE_VM_{}", guest.to_uppercase());
+            args.extend(["--secret-env".into(), format!("{guest}={host}")]);
+            if !env.iter().any(|(k, _)| *k == host) {
+                env.push((host, value));
+            }
+        }
+    }
     args.push("--".into());
     args.extend(command.iter().cloned());
     Ok(ExecPlan {
         program: engine.program.display().to_string(),
         args,
-        env: crate::engine::engine_env(),
+        env,
     })
+}
+
+/// The rendered Smolfile's proxy variables (`HTTP_PROXY`, `https_proxy`, …) with `token` as
+/// the password of their `http://` URL.
+pub fn authenticated_proxies(state: &Path, token: &str) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(state.join(SMOLFILE)) else {
+        return Vec::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(env) = table.get("env").and_then(toml::Value::as_array) else {
+        return Vec::new();
+    };
+    env.iter()
+        .filter_map(toml::Value::as_str)
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| {
+            ["http_proxy", "https_proxy", "all_proxy"].contains(&k.to_ascii_lowercase().as_str())
+        })
+        .filter_map(|(k, v)| {
+            let rest = v.strip_prefix("http://")?;
+            Some((k.to_owned(), format!("http://bottle:{token}@{rest}")))
+        })
+        .collect()
 }
 
 /// The machine's workload output.
@@ -428,6 +466,30 @@ pub fn list(engine: &Engine, root: &Path) -> Result<Vec<Listed>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_urls_get_the_hop_token_and_nothing_else_does() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(SMOLFILE),
+            "env = [\"HTTPS_PROXY=http://127.77.1.2:9099\", \"http_proxy=http://127.77.1.2:9099\", \"NO_PROXY=localhost\", \"EDITOR=vi\"]\n",
+        )
+        .unwrap();
+        let got = authenticated_proxies(d.path(), "t0k");
+        assert_eq!(
+            got,
+            [
+                (
+                    "HTTPS_PROXY".to_owned(),
+                    "http://bottle:t0k@127.77.1.2:9099".to_owned()
+                ),
+                (
+                    "http_proxy".to_owned(),
+                    "http://bottle:t0k@127.77.1.2:9099".to_owned()
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn volumes_parse_with_and_without_a_mode() {

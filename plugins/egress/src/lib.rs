@@ -73,6 +73,9 @@ pub struct Route {
     pub token_env: Option<String>,
 }
 
+/// The env var egress reads its hop token from.
+pub const HOP_TOKEN_ENV: &str = "EGRESS_HOP_TOKEN";
+
 /// The routes file and the secret env slots: one `EGRESS_TOKEN_<n>` per distinct `token_ref`,
 /// numbered in declaration order.
 pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEnv>) {
@@ -140,7 +143,13 @@ impl Sidecar for Egress {
     }
 
     fn prepare(bottle: &Bottle, settings: &Settings) -> Result<Plan, PluginError> {
-        let (file, secrets) = routes(bottle, settings);
+        let (file, mut secrets) = routes(bottle, settings);
+        // The hop token, minted by the host when egress's port is published beyond the bottle
+        // (empty otherwise): egress then serves only requests that carry it.
+        secrets.push(SecretEnv {
+            name: HOP_TOKEN_ENV.into(),
+            from_host_env: bottle_contract::names::HOP_TOKEN_HOST_ENV.into(),
+        });
         let yaml =
             serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
         Ok(Plan {
@@ -285,7 +294,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("EGRESS_TOKEN_0", "GH"), ("EGRESS_TOKEN_1", "ANTHROPIC")]
+            [
+                ("EGRESS_TOKEN_0", "GH"),
+                ("EGRESS_TOKEN_1", "ANTHROPIC"),
+                (HOP_TOKEN_ENV, bottle_contract::names::HOP_TOKEN_HOST_ENV)
+            ]
         );
         let file: RoutesFile = serde_yaml::from_str(&plan.files[0].contents).unwrap();
         assert_eq!(file.routes[1].token_env.as_deref(), Some("EGRESS_TOKEN_0"));

@@ -334,9 +334,11 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         read_only: true,
     };
     bundle_mounts.push(bundle_volumes.mount(stack, &daemons, DAEMONS_IN_BUNDLE));
+    // No hop token here: the NetworkPolicy lets only the agent reach the bundle.
     let bundle_secrets: Vec<String> = stack
         .bundle_secrets
         .iter()
+        .filter(|s| s.from_host_env != HOP_TOKEN_HOST_ENV)
         .map(|s| s.name.clone())
         .collect();
     let mut bundle_container_spec = json!({

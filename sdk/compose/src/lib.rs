@@ -19,7 +19,7 @@ pub use bottle_contract::layout::{
     BUNDLE_INIT, DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
     MCP_CONFIG_STATE_PATH, bundle_container, private_target, project,
 };
-pub use bottle_contract::names::secret_env_prefix;
+pub use bottle_contract::names::{HOP_TOKEN_HOST_ENV, secret_env_prefix};
 
 /// The agent's MCP config (`{"mcpServers": {name: {"type": "http", "url": …}}}`), when any
 /// plugin registered a server.

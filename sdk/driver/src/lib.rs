@@ -81,6 +81,10 @@ pub enum Request {
         workdir: Option<String>,
         /// Whether the host's stdin is a terminal.
         tty: bool,
+        /// The hop token the bundle's egress asks of the agent's proxy requests (the driver
+        /// puts it into the agent's proxy URLs for this exec only, never into a file).
+        #[serde(default)]
+        hop_token: Option<String>,
     },
     /// The agent's own output so far, as text (`{"text": …}`).
     Logs {
