@@ -9,17 +9,13 @@ use std::path::Path;
 /// The Kubernetes version the manifests are validated against.
 const KUBERNETES: &str = "1.33.0";
 
-/// `kubernetes-validate --strict` on `file`: every document must pass.
+/// `tests/data/k8s-validate.py` on `file`: every document must pass kubernetes-validate's
+/// strict schemas (unknown fields and unknown kinds fail) and the API server's rules on names,
+/// labels, port names and volumes.
 fn validate(file: &Path) {
     let out = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "kubernetes_validate",
-            "--strict",
-            "--no-warn",
-            "-k",
-            KUBERNETES,
-        ])
+        .arg(crate::support::workspace().join("tests/data/k8s-validate.py"))
+        .args(["-k", KUBERNETES])
         .arg(file)
         .output()
         .expect("python3");
@@ -30,9 +26,36 @@ fn validate(file: &Path) {
     );
     assert!(
         out.status.success(),
-        "kubernetes-validate refused {} (pip install kubernetes-validate if it is missing):\n{text}",
+        "k8s-validate refused {} (pip install kubernetes-validate if it is missing):\n{text}",
         file.display()
     );
+    assert!(
+        text.lines().any(|l| l.starts_with("PASS ")) && !text.contains("FAIL "),
+        "{text}"
+    );
+}
+
+/// Object names of host files end in a hash of the host path (a temp dir here): `HASH`.
+fn host_hashes_hidden(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let Some(i) = line.find("-host-") else {
+                return line.to_owned();
+            };
+            match line.rsplit_once('-') {
+                Some((head, hash))
+                    if head.len() > i
+                        && hash.len() == 8
+                        && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    format!("{head}-HASH")
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// The documents of a YAML stream.
@@ -70,10 +93,12 @@ fn the_example_agents_render_valid_manifests_that_fence_the_agent_in() {
         let text = std::fs::read_to_string(&file).unwrap();
         golden(
             &format!("{agent}.kubernetes.yaml"),
-            &text
-                .replace(&state.display().to_string(), "/STATE")
-                .replace(&sb.project().display().to_string(), "/PROJECT")
-                .replace(&sb.dir.path().display().to_string(), "/HOME"),
+            &host_hashes_hidden(
+                &text
+                    .replace(&state.display().to_string(), "/STATE")
+                    .replace(&sb.project().display().to_string(), "/PROJECT")
+                    .replace(&sb.dir.path().display().to_string(), "/HOME"),
+            ),
         );
         validate(&file);
 
@@ -124,6 +149,34 @@ fn the_example_agents_render_valid_manifests_that_fence_the_agent_in() {
             allowed, service_ports,
             "{agent}: the bundle's ports, no more"
         );
+        assert!(!allowed.contains(&53), "{agent}: no DNS for the agent");
+        let bundle_policy =
+            &find(&docs, "NetworkPolicy", &format!("bottle-sidecars-{slug}"))["spec"];
+        let ingress = bundle_policy["ingress"].as_sequence().unwrap();
+        assert_eq!(ingress.len(), 1, "{agent}: one way into the bundle");
+        let from = ingress[0]["from"].as_sequence().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(
+            from[0]["podSelector"]["matchLabels"]["io.bottle.role"],
+            "agent"
+        );
+        // Daemon URLs and NO_PROXY name the bundle by the Service's env, not by DNS.
+        let host = format!(
+            "$(BOTTLE_SIDECARS_{}_SERVICE_HOST)",
+            slug.to_uppercase().replace('-', "_")
+        );
+        let agent_pod = find(&docs, "Pod", &format!("bottle-agent-{slug}"));
+        let env = agent_pod["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e["name"] == name)
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_else(|| panic!("{agent}: no env {name}"))
+        };
+        assert!(value("HTTPS_PROXY").contains(&host), "{agent}");
+        assert!(value("NO_PROXY").ends_with(&format!(",{host}")), "{agent}");
         for pod in ["agent", "sidecars"] {
             let p = find(&docs, "Pod", &format!("bottle-{pod}-{slug}"));
             assert_eq!(p["spec"]["automountServiceAccountToken"], false);

@@ -1,28 +1,55 @@
 //! kubernetes: one bottle as Kubernetes objects in `kubernetes/bottle.yaml`, for
 //! `kubectl apply -f`.
 //!
-//! - Two Pods, `bottle-agent-<slug>` and `bottle-sidecars-<slug>` (the bundle): a
-//!   NetworkPolicy selects pods, and the containers of one pod share its network, so the agent
-//!   and the bundle cannot be told apart in one.
-//! - A Service `bottle-sidecars-<slug>` in front of the bundle, one port per daemon port.
+//! The stream holds, in apply order:
+//!
+//! - ConfigMaps and Secrets for the files mounted from the state dir and the host (below);
+//! - a Service `bottle-sidecars-<slug>` in front of the bundle, one port per daemon port;
 //! - NetworkPolicies: the agent may reach the bundle's ports and nothing else (no DNS either:
 //!   the cluster's resolver forwards any name it is asked, which is a way out); the bundle
 //!   takes connections from the agent only and may go out to the internet (not to the
-//!   cluster's own ranges or the cloud metadata address).
-//! - The agent reaches the bundle without DNS: Kubernetes expands `$(VAR)` in env values with
-//!   the service env vars of Services that exist when the pod starts (the Service is applied
-//!   first), so daemon URLs become `$(BOTTLE_SIDECARS_<SLUG>_SERVICE_HOST)`; the MCP config uses
-//!   `${…}`, which Claude Code expands. Staged files that name a daemon (git-gate's gitconfig,
-//!   `git://git-gate/…`) need `plugins.kubernetes.bundle_service_ip`: the Service then gets
-//!   that cluster IP and the agent pod `hostAliases` for every daemon name.
-//! - Files from the state dir become ConfigMaps (Secrets for CA material and keys) rendered
-//!   with empty `data` and the annotation [`SOURCE_ANNOTATION`] (`state:<path>` or
-//!   `host:<path>`): a plugin never reads files; the host fills them when it hands the
-//!   manifests over. Credentials are never rendered or filled: pods read them from the Secret
-//!   `bottle-<slug>-credentials` by key, which the user creates.
-//! - Writable mounts (supervise's queue, a `cwd: mount` project dir) and named volumes become
-//!   `emptyDir`: the cluster cannot see the host's dirs.
-//! - No service account token in either pod: the agent must never hold cluster credentials.
+//!   cluster's own ranges or the cloud metadata address);
+//! - two Pods, `bottle-sidecars-<slug>` (the bundle) and `bottle-agent-<slug>`: a
+//!   NetworkPolicy selects pods, and the containers of one pod share its network, so the agent
+//!   and the bundle cannot be told apart in one. Neither pod gets a service account token: the
+//!   agent must never hold cluster credentials.
+//!
+//! Every object carries the labels of [`labels_for`], so `io.bottle.slug=<slug>` selects all of
+//! one bottle's.
+//!
+//! # Reaching the bundle without DNS
+//!
+//! Kubernetes expands `$(VAR)` in env values with the service env vars of the Services that
+//! exist when a pod starts (the Service is applied before the pods), so a daemon URL in the
+//! agent's env becomes `http://$(BOTTLE_SIDECARS_<SLUG>_SERVICE_HOST):<port>`, and `NO_PROXY`
+//! gains that address, as it names the daemons the agent reaches without the proxy. The MCP
+//! config uses `${…}`, which Claude Code expands. Every other `$` in an env value is escaped
+//! (`$$`), so values mean on Kubernetes what they mean on Docker.
+//!
+//! Files other plugins staged that name a daemon (git-gate's gitconfig, `git://git-gate/…`)
+//! cannot be rewritten (a backend sees mounts, not contents): they need
+//! `plugins.kubernetes.bundle_service_ip`, a free address of the cluster's service range. The
+//! Service then gets that cluster IP, the agent pod `hostAliases` for every daemon name and
+//! alias, and URLs keep their names.
+//!
+//! # Files: the annotation contract with the host
+//!
+//! A plugin never reads files, so every read-only mount from the state dir or the host becomes
+//! a ConfigMap (a Secret for CA material, keys and every host file) rendered with `data: {}`
+//! and the annotation [`SOURCE_ANNOTATION`]: `state:<path in the state dir>` or
+//! `host:<absolute path>`. Before it hands the manifests over, the host fills `data` from that
+//! path: a file gives one key, its file name; a dir one key per regular file in it. Object
+//! names are [`object_name`]s; the host finds objects by the annotation, never by name.
+//! [`is_file_source`] decides whether a source is mounted as one file (`subPath`) or as a dir.
+//!
+//! Writable mounts (supervise's queue, a `cwd: mount` project dir) and named volumes become
+//! `emptyDir`: the cluster cannot see the host's dirs, so what the agent writes stays in the
+//! pod.
+//!
+//! # Credentials
+//!
+//! Never rendered: the pods read them by key from the Secret `bottle-<slug>-credentials`
+//! (`secretKeyRef`), which the user creates (the host prints the command).
 
 use bottle_plugin_compose::*;
 use bottle_plugin_sdk::prelude::*;
@@ -32,11 +59,22 @@ use std::collections::BTreeMap;
 
 /// The manifests' path in the state dir.
 pub const MANIFEST: &str = "kubernetes/bottle.yaml";
-/// Where a ConfigMap's or Secret's data comes from (filled by the host).
+/// Where a ConfigMap's or Secret's data comes from (filled by the host; see the module doc).
 pub const SOURCE_ANNOTATION: &str = "io.bottle.source";
 /// The bundle image `bottle images build` makes.
 pub const DEFAULT_BUNDLE_IMAGE: &str = "bottle-sidecars:latest";
-/// What bottle-init needs to install files for and switch to each daemon's user.
+/// The longest slug whose Service name (`bottle-sidecars-<slug>`, a DNS-1035 label) and label
+/// values (63 characters) Kubernetes accepts.
+pub const MAX_SLUG: usize = 63 - "bottle-sidecars-".len();
+/// Mode of the files of a Secret mounted into the agent: the agent image may run as any user,
+/// and the agent is meant to read what it is given (its CA trust file, say).
+const AGENT_SECRET_MODE: u32 = 0o444;
+/// Mode of the files of a Secret mounted into the bundle: bottle-init (root) copies them for
+/// each daemon's own user, so no one else needs to read them.
+const BUNDLE_SECRET_MODE: u32 = 0o400;
+/// The capabilities bottle-init needs to install files for each daemon's user (chown, chmod,
+/// read what root's DAC would refuse), switch to that user (setuid, setgid, setgroups) and
+/// signal daemons running as other users. Docker's default set holds them; Kubernetes' may not.
 const BUNDLE_CAPS: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -54,7 +92,10 @@ const NOT_OUT_V4: &[&str] = &[
     "100.64.0.0/10",
     "169.254.0.0/16",
 ];
+/// The IPv6 ranges the bundle may not reach: unique-local and link-local.
 const NOT_OUT_V6: &[&str] = &["fc00::/7", "fe80::/10"];
+/// The state dir's CA dir (`bottle_contract::layout::CA_DIR`, which the SDKs do not export).
+const CA_DIR: &str = "ca";
 
 /// `plugins.kubernetes` in the manifest.
 #[derive(Debug, Default, Deserialize)]
@@ -62,12 +103,13 @@ const NOT_OUT_V6: &[&str] = &["fc00::/7", "fe80::/10"];
 pub struct Settings {
     /// The sidecar bundle image (default `bottle-sidecars:latest`).
     pub bundle_image: Option<String>,
-    /// A free cluster IP for the bundle's Service; with it, daemon names resolve in the agent
-    /// pod through `hostAliases` (staged files naming daemons work).
+    /// A free cluster IP (IPv4) for the bundle's Service; with it, daemon names resolve in the
+    /// agent pod through `hostAliases`, so staged files naming daemons (the gitconfig) work.
     pub bundle_service_ip: Option<String>,
 }
 
 impl Settings {
+    /// [`Settings::bundle_service_ip`], checked: an IPv4 address or nothing.
     fn service_ip(&self) -> Result<Option<String>, PluginError> {
         match &self.bundle_service_ip {
             None => Ok(None),
@@ -83,7 +125,8 @@ impl Settings {
     }
 }
 
-/// The env var Kubernetes sets to the bundle Service's cluster IP.
+/// The env var Kubernetes sets, in pods started after the Service, to the bundle Service's
+/// cluster IP: `BOTTLE_SIDECARS_<SLUG>_SERVICE_HOST`.
 pub fn service_host_var(slug: &str) -> String {
     format!(
         "{}_SERVICE_HOST",
@@ -93,39 +136,128 @@ pub fn service_host_var(slug: &str) -> String {
     )
 }
 
-/// Whether a state or host path is mounted as one file (projected with `subPath`) rather than
-/// a dir: its last segment has a `.` (`mcp.json`, `key.pem`, `id_ed25519` does not, so host
-/// key files are listed) or is a file bottle stages without one.
-pub fn is_file_source(path: &str) -> bool {
-    let last = path
-        .trim_end_matches('/')
+/// The last segment of a path (`ca/agent-trust.pem` → `agent-trust.pem`).
+fn basename(path: &str) -> &str {
+    path.trim_end_matches('/')
         .rsplit('/')
         .next()
-        .unwrap_or_default();
-    last.contains('.') || ["gitconfig", "id_ed25519", "id_rsa", "id_ecdsa"].contains(&last)
+        .unwrap_or_default()
 }
 
-/// Whether a state path holds key material (a Secret rather than a ConfigMap).
-fn is_secret_state(path: &str) -> bool {
-    path.starts_with("ca/") || path.contains("key")
+/// Whether a state or host path is mounted as one file rather than as a dir.
+///
+/// A plugin cannot stat a path, so this goes by the name alone. The volume always projects
+/// every key the host fills (one per regular file; a file source gives one key named after
+/// its basename), and a file source is mounted with `subPath: <basename>`, a dir source whole
+/// at the target. A path is a file when its last segment has a `.` (`mcp.json`, `key.pem`)
+/// or is a file bottle stages without one (`gitconfig`, `known_hosts`), or looks like an SSH
+/// key (`id_ed25519`, `id_rsa`, `deploy_key`, `deploy-key`: what git-gate mounts from the
+/// host). Everything else (`egress`, `git-gate`, `supervise/queue`) is a dir. A dir named like
+/// a file would be mounted as an empty dir at its target, a file named like a dir as a dir
+/// holding it: name staged files by these rules.
+pub fn is_file_source(path: &str) -> bool {
+    let last = basename(path);
+    last.contains('.')
+        || ["gitconfig", "daemons.json", "known_hosts"].contains(&last)
+        || last.starts_with("id_")
+        || last.ends_with("_key")
+        || last.ends_with("-key")
 }
 
-/// A DNS-1123 subdomain from `s`: lowercase alnum and `-`, at most 253 characters.
-fn dns_name(s: &str) -> String {
-    let mut out: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    while out.contains("--") {
-        out = out.replace("--", "-");
+/// Whether a read-only source is key material or might be: a Secret rather than a ConfigMap.
+/// Conservative: every host file (bottle mounts the user's SSH keys from there), all of `ca/`
+/// (CA certs travel with their keys), and any state path that mentions a key.
+fn is_secret_source(source: &Source) -> bool {
+    match source {
+        Source::Host(_) => true,
+        Source::State(p) => p.starts_with(&format!("{CA_DIR}/")) || p.contains("key"),
     }
-    out.trim_matches('-').chars().take(253).collect()
 }
 
-/// The volumes of one pod: one per distinct source, and the objects that carry them.
-#[derive(Default)]
+/// `s` in the characters of a DNS-1123 name: lowercase alnum and single `-`s, no `-` at either
+/// end.
+fn dns_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_owned()
+}
+
+/// FNV-1a, 32 bits: tiny, and stable across builds and platforms (unlike std's hasher).
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A read-only file source the host fills an object from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// A path in the state dir.
+    State(String),
+    /// An absolute host path.
+    Host(String),
+}
+
+impl Source {
+    /// The annotation value: `state:<path>` or `host:<path>`.
+    fn annotation(&self) -> String {
+        match self {
+            Source::State(p) => format!("state:{p}"),
+            Source::Host(p) => format!("host:{p}"),
+        }
+    }
+
+    fn path(&self) -> &str {
+        match self {
+            Source::State(p) | Source::Host(p) => p,
+        }
+    }
+}
+
+/// The name of the ConfigMap or Secret filled from `source`:
+/// `bottle-<slug>-<readable part>-<8 hex digits>`.
+///
+/// The readable part is the state path, or `host-<file name>` for a host path (the rest of it
+/// is the user's machine, not the bottle's), in DNS-1123 characters. That mapping loses
+/// information (`a/b`, `a-b` and `a.b` read alike; two SSH keys are both `id_ed25519`), so the
+/// suffix, a hash of the whole annotation, makes the name unique; it is a function of the
+/// source alone, so the same bottle always renders the same names. At most 253 characters (a
+/// DNS-1123 subdomain).
+pub fn object_name(slug: &str, source: &str) -> String {
+    let readable = match source.split_once(':') {
+        Some(("host", p)) => format!("host-{}", dns_name(basename(p))),
+        Some((_, p)) => dns_name(p),
+        None => dns_name(source),
+    };
+    let prefix = format!("bottle-{slug}-");
+    let suffix = format!("-{:08x}", fnv1a(source));
+    let room = 253usize.saturating_sub(prefix.len() + suffix.len());
+    let readable: String = readable.chars().take(room).collect();
+    let readable = readable.trim_end_matches('-');
+    if readable.is_empty() {
+        format!("bottle-{slug}{suffix}")
+    } else {
+        format!("{prefix}{readable}{suffix}")
+    }
+}
+
+/// An env value as Kubernetes reads it back: `$` doubled, since it expands `$(VAR)` and turns
+/// `$$` into `$` in every env value.
+fn literal(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+/// The volumes of one pod, one per distinct source, and the ConfigMaps and Secrets that carry
+/// them.
 struct Volumes {
+    /// The mode of the files of the pod's Secret volumes.
+    secret_mode: u32,
     /// Source key → volume name.
     by_source: BTreeMap<String, String>,
     volumes: Vec<Value>,
@@ -134,35 +266,37 @@ struct Volumes {
 }
 
 impl Volumes {
+    fn new(secret_mode: u32) -> Self {
+        Volumes {
+            secret_mode,
+            by_source: BTreeMap::new(),
+            volumes: Vec::new(),
+            objects: Vec::new(),
+        }
+    }
+
     /// The volume for `m` (made on first use) and how it is mounted at `target`.
     fn mount(&mut self, stack: &Stack, m: &Mount, target: &str) -> Value {
-        let (key, file) = match &m.source {
-            MountSource::State(p) if m.read_only => (format!("state:{p}"), is_file_source(p)),
-            MountSource::Host(p) if m.read_only => (format!("host:{p}"), is_file_source(p)),
-            MountSource::State(p) => (format!("empty:state:{p}"), false),
-            MountSource::Host(p) => (format!("empty:host:{p}"), false),
-            MountSource::Volume(v) => (format!("empty:volume:{v}"), false),
+        let source = match &m.source {
+            MountSource::State(p) if m.read_only => Some(Source::State(p.clone())),
+            MountSource::Host(p) if m.read_only => Some(Source::Host(p.clone())),
+            // Writable: the cluster cannot share the host's dir, so the pod gets its own.
+            MountSource::State(_) | MountSource::Host(_) | MountSource::Volume(_) => None,
+        };
+        let key = match (&source, &m.source) {
+            (Some(s), _) => s.annotation(),
+            (None, MountSource::State(p)) => format!("empty:state:{p}"),
+            (None, MountSource::Host(p)) => format!("empty:host:{p}"),
+            (None, MountSource::Volume(v)) => format!("empty:volume:{v}"),
         };
         let next = format!("v{}", self.by_source.len());
         let name = self.by_source.entry(key.clone()).or_insert(next).clone();
         if !self.volumes.iter().any(|v| v["name"] == name.as_str()) {
-            let volume = match key.strip_prefix("empty:") {
-                Some(_) => json!({"name": name, "emptyDir": {}}),
-                None => {
-                    let (kind, path) = key.split_once(':').expect("keys have a kind");
-                    let secret = kind == "host" || is_secret_state(path);
-                    // A host path names the object by its file name: the rest of the path is
-                    // the user's machine, not the bottle's.
-                    let object = if kind == "host" {
-                        let base = path
-                            .trim_end_matches('/')
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or_default();
-                        format!("bottle-{}-host-{}", stack.slug, dns_name(base))
-                    } else {
-                        format!("bottle-{}-{}", stack.slug, dns_name(path))
-                    };
+            let volume = match &source {
+                None => json!({"name": name, "emptyDir": {}}),
+                Some(source) => {
+                    let secret = is_secret_source(source);
+                    let object = object_name(&stack.slug, &key);
                     let mut labels = labels_for(stack, if secret { "secret" } else { "config" });
                     labels.insert(labels::PLUGIN.into(), "kubernetes".into());
                     self.objects.push(json!({
@@ -176,7 +310,7 @@ impl Volumes {
                         "data": {},
                     }));
                     if secret {
-                        json!({"name": name, "secret": {"secretName": object, "defaultMode": 0o400}})
+                        json!({"name": name, "secret": {"secretName": object, "defaultMode": self.secret_mode}})
                     } else {
                         json!({"name": name, "configMap": {"name": object}})
                     }
@@ -185,23 +319,15 @@ impl Volumes {
             self.volumes.push(volume);
         }
         let mut mount = json!({"name": name, "mountPath": target, "readOnly": m.read_only});
-        if file {
-            let path = match &m.source {
-                MountSource::State(p) | MountSource::Host(p) => p.as_str(),
-                MountSource::Volume(v) => v.as_str(),
-            };
-            let base = path
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or_default();
-            mount["subPath"] = json!(base);
+        if let Some(source) = source.filter(|s| is_file_source(s.path())) {
+            mount["subPath"] = json!(basename(source.path()));
         }
         mount
     }
 }
 
-/// A container env list: plain values, then credentials by Secret key.
+/// A container env list: values as given (already [`literal`] or meant to expand), then
+/// credentials by Secret key.
 fn env_list(slug: &str, env: &[KeyValue], credentials: &[String]) -> Vec<Value> {
     let mut out: Vec<Value> = env
         .iter()
@@ -214,26 +340,31 @@ fn env_list(slug: &str, env: &[KeyValue], credentials: &[String]) -> Vec<Value> 
     out
 }
 
-/// Every daemon name and alias with its ports.
-fn addresses(stack: &Stack) -> Vec<(String, u16)> {
-    stack
-        .bundle
-        .iter()
-        .flat_map(|o| {
-            std::iter::once(&o.daemon.name)
-                .chain(&o.daemon.aliases)
-                .flat_map(move |n| o.daemon.ports.iter().map(move |p| (n.clone(), *p)))
-        })
-        .collect()
+/// Every daemon name and alias, first mention first.
+fn daemon_names(stack: &Stack) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for o in &stack.bundle {
+        for n in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
 }
 
-/// `value` with `://<daemon>:<port>` pointed at the bundle Service through `host`.
+/// `value` with every `://<daemon or alias>:<its port>` pointed at the bundle Service through
+/// `host`.
 fn rewrite(value: &str, stack: &Stack, host: &str) -> String {
-    addresses(stack)
-        .iter()
-        .fold(value.to_owned(), |v, (name, port)| {
-            v.replace(&format!("://{name}:{port}"), &format!("://{host}:{port}"))
-        })
+    let mut out = value.to_owned();
+    for o in &stack.bundle {
+        for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
+            for port in &o.daemon.ports {
+                out = out.replace(&format!("://{name}:{port}"), &format!("://{host}:{port}"));
+            }
+        }
+    }
+    out
 }
 
 /// The bundle's ports, sorted.
@@ -248,76 +379,117 @@ fn bundle_ports(stack: &Stack) -> Vec<u16> {
     ports
 }
 
+/// The labels that select one of the bottle's pods.
 fn selector(stack: &Stack, role: &str) -> Value {
     json!({labels::SLUG: stack.slug, labels::ROLE: role})
 }
 
-/// The objects of `stack`, in apply order.
-pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginError> {
-    let service_ip = settings.service_ip()?;
-    let slug = &stack.slug;
-    let bundle_name = bundle_container(slug);
-    let ports = bundle_ports(stack);
-    let host_var = service_host_var(slug);
-
-    // The agent.
-    let mut agent_volumes = Volumes::default();
-    let mut agent_env = stack.agent.env.clone();
-    if service_ip.is_none() {
-        for kv in &mut agent_env {
-            kv.value = rewrite(&kv.value, stack, &format!("$({host_var})"));
-        }
+/// Refuse a slug Kubernetes would refuse in a name or label value (`--slug` allows longer).
+fn check_slug(slug: &str) -> Result<(), PluginError> {
+    if slug.len() > MAX_SLUG || !slug.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(PluginError::Unsupported(format!(
+            "slug `{slug}` cannot name Kubernetes objects (at most {MAX_SLUG} characters, ending in a letter or digit); give a shorter --slug"
+        )));
     }
-    let mut agent_mounts: Vec<Value> = stack
+    Ok(())
+}
+
+/// The agent's env as Kubernetes reads it: literal values, daemon URLs through the bundle
+/// Service's address (unless names resolve, with a service IP), and the MCP config's path.
+fn agent_env(stack: &Stack, service_ip: Option<&str>) -> Vec<KeyValue> {
+    let host = format!("$({})", service_host_var(&stack.slug));
+    let mut env: Vec<KeyValue> = stack
+        .agent
+        .env
+        .iter()
+        .map(|kv| {
+            let mut value = literal(&kv.value);
+            if service_ip.is_none() && !stack.bundle.is_empty() {
+                value = rewrite(&value, stack, &host);
+                // The daemons reached by name without the proxy are reached by address now.
+                if kv.key.eq_ignore_ascii_case("no_proxy") {
+                    value = if value.is_empty() {
+                        host.clone()
+                    } else {
+                        format!("{value},{host}")
+                    };
+                }
+            }
+            KeyValue {
+                key: kv.key.clone(),
+                value,
+            }
+        })
+        .collect();
+    if !stack.agent.mcp_servers.is_empty() {
+        env.push(KeyValue {
+            key: MCP_CONFIG_ENV.into(),
+            value: literal(MCP_CONFIG_IN_AGENT),
+        });
+    }
+    env
+}
+
+/// The agent's pod.
+fn agent_pod(stack: &Stack, service_ip: Option<&str>, volumes: &mut Volumes) -> Value {
+    let mut mounts: Vec<Value> = stack
         .agent
         .mounts
         .iter()
-        .map(|m| agent_volumes.mount(stack, m, &m.target))
+        .map(|m| volumes.mount(stack, m, &m.target))
         .collect();
     if !stack.agent.mcp_servers.is_empty() {
-        agent_env.push(KeyValue {
-            key: MCP_CONFIG_ENV.into(),
-            value: MCP_CONFIG_IN_AGENT.into(),
-        });
+        // As on Docker: the config from the state dir, read-only, where the env says.
         let mcp = Mount {
             source: MountSource::State(MCP_CONFIG_STATE_PATH.into()),
             target: MCP_CONFIG_IN_AGENT.into(),
             read_only: true,
         };
-        agent_mounts.push(agent_volumes.mount(stack, &mcp, MCP_CONFIG_IN_AGENT));
+        mounts.push(volumes.mount(stack, &mcp, MCP_CONFIG_IN_AGENT));
     }
-    let mut agent_spec = json!({
+    let mut spec = json!({
+        // The agent must never hold a cluster API token.
         "automountServiceAccountToken": false,
+        // The service env vars its daemon URLs expand from.
         "enableServiceLinks": true,
         "restartPolicy": "Never",
         "containers": [{
             "name": "agent",
             "image": stack.agent.image,
+            // The agent idles; bottle execs its command, as on Docker.
             "command": ["sleep", "infinity"],
             "workingDir": stack.agent.workdir,
-            "env": env_list(slug, &agent_env, &stack.agent.secret_env),
-            "volumeMounts": agent_mounts,
+            "env": env_list(&stack.slug, &agent_env(stack, service_ip), &stack.agent.secret_env),
+            "volumeMounts": mounts,
             "securityContext": {
                 "allowPrivilegeEscalation": false,
                 "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
         }],
-        "volumes": agent_volumes.volumes,
+        "volumes": volumes.volumes,
     });
-    if let Some(ip) = &service_ip {
-        let names: Vec<String> = addresses(stack).into_iter().map(|(n, _)| n).collect();
-        let mut names = names;
-        names.dedup();
-        agent_spec["hostAliases"] = json!([{"ip": ip, "hostnames": names}]);
+    let names = daemon_names(stack);
+    if let Some(ip) = service_ip.filter(|_| !names.is_empty()) {
+        spec["hostAliases"] = json!([{"ip": ip, "hostnames": names}]);
     }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": format!("bottle-agent-{}", stack.slug), "labels": labels_for(stack, "agent")},
+        "spec": spec,
+    })
+}
 
-    // The bundle.
-    let mut bundle_volumes = Volumes::default();
-    let mut bundle_env = Vec::new();
-    let mut bundle_mounts = Vec::new();
+/// The bundle's pod: what [`bundle_service`] is on Docker.
+fn bundle_pod(stack: &Stack, settings: &Settings, volumes: &mut Volumes) -> Value {
+    let mut env = Vec::new();
+    let mut mounts = Vec::new();
     for o in &stack.bundle {
-        bundle_env.extend(o.daemon.env.iter().cloned());
+        env.extend(o.daemon.env.iter().map(|kv| KeyValue {
+            key: kv.key.clone(),
+            value: literal(&kv.value),
+        }));
         for (i, m) in o.daemon.mounts.iter().enumerate() {
             // Read-only mounts go where bottle-init installs them from, as on Docker.
             let target = if m.read_only {
@@ -325,7 +497,7 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             } else {
                 m.target.clone()
             };
-            bundle_mounts.push(bundle_volumes.mount(stack, m, &target));
+            mounts.push(volumes.mount(stack, m, &target));
         }
     }
     let daemons = Mount {
@@ -333,21 +505,26 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         target: DAEMONS_IN_BUNDLE.into(),
         read_only: true,
     };
-    bundle_mounts.push(bundle_volumes.mount(stack, &daemons, DAEMONS_IN_BUNDLE));
-    // No hop token here: the NetworkPolicy lets only the agent reach the bundle.
-    let bundle_secrets: Vec<String> = stack
+    mounts.push(volumes.mount(stack, &daemons, DAEMONS_IN_BUNDLE));
+    // No hop token: the NetworkPolicy lets only the agent reach the bundle, and egress without
+    // one serves every request, as on Docker.
+    let credentials: Vec<String> = stack
         .bundle_secrets
         .iter()
         .filter(|s| s.from_host_env != HOP_TOKEN_HOST_ENV)
         .map(|s| s.name.clone())
         .collect();
-    let mut bundle_container_spec = json!({
+    let ports: Vec<Value> = bundle_ports(stack)
+        .iter()
+        .map(|p| json!({"containerPort": p, "protocol": "TCP"}))
+        .collect();
+    let mut container = json!({
         "name": "sidecars",
-        "image": settings.bundle_image.clone().unwrap_or_else(|| DEFAULT_BUNDLE_IMAGE.into()),
+        "image": settings.bundle_image.as_deref().unwrap_or(DEFAULT_BUNDLE_IMAGE),
         "command": [BUNDLE_INIT, DAEMONS_IN_BUNDLE],
-        "env": env_list(slug, &bundle_env, &bundle_secrets),
-        "ports": ports.iter().map(|p| json!({"containerPort": p, "protocol": "TCP"})).collect::<Vec<_>>(),
-        "volumeMounts": bundle_mounts,
+        "env": env_list(&stack.slug, &env, &credentials),
+        "ports": ports,
+        "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "capabilities": {"drop": ["ALL"], "add": BUNDLE_CAPS},
@@ -355,31 +532,48 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         },
     });
     if stack.bundle.iter().any(|o| o.daemon.ready_check.is_some()) {
-        bundle_container_spec["readinessProbe"] = json!({
+        // Docker's health check, as a probe: every second, for up to a minute.
+        container["readinessProbe"] = json!({
             "exec": {"command": [BUNDLE_INIT, "ready", DAEMONS_IN_BUNDLE]},
             "periodSeconds": 1,
             "timeoutSeconds": 5,
             "failureThreshold": 60,
         });
     }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": bundle_container(&stack.slug), "labels": labels_for(stack, "sidecars")},
+        "spec": {
+            // The daemons need no cluster API either.
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "restartPolicy": "Always",
+            "containers": [container],
+            "volumes": volumes.volumes,
+        },
+    })
+}
 
+/// The objects of `stack`, in apply order: ConfigMaps and Secrets, the Service, the
+/// NetworkPolicies, the bundle's pod, the agent's pod.
+pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginError> {
+    check_slug(&stack.slug)?;
+    let service_ip = settings.service_ip()?;
+    let slug = &stack.slug;
+    let bundle_name = bundle_container(slug);
+    let ports = bundle_ports(stack);
     let meta = |name: &str, role: &str| json!({"name": name, "labels": labels_for(stack, role)});
-    let service_ports: Vec<Value> = ports
-        .iter()
-        .map(|p| json!({"name": format!("p-{p}"), "port": p, "targetPort": p, "protocol": "TCP"}))
-        .collect();
-    let mut service_spec = json!({
-        "type": "ClusterIP",
-        "selector": selector(stack, "sidecars"),
-        "ports": service_ports,
-    });
-    if let Some(ip) = &service_ip {
-        service_spec["clusterIP"] = json!(ip);
-    }
     let tcp_ports: Vec<Value> = ports
         .iter()
         .map(|p| json!({"protocol": "TCP", "port": p}))
         .collect();
+
+    let mut agent_volumes = Volumes::new(AGENT_SECRET_MODE);
+    let agent = agent_pod(stack, service_ip.as_deref(), &mut agent_volumes);
+    let mut bundle_volumes = Volumes::new(BUNDLE_SECRET_MODE);
+    let bundle =
+        (!stack.bundle.is_empty()).then(|| bundle_pod(stack, settings, &mut bundle_volumes));
 
     let mut out: Vec<Value> = Vec::new();
     for o in agent_volumes
@@ -392,7 +586,9 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             .find(|x| x["metadata"]["name"] == o["metadata"]["name"])
         {
             None => out.push(o),
+            // One file mounted into both pods, or twice: one object.
             Some(x) if x["metadata"]["annotations"] == o["metadata"]["annotations"] => {}
+            // Two sources, one name: a hash collision, which no real bottle should meet.
             Some(x) => {
                 return Err(PluginError::Unsupported(format!(
                     "{} and {} would both be object {}: give one of the files another name",
@@ -403,12 +599,38 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             }
         }
     }
-    out.push(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta(&bundle_name, "sidecars"),
-        "spec": service_spec,
-    }));
+    if !ports.is_empty() {
+        // Port names must be IANA service names (at most 15 characters, lowercase alnum and
+        // `-`): `p-<port>` is at most 7 and unique per port, where a daemon's name might not
+        // fit, and one daemon may listen on several ports.
+        let service_ports: Vec<Value> = ports
+            .iter()
+            .map(|p| json!({"name": format!("p-{p}"), "port": p, "targetPort": p, "protocol": "TCP"}))
+            .collect();
+        let mut spec = json!({
+            "type": "ClusterIP",
+            "selector": selector(stack, "sidecars"),
+            "ports": service_ports,
+        });
+        if let Some(ip) = &service_ip {
+            spec["clusterIP"] = json!(ip);
+        }
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(&bundle_name, "sidecars"),
+            "spec": spec,
+        }));
+    }
+    // An egress rule with no ports would allow every port: with none to reach, no rule.
+    let agent_egress = if ports.is_empty() {
+        json!([])
+    } else {
+        json!([{
+            "to": [{"podSelector": {"matchLabels": selector(stack, "sidecars")}}],
+            "ports": tcp_ports,
+        }])
+    };
     out.push(json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -416,51 +638,42 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         "spec": {
             "podSelector": {"matchLabels": selector(stack, "agent")},
             "policyTypes": ["Ingress", "Egress"],
+            // Nothing may connect to the agent.
             "ingress": [],
-            "egress": [{
-                "to": [{"podSelector": {"matchLabels": selector(stack, "sidecars")}}],
-                "ports": tcp_ports,
-            }],
+            // The bundle's ports and nothing else: no DNS (see the module doc).
+            "egress": agent_egress,
         },
     }));
-    out.push(json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta(&bundle_name, "sidecars"),
-        "spec": {
-            "podSelector": {"matchLabels": selector(stack, "sidecars")},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{
+    if let Some(bundle) = bundle {
+        let ingress = if ports.is_empty() {
+            json!([])
+        } else {
+            json!([{
                 "from": [{"podSelector": {"matchLabels": selector(stack, "agent")}}],
                 "ports": tcp_ports,
-            }],
-            "egress": [
-                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"to": [
-                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": NOT_OUT_V4}},
-                    {"ipBlock": {"cidr": "::/0", "except": NOT_OUT_V6}},
-                ]},
-            ],
-        },
-    }));
-    out.push(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta(&bundle_name, "sidecars"),
-        "spec": {
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "restartPolicy": "Always",
-            "containers": [bundle_container_spec],
-            "volumes": bundle_volumes.volumes,
-        },
-    }));
-    out.push(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta(&format!("bottle-agent-{slug}"), "agent"),
-        "spec": agent_spec,
-    }));
+            }])
+        };
+        out.push(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(&bundle_name, "sidecars"),
+            "spec": {
+                "podSelector": {"matchLabels": selector(stack, "sidecars")},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": ingress,
+                "egress": [
+                    // The bundle resolves the names it proxies to.
+                    {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                    {"to": [
+                        {"ipBlock": {"cidr": "0.0.0.0/0", "except": NOT_OUT_V4}},
+                        {"ipBlock": {"cidr": "::/0", "except": NOT_OUT_V6}},
+                    ]},
+                ],
+            },
+        }));
+        out.push(bundle);
+    }
+    out.push(agent);
     Ok(out)
 }
 
@@ -476,6 +689,19 @@ fn agent_mcp_config(stack: &Stack, settings: &Settings) -> Result<Option<Documen
         m.url = rewrite(&m.url, stack, &host);
     }
     Ok(mcp_config(&s))
+}
+
+/// `objects` as one multi-document YAML stream.
+pub fn to_stream(objects: &[Value]) -> Result<String, PluginError> {
+    let mut yaml = String::new();
+    for o in objects {
+        yaml.push_str("---\n");
+        yaml.push_str(
+            &serde_yaml::to_string(o)
+                .map_err(|e| PluginError::Internal(format!("rendering Kubernetes YAML: {e}")))?,
+        );
+    }
+    Ok(yaml)
 }
 
 /// The plugin.
@@ -506,16 +732,9 @@ impl Backend for Kubernetes {
                 names.join(", ")
             )));
         }
-        let mut yaml = String::new();
-        for o in objects(stack, settings)? {
-            yaml.push_str("---\n");
-            yaml.push_str(
-                &serde_yaml::to_string(&o).map_err(|e| PluginError::Internal(e.to_string()))?,
-            );
-        }
         let mut documents = vec![Document {
             path: MANIFEST.into(),
-            contents: yaml,
+            contents: to_stream(&objects(stack, settings)?)?,
             mode: 0o600,
         }];
         documents.extend(agent_mcp_config(stack, settings)?);
