@@ -71,6 +71,18 @@ pub struct Prepared {
 pub const PIPELOCK_PLUGIN: &str = "pipelock";
 
 impl Prepared {
+    /// Mint the CAs every sidecar asked for into the state dir (a real run; a dry run mints
+    /// none).
+    pub fn mint_keys(&self) -> Result<(), crate::keys::KeyError> {
+        let requests: Vec<_> = self
+            .plan
+            .sidecars
+            .iter()
+            .flat_map(|s| s.plan.cas.iter().cloned())
+            .collect();
+        crate::keys::mint_all(&self.state_dir, &requests, &self.plan.cas)
+    }
+
     /// Which firewall this bottle has, in words (the plan summary and the start line).
     pub fn firewall(&self) -> String {
         let has = |n: &str| self.plan.sidecars.iter().any(|s| s.plugin == n);

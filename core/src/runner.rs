@@ -3,7 +3,7 @@
 //! are kept.
 
 use crate::docker::{self, DockerError, attach, down, images, inventory, project, up};
-use crate::keys::{self, KeyError};
+use crate::keys::KeyError;
 use crate::prepare::Prepared;
 use crate::verify;
 use bollard::Docker;
@@ -366,13 +366,7 @@ async fn run_native(
         )));
     }
     let mut stop = std::pin::pin!(interrupted());
-    let requests: Vec<_> = p
-        .plan
-        .sidecars
-        .iter()
-        .flat_map(|s| s.plan.cas.iter().cloned())
-        .collect();
-    keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    p.mint_keys()?;
     // The bundle's ports are published beyond the bottle: only the agent's side holds this.
     let hop_token = &mint_hop_token()?;
     let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
@@ -493,13 +487,7 @@ async fn run_bottle(
     project_name: &str,
 ) -> Result<(i64, Option<verify::Report>), LaunchError> {
     let mut stop = std::pin::pin!(interrupted());
-    let requests: Vec<_> = p
-        .plan
-        .sidecars
-        .iter()
-        .flat_map(|s| s.plan.cas.iter().cloned())
-        .collect();
-    keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    p.mint_keys()?;
     let compose_path = p.state_dir.join("compose.yaml");
     let file = project::read(&compose_path).map_err(DockerError::from)?;
     tokio::select! {

@@ -219,13 +219,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
 
 /// A backend with no live engine (Kubernetes): complete the manifests, say how to apply them.
 fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
-    let requests: Vec<_> = p
-        .plan
-        .sidecars
-        .iter()
-        .flat_map(|s| s.plan.cas.iter().cloned())
-        .collect();
-    bottle::keys::mint_all(&p.state_dir, &requests, &p.plan.cas)?;
+    p.mint_keys()?;
     let stack = &p.plan.stack;
     let credentials: Vec<_> = stack
         .agent
