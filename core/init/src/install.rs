@@ -84,32 +84,92 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copy `from` (a file, or a dir with its files and dirs; links are not followed) to `to`.
+/// Copy `from` (a file, or a dir with its files and dirs) to `to`.
+///
+/// Inside a dir, a link is followed only when it resolves inside that dir: a Kubernetes
+/// ConfigMap or Secret volume holds `key -> ..data/key`, `..data -> ..<timestamp>/`. Entries
+/// named `..*` (that volume's bookkeeping) are skipped, so the copy holds the keys alone.
 fn copy(from: &Path, to: &Path, uid: Option<u32>) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.is_dir() {
-        std::fs::DirBuilder::new().mode(0o700).create(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy(&entry.path(), &to.join(entry.file_name()), uid)?;
-        }
-        own(to, uid, 0o500)
+        let root = std::fs::canonicalize(from)?;
+        copy_dir(&root, &root, to, uid, 0)
     } else if meta.is_file() {
-        let mut src = std::fs::File::open(from)?;
-        let mut dst = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)?;
-        std::io::copy(&mut src, &mut dst)?;
-        dst.sync_all()?;
-        own(to, uid, 0o400)
+        copy_file(from, to, uid)
     } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is neither a file nor a dir", from.display()),
-        ))
+        Err(invalid(format!(
+            "{} is neither a file nor a dir",
+            from.display()
+        )))
     }
+}
+
+/// Dirs nested deeper than this are refused (a link back up would recurse for ever).
+const MAX_DEPTH: usize = 32;
+
+fn copy_dir(
+    root: &Path,
+    dir: &Path,
+    to: &Path,
+    uid: Option<u32>,
+    depth: usize,
+) -> std::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(format!(
+            "{} nests dirs deeper than {MAX_DEPTH}",
+            root.display()
+        )));
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b"..") {
+            continue;
+        }
+        let mut path = entry.path();
+        let mut meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            let real = std::fs::canonicalize(&path)?;
+            if !real.starts_with(root) {
+                return Err(invalid(format!(
+                    "{} links outside {}",
+                    path.display(),
+                    root.display()
+                )));
+            }
+            meta = std::fs::metadata(&real)?;
+            path = real;
+        }
+        let dest = to.join(&name);
+        if meta.is_dir() {
+            copy_dir(root, &path, &dest, uid, depth + 1)?;
+        } else if meta.is_file() {
+            copy_file(&path, &dest, uid)?;
+        } else {
+            return Err(invalid(format!(
+                "{} is neither a file nor a dir",
+                path.display()
+            )));
+        }
+    }
+    own(to, uid, 0o500)
+}
+
+fn copy_file(from: &Path, to: &Path, uid: Option<u32>) -> std::io::Result<()> {
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.sync_all()?;
+    own(to, uid, 0o400)
+}
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
 fn own(path: &Path, uid: Option<u32>, mode: u32) -> std::io::Result<()> {
@@ -168,5 +228,53 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("cannot install /nonexistent"), "{err}");
+    }
+
+    #[test]
+    fn a_kubernetes_volume_is_copied_as_its_keys_and_links_out_are_refused() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        // What the kubelet makes of a ConfigMap with the keys `routes.yaml` and `a`.
+        let vol = d.path().join("vol");
+        std::fs::create_dir_all(vol.join("..2026_11_28_10_00_00.1")).unwrap();
+        std::fs::write(vol.join("..2026_11_28_10_00_00.1/routes.yaml"), "r").unwrap();
+        std::fs::write(vol.join("..2026_11_28_10_00_00.1/a"), "a").unwrap();
+        symlink("..2026_11_28_10_00_00.1", vol.join("..data")).unwrap();
+        symlink("..data/routes.yaml", vol.join("routes.yaml")).unwrap();
+        symlink("..data/a", vol.join("a")).unwrap();
+        let to = d.path().join("etc/egress");
+        let install = |from: &Path| {
+            install_all(
+                &[Install {
+                    from: from.display().to_string(),
+                    to: to.display().to_string(),
+                }],
+                None,
+            )
+        };
+        install(&vol).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "routes.yaml"]);
+        let copied = std::fs::symlink_metadata(to.join("routes.yaml")).unwrap();
+        assert!(copied.is_file(), "a copy, not a link");
+        assert_eq!(
+            std::fs::read_to_string(to.join("routes.yaml")).unwrap(),
+            "r"
+        );
+
+        // A link out of the dir is refused, not followed.
+        std::fs::write(d.path().join("secret"), "s").unwrap();
+        symlink("../secret", vol.join("leak")).unwrap();
+        let e = install(&vol).unwrap_err();
+        assert!(e.contains("links outside"), "{e}");
+        std::fs::remove_file(vol.join("leak")).unwrap();
+        // A link back up would recurse for ever: refused.
+        symlink(".", vol.join("loop")).unwrap();
+        let e = install(&vol).unwrap_err();
+        assert!(e.contains("deeper than"), "{e}");
     }
 }
