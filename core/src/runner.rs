@@ -264,16 +264,14 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let (result, teardown) = match &native {
         None => {
             let result = run_bottle(&docker, p, opts, &project_name).await;
-            (
-                result,
-                down::down(&docker, &p.slug, Some(&log_file))
-                    .await
-                    .map_err(LaunchError::from),
-            )
+            let teardown = sweep(&docker, &p.slug, &log_file, is_interrupt(&result))
+                .await
+                .map_err(LaunchError::from);
+            (result, teardown)
         }
         Some(d) => {
             let result = run_native(&docker, p, opts, d).await;
-            let bundle = down::down(&docker, &p.slug, Some(&log_file)).await;
+            let bundle = sweep(&docker, &p.slug, &log_file, is_interrupt(&result)).await;
             // After the bundle's logs are written: the agent's output is appended to them.
             let (d, slug, state) = (d.clone(), p.slug.clone(), p.state_dir.clone());
             let agent = blocking(move || d.down(&slug, &state)).await;
@@ -325,6 +323,64 @@ fn host_value<'a>(
     }
 }
 
+/// The address of the bundle's container on its network, which a natively driven agent
+/// reaches it at: the bundle file's one service on its first network.
+async fn bundle_address_of(
+    docker: &bollard::Docker,
+    file: &bottle_contract::compose::ComposeFile,
+    project: &str,
+) -> Result<std::net::IpAddr, LaunchError> {
+    let unsupported = |why: String| LaunchError::Unsupported(why);
+    let (key, service) = file.services.iter().next().ok_or_else(|| {
+        unsupported(format!(
+            "{} has no service",
+            crate::driver::BUNDLE_COMPOSE_FILE
+        ))
+    })?;
+    let network = service
+        .networks
+        .keys()
+        .next()
+        .and_then(|k| file.networks.get(k))
+        .ok_or_else(|| {
+            unsupported(format!(
+                "{}: service `{key}` is on no network of the file, so the agent could not reach it",
+                crate::driver::BUNDLE_COMPOSE_FILE
+            ))
+        })?;
+    let container = up::container_name(project, key, service);
+    up::address_on(docker, &container, &network.name)
+        .await?
+        .ok_or_else(|| {
+            unsupported(format!(
+                "Docker gave {container} no address on {}; `docker inspect {container}` shows its networks",
+                network.name
+            ))
+        })
+}
+
+/// Whether `r` is an interrupt.
+fn is_interrupt<T>(r: &Result<T, LaunchError>) -> bool {
+    matches!(r, Err(LaunchError::Interrupted(_)))
+}
+
+/// Tear bottle `slug` down, its logs to `log_file`. After an interrupt, sweep once more: a
+/// Docker call the interrupt cut short (a container being created) may still land after the
+/// first sweep listed what exists, since the daemon finishes it though its client went away.
+async fn sweep(
+    docker: &Docker,
+    slug: &str,
+    log_file: &Path,
+    interrupted: bool,
+) -> Result<(), DockerError> {
+    let first = down::down(docker, slug, Some(log_file)).await;
+    if !interrupted {
+        return first;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.and(down::down(docker, slug, None).await)
+}
+
 /// A fresh hop token: 32 random bytes, hex.
 fn mint_hop_token() -> Result<String, LaunchError> {
     use std::io::Read as _;
@@ -370,6 +426,8 @@ async fn run_native(
     // The bundle's ports are published beyond the bottle: only the agent's side holds this.
     let hop_token = &mint_hop_token()?;
     let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
+    // Where the agent reaches the bundle: its container's own address (nothing is published).
+    let mut bundle_address = None;
     if bundle_path.exists() {
         let file = project::read(&bundle_path).map_err(DockerError::from)?;
         tokio::select! {
@@ -409,6 +467,7 @@ async fn run_native(
                 }
             }
         }
+        bundle_address = Some(bundle_address_of(docker, &file, &p.plan.deployment.project).await?);
     }
     // The agent's image, as an archive the engine reads (no registry here or there).
     let archive = p.state_dir.join("agent-image.tar");
@@ -417,13 +476,16 @@ async fn run_native(
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
     let mut up = {
-        let (d, slug, state, archive) = (
+        let (d, slug, state, archive, token) = (
             driver.clone(),
             p.slug.clone(),
             p.state_dir.clone(),
             archive.clone(),
+            hop_token.clone(),
         );
-        tokio::task::spawn_blocking(move || d.up(&slug, &state, Some(&archive)))
+        tokio::task::spawn_blocking(move || {
+            d.up(&slug, &state, Some(&archive), Some(&token), bundle_address)
+        })
     };
     let up = tokio::select! {
         r = &mut up => r,

@@ -87,7 +87,18 @@ pub mod prelude {
         NetworkRole, OwnedDaemon, OwnedService, Patch, Plan, PluginError, PluginInfo, PluginKind,
         PublishedPort, RenderContext, RouteAuth, SecretEnv, Service, Stack, StagedFile,
     };
-    pub use crate::{Backend, BackendGuest, Sidecar, SidecarGuest, kv};
+    pub use crate::{Backend, BackendGuest, Sidecar, SidecarGuest, hop_token, kv};
+}
+
+/// The hop token for `plugin`'s daemons ([`bottle_contract::hop`]). Put it in the plan's
+/// secrets and the daemons get it as `<PLUGIN>_HOP_TOKEN`: empty on Docker, a fresh token where
+/// the backend publishes the bundle's ports beyond the bottle. A daemon serving the agent should
+/// then serve only requests that carry it; the agent's side gets it from the driver.
+pub fn hop_token(plugin: &str) -> types::SecretEnv {
+    types::SecretEnv {
+        name: bottle_contract::hop::daemon_env(plugin),
+        from_host_env: bottle_contract::hop::HOP_TOKEN_HOST_ENV.into(),
+    }
 }
 
 /// Shorthand for a [`types::KeyValue`].

@@ -337,8 +337,14 @@ fn no_secret_value_reaches_the_state_dir_the_plan_or_stdout() {
         .collect();
     assert_eq!(
         from,
-        ["BOTTLE_HOP_TOKEN", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"],
-        "the host's hop token, then one slot per token_ref, in order"
+        [
+            "BOTTLE_HOP_TOKEN",
+            "ANTHROPIC_API_KEY",
+            "GITHUB_TOKEN",
+            "BOTTLE_HOP_TOKEN",
+            "BOTTLE_HOP_TOKEN"
+        ],
+        "egress's hop token, one slot per token_ref in order, then git-gate's and supervise's hop tokens"
     );
 }
 
@@ -405,7 +411,7 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
     assert!(
         rewrites
             .iter()
-            .any(|(from, to)| from == "://git-gate/" && to.starts_with("://127.77.")),
+            .any(|(from, to)| from == "://git-gate/" && to == "://@BOTTLE_BUNDLE_ADDRESS@/"),
         "{rewrites:?}"
     );
     let smolfile = std::fs::read_to_string(state.join("Smolfile")).unwrap();
@@ -417,7 +423,7 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
     assert!(!state.join("compose.yaml").exists());
     golden(
         "implementer.Smolfile",
-        &bundle_address_hidden(&smolfile)
+        &smolfile
             .replace(&state.display().to_string(), "/STATE")
             .replace(
                 &sb.project().canonicalize().unwrap().display().to_string(),
@@ -425,11 +431,15 @@ fn swapping_the_backend_changes_only_what_the_backend_owns() {
             )
             .replace(ss, "SLUG"),
     );
-    // The VM reaches the bundle over published loopback ports, never by container hostname.
-    assert!(smolfile.contains("HTTP_PROXY=http://127.77."), "{smolfile}");
+    // The VM reaches the bundle container by its address (which the driver fills in once
+    // Docker gives it), never by container hostname, and may reach nothing else.
+    assert!(
+        smolfile.contains("HTTP_PROXY=http://@BOTTLE_BUNDLE_ADDRESS@:9099"),
+        "{smolfile}"
+    );
     assert!(!smolfile.contains("egress:9099"), "{smolfile}");
     assert!(
-        smolfile.contains("allow_cidrs = [\"127.77.") && !smolfile.contains("127.0.0.1/32"),
+        smolfile.contains("allow_cidrs = [\"@BOTTLE_BUNDLE_ADDRESS@/32\"]"),
         "{smolfile}"
     );
     // Only keys smolvm accepts, table by table; a secret is a `from_env` reference.
@@ -641,27 +651,6 @@ fn a_slug_in_use_is_refused_and_its_state_dir_left_alone() {
         .filter(|n| n.to_string_lossy().contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-/// The bundle's loopback address (`127.77.x.y`, derived from the random slug) as `BUNDLE_ADDR`.
-fn bundle_address_hidden(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("127.77.") {
-        let (head, tail) = rest.split_at(i);
-        out.push_str(head);
-        out.push_str("BUNDLE_ADDR");
-        let tail = &tail["127.77.".len()..];
-        let len = tail
-            .char_indices()
-            .take_while(|(_, c)| c.is_ascii_digit() || *c == '.')
-            .map(|(i, c)| i + c.len_utf8())
-            .last()
-            .unwrap_or(0);
-        rest = &tail[len..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[test]

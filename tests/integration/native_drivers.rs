@@ -78,7 +78,7 @@ fn a_pinned_driver_loads_answers_and_its_panic_is_an_error_not_a_crash() {
     let path = install(d.path(), "good");
     let driver = NativeDriver::load(&path, &policy(d.path(), &[("good", sha256(&path))])).unwrap();
     assert_eq!(driver.name(), "good");
-    assert_eq!(driver.abi(), "1.0.0");
+    assert_eq!(driver.abi(), "1.1.0");
     let info = driver.call(&Request::Info).unwrap();
     assert_eq!(info["name"], "good");
     let e = driver.call(&Request::Probe).unwrap_err().to_string();
@@ -90,6 +90,8 @@ fn a_pinned_driver_loads_answers_and_its_panic_is_an_error_not_a_crash() {
         slug: slug.into(),
         state_dir: "/s".into(),
         image_archive: None,
+        hop_token: None,
+        bundle_address: None,
     };
     let e = driver.call(&up("panic")).unwrap_err();
     assert!(matches!(e, NativeError::Panicked { .. }), "{e}");
@@ -208,7 +210,7 @@ fn a_wrong_abi_a_missing_symbol_and_garbage_are_one_clear_line_each() {
     let cases = [
         (
             old,
-            "built for driver ABI \"0.9.0\", but this bottle speaks 1.x",
+            "built for driver ABI \"0.9.0\", but this bottle speaks 1.1 or a later 1.x",
         ),
         (nocall, "no `bottle_driver_call`"),
         (garbage, "not a loadable driver"),
@@ -247,7 +249,7 @@ fn drivers_check_names_the_pin_to_add_then_loads_the_driver() {
     let (code, out, err) = check();
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("name: good") && out.contains("abi:  1.0.0"),
+        out.contains("name: good") && out.contains("abi:  1.1.0"),
         "{out}"
     );
 }

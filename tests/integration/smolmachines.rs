@@ -11,7 +11,8 @@ use crate::support::{Sandbox, run, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n";
+const AGENT: &str =
+    "image: bottle-agent:latest\ncwd: none\nsupervise: true\negress:\n  allowlist: [docs.rs]\n";
 
 /// The smolvm binary: `$BOTTLE_SMOLVM`, else the wheel in `target/smolvm-venv`.
 fn smolvm() -> PathBuf {
@@ -108,25 +109,55 @@ fn machine_record(sb: &Sandbox, drivers: &Path, slug: &str) -> PathBuf {
     state
 }
 
-/// Wait for bottle `slug`'s bundle to publish egress, then check the hop: `curl` through it
-/// without the token is refused (407), with the bundle's token it is served.
+/// The HTTP status `curl` gets with `args` (at most 10 s).
+fn status_of(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait for bottle `slug`'s bundle to be healthy, then check what the VM would reach: the
+/// container's own address on the bundle network, nothing published on the host. Another
+/// local process reaches that address too, so the hop is checked: `curl` through egress
+/// without the token is refused (407), with the bundle's token it is served; supervise's MCP
+/// endpoint likewise (401, then served, its `Host` the address).
 fn hop_checked(slug: &str) -> Result<(), String> {
     let bundle = format!("bottle-sidecars-{slug}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    let published = loop {
-        let port = docker(&["port", &bundle, "9099/tcp"]);
+    loop {
         let healthy = docker(&["inspect", "-f", "{{.State.Health.Status}}", &bundle]);
-        if !port.is_empty() && healthy == "healthy" {
-            break port.lines().next().unwrap_or_default().to_owned();
+        if healthy == "healthy" {
+            break;
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!("{bundle} never published egress"));
+            return Err(format!("{bundle} never became healthy"));
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    if !published.starts_with("127.77.") {
+    }
+    let published = docker(&["port", &bundle]);
+    if !published.is_empty() {
+        return Err(format!("{bundle} publishes ports on the host: {published}"));
+    }
+    let address = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"bottle-bundle-{slug}\").IPAddress}}}}"),
+        &bundle,
+    ]);
+    if address.parse::<std::net::Ipv4Addr>().is_err() {
         return Err(format!(
-            "egress is published on {published}, not the bottle's loopback address"
+            "{bundle} has no address on its network: {address:?}"
         ));
     }
     let env = docker(&[
@@ -141,30 +172,47 @@ fn hop_checked(slug: &str) -> Result<(), String> {
         .filter(|t| t.len() == 64)
         .ok_or("the bundle has no hop token")?
         .to_owned();
-    let curl = |proxy: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-                "-x",
-                proxy,
-            ])
-            .arg("http://_egress.local/allowlist")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let without = curl(&format!("http://{published}"));
-    let wrong = curl(&format!("http://bottle:{}@{published}", "0".repeat(64)));
-    let with = curl(&format!("http://bottle:{token}@{published}"));
+    let curl = |proxy: &str| status_of(&["-x", proxy, "http://_egress.local/allowlist"]);
+    let egress = format!("{address}:9099");
+    let without = curl(&format!("http://{egress}"));
+    let wrong = curl(&format!("http://bottle:{}@{egress}", "0".repeat(64)));
+    let with = curl(&format!("http://bottle:{token}@{egress}"));
     if (without.as_str(), wrong.as_str(), with.as_str()) != ("407", "407", "200") {
         return Err(format!(
-            "without the token: {without}, a wrong one: {wrong}, the bundle's: {with} (want 407, 407, 200)"
+            "egress at {egress}: without the token: {without}, a wrong one: {wrong}, the bundle's: {with} (want 407, 407, 200)"
+        ));
+    }
+    // supervise, the same token as a bearer (what the VM's MCP config sends).
+    if env
+        .lines()
+        .find_map(|l| l.strip_prefix("SUPERVISE_HOP_TOKEN="))
+        != Some(token.as_str())
+    {
+        return Err("supervise has not the bundle's hop token".into());
+    }
+    let supervise = format!("{address}:9100");
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let mcp = |bearer: Option<&str>| {
+        let auth = bearer.map(|b| format!("authorization: Bearer {b}"));
+        let mut args = vec![
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "--data",
+            initialize,
+        ];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
+        }
+        let url = format!("http://{supervise}/");
+        args.push(&url);
+        status_of(&args)
+    };
+    let (without, wrong, with) = (mcp(None), mcp(Some(&"0".repeat(64))), mcp(Some(&token)));
+    if (without.as_str(), wrong.as_str(), with.as_str()) != ("401", "401", "200") {
+        return Err(format!(
+            "supervise at {supervise}: without the token: {without}, a wrong one: {wrong}, the bundle's: {with} (want 401, 401, 200)"
         ));
     }
     Ok(())
@@ -206,8 +254,8 @@ fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // While the engine works on the machine, the bundle is up with egress published: a local
-    // process without the hop token is refused; the token the agent's proxy URL carries works.
+    // While the engine works on the machine, the bundle is up: a local process without the
+    // hop token is refused; the token the agent's side carries works.
     let hop = hop_checked(&slug);
     let out = child.wait_with_output().unwrap();
     let (code, out, err) = (

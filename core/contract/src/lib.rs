@@ -10,6 +10,7 @@
 //! - [`compose`]: the subset of the Compose spec bottle writes and reads back, one schema both
 //!   ways (unknown fields are refused when read);
 //! - [`daemons`]: the daemon list the bundle's init runs;
+//! - [`hop`]: the token that authenticates the agent's hop to published daemon ports;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
 //! - [`labels`]: the label keys on everything bottle creates;
@@ -18,6 +19,7 @@
 pub mod compose;
 pub mod daemons;
 pub mod gate;
+pub mod hop;
 pub mod labels;
 pub mod layout;
 pub mod model;

@@ -11,6 +11,17 @@ use std::str::FromStr;
 /// agent's proxy URL does). As the host's own value it needs no `host-env` grant.
 pub const HOP_TOKEN_HOST_ENV: &str = "BOTTLE_HOP_TOKEN";
 
+/// The env name under which a backend whose agent names the bundle by an address the bundle
+/// cannot know itself (Kubernetes: the Service's cluster IP) tells the bundle's daemons that
+/// address, so a daemon that checks the `Host` header (supervise) accepts it.
+pub const BUNDLE_ADDRESS_ENV: &str = "BOTTLE_BUNDLE_ADDRESS";
+
+/// Stands for the bundle's address in what a natively driven backend renders (the smolmachines
+/// `Smolfile`, its address rewrites, the VM's MCP config): the address is the bundle
+/// container's own on its network, which Docker gives when the bundle starts, after the render.
+/// The host passes it to the driver, which puts it in place.
+pub const BUNDLE_ADDRESS_PLACEHOLDER: &str = "@BOTTLE_BUNDLE_ADDRESS@";
+
 /// Whether `s` is a portable env name: a letter or `_`, then letters, digits or `_`.
 pub fn valid_env_name(s: &str) -> bool {
     let mut c = s.chars();

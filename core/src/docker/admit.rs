@@ -40,8 +40,8 @@ pub const BUNDLE_COMPOSE_FILE: &str = crate::driver::BUNDLE_COMPOSE_FILE;
 enum Shape {
     /// The agent, the bundle and plugins' services ([`COMPOSE_FILE`]).
     Whole,
-    /// The bundle alone ([`BUNDLE_COMPOSE_FILE`]), which may publish its daemons' ports on a
-    /// loopback address for an agent outside Docker.
+    /// The bundle alone ([`BUNDLE_COMPOSE_FILE`]), beside an agent outside Docker, which
+    /// reaches the container's own address: it publishes nothing either.
     BundleOnly,
 }
 
@@ -109,12 +109,7 @@ fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Re
     for (key, s) in &file.services {
         let expected = match shape {
             Shape::Whole => Expected::of(key, plan, &documents),
-            Shape::BundleOnly if key == "sidecars" => {
-                Expected::of(key, plan, &documents).map(|mut e| {
-                    e.loopback_ports = bundle_ports(stack);
-                    e
-                })
-            }
+            Shape::BundleOnly if key == "sidecars" => Expected::of(key, plan, &documents),
             Shape::BundleOnly => None,
         }
         .ok_or_else(|| {
@@ -137,28 +132,6 @@ fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Re
     Ok(())
 }
 
-/// The bundle's daemon ports.
-fn bundle_ports(stack: &Stack) -> Vec<u16> {
-    stack
-        .bundle
-        .iter()
-        .flat_map(|o| o.daemon.ports.iter().copied())
-        .collect()
-}
-
-/// Whether `spec` (`ip:host:container`) publishes one of `ports` on a loopback address, on
-/// the same port.
-fn loopback_publish(spec: &str, ports: &[u16]) -> bool {
-    let mut parts = spec.rsplitn(3, ':');
-    let (Some(container), Some(host), Some(ip)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let loopback = ip
-        .parse::<std::net::Ipv4Addr>()
-        .is_ok_and(|a| a.is_loopback());
-    loopback && host == container && container.parse::<u16>().is_ok_and(|p| ports.contains(&p))
-}
-
 fn state_path(stack: &Stack, rel: &str) -> String {
     format!("{}/{rel}", stack.state_dir.trim_end_matches('/'))
 }
@@ -177,9 +150,6 @@ struct Expected {
     egress: bool,
     /// The env names whose values come from the host at launch (secrets).
     secrets: Vec<String>,
-    /// Ports it may publish on a loopback address, host port = container port (the bundle
-    /// beside an agent outside Docker).
-    loopback_ports: Vec<u16>,
 }
 
 impl Expected {
@@ -205,7 +175,6 @@ impl Expected {
             ports: vec![],
             egress,
             secrets,
-            loopback_ports: vec![],
         };
         match key {
             "agent" => Some(none(
@@ -251,7 +220,6 @@ impl Expected {
                         .collect(),
                     egress: s.networks.contains(&NetworkRole::Egress),
                     secrets: vec![],
-                    loopback_ports: vec![],
                 })
             }
         }
@@ -275,11 +243,7 @@ impl Expected {
         if let Some(c) = s.cap_add.iter().find(|c| !self.cap_add.contains(c)) {
             return Err(format!("the capability `{c}`"));
         }
-        if let Some(p) = s
-            .ports
-            .iter()
-            .find(|p| !self.ports.contains(p) && !loopback_publish(p, &self.loopback_ports))
-        {
+        if let Some(p) = s.ports.iter().find(|p| !self.ports.contains(p)) {
             return Err(format!("the published port `{p}`"));
         }
         if let Some(o) = s
@@ -338,34 +302,5 @@ impl Expected {
             },
             other => Err(format!("a mount of type `{other}`")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bundle_may_publish_its_own_ports_on_loopback_only() {
-        let ports = [9099, 9418];
-        assert!(loopback_publish("127.77.3.4:9099:9099", &ports));
-        assert!(loopback_publish("127.0.0.1:9418:9418", &ports));
-        assert!(
-            !loopback_publish("0.0.0.0:9099:9099", &ports),
-            "every interface"
-        );
-        assert!(!loopback_publish("10.0.0.1:9099:9099", &ports));
-        assert!(
-            !loopback_publish("127.0.0.1:2375:9099", &ports),
-            "another host port"
-        );
-        assert!(
-            !loopback_publish("127.0.0.1:22:22", &ports),
-            "not a bundle port"
-        );
-        assert!(
-            !loopback_publish("9099:9099", &ports),
-            "no address: every interface"
-        );
     }
 }

@@ -70,6 +70,24 @@ pub fn container_name(project: &str, key: &str, s: &Service) -> String {
         .unwrap_or_else(|| format!("{project}-{key}-1"))
 }
 
+/// The address Docker gave container `container` on network `network`, if it is on it.
+pub async fn address_on(
+    docker: &Docker,
+    container: &str,
+    network: &str,
+) -> Result<Option<std::net::IpAddr>, DockerError> {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .map_err(api(format!("inspecting {container}")))?;
+    Ok(info
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut m| m.remove(network))
+        .and_then(|e| e.ip_address)
+        .and_then(|a| a.parse().ok()))
+}
+
 /// A published port `ip:host:container` (IPv6 as `[::1]:8080:80` or `::1:8080:80`), split
 /// into the container port and the host binding.
 fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {

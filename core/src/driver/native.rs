@@ -9,15 +9,15 @@
 //!    {NAME: sha256:HEX}`), where NAME is the file's name without `libbottle_driver_`/`.so`;
 //! 3. the bytes that were hashed are loaded (from a sealed memfd, so the file cannot be swapped
 //!    in between), and its ABI version (semver) is read before any other symbol and must have
-//!    major [`ABI_MAJOR`];
+//!    major [`ABI_MAJOR`] and at least minor [`ABI_MINOR`];
 //! 4. every symbol of the ABI must be there.
 //!
 //! A call that panics inside the driver comes back as [`NativeError::Panicked`]; the library is
 //! never unloaded (its code may still be referenced by threads it started).
 
 use bottle_driver_sdk::{
-    ABI_MAJOR, AbiFn, CallFn, ExecPlan, FreeFn, Info, Listed, Probe, Request, Response, STATUS_OK,
-    STATUS_PANIC, SYM_ABI, SYM_CALL, SYM_FREE,
+    ABI_MAJOR, ABI_MINOR, AbiFn, CallFn, ExecPlan, FreeFn, Info, Listed, Probe, Request, Response,
+    STATUS_OK, STATUS_PANIC, SYM_ABI, SYM_CALL, SYM_FREE,
 };
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
@@ -137,7 +137,7 @@ pub enum NativeError {
         symbol: &'static str,
     },
     /// Built for another ABI major.
-    #[error("{}: built for driver ABI {found}, but this bottle speaks {ABI_MAJOR}.x; rebuild it against bottle-driver-sdk {}", path.display(), bottle_driver_sdk::ABI_VERSION)]
+    #[error("{}: built for driver ABI {found}, but this bottle speaks {ABI_MAJOR}.{ABI_MINOR} or a later {ABI_MAJOR}.x; rebuild it against bottle-driver-sdk {}", path.display(), bottle_driver_sdk::ABI_VERSION)]
     Abi {
         /// The file.
         path: PathBuf,
@@ -467,10 +467,7 @@ impl NativeDriver {
             *unsafe { lib.get::<AbiFn>(SYM_ABI.as_bytes()) }.map_err(|_| symbol(SYM_ABI))?;
         // SAFETY: the ABI: a static NUL-terminated string (or null).
         let abi = unsafe { bounded_c_str(abi_fn(), MAX_ABI_LEN) };
-        let compatible = abi
-            .as_deref()
-            .and_then(|a| semver::Version::parse(a).ok())
-            .is_some_and(|v| v.major == ABI_MAJOR);
+        let compatible = abi.as_deref().is_some_and(compatible_abi);
         let abi = match abi {
             Some(a) if compatible => a,
             other => {
@@ -539,11 +536,15 @@ impl NativeDriver {
         slug: &str,
         state_dir: &Path,
         image_archive: Option<&Path>,
+        hop_token: Option<&str>,
+        bundle_address: Option<std::net::IpAddr>,
     ) -> Result<(), NativeError> {
         self.call(&Request::Up {
             slug: slug.to_owned(),
             state_dir: state_dir.display().to_string(),
             image_archive: image_archive.map(|p| p.display().to_string()),
+            hop_token: hop_token.map(str::to_owned),
+            bundle_address: bundle_address.map(|a| a.to_string()),
         })
         .map(drop)
     }
@@ -642,9 +643,26 @@ impl NativeDriver {
     }
 }
 
+/// Whether a driver claiming ABI `version` speaks what this host asks: the same major, and a
+/// minor no older than the newest field the host sends.
+fn compatible_abi(version: &str) -> bool {
+    semver::Version::parse(version).is_ok_and(|v| v.major == ABI_MAJOR && v.minor >= ABI_MINOR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_same_major_at_the_hosts_minor_or_later_is_compatible() {
+        for ok in ["1.1.0", "1.1.7", "1.9.0"] {
+            assert!(compatible_abi(ok), "{ok}");
+        }
+        // 1.0 drivers would refuse Up's hop token as an unknown field.
+        for refused in ["0.9.0", "1.0.0", "1.0.9", "2.0.0", "1.1", "", "x"] {
+            assert!(!compatible_abi(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn driver_names_come_from_the_file_name() {

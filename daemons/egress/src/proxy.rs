@@ -93,17 +93,12 @@ pub struct Proxy {
 /// any local user could otherwise use the credentials egress injects). The agent's proxy URL
 /// carries it (`http://bottle:<token>@…`), so clients send it as `Proxy-Authorization: Basic`;
 /// egress drops that header before anything goes on.
-pub struct HopToken {
-    /// SHA-256 of the token: compared digest to digest, so the time taken says nothing of it.
-    digest: [u8; 32],
-}
+pub struct HopToken(bottle_contract::hop::HopToken);
 
 impl HopToken {
     /// The token `token`.
     pub fn new(token: &str) -> HopToken {
-        HopToken {
-            digest: sha256(token.as_bytes()),
-        }
+        HopToken(bottle_contract::hop::HopToken::new(token))
     }
 
     /// Whether `h` carries the token as `Proxy-Authorization: Basic` (any user name).
@@ -124,17 +119,11 @@ impl HopToken {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
             return false;
         };
-        let password = match decoded.iter().position(|b| *b == b':') {
-            Some(i) => &decoded[i + 1..],
-            None => return false,
-        };
-        sha256(password) == self.digest
+        match decoded.iter().position(|b| *b == b':') {
+            Some(i) => self.0.matches(&decoded[i + 1..]),
+            None => false,
+        }
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
 }
 
 /// Where a request goes: what the agent asked for, never what a header claims.

@@ -54,9 +54,12 @@ impl Config {
         let mut repos = BTreeMap::new();
         for repo in &file.repos {
             let bad = |why: String| ConfigError::Repo(path.to_owned(), repo.name.clone(), why);
-            if crate::request::parse(format!("git-upload-pack /{}.git\0", repo.name).as_bytes())
-                .map(|r| r.repo != repo.name)
-                .unwrap_or(true)
+            if crate::request::parse(
+                format!("git-upload-pack /{}.git\0", repo.name).as_bytes(),
+                None,
+            )
+            .map(|r| r.repo != repo.name)
+            .unwrap_or(true)
             {
                 return Err(bad(
                     "the name must be letters, digits, `-`, `_` and `.`".into()

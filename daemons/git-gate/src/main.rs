@@ -84,6 +84,10 @@ fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
 }
 
+/// The env var holding the token every request path must start with (`/<token>/<name>.git`);
+/// unset or empty, none is asked for.
+const HOP_TOKEN_ENV: &str = "GIT_GATE_HOP_TOKEN";
+
 fn run(args: Args) -> Result<(), String> {
     let config = args.config.ok_or("--config is required (see --help)")?;
     let listen = match (args.listen, args.port) {
@@ -97,6 +101,7 @@ fn run(args: Args) -> Result<(), String> {
             hooks: args.hooks,
             state: args.state,
             max_connections: args.max_connections,
+            hop: bottle_contract::hop::HopToken::from_env(HOP_TOKEN_ENV),
         })
         .map_err(|e| e.to_string())?,
     );

@@ -2,7 +2,10 @@
 //!
 //! `git-upload-pack /<name>.git\0host=<host>\0` and, for protocol v2, `\0version=2\0` after
 //! it (git's `daemon.c`, gitprotocol-pack(5)). Only the two pack services and only a bare
-//! repo name are accepted: no `~user`, no `..`, no other directory.
+//! repo name are accepted: no `~user`, no `..`, no other directory. Where the gate asks for
+//! the hop token ([`bottle_contract::hop`]), the path is `/<token>/<name>.git`.
+
+use bottle_contract::hop::HopToken;
 
 /// What the client asked to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +46,19 @@ pub enum RequestError {
     /// No path, or not one of ours.
     #[error("bad repo path {0:?}: use git://git-gate/<name>.git")]
     Path(String),
+    /// The gate asks for the hop token and the path does not start with it. The text never
+    /// echoes what was sent.
+    #[error(
+        "this git-gate serves only its bottle's agent: the repo URL lacks the bottle's hop token (use the URLs the bottle's gitconfig gives)"
+    )]
+    Hop,
     /// Not UTF-8, or no space between service and path.
     #[error("malformed request")]
     Malformed,
 }
 
-/// Parse the first pkt-line's payload.
-pub fn parse(payload: &[u8]) -> Result<Request, RequestError> {
+/// Parse the first pkt-line's payload; with `hop`, the path must start with the token.
+pub fn parse(payload: &[u8], hop: Option<&HopToken>) -> Result<Request, RequestError> {
     let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
     let mut fields = payload.split(|&b| b == 0);
     let command = std::str::from_utf8(fields.next().unwrap_or_default())
@@ -59,6 +68,10 @@ pub fn parse(payload: &[u8]) -> Result<Request, RequestError> {
         "git-upload-pack" => Service::UploadPack,
         "git-receive-pack" => Service::ReceivePack,
         _ => return Err(RequestError::Service),
+    };
+    let path = match hop {
+        Some(token) => strip_token(path, token).ok_or(RequestError::Hop)?,
+        None => path,
     };
     let repo = repo_name(path).ok_or_else(|| RequestError::Path(shorten(path)))?;
     // `host=…\0`, then an empty field, then extra parameters (`version=2`).
@@ -78,6 +91,13 @@ pub fn parse(payload: &[u8]) -> Result<Request, RequestError> {
         repo,
         version,
     })
+}
+
+/// `/<token>/<rest>` to `/<rest>` when the first segment is the token.
+fn strip_token<'a>(path: &'a str, token: &HopToken) -> Option<&'a str> {
+    let segment = path.strip_prefix('/')?.split('/').next()?;
+    let rest = &path[1 + segment.len()..];
+    (token.matches(segment.as_bytes()) && rest.starts_with('/')).then_some(rest)
 }
 
 /// `/<name>.git` or `/<name>` to `<name>`: one path component of letters, digits, `-`, `_`
@@ -102,9 +122,13 @@ fn shorten(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn parse_open(payload: &[u8]) -> Result<Request, RequestError> {
+        parse(payload, None)
+    }
+
     #[test]
     fn v0_and_v2_requests() {
-        let r = parse(b"git-upload-pack /bottle.git\0host=git-gate\0").unwrap();
+        let r = parse_open(b"git-upload-pack /bottle.git\0host=git-gate\0").unwrap();
         assert_eq!(
             r,
             Request {
@@ -113,7 +137,7 @@ mod tests {
                 version: None
             }
         );
-        let r = parse(b"git-receive-pack /a-b_c.d\0host=git-gate\0\0version=2\0").unwrap();
+        let r = parse_open(b"git-receive-pack /a-b_c.d\0host=git-gate\0\0version=2\0").unwrap();
         assert_eq!(r.service, Service::ReceivePack);
         assert_eq!(r.repo, "a-b_c.d");
         assert_eq!(r.version, Some(2));
@@ -134,15 +158,43 @@ mod tests {
         ] {
             let line = format!("git-upload-pack {path}\0host=x\0");
             assert!(
-                matches!(parse(line.as_bytes()), Err(RequestError::Path(_))),
+                matches!(parse_open(line.as_bytes()), Err(RequestError::Path(_))),
                 "{path}"
             );
         }
         assert_eq!(
-            parse(b"git-upload-archive /a.git\0"),
+            parse_open(b"git-upload-archive /a.git\0"),
             Err(RequestError::Service)
         );
-        assert_eq!(parse(b"nonsense"), Err(RequestError::Malformed));
-        assert_eq!(parse(b"\xff\xfe /a"), Err(RequestError::Malformed));
+        assert_eq!(parse_open(b"nonsense"), Err(RequestError::Malformed));
+        assert_eq!(parse_open(b"\xff\xfe /a"), Err(RequestError::Malformed));
+    }
+
+    #[test]
+    fn with_a_hop_token_the_path_starts_with_it() {
+        let token = HopToken::new("0123abcd");
+        let r = parse(
+            b"git-upload-pack /0123abcd/bottle.git\0host=x\0",
+            Some(&token),
+        )
+        .unwrap();
+        assert_eq!(r.repo, "bottle");
+        for path in [
+            "/bottle.git",
+            "/0123abcc/bottle.git",
+            "/0123abcd",
+            "/0123abcdbottle.git",
+            "//0123abcd/bottle.git",
+            "/",
+            "",
+        ] {
+            let line = format!("git-receive-pack {path}\0host=x\0");
+            let err = parse(line.as_bytes(), Some(&token)).unwrap_err();
+            assert_eq!(err, RequestError::Hop, "{path}");
+            assert!(!err.to_string().contains("0123"), "{err}");
+        }
+        // After the token, the same rules: and the refusal does not show the token.
+        let err = parse(b"git-upload-pack /0123abcd/../x.git\0", Some(&token)).unwrap_err();
+        assert_eq!(err, RequestError::Path("/../x.git".into()));
     }
 }

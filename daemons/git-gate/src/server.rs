@@ -35,6 +35,9 @@ pub struct Settings {
     pub state: Option<PathBuf>,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The hop token every request path must start with, when the gate's port is published
+    /// beyond the bottle ([`bottle_contract::hop`]).
+    pub hop: Option<bottle_contract::hop::HopToken>,
 }
 
 /// The daemon's state, shared by every connection.
@@ -49,6 +52,7 @@ pub struct Gate {
     active: AtomicUsize,
     served: AtomicU64,
     max_connections: usize,
+    hop: Option<bottle_contract::hop::HopToken>,
 }
 
 /// Why the gate cannot start.
@@ -108,6 +112,7 @@ impl Gate {
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             max_connections: settings.max_connections.max(1),
+            hop: settings.hop,
         })
     }
 
@@ -181,7 +186,7 @@ impl Gate {
         let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
         let _ = stream.set_nodelay(true);
         let req: Request = match pkt::read(stream, MAX_REQUEST) {
-            Ok(Pkt::Data(data)) => match request::parse(&data) {
+            Ok(Pkt::Data(data)) => match request::parse(&data, self.hop.as_ref()) {
                 Ok(r) => r,
                 Err(e) => return refuse(stream, e.to_string()),
             },

@@ -259,6 +259,17 @@ impl GateProcess {
         repos: Vec<GateRepo>,
         scan: ScanSettings,
     ) -> Result<GateProcess, String> {
+        GateProcess::start_with_env(binary, known_hosts, repos, scan, &[])
+    }
+
+    /// [`GateProcess::start`] with `env` set for the daemon (`GIT_GATE_HOP_TOKEN`).
+    pub fn start_with_env(
+        binary: &Path,
+        known_hosts: &str,
+        repos: Vec<GateRepo>,
+        scan: ScanSettings,
+        env: &[(&str, &str)],
+    ) -> Result<GateProcess, String> {
         let dir = Scratch::new("gate");
         let d = dir.0.clone();
         std::fs::write(d.join("known_hosts"), known_hosts).expect("known_hosts");
@@ -282,6 +293,7 @@ impl GateProcess {
             .arg(d.join("hooks"))
             .arg("--state")
             .arg(d.join("state"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

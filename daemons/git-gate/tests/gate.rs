@@ -104,6 +104,50 @@ fn head_follows_upstreams_default_branch() {
 }
 
 #[test]
+fn with_a_hop_token_only_urls_that_carry_it_are_served() {
+    let up = Upstream::start("127.0.0.1");
+    up.repo("r");
+    let pinned = format!("{} {}\n", up.known_hosts_name(), up.host_key);
+    let token = "9f1c0e7a5b3d2f4e6a8c0b1d3e5f7a9c";
+    let g = GateProcess::start_with_env(
+        Path::new(BIN),
+        &pinned,
+        vec![up.gate_repo("r", PushPolicy::default())],
+        ScanSettings::default(),
+        &[("GIT_GATE_HOP_TOKEN", token)],
+    )
+    .expect("the gate starts");
+    let s = Scratch::new("hop");
+    // What another local user could try: no token, a wrong one, one as a repo name.
+    for url in [
+        g.url("r"),
+        format!("git://{}/0000/r.git", g.addr),
+        format!("git://{}/{token}.git", g.addr),
+    ] {
+        let o = run(git(Path::new("/")).args(["ls-remote"]).arg(&url));
+        assert!(!o.status.success(), "{url} was served");
+        assert!(text(&o).contains("hop token"), "{url}: {}", text(&o));
+        assert!(!text(&o).contains(token), "{}", text(&o));
+    }
+    // The agent's URL: clone and push as usual.
+    let work = s.0.join("w");
+    let url = format!("git://{}/{token}/r.git", g.addr);
+    let o = run(git(Path::new("/"))
+        .args(["clone", "-q"])
+        .arg(&url)
+        .arg(&work));
+    assert!(o.status.success(), "clone: {}", text(&o));
+    let new = commit_file(&work, "hop.txt", "hello\n", "work");
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    assert!(o.status.success(), "push: {}", text(&o));
+    assert_eq!(up.rev("r", "main").as_deref(), Some(new.as_str()));
+    // The log names the repo, never the token.
+    g.wait_for(0, |v| v["op"] == "push" && v["outcome"] == "ok");
+    let log = g.log.lock().expect("log").join("\n");
+    assert!(!log.contains(token), "{log}");
+}
+
+#[test]
 fn a_push_lands_upstream_and_is_logged() {
     let (up, g) = setup(PushPolicy::default());
     for v in [0, 2] {

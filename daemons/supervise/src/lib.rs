@@ -4,8 +4,10 @@
 //! the current ones) at `http://supervise:9100/`. Each request is validated ([`validate`]),
 //! written to the bottle's queue dir ([`queue`]) for the human on the host, and answered
 //! `pending` with an id unless the human answers within a few seconds ([`tools`]). It never
-//! approves anything itself.
+//! approves anything itself. Before MCP sees a request, [`gate`] checks its `Host` and, where
+//! the hop is authenticated, its token.
 
+pub mod gate;
 pub mod queue;
 pub mod tools;
 pub use bottle_contract::supervise::validate;

@@ -52,6 +52,10 @@ enum Command {
     },
 }
 
+/// The env var holding the token every request must carry as `Authorization: Bearer`; unset
+/// or empty, none is asked for ([`bottle_contract::hop`]).
+const HOP_TOKEN_ENV: &str = "SUPERVISE_HOP_TOKEN";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Health { addr }) = &args.command {
@@ -114,13 +118,28 @@ async fn run(args: Args) -> Result<(), String> {
     hosts.push(format!("127.0.0.1:{}", bound.port()));
     hosts.push(format!("localhost:{}", bound.port()));
     hosts.extend(args.allowed_hosts);
-    config.allowed_hosts = hosts;
+    // Where the agent names the bundle by an address it cannot learn for itself (Kubernetes:
+    // the Service's), the backend says which.
+    if let Some(address) = std::env::var(bottle_contract::names::BUNDLE_ADDRESS_ENV)
+        .ok()
+        .filter(|a| !a.is_empty())
+    {
+        hosts.push(format!("{address}:{}", bound.port()));
+        hosts.push(address);
+    }
+    // The gate checks `Host` (and the hop token) before rmcp sees a request; rmcp's own list
+    // cannot take the connection's address, so it is left empty (every host).
+    let gate = Arc::new(bottle_supervise::gate::Gate::new(
+        &hosts,
+        bottle_contract::hop::HopToken::from_env(HOP_TOKEN_ENV),
+    ));
+    config.allowed_hosts = Vec::new();
     config.max_request_body_bytes = 64 << 10;
-    let service = StreamableHttpService::new(
+    let service = Arc::new(StreamableHttpService::new(
         move || Ok(Supervise::new(state.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
-    );
+    ));
     emit(
         &serde_json::json!({ "time": now(), "op": "start", "listen": bound.to_string(), "outcome": "ok" }),
     );
@@ -129,10 +148,23 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(s) => s,
             Err(_) => continue,
         };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let service = service.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper_util::service::TowerToHyperService::new(service);
+            let svc = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let service = service.clone();
+                let checked = gate.check(local, request.headers());
+                async move {
+                    Ok::<_, std::convert::Infallible>(match checked {
+                        Ok(()) => service.handle(request).await,
+                        Err(refusal) => bottle_supervise::gate::refusal_response(refusal),
+                    })
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
                 .await;

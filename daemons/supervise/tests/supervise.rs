@@ -22,6 +22,10 @@ impl Drop for Daemon {
 }
 
 fn start(label: &str, extra: &[&str]) -> Daemon {
+    start_with_env(label, extra, &[])
+}
+
+fn start_with_env(label: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let queue = std::env::temp_dir().join(format!("supervise-{label}-{}-{n}", std::process::id()));
@@ -32,6 +36,7 @@ fn start(label: &str, extra: &[&str]) -> Daemon {
         .arg(&queue)
         .args(["--egress", "127.0.0.1:9"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -111,4 +116,56 @@ fn a_flood_of_requests_is_cut_off() {
         let text = script(&python, &["flood", &d.url, &queue, &mode]);
         assert!(text.contains("flood refused after 3"), "{text}");
     }
+}
+
+/// The status of an MCP `initialize` POSTed to `d` with `Host: host` and, if given, a bearer.
+fn initialize_status(d: &Daemon, host: &str, bearer: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let addr = d.url.trim_start_matches("http://").trim_end_matches('/');
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let auth = bearer.map_or(String::new(), |b| format!("Authorization: Bearer {b}\r\n"));
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    let line = String::from_utf8_lossy(&head).into_owned();
+    line[9..12].parse().unwrap_or_else(|_| panic!("{line}"))
+}
+
+#[test]
+fn with_a_hop_token_only_requests_that_carry_it_as_a_bearer_are_served() {
+    let token = "5e7a0c2b4d6f8a1c3e5b7d9f0a2c4e6b";
+    let d = start_with_env(
+        "hop",
+        &[],
+        &[
+            ("SUPERVISE_HOP_TOKEN", token),
+            ("BOTTLE_BUNDLE_ADDRESS", "127.77.1.2"),
+        ],
+    );
+    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let published = format!("127.77.1.2:{port}");
+    assert_eq!(initialize_status(&d, &published, None), 401);
+    assert_eq!(initialize_status(&d, &published, Some("0000")), 401);
+    assert_eq!(initialize_status(&d, &published, Some(token)), 200);
+    // The bundle's address is accepted as `Host`, other names still are not.
+    assert_ne!(initialize_status(&d, "evil.example:80", Some(token)), 200);
+    // Without a token the hop is open, as on Docker, and the published address unknown.
+    let open = start("open", &[]);
+    let port = open.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    assert_eq!(
+        initialize_status(&open, &format!("127.0.0.1:{port}"), None),
+        200
+    );
+    assert_ne!(
+        initialize_status(&open, &format!("127.77.1.2:{port}"), None),
+        200
+    );
 }

@@ -38,12 +38,21 @@ impl Driver for Smolmachines {
                 slug,
                 state_dir,
                 image_archive,
+                hop_token,
+                bundle_address,
             } => {
                 let engine = engine::Engine::locate()?;
                 let archive = image_archive.ok_or(
                     "no agent image archive: the host must `docker save` the agent image first",
                 )?;
-                machine::up(&engine, &slug, Path::new(&state_dir), Path::new(&archive))?;
+                machine::up(
+                    &engine,
+                    &slug,
+                    Path::new(&state_dir),
+                    Path::new(&archive),
+                    hop_token.as_deref(),
+                    bundle_address.as_deref(),
+                )?;
                 Ok(serde_json::json!({"machine": machine::name(&slug)}))
             }
             Request::Exec {

@@ -8,10 +8,14 @@
 //!   dir is a system dir (`/etc`, `/usr`, …) is refused: mounting over it would hide the image's.
 //! - the copies get the plugin's address rewrites (`smolvm-rewrites.json`: `[[from, to], …]`),
 //!   so a staged file that names a daemon (git-gate's gitconfig: `git://git-gate/…`) names the
-//!   address the VM reaches it at.
+//!   address the VM reaches it at; then the run's hop token takes the place of
+//!   [`bottle_contract::hop::PLACEHOLDER`] (git-gate's path segment, supervise's bearer). Only
+//!   these copies hold it, in the bottle's private state dir, gone at `down`.
 
 use crate::engine::Engine;
 use crate::probe::{HostFacts, explain_boot_failure};
+use bottle_contract::hop::PLACEHOLDER;
+use bottle_contract::names::BUNDLE_ADDRESS_PLACEHOLDER;
 use bottle_driver_sdk::{ExecPlan, Listed};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -178,7 +182,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
 
 /// Write `<state>/smolvm/Smolfile` from the rendered one: file mounts gathered, the image the
 /// host saved; its path.
-pub fn prepare(state: &Path, archive: &Path) -> Result<PathBuf, String> {
+pub fn prepare(
+    state: &Path,
+    archive: &Path,
+    hop_token: Option<&str>,
+    bundle_address: Option<&str>,
+) -> Result<PathBuf, String> {
     let rendered = state.join(SMOLFILE);
     let text = std::fs::read_to_string(&rendered).map_err(|e| {
         format!(
@@ -186,15 +195,46 @@ pub fn prepare(state: &Path, archive: &Path) -> Result<PathBuf, String> {
             rendered.display()
         )
     })?;
+    // An IPv4 address, checked before it goes into TOML and URLs.
+    let address = bundle_address
+        .map(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .map(|a| a.to_string())
+                .map_err(|_| format!("the bundle's address `{a}` is no IPv4 address"))
+        })
+        .transpose()?;
+    let text = match &address {
+        Some(a) => text.replace(BUNDLE_ADDRESS_PLACEHOLDER, a),
+        None if text.contains(BUNDLE_ADDRESS_PLACEHOLDER) => {
+            return Err(
+                "the host sent no address for the sidecar bundle, which the agent must reach: bottle and this driver are out of step (reinstall both)"
+                    .into(),
+            );
+        }
+        None => text,
+    };
     let mut table: toml::Table = text
         .parse()
         .map_err(|e| format!("{}: {e}", rendered.display()))?;
-    let rewrites: Vec<(String, String)> = match std::fs::read_to_string(state.join(REWRITES)) {
+    let mut rewrites: Vec<(String, String)> = match std::fs::read_to_string(state.join(REWRITES)) {
         Ok(t) => serde_json::from_str(&t)
             .map_err(|e| format!("{}: {e}", state.join(REWRITES).display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(format!("{}: {e}", state.join(REWRITES).display())),
     };
+    if let Some(a) = &address {
+        rewrites.push((BUNDLE_ADDRESS_PLACEHOLDER.to_owned(), a.clone()));
+    }
+    match hop_token {
+        Some(token) => rewrites.push((PLACEHOLDER.to_owned(), token.to_owned())),
+        None if rewrites.iter().any(|(_, to)| to.contains(PLACEHOLDER)) => {
+            return Err(
+                "the host sent no hop token, which the bundle's daemons ask of the agent: bottle and this driver are out of step (reinstall both)"
+                    .into(),
+            );
+        }
+        None => {}
+    }
     let volumes: Vec<Volume> = match table.get("volumes") {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
@@ -233,10 +273,17 @@ pub fn prepare(state: &Path, archive: &Path) -> Result<PathBuf, String> {
 
 /// Create and start the bottle's machine; on any failure, remove what was made and say why
 /// in one line.
-pub fn up(engine: &Engine, slug: &str, state: &Path, archive: &Path) -> Result<(), String> {
+pub fn up(
+    engine: &Engine,
+    slug: &str,
+    state: &Path,
+    archive: &Path,
+    hop_token: Option<&str>,
+    bundle_address: Option<&str>,
+) -> Result<(), String> {
     create_private_dir(&state.join(DIR))?;
     let made = (|| {
-        let smolfile = prepare(state, archive)?;
+        let smolfile = prepare(state, archive, hop_token, bundle_address)?;
         let engine_state = engine_dir(state);
         create_private_dir(&engine_state)?;
         engine
@@ -342,10 +389,10 @@ pub fn exec_plan(
     })
 }
 
-/// The rendered Smolfile's proxy variables (`HTTP_PROXY`, `https_proxy`, …) with `token` as
-/// the password of their `http://` URL.
+/// The machine's Smolfile's proxy variables (`HTTP_PROXY`, `https_proxy`, …: the copy `up`
+/// made, with the bundle's address) with `token` as the password of their `http://` URL.
 pub fn authenticated_proxies(state: &Path, token: &str) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(state.join(SMOLFILE)) else {
+    let Ok(text) = std::fs::read_to_string(state.join(DIR).join(SMOLFILE)) else {
         return Vec::new();
     };
     let Ok(table) = text.parse::<toml::Table>() else {
@@ -470,9 +517,10 @@ mod tests {
     #[test]
     fn proxy_urls_get_the_hop_token_and_nothing_else_does() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join(DIR)).unwrap();
         std::fs::write(
-            d.path().join(SMOLFILE),
-            "env = [\"HTTPS_PROXY=http://127.77.1.2:9099\", \"http_proxy=http://127.77.1.2:9099\", \"NO_PROXY=localhost\", \"EDITOR=vi\"]\n",
+            d.path().join(DIR).join(SMOLFILE),
+            "env = [\"HTTPS_PROXY=http://172.30.0.2:9099\", \"http_proxy=http://172.30.0.2:9099\", \"NO_PROXY=localhost\", \"EDITOR=vi\"]\n",
         )
         .unwrap();
         let got = authenticated_proxies(d.path(), "t0k");
@@ -481,11 +529,11 @@ mod tests {
             [
                 (
                     "HTTPS_PROXY".to_owned(),
-                    "http://bottle:t0k@127.77.1.2:9099".to_owned()
+                    "http://bottle:t0k@172.30.0.2:9099".to_owned()
                 ),
                 (
                     "http_proxy".to_owned(),
-                    "http://bottle:t0k@127.77.1.2:9099".to_owned()
+                    "http://bottle:t0k@172.30.0.2:9099".to_owned()
                 ),
             ]
         );
@@ -534,5 +582,87 @@ mod tests {
         let etc = vec![Volume::parse(&format!("{}:/etc/gitconfig:ro", s("gitconfig"))).unwrap()];
         let e = gather_files(&etc, &d.path().join("f2"), &rw).unwrap_err();
         assert!(e.contains("virtiofs mounts dirs only"), "{e}");
+    }
+
+    #[test]
+    fn the_address_and_the_hop_token_take_the_placeholders_place_in_the_copies_only() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path();
+        std::fs::create_dir_all(state.join("agent")).unwrap();
+        std::fs::write(
+            state.join("agent/gitconfig"),
+            "[url \"git://git-gate/x.git\"]\n\tinsteadOf = git@h:x.git\n",
+        )
+        .unwrap();
+        std::fs::write(
+            state.join("agent/mcp.json"),
+            format!(
+                "{{\"url\": \"http://{BUNDLE_ADDRESS_PLACEHOLDER}:9100/\", \"headers\": {{\"Authorization\": \"Bearer {PLACEHOLDER}\"}}}}"
+            ),
+        )
+        .unwrap();
+        let a = state.join("agent").display().to_string();
+        std::fs::write(
+            state.join(SMOLFILE),
+            format!(
+                "env = [\"HTTPS_PROXY=http://{BUNDLE_ADDRESS_PLACEHOLDER}:9099\"]\nvolumes = [\"{a}/gitconfig:/etc/bottle/gitconfig:ro\", \"{a}/mcp.json:/etc/bottle/mcp.json:ro\"]\n\n[network]\nallow_cidrs = [\"{BUNDLE_ADDRESS_PLACEHOLDER}/32\"]\n"
+            ),
+        )
+        .unwrap();
+        let rewrites = serde_json::json!([
+            [
+                "git://git-gate/",
+                format!("git://{BUNDLE_ADDRESS_PLACEHOLDER}/{PLACEHOLDER}/")
+            ],
+            ["://git-gate/", format!("://{BUNDLE_ADDRESS_PLACEHOLDER}/")]
+        ]);
+        std::fs::write(state.join(REWRITES), rewrites.to_string()).unwrap();
+        let archive = state.join("agent-image.tar");
+        let address = Some("172.30.0.2");
+
+        // Without either, nothing is made: the VM could not reach the bundle, or git-gate
+        // would refuse every path.
+        let e = prepare(state, &archive, None, address).unwrap_err();
+        assert!(e.contains("no hop token"), "{e}");
+        let e = prepare(state, &archive, Some("c0ffee"), None).unwrap_err();
+        assert!(e.contains("no address"), "{e}");
+        let e = prepare(state, &archive, Some("c0ffee"), Some("1.2.3.4\"]")).unwrap_err();
+        assert!(e.contains("no IPv4 address"), "{e}");
+
+        let smolfile = prepare(state, &archive, Some("c0ffee"), address).unwrap();
+        let files = state.join(DIR).join("files/etc-bottle");
+        let gitconfig = std::fs::read_to_string(files.join("gitconfig")).unwrap();
+        assert!(
+            gitconfig.contains("git://172.30.0.2/c0ffee/x.git"),
+            "{gitconfig}"
+        );
+        let mcp = std::fs::read_to_string(files.join("mcp.json")).unwrap();
+        assert!(
+            mcp.contains("http://172.30.0.2:9100/") && mcp.contains("Bearer c0ffee"),
+            "{mcp}"
+        );
+        // The Smolfile smolvm reads: the address, never the token.
+        let written: toml::Table = std::fs::read_to_string(&smolfile).unwrap().parse().unwrap();
+        assert_eq!(
+            written["network"]["allow_cidrs"][0].as_str(),
+            Some("172.30.0.2/32")
+        );
+        assert!(!written.to_string().contains("c0ffee"), "{written}");
+        assert_eq!(
+            authenticated_proxies(state, "t"),
+            [(
+                "HTTPS_PROXY".to_owned(),
+                "http://bottle:t@172.30.0.2:9099".to_owned()
+            )]
+        );
+        // The staged originals keep their placeholders.
+        let original = std::fs::read_to_string(state.join("agent/mcp.json")).unwrap();
+        assert!(original.contains(PLACEHOLDER), "{original}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(state.join(DIR).join("files"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 }

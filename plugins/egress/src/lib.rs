@@ -146,10 +146,7 @@ impl Sidecar for Egress {
         let (file, mut secrets) = routes(bottle, settings);
         // The hop token, minted by the host when egress's port is published beyond the bottle
         // (empty otherwise): egress then serves only requests that carry it.
-        secrets.push(SecretEnv {
-            name: HOP_TOKEN_ENV.into(),
-            from_host_env: bottle_contract::names::HOP_TOKEN_HOST_ENV.into(),
-        });
+        secrets.push(hop_token("egress"));
         let yaml =
             serde_yaml::to_string(&file).map_err(|e| PluginError::Internal(e.to_string()))?;
         Ok(Plan {

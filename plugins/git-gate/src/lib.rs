@@ -136,6 +136,9 @@ impl Sidecar for GitGate {
                     mode: 0o644,
                 },
             ],
+            // Where the gate's port is published beyond the bottle, every repo path must start
+            // with the token; the driver puts it in the agent's gitconfig.
+            secrets: vec![hop_token("git-gate")],
             ..Plan::default()
         })
     }

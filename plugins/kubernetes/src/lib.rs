@@ -482,8 +482,21 @@ fn agent_pod(stack: &Stack, service_ip: Option<&str>, volumes: &mut Volumes) -> 
 }
 
 /// The bundle's pod: what [`bundle_service`] is on Docker.
-fn bundle_pod(stack: &Stack, settings: &Settings, volumes: &mut Volumes) -> Value {
-    let mut env = Vec::new();
+fn bundle_pod(
+    stack: &Stack,
+    settings: &Settings,
+    service_ip: Option<&str>,
+    volumes: &mut Volumes,
+) -> Value {
+    // The address the agent names the bundle by (in `Host` headers, which supervise checks):
+    // the Service's, as Kubernetes tells pods started after it.
+    let mut env = vec![KeyValue {
+        key: BUNDLE_ADDRESS_ENV.into(),
+        value: service_ip.map_or_else(
+            || format!("$({})", service_host_var(&stack.slug)),
+            str::to_owned,
+        ),
+    }];
     let mut mounts = Vec::new();
     for o in &stack.bundle {
         env.extend(o.daemon.env.iter().map(|kv| KeyValue {
@@ -547,7 +560,8 @@ fn bundle_pod(stack: &Stack, settings: &Settings, volumes: &mut Volumes) -> Valu
         "spec": {
             // The daemons need no cluster API either.
             "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
+            // For the Service's address above.
+            "enableServiceLinks": service_ip.is_none(),
             "restartPolicy": "Always",
             "containers": [container],
             "volumes": volumes.volumes,
@@ -572,8 +586,8 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
     let mut agent_volumes = Volumes::new(AGENT_SECRET_MODE);
     let agent = agent_pod(stack, service_ip.as_deref(), &mut agent_volumes);
     let mut bundle_volumes = Volumes::new(BUNDLE_SECRET_MODE);
-    let bundle =
-        (!stack.bundle.is_empty()).then(|| bundle_pod(stack, settings, &mut bundle_volumes));
+    let bundle = (!stack.bundle.is_empty())
+        .then(|| bundle_pod(stack, settings, service_ip.as_deref(), &mut bundle_volumes));
 
     let mut out: Vec<Value> = Vec::new();
     for o in agent_volumes

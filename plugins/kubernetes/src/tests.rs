@@ -415,6 +415,13 @@ fn daemon_urls_use_the_service_env_without_dns_or_names_with_a_service_ip() {
     assert_eq!(env(agent, "PS1")["value"], "$$(whoami) $$$$ $${HOME}");
     assert_eq!(agent["spec"]["enableServiceLinks"], true);
     assert!(agent["spec"].get("hostAliases").is_none());
+    // The agent's `Host` headers name the Service's address: supervise is told it.
+    let bundle = find(&objects, "Pod", "bottle-sidecars-demo-abcde");
+    assert_eq!(
+        env(bundle, BUNDLE_ADDRESS_ENV)["value"],
+        "$(BOTTLE_SIDECARS_DEMO_ABCDE_SERVICE_HOST)"
+    );
+    assert_eq!(bundle["spec"]["enableServiceLinks"], true);
     let d = Kubernetes::render(&s, &Settings::default()).unwrap();
     let mcp = d
         .documents
@@ -454,6 +461,9 @@ fn daemon_urls_use_the_service_env_without_dns_or_names_with_a_service_ip() {
     assert!(!agent.to_string().contains("SERVICE_HOST"));
     let service = find(&objects, "Service", "bottle-sidecars-demo-abcde");
     assert_eq!(service["spec"]["clusterIP"], "10.96.0.50");
+    let bundle = find(&objects, "Pod", "bottle-sidecars-demo-abcde");
+    assert_eq!(env(bundle, BUNDLE_ADDRESS_ENV)["value"], "10.96.0.50");
+    assert_eq!(bundle["spec"]["enableServiceLinks"], false);
     let d = Kubernetes::render(&s, &with_ip).unwrap();
     assert!(
         d.documents[1].contents.contains("http://supervise:9100/"),

@@ -1,11 +1,13 @@
 //! smolmachines: the agent as a smolvm microVM, the sidecar bundle as a container beside it.
 //!
-//! The VM has no DNS for the bundle's hostnames, so the bundle publishes each daemon port on a
-//! loopback address of the bottle's own ([`bundle_address`], `127.77.x.y` from the slug) and
-//! the agent's env uses IP-literal URLs with the daemons' own ports
-//! (`http://127.77.x.y:9099`). The VM's network allowlist is that one address: not the host's
-//! `127.0.0.1`, where the user's own local services listen. The same bottle always renders the
-//! same documents.
+//! The VM has no DNS for the bundle's hostnames, so it reaches the bundle container by its
+//! address on the bundle's bridge network, at the daemons' own ports (`http://<address>:9099`),
+//! and its network allowlist is that one address. The container listens on nothing but its
+//! daemons' ports (bottle-init refuses any other socket beyond loopback), so the VM reaches
+//! those ports and nothing else: not the host's loopback, not a host service listening on every
+//! address. Nothing is published on the host. Docker gives the address when the bundle starts,
+//! after the render, so the documents carry [`BUNDLE_ADDRESS_PLACEHOLDER`] and the driver puts
+//! the address in its copies. The same bottle always renders the same documents.
 //!
 //! The agent's secrets go into the Smolfile's `[secrets]` table as `from_env` references:
 //! smolvm reads the values from its own env at create time, so no value is ever written.
@@ -63,32 +65,10 @@ impl Default for Settings {
     }
 }
 
-/// The loopback address bottle `slug`'s bundle is published on: `127.77.x.y`, from the slug.
-pub fn bundle_address(slug: &str) -> String {
-    // FNV-1a: tiny, stable across builds (unlike std's hasher).
-    let hash = slug.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    // .0 and .255 are left out: some tools read them as network or broadcast addresses.
-    format!("127.77.{}.{}", (hash >> 8) & 0xff, 1 + (hash & 0xff) % 254)
-}
-
-/// The bundle's ports, sorted.
-pub fn bundle_ports(stack: &Stack) -> Vec<u16> {
-    let mut ports: Vec<u16> = stack
-        .bundle
-        .iter()
-        .flat_map(|o| o.daemon.ports.iter().copied())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 /// Every `from → to` that points a daemon's name at the bundle's address, ports kept:
 /// `://<daemon or alias>:` and `://<daemon or alias>/` (a default port, as in `git://git-gate/`).
 pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
-    let address = bundle_address(&stack.slug);
+    let address = BUNDLE_ADDRESS_PLACEHOLDER;
     let mut out = Vec::new();
     for o in &stack.bundle {
         for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
@@ -97,6 +77,30 @@ pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
             }
         }
     }
+    out
+}
+
+/// [`rewrites`] for the files the driver copies for the VM, which may carry the hop token
+/// (the driver puts it in place of [`HOP_PLACEHOLDER`]): a `git://` URL of a daemon gains it as
+/// its first path segment, as git-gate asks of every request on a published port.
+pub fn file_rewrites(stack: &Stack) -> Vec<(String, String)> {
+    let address = BUNDLE_ADDRESS_PLACEHOLDER;
+    let mut out = Vec::new();
+    for o in &stack.bundle {
+        for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
+            for port in &o.daemon.ports {
+                out.push((
+                    format!("git://{name}:{port}/"),
+                    format!("git://{address}:{port}/{HOP_PLACEHOLDER}/"),
+                ));
+            }
+            out.push((
+                format!("git://{name}/"),
+                format!("git://{address}/{HOP_PLACEHOLDER}/"),
+            ));
+        }
+    }
+    out.extend(rewrites(stack));
     out
 }
 
@@ -133,7 +137,7 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
             let mut value = rewrite(&kv.value, stack);
             // Daemons reached by name without the proxy are reached by address now.
             if kv.key.eq_ignore_ascii_case("no_proxy") {
-                value = format!("{value},{}", bundle_address(&stack.slug));
+                value = format!("{value},{BUNDLE_ADDRESS_PLACEHOLDER}");
             }
             format!("{}={value}", kv.key)
         })
@@ -204,7 +208,7 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
     let _ = writeln!(
         w,
         "allow_cidrs = {}",
-        toml_list(&[format!("{}/32", bundle_address(&stack.slug))])
+        toml_list(&[format!("{BUNDLE_ADDRESS_PLACEHOLDER}/32")])
     );
     if !stack.agent.secret_env.is_empty() {
         let _ = writeln!(w, "\n[secrets]");
@@ -215,28 +219,37 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
     Ok(s)
 }
 
-/// The agent's MCP config with every server URL rewritten to the loopback port it is
-/// published on.
-fn vm_mcp_config(stack: &Stack) -> Option<Document> {
+/// The agent's MCP config with every server URL rewritten to the bundle's address, and the hop
+/// token as a bearer (the driver puts it in place of
+/// [`HOP_PLACEHOLDER`]): supervise on a published port serves only requests that carry it.
+fn vm_mcp_config(stack: &Stack) -> Result<Option<Document>, PluginError> {
     let mut vm = stack.clone();
     for m in &mut vm.agent.mcp_servers {
         m.url = rewrite(&m.url, stack);
     }
-    mcp_config(&vm)
+    let Some(mut doc) = mcp_config(&vm) else {
+        return Ok(None);
+    };
+    let internal = |e: serde_json::Error| PluginError::Internal(e.to_string());
+    let mut config: serde_json::Value = serde_json::from_str(&doc.contents).map_err(internal)?;
+    if let Some(servers) = config["mcpServers"].as_object_mut() {
+        for server in servers.values_mut() {
+            server["headers"] =
+                serde_json::json!({ "Authorization": format!("Bearer {HOP_PLACEHOLDER}") });
+        }
+    }
+    doc.contents = serde_json::to_string_pretty(&config).map_err(internal)? + "\n";
+    Ok(Some(doc))
 }
 
-/// The bundle's compose file: one container on a per-bottle bridge, ports on host loopback.
+/// The bundle's compose file: one container on a per-bottle bridge, nothing published (the VM
+/// reaches the container's own address).
 pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
-    let address = bundle_address(&stack.slug);
     let image = settings
         .bundle_image
         .clone()
         .unwrap_or_else(|| "bottle-sidecars:latest".into());
-    let mut bundle = bundle_service(stack, &image, &["bundle"]);
-    bundle.ports = bundle_ports(stack)
-        .iter()
-        .map(|p| format!("{address}:{p}:{p}"))
-        .collect();
+    let bundle = bundle_service(stack, &image, &["bundle"]);
     ComposeFile {
         services: BTreeMap::from([("sidecars".to_owned(), bundle)]),
         networks: BTreeMap::from([(
@@ -293,10 +306,10 @@ impl Backend for Smolmachines {
                 mode: 0o600,
             });
         }
-        documents.extend(vm_mcp_config(stack));
+        documents.extend(vm_mcp_config(stack)?);
         documents.push(Document {
             path: REWRITES_FILE.into(),
-            contents: serde_json::to_string_pretty(&rewrites(stack))
+            contents: serde_json::to_string_pretty(&file_rewrites(stack))
                 .map_err(|e| PluginError::Internal(e.to_string()))?
                 + "\n",
             mode: 0o600,
@@ -345,14 +358,13 @@ mod tests {
     }
 
     #[test]
-    fn bundle_urls_name_the_bottles_own_loopback_address_in_env_and_mcp_config() {
+    fn bundle_urls_name_the_bundles_address_in_env_and_mcp_config() {
         let mut stack = testing::stack();
         stack.agent.env.push(KeyValue {
             key: "NO_PROXY".into(),
             value: "localhost,supervise".into(),
         });
-        let address = bundle_address(&stack.slug);
-        assert!(address.starts_with("127.77."), "{address}");
+        let address = BUNDLE_ADDRESS_PLACEHOLDER;
         let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
         let smolfile: toml::Table = document(&d, SMOLFILE).parse().unwrap();
         let env: Vec<&str> = smolfile["env"]
@@ -382,37 +394,21 @@ mod tests {
         assert!(volumes.iter().any(
             |v| v.as_str() == Some("/state/demo-abcde/agent/mcp.json:/etc/bottle/mcp.json:ro")
         ));
-        // The VM may reach that address only, not the host's 127.0.0.1.
+        // The VM may reach that address only, not the host's loopback.
         assert_eq!(
             smolfile["network"]["allow_cidrs"].as_array().unwrap(),
             &vec![toml::Value::from(format!("{address}/32"))]
         );
-        let compose = document(&d, BUNDLE_COMPOSE_FILE);
-        assert!(
-            compose.contains(&format!("{address}:8888:8888")),
-            "{compose}"
-        );
-        assert!(!compose.contains("127.0.0.1"), "{compose}");
-    }
-
-    #[test]
-    fn two_bottles_get_two_addresses() {
-        assert_ne!(bundle_address("a-12345"), bundle_address("a-12346"));
-        for slug in ["x", "implementer-abcde", "y-00000"] {
-            let last: u8 = bundle_address(slug)
-                .rsplit('.')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!((1..=254).contains(&last));
-        }
+        // Nothing is published on the host.
+        let compose: ComposeFile = serde_yaml::from_str(document(&d, BUNDLE_COMPOSE_FILE)).unwrap();
+        assert!(compose.services["sidecars"].ports.is_empty(), "{compose:?}");
+        assert!(!compose.networks["bundle"].internal);
     }
 
     #[test]
     fn every_daemon_name_has_a_rewrite_with_and_without_a_port() {
         let stack = testing::stack();
-        let address = bundle_address(&stack.slug);
+        let address = BUNDLE_ADDRESS_PLACEHOLDER;
         let rw = rewrites(&stack);
         for o in &stack.bundle {
             let name = &o.daemon.name;
@@ -427,7 +423,39 @@ mod tests {
         }
         let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
         let doc: Vec<(String, String)> = serde_json::from_str(document(&d, REWRITES_FILE)).unwrap();
-        assert_eq!(doc, rw);
+        assert_eq!(doc, file_rewrites(&stack));
+        assert!(doc.ends_with(&rw), "{doc:?}");
+    }
+
+    #[test]
+    fn git_urls_and_mcp_servers_carry_the_hop_token_placeholder_for_the_driver() {
+        let mut stack = testing::stack();
+        let mut gate = stack.bundle[0].clone();
+        gate.plugin = "git-gate".into();
+        gate.daemon.name = "git-gate".into();
+        gate.daemon.ports = vec![9418];
+        stack.bundle.push(gate);
+        let address = BUNDLE_ADDRESS_PLACEHOLDER;
+        let rw = file_rewrites(&stack);
+        let gitconfig = "[url \"git://git-gate/a.git\"]\n\tinsteadOf = git@github.com:x/a.git\n";
+        let rewritten = rw
+            .iter()
+            .fold(gitconfig.to_owned(), |t, (from, to)| t.replace(from, to));
+        assert!(
+            rewritten.contains(&format!("git://{address}/{HOP_PLACEHOLDER}/a.git")),
+            "{rewritten}"
+        );
+        let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
+        let mcp: serde_json::Value =
+            serde_json::from_str(document(&d, MCP_CONFIG_STATE_PATH)).unwrap();
+        for (_, server) in mcp["mcpServers"].as_object().unwrap() {
+            assert_eq!(
+                server["headers"]["Authorization"],
+                format!("Bearer {HOP_PLACEHOLDER}")
+            );
+        }
+        // Env values (read by smolvm from the Smolfile) never get the token's placeholder.
+        assert!(!document(&d, SMOLFILE).contains(HOP_PLACEHOLDER));
     }
 
     #[test]

@@ -46,6 +46,9 @@ impl Sidecar for Supervise {
                 contents: String::new(),
                 mode: 0o600,
             }],
+            // Where supervise's port is published beyond the bottle, every request must carry
+            // the token as a bearer; the driver puts it in the agent's MCP config.
+            secrets: vec![hop_token("supervise")],
             ..Plan::default()
         })
     }

@@ -14,12 +14,15 @@ pub use bottle_contract::compose::{
     DependsOn, INHIBIT_HOST_ADDRESS, ServiceNetwork,
 };
 pub use bottle_contract::daemons::{DaemonEntry, DaemonList};
+pub use bottle_contract::hop::PLACEHOLDER as HOP_PLACEHOLDER;
 pub use bottle_contract::labels;
 pub use bottle_contract::layout::{
     BUNDLE_INIT, DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
     MCP_CONFIG_STATE_PATH, bundle_container, private_target, project,
 };
-pub use bottle_contract::names::{HOP_TOKEN_HOST_ENV, secret_env_prefix};
+pub use bottle_contract::names::{
+    BUNDLE_ADDRESS_ENV, BUNDLE_ADDRESS_PLACEHOLDER, HOP_TOKEN_HOST_ENV, secret_env_prefix,
+};
 
 /// The agent's MCP config (`{"mcpServers": {name: {"type": "http", "url": …}}}`), when any
 /// plugin registered a server.

@@ -20,11 +20,14 @@
 use serde::{Deserialize, Serialize};
 
 /// The ABI version this crate implements.
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
 /// The same, NUL-terminated, as [`SYM_ABI`] returns it.
-pub const ABI_VERSION_C: &std::ffi::CStr = c"1.0.0";
+pub const ABI_VERSION_C: &std::ffi::CStr = c"1.1.0";
 /// The major version a host of this ABI loads.
 pub const ABI_MAJOR: u64 = 1;
+/// The oldest minor of [`ABI_MAJOR`] a host of this ABI loads: 1.1 added [`Request::Up`]'s
+/// `hop_token` and `bundle_address`, which a 1.0 driver would refuse as unknown fields.
+pub const ABI_MINOR: u64 = 1;
 
 /// `const char *bottle_driver_abi(void)`.
 pub const SYM_ABI: &str = "bottle_driver_abi";
@@ -67,6 +70,14 @@ pub enum Request {
         /// needs one.
         #[serde(default)]
         image_archive: Option<String>,
+        /// The hop token the bundle's daemons ask of the agent (`bottle_contract::hop`): the
+        /// driver puts it in place of the placeholder in the files it copies for the agent.
+        #[serde(default)]
+        hop_token: Option<String>,
+        /// The bundle container's address, which the agent reaches it at (the driver puts it in
+        /// place of `bottle_contract::names::BUNDLE_ADDRESS_PLACEHOLDER`); none without a bundle.
+        #[serde(default)]
+        bundle_address: Option<String>,
     },
     /// How to run a command in the bottle's agent with the user's terminal attached
     /// ([`ExecPlan`]): the host spawns it, so the terminal never passes through the driver.
@@ -304,6 +315,8 @@ mod tests {
                 slug: "a-1".into(),
                 state_dir: "/s".into(),
                 image_archive: None,
+                hop_token: None,
+                bundle_address: None,
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());

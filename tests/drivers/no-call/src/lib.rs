@@ -4,5 +4,5 @@
 /// The ABI this driver claims.
 #[unsafe(no_mangle)]
 pub extern "C" fn bottle_driver_abi() -> *const std::ffi::c_char {
-    c"1.0.0".as_ptr()
+    c"1.1.0".as_ptr()
 }
