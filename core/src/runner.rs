@@ -309,7 +309,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
 }
 
 /// The value of host env `name` for a secret: the user's env, but for the hop token, which is
-/// the host's own (`hop`; empty when the bundle's ports are not published).
+/// the host's own (`hop`; empty on Docker, whose agent does not carry one yet).
 fn host_value<'a>(
     env: &'a crate::hostenv::HostEnv,
     hop: &'a str,
@@ -423,7 +423,7 @@ async fn run_native(
     }
     let mut stop = std::pin::pin!(interrupted());
     p.mint_keys()?;
-    // The bundle's ports are published beyond the bottle: only the agent's side holds this.
+    // Any local process reaches the bundle's address: only the agent's side holds this.
     let hop_token = &mint_hop_token()?;
     let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
     // Where the agent reaches the bundle: its container's own address (nothing is published).

@@ -1,10 +1,11 @@
-//! The hop token: what the agent shows the bundle's daemons where their ports are published
-//! beyond the bottle.
+//! The hop token: what the agent shows the bundle's daemons where an agent outside Docker
+//! reaches them.
 //!
 //! On Docker the agent reaches the daemons over the bottle's internal network and the token is
-//! empty (off). A natively driven backend (smolmachines) publishes the daemons' ports on a host
-//! loopback address, where any local user could otherwise fetch through egress's injected
-//! credentials, push through git-gate's SSH key or file requests with supervise. There the host
+//! empty (off). A natively driven agent (the smolmachines VM) reaches the bundle container at
+//! its address on a bridge network, which any local process can reach too: without the token a
+//! local user could fetch through egress's injected credentials, push through git-gate's SSH
+//! key or file requests with supervise. There the host
 //! mints a token for each run ([`HOP_TOKEN_HOST_ENV`]), each daemon gets it as
 //! `<PLUGIN>_HOP_TOKEN`, and serves only what carries it: egress in the proxy URL's password,
 //! git-gate as the first segment of the repo path, supervise as a bearer token.

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The host env name of the hop token: not the user's env, a value the host mints for each run
-/// whose bundle ports are published beyond the bottle (smolmachines), and empty otherwise.
-/// egress asks for it as `EGRESS_HOP_TOKEN` and then serves only requests that carry it (the
-/// agent's proxy URL does). As the host's own value it needs no `host-env` grant.
+/// The host env name of the hop token ([`crate::hop`]): not the user's env, a value the host
+/// mints for each natively driven run (smolmachines), and empty otherwise. Each daemon asks
+/// for it as `<PLUGIN>_HOP_TOKEN` and then serves only requests that carry it. As the host's
+/// own value it needs no `host-env` grant.
 pub const HOP_TOKEN_HOST_ENV: &str = "BOTTLE_HOP_TOKEN";
 
 /// The env name under which a backend whose agent names the bundle by an address the bundle

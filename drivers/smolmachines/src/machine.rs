@@ -369,8 +369,8 @@ pub fn exec_plan(
     for (guest, host) in secrets(state) {
         args.extend(["--secret-env".into(), format!("{guest}={host}")]);
     }
-    // The proxy URLs with the hop token, the same way: egress on the published port serves
-    // only requests that carry it.
+    // The proxy URLs with the hop token, the same way: egress, reachable by any local process
+    // at the bundle's address, serves only requests that carry it.
     if let Some(token) = hop_token {
         for (guest, value) in authenticated_proxies(state, token) {
             let host = format!("BOTTLE_VM_{}", guest.to_uppercase());

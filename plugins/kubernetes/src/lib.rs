@@ -735,17 +735,7 @@ impl Backend for Kubernetes {
     }
 
     fn render(stack: &Stack, settings: &Settings) -> Result<Deployment, PluginError> {
-        if !stack.services.is_empty() {
-            let names: Vec<&str> = stack
-                .services
-                .iter()
-                .map(|o| o.service.name.as_str())
-                .collect();
-            return Err(PluginError::Unsupported(format!(
-                "the kubernetes backend runs only the agent and the sidecar bundle, not services ({}); use the docker backend",
-                names.join(", ")
-            )));
-        }
+        refuse_services(stack, "kubernetes", "the agent and the sidecar bundle")?;
         let mut documents = vec![Document {
             path: MANIFEST.into(),
             contents: to_stream(&objects(stack, settings)?)?,

@@ -82,7 +82,7 @@ pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
 
 /// [`rewrites`] for the files the driver copies for the VM, which may carry the hop token
 /// (the driver puts it in place of [`HOP_PLACEHOLDER`]): a `git://` URL of a daemon gains it as
-/// its first path segment, as git-gate asks of every request on a published port.
+/// its first path segment, as git-gate asks of every request where the hop is authenticated.
 pub fn file_rewrites(stack: &Stack) -> Vec<(String, String)> {
     let address = BUNDLE_ADDRESS_PLACEHOLDER;
     let mut out = Vec::new();
@@ -221,7 +221,8 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
 
 /// The agent's MCP config with every server URL rewritten to the bundle's address, and the hop
 /// token as a bearer (the driver puts it in place of
-/// [`HOP_PLACEHOLDER`]): supervise on a published port serves only requests that carry it.
+/// [`HOP_PLACEHOLDER`]): supervise, reachable by any local process at the bundle's address,
+/// serves only requests that carry it.
 fn vm_mcp_config(stack: &Stack) -> Result<Option<Document>, PluginError> {
     let mut vm = stack.clone();
     for m in &mut vm.agent.mcp_servers {
@@ -277,23 +278,14 @@ impl Backend for Smolmachines {
             name: "smolmachines".into(),
             kind: PluginKind::Backend,
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "the agent as a smolvm microVM; sidecars in a bundle on host loopback ports"
-                .into(),
+            summary:
+                "the agent as a smolvm microVM that reaches only its sidecar bundle's container"
+                    .into(),
         }
     }
 
     fn render(stack: &Stack, settings: &Settings) -> Result<Deployment, PluginError> {
-        if !stack.services.is_empty() {
-            let names: Vec<&str> = stack
-                .services
-                .iter()
-                .map(|o| o.service.name.as_str())
-                .collect();
-            return Err(PluginError::Unsupported(format!(
-                "the smolmachines backend runs only the sidecar bundle beside the VM, not services ({}); use the docker backend",
-                names.join(", ")
-            )));
-        }
+        refuse_services(stack, "smolmachines", "the sidecar bundle beside the VM")?;
         let mut documents = vec![Document {
             path: SMOLFILE.into(),
             contents: smolfile(stack, settings)?,

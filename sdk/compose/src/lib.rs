@@ -50,6 +50,23 @@ pub fn mcp_config(stack: &Stack) -> Option<Document> {
     })
 }
 
+/// Refuse `stack`'s plugin services on a backend that runs `what` alone (`"the agent and the
+/// sidecar bundle"`): the error names the services and the backend that runs them.
+pub fn refuse_services(stack: &Stack, backend: &str, what: &str) -> Result<(), PluginError> {
+    if stack.services.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = stack
+        .services
+        .iter()
+        .map(|o| o.service.name.as_str())
+        .collect();
+    Err(PluginError::Unsupported(format!(
+        "the {backend} backend runs only {what}, not services ({}); use the docker backend",
+        names.join(", ")
+    )))
+}
+
 /// Labels for a thing of `role`.
 pub fn labels_for(stack: &Stack, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
