@@ -107,7 +107,7 @@ done
         let mut approve = Command::new(&bin);
         env(&mut approve);
         let out = approve
-            .args(["approve", &id])
+            .args(["approve", &id, "--yes"])
             .output()
             .expect("bottle approve");
         let approve_ns = nanos_now() - asked_at;

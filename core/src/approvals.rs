@@ -315,22 +315,85 @@ pub enum ApproveError {
     },
 }
 
-/// Approve request `id` and apply it to its running bottle live (see [`crate::live`]); the
-/// decision is written once the bundle confirms the new config, or with the reason it did
-/// not. `now` is the time to record (RFC 3339).
-pub fn approve_live(
+/// An approval worked out and not yet granted: everything `bottle approve` shows before it
+/// asks, and what [`grant`] applies.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The request's id as the human gave it (`ID` or `SLUG/ID`).
+    pub id: String,
+    /// The request, as read when the approval was worked out.
+    pub asked: Asked,
+    /// What would be granted.
+    pub access: Access,
+    /// Whether it is kept for the agent's later runs (`--persist`).
+    pub persist: bool,
+    /// The change to the running bottle (empty when it allows it already).
+    pub proposal: live::Proposal,
+    record: RunRecord,
+}
+
+impl Pending {
+    /// What granting it does, in lines a human reads before saying yes. Everything the agent
+    /// wrote (its reason, the URL it quotes) is shown without control characters.
+    pub fn describe(&self) -> String {
+        let text = |s: &str| validate::text(s, validate::MAX_REASON);
+        let r = &self.asked.request;
+        let agent = self
+            .record
+            .manifest_file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = self
+            .access
+            .path_prefix
+            .as_deref()
+            .map_or_else(|| "any path".to_owned(), |p| format!("paths under {p}"));
+        let changes = if self.proposal.is_empty() {
+            "nothing: the bottle allows it already".to_owned()
+        } else {
+            let files: Vec<String> = self
+                .proposal
+                .files
+                .iter()
+                .map(|f| {
+                    let plugin = f.path.split('/').next().unwrap_or_default();
+                    format!("{plugin}'s {}", f.path)
+                })
+                .collect();
+            format!("{}, reloaded in the running bottle", files.join(" and "))
+        };
+        let mut out = format!(
+            "request {} of bottle {} (agent {agent}):\n  grants:   the agent can reach {}, {path}, with no credential\n  changes:  {changes}\n  for:      {}\n  reason:   {}\n",
+            r.id,
+            self.asked.slug,
+            self.access.host,
+            if self.persist {
+                format!("this run and every later run of {agent} (--persist)")
+            } else {
+                "this run only".to_owned()
+            },
+            text(&r.reason),
+        );
+        if let Some(url) = &r.failed_url {
+            out.push_str(&format!("  refused:  {}\n", text(url)));
+        }
+        out
+    }
+}
+
+/// Work out the approval of request `id` without granting it: the request is checked as
+/// supervise checks it, the running bottle re-planned with it, and nothing is written.
+pub fn prepare_approval(
     env: &HostEnv,
     root: &Path,
     id: &str,
     opts: &ApproveOptions,
-    now: &str,
-) -> Result<ApproveOutcome, ApproveError> {
+) -> Result<Pending, ApproveError> {
     let asked = find(root, id)?;
     approvable(&asked)?;
     if let Some(shown) = &opts.shown
-        && (shown.host != asked.request.host
-            || shown.path_prefix != asked.request.path_prefix
-            || shown.kind != asked.request.kind)
+        && !same_request(shown, &asked.request)
     {
         return Err(ApproveError::Changed(id.to_owned()));
     }
@@ -338,9 +401,7 @@ pub fn approve_live(
         .path_prefix
         .as_deref()
         .or(asked.request.path_prefix.as_deref());
-    let mut access = Access::checked(&asked.request.host, prefix)?;
-    access.request = asked.request.id.clone();
-    access.approved = now.to_owned();
+    let access = Access::checked(&asked.request.host, prefix)?;
     let state_dir = root.join(&asked.slug);
     live::running(&state_dir)?;
     let record = RunRecord::load(&state_dir)?;
@@ -350,31 +411,63 @@ pub fn approve_live(
         &record.plugin_dirs,
     )?;
     let proposal = live::propose(&plugins, env, &state_dir, &record, access.clone())?;
-    drop(plugins);
     tracing::debug!(files = proposal.files.len(), "re-planned");
-    let applied = if proposal.is_empty() {
+    Ok(Pending {
+        id: id.to_owned(),
+        asked,
+        access,
+        persist: opts.persist,
+        proposal,
+        record,
+    })
+}
+
+/// Whether two reads of a request ask the same (the queue is writable from the bundle: it may
+/// have been rewritten since it was shown).
+fn same_request(a: &Request, b: &Request) -> bool {
+    a.host == b.host && a.path_prefix == b.path_prefix && a.kind == b.kind && a.reason == b.reason
+}
+
+/// Grant `pending` (as [`prepare_approval`] worked it out and a human saw it) to its running
+/// bottle live (see [`crate::live`]). The request is read again first and the grant refused if
+/// it says otherwise now. The decision is written once the bundle confirms the new config, or
+/// with the reason it did not. `now` is the time to record (RFC 3339).
+pub fn grant(
+    env: &HostEnv,
+    root: &Path,
+    pending: Pending,
+    note: &str,
+    now: &str,
+) -> Result<ApproveOutcome, ApproveError> {
+    let id = pending.id.clone();
+    let asked = find(
+        root,
+        &format!("{}/{}", pending.asked.slug, pending.asked.request.id),
+    )?;
+    approvable(&asked)?;
+    if !same_request(&asked.request, &pending.asked.request) {
+        return Err(ApproveError::Changed(id));
+    }
+    let mut access = pending.access;
+    access.request = asked.request.id.clone();
+    access.approved = now.to_owned();
+    let applied = if pending.proposal.is_empty() {
         Ok("nothing to change: the bottle allows it already".to_owned())
     } else {
-        apply_now(&asked.slug, &proposal)
+        apply_now(&asked.slug, &pending.proposal)
     };
     let confirmed = match applied {
         Ok(c) => c,
         Err(error) => {
-            approve(root, asked, &opts.note, Err(error.to_string()), now)?;
-            return Err(ApproveError::NotApplied {
-                id: id.to_owned(),
-                error,
-            });
+            approve(root, asked, note, Err(error.to_string()), now)?;
+            return Err(ApproveError::NotApplied { id, error });
         }
     };
-    let asked = approve(root, asked, &opts.note, Ok(()), now)?;
+    let asked = approve(root, asked, note, Ok(()), now)?;
     let mut persisted = None;
-    if opts.persist {
-        let file =
-            persist(env, &record, access.clone()).map_err(|error| ApproveError::NotPersisted {
-                id: id.to_owned(),
-                error,
-            })?;
+    if pending.persist {
+        let file = persist(env, &pending.record, access.clone())
+            .map_err(|error| ApproveError::NotPersisted { id, error })?;
         persisted = Some(file);
     }
     Ok(ApproveOutcome {
@@ -383,6 +476,19 @@ pub fn approve_live(
         confirmed,
         persisted,
     })
+}
+
+/// Approve request `id` and apply it to its running bottle live: [`prepare_approval`] and
+/// [`grant`] with no one asked in between (the dashboard asks first; so does `bottle approve`).
+pub fn approve_live(
+    env: &HostEnv,
+    root: &Path,
+    id: &str,
+    opts: &ApproveOptions,
+    now: &str,
+) -> Result<ApproveOutcome, ApproveError> {
+    let pending = prepare_approval(env, root, id, opts)?;
+    grant(env, root, pending, &opts.note, now)
 }
 
 /// `proposal` applied to bottle `slug` on a runtime of its own.

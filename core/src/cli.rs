@@ -93,6 +93,10 @@ enum Command {
         /// A note the agent sees.
         #[arg(long, default_value = "")]
         note: String,
+        /// Grant what is shown without asking (for scripts; without a terminal, bottle
+        /// refuses to grant otherwise).
+        #[arg(long)]
+        yes: bool,
     },
     /// Watch every running bottle's requests in a terminal UI, and approve or reject them.
     Dashboard,
@@ -358,6 +362,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             path_prefix,
             persist,
             note,
+            yes,
         } => approvals::approve(
             &env,
             &id,
@@ -367,6 +372,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 note,
                 shown: None,
             },
+            yes,
         ),
         Command::Reject { id, note } => approvals::reject(&env, &id, &note),
         Command::Dashboard => approvals::dashboard(&env),

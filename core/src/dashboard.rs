@@ -22,12 +22,18 @@ pub enum Action {
     Nothing,
     /// Leave the dashboard.
     Quit,
-    /// Approve request `id` (only `path_prefix` on its host, when given).
-    Approve {
+    /// Work out what approving request `id` would grant (only `path_prefix` on its host,
+    /// when given), and show it for a `y` ([`Dashboard::confirm`]).
+    Review {
         /// The request.
         id: String,
         /// The path prefix the human set with `e`.
         path_prefix: Option<String>,
+    },
+    /// The human said `y` to what [`Dashboard::confirm`] showed: grant request `id`.
+    Grant {
+        /// The request.
+        id: String,
     },
     /// Reject request `id` with `note`.
     Reject {
@@ -54,6 +60,8 @@ pub struct Dashboard {
     selected: usize,
     prompt: Option<(Prompt, String)>,
     message: Option<(String, bool)>,
+    /// A grant shown and waiting for `y`: the request (`slug/id`) and what it grants.
+    confirming: Option<(String, String)>,
 }
 
 /// Open requests first (oldest first), then answered ones (newest first).
@@ -102,6 +110,13 @@ impl Dashboard {
         }
     }
 
+    /// Show what granting request `id` (`slug/id`) does (`text`, several lines) and wait for
+    /// `y`; any other key cancels.
+    pub fn confirm(&mut self, id: String, text: String) {
+        self.confirming = Some((id, text));
+        self.message = None;
+    }
+
     /// Show `text` on the bottom line (in red when `error`).
     pub fn report(&mut self, text: impl Into<String>, error: bool) {
         self.message = Some((text.into(), error));
@@ -126,6 +141,13 @@ impl Dashboard {
 
     /// Handle one key.
     pub fn key(&mut self, code: KeyCode) -> Action {
+        if let Some((id, _)) = self.confirming.take() {
+            if matches!(code, KeyCode::Char('y' | 'Y')) {
+                return Action::Grant { id };
+            }
+            self.report(format!("not granted: {id} stays open"), false);
+            return Action::Nothing;
+        }
         if let Some((prompt, mut text)) = self.prompt.take() {
             match code {
                 KeyCode::Esc => self.message = None,
@@ -136,7 +158,7 @@ impl Dashboard {
                     };
                     return match prompt {
                         Prompt::Note => Action::Reject { id, note: text },
-                        Prompt::PathPrefix => Action::Approve {
+                        Prompt::PathPrefix => Action::Review {
                             id,
                             path_prefix: Some(text),
                         },
@@ -162,7 +184,7 @@ impl Dashboard {
             KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
             KeyCode::Char('a') => {
                 if let Some(a) = self.open() {
-                    return Action::Approve {
+                    return Action::Review {
                         id: format!("{}/{}", a.slug, a.request.id),
                         path_prefix: None,
                     };
@@ -248,11 +270,20 @@ impl Dashboard {
             state.select(Some(self.selected));
         }
         frame.render_stateful_widget(table, list, &mut state);
-        let lines: Vec<Line> = match self.current() {
-            None => vec![Line::from(
-                "No requests yet. An agent asks with supervise's request_host_access tool.",
-            )],
-            Some(a) => {
+        let (title, lines): (&str, Vec<Line>) = match (&self.confirming, self.current()) {
+            (Some((_, text)), _) => (
+                " grant this? ",
+                text.lines()
+                    .map(|l| Line::styled(l.to_owned(), Style::new().fg(Color::Yellow)))
+                    .collect(),
+            ),
+            (None, None) => (
+                " request ",
+                vec![Line::from(
+                    "No requests yet. An agent asks with supervise's request_host_access tool.",
+                )],
+            ),
+            (None, Some(a)) => {
                 let mut l = vec![
                     Line::from(format!("{} asks for {}", a.slug, a.request.host)),
                     Line::from(format!("reason: {}", a.request.reason)),
@@ -274,16 +305,20 @@ impl Dashboard {
                 if let Some(p) = &a.problem {
                     l.push(Line::styled(p.clone(), Style::new().fg(Color::Red)));
                 }
-                l
+                (" request ", l)
             }
         };
         frame.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: false })
-                .block(Block::bordered().title(" request ")),
+                .block(Block::bordered().title(title)),
             detail,
         );
         let line = match (&self.prompt, &self.message) {
+            _ if self.confirming.is_some() => Line::styled(
+                "Grant it? y grants · any other key cancels",
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
             (Some((Prompt::Note, t)), _) => {
                 Line::from(format!("reject with note (Enter sends, Esc cancels): {t}▏"))
             }
@@ -305,6 +340,8 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
     let mut dash = Dashboard::new(approvals::list(root, None));
     let mut terminal = ratatui::init();
     let mut last_list = std::time::Instant::now();
+    // The approval the screen shows for a `y`, worked out and not yet granted.
+    let mut pending: Option<(String, approvals::Pending)> = None;
     let result = (|| {
         loop {
             terminal.draw(|f| dash.render(f))?;
@@ -318,15 +355,27 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                 match dash.key(key.code) {
                     Action::Quit => return Ok(()),
                     Action::Nothing => {}
-                    Action::Approve { id, path_prefix } => {
-                        dash.report(format!("applying {id}…"), false);
-                        terminal.draw(|f| dash.render(f))?;
+                    Action::Review { id, path_prefix } => {
                         let opts = ApproveOptions {
                             path_prefix,
                             shown: dash.shown(&id),
                             ..ApproveOptions::default()
                         };
-                        match approvals::approve_live(env, root, &id, &opts, &now()) {
+                        match approvals::prepare_approval(env, root, &id, &opts) {
+                            Ok(p) => {
+                                dash.confirm(id.clone(), p.describe());
+                                pending = Some((id, p));
+                            }
+                            Err(e) => dash.report(e.to_string(), true),
+                        }
+                    }
+                    Action::Grant { id } => {
+                        let Some((_, p)) = pending.take().filter(|(shown, _)| *shown == id) else {
+                            continue;
+                        };
+                        dash.report(format!("applying {id}…"), false);
+                        terminal.draw(|f| dash.render(f))?;
+                        match approvals::grant(env, root, p, "", &now()) {
                             Ok(done) => dash.report(
                                 format!(
                                     "approved {id}: the agent can reach {} now ({})",
@@ -430,9 +479,25 @@ mod tests {
         ]);
         assert_eq!(
             d.key(KeyCode::Char('a')),
-            Action::Approve {
+            Action::Review {
                 id: "coder-a1b2c/r1".into(),
                 path_prefix: None
+            }
+        );
+        // What it grants is shown, and only `y` grants it; a stray key does not.
+        d.confirm("coder-a1b2c/r1".into(), "grants: pypi.org".into());
+        let s = screen(&d);
+        assert!(
+            s.contains("grants: pypi.org") && s.contains("Grant it? y grants"),
+            "{s}"
+        );
+        assert_eq!(d.key(KeyCode::Char('a')), Action::Nothing);
+        assert!(screen(&d).contains("not granted: coder-a1b2c/r1 stays open"));
+        d.confirm("coder-a1b2c/r1".into(), "grants: pypi.org".into());
+        assert_eq!(
+            d.key(KeyCode::Char('y')),
+            Action::Grant {
+                id: "coder-a1b2c/r1".into()
             }
         );
         d.key(KeyCode::Down);
@@ -454,7 +519,7 @@ mod tests {
         }
         assert_eq!(
             d.key(KeyCode::Enter),
-            Action::Approve {
+            Action::Review {
                 id: "coder-a1b2c/r22".into(),
                 path_prefix: Some("/simple/".into())
             }

@@ -67,6 +67,12 @@ pub struct Prepared {
     pub lock: std::sync::Arc<state::StateLock>,
 }
 
+/// `path`'s permission bits (0600 when it cannot be read).
+fn file_mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777)
+}
+
 /// The sidecar left out when the bundle has no pipelock binary.
 pub const PIPELOCK_PLUGIN: &str = "pipelock";
 
@@ -81,6 +87,45 @@ impl Prepared {
             .flat_map(|s| s.plan.cas.iter().cloned())
             .collect();
         crate::keys::mint_all(&self.state_dir, &requests, &self.plan.cas)
+    }
+
+    /// Put `token` in place of the hop token's placeholder in the files this bottle's agent
+    /// is given (its gitconfig's git-gate URLs, its MCP config's bearer): in the state dir,
+    /// which only you can read, and mounted into the agent alone. With no token (a backend
+    /// whose hop the network fences) the placeholder's path segment goes, and an empty value
+    /// stays elsewhere.
+    pub fn fill_hop_token(&self, token: Option<&str>) -> Result<(), crate::state::StateError> {
+        use bottle_contract::hop::PLACEHOLDER;
+        let mut files: Vec<&str> = self
+            .plan
+            .stack
+            .agent
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.source {
+                MountSource::State(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        files.push(bottle_contract::layout::MCP_CONFIG_STATE_PATH);
+        for rel in files {
+            let path = self.state_dir.join(rel);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue; // a dir, or a file this bottle does not have
+            };
+            if !text.contains(PLACEHOLDER) {
+                continue;
+            }
+            let filled = match token {
+                Some(t) => text.replace(PLACEHOLDER, t),
+                None => text
+                    .replace(&format!("{PLACEHOLDER}/"), "")
+                    .replace(PLACEHOLDER, ""),
+            };
+            crate::live::write_whole(&path, filled.as_bytes(), file_mode(&path))
+                .map_err(|error| crate::state::StateError::Io { path, error })?;
+        }
+        Ok(())
     }
 
     /// Which firewall this bottle has, in words (the plan summary and the start line).
@@ -328,75 +373,15 @@ pub fn replan(
     plan_bottle(plugins, req, &grants, &slug, state_dir)
 }
 
-/// What of a repo's `.git` the host's own git runs: hooks, and the config that can name
-/// commands (`core.fsmonitor`, `core.hooksPath`, filters). Mounted read-only over the
-/// read-write working dir, so the agent can commit but not plant anything the user's git
-/// later runs. Submodules' git dirs (`.git/modules/`) hold hooks and configs of their own, so
-/// they are read-only whole (the agent cannot commit inside a submodule).
-pub const GIT_RUNS: [&str; 3] = [".git/hooks", ".git/config", ".git/modules"];
-
-/// `cwd: mount`: the working dir read-write, and what of its `.git` the host runs read-only:
-/// [`GIT_RUNS`] and a `core.hooksPath` dir, each at the real place it resolves to (a link
-/// into the tree would otherwise leave its target writable).
+/// `cwd: mount`: the working dir, read-write as the agent sees it. The host never hands the
+/// agent your dir itself: on Docker it mounts the agent's layer over it ([`crate::workdir`]),
+/// so what the agent writes reaches your dir only at teardown, checked.
 fn cwd_mounts(cwd: &std::path::Path, workdir: &str) -> Vec<Mount> {
-    let mut mounts = vec![Mount {
+    vec![Mount {
         source: MountSource::Host(cwd.display().to_string()),
         target: workdir.to_owned(),
         read_only: false,
-    }];
-    let root = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
-    let mut runs: Vec<std::path::PathBuf> = GIT_RUNS.iter().map(|r| cwd.join(r)).collect();
-    if let Some(dir) = hooks_path(&cwd.join(".git/config")) {
-        runs.push(if dir.is_absolute() {
-            dir
-        } else {
-            cwd.join(dir)
-        });
-    }
-    for host in runs {
-        // Only what resolves inside the working dir is the agent's to write; elsewhere it
-        // is not mounted at all.
-        let Ok(real) = host.canonicalize() else {
-            continue;
-        };
-        let Ok(rel) = real.strip_prefix(&root) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let target = format!("{}/{}", workdir.trim_end_matches('/'), rel.display());
-        if mounts.iter().any(|m| m.target == target) {
-            continue;
-        }
-        mounts.push(Mount {
-            source: MountSource::Host(real.display().to_string()),
-            target,
-            read_only: true,
-        });
-    }
-    mounts
-}
-
-/// `core.hooksPath` in a git config file, if set (the last one wins, as in git).
-fn hooks_path(config: &std::path::Path) -> Option<std::path::PathBuf> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let mut section = String::new();
-    let mut found = None;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            section = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_ascii_lowercase();
-        } else if let Some((k, v)) = line.split_once('=')
-            && section == "core"
-            && k.trim().eq_ignore_ascii_case("hookspath")
-        {
-            found = Some(v.trim().trim_matches('"').to_owned());
-        }
-    }
-    found.filter(|v| !v.is_empty()).map(Into::into)
+    }]
 }
 
 /// `N hosts allowed (a, b, c +M more)`: every host the agent may reach, the manifest's own
@@ -478,61 +463,4 @@ pub fn summary(p: &Prepared) -> String {
 pub fn default_state_root(env: &crate::hostenv::HostEnv) -> Result<PathBuf, String> {
     env.state_dir()
         .ok_or_else(|| "cannot find a state dir: set HOME or BOTTLE_STATE_DIR".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read_only_targets(cwd: &std::path::Path) -> Vec<String> {
-        cwd_mounts(cwd, "/w")
-            .into_iter()
-            .filter(|m| m.read_only)
-            .map(|m| m.target)
-            .collect()
-    }
-
-    #[test]
-    fn hooks_config_and_hooks_path_are_read_only_where_they_really_are() {
-        let d = tempfile::tempdir().unwrap();
-        let cwd = d.path();
-        std::fs::create_dir_all(cwd.join(".git/hooks")).unwrap();
-        std::fs::create_dir_all(cwd.join(".husky")).unwrap();
-        std::fs::write(
-            cwd.join(".git/config"),
-            "[core]\n\tbare = false\n\thooksPath = .husky\n",
-        )
-        .unwrap();
-        assert_eq!(
-            read_only_targets(cwd),
-            ["/w/.git/hooks", "/w/.git/config", "/w/.husky"]
-        );
-        // A submodule's git dir has hooks and a config of its own.
-        std::fs::create_dir_all(cwd.join(".git/modules/sub/hooks")).unwrap();
-        assert_eq!(
-            read_only_targets(cwd),
-            [
-                "/w/.git/hooks",
-                "/w/.git/config",
-                "/w/.git/modules",
-                "/w/.husky"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_hooks_link_into_the_tree_protects_its_target() {
-        let d = tempfile::tempdir().unwrap();
-        let cwd = d.path();
-        std::fs::create_dir_all(cwd.join(".git")).unwrap();
-        std::fs::create_dir_all(cwd.join("tools/hooks")).unwrap();
-        std::os::unix::fs::symlink("../tools/hooks", cwd.join(".git/hooks")).unwrap();
-        std::fs::write(cwd.join(".git/config"), "[core]\n").unwrap();
-        assert_eq!(read_only_targets(cwd), ["/w/tools/hooks", "/w/.git/config"]);
-        // A link out of the tree is not the agent's to reach: nothing to cover.
-        let out = tempfile::tempdir().unwrap();
-        std::fs::remove_file(cwd.join(".git/hooks")).unwrap();
-        std::os::unix::fs::symlink(out.path(), cwd.join(".git/hooks")).unwrap();
-        assert_eq!(read_only_targets(cwd), ["/w/.git/config"]);
-    }
 }

@@ -41,6 +41,12 @@ pub enum LaunchError {
     /// A native driver failed (its message is one line that says what to do).
     #[error(transparent)]
     Native(#[from] crate::driver::native::NativeError),
+    /// The agent's layer over the working dir could not be made.
+    #[error(transparent)]
+    Layer(#[from] crate::workdir::layer::LayerError),
+    /// The state dir could not be written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The backend cannot be launched here.
     #[error("{0}")]
     Unsupported(String),
@@ -267,7 +273,15 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             let teardown = sweep(&docker, &p.slug, &log_file, is_interrupt(&result))
                 .await
                 .map_err(LaunchError::from);
-            (result, teardown)
+            // Once the agent is gone, its layer holds still: its work comes back now.
+            let work = match &teardown {
+                Ok(()) => {
+                    let discard = opts.verify == verify::Mode::Only;
+                    bring_back_work(&docker, &p.state_dir, opts.env.home(), discard).await
+                }
+                Err(_) => Ok(()),
+            };
+            (result, teardown.and(work))
         }
         Some(d) => {
             let result = run_native(&docker, p, opts, d).await;
@@ -359,6 +373,62 @@ async fn bundle_address_of(
         })
 }
 
+/// Bring the agent's work in the layer of the bottle in `state_dir` (`cwd: mount`) back into
+/// your dir and say what came back; then remove the layer. The bottle's agent must be gone.
+/// `discard` (the escape suite's own run) brings nothing back. A layer that could not be read
+/// stays, with the state dir, and the error says where.
+pub async fn bring_back_work(
+    docker: &Docker,
+    state_dir: &Path,
+    home: Option<PathBuf>,
+    discard: bool,
+) -> Result<(), LaunchError> {
+    use crate::workdir::{self, layer::Layer};
+    let Some(layer) = Layer::load(state_dir)? else {
+        return Ok(());
+    };
+    let slug = state_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !discard {
+        let (l, s) = (layer.clone(), slug.clone());
+        let set_aside = workdir::set_aside_dir(state_dir);
+        let came = blocking(move || workdir::bring_back(&l, &s, &set_aside, home.as_deref()))
+            .await?
+            .map_err(|e| {
+                LaunchError::Unsupported(format!(
+                    "the agent's work was not brought back into {}: {e}; it is in {} (kept with the state dir)",
+                    layer.lower.display(),
+                    layer.upper().display()
+                ))
+            })?;
+        for line in came.lines(&slug) {
+            eprintln!("{line}");
+        }
+    }
+    remove_layer(docker, &slug, &layer).await
+}
+
+/// Remove `layer`'s dirs; what you cannot remove (the kernel's scratch entries, owned by root;
+/// files of an agent that ran as another user) goes through a root helper container.
+async fn remove_layer(
+    docker: &Docker,
+    slug: &str,
+    layer: &crate::workdir::layer::Layer,
+) -> Result<(), LaunchError> {
+    if std::fs::remove_dir_all(&layer.root).is_ok() {
+        return Ok(());
+    }
+    docker::helper::empty_dir_as_root(docker, slug, images::SIDECARS_IMAGE, &layer.root).await?;
+    std::fs::remove_dir_all(&layer.root).map_err(|e| {
+        LaunchError::Unsupported(format!(
+            "cannot remove the agent's layer {}: {e}; remove it by hand",
+            layer.root.display()
+        ))
+    })
+}
+
 /// Whether `r` is an interrupt.
 fn is_interrupt<T>(r: &Result<T, LaunchError>) -> bool {
     matches!(r, Err(LaunchError::Interrupted(_)))
@@ -416,14 +486,20 @@ async fn run_native(
             "the escape suite runs on the docker backend only for now; run `bottle verify` without --backend {backend}"
         )));
     }
+    if !p.confinement.workdir_volume {
+        return Err(LaunchError::Unsupported(format!(
+            "`cwd: mount` is not supported on the {backend} backend: its agent would write straight into your dir (a `.git` your own git would then run); use `cwd: none`, or the docker backend, whose agent works on a layer over your dir"
+        )));
+    }
     if p.metadata.copy_cwd {
         return Err(LaunchError::Unsupported(format!(
-            "`cwd: copy` is not supported on the {backend} backend yet; use `cwd: mount` or `cwd: none`"
+            "`cwd: copy` is not supported on the {backend} backend yet; use `cwd: none`"
         )));
     }
     let mut stop = std::pin::pin!(interrupted());
     p.mint_keys()?;
-    // Any local process reaches the bundle's address: only the agent's side holds this.
+    // Any local process reaches the bundle's address: only the agent's side holds this. The
+    // driver fills its own copies of the agent's files.
     let hop_token = &mint_hop_token()?;
     let bundle_path = p.state_dir.join(crate::driver::BUNDLE_COMPOSE_FILE);
     // Where the agent reaches the bundle: its container's own address (nothing is published).
@@ -452,6 +528,7 @@ async fn run_native(
                 confinement: &p.confinement,
                 user: String::new(),
                 probe: None,
+                layer: None,
             },
         };
         tokio::select! {
@@ -528,6 +605,23 @@ async fn run_native(
     }
 }
 
+/// What each of the agent's commands gets in its env on top of the container's: its proxy
+/// URLs carrying the hop token (never in the container's own config).
+pub fn agent_hop_env(p: &Prepared, hop: &str) -> Vec<String> {
+    bottle_contract::hop::proxy_env(
+        p.plan
+            .stack
+            .agent
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+        hop,
+    )
+    .into_iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect()
+}
+
 /// The user Docker runs the agent as: see [`crate::confine::Confinement::docker_user`].
 async fn agent_user(docker: &Docker, p: &Prepared, image: &str) -> Result<String, DockerError> {
     let image_user = docker
@@ -550,6 +644,10 @@ async fn run_bottle(
 ) -> Result<(i64, Option<verify::Report>), LaunchError> {
     let mut stop = std::pin::pin!(interrupted());
     p.mint_keys()?;
+    // Any local process reaches the bundle's address on its egress bridge: its daemons serve
+    // only what carries this, and only the agent is given it.
+    let hop = mint_hop_token()?;
+    p.fill_hop_token(Some(&hop))?;
     let compose_path = p.state_dir.join("compose.yaml");
     let file = project::read(&compose_path).map_err(DockerError::from)?;
     tokio::select! {
@@ -561,8 +659,7 @@ async fn run_bottle(
         &file,
         &stack.bundle_secrets,
         &stack.agent.secret_env,
-        // The bundle's ports are reached only from its own internal network: no hop token.
-        host_value(&opts.env, ""),
+        host_value(&opts.env, &hop),
     )
     .map_err(DockerError::from)?;
     let state_dir = p.state_dir.display().to_string();
@@ -574,6 +671,15 @@ async fn run_bottle(
         verify::Mode::Off => None,
         _ => Some(verify::install_probe(&p.state_dir)?.display().to_string()),
     };
+    // `cwd: mount`: the agent works on a layer over your dir, brought back at teardown.
+    let layer = if p.confinement.workdir_volume {
+        None
+    } else {
+        Some(crate::workdir::layer::Layer::create(
+            &p.state_dir,
+            Path::new(&p.metadata.cwd),
+        )?)
+    };
     let req = up::UpRequest {
         project: project_name,
         slug: &p.slug,
@@ -584,6 +690,7 @@ async fn run_bottle(
             confinement: &p.confinement,
             user: agent_user(docker, p, &agent.image).await?,
             probe,
+            layer: layer.as_ref(),
         },
     };
     tokio::select! {
@@ -606,7 +713,7 @@ async fn run_bottle(
     let report = match opts.verify {
         verify::Mode::Off => None,
         _ => tokio::select! {
-            r = verify::run_suite(docker, &file, p, &agent_container) => Some(r?),
+            r = verify::run_suite(docker, &file, p, &agent_container, &hop) => Some(r?),
             sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
         },
     };
@@ -628,6 +735,7 @@ async fn run_bottle(
             .unwrap_or_else(|| p.plan.stack.agent.command.clone()),
         workdir: Some(p.plan.stack.agent.workdir.clone()),
         tty: attach::stdin_is_terminal(),
+        env: agent_hop_env(p, &hop),
     };
     tokio::select! {
         r = attach::exec(docker, &exec) => Ok((r?, report)),

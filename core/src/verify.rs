@@ -13,6 +13,7 @@ use bollard::Docker;
 pub use bottle_probe::{Finding, Plan, Target, Verdict};
 use futures_util::StreamExt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -64,9 +65,13 @@ impl Report {
                 Verdict::Fail => "FAIL",
                 Verdict::Skip => "SKIP",
             };
+            // The probe ran as the agent's user: its words are shown, never acted on.
+            let safe = bottle_contract::terminal::safe;
             out.push_str(&format!(
                 "{verdict}  {:<18} {}: {}\n",
-                f.probe, f.tried, f.happened
+                safe(&f.probe),
+                safe(&f.tried),
+                safe(&f.happened)
             ));
         }
         let skipped = self
@@ -151,12 +156,14 @@ async fn gateway(docker: &Docker, name: &str) -> Result<Option<IpAddr>, DockerEr
         .find(IpAddr::is_ipv4))
 }
 
-/// Run the suite against the bottle `p`, which is up.
+/// Run the suite against the bottle `p`, which is up; `hop` is its hop token (the agent's
+/// probe is given it, as the agent's commands are).
 pub async fn run_suite(
     docker: &Docker,
     file: &ComposeFile,
     p: &Prepared,
     agent_container: &str,
+    hop: &str,
 ) -> Result<Report, DockerError> {
     let project = &p.plan.deployment.project;
     let agent = file
@@ -248,9 +255,15 @@ pub async fn run_suite(
         ca_bundle: env.get("SSL_CERT_FILE").cloned(),
     };
     let plan_json = serde_json::to_string(&plan).map_err(|e| DockerError::Host(e.to_string()))?;
+    let env = crate::runner::agent_hop_env(p, hop);
     let ran = tokio::time::timeout(
         PROBE_TIMEOUT,
-        exec_probe(docker, agent_container, &plan_json),
+        exec_probe(
+            docker,
+            agent_container,
+            &[up::PROBE_IN_AGENT.to_owned(), plan_json],
+            &env,
+        ),
     )
     .await;
     if let Some(l) = &listener {
@@ -264,8 +277,8 @@ pub async fn run_suite(
     let mut findings: Vec<Finding> = serde_json::from_str(stdout.trim()).map_err(|e| {
         DockerError::Host(format!(
             "the probe's report is not readable ({e}); it printed: {}{}",
-            stdout.trim(),
-            stderr.trim()
+            bottle_contract::terminal::safe(stdout.trim()),
+            bottle_contract::terminal::safe(stderr.trim())
         ))
     })?;
     if let Some(l) = &listener {
@@ -277,6 +290,20 @@ pub async fn run_suite(
             hits == 0,
         ));
     }
+    findings.extend(hops_from_outside(docker, file, p).await?);
+    findings.extend(workdir_plants(p));
+    // The plants are the suite's, not the agent's work: out of its layer before any merge.
+    let _ = exec_probe(
+        docker,
+        agent_container,
+        &[
+            up::PROBE_IN_AGENT.to_owned(),
+            "--clean".to_owned(),
+            p.plan.stack.agent.workdir.clone(),
+        ],
+        &[],
+    )
+    .await;
     Ok(Report {
         slug: p.slug.clone(),
         findings,
@@ -313,6 +340,210 @@ async fn other_bottles(docker: &Docker, slug: &str) -> Result<Vec<Target>, Docke
     Ok(out)
 }
 
+/// The bundle's daemons tried from the host, as any local process (another user, another
+/// container) could: at the bundle's address on a network that is not internal, without the
+/// hop token. Each must refuse: egress 407, git-gate `ERR`, supervise 401.
+async fn hops_from_outside(
+    docker: &Docker,
+    file: &ComposeFile,
+    p: &Prepared,
+) -> Result<Vec<Finding>, DockerError> {
+    let Some(bundle) = file.services.get("sidecars") else {
+        return Ok(vec![]);
+    };
+    let name = up::container_name(&p.plan.deployment.project, "sidecars", bundle);
+    let outside = bundle
+        .networks
+        .keys()
+        .filter_map(|k| file.networks.get(k))
+        .find(|n| !n.internal)
+        .map(|n| n.name.clone());
+    let Some(net) = outside else {
+        return Ok(vec![Finding::skip(
+            "hop-from-outside",
+            "reach the bundle's daemons from the host without the hop token",
+            "the bundle is on no network the host reaches",
+        )]);
+    };
+    let Some(ip) = up::address_on(docker, &name, &net).await? else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    for d in &p.plan.stack.bundle {
+        let Some(port) = d.daemon.ports.first().copied() else {
+            continue;
+        };
+        let addr = SocketAddr::new(ip, port);
+        let finding = match d.plugin.as_str() {
+            "egress" => {
+                let host = p
+                    .manifest
+                    .allowed_hosts()
+                    .into_iter()
+                    .find(|h| !h.starts_with("*."))
+                    .unwrap_or_else(|| "example.com".into());
+                let req = format!(
+                    "GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                );
+                let answer = host_exchange(addr, req.into_bytes()).await;
+                let status = answer.as_deref().map(http_status);
+                Finding::new(
+                    "hop-egress",
+                    format!(
+                        "proxy GET http://{host}/ through egress at {addr} from the host, without the hop token"
+                    ),
+                    describe(&answer),
+                    matches!(status, Ok(Some(407))) || answer.is_err(),
+                )
+            }
+            "git-gate" => {
+                let repo = p.manifest.git.first().map_or("x", |g| g.name.as_str());
+                let line = format!("git-upload-pack /{repo}.git\0host=git-gate\0");
+                let req = format!("{:04x}{line}", line.len() + 4);
+                let answer = host_exchange(addr, req.into_bytes()).await;
+                let refused = answer.as_deref().map(|a| a.get(4..7) == Some("ERR"));
+                Finding::new(
+                    "hop-git-gate",
+                    format!(
+                        "ls-remote {repo} from git-gate at {addr} from the host, without the hop token"
+                    ),
+                    describe(&answer),
+                    matches!(refused, Ok(true)) || answer.is_err(),
+                )
+            }
+            "supervise" => {
+                let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"bottle-verify","version":"1"}}}"#;
+                let req = format!(
+                    "POST / HTTP/1.1\r\nHost: supervise:{port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let answer = host_exchange(addr, req.into_bytes()).await;
+                let status = answer.as_deref().map(http_status);
+                Finding::new(
+                    "hop-supervise",
+                    format!(
+                        "MCP initialize to supervise at {addr} from the host, without the hop token"
+                    ),
+                    describe(&answer),
+                    matches!(status, Ok(Some(401))) || answer.is_err(),
+                )
+            }
+            _ => continue,
+        };
+        out.push(finding);
+    }
+    Ok(out)
+}
+
+/// What a host-side exchange came to, in words: `no answer: …`, or `answered <first line>`
+/// (the bundle's text, without controls).
+fn describe(answer: &Result<String, String>) -> String {
+    match answer {
+        Err(e) => format!("no answer: {e}"),
+        Ok(a) => format!(
+            "answered {}",
+            bottle_contract::supervise::validate::text(a.lines().next().unwrap_or(""), 120)
+        ),
+    }
+}
+
+/// The status code of an HTTP answer, if it has one.
+fn http_status(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Send `req` to `addr` from the host and read the answer (at most 8 KiB, 5 s).
+async fn host_exchange(addr: SocketAddr, req: Vec<u8>) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let talk = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(&req).await?;
+        let mut buf = vec![0u8; 8192];
+        let mut got = 0;
+        while got < buf.len() {
+            match s.read(&mut buf[got..]).await? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..got]).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), talk).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
+/// What the probe planted in the working dir ([`bottle_probe::PLANTS`]), judged from the host:
+/// your dir must not have it while the bottle runs, and the merge at the end must keep it out.
+fn workdir_plants(p: &Prepared) -> Vec<Finding> {
+    use crate::workdir::{guarded, layer::Layer, merge};
+    let Ok(Some(layer)) = Layer::load(&p.state_dir) else {
+        return vec![Finding::skip(
+            "workdir",
+            "plant what your git would run in the working dir",
+            "the agent has no dir of yours (cwd: copy or none)",
+        )];
+    };
+    let repo = layer.lower.join(".git").is_dir();
+    let upper = layer.upper();
+    let g = guarded::guarded(&layer.lower, None);
+    let steps = merge::plan(&merge::Inputs {
+        upper: &upper,
+        lower: &layer.lower,
+        started: layer.started,
+        guarded: &g,
+    });
+    let mut out = Vec::new();
+    for plant in bottle_probe::PLANTS {
+        let tried = format!(
+            "the agent plants {}; your git must never see it",
+            plant.what
+        );
+        if plant.in_repo && !repo {
+            out.push(Finding::skip(plant.id, tried, "your dir is no git repo"));
+            continue;
+        }
+        let yours = layer.lower.join(plant.path);
+        let in_your_dir = if plant.path == ".git/config" {
+            std::fs::read_to_string(&yours).is_ok_and(|t| t.contains(bottle_probe::PLANTED_MARK))
+        } else {
+            std::fs::symlink_metadata(&yours).is_ok()
+        };
+        let planted = Path::new(plant.path);
+        let verdict = match &steps {
+            Err(e) => Err(format!("the merge could not read the layer: {e}")),
+            Ok(steps) => {
+                let brought = steps.iter().any(|s| {
+                    matches!(s, merge::Step::Write(_) | merge::Step::Link(_))
+                        && (s.path().starts_with(planted) || planted.starts_with(s.path()))
+                });
+                let kept_out = steps.iter().any(|s| {
+                    matches!(s, merge::Step::SetAside(..)) && planted.starts_with(s.path())
+                });
+                Ok(!brought && (kept_out || !upper.join(plant.path).exists()))
+            }
+        };
+        out.push(match (in_your_dir, verdict) {
+            (true, _) => Finding::new(plant.id, tried, "it is in your dir during the run", false),
+            (false, Err(e)) => Finding::new(plant.id, tried, e, false),
+            (false, Ok(false)) => Finding::new(
+                plant.id,
+                tried,
+                "the merge would bring it into your dir",
+                false,
+            ),
+            (false, Ok(true)) => Finding::new(
+                plant.id,
+                tried,
+                "not in your dir during the run; kept out by the merge",
+                true,
+            ),
+        });
+    }
+    out
+}
+
 /// A DNS label nobody has asked for before: the slug and the time.
 fn fresh_label(slug: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -321,11 +552,13 @@ fn fresh_label(slug: &str) -> String {
     format!("leak-{slug}-{nanos:x}")
 }
 
-/// Run the probe in the agent container as the agent's user; its stdout and stderr.
+/// Run the probe (`cmd`) in the agent container as the agent's user, with `env` on top of
+/// the container's; its stdout and stderr.
 async fn exec_probe(
     docker: &Docker,
     container: &str,
-    plan_json: &str,
+    cmd: &[String],
+    env: &[String],
 ) -> Result<(String, String), DockerError> {
     let exec = docker
         .create_exec(
@@ -333,7 +566,8 @@ async fn exec_probe(
             bollard::models::ExecConfig {
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
-                cmd: Some(vec![up::PROBE_IN_AGENT.to_owned(), plan_json.to_owned()]),
+                cmd: Some(cmd.to_vec()),
+                env: (!env.is_empty()).then(|| env.to_vec()),
                 ..Default::default()
             },
         )

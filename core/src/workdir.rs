@@ -1,132 +1,142 @@
-//! Which host dirs may be the agent's working dir under `cwd: mount`.
+//! The working dir the agent shares with you (`cwd: mount`): which dirs may be it, the layer
+//! the agent writes into, and how its work comes back without anything that would later run.
 //!
-//! The mount is read-write: from `/` or `$HOME` it would hand a hostile agent `~/.ssh`,
-//! `~/.bashrc` and bottle's own state, cache and config (where it could plant a plugin the
-//! host later runs); from above the Docker socket it would hand it the engine. The protected
-//! dirs are gathered once at the CLI edge; the check itself is a pure function.
+//! - [`protect`]: dirs that may never be the agent's (`/`, `$HOME`, bottle's own dirs, …);
+//! - [`layer`]: the overlay the agent works in; your dir is its read-only lower layer, so
+//!   nothing the agent writes reaches your dir while it runs;
+//! - [`commits`]: the agent's commits, brought back as branches `bottle/<slug>/…`;
+//! - [`guarded`]: what of your dir your git config runs;
+//! - [`merge`]: the agent's files, brought back into your dir minus version-control
+//!   metadata, git-dir shapes and what your git runs (set aside and reported).
 
+pub mod commits;
+pub mod guarded;
+pub mod layer;
+pub mod merge;
+pub mod protect;
+
+pub use protect::{Protected, protected_dirs, refusal};
+
+use layer::Layer;
 use std::path::{Path, PathBuf};
 
-/// A host dir the agent must never get read-write, with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Protected {
-    /// The dir (canonical when it exists).
-    pub path: PathBuf,
-    /// What it is, for the error (`bottle's state dir`).
-    pub what: String,
-    /// Whether working *inside* it is refused too (state, cache, config, plugins: yes;
-    /// `$HOME`: no, projects live there).
-    pub inside_too: bool,
+/// What came back from the agent's layer at the end of a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Homecoming {
+    /// The agent's commits.
+    pub commits: commits::Commits,
+    /// The agent's files.
+    pub files: merge::Report,
 }
 
-impl Protected {
-    /// `path` (canonicalised when it exists) described as `what`.
-    pub fn new(path: impl Into<PathBuf>, what: impl Into<String>, inside_too: bool) -> Self {
-        let path = path.into();
-        Protected {
-            path: path.canonicalize().unwrap_or(path),
-            what: what.into(),
-            inside_too,
-        }
-    }
-}
-
-/// The dirs to protect on this host: `/`, `$HOME`, bottle's state, cache and config dirs, the
-/// Docker socket's dir, and the plugin dirs of this run.
-pub fn protected_dirs(
+/// Bring the agent's work in `layer` back into your dir: its commits as branches
+/// `bottle/<slug>/…`, then its files, what must not come back set aside in `set_aside_dir`.
+/// `home` is your home (for `~/` in your git config).
+pub fn bring_back(
+    layer: &Layer,
+    slug: &str,
+    set_aside_dir: &Path,
     home: Option<&Path>,
-    state: Option<&Path>,
-    cache: Option<&Path>,
-    config: Option<&Path>,
-    docker_socket: &Path,
-    plugin_dirs: &[PathBuf],
-) -> Vec<Protected> {
-    let mut out = vec![Protected::new("/", "the root of the host", false)];
-    if let Some(h) = home {
-        out.push(Protected::new(h, "your home dir ($HOME)", false));
-    }
-    for (dir, what) in [
-        (state, "bottle's state dir (CA keys of running bottles)"),
-        (cache, "bottle's plugin cache"),
-        (config, "bottle's config dir (agent manifests)"),
-    ] {
-        if let Some(d) = dir {
-            out.push(Protected::new(d, what, true));
-        }
-    }
-    if let Some(sock_dir) = docker_socket.parent() {
-        out.push(Protected::new(sock_dir, "the Docker socket's dir", true));
-    }
-    for d in plugin_dirs {
-        out.push(Protected::new(d, "a plugin dir of this run", true));
-    }
-    out
+) -> Result<Homecoming, merge::PlanError> {
+    let scratch = commits::scratch_dir(layer);
+    let commits = commits::bring_back(layer, slug, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let guarded = guarded::guarded(&layer.lower, home);
+    let upper = layer.upper();
+    let steps = merge::plan(&merge::Inputs {
+        upper: &upper,
+        lower: &layer.lower,
+        started: layer.started,
+        guarded: &guarded,
+    })?;
+    let files = merge::apply(&upper, &layer.lower, set_aside_dir, &steps);
+    Ok(Homecoming { commits, files })
 }
 
-/// Why `cwd` may not be mounted read-write into the agent, if it may not.
-pub fn refusal(cwd: &Path, protected: &[Protected]) -> Option<String> {
-    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
-    for p in protected {
-        if p.path == cwd {
-            return Some(format!("is {}", p.what));
+/// The most entries named one by one in [`Homecoming::lines`].
+const SHOWN: usize = 8;
+
+impl Homecoming {
+    /// What to tell you at the end of the run, one line each (empty when the agent changed
+    /// nothing). Paths and branch names were the agent's to choose: shown without controls.
+    pub fn lines(&self, slug: &str) -> Vec<String> {
+        let shown =
+            |p: &Path| bottle_contract::supervise::validate::text(&p.to_string_lossy(), 200);
+        let mut out = Vec::new();
+        let f = &self.files;
+        if !f.written.is_empty() || !f.removed.is_empty() {
+            out.push(format!(
+                "bottle {slug}: the agent's work is in your dir: {} file(s) written, {} removed",
+                f.written.len(),
+                f.removed.len()
+            ));
         }
-        if p.path.starts_with(&cwd) {
-            return Some(format!("holds {} ({})", p.what, p.path.display()));
+        for b in &self.commits.brought {
+            let name = bottle_contract::supervise::validate::text(&b.as_branch, 200);
+            let mut line = format!(
+                "bottle {slug}: the agent's commits on {} are on your branch {name} ({} new)",
+                bottle_contract::supervise::validate::text(&b.branch, 200),
+                b.new_commits
+            );
+            if self.commits.agent_head.as_deref() == Some(b.branch.as_str()) {
+                line.push_str(&format!(
+                    "; `git reset {name}` makes them yours and keeps the files as they are"
+                ));
+            }
+            out.push(line);
         }
-        if p.inside_too && cwd.starts_with(&p.path) {
-            return Some(format!("is inside {} ({})", p.what, p.path.display()));
+        if let Some(e) = &self.commits.error {
+            out.push(format!(
+                "bottle {slug}: the agent's commits were not brought back: {e}"
+            ));
         }
+        let dir = f
+            .set_aside_dir
+            .as_deref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        // The repo's own `.git` changes with every git command the agent runs: one line.
+        let (own_git, others): (Vec<_>, Vec<_>) = f
+            .set_aside
+            .iter()
+            .partition(|(p, _)| p.as_os_str() == ".git");
+        if !own_git.is_empty() {
+            out.push(format!(
+                "bottle {slug}: what the agent's git changed in .git (config, hooks, index) is not applied to your repo (kept in {dir})"
+            ));
+        }
+        if !others.is_empty() {
+            out.push(format!(
+                "bottle {slug}: kept out of your dir ({} entr{}; in {dir}):",
+                others.len(),
+                if others.len() == 1 { "y" } else { "ies" }
+            ));
+            for (p, why) in others.iter().take(SHOWN) {
+                out.push(format!("  {}: {why}", shown(p)));
+            }
+            if others.len() > SHOWN {
+                out.push(format!("  … and {} more", others.len() - SHOWN));
+            }
+        }
+        for (p, why) in f.kept_yours.iter().take(SHOWN) {
+            out.push(format!(
+                "bottle {slug}: the agent removed {}, kept: {why}",
+                shown(p)
+            ));
+        }
+        for (p, e) in f.failed.iter().take(SHOWN) {
+            out.push(format!(
+                "bottle {slug}: could not bring back {}: {e}",
+                shown(p)
+            ));
+        }
+        out
     }
-    None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dirs(root: &Path) -> Vec<Protected> {
-        protected_dirs(
-            Some(&root.join("home")),
-            Some(&root.join("home/.local/state/bottle")),
-            Some(&root.join("home/.cache/bottle")),
-            Some(&root.join("home/.config/bottle")),
-            &root.join("run/docker.sock"),
-            &[root.join("plugins")],
-        )
-    }
-
-    #[test]
-    fn home_root_and_bottles_own_dirs_are_refused_and_projects_are_not() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path();
-        for d in [
-            "home/.local/state/bottle",
-            "home/.cache/bottle",
-            "home/.config/bottle",
-            "home/code/app",
-            "run",
-            "plugins",
-        ] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let p = dirs(root);
-        assert_eq!(refusal(&root.join("home/code/app"), &p), None);
-        for (cwd, why) in [
-            ("/".into(), "is the root of the host"),
-            (root.join("home"), "is your home dir"),
-            (root.to_owned(), "holds your home dir"),
-            (root.join("home/.local"), "holds bottle's state dir"),
-            (
-                root.join("home/.local/state/bottle/x-1"),
-                "is inside bottle's state dir",
-            ),
-            (root.join("home/.config/bottle"), "is bottle's config dir"),
-            (root.join("run"), "is the Docker socket's dir"),
-            (root.join("plugins"), "is a plugin dir"),
-        ] {
-            let r =
-                refusal(&cwd, &p).unwrap_or_else(|| panic!("{} must be refused", cwd.display()));
-            assert!(r.starts_with(why), "{}: {r}", cwd.display());
-        }
-    }
+/// Where entries kept out of your dir go: beside the run's kept log, so they outlive the state
+/// dir (`<state root>/logs/<slug>.set-aside/`).
+pub fn set_aside_dir(state_dir: &Path) -> PathBuf {
+    let log = crate::state::archived_log(state_dir);
+    log.with_extension("set-aside")
 }

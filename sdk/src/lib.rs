@@ -91,9 +91,10 @@ pub mod prelude {
 }
 
 /// The hop token for `plugin`'s daemons ([`bottle_contract::hop`]). Put it in the plan's
-/// secrets and the daemons get it as `<PLUGIN>_HOP_TOKEN`: empty on Docker, a fresh token where
-/// the backend publishes the bundle's ports beyond the bottle. A daemon serving the agent should
-/// then serve only requests that carry it; the agent's side gets it from the driver.
+/// secrets and the daemons get it as `<PLUGIN>_HOP_TOKEN`, a fresh token each run. A daemon
+/// serving the agent should then serve only requests that carry it; the agent's side gets it
+/// from the host (its proxy URLs, and [`bottle_contract::hop::PLACEHOLDER`] filled in the files
+/// rendered for it).
 pub fn hop_token(plugin: &str) -> types::SecretEnv {
     types::SecretEnv {
         name: bottle_contract::hop::daemon_env(plugin),

@@ -133,7 +133,7 @@ fn approving_for_a_bottle_that_has_gone_is_a_clear_error_and_records_nothing() {
     let sb = Sandbox::new();
     let dir = planned(&sb);
     queue(&dir, "r1", "crates.io");
-    let (code, out, err) = run(sb.bottle().args(["approve", "r1"]));
+    let (code, out, err) = run(sb.bottle().args(["approve", "r1", "--yes"]));
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("is not running any more"), "{err}");
     assert_eq!(
@@ -388,4 +388,115 @@ fn an_approval_planned_against_an_old_config_is_not_applied() {
         routes
     );
     drop(lock);
+}
+
+/// Hold `dir`'s run lock, as a running `bottle run` does, until dropped.
+fn hold_run_lock(dir: &Path) -> std::fs::File {
+    use rustix::fs::{FlockOperation, flock};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("run.lock"))
+        .unwrap();
+    flock(&f, FlockOperation::LockExclusive).unwrap();
+    f
+}
+
+fn decisions(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("supervise/queue/decisions"))
+        .unwrap()
+        .count()
+}
+
+/// `bottle approve ID`, which the agent's own reply tells the user to run, shows what it
+/// would grant before it grants anything: without a terminal it refuses with that text and
+/// points at `--yes`; on a terminal, anything but `y` leaves the request open. The agent's
+/// words are shown without the escapes it slipped in.
+#[test]
+fn approve_shows_what_it_grants_and_grants_nothing_unasked() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    let q = dir.join("supervise/queue/pending");
+    std::fs::create_dir_all(&q).unwrap();
+    std::fs::create_dir_all(dir.join("supervise/queue/decisions")).unwrap();
+    std::fs::write(
+        q.join("r1.json"),
+        serde_json::json!({
+            "id": "r1", "kind": "host-access", "host": "crates.io",
+            "reason": "need the index \u{1b}]0;pwned\u{7}\u{1b}[2J now",
+            "failed_url": "https://crates.io/\u{9b}31m", "created": "2026-11-28T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let _lock = hold_run_lock(&dir);
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["approve", "r1"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(code, 1, "{out}{err}");
+    for shown in [
+        "request r1 of bottle",
+        "grants:   the agent can reach crates.io, any path, with no credential",
+        "changes:  pipelock's pipelock/pipelock.yaml and egress's egress/routes.yaml",
+        "for:      this run only",
+        "reason:   need the index ]0;pwned [2J now",
+        "refused:  https://crates.io/ 31m",
+    ] {
+        assert!(out.contains(shown), "{shown:?} missing in:\n{out}");
+    }
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{9b}') && !out.contains('\u{7}'),
+        "{out:?}"
+    );
+    assert!(
+        err.contains("not granted") && err.contains("--yes"),
+        "{err}"
+    );
+    assert_eq!(decisions(&dir), 0, "nothing was granted");
+    // On a terminal: asked, and a stray answer grants nothing.
+    let script = crate::support::workspace().join("tests/integration/pty_answer.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["Grant it? [y/N]", "a"])
+        .arg(crate::support::bottle_bin())
+        .args(["approve", "r1", "--persist"])
+        .current_dir(sb.project())
+        .env("BOTTLE_STATE_DIR", sb.state())
+        .env("BOTTLE_CACHE_DIR", shared_cache())
+        .env("XDG_CONFIG_HOME", sb.dir.path().join("config"))
+        .env("HOME", sb.dir.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("for:      this run and every later run of asker (--persist)")
+            && shown.contains("not granted; the request stays open"),
+        "{shown}"
+    );
+    assert_eq!(decisions(&dir), 0, "nothing was granted");
+}
+
+/// A wildcard over a public suffix is refused at approve too (supervise refuses it first; a
+/// queue file is writable from the bundle).
+#[test]
+fn approve_refuses_a_wildcard_over_a_public_suffix() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    for (id, host) in [
+        ("r1", "*.co.uk"),
+        ("r2", "*.github.io"),
+        ("r3", "*.s3.amazonaws.com"),
+    ] {
+        queue(&dir, id, host);
+    }
+    let _lock = hold_run_lock(&dir);
+    for id in ["r1", "r2", "r3"] {
+        let (code, out, err) = run(sb.bottle().args(["approve", id, "--yes"]));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("is a public suffix"), "{err}");
+    }
+    assert_eq!(decisions(&dir), 0);
 }

@@ -106,13 +106,15 @@ fn item_9_the_agent_proxy_is_egress_with_or_without_routes() {
     }
 }
 
+/// The original rewrote to `git://git-gate/<repo>.git`; the repo path now starts with the
+/// run's hop token (its placeholder in the plan), which git-gate asks of every request.
 #[test]
 fn item_10_git_rewrites_go_to_git_gate() {
     let r = render("implementer", "docker");
     let gitconfig = std::fs::read_to_string(r.state.join("agent/gitconfig")).unwrap();
     assert!(
         gitconfig.contains(
-            "[url \"git://git-gate/bottle.git\"]\n\tinsteadOf = git@github.com:example/bottle.git"
+            "[url \"git://git-gate/@BOTTLE_HOP_TOKEN@/bottle.git\"]\n\tinsteadOf = git@github.com:example/bottle.git"
         ),
         "{gitconfig}"
     );
@@ -290,7 +292,8 @@ fn supervise_is_registered_as_the_agents_mcp_server() {
             .unwrap();
     assert_eq!(
         mcp["mcpServers"]["supervise"],
-        serde_json::json!({"type": "http", "url": "http://supervise:9100/"})
+        serde_json::json!({"type": "http", "url": "http://supervise:9100/",
+            "headers": {"Authorization": "Bearer @BOTTLE_HOP_TOKEN@"}})
     );
     assert!(
         r.state.join("supervise/queue").is_dir(),

@@ -54,7 +54,7 @@ pub fn leftovers(slug: &str) -> String {
 }
 
 /// `bottle` as a user runs it: whether pipelock is in the bundle comes from the real image.
-fn bottle(sb: &Sandbox) -> Command {
+pub fn bottle(sb: &Sandbox) -> Command {
     let mut cmd = sb.bottle();
     cmd.env_remove("BOTTLE_PIPELOCK");
     cmd
@@ -1004,48 +1004,41 @@ fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
 /// Under `cwd: mount` the agent edits and commits, but cannot plant a hook or a config
 /// command (`core.fsmonitor`) that the user's own git would later run on the host.
 #[test]
-fn the_agent_cannot_plant_git_hooks_or_config_in_the_mounted_working_dir() {
+fn what_the_agent_writes_in_the_mounted_working_dir_is_yours_after_the_run() {
     let _g = serial();
     let sb = Sandbox::new();
     sb.agent(
         "editor",
         "image: bottle-agent:latest\ncwd: mount\nworkdir: /workspace\n",
     );
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(sb.project())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "git {args:?}");
-    };
-    git(&["init", "-q"]);
     give_to_agent(&sb.project());
-    let slug = unique_slug("e2e-git");
-    let script = "cd /workspace; \
-        (echo 'touch /tmp/pwned' > .git/hooks/post-checkout) 2>/dev/null && echo HOOK-WRITTEN || echo HOOK-REFUSED; \
-        git config core.fsmonitor 'touch /tmp/pwned' 2>/dev/null && echo CONFIG-WRITTEN || echo CONFIG-REFUSED; \
-        echo edited > edited.txt && echo EDIT-OK";
+    let slug = unique_slug("e2e-edit");
+    let script =
+        "cd /workspace; mkdir -p new/deeper && echo edited > new/deeper/edited.txt && echo EDIT-OK";
     let (code, out, err) =
         run(bottle(&sb).args(["run", "editor", "--slug", &slug, "--", "sh", "-c", script]));
     assert_eq!(code, 0, "{out}\n{err}");
-    for expected in ["HOOK-REFUSED", "CONFIG-REFUSED", "EDIT-OK"] {
-        assert!(
-            out.contains(expected),
-            "{expected} missing in\n{out}\n{err}"
+    assert!(out.contains("EDIT-OK"), "{out}\n{err}");
+    let edited = sb.project().join("new/deeper/edited.txt");
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "edited\n");
+    use std::os::unix::fs::MetadataExt;
+    for p in [
+        edited.as_path(),
+        &sb.project().join("new"),
+        &sb.project().join("new/deeper"),
+    ] {
+        assert_eq!(
+            std::fs::metadata(p).unwrap().uid(),
+            agent_uid(),
+            "what the agent writes belongs to the user (never root): {}",
+            p.display()
         );
     }
-    assert!(!sb.project().join(".git/hooks/post-checkout").exists());
-    let config = std::fs::read_to_string(sb.project().join(".git/config")).unwrap();
-    assert!(!config.contains("fsmonitor"), "{config}");
-    let edited = sb.project().join("edited.txt");
-    assert!(edited.is_file(), "the working dir stays writable");
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!(
-        std::fs::metadata(&edited).unwrap().uid(),
-        agent_uid(),
-        "what the agent writes belongs to the user (never root)"
+    assert!(
+        err.contains("the agent's work is in your dir: 1 file(s) written"),
+        "{err}"
     );
+    assert_eq!(leftovers(&slug), "");
 }
 
 /// `bottle verify` on the shipped `researcher` agent: every probe holds, and the random name
@@ -1143,7 +1136,7 @@ fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
 /// `bottle verify` from a mounted repo whose hooks live in a `core.hooksPath` dir (as husky
 /// sets up): the hooks, the config and that dir are all out of the agent's reach.
 #[test]
-fn verify_in_a_mounted_repo_covers_hooks_config_and_hooks_path() {
+fn verify_in_a_mounted_repo_plants_what_git_runs_and_your_dir_never_gets_it() {
     let _g = serial();
     let sb = Sandbox::new();
     sb.agent(
@@ -1169,10 +1162,12 @@ fn verify_in_a_mounted_repo_covers_hooks_config_and_hooks_path() {
     let (code, findings, err) = verify(&sb, bottle(&sb).args(["verify", "editor", "--json"]));
     assert_eq!(code, 0, "{findings:#?}\n{err}");
     for id in [
-        "git-hooks",
-        "git-config",
-        "git-hooks-path",
-        "git-submodule-hooks",
+        "workdir-git-config",
+        "workdir-git-hook",
+        "workdir-git-rename",
+        "workdir-nested-repo",
+        "workdir-gitdir-file",
+        "workdir-bare-repo",
         "setuid-file",
     ] {
         assert_eq!(verdict(&findings, id), "PASS", "{id}: {findings:#?}");
@@ -1184,6 +1179,9 @@ fn verify_in_a_mounted_repo_covers_hooks_config_and_hooks_path() {
         0,
         "nothing planted"
     );
+    for planted in bottle_probe::PLANT_DIRS {
+        assert!(!sb.project().join(planted).exists(), "{planted}");
+    }
 }
 
 /// `bottle run --verify` runs the suite first and hands the terminal over when it held.
@@ -1434,7 +1432,7 @@ plugins:
 
 /// The host's address on Docker's default bridge (what `host-gateway` means): containers on
 /// other bridges reach the host there too.
-fn docker_host_address() -> String {
+pub fn docker_host_address() -> String {
     let out = Command::new("ip")
         .args(["-4", "-o", "addr", "show", "docker0"])
         .output()
@@ -1722,7 +1720,7 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
     let routes_before = std::fs::read_to_string(state.join("egress/routes.yaml")).unwrap();
     let bundle = format!("bottle-sidecars-{slug}");
     docker(&["pause", &bundle]);
-    let (code, out, err) = run(sb.bottle().args(["approve", &id]));
+    let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes"]));
     docker(&["unpause", &bundle]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -1740,7 +1738,7 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
         table.contains("failed") && table.contains("not applied:"),
         "{table}"
     );
-    let (code, out, err) = run(sb.bottle().args(["approve", &id]));
+    let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(
@@ -1748,7 +1746,7 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
         ),
         "{out}"
     );
-    let (code, _, err) = run(sb.bottle().args(["approve", &id]));
+    let (code, _, err) = run(sb.bottle().args(["approve", &id, "--yes"]));
     assert_eq!(code, 1);
     assert!(err.contains("already approved"), "{err}");
     let approved = std::fs::read_to_string(state.join("approved.yaml")).unwrap();
@@ -1874,4 +1872,35 @@ fn live_applies_under_load_never_fail_a_request() {
     assert!(total >= 25, "too few requests to tell: {stdout}");
     eprintln!("{total} requests through egress during the reloads, none failed");
     assert_eq!(leftovers(&slug), "");
+}
+
+/// A kept log holds what the agent and the bundle printed: `bottle logs` shows every escape
+/// sequence and control character in it as text (a title change, a hyperlink, a screen clear,
+/// a carriage return that hides what came before), never acts on it.
+#[test]
+fn bottle_logs_of_a_kept_log_never_drive_the_terminal() {
+    let sb = Sandbox::new();
+    let slug = unique_slug("e2e-logs");
+    let logs = sb.state().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join(format!("{slug}.log")),
+        "t agent | \u{1b}]0;owned\u{7}title \u{1b}]8;;http://evil/\u{1b}\\link\u{1b}[2J\n\
+         t agent | safe\rEVIL \u{9b}31m \u{202e}txt.exe\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(sb.bottle().args(["logs", &slug]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{out:?}"
+    );
+    for shown in [
+        "\\x1b]0;owned\\x07title",
+        "\\x1b]8;;http://evil/\\x1b\\link\\x1b[2J",
+        "safe\\x0dEVIL \\x9b31m \\u{202e}txt.exe",
+    ] {
+        assert!(out.contains(shown), "{shown:?} missing in {out:?}");
+    }
 }

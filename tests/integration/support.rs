@@ -252,3 +252,79 @@ pub fn bundle_volumes(compose: &serde_yaml::Value, state: &Path) -> Vec<serde_ya
         })
         .collect()
 }
+
+/// A `bottle run` in the background whose output a test reads line by line.
+pub struct Running {
+    /// The process.
+    pub child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    err: std::sync::mpsc::Receiver<String>,
+    /// Everything read from its stdout so far.
+    pub seen: String,
+}
+
+impl Running {
+    /// Start `cmd` with piped stdin, stdout and stderr.
+    pub fn start(cmd: &mut Command) -> Running {
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning bottle");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, err) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = tx.send(text);
+        });
+        Running {
+            child,
+            out,
+            err,
+            seen: String::new(),
+        }
+    }
+
+    /// Read stdout until a line is `marker`; panics with everything it printed if it ends
+    /// first.
+    pub fn until(&mut self, marker: &str) {
+        use std::io::BufRead as _;
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = self.child.wait();
+                let err = self.err.recv().unwrap_or_default();
+                panic!(
+                    "it ended before printing {marker:?}:\n{}\n--- stderr\n{err}",
+                    self.seen
+                );
+            }
+            self.seen.push_str(&line);
+            if line.trim() == marker {
+                return;
+            }
+        }
+    }
+
+    /// Send `line` to its stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(line.as_bytes()).expect("write");
+        stdin.write_all(b"\n").expect("write");
+    }
+
+    /// Wait for it to end: its exit status, the rest of its stdout, and its stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.out, &mut rest);
+        let status = self.child.wait().expect("wait");
+        let err = self.err.recv().unwrap_or_default();
+        self.seen.push_str(&rest);
+        (status, self.seen, err)
+    }
+}

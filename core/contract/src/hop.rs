@@ -1,14 +1,13 @@
-//! The hop token: what the agent shows the bundle's daemons where an agent outside Docker
-//! reaches them.
+//! The hop token: what the agent shows the bundle's daemons, so they serve nobody else.
 //!
-//! On Docker the agent reaches the daemons over the bottle's internal network and the token is
-//! empty (off). A natively driven agent (the smolmachines VM) reaches the bundle container at
-//! its address on a bridge network, which any local process can reach too: without the token a
-//! local user could fetch through egress's injected credentials, push through git-gate's SSH
-//! key or file requests with supervise. There the host
-//! mints a token for each run ([`HOP_TOKEN_HOST_ENV`]), each daemon gets it as
-//! `<PLUGIN>_HOP_TOKEN`, and serves only what carries it: egress in the proxy URL's password,
-//! git-gate as the first segment of the repo path, supervise as a bearer token.
+//! Any local process can reach a container's address on a bridge (Docker's bundle on its
+//! egress bridge, the smolmachines VM's bundle on its own), so without a token a local user
+//! could fetch through egress's injected credentials, push through git-gate's SSH key or
+//! file requests with supervise. The host mints a token for each run
+//! ([`HOP_TOKEN_HOST_ENV`]); each daemon gets it as `<PLUGIN>_HOP_TOKEN` and serves only what
+//! carries it: egress in the proxy URL's password, git-gate as the first segment of the repo
+//! path, supervise as a bearer token. Only the agent is given it: its proxy URLs at exec time
+//! ([`proxy_url`]), and the files rendered for it with [`PLACEHOLDER`] filled in by the host.
 
 pub use crate::names::HOP_TOKEN_HOST_ENV;
 use sha2::{Digest as _, Sha256};
@@ -17,6 +16,39 @@ use sha2::{Digest as _, Sha256};
 /// plugins never see the token; the driver that holds it puts it in place when it copies the
 /// files for the agent.
 pub const PLACEHOLDER: &str = "@BOTTLE_HOP_TOKEN@";
+
+/// `url` (an `http://` proxy URL) carrying `token` as its password (`http://bottle:<token>@…`);
+/// `None` for any other URL.
+pub fn proxy_url(url: &str, token: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    Some(format!("http://bottle:{token}@{rest}"))
+}
+
+/// The `Proxy-Authorization` value that carries `token` to egress (what a client sends for
+/// [`proxy_url`]): for the bundle's own calls through egress (its init, supervise).
+pub fn proxy_authorization(token: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("bottle:{token}"))
+    )
+}
+
+/// Whether env `name` is a proxy variable ([`proxy_url`] applies to its value).
+pub fn is_proxy_var(name: &str) -> bool {
+    ["http_proxy", "https_proxy", "all_proxy"].contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// The proxy variables of `env`, each carrying `token`: what the agent's commands get.
+pub fn proxy_env<'a>(
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    token: &str,
+) -> Vec<(String, String)> {
+    env.into_iter()
+        .filter(|(k, _)| is_proxy_var(k))
+        .filter_map(|(k, v)| Some((k.to_owned(), proxy_url(v, token)?)))
+        .collect()
+}
 
 /// The env name under which `plugin`'s daemons get the token (`git-gate` → `GIT_GATE_HOP_TOKEN`).
 pub fn daemon_env(plugin: &str) -> String {
@@ -96,6 +128,29 @@ mod tests {
             assert!(!t.matches_bearer(wrong), "{wrong:?}");
         }
         assert_eq!(format!("{t:?}"), "HopToken(..)");
+    }
+
+    #[test]
+    fn proxy_urls_carry_the_token_and_nothing_else_does() {
+        let env = [
+            ("HTTPS_PROXY", "http://egress:9099"),
+            ("http_proxy", "http://egress:9099/"),
+            ("NO_PROXY", "supervise"),
+            ("ALL_PROXY", "socks5://x:1"),
+        ];
+        assert_eq!(
+            proxy_env(env, "t0k"),
+            [
+                (
+                    "HTTPS_PROXY".to_owned(),
+                    "http://bottle:t0k@egress:9099".to_owned()
+                ),
+                (
+                    "http_proxy".to_owned(),
+                    "http://bottle:t0k@egress:9099/".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -4,14 +4,21 @@
 /// Top-level names of the state dir that belong to the host: no plugin may stage, mount or
 /// overwrite them (`bundle/` holds the daemon list the host writes for the bundle's init).
 pub const HOST_FILES: &[&str] = &[
-    "metadata.json",
-    "plan.json",
-    "compose.log",
-    "bundle",
-    "run.json",
-    "approved.yaml",
-    "live.lock",
+    METADATA_FILE,
+    PLAN_FILE,
+    LOG_FILE,
+    BUNDLE_DIR,
+    RUN_FILE,
+    APPROVED_FILE,
+    LIVE_LOCK_FILE,
+    LOCK_FILE,
+    WORKDIR_LAYER_DIR,
 ];
+/// The host's dir for the bundle's init (the daemon list).
+pub const BUNDLE_DIR: &str = "bundle";
+/// The agent's layer over the working dir (`cwd: mount`): what it wrote, before it is brought
+/// back into the user's dir.
+pub const WORKDIR_LAYER_DIR: &str = "workdir";
 /// The host's record of a run (agent, manifest, plugins, start time).
 pub const METADATA_FILE: &str = "metadata.json";
 /// The full plan, as `--dry-run --json` prints it.

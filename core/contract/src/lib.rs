@@ -10,9 +10,10 @@
 //! - [`compose`]: the subset of the Compose spec bottle writes and reads back, one schema both
 //!   ways (unknown fields are refused when read);
 //! - [`daemons`]: the daemon list the bundle's init runs;
-//! - [`hop`]: the token that authenticates the agent's hop to published daemon ports;
+//! - [`hop`]: the token that authenticates the agent's hop to the bundle's daemons;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
+//! - [`terminal`]: text the agent or the bundle wrote, made safe to print;
 //! - [`labels`]: the label keys on everything bottle creates;
 //! - [`names`]: validated env names, relative paths and host names, and the secret-prefix rule.
 
@@ -25,3 +26,4 @@ pub mod layout;
 pub mod model;
 pub mod names;
 pub mod supervise;
+pub mod terminal;

@@ -97,8 +97,20 @@ fn running_sha(port: u16, deadline: Instant) -> Result<String, String> {
     .map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
+    // egress serves proxied requests only with the run's hop token, which the init holds (its
+    // env has every daemon's secrets).
+    let auth = std::env::var(bottle_contract::hop::daemon_env("egress"))
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map_or_else(String::new, |t| {
+            format!(
+                "Proxy-Authorization: {}\r\n",
+                bottle_contract::hop::proxy_authorization(&t)
+            )
+        });
     s.write_all(
-        b"GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\nConnection: close\r\n\r\n",
+        format!("GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

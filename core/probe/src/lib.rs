@@ -94,3 +94,72 @@ impl Finding {
         }
     }
 }
+
+/// The line the probe plants in git configs: a command git would run (`core.fsmonitor`), so
+/// the host can tell its own dir never got it.
+pub const PLANTED_MARK: &str = "bottle-verify-planted";
+
+/// Something the probe plants in the working dir that your own git would run if it reached
+/// your dir: the host then checks its dir (nothing during the run) and what the merge would
+/// bring back at the end (nothing of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plant {
+    /// The finding's id.
+    pub id: &'static str,
+    /// What is planted, in words.
+    pub what: &'static str,
+    /// The path that would run, relative to the working dir.
+    pub path: &'static str,
+    /// Whether it needs the working dir to be a repo (`.git` there).
+    pub in_repo: bool,
+}
+
+/// Everything the probe plants ([`Plant`]).
+pub const PLANTS: &[Plant] = &[
+    Plant {
+        id: "workdir-git-config",
+        what: "core.fsmonitor appended to the repo's .git/config",
+        path: ".git/config",
+        in_repo: true,
+    },
+    Plant {
+        id: "workdir-git-hook",
+        what: "a post-checkout hook in .git/hooks",
+        path: ".git/hooks/post-checkout",
+        in_repo: true,
+    },
+    Plant {
+        id: "workdir-git-rename",
+        what: ".git moved aside and a new .git planted in its place",
+        path: ".git-bottle-verify",
+        in_repo: true,
+    },
+    Plant {
+        id: "workdir-nested-repo",
+        what: "a nested repo whose config runs core.fsmonitor",
+        path: "bottle-verify-nested/.git",
+        in_repo: false,
+    },
+    Plant {
+        id: "workdir-gitdir-file",
+        what: "a `gitdir:` file pointing at a git dir the agent made",
+        path: "bottle-verify-gitfile/.git",
+        in_repo: false,
+    },
+    Plant {
+        id: "workdir-bare-repo",
+        what: "a bare-repo shape (HEAD, objects/, refs/, config)",
+        path: "bottle-verify-bare/HEAD",
+        in_repo: false,
+    },
+];
+
+/// The dirs of the working dir the plants live in, which the suite removes from the agent's
+/// layer after the host checked them (`.git` is the repo's own).
+pub const PLANT_DIRS: &[&str] = &[
+    ".git-bottle-verify",
+    "bottle-verify-nested",
+    "bottle-verify-gitfile",
+    "bottle-verify-gitdir",
+    "bottle-verify-bare",
+];

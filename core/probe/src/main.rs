@@ -17,6 +17,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--clean") {
+        clean_plants(&std::env::args().nth(2).unwrap_or_default());
+        return;
+    }
     let plan: Plan = match std::env::args().nth(1).map(|a| serde_json::from_str(&a)) {
         Some(Ok(p)) => p,
         Some(Err(e)) => {
@@ -33,7 +37,7 @@ fn main() {
     out.extend(raw_sockets());
     out.push(mknod());
     out.push(setuid_file(&plan.workdir));
-    out.extend(git_writes(&plan.workdir));
+    plant_git(&plan.workdir);
     out.push(docker_socket());
     out.push(gateway_route());
     out.push(ipv6());
@@ -42,6 +46,7 @@ fn main() {
     out.push(bundle_ports(&plan));
     out.push(private_keys());
     out.extend(proxied(&plan));
+    out.push(supervise_wildcard());
     println!(
         "{}",
         serde_json::to_string(&out).expect("findings are plain data")
@@ -218,88 +223,78 @@ fn setuid_file(workdir: &str) -> Finding {
     )
 }
 
-/// What of the repo's `.git` the host's own git runs: hooks, config, a `core.hooksPath` dir.
-fn git_writes(workdir: &str) -> Vec<Finding> {
-    let git = Path::new(workdir).join(".git");
-    if !git.is_dir() {
-        return vec![Finding::skip(
-            "git-hooks",
-            "plant a git hook or git config the host's git runs",
-            "the working dir holds no .git",
-        )];
+/// `bottle-probe --clean WORKDIR`: take [`plant_git`]'s plants out of the working dir again
+/// (the host has judged them): its dirs, its hook, its lines in `.git/config`.
+fn clean_plants(workdir: &str) {
+    let root = Path::new(workdir);
+    for d in bottle_probe::PLANT_DIRS {
+        let _ = std::fs::remove_dir_all(root.join(d));
     }
-    let mut v = Vec::new();
-    let hook = git.join("hooks").join("post-checkout");
-    let planted = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&hook)
-        .map(|_| {
-            let _ = std::fs::remove_file(&hook);
-        });
-    v.push(Finding::new(
-        "git-hooks",
-        "plant .git/hooks/post-checkout",
-        planted
-            .as_ref()
-            .map_or_else(|e| format!("refused: {e}"), |()| "planted".into()),
-        planted.is_err(),
-    ));
-    let config = git.join("config");
-    let opened = std::fs::OpenOptions::new().append(true).open(&config);
-    v.push(Finding::new(
-        "git-config",
-        "append core.fsmonitor to .git/config",
-        opened
-            .as_ref()
-            .map_or_else(|e| format!("refused: {e}"), |_| "opened for writing".into()),
-        opened.is_err(),
-    ));
-    // A submodule's git dir: hooks of its own, run by the host's `git submodule update`.
-    if let Some(hooks) = std::fs::read_dir(git.join("modules"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("hooks"))
-        .find(|h| h.is_dir())
+    let hook = root.join(".git/hooks/post-checkout");
+    if std::fs::read_to_string(&hook).is_ok_and(|t| t.contains(bottle_probe::PLANTED_MARK)) {
+        let _ = std::fs::remove_file(&hook);
+    }
+    let config = root.join(".git/config");
+    if let Ok(text) = std::fs::read_to_string(&config)
+        && text.contains(bottle_probe::PLANTED_MARK)
     {
-        let p = hooks.join("post-checkout");
-        let planted = std::fs::write(&p, b"#!/bin/sh\n");
-        let _ = std::fs::remove_file(&p);
-        v.push(Finding::new(
-            "git-submodule-hooks",
-            format!("plant a hook in {}", hooks.display()),
-            planted
-                .as_ref()
-                .map_or_else(|e| format!("refused: {e}"), |()| "planted".into()),
-            planted.is_err(),
-        ));
+        let planted = format!(
+            "[core]\n\tfsmonitor = \"touch /tmp/{}\"\n",
+            bottle_probe::PLANTED_MARK
+        );
+        let _ = std::fs::write(&config, text.replace(&planted, ""));
     }
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    if let Some(dir) = text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("hookspath")
-            .then(|| v.trim().to_owned())
-    }) {
-        let dir = if Path::new(&dir).is_absolute() {
-            Path::new(&dir).to_owned()
-        } else {
-            Path::new(workdir).join(dir)
+}
+
+/// Plant, in the working dir, everything [`bottle_probe::PLANTS`] lists: what your own git
+/// would run if it reached your dir. The agent may write all of it in its view; the host
+/// judges (its dir must not see it, and the merge must not bring it back), so nothing is
+/// reported from here.
+fn plant_git(workdir: &str) {
+    use bottle_probe::{PLANTED_MARK, PLANTS};
+    let root = Path::new(workdir);
+    let fsmonitor = format!("[core]\n\tfsmonitor = \"touch /tmp/{PLANTED_MARK}\"\n");
+    let repo = root.join(".git").is_dir();
+    let git_dir = |dir: &Path| -> std::io::Result<()> {
+        for d in ["objects", "refs/heads"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        std::fs::write(dir.join("HEAD"), "ref: refs/heads/main\n")?;
+        std::fs::write(dir.join("config"), &fsmonitor)
+    };
+    for plant in PLANTS {
+        if plant.in_repo && !repo {
+            continue;
+        }
+        // A plant the agent cannot make in its view is fine too.
+        let _: std::io::Result<()> = match plant.id {
+            "workdir-git-config" => std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join(".git/config"))
+                .and_then(|mut f| f.write_all(fsmonitor.as_bytes())),
+            "workdir-git-hook" => std::fs::write(
+                root.join(plant.path),
+                format!("#!/bin/sh\ntouch /tmp/{PLANTED_MARK}\n"),
+            ),
+            "workdir-git-rename" => {
+                // Move .git aside, plant a new one, put the old one back.
+                let moved = root.join(plant.path);
+                std::fs::rename(root.join(".git"), &moved).and_then(|()| {
+                    let planted = git_dir(&root.join(".git"));
+                    let _ = std::fs::remove_dir_all(root.join(".git"));
+                    std::fs::rename(&moved, root.join(".git"))?;
+                    planted
+                })
+            }
+            "workdir-nested-repo" => git_dir(&root.join(plant.path)),
+            "workdir-gitdir-file" => git_dir(&root.join("bottle-verify-gitdir")).and_then(|()| {
+                std::fs::create_dir_all(root.join("bottle-verify-gitfile"))?;
+                std::fs::write(root.join(plant.path), "gitdir: ../bottle-verify-gitdir\n")
+            }),
+            "workdir-bare-repo" => git_dir(&root.join("bottle-verify-bare")),
+            _ => continue,
         };
-        let p = dir.join(scratch_name("hook"));
-        let planted = std::fs::write(&p, b"#!/bin/sh\n");
-        let _ = std::fs::remove_file(&p);
-        v.push(Finding::new(
-            "git-hooks-path",
-            format!("plant a hook in core.hooksPath ({})", dir.display()),
-            planted
-                .as_ref()
-                .map_or_else(|e| format!("refused: {e}"), |()| "planted".into()),
-            planted.is_err(),
-        ));
     }
-    v
 }
 
 fn docker_socket() -> Finding {
@@ -540,11 +535,33 @@ fn proxied(plan: &Plan) -> Vec<Finding> {
     v
 }
 
+/// The agent's proxy credentials (the hop token in its proxy URL) as a header line, so the
+/// probes are judged by egress's rules rather than refused for want of them.
+fn proxy_auth() -> String {
+    use base64::Engine as _;
+    let url = std::env::var("HTTPS_PROXY")
+        .or_else(|_| std::env::var("https_proxy"))
+        .unwrap_or_default();
+    match url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('@'))
+    {
+        Some((userinfo, _)) => format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(userinfo)
+        ),
+        None => String::new(),
+    }
+}
+
 /// Send a plain GET for `url` through the proxy; the box holds if the answer is no 2xx/3xx.
 fn through_proxy(proxy: &str, id: &str, url: &str, what: &str) -> Finding {
     let tried = format!("GET {url} through the proxy ({what})");
     let host = url.split('/').nth(2).unwrap_or_default();
-    let req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET {url} HTTP/1.1\r\nHost: {host}\r\n{}Connection: close\r\n\r\n",
+        proxy_auth()
+    );
     match exchange(proxy, req.as_bytes()) {
         Ok(status) => Finding::new(
             id,
@@ -611,7 +628,13 @@ fn https_push(proxy: &str, host: &str, ca_bundle: Option<&str>) -> Finding {
 fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std::io::Result<u16> {
     use rustls_pki_types::pem::PemObject;
     let mut s = connect(proxy)?;
-    s.write_all(format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!(
+            "CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n{}\r\n",
+            proxy_auth()
+        )
+        .as_bytes(),
+    )?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -663,4 +686,128 @@ fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std
         }
     }
     status_code(&head)
+}
+
+/// Ask supervise (as the agent would, from its MCP config) for a wildcard over a public
+/// suffix: it must refuse it with a reason, never queue it for a human.
+fn supervise_wildcard() -> Finding {
+    let tried = "ask supervise for `*.co.uk` (a wildcard over a public suffix)";
+    let Some((url, auth)) = mcp_server("supervise") else {
+        return Finding::skip(
+            "supervise-wildcard",
+            tried,
+            "this bottle has no supervise in its MCP config",
+        );
+    };
+    match mcp_call(
+        &url,
+        auth.as_deref(),
+        "request_host_access",
+        r#"{"host":"*.co.uk","reason":"bottle verify: a wildcard over a public suffix"}"#,
+    ) {
+        Ok(answer) => {
+            let refused = answer.contains("public suffix");
+            Finding::new(
+                "supervise-wildcard",
+                tried,
+                if refused {
+                    "refused: a public suffix".to_owned()
+                } else {
+                    format!("answered: {}", answer.chars().take(160).collect::<String>())
+                },
+                refused,
+            )
+        }
+        Err(e) => Finding::new(
+            "supervise-wildcard",
+            tried,
+            format!("no answer: {e}"),
+            false,
+        ),
+    }
+}
+
+/// Server `name` of the agent's MCP config (`$BOTTLE_MCP_CONFIG`): its URL and its
+/// `Authorization` header.
+fn mcp_server(name: &str) -> Option<(String, Option<String>)> {
+    let path = std::env::var("BOTTLE_MCP_CONFIG").ok()?;
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let server = config.get("mcpServers")?.get(name)?;
+    let url = server.get("url")?.as_str()?.to_owned();
+    let auth = server
+        .get("headers")
+        .and_then(|h| h.get("Authorization"))
+        .and_then(|a| a.as_str())
+        .map(str::to_owned);
+    Some((url, auth))
+}
+
+/// One MCP tool call over Streamable HTTP (initialize, initialized, tools/call); the
+/// answer's text.
+fn mcp_call(url: &str, auth: Option<&str>, tool: &str, args: &str) -> std::io::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("not an http:// URL"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = format!("/{path}");
+    let post = |body: &str, session: Option<&str>| -> std::io::Result<(u16, String, String)> {
+        let mut s = connect(authority)?;
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if let Some(a) = auth {
+            head.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        if let Some(id) = session {
+            head.push_str(&format!(
+                "Mcp-Session-Id: {id}\r\nMcp-Protocol-Version: 2025-03-26\r\n"
+            ));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body.as_bytes())?;
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = status_code(head.as_bytes())?;
+        let session = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("mcp-session-id")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        Ok((status, session, body.to_owned()))
+    };
+    let (status, session, _) = post(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"bottle-probe","version":"1"}}}"#,
+        None,
+    )?;
+    if status != 200 {
+        return Err(std::io::Error::other(format!(
+            "initialize answered {status}"
+        )));
+    }
+    let session = Some(session.as_str()).filter(|s| !s.is_empty());
+    post(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        session,
+    )?;
+    let (status, _, body) = post(
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        ),
+        session,
+    )?;
+    if status != 200 {
+        return Err(std::io::Error::other(format!(
+            "tools/call answered {status}"
+        )));
+    }
+    Ok(body)
 }

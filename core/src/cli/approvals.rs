@@ -76,11 +76,35 @@ pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -
     }
 }
 
-/// `bottle approve ID [--path-prefix P] [--persist] [--note N]`.
-pub(super) fn approve(env: &HostEnv, id: &str, opts: ApproveOptions) -> Result<ExitCode> {
+/// `bottle approve ID [--path-prefix P] [--persist] [--note N] [--yes]`: shows what it would
+/// grant, asks on a terminal (`--yes` grants without asking), then grants it live.
+pub(super) fn approve(
+    env: &HostEnv,
+    id: &str,
+    opts: ApproveOptions,
+    yes: bool,
+) -> Result<ExitCode> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
     let root = state_root(env)?;
+    let pending = approvals::prepare_approval(env, &root, id, &opts)?;
+    print!("{}", pending.describe());
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "not granted: `bottle approve` shows what it grants and asks first, and stdin is no terminal; run it in a terminal, or add --yes to grant exactly what is shown above"
+            );
+        }
+        print!("Grant it? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !bottle::consent::is_yes(&line) {
+            println!("not granted; the request stays open (`bottle reject {id}` refuses it)");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let started = std::time::Instant::now();
-    let done = approvals::approve_live(env, &root, id, &opts, &now())?;
+    let done = approvals::grant(env, &root, pending, &opts.note, &now())?;
     println!(
         "approved {id} ({}): the agent can reach {}, no credential; in effect now ({}, {} ms)",
         done.asked.slug,

@@ -140,21 +140,24 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) ->
                 vm_logs.extend(text.lines().map(|l| format!("agent-vm | {l}\n")));
             }
         }
+        // Everything here was written by the agent or the bundle: never raw to the terminal.
+        let safe = bottle_contract::terminal::safe;
         if containers.is_empty() && !vm_logs.is_empty() {
-            print!("{vm_logs}");
+            print!("{}", safe(&vm_logs));
             return Ok(ExitCode::SUCCESS);
         }
         if containers.is_empty() {
             for path in [root.join(slug).join("compose.log"), root.join("logs").join(format!("{slug}.log"))] {
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    print!("{text}");
+                if let Ok(bytes) = std::fs::read(&path) {
+                    print!("{}", safe(&String::from_utf8_lossy(&bytes)));
                     return Ok(ExitCode::SUCCESS);
                 }
             }
             anyhow::bail!("no bottle `{slug}` is running and no logs of it are kept; `bottle ps` lists running ones");
         }
         if !follow {
-            print!("{}{vm_logs}", down::merged_logs(&docker, &containers).await);
+            let merged = down::merged_logs(&docker, &containers).await;
+            print!("{}{}", safe(&merged), safe(&vm_logs));
             return Ok(ExitCode::SUCCESS);
         }
         let streams = containers.iter().map(|c| {
@@ -167,7 +170,7 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) ->
         while let Some((role, chunk)) = all.next().await {
             let Ok(chunk) = chunk else { continue };
             for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-                let _ = writeln!(out, "{role} | {}", down::strip_ansi(line));
+                let _ = writeln!(out, "{role} | {}", safe(&down::strip_ansi(line)));
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -315,7 +318,12 @@ impl Survey {
     }
 
     /// Remove it all; what could not be removed, one line each.
-    async fn remove(&self, docker: &bollard::Docker, root: &std::path::Path) -> Vec<String> {
+    async fn remove(
+        &self,
+        env: &HostEnv,
+        docker: &bollard::Docker,
+        root: &std::path::Path,
+    ) -> Vec<String> {
         let mut failures = Vec::new();
         for slug in &self.slugs {
             let state = root.join(slug);
@@ -341,6 +349,13 @@ impl Survey {
                 }
             }
             if !failed && ours {
+                // An orphan's agent left work in its layer: it comes back as after any run.
+                if let Err(e) =
+                    bottle::runner::bring_back_work(docker, &state, env.home(), false).await
+                {
+                    failures.push(e.to_string());
+                    continue;
+                }
                 // As after any run: the logs kept, the state (with its CA keys) gone.
                 match state::retire(&state) {
                     Ok(log) => println!("logs of {slug} kept in {}", log.display()),
@@ -373,6 +388,10 @@ impl Survey {
             Err(e) => failures.push(e.to_string()),
         }
         for d in &self.orphan_dirs {
+            if let Err(e) = bottle::runner::bring_back_work(docker, d, env.home(), false).await {
+                failures.push(e.to_string());
+                continue;
+            }
             if let Err(e) = std::fs::remove_dir_all(d) {
                 failures.push(format!("removing {}: {e}", d.display()));
             }
@@ -412,7 +431,7 @@ pub(super) fn cleanup(
             println!("nothing removed");
             return Ok(ExitCode::SUCCESS);
         }
-        let failures = survey.remove(&docker, &root).await;
+        let failures = survey.remove(env, &docker, &root).await;
         if failures.is_empty() {
             println!("removed");
             Ok(ExitCode::SUCCESS)

@@ -23,6 +23,8 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     /// Use a TTY (normally: stdin is a terminal).
     pub tty: bool,
+    /// Env (`K=V`) for this command only, over the container's.
+    pub env: Vec<String>,
 }
 
 /// Whether this process's stdin is a terminal.
@@ -95,6 +97,7 @@ pub async fn exec(docker: &Docker, req: &ExecRequest) -> Result<i64, DockerError
                     None
                 },
                 cmd: Some(req.command.clone()),
+                env: (!req.env.is_empty()).then(|| req.env.clone()),
                 working_dir: req.workdir.clone(),
                 ..Default::default()
             },

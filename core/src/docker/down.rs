@@ -34,7 +34,10 @@ pub async fn merged_logs(docker: &Docker, containers: &[BottleContainer]) -> Str
             let (ts, text) = line.split_once(' ').unwrap_or((line, ""));
             lines.push((
                 ts.to_owned(),
-                format!("{ts} {service} | {}", strip_ansi(text)),
+                format!(
+                    "{ts} {service} | {}",
+                    bottle_contract::terminal::safe(&strip_ansi(text))
+                ),
             ));
         }
         lines

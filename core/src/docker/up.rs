@@ -142,6 +142,9 @@ pub struct AgentRun<'a> {
     pub user: String,
     /// The escape-suite probe binary on the host, mounted for `bottle verify`.
     pub probe: Option<String>,
+    /// `cwd: mount`: the agent's layer over your dir, mounted at its workdir in place of your
+    /// dir itself ([`crate::workdir::layer`]).
+    pub layer: Option<&'a crate::workdir::layer::Layer>,
 }
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no
@@ -154,7 +157,7 @@ fn confine_agent(
     workdir: &str,
     volume: (String, HashMap<String, String>),
     mut h: HostConfig,
-) -> HostConfig {
+) -> Result<HostConfig, String> {
     let c = run.confinement;
     h.privileged = Some(false);
     h.cap_add = None;
@@ -177,7 +180,26 @@ fn confine_agent(
         ),
     ]));
     let mut mounts = h.mounts.take().unwrap_or_default();
-    if c.workdir_volume {
+    if let Some(layer) = run.layer {
+        // Your dir never reaches the agent as itself: the overlay over it does.
+        mounts.retain(|m| m.target.as_deref() != Some(workdir));
+        let (name, labels) = volume.clone();
+        mounts.push(Mount {
+            target: Some(workdir.to_owned()),
+            source: Some(name),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(labels),
+                driver_config: Some(MountVolumeOptionsDriverConfig {
+                    name: Some("local".to_owned()),
+                    options: Some(layer.mount_options().map_err(|e| e.to_string())?),
+                }),
+                ..MountVolumeOptions::default()
+            }),
+            ..Mount::default()
+        });
+    } else if c.workdir_volume {
         // A volume, not a plain tmpfs mount: Docker copies into volumes (`cwd: copy`), not
         // into tmpfs mounts, and this one is the agent's from its root down.
         let (name, labels) = volume;
@@ -235,7 +257,7 @@ fn confine_agent(
             "1".to_owned(),
         ),
     ]));
-    h
+    Ok(h)
 }
 
 fn create_body(
@@ -335,7 +357,7 @@ fn create_body(
                 volume_labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
                 let volume = (format!("{}-workdir", req.project), volume_labels);
                 let workdir = s.working_dir.as_deref().unwrap_or("/workspace");
-                confine_agent(&req.agent, workdir, volume, h)
+                confine_agent(&req.agent, workdir, volume, h).map_err(DockerError::Host)?
             } else {
                 h
             }
@@ -578,9 +600,14 @@ pub async fn wait_healthy(
                 Ok(Ok((0, _))) => return Ok(()),
                 // `bottle-init ready` says a daemon will never be ready (it exited, or its
                 // program is missing): waiting longer cannot help.
-                Ok(Ok((NEVER_READY, out))) => Some(out.trim().to_owned()),
+                Ok(Ok((NEVER_READY, out))) => {
+                    Some(bottle_contract::terminal::safe(out.trim()).into_owned())
+                }
                 Ok(Ok((code, out))) => {
-                    last = format!("check exited {code}: {}", out.trim());
+                    last = format!(
+                        "check exited {code}: {}",
+                        bottle_contract::terminal::safe(out.trim())
+                    );
                     None
                 }
                 Ok(Err(e)) => return Err(e),
@@ -663,7 +690,10 @@ pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
     if out.is_empty() {
         "  (none)".into()
     } else {
-        out.lines().map(|l| format!("  {l}\n")).collect()
+        // The container's own words, shown in an error on your terminal.
+        out.lines()
+            .map(|l| format!("  {}\n", bottle_contract::terminal::safe(l)))
+            .collect()
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Origin {
     pub http: SocketAddr,
     /// HTTPS address.
     pub https: SocketAddr,
+    /// How many requests it has answered (over either address).
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Origin {
@@ -103,22 +105,24 @@ impl Origin {
         let addrs = Origin {
             http: http.local_addr().expect("addr"),
             https: https.local_addr().expect("addr"),
+            hits: Arc::default(),
         };
         let root = Arc::new(git_root);
-        let r = root.clone();
+        let (r, hits) = (root.clone(), addrs.hits.clone());
         tokio::spawn(async move {
             while let Ok((s, _)) = http.accept().await {
-                tokio::spawn(serve(TokioIo::new(s), r.clone()));
+                tokio::spawn(serve(TokioIo::new(s), r.clone(), hits.clone()));
             }
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
+        let hits = addrs.hits.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = https.accept().await {
                 let acceptor = acceptor.clone();
-                let root = root.clone();
+                let (root, hits) = (root.clone(), hits.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(s).await {
-                        serve(TokioIo::new(tls), root).await;
+                        serve(TokioIo::new(tls), root, hits).await;
                     }
                 });
             }
@@ -127,11 +131,14 @@ impl Origin {
     }
 }
 
-async fn serve<IO>(io: TokioIo<IO>, root: Arc<PathBuf>)
+async fn serve<IO>(io: TokioIo<IO>, root: Arc<PathBuf>, hits: Arc<std::sync::atomic::AtomicUsize>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| handle(req, root.clone()));
+    let svc = hyper::service::service_fn(move |req| {
+        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        handle(req, root.clone())
+    });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, svc)
         .await;

@@ -101,6 +101,7 @@ async fn run(args: Args) -> Result<(), String> {
         wait: Duration::from_secs(args.wait_secs.min(45)),
         max_open: args.max_open.max(1),
         egress: Some(args.egress),
+        hop_token: std::env::var(HOP_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
         per_minute: args.per_minute.max(1),
         recent: Default::default(),
     });

@@ -24,6 +24,9 @@ pub struct State {
     pub max_open: usize,
     /// egress's address, for `list_access` (`127.0.0.1:9099`).
     pub egress: Option<String>,
+    /// The run's hop token, which egress asks of every proxied request (the same token the
+    /// bundle's daemons all get).
+    pub hop_token: Option<String>,
     /// Requests allowed per minute.
     pub per_minute: usize,
     /// When recent requests were made (the rate limit).
@@ -210,7 +213,7 @@ impl Supervise {
     )]
     async fn list_access(&self) -> Result<CallToolResult, ErrorData> {
         let routes = match &self.state.egress {
-            Some(addr) => egress_view(addr)
+            Some(addr) => egress_view(addr, self.state.hop_token.as_deref())
                 .await
                 .unwrap_or_else(|e| serde_json::json!({ "error": e })),
             None => serde_json::json!({ "error": "egress is not in this bottle" }),
@@ -295,16 +298,25 @@ fn answer(req: &Request, decision: Option<&Decision>) -> String {
     v.to_string()
 }
 
-/// `GET http://_egress.local/allowlist` through egress.
-async fn egress_view(addr: &str) -> Result<serde_json::Value, String> {
+/// `GET http://_egress.local/allowlist` through egress, with the hop token when there is one.
+async fn egress_view(addr: &str, hop: Option<&str>) -> Result<serde_json::Value, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = hop.map_or_else(String::new, |t| {
+        format!(
+            "Proxy-Authorization: {}\r\n",
+            bottle_contract::hop::proxy_authorization(t)
+        )
+    });
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        s.write_all(b"GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
+        s.write_all(
+            format!("GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         s.take(1 << 20)
             .read_to_end(&mut buf)

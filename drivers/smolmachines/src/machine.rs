@@ -401,17 +401,12 @@ pub fn authenticated_proxies(state: &Path, token: &str) -> Vec<(String, String)>
     let Some(env) = table.get("env").and_then(toml::Value::as_array) else {
         return Vec::new();
     };
-    env.iter()
-        .filter_map(toml::Value::as_str)
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| {
-            ["http_proxy", "https_proxy", "all_proxy"].contains(&k.to_ascii_lowercase().as_str())
-        })
-        .filter_map(|(k, v)| {
-            let rest = v.strip_prefix("http://")?;
-            Some((k.to_owned(), format!("http://bottle:{token}@{rest}")))
-        })
-        .collect()
+    bottle_contract::hop::proxy_env(
+        env.iter()
+            .filter_map(toml::Value::as_str)
+            .filter_map(|kv| kv.split_once('=')),
+        token,
+    )
 }
 
 /// The machine's workload output.

@@ -46,12 +46,15 @@ pub fn known_hosts_line(u: &GitUpstream) -> Option<String> {
     Some(format!("{host} {key}\n"))
 }
 
-/// The agent's gitconfig: one `insteadOf` per upstream.
+/// The agent's gitconfig: one `insteadOf` per upstream, to `git://git-gate/<token>/<name>.git`
+/// (git-gate serves only paths that start with the run's hop token; the host puts the token
+/// in place of [`bottle_contract::hop::PLACEHOLDER`] in the agent's copy).
 pub fn gitconfig(git: &[GitUpstream]) -> String {
+    let token = bottle_contract::hop::PLACEHOLDER;
     git.iter()
         .map(|u| {
             format!(
-                "[url \"git://{HOSTNAME}/{}.git\"]\n\tinsteadOf = {}\n",
+                "[url \"git://{HOSTNAME}/{token}/{}.git\"]\n\tinsteadOf = {}\n",
                 u.name, u.url
             )
         })
@@ -198,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn one_insteadof_per_upstream() {
+    fn one_insteadof_per_upstream_with_the_hop_tokens_place() {
         let mut b = testing::bottle();
         b.git = vec![testing::upstream("a"), testing::upstream("b")];
         let plan = GitGate::prepare(&b, &Settings::default()).unwrap();
@@ -210,8 +213,8 @@ mod tests {
             .contents;
         assert_eq!(
             gitconfig,
-            "[url \"git://git-gate/a.git\"]\n\tinsteadOf = git@github.com:example/a.git\n\
-             [url \"git://git-gate/b.git\"]\n\tinsteadOf = git@github.com:example/b.git\n"
+            "[url \"git://git-gate/@BOTTLE_HOP_TOKEN@/a.git\"]\n\tinsteadOf = git@github.com:example/a.git\n\
+             [url \"git://git-gate/@BOTTLE_HOP_TOKEN@/b.git\"]\n\tinsteadOf = git@github.com:example/b.git\n"
         );
     }
 

@@ -80,30 +80,6 @@ pub fn rewrites(stack: &Stack) -> Vec<(String, String)> {
     out
 }
 
-/// [`rewrites`] for the files the driver copies for the VM, which may carry the hop token
-/// (the driver puts it in place of [`HOP_PLACEHOLDER`]): a `git://` URL of a daemon gains it as
-/// its first path segment, as git-gate asks of every request where the hop is authenticated.
-pub fn file_rewrites(stack: &Stack) -> Vec<(String, String)> {
-    let address = BUNDLE_ADDRESS_PLACEHOLDER;
-    let mut out = Vec::new();
-    for o in &stack.bundle {
-        for name in std::iter::once(&o.daemon.name).chain(&o.daemon.aliases) {
-            for port in &o.daemon.ports {
-                out.push((
-                    format!("git://{name}:{port}/"),
-                    format!("git://{address}:{port}/{HOP_PLACEHOLDER}/"),
-                ));
-            }
-            out.push((
-                format!("git://{name}/"),
-                format!("git://{address}/{HOP_PLACEHOLDER}/"),
-            ));
-        }
-    }
-    out.extend(rewrites(stack));
-    out
-}
-
 /// `value` with [`rewrites`] applied.
 fn rewrite(value: &str, stack: &Stack) -> String {
     rewrites(stack)
@@ -219,27 +195,13 @@ pub fn smolfile(stack: &Stack, settings: &Settings) -> Result<String, PluginErro
     Ok(s)
 }
 
-/// The agent's MCP config with every server URL rewritten to the bundle's address, and the hop
-/// token as a bearer (the driver puts it in place of
-/// [`HOP_PLACEHOLDER`]): supervise, reachable by any local process at the bundle's address,
-/// serves only requests that carry it.
+/// The agent's MCP config with every server URL rewritten to the bundle's address (a bundle
+/// daemon's entry carries the hop token's placeholder as its bearer, as on every backend).
 fn vm_mcp_config(stack: &Stack) -> Result<Option<Document>, PluginError> {
-    let mut vm = stack.clone();
-    for m in &mut vm.agent.mcp_servers {
-        m.url = rewrite(&m.url, stack);
-    }
-    let Some(mut doc) = mcp_config(&vm) else {
+    let Some(mut doc) = mcp_config(stack) else {
         return Ok(None);
     };
-    let internal = |e: serde_json::Error| PluginError::Internal(e.to_string());
-    let mut config: serde_json::Value = serde_json::from_str(&doc.contents).map_err(internal)?;
-    if let Some(servers) = config["mcpServers"].as_object_mut() {
-        for server in servers.values_mut() {
-            server["headers"] =
-                serde_json::json!({ "Authorization": format!("Bearer {HOP_PLACEHOLDER}") });
-        }
-    }
-    doc.contents = serde_json::to_string_pretty(&config).map_err(internal)? + "\n";
+    doc.contents = rewrite(&doc.contents, stack);
     Ok(Some(doc))
 }
 
@@ -301,7 +263,7 @@ impl Backend for Smolmachines {
         documents.extend(vm_mcp_config(stack)?);
         documents.push(Document {
             path: REWRITES_FILE.into(),
-            contents: serde_json::to_string_pretty(&file_rewrites(stack))
+            contents: serde_json::to_string_pretty(&rewrites(stack))
                 .map_err(|e| PluginError::Internal(e.to_string()))?
                 + "\n",
             mode: 0o600,
@@ -415,8 +377,7 @@ mod tests {
         }
         let d = Smolmachines::render(&stack, &Settings::default()).unwrap();
         let doc: Vec<(String, String)> = serde_json::from_str(document(&d, REWRITES_FILE)).unwrap();
-        assert_eq!(doc, file_rewrites(&stack));
-        assert!(doc.ends_with(&rw), "{doc:?}");
+        assert_eq!(doc, rw);
     }
 
     #[test]
@@ -428,11 +389,13 @@ mod tests {
         gate.daemon.ports = vec![9418];
         stack.bundle.push(gate);
         let address = BUNDLE_ADDRESS_PLACEHOLDER;
-        let rw = file_rewrites(&stack);
-        let gitconfig = "[url \"git://git-gate/a.git\"]\n\tinsteadOf = git@github.com:x/a.git\n";
+        let rw = rewrites(&stack);
+        let gitconfig = format!(
+            "[url \"git://git-gate/{HOP_PLACEHOLDER}/a.git\"]\n\tinsteadOf = git@github.com:x/a.git\n"
+        );
         let rewritten = rw
             .iter()
-            .fold(gitconfig.to_owned(), |t, (from, to)| t.replace(from, to));
+            .fold(gitconfig, |t, (from, to)| t.replace(from, to));
         assert!(
             rewritten.contains(&format!("git://{address}/{HOP_PLACEHOLDER}/a.git")),
             "{rewritten}"

@@ -25,20 +25,37 @@ pub use bottle_contract::names::{
 };
 
 /// The agent's MCP config (`{"mcpServers": {name: {"type": "http", "url": …}}}`), when any
-/// plugin registered a server.
+/// plugin registered a server. A server in the bundle gets the hop token as its bearer
+/// (`headers: {Authorization: "Bearer @BOTTLE_HOP_TOKEN@"}`; the host fills it in): the
+/// bundle's daemons serve only the agent.
 pub fn mcp_config(stack: &Stack) -> Option<Document> {
     if stack.agent.mcp_servers.is_empty() {
         return None;
     }
+    let in_bundle = |url: &str| {
+        let host = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        stack
+            .bundle
+            .iter()
+            .any(|o| o.daemon.name == host || o.daemon.aliases.iter().any(|a| a == host))
+    };
     let servers: serde_json::Map<String, serde_json::Value> = stack
         .agent
         .mcp_servers
         .iter()
         .map(|m| {
-            (
-                m.name.clone(),
-                serde_json::json!({"type": "http", "url": m.url}),
-            )
+            let mut server = serde_json::json!({"type": "http", "url": m.url});
+            if in_bundle(&m.url) {
+                server["headers"] = serde_json::json!({
+                    "Authorization": format!("Bearer {}", bottle_contract::hop::PLACEHOLDER)
+                });
+            }
+            (m.name.clone(), server)
         })
         .collect();
     let contents = serde_json::to_string_pretty(&serde_json::json!({ "mcpServers": servers }))

@@ -36,6 +36,12 @@ pub fn host(raw: &str) -> Result<String, String> {
             shown(raw)
         ));
     }
+    if h.starts_with("*.") && is_public_suffix(bare) {
+        return Err(format!(
+            "{}: `{bare}` is a public suffix (anyone can register a name under it), so a wildcard over it would open hosts of every owner; ask for the exact host, or a wildcard under a domain of one owner (`*.example.co.uk`)",
+            shown(raw)
+        ));
+    }
     if !bare.contains('.') {
         return Err(format!(
             "{}: a single-label name is internal; give a full domain",
@@ -63,6 +69,14 @@ pub fn host(raw: &str) -> Result<String, String> {
     Ok(h)
 }
 
+/// Whether `domain` is itself a public suffix by the Public Suffix List, its ICANN section
+/// (`co.uk`) or its private one (`github.io`, `s3.amazonaws.com`): names under it belong to
+/// anyone who registers one.
+pub fn is_public_suffix(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    psl::suffix(d.as_bytes()).is_some_and(|s| s.as_bytes() == d.as_bytes())
+}
+
 /// A path prefix: absolute, printable ASCII, at most [`MAX_PATH`] characters, no `..`.
 pub fn path_prefix(raw: &str) -> Result<String, String> {
     let ok = raw.starts_with('/')
@@ -85,7 +99,11 @@ pub fn text(raw: &str, max: usize) -> String {
     let mut out = String::new();
     let mut space = false;
     for c in raw.chars() {
-        let c = if c.is_control() || is_bidi(c) { ' ' } else { c };
+        let c = if c.is_control() || crate::terminal::is_unsafe(c) {
+            ' '
+        } else {
+            c
+        };
         if c == ' ' {
             if !space && !out.is_empty() {
                 out.push(' ');
@@ -101,11 +119,6 @@ pub fn text(raw: &str, max: usize) -> String {
         }
     }
     out.trim_end().to_owned()
-}
-
-/// Unicode's bidirectional overrides, which can make a shown text read otherwise than it is.
-fn is_bidi(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
 }
 
 /// The agent's value as an error may quote it.
@@ -138,6 +151,31 @@ mod tests {
             "1.1.1.1.in-addr.arpa",
         ] {
             assert!(host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wildcards_never_cover_a_public_suffix_of_either_section() {
+        for bad in [
+            "*.co.uk",
+            "*.github.io",
+            "*.s3.amazonaws.com",
+            "*.com.au",
+            "*.CO.UK.",
+            "*.herokuapp.com",
+        ] {
+            let err = host(bad).unwrap_err();
+            assert!(err.contains("public suffix"), "{bad}: {err}");
+        }
+        for ok in [
+            "*.example.co.uk",
+            "*.me.github.io",
+            "*.rust-lang.org",
+            "*.example.com",
+            "co.uk.example.com",
+            "github.io",
+        ] {
+            assert!(host(ok).is_ok(), "{ok}: {:?}", host(ok));
         }
     }
 

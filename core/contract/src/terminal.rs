@@ -1,0 +1,65 @@
+//! Text the agent or the bundle could have written, made safe for your terminal.
+//!
+//! A terminal acts on more than `ESC [`: other escape sequences (OSC titles and hyperlinks,
+//! DCS, …), C1 controls (which some terminals take for `ESC` plus a letter), a lone carriage
+//! return or backspace that rewrites what was printed, and Unicode's bidirectional controls,
+//! which make text read otherwise than it is. Every one of them is escaped here as visible
+//! text (`\x1b`, `\u{202e}`), so what bottle prints of a log, a queue file or a path is
+//! exactly what is there, and never drives the terminal. Only the live attached session of
+//! the agent stays raw.
+
+use std::borrow::Cow;
+
+/// Whether `c` would act on a terminal or hide what text says: a control character other
+/// than newline and tab (C0, DEL, C1), or a bidirectional or invisible format control.
+pub fn is_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
+/// `raw` with everything [`is_unsafe`] escaped as visible text; newlines and tabs are kept.
+pub fn safe(raw: &str) -> Cow<'_, str> {
+    if !raw.chars().any(is_unsafe) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if !is_unsafe(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_shown_not_acted_on_and_plain_text_is_untouched() {
+        assert!(matches!(safe("plain\ttext\nline two"), Cow::Borrowed(_)));
+        for (raw, shown) in [
+            ("\x1b[31mred", "\\x1b[31mred"),
+            ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+            (
+                "\x1b]8;;http://evil/\x1b\\link",
+                "\\x1b]8;;http://evil/\\x1b\\link",
+            ),
+            ("\u{9b}31m", "\\x9b31m"),
+            ("ok\rEVIL", "ok\\x0dEVIL"),
+            ("a\x08\x08b", "a\\x08\\x08b"),
+            ("\u{202e}txt.exe", "\\u{202e}txt.exe"),
+            ("del\x7f", "del\\x7f"),
+        ] {
+            assert_eq!(safe(raw), shown, "{raw:?}");
+            assert!(!safe(raw).chars().any(is_unsafe));
+        }
+    }
+}
