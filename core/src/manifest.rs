@@ -81,7 +81,8 @@ impl fmt::Display for ManifestError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CwdMode {
-    /// Bind-mounted read-write at the agent's workdir.
+    /// Your dir at the agent's workdir, as a layer the agent writes into; its work comes back
+    /// into your dir at the end ([`crate::workdir`]).
     #[default]
     Mount,
     /// Copied into the agent at launch; the host copy is untouched.

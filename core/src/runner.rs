@@ -471,6 +471,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| LaunchError::Unsupported(format!("a driver call did not finish: {e}")))
 }
 
+/// Why a natively driven `backend` cannot give the agent the working dir as `cwd` says, if it
+/// cannot: only `cwd: none` runs there for now.
+pub fn natively_unsupported(cwd: crate::manifest::CwdMode, backend: &str) -> Option<String> {
+    use crate::manifest::CwdMode;
+    match cwd {
+        CwdMode::None => None,
+        CwdMode::Mount => Some(format!(
+            "`cwd: mount` is not supported on the {backend} backend: its agent would write straight into your dir (a `.git` your own git would then run); set `cwd: none`, or use the docker backend, whose agent works on a layer over your dir"
+        )),
+        CwdMode::Copy => Some(format!(
+            "`cwd: copy` is not supported on the {backend} backend yet; set `cwd: none`, or use the docker backend"
+        )),
+    }
+}
+
 /// Bring up a natively driven bottle: the bundle on Docker from the backend's
 /// [`crate::driver::BUNDLE_COMPOSE_FILE`], the agent through the driver from the agent image
 /// saved by Docker; then run the agent's command attached.
@@ -486,15 +501,8 @@ async fn run_native(
             "the escape suite runs on the docker backend only for now; run `bottle verify` without --backend {backend}"
         )));
     }
-    if !p.confinement.workdir_volume {
-        return Err(LaunchError::Unsupported(format!(
-            "`cwd: mount` is not supported on the {backend} backend: its agent would write straight into your dir (a `.git` your own git would then run); use `cwd: none`, or the docker backend, whose agent works on a layer over your dir"
-        )));
-    }
-    if p.metadata.copy_cwd {
-        return Err(LaunchError::Unsupported(format!(
-            "`cwd: copy` is not supported on the {backend} backend yet; use `cwd: none`"
-        )));
+    if let Some(why) = natively_unsupported(p.manifest.cwd, backend) {
+        return Err(LaunchError::Unsupported(why));
     }
     let mut stop = std::pin::pin!(interrupted());
     p.mint_keys()?;

@@ -396,3 +396,26 @@ fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
         "{err}"
     );
 }
+
+/// The VM would write straight into a mounted dir (a `.git` your own git would then run), so a
+/// run with `cwd: mount` (or `copy`) on this backend is refused before anything is written.
+#[test]
+fn a_working_dir_the_vm_would_write_into_is_refused_before_anything_is_written() {
+    let (sb, drivers) = sandbox();
+    for cwd in ["mount", "copy"] {
+        sb.agent("vm", &AGENT.replace("cwd: none", &format!("cwd: {cwd}")));
+        let (code, out, err) =
+            run(bottle(&sb, &drivers).args(["run", "vm", "--yes", "--backend", "smolmachines"]));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains(&format!(
+                "`cwd: {cwd}` is not supported on the smolmachines backend"
+            )) && err.contains("set `cwd: none`"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read_dir(sb.state()).map_or(true, |mut d| d.next().is_none()),
+            "a state dir was written"
+        );
+    }
+}

@@ -121,7 +121,13 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             .clone()
             .unwrap_or_else(|| req.manifest.backend.clone());
         let policy = bottle::driver::policy(env, &args.bottle.drivers.driver_dirs)?;
-        Some(bottle::driver::Driver::for_backend(&backend, &policy)?)
+        let driver = bottle::driver::Driver::for_backend(&backend, &policy)?;
+        if let bottle::driver::Driver::Native(_) = driver
+            && let Some(why) = runner::natively_unsupported(req.manifest.cwd, &backend)
+        {
+            anyhow::bail!("{}: {why}", req.manifest.file.display());
+        }
+        Some(driver)
     };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
     let plugins = load_all(env, &args.bottle.plugins)?;
