@@ -452,7 +452,7 @@ async fn sweep(
 }
 
 /// A fresh hop token: 32 random bytes, hex.
-fn mint_hop_token() -> Result<String, LaunchError> {
+pub fn mint_hop_token() -> Result<String, LaunchError> {
     use std::io::Read as _;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")

@@ -248,4 +248,18 @@ fn a_run_hands_over_filled_manifests_and_the_command_that_applies_them() {
         );
     }
     assert_eq!(crate::support::mode(&file), 0o600);
+    // The run's hop token: from a private file (never argv or the output) into the
+    // credentials Secret, for each daemon and the agent; the agent's files carry it, as
+    // Secrets.
+    let hop = state.join("kubernetes/hop-token");
+    assert_eq!(crate::support::mode(&hop), 0o600);
+    let token = std::fs::read_to_string(&hop).unwrap();
+    assert_eq!(token.len(), 64, "{token}");
+    assert!(!err.contains(&token) && !out.contains(&token));
+    for key in ["BOTTLE_HOP_TOKEN", "EGRESS_HOP_TOKEN"] {
+        assert!(
+            err.contains(&format!("--from-file={key}={}", hop.display())),
+            "{err}"
+        );
+    }
 }

@@ -225,26 +225,41 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
 
 /// A backend with no live engine (Kubernetes): complete the manifests, say how to apply them.
 fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
+    use bottle::driver::manifests::{Credential, CredentialSource};
     p.mint_keys()?;
+    // The run's hop token: in the agent's files (which become Secrets) and in a private file
+    // the credentials Secret is made from; never in argv.
+    let hop = bottle::runner::mint_hop_token()?;
+    p.fill_hop_token(Some(&hop))?;
+    let hop_file = p.state_dir.join("kubernetes/hop-token");
+    bottle::live::write_whole(&hop_file, hop.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", hop_file.display()))?;
     let stack = &p.plan.stack;
+    let from_file = |key: &str| Credential {
+        key: key.to_owned(),
+        from: CredentialSource::File(hop_file.clone()),
+    };
     let credentials: Vec<_> = stack
         .agent
         .secret_env
         .iter()
-        .map(|n| bottle::driver::manifests::Credential {
+        .map(|n| Credential {
             key: n.clone(),
-            from_env: n.clone(),
+            from: CredentialSource::Env(n.clone()),
         })
-        .chain(
-            stack
-                .bundle_secrets
-                .iter()
-                // The host's own value, never the user's: the pods do without it.
-                .filter(|s| s.from_host_env != bottle_contract::names::HOP_TOKEN_HOST_ENV)
-                .map(|s| bottle::driver::manifests::Credential {
+        .chain(stack.bundle_secrets.iter().map(|s| {
+            if s.from_host_env == bottle_contract::names::HOP_TOKEN_HOST_ENV {
+                from_file(&s.name)
+            } else {
+                Credential {
                     key: s.name.clone(),
-                    from_env: s.from_host_env.clone(),
-                }),
+                    from: CredentialSource::Env(s.from_host_env.clone()),
+                }
+            }
+        }))
+        .chain(
+            (!stack.bundle.is_empty())
+                .then(|| from_file(bottle_contract::names::HOP_TOKEN_HOST_ENV)),
         )
         .collect();
     let h = bottle::driver::manifests::hand_off(&p.state_dir, &p.slug, &credentials)?;

@@ -49,14 +49,23 @@ pub struct HandOff {
     pub credentials: Option<String>,
 }
 
-/// A credential the pods read from `bottle-<slug>-credentials`: its key and the host env var
-/// that holds its value.
+/// A credential the pods read from `bottle-<slug>-credentials`: its key and where its value
+/// comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// The key in the Secret.
     pub key: String,
-    /// The host env var.
-    pub from_env: String,
+    /// Where the value is.
+    pub from: CredentialSource,
+}
+
+/// Where a credential's value is when the Secret is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The user's env var (their own secret, never written by bottle).
+    Env(String),
+    /// A file bottle wrote in the private state dir (the run's hop token).
+    File(PathBuf),
 }
 
 /// Fill the rendered manifests in `state_dir` and say how to apply them.
@@ -78,7 +87,12 @@ pub fn hand_off(
     let credentials = (!credentials.is_empty()).then(|| {
         let literals: Vec<String> = credentials
             .iter()
-            .map(|c| format!("--from-literal={}=\"${}\"", c.key, c.from_env))
+            .map(|c| match &c.from {
+                CredentialSource::Env(var) => format!("--from-literal={}=\"${var}\"", c.key),
+                CredentialSource::File(path) => {
+                    format!("--from-file={}={}", c.key, path.display())
+                }
+            })
             .collect();
         format!(
             "kubectl create secret generic bottle-{slug}-credentials {}",

@@ -170,7 +170,10 @@ pub fn is_file_source(path: &str) -> bool {
 fn is_secret_source(source: &Source) -> bool {
     match source {
         Source::Host(_) => true,
-        Source::State(p) => p.starts_with(&format!("{CA_DIR}/")) || p.contains("key"),
+        // The agent's own files carry the run's hop token once the host fills them in.
+        Source::State(p) => {
+            p.starts_with(&format!("{CA_DIR}/")) || p.contains("key") || p.starts_with("agent/")
+        }
     }
 }
 
@@ -415,6 +418,14 @@ fn agent_env(stack: &Stack, service_ip: Option<&str>) -> Vec<KeyValue> {
                     };
                 }
             }
+            // The proxy URL carries the run's hop token, defined first in the pod's env.
+            if !stack.bundle.is_empty() && is_proxy_var(&kv.key) {
+                value = value.replacen(
+                    "http://",
+                    &format!("http://bottle:$({HOP_TOKEN_HOST_ENV})@"),
+                    1,
+                );
+            }
             KeyValue {
                 key: kv.key.clone(),
                 value,
@@ -428,6 +439,22 @@ fn agent_env(stack: &Stack, service_ip: Option<&str>) -> Vec<KeyValue> {
         });
     }
     env
+}
+
+/// The agent container's env list: the run's hop token first (from the credentials Secret, so
+/// the proxy URLs after it can expand it), then its env, then its credentials.
+fn agent_env_list(stack: &Stack, service_ip: Option<&str>) -> Vec<Value> {
+    let hop = (!stack.bundle.is_empty()).then(|| {
+        json!({"name": HOP_TOKEN_HOST_ENV, "valueFrom": {"secretKeyRef": {
+            "name": format!("bottle-{}-credentials", stack.slug), "key": HOP_TOKEN_HOST_ENV}}})
+    });
+    hop.into_iter()
+        .chain(env_list(
+            &stack.slug,
+            &agent_env(stack, service_ip),
+            &stack.agent.secret_env,
+        ))
+        .collect()
 }
 
 /// The agent's pod.
@@ -459,7 +486,7 @@ fn agent_pod(stack: &Stack, service_ip: Option<&str>, volumes: &mut Volumes) -> 
             // The agent idles; bottle execs its command, as on Docker.
             "command": ["sleep", "infinity"],
             "workingDir": stack.agent.workdir,
-            "env": env_list(&stack.slug, &agent_env(stack, service_ip), &stack.agent.secret_env),
+            "env": agent_env_list(stack, service_ip),
             "volumeMounts": mounts,
             "securityContext": {
                 "allowPrivilegeEscalation": false,
@@ -519,12 +546,11 @@ fn bundle_pod(
         read_only: true,
     };
     mounts.push(volumes.mount(stack, &daemons, DAEMONS_IN_BUNDLE));
-    // No hop token: the NetworkPolicy lets only the agent reach the bundle, and egress without
-    // one serves every request, as on Docker.
+    // The daemons' hop tokens too: the NetworkPolicy lets only the agent's pod in, and the
+    // token makes sure of whom it serves there, as on every backend.
     let credentials: Vec<String> = stack
         .bundle_secrets
         .iter()
-        .filter(|s| s.from_host_env != HOP_TOKEN_HOST_ENV)
         .map(|s| s.name.clone())
         .collect();
     let ports: Vec<Value> = bundle_ports(stack)

@@ -252,8 +252,18 @@ fn no_pod_gets_a_token_and_credentials_are_secret_references_never_values() {
         &json!({"name": "EGRESS_TOKEN", "valueFrom": {"secretKeyRef":
             {"name": "bottle-demo-abcde-credentials", "key": "EGRESS_TOKEN"}}})
     );
-    // The hop token guards published ports; here the NetworkPolicy does.
-    assert!(!bundle.to_string().contains("HOP_TOKEN"), "{bundle}");
+    // The run's hop token, by Secret reference too: each daemon's, and the agent's first in
+    // its env (its proxy URLs expand it).
+    assert_eq!(
+        env(bundle, "EGRESS_HOP_TOKEN"),
+        &json!({"name": "EGRESS_HOP_TOKEN", "valueFrom": {"secretKeyRef":
+            {"name": "bottle-demo-abcde-credentials", "key": "EGRESS_HOP_TOKEN"}}})
+    );
+    assert_eq!(
+        container(agent)["env"][0],
+        json!({"name": "BOTTLE_HOP_TOKEN", "valueFrom": {"secretKeyRef":
+            {"name": "bottle-demo-abcde-credentials", "key": "BOTTLE_HOP_TOKEN"}}})
+    );
     // Nothing renders the credentials Secret, or any value: every Secret waits for the host.
     assert!(
         !objects
@@ -323,8 +333,9 @@ fn staged_files_are_configmaps_or_secrets_to_fill_and_writable_mounts_are_empty(
     );
     let (mcp, mcp_volume) = mounted_at(agent, MCP_CONFIG_IN_AGENT);
     assert_eq!(mcp["subPath"], "mcp.json");
+    // A Secret: the host fills in the run's hop token (its bearer).
     assert_eq!(
-        mcp_volume["configMap"]["name"],
+        mcp_volume["secret"]["secretName"],
         filled_from(&objects, &format!("state:{MCP_CONFIG_STATE_PATH}"))["metadata"]["name"]
     );
     assert_eq!(env(agent, MCP_CONFIG_ENV)["value"], MCP_CONFIG_IN_AGENT);
@@ -404,7 +415,7 @@ fn daemon_urls_use_the_service_env_without_dns_or_names_with_a_service_ip() {
     let agent = find(&objects, "Pod", "bottle-agent-demo-abcde");
     assert_eq!(
         env(agent, "HTTPS_PROXY")["value"],
-        "http://$(BOTTLE_SIDECARS_DEMO_ABCDE_SERVICE_HOST):8888"
+        "http://bottle:$(BOTTLE_HOP_TOKEN)@$(BOTTLE_SIDECARS_DEMO_ABCDE_SERVICE_HOST):8888"
     );
     // supervise is reached without the proxy, by address now.
     assert_eq!(
@@ -457,7 +468,10 @@ fn daemon_urls_use_the_service_env_without_dns_or_names_with_a_service_ip() {
         agent["spec"]["hostAliases"],
         json!([{"ip": "10.96.0.50", "hostnames": ["pipelock", "proxy", "supervise", "quiet"]}])
     );
-    assert_eq!(env(agent, "HTTPS_PROXY")["value"], "http://pipelock:8888");
+    assert_eq!(
+        env(agent, "HTTPS_PROXY")["value"],
+        "http://bottle:$(BOTTLE_HOP_TOKEN)@pipelock:8888"
+    );
     assert!(!agent.to_string().contains("SERVICE_HOST"));
     let service = find(&objects, "Service", "bottle-sidecars-demo-abcde");
     assert_eq!(service["spec"]["clusterIP"], "10.96.0.50");

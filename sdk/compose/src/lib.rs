@@ -14,7 +14,7 @@ pub use bottle_contract::compose::{
     DependsOn, INHIBIT_HOST_ADDRESS, ServiceNetwork,
 };
 pub use bottle_contract::daemons::{DaemonEntry, DaemonList};
-pub use bottle_contract::hop::PLACEHOLDER as HOP_PLACEHOLDER;
+pub use bottle_contract::hop::{PLACEHOLDER as HOP_PLACEHOLDER, is_proxy_var};
 pub use bottle_contract::labels;
 pub use bottle_contract::layout::{
     BUNDLE_INIT, DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
