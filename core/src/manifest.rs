@@ -190,6 +190,12 @@ struct RawRoute {
     #[serde(default)]
     path_allowlist: Vec<String>,
     auth: Option<RawAuth>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    allow: Vec<bottle_contract::egress::RequestRule>,
+    #[serde(default)]
+    deny: Vec<bottle_contract::egress::RequestRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -507,7 +513,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
     )?;
     let (git, git_push) = parse_git(&loc, raw.git, &expand)?;
     let allowlist = parse_allowlist(&loc, raw.egress.allowlist)?;
-    let routes = parse_routes(&loc, raw.egress.routes)?;
+    let (routes, route_rules) = parse_routes(&loc, raw.egress.routes)?;
     let egress_hosts = parse_egress_hosts(&loc, raw.egress.hosts)?;
     let upstream_ca = parse_upstream_ca(&loc, raw.egress.upstream_ca, &expand)?;
     let user = match raw.user {
@@ -516,7 +522,13 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
     };
     let resources = parse_resources(&loc, raw.resources)?;
     let (mut settings, grants) = parse_plugins(&loc, raw.plugins)?;
-    pass_egress_extras(&loc, &mut settings, &egress_hosts, upstream_ca.as_deref())?;
+    pass_egress_extras(
+        &loc,
+        &mut settings,
+        &egress_hosts,
+        upstream_ca.as_deref(),
+        &route_rules,
+    )?;
     pass_git_push(&loc, &mut settings, &git_push)?;
     Ok(Manifest {
         file: file.to_owned(),
@@ -782,9 +794,17 @@ fn parse_allowlist(loc: &Locator<'_>, raw: Vec<String>) -> Result<Vec<String>, M
     Ok(allowlist)
 }
 
-/// `egress.routes`: one per host, with path prefixes and the credential egress injects.
-fn parse_routes(loc: &Locator<'_>, raw: Vec<RawRoute>) -> Result<Vec<EgressRoute>, ManifestError> {
+/// The request rules of `egress.routes`, by each route's place (only routes that have any).
+type RouteRuleMap = BTreeMap<usize, bottle_contract::egress::RouteRules>;
+
+/// `egress.routes`: one per host, with path prefixes, the credential egress injects and the
+/// request rules (`methods`, `allow`, `deny`).
+fn parse_routes(
+    loc: &Locator<'_>,
+    raw: Vec<RawRoute>,
+) -> Result<(Vec<EgressRoute>, RouteRuleMap), ManifestError> {
     let mut routes = Vec::new();
+    let mut rules = RouteRuleMap::new();
     let mut route_hosts = BTreeSet::new();
     for (i, r) in raw.into_iter().enumerate() {
         let field = format!("egress.routes[{i}]");
@@ -812,6 +832,23 @@ fn parse_routes(loc: &Locator<'_>, raw: Vec<RawRoute>) -> Result<Vec<EgressRoute
             }
         }
         let auth = r.auth.map(|a| parse_auth(loc, &field, a)).transpose()?;
+        let route_rules = bottle_contract::egress::RouteRules {
+            methods: r.methods,
+            allow: r.allow,
+            deny: r.deny,
+        };
+        route_rules.validate().map_err(|(at, why)| {
+            loc.at(
+                "",
+                format!("{field}.{at}"),
+                format!(
+                    "{why}; a rule is `{{methods: [POST], path: /repos/org/*/hooks}}` (see the README's routes)"
+                ),
+            )
+        })?;
+        if !route_rules.is_empty() {
+            rules.insert(i, route_rules);
+        }
         routes.push(EgressRoute {
             host: r.host.to_ascii_lowercase(),
             path_allowlist: r.path_allowlist,
@@ -819,7 +856,7 @@ fn parse_routes(loc: &Locator<'_>, raw: Vec<RawRoute>) -> Result<Vec<EgressRoute
         });
     }
 
-    Ok(routes)
+    Ok((routes, rules))
 }
 
 /// A route's `auth`: a scheme (`Authorization: <scheme> <token>`) or a header of its own, and
@@ -1000,14 +1037,32 @@ fn parse_plugins(
     Ok((settings, grants))
 }
 
-/// The 0.1.0 `bottle` record has no field for `egress.hosts` and `egress.upstream_ca`, so
-/// egress gets them in its settings table (which may not set them itself).
+/// The 0.1.0 `bottle` record has no field for `egress.hosts`, `egress.upstream_ca` and a
+/// route's request rules, so egress gets them in its settings table (which may not set them
+/// itself).
 fn pass_egress_extras(
     loc: &Locator<'_>,
     settings: &mut BTreeMap<String, serde_json::Value>,
     egress_hosts: &BTreeMap<String, String>,
     upstream_ca: Option<&str>,
+    route_rules: &RouteRuleMap,
 ) -> Result<(), ManifestError> {
+    if let Some(table) = settings.get(ROUTES_PLUGIN)
+        && table.get("route_rules").is_some()
+    {
+        return Err(loc.at(
+            "route_rules",
+            format!("plugins.{ROUTES_PLUGIN}.route_rules"),
+            "set a route's `methods`, `allow` and `deny` under `egress.routes` instead",
+        ));
+    }
+    if !route_rules.is_empty() {
+        let table = settings
+            .entry(ROUTES_PLUGIN.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        table["route_rules"] = serde_json::to_value(route_rules)
+            .map_err(|e| loc.at("routes", "egress.routes", e.to_string()))?;
+    }
     if !egress_hosts.is_empty() || upstream_ca.is_some() {
         let table = settings
             .entry(ROUTES_PLUGIN.to_owned())

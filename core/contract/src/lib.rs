@@ -10,6 +10,7 @@
 //! - [`compose`]: the subset of the Compose spec bottle writes and reads back, one schema both
 //!   ways (unknown fields are refused when read);
 //! - [`daemons`]: the daemon list the bundle's init runs;
+//! - [`egress`]: egress's `routes.yaml` and the request rules a route carries;
 //! - [`hop`]: the token that authenticates the agent's hop to the bundle's daemons;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
@@ -19,6 +20,7 @@
 
 pub mod compose;
 pub mod daemons;
+pub mod egress;
 pub mod gate;
 pub mod hop;
 pub mod labels;

@@ -494,3 +494,52 @@ fn home_paths_expand_with_the_given_env_only() {
     let err = parse(Path::new("agents/demo.yaml"), text, &HostEnv::default()).unwrap_err();
     assert!(err.message.contains("`~/` needs HOME"), "{err}");
 }
+
+#[test]
+fn route_rules_reach_egress_by_route_and_bad_ones_name_the_field() {
+    let m = parse_str(
+        "image: x\negress:\n  routes:\n    - host: a.com\n    - host: api.github.com\n      auth: {scheme: Bearer, token_ref: GH}\n      methods: [GET, POST]\n      deny: [{methods: [POST], path: /repos/o/r/hooks}]\n      allow: [{methods: [PUT], path: \"/repos/o/r/contents/docs/**\"}]\n",
+    )
+    .unwrap();
+    let rules = &m.settings["egress"]["route_rules"];
+    assert!(rules.get("0").is_none(), "{rules}");
+    assert_eq!(rules["1"]["methods"], serde_json::json!(["GET", "POST"]));
+    assert_eq!(rules["1"]["deny"][0]["path"], "/repos/o/r/hooks");
+    assert_eq!(
+        rules["1"]["allow"][0]["methods"],
+        serde_json::json!(["PUT"])
+    );
+    for (rule, field, needle) in [
+        (
+            "methods: [get]",
+            "egress.routes[0].methods[0]",
+            "upper case",
+        ),
+        (
+            "deny: [{path: /a/b*}]",
+            "egress.routes[0].deny[0].path",
+            "whole segment",
+        ),
+        (
+            "allow: [{path: repos}]",
+            "egress.routes[0].allow[0].path",
+            "start with `/`",
+        ),
+        (
+            "deny: [{method: [GET], path: /a}]",
+            "egress.routes[0].deny[0]",
+            "unknown field",
+        ),
+    ] {
+        fails(
+            &format!("image: x\negress:\n  routes:\n    - host: a.com\n      {rule}\n"),
+            field,
+            needle,
+        );
+    }
+    fails(
+        "image: x\nplugins:\n  egress:\n    route_rules: {}\n",
+        "plugins.egress.route_rules",
+        "under `egress.routes`",
+    );
+}

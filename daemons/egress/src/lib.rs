@@ -8,12 +8,14 @@
 //! behind it, guards against names that resolve inside (SSRF). SIGHUP reloads the routes:
 //! the whole file is validated, then swapped; a bad file keeps the old table.
 //!
-//! Module map: [`routes`] (the table and the path rules), [`guard`] (inside addresses),
+//! Module map: [`routes`] (the table, the path and request rules), [`forge`] (what a
+//! credential on a forge's API may not do by default), [`guard`] (inside addresses),
 //! [`ca`] (leaf certificates), [`upstream`] (dialling out and TLS trust), [`proxy`] (the
 //! pipeline), [`body`] (streaming scans), [`log`] (the access log).
 
 pub mod body;
 pub mod ca;
+pub mod forge;
 pub mod guard;
 pub mod log;
 pub mod proxy;

@@ -39,6 +39,9 @@ pub struct Record {
     pub path: String,
     /// The route that matched.
     pub route: Option<String>,
+    /// The route rule that refused it (`methods`, `deny[0]`, `github-git-data`), if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// What egress did.
     pub decision: Option<Decision>,
     /// Why (empty when allowed).
@@ -67,6 +70,7 @@ impl Record {
             host: host.to_owned(),
             path,
             route: None,
+            rule: None,
             decision: None,
             reason: String::new(),
             status: 0,

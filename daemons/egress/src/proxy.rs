@@ -8,7 +8,7 @@
 use crate::body::Scanned;
 use crate::ca::Authority;
 use crate::log::{AccessLog, Decision, Record};
-use crate::routes::{AuthForm, Route, RouteTable};
+use crate::routes::{AuthForm, Route, RouteTable, RuleOutcome};
 use crate::upstream::{Refused, UpBody, Upstream};
 use arc_swap::ArcSwap;
 use bottle_dlp::{KnownSecret, Scanner};
@@ -162,6 +162,7 @@ enum Block {
     Inside,
     HostMismatch,
     EchoedToken,
+    Rule,
 }
 
 impl Block {
@@ -175,6 +176,7 @@ impl Block {
             Block::Inside => "inside-address",
             Block::HostMismatch => "host-mismatch",
             Block::EchoedToken => "echoed-credential",
+            Block::Rule => "route-rule",
         }
     }
 
@@ -457,48 +459,69 @@ impl Proxy {
     }
 
     /// The pipeline every request goes through.
-    async fn forward(&self, mut req: Request<Incoming>, target: Target) -> Response<RespBody> {
+    async fn forward(&self, req: Request<Incoming>, target: Target) -> Response<RespBody> {
         let started = Instant::now();
         let active = self.active.load_full();
         let path = req.uri().path().to_owned();
-        let mut record = Record::new(req.method(), &target.host, &path, started);
+        let record = Record::new(req.method(), &target.host, &path, started);
         let refuse = |record: Record, block: Block, reason: String| {
             self.log
                 .write(&record.decided(Decision::Block, &reason, 403, None));
             blocked(block, &reason)
         };
-
-        let Some(route) = active.table.find(&target.host) else {
-            let reason = format!("{} is not on this bottle's allowlist", target.host);
-            return refuse(record, Block::NotAllowed, reason);
-        };
-        record.route = Some(route.host.to_string());
-        if is_git_push(req.method(), &path, req.uri().query()) {
-            return refuse(
-                record,
-                Block::GitPush,
-                "git push over HTTPS is refused; push through git-gate (`git://git-gate/<repo>.git`)".into(),
-            );
-        }
-        if let Err(why) = route.allows_path(&path) {
-            return refuse(record, Block::Path, why);
-        }
-        if route.credential.is_some() && !target.https {
-            return refuse(
-                record,
-                Block::Plaintext,
-                format!(
+        // Refused before anything is dialled; the body the agent is still sending is read
+        // first (bounded), so an HTTP/2 client gets the answer rather than a stream reset.
+        let early = |mut record: Record, req: Request<Incoming>| {
+            let route = active.table.find(&target.host);
+            let Some(route) = route else {
+                let reason = format!("{} is not on this bottle's allowlist", target.host);
+                return Err(Box::new((req, record, Block::NotAllowed, reason)));
+            };
+            record.route = Some(route.host.to_string());
+            if is_git_push(req.method(), &path, req.uri().query()) {
+                let reason = "git push over HTTPS is refused; push through git-gate (`git://git-gate/<repo>.git`)".into();
+                return Err(Box::new((req, record, Block::GitPush, reason)));
+            }
+            if let Err(why) = route.allows_path(&path) {
+                return Err(Box::new((req, record, Block::Path, why)));
+            }
+            let ruled = route.forge.is_some() || !route.rules.is_empty();
+            if ruled && let Some(why) = method_override(&req) {
+                return Err(Box::new((req, record, Block::Rule, why)));
+            }
+            let graphql = match route.check_request(req.method().as_str(), &path) {
+                RuleOutcome::Pass => None,
+                RuleOutcome::GraphQl(forge) => Some(forge),
+                RuleOutcome::Refuse(r) => {
+                    record.rule = Some(r.rule.clone());
+                    let reason = format!("{} (rule {}); {}", r.reason, r.rule, r.lift);
+                    return Err(Box::new((req, record, Block::Rule, reason)));
+                }
+            };
+            if route.credential.is_some() && !target.https {
+                let reason = format!(
                     "{} gets a credential, which is never sent over plain http; use https://",
                     target.host
-                ),
-            );
-        }
+                );
+                return Err(Box::new((req, record, Block::Plaintext, reason)));
+            }
+            Ok((req, record, route, graphql))
+        };
+        let (mut req, mut record, route, graphql) = match early(record, req) {
+            Ok(passed) => passed,
+            Err(refused) => {
+                let (req, record, block, reason) = *refused;
+                drain(req.into_body()).await;
+                return refuse(record, block, reason);
+            }
+        };
         let path_and_query = req
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
         if let Some(f) = scan_url(&active.outbound, &path_and_query) {
             record.path = "[redacted]".into();
+            drain(req.into_body()).await;
             return refuse(record, Block::Secret, format!("the URL carries {f}"));
         }
         let websocket = is_websocket(req.headers());
@@ -532,9 +555,45 @@ impl Proxy {
         };
         parts.version = Version::HTTP_11;
         let sent = Arc::new(AtomicU64::new(0));
-        let scanned = Scanned::new(body, active.outbound.clone(), true, sent);
-        let found = scanned.found();
-        let body: UpBody = scanned.boxed();
+        let (body, found): (UpBody, _) = match graphql {
+            None => {
+                let scanned = Scanned::new(body, active.outbound.clone(), true, sent);
+                let found = scanned.found();
+                (scanned.boxed(), found)
+            }
+            // Its mutations decide, so the (small) document is read whole first.
+            Some(_) => {
+                let bytes = match http_body_util::Limited::new(body, GRAPHQL_MAX_BYTES)
+                    .collect()
+                    .await
+                {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return refuse(
+                            record,
+                            Block::Rule,
+                            format!(
+                                "a GraphQL request over {} KiB cannot be judged",
+                                GRAPHQL_MAX_BYTES >> 10
+                            ),
+                        );
+                    }
+                };
+                if let Err(what) =
+                    crate::forge::check_graphql(&bytes, crate::forge::GITHUB_MUTATIONS)
+                {
+                    record.rule = Some("github-graphql".into());
+                    let reason = format!(
+                        "{what} is not one bottle lets a credential make (rule github-graphql); issues, pull requests, comments and reviews pass; to allow more, add `allow: [{{methods: [POST], path: \"/graphql\"}}]` to this route in the manifest"
+                    );
+                    return refuse(record, Block::Rule, reason);
+                }
+                let full = Full::new(bytes).map_err(|e| match e {});
+                let scanned = Scanned::new(full, active.outbound.clone(), true, sent);
+                let found = scanned.found();
+                (scanned.boxed(), found)
+            }
+        };
         let client = if websocket {
             &self.upstream.h1_client
         } else {
@@ -606,6 +665,49 @@ impl Proxy {
         .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// Read and drop what is left of a refused request's body: at most [`DRAIN_BYTES`] within
+/// [`DRAIN_TIME`]. An HTTP/2 client still sending would otherwise get a stream reset instead
+/// of the refusal's text.
+async fn drain(body: Incoming) {
+    let read = http_body_util::Limited::new(body, DRAIN_BYTES).collect();
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// How much of a refused request's body egress reads before answering.
+const DRAIN_BYTES: usize = 1 << 20;
+/// How long egress waits for it.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The largest GraphQL request read whole to judge its mutations.
+const GRAPHQL_MAX_BYTES: usize = 1 << 20;
+
+/// Why a request that asks the origin to take another method than its own is refused (a
+/// route's rules judged the method it was sent with), if it does.
+fn method_override<B>(req: &Request<B>) -> Option<String> {
+    for h in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        if req.headers().contains_key(h) {
+            return Some(format!(
+                "the request asks the origin for another method ({h}), which this route's rules would not have judged"
+            ));
+        }
+    }
+    let query = req.uri().query().unwrap_or("");
+    if query.split('&').any(|kv| {
+        kv.split('=')
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("_method"))
+    }) {
+        return Some(
+            "the request asks the origin for another method (`_method`), which this route's rules would not have judged".into(),
+        );
+    }
+    None
 }
 
 /// `git push` over smart HTTP, in either of its two requests.
@@ -744,6 +846,8 @@ mod tests {
                 token_env: "EGRESS_TOKEN_0".into(),
                 token: "real".into(),
             }),
+            rules: Default::default(),
+            forge: None,
         };
         let mut h = HeaderMap::new();
         for (k, v) in [

@@ -5,30 +5,12 @@
 //! by whole segments, and anything that could make the origin see another path than the one
 //! checked (`%2f`, `%5c`, `%2e`, `..`, `//`, `\`) is refused outright.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-/// `routes.yaml` as the egress plugin renders it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoutesFile {
-    routes: Vec<RawRoute>,
-    #[serde(default)]
-    hosts: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    host: String,
-    #[serde(default)]
-    path_allowlist: Vec<String>,
-    auth_scheme: Option<String>,
-    auth_header: Option<String>,
-    token_env: Option<String>,
-}
+use bottle_contract::egress::{RouteRules, RoutesFile};
 
 /// How a route's credential is sent upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +106,10 @@ pub struct Route {
     pub path_allowlist: Vec<String>,
     /// The credential injected on this route.
     pub credential: Option<Credential>,
+    /// Its request rules (methods, allow, deny), checked.
+    pub rules: RouteRules,
+    /// The forge whose API this credentialed route reaches, whose defaults then apply.
+    pub forge: Option<crate::forge::Forge>,
 }
 
 /// Where a statically mapped host goes.
@@ -176,6 +162,10 @@ impl RouteTable {
         for (i, r) in file.routes.into_iter().enumerate() {
             let at = format!("routes[{i}]");
             let host = HostPattern::parse(&r.host).map_err(|e| format!("{at}: {e}"))?;
+            let rules = r.rules();
+            rules
+                .validate()
+                .map_err(|(field, why)| format!("{at}.{field}: {why}"))?;
             let mut path_allowlist = Vec::new();
             for p in &r.path_allowlist {
                 let clean =
@@ -231,10 +221,15 @@ impl RouteTable {
                     })
                 }
             };
+            let forge = credential
+                .as_ref()
+                .and_then(|_| crate::forge::Forge::of(&host));
             routes.push(Route {
                 host,
                 path_allowlist,
                 credential,
+                rules,
+                forge,
             });
         }
         let mut hosts = BTreeMap::new();
@@ -284,6 +279,16 @@ impl RouteTable {
                 if let Some(c) = &r.credential {
                     v["auth"] = serde_json::json!({ "form": c.form, "token_env": c.token_env });
                 }
+                if !r.rules.is_empty() {
+                    v["rules"] = serde_json::json!({
+                        "methods": r.rules.methods,
+                        "allow": r.rules.allow,
+                        "deny": r.rules.deny,
+                    });
+                }
+                if let Some(f) = r.forge {
+                    v["forge_defaults"] = serde_json::json!(f);
+                }
                 v
             })
             .collect();
@@ -291,7 +296,123 @@ impl RouteTable {
     }
 }
 
+/// Why a route's request rules refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRefusal {
+    /// The rule: `methods`, `path`, `deny[N]`, or a forge row's id (`github-git-data`).
+    pub rule: String,
+    /// What the request would have done, in words.
+    pub reason: String,
+    /// How to let it through, if it can be.
+    pub lift: String,
+}
+
+/// What a route's request rules say of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutcome {
+    /// It passes.
+    Pass,
+    /// Its body decides: a GraphQL document on a forge's API, whose mutations are checked.
+    GraphQl(Forge),
+    /// It is refused.
+    Refuse(RuleRefusal),
+}
+
+use crate::forge::{Forge, Verdict};
+
 impl Route {
+    /// What this route's rules say of `method` on `raw_path` (the request's path, still
+    /// percent-encoded, no query), in their documented order: `methods`, `allow`, `deny`,
+    /// then the forge defaults. The path allowlist was checked before.
+    pub fn check_request(&self, method: &str, raw_path: &str) -> RuleOutcome {
+        let refuse = |rule: &str, reason: String, lift: String| {
+            RuleOutcome::Refuse(RuleRefusal {
+                rule: rule.to_owned(),
+                reason,
+                lift,
+            })
+        };
+        if self.rules.is_empty() && self.forge.is_none() {
+            return RuleOutcome::Pass;
+        }
+        if !self.rules.methods.is_empty() && !self.rules.methods.iter().any(|m| m == method) {
+            return refuse(
+                "methods",
+                format!(
+                    "{method} is not one of this route's methods ({})",
+                    self.rules.methods.join(", ")
+                ),
+                format!("add {method} to the route's `methods` in the manifest"),
+            );
+        }
+        let segments = match bottle_contract::egress::request_segments(raw_path) {
+            Ok(s) => s,
+            Err(why) => {
+                return refuse(
+                    "path",
+                    format!("the path {why}, which this route's rules cannot judge"),
+                    "send the path without it".into(),
+                );
+            }
+        };
+        // GitHub's paths never need an encoded `/`; an origin that decodes it before routing
+        // would see other segments than the rules did.
+        if self.forge == Some(Forge::GitHub) && segments.iter().any(|s| s.contains('/')) {
+            return refuse(
+                "path",
+                "the path holds an encoded `/`, which GitHub's API never needs".into(),
+                "send the path with plain `/`".into(),
+            );
+        }
+        if self
+            .rules
+            .allow
+            .iter()
+            .any(|r| r.matches(method, &segments, false))
+        {
+            return RuleOutcome::Pass;
+        }
+        if let Some((i, r)) = self
+            .rules
+            .deny
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(method, &segments, true))
+        {
+            return refuse(
+                &format!("deny[{i}]"),
+                format!(
+                    "this route's `deny[{i}]` ({} {}) refuses it",
+                    if r.methods.is_empty() {
+                        "any method".to_owned()
+                    } else {
+                        r.methods.join("|")
+                    },
+                    r.path
+                ),
+                "narrow or remove that entry in the manifest".into(),
+            );
+        }
+        let Some(forge) = self.forge else {
+            return RuleOutcome::Pass;
+        };
+        match forge.decide(method, &segments) {
+            None => RuleOutcome::Pass,
+            Some(row) => match row.verdict {
+                Verdict::Pass => RuleOutcome::Pass,
+                Verdict::GraphQl => RuleOutcome::GraphQl(forge),
+                Verdict::Deny => refuse(
+                    row.id,
+                    format!("{method} {raw_path} {}", row.what),
+                    format!(
+                        "if you mean to let the agent do that with your credential, add `allow: [{{methods: [{method}], path: \"{}\"}}]` to this route in the manifest",
+                        row.path
+                    ),
+                ),
+            },
+        }
+    }
+
     /// Whether `raw_path` (the request's path, still percent-encoded, no query) may pass.
     pub fn allows_path(&self, raw_path: &str) -> Result<(), String> {
         if self.path_allowlist.is_empty() {
@@ -363,6 +484,8 @@ mod tests {
                 .map(|p| p.trim_end_matches('/').to_owned())
                 .collect(),
             credential: None,
+            rules: RouteRules::default(),
+            forge: None,
         }
     }
 
@@ -473,5 +596,109 @@ mod tests {
                 .find("x.com")
                 .is_none()
         );
+    }
+
+    fn ruled(host: &str, rules: &str, credential: bool) -> Route {
+        let env = |_: &str| Some("t0k3n".to_owned());
+        let auth = if credential {
+            "\n  auth_scheme: Bearer\n  token_env: T"
+        } else {
+            ""
+        };
+        let file = format!("routes:\n- host: {host}{auth}\n{rules}");
+        RouteTable::parse(file.as_bytes(), &env)
+            .unwrap()
+            .routes
+            .remove(0)
+    }
+
+    fn rule_of(o: RuleOutcome) -> Option<String> {
+        match o {
+            RuleOutcome::Refuse(r) => Some(r.rule),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn methods_then_allow_then_deny_then_the_forge_defaults() {
+        let r = ruled(
+            "api.example.com",
+            "  methods: [GET, HEAD, POST]\n  deny: [{methods: [POST], path: /admin}]\n  allow: [{path: /admin/ok/**}]",
+            true,
+        );
+        assert_eq!(r.forge, None);
+        assert_eq!(
+            rule_of(r.check_request("DELETE", "/x")).as_deref(),
+            Some("methods")
+        );
+        assert_eq!(
+            rule_of(r.check_request("POST", "/admin/users")).as_deref(),
+            Some("deny[0]")
+        );
+        assert_eq!(r.check_request("POST", "/admin/ok/1"), RuleOutcome::Pass);
+        assert_eq!(r.check_request("GET", "/admin/users"), RuleOutcome::Pass);
+        // On a forge's API with a credential: its defaults; `allow` lifts one.
+        let gh = ruled(
+            "api.github.com",
+            "  allow: [{methods: [PUT], path: /repos/o/r/contents/docs/**}]",
+            true,
+        );
+        assert_eq!(gh.forge, Some(Forge::GitHub));
+        let refused = gh.check_request("PATCH", "/repos/o/r/git/refs/heads/main");
+        let RuleOutcome::Refuse(r) = refused else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(r.rule, "github-git-data");
+        assert!(
+            r.lift
+                .contains("allow: [{methods: [PATCH], path: \"/repos/*/*/git/**\"}]"),
+            "{}",
+            r.lift
+        );
+        assert_eq!(
+            gh.check_request("PUT", "/repos/o/r/contents/docs/a.md"),
+            RuleOutcome::Pass
+        );
+        assert_eq!(
+            rule_of(gh.check_request("PUT", "/repos/o/r/contents/src/a.rs")).as_deref(),
+            Some("github-contents")
+        );
+        assert_eq!(
+            gh.check_request("POST", "/repos/o/r/issues"),
+            RuleOutcome::Pass
+        );
+        assert_eq!(
+            gh.check_request("POST", "/graphql"),
+            RuleOutcome::GraphQl(Forge::GitHub)
+        );
+        assert_eq!(
+            rule_of(gh.check_request("PUT", "/repos/o/r/issues/1/..%2F..%2Fgit%2Frefs")).as_deref(),
+            Some("path")
+        );
+        assert_eq!(
+            rule_of(gh.check_request("PUT", "/repos/o%2Fr/contents/a")).as_deref(),
+            Some("path")
+        );
+        // Without a credential there is nothing of the user's to spend: no forge defaults.
+        assert_eq!(ruled("api.github.com", "", false).forge, None);
+    }
+
+    #[test]
+    fn bad_rules_name_their_field() {
+        let env = |_: &str| None;
+        for (rules, field) in [
+            ("  methods: [get]", "routes[0].methods[0]"),
+            ("  deny: [{path: /a/b*}]", "routes[0].deny[0].path"),
+            (
+                "  allow: [{methods: [FETCH], path: /a}]",
+                "routes[0].allow[0].methods[0]",
+            ),
+            ("  deny: [{path: relative}]", "routes[0].deny[0].path"),
+            ("  deny: [{paths: /a}]", "unknown field"),
+        ] {
+            let file = format!("routes:\n- host: x.com\n{rules}");
+            let e = RouteTable::parse(file.as_bytes(), &env).unwrap_err();
+            assert!(e.contains(field), "{rules}: {e}");
+        }
     }
 }

@@ -40,7 +40,8 @@ fn routes(extra: &str) -> String {
          - host: plain.test\n\
          - host: localhost\n\
          {extra}\
-         hosts:\n  origin.test: 127.0.0.1\n  keyed.test: 127.0.0.1\n  repos.test: 127.0.0.1\n  plain.test: 127.0.0.1\n"
+         hosts:\n  origin.test: 127.0.0.1\n  keyed.test: 127.0.0.1\n  repos.test: 127.0.0.1\n  plain.test: 127.0.0.1\n\
+         \x20 api.github.com: 127.0.0.1\n  uploads.github.com: 127.0.0.1\n  gitlab.com: 127.0.0.1\n  readonly.test: 127.0.0.1\n"
     )
 }
 
@@ -68,6 +69,10 @@ impl Rig {
             "repos.test",
             "plain.test",
             "localhost",
+            "api.github.com",
+            "uploads.github.com",
+            "gitlab.com",
+            "readonly.test",
         ]);
         let git_root = dir.path().join("git");
         std::fs::create_dir_all(&git_root).unwrap();
@@ -124,7 +129,11 @@ impl Rig {
             .args(args)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            // curl's own error, for the assertion that fails next.
+            text = format!("{}{text}", String::from_utf8_lossy(&out.stderr));
+        }
         let (body, codes) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
         // A refused CONNECT has no response code, only a CONNECT code.
         let code = codes
@@ -877,5 +886,192 @@ fn chained_to_a_live_next_proxy_every_request_goes_through_it() {
             format!("CONNECT plain.test:{} HTTP/1.1", rig.origin.http.port()),
         ],
         "both schemes went through the next proxy, by name"
+    );
+}
+
+/// The route shapes of the forge tests: a GitHub token scoped to one repo (the implementer
+/// example's shape) with one lifted rule, a GitLab token, and a read-only route.
+const FORGE_ROUTES: &str = "- host: api.github.com\n  path_allowlist: [/repos/o/r/, /graphql]\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n  allow: [{methods: [PUT], path: /repos/o/r/contents/docs/**}]\n\
+- host: uploads.github.com\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n\
+- host: gitlab.com\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n\
+- host: readonly.test\n  methods: [GET, HEAD]\n  deny: [{path: /secret}]\n";
+
+/// Every call the issue lists as reaching the origin with a GitHub token is refused before
+/// anything is dialled, naming its rule and how to lift it; issues, pull requests, reviews,
+/// reads and a lifted rule get through; a GraphQL mutation passes only from the safe list.
+#[test]
+fn a_forge_token_cannot_do_what_git_gate_controls_or_open_a_channel() {
+    let rig = Rig::with(&routes(FORGE_ROUTES), &[]);
+    let gh = |path: &str| rig.https("api.github.com", path);
+    let refused: &[(&str, String, &str, &str)] = &[
+        (
+            "PATCH",
+            gh("/repos/o/r/git/refs/heads/main"),
+            "{\"sha\":\"abc\",\"force\":true}",
+            "github-git-data",
+        ),
+        (
+            "DELETE",
+            gh("/repos/o/r/git/refs/heads/main"),
+            "",
+            "github-git-data",
+        ),
+        (
+            "PUT",
+            gh("/repos/o/r/contents/src/a.rs"),
+            "{\"content\":\"aGk=\"}",
+            "github-contents",
+        ),
+        (
+            "POST",
+            gh("/repos/o/r/hooks"),
+            "{\"config\":{\"url\":\"https://evil.example/\"}}",
+            "github-webhooks",
+        ),
+        (
+            "POST",
+            gh("/repos/o/r/keys"),
+            "{\"key\":\"ssh-ed25519 AAAA\",\"read_only\":false}",
+            "github-deploy-keys",
+        ),
+        ("PUT", gh("/repos/o/r/pulls/7/merge"), "{}", "github-merge"),
+        (
+            "PUT",
+            gh("/repos/o/r/collaborators/someone"),
+            "",
+            "github-collaborators",
+        ),
+        (
+            "PATCH",
+            gh("/repos/o/r"),
+            "{\"private\":false}",
+            "github-settings",
+        ),
+        (
+            "PUT",
+            gh("/repos/o/r/actions/secrets/X"),
+            "{}",
+            "github-actions",
+        ),
+        (
+            "POST",
+            rig.https("uploads.github.com", "/repos/o/r/releases/1/assets?name=x"),
+            "x",
+            "github-releases",
+        ),
+        (
+            "PUT",
+            rig.https(
+                "gitlab.com",
+                "/api/v4/projects/g%2Fp/repository/files/a%2Fb.rs",
+            ),
+            "{}",
+            "gitlab-files",
+        ),
+        (
+            "POST",
+            rig.https("gitlab.com", "/api/v4/projects/1/hooks"),
+            "{}",
+            "gitlab-webhooks",
+        ),
+        ("DELETE", rig.https("readonly.test", "/x"), "", "methods"),
+    ];
+    for (method, url, body, rule) in refused {
+        let before = rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst);
+        let (code, text) = rig.curl(&[
+            "-X",
+            method,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            url,
+        ]);
+        assert_eq!(code, 403, "{method} {url}: {text}");
+        assert!(
+            text.contains(&format!("rule {rule}")) && text.contains("in the manifest"),
+            "{method} {url}: {text}"
+        );
+        assert_eq!(
+            rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
+            before,
+            "{method} {url} reached the origin"
+        );
+    }
+    let through: &[(&str, String, &str)] = &[
+        ("POST", gh("/repos/o/r/issues"), "{\"title\":\"t\"}"),
+        (
+            "POST",
+            gh("/repos/o/r/issues/7/comments"),
+            "{\"body\":\"b\"}",
+        ),
+        (
+            "POST",
+            gh("/repos/o/r/pulls"),
+            "{\"head\":\"bottle/x\",\"base\":\"main\"}",
+        ),
+        (
+            "POST",
+            gh("/repos/o/r/pulls/7/reviews"),
+            "{\"event\":\"COMMENT\"}",
+        ),
+        ("GET", gh("/repos/o/r/git/refs/heads/main"), ""),
+        ("PUT", gh("/repos/o/r/contents/docs/guide.md"), "{}"),
+        (
+            "POST",
+            gh("/graphql"),
+            "{\"query\":\"mutation { createPullRequest(input:{}) { pullRequest { url } } }\"}",
+        ),
+        (
+            "POST",
+            rig.https("gitlab.com", "/api/v4/projects/1/merge_requests"),
+            "{}",
+        ),
+        ("GET", rig.https("readonly.test", "/ok"), ""),
+    ];
+    for (method, url, body) in through {
+        let before = rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst);
+        let mut args = vec!["-X", method];
+        if !body.is_empty() {
+            args.extend(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        args.push(url);
+        let (code, text) = rig.curl(&args);
+        assert_ne!(code, 403, "{method} {url}: {text}");
+        assert_eq!(
+            rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1,
+            "{method} {url} did not reach the origin: {code} {text}"
+        );
+    }
+    // GraphQL: a mutation that merges, or one hidden in a fragment, is refused.
+    for q in [
+        "mutation { mergePullRequest(input:{pullRequestId:\\\"x\\\"}) { clientMutationId } }",
+        "mutation { ...F } fragment F on Mutation { updateRef(input:{}) { clientMutationId } }",
+    ] {
+        let body = format!("{{\"query\":\"{q}\"}}");
+        let (code, text) = rig.curl(&["-X", "POST", "-d", &body, &gh("/graphql")]);
+        assert_eq!(code, 403, "{q}: {text}");
+        assert!(text.contains("rule github-graphql"), "{text}");
+    }
+    // Asking the origin for another method than the one judged.
+    let (code, text) = rig.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+        &gh("/repos/o/r/issues"),
+    ]);
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("another method"), "{text}");
+    let (code, _) = rig.curl(&["-X", "POST", &gh("/repos/o/r/issues?_method=DELETE")]);
+    assert_eq!(code, 403);
+    // The refusal is in the access log with its rule, the query and body never.
+    let lines = rig.log_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"rule\":\"github-git-data\"")),
+        "{lines:?}"
     );
 }

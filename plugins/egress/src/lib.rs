@@ -12,7 +12,7 @@
 //! guard and DLP as the whole firewall.
 
 use bottle_plugin_sdk::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The hostname the agent uses.
 pub const HOSTNAME: &str = "egress";
@@ -32,7 +32,8 @@ pub const HEADER_SCHEME_PREFIX: &str = "header:";
 /// The daemon binary in the bundle image.
 pub const BINARY: &str = "/usr/local/bin/bottle-egress";
 /// `plugins.egress`: what the host passes from the manifest's `egress` section that the 0.1.0
-/// `bottle` record has no field for (`egress.hosts`, `egress.upstream_ca`); typos are errors.
+/// `bottle` record has no field for (`egress.hosts`, `egress.upstream_ca`, each route's
+/// `methods`, `allow` and `deny`); typos are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -41,37 +42,12 @@ pub struct Settings {
     pub hosts: std::collections::BTreeMap<String, String>,
     /// Absolute host path of an extra CA upstream TLS trusts.
     pub upstream_ca: Option<String>,
+    /// The request rules of the manifest's routes, by their place in `egress.routes`.
+    #[serde(default)]
+    pub route_rules: std::collections::BTreeMap<usize, RouteRules>,
 }
 
-/// `routes.yaml`, as the egress daemon reads it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RoutesFile {
-    /// The manifest's routes in manifest order, then the allowlisted hosts as plain routes.
-    /// A host matches its first route; a host with no route gets 403.
-    pub routes: Vec<Route>,
-    /// Static host entries (`egress.hosts`): these names skip DNS and the SSRF guard.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub hosts: std::collections::BTreeMap<String, String>,
-}
-
-/// One route.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Route {
-    /// Host, lower case; `*.example.com` matches every subdomain of `example.com`.
-    pub host: String,
-    /// Path prefixes; absent means every path.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub path_allowlist: Vec<String>,
-    /// `Bearer` or `token`: sent as `Authorization: <scheme> <token>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_scheme: Option<String>,
-    /// A header the token is sent in as is (`x-api-key`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_header: Option<String>,
-    /// Name of the env var holding the token inside the sidecar.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-}
+pub use bottle_contract::egress::{RequestRule, Route, RouteRules, RoutesFile};
 
 /// The env var egress reads its hop token from.
 pub const HOP_TOKEN_ENV: &str = "EGRESS_HOP_TOKEN";
@@ -83,7 +59,8 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
     let mut routes: Vec<Route> = bottle
         .routes
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let token_env = r.auth.as_ref().map(|a| {
                 match secrets.iter().find(|s| s.from_host_env == a.token_ref) {
                     Some(s) => s.name.clone(),
@@ -105,7 +82,9 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
                 auth_scheme: scheme.filter(|_| header.is_none()).map(str::to_owned),
                 auth_header: header.map(str::to_ascii_lowercase),
                 token_env,
+                ..Route::default()
             }
+            .with_rules(settings.route_rules.get(&i).cloned().unwrap_or_default())
         })
         .collect();
     for host in &bottle.allowlist {
@@ -113,10 +92,7 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
         if !routes.iter().any(|r| r.host == host) {
             routes.push(Route {
                 host,
-                path_allowlist: vec![],
-                auth_scheme: None,
-                auth_header: None,
-                token_env: None,
+                ..Route::default()
             });
         }
     }
@@ -262,7 +238,7 @@ mod tests {
         }];
         let settings = Settings {
             hosts: [("origin.test".to_owned(), "host-gateway".to_owned())].into(),
-            upstream_ca: None,
+            ..Settings::default()
         };
         let (file, _) = routes(&b, &settings);
         assert_eq!(file.routes[0].auth_header.as_deref(), Some("x-api-key"));
@@ -359,5 +335,22 @@ mod tests {
         )
         .unwrap();
         assert!(!f.daemons[0].command.iter().any(|a| a == "--upstream"));
+    }
+
+    #[test]
+    fn route_rules_reach_their_route_in_the_routes_file() {
+        let mut b = testing::bottle();
+        b.routes = vec![route("a.com", None), route("api.github.com", Some("GH"))];
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "route_rules": {"1": {"methods": ["GET"], "deny": [{"path": "/x"}]}}
+        }))
+        .unwrap();
+        let (file, _) = routes(&b, &settings);
+        assert!(file.routes[0].rules().is_empty());
+        assert_eq!(file.routes[1].methods, ["GET"]);
+        assert_eq!(file.routes[1].deny[0].path, "/x");
+        let yaml = serde_yaml::to_string(&file).unwrap();
+        let back: RoutesFile = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, file, "the daemon reads what the plugin writes");
     }
 }
