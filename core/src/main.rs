@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote what the agent or the bundle wrote (a path, a daemon's words).
+            eprintln!(
+                "error: {}",
+                bottle_contract::terminal::safe(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }

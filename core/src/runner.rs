@@ -393,8 +393,8 @@ pub async fn bring_back_work(
         .unwrap_or_default();
     if !discard {
         let (l, s) = (layer.clone(), slug.clone());
-        let set_aside = workdir::set_aside_dir(state_dir);
-        let came = blocking(move || workdir::bring_back(&l, &s, &set_aside, home.as_deref()))
+        let to = workdir::destinations(state_dir);
+        let came = blocking(move || workdir::bring_back(&l, &s, &to, home.as_deref()))
             .await?
             .map_err(|e| {
                 LaunchError::Unsupported(format!(
@@ -405,6 +405,19 @@ pub async fn bring_back_work(
             })?;
         for line in came.lines(&slug) {
             eprintln!("{line}");
+        }
+        if !came.files.failed.is_empty() {
+            // What did not come back is still in the layer: it stays, with the state dir.
+            return Err(LaunchError::Unsupported(format!(
+                "{} entr{} of the agent's work did not come back (above); they are in {} (kept with the state dir)",
+                came.files.failed.len(),
+                if came.files.failed.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                layer.upper().display()
+            )));
         }
     }
     remove_layer(docker, &slug, &layer).await

@@ -18,7 +18,7 @@ pub mod protect;
 pub use protect::{Protected, protected_dirs, refusal};
 
 use layer::Layer;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What came back from the agent's layer at the end of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -30,12 +30,12 @@ pub struct Homecoming {
 }
 
 /// Bring the agent's work in `layer` back into your dir: its commits as branches
-/// `bottle/<slug>/…`, then its files, what must not come back set aside in `set_aside_dir`.
-/// `home` is your home (for `~/` in your git config).
+/// `bottle/<slug>/…`, then its files; what must not come back, and what of yours it replaced,
+/// go where `to` says. `home` is your home (for `~/` in your git config).
 pub fn bring_back(
     layer: &Layer,
     slug: &str,
-    set_aside_dir: &Path,
+    to: &merge::Destinations,
     home: Option<&Path>,
 ) -> Result<Homecoming, merge::PlanError> {
     let scratch = commits::scratch_dir(layer);
@@ -49,7 +49,7 @@ pub fn bring_back(
         started: layer.started,
         guarded: &guarded,
     })?;
-    let files = merge::apply(&upper, &layer.lower, set_aside_dir, &steps);
+    let files = merge::apply(&upper, &layer.lower, to, &steps);
     Ok(Homecoming { commits, files })
 }
 
@@ -58,10 +58,12 @@ const SHOWN: usize = 8;
 
 impl Homecoming {
     /// What to tell you at the end of the run, one line each (empty when the agent changed
-    /// nothing). Paths and branch names were the agent's to choose: shown without controls.
+    /// nothing). Paths, branch names and errors came from the agent's work: shown without
+    /// controls.
     pub fn lines(&self, slug: &str) -> Vec<String> {
         let shown =
             |p: &Path| bottle_contract::supervise::validate::text(&p.to_string_lossy(), 200);
+        let safe = |s: &str| bottle_contract::terminal::safe(s).into_owned();
         let mut out = Vec::new();
         let f = &self.files;
         if !f.written.is_empty() || !f.removed.is_empty() {
@@ -72,10 +74,10 @@ impl Homecoming {
             ));
         }
         for b in &self.commits.brought {
-            let name = bottle_contract::supervise::validate::text(&b.as_branch, 200);
+            let name = shown(Path::new(&b.as_branch));
             let mut line = format!(
                 "bottle {slug}: the agent's commits on {} are on your branch {name} ({} new)",
-                bottle_contract::supervise::validate::text(&b.branch, 200),
+                shown(Path::new(&b.branch)),
                 b.new_commits
             );
             if self.commits.agent_head.as_deref() == Some(b.branch.as_str()) {
@@ -87,11 +89,12 @@ impl Homecoming {
         }
         if let Some(e) = &self.commits.error {
             out.push(format!(
-                "bottle {slug}: the agent's commits were not brought back: {e}"
+                "bottle {slug}: the agent's commits were not brought back: {}",
+                safe(e)
             ));
         }
-        let dir = f
-            .set_aside_dir
+        let archive = f
+            .set_aside_archive
             .as_deref()
             .map(|d| d.display().to_string())
             .unwrap_or_default();
@@ -102,12 +105,12 @@ impl Homecoming {
             .partition(|(p, _)| p.as_os_str() == ".git");
         if !own_git.is_empty() {
             out.push(format!(
-                "bottle {slug}: what the agent's git changed in .git (config, hooks, index) is not applied to your repo (kept in {dir})"
+                "bottle {slug}: what the agent's git changed in .git (config, hooks, index) is not applied to your repo (kept in {archive})"
             ));
         }
         if !others.is_empty() {
             out.push(format!(
-                "bottle {slug}: kept out of your dir ({} entr{}; in {dir}):",
+                "bottle {slug}: kept out of your dir ({} entr{}; in {archive}):",
                 others.len(),
                 if others.len() == 1 { "y" } else { "ies" }
             ));
@@ -118,6 +121,23 @@ impl Homecoming {
                 out.push(format!("  … and {} more", others.len() - SHOWN));
             }
         }
+        if let Some(dir) = &f.backup_dir {
+            out.push(format!(
+                "bottle {slug}: {} entr{} of yours the agent replaced or removed {} in {}",
+                f.replaced.len() + f.removed.len(),
+                if f.replaced.len() + f.removed.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                if f.replaced.len() + f.removed.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                dir.display()
+            ));
+        }
         for (p, why) in f.kept_yours.iter().take(SHOWN) {
             out.push(format!(
                 "bottle {slug}: the agent removed {}, kept: {why}",
@@ -126,17 +146,22 @@ impl Homecoming {
         }
         for (p, e) in f.failed.iter().take(SHOWN) {
             out.push(format!(
-                "bottle {slug}: could not bring back {}: {e}",
-                shown(p)
+                "bottle {slug}: could not bring back {}: {}",
+                shown(p),
+                safe(e)
             ));
         }
         out
     }
 }
 
-/// Where entries kept out of your dir go: beside the run's kept log, so they outlive the state
-/// dir (`<state root>/logs/<slug>.set-aside/`).
-pub fn set_aside_dir(state_dir: &Path) -> PathBuf {
+/// Where what does not come back into your dir goes: beside the run's kept log, so it
+/// outlives the state dir (`<state root>/logs/<slug>.set-aside.tar`, and
+/// `<slug>.replaced/` for your entries the agent replaced or removed).
+pub fn destinations(state_dir: &Path) -> merge::Destinations {
     let log = crate::state::archived_log(state_dir);
-    log.with_extension("set-aside")
+    merge::Destinations {
+        archive: log.with_extension("set-aside.tar"),
+        backup: log.with_extension("replaced"),
+    }
 }

@@ -273,6 +273,10 @@ fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
             "{gone} reached your dir"
         );
     }
+    // Kept as an archive, never as a dir your git could take for a repo.
+    let logs = sb.state().join("logs");
+    assert!(logs.join(format!("{slug}.set-aside.tar")).is_file());
+    assert!(!logs.join(format!("{slug}.set-aside")).exists());
     for said in [
         &format!("on your branch bottle/{slug}/main"),
         "kept out of your dir",

@@ -27,7 +27,7 @@ pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Resul
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", bottle_contract::terminal::safe(&e.to_string()));
             }
         }
     }

@@ -212,7 +212,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1)))
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", bottle_contract::terminal::safe(&e.to_string()));
             eprintln!(
                 "bottle {}: state kept in {}",
                 prepared.slug,

@@ -90,13 +90,29 @@ fn bring(
     }
     make_scratch(scratch, yours, format)?;
     take_objects(&theirs.join("objects"), scratch, format)?;
-    for (branch, oid) in &new {
-        git(scratch)
-            .args(["update-ref", &format!("refs/heads/{branch}"), oid])
-            .run()
-            .map_err(|e| {
-                format!("the agent's branch {branch} points at {oid}, which its objects do not hold: {e}")
-            })?;
+    // A branch whose tip its objects do not hold (or is no commit) is left out, not the rest.
+    let mut skipped = Vec::new();
+    let new: Vec<(String, String)> = new
+        .into_iter()
+        .filter(|(branch, oid)| {
+            let ok = git(scratch)
+                .args(["update-ref", &format!("refs/heads/{branch}"), oid])
+                .run()
+                .is_ok();
+            if !ok {
+                skipped.push(branch.clone());
+            }
+            ok
+        })
+        .collect();
+    if !skipped.is_empty() {
+        out.error = Some(format!(
+            "left out {}: their tips are not among the agent's objects",
+            skipped.join(", ")
+        ));
+    }
+    if new.is_empty() {
+        return Ok(());
     }
     git(yours)
         .args([
@@ -250,7 +266,7 @@ fn agent_branches(
         }
     }
     let mut loose = Vec::new();
-    loose_refs(&yours.join("refs/heads"), "", &mut loose);
+    loose_refs(&yours.join("refs/heads"), "", &mut loose, 0);
     for (branch, oid) in loose {
         // Deleted in the agent's layer (a whiteout, or a dir it emptied and made anew).
         if std::fs::symlink_metadata(theirs.join("refs/heads").join(&branch))
@@ -261,7 +277,9 @@ fn agent_branches(
         tips.insert(branch, oid);
     }
     let mut theirs_loose = Vec::new();
-    loose_refs(&theirs.join("refs/heads"), "", &mut theirs_loose);
+    if real_dir(&theirs.join("refs")) {
+        loose_refs(&theirs.join("refs/heads"), "", &mut theirs_loose, 0);
+    }
     tips.extend(theirs_loose);
     let tips: Vec<(String, String)> = tips
         .into_iter()
@@ -276,8 +294,17 @@ fn agent_branches(
     Ok(tips)
 }
 
-/// Loose refs under `dir` (regular files holding an object id), named from `prefix`.
-fn loose_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
+/// Whether `p` is a dir itself, not a link to one.
+fn real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Loose refs under `dir` (regular files holding an object id), named from `prefix`; links
+/// are never followed.
+fn loose_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) {
+    if !real_dir(dir) || depth > 32 {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -290,7 +317,7 @@ fn loose_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
         };
         let Ok(t) = e.file_type() else { continue };
         if t.is_dir() && full.len() < 200 {
-            loose_refs(&e.path(), &full, out);
+            loose_refs(&e.path(), &full, out, depth + 1);
         } else if t.is_file()
             && let Some(text) = read_small(&e.path())
         {
@@ -342,11 +369,15 @@ fn make_scratch(scratch: &Path, yours: &Path, format: ObjectFormat) -> Result<()
 /// loose objects inflated and hashed here.
 fn take_objects(objects: &Path, scratch: &Path, format: ObjectFormat) -> Result<(), String> {
     let mut total = 0u64;
+    if !real_dir(objects) {
+        return Ok(());
+    }
     let Ok(dirs) = std::fs::read_dir(objects) else {
         return Ok(());
     };
     for d in dirs.filter_map(Result::ok) {
         let name = d.file_name().to_string_lossy().into_owned();
+        // `file_type` of a dir entry never follows a link.
         if !d.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
@@ -506,16 +537,21 @@ impl GitWithInput {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run git: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(self.1.as_bytes())
+        // Written from a thread while the output is read: a large input must not wait on a
+        // full pipe the other way.
+        let writer = child.stdin.take().map(|mut stdin| {
+            let input = self.1;
+            std::thread::spawn(move || stdin.write_all(input.as_bytes()))
+        });
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for git: {e}"))?;
+        if let Some(w) = writer {
+            w.join()
+                .map_err(|_| "writing to git failed".to_owned())?
                 .map_err(|e| format!("writing to git: {e}"))?;
         }
-        check(
-            child
-                .wait_with_output()
-                .map_err(|e| format!("waiting for git: {e}"))?,
-        )
+        check(out)
     }
 }
 

@@ -3,15 +3,40 @@
 //! git's config can name commands (`core.fsmonitor`, `core.hooksPath`, filters, `!` aliases,
 //! …) and further config files (`include.path`); when one of those lies inside your working
 //! dir, a change the agent made there would run, or be read as config, the next time you use
-//! git. Your config files (system, global, the repo's own) are read here as they are, before
-//! the agent's work comes back; paths outside your dir do not matter and are left out.
+//! git. Read here, before the agent's work comes back, as git itself reads them:
+//!
+//! - the system and global config files (and the files they include), and those files
+//!   themselves when they live in your dir (a dotfiles repo);
+//! - the config of the repository your dir belongs to, found as git finds it (your dir may be
+//!   a subdir of it, or a linked worktree), with relative paths taken from its work tree;
+//! - the config of every repository inside your dir (nested repos, submodules);
+//! - the hook managers' own files at each work tree's top (`.pre-commit-config.yaml`,
+//!   `lefthook.yml`, …) and husky's `.husky/` (its `_/` hooks run the scripts beside them).
+//!
+//! Paths outside your dir do not matter and are left out.
 
-use super::merge::Guarded;
+use super::merge::{Guarded, is_vcs_name};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 /// How deep `include.path` chains are followed.
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// How deep, and over how many entries, your dir is searched for repositories inside it.
+const MAX_SCAN_DEPTH: usize = 12;
+const MAX_SCAN_ENTRIES: usize = 200_000;
+
+/// Files of hook managers, at a work tree's top, whose content git hooks run.
+const HOOK_MANAGER_FILES: &[&str] = &[
+    ".pre-commit-config.yaml",
+    ".pre-commit-config.yml",
+    "lefthook.yml",
+    "lefthook.yaml",
+    ".lefthook.yml",
+    ".lefthook.yaml",
+    "lefthook-local.yml",
+    ".lefthook-local.yml",
+    ".husky",
+];
 
 /// Whether a config key's value is a command git runs (or a dir or file git runs or reads
 /// from), by git-config(1). `key` is lower case, `section.sub.name` or `section.name`.
@@ -24,6 +49,8 @@ fn runs(key: &str, value: &str) -> bool {
         "core.editor",
         "core.askpass",
         "core.gitproxy",
+        "core.attributesfile",
+        "core.worktree",
         "sequence.editor",
         "diff.external",
         "gpg.program",
@@ -33,7 +60,7 @@ fn runs(key: &str, value: &str) -> bool {
         "interactive.difffilter",
         "include.path",
         "init.templatedir",
-        "core.attributesfile",
+        "commit.template",
     ];
     const LAST: &[(&str, &str)] = &[
         ("diff", "textconv"),
@@ -55,6 +82,7 @@ fn runs(key: &str, value: &str) -> bool {
         ("man", "path"),
         ("remote", "uploadpack"),
         ("remote", "receivepack"),
+        ("remote", "vcs"),
     ];
     if EXACT.contains(&key) {
         return true;
@@ -73,6 +101,19 @@ fn runs(key: &str, value: &str) -> bool {
 /// Whether `key` names a config file to read.
 fn includes(key: &str) -> bool {
     key == "include.path" || (key.starts_with("includeif.") && key.ends_with(".path"))
+}
+
+/// Whether `key`'s whole value is one path (not a command line).
+fn whole_path(key: &str) -> bool {
+    includes(key)
+        || matches!(
+            key,
+            "core.hookspath"
+                | "init.templatedir"
+                | "core.attributesfile"
+                | "core.worktree"
+                | "commit.template"
+        )
 }
 
 /// The words of a command line that look like paths (`./x`, `tools/x`, `/abs/x`).
@@ -102,84 +143,229 @@ fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
     real.strip_prefix(&root).ok().map(Path::to_path_buf)
 }
 
-/// The `(key, value)` pairs of one config file (or of `--global`/`--system`), includes not
-/// followed.
-fn entries(which: &[&std::ffi::OsStr], cwd: &Path) -> Vec<(String, String)> {
+/// One config entry: the file it came from, its key (lower case) and its value.
+struct Entry {
+    origin: Option<PathBuf>,
+    key: String,
+    value: String,
+}
+
+/// The entries of `--system`, `--global` or `--file F`, each with its origin; includes are
+/// not followed (they are read here, file by file).
+fn entries(which: &[&std::ffi::OsStr]) -> Vec<Entry> {
     let Ok(out) = Command::new("git")
         .arg("config")
         .args(which)
-        .args(["--no-includes", "--list", "-z"])
-        .current_dir(cwd)
+        .args(["--no-includes", "--list", "--show-origin", "-z"])
+        .current_dir(std::env::temp_dir())
         .env_remove("GIT_DIR")
         .env_remove("GIT_CONFIG")
         .env_remove("GIT_CONFIG_PARAMETERS")
+        .env_remove("GIT_CONFIG_COUNT")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
     else {
         return Vec::new();
     };
-    out.stdout
-        .split(|&b| b == 0)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let text = String::from_utf8_lossy(e);
+    let parts: Vec<&[u8]> = out.stdout.split(|&b| b == 0).collect();
+    parts
+        .chunks(2)
+        .filter(|c| c.len() == 2 && !c[1].is_empty())
+        .map(|c| {
+            let origin = String::from_utf8_lossy(c[0]);
+            let text = String::from_utf8_lossy(c[1]);
             let (k, v) = text.split_once('\n').unwrap_or((&text, ""));
-            (k.to_ascii_lowercase(), v.to_owned())
+            Entry {
+                origin: origin.strip_prefix("file:").map(PathBuf::from),
+                key: k.to_ascii_lowercase(),
+                value: v.to_owned(),
+            }
         })
         .collect()
 }
 
-/// The paths inside `root` (your working dir) that your git config runs or reads: from the
-/// system and global config and the repo's own (`.git/config`, `.git/config.worktree`), and
-/// every file they include, recursively.
+/// The paths inside `root` (your working dir) that your git runs or reads (see the module
+/// doc).
 pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
     let mut g = Guarded::default();
-    let mut files: Vec<(PathBuf, usize)> = Vec::new();
-    let git_dir = root.join(".git");
-    for f in ["config", "config.worktree"] {
-        let p = git_dir.join(f);
-        if p.is_file() {
-            files.push((p, 0));
-        }
-    }
-    // Neither reads the repo (no `--file`): run from a dir that is none.
-    let neutral = std::env::temp_dir();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for scope in ["--system", "--global"] {
-        let found = entries(&[std::ffi::OsStr::new(scope)], &neutral);
-        note(&mut g, &mut files, root, None, home, found, 0);
+        let found = entries(&[std::ffi::OsStr::new(scope)]);
+        note_files(&mut g, &mut seen, root, None, home, found, 0);
     }
-    while let Some((file, depth)) = files.pop() {
-        let found = entries(
-            &[std::ffi::OsStr::new("--file"), file.as_os_str()],
-            &neutral,
+    if let Some((git_dir, common, top)) = repository_of(root) {
+        note_repo(&mut g, &mut seen, root, &git_dir, &common, &top, home);
+    }
+    for (work_tree, git_dir) in repos_inside(root) {
+        note_repo(
+            &mut g, &mut seen, root, &git_dir, &git_dir, &work_tree, home,
         );
-        note(&mut g, &mut files, root, file.parent(), home, found, depth);
     }
     g.paths.sort();
     g.paths.dedup_by(|a, b| a.0 == b.0);
     g
 }
 
-/// Add what `found` (the entries of a config file in `dir`) runs inside `root` to `g`, and
-/// queue the files it includes.
-fn note(
+/// The repository `dir` belongs to, as git finds it: its git dir, its common dir and its
+/// work tree's top.
+fn repository_of(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let out = Command::new("git")
+        .args([
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--git-common-dir",
+            "--show-toplevel",
+        ])
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(PathBuf::from);
+    Some((lines.next()?, lines.next()?, lines.next()?))
+}
+
+/// Repositories inside `root` besides its own: each work tree and its git dir (a `.git` dir,
+/// or the dir a `gitdir:` file names when it lies inside `root`).
+fn repos_inside(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    let mut budget = MAX_SCAN_ENTRIES;
+    let mut stack = vec![(root.to_owned(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in read.filter_map(Result::ok) {
+            if budget == 0 {
+                return out;
+            }
+            budget -= 1;
+            let name = e.file_name();
+            let Ok(t) = e.file_type() else { continue };
+            if name == ".git" {
+                if dir != root {
+                    let git_dir = if t.is_dir() {
+                        Some(e.path())
+                    } else {
+                        gitfile_target(&e.path()).filter(|p| p.starts_with(root))
+                    };
+                    if let Some(g) = git_dir {
+                        out.push((dir.clone(), g));
+                    }
+                }
+                continue;
+            }
+            if t.is_dir() && !is_vcs_name(&name) && depth < MAX_SCAN_DEPTH {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    // Submodules' git dirs under the top repo's `.git/modules/`.
+    let modules = root.join(".git/modules");
+    if modules.is_dir() {
+        let mut stack = vec![modules];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let p = e.path();
+                    if p.join("config").is_file() {
+                        let work_tree = std::fs::read_to_string(p.join("config"))
+                            .ok()
+                            .and_then(|c| worktree_key(&c))
+                            .map(|w| p.join(w))
+                            .unwrap_or_else(|| root.to_owned());
+                        out.push((work_tree, p.clone()));
+                    }
+                    stack.push(p.join("modules"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The git dir a `gitdir:` file names.
+fn gitfile_target(file: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let target = text.trim().strip_prefix("gitdir:")?.trim();
+    let p = Path::new(target);
+    Some(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        file.parent()?.join(p)
+    })
+}
+
+/// `core.worktree` in a config file's text, if set.
+fn worktree_key(config: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("worktree")
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// Note what repository `git_dir` (its common dir `common`, its work tree's top `top`) runs.
+fn note_repo(
     g: &mut Guarded,
-    files: &mut Vec<(PathBuf, usize)>,
+    seen: &mut Vec<PathBuf>,
     root: &Path,
-    dir: Option<&Path>,
+    git_dir: &Path,
+    common: &Path,
+    top: &Path,
     home: Option<&Path>,
-    found: Vec<(String, String)>,
+) {
+    for f in [common.join("config"), git_dir.join("config.worktree")] {
+        if f.is_file() {
+            let found = entries(&[std::ffi::OsStr::new("--file"), f.as_os_str()]);
+            note_files(g, seen, root, Some(top), home, found, 0);
+        }
+    }
+    for name in HOOK_MANAGER_FILES {
+        if let Some(rel) = inside(root, &top.join(name))
+            && !rel.as_os_str().is_empty()
+        {
+            g.paths.push((rel, format!("the hook manager's {name}")));
+        }
+    }
+}
+
+/// Add what `found` (config entries) runs inside `root` to `g`, with commands and hooks taken
+/// from `top` (a work tree's top; none for the system and global config), and follow the
+/// files it includes.
+fn note_files(
+    g: &mut Guarded,
+    seen: &mut Vec<PathBuf>,
+    root: &Path,
+    top: Option<&Path>,
+    home: Option<&Path>,
+    found: Vec<Entry>,
     depth: usize,
 ) {
-    for (key, value) in found {
-        if !runs(&key, &value) {
+    for e in &found {
+        // A config file of yours in your dir (a dotfiles repo) is config.
+        if let Some(origin) = &e.origin
+            && let Some(rel) = inside(root, origin)
+            && !rel.as_os_str().is_empty()
+        {
+            g.paths
+                .push((rel, format!("a git config file ({})", origin.display())));
+        }
+        if !runs(&e.key, &e.value) {
             continue;
         }
-        let words = if includes(&key) || key == "core.hookspath" || key == "init.templatedir" {
-            vec![value.trim().to_owned()]
+        let words = if whole_path(&e.key) {
+            vec![e.value.trim().to_owned()]
         } else {
-            path_words(&value)
+            path_words(&e.value)
         };
         for w in words {
             let path = if let Some(rest) = w.strip_prefix("~/") {
@@ -189,24 +375,39 @@ fn note(
                 }
             } else if Path::new(&w).is_absolute() {
                 PathBuf::from(&w)
-            } else if includes(&key) {
+            } else if includes(&e.key) {
                 // Relative to the including file (git-config(1)).
-                match dir {
+                match e.origin.as_deref().and_then(Path::parent) {
                     Some(d) => d.join(&w),
                     None => continue,
                 }
             } else {
-                // Commands and hooks run from the top of the working tree.
-                root.join(&w)
+                // Commands and hooks run from the top of the work tree.
+                match top {
+                    Some(t) => t.join(&w),
+                    None => continue,
+                }
             };
-            if includes(&key) && depth < MAX_INCLUDE_DEPTH && path.is_file() {
-                files.push((path.clone(), depth + 1));
-            }
-            if let Some(rel) = inside(root, &path)
-                && !rel.as_os_str().is_empty()
+            if includes(&e.key)
+                && depth < MAX_INCLUDE_DEPTH
+                && path.is_file()
+                && !seen.contains(&path)
             {
-                g.paths.push((rel, key.clone()));
+                seen.push(path.clone());
+                let more = entries(&[std::ffi::OsStr::new("--file"), path.as_os_str()]);
+                note_files(g, seen, root, top, home, more, depth + 1);
             }
+            let Some(rel) = inside(root, &path).filter(|r| !r.as_os_str().is_empty()) else {
+                continue;
+            };
+            // husky's `core.hooksPath = .husky/_`: its hooks run the scripts in `.husky/`.
+            if e.key == "core.hookspath"
+                && rel.file_name().is_some_and(|n| n == "_")
+                && let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty())
+            {
+                g.paths.push((parent.to_owned(), e.key.clone()));
+            }
+            g.paths.push((rel, e.key.clone()));
         }
     }
 }
@@ -214,6 +415,23 @@ fn note(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "git {args:?}: {ok:?}");
+    }
+
+    fn paths(g: &Guarded) -> Vec<(String, String)> {
+        g.paths
+            .iter()
+            .map(|(p, k)| (p.display().to_string(), k.clone()))
+            .collect()
+    }
 
     #[test]
     fn keys_that_run_are_known_and_aliases_only_with_a_bang() {
@@ -251,35 +469,64 @@ mod tests {
     }
 
     #[test]
-    fn the_repo_config_guards_its_hooks_dir_scripts_and_includes_inside_the_tree() {
+    fn the_repo_config_guards_its_hooks_dir_scripts_includes_and_hook_managers() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join(".git")).unwrap();
+        git(&root, &["init", "-q"]);
         std::fs::create_dir_all(root.join("tools")).unwrap();
         std::fs::write(
             root.join("project.gitconfig"),
             "[diff \"bin\"]\n\ttextconv = tools/conv.sh\n",
         )
         .unwrap();
-        std::fs::write(
-            root.join(".git/config"),
-            "[core]\n\thooksPath = .husky\n\tfsmonitor = ./tools/fsmon.sh\n\tpager = less\n[include]\n\tpath = ../project.gitconfig\n[alias]\n\tx = !/usr/bin/env\n",
-        )
-        .unwrap();
+        for (k, v) in [
+            ("core.hooksPath", ".husky/_"),
+            ("core.fsmonitor", "./tools/fsmon.sh"),
+            ("core.pager", "less"),
+            ("include.path", "../project.gitconfig"),
+            ("alias.x", "!/usr/bin/env"),
+        ] {
+            git(&root, &["config", k, v]);
+        }
         let g = guarded(&root, None);
-        let paths: Vec<(&str, &str)> = g
-            .paths
-            .iter()
-            .map(|(p, k)| (p.to_str().unwrap(), k.as_str()))
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                (".husky", "core.hookspath"),
-                ("project.gitconfig", "include.path"),
-                ("tools/conv.sh", "diff.bin.textconv"),
-                ("tools/fsmon.sh", "core.fsmonitor"),
-            ]
+        let got = paths(&g);
+        for want in [
+            (".husky", "core.hookspath"),
+            (".husky/_", "core.hookspath"),
+            ("tools/conv.sh", "diff.bin.textconv"),
+            ("tools/fsmon.sh", "core.fsmonitor"),
+            (
+                ".pre-commit-config.yaml",
+                "the hook manager's .pre-commit-config.yaml",
+            ),
+        ] {
+            assert!(
+                got.iter().any(|(p, k)| p == want.0 && k == want.1),
+                "{want:?} missing in {got:?}"
+            );
+        }
+        assert!(got.iter().any(|(p, _)| p == "project.gitconfig"), "{got:?}");
+    }
+
+    #[test]
+    fn a_subdir_of_a_repo_and_a_nested_repo_are_read_as_git_reads_them() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().canonicalize().unwrap();
+        git(&top, &["init", "-q"]);
+        git(&top, &["config", "core.fsmonitor", "sub/tools/fsmon.sh"]);
+        let sub = top.join("sub");
+        std::fs::create_dir_all(sub.join("inner")).unwrap();
+        git(&sub.join("inner"), &["init", "-q"]);
+        git(&sub.join("inner"), &["config", "core.hooksPath", "hooks"]);
+        let g = guarded(&sub, None);
+        let got = paths(&g);
+        assert!(
+            got.contains(&("tools/fsmon.sh".into(), "core.fsmonitor".into())),
+            "the repo above, from its work tree's top: {got:?}"
+        );
+        assert!(
+            got.contains(&("inner/hooks".into(), "core.hookspath".into())),
+            "a nested repo's own config: {got:?}"
         );
     }
 }

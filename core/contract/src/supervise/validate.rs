@@ -36,7 +36,9 @@ pub fn host(raw: &str) -> Result<String, String> {
             shown(raw)
         ));
     }
-    if h.starts_with("*.") && is_public_suffix(bare) {
+    // Also under a wildcard rule of the list (`*.kawasaki.jp`: every `x.kawasaki.jp` is one),
+    // where `bare` itself is not a suffix but every name below it is.
+    if h.starts_with("*.") && (is_public_suffix(bare) || is_public_suffix(&format!("x.{bare}"))) {
         return Err(format!(
             "{}: `{bare}` is a public suffix (anyone can register a name under it), so a wildcard over it would open hosts of every owner; ask for the exact host, or a wildcard under a domain of one owner (`*.example.co.uk`)",
             shown(raw)
@@ -163,6 +165,7 @@ mod tests {
             "*.com.au",
             "*.CO.UK.",
             "*.herokuapp.com",
+            "*.kawasaki.jp",
         ] {
             let err = host(bad).unwrap_err();
             assert!(err.contains("public suffix"), "{bad}: {err}");
