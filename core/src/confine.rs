@@ -16,6 +16,11 @@ pub const DEFAULT_HOME: &str = "/home/agent";
 pub const DEFAULT_MEMORY: u64 = 4 << 30;
 /// Default process limit.
 pub const DEFAULT_PIDS: i64 = 4096;
+/// The sidecar bundle's default memory limit: 2 GiB (swap included). A flood from the agent
+/// ends in refusals the daemons can afford, never in the bundle eating the host.
+pub const BUNDLE_MEMORY: u64 = 2 << 30;
+/// The sidecar bundle's default process limit.
+pub const BUNDLE_PIDS: i64 = 1024;
 /// The resolver the agent's embedded DNS forwards unknown names to: its own namespace's
 /// `0.0.0.0`, where nothing listens. Docker 20.10's embedded resolver otherwise forwards from
 /// the host's namespace when the host's resolver is on loopback (CVE-2024-29018), so a name
@@ -77,6 +82,17 @@ pub struct Resources {
     pub pids: i64,
     /// CPU cap in billionths of a CPU, if any.
     pub nano_cpus: Option<i64>,
+}
+
+impl Resources {
+    /// The sidecar bundle's limits unless `resources.bundle` says otherwise.
+    pub fn bundle_default() -> Resources {
+        Resources {
+            memory: BUNDLE_MEMORY,
+            pids: BUNDLE_PIDS,
+            nano_cpus: None,
+        }
+    }
 }
 
 impl Default for Resources {

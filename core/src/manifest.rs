@@ -125,6 +125,16 @@ struct RawResources {
     memory: Option<String>,
     pids: Option<i64>,
     cpus: Option<f64>,
+    bundle: Option<RawLimits>,
+}
+
+/// `resources.bundle`: the sidecar bundle's limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<String>,
+    pids: Option<i64>,
+    cpus: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,19 +148,22 @@ struct RawGit {
     push: RawPush,
 }
 
-/// `git[i].push`: what the agent may push to that repo beyond fast-forward branches.
+/// `git[i].push`: what the agent may push to that repo. Left out: its own branches
+/// (`bottle/<agent>/*`), fast-forward only, no deletes, tags or CI changes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPush {
-    /// Branch patterns (`bottle/me/*`) or full ref patterns (`refs/heads/…`).
-    #[serde(default)]
-    allow: Vec<String>,
+    /// Branch patterns (`bottle/me/*`) or full ref patterns (`refs/heads/…`); left out, the
+    /// agent's own branches.
+    allow: Option<Vec<String>>,
     #[serde(default)]
     force: bool,
     #[serde(default)]
     delete: bool,
     #[serde(default)]
     tags: bool,
+    #[serde(default)]
+    allow_ci_changes: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +241,9 @@ pub struct Manifest {
     pub default_allowlist: bool,
     /// Egress routes.
     pub routes: Vec<EgressRoute>,
+    /// Their request rules (`methods`, `allow`, `deny`), by each route's place in
+    /// [`Manifest::routes`] (only routes that have any).
+    pub route_rules: RouteRuleMap,
     /// Supervise on.
     pub supervise: bool,
     /// Backend name.
@@ -242,6 +258,8 @@ pub struct Manifest {
     pub user: UserChoice,
     /// `resources:`: the agent's limits.
     pub resources: Resources,
+    /// `resources.bundle`: the sidecar bundle's limits.
+    pub bundle_resources: Resources,
     /// SHA-256 of the text this was parsed from (hex): what the user confirms.
     pub digest: String,
     /// The text itself: a live approval re-plans from what was run, not from the file as it
@@ -511,7 +529,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         raw.env,
         raw.secrets,
     )?;
-    let (git, git_push) = parse_git(&loc, raw.git, &expand)?;
+    let (git, git_push) = parse_git(&loc, raw.git, &expand, &name)?;
     let allowlist = parse_allowlist(&loc, raw.egress.allowlist)?;
     let (routes, route_rules) = parse_routes(&loc, raw.egress.routes)?;
     let egress_hosts = parse_egress_hosts(&loc, raw.egress.hosts)?;
@@ -520,7 +538,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         None => UserChoice::Invoker,
         Some(u) => UserChoice::parse(&u).map_err(|e| loc.at(&u, "user", e))?,
     };
-    let resources = parse_resources(&loc, raw.resources)?;
+    let (resources, bundle_resources) = parse_resources(&loc, raw.resources)?;
     let (mut settings, grants) = parse_plugins(&loc, raw.plugins)?;
     pass_egress_extras(
         &loc,
@@ -540,6 +558,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         allowlist,
         default_allowlist: raw.egress.default_allowlist,
         routes,
+        route_rules,
         supervise: raw.supervise,
         backend: raw.backend.unwrap_or_else(|| DEFAULT_BACKEND.to_owned()),
         settings,
@@ -547,6 +566,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         upstream_ca,
         user,
         resources,
+        bundle_resources,
         digest: crate::consent::digest(text.as_bytes()),
         text: text.to_owned(),
     })
@@ -681,6 +701,7 @@ fn parse_git(
     loc: &Locator<'_>,
     raw: Vec<RawGit>,
     expand_home: &dyn Fn(&str) -> String,
+    agent: &str,
 ) -> Result<(Vec<GitUpstream>, BTreeMap<String, PushPolicy>), ManifestError> {
     let mut git = Vec::new();
     let mut push = BTreeMap::new();
@@ -737,10 +758,9 @@ fn parse_git(
                 return Err(loc.at(&g.name, format!("{field}.known_host"), format!("missing: git-gate never trusts an SSH host on first use; add `known_host: <type> <base64>` (a line of `{scan}`, without the host name; check it against the host's published fingerprints)")));
             }
         };
-        let policy = parse_push(loc, &field, g.push)?;
-        if policy != PushPolicy::default() {
-            push.insert(g.name.clone(), policy);
-        }
+        // Every repo's policy is spelled out for git-gate, the default one included.
+        let policy = parse_push(loc, &field, g.push, agent)?;
+        push.insert(g.name.clone(), policy);
         git.push(GitUpstream {
             name: g.name,
             url: g.url,
@@ -754,10 +774,25 @@ fn parse_git(
     Ok((git, push))
 }
 
-/// `git[i].push`: branch patterns become full ref patterns.
-fn parse_push(loc: &Locator<'_>, field: &str, raw: RawPush) -> Result<PushPolicy, ManifestError> {
+/// `git[i].push`: branch patterns become full ref patterns; no `allow` is the agent's own
+/// branches.
+fn parse_push(
+    loc: &Locator<'_>,
+    field: &str,
+    raw: RawPush,
+    agent: &str,
+) -> Result<PushPolicy, ManifestError> {
+    let Some(raw_allow) = raw.allow else {
+        return Ok(PushPolicy {
+            allow_force: raw.force,
+            allow_delete: raw.delete,
+            allow_tags: raw.tags,
+            allow_ci_changes: raw.allow_ci_changes,
+            ..PushPolicy::for_agent(agent)
+        });
+    };
     let mut allow = Vec::new();
-    for (j, p) in raw.allow.iter().enumerate() {
+    for (j, p) in raw_allow.iter().enumerate() {
         let ok = !p.is_empty()
             && !p.contains("..")
             && !p.starts_with('/')
@@ -773,11 +808,19 @@ fn parse_push(loc: &Locator<'_>, field: &str, raw: RawPush) -> Result<PushPolicy
             format!("refs/heads/{p}")
         });
     }
+    if allow.is_empty() {
+        return Err(loc.at(
+            "allow",
+            format!("{field}.push.allow"),
+            format!("an empty list lets the agent push nowhere; list branch patterns, `'*'` for any branch, or leave `allow` out for the agent's own (`bottle/{agent}/*`)"),
+        ));
+    }
     Ok(PushPolicy {
         allow,
         allow_force: raw.force,
         allow_delete: raw.delete,
         allow_tags: raw.tags,
+        allow_ci_changes: raw.allow_ci_changes,
         ..PushPolicy::default()
     })
 }
@@ -795,7 +838,7 @@ fn parse_allowlist(loc: &Locator<'_>, raw: Vec<String>) -> Result<Vec<String>, M
 }
 
 /// The request rules of `egress.routes`, by each route's place (only routes that have any).
-type RouteRuleMap = BTreeMap<usize, bottle_contract::egress::RouteRules>;
+pub type RouteRuleMap = BTreeMap<usize, bottle_contract::egress::RouteRules>;
 
 /// `egress.routes`: one per host, with path prefixes, the credential egress injects and the
 /// request rules (`methods`, `allow`, `deny`).
@@ -1114,21 +1157,47 @@ fn pass_git_push(
     Ok(())
 }
 
-/// `resources:`, each field defaulted on its own.
+/// `resources:`, each field defaulted on its own: the agent's, and under `bundle:` the
+/// sidecar bundle's.
 fn parse_resources(
     loc: &Locator<'_>,
     raw: Option<RawResources>,
-) -> Result<Resources, ManifestError> {
-    let mut r = Resources::default();
+) -> Result<(Resources, Resources), ManifestError> {
     let Some(raw) = raw else {
-        return Ok(r);
+        return Ok((Resources::default(), Resources::bundle_default()));
     };
+    let agent = parse_limits(
+        loc,
+        "resources",
+        RawLimits {
+            memory: raw.memory,
+            pids: raw.pids,
+            cpus: raw.cpus,
+        },
+        Resources::default(),
+    )?;
+    let bundle = match raw.bundle {
+        Some(b) => parse_limits(loc, "resources.bundle", b, Resources::bundle_default())?,
+        None => Resources::bundle_default(),
+    };
+    Ok((agent, bundle))
+}
+
+/// One container's limits under `field`, over `defaults`.
+fn parse_limits(
+    loc: &Locator<'_>,
+    field: &str,
+    raw: RawLimits,
+    defaults: Resources,
+) -> Result<Resources, ManifestError> {
+    let mut r = defaults;
     if let Some(m) = raw.memory {
-        r.memory = crate::confine::parse_size(&m).map_err(|e| loc.at(&m, "resources.memory", e))?;
+        r.memory =
+            crate::confine::parse_size(&m).map_err(|e| loc.at(&m, format!("{field}.memory"), e))?;
         if r.memory < 64 << 20 {
             return Err(loc.at(
                 &m,
-                "resources.memory",
+                format!("{field}.memory"),
                 "at least `64m`: Docker refuses less, and an agent needs far more",
             ));
         }
@@ -1137,8 +1206,11 @@ fn parse_resources(
         if !(16..=1 << 22).contains(&p) {
             return Err(loc.at(
                 "pids",
-                "resources.pids",
-                "give a process limit from 16 to 4194304 (default 4096)",
+                format!("{field}.pids"),
+                format!(
+                    "give a process limit from 16 to 4194304 (default {})",
+                    defaults.pids
+                ),
             ));
         }
         r.pids = p;
@@ -1147,7 +1219,7 @@ fn parse_resources(
         if !(c.is_finite() && (0.01..=1024.0).contains(&c)) {
             return Err(loc.at(
                 "cpus",
-                "resources.cpus",
+                format!("{field}.cpus"),
                 "give a number of CPUs such as `2` or `0.5`",
             ));
         }

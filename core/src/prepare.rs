@@ -409,7 +409,13 @@ pub fn summary(p: &Prepared) -> String {
     let git: Vec<String> = m
         .git
         .iter()
-        .map(|g| format!("{} <- {}", g.name, g.url))
+        .map(|g| {
+            let policy = m
+                .git_push
+                .get(&g.name)
+                .map_or_else(String::new, |p| format!(" ({})", p.describe()));
+            format!("{} <- {}{policy}", g.name, g.url)
+        })
         .collect();
     let sidecars: Vec<&str> = p.plan.sidecars.iter().map(|s| s.plugin.as_str()).collect();
     let keys: Vec<String> = p.plan.cas.iter().map(|c| c.key.clone()).collect();

@@ -551,6 +551,7 @@ async fn run_native(
                 probe: None,
                 layer: None,
             },
+            bundle: p.manifest.bundle_resources,
         };
         tokio::select! {
             r = up::up(docker, &file, &req) => r?,
@@ -713,6 +714,7 @@ async fn run_bottle(
             probe,
             layer: layer.as_ref(),
         },
+        bundle: p.manifest.bundle_resources,
     };
     tokio::select! {
         r = up::up(docker, &file, &req) => r?,

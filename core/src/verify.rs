@@ -6,6 +6,8 @@
 //! user. The probe tries every way out it knows and reports; the host adds what only it can
 //! see (whether anything reached its listener). Any FAIL means the box leaks.
 
+mod rules;
+
 use crate::docker::project::ComposeFile;
 use crate::docker::{DockerError, api, up};
 use crate::prepare::Prepared;
@@ -238,6 +240,7 @@ pub async fn run_suite(
             .trim_end_matches('/')
             .to_owned()
     });
+    let (ruled, rules_skipped) = rules::probes(&p.manifest);
     let plan = Plan {
         workdir: p.plan.stack.agent.workdir.clone(),
         root_granted: p.confinement.root_granted,
@@ -253,6 +256,7 @@ pub async fn run_suite(
             .into_iter()
             .find(|h| !h.starts_with("*.")),
         ca_bundle: env.get("SSL_CERT_FILE").cloned(),
+        ruled,
     };
     let plan_json = serde_json::to_string(&plan).map_err(|e| DockerError::Host(e.to_string()))?;
     let env = crate::runner::agent_hop_env(p, hop);
@@ -290,6 +294,7 @@ pub async fn run_suite(
             hits == 0,
         ));
     }
+    findings.extend(rules_skipped);
     findings.extend(hops_from_outside(docker, file, p).await?);
     findings.extend(workdir_plants(p));
     // The plants are the suite's, not the agent's work: out of its layer before any merge.

@@ -88,7 +88,7 @@ fn give_to_agent(dir: &std::path::Path) {
 }
 
 /// `bottle verify … --json` run in `sb`: the exit code, the findings, stderr.
-fn verify(sb: &Sandbox, cmd: &mut Command) -> (i32, Vec<serde_json::Value>, String) {
+pub fn verify(sb: &Sandbox, cmd: &mut Command) -> (i32, Vec<serde_json::Value>, String) {
     let (code, out, err) = run(cmd);
     let report: serde_json::Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("verify printed no JSON report ({e}):\n{out}\n{err}"));
@@ -101,7 +101,7 @@ fn verify(sb: &Sandbox, cmd: &mut Command) -> (i32, Vec<serde_json::Value>, Stri
 }
 
 /// The verdict of probe `id` (the first finding of that id).
-fn verdict<'a>(findings: &'a [serde_json::Value], id: &str) -> &'a str {
+pub fn verdict<'a>(findings: &'a [serde_json::Value], id: &str) -> &'a str {
     findings
         .iter()
         .find(|f| f["probe"] == id)
@@ -330,10 +330,16 @@ fn cleanup_leaves_what_is_not_bottles_alone() {
     assert!(!busy.exists(), "once its run is gone, it goes: {out}");
 }
 
-/// Start `bottle run … -- sleep 300` in the background; returns once the agent is running.
+/// Start `bottle run e2e … -- sleep 300` in the background; returns once the agent is running.
 fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
+    start_agent_sleeping(sb, "e2e", slug)
+}
+
+/// Start `bottle run AGENT … -- sleep 300` in the background; returns once the agent is
+/// running.
+pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::process::Child {
     let child = bottle(sb)
-        .args(["run", "e2e", "--slug", slug, "--", "sleep", "300"])
+        .args(["run", agent_name, "--slug", slug, "--", "sleep", "300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1651,12 +1657,7 @@ fn origin_agent(
     name: &str,
     extra: &str,
 ) -> bottle_egress::testing::Origin {
-    use bottle_egress::testing::{Origin, TestPki};
-    let pki = TestPki::new(&["origin.test"]);
-    let served = sb.dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    let origin = rt.block_on(Origin::start("0.0.0.0".parse().unwrap(), &pki, served));
-    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    let (origin, ca) = host_origin(sb, rt, &["origin.test"]);
     sb.agent(
         name,
         &format!(
@@ -1668,7 +1669,24 @@ fn origin_agent(
     origin
 }
 
-fn small_runtime() -> tokio::runtime::Runtime {
+/// An HTTPS origin on every host address answering as `names` (with its own test CA, whose
+/// file is returned for `egress.upstream_ca`), serving nothing under `/git/`.
+pub fn host_origin(
+    sb: &Sandbox,
+    rt: &tokio::runtime::Runtime,
+    names: &[&str],
+) -> (bottle_egress::testing::Origin, std::path::PathBuf) {
+    use bottle_egress::testing::{Origin, TestPki};
+    let pki = TestPki::new(names);
+    let served = sb.dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let origin = rt.block_on(Origin::start("0.0.0.0".parse().unwrap(), &pki, served));
+    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    (origin, ca)
+}
+
+/// A one-thread runtime for a test's origin.
+pub fn small_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

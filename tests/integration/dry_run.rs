@@ -27,13 +27,13 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
     assert!(out.contains("dry run: nothing started"), "{out}");
     assert!(
         out.contains(
-            "13 hosts allowed (pypi.org, files.pythonhosted.org, registry.npmjs.org +10 more)"
+            "13 hosts allowed (files.pythonhosted.org, api.anthropic.com, api.github.com +10 more)"
         ),
         "{out}"
     );
     assert!(
-        out.contains("bottle <- git@github.com:example/bottle.git"),
-        "{out}"
+        out.contains("bottle <- git@github.com:example/bottle.git (push to bottle/implementer/*; no force, delete, tags, CI changes)"),
+        "the effective push policy is shown: {out}"
     );
     let state = sb.only_state_dir();
     let slug = state.file_name().unwrap().to_string_lossy().into_owned();

@@ -45,20 +45,11 @@ fn output(c: &mut Command) -> (bool, String) {
 /// (which carry the token) go through.
 #[test]
 fn a_local_user_cannot_spend_the_bottles_credentials_or_reach_its_daemons() {
-    use bottle_egress::testing::{Origin, TestPki};
     use bottle_git_gate::testing::Upstream;
     let _g = serial();
     let sb = Sandbox::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let pki = TestPki::new(&["origin.test"]);
-    let served = sb.dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    let origin = rt.block_on(Origin::start("0.0.0.0".parse().unwrap(), &pki, served));
-    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    let rt = crate::docker_e2e::small_runtime();
+    let (origin, ca) = crate::docker_e2e::host_origin(&sb, &rt, &["origin.test"]);
     let up = Upstream::start(&crate::docker_e2e::docker_host_address());
     let url = up.repo("proj");
     sb.agent(

@@ -10,6 +10,9 @@
 //! segment after each segment is percent-decoded on its own ([`request_segments`]), so an
 //! encoded `/` never makes a segment boundary the origin would not see.
 
+pub mod forge;
+
+use forge::{Forge, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -111,6 +114,121 @@ impl RouteRules {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a route's request rules refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRefusal {
+    /// The rule: `methods`, `path`, `deny[N]`, or a forge row's id (`github-git-data`).
+    pub rule: String,
+    /// What the request would have done, in words.
+    pub reason: String,
+    /// How to let it through, if it can be.
+    pub lift: String,
+}
+
+/// What a route's request rules say of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutcome {
+    /// It passes.
+    Pass,
+    /// Its body decides: a GraphQL document on a forge's API, whose mutations are checked.
+    GraphQl(Forge),
+    /// It is refused.
+    Refuse(RuleRefusal),
+}
+
+impl RouteRules {
+    /// What these rules, on a route to `forge`'s API with a credential (or `None`), say of
+    /// `method` on `raw_path` (the request's path, still percent-encoded, no query), in their
+    /// documented order: `methods`, `allow`, `deny`, then the forge defaults. The path
+    /// allowlist was checked before.
+    pub fn check(&self, forge: Option<Forge>, method: &str, raw_path: &str) -> RuleOutcome {
+        let refuse = |rule: &str, reason: String, lift: String| {
+            RuleOutcome::Refuse(RuleRefusal {
+                rule: rule.to_owned(),
+                reason,
+                lift,
+            })
+        };
+        if self.is_empty() && forge.is_none() {
+            return RuleOutcome::Pass;
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+            return refuse(
+                "methods",
+                format!(
+                    "{method} is not one of this route's methods ({})",
+                    self.methods.join(", ")
+                ),
+                format!("add {method} to the route's `methods` in the manifest"),
+            );
+        }
+        let segments = match request_segments(raw_path) {
+            Ok(s) => s,
+            Err(why) => {
+                return refuse(
+                    "path",
+                    format!("the path {why}, which this route's rules cannot judge"),
+                    "send the path without it".into(),
+                );
+            }
+        };
+        // GitHub's paths never need an encoded `/`; an origin that decodes it before routing
+        // would see other segments than the rules did.
+        if forge == Some(Forge::GitHub) && segments.iter().any(|s| s.contains('/')) {
+            return refuse(
+                "path",
+                "the path holds an encoded `/`, which GitHub's API never needs".into(),
+                "send the path with plain `/`".into(),
+            );
+        }
+        if self
+            .allow
+            .iter()
+            .any(|r| r.matches(method, &segments, false))
+        {
+            return RuleOutcome::Pass;
+        }
+        if let Some((i, r)) = self
+            .deny
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(method, &segments, true))
+        {
+            return refuse(
+                &format!("deny[{i}]"),
+                format!(
+                    "this route's `deny[{i}]` ({} {}) refuses it",
+                    if r.methods.is_empty() {
+                        "any method".to_owned()
+                    } else {
+                        r.methods.join("|")
+                    },
+                    r.path
+                ),
+                "narrow or remove that entry in the manifest".into(),
+            );
+        }
+        let Some(forge) = forge else {
+            return RuleOutcome::Pass;
+        };
+        match forge.decide(method, &segments) {
+            None => RuleOutcome::Pass,
+            Some(row) => match row.verdict {
+                Verdict::Pass => RuleOutcome::Pass,
+                Verdict::GraphQl => RuleOutcome::GraphQl(forge),
+                Verdict::Deny => refuse(
+                    row.id,
+                    format!("{method} {raw_path} {}", row.what),
+                    format!(
+                        "if you mean to let the agent do that with your credential, add `allow: [{{methods: [{method}], path: \"{}\"}}]` to this route in the manifest",
+                        row.path
+                    ),
+                ),
+            },
+        }
     }
 }
 

@@ -75,6 +75,10 @@ pub struct PushPolicy {
     /// Creating or moving tags (`refs/tags/*`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_tags: bool,
+    /// Adding or changing CI definitions (`.github/workflows/`, `.gitlab-ci.yml`, …), which
+    /// run with the repository's secrets.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_ci_changes: bool,
     /// Refs one push may update.
     #[serde(default = "default_max_refs")]
     pub max_refs: usize,
@@ -91,6 +95,47 @@ fn default_max_refs() -> usize {
 impl PushPolicy {
     /// Refs one push may update unless the policy says otherwise.
     pub const DEFAULT_MAX_REFS: usize = 64;
+
+    /// The policy of a repo whose manifest entry says nothing of pushing: the agent's own
+    /// branches only (`refs/heads/bottle/<agent>/*`), no force, no delete, no tags, no CI
+    /// changes.
+    pub fn for_agent(agent: &str) -> PushPolicy {
+        PushPolicy {
+            allow: vec![format!("refs/heads/bottle/{agent}/*")],
+            ..PushPolicy::default()
+        }
+    }
+
+    /// The policy in words, for a plan's summary.
+    pub fn describe(&self) -> String {
+        let to = if self.allow.is_empty() {
+            "any branch".to_owned()
+        } else {
+            self.allow
+                .iter()
+                .map(|p| p.strip_prefix("refs/heads/").unwrap_or(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut may = Vec::new();
+        let mut not = Vec::new();
+        for (yes, what) in [
+            (self.allow_force, "force"),
+            (self.allow_delete, "delete"),
+            (self.allow_tags, "tags"),
+            (self.allow_ci_changes, "CI changes"),
+        ] {
+            if yes { may.push(what) } else { not.push(what) }
+        }
+        let mut s = format!("push to {to}");
+        if !may.is_empty() {
+            s.push_str(&format!("; with {}", may.join(", ")));
+        }
+        if !not.is_empty() {
+            s.push_str(&format!("; no {}", not.join(", ")));
+        }
+        s
+    }
 }
 
 impl Default for PushPolicy {
@@ -100,6 +145,7 @@ impl Default for PushPolicy {
             allow_force: false,
             allow_delete: false,
             allow_tags: false,
+            allow_ci_changes: false,
             max_refs: PushPolicy::DEFAULT_MAX_REFS,
         }
     }

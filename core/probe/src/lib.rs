@@ -32,6 +32,27 @@ pub struct Plan {
     pub allowed_host: Option<String>,
     /// The CA bundle the agent trusts (PEM).
     pub ca_bundle: Option<String>,
+    /// Requests egress's route rules must refuse before dialling anything (method rules,
+    /// `deny` entries, forge defaults), each chosen so that it would do no harm even if it
+    /// got through.
+    #[serde(default)]
+    pub ruled: Vec<RuledRequest>,
+}
+
+/// A request a route's rules refuse, for the probe to send through the proxy (over TLS, as
+/// the agent's tools would) and see refused with `X-Bottle-Block: route-rule`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuledRequest {
+    /// The finding's id (`route-method`, `route-deny`, `forge-default`).
+    pub probe: String,
+    /// The route's host.
+    pub host: String,
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The rule that refuses it (`methods`, `deny[0]`, `github-git-data`).
+    pub rule: String,
 }
 
 /// A listener the suite started.

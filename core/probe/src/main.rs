@@ -5,7 +5,7 @@
 //! the agent's image. Every probe that needs a listener uses one the suite started on an
 //! address it created; no probe sends anything anywhere else.
 
-use bottle_probe::{Finding, Plan};
+use bottle_probe::{Finding, Plan, RuledRequest};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -532,7 +532,45 @@ fn proxied(plan: &Plan) -> Vec<Finding> {
     if let Some(host) = &plan.allowed_host {
         v.push(https_push(proxy, host, plan.ca_bundle.as_deref()));
     }
+    for r in &plan.ruled {
+        v.push(ruled(proxy, r, plan.ca_bundle.as_deref()));
+    }
     v
+}
+
+/// A request a route's rules refuse: egress must answer 403 naming its route rule, before it
+/// dials anything.
+fn ruled(proxy: &str, r: &RuledRequest, ca_bundle: Option<&str>) -> Finding {
+    let tried = format!(
+        "{} https://{}{} through the proxy (its route's rule {} refuses it)",
+        r.method, r.host, r.path, r.rule
+    );
+    match tls_request(proxy, &r.host, &r.method, &r.path, None, ca_bundle) {
+        Ok(head) => {
+            let status = status_code(&head).unwrap_or(0);
+            let by_rule = header_is(&head, "x-bottle-block", "route-rule");
+            Finding::new(
+                &r.probe,
+                tried,
+                if by_rule {
+                    format!("answered {status}, refused by egress's route rule")
+                } else {
+                    format!("answered {status}, not by a route rule")
+                },
+                status == 403 && by_rule,
+            )
+        }
+        Err(e) => Finding::new(&r.probe, tried, format!("no answer: {e}"), false),
+    }
+}
+
+/// Whether the response head has header `name` (lower case) with value `value`.
+fn header_is(head: &[u8], name: &str, value: &str) -> bool {
+    String::from_utf8_lossy(head).lines().skip(1).any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.trim().eq_ignore_ascii_case(name) && v.trim().eq_ignore_ascii_case(value)
+        })
+    })
 }
 
 /// The agent's proxy credentials (the hop token in its proxy URL) as a header line, so the
@@ -614,7 +652,10 @@ fn status_code(head: &[u8]) -> std::io::Result<u16> {
 fn https_push(proxy: &str, host: &str, ca_bundle: Option<&str>) -> Finding {
     let path = "/bottle-verify/probe.git/git-receive-pack";
     let tried = format!("git push over HTTPS: POST https://{host}{path} through the proxy");
-    match tls_post(proxy, host, path, ca_bundle) {
+    let push = ("application/x-git-receive-pack-request", &b"0000"[..]);
+    match tls_request(proxy, host, "POST", path, Some(push), ca_bundle)
+        .and_then(|h| status_code(&h))
+    {
         Ok(status) => Finding::new(
             "proxy-https-push",
             tried,
@@ -625,7 +666,17 @@ fn https_push(proxy: &str, host: &str, ca_bundle: Option<&str>) -> Finding {
     }
 }
 
-fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std::io::Result<u16> {
+/// CONNECT to `host:443` through the proxy, TLS trusting `ca_bundle`, then `method path` with
+/// `body` (its content type and bytes); the response head, or the CONNECT's when it was
+/// refused.
+fn tls_request(
+    proxy: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+    ca_bundle: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
     let mut s = connect(proxy)?;
     s.write_all(
@@ -643,9 +694,8 @@ fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std
         }
         head.push(byte[0]);
     }
-    let status = status_code(&head)?;
-    if status != 200 {
-        return Ok(status);
+    if status_code(&head)? != 200 {
+        return Ok(head);
     }
     let mut roots = rustls::RootCertStore::empty();
     let bundle = ca_bundle.unwrap_or("/etc/ssl/certs/ca-certificates.crt");
@@ -666,10 +716,10 @@ fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std
         rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
     let conn = rustls::ClientConnection::new(config.into(), name).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, s);
-    let body = b"0000";
+    let (content_type, body) = body.unwrap_or(("text/plain", b""));
     tls.write_all(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -685,7 +735,8 @@ fn tls_post(proxy: &str, host: &str, path: &str, ca_bundle: Option<&str>) -> std
             Err(_) => break,
         }
     }
-    status_code(&head)
+    status_code(&head)?;
+    Ok(head)
 }
 
 /// Ask supervise (as the agent would, from its MCP config) for a wildcard over a public

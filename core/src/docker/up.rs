@@ -61,6 +61,25 @@ pub struct UpRequest<'a> {
     pub health_timeout: Duration,
     /// What the host imposes on the agent.
     pub agent: AgentRun<'a>,
+    /// The sidecar bundle's limits (memory, processes, CPUs).
+    pub bundle: crate::confine::Resources,
+}
+
+/// Every container's log, capped: a flood of refused requests fills at most this much disk
+/// per container (json-file's `max-size` times `max-file`).
+pub const LOG_MAX_SIZE: &str = "10m";
+/// See [`LOG_MAX_SIZE`].
+pub const LOG_MAX_FILE: &str = "3";
+
+/// The log driver every container gets, whatever the backend rendered.
+fn capped_log() -> bollard::models::HostConfigLogConfig {
+    bollard::models::HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+            ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
+        ])),
+    }
 }
 
 /// The container name of service `key`.
@@ -339,7 +358,8 @@ fn create_body(
             ..HealthConfig::default()
         }),
         host_config: Some({
-            let h = HostConfig {
+            let mut h = HostConfig {
+                log_config: Some(capped_log()),
                 init: Some(s.init),
                 mounts: Some(mounts),
                 privileged: Some(s.privileged),
@@ -350,6 +370,13 @@ fn create_body(
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 ..HostConfig::default()
             };
+            if is_bundle(key, s) {
+                // Whatever the agent makes the daemons do, the bundle cannot take the host.
+                h.memory = i64::try_from(req.bundle.memory).ok();
+                h.memory_swap = h.memory;
+                h.pids_limit = Some(req.bundle.pids);
+                h.nano_cpus = req.bundle.nano_cpus;
+            }
             if agent {
                 let mut volume_labels = compose_labels(req.project, None, None, req.state_dir);
                 volume_labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));

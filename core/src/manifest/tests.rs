@@ -339,13 +339,27 @@ fn git_upstreams_are_checked() {
 fn push_policies_reach_git_gate_as_full_ref_patterns() {
     let text = "image: x\ngit:\n  - name: a\n    url: git@h.com:a/b\n    key: /k\n    known_host: ssh-ed25519 AAAA\n    push: {allow: ['bottle/me/*', 'refs/heads/x'], force: true}\n  - {name: b, url: 'git@h.com:b', key: /k, known_host: ssh-ed25519 A}\n";
     let m = parse_str(text).unwrap();
+    // A repo with no `push:` gets the default, spelled out: the agent's own branches only.
     assert_eq!(
         m.settings["git-gate"]["push"],
-        serde_json::json!({"a": {"allow": ["refs/heads/bottle/me/*", "refs/heads/x"], "allow_force": true, "max_refs": 64}})
+        serde_json::json!({
+            "a": {"allow": ["refs/heads/bottle/me/*", "refs/heads/x"], "allow_force": true, "max_refs": 64},
+            "b": {"allow": ["refs/heads/bottle/demo/*"], "max_refs": 64},
+        })
     );
-    assert!(
-        !m.git_push.contains_key("b"),
-        "the default is not written out"
+    let m = parse_str(&text.replace(
+        "push: {allow: ['bottle/me/*', 'refs/heads/x'], force: true}",
+        "push: {allow_ci_changes: true}",
+    ))
+    .unwrap();
+    assert_eq!(
+        m.settings["git-gate"]["push"]["a"],
+        serde_json::json!({"allow": ["refs/heads/bottle/demo/*"], "allow_ci_changes": true, "max_refs": 64})
+    );
+    fails(
+        &text.replace("['bottle/me/*', 'refs/heads/x']", "[]"),
+        "git[0].push.allow",
+        "push nowhere",
     );
     fails(
         &text.replace("'bottle/me/*'", "'../x'"),
@@ -458,6 +472,52 @@ fn user_and_resources_parse_with_defaults_and_bad_ones_say_how() {
         "image: x\nresources: {disk: 1g}\n",
         "resources",
         "unknown field `disk`",
+    );
+}
+
+/// The bundle has limits whether or not the manifest says so; `resources.bundle` changes
+/// them, checked like the agent's, and leaves the agent's alone.
+#[test]
+fn the_bundle_has_limits_by_default_and_resources_bundle_sets_them() {
+    use crate::confine::{BUNDLE_MEMORY, BUNDLE_PIDS, DEFAULT_MEMORY};
+    let m = parse_str("image: x\n").unwrap();
+    assert_eq!(
+        (
+            m.bundle_resources.memory,
+            m.bundle_resources.pids,
+            m.bundle_resources.nano_cpus
+        ),
+        (BUNDLE_MEMORY, BUNDLE_PIDS, None)
+    );
+    let m = parse_str("image: x\nresources: {bundle: {memory: 1g, cpus: 0.5}}\n").unwrap();
+    assert_eq!(
+        (
+            m.bundle_resources.memory,
+            m.bundle_resources.pids,
+            m.bundle_resources.nano_cpus
+        ),
+        (1 << 30, BUNDLE_PIDS, Some(500_000_000))
+    );
+    assert_eq!(m.resources.memory, DEFAULT_MEMORY);
+    fails(
+        "image: x\nresources: {bundle: {memory: 10m}}\n",
+        "resources.bundle.memory",
+        "at least `64m`",
+    );
+    fails(
+        "image: x\nresources: {bundle: {pids: 1}}\n",
+        "resources.bundle.pids",
+        "default 1024",
+    );
+    fails(
+        "image: x\nresources: {bundle: {cpus: -1}}\n",
+        "resources.bundle.cpus",
+        "number of CPUs",
+    );
+    fails(
+        "image: x\nresources: {bundle: {swap: 1g}}\n",
+        "resources.bundle",
+        "unknown field `swap`",
     );
 }
 

@@ -10,11 +10,13 @@
 //!
 //! Module map: [`routes`] (the table, the path and request rules), [`forge`] (what a
 //! credential on a forge's API may not do by default), [`guard`] (inside addresses),
-//! [`ca`] (leaf certificates), [`upstream`] (dialling out and TLS trust), [`proxy`] (the
-//! pipeline), [`body`] (streaming scans), [`log`] (the access log).
+//! [`ca`] (leaf certificates), [`upstream`] (dialling out and TLS trust), [`conn`] (one
+//! agent connection's slot, idle timeout and byte cap), [`proxy`] (the pipeline), [`body`]
+//! (streaming scans), [`log`] (the access log).
 
 pub mod body;
 pub mod ca;
+pub mod conn;
 pub mod forge;
 pub mod guard;
 pub mod log;
@@ -50,8 +52,11 @@ pub struct Settings {
     pub system_roots: PathBuf,
     /// Write the access log.
     pub access_log: bool,
-    /// Connections served at once; more are closed at accept.
+    /// Connections served at once, tunnels and WebSockets included for as long as they are
+    /// open; more are answered 503 and closed.
     pub max_connections: usize,
+    /// The idle timeout and byte cap of each connection.
+    pub conn_limits: conn::Limits,
     /// The token every proxied request must carry (see [`proxy::HopToken`]), when the port is
     /// reachable from outside the bottle (a published port).
     pub hop_token: Option<String>,
@@ -146,7 +151,9 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let log = self.proxy.log.clone();
         log.event("start", &self.describe());
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
+        let max = self.settings.max_connections;
+        let slots = Arc::new(tokio::sync::Semaphore::new(max));
+        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
         loop {
             tokio::select! {
                 _ = hup.recv() => match self.reload() {
@@ -158,23 +165,44 @@ impl Daemon {
                 accepted = self.listener.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        // Full: closing now is kinder to the rest than queueing.
-                        drop(stream);
+                        // Full: a short answer saying so, then close; queueing would let a
+                        // flood hold everyone else's connections hostage. The answers are
+                        // bounded too: past them, a connection is just closed.
+                        if let Ok(answering) = refusals.clone().try_acquire_owned() {
+                            log.event("connection-limit", "refused a connection: every slot is taken");
+                            tokio::spawn(async move {
+                                refuse_full(stream, max).await;
+                                drop(answering);
+                            });
+                        }
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
                     let proxy = self.proxy.clone();
-                    tokio::spawn(async move {
-                        serve_connection(proxy, stream).await;
-                        drop(slot);
-                    });
+                    // The slot lives in the connection: an upgraded tunnel or WebSocket keeps it.
+                    let conn = conn::Conn::new(stream, slot, self.settings.conn_limits);
+                    tokio::spawn(serve_connection(proxy, conn));
                 }
             }
         }
     }
 }
 
-async fn serve_connection(proxy: Arc<Proxy>, stream: tokio::net::TcpStream) {
+/// Connections over the limit answered at once; more are closed without a word.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Tell a connection over the limit why, then close it; a peer that does not read is dropped.
+async fn refuse_full(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt as _;
+    let answer = conn::full_answer(max);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+async fn serve_connection(proxy: Arc<Proxy>, stream: conn::Conn<tokio::net::TcpStream>) {
     let service = hyper::service::service_fn(move |req| proxy.clone().serve_outer(req));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder

@@ -34,9 +34,16 @@ struct Args {
     /// `json` (one line per request) or `off`.
     #[arg(long, default_value = "json", value_parser = ["json", "off"])]
     access_log: String,
-    /// Connections served at once.
+    /// Connections served at once, tunnels and WebSockets included while they are open.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Close a connection (tunnels and WebSockets too) after this many seconds with no byte
+    /// either way.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Close a connection once the agent has sent this many bytes through it.
+    #[arg(long, default_value_t = 8 << 30)]
+    max_bytes_per_connection: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +84,10 @@ fn settings(a: Args) -> Result<Settings, String> {
         system_roots: a.system_roots,
         access_log: a.access_log == "json",
         max_connections: a.max_connections.max(1),
+        conn_limits: bottle_egress::conn::Limits {
+            idle: std::time::Duration::from_secs(a.idle_timeout_secs.max(1)),
+            max_bytes_in: a.max_bytes_per_connection.max(1),
+        },
         hop_token: std::env::var(HOP_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
     })
 }

@@ -109,7 +109,7 @@ pub struct Route {
     /// Its request rules (methods, allow, deny), checked.
     pub rules: RouteRules,
     /// The forge whose API this credentialed route reaches, whose defaults then apply.
-    pub forge: Option<crate::forge::Forge>,
+    pub forge: Option<bottle_contract::egress::forge::Forge>,
 }
 
 /// Where a statically mapped host goes.
@@ -221,9 +221,10 @@ impl RouteTable {
                     })
                 }
             };
-            let forge = credential
-                .as_ref()
-                .and_then(|_| crate::forge::Forge::of(&host));
+            let forge = match (&credential, &host) {
+                (Some(_), HostPattern::Exact(h)) => crate::forge::Forge::of(h),
+                _ => None,
+            };
             routes.push(Route {
                 host,
                 path_allowlist,
@@ -296,121 +297,13 @@ impl RouteTable {
     }
 }
 
-/// Why a route's request rules refused a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleRefusal {
-    /// The rule: `methods`, `path`, `deny[N]`, or a forge row's id (`github-git-data`).
-    pub rule: String,
-    /// What the request would have done, in words.
-    pub reason: String,
-    /// How to let it through, if it can be.
-    pub lift: String,
-}
-
-/// What a route's request rules say of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuleOutcome {
-    /// It passes.
-    Pass,
-    /// Its body decides: a GraphQL document on a forge's API, whose mutations are checked.
-    GraphQl(Forge),
-    /// It is refused.
-    Refuse(RuleRefusal),
-}
-
-use crate::forge::{Forge, Verdict};
+pub use bottle_contract::egress::{RuleOutcome, RuleRefusal};
 
 impl Route {
-    /// What this route's rules say of `method` on `raw_path` (the request's path, still
-    /// percent-encoded, no query), in their documented order: `methods`, `allow`, `deny`,
-    /// then the forge defaults. The path allowlist was checked before.
+    /// What this route's request rules say of `method` on `raw_path` (see
+    /// [`bottle_contract::egress::RouteRules::check`]); the path allowlist was checked before.
     pub fn check_request(&self, method: &str, raw_path: &str) -> RuleOutcome {
-        let refuse = |rule: &str, reason: String, lift: String| {
-            RuleOutcome::Refuse(RuleRefusal {
-                rule: rule.to_owned(),
-                reason,
-                lift,
-            })
-        };
-        if self.rules.is_empty() && self.forge.is_none() {
-            return RuleOutcome::Pass;
-        }
-        if !self.rules.methods.is_empty() && !self.rules.methods.iter().any(|m| m == method) {
-            return refuse(
-                "methods",
-                format!(
-                    "{method} is not one of this route's methods ({})",
-                    self.rules.methods.join(", ")
-                ),
-                format!("add {method} to the route's `methods` in the manifest"),
-            );
-        }
-        let segments = match bottle_contract::egress::request_segments(raw_path) {
-            Ok(s) => s,
-            Err(why) => {
-                return refuse(
-                    "path",
-                    format!("the path {why}, which this route's rules cannot judge"),
-                    "send the path without it".into(),
-                );
-            }
-        };
-        // GitHub's paths never need an encoded `/`; an origin that decodes it before routing
-        // would see other segments than the rules did.
-        if self.forge == Some(Forge::GitHub) && segments.iter().any(|s| s.contains('/')) {
-            return refuse(
-                "path",
-                "the path holds an encoded `/`, which GitHub's API never needs".into(),
-                "send the path with plain `/`".into(),
-            );
-        }
-        if self
-            .rules
-            .allow
-            .iter()
-            .any(|r| r.matches(method, &segments, false))
-        {
-            return RuleOutcome::Pass;
-        }
-        if let Some((i, r)) = self
-            .rules
-            .deny
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.matches(method, &segments, true))
-        {
-            return refuse(
-                &format!("deny[{i}]"),
-                format!(
-                    "this route's `deny[{i}]` ({} {}) refuses it",
-                    if r.methods.is_empty() {
-                        "any method".to_owned()
-                    } else {
-                        r.methods.join("|")
-                    },
-                    r.path
-                ),
-                "narrow or remove that entry in the manifest".into(),
-            );
-        }
-        let Some(forge) = self.forge else {
-            return RuleOutcome::Pass;
-        };
-        match forge.decide(method, &segments) {
-            None => RuleOutcome::Pass,
-            Some(row) => match row.verdict {
-                Verdict::Pass => RuleOutcome::Pass,
-                Verdict::GraphQl => RuleOutcome::GraphQl(forge),
-                Verdict::Deny => refuse(
-                    row.id,
-                    format!("{method} {raw_path} {}", row.what),
-                    format!(
-                        "if you mean to let the agent do that with your credential, add `allow: [{{methods: [{method}], path: \"{}\"}}]` to this route in the manifest",
-                        row.path
-                    ),
-                ),
-            },
-        }
+        self.rules.check(self.forge, method, raw_path)
     }
 
     /// Whether `raw_path` (the request's path, still percent-encoded, no query) may pass.
@@ -471,6 +364,7 @@ pub fn normalise_path(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forge::Forge;
 
     fn no_env(_: &str) -> Option<String> {
         None

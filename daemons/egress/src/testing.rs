@@ -95,6 +95,8 @@ pub struct Origin {
     pub https: SocketAddr,
     /// How many requests it has answered (over either address).
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request it got, as `METHOD /path` (no query), in order.
+    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Origin {
@@ -106,23 +108,27 @@ impl Origin {
             http: http.local_addr().expect("addr"),
             https: https.local_addr().expect("addr"),
             hits: Arc::default(),
+            seen: Arc::default(),
         };
-        let root = Arc::new(git_root);
-        let (r, hits) = (root.clone(), addrs.hits.clone());
+        let log = Log {
+            root: Arc::new(git_root),
+            hits: addrs.hits.clone(),
+            seen: addrs.seen.clone(),
+        };
+        let l = log.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = http.accept().await {
-                tokio::spawn(serve(TokioIo::new(s), r.clone(), hits.clone()));
+                tokio::spawn(serve(TokioIo::new(s), l.clone()));
             }
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
-        let hits = addrs.hits.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = https.accept().await {
                 let acceptor = acceptor.clone();
-                let (root, hits) = (root.clone(), hits.clone());
+                let log = log.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(s).await {
-                        serve(TokioIo::new(tls), root, hits).await;
+                        serve(TokioIo::new(tls), log).await;
                     }
                 });
             }
@@ -131,13 +137,24 @@ impl Origin {
     }
 }
 
-async fn serve<IO>(io: TokioIo<IO>, root: Arc<PathBuf>, hits: Arc<std::sync::atomic::AtomicUsize>)
+/// What every connection of an origin shares: the served git root and its request log.
+#[derive(Clone)]
+struct Log {
+    root: Arc<PathBuf>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn serve<IO>(io: TokioIo<IO>, log: Log)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| {
-        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        handle(req, root.clone())
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        log.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut seen) = log.seen.lock() {
+            seen.push(format!("{} {}", req.method(), req.uri().path()));
+        }
+        handle(req, log.root.clone())
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, svc)

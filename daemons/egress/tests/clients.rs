@@ -1075,3 +1075,186 @@ fn a_forge_token_cannot_do_what_git_gate_controls_or_open_a_channel() {
         "{lines:?}"
     );
 }
+
+/// A TLS client trusting egress's CA, as the agent's tools do.
+fn agent_tls(rig: &Rig) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(rig.path("egress-ca.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// What a CONNECT through egress got: the tunnel, or the refusal's status line and body.
+enum Opened {
+    Tunnel(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Refused(String),
+}
+
+/// CONNECT `host:443` through egress and finish the TLS handshake inside; nothing more is sent.
+async fn open_tunnel(
+    proxy: SocketAddr,
+    tls: &tokio_rustls::TlsConnector,
+    host: &'static str,
+) -> std::io::Result<Opened> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await?;
+    tcp.write_all(format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut byte).await? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+        head.extend(rest);
+        return Ok(Opened::Refused(String::from_utf8_lossy(&head).into_owned()));
+    }
+    let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+    Ok(Opened::Tunnel(Box::new(tls.connect(name, tcp).await?)))
+}
+
+/// The resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Open tunnels count against egress's connection limit for as long as they are open: with
+/// 5,000 idle TLS tunnels held, the next connection is answered 503 with a reason, egress stays
+/// well under the bundle's default memory limit, and closing one tunnel frees its slot.
+#[test]
+fn five_thousand_idle_tunnels_fill_the_limit_and_the_next_is_refused() {
+    const TUNNELS: usize = 5000;
+    // The test holds one end of every tunnel and egress the other, each in its own process.
+    let (soft, hard) = rlimit_nofile();
+    assert!(
+        hard >= 2 * TUNNELS as u64 + 256,
+        "this test needs {} open files (hard limit is {hard}); raise `ulimit -Hn`",
+        2 * TUNNELS + 256
+    );
+    if soft < hard {
+        set_rlimit_nofile(hard);
+    }
+    let rig = Rig::with(&routes(""), &["--max-connections", &TUNNELS.to_string()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = agent_tls(&rig);
+    let proxy = rig.proxy;
+    let before = rss(rig.egress.id());
+    rt.block_on(async {
+        // A few at a time: egress's handshake timeout must not close the first while the
+        // last are still being opened.
+        let gate = Arc::new(tokio::sync::Semaphore::new(64));
+        let mut opening = Vec::new();
+        for _ in 0..TUNNELS {
+            let (tls, gate) = (tls.clone(), gate.clone());
+            opening.push(tokio::spawn(async move {
+                let _turn = gate.acquire_owned().await.unwrap();
+                open_tunnel(proxy, &tls, "origin.test").await
+            }));
+        }
+        let mut tunnels = Vec::new();
+        for t in opening {
+            match t.await.unwrap().unwrap() {
+                Opened::Tunnel(t) => tunnels.push(t),
+                Opened::Refused(r) => panic!("tunnel {} refused: {r}", tunnels.len()),
+            }
+        }
+        let held = rss(rig.egress.id());
+        eprintln!(
+            "egress RSS: {} MiB before, {} MiB with {TUNNELS} idle tunnels",
+            before >> 20,
+            held >> 20
+        );
+        assert!(
+            held < 512 << 20,
+            "{TUNNELS} idle tunnels took {} MiB of egress (the bundle's default limit is 2 GiB, shared with git-gate and supervise)",
+            held >> 20
+        );
+        match open_tunnel(proxy, &tls, "origin.test").await.unwrap() {
+            Opened::Refused(r) => {
+                assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+                assert!(r.contains("x-bottle-block: connection-limit") || r.contains("X-Bottle-Block: connection-limit"), "{r}");
+                assert!(r.contains("5000 connections are open"), "{r}");
+            }
+            Opened::Tunnel(_) => panic!("tunnel {} was let in over the limit", TUNNELS + 1),
+        }
+        // One closed tunnel is one free slot (egress notices the close, then lets one in).
+        drop(tunnels.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match open_tunnel(proxy, &tls, "origin.test").await.unwrap() {
+                Opened::Tunnel(t) => {
+                    tunnels.push(t);
+                    break;
+                }
+                Opened::Refused(r) if Instant::now() > deadline => {
+                    panic!("a closed tunnel's slot never came back: {r}")
+                }
+                Opened::Refused(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        drop(tunnels);
+    });
+    rig.wait_for_log("connection-limit");
+}
+
+/// An idle tunnel is closed after egress's idle timeout; a tunnel in use is not.
+#[test]
+fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let rig = Rig::with(&routes(""), &["--idle-timeout-secs", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = agent_tls(&rig);
+    rt.block_on(async {
+        let Opened::Tunnel(mut idle) = open_tunnel(rig.proxy, &tls, "origin.test").await.unwrap()
+        else {
+            panic!("refused")
+        };
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut buf))
+            .await
+            .expect("egress kept an idle tunnel open past its idle timeout");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    });
+}
+
+fn rlimit_nofile() -> (u64, u64) {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (l.current.unwrap_or(u64::MAX), l.maximum.unwrap_or(u64::MAX))
+}
+
+fn set_rlimit_nofile(to: u64) {
+    let l = rustix::process::Rlimit {
+        current: Some(to),
+        maximum: Some(to),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, l).unwrap();
+}

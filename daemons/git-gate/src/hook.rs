@@ -98,6 +98,9 @@ fn receive(ctx: &HookContext, report: &mut HookReport) -> Result<(), Vec<String>
     report.refs.truncate(100);
     policy::check(&updates, &ctx.repo.push, is_fast_forward)
         .map_err(|r| vec![format!("push refused: {r}")])?;
+    if !ctx.repo.push.allow_ci_changes {
+        check_ci(&ctx.repo.name, &updates)?;
+    }
 
     let started = Instant::now();
     let tips: Vec<String> = updates
@@ -134,6 +137,32 @@ fn receive(ctx: &HookContext, report: &mut HookReport) -> Result<(), Vec<String>
     let forwarded = forward(&ctx.repo, &updates);
     report.forward_ms = started.elapsed().as_secs_f64() * 1000.0;
     forwarded
+}
+
+/// Refuse updates that add or change a CI definition ([`crate::ci`]).
+fn check_ci(repo: &str, updates: &[Update]) -> Result<(), Vec<String>> {
+    let git = || Command::new("git");
+    let head = crate::ci::default_branch_tip(&git);
+    for u in updates.iter().filter(|u| !u.deletes()) {
+        let old = (!u.creates()).then_some(u.old.as_str());
+        let changed = crate::ci::changed(&git, &u.new, old, head.as_deref()).map_err(|e| {
+            vec![format!(
+                "push refused: cannot check its CI definitions: {e}"
+            )]
+        })?;
+        if !changed.is_empty() {
+            let mut lines = vec![format!(
+                "push refused: {} changes CI definitions, which run with the repository's secrets:",
+                u.name
+            )];
+            lines.extend(changed.iter().map(|p| format!("  {p}")));
+            lines.push(format!(
+                "leave them out (a human pushes CI changes), or set `allow_ci_changes: true` in the manifest's `push:` of git repo `{repo}`"
+            ));
+            return Err(lines);
+        }
+    }
+    Ok(())
 }
 
 /// `git merge-base --is-ancestor old new`, in the quarantine.

