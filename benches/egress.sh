@@ -100,7 +100,7 @@ hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 # run NAME PID URL CONNS [proxy args...] -> prints a row and records rps/p50
-declare -A RPS P50
+declare -A RPS P50 BODY_P50
 row() {
     local name=$1 pid=$2 url=$3 conns=$4; shift 4
     local before after out
@@ -131,6 +131,29 @@ for conns in 1 16 64; do
     row egress "$egress_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://$egress_addr" --cacert "$tmp/eca-cert.pem"
     row mitm "$mitm_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port" --cacert "$tmp/mitm-conf/mitmproxy-ca-cert.pem"
 done
+# Bodies DLP reads whole: a MiB of model-call JSON with code in it, plain and gzip'd (egress
+# decodes it to scan; the origin's /echo reads every byte). One connection, egress only.
+python3 - "$tmp" <<'PY'
+import gzip, json, sys
+unit = {"role": "user", "content": "Fix the failing test in src/parser.rs:\nfn main() {\n    let token = std::env::var(\"GITHUB_TOKEN\")?;\n    let cfg = Config::from_path(&args.config_path)?;\n}\nSee commit 3f2b8c1e9a4d4e6f8b2a1c5d7e9f0a3b4c5d6e7f, build 3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a3b."}
+msgs = []
+while len(json.dumps(msgs)) < (1 << 20):
+    msgs.append(unit)
+body = json.dumps({"model": "m", "messages": msgs}).encode()[: 1 << 20]
+open(sys.argv[1] + "/mib.json", "wb").write(body)
+open(sys.argv[1] + "/mib.json.gz", "wb").write(gzip.compress(body))
+PY
+echo
+echo "bodies: POST 1 MiB to /echo; rows named direct:json, egress:json, direct:gz, egress:gz"
+for body in json gz; do
+    file=mib.json
+    extra=(--header content-type:application/json)
+    [ "$body" = gz ] && { file=mib.json.gz; extra+=(--header content-encoding:gzip); }
+    extra+=(--body "$tmp/$file")
+    row "direct:$body" - "https://localhost:$https_port/echo" 1 --cacert "$tmp/origin-ca.pem" "${extra[@]}"
+    row "egress:$body" "$egress_pid" "https://localhost:$https_port/echo" 1 --proxy "http://$egress_addr" --cacert "$tmp/eca-cert.pem" "${extra[@]}"
+    BODY_P50[$body]=$(( ${P50[egress:$body-https-1]} - ${P50[direct:$body-https-1]} ))
+done
 egress_hwm=$(hwm_kb "$egress_pid")
 mitm_hwm=$(hwm_kb "$mitm_pid")
 
@@ -150,5 +173,8 @@ done
 for scheme in http https; do
     added=$(( ${P50[egress-$scheme-1]} - ${P50[direct-$scheme-1]} ))
     echo "  $scheme: added p50 latency at c=1 = ${added} us (goal <= 150 us)"
+done
+for body in json gz; do
+    echo "  https c=1, 1 MiB $body: egress adds ${BODY_P50[$body]} us p50 over direct (DLP's scan of a clean MiB: goal <= 2 ms)"
 done
 echo "  peak RSS after 64 connections: egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"

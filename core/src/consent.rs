@@ -75,6 +75,21 @@ pub fn report(manifest: &Manifest, cli_grants: &Grants) -> String {
             ));
         }
     }
+    // What DLP lets out is what a hostile agent would send: each exception is consented to.
+    if manifest.dlp.mode == bottle_contract::egress::dlp::DlpMode::Log {
+        lines.push(
+            "DLP only logs what it finds: a secret the agent sends to an allowed host goes out"
+                .into(),
+        );
+    }
+    for a in &manifest.dlp.allow {
+        lines.push(format!(
+            "DLP lets {} findings through to {}{}",
+            a.rule,
+            a.host,
+            a.path.as_deref().unwrap_or("")
+        ));
+    }
     match manifest.cwd {
         CwdMode::Mount => lines.push("the working dir is mounted read-write into the agent".into()),
         CwdMode::Copy => lines.push("the agent gets a copy of the working dir".into()),
@@ -262,6 +277,23 @@ mod tests {
         ] {
             assert!(r.contains(part), "{part}:\n{r}");
         }
+    }
+
+    #[test]
+    fn dlp_exceptions_and_log_mode_are_shown_for_consent() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(
+            dir.path(),
+            &format!(
+                "{ROUTED}  dlp:\n    mode: log\n    allow: [{{rule: jwt, host: api.example.com, path: /auth/}}]\n"
+            ),
+        );
+        let r = report(&m, &Grants::default());
+        assert!(r.contains("DLP only logs what it finds"), "{r}");
+        assert!(
+            r.contains("DLP lets jwt findings through to api.example.com/auth/"),
+            "{r}"
+        );
     }
 
     #[test]

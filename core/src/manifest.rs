@@ -8,6 +8,7 @@ use crate::confine::{Resources, UserChoice};
 use crate::hostenv::HostEnv;
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
 use crate::policy::{Declared, Grant, Grants};
+use bottle_contract::egress::dlp::DlpPolicy;
 use bottle_contract::gate::PushPolicy;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -178,6 +179,8 @@ struct RawEgress {
     #[serde(default)]
     hosts: BTreeMap<String, String>,
     upstream_ca: Option<String>,
+    #[serde(default)]
+    dlp: DlpPolicy,
 }
 
 impl Default for RawEgress {
@@ -188,6 +191,7 @@ impl Default for RawEgress {
             routes: Vec::new(),
             hosts: BTreeMap::new(),
             upstream_ca: None,
+            dlp: DlpPolicy::default(),
         }
     }
 }
@@ -254,6 +258,8 @@ pub struct Manifest {
     pub grants: Grants,
     /// `egress.upstream_ca`: an extra CA egress trusts upstream (absolute host path).
     pub upstream_ca: Option<String>,
+    /// `egress.dlp`: what DLP does with a finding, its exceptions and extra detectors.
+    pub dlp: DlpPolicy,
     /// `user:`: whom the agent runs as.
     pub user: UserChoice,
     /// `resources:`: the agent's limits.
@@ -534,6 +540,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
     let (routes, route_rules) = parse_routes(&loc, raw.egress.routes)?;
     let egress_hosts = parse_egress_hosts(&loc, raw.egress.hosts)?;
     let upstream_ca = parse_upstream_ca(&loc, raw.egress.upstream_ca, &expand)?;
+    let dlp = parse_dlp(&loc, raw.egress.dlp)?;
     let user = match raw.user {
         None => UserChoice::Invoker,
         Some(u) => UserChoice::parse(&u).map_err(|e| loc.at(&u, "user", e))?,
@@ -546,6 +553,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         &egress_hosts,
         upstream_ca.as_deref(),
         &route_rules,
+        &dlp,
     )?;
     pass_git_push(&loc, &mut settings, &git_push)?;
     Ok(Manifest {
@@ -564,6 +572,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         settings,
         grants,
         upstream_ca,
+        dlp,
         user,
         resources,
         bundle_resources,
@@ -1005,6 +1014,25 @@ fn parse_egress_hosts(
     Ok(egress_hosts)
 }
 
+/// `egress.dlp`: checked whole, its extra detectors compiled here so a bad regex is the
+/// manifest's error, not the daemon's at start.
+fn parse_dlp(loc: &Locator<'_>, dlp: DlpPolicy) -> Result<DlpPolicy, ManifestError> {
+    dlp.validate().map_err(|(at, why)| {
+        let needle = at.rsplit('.').next().unwrap_or("dlp").to_owned();
+        loc.at(&needle, format!("egress.dlp.{at}"), why)
+    })?;
+    for (i, x) in dlp.extra.iter().enumerate() {
+        bottle_dlp::ExtraRule::new(&x.id, &x.regex, None).map_err(|e| {
+            loc.at(
+                &x.regex,
+                format!("egress.dlp.extra[{i}].regex"),
+                format!("not a usable regular expression: {e}"),
+            )
+        })?;
+    }
+    Ok(dlp)
+}
+
 /// `egress.upstream_ca`: a readable PEM CA certificate egress trusts upstream.
 fn parse_upstream_ca(
     loc: &Locator<'_>,
@@ -1080,8 +1108,8 @@ fn parse_plugins(
     Ok((settings, grants))
 }
 
-/// The 0.1.0 `bottle` record has no field for `egress.hosts`, `egress.upstream_ca` and a
-/// route's request rules, so egress gets them in its settings table (which may not set them
+/// The 0.1.0 `bottle` record has no field for `egress.hosts`, `egress.upstream_ca`,
+/// `egress.dlp` and a route's request rules, so egress gets them in its settings table (which may not set them
 /// itself).
 fn pass_egress_extras(
     loc: &Locator<'_>,
@@ -1089,15 +1117,34 @@ fn pass_egress_extras(
     egress_hosts: &BTreeMap<String, String>,
     upstream_ca: Option<&str>,
     route_rules: &RouteRuleMap,
+    dlp: &DlpPolicy,
 ) -> Result<(), ManifestError> {
-    if let Some(table) = settings.get(ROUTES_PLUGIN)
-        && table.get("route_rules").is_some()
-    {
-        return Err(loc.at(
-            "route_rules",
-            format!("plugins.{ROUTES_PLUGIN}.route_rules"),
-            "set a route's `methods`, `allow` and `deny` under `egress.routes` instead",
-        ));
+    if let Some(table) = settings.get(ROUTES_PLUGIN) {
+        if table.get("route_rules").is_some() {
+            return Err(loc.at(
+                "route_rules",
+                format!("plugins.{ROUTES_PLUGIN}.route_rules"),
+                "set a route's `methods`, `allow` and `deny` under `egress.routes` instead",
+            ));
+        }
+        // Whatever the manifest's egress section says: a settings table that set these would
+        // pass what the manifest's checks never saw.
+        for key in ["hosts", "upstream_ca", "dlp"] {
+            if table.get(key).is_some() {
+                return Err(loc.at(
+                    key,
+                    format!("plugins.{ROUTES_PLUGIN}.{key}"),
+                    format!("set it as `egress.{key}` instead"),
+                ));
+            }
+        }
+    }
+    if !dlp.is_default() {
+        let table = settings
+            .entry(ROUTES_PLUGIN.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        table["dlp"] =
+            serde_json::to_value(dlp).map_err(|e| loc.at("dlp", "egress.dlp", e.to_string()))?;
     }
     if !route_rules.is_empty() {
         let table = settings
@@ -1110,15 +1157,6 @@ fn pass_egress_extras(
         let table = settings
             .entry(ROUTES_PLUGIN.to_owned())
             .or_insert_with(|| serde_json::json!({}));
-        for key in ["hosts", "upstream_ca"] {
-            if table.get(key).is_some() {
-                return Err(loc.at(
-                    key,
-                    format!("plugins.{ROUTES_PLUGIN}.{key}"),
-                    format!("set it as `egress.{key}` instead"),
-                ));
-            }
-        }
         if !egress_hosts.is_empty() {
             table["hosts"] = serde_json::json!(egress_hosts);
         }

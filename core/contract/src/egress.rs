@@ -10,6 +10,7 @@
 //! segment after each segment is percent-decoded on its own ([`request_segments`]), so an
 //! encoded `/` never makes a segment boundary the origin would not see.
 
+pub mod dlp;
 pub mod forge;
 
 use forge::{Forge, Verdict};
@@ -26,6 +27,9 @@ pub struct RoutesFile {
     /// Static host entries (`egress.hosts`): these names skip DNS and the SSRF guard.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, String>,
+    /// The manifest's `egress.dlp`; absent means block every finding, no extra detectors.
+    #[serde(default, skip_serializing_if = "dlp::DlpPolicy::is_default")]
+    pub dlp: dlp::DlpPolicy,
 }
 
 /// One route.

@@ -603,3 +603,57 @@ fn route_rules_reach_egress_by_route_and_bad_ones_name_the_field() {
         "under `egress.routes`",
     );
 }
+
+#[test]
+fn a_dlp_policy_reaches_egress_and_bad_ones_name_the_field() {
+    let m = parse_str(
+        "image: x\negress:\n  dlp:\n    mode: log\n    allow:\n    - {rule: jwt, host: api.example.com, path: /auth/}\n    extra:\n    - {id: acme-key, regex: 'ACME-[0-9]{6}', validator: entropy}\n",
+    )
+    .unwrap();
+    assert_eq!(m.dlp.allow[0].rule, "jwt");
+    let egress = &m.settings["egress"];
+    assert_eq!(egress["dlp"]["mode"], "log");
+    assert_eq!(egress["dlp"]["extra"][0]["id"], "acme-key");
+    // The default policy adds nothing to the plugin's table.
+    let plain = parse_str("image: x\n").unwrap();
+    assert!(
+        plain
+            .settings
+            .get("egress")
+            .is_none_or(|e| e.get("dlp").is_none())
+    );
+
+    fails(
+        "image: x\negress:\n  dlp:\n    allow: [{rule: 'secret:EGRESS_TOKEN_0', host: a.test}]\n",
+        "egress.dlp.allow[0].rule",
+        "never leaves",
+    );
+    fails(
+        "image: x\negress:\n  dlp:\n    allow: [{rule: jwt, host: 'a b'}]\n",
+        "egress.dlp.allow[0].host",
+        "not a host name",
+    );
+    fails(
+        "image: x\negress:\n  dlp:\n    extra: [{id: bad, regex: '(unclosed'}]\n",
+        "egress.dlp.extra[0].regex",
+        "not a usable regular expression",
+    );
+    fails(
+        "image: x\negress:\n  dlp:\n    extra: [{id: empty, regex: 'a*'}]\n",
+        "egress.dlp.extra[0].regex",
+        "empty string",
+    );
+    let err = parse_str("image: x\negress:\n  dlp:\n    mode: warn\n").unwrap_err();
+    assert!(err.field.starts_with("egress.dlp"), "{err}");
+    assert!(err.to_string().contains("block"), "{err}");
+    fails(
+        "image: x\nplugins:\n  egress:\n    dlp: {mode: log}\n",
+        "plugins.egress.dlp",
+        "egress.dlp",
+    );
+    fails(
+        "image: x\nplugins:\n  egress:\n    hosts: {a.test: 10.0.0.1}\n",
+        "plugins.egress.hosts",
+        "egress.hosts",
+    );
+}

@@ -14,11 +14,26 @@
 //! regex runs only where its anchor was seen, on a window no longer than the rule's longest
 //! match. Clean text therefore costs one automaton pass, whatever the number of rules.
 //!
+//! [`Scanner::inspect`] goes further, for what an agent sends on purpose: it peels every
+//! encoding a layer can carry (percent, JSON and `\x` escapes, hex with or without
+//! delimiters, base32, base64, base64url, wrapped base64; see [`layers`]) and scans each layer
+//! with the patterns, the known values and the validated detectors (JWTs, payment cards by
+//! Luhn, IBANs by mod-97, wallet keys and addresses by their checksums, secret-named
+//! assignments; see [`detect`]). [`content`] undoes HTTP's own encodings first, and
+//! [`Scanner::inspect_url`], [`Scanner::inspect_header`] and [`Scanner::inspect_labels`] judge
+//! the short values of a request by their shape as well.
+//!
 //! A [`Finding`] never holds the matched bytes: only the rule, the offsets and, for a known
 //! value, the secret's name. It is safe to log.
 
+pub mod content;
+pub mod detect;
+mod extra;
 mod known;
+pub mod layers;
 mod rules;
+mod runs;
+mod values;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
@@ -27,6 +42,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::fmt;
 
+pub use extra::{Check, ExtraRule};
 pub use known::MIN_KNOWN_LEN;
 
 /// A secret whose value must never leave except where it belongs.
@@ -141,6 +157,8 @@ pub struct Scanner {
     /// `secret:NAME…` labels of the known-value forms.
     labels: Vec<String>,
     max_len: usize,
+    /// The manifest's own detectors.
+    extra: Vec<ExtraRule>,
 }
 
 impl fmt::Debug for Scanner {
@@ -233,12 +251,50 @@ impl Scanner {
             rules: compiled,
             labels,
             max_len,
+            extra: Vec::new(),
         }
+    }
+
+    /// This scanner with the manifest's own detectors added ([`Scanner::inspect`] runs them on
+    /// every layer).
+    pub fn with_extra(mut self, extra: Vec<ExtraRule>) -> Scanner {
+        self.extra = extra;
+        self
+    }
+
+    /// The first finding of an extra detector in `hay` that `skip` does not name.
+    pub(crate) fn extra_finding(&self, hay: &[u8], skip: &dyn Fn(&str) -> bool) -> Option<Finding> {
+        self.extra
+            .iter()
+            .filter(|r| !skip(r.id()))
+            .find_map(|r| r.find(hay))
     }
 
     /// First finding in `hay`, if any.
     pub fn scan(&self, hay: &[u8]) -> Option<Finding> {
         self.find(hay, 0, 0, true).pop()
+    }
+
+    /// First finding in `hay` or in any layer it decodes to (see [`layers`]): for what the agent
+    /// sends out. Input whose layers would decode past the byte budget is a finding
+    /// ([`layers::TOO_LARGE`]), as is one wrapped deeper than [`layers::MAX_DEPTH`].
+    pub fn inspect(&self, hay: &[u8]) -> Option<Finding> {
+        self.inspector(&|_| false).inspect(hay)
+    }
+
+    /// [`Scanner::inspect`] for a window of a stream whose first `fresh` bytes were inspected
+    /// with the window before: only findings that end after them.
+    pub fn inspect_after(&self, hay: &[u8], fresh: usize) -> Option<Finding> {
+        self.inspector(&|_| false).inspect_after(hay, fresh)
+    }
+
+    /// The deep scans with exceptions: a finding whose rule id `skip` names is passed over, and
+    /// the scan goes on past it (an allowed finding never hides a later one).
+    pub fn inspector<'s>(&'s self, skip: &'s dyn Fn(&str) -> bool) -> Inspector<'s> {
+        Inspector {
+            scanner: self,
+            skip,
+        }
     }
 
     /// First finding in `hay` that ends after `fresh`: for a caller that keeps its own tail of
@@ -334,6 +390,57 @@ impl Scanner {
             }
         }
         found
+    }
+}
+
+/// [`Scanner`]'s deep scans with exceptions; see [`Scanner::inspector`].
+#[derive(Clone, Copy)]
+pub struct Inspector<'s> {
+    scanner: &'s Scanner,
+    skip: &'s dyn Fn(&str) -> bool,
+}
+
+impl fmt::Debug for Inspector<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inspector")
+            .field("scanner", self.scanner)
+            .finish()
+    }
+}
+
+impl Inspector<'_> {
+    /// [`Scanner::inspect`], passing over what this inspector skips.
+    pub fn inspect(&self, hay: &[u8]) -> Option<Finding> {
+        layers::Peel {
+            scanner: self.scanner,
+            skip: self.skip,
+            budget: layers::budget_for(hay.len()),
+        }
+        .layer(hay, 0)
+    }
+
+    /// [`Scanner::inspect_after`], passing over what this inspector skips.
+    pub fn inspect_after(&self, hay: &[u8], fresh: usize) -> Option<Finding> {
+        if fresh == 0 {
+            return self.inspect(hay);
+        }
+        // A finding wholly inside the carried bytes was reported (or cleared) already; what
+        // follows it is inspected again for one that reaches into the new bytes.
+        let mut from = 0;
+        loop {
+            let mut f = self.inspect(&hay[from..])?;
+            f.start += from;
+            f.end += from;
+            if f.end > fresh || f.end <= from {
+                return Some(f).filter(|f| f.end > fresh);
+            }
+            from = f.end;
+        }
+    }
+
+    /// Whether this inspector passes over findings of `rule`.
+    pub(crate) fn skips(&self, rule: &str) -> bool {
+        (self.skip)(rule)
     }
 }
 

@@ -132,6 +132,38 @@ fn shapes(id: &str) -> Vec<Vec<Seg>> {
             &[Run(HEX_MIXED, 32, 32)],
         ),
         "twilio-api-key" => each(&["SK"], &[Run(HEX_LOWER, 32, 32)]),
+        // Near variants: lengths the strict rules refuse, so the near id is what is found.
+        "github-token-near" => each(
+            &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+            &[Run(ALNUM, 20, 60)],
+        ),
+        "github-fine-grained-pat-near" => each(&["github_pat_"], &[Run(ALNUM_UNDERSCORE, 30, 81)]),
+        "aws-access-key-id-near" => each(
+            &["AKIA", "ASIA", "ABIA", "ACCA"],
+            &[Run(UPPER_DIGIT, 12, 15)],
+        ),
+        "anthropic-key-near" => each(
+            &["sk-ant-"],
+            &[
+                Run("abcdefghijklmnopqrstuvwxyz", 2, 8),
+                Lit("-"),
+                Run(TOKEN, 20, 39),
+            ],
+        ),
+        "openai-key-near" => each(
+            &["sk-proj-", "sk-svcacct-", "sk-admin-"],
+            &[Run(TOKEN, 20, 39)],
+        ),
+        "slack-token-near" => each(
+            &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-"],
+            &[Run(LETTERS, 10, 240)],
+        ),
+        "gitlab-pat-near" => each(&["glpat-"], &[Run(TOKEN, 12, 19)]),
+        "stripe-key-near" => each(
+            &["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
+            &[Run(ALNUM, 12, 23)],
+        ),
+        "npm-token-near" => each(&["npm_"], &[Run(ALNUM, 24, 35)]),
         _ => Vec::new(),
     }
 }
@@ -258,7 +290,7 @@ fn every_rule_finds_its_tokens_shortest_and_longest() {
             }
         }
         // The bound is exact wherever one shape reaches it, so the stream carry is not wasted.
-        if !matches!(r.id, "aws-secret-access-key" | "private-key") {
+        if !matches!(r.id, "aws-secret-access-key" | "private-key") && !r.id.ends_with("-near") {
             assert_eq!(longest, r.max_len, "{}: max_len is not tight", r.id);
         }
     }
@@ -286,11 +318,12 @@ fn every_rule_rejects_near_misses() {
                 misses.push([token.as_slice(), b"a"].concat());
             }
         }
+        // A near miss of a strict rule may be a near variant's finding, never the strict id.
         for miss in misses {
-            assert_eq!(
-                scanner.scan_all(&miss),
-                vec![],
-                "{}: {}",
+            let found = scanner.scan_all(&miss);
+            assert!(
+                !found.iter().any(|f| f.rule == r.id),
+                "{}: {} gave {found:?}",
                 r.id,
                 String::from_utf8_lossy(&miss)
             );
@@ -541,7 +574,12 @@ fn assert_found_at_every_split(scanner: &Scanner, hay: &[u8], three: bool) {
     let check = |got: Vec<Finding>, at: &str| {
         assert_eq!(got.len(), 1, "split {at}: {got:?}");
         let f = &got[0];
-        assert_eq!((&f.rule, f.start), (&want.rule, want.start), "split {at}");
+        // Cut at the chunk's end, a token may be reported by its near variant first.
+        assert_eq!(f.start, want.start, "split {at}");
+        assert!(
+            f.rule == want.rule || f.rule.ends_with("-near"),
+            "split {at}: {f}"
+        );
         assert!(f.start < f.end && f.end <= want.end, "split {at}: {f}");
     };
     for i in 0..=hay.len() {
@@ -579,12 +617,15 @@ fn a_secret_split_across_chunks_is_found_with_stream_offsets() {
     for hay in &cases {
         assert_found_at_every_split(&scanner, hay, true);
     }
-    // Tokens that really are fixed-length report the same span as a whole scan.
+    // Tokens that really are fixed-length report the same span as a whole scan, unless the
+    // split cut them where their near variant already holds (reported at once: the safe side).
     let hay = &cases[0];
     for i in 0..=hay.len() {
-        assert_eq!(
-            pushed(&scanner, &[&hay[..i], &hay[i..]]),
-            vec![finding("github-pat", 8, 48)]
+        let got = pushed(&scanner, &[&hay[..i], &hay[i..]]);
+        assert!(
+            got == vec![finding("github-pat", 8, 48)]
+                || got == vec![finding("github-token-near", 8, i)],
+            "split {i}: {got:?}"
         );
     }
 }
@@ -619,7 +660,13 @@ fn a_stream_reports_every_finding_once_with_push_all() {
     for size in [1, 7, 64, 4096] {
         let mut stream = scanner.stream();
         let got: Vec<Finding> = hay.chunks(size).flat_map(|c| stream.push_all(c)).collect();
-        assert_eq!(got, whole, "chunks of {size}");
+        let same = |a: &Finding, b: &Finding| {
+            a.start == b.start && (a.rule == b.rule || a.rule.ends_with("-near"))
+        };
+        assert!(
+            got.len() == whole.len() && got.iter().zip(&whole).all(|(a, b)| same(a, b)),
+            "chunks of {size}: {got:?}"
+        );
     }
 }
 

@@ -5,13 +5,17 @@
 //! ```text
 //! bench origin DIR                      # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
 //! bench load URL [--proxy http://H:P] [--cacert F] [--connections N] [--seconds S] [--warmup S]
+//!                [--body FILE] [--header NAME:VALUE]
 //! ```
+//!
+//! With `--body`, each request is a POST of the file's bytes (with `--header`s such as
+//! `content-encoding:gzip`); without, a GET.
 //!
 //! `load` prints one JSON line: requests, req/s, p50 and p99 latency in microseconds.
 
 use bottle_egress::testing::{Origin, TestPki};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
@@ -49,6 +53,8 @@ struct Opts {
     connections: usize,
     seconds: f64,
     warmup: f64,
+    body: Option<Bytes>,
+    headers: Vec<(String, String)>,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -59,6 +65,8 @@ fn parse(args: &[String]) -> Opts {
         connections: 1,
         seconds: 5.0,
         warmup: 1.0,
+        body: None,
+        headers: Vec::new(),
     };
     let mut i = 1;
     while i + 1 < args.len() {
@@ -69,6 +77,11 @@ fn parse(args: &[String]) -> Opts {
             "--connections" => o.connections = v.parse().expect("N"),
             "--seconds" => o.seconds = v.parse().expect("S"),
             "--warmup" => o.warmup = v.parse().expect("S"),
+            "--body" => o.body = Some(Bytes::from(std::fs::read(&v).expect("body file"))),
+            "--header" => {
+                let (k, val) = v.split_once(':').expect("NAME:VALUE");
+                o.headers.push((k.to_owned(), val.to_owned()));
+            }
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -76,7 +89,7 @@ fn parse(args: &[String]) -> Opts {
     o
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// One keep-alive connection to the origin, through the proxy when there is one.
 async fn connect(o: &Opts) -> Sender {
@@ -164,10 +177,16 @@ async fn load(args: &[String]) {
                 if t >= end {
                     break;
                 }
-                let req = Request::get(target.as_str())
+                let mut req = Request::builder()
+                    .method(if o.body.is_some() { "POST" } else { "GET" })
+                    .uri(target.as_str())
                     .header("host", authority.as_str())
-                    .header("authorization", "Bearer placeholder")
-                    .body(Empty::new())
+                    .header("authorization", "Bearer placeholder");
+                for (k, v) in &o.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let req = req
+                    .body(Full::new(o.body.clone().unwrap_or_default()))
                     .expect("request");
                 let resp = send.send_request(req).await.expect("response");
                 assert!(resp.status().is_success(), "status {}", resp.status());

@@ -17,14 +17,18 @@
 pub mod body;
 pub mod ca;
 pub mod conn;
+pub mod cookies;
+pub mod dlp;
 pub mod forge;
 pub mod guard;
+pub mod inspect;
 pub mod log;
 pub mod proxy;
 pub mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upstream;
+pub mod ws;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -92,6 +96,7 @@ impl Daemon {
             upstream: upstream::Upstream::new(dialer, tls),
             log,
             hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
+            cookies: cookies::IssuedCookies::default(),
         });
         Ok(Daemon {
             proxy,

@@ -7,6 +7,8 @@
 
 use crate::body::Scanned;
 use crate::ca::Authority;
+use crate::dlp::DlpScope;
+use crate::inspect::{Inspected, ReadBody, WHOLE_LIMIT, judge_whole, read_whole};
 use crate::log::{AccessLog, Decision, Record};
 use crate::routes::{AuthForm, Route, RouteTable, RuleOutcome};
 use crate::upstream::{Refused, UpBody, Upstream};
@@ -47,7 +49,7 @@ impl Active {
     /// Build the scanners for `table`.
     pub fn new(table: RouteTable) -> Self {
         let secrets = known(&table);
-        let outbound = Arc::new(Scanner::new(&secrets));
+        let outbound = Arc::new(Scanner::new(&secrets).with_extra(table.dlp_extra.clone()));
         let echo = secrets
             .into_iter()
             .map(|k| (k.name.clone(), Arc::new(Scanner::known_only(&[k]))))
@@ -86,6 +88,8 @@ pub struct Proxy {
     pub log: AccessLog,
     /// The hop's token, when one is asked for.
     pub hop: Option<HopToken>,
+    /// Cookies origins set, which the agent may send back without DLP judging them.
+    pub cookies: crate::cookies::IssuedCookies,
 }
 
 /// The token that authenticates the hop from the agent to egress when egress's port is
@@ -519,18 +523,31 @@ impl Proxy {
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        if let Some(f) = scan_url(&active.outbound, &path_and_query) {
-            record.path = "[redacted]".into();
-            drain(req.into_body()).await;
-            return refuse(record, Block::Secret, format!("the URL carries {f}"));
+        let dlp = DlpScope::new(active.clone(), &target.host, &path, self.log.clone());
+        if let Some(f) = scan_url(&dlp, route, &target.host, &path_and_query) {
+            let why = format!("the URL carries {f}");
+            if dlp.refuses(&why) {
+                record.path = "[redacted]".into();
+                drain(req.into_body()).await;
+                return refuse(record, Block::Secret, why);
+            }
+        }
+        // Judged as the agent sent them: its Authorization and Cookie too, unless the route
+        // replaces that header with its own credential.
+        if let Some((name, f)) = scan_headers(&dlp, route, req.headers(), |cookie| {
+            self.cookies.not_issued(&target.host, cookie)
+        }) {
+            let why = format!("header {name} carries {f}");
+            if dlp.refuses(&why) {
+                drain(req.into_body()).await;
+                return refuse(record, Block::Secret, why);
+            }
         }
         let websocket = is_websocket(req.headers());
         let down_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let shape = crate::inspect::BodyShape::of(req.headers());
         let (mut parts, body) = req.into_parts();
         clean_request_headers(&mut parts.headers, route, websocket);
-        if let Some((name, f)) = scan_headers(&active.outbound, &parts.headers) {
-            return refuse(record, Block::Secret, format!("header {name} carries {f}"));
-        }
         if let Some(c) = &route.credential {
             let (name, value) = match &c.form {
                 AuthForm::Scheme(s) => (header::AUTHORIZATION, format!("{s} {}", c.token)),
@@ -555,43 +572,66 @@ impl Proxy {
         };
         parts.version = Version::HTTP_11;
         let sent = Arc::new(AtomicU64::new(0));
-        let (body, found): (UpBody, _) = match graphql {
-            None => {
-                let scanned = Scanned::new(body, active.outbound.clone(), true, sent);
-                let found = scanned.found();
-                (scanned.boxed(), found)
+        // The body is read and judged before anything is dialled: a refused request never
+        // reaches the origin. Only a body over WHOLE_LIMIT streams, judged window by window.
+        let read = match read_whole(body, WHOLE_LIMIT).await {
+            Ok(r) => r,
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("egress: the request body could not be read: {e}"),
+                );
             }
-            // Its mutations decide, so the (small) document is read whole first.
-            Some(_) => {
-                let bytes = match http_body_util::Limited::new(body, GRAPHQL_MAX_BYTES)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return refuse(
-                            record,
-                            Block::Rule,
-                            format!(
-                                "a GraphQL request over {} KiB cannot be judged",
-                                GRAPHQL_MAX_BYTES >> 10
-                            ),
+        };
+        let (body, found): (UpBody, _) = match read {
+            ReadBody::Whole(bytes) => {
+                if graphql.is_some() {
+                    if bytes.len() > GRAPHQL_MAX_BYTES {
+                        let reason = format!(
+                            "a GraphQL request over {} KiB cannot be judged",
+                            GRAPHQL_MAX_BYTES >> 10
                         );
+                        return refuse(record, Block::Rule, reason);
                     }
-                };
-                if let Err(what) =
-                    crate::forge::check_graphql(&bytes, crate::forge::GITHUB_MUTATIONS)
+                    if let Err(what) =
+                        crate::forge::check_graphql(&bytes, crate::forge::GITHUB_MUTATIONS)
+                    {
+                        record.rule = Some("github-graphql".into());
+                        let reason = format!(
+                            "{what} is not one bottle lets a credential make (rule github-graphql); issues, pull requests, comments and reviews pass; to allow more, add `allow: [{{methods: [POST], path: \"/graphql\"}}]` to this route in the manifest"
+                        );
+                        return refuse(record, Block::Rule, reason);
+                    }
+                }
+                if let Some(why) = judge_whole(&dlp, &bytes, &shape)
+                    && dlp.refuses(&why)
                 {
-                    record.rule = Some("github-graphql".into());
+                    return refuse(record, Block::Secret, why);
+                }
+                sent.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let full = Full::new(bytes).map_err(|e| match e {}).boxed();
+                (full, Arc::new(std::sync::OnceLock::new()))
+            }
+            ReadBody::Large(read, rest) => {
+                if graphql.is_some() {
                     let reason = format!(
-                        "{what} is not one bottle lets a credential make (rule github-graphql); issues, pull requests, comments and reviews pass; to allow more, add `allow: [{{methods: [POST], path: \"/graphql\"}}]` to this route in the manifest"
+                        "a GraphQL request over {} KiB cannot be judged",
+                        GRAPHQL_MAX_BYTES >> 10
                     );
                     return refuse(record, Block::Rule, reason);
                 }
-                let full = Full::new(bytes).map_err(|e| match e {});
-                let scanned = Scanned::new(full, active.outbound.clone(), true, sent);
-                let found = scanned.found();
-                (scanned.boxed(), found)
+                if let Some(e) = &shape.encoding {
+                    let reason = format!(
+                        "the body cannot be scanned: a {e}-encoded body over {} MiB is more than bottle decodes",
+                        WHOLE_LIMIT >> 20
+                    );
+                    if dlp.refuses(&reason) {
+                        return refuse(record, Block::Secret, reason);
+                    }
+                }
+                let inspected = Inspected::after(read, rest, dlp.clone(), sent);
+                let found = inspected.refused();
+                (inspected.boxed(), found)
             }
         };
         let client = if websocket {
@@ -605,8 +645,8 @@ impl Proxy {
                 if let Some(r) = find_in_chain::<Refused>(&e) {
                     return refuse(record, Block::Inside, r.to_string());
                 }
-                if let Some(f) = found.get() {
-                    return refuse(record, Block::Secret, format!("the body carries {f}"));
+                if let Some(why) = found.get() {
+                    return refuse(record, Block::Secret, why.clone());
                 }
                 let reason = format!("{} is unreachable: {}", target.authority(), error_chain(&e));
                 self.log
@@ -620,26 +660,42 @@ impl Proxy {
             .as_ref()
             .and_then(|c| active.echo.get(&c.token_env).cloned());
         if let Some(scanner) = &echo
-            && let Some((name, _)) = scan_headers(scanner, resp.headers())
+            && let Some(name) = echoed_header(scanner, resp.headers())
         {
             let reason = format!("the response header {name} echoes the route's credential");
             self.log
                 .write(&record.decided(Decision::Block, &reason, 502, None));
             return blocked(Block::EchoedToken, &reason);
         }
+        self.cookies.remember(&target.host, resp.headers());
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(down) = down_upgrade {
                 let up = hyper::upgrade::on(&mut resp);
                 let log = self.log.clone();
+                let scope = dlp.clone();
+                let deflate = resp
+                    .headers()
+                    .get_all("sec-websocket-extensions")
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.contains("permessage-deflate")));
+                let closed_record = record.clone();
                 tokio::spawn(async move {
                     match tokio::try_join!(down, up) {
                         Ok((d, u)) => {
-                            let _ = tokio::io::copy_bidirectional(
-                                &mut TokioIo::new(d),
-                                &mut TokioIo::new(u),
-                            )
-                            .await;
+                            let relay =
+                                crate::ws::relay(TokioIo::new(d), TokioIo::new(u), &scope, deflate);
+                            if let Err(closed) = relay.await {
+                                log.write(&closed_record.decided(
+                                    Decision::Block,
+                                    &format!(
+                                        "websocket closed ({}): {}",
+                                        closed.code, closed.reason
+                                    ),
+                                    101,
+                                    None,
+                                ));
+                            }
                         }
                         Err(e) => log.event("websocket", &format!("upgrade failed: {e}")),
                     }
@@ -775,18 +831,60 @@ fn clean_request_headers(h: &mut HeaderMap, route: &Route, websocket: bool) {
     }
 }
 
-/// DLP on the URL, raw and percent-decoded.
-fn scan_url(scanner: &Scanner, path_and_query: &str) -> Option<bottle_dlp::Finding> {
-    scanner.scan(path_and_query.as_bytes()).or_else(|| {
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(path_and_query).collect();
-        scanner.scan(&decoded)
+/// DLP on the URL: every layer of the path and query, each segment and value by its shape,
+/// and under a wildcard route the labels left of its suffix.
+fn scan_url(
+    scanner: &DlpScope,
+    route: &Route,
+    host: &str,
+    path_and_query: &str,
+) -> Option<bottle_dlp::Finding> {
+    if let crate::routes::HostPattern::Subdomains(suffix) = &route.host
+        && let Some(labels) = host
+            .strip_suffix(suffix.as_str())
+            .and_then(|l| l.strip_suffix('.'))
+        && let Some(mut f) = scanner.inspect_labels(labels)
+    {
+        f.rule = format!("{} in the host name", f.rule);
+        return Some(f);
+    }
+    scanner.inspect_url(path_and_query)
+}
+
+/// DLP on the headers the agent sent; the name of the first that carries something. The
+/// proxy's own (`Proxy-Authorization`, the hop) and the one the route's credential replaces
+/// are not the agent's to leak through.
+fn scan_headers(
+    scanner: &DlpScope,
+    route: &Route,
+    h: &HeaderMap,
+    not_issued: impl Fn(&str) -> String,
+) -> Option<(String, bottle_dlp::Finding)> {
+    h.iter().find_map(|(name, v)| {
+        if *name == header::PROXY_AUTHORIZATION || *name == header::HOST {
+            return None;
+        }
+        if *name == header::COOKIE {
+            let own = not_issued(&String::from_utf8_lossy(v.as_bytes()));
+            return scanner
+                .inspect_header(name.as_str(), own.as_bytes(), false)
+                .map(|f| (name.to_string(), f));
+        }
+        let injected = route.credential.as_ref().is_some_and(|c| match &c.form {
+            AuthForm::Scheme(_) => *name == header::AUTHORIZATION,
+            AuthForm::Header(h) => name.as_str().eq_ignore_ascii_case(h),
+        });
+        scanner
+            .inspect_header(name.as_str(), v.as_bytes(), injected)
+            .map(|f| (name.to_string(), f))
     })
 }
 
-/// DLP on header values; the name of the first header that carries something.
-fn scan_headers(scanner: &Scanner, h: &HeaderMap) -> Option<(String, bottle_dlp::Finding)> {
+/// The first response header that echoes a known value (the route's own credential).
+fn echoed_header(scanner: &Scanner, h: &HeaderMap) -> Option<String> {
     h.iter()
-        .find_map(|(name, v)| scanner.scan(v.as_bytes()).map(|f| (name.to_string(), f)))
+        .find(|(_, v)| scanner.scan(v.as_bytes()).is_some())
+        .map(|(name, _)| name.to_string())
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use bottle_contract::egress::dlp::{DlpPolicy, DlpValidator};
 use bottle_contract::egress::{RouteRules, RoutesFile};
 
 /// How a route's credential is sent upstream.
@@ -130,6 +131,28 @@ pub struct RouteTable {
     pub hosts: BTreeMap<String, StaticAddress>,
     /// sha256 of the file's bytes, reported by `/health` so a reload can be confirmed.
     pub sha256: String,
+    /// What DLP does with a finding, and the manifest's exceptions.
+    pub dlp: DlpPolicy,
+    /// The manifest's own detectors, compiled.
+    pub dlp_extra: Vec<bottle_dlp::ExtraRule>,
+}
+
+/// The policy's extra detectors compiled; the error names the one that does not compile.
+pub fn compile_extra(policy: &DlpPolicy) -> Result<Vec<bottle_dlp::ExtraRule>, String> {
+    policy
+        .extra
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let check = x.validator.map(|v| match v {
+                DlpValidator::Luhn => bottle_dlp::Check::Luhn,
+                DlpValidator::Mod97 => bottle_dlp::Check::Mod97,
+                DlpValidator::Entropy => bottle_dlp::Check::Entropy,
+            });
+            bottle_dlp::ExtraRule::new(&x.id, &x.regex, check)
+                .map_err(|e| format!("dlp.extra[{i}].regex: {e}"))
+        })
+        .collect()
 }
 
 /// A route table file that cannot be used, with what is wrong and where.
@@ -251,6 +274,10 @@ impl RouteTable {
             };
             hosts.insert(name, addr);
         }
+        file.dlp
+            .validate()
+            .map_err(|(at, why)| format!("dlp.{at}: {why}"))?;
+        let dlp_extra = compile_extra(&file.dlp)?;
         let sha256 = sha2::Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -259,6 +286,8 @@ impl RouteTable {
             routes,
             hosts,
             sha256,
+            dlp: file.dlp,
+            dlp_extra,
         })
     }
 

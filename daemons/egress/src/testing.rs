@@ -203,6 +203,21 @@ async fn handle(
             });
             Response::new(full(j.to_string()))
         }
+        "/set-cookie" => {
+            // A session id as a site would mint one: random, base64url.
+            use base64::Engine;
+            use std::hash::BuildHasher;
+            let state = std::collections::hash_map::RandomState::new();
+            let bytes: Vec<u8> = (0u8..3)
+                .flat_map(|i| state.hash_one(i).to_le_bytes())
+                .collect();
+            let sid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..18]);
+            let mut r = Response::new(full("session set"));
+            if let Ok(v) = http::HeaderValue::from_str(&format!("sid={sid}; Path=/; HttpOnly")) {
+                r.headers_mut().insert(http::header::SET_COOKIE, v);
+            }
+            r
+        }
         "/echo-auth" => {
             let v = req
                 .headers()
@@ -281,11 +296,18 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     else {
         return status(StatusCode::BAD_REQUEST);
     };
+    // permessage-deflate with no context takeover either way: each echoed message is the
+    // client's own compressed message, which it can inflate on its own.
+    let deflate = req
+        .headers()
+        .get("sec-websocket-extensions")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("permessage-deflate"));
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else { return };
         let mut io = TokioIo::new(up);
-        // Echo text frames until close: small frames only, which is all the tests send.
+        // Echo frames until close: small frames only, which is all the tests send.
         loop {
             let mut head = [0u8; 2];
             if io.read_exact(&mut head).await.is_err() {
@@ -316,7 +338,8 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
                     *b ^= mask[i % 4];
                 }
             }
-            let mut frame = vec![0x80 | opcode];
+            // FIN and RSV1 as they came: a fragmented or compressed message echoes as one.
+            let mut frame = vec![head[0] & 0xcf];
             if payload.len() < 126 {
                 frame.push(payload.len() as u8);
             } else {
@@ -341,6 +364,14 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     );
     if let Ok(v) = http::HeaderValue::from_str(&accept_key(&key)) {
         h.insert("sec-websocket-accept", v);
+    }
+    if deflate {
+        h.insert(
+            "sec-websocket-extensions",
+            http::HeaderValue::from_static(
+                "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+            ),
+        );
     }
     r
 }

@@ -1,6 +1,7 @@
 //! The secret scan of a push: only the objects new to the gate (`rev-list --objects <new>
 //! --not --all`, so a new branch is not the whole history again), read with `cat-file
-//! --batch`, scanned with `bottle-dlp`. File contents, commit and tag messages and path names
+//! --batch`, scanned with `bottle-dlp` (token formats in plain sight, then every decoded
+//! layer and the validated detectors of `Scanner::inspect`). File contents, commit and tag messages and path names
 //! are scanned; a file over the size limit is refused, never skipped.
 //!
 //! A finding names the place (file and line, or commit and line) and the rule, never the
@@ -230,7 +231,16 @@ fn read_objects(
             if kind == "tree" {
                 continue;
             }
-            for f in scanner.scan_all(&content) {
+            let found = scanner.scan_all(&content);
+            // Nothing in plain sight: the layers an agent could wrap one in (base64, hex,
+            // escapes, …) and the validated detectors get their turn; the first finding is
+            // enough to refuse.
+            let found = if found.is_empty() {
+                scanner.inspect(&content).into_iter().collect()
+            } else {
+                found
+            };
+            for f in found {
                 let place = place(kind, &w.id, shown.as_deref(), &content, f.start);
                 add(report, place, f.rule);
             }

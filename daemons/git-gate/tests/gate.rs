@@ -202,6 +202,31 @@ fn a_planted_secret_is_refused_by_place_and_rule_and_upstream_is_unchanged() {
         );
         assert_eq!(up.rev("r", "main"), before, "upstream changed");
     }
+    // Wrapped: base64 of the token in a fixture, a JWT in a test file.
+    {
+        use base64::Engine;
+        let wrapped = base64::engine::general_purpose::STANDARD.encode(format!("token={ghp}"));
+        let (_s, work) = scratch_clone(&g, 1);
+        commit_file(
+            &work,
+            "fixtures/blob.txt",
+            &format!(
+                "header
+{wrapped}
+"
+            ),
+            "fixture",
+        );
+        let o = run(git(&work).args(["push", "origin", "main"]));
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            out.contains("fixtures/blob.txt:2: github-pat (in base64)"),
+            "{out}"
+        );
+        assert!(!out.contains(&wrapped), "{out}");
+        assert_eq!(up.rev("r", "main"), before, "upstream changed");
+    }
     // In a commit message, on a new branch.
     let (_s, work) = scratch_clone(&g, 0);
     sh(git(&work).args(["checkout", "-q", "-b", "feature"]));

@@ -131,6 +131,10 @@ impl Supervise {
             Ok(h) => h,
             Err(e) => return Ok(refuse(e)),
         };
+        let failed = a.failed_url.as_deref().unwrap_or("");
+        if let Some(why) = carries_secret(&host, &[("reason", &a.reason), ("failed_url", failed)]) {
+            return Ok(refuse(why));
+        }
         let req = Request {
             id: self.state.queue.new_id(),
             kind: RequestKind::HostAccess,
@@ -170,6 +174,11 @@ impl Supervise {
             Ok(p) => p,
             Err(e) => return Ok(refuse(e)),
         };
+        let prefix = path_prefix.as_deref().unwrap_or("");
+        if let Some(why) = carries_secret(&host, &[("reason", &a.reason), ("path_prefix", prefix)])
+        {
+            return Ok(refuse(why));
+        }
         let req = Request {
             id: self.state.queue.new_id(),
             kind: RequestKind::Route,
@@ -252,6 +261,28 @@ impl ServerHandler for Supervise {
 /// A successful call's result: JSON text.
 fn reply(json: String) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(json)])
+}
+
+/// Why a request's free text may not reach the host, if it may not: it is stored there and
+/// shown to the human, so a secret in it (plain or wrapped) would leave the bottle, and a host
+/// name whose labels carry data would leave it once approved.
+fn carries_secret(host: &str, texts: &[(&str, &str)]) -> Option<String> {
+    static SCANNER: std::sync::LazyLock<bottle_dlp::Scanner> =
+        std::sync::LazyLock::new(|| bottle_dlp::Scanner::new(&[]));
+    if let Some(f) = SCANNER.inspect_labels(host) {
+        return Some(format!(
+            "the host name carries {} (DLP); ask for the host you were refused, as it was named",
+            f.rule
+        ));
+    }
+    texts.iter().find_map(|(field, text)| {
+        SCANNER.inspect(text.as_bytes()).map(|f| {
+            format!(
+                "the {field} carries {} (DLP); never put a credential or encoded data in a request",
+                f.rule
+            )
+        })
+    })
 }
 
 /// A refused call: the reason, as a tool error the model reads.

@@ -92,6 +92,16 @@ async def check(url, queue, mode):
 
         bad = await call(s, "request_host_access", {"host": "10.0.0.1", "reason": "x"})
         assert is_error(bad) and "not an IP address" in bad.content[0].text, bad
+        # DLP on the free text: a token (built here, never a literal) wrapped in base64.
+        import base64
+        token = "ghp" + "_" + "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0UvWxYz"
+        wrapped = base64.b64encode(("use " + token).encode()).decode()
+        bad = await call(s, "request_host_access", {"host": "pypi.org", "reason": "need it: " + wrapped})
+        assert is_error(bad) and "reason carries github-pat" in bad.content[0].text, bad
+        assert token not in bad.content[0].text and wrapped not in bad.content[0].text, bad
+        label = base64.b32encode(token.encode()).decode().rstrip("=").lower()[:40]
+        bad = await call(s, "request_host_access", {"host": label + ".example.com", "reason": "x"})
+        assert is_error(bad) and "host name carries" in bad.content[0].text, bad
         bad = await call(s, "request_status", {"id": "../../etc/passwd"})
         assert is_error(bad), bad
         try:

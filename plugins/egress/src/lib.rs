@@ -32,8 +32,8 @@ pub const HEADER_SCHEME_PREFIX: &str = "header:";
 /// The daemon binary in the bundle image.
 pub const BINARY: &str = "/usr/local/bin/bottle-egress";
 /// `plugins.egress`: what the host passes from the manifest's `egress` section that the 0.1.0
-/// `bottle` record has no field for (`egress.hosts`, `egress.upstream_ca`, each route's
-/// `methods`, `allow` and `deny`); typos are errors.
+/// `bottle` record has no field for (`egress.hosts`, `egress.upstream_ca`, `egress.dlp`, each
+/// route's `methods`, `allow` and `deny`); typos are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -45,6 +45,9 @@ pub struct Settings {
     /// The request rules of the manifest's routes, by their place in `egress.routes`.
     #[serde(default)]
     pub route_rules: std::collections::BTreeMap<usize, RouteRules>,
+    /// The manifest's DLP policy (`egress.dlp`), copied into the routes file.
+    #[serde(default)]
+    pub dlp: bottle_contract::egress::dlp::DlpPolicy,
 }
 
 pub use bottle_contract::egress::{RequestRule, Route, RouteRules, RoutesFile};
@@ -99,6 +102,7 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
     let file = RoutesFile {
         routes,
         hosts: settings.hosts.clone(),
+        dlp: settings.dlp.clone(),
     };
     (file, secrets)
 }
@@ -352,5 +356,21 @@ mod tests {
         let yaml = serde_yaml::to_string(&file).unwrap();
         let back: RoutesFile = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, file, "the daemon reads what the plugin writes");
+    }
+
+    #[test]
+    fn the_dlp_policy_reaches_the_routes_file_and_is_absent_by_default() {
+        let b = testing::bottle();
+        let (file, _) = routes(&b, &Settings::default());
+        assert!(!serde_yaml::to_string(&file).unwrap().contains("dlp"));
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "dlp": {"mode": "log", "allow": [{"rule": "jwt", "host": "api.example.com"}],
+                    "extra": [{"id": "acme-key", "regex": "ACME-[0-9]{6}", "validator": "entropy"}]}
+        }))
+        .unwrap();
+        let (file, _) = routes(&b, &settings);
+        let yaml = serde_yaml::to_string(&file).unwrap();
+        let back: RoutesFile = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back.dlp, settings.dlp, "{yaml}");
     }
 }

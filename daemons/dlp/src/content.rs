@@ -1,0 +1,277 @@
+//! HTTP bodies as the receiving server will read them: `Content-Encoding` undone (gzip,
+//! deflate, br, zstd) within a bound, multipart parts split out with their own
+//! `Content-Transfer-Encoding` undone. What cannot be decoded within the bounds is an error:
+//! the caller refuses the body rather than pass what it could not read.
+
+use base64::Engine;
+use std::io::Read;
+
+/// Why a body could not be read for scanning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    /// An encoding egress does not decode.
+    #[error(
+        "Content-Encoding {0} is not one bottle can scan (gzip, deflate, br, zstd and identity are)"
+    )]
+    UnknownEncoding(String),
+    /// The encoded data is broken.
+    #[error("the body is not valid {0}")]
+    Corrupt(&'static str),
+    /// Decoding would exceed the limit (a decompression bomb, or just too big to judge).
+    #[error("the body decodes to more than {0} bytes, more than bottle scans")]
+    TooLarge(usize),
+}
+
+/// The body as the server reads it, after every `Content-Encoding` (listed outermost last, as
+/// the header does), each output bounded by `limit` bytes.
+pub fn decode_content(
+    body: &[u8],
+    content_encoding: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ContentError> {
+    let mut data = body.to_vec();
+    for coding in content_encoding.rsplit(',').map(str::trim) {
+        data = match coding.to_ascii_lowercase().as_str() {
+            "" | "identity" => continue,
+            "gzip" | "x-gzip" => {
+                bounded(flate2::read::MultiGzDecoder::new(&data[..]), limit, "gzip")?
+            }
+            // "deflate" is zlib by the RFC; some clients send raw deflate.
+            "deflate" => bounded(flate2::read::ZlibDecoder::new(&data[..]), limit, "deflate")
+                .or_else(|_| {
+                    bounded(
+                        flate2::read::DeflateDecoder::new(&data[..]),
+                        limit,
+                        "deflate",
+                    )
+                })?,
+            "br" => bounded(
+                brotli_decompressor::Decompressor::new(&data[..], 4096),
+                limit,
+                "br",
+            )?,
+            "zstd" => {
+                let d = ruzstd::decoding::StreamingDecoder::new(&data[..])
+                    .map_err(|_| ContentError::Corrupt("zstd"))?;
+                bounded(d, limit, "zstd")?
+            }
+            other => return Err(ContentError::UnknownEncoding(other.to_string())),
+        };
+    }
+    Ok(data)
+}
+
+/// Read `r` to the end, at most `limit` bytes.
+fn bounded(r: impl Read, limit: usize, name: &'static str) -> Result<Vec<u8>, ContentError> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    r.take(cap)
+        .read_to_end(&mut out)
+        .map_err(|_| ContentError::Corrupt(name))?;
+    if out.len() > limit {
+        return Err(ContentError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+/// The boundary of a `multipart/*` content type, if it is one.
+pub fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// Each part of a multipart body: its headers and its content with the part's
+/// `Content-Transfer-Encoding` (base64, quoted-printable) undone and its `Content-Encoding`
+/// too. A nested multipart part is split in turn.
+pub fn multipart_parts(
+    body: &[u8],
+    boundary: &str,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, ContentError> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut chunks = memchr::memmem::find_iter(body, delimiter.as_bytes()).peekable();
+    while let Some(at) = chunks.next() {
+        let Some(&next) = chunks.peek() else { break };
+        let part = &body[at + delimiter.len()..next];
+        let part = part
+            .strip_prefix(b"\r\n")
+            .or_else(|| part.strip_prefix(b"\n"))
+            .unwrap_or(part);
+        let part = part
+            .strip_suffix(b"\r\n")
+            .or_else(|| part.strip_suffix(b"\n"))
+            .unwrap_or(part);
+        let (head, content) = match memchr::memmem::find(part, b"\r\n\r\n") {
+            Some(i) => (&part[..i], &part[i + 4..]),
+            None => match memchr::memmem::find(part, b"\n\n") {
+                Some(i) => (&part[..i], &part[i + 2..]),
+                None => (&b""[..], part),
+            },
+        };
+        let header = |name: &str| -> Option<String> {
+            String::from_utf8_lossy(head).lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let mut data = match header("content-transfer-encoding").map(|v| v.to_ascii_lowercase()) {
+            Some(v) if v == "base64" => {
+                let clean: Vec<u8> = content
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(&clean)
+                    .map_err(|_| ContentError::Corrupt("base64 (a multipart part)"))?
+            }
+            Some(v) if v == "quoted-printable" => quoted_printable(content),
+            _ => content.to_vec(),
+        };
+        if data.len() > limit {
+            return Err(ContentError::TooLarge(limit));
+        }
+        if let Some(enc) = header("content-encoding") {
+            data = decode_content(&data, &enc, limit)?;
+        }
+        parts.push(head.to_vec());
+        match header("content-type")
+            .as_deref()
+            .and_then(multipart_boundary)
+        {
+            Some(inner) => parts.extend(multipart_parts(&data, &inner, limit)?),
+            None => parts.push(data),
+        }
+    }
+    Ok(parts)
+}
+
+/// RFC 2045 quoted-printable decoded; a bad escape is kept as it is.
+fn quoted_printable(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'=' {
+            if s.get(i + 1..i + 3) == Some(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if s.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn every_content_encoding_round_trips() {
+        let text = b"hello world, hello world, hello world".repeat(10);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decode_content(&gz, "gzip", 1 << 20).unwrap(), text);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&text).unwrap();
+        assert_eq!(
+            decode_content(&z.finish().unwrap(), "deflate", 1 << 20).unwrap(),
+            text
+        );
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(&text).unwrap();
+        assert_eq!(
+            decode_content(&raw.finish().unwrap(), "deflate", 1 << 20).unwrap(),
+            text
+        );
+        let mut br = Vec::new();
+        brotli::BrotliCompress(&mut &text[..], &mut br, &Default::default()).unwrap();
+        assert_eq!(decode_content(&br, "br", 1 << 20).unwrap(), text);
+        let zs = ruzstd::encoding::compress_to_vec(
+            &text[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(decode_content(&zs, "zstd", 1 << 20).unwrap(), text);
+        // Two layers, listed in the order they were applied.
+        let mut gz2 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz2.write_all(&br).unwrap();
+        assert_eq!(
+            decode_content(&gz2.finish().unwrap(), "br, gzip", 1 << 20).unwrap(),
+            text
+        );
+    }
+
+    #[test]
+    fn a_bomb_is_stopped_at_the_limit_and_garbage_is_an_error() {
+        let zeros = vec![0u8; 64 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&zeros).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 256 << 10);
+        assert_eq!(
+            decode_content(&gz, "gzip", 8 << 20),
+            Err(ContentError::TooLarge(8 << 20))
+        );
+        assert_eq!(
+            decode_content(b"not gzip at all", "gzip", 1 << 20),
+            Err(ContentError::Corrupt("gzip"))
+        );
+        assert!(matches!(
+            decode_content(b"x", "compress", 1 << 20),
+            Err(ContentError::UnknownEncoding(_))
+        ));
+    }
+
+    #[test]
+    fn multipart_parts_come_out_decoded() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"the secret part of the form");
+        let body = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nplain value\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"b\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n{}\r\n\
+             --XyZ\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsoft=\r\nbreak =3D done\r\n--XyZ--\r\n",
+            &b64[..20],
+            &b64[20..]
+        );
+        let boundary = multipart_boundary("multipart/form-data; boundary=\"XyZ\"").unwrap();
+        let parts = multipart_parts(body.as_bytes(), &boundary, 1 << 20).unwrap();
+        let contents: Vec<&[u8]> = parts.iter().skip(1).step_by(2).map(Vec::as_slice).collect();
+        assert_eq!(
+            contents,
+            [
+                &b"plain value"[..],
+                b"the secret part of the form",
+                b"softbreak = done"
+            ]
+        );
+        assert_eq!(multipart_boundary("application/json"), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Every value is built at run time (checksums computed here), never written as a literal.
+
+use super::*;
+
+/// A card number with `prefix`, `len` digits long, whose last digit makes Luhn's sum right.
+pub(crate) fn luhn_card(prefix: &str, len: usize) -> String {
+    let mut digits: Vec<u32> = prefix.bytes().map(|b| u32::from(b - b'0')).collect();
+    let mut x = 7u32;
+    while digits.len() < len - 1 {
+        x = x.wrapping_mul(1103515245).wrapping_add(12345);
+        digits.push((x >> 16) % 10);
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i % 2 == 0 {
+                let w = v * 2;
+                if w > 9 { w - 9 } else { w }
+            } else {
+                v
+            }
+        })
+        .sum();
+    digits.push((10 - sum % 10) % 10);
+    digits.iter().map(|d| char::from(b'0' + *d as u8)).collect()
+}
+
+/// An IBAN for `country` with a valid mod-97 check pair around `bban`.
+pub(crate) fn iban_for(country: &str, bban: &str) -> String {
+    let numeric = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_digit() {
+                    char::from(b).to_string()
+                } else {
+                    (u32::from(b - b'A') + 10).to_string()
+                }
+            })
+            .collect()
+    };
+    let rearranged = format!("{}{}00", numeric(bban), numeric(country));
+    let rem = rearranged
+        .bytes()
+        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
+    format!("{country}{:02}{bban}", 98 - rem)
+}
+
+/// A base58check string of `version` + `payload`.
+pub(crate) fn base58check(version: u8, payload: &[u8]) -> String {
+    let mut data = vec![version];
+    data.extend_from_slice(payload);
+    bs58::encode(data).with_check().into_string()
+}
+
+#[test]
+fn cards_pass_luhn_with_an_issuer_prefix_alone_or_grouped() {
+    for (prefix, len) in [
+        ("4", 16),
+        ("51", 16),
+        ("2221", 16),
+        ("34", 15),
+        ("6011", 16),
+        ("4", 19),
+    ] {
+        let card = luhn_card(prefix, len);
+        let hay = format!("pay with {card} today");
+        assert_eq!(
+            validated(hay.as_bytes()).map(|f| f.rule),
+            Some("payment-card".into()),
+            "{card}"
+        );
+        let grouped: Vec<&str> = (0..card.len())
+            .step_by(4)
+            .map(|i| &card[i..(i + 4).min(card.len())])
+            .collect();
+        for sep in [" ", "-"] {
+            let hay = format!("card: {}.", grouped.join(sep));
+            assert_eq!(
+                validated(hay.as_bytes()).map(|f| f.rule),
+                Some("payment-card".into()),
+                "{hay}"
+            );
+        }
+    }
+    // One digit off breaks the sum; an unknown prefix or a timestamp is no card.
+    let mut bad = luhn_card("4", 16).into_bytes();
+    bad[5] = if bad[5] == b'9' { b'0' } else { bad[5] + 1 };
+    assert_eq!(validated(&bad), None);
+    assert_eq!(validated(luhn_card("9", 16).as_bytes()), None);
+    assert_eq!(validated(b"ts=1733380000000 id=1234567890123"), None);
+    // Published test numbers pass Luhn but are in every fixture.
+    for test_card in ["4111111111111111", "4242424242424242", "5555555555554444"] {
+        assert!(!card(test_card.as_bytes()), "{test_card}");
+    }
+}
+
+#[test]
+fn ibans_pass_mod_97_with_the_countrys_length() {
+    let de = iban_for("DE", "370400440532013000");
+    let gb = iban_for("GB", "NWBK60161331926819");
+    for iban in [&de, &gb] {
+        assert_eq!(
+            validated(format!("to {iban}").as_bytes()).map(|f| f.rule),
+            Some("iban".into())
+        );
+        let spaced: Vec<&str> = (0..iban.len())
+            .step_by(4)
+            .map(|i| &iban[i..(i + 4).min(iban.len())])
+            .collect();
+        assert_eq!(
+            validated(spaced.join(" ").as_bytes()).map(|f| f.rule),
+            Some("iban".into()),
+            "{}",
+            spaced.join(" ")
+        );
+    }
+    let mut wrong = de.clone().into_bytes();
+    wrong[3] = if wrong[3] == b'9' { b'0' } else { wrong[3] + 1 };
+    assert_eq!(validated(&wrong), None);
+    // Right checksum, wrong length for the country.
+    assert_eq!(
+        validated(iban_for("DE", "3704004405320130001").as_bytes()),
+        None
+    );
+}
+
+#[test]
+fn jwts_need_a_json_header_with_an_algorithm() {
+    use base64::Engine;
+    let b = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.{}",
+        b(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b(br#"{"sub":"agent","iat":1}"#),
+        b(&[7u8; 32])
+    );
+    let hay = format!("Authorization: Bearer {jwt}\n");
+    let f = validated(hay.as_bytes()).unwrap();
+    assert_eq!(
+        (f.rule.as_str(), &hay[f.start..f.end]),
+        ("jwt", jwt.as_str())
+    );
+    let not = format!(
+        "{}.{}.{}",
+        b(br#"{"name":"x","kind":"y"}"#),
+        b(b"payload-part"),
+        b(&[7u8; 32])
+    );
+    assert_eq!(validated(not.as_bytes()), None);
+}
+
+#[test]
+fn wallet_keys_and_addresses_need_their_checksums() {
+    let wif = base58check(0x80, &[0x11; 33]);
+    let p2pkh = base58check(0x00, &[0x22; 20]);
+    let p2sh = base58check(0x05, &[0x33; 20]);
+    assert_eq!(
+        validated(format!("key {wif}").as_bytes()).map(|f| f.rule),
+        Some("wallet-private-key".into())
+    );
+    assert_eq!(
+        validated(format!("to {p2pkh}").as_bytes()).map(|f| f.rule),
+        Some("bitcoin-address".into())
+    );
+    assert_eq!(
+        validated(format!("to {p2sh}").as_bytes()).map(|f| f.rule),
+        Some("bitcoin-address".into())
+    );
+    let mut broken = p2pkh.clone().into_bytes();
+    let last = broken.len() - 1;
+    broken[last] = if broken[last] == b'2' { b'3' } else { b'2' };
+    assert_eq!(validated(&broken), None);
+    let segwit =
+        bech32::segwit::encode(bech32::hrp::BC, bech32::segwit::VERSION_0, &[0x44; 20]).unwrap();
+    assert_eq!(
+        validated(format!("to {segwit}").as_bytes()).map(|f| f.rule),
+        Some("bitcoin-address".into())
+    );
+    // EIP-55: the case of each letter from the address's Keccak hash.
+    let lower = "5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    use sha3::{Digest, Keccak256};
+    let hash = Keccak256::digest(lower.as_bytes());
+    let checksummed: String = lower
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
+            if c.is_ascii_alphabetic() && nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    assert_eq!(
+        validated(format!("send to 0x{checksummed}").as_bytes()).map(|f| f.rule),
+        Some("ethereum-address".into())
+    );
+    // A lower-case one is any 40-hex id (a git object id with 0x before it).
+    assert_eq!(validated(format!("0x{lower}").as_bytes()), None);
+}
+
+#[test]
+fn secret_named_assignments_with_real_values_are_found() {
+    let value = "q8Zt3vKp9LmX2wRb7YcN4sJd";
+    for hay in [
+        format!("AWS_SECRET_ACCESS_KEY={value}\n"),
+        format!("export DB_PASSWORD='{value}'"),
+        format!(r#"{{"client_secret": "{value}"}}"#),
+        format!("api-key: {value}"),
+        format!("GITLAB_TOKEN = {value}"),
+    ] {
+        assert_eq!(
+            validated(hay.as_bytes()).map(|f| f.rule),
+            Some("secret-assignment".into()),
+            "{hay}"
+        );
+    }
+    for hay in [
+        "GITHUB_TOKEN=${GITHUB_TOKEN}",
+        "password: <your-password-here>",
+        r#"{"max_tokens": 1024, "next_page_token": "CiAKGjBpNDd2Nmp5ZDIxMjM0"}"#,
+        "token = process.env.GITHUB_TOKEN_FOR_CI",
+        "SECRET_KEY=changeme-changeme-123",
+        "author: Jane Doe <jane@example.com>",
+        "PASSWORD=hunter2",
+    ] {
+        assert_eq!(validated(hay.as_bytes()), None, "{hay}");
+    }
+}
+
+#[test]
+fn random_values_are_told_from_digests_ids_and_words() {
+    assert!(looks_random(b"q8Zt3vKp9LmX2wRb7YcN4sJd", 20, 3.6));
+    assert!(looks_random(b"mzxw6ytboi3dmn2q7k4l", 16, 3.3));
+    for not in [
+        &b"da39a3ee5e6b4b0d3255bfef95601890afd80709"[..],
+        b"123e4567-e89b-12d3-a456-426614174000",
+        b"GetRepositoryPullRequests",
+        b"manylinux2014",
+        b"aaaaaaaaaaaaaaaaaaaaaaaa1",
+    ] {
+        assert!(
+            !looks_random(not, 20, 3.6),
+            "{}",
+            String::from_utf8_lossy(not)
+        );
+    }
+}

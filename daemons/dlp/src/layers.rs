@@ -1,0 +1,243 @@
+//! Decoding before matching: a secret sent base64'd, hex'd with dashes, percent-encoded inside
+//! a JSON escape is the same secret. Each layer is scanned (token formats, known values,
+//! validated detectors), then every way it can be decoded is peeled and scanned in turn,
+//! to a bounded depth and a bounded number of decoded bytes.
+//!
+//! What is peeled:
+//!
+//! - whole-layer escapes: percent-encoding, JSON string escapes (`\uXXXX`, `\/`), `\xHH`;
+//! - runs of an encoding's alphabet: hex (also with `-`, `:`, `,` or spaces between pairs),
+//!   base32, base64 and base64url (also wrapped over lines, as MIME wraps it).
+//!
+//! A layer that still holds an encoded text layer at the deepest level is a finding of its own
+//! (`encoded-too-deep`): an agent that wraps a secret once more than we peel is refused, not
+//! passed.
+
+use crate::detect;
+use crate::runs::walk;
+use crate::{Finding, Scanner};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Layers peeled below the one given: six encodings deep.
+pub(crate) const MAX_DEPTH: usize = 6;
+
+/// The shortest run worth decoding: shorter ones cannot hold a token of interest.
+pub(crate) const MIN_ENCODED: usize = 16;
+
+/// Decoded output shorter than this is not scanned: no secret is that short.
+pub(crate) const MIN_DECODED: usize = 8;
+
+/// The rule id of a layer decoded past [`MAX_DEPTH`] that still decodes to text.
+pub const TOO_DEEP: &str = "encoded-too-deep";
+
+/// The rule id of input whose decoding would exceed the byte budget.
+pub const TOO_LARGE: &str = "decoded-too-large";
+
+/// Decoded bytes a scan of `len` input bytes may produce in all: four times the input and a
+/// mebibyte (a base64 image decodes to less than itself; a bomb runs out).
+pub(crate) fn budget_for(len: usize) -> usize {
+    len.saturating_mul(4).saturating_add(1 << 20)
+}
+
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_allow_trailing_bits(true)
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+pub(crate) const B64: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+pub(crate) const B64URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+/// One layer of a deep scan.
+pub(crate) struct Peel<'s> {
+    pub(crate) scanner: &'s Scanner,
+    /// Rule ids passed over (the manifest's exceptions).
+    pub(crate) skip: &'s dyn Fn(&str) -> bool,
+    /// Decoded bytes still allowed.
+    pub(crate) budget: usize,
+}
+
+impl Peel<'_> {
+    /// The first finding in `hay` or in anything it decodes to. `depth` is 0 for the input
+    /// itself, which is always treated as text.
+    pub(crate) fn layer(&mut self, hay: &[u8], depth: usize) -> Option<Finding> {
+        let skip = self.skip;
+        if let Some(f) = self
+            .scanner
+            .scan_all(hay)
+            .into_iter()
+            .find(|f| !skip(&f.rule))
+        {
+            return Some(f);
+        }
+        let text = depth == 0 || mostly_text(hay);
+        if !text {
+            return None;
+        }
+        if let Some(f) =
+            detect::anchored(hay, skip).or_else(|| self.scanner.extra_finding(hay, skip))
+        {
+            return Some(f);
+        }
+        let walked = walk(hay, true, skip);
+        if let Some(f) = walked.found {
+            return Some(f);
+        }
+        for (name, decoded) in escapes(hay) {
+            if let Some(f) = self.inner(&decoded, depth, name, 0, hay.len()) {
+                return Some(f);
+            }
+        }
+        for d in walked.decoded {
+            if let Some(f) = self.inner(&d.bytes, depth, d.name, d.start, d.end) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// Scan a layer decoded from `hay[start..end]`; a finding is reported at that span.
+    fn inner(
+        &mut self,
+        decoded: &[u8],
+        depth: usize,
+        name: &str,
+        start: usize,
+        end: usize,
+    ) -> Option<Finding> {
+        if decoded.len() < MIN_DECODED {
+            return None;
+        }
+        let at = |rule: String| Some(Finding { rule, start, end });
+        if decoded.len() > self.budget {
+            return at(TOO_LARGE.to_string());
+        }
+        self.budget -= decoded.len();
+        if depth + 1 > MAX_DEPTH {
+            // Still text that decodes further: wrapped once more than we peel.
+            let deeper = mostly_text(decoded)
+                && (escapes(decoded).next().is_some()
+                    || !walk(decoded, false, &|_| false).decoded.is_empty());
+            return if deeper {
+                at(TOO_DEEP.to_string())
+            } else {
+                None
+            };
+        }
+        let found = self.layer(decoded, depth + 1)?;
+        // The innermost rule keeps its id; the layers say how it was wrapped.
+        let rule = match found.rule.split_once(" (in ") {
+            Some((id, rest)) => format!("{id} (in {name}, {rest}"),
+            None => format!("{} (in {name})", found.rule),
+        };
+        at(rule)
+    }
+}
+
+/// Whether `s` is text: a decoded layer of random bytes (an image, a digest) is scanned for
+/// known values and token formats only, never decoded further or judged by shape.
+pub(crate) fn mostly_text(s: &[u8]) -> bool {
+    let printable = s
+        .iter()
+        .filter(|&&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        .count();
+    printable * 10 >= s.len() * 9
+}
+
+/// Whole-layer unescapings that change something, each with its name.
+fn escapes(hay: &[u8]) -> impl Iterator<Item = (&'static str, Vec<u8>)> + '_ {
+    let percent = has_percent_escape(hay)
+        .then(|| ("percent", percent_encoding::percent_decode(hay).collect()));
+    let json = (memchr::memmem::find(hay, b"\\u").is_some()
+        || memchr::memmem::find(hay, b"\\/").is_some())
+    .then(|| ("json-escape", json_unescape(hay)));
+    let hex = memchr::memmem::find(hay, b"\\x")
+        .is_some()
+        .then(|| ("hex-escape", hex_unescape(hay)));
+    [percent, json, hex].into_iter().flatten()
+}
+
+fn has_percent_escape(hay: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', hay).any(|i| {
+        hay.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && hay.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    })
+}
+
+/// JSON string escapes resolved; what is not a valid escape is kept as it is.
+fn json_unescape(hay: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i] == b'\\' && i + 1 < hay.len() {
+            match hay[i + 1] {
+                b'u' => {
+                    if let Some(c) = hay
+                        .get(i + 2..i + 6)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .and_then(char::from_u32)
+                    {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                        i += 6;
+                        continue;
+                    }
+                }
+                b'/' | b'"' | b'\\' => {
+                    out.push(hay[i + 1]);
+                    i += 2;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(hay[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `\xHH` escapes resolved.
+fn hex_unescape(hay: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i] == b'\\'
+            && hay.get(i + 1) == Some(&b'x')
+            && let Some(v) = hay.get(i + 2..i + 4).and_then(hex_byte)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(hay[i]);
+        i += 1;
+    }
+    out
+}
+
+pub(crate) fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let d = |b: u8| (b as char).to_digit(16);
+    Some((d(pair[0])? * 16 + d(pair[1])?) as u8)
+}
+
+/// RFC 4648 base32 without padding, trailing bits allowed (a run may be cut mid-symbol).
+pub(crate) fn base32(upper: &[u8]) -> Option<Vec<u8>> {
+    static SPEC: std::sync::LazyLock<data_encoding::Encoding> = std::sync::LazyLock::new(|| {
+        let mut spec = data_encoding::Specification::new();
+        spec.symbols.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+        spec.check_trailing_bits = false;
+        spec.encoding().expect("a valid base32 alphabet")
+    });
+    let n = upper.len();
+    let keep = n - n % 8
+        + match n % 8 {
+            2 | 3 => 2,
+            4 => 4,
+            5 | 6 => 5,
+            7 => 7,
+            _ => 0,
+        };
+    SPEC.decode(&upper[..keep]).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! Secrets wrapped the ways an agent would wrap them; every token is built at run time.
+
+use super::*;
+use crate::KnownSecret;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+fn token() -> String {
+    // A GitHub PAT shape from its prefix and a fixed alphabet walk: no literal token here.
+    let body: String = (0..36)
+        .map(|i| char::from(b"AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"[(i * 7) % 36]))
+        .collect();
+    format!("{}_{body}", "ghp")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn found(hay: &str) -> Option<String> {
+    Scanner::new(&[]).inspect(hay.as_bytes()).map(|f| f.rule)
+}
+
+#[test]
+fn a_token_is_found_behind_every_encoding_once_and_nested() {
+    let t = token();
+    let b32 = data_encoding::BASE32.encode(t.as_bytes());
+    let cases = [
+        format!("data={}", STANDARD.encode(&t)),
+        format!("{{\"d\":\"{}\"}}", URL_SAFE_NO_PAD.encode(&t)),
+        format!("x {} y", hex(t.as_bytes())),
+        format!("x {} y", hex(t.as_bytes()).to_uppercase()),
+        format!("d={b32}"),
+        format!("d={}", b32.to_lowercase().trim_end_matches('=')),
+        format!(
+            "q={}",
+            t.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
+        ),
+        format!(r#"{{"t":"\u0067{}"}}"#, &t[1..]),
+        t.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>(),
+        t.bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join("-"),
+        t.bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        t.bytes()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        // Three layers: base64 of hex of base64.
+        STANDARD.encode(hex(STANDARD.encode(&t).as_bytes())),
+        // Percent-encoded base64 (its + / = escaped), as a form would send it.
+        format!(
+            "v={}",
+            STANDARD
+                .encode(format!("{t}??>>"))
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D")
+        ),
+    ];
+    for hay in cases {
+        let rule = found(&hay);
+        assert!(
+            rule.as_deref().is_some_and(|r| r.starts_with("github-pat")),
+            "{hay} gave {rule:?}"
+        );
+    }
+}
+
+#[test]
+fn mime_wrapped_base64_is_joined_before_decoding() {
+    let t = token();
+    let blob = STANDARD.encode(format!(
+        "{} and the token {t} and more text after it to wrap",
+        "x".repeat(80)
+    ));
+    let wrapped: Vec<&str> = blob
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let hay = wrapped.join("\r\n");
+    assert!(
+        found(&hay).is_some_and(|r| r.starts_with("github-pat")),
+        "{hay}"
+    );
+}
+
+#[test]
+fn a_known_value_is_found_in_a_decoded_layer() {
+    let scanner = Scanner::new(&[KnownSecret::new("EGRESS_TOKEN_0", "s3cr3t-t0ken-value-42")]);
+    let hay = STANDARD.encode(hex(b"prefix s3cr3t-t0ken-value-42 suffix").as_bytes());
+    assert_eq!(
+        scanner.inspect(hay.as_bytes()).map(|f| f.rule),
+        Some("secret:EGRESS_TOKEN_0 (hex) (in base64)".into())
+    );
+}
+
+#[test]
+fn wrapping_deeper_than_the_limit_is_a_finding_of_its_own() {
+    let mut s = token();
+    for _ in 0..=MAX_DEPTH {
+        s = STANDARD.encode(s);
+    }
+    assert!(
+        found(&s).is_some_and(|r| r.starts_with(TOO_DEEP)),
+        "{:?}",
+        found(&s)
+    );
+}
+
+#[test]
+fn clean_text_ids_digests_and_images_pass() {
+    let png_like: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    for hay in [
+        "commit da39a3ee5e6b4b0d3255bfef95601890afd80709 and tree 4b825dc642cb6eb9a060e54bf8d69288fbe4904".to_string(),
+        "id 123e4567-e89b-12d3-a456-426614174000".to_string(),
+        format!("{{\"image\":\"data:image/png;base64,{}\"}}", STANDARD.encode(&png_like)),
+        "fn parse_manifest_from_reader(reader: impl Read) -> Result<Manifest, ParseError>".to_string(),
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_string(),
+        "https://files.pythonhosted.org/packages/ab/cd/numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.whl".to_string(),
+        "{\"model\":\"claude\",\"messages\":[{\"role\":\"user\",\"content\":\"fix the bug in src/main.rs\\nthanks\"}]}".to_string(),
+    ] {
+        assert_eq!(found(&hay), None, "{hay}");
+    }
+}
+
+#[test]
+fn a_decompression_of_layers_stops_at_the_budget() {
+    let mut peel = Peel {
+        scanner: &Scanner::new(&[]),
+        skip: &|_| false,
+        budget: 10,
+    };
+    let hay = STANDARD.encode("a long enough text to decode past ten bytes");
+    assert_eq!(
+        peel.layer(hay.as_bytes(), 0).map(|f| f.rule),
+        Some(TOO_LARGE.into())
+    );
+}
+
+#[test]
+fn an_exception_passes_over_its_rule_and_never_hides_a_later_finding() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B;
+    let jwt = format!(
+        "{}.{}.{}",
+        B.encode(br#"{"alg":"HS256"}"#),
+        B.encode(br#"{"sub":"x"}"#),
+        B.encode([9u8; 32])
+    );
+    let scanner = Scanner::new(&[]);
+    let skip_jwt = |rule: &str| rule == "jwt";
+    let inspector = scanner.inspector(&skip_jwt);
+    assert_eq!(
+        scanner.inspect(jwt.as_bytes()).map(|f| f.rule),
+        Some("jwt".into())
+    );
+    assert_eq!(inspector.inspect(jwt.as_bytes()), None);
+    let both = format!("{jwt} then {}", token());
+    assert_eq!(
+        inspector.inspect(both.as_bytes()).map(|f| f.rule),
+        Some("github-pat".into())
+    );
+    let wrapped = STANDARD.encode(&both);
+    assert_eq!(
+        inspector.inspect(wrapped.as_bytes()).map(|f| f.rule),
+        Some("github-pat (in base64)".into())
+    );
+}

@@ -1,0 +1,385 @@
+//! One pass over a layer: its runs (maximal stretches of token bytes, `[A-Za-z0-9+/=_-]`),
+//! each judged once, and the short runs that only mean something in a sequence followed as
+//! they come (a card in groups of four, an IBAN in groups, hex pairs between delimiters,
+//! base64 wrapped over lines). Clean text costs a table lookup per byte and a few compares
+//! per word, whatever the number of detectors; the encoded runs found are decoded here for the
+//! caller to peel.
+
+use crate::Finding;
+use crate::detect::{card, iban, run_finding};
+use crate::layers::{B64, B64URL, MIN_DECODED, MIN_ENCODED, base32, hex_byte};
+use base64::Engine;
+
+/// Whether a byte belongs to a run.
+static RUN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
+        b += 1;
+    }
+    t
+};
+
+/// A span of the layer that decodes, decoded.
+pub(crate) struct Decoded {
+    /// The encoding (`base64`, `hex`, …).
+    pub(crate) name: &'static str,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// What one pass saw.
+#[derive(Default)]
+pub(crate) struct Walked {
+    /// The first validated finding (cards, IBANs, wallets).
+    pub(crate) found: Option<Finding>,
+    /// Every span that decodes.
+    pub(crate) decoded: Vec<Decoded>,
+}
+
+/// Walk `hay`; `detect` runs the validated detectors too (on text layers).
+pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Walked {
+    let mut out = Walked::default();
+    let mut cards = Groups::new(|r| r.iter().all(u8::is_ascii_digit));
+    let mut ibans = Groups::new(|r| {
+        r.iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    });
+    let mut pairs = HexPairs::default();
+    let mut lines = Wrapped::default();
+    let n = hay.len();
+    let (mut i, mut prev_end) = (0, 0);
+    loop {
+        while i < n && !RUN[usize::from(hay[i])] {
+            i += 1;
+        }
+        let done = i >= n;
+        let (start, end) = if done {
+            (n, n)
+        } else {
+            let start = i;
+            while i < n && RUN[usize::from(hay[i])] {
+                i += 1;
+            }
+            (start, i)
+        };
+        let gap = &hay[prev_end..start];
+        let run = &hay[start..end];
+        prev_end = end;
+        if detect && out.found.is_none() {
+            if run.len() >= 13 {
+                out.found = run_finding(hay, start, end).filter(|f| !skip(&f.rule));
+            }
+            if let Some((s, e, digits)) = cards.push(gap, start, end, run, done)
+                && (13..=19).contains(&digits.len())
+                && card(&digits)
+                && !skip("payment-card")
+            {
+                out.found.get_or_insert(found("payment-card", s, e));
+            }
+            if let Some((s, e, chars)) = ibans.push(gap, start, end, run, done)
+                && iban(&chars)
+                && !skip("iban")
+            {
+                out.found.get_or_insert(found("iban", s, e));
+            }
+        }
+        if let Some((s, e, bytes)) = pairs.push(gap, start, end, run, done) {
+            out.decoded.push(Decoded {
+                name: "hex",
+                start: s,
+                end: e,
+                bytes,
+            });
+        }
+        if let Some((s, e, joined)) = lines.push(gap, start, end, run, done)
+            && let Ok(bytes) = B64.decode(trim_padding(&joined))
+        {
+            out.decoded.push(Decoded {
+                name: "base64",
+                start: s,
+                end: e,
+                bytes,
+            });
+        }
+        if done {
+            return out;
+        }
+        if run.len() >= MIN_ENCODED {
+            for (ps, pe) in pieces(run) {
+                for (name, bytes) in decodings(&run[ps..pe]) {
+                    if bytes.len() >= MIN_DECODED {
+                        out.decoded.push(Decoded {
+                            name,
+                            start: start + ps,
+                            end: start + pe,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn found(rule: &str, start: usize, end: usize) -> Finding {
+    Finding {
+        rule: rule.to_string(),
+        start,
+        end,
+    }
+}
+
+fn trim_padding(s: &[u8]) -> &[u8] {
+    &s[..s.len() - s.iter().rev().take_while(|&&b| b == b'=').count()]
+}
+
+/// Groups of four joined by single spaces (`4111 1111 …`, `DE89 3704 …`); the last may be
+/// shorter. Yields `(start, end, joined)` when a sequence of two or more groups ends.
+struct Groups {
+    class: fn(&[u8]) -> bool,
+    start: usize,
+    end: usize,
+    joined: Vec<u8>,
+    count: usize,
+    last_len: usize,
+}
+
+impl Groups {
+    fn new(class: fn(&[u8]) -> bool) -> Self {
+        Groups {
+            class,
+            start: 0,
+            end: 0,
+            joined: Vec::new(),
+            count: 0,
+            last_len: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        gap: &[u8],
+        start: usize,
+        end: usize,
+        run: &[u8],
+        done: bool,
+    ) -> Option<(usize, usize, Vec<u8>)> {
+        let fits = !done && !run.is_empty() && run.len() <= 4 && (self.class)(run);
+        if fits && self.count > 0 && self.last_len == 4 && gap == b" " {
+            self.joined.extend_from_slice(run);
+            self.count += 1;
+            self.end = end;
+            self.last_len = run.len();
+            return None;
+        }
+        let finished =
+            (self.count >= 2).then(|| (self.start, self.end, std::mem::take(&mut self.joined)));
+        self.joined.clear();
+        self.count = 0;
+        if fits {
+            self.joined.extend_from_slice(run);
+            (self.start, self.end, self.count, self.last_len) = (start, end, 1, run.len());
+        }
+        finished
+    }
+}
+
+/// Hex pairs joined by one delimiter (`41:4b:…`, `41 4b …`, `41,4b,…`), eight or more.
+#[derive(Default)]
+struct HexPairs {
+    sep: Option<u8>,
+    start: usize,
+    end: usize,
+    bytes: Vec<u8>,
+}
+
+impl HexPairs {
+    fn push(
+        &mut self,
+        gap: &[u8],
+        start: usize,
+        end: usize,
+        run: &[u8],
+        done: bool,
+    ) -> Option<(usize, usize, Vec<u8>)> {
+        let pair = (!done && run.len() == 2).then(|| hex_byte(run)).flatten();
+        if let Some(b) = pair
+            && !self.bytes.is_empty()
+            && gap.len() == 1
+            && matches!(gap[0], b':' | b' ' | b',')
+            && self.sep.is_none_or(|s| s == gap[0])
+        {
+            self.sep = Some(gap[0]);
+            self.bytes.push(b);
+            self.end = end;
+            return None;
+        }
+        let finished = (self.bytes.len() >= MIN_DECODED)
+            .then(|| (self.start, self.end, std::mem::take(&mut self.bytes)));
+        self.bytes.clear();
+        self.sep = None;
+        if let Some(b) = pair {
+            self.bytes.push(b);
+            (self.start, self.end) = (start, end);
+        }
+        finished
+    }
+}
+
+/// base64 wrapped over lines of one width (MIME's 76, PEM's 64), joined.
+#[derive(Default)]
+struct Wrapped {
+    width: usize,
+    start: usize,
+    end: usize,
+    joined: Vec<u8>,
+    lines: usize,
+    open: bool,
+}
+
+impl Wrapped {
+    fn push(
+        &mut self,
+        gap: &[u8],
+        start: usize,
+        end: usize,
+        run: &[u8],
+        done: bool,
+    ) -> Option<(usize, usize, Vec<u8>)> {
+        let newline = gap == b"\n" || gap == b"\r\n";
+        if !done && self.open && newline && !run.is_empty() && run.len() <= self.width {
+            self.joined.extend_from_slice(run);
+            self.lines += 1;
+            self.end = end;
+            // A shorter line is the last one.
+            self.open = run.len() == self.width;
+            if self.open {
+                return None;
+            }
+        }
+        let finished =
+            (self.lines >= 2).then(|| (self.start, self.end, std::mem::take(&mut self.joined)));
+        self.joined.clear();
+        self.lines = 0;
+        self.open = false;
+        if !done && (40..=128).contains(&run.len()) && finished.is_none() {
+            self.joined.extend_from_slice(run);
+            (self.width, self.start, self.end, self.lines, self.open) =
+                (run.len(), start, end, 1, true);
+        }
+        finished
+    }
+}
+
+/// The run itself and, when it holds `=`, `/` or the other alphabet's bytes inside (a
+/// `key=value`, a path, a prefix), the pieces between them: an encoded blob after a prefix
+/// decodes only on its own. A long run (an image) is split at `=` only.
+fn pieces(run: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = vec![(0, run.len())];
+    let trimmed = trim_padding(run).len();
+    let seps: &[&[u8]] = if run.len() > 256 {
+        &[b"="]
+    } else {
+        &[b"=/", b"-_", b"+/=-_"]
+    };
+    for seps in seps {
+        if !run[..trimmed].iter().any(|b| seps.contains(b)) {
+            continue;
+        }
+        let mut start = 0;
+        for (i, &b) in run[..trimmed].iter().enumerate() {
+            if seps.contains(&b) {
+                if i - start >= MIN_ENCODED && (start, i) != (0, run.len()) {
+                    out.push((start, i));
+                }
+                start = i + 1;
+            }
+        }
+        if trimmed - start >= MIN_ENCODED && start > 0 {
+            out.push((start, run.len()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The ways one run decodes: hex (also with `-` between pairs), base32, base64, base64url.
+fn decodings(run: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let dashed_hex = run.len() >= 3 * 8 - 1
+        && run.len() % 3 == 2
+        && run.chunks(3).all(|c| {
+            c[..2].iter().all(u8::is_ascii_hexdigit) && c.get(2).is_none_or(|&b| b == b'-')
+        });
+    if dashed_hex {
+        out.push((
+            "hex",
+            run.chunks(3).filter_map(|c| hex_byte(&c[..2])).collect(),
+        ));
+        return out;
+    }
+    if run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
+        out.push(("hex", run.chunks(2).filter_map(hex_byte).collect()));
+        return out;
+    }
+    let body = trim_padding(run);
+    let upper = body
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(b));
+    let lower = body
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(b));
+    if (upper || lower)
+        && let Some(d) = base32(&body.to_ascii_uppercase())
+    {
+        out.push(("base32", d));
+    }
+    // base64 of anything sixteen characters long mixes both cases; an identifier or a word
+    // (`parse_manifest_from_reader`) does not, and is not worth a decode.
+    let mixed = body.iter().any(u8::is_ascii_uppercase) && body.iter().any(u8::is_ascii_lowercase);
+    if mixed && body.len() % 4 != 1 {
+        let std = body
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'));
+        let url = body
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if std && let Ok(d) = B64.decode(body) {
+            out.push(("base64", d));
+        } else if url && let Ok(d) = B64URL.decode(body) {
+            out.push(("base64url", d));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_on_everything_but_token_bytes() {
+        let w = walk(b"a bb ccc", false, &|_| false);
+        assert!(w.found.is_none() && w.decoded.is_empty());
+        assert!(
+            RUN[usize::from(b'+')]
+                && RUN[usize::from(b'-')]
+                && !RUN[usize::from(b'.')]
+                && !RUN[usize::from(b':')]
+        );
+    }
+
+    #[test]
+    fn sequences_are_found_where_they_end_and_at_the_end_of_input() {
+        let hex: Vec<String> = b"0123456789".iter().map(|b| format!("{b:02x}")).collect();
+        for hay in [format!("x {} y", hex.join(":")), hex.join(" ")] {
+            let w = walk(hay.as_bytes(), false, &|_| false);
+            assert!(w.decoded.iter().any(|d| d.bytes == b"0123456789"), "{hay}");
+        }
+    }
+}
