@@ -1366,6 +1366,33 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
     assert_eq!(leftovers(&slug), "");
 }
 
+/// What the agent installs runs where tools put it: `/tmp` (`go test`, build scripts) and its
+/// home (a venv, `npm`, `cargo install`), both `nosuid,nodev` but not `noexec`.
+#[test]
+fn programs_the_agent_writes_run_from_tmp_and_its_home() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-exec");
+    let script = r#"for d in /tmp "$HOME"; do printf '#!/bin/sh\necho ran from %s\n' "$d" > "$d/x.sh" && chmod +x "$d/x.sh" && "$d/x.sh"; done; grep -E " (/tmp|$HOME) " /proc/mounts"#;
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", script]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("ran from /tmp"), "{out}\n{err}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("ran from /")).count() == 2,
+        "{out}\n{err}"
+    );
+    let mounts: Vec<&str> = out.lines().filter(|l| l.starts_with("tmpfs ")).collect();
+    assert_eq!(mounts.len(), 2, "{out}");
+    for m in mounts {
+        assert!(
+            m.contains("nosuid") && m.contains("nodev") && !m.contains("noexec"),
+            "{m}"
+        );
+    }
+    assert_eq!(leftovers(&slug), "");
+}
+
 /// Each plugin's daemons run as their own user, with their read-only files installed for that
 /// user alone; the init (whose env Docker fills with every secret of the bundle) and egress
 /// (which holds the tokens it injects) are not dumpable either. So another daemon can read

@@ -191,11 +191,17 @@ fn confine_agent(
     let owner = ids.map_or_else(String::new, |(u, g)| format!(",uid={u},gid={g}"));
     // A home owned by a user Docker resolves by name cannot be chowned at mount: it is 1777.
     let home_mode = if ids.is_some() { "0700" } else { "1777" };
+    // `exec` said outright: Docker's tmpfs default is noexec, which breaks a venv's pip, `go
+    // test` and every tool an agent installs in its home, and buys nothing (the agent can run
+    // any interpreter on any file).
     h.tmpfs = Some(HashMap::from([
-        ("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned()),
+        (
+            "/tmp".to_owned(),
+            "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+        ),
         (
             c.home.clone(),
-            format!("rw,nosuid,nodev,mode={home_mode}{owner}"),
+            format!("rw,exec,nosuid,nodev,mode={home_mode}{owner}"),
         ),
     ]));
     let mut mounts = h.mounts.take().unwrap_or_default();

@@ -273,7 +273,12 @@ fn wallet(run: &[u8]) -> Option<&'static str> {
     {
         return Some("ethereum-address");
     }
+    // Base58 has no 0, O, I or l, and the keys and addresses we look for start with one of
+    // five characters: most runs fail here, before any decoding.
+    let base58 = |b: &u8| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l');
     if (26..=52).contains(&run.len())
+        && matches!(run[0], b'1' | b'3' | b'5' | b'K' | b'L')
+        && run.iter().all(base58)
         && let Ok(bytes) = bs58::decode(run).with_check(None).into_vec()
     {
         return match (bytes.first(), bytes.len()) {

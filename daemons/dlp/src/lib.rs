@@ -33,6 +33,8 @@ mod known;
 pub mod layers;
 mod rules;
 mod runs;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod values;
 
 use aho_corasick::{AhoCorasick, MatchKind};

@@ -69,25 +69,32 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
         let gap = &hay[prev_end..start];
         let run = &hay[start..end];
         prev_end = end;
+        // The trackers see a run only when it could start or continue their sequence: most
+        // words of clean text are none of their business.
+        let short = run.len() <= 4;
         if detect && out.found.is_none() {
             if run.len() >= 13 {
                 out.found = run_finding(hay, start, end).filter(|f| !skip(&f.rule));
             }
-            if let Some((s, e, digits)) = cards.push(gap, start, end, run, done)
+            if (short || cards.count > 0 || done)
+                && let Some((s, e, digits)) = cards.push(gap, start, end, run, done)
                 && (13..=19).contains(&digits.len())
                 && card(&digits)
                 && !skip("payment-card")
             {
                 out.found.get_or_insert(found("payment-card", s, e));
             }
-            if let Some((s, e, chars)) = ibans.push(gap, start, end, run, done)
+            if (short || ibans.count > 0 || done)
+                && let Some((s, e, chars)) = ibans.push(gap, start, end, run, done)
                 && iban(&chars)
                 && !skip("iban")
             {
                 out.found.get_or_insert(found("iban", s, e));
             }
         }
-        if let Some((s, e, bytes)) = pairs.push(gap, start, end, run, done) {
+        if (run.len() == 2 || !pairs.bytes.is_empty() || done)
+            && let Some((s, e, bytes)) = pairs.push(gap, start, end, run, done)
+        {
             out.decoded.push(Decoded {
                 name: "hex",
                 start: s,
@@ -95,7 +102,8 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
                 bytes,
             });
         }
-        if let Some((s, e, joined)) = lines.push(gap, start, end, run, done)
+        if (lines.open || (40..=128).contains(&run.len()) || done)
+            && let Some((s, e, joined)) = lines.push(gap, start, end, run, done)
             && let Ok(bytes) = B64.decode(trim_padding(&joined))
         {
             out.decoded.push(Decoded {

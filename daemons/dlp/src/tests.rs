@@ -17,21 +17,16 @@ const DIGITS: &str = "0123456789";
 const HEX_LOWER: &str = "0123456789abcdef";
 const HEX_MIXED: &str = "0123456789abcdefABCDEF";
 
-/// A tiny deterministic generator: tests must not depend on a crate or on chance.
-struct Lcg(u64);
+/// The shared generator, with byte output for these tests.
+struct Rng(crate::testing::Lcg);
 
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(crate::testing::Lcg(seed))
     }
 
     fn pick(&mut self, alphabet: &str, n: usize) -> Vec<u8> {
-        let a = alphabet.as_bytes();
-        (0..n).map(|_| a[self.next() as usize % a.len()]).collect()
+        self.0.pick(alphabet, n).into_bytes()
     }
 }
 
@@ -169,7 +164,7 @@ fn shapes(id: &str) -> Vec<Vec<Seg>> {
 }
 
 /// Hand-picked misses beyond the generic ones (too short, wrong prefix, glued to a word).
-fn extra_misses(id: &str, rng: &mut Lcg) -> Vec<Vec<u8>> {
+fn extra_misses(id: &str, rng: &mut Rng) -> Vec<Vec<u8>> {
     let cat = |parts: &[&[u8]]| parts.concat();
     match id {
         "aws-secret-access-key" => vec![
@@ -197,7 +192,7 @@ fn extra_misses(id: &str, rng: &mut Lcg) -> Vec<Vec<u8>> {
 }
 
 /// The shape filled with minimum (`longest == false`) or maximum counts.
-fn fill(shape: &[Seg], longest: bool, rng: &mut Lcg) -> Vec<u8> {
+fn fill(shape: &[Seg], longest: bool, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for seg in shape {
         match *seg {
@@ -248,7 +243,7 @@ fn every_rule_compiles_and_ids_are_unique_kebab_case() {
 
 #[test]
 fn every_rule_and_anchor_has_a_generated_example() {
-    let mut rng = Lcg(1);
+    let mut rng = Rng::new(1);
     for r in RULES {
         let shapes = shapes(r.id);
         assert!(!shapes.is_empty(), "no test shapes for rule {}", r.id);
@@ -267,7 +262,7 @@ fn every_rule_and_anchor_has_a_generated_example() {
 #[test]
 fn every_rule_finds_its_tokens_shortest_and_longest() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(2);
+    let mut rng = Rng::new(2);
     for r in RULES {
         let mut longest = 0;
         for shape in shapes(r.id) {
@@ -299,7 +294,7 @@ fn every_rule_finds_its_tokens_shortest_and_longest() {
 #[test]
 fn every_rule_rejects_near_misses() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(3);
+    let mut rng = Rng::new(3);
     for r in RULES {
         let mut misses = extra_misses(r.id, &mut rng);
         for shape in shapes(r.id) {
@@ -334,7 +329,7 @@ fn every_rule_rejects_near_misses() {
 #[test]
 fn anthropic_keys_are_not_also_openai_keys() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(4);
+    let mut rng = Rng::new(4);
     let key = [b"sk-ant-api03-".as_slice(), &rng.pick(ALNUM, 95)].concat();
     assert_eq!(
         scanner.scan_all(&key),
@@ -345,7 +340,7 @@ fn anthropic_keys_are_not_also_openai_keys() {
 #[test]
 fn several_findings_come_in_order_without_overlap() {
     let scanner = Scanner::new(&[secret("TOKEN", b"my-own-token-value")]);
-    let mut rng = Lcg(5);
+    let mut rng = Rng::new(5);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     let npm = [b"npm_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     let hay = [
@@ -496,7 +491,7 @@ fn short_known_values_are_ignored() {
 
 #[test]
 fn known_only_ignores_token_patterns() {
-    let mut rng = Lcg(6);
+    let mut rng = Rng::new(6);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     assert_eq!(known_scanner().scan(&gh), None);
     assert!(Scanner::new(&[]).scan(&gh).is_some());
@@ -509,7 +504,7 @@ fn a_known_value_equal_to_an_anchor_is_found_and_the_rule_still_works() {
         scanner.scan(b"x github_pat_ y"),
         Some(finding("secret:ODD", 2, 13))
     );
-    let mut rng = Lcg(7);
+    let mut rng = Rng::new(7);
     let pat = [b"github_pat_".as_slice(), &rng.pick(ALNUM, 82)].concat();
     // The longer rule match at the same offset loses to the named secret: both block.
     assert_eq!(
@@ -598,7 +593,7 @@ fn assert_found_at_every_split(scanner: &Scanner, hay: &[u8], three: bool) {
 fn a_secret_split_across_chunks_is_found_with_stream_offsets() {
     let known = [secret("EGRESS_TOKEN_0", VALUE)];
     let scanner = Scanner::new(&known);
-    let mut rng = Lcg(8);
+    let mut rng = Rng::new(8);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     let pypi = [b"pypi-AgEIcHlwaS5vcmc".as_slice(), &rng.pick(TOKEN, 60)].concat();
     let pem = [b"-----BEGIN ".as_slice(), b"OPENSSH PRIVATE KEY-----"].concat();
@@ -633,7 +628,7 @@ fn a_secret_split_across_chunks_is_found_with_stream_offsets() {
 #[test]
 fn a_long_token_split_anywhere_is_found() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(9);
+    let mut rng = Rng::new(9);
     let token = fill(&shapes("pypi-token")[0], true, &mut rng);
     let hay = [b"x ".as_slice(), &token, b" y"].concat();
     assert_found_at_every_split(&scanner, &hay, false);
@@ -642,7 +637,7 @@ fn a_long_token_split_anywhere_is_found() {
 #[test]
 fn a_stream_reports_every_finding_once_with_push_all() {
     let scanner = Scanner::new(&[secret("TOKEN", b"my-own-token-value")]);
-    let mut rng = Lcg(10);
+    let mut rng = Rng::new(10);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     let filler = rng.pick("abc ", 500);
     let hay = [
@@ -673,7 +668,7 @@ fn a_stream_reports_every_finding_once_with_push_all() {
 #[test]
 fn scan_after_skips_what_the_caller_already_scanned() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(11);
+    let mut rng = Rng::new(11);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     // The tail a caller kept starts inside a longer identifier: not a token, not new.
     let hay = [&gh[..], b" and more"].concat();
@@ -685,7 +680,7 @@ fn scan_after_skips_what_the_caller_already_scanned() {
 }
 
 /// Lorem-style text with every anchor sprinkled in, but no token after any of them.
-fn lorem(len: usize, rng: &mut Lcg) -> Vec<u8> {
+fn lorem(len: usize, rng: &mut Rng) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "lorem",
         "ipsum",
@@ -737,7 +732,7 @@ fn lorem(len: usize, rng: &mut Lcg) -> Vec<u8> {
     ];
     let mut out = Vec::with_capacity(len + 32);
     while out.len() < len {
-        out.extend_from_slice(WORDS[rng.next() as usize % WORDS.len()].as_bytes());
+        out.extend_from_slice(WORDS[rng.0.next_u32() as usize % WORDS.len()].as_bytes());
         out.push(b' ');
     }
     out.truncate(len);
@@ -751,9 +746,11 @@ fn a_mebibyte_of_clean_data_gives_no_finding() {
         secret("EGRESS_TOKEN_1", b"another-credential-1234"),
     ];
     let scanner = Scanner::new(&known);
-    let mut rng = Lcg(12);
+    let mut rng = Rng::new(12);
     let text = lorem(1 << 20, &mut rng);
-    let random: Vec<u8> = (0..1 << 20).map(|_| (rng.next() >> 7) as u8).collect();
+    let random: Vec<u8> = (0..1 << 20)
+        .map(|_| (rng.0.next_u32() >> 7) as u8)
+        .collect();
     let alnum = rng.pick(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 ",
         1 << 20,
@@ -774,7 +771,7 @@ fn non_utf8_input_works() {
         &[0x80, 0x81, 0xfe, 0xff, 0x00, 0xc3, 0x28, 0x90],
     )];
     let scanner = Scanner::new(&known);
-    let mut rng = Lcg(13);
+    let mut rng = Rng::new(13);
     let gh = [b"ghp_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     let hay = [b"\xff\xfe\x00".as_slice(), &gh, b"\xc3\x28\x80"].concat();
     assert_eq!(scanner.scan_all(&hay), vec![finding("github-pat", 3, 43)]);
@@ -829,7 +826,7 @@ fn scanner_is_shareable() {
 #[test]
 fn upper_case_anchors_are_case_sensitive() {
     let scanner = Scanner::new(&[]);
-    let mut rng = Lcg(14);
+    let mut rng = Rng::new(14);
     let lower = [b"akia".as_slice(), &rng.pick(UPPER, 16)].concat();
     assert_eq!(scanner.scan(&lower), None);
     let upper_gh = [b"GHP_".as_slice(), &rng.pick(ALNUM, 36)].concat();

@@ -17,30 +17,11 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bottle_dlp::testing::{Lcg, iban_for, luhn_card};
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-/// A deterministic generator: the corpus is the same on every run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-
-    fn pick(&mut self, alphabet: &str, n: usize) -> String {
-        let a = alphabet.as_bytes();
-        (0..n)
-            .map(|_| char::from(a[self.next() as usize % a.len()]))
-            .collect()
-    }
-}
 
 const ALNUM: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const UPPER_DIGIT: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -52,7 +33,7 @@ fn secrets(rng: &mut Lcg) -> Vec<(&'static str, String)> {
     let card = luhn_card("4", 16, rng);
     let iban = iban_for("DE", &rng.pick("0123456789", 18));
     let mut wif = vec![0x80u8];
-    wif.extend((0..33).map(|_| rng.next() as u8));
+    wif.extend((0..33).map(|_| rng.next_u32() as u8));
     let jwt = format!(
         "{}.{}.{}",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
@@ -145,45 +126,6 @@ fn encodings() -> Vec<(&'static str, Encode)> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn luhn_card(prefix: &str, len: usize, rng: &mut Lcg) -> String {
-    let mut d: Vec<u32> = prefix.bytes().map(|b| u32::from(b - b'0')).collect();
-    while d.len() < len - 1 {
-        d.push(rng.next() % 10);
-    }
-    let sum: u32 = d
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &v)| {
-            if i % 2 == 0 {
-                if v * 2 > 9 { v * 2 - 9 } else { v * 2 }
-            } else {
-                v
-            }
-        })
-        .sum();
-    d.push((10 - sum % 10) % 10);
-    d.iter().map(|v| char::from(b'0' + *v as u8)).collect()
-}
-
-fn iban_for(country: &str, bban: &str) -> String {
-    let num = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_digit() {
-                    char::from(b).to_string()
-                } else {
-                    (u32::from(b - b'A') + 10).to_string()
-                }
-            })
-            .collect()
-    };
-    let rem = format!("{}{}00", num(bban), num(country))
-        .bytes()
-        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
-    format!("{country}{:02}{bban}", 98 - rem)
 }
 
 /// One request, as both HTTP clients send it.
@@ -465,9 +407,9 @@ fn ws_case(id: &str, channel: &'static str, attack: bool, payload: &str) -> WsCa
 
 /// What agents really send.
 fn benign(rig: &Rig, rng: &mut Lcg) -> (Vec<HttpCase>, Vec<WsCase>) {
-    let png: Vec<u8> = (0..6000).map(|_| rng.next() as u8).collect();
+    let png: Vec<u8> = (0..6000).map(|_| rng.next_u32() as u8).collect();
     let code = "fn main() {\\n    let token = std::env::var(\\\"GITHUB_TOKEN\\\").expect(\\\"set GITHUB_TOKEN\\\");\\n    let password = read_password()?;\\n    println!(\\\"{}\\\", api_key_from(&config));\\n}";
-    let sha = hex(&(0..20).map(|_| rng.next() as u8).collect::<Vec<_>>());
+    let sha = hex(&(0..20).map(|_| rng.next_u32() as u8).collect::<Vec<_>>());
     let uuid = "3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a3b";
     let mut http: Vec<HttpCase> = Vec::new();
     let mut add = |id: &str,

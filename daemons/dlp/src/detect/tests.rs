@@ -2,56 +2,10 @@
 
 use super::*;
 
-/// A card number with `prefix`, `len` digits long, whose last digit makes Luhn's sum right.
-pub(crate) fn luhn_card(prefix: &str, len: usize) -> String {
-    let mut digits: Vec<u32> = prefix.bytes().map(|b| u32::from(b - b'0')).collect();
-    let mut x = 7u32;
-    while digits.len() < len - 1 {
-        x = x.wrapping_mul(1103515245).wrapping_add(12345);
-        digits.push((x >> 16) % 10);
-    }
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &v)| {
-            if i % 2 == 0 {
-                let w = v * 2;
-                if w > 9 { w - 9 } else { w }
-            } else {
-                v
-            }
-        })
-        .sum();
-    digits.push((10 - sum % 10) % 10);
-    digits.iter().map(|d| char::from(b'0' + *d as u8)).collect()
-}
+use crate::testing::{Lcg, base58check, iban_for};
 
-/// An IBAN for `country` with a valid mod-97 check pair around `bban`.
-pub(crate) fn iban_for(country: &str, bban: &str) -> String {
-    let numeric = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_digit() {
-                    char::from(b).to_string()
-                } else {
-                    (u32::from(b - b'A') + 10).to_string()
-                }
-            })
-            .collect()
-    };
-    let rearranged = format!("{}{}00", numeric(bban), numeric(country));
-    let rem = rearranged
-        .bytes()
-        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
-    format!("{country}{:02}{bban}", 98 - rem)
-}
-
-/// A base58check string of `version` + `payload`.
-pub(crate) fn base58check(version: u8, payload: &[u8]) -> String {
-    let mut data = vec![version];
-    data.extend_from_slice(payload);
-    bs58::encode(data).with_check().into_string()
+fn luhn_card(prefix: &str, len: usize) -> String {
+    crate::testing::luhn_card(prefix, len, &mut Lcg(7))
 }
 
 #[test]
