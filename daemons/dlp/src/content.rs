@@ -97,6 +97,24 @@ pub fn multipart_parts(
     boundary: &str,
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, ContentError> {
+    let mut budget = limit;
+    parts_within(body, boundary, limit, &mut budget, 0)
+}
+
+/// Multipart nested deeper than this is refused: no form needs it, a bomb would.
+const MAX_NESTING: usize = 4;
+
+/// [`multipart_parts`] with `budget` decoded bytes left for all parts together.
+fn parts_within(
+    body: &[u8],
+    boundary: &str,
+    limit: usize,
+    budget: &mut usize,
+    depth: usize,
+) -> Result<Vec<Vec<u8>>, ContentError> {
+    if depth > MAX_NESTING {
+        return Err(ContentError::Corrupt("multipart (nested too deep)"));
+    }
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut chunks = memchr::memmem::find_iter(body, delimiter.as_bytes()).peekable();
@@ -140,18 +158,19 @@ pub fn multipart_parts(
             Some(v) if v == "quoted-printable" => quoted_printable(content),
             _ => content.to_vec(),
         };
-        if data.len() > limit {
-            return Err(ContentError::TooLarge(limit));
-        }
         if let Some(enc) = header("content-encoding") {
-            data = decode_content(&data, &enc, limit)?;
+            data = decode_content(&data, &enc, (*budget).min(limit))?;
         }
+        // One budget for every part: many parts each just under the limit are still bounded.
+        *budget = budget
+            .checked_sub(data.len())
+            .ok_or(ContentError::TooLarge(limit))?;
         parts.push(head.to_vec());
         match header("content-type")
             .as_deref()
             .and_then(multipart_boundary)
         {
-            Some(inner) => parts.extend(multipart_parts(&data, &inner, limit)?),
+            Some(inner) => parts.extend(parts_within(&data, &inner, limit, budget, depth + 1)?),
             None => parts.push(data),
         }
     }
@@ -273,5 +292,30 @@ mod tests {
             ]
         );
         assert_eq!(multipart_boundary("application/json"), None);
+    }
+
+    #[test]
+    fn parts_share_one_budget_and_nesting_is_bounded() {
+        let part = |content: &str| format!("--b\r\n\r\n{content}\r\n");
+        let body = format!(
+            "{}{}--b--\r\n",
+            part(&"a".repeat(600)),
+            part(&"b".repeat(600))
+        );
+        assert_eq!(
+            multipart_parts(body.as_bytes(), "b", 1000),
+            Err(ContentError::TooLarge(1000))
+        );
+        assert!(multipart_parts(body.as_bytes(), "b", 2000).is_ok());
+        // Multipart in multipart, deeper than any form needs.
+        let mut nested = "leaf".to_string();
+        for i in (0..8).rev() {
+            nested = format!(
+                "--n{i}\r\nContent-Type: multipart/mixed; boundary=n{}\r\n\r\n{nested}\r\n--n{i}--\r\n",
+                i + 1
+            );
+        }
+        let err = multipart_parts(nested.as_bytes(), "n0", 1 << 20).unwrap_err();
+        assert_eq!(err, ContentError::Corrupt("multipart (nested too deep)"));
     }
 }

@@ -91,10 +91,13 @@ pub(crate) fn validated(hay: &[u8]) -> Option<Finding> {
 
 /// JWTs (from `eyJ`) and secret-named assignments (from `=` and `:`).
 pub(crate) fn anchored(hay: &[u8], skip: &dyn Fn(&str) -> bool) -> Option<Finding> {
-    for start in memchr::memmem::find_iter(hay, b"eyJ").take_while(|_| !skip("jwt")) {
+    static JWT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"eyJ"));
+    for start in JWT.find_iter(hay).take_while(|_| !skip("jwt")) {
+        // Glued to a longer run first: `eyJeyJeyJ…` must not cost a part scan per `eyJ`.
         let glued = start > 0
             && (hay[start - 1].is_ascii_alphanumeric() || matches!(hay[start - 1], b'-' | b'_'));
-        if let Some(end) = jwt_at(hay, start).filter(|_| !glued) {
+        if let Some(end) = (!glued).then(|| jwt_at(hay, start)).flatten() {
             return Some(found("jwt", start, end));
         }
     }
@@ -107,6 +110,9 @@ pub(crate) fn anchored(hay: &[u8], skip: &dyn Fn(&str) -> bool) -> Option<Findin
 /// What one run is, if it is something that must not leave.
 pub(crate) fn run_finding(hay: &[u8], start: usize, end: usize) -> Option<Finding> {
     let run = &hay[start..end];
+    if let Some(at) = twilio_key(run) {
+        return Some(found("twilio-api-key", start + at, start + at + 34));
+    }
     // A card in dashed groups is one run: `4111-1111-…`.
     if run.len() <= 23
         && run.contains(&b'-')
@@ -131,6 +137,22 @@ pub(crate) fn run_finding(hay: &[u8], start: usize, end: usize) -> Option<Findin
     None
 }
 
+/// Where a Twilio API key (`SK` and 32 lower-case hex digits, not glued to a word) starts in
+/// `run`. Two common capitals make a poor automaton anchor (it would defeat the prefilter for
+/// every other rule), so the key is looked for here, in runs long enough to hold one.
+fn twilio_key(run: &[u8]) -> Option<usize> {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    memchr::memchr_iter(b'S', run).find(|&i| {
+        run.get(i + 1) == Some(&b'K')
+            && (i == 0 || !word(&run[i - 1]))
+            && run.get(i + 2..i + 34).is_some_and(|h| {
+                h.iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            })
+            && run.get(i + 34).is_none_or(|b| !word(b))
+    })
+}
+
 /// Whether `header` is base64url of a JSON object with an `alg` member.
 fn decoded_json_header(header: &[u8]) -> bool {
     use base64::Engine;
@@ -142,6 +164,9 @@ fn decoded_json_header(header: &[u8]) -> bool {
     bytes.starts_with(b"{") && bytes.windows(5).any(|w| w == b"\"alg\"")
 }
 
+/// The longest JWT part looked at.
+const JWT_PART_MAX: usize = 16 << 10;
+
 /// A JWT starting at `start`: three base64url parts joined by dots, a JSON header.
 pub(crate) fn jwt_at(hay: &[u8], start: usize) -> Option<usize> {
     let b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
@@ -149,7 +174,8 @@ pub(crate) fn jwt_at(hay: &[u8], start: usize) -> Option<usize> {
     let mut parts = Vec::with_capacity(3);
     for n in 0..3 {
         let s = i;
-        while i < hay.len() && b64url(hay[i]) {
+        // A part longer than this is no token's (and scanning on would cost the run's length).
+        while i < hay.len() && b64url(hay[i]) && i - s < JWT_PART_MAX {
             i += 1;
         }
         if i - s < if n == 2 { 16 } else { 8 } {
@@ -168,6 +194,9 @@ pub(crate) fn jwt_at(hay: &[u8], start: usize) -> Option<usize> {
 
 /// Luhn's checksum on a digit string, with a known card issuer prefix.
 pub(crate) fn card(digits: &[u8]) -> bool {
+    if !(13..=19).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
     let d = |i: usize| u32::from(digits[i] - b'0');
     let iin2 = d(0) * 10 + d(1);
     let iin4 = iin2 * 100 + d(2) * 10 + d(3);
@@ -287,9 +316,12 @@ fn wallet(run: &[u8]) -> Option<&'static str> {
             _ => None,
         };
     }
+    let prefix = run.get(..3).map(<[u8]>::to_ascii_lowercase);
+    if !(prefix.as_deref() == Some(b"bc1") || prefix.as_deref() == Some(b"tb1")) || run.len() > 90 {
+        return None;
+    }
     let lower = run.to_ascii_lowercase();
-    if (lower.starts_with(b"bc1") || lower.starts_with(b"tb1"))
-        && (run == lower.as_slice() || run == run.to_ascii_uppercase().as_slice())
+    if (run == lower.as_slice() || run == run.to_ascii_uppercase().as_slice())
         && let Ok(s) = std::str::from_utf8(&lower)
         && bech32::segwit::decode(s).is_ok()
     {
@@ -375,7 +407,7 @@ pub(crate) fn secret_name(key: &[u8]) -> bool {
 /// Whether a value assigned to a secret-named key is a real secret, not a placeholder or a
 /// reference (`${VAR}`, `<token>`, `process.env.X`, `changeme`).
 pub(crate) fn secret_value(v: &[u8]) -> bool {
-    if v.len() < 12 || v.len() > 4096 || v.iter().any(|b| b.is_ascii_whitespace()) {
+    if v.len() < 12 || v.len() > VALUE_MAX || v.iter().any(|b| b.is_ascii_whitespace()) {
         return false;
     }
     let lower = v.to_ascii_lowercase();
@@ -406,16 +438,25 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
         && entropy(v) >= 3.0
 }
 
+/// The longest assigned value judged.
+const VALUE_MAX: usize = 512;
+
 /// `NAME=value`, `NAME: value`, `"name": "value"` with a secret-named key and a real value.
 fn assignment(hay: &[u8]) -> Option<Finding> {
     let ident = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
     let value_byte = |b: u8| {
         !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b',' | b';' | b'&' | b'}' | b'`')
     };
+    // Each byte is looked at a bounded number of times: keys at most 64 (and 8 blanks) to the
+    // left, values at most VALUE_MAX to the right and never twice.
+    let mut scanned_to = 0;
     for at in memchr::memchr2_iter(b'=', b':', hay) {
+        if at < scanned_to {
+            continue;
+        }
         // The key: an identifier just left of the operator, maybe quoted.
         let mut k_end = at;
-        while k_end > 0 && matches!(hay[k_end - 1], b' ' | b'\t') {
+        while k_end > 0 && at - k_end < 8 && matches!(hay[k_end - 1], b' ' | b'\t') {
             k_end -= 1;
         }
         if k_end > 0 && matches!(hay[k_end - 1], b'"' | b'\'') {
@@ -429,13 +470,17 @@ fn assignment(hay: &[u8]) -> Option<Finding> {
             continue;
         }
         let mut v_start = at + 1;
-        while v_start < hay.len() && matches!(hay[v_start], b' ' | b'\t' | b'"' | b'\'') {
+        while v_start < hay.len()
+            && v_start - at <= 8
+            && matches!(hay[v_start], b' ' | b'\t' | b'"' | b'\'')
+        {
             v_start += 1;
         }
         let mut v_end = v_start;
-        while v_end < hay.len() && value_byte(hay[v_end]) && v_end - v_start <= 4096 {
+        while v_end < hay.len() && value_byte(hay[v_end]) && v_end - v_start < VALUE_MAX {
             v_end += 1;
         }
+        scanned_to = v_end;
         if secret_value(&hay[v_start..v_end]) {
             return Some(found("secret-assignment", k_start, v_end));
         }

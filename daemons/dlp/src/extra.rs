@@ -110,5 +110,10 @@ mod tests {
         );
         let luhn = ExtraRule::new("card16", r"\b[0-9]{16}\b", Some(Check::Luhn)).unwrap();
         assert!(luhn.find(b"n 1234567812345678 n").is_none());
+        // A manifest's regex may match fewer digits than a card has: no check may panic.
+        let short = ExtraRule::new("short", r"[0-9]{2}", Some(Check::Luhn)).unwrap();
+        assert!(short.find(b"12").is_none());
+        let iban = ExtraRule::new("short-iban", r"[A-Z]{2}", Some(Check::Mod97)).unwrap();
+        assert!(iban.find(b"DE").is_none());
     }
 }

@@ -59,15 +59,15 @@ impl Peel<'_> {
     /// itself, which is always treated as text.
     pub(crate) fn layer(&mut self, hay: &[u8], depth: usize) -> Option<Finding> {
         let skip = self.skip;
-        if let Some(f) = self
-            .scanner
-            .scan_all(hay)
-            .into_iter()
-            .find(|f| !skip(&f.rule))
-        {
+        let text = depth == 0 || mostly_text(hay);
+        // Random bytes (a digest, an image) can hold a token or a known value only as a
+        // printable stretch at least as long as the shortest of them.
+        if !text && !has_printable_run(hay, crate::MIN_KNOWN_LEN) {
+            return None;
+        }
+        if let Some(f) = self.scanner.scan_all_except(hay, skip).into_iter().next() {
             return Some(f);
         }
-        let text = depth == 0 || mostly_text(hay);
         if !text {
             return None;
         }
@@ -134,23 +134,54 @@ impl Peel<'_> {
 /// Whether `s` is text: a decoded layer of random bytes (an image, a digest) is scanned for
 /// known values and token formats only, never decoded further or judged by shape.
 pub(crate) fn mostly_text(s: &[u8]) -> bool {
-    let printable = s
-        .iter()
-        .filter(|&&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
-        .count();
-    printable * 10 >= s.len() * 9
+    // Decided as soon as more than a tenth is not printable: random bytes fail within a few.
+    let allowed = s.len() / 10;
+    let mut other = 0;
+    for &b in s {
+        if !(b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+            other += 1;
+            if other > allowed {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether `s` holds `min` printable bytes in a row.
+fn has_printable_run(s: &[u8], min: usize) -> bool {
+    let mut run = 0;
+    for &b in s {
+        if b.is_ascii_graphic() {
+            run += 1;
+            if run >= min {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// Whole-layer unescapings that change something, each with its name.
 fn escapes(hay: &[u8]) -> impl Iterator<Item = (&'static str, Vec<u8>)> + '_ {
+    // One pass over the backslashes says which escapes are there at all.
+    let (mut json, mut hex) = (false, false);
+    for i in memchr::memchr_iter(b'\\', hay) {
+        match hay.get(i + 1) {
+            Some(b'u' | b'/') => json = true,
+            Some(b'x') => hex = true,
+            _ => {}
+        }
+        if json && hex {
+            break;
+        }
+    }
     let percent = has_percent_escape(hay)
         .then(|| ("percent", percent_encoding::percent_decode(hay).collect()));
-    let json = (memchr::memmem::find(hay, b"\\u").is_some()
-        || memchr::memmem::find(hay, b"\\/").is_some())
-    .then(|| ("json-escape", json_unescape(hay)));
-    let hex = memchr::memmem::find(hay, b"\\x")
-        .is_some()
-        .then(|| ("hex-escape", hex_unescape(hay)));
+    let json = json.then(|| ("json-escape", json_unescape(hay)));
+    let hex = hex.then(|| ("hex-escape", hex_unescape(hay)));
     [percent, json, hex].into_iter().flatten()
 }
 

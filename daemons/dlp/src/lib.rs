@@ -10,9 +10,10 @@
 //! - **Token patterns**: well-known token formats (GitHub, AWS, Slack, Anthropic, OpenAI, …)
 //!   that the agent may have picked up from the workspace; see [`Scanner::rule_ids`].
 //!
-//! One aho-corasick pass finds every known value and every pattern's literal anchor; a rule's
-//! regex runs only where its anchor was seen, on a window no longer than the rule's longest
-//! match. Clean text therefore costs one automaton pass, whatever the number of rules.
+//! One aho-corasick pass finds every known value and every pattern's literal anchor (its
+//! prefilter skips clean text); a rule's regex runs only where its anchor was seen, on a window
+//! no longer than the rule's longest match. Clean text therefore costs one prefiltered pass,
+//! whatever the number of rules.
 //!
 //! [`Scanner::inspect`] goes further, for what an agent sends on purpose: it peels every
 //! encoding a layer can carry (percent, JSON and `\x` escapes, hex with or without
@@ -153,6 +154,10 @@ enum Kind {
 pub struct Scanner {
     /// Every rule anchor and every form of every known value; `None` when there are neither.
     automaton: Option<AhoCorasick>,
+    /// The automaton's patterns, by id.
+    patterns: Vec<Vec<u8>>,
+    /// Pattern ids by their first byte: every pattern that can start at a position.
+    starting: Vec<Vec<usize>>,
     /// By automaton pattern id.
     targets: Vec<Target>,
     rules: Vec<Compiled>,
@@ -240,15 +245,25 @@ impl Scanner {
 
         let automaton = (!patterns.is_empty()).then(|| {
             AhoCorasick::builder()
-                // Standard semantics for overlapping search: every anchor and form at every
-                // position, so "sk-" and "sk-ant-api" both report at the same offset.
-                .match_kind(MatchKind::Standard)
+                // Leftmost-first keeps aho-corasick's prefilter, which skips clean text twenty
+                // times faster than an overlapping walk; every pattern starting at a hit is
+                // then found by its first byte (`starting`), so "sk-" and "sk-ant-api" both
+                // count at one offset.
+                .match_kind(MatchKind::LeftmostFirst)
                 .build(&patterns)
                 .expect("known values within aho-corasick's size limits")
         });
+        let mut starting: Vec<Vec<usize>> = vec![Vec::new(); 256];
+        for (i, p) in patterns.iter().enumerate() {
+            if let Some(&b) = p.first() {
+                starting[usize::from(b)].push(i);
+            }
+        }
 
         Scanner {
             automaton,
+            patterns,
+            starting,
             targets,
             rules: compiled,
             labels,
@@ -274,7 +289,7 @@ impl Scanner {
 
     /// First finding in `hay`, if any.
     pub fn scan(&self, hay: &[u8]) -> Option<Finding> {
-        self.find(hay, 0, 0, true).pop()
+        self.find(hay, 0, 0, true, &|_| false).pop()
     }
 
     /// First finding in `hay` or in any layer it decodes to (see [`layers`]): for what the agent
@@ -303,12 +318,19 @@ impl Scanner {
     /// already-scanned bytes in front of new ones and must not re-report (or misjudge, with the
     /// left context cut off) what lies wholly inside the tail.
     pub fn scan_after(&self, hay: &[u8], fresh: usize) -> Option<Finding> {
-        self.find(hay, 0, fresh, true).pop()
+        self.find(hay, 0, fresh, true, &|_| false).pop()
     }
 
     /// Every finding (non-overlapping, in order) — git-gate wants file/line for each.
     pub fn scan_all(&self, hay: &[u8]) -> Vec<Finding> {
-        self.find(hay, 0, 0, false)
+        self.find(hay, 0, 0, false, &|_| false)
+    }
+
+    /// Every finding whose rule `skip` does not name. Skipped rules are dropped before
+    /// overlapping candidates are resolved, so an excepted token never hides one that overlaps
+    /// it (`sk_test_…ghp_…`).
+    pub(crate) fn scan_all_except(&self, hay: &[u8], skip: &dyn Fn(&str) -> bool) -> Vec<Finding> {
+        self.find(hay, 0, 0, false, skip)
     }
 
     /// The longest match any rule or known value can have (the carry a streaming scan needs).
@@ -333,32 +355,61 @@ impl Scanner {
 
     /// Non-overlapping findings that start at or after `from` and end after `fresh`, leftmost
     /// first; only the first if `first_only`.
-    fn find(&self, hay: &[u8], from: usize, fresh: usize, first_only: bool) -> Vec<Finding> {
+    fn find(
+        &self,
+        hay: &[u8],
+        from: usize,
+        fresh: usize,
+        first_only: bool,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Vec<Finding> {
         let Some(automaton) = &self.automaton else {
             return Vec::new();
         };
         let mut candidates = Vec::new();
-        for m in automaton.find_overlapping_iter(hay) {
-            if m.start() < from {
-                continue;
+        let mut excused: Vec<usize> = Vec::new();
+        let mut at = from;
+        while at < hay.len()
+            && let Some(m) = automaton.find(aho_corasick::Input::new(hay).range(at..))
+        {
+            let start = m.start();
+            for &id in &self.starting[usize::from(hay[start])] {
+                let pattern = &self.patterns[id];
+                if !hay[start..].starts_with(pattern) {
+                    continue;
+                }
+                let target = &self.targets[id];
+                if let Some(label) = target.label {
+                    let kind = Kind::Known {
+                        end: Reverse(start + pattern.len()),
+                        label,
+                    };
+                    candidates.push(Candidate { start, kind });
+                }
+                for &rule in &target.rules {
+                    if skip(self.rules[rule].rule.id) {
+                        // An excepted token is excepted whole: its near variant (same start)
+                        // must not refuse it instead.
+                        if self.rules[rule].match_at(hay, start).is_some() {
+                            excused.push(start);
+                        }
+                        continue;
+                    }
+                    candidates.push(Candidate {
+                        start,
+                        kind: Kind::Rule(rule),
+                    });
+                }
             }
-            let target = &self.targets[m.pattern().as_usize()];
-            if let Some(label) = target.label {
-                let kind = Kind::Known {
-                    end: Reverse(m.end()),
-                    label,
-                };
-                candidates.push(Candidate {
-                    start: m.start(),
-                    kind,
-                });
-            }
-            for &rule in &target.rules {
-                candidates.push(Candidate {
-                    start: m.start(),
-                    kind: Kind::Rule(rule),
-                });
-            }
+            at = start + 1;
+        }
+        if !excused.is_empty() {
+            candidates.retain(|c| match c.kind {
+                Kind::Rule(i) => {
+                    !(self.rules[i].rule.id.ends_with("-near") && excused.contains(&c.start))
+                }
+                Kind::Known { .. } => true,
+            });
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -497,7 +548,9 @@ impl StreamScan<'_> {
         let old = self.tail.len();
         self.tail.extend_from_slice(chunk);
         let from = self.reported_to.saturating_sub(self.tail_at);
-        let mut found = self.scanner.find(&self.tail, from, old, first_only);
+        let mut found = self
+            .scanner
+            .find(&self.tail, from, old, first_only, &|_| false);
         for f in &mut found {
             f.start = f.start.saturating_add(self.tail_at);
             f.end = f.end.saturating_add(self.tail_at);

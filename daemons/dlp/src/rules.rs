@@ -4,6 +4,9 @@
 //! aho-corasick pass and runs the rule's regex only there, anchored, over at most `max_len`
 //! bytes. Edges are checked by hand (not with `\b`) so a token glued to a longer word is
 //! rejected even where the token alphabet has `-` in it, which `\b` does not see.
+//!
+//! An anchor must be rare enough for the automaton's prefilter: Twilio's `SK` is not (two
+//! common capitals), so that key is found by the run detectors (`detect::run_finding`).
 
 /// Which neighbouring bytes mean a candidate is part of something longer, not a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,15 +261,6 @@ pub(crate) static RULES: &[Rule] = &[
         anchors: &["shpat_", "shpss_", "shpca_", "shppa_"],
         pattern: r"shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",
         max_len: 38,
-        before: Edge::Word,
-        after: Edge::Word,
-    },
-    Rule {
-        // "SK" is two common letters: the edges and the exact hex length carry this rule.
-        id: "twilio-api-key",
-        anchors: &["SK"],
-        pattern: r"SK[0-9a-f]{32}",
-        max_len: 34,
         before: Edge::Word,
         after: Edge::Word,
     },

@@ -72,11 +72,12 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
         // The trackers see a run only when it could start or continue their sequence: most
         // words of clean text are none of their business.
         let short = run.len() <= 4;
+        let first = run.first().copied().unwrap_or(0);
         if detect && out.found.is_none() {
             if run.len() >= 13 {
                 out.found = run_finding(hay, start, end).filter(|f| !skip(&f.rule));
             }
-            if (short || cards.count > 0 || done)
+            if ((short && first.is_ascii_digit()) || cards.count > 0 || done)
                 && let Some((s, e, digits)) = cards.push(gap, start, end, run, done)
                 && (13..=19).contains(&digits.len())
                 && card(&digits)
@@ -84,7 +85,9 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
             {
                 out.found.get_or_insert(found("payment-card", s, e));
             }
-            if (short || ibans.count > 0 || done)
+            if ((short && (first.is_ascii_uppercase() || first.is_ascii_digit()))
+                || ibans.count > 0
+                || done)
                 && let Some((s, e, chars)) = ibans.push(gap, start, end, run, done)
                 && iban(&chars)
                 && !skip("iban")
@@ -92,7 +95,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
                 out.found.get_or_insert(found("iban", s, e));
             }
         }
-        if (run.len() == 2 || !pairs.bytes.is_empty() || done)
+        if ((run.len() == 2 && first.is_ascii_hexdigit()) || !pairs.bytes.is_empty() || done)
             && let Some((s, e, bytes)) = pairs.push(gap, start, end, run, done)
         {
             out.decoded.push(Decoded {
@@ -102,7 +105,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
                 bytes,
             });
         }
-        if (lines.open || (40..=128).contains(&run.len()) || done)
+        if (lines.wants(run) || done)
             && let Some((s, e, joined)) = lines.push(gap, start, end, run, done)
             && let Ok(bytes) = B64.decode(trim_padding(&joined))
         {
@@ -116,8 +119,17 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
         if done {
             return out;
         }
-        if run.len() >= MIN_ENCODED {
-            for (ps, pe) in pieces(run) {
+        if run.len() >= MIN_ENCODED && worth_decoding(run) {
+            let whole = [(0, run.len())];
+            let split;
+            let pieces: &[(usize, usize)] =
+                if trim_padding(run).iter().any(|b| b"=/+-_".contains(b)) {
+                    split = pieces(run);
+                    &split
+                } else {
+                    &whole
+                };
+            for &(ps, pe) in pieces {
                 for (name, bytes) in decodings(&run[ps..pe]) {
                     if bytes.len() >= MIN_DECODED {
                         out.decoded.push(Decoded {
@@ -238,7 +250,8 @@ impl HexPairs {
     }
 }
 
-/// base64 wrapped over lines of one width (MIME's 76, PEM's 64), joined.
+/// base64 wrapped over lines of one width (a multiple of four: MIME's 76, PEM's 64, `base64
+/// -w N`), joined; the lines may be split by a newline or, inside a JSON string, by `\n`.
 #[derive(Default)]
 struct Wrapped {
     width: usize,
@@ -249,7 +262,17 @@ struct Wrapped {
     open: bool,
 }
 
+/// The narrowest wrapping followed.
+const WRAP_MIN: usize = 16;
+/// The widest.
+const WRAP_MAX: usize = 128;
+
 impl Wrapped {
+    /// Whether a run could start or continue a wrapped block (cheap; guards [`Wrapped::push`]).
+    fn wants(&self, run: &[u8]) -> bool {
+        self.open || (WRAP_MIN..=WRAP_MAX).contains(&run.len())
+    }
+
     fn push(
         &mut self,
         gap: &[u8],
@@ -258,13 +281,18 @@ impl Wrapped {
         run: &[u8],
         done: bool,
     ) -> Option<(usize, usize, Vec<u8>)> {
-        let newline = gap == b"\n" || gap == b"\r\n";
-        if !done && self.open && newline && !run.is_empty() && run.len() <= self.width {
-            self.joined.extend_from_slice(run);
+        // The line itself: a run after a JSON `\n` starts with that `n`.
+        let (newline, line) = match (gap, run.split_first()) {
+            (b"\n" | b"\r\n", _) => (true, run),
+            (b"\\", Some((b'n', rest))) => (true, rest),
+            _ => (false, run),
+        };
+        if !done && self.open && newline && !line.is_empty() && line.len() <= self.width {
+            self.joined.extend_from_slice(line);
             self.lines += 1;
             self.end = end;
             // A shorter line is the last one.
-            self.open = run.len() == self.width;
+            self.open = line.len() == self.width;
             if self.open {
                 return None;
             }
@@ -274,13 +302,39 @@ impl Wrapped {
         self.joined.clear();
         self.lines = 0;
         self.open = false;
-        if !done && (40..=128).contains(&run.len()) && finished.is_none() {
+        if !done
+            && (WRAP_MIN..=WRAP_MAX).contains(&run.len())
+            && run.len().is_multiple_of(4)
+            && finished.is_none()
+        {
             self.joined.extend_from_slice(run);
             (self.width, self.start, self.end, self.lines, self.open) =
                 (run.len(), start, end, 1, true);
         }
         finished
     }
+}
+
+/// Whether any piece of `run` could decode: dashed hex, or a stretch of sixteen letters
+/// and digits between separators (`parse_manifest_from_reader` and `/serde_yaml/fn` have none).
+/// Most long runs of clean text fail here, before any allocation.
+fn worth_decoding(run: &[u8]) -> bool {
+    // Dashed hex (`67-68-70-…`), alone or after a prefix (`q=67-68-…`).
+    if run.iter().filter(|&&b| b == b'-').count() >= 7 {
+        return true;
+    }
+    let mut stretch = 0;
+    for &b in run {
+        if b.is_ascii_alphanumeric() {
+            stretch += 1;
+            if stretch >= MIN_ENCODED {
+                return true;
+            }
+        } else {
+            stretch = 0;
+        }
+    }
+    false
 }
 
 /// The run itself and, when it holds `=`, `/` or the other alphabet's bytes inside (a

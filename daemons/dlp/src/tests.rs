@@ -126,7 +126,6 @@ fn shapes(id: &str) -> Vec<Vec<Seg>> {
             &["shpat_", "shpss_", "shpca_", "shppa_"],
             &[Run(HEX_MIXED, 32, 32)],
         ),
-        "twilio-api-key" => each(&["SK"], &[Run(HEX_LOWER, 32, 32)]),
         // Near variants: lengths the strict rules refuse, so the near id is what is found.
         "github-token-near" => each(
             &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
@@ -180,7 +179,6 @@ fn extra_misses(id: &str, rng: &mut Rng) -> Vec<Vec<u8>> {
             cat(&[b"----BEGIN ", b"PRIVATE KEY-----"]),
             cat(&[b"-----BEGIN ", b"RSA PUBLIC KEY-----"]),
         ],
-        "twilio-api-key" => vec![cat(&[b"SK", &rng.pick("0123456789ABCDEF", 32)])],
         "openai-api-key" => vec![
             cat(&[b"sk-", &rng.pick(ALNUM, 47)]),
             cat(&[b"task-", &rng.pick(ALNUM, 48)]),
@@ -236,7 +234,8 @@ fn every_rule_compiles_and_ids_are_unique_kebab_case() {
     }
     for r in RULES {
         assert!(!r.anchors.is_empty(), "{} has no anchor", r.id);
-        assert!(r.anchors.iter().all(|a| !a.is_empty()), "{}", r.id);
+        // Two-byte anchors (`SK`) would turn the automaton's prefilter off for every rule.
+        assert!(r.anchors.iter().all(|a| a.len() >= 3), "{}", r.id);
     }
     assert!(Scanner::known_only(&[]).rule_ids().is_empty());
 }

@@ -54,9 +54,18 @@ impl BodyShape {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        // Every Content-Encoding header, as the server applies them all, in order.
+        let encoding: Vec<&str> = headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let encoding = encoding.join(", ");
         BodyShape {
-            encoding: get(http::header::CONTENT_ENCODING)
-                .filter(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")),
+            encoding: Some(encoding).filter(|e| {
+                e.split(',')
+                    .any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+            }),
             boundary: get(http::header::CONTENT_TYPE)
                 .as_deref()
                 .and_then(multipart_boundary),
@@ -303,6 +312,20 @@ mod tests {
         );
         let why = judge_whole(&scanner, b"not gzip", &shape).unwrap();
         assert!(why.contains("cannot be scanned"), "{why}");
+    }
+
+    #[test]
+    fn every_content_encoding_header_counts() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::CONTENT_ENCODING, "identity".parse().unwrap());
+        h.append(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert_eq!(
+            BodyShape::of(&h).encoding.as_deref(),
+            Some("identity, gzip")
+        );
+        let mut plain = HeaderMap::new();
+        plain.append(http::header::CONTENT_ENCODING, "identity".parse().unwrap());
+        assert_eq!(BodyShape::of(&plain).encoding, None);
     }
 
     #[tokio::test]

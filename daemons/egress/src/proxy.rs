@@ -534,10 +534,18 @@ impl Proxy {
         }
         // Judged as the agent sent them: its Authorization and Cookie too, unless the route
         // replaces that header with its own credential.
+        // The method is a word, not a channel: `curl -X <token>` would carry one out (and
+        // clients upper-case it, past any case-sensitive pattern). Only methods HTTP and
+        // WebDAV define go on.
+        if !KNOWN_METHODS.contains(&req.method().as_str()) {
+            let why = "the request's method is not one HTTP or WebDAV defines (a method carries no data out)".to_owned();
+            drain(req.into_body()).await;
+            return refuse(record, Block::Secret, why);
+        }
         if let Some((name, f)) = scan_headers(&dlp, route, req.headers(), |cookie| {
             self.cookies.not_issued(&target.host, cookie)
         }) {
-            let why = format!("header {name} carries {f}");
+            let why = format!("{name} carries {f}");
             if dlp.refuses(&why) {
                 drain(req.into_body()).await;
                 return refuse(record, Block::Secret, why);
@@ -731,6 +739,28 @@ async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
+/// The methods egress passes: HTTP's (RFC 9110, PATCH) and WebDAV's, which clients use.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "SEARCH",
+    "MKCALENDAR",
+];
+
 /// How much of a refused request's body egress reads before answering.
 const DRAIN_BYTES: usize = 1 << 20;
 /// How long egress waits for it.
@@ -851,7 +881,7 @@ fn scan_url(
     scanner.inspect_url(path_and_query)
 }
 
-/// DLP on the headers the agent sent; the name of the first that carries something. The
+/// DLP on the headers the agent sent (names and values); where the first finding is. The
 /// proxy's own (`Proxy-Authorization`, the hop) and the one the route's credential replaces
 /// are not the agent's to leak through.
 fn scan_headers(
@@ -861,14 +891,23 @@ fn scan_headers(
     not_issued: impl Fn(&str) -> String,
 ) -> Option<(String, bottle_dlp::Finding)> {
     h.iter().find_map(|(name, v)| {
+        // The name is the agent's too: `x-<hex of a token>: 1` carries as much as a value.
+        if let Some(f) = scanner.inspect(name.as_str().as_bytes()) {
+            return Some(("a header's name".to_owned(), f));
+        }
         if *name == header::PROXY_AUTHORIZATION || *name == header::HOST {
             return None;
         }
         if *name == header::COOKIE {
+            // Every layer of every cookie is judged; only the shape check spares the cookies
+            // the site itself set.
+            if let Some(f) = scanner.inspect(v.as_bytes()) {
+                return Some((format!("header {name}"), f));
+            }
             let own = not_issued(&String::from_utf8_lossy(v.as_bytes()));
             return scanner
                 .inspect_header(name.as_str(), own.as_bytes(), false)
-                .map(|f| (name.to_string(), f));
+                .map(|f| (format!("header {name}"), f));
         }
         let injected = route.credential.as_ref().is_some_and(|c| match &c.form {
             AuthForm::Scheme(_) => *name == header::AUTHORIZATION,
@@ -876,7 +915,7 @@ fn scan_headers(
         });
         scanner
             .inspect_header(name.as_str(), v.as_bytes(), injected)
-            .map(|f| (name.to_string(), f))
+            .map(|f| (format!("header {name}"), f))
     })
 }
 

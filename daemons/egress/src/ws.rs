@@ -184,9 +184,29 @@ impl<'s> Judge<'s> {
             if out.len() > MAX_MESSAGE {
                 return Err(too_big());
             }
+            if status == Status::StreamEnd {
+                // A final block ends this deflate stream; the next message starts a fresh one
+                // (as the server's inflater does), so the relay's must not stay ended and judge
+                // every later message as empty. What follows the end in this message beyond
+                // the appended tail could be read otherwise by the server: refused.
+                inflate.reset(false);
+                if consumed + 4 >= payload.len() {
+                    return Ok(out);
+                }
+                return Err(Closed {
+                    code: 1007,
+                    reason: "a message with data after its deflate stream's end".into(),
+                });
+            }
             let stuck = inflate.total_in() == before_in && out.len() == before_out;
             let done = consumed >= payload.len() && out.len() < out.capacity();
-            if status == Status::StreamEnd || done || stuck {
+            if stuck && consumed < payload.len() {
+                return Err(Closed {
+                    code: 1007,
+                    reason: "a message that does not inflate to its end".into(),
+                });
+            }
+            if done || stuck {
                 return Ok(out);
             }
         }
@@ -365,6 +385,30 @@ mod tests {
         // A fresh judge would not know the earlier context; this one replays it.
         assert_eq!(judged(&s, true, &frames).unwrap_err().code, 1008);
         let _ = std::io::sink().write(b"");
+    }
+
+    #[test]
+    fn a_final_deflate_block_does_not_blind_the_inflater_to_later_messages() {
+        let s = DlpScope::defaults(crate::log::AccessLog::new(false));
+        // Each message its own finished deflate stream, as a client without context
+        // takeover may send it: a BFINAL block, then the sync tail.
+        let finished = |text: &[u8]| {
+            let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+            let mut out = Vec::with_capacity(text.len() + 64);
+            c.compress_vec(text, &mut out, flate2::FlushCompress::Finish)
+                .unwrap();
+            out
+        };
+        let frames = vec![
+            frame(true, true, 1, &finished(b"hello")),
+            frame(
+                true,
+                true,
+                1,
+                &finished(format!("now {}", token()).as_bytes()),
+            ),
+        ];
+        assert_eq!(judged(&s, true, &frames).unwrap_err().code, 1008);
     }
 
     #[test]

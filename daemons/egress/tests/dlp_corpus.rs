@@ -268,6 +268,15 @@ fn attacks(rig: &Rig, rng: &mut Lcg) -> (Vec<HttpCase>, Vec<WsCase>) {
         };
         http.push(http_case(rig, &id, channel, true, &value).unwrap());
     }
+    // The request's own words: a header's name and the method.
+    let token = secrets[0].1.clone();
+    let mut header_name = http_case(rig, "a-header-name-hex", "header-name", true, "").unwrap();
+    header_name.headers = vec![(format!("X-{}", hex(token.as_bytes())), "1".into())];
+    http.push(header_name);
+    let mut method = http_case(rig, "a-method-raw", "method", true, "").unwrap();
+    method.method = Box::leak(token.into_boxed_str());
+    method.body = b"x".to_vec();
+    http.push(method);
     (http, ws)
 }
 
@@ -379,6 +388,8 @@ fn http_case(
                 rig.origin.http.port()
             );
         }
+        // Filled in by the caller.
+        "header-name" | "method" => {}
         _ => return None,
     }
     Some(case)

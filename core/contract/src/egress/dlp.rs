@@ -100,6 +100,12 @@ impl DlpPolicy {
                     "a credential bottle holds never leaves; remove this exception".into(),
                 ));
             }
+            if matches!(a.rule.as_str(), "encoded-too-deep" | "decoded-too-large") {
+                return Err((
+                    at("rule"),
+                    "what cannot be decoded cannot be judged, so it is never let through; remove this exception".into(),
+                ));
+            }
             if !kebab(&a.rule) {
                 return Err((
                     at("rule"),
@@ -207,6 +213,10 @@ mod tests {
                 "allow[0].rule",
             ),
             ("allow: [{rule: JWT, host: a.test}]", "allow[0].rule"),
+            (
+                "allow: [{rule: encoded-too-deep, host: a.test}]",
+                "allow[0].rule",
+            ),
             ("allow: [{rule: jwt, host: \"a b\"}]", "allow[0].host"),
             (
                 "allow: [{rule: jwt, host: a.test, path: nope}]",

@@ -203,3 +203,28 @@ fn random_values_are_told_from_digests_ids_and_words() {
         );
     }
 }
+
+#[test]
+fn twilio_keys_are_found_in_runs_and_near_misses_are_not() {
+    let hex = Lcg(3).pick("0123456789abcdef", 32);
+    let key = format!("S{}{hex}", "K");
+    for hay in [
+        format!("key: {key}\n"),
+        format!("TWILIO={key}"),
+        format!("\"{key}\""),
+    ] {
+        let f = validated(hay.as_bytes()).unwrap();
+        assert_eq!(
+            (f.rule.as_str(), &hay[f.start..f.end]),
+            ("twilio-api-key", key.as_str())
+        );
+    }
+    for miss in [
+        format!("TASK{hex}"),
+        format!("{key}a"),
+        format!("S{}{}", "K", hex.to_uppercase()),
+        format!("S{}{}", "K", &hex[1..]),
+    ] {
+        assert_eq!(validated(miss.as_bytes()), None, "{miss}");
+    }
+}

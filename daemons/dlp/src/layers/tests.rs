@@ -173,3 +173,55 @@ fn an_exception_passes_over_its_rule_and_never_hides_a_later_finding() {
         Some("github-pat (in base64)".into())
     );
 }
+
+#[test]
+fn base64_wrapped_in_a_json_string_or_narrow_lines_is_joined() {
+    let t = token();
+    let blob = STANDARD.encode(format!(
+        "{} the token {t} and text after it",
+        "x".repeat(120)
+    ));
+    for width in [76, 20] {
+        let lines: Vec<&str> = blob
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for hay in [
+            format!("{{\"c\":\"{}\"}}", lines.join("\\n")),
+            lines.join("\n"),
+        ] {
+            assert!(
+                found(&hay).is_some_and(|r| r.starts_with("github-pat")),
+                "{hay}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_excepted_rule_never_hides_a_token_that_overlaps_it() {
+    let stripe = format!("sk_{}_{}", "test", "Ab1".repeat(8));
+    let hay = format!("{stripe}{}", token());
+    let skip_stripe = |rule: &str| rule == "stripe-test-key";
+    let scanner = Scanner::new(&[]);
+    let found = scanner.inspector(&skip_stripe).inspect(hay.as_bytes());
+    assert!(found.is_some_and(|f| f.rule.starts_with("github")), "{hay}");
+    // Excepted whole: its near variant does not refuse it instead.
+    assert_eq!(
+        scanner.inspector(&skip_stripe).inspect(stripe.as_bytes()),
+        None
+    );
+}
+
+#[test]
+fn pathological_input_stays_linear() {
+    // Each would be quadratic if a detector rescanned the rest of the input at every anchor.
+    for hay in [
+        "eyJ".repeat(1 << 18),
+        "TOKEN=".repeat(1 << 17),
+        " ".repeat(1 << 20) + "=x",
+    ] {
+        assert_eq!(found(&hay), None);
+    }
+}
