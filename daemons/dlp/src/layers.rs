@@ -59,17 +59,11 @@ impl Peel<'_> {
     /// itself, which is always treated as text.
     pub(crate) fn layer(&mut self, hay: &[u8], depth: usize) -> Option<Finding> {
         let skip = self.skip;
-        let text = depth == 0 || mostly_text(hay);
-        // Random bytes (a digest, an image) can hold a token or a known value only as a
-        // printable stretch at least as long as the shortest of them.
-        if !text && !has_printable_run(hay, crate::MIN_KNOWN_LEN) {
-            return None;
+        if depth > 0 && !mostly_text(hay) {
+            return self.binary(hay, depth);
         }
         if let Some(f) = self.scanner.scan_all_except(hay, skip).into_iter().next() {
             return Some(f);
-        }
-        if !text {
-            return None;
         }
         if let Some(f) =
             detect::anchored(hay, skip).or_else(|| self.scanner.extra_finding(hay, skip))
@@ -87,6 +81,48 @@ impl Peel<'_> {
         }
         for d in walked.decoded {
             if let Some(f) = self.inner(&d.bytes, depth, d.name, d.start, d.end) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// A decoded layer that is not text: compressed data and UTF-16 are unpacked and peeled
+    /// on, and every printable stretch is peeled as text (`\0…\0<base64>` hides nothing).
+    fn binary(&mut self, hay: &[u8], depth: usize) -> Option<Finding> {
+        // Random bytes (a digest, an image) can hold a token or a known value only as a
+        // printable stretch at least as long as the shortest of them.
+        let stretches = printable_stretches(hay, crate::MIN_KNOWN_LEN);
+        if !stretches.is_empty()
+            && let Some(f) = self
+                .scanner
+                .scan_all_except(hay, self.skip)
+                .into_iter()
+                .next()
+        {
+            return Some(f);
+        }
+        if depth < MAX_DEPTH {
+            match unpacked(hay) {
+                Some(Ok((name, inner))) => {
+                    if let Some(f) = self.layer(&inner, depth + 1) {
+                        return Some(wrapped(f, name, 0, hay.len()));
+                    }
+                }
+                Some(Err(TooLarge)) => {
+                    return Some(Finding {
+                        rule: TOO_LARGE.to_string(),
+                        start: 0,
+                        end: hay.len(),
+                    });
+                }
+                None => {}
+            }
+        }
+        for &(start, end) in stretches.iter().filter(|(s, e)| e - s >= MIN_ENCODED) {
+            if let Some(mut f) = self.layer(&hay[start..end], depth) {
+                f.start += start;
+                f.end += start;
                 return Some(f);
             }
         }
@@ -122,12 +158,7 @@ impl Peel<'_> {
             };
         }
         let found = self.layer(decoded, depth + 1)?;
-        // The innermost rule keeps its id; the layers say how it was wrapped.
-        let rule = match found.rule.split_once(" (in ") {
-            Some((id, rest)) => format!("{id} (in {name}, {rest}"),
-            None => format!("{} (in {name})", found.rule),
-        };
-        at(rule)
+        Some(wrapped(found, name, start, end))
     }
 }
 
@@ -148,20 +179,73 @@ pub(crate) fn mostly_text(s: &[u8]) -> bool {
     true
 }
 
-/// Whether `s` holds `min` printable bytes in a row.
-fn has_printable_run(s: &[u8], min: usize) -> bool {
-    let mut run = 0;
-    for &b in s {
-        if b.is_ascii_graphic() {
-            run += 1;
-            if run >= min {
-                return true;
-            }
-        } else {
-            run = 0;
+/// `found` (in a layer decoded from `start..end`) as the outer layer reports it: at that span,
+/// the innermost rule keeping its id and the layers saying how it was wrapped.
+fn wrapped(found: Finding, name: &str, start: usize, end: usize) -> Finding {
+    let rule = match found.rule.split_once(" (in ") {
+        Some((id, rest)) => format!("{id} (in {name}, {rest}"),
+        None => format!("{} (in {name})", found.rule),
+    };
+    Finding { rule, start, end }
+}
+
+/// What compressed data (gzip, zlib, zstd, by their magic) or UTF-16 text inside a decoded
+/// layer unpacks to: `None` when it is neither (or does not unpack: random bytes may start
+/// like gzip), `Err` when it unpacks past [`UNPACKED_MAX`].
+fn unpacked(hay: &[u8]) -> Option<Result<(&'static str, Vec<u8>), TooLarge>> {
+    use crate::content::{ContentError, decode_content};
+    let coding = match hay {
+        [0x1f, 0x8b, ..] => "gzip",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd",
+        [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31) => "deflate",
+        _ => return utf16(hay).map(|t| Ok(("utf-16", t))),
+    };
+    match decode_content(hay, coding, UNPACKED_MAX) {
+        Ok(out) => Some(Ok((coding, out))),
+        Err(ContentError::TooLarge(_)) => Some(Err(TooLarge)),
+        Err(_) => None,
+    }
+}
+
+/// Compressed data inside a layer unpacks to at most this (then it is a finding): a tarball
+/// an agent publishes is read whole, a bomb is not.
+pub const UNPACKED_MAX: usize = 64 << 20;
+
+/// Unpacking went past [`UNPACKED_MAX`].
+struct TooLarge;
+
+/// UTF-16 text (either byte order) as the ASCII it spells, when every other byte is zero.
+fn utf16(hay: &[u8]) -> Option<Vec<u8>> {
+    if hay.len() < 2 * MIN_ENCODED || !hay.len().is_multiple_of(2) {
+        return None;
+    }
+    let le = hay.chunks(2).all(|c| c[1] == 0);
+    let be = !le && hay.chunks(2).all(|c| c[0] == 0);
+    match (le, be) {
+        (true, false) => Some(hay.iter().step_by(2).copied().collect()),
+        (false, true) => Some(hay.iter().skip(1).step_by(2).copied().collect()),
+        _ => None,
+    }
+}
+
+/// Maximal runs of printable bytes at least `min` long, as `(start, end)`.
+fn printable_stretches(hay: &[u8], min: usize) -> Vec<(usize, usize)> {
+    let printable = |b: u8| (0x20..0x7f).contains(&b);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < hay.len() {
+        while i < hay.len() && !printable(hay[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < hay.len() && printable(hay[i]) {
+            i += 1;
+        }
+        if i - start >= min {
+            out.push((start, i));
         }
     }
-    false
+    out
 }
 
 /// Whole-layer unescapings that change something, each with its name.

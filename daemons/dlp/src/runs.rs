@@ -343,10 +343,11 @@ fn worth_decoding(run: &[u8]) -> bool {
 fn pieces(run: &[u8]) -> Vec<(usize, usize)> {
     let mut out = vec![(0, run.len())];
     let trimmed = trim_padding(run).len();
+    // `key=<base64 with />` splits at `=` alone; a path at `/` too.
     let seps: &[&[u8]] = if run.len() > 256 {
         &[b"="]
     } else {
-        &[b"=/", b"-_", b"+/=-_"]
+        &[b"=", b"=/", b"-_", b"+/=-_"]
     };
     for seps in seps {
         if !run[..trimmed].iter().any(|b| seps.contains(b)) {

@@ -225,3 +225,50 @@ fn pathological_input_stays_linear() {
         assert_eq!(found(&hay), None);
     }
 }
+
+#[test]
+fn binary_layers_are_unpacked_and_their_printable_stretches_peeled() {
+    use std::io::Write;
+    let t = token();
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let zlib = |b: &[u8]| {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let utf16: Vec<u8> = t.bytes().flat_map(|b| [b, 0]).collect();
+    let mut padded = vec![0u8; 16];
+    padded.extend_from_slice(STANDARD.encode(&t).as_bytes());
+    padded.extend_from_slice(&[0xff; 8]);
+    for (what, inner) in [
+        ("gzip", gz(t.as_bytes())),
+        ("zlib", zlib(t.as_bytes())),
+        ("utf-16", utf16),
+        ("zero-padded base64", padded),
+    ] {
+        let hay = format!("data={}", STANDARD.encode(&inner));
+        assert!(
+            found(&hay).is_some_and(|r| r.starts_with("github-pat")),
+            "{what}: {:?}",
+            found(&hay)
+        );
+    }
+    // A bomb inside a layer is a finding, not a pass.
+    let bomb = gz(&vec![b'a'; UNPACKED_MAX + 1]);
+    let hay = format!("d={}", STANDARD.encode(&bomb));
+    assert!(
+        found(&hay).is_some_and(|r| r.starts_with(TOO_LARGE)),
+        "{:?}",
+        found(&hay)
+    );
+    // A clean gzip'd text passes.
+    let hay = format!(
+        "d={}",
+        STANDARD.encode(gz(b"just a readme, nothing secret in it at all"))
+    );
+    assert_eq!(found(&hay), None);
+}
