@@ -718,7 +718,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         let received = Arc::new(AtomicU64::new(0));
         let body: RespBody = match echo {
-            Some(scanner) => Scanned::new(body, scanner, false, received.clone()).boxed(),
+            Some(scanner) => Scanned::new(body, scanner, received.clone()).boxed(),
             None => crate::log::Counted::new(body, received.clone()).boxed(),
         };
         let body = crate::log::Logged::new(
