@@ -191,11 +191,7 @@ fn quoted_printable(s: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(crate::layers::hex_byte) {
                 out.push(v);
                 i += 3;
                 continue;

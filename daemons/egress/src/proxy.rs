@@ -526,8 +526,9 @@ impl Proxy {
         let dlp = DlpScope::new(active.clone(), &target.host, &path, self.log.clone());
         if let Some(f) = scan_url(&dlp, route, &target.host, &path_and_query) {
             let why = format!("the URL carries {f}");
+            // Never written to the log, refused or (`mode: log`) passed.
+            record.path = "[redacted]".into();
             if dlp.refuses(&why) {
-                record.path = "[redacted]".into();
                 drain(req.into_body()).await;
                 return refuse(record, Block::Secret, why);
             }

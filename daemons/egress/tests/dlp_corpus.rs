@@ -1043,4 +1043,13 @@ fn the_manifests_policy_lets_its_exceptions_through_and_nothing_else() {
         !line.contains(&github),
         "the log never holds the bytes: {line}"
     );
+    // A URL that carries one passes too, and its access-log line names no path.
+    let (code, _) = rig.curl(&[&rig.https("plain.test", &format!("/logged/{github}"))]);
+    assert_eq!(code, 404, "mode: log lets it pass");
+    let line = rig.wait_for_log("\"path\":\"[redacted]\"");
+    assert!(line.contains("\"status\":404"), "{line}");
+    assert!(
+        rig.log_lines().iter().all(|l| !l.contains(&github)),
+        "no log line holds the bytes"
+    );
 }
