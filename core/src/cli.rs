@@ -121,6 +121,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DriversCommand {
+    /// List the driver files bottle would load, each with why it is trusted or refused.
+    List {
+        #[command(flatten)]
+        drivers: DriverDirs,
+    },
     /// Load native driver files as `bottle run` would (dir, pin, ABI) and print what each says.
     Check {
         /// `libbottle_driver_NAME.so` files.
@@ -381,6 +386,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             plugins::list(&env, &plugins, json)
         }
         Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&env, &paths),
+        Command::Drivers(DriversCommand::List { drivers }) => {
+            drivers::list(&env, &drivers.driver_dirs)
+        }
         Command::Drivers(DriversCommand::Check { paths, driver_dirs }) => {
             drivers::check(&env, &paths, &driver_dirs)
         }

@@ -10,13 +10,14 @@
 //!   the user with the one command that applies them ([`manifests`]; Kubernetes).
 //!
 //! The backend's name picks the driver: `docker` and `kubernetes` are built in, any other
-//! backend needs the native driver of its name (`libbottle_driver_<backend>.so`) from bottle's
-//! install dir or a `--driver-dir`, pinned by the user.
+//! backend needs the native driver of its name (`libbottle_driver_<backend>.so`): one installed
+//! with bottle (beside the binary) loads as it is, one from a `--driver-dir` only once the user
+//! pinned it ([`native::Trust`]).
 
 pub mod manifests;
 pub mod native;
 
-use native::{LoadPolicy, NativeDriver, NativeError};
+use native::{InstallDir, LoadPolicy, NativeDriver, NativeError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub enum Driver {
 pub enum DriverError {
     /// No driver file for the backend in any allowed dir.
     #[error(
-        "the {backend} backend needs its native driver `{file}`, found in none of: {dirs}; put it beside bottle or name its dir with --driver-dir, then pin it (`bottle drivers check PATH` shows the line to add)"
+        "the {backend} backend needs its native driver `{file}`, found in none of: {dirs}; install it beside bottle, or name its dir with --driver-dir and pin it (`bottle drivers check PATH` shows the line to add)"
     )]
     Missing {
         /// The backend.
@@ -111,12 +112,19 @@ impl Driver {
     }
 }
 
-/// Every pinned native driver in `policy`'s dirs, for `ps`, `stop` and `cleanup`; a pinned one
-/// that fails to load is a note. Unpinned files are skipped without a word: nothing of them
-/// runs, and a user who never pinned one has no bottles of it.
-pub fn installed(policy: &LoadPolicy) -> (Vec<Arc<NativeDriver>>, Vec<String>) {
-    let mut drivers: Vec<Arc<NativeDriver>> = Vec::new();
-    let mut notes = Vec::new();
+/// What loading one driver file found.
+#[derive(Debug)]
+pub struct Surveyed {
+    /// The file.
+    pub path: PathBuf,
+    /// The loaded driver (with why it was trusted), or why it was refused.
+    pub loaded: Result<Arc<NativeDriver>, NativeError>,
+}
+
+/// Every driver file in `policy`'s dirs (the first of each name), loaded as `bottle run` would
+/// load it; an untrusted one is refused before any of its code runs.
+pub fn survey(policy: &LoadPolicy) -> Vec<Surveyed> {
+    let mut found = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for dir in &policy.dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -128,13 +136,27 @@ pub fn installed(policy: &LoadPolicy) -> (Vec<Arc<NativeDriver>>, Vec<String>) {
             let Some(name) = native::driver_name(&path) else {
                 continue;
             };
-            if !policy.pins.contains_key(&name) || !seen.insert(name) {
+            if !seen.insert(name) {
                 continue;
             }
-            match NativeDriver::load(&path, policy) {
-                Ok(d) => drivers.push(Arc::new(d)),
-                Err(e) => notes.push(format!("note: {e}")),
-            }
+            let loaded = NativeDriver::load(&path, policy).map(Arc::new);
+            found.push(Surveyed { path, loaded });
+        }
+    }
+    found
+}
+
+/// Every trusted native driver in `policy`'s dirs, for `ps`, `stop` and `cleanup`; a pinned
+/// one that fails to load is a note. Untrusted files are skipped without a word: nothing of
+/// them runs, and a user who never pinned one has no bottles of it.
+pub fn installed(policy: &LoadPolicy) -> (Vec<Arc<NativeDriver>>, Vec<String>) {
+    let mut drivers = Vec::new();
+    let mut notes = Vec::new();
+    for s in survey(policy) {
+        match s.loaded {
+            Ok(d) => drivers.push(d),
+            Err(NativeError::Unpinned { .. }) => {}
+            Err(e) => notes.push(format!("note: {e}")),
         }
     }
     (drivers, notes)
@@ -147,15 +169,17 @@ pub fn policy(env: &crate::hostenv::HostEnv, dirs: &[PathBuf]) -> Result<LoadPol
     if let Some(path) = env.get(DRIVER_PATH_ENV) {
         all.extend(std::env::split_paths(path).filter(|p| !p.as_os_str().is_empty()));
     }
-    LoadPolicy::new(install_dir().as_deref(), &all, env.config_dir().as_deref())
+    LoadPolicy::new(install_dir(), &all, env.config_dir().as_deref())
 }
 
-/// The dir of the running `bottle`: drivers installed with it load from there.
-pub fn install_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()?
-        .canonicalize()
-        .ok()?
-        .parent()
-        .map(PathBuf::from)
+/// The dir of the running `bottle` and the binary's owner: drivers installed with it load from
+/// there.
+pub fn install_dir() -> Option<InstallDir> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let owner = std::fs::metadata(&exe).ok()?.uid();
+    Some(InstallDir {
+        dir: exe.parent()?.to_owned(),
+        owner,
+    })
 }

@@ -253,3 +253,83 @@ fn drivers_check_names_the_pin_to_add_then_loads_the_driver() {
         "{out}"
     );
 }
+
+/// A driver installed with bottle (beside its binary, owned by the binary's owner, writable by
+/// no one else) loads with no pin; the same file from a `--driver-dir` still needs one, and
+/// one in the install dir that someone else could have written is refused, saying why.
+#[test]
+fn a_driver_installed_with_bottle_loads_unpinned_and_a_driver_dir_one_still_asks() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sb = crate::support::Sandbox::new();
+    // Under target/, so the binary can be hard-linked rather than copied.
+    let home = tempfile::tempdir_in(workspace().join("target")).unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = crate::support::install_bottle(home.path());
+    let driver = install(home.path(), "good");
+    std::fs::set_permissions(&driver, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let elsewhere = sb.dir.path().join("drivers");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let other = install(&elsewhere, "good");
+    let installed = |args: &[&str]| {
+        let mut cmd = sb.bottle();
+        cmd.env_remove("BOTTLE_DRIVER_PATH");
+        crate::support::run(std::process::Command::new(&bin).args(args).envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        ))
+    };
+    let (code, out, err) = installed(&["drivers", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("good  {}", driver.display()))
+            && out.contains("trusted: installed with bottle"),
+        "{out}"
+    );
+    let (code, out, err) = installed(&["drivers", "check", &driver.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("trusted: installed with bottle"), "{out}");
+    // The same bytes from a dir the user named: a pin is asked for.
+    let dir = elsewhere.display().to_string();
+    let (code, out, err) = installed(&[
+        "drivers",
+        "check",
+        "--driver-dir",
+        &dir,
+        &other.display().to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("driver `good` is not pinned") && !err.contains("install dir"),
+        "{err}"
+    );
+    // Group-writable in the install dir: not installed with bottle, so a pin is asked for, and
+    // the line says why.
+    std::fs::set_permissions(&driver, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let (code, out, _) = installed(&["drivers", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("refused") && out.contains("group or others may write it (mode 664)"),
+        "{out}"
+    );
+    std::fs::set_permissions(&driver, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, out, _) = installed(&["drivers", "list"]);
+    assert!(out.contains("group or others may write its dir"), "{out}");
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Owned by someone else than the binary's owner: the loader says whose it is.
+    let p = LoadPolicy::new(
+        Some(bottle::driver::native::InstallDir {
+            dir: home.path().to_owned(),
+            owner: 4242,
+        }),
+        &[],
+        None,
+    )
+    .unwrap();
+    let e = NativeDriver::load(&driver, &p).unwrap_err().to_string();
+    assert!(
+        e.contains("it lies in bottle's install dir, but it is owned by uid")
+            && e.contains("not by uid 4242"),
+        "{e}"
+    );
+}

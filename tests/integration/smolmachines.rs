@@ -382,6 +382,28 @@ fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
         std::fs::read_dir(sb.state()).map_or(true, |mut d| d.next().is_none()),
         "a state dir was written"
     );
+    // Installed beside bottle, the same driver needs no pin: the run gets past the driver (to
+    // the backend's own refusal of `cwd: mount`, which is checked only once a driver loaded).
+    let install = tempfile::tempdir_in(workspace().join("target")).unwrap();
+    let bin = crate::support::install_bottle(install.path());
+    std::fs::copy(
+        drivers.join("libbottle_driver_smolmachines.so"),
+        install.path().join("libbottle_driver_smolmachines.so"),
+    )
+    .unwrap();
+    sb.agent("vm", &AGENT.replace("cwd: none", "cwd: mount"));
+    let mut cmd = bottle(&sb, &drivers);
+    cmd.env_remove("BOTTLE_DRIVER_PATH");
+    let (code, out, err) = run(Command::new(&bin)
+        .args(["run", "vm", "--yes", "--backend", "smolmachines"])
+        .current_dir(sb.project())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("`cwd: mount` is not supported on the smolmachines backend"),
+        "{err}"
+    );
+    sb.agent("vm", AGENT);
     // With no driver anywhere, the message says where to put one.
     let (code, _, err) = run(sb.bottle().env("BOTTLE_DRIVER_PATH", sb.dir.path()).args([
         "run",

@@ -73,9 +73,32 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-/// The `bottle` binary cargo built for these tests.
+/// The `bottle` binary cargo built for these tests, linked into a dir of its own
+/// (`target/test-bin`): bottle trusts the native drivers beside its binary, and cargo's own
+/// output dir may hold a freshly built one that no test asked for.
 pub fn bottle_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bottle"))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = workspace().join("target/test-bin");
+        std::fs::create_dir_all(&dir).expect("mkdir target/test-bin");
+        install_bottle(&dir)
+    })
+    .clone()
+}
+
+/// `dir/bottle`: the tests' `bottle` binary hard-linked (copied across file systems) into
+/// `dir`, which becomes that binary's install dir.
+pub fn install_bottle(dir: &Path) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_bottle"));
+    let to = dir.join("bottle");
+    // Replaced whole (link beside, then rename), so a stale link to an older build never stays.
+    let tmp = dir.join(format!(".bottle.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(built, &tmp).is_err() {
+        std::fs::copy(built, &tmp).expect("copy bottle");
+    }
+    std::fs::rename(&tmp, &to).expect("place bottle");
+    to
 }
 
 /// A sandbox for one test: its own state, cache and config dirs, and a project dir with agents.

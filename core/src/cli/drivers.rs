@@ -1,4 +1,4 @@
-//! `bottle drivers check`.
+//! `bottle drivers list` and `bottle drivers check`.
 
 use anyhow::Result;
 use bottle::driver::native::NativeDriver;
@@ -17,6 +17,7 @@ pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Resul
                 println!("ok {}", path.display());
                 println!("  name: {}", d.name());
                 println!("  abi:  {}", d.abi());
+                println!("  trusted: {}", d.trust());
                 println!("  info: {info}");
                 // Whether this host can run the driver's bottles: a verdict, not a failure.
                 match d.probe() {
@@ -36,4 +37,32 @@ pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Resul
     } else {
         ExitCode::from(1)
     })
+}
+
+pub(super) fn list(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
+    let policy = bottle::driver::policy(env, dirs)?;
+    let surveyed = bottle::driver::survey(&policy);
+    if surveyed.is_empty() {
+        println!(
+            "no driver files in: {}",
+            policy
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for s in surveyed {
+        let shown = s.path.display().to_string();
+        let path = bottle_contract::terminal::safe(&shown);
+        match s.loaded {
+            Ok(d) => println!("{}  {path}\n  trusted: {}", d.name(), d.trust()),
+            Err(e) => println!(
+                "refused  {path}\n  {}",
+                bottle_contract::terminal::safe(&e.to_string())
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,9 +4,12 @@
 //! order, and nothing of the file runs before the last check but its loader constructors:
 //!
 //! 1. it must lie in bottle's install dir (beside the `bottle` binary) or a dir the user named
-//!    (`--driver-dir`);
-//! 2. its sha256 must be pinned in the user's config (`<config dir>/drivers.yaml`, `drivers:
-//!    {NAME: sha256:HEX}`), where NAME is the file's name without `libbottle_driver_`/`.so`;
+//!    (`--driver-dir`, `BOTTLE_DRIVER_PATH`);
+//! 2. it must be trusted ([`Trust`]): either it was installed with bottle (in the install dir,
+//!    owned by whoever owns the `bottle` binary, and neither it nor the dir writable by group
+//!    or others: whoever could swap it could swap `bottle` itself), or its sha256 is pinned in
+//!    the user's config (`<config dir>/drivers.yaml`, `drivers: {NAME: sha256:HEX}`), where
+//!    NAME is the file's name without `libbottle_driver_`/`.so`;
 //! 3. the bytes that were hashed are loaded (from a sealed memfd, so the file cannot be swapped
 //!    in between), and its ABI version (semver) is read before any other symbol and must have
 //!    major [`ABI_MAJOR`] and at least minor [`ABI_MINOR`];
@@ -80,10 +83,12 @@ pub enum NativeError {
         /// The allowed dirs.
         dirs: String,
     },
-    /// Not pinned in the user's config.
+    /// Not pinned in the user's config (and not installed with bottle).
     #[error(
-        "{}: driver `{name}` is not pinned; if you trust that file, add `{name}: {hash}` under `drivers:` in {}",
-        path.display(), pins.as_ref().map_or_else(|| "<config dir>/drivers.yaml (set HOME or XDG_CONFIG_HOME: there is no config dir now)".to_owned(), |p| p.display().to_string())
+        "{}: driver `{name}` is not pinned{}; if you trust that file, add `{name}: {hash}` under `drivers:` in {}",
+        path.display(),
+        not_installed.as_ref().map_or_else(String::new, |why| format!(" (it lies in bottle's install dir, but {why})")),
+        pins.as_ref().map_or_else(|| "<config dir>/drivers.yaml (set HOME or XDG_CONFIG_HOME: there is no config dir now)".to_owned(), |p| p.display().to_string())
     )]
     Unpinned {
         /// The file.
@@ -94,6 +99,8 @@ pub enum NativeError {
         hash: String,
         /// The pins file, when there is a config dir.
         pins: Option<PathBuf>,
+        /// Why a file in the install dir is not trusted as installed with bottle.
+        not_installed: Option<String>,
     },
     /// Pinned to another file.
     #[error(
@@ -162,10 +169,49 @@ pub enum NativeError {
     },
 }
 
+/// Bottle's install dir: the dir of the running `bottle`, and who owns that binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallDir {
+    /// The dir (canonical).
+    pub dir: PathBuf,
+    /// The uid owning the `bottle` binary.
+    pub owner: u32,
+}
+
+/// Why a loaded driver was trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Installed with bottle: in its install dir, owned by `bottle`'s owner, writable by no one
+    /// else.
+    Installed {
+        /// The owner's uid.
+        owner: u32,
+    },
+    /// Its sha256 is pinned in the user's pins file.
+    Pinned {
+        /// The pins file.
+        file: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trust::Installed { owner } => write!(
+                f,
+                "installed with bottle (in its install dir, owned by uid {owner} like the bottle binary, writable by no one else)"
+            ),
+            Trust::Pinned { file } => write!(f, "its sha256 is pinned in {}", file.display()),
+        }
+    }
+}
+
 /// Where drivers may come from and what the user pinned.
 #[derive(Debug, Clone, Default)]
 pub struct LoadPolicy {
-    /// Dirs drivers may be loaded from (canonical).
+    /// Bottle's install dir, whose own drivers need no pin.
+    pub install: Option<InstallDir>,
+    /// Dirs drivers may be loaded from (canonical), the install dir first.
     pub dirs: Vec<PathBuf>,
     /// Driver name → `sha256:HEX`.
     pub pins: BTreeMap<String, String>,
@@ -185,14 +231,17 @@ impl LoadPolicy {
     /// pins in `config_dir`'s [`PINS_FILE`] (none when it does not exist, or when there is no
     /// config dir: a pins file is never looked for relative to the cwd).
     pub fn new(
-        install_dir: Option<&Path>,
+        install: Option<InstallDir>,
         extra: &[PathBuf],
         config_dir: Option<&Path>,
     ) -> Result<LoadPolicy, NativeError> {
-        let mut dirs: Vec<PathBuf> = install_dir
-            .and_then(|d| d.canonicalize().ok())
-            .into_iter()
-            .collect();
+        let install = install.and_then(|i| {
+            Some(InstallDir {
+                dir: i.dir.canonicalize().ok()?,
+                owner: i.owner,
+            })
+        });
+        let mut dirs: Vec<PathBuf> = install.iter().map(|i| i.dir.clone()).collect();
         for d in extra {
             let real = d.canonicalize().map_err(|e| NativeError::DriverDir {
                 dir: d.clone(),
@@ -212,6 +261,7 @@ impl LoadPolicy {
             Some(file) => read_pins(file)?,
         };
         Ok(LoadPolicy {
+            install,
             dirs,
             pins,
             pins_file,
@@ -242,9 +292,12 @@ fn read_pins(file: &Path) -> Result<BTreeMap<String, String>, NativeError> {
     Ok(parsed.drivers)
 }
 
-/// The bytes of the regular file at `real`, read through one handle that never follows a
-/// link, never blocks on a fifo and stops at [`MAX_DRIVER_BYTES`].
-fn read_driver_file(path: &Path, real: &Path) -> Result<Vec<u8>, NativeError> {
+/// The bytes of the regular file at `real` and its metadata, both read through one handle that
+/// never follows a link, never blocks on a fifo and stops at [`MAX_DRIVER_BYTES`].
+fn read_driver_file(
+    path: &Path,
+    real: &Path,
+) -> Result<(Vec<u8>, std::fs::Metadata), NativeError> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: std::io::Error| match e.kind() {
@@ -284,7 +337,48 @@ fn read_driver_file(path: &Path, real: &Path) -> Result<Vec<u8>, NativeError> {
             detail: format!("larger than {} MiB", MAX_DRIVER_BYTES >> 20),
         });
     }
-    Ok(bytes)
+    Ok((bytes, meta))
+}
+
+/// Whether the driver file `real` (with `meta`, read from the handle its bytes came from) was
+/// installed with bottle; `Err` says why not, for a file that lies in the install dir.
+fn installed_with_bottle(
+    install: &InstallDir,
+    real: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<Trust, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    const GROUP_OR_OTHERS_WRITE: u32 = 0o022;
+    if meta.uid() != install.owner {
+        return Err(format!(
+            "it is owned by uid {}, not by uid {} who owns the bottle binary",
+            meta.uid(),
+            install.owner
+        ));
+    }
+    if meta.mode() & GROUP_OR_OTHERS_WRITE != 0 {
+        return Err(format!(
+            "group or others may write it (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    let dir = real.parent().unwrap_or(Path::new("/"));
+    let dir_meta = std::fs::metadata(dir).map_err(|e| format!("its dir cannot be read ({e})"))?;
+    if dir_meta.uid() != install.owner && dir_meta.uid() != 0 {
+        return Err(format!(
+            "its dir is owned by uid {}, neither root nor the bottle binary's owner",
+            dir_meta.uid()
+        ));
+    }
+    if dir_meta.mode() & GROUP_OR_OTHERS_WRITE != 0 {
+        return Err(format!(
+            "group or others may write its dir (mode {:o})",
+            dir_meta.mode() & 0o7777
+        ));
+    }
+    Ok(Trust::Installed {
+        owner: install.owner,
+    })
 }
 
 /// `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`.
@@ -297,6 +391,7 @@ fn libc_flags() -> i32 {
 pub struct NativeDriver {
     name: String,
     path: PathBuf,
+    trust: Trust,
     abi: String,
     call: CallFn,
     free: FreeFn,
@@ -418,35 +513,50 @@ impl NativeDriver {
         })?;
         // Read once: the bytes hashed are the bytes loaded (from a memfd, below), so the file
         // cannot be swapped between the check and the load.
-        let bytes = read_driver_file(path, &real)?;
-        let hash = sha256(&bytes);
-        match policy.pins.get(&name) {
-            None => {
-                return Err(NativeError::Unpinned {
-                    path: path.to_owned(),
-                    name,
-                    hash,
-                    pins: policy.pins_file.clone(),
-                });
+        let (bytes, meta) = read_driver_file(path, &real)?;
+        let installed = policy
+            .install
+            .as_ref()
+            .filter(|i| real.parent() == Some(i.dir.as_path()))
+            .map(|i| installed_with_bottle(i, &real, &meta));
+        let trust = match installed {
+            Some(Ok(trust)) => trust,
+            not_installed => {
+                let not_installed = not_installed.and_then(Result::err);
+                let hash = sha256(&bytes);
+                match (policy.pins.get(&name), &policy.pins_file) {
+                    (Some(pinned), Some(file)) if pinned.eq_ignore_ascii_case(&hash) => {
+                        Trust::Pinned { file: file.clone() }
+                    }
+                    (Some(pinned), _) => {
+                        return Err(NativeError::Mismatch {
+                            path: path.to_owned(),
+                            name,
+                            hash,
+                            pinned: pinned.clone(),
+                            pins: policy.pins_file.clone(),
+                        });
+                    }
+                    (None, _) => {
+                        return Err(NativeError::Unpinned {
+                            path: path.to_owned(),
+                            name,
+                            hash,
+                            pins: policy.pins_file.clone(),
+                            not_installed,
+                        });
+                    }
+                }
             }
-            Some(pinned) if !pinned.eq_ignore_ascii_case(&hash) => {
-                return Err(NativeError::Mismatch {
-                    path: path.to_owned(),
-                    name,
-                    hash,
-                    pinned: pinned.clone(),
-                    pins: policy.pins_file.clone(),
-                });
-            }
-            Some(_) => {}
-        }
+        };
         // Never closed, even when the load fails below: see `NativeDriver::_memfd`.
         let memfd =
             ManuallyDrop::new(in_memory(&name, &bytes).map_err(|e| load_error(e.to_string()))?);
         // RTLD_NOW: every symbol the driver needs is bound here, so a missing one is a load
         // error now, not a crash in the middle of a run. RTLD_LOCAL: its symbols never resolve
         // another library's.
-        // SAFETY: a native driver is trusted code once pinned; this runs its constructors.
+        // SAFETY: a native driver is trusted code once installed with bottle or pinned; this runs
+        // its constructors.
         let lib = unsafe {
             libloading::os::unix::Library::open(
                 Some(format!("/proc/self/fd/{}", memfd.as_raw_fd())),
@@ -489,6 +599,7 @@ impl NativeDriver {
         Ok(NativeDriver {
             name,
             path: real,
+            trust,
             abi,
             call,
             free,
@@ -510,6 +621,11 @@ impl NativeDriver {
     /// The file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Why it was trusted.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// Ask `request` and read the answer as `T`.
