@@ -665,13 +665,23 @@ async fn run_bottle(
     project_name: &str,
 ) -> Result<(i64, Option<verify::Report>), LaunchError> {
     let mut stop = std::pin::pin!(interrupted());
+    let compose_path = p.state_dir.join("compose.yaml");
+    let file = project::read(&compose_path).map_err(DockerError::from)?;
+    let agent = file
+        .services
+        .get("agent")
+        .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
+    let user = agent_user(docker, p, &agent.image).await?;
+    if !p.confinement.workdir_volume {
+        // Before anything starts: an agent that cannot write the dir it shares would find out
+        // only at its first write.
+        crate::workdir::layer::check_writable(Path::new(&p.metadata.cwd), &user, &p.manifest.file)?;
+    }
     p.mint_keys()?;
     // Any local process reaches the bundle's address on its egress bridge: its daemons serve
     // only what carries this, and only the agent is given it.
     let hop = mint_hop_token()?;
     p.fill_hop_token(Some(&hop))?;
-    let compose_path = p.state_dir.join("compose.yaml");
-    let file = project::read(&compose_path).map_err(DockerError::from)?;
     tokio::select! {
         r = ensure_bundle_image(docker, &file, opts) => r?,
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
@@ -685,10 +695,6 @@ async fn run_bottle(
     )
     .map_err(DockerError::from)?;
     let state_dir = p.state_dir.display().to_string();
-    let agent = file
-        .services
-        .get("agent")
-        .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
     let probe = match opts.verify {
         verify::Mode::Off => None,
         _ => Some(verify::install_probe(&p.state_dir)?.display().to_string()),
@@ -710,7 +716,7 @@ async fn run_bottle(
         health_timeout: opts.health_timeout,
         agent: up::AgentRun {
             confinement: &p.confinement,
-            user: agent_user(docker, p, &agent.image).await?,
+            user,
             probe,
             layer: layer.as_ref(),
         },

@@ -273,10 +273,12 @@ fn a_driver_installed_with_bottle_loads_unpinned_and_a_driver_dir_one_still_asks
     let installed = |args: &[&str]| {
         let mut cmd = sb.bottle();
         cmd.env_remove("BOTTLE_DRIVER_PATH");
-        crate::support::run(std::process::Command::new(&bin).args(args).envs(
-            cmd.get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        ))
+        crate::support::run(
+            std::process::Command::new(&bin).args(args).envs(
+                cmd.get_envs()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+            ),
+        )
     };
     let (code, out, err) = installed(&["drivers", "list"]);
     assert_eq!(code, 0, "{out}{err}");

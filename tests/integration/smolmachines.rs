@@ -397,7 +397,10 @@ fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
     let (code, out, err) = run(Command::new(&bin)
         .args(["run", "vm", "--yes", "--backend", "smolmachines"])
         .current_dir(sb.project())
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))));
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        ));
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("`cwd: mount` is not supported on the smolmachines backend"),

@@ -287,3 +287,53 @@ fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
     }
     assert_eq!(leftovers(&slug), "");
 }
+
+/// A working dir the agent's user cannot write (bottle run as root over root's dir, the agent
+/// as 1000) is refused before anything starts, in one line naming the owner, the agent's uid
+/// and the ways out.
+#[test]
+fn a_working_dir_the_agent_cannot_write_is_refused_before_anything_starts() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "mounted",
+        "image: bottle-agent:latest\ncwd: mount\negress:\n  allowlist: [docs.rs]\n",
+    );
+    let project = sb.project();
+    // Run as root the dir is root's and the agent 1000; otherwise the dir is made read-only
+    // to its owner, the agent's uid: either way the agent could not write it.
+    if !rustix::process::getuid().is_root() {
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let slug = unique_slug("unwritable");
+    let (code, out, err) = crate::support::run(
+        bottle(&sb).args(["run", "mounted", "--yes", "--slug", &slug, "--", "true"]),
+    );
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    let uid = std::fs::metadata(&project).map(|m| {
+        use std::os::unix::fs::MetadataExt as _;
+        m.uid()
+    });
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "the working dir {} is owned by uid {}",
+            project.display(),
+            uid.unwrap()
+        )) && line.contains("the agent runs as uid")
+            && line.contains("set `user")
+            && line.contains("`cwd: copy`"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(leftovers(&slug), "", "something was started");
+}

@@ -294,10 +294,7 @@ fn read_pins(file: &Path) -> Result<BTreeMap<String, String>, NativeError> {
 
 /// The bytes of the regular file at `real` and its metadata, both read through one handle that
 /// never follows a link, never blocks on a fifo and stops at [`MAX_DRIVER_BYTES`].
-fn read_driver_file(
-    path: &Path,
-    real: &Path,
-) -> Result<(Vec<u8>, std::fs::Metadata), NativeError> {
+fn read_driver_file(path: &Path, real: &Path) -> Result<(Vec<u8>, std::fs::Metadata), NativeError> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: std::io::Error| match e.kind() {

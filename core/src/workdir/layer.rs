@@ -36,6 +36,23 @@ pub enum LayerError {
         "the working dir {0} has a `,`, `:`, `\\` or a control character in its path, which an overlay mount cannot take; run from a dir without them, or set `cwd: copy` (the agent gets a copy) or `cwd: none`"
     )]
     UnmountablePath(PathBuf),
+    /// The agent's user could not write the working dir.
+    #[error(
+        "the working dir {} is owned by uid {owner} (mode {mode:o}) and the agent runs as {agent}, which cannot write it; {ways_out}",
+        dir.display()
+    )]
+    NotWritable {
+        /// The working dir.
+        dir: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// The agent's user as Docker gets it.
+        agent: String,
+        /// What the user can do, naming the manifest.
+        ways_out: String,
+    },
     /// The record is not bottle's.
     #[error(
         "{0}: not a layer record bottle wrote; remove the bottle's state dir (`bottle cleanup`)"
@@ -165,6 +182,51 @@ impl Layer {
 }
 
 /// Refuse a path the overlay's option string cannot carry.
+/// Refuses, before anything starts, a working dir the agent's `user` (`uid:gid` as Docker gets
+/// it) could not write: it would otherwise meet a read-only dir at its first write, with no word
+/// from bottle (as when bottle runs as root over a root-owned dir and the agent as 1000).
+///
+/// A user named by name is resolved in the image, which bottle cannot see here: it is let
+/// through. Supplementary groups are not known either; only the primary group counts.
+pub fn check_writable(dir: &Path, user: &str, manifest: &Path) -> Result<(), LayerError> {
+    let Some((uid, gid)) = crate::confine::Confinement::numeric_ids(user) else {
+        return Ok(());
+    };
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    let mode = meta.mode() & 0o7777;
+    let writable = if uid == meta.uid() {
+        mode & 0o300 == 0o300
+    } else if gid == meta.gid() {
+        mode & 0o030 == 0o030
+    } else {
+        mode & 0o003 == 0o003
+    };
+    if writable {
+        return Ok(());
+    }
+    let m = manifest.display();
+    // Root's dir is never handed to a root agent: that needs `--grant agent=root`.
+    let ways_out = if meta.uid() == 0 {
+        format!(
+            "set `cwd: copy` in {m} (the agent gets a copy it owns), give the dir to the agent's user (`chown -R {uid}:{gid} {}`), or set `user:` in {m} to a user who can write it",
+            dir.display()
+        )
+    } else {
+        format!(
+            "set `user: \"{}:{}\"` (the dir's owner) in {m}, set `cwd: copy` (the agent gets a copy it owns), or run bottle as the dir's owner",
+            meta.uid(),
+            meta.gid()
+        )
+    };
+    Err(LayerError::NotWritable {
+        dir: dir.to_owned(),
+        owner: meta.uid(),
+        mode,
+        agent: format!("uid {uid} (gid {gid})"),
+        ways_out,
+    })
+}
+
 fn check_mountable(p: &Path) -> Result<(), LayerError> {
     let s = p.to_string_lossy();
     if !p.is_absolute()
@@ -179,6 +241,51 @@ fn check_mountable(p: &Path) -> Result<(), LayerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dir_the_agent_cannot_write_is_named_with_its_owner_and_the_ways_out() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let meta = std::fs::metadata(dir).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let m = Path::new("agents/a.yaml");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_writable(dir, &format!("{uid}:{gid}"), m).is_ok());
+        assert!(
+            check_writable(dir, "node", m).is_ok(),
+            "a name is not judged"
+        );
+        let e = check_writable(dir, &format!("{}:{}", uid + 1, gid + 1), m)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("owned by uid {uid} (mode 755)"))
+                && e.contains(&format!(
+                    "the agent runs as uid {} (gid {})",
+                    uid + 1,
+                    gid + 1
+                ))
+                && e.contains("`cwd: copy`")
+                && if uid == 0 {
+                    e.contains("`chown -R 1:1 ") && e.contains("set `user:` in agents/a.yaml")
+                } else {
+                    e.contains(&format!(
+                        "set `user: \"{uid}:{gid}\"` (the dir's owner) in agents/a.yaml"
+                    )) && e.contains("run bottle as the dir's owner")
+                },
+            "{e}"
+        );
+        // The group's write bit lets the group in; the others' bit everyone.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(check_writable(dir, &format!("{}:{gid}", uid + 1), m).is_ok());
+        assert!(check_writable(dir, &format!("{}:{}", uid + 1, gid + 1), m).is_err());
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_writable(dir, &format!("{}:{}", uid + 1, gid + 1), m).is_ok());
+        // The owner without its own write bit cannot write either.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        assert!(check_writable(dir, &format!("{uid}:{gid}"), m).is_err());
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 
     #[test]
     fn a_layer_records_what_it_lies_over_and_takes_the_dirs_mode() {
