@@ -21,13 +21,6 @@ pub const DEFAULT_PIDS: i64 = 4096;
 pub const BUNDLE_MEMORY: u64 = 2 << 30;
 /// The sidecar bundle's default process limit.
 pub const BUNDLE_PIDS: i64 = 1024;
-/// The resolver the agent's embedded DNS forwards unknown names to: its own namespace's
-/// `0.0.0.0`, where nothing listens. Docker 20.10's embedded resolver otherwise forwards from
-/// the host's namespace when the host's resolver is on loopback (CVE-2024-29018), so a name
-/// could carry data out of an internal network.
-pub const SINK_RESOLVER: &str = "0.0.0.0";
-/// Resolver options: a failed lookup ends in about two seconds, not twenty.
-pub const RESOLVER_OPTIONS: [&str; 2] = ["timeout:1", "attempts:1"];
 
 /// Whom the manifest says the agent runs as.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

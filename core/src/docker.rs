@@ -11,6 +11,7 @@ pub mod down;
 pub mod helper;
 pub mod images;
 pub mod inventory;
+pub mod names;
 pub mod project;
 pub mod up;
 

@@ -10,9 +10,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 base=${BOTTLE_BASE_IMAGE:-bottle-base:latest}
 agent=${BOTTLE_AGENT_IMAGE:-bottle-agent:latest}
 suite=${SUITE:-bookworm}
-packages=git,openssh-client,curl,ca-certificates,netcat-openbsd,procps,iproute2
+# python3 and its venv: an agent's everyday tools (a venv's pip, a urllib client) are tried in
+# the box by the tests.
+packages=git,openssh-client,curl,ca-certificates,netcat-openbsd,procps,iproute2,python3,python3-venv,python3-pip
+# What the images are made of: an image built from another recipe is rebuilt.
+recipe=$(printf '%s %s\n' "$suite" "$packages" | sha256sum | cut -c1-16)
 
-have() { docker image inspect "$1" >/dev/null 2>&1; }
+have() {
+    [ "$(docker image inspect -f '{{index .Config.Labels "io.bottle.recipe"}}' "$1" 2>/dev/null)" = "$recipe" ]
+}
 
 if [ -z "${FORCE:-}" ] && have "$base"; then
     echo "$base exists"
@@ -31,7 +37,8 @@ else
     debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" > "$root.log" 2>&1 \
         || { tail -20 "$root.log"; exit 1; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-    tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' -m "bottle base: debootstrap $suite" - "$base" >/dev/null
+    tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' -c "LABEL io.bottle.recipe=$recipe" \
+        -m "bottle base: debootstrap $suite" - "$base" >/dev/null
     echo "built $base"
 fi
 

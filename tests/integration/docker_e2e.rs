@@ -1367,17 +1367,22 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
 }
 
 /// What the agent installs runs where tools put it: `/tmp` (`go test`, build scripts) and its
-/// home (a venv, `npm`, `cargo install`), both `nosuid,nodev` but not `noexec`.
+/// home (a venv's `pip`, `npm`, `cargo install`), both `nosuid,nodev` but not `noexec`.
 #[test]
 fn programs_the_agent_writes_run_from_tmp_and_its_home() {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-exec");
-    let script = r#"for d in /tmp "$HOME"; do printf '#!/bin/sh\necho ran from %s\n' "$d" > "$d/x.sh" && chmod +x "$d/x.sh" && "$d/x.sh"; done; grep -E " (/tmp|$HOME) " /proc/mounts"#;
+    let script = r#"for d in /tmp "$HOME"; do printf '#!/bin/sh\necho ran from %s\n' "$d" > "$d/x.sh" && chmod +x "$d/x.sh" && "$d/x.sh"; done
+printf '#!/usr/bin/env python3\nprint("python ran from /tmp")\n' > /tmp/p.py && chmod +x /tmp/p.py && /tmp/p.py
+python3 -m venv "$HOME/v" && "$HOME/v/bin/pip" --version >/dev/null && "$HOME/v/bin/python" -c 'print("venv pip ran")'
+grep -E " (/tmp|$HOME) " /proc/mounts"#;
     let (code, out, err) =
         run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", script]));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("ran from /tmp"), "{out}\n{err}");
+    for expected in ["ran from /tmp", "python ran from /tmp", "venv pip ran"] {
+        assert!(out.contains(expected), "{expected}: {out}\n{err}");
+    }
     assert!(
         out.lines().filter(|l| l.starts_with("ran from /")).count() == 2,
         "{out}\n{err}"
@@ -1948,4 +1953,82 @@ fn bottle_logs_of_a_kept_log_never_drive_the_terminal() {
     ] {
         assert!(out.contains(shown), "{shown:?} missing in {out:?}");
     }
+}
+
+/// Clients that ignore the proxy env get out the allowed way: the agent resolves an allowed
+/// name to egress (and an unlisted one not at all), and `curl --noproxy '*'` and Python's
+/// `urllib` with no proxy reach the HTTPS origin by name through egress, with the route's
+/// token injected. The origin listens only on docker0's address, which is what
+/// `host-gateway` means to Docker.
+#[test]
+fn a_client_without_a_proxy_reaches_an_allowed_host_by_name_through_egress() {
+    use bottle_egress::testing::{Origin, TestPki, fingerprint};
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let pki = TestPki::new(&["origin.test"]);
+    let served = sb.dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let docker0: std::net::IpAddr = docker_host_address().parse().unwrap();
+    // Port 443 on docker0's address only (the tests run as root, as CI does).
+    let origin = rt.block_on(Origin::start_at(
+        (docker0, 0).into(),
+        (docker0, 443).into(),
+        &pki,
+        served,
+    ));
+    let ca = pki.write_ca(sb.dir.path(), "origin-ca.pem");
+    sb.agent(
+        "direct",
+        &format!(
+            "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n  routes:\n    \
+             - host: origin.test\n      auth: {{scheme: Bearer, token_ref: E2E_DIRECT_TOKEN}}\n  \
+             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n",
+            ca.display()
+        ),
+    );
+    let token = "e2e-direct-token-5d1e";
+    let script = r#"unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy
+getent hosts origin.test | awk '{print "RESOLVED " $1}'
+getent hosts egress | awk '{print "EGRESS " $1}'
+getent hosts unlisted.test >/dev/null || echo UNLISTED-DOES-NOT-RESOLVE
+curl -sS --noproxy '*' -H 'Authorization: Bearer placeholder' https://origin.test/echo; echo
+python3 -c 'import json, urllib.request; print("URLLIB", json.load(urllib.request.urlopen("https://origin.test/echo"))["headers"]["authorization"])'
+curl -sS --noproxy '*' --max-time 5 https://unlisted.test/ >/dev/null 2>&1 || echo UNLISTED-UNREACHABLE
+"#;
+    let slug = unique_slug("e2e-direct");
+    let (code, out, err) = run(bottle(&sb)
+        .env("E2E_DIRECT_TOKEN", token)
+        .args(["run", "direct", "--slug", &slug, "--", "sh", "-c", script]));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let field = |label: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label} in\n{out}\n{err}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        field("RESOLVED "),
+        field("EGRESS "),
+        "an allowed name is egress's address"
+    );
+    let seen: serde_json::Value = serde_json::from_str(
+        out.lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no answer from the origin in\n{out}\n{err}")),
+    )
+    .unwrap();
+    let injected = fingerprint(format!("Bearer {token}").as_bytes());
+    assert_eq!(seen["headers"]["authorization"], injected, "{out}");
+    assert_eq!(field("URLLIB "), injected, "{out}");
+    for expected in ["UNLISTED-DOES-NOT-RESOLVE", "UNLISTED-UNREACHABLE"] {
+        assert!(
+            out.contains(expected),
+            "{expected} missing in\n{out}\n{err}"
+        );
+    }
+    assert!(!out.contains(token), "the agent never sees the token");
+    assert_eq!(leftovers(&slug), "");
+    drop(origin);
 }

@@ -14,6 +14,11 @@ pub mod dlp;
 pub mod forge;
 
 use forge::{Forge, Verdict};
+
+/// The name under which the engine puts its host-gateway address (Docker's `--add-host
+/// NAME:host-gateway`: docker0's address by default) into the bundle's `/etc/hosts`; egress
+/// reads it for `egress.hosts: {NAME: host-gateway}`, so the word means what it means to Docker.
+pub const HOST_GATEWAY_NAME: &str = "bottle-host-gateway";
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -16,6 +16,14 @@ pub const HOST_FILES: &[&str] = &[
 ];
 /// The host's dir for the bundle's init (the daemon list).
 pub const BUNDLE_DIR: &str = "bundle";
+/// The agent's name on the bottle's network (its compose service key): the bundle's daemons
+/// know the agent's address by it.
+pub const AGENT_SERVICE: &str = "agent";
+/// The agent's `/etc/hosts` in the state dir: the bundle's names, written by the host once the
+/// bundle has its address (bind-mounted read-only).
+pub const AGENT_HOSTS_STATE_PATH: &str = "agent/hosts";
+/// The agent's `/etc/resolv.conf` in the state dir: egress is its only DNS server.
+pub const AGENT_RESOLV_STATE_PATH: &str = "agent/resolv.conf";
 /// The agent's layer over the working dir (`cwd: mount`): what it wrote, before it is brought
 /// back into the user's dir.
 pub const WORKDIR_LAYER_DIR: &str = "workdir";

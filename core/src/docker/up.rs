@@ -138,7 +138,7 @@ fn is_agent(key: &str, s: &Service) -> bool {
 }
 
 /// Whether service `key` is the sidecar bundle, by its compose key or its role label.
-fn is_bundle(key: &str, s: &Service) -> bool {
+pub(super) fn is_bundle(key: &str, s: &Service) -> bool {
     key == "sidecars" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "sidecars")
 }
 
@@ -168,9 +168,9 @@ pub struct AgentRun<'a> {
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no
 /// capabilities (no raw sockets, no mknod, no setuid-root files, no chown), no privilege
-/// gain, a read-only root with tmpfs at `/tmp` and its home, limits, no IPv6, and a resolver
-/// that never forwards a name out of its namespace. A backend cannot loosen it: an agent is
-/// never privileged nor given caps.
+/// gain, a read-only root with tmpfs at `/tmp` and its home, limits, no IPv6, and bottle's own
+/// hosts file and resolver ([`super::names`]). A backend cannot loosen it: an agent is never
+/// privileged nor given caps.
 fn confine_agent(
     run: &AgentRun<'_>,
     workdir: &str,
@@ -268,13 +268,6 @@ fn confine_agent(
     h.memory_swap = h.memory;
     h.pids_limit = Some(c.resources.pids);
     h.nano_cpus = c.resources.nano_cpus;
-    h.dns = Some(vec![crate::confine::SINK_RESOLVER.to_owned()]);
-    h.dns_options = Some(
-        crate::confine::RESOLVER_OPTIONS
-            .iter()
-            .map(|o| (*o).to_owned())
-            .collect(),
-    );
     h.sysctls = Some(HashMap::from([
         ("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned()),
         (
@@ -382,6 +375,21 @@ fn create_body(
                 h.memory_swap = h.memory;
                 h.pids_limit = Some(req.bundle.pids);
                 h.nano_cpus = req.bundle.nano_cpus;
+                // egress takes DNS, TLS and HTTP on 53, 443 and 80 for clients that ignore the
+                // proxy env, as an unprivileged daemon: in the bundle's own network namespace
+                // only, every port is an ordinary one.
+                h.sysctls = Some(HashMap::from([(
+                    "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                    "0".to_owned(),
+                )]));
+                // `host-gateway` in `egress.hosts` is the engine's host-gateway address, as in
+                // `docker run --add-host NAME:host-gateway`.
+                let mut hosts = h.extra_hosts.take().unwrap_or_default();
+                hosts.push(format!(
+                    "{}:host-gateway",
+                    bottle_contract::egress::HOST_GATEWAY_NAME
+                ));
+                h.extra_hosts = Some(hosts);
             }
             if agent {
                 let mut volume_labels = compose_labels(req.project, None, None, req.state_dir);
@@ -390,7 +398,15 @@ fn create_body(
                 volume_labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
                 let volume = (format!("{}-workdir", req.project), volume_labels);
                 let workdir = s.working_dir.as_deref().unwrap_or("/workspace");
-                confine_agent(&req.agent, workdir, volume, h).map_err(DockerError::Host)?
+                let mut h =
+                    confine_agent(&req.agent, workdir, volume, h).map_err(DockerError::Host)?;
+                let mut mounts = h.mounts.take().unwrap_or_default();
+                mounts.retain(|m| {
+                    !matches!(m.target.as_deref(), Some("/etc/hosts" | "/etc/resolv.conf"))
+                });
+                mounts.extend(super::names::mounts(std::path::Path::new(req.state_dir)));
+                h.mounts = Some(mounts);
+                h
             } else {
                 h
             }
@@ -409,7 +425,7 @@ fn create_body(
 }
 
 /// Aliases on network `net`: the service key (as compose gives it) plus the file's aliases.
-fn alias_list(s: &Service, net: &str, key: &str) -> Vec<String> {
+pub(super) fn alias_list(s: &Service, net: &str, key: &str) -> Vec<String> {
     let mut aliases = vec![key.to_owned()];
     aliases.extend(
         s.networks
@@ -456,6 +472,7 @@ pub async fn up(
     req: &UpRequest<'_>,
 ) -> Result<(), DockerError> {
     check_agent_networks(file)?;
+    super::names::prepare(std::path::Path::new(req.state_dir))?;
     try_join_all(file.networks.iter().map(|(key, n)| async move {
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, Some(key), req.state_dir);
@@ -550,6 +567,18 @@ pub async fn up(
             return Err(DockerError::Host(missing.unwrap_or_else(|| {
                 "the compose file's `depends_on` entries form a cycle".into()
             })));
+        }
+        if let Some((key, s)) = wave.iter().find(|(k, s)| is_agent(k, s)) {
+            let done: Vec<&str> = started.keys().copied().collect();
+            super::names::fill(
+                docker,
+                file,
+                req.project,
+                std::path::Path::new(req.state_dir),
+                (key.as_str(), s),
+                &done,
+            )
+            .await?;
         }
         try_join_all(wave.iter().map(|(key, s)| async move {
             let name = container_name(req.project, key, s);

@@ -8,6 +8,9 @@
 //! behind it, guards against names that resolve inside (SSRF). SIGHUP reloads the routes:
 //! the whole file is validated, then swapped; a bad file keeps the old table.
 //!
+//! With `--agent-host`, clients that ignore the proxy env get out the same way: egress is the
+//! agent's DNS server and takes TLS on 443 and HTTP on 80 from the agent ([`direct`]).
+//!
 //! Module map: [`routes`] (the table, the path and request rules), [`forge`] (what a
 //! credential on a forge's API may not do by default), [`guard`] (inside addresses),
 //! [`ca`] (leaf certificates), [`upstream`] (dialling out and TLS trust), [`conn`] (one
@@ -18,6 +21,7 @@ pub mod body;
 pub mod ca;
 pub mod conn;
 pub mod cookies;
+pub mod direct;
 pub mod dlp;
 pub mod forge;
 pub mod guard;
@@ -64,12 +68,36 @@ pub struct Settings {
     /// The token every proxied request must carry (see [`proxy::HopToken`]), when the port is
     /// reachable from outside the bottle (a published port).
     pub hop_token: Option<String>,
+    /// The agent's resolver and the ports for clients that ignore the proxy env, if served.
+    pub direct: Option<DirectSettings>,
+}
+
+/// Where egress serves clients that ignore the proxy env ([`direct`]), and whom.
+#[derive(Debug, Clone)]
+pub struct DirectSettings {
+    /// The agent's DNS server (UDP), port 53 in the bundle.
+    pub dns: SocketAddr,
+    /// TLS routed by its server name, port 443 in the bundle.
+    pub https: SocketAddr,
+    /// HTTP routed by `Host`, port 80 in the bundle.
+    pub http: SocketAddr,
+    /// The agent's name on the bottle's network: only its address is served on these ports.
+    pub agent_host: String,
+}
+
+/// The bound sockets of [`DirectSettings`].
+struct DirectListeners {
+    resolver: direct::Resolver,
+    https: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+    peer: Arc<direct::AgentPeer>,
 }
 
 /// A daemon ready to serve: config loaded and checked, port bound.
 pub struct Daemon {
     proxy: Arc<Proxy>,
     listener: tokio::net::TcpListener,
+    direct: Option<DirectListeners>,
     settings: Settings,
 }
 
@@ -98,9 +126,27 @@ impl Daemon {
             hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
             cookies: cookies::IssuedCookies::default(),
         });
+        let direct = match &settings.direct {
+            None => None,
+            Some(d) => {
+                let peer = Arc::new(direct::AgentPeer::new(&d.agent_host));
+                let bind = |addr: SocketAddr| async move {
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+                };
+                Some(DirectListeners {
+                    resolver: direct::Resolver::bind(d.dns, proxy.clone(), peer.clone()).await?,
+                    https: bind(d.https).await?,
+                    http: bind(d.http).await?,
+                    peer,
+                })
+            }
+        };
         Ok(Daemon {
             proxy,
             listener,
+            direct,
             settings,
         })
     }
@@ -108,6 +154,16 @@ impl Daemon {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The bound DNS, HTTPS and HTTP addresses for clients that ignore the proxy env.
+    pub fn direct_addrs(&self) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+        let d = self.direct.as_ref()?;
+        Some((
+            d.resolver.local_addr().ok()?,
+            d.https.local_addr().ok()?,
+            d.http.local_addr().ok()?,
+        ))
     }
 
     /// One line saying what this egress is.
@@ -123,8 +179,15 @@ impl Daemon {
             .listener
             .local_addr()
             .map_or(self.settings.listen.to_string(), |a| a.to_string());
+        let direct = match (&self.settings.direct, self.direct_addrs()) {
+            (Some(d), Some((dns, https, http))) => format!(
+                "; for the agent ({}) without a proxy: DNS on {dns}, TLS on {https}, HTTP on {http}",
+                d.agent_host
+            ),
+            _ => String::new(),
+        };
         format!(
-            "listening on {addr}, {} routes (config sha256 {}), {mode}",
+            "listening on {addr}, {} routes (config sha256 {}), {mode}{direct}",
             active.table.routes.len(),
             &active.table.sha256[..12]
         )
@@ -149,16 +212,64 @@ impl Daemon {
     }
 
     /// Serve until SIGTERM or SIGINT; SIGHUP reloads.
-    pub async fn run(self) -> Result<(), String> {
+    pub async fn run(mut self) -> Result<(), String> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let log = self.proxy.log.clone();
         log.event("start", &self.describe());
-        let max = self.settings.max_connections;
-        let slots = Arc::new(tokio::sync::Semaphore::new(max));
-        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
+        let gate = Arc::new(Gate {
+            max: self.settings.max_connections,
+            slots: Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections)),
+            refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE)),
+            limits: self.settings.conn_limits,
+            log: log.clone(),
+        });
+        if let Some(d) = self.direct.take() {
+            tokio::spawn(d.resolver.serve());
+            for (listener, kind) in [(d.https, Direct::Tls), (d.http, Direct::Http)] {
+                let (gate, proxy, peer) = (gate.clone(), self.proxy.clone(), d.peer.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((stream, from)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (gate, proxy, peer) = (gate.clone(), proxy.clone(), peer.clone());
+                        // Judged in its own task: a lookup of the agent's name must not hold
+                        // up the next connection.
+                        tokio::spawn(async move {
+                            if !peer.admits(from.ip()).await {
+                                proxy.log.event(
+                                    "direct-refused",
+                                    &format!(
+                                        "closed a connection from {} on {}: it is not the agent",
+                                        from.ip(),
+                                        kind.port_name()
+                                    ),
+                                );
+                                return;
+                            }
+                            // The port the client dialled: 443 or 80 in the bundle.
+                            let Ok(port) = stream.local_addr().map(|a| a.port()) else {
+                                return;
+                            };
+                            if let Some(conn) = gate.admit(stream) {
+                                match kind {
+                                    Direct::Tls => proxy.serve_direct_tls(conn, port).await,
+                                    Direct::Http => {
+                                        serve_http(conn, move |req| {
+                                            proxy.clone().serve_direct_http(req, port)
+                                        })
+                                        .await
+                                    }
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        }
         loop {
             tokio::select! {
                 _ = hup.recv() => match self.reload() {
@@ -169,27 +280,63 @@ impl Daemon {
                 _ = int.recv() => return Ok(()),
                 accepted = self.listener.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        // Full: a short answer saying so, then close; queueing would let a
-                        // flood hold everyone else's connections hostage. The answers are
-                        // bounded too: past them, a connection is just closed.
-                        if let Ok(answering) = refusals.clone().try_acquire_owned() {
-                            log.event("connection-limit", "refused a connection: every slot is taken");
-                            tokio::spawn(async move {
-                                refuse_full(stream, max).await;
-                                drop(answering);
-                            });
-                        }
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let proxy = self.proxy.clone();
-                    // The slot lives in the connection: an upgraded tunnel or WebSocket keeps it.
-                    let conn = conn::Conn::new(stream, slot, self.settings.conn_limits);
-                    tokio::spawn(serve_connection(proxy, conn));
+                    if let Some(conn) = gate.admit(stream) {
+                        let proxy = self.proxy.clone();
+                        tokio::spawn(serve_http(conn, move |req| proxy.clone().serve_outer(req)));
+                    }
                 }
             }
         }
+    }
+}
+
+/// What a direct port speaks.
+#[derive(Debug, Clone, Copy)]
+enum Direct {
+    Tls,
+    Http,
+}
+
+impl Direct {
+    fn port_name(self) -> &'static str {
+        match self {
+            Direct::Tls => "the direct TLS port",
+            Direct::Http => "the direct HTTP port",
+        }
+    }
+}
+
+/// The connection limit every port shares.
+struct Gate {
+    max: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+    refusals: Arc<tokio::sync::Semaphore>,
+    limits: conn::Limits,
+    log: log::AccessLog,
+}
+
+impl Gate {
+    /// A slot for `stream`, or (full) a short answer saying so, then close; queueing would let
+    /// a flood hold everyone else's connections hostage. The answers are bounded too: past
+    /// them, a connection is just closed.
+    fn admit(&self, stream: tokio::net::TcpStream) -> Option<conn::Conn<tokio::net::TcpStream>> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            if let Ok(answering) = self.refusals.clone().try_acquire_owned() {
+                self.log.event(
+                    "connection-limit",
+                    "refused a connection: every slot is taken",
+                );
+                let max = self.max;
+                tokio::spawn(async move {
+                    refuse_full(stream, max).await;
+                    drop(answering);
+                });
+            }
+            return None;
+        };
+        let _ = stream.set_nodelay(true);
+        // The slot lives in the connection: an upgraded tunnel or WebSocket keeps it.
+        Some(conn::Conn::new(stream, slot, self.limits))
     }
 }
 
@@ -207,8 +354,16 @@ async fn refuse_full(mut stream: tokio::net::TcpStream, max: usize) {
     .await;
 }
 
-async fn serve_connection(proxy: Arc<Proxy>, stream: conn::Conn<tokio::net::TcpStream>) {
-    let service = hyper::service::service_fn(move |req| proxy.clone().serve_outer(req));
+/// Serve HTTP/1 and HTTP/2 (with upgrades) on `stream` with `serve`.
+async fn serve_http<F, Fut>(stream: conn::Conn<tokio::net::TcpStream>, serve: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<hyper::Response<proxy::RespBody>, std::convert::Infallible>,
+        > + Send
+        + 'static,
+{
+    let service = hyper::service::service_fn(serve);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

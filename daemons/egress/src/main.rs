@@ -44,6 +44,19 @@ struct Args {
     /// Close a connection once the agent has sent this many bytes through it.
     #[arg(long, default_value_t = 8 << 30)]
     max_bytes_per_connection: u64,
+    /// Serve clients that ignore the proxy env: be the agent's DNS server and take TLS and
+    /// HTTP straight from it, from the address this name resolves to (the agent's) alone.
+    #[arg(long, value_name = "NAME")]
+    agent_host: Option<String>,
+    /// With --agent-host: the agent's DNS server (UDP).
+    #[arg(long, default_value = "0.0.0.0:53")]
+    direct_dns: SocketAddr,
+    /// With --agent-host: TLS routed by the name the client sends.
+    #[arg(long, default_value = "0.0.0.0:443")]
+    direct_https: SocketAddr,
+    /// With --agent-host: HTTP routed by `Host`.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    direct_http: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +102,14 @@ fn settings(a: Args) -> Result<Settings, String> {
             max_bytes_in: a.max_bytes_per_connection.max(1),
         },
         hop_token: std::env::var(HOP_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        direct: a
+            .agent_host
+            .map(|agent_host| bottle_egress::DirectSettings {
+                dns: a.direct_dns,
+                https: a.direct_https,
+                http: a.direct_http,
+                agent_host,
+            }),
     })
 }
 

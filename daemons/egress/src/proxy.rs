@@ -367,40 +367,82 @@ impl Proxy {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        self.terminate_tls(io, Ok(target)).await;
+    }
+
+    /// TLS an agent's client sent straight to egress's `port` (443), having resolved an
+    /// allowlisted name to egress (a client that ignores the proxy env): the name it sent
+    /// (SNI) on the port it dialled is the target, and from there it is the same as a CONNECT.
+    pub async fn serve_direct_tls<IO>(self: Arc<Self>, io: IO, port: u16)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.terminate_tls(io, Err(port)).await;
+    }
+
+    /// Terminate the agent's TLS with a leaf for `target` (CONNECT) or, given the port it
+    /// dialled, for the name the client sent (direct); then serve the requests inside through
+    /// the pipeline.
+    async fn terminate_tls<IO>(self: Arc<Self>, io: IO, target: Result<Target, u16>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let started = Instant::now();
-        let close = |reason: String| {
-            self.log.write(
-                &Record::new(&Method::CONNECT, &target.host, "", started).decided(
+        let (method, how) = match &target {
+            Ok(_) => (Method::CONNECT, "after CONNECT"),
+            Err(_) => (Method::GET, "on the direct TLS port"),
+        };
+        let close = |host: &str, reason: String| {
+            self.log
+                .write(&Record::new(&method, host, "", started).decided(
                     Decision::Block,
                     &reason,
                     0,
                     None,
-                ),
-            );
+                ));
         };
+        let named = target.as_ref().map_or("", |t| t.host.as_str()).to_owned();
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
         let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return close(format!("closed: not TLS after CONNECT ({e})")),
-            Err(_) => return close("closed: no TLS handshake in time".into()),
+            Ok(Err(e)) => return close(&named, format!("closed: not TLS {how} ({e})")),
+            Err(_) => return close(&named, "closed: no TLS handshake in time".into()),
         };
-        if let Some(sni) = start.client_hello().server_name()
-            && !sni.eq_ignore_ascii_case(&target.host)
-        {
-            return close(format!(
-                "closed: TLS name {sni} is not the CONNECT host {}",
-                target.host
-            ));
-        }
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase);
+        let target = match (target, sni) {
+            (Ok(t), Some(sni)) if sni != t.host => {
+                return close(
+                    &t.host,
+                    format!("closed: TLS name {sni} is not the CONNECT host {}", t.host),
+                );
+            }
+            (Ok(t), _) => t,
+            (Err(port), Some(sni)) => Target {
+                https: true,
+                host: sni,
+                port,
+            },
+            (Err(_), None) => {
+                return close(
+                    "",
+                    "closed: TLS on the direct port without a server name (SNI): egress cannot tell where it goes".into(),
+                );
+            }
+        };
         let config = match self.ca.server_config(&target.host) {
             Ok(c) => c,
-            Err(e) => return close(format!("closed: {e}")),
+            Err(e) => return close(&target.host, format!("closed: {e}")),
         };
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return close(format!("closed: TLS handshake failed ({e})")),
-            Err(_) => return close("closed: TLS handshake timed out".into()),
+            Ok(Err(e)) => {
+                return close(&target.host, format!("closed: TLS handshake failed ({e})"));
+            }
+            Err(_) => return close(&target.host, "closed: TLS handshake timed out".into()),
         };
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -421,6 +463,39 @@ impl Proxy {
         let _ = builder
             .serve_connection_with_upgrades(TokioIo::new(tls), service)
             .await;
+    }
+
+    /// A plain-HTTP request an agent's client sent straight to egress's `port` (80): its
+    /// `Host` on the port it dialled is the target, and from there it is the same as an
+    /// absolute-form request.
+    pub async fn serve_direct_http(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        port: u16,
+    ) -> Result<Response<RespBody>, Infallible> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        let Some(host) = host.filter(|a| a.port_u16().unwrap_or(80) == port) else {
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "a request on egress's direct HTTP port needs a Host header naming a host on port {port}"
+                ),
+            ));
+        };
+        let target = Target {
+            https: false,
+            host: host
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            port,
+        };
+        Ok(self.forward(req, target).await)
     }
 
     /// A request inside an intercepted tunnel: its Host must be the CONNECT host.

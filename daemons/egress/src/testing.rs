@@ -102,8 +102,23 @@ pub struct Origin {
 impl Origin {
     /// Start on `ip` (ports picked by the OS), serving `/git/` from `git_root`.
     pub async fn start(ip: std::net::IpAddr, pki: &TestPki, git_root: PathBuf) -> Origin {
-        let http = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
-        let https = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        Origin::start_at((ip, 0).into(), (ip, 0).into(), pki, git_root).await
+    }
+
+    /// Start with plain HTTP on `http` and HTTPS on `https`, serving `/git/` from `git_root`.
+    pub async fn start_at(
+        http: SocketAddr,
+        https: SocketAddr,
+        pki: &TestPki,
+        git_root: PathBuf,
+    ) -> Origin {
+        let bind = |a: SocketAddr| async move {
+            tokio::net::TcpListener::bind(a)
+                .await
+                .unwrap_or_else(|e| panic!("the test origin cannot listen on {a}: {e}"))
+        };
+        let http = bind(http).await;
+        let https = bind(https).await;
         let addrs = Origin {
             http: http.local_addr().expect("addr"),
             https: https.local_addr().expect("addr"),

@@ -176,7 +176,7 @@ async fn dial_direct(
     })
 }
 
-/// Static entries with `host-gateway` turned into the gateway's address.
+/// Static entries with `host-gateway` turned into the engine's host-gateway address.
 fn resolve_static(
     hosts: &BTreeMap<String, StaticAddress>,
 ) -> Result<BTreeMap<String, IpAddr>, String> {
@@ -184,13 +184,30 @@ fn resolve_static(
     for (name, addr) in hosts {
         let ip = match addr {
             StaticAddress::Ip(ip) => *ip,
-            StaticAddress::HostGateway => default_gateway().map_err(|e| {
-                format!("hosts.{name}: `host-gateway` needs the default gateway: {e}")
+            StaticAddress::HostGateway => host_gateway(Path::new(ETC_HOSTS)).map_err(|e| {
+                format!("hosts.{name}: `host-gateway` needs the engine's host-gateway address or a default gateway: {e}")
             })?,
         };
         resolved.insert(name.clone(), ip);
     }
     Ok(resolved)
+}
+
+/// The container's hosts file, where the engine writes its host-gateway address.
+const ETC_HOSTS: &str = "/etc/hosts";
+
+/// The engine's host-gateway address (what Docker means by `host-gateway`: docker0's address
+/// by default), from the entry the host asks the engine for in `hosts`; else, with no such
+/// entry (an engine that has none), the default gateway, which is the host too.
+fn host_gateway(hosts: &Path) -> Result<IpAddr, String> {
+    let text = std::fs::read_to_string(hosts).unwrap_or_default();
+    let named = text.lines().find_map(|line| {
+        let mut f = line.split('#').next()?.split_whitespace();
+        let ip: IpAddr = f.next()?.parse().ok()?;
+        f.any(|n| n == bottle_contract::egress::HOST_GATEWAY_NAME)
+            .then_some(ip)
+    });
+    named.map_or_else(default_gateway, Ok)
 }
 
 /// The IPv4 default gateway from `/proc/net/route`: in a container, the Docker host.
@@ -327,5 +344,20 @@ mod tests {
         let p = Arc::new(rustls::crypto::ring::default_provider());
         let e = client_tls(p, Path::new("/nonexistent"), &[]).unwrap_err();
         assert!(e.contains("no CA"), "{e}");
+    }
+
+    #[test]
+    fn host_gateway_is_the_engines_entry_in_the_hosts_file() {
+        let d = tempfile::tempdir().unwrap();
+        let hosts = d.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            "127.0.0.1\tlocalhost\n# 10.9.9.9 bottle-host-gateway\n172.17.0.1\tbottle-host-gateway\n172.20.0.2\tabc123\n",
+        )
+        .unwrap();
+        assert_eq!(host_gateway(&hosts).unwrap(), IpAddr::from([172, 17, 0, 1]));
+        // No entry: the default gateway (the host too), whatever this machine's is.
+        std::fs::write(&hosts, "127.0.0.1\tlocalhost\n").unwrap();
+        assert_eq!(host_gateway(&hosts).ok(), default_gateway().ok());
     }
 }

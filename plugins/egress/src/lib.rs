@@ -18,6 +18,9 @@ use serde::Deserialize;
 pub const HOSTNAME: &str = "egress";
 /// The proxy port.
 pub const PORT: u16 = 9099;
+/// The agent's DNS server, TLS and HTTP for clients that ignore the proxy env (see
+/// `bottle-egress --agent-host`): the ports such clients dial.
+pub const DIRECT_PORTS: [u16; 3] = [53, 443, 80];
 /// In-container dir holding `routes.yaml` (a dir mount, so live edits are visible).
 pub const CONFIG_DIR: &str = "/etc/egress";
 /// In-container path of egress's CA, cert and key in one PEM.
@@ -160,6 +163,10 @@ impl Sidecar for Egress {
             format!("0.0.0.0:{PORT}"),
             "--routes".into(),
             format!("{CONFIG_DIR}/routes.yaml"),
+            // Clients that ignore the proxy env resolve allowed names to egress and speak to
+            // it directly; only the agent's address is served there.
+            "--agent-host".into(),
+            bottle_contract::layout::AGENT_SERVICE.into(),
         ];
         // Never a default: with no next proxy in the bundle egress dials out itself.
         if let Some(up) = ctx.endpoints.iter().find(|e| e.name == "bundle-proxy") {
@@ -191,7 +198,8 @@ impl Sidecar for Egress {
                 name: HOSTNAME.into(),
                 command,
                 mounts,
-                ports: vec![PORT],
+                // The proxy port first: it is the one clients are given.
+                ports: std::iter::once(PORT).chain(DIRECT_PORTS).collect(),
                 ready_check: Some(vec![
                     BINARY.into(),
                     "health".into(),
@@ -327,7 +335,7 @@ mod tests {
                 .windows(2)
                 .any(|w| w == ["--upstream", "http://127.0.0.1:8888"])
         );
-        assert_eq!(d.ports, [9099]);
+        assert_eq!(d.ports, [9099, 53, 443, 80]);
         assert!(d.ready_check.is_some());
     }
 

@@ -1,0 +1,294 @@
+//! Clients that ignore the proxy env: the JVM, Node's `fetch`, Go programs with their own
+//! transport, `curl --noproxy '*'`. They get out the allowed way too:
+//!
+//! - [`Resolver`]: the agent's only DNS server. It answers a name some route allows with
+//!   egress's own address (the one the agent asked on) and nothing else; every other name does
+//!   not exist. It never forwards a query anywhere, so a name can carry nothing out.
+//! - the agent's client then speaks TLS to egress's port 443 (routed by the name it sent,
+//!   SNI) or HTTP to port 80 (routed by `Host`), and from there it is the same pipeline as the
+//!   proxy's: route table, interception, credential injection, DLP, SSRF guard
+//!   ([`crate::proxy::Proxy::serve_direct_tls`], [`crate::proxy::Proxy::serve_direct_http`]).
+//!
+//! These ports carry no hop token (the client knows no proxy), so they serve the agent's
+//! address alone ([`AgentPeer`]): the bundle's other address, on the bridge the host shares,
+//! is reachable by any local process, which must not get a credential injected.
+
+use crate::proxy::Proxy;
+use crate::routes::RouteTable;
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an answer may be cached: short, so a host approved or revoked live is seen soon.
+const ANSWER_TTL: u32 = 5;
+/// The largest DNS message read over UDP.
+const MAX_QUERY: usize = 4096;
+/// How often, at most, the agent's name is looked up again when an unknown peer knocks.
+const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// How long one lookup of the agent's name may take.
+const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which peer the direct ports serve: the address(es) the bundle's own resolver gives for the
+/// agent's name on the bottle's internal network (Docker's embedded DNS), looked up again at
+/// most once a second when another peer knocks (the agent may start after egress).
+#[derive(Debug)]
+pub struct AgentPeer {
+    name: String,
+    known: Mutex<(Vec<IpAddr>, Option<Instant>)>,
+}
+
+impl AgentPeer {
+    /// Serve the peer(s) `name` resolves to.
+    pub fn new(name: &str) -> AgentPeer {
+        AgentPeer {
+            name: name.to_owned(),
+            known: Mutex::new((Vec::new(), None)),
+        }
+    }
+
+    /// Whether `peer` is the agent.
+    pub async fn admits(&self, peer: IpAddr) -> bool {
+        let peer = canonical(peer);
+        {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known.0.contains(&peer) {
+                return true;
+            }
+            if known.1.is_some_and(|at| at.elapsed() < PEER_REFRESH) {
+                return false;
+            }
+        }
+        let looked = tokio::time::timeout(
+            PEER_LOOKUP_TIMEOUT,
+            tokio::net::lookup_host((self.name.as_str(), 0)),
+        )
+        .await;
+        let addrs: Vec<IpAddr> = match looked {
+            Ok(Ok(a)) => a.map(|a| canonical(a.ip())).collect(),
+            _ => Vec::new(),
+        };
+        let admitted = addrs.contains(&peer);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        *known = (addrs, Some(Instant::now()));
+        admitted
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 one.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The agent's DNS server (see the module doc).
+pub struct Resolver {
+    socket: tokio::net::UdpSocket,
+    proxy: Arc<Proxy>,
+    peer: Arc<AgentPeer>,
+    /// The address of ours each asker reaches us on, by asker.
+    ours: Mutex<HashMap<IpAddr, IpAddr>>,
+}
+
+impl Resolver {
+    /// Bind `listen` (UDP); names are judged by `proxy`'s route table as it is at each query
+    /// (a host approved live resolves at once).
+    pub async fn bind(
+        listen: SocketAddr,
+        proxy: Arc<Proxy>,
+        peer: Arc<AgentPeer>,
+    ) -> Result<Resolver, String> {
+        let socket = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen for DNS on {listen}: {e}"))?;
+        Ok(Resolver {
+            socket,
+            proxy,
+            peer,
+            ours: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Answer queries until the socket fails.
+    pub async fn serve(self) {
+        let mut buf = vec![0u8; MAX_QUERY];
+        loop {
+            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
+                return;
+            };
+            // Not the agent: no answer at all (an answer would tell a local process the
+            // allowlist, and it has no business asking).
+            if !self.peer.admits(from.ip()).await {
+                continue;
+            }
+            let Some(ours) = self.ours_toward(from.ip()) else {
+                continue;
+            };
+            let active = self.proxy.active.load();
+            if let Some(answer) = answer(&buf[..n], &active.table, ours) {
+                let _ = self.socket.send_to(&answer, from).await;
+            }
+        }
+    }
+
+    /// Our address as `asker` sees it: the source the kernel picks toward it.
+    fn ours_toward(&self, asker: IpAddr) -> Option<IpAddr> {
+        let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ip) = ours.get(&asker) {
+            return Some(*ip);
+        }
+        let probe = std::net::UdpSocket::bind((
+            if asker.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            },
+            0,
+        ))
+        .ok()?;
+        probe.connect((asker, 9)).ok()?;
+        let ip = canonical(probe.local_addr().ok()?.ip());
+        ours.insert(asker, ip);
+        Some(ip)
+    }
+}
+
+/// The answer to the DNS message `query`: `ours` for an `A` question about a name a route of
+/// `table` allows, no records for its other types, NXDOMAIN for every other name; `None` for
+/// what is no query at all (dropped, as a resolver drops garbage).
+pub fn answer(query: &[u8], table: &RouteTable, ours: IpAddr) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    if q.message_type() != MessageType::Query {
+        return None;
+    }
+    let mut r = Message::new();
+    r.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(q.op_code())
+        .set_recursion_desired(q.recursion_desired())
+        .set_recursion_available(false)
+        .set_authoritative(true);
+    r.add_queries(q.queries().iter().cloned());
+    let question = match (q.op_code(), q.queries()) {
+        (OpCode::Query, [one]) => one,
+        _ => {
+            r.set_response_code(ResponseCode::NotImp);
+            return r.to_vec().ok();
+        }
+    };
+    let name = question.name().to_lowercase().to_ascii();
+    let name = name.trim_end_matches('.');
+    if table.find(name).is_none() {
+        r.set_response_code(ResponseCode::NXDomain);
+        return r.to_vec().ok();
+    }
+    if let (RecordType::A, IpAddr::V4(v4)) = (question.query_type(), ours) {
+        r.add_answer(Record::from_rdata(
+            question.name().clone(),
+            ANSWER_TTL,
+            RData::A(A(v4)),
+        ));
+    }
+    r.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+
+    fn table() -> RouteTable {
+        RouteTable::parse(
+            b"routes:\n- host: api.example.com\n- host: '*.cdn.example.net'\n",
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    fn ask(name: &str, kind: RecordType) -> Message {
+        let mut q = Message::new();
+        q.set_id(77)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+        let ours = IpAddr::from([10, 0, 0, 2]);
+        Message::from_vec(&answer(&q.to_vec().unwrap(), &table(), ours).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn allowed_names_resolve_to_egress_and_nothing_else_resolves() {
+        for name in ["api.example.com.", "API.Example.com", "x.cdn.example.net."] {
+            let r = ask(name, RecordType::A);
+            assert_eq!(r.id(), 77);
+            assert_eq!(r.response_code(), ResponseCode::NoError, "{name}");
+            let ips: Vec<String> = r.answers().iter().map(|a| a.data().to_string()).collect();
+            assert_eq!(ips, ["10.0.0.2"], "{name}");
+        }
+        // Other types of an allowed name: no records (no IPv6 in the bottle).
+        let r = ask("api.example.com.", RecordType::AAAA);
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+        assert!(r.answers().is_empty());
+        // Everything else does not exist, whatever it carries.
+        for name in [
+            "example.com.",
+            "evil.test.",
+            "c2VjcmV0LXRva2Vu.exfil.test.",
+            "api.example.com.evil.test.",
+            "cdn.example.net.",
+        ] {
+            let r = ask(name, RecordType::A);
+            assert_eq!(r.response_code(), ResponseCode::NXDomain, "{name}");
+            assert!(r.answers().is_empty(), "{name}");
+        }
+        let r = ask("2.0.0.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn garbage_and_odd_messages_get_no_answer_or_a_refusal() {
+        assert!(answer(b"", &table(), IpAddr::from([10, 0, 0, 2])).is_none());
+        assert!(answer(&[0xff; 40], &table(), IpAddr::from([10, 0, 0, 2])).is_none());
+        let mut two = Message::new();
+        two.add_query(Query::query(
+            Name::from_ascii("api.example.com.").unwrap(),
+            RecordType::A,
+        ))
+        .add_query(Query::query(
+            Name::from_ascii("x.test.").unwrap(),
+            RecordType::A,
+        ));
+        let r = Message::from_vec(
+            &answer(
+                &two.to_vec().unwrap(),
+                &table(),
+                IpAddr::from([10, 0, 0, 2]),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.response_code(), ResponseCode::NotImp);
+        assert!(r.answers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_the_agents_address_is_admitted() {
+        let peer = AgentPeer::new("localhost");
+        assert!(peer.admits(IpAddr::from([127, 0, 0, 1])).await);
+        assert!(
+            peer.admits("::ffff:127.0.0.1".parse().unwrap()).await,
+            "mapped"
+        );
+        assert!(!peer.admits(IpAddr::from([172, 17, 0, 1])).await);
+        let nobody = AgentPeer::new("no-such-agent.invalid");
+        assert!(!nobody.admits(IpAddr::from([127, 0, 0, 1])).await);
+    }
+}
