@@ -101,10 +101,8 @@ impl Resolver {
         listen: SocketAddr,
         proxy: Arc<Proxy>,
         peer: Arc<AgentPeer>,
-    ) -> Result<Resolver, String> {
-        let socket = tokio::net::UdpSocket::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen for DNS on {listen}: {e}"))?;
+    ) -> std::io::Result<Resolver> {
+        let socket = tokio::net::UdpSocket::bind(listen).await?;
         Ok(Resolver {
             socket,
             proxy,

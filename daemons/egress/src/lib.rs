@@ -98,7 +98,30 @@ pub struct Daemon {
     proxy: Arc<Proxy>,
     listener: tokio::net::TcpListener,
     direct: Option<DirectListeners>,
+    /// Why the direct ports are not served, when they were asked for.
+    direct_note: Option<String>,
     settings: Settings,
+}
+
+/// Bind the direct ports; the error names the address that failed.
+async fn bind_direct(
+    d: &DirectSettings,
+    proxy: &Arc<Proxy>,
+) -> Result<DirectListeners, (std::io::Error, SocketAddr)> {
+    let peer = Arc::new(direct::AgentPeer::new(&d.agent_host));
+    let tcp = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| (e, addr))
+    };
+    Ok(DirectListeners {
+        resolver: direct::Resolver::bind(d.dns, proxy.clone(), peer.clone())
+            .await
+            .map_err(|e| (e, d.dns))?,
+        https: tcp(d.https).await?,
+        http: tcp(d.http).await?,
+        peer,
+    })
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -126,27 +149,27 @@ impl Daemon {
             hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
             cookies: cookies::IssuedCookies::default(),
         });
-        let direct = match &settings.direct {
-            None => None,
-            Some(d) => {
-                let peer = Arc::new(direct::AgentPeer::new(&d.agent_host));
-                let bind = |addr: SocketAddr| async move {
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|e| format!("cannot listen on {addr}: {e}"))
-                };
-                Some(DirectListeners {
-                    resolver: direct::Resolver::bind(d.dns, proxy.clone(), peer.clone()).await?,
-                    https: bind(d.https).await?,
-                    http: bind(d.http).await?,
-                    peer,
-                })
-            }
+        let (direct, direct_note) = match &settings.direct {
+            None => (None, None),
+            Some(d) => match bind_direct(d, &proxy).await {
+                Ok(l) => (Some(l), None),
+                // An engine that keeps ports below 1024 privileged (the bundle runs no daemon
+                // as root): the proxy still serves; clients that ignore the proxy env cannot
+                // get out, and the start line says so.
+                Err((e, addr)) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+                    None,
+                    Some(format!(
+                        "; no DNS, TLS or HTTP for clients without a proxy: cannot listen on {addr} ({e})"
+                    )),
+                ),
+                Err((e, addr)) => return Err(format!("cannot listen on {addr}: {e}")),
+            },
         };
         Ok(Daemon {
             proxy,
             listener,
             direct,
+            direct_note,
             settings,
         })
     }
@@ -184,7 +207,7 @@ impl Daemon {
                 "; for the agent ({}) without a proxy: DNS on {dns}, TLS on {https}, HTTP on {http}",
                 d.agent_host
             ),
-            _ => String::new(),
+            _ => self.direct_note.clone().unwrap_or_default(),
         };
         format!(
             "listening on {addr}, {} routes (config sha256 {}), {mode}{direct}",

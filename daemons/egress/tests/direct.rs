@@ -199,3 +199,56 @@ fn the_direct_ports_serve_the_agent_alone() {
     );
     let _ = routes("");
 }
+
+/// Where ports below 1024 stay privileged (egress never runs as root), the proxy still serves
+/// and the start line says that clients without a proxy cannot get out.
+#[test]
+fn without_low_ports_the_proxy_still_serves_and_says_why_direct_is_off() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt as _;
+    let rig = Rig::new();
+    // An unprivileged user, where this machine keeps ports below 1024 privileged.
+    let mut cmd = if rustix::process::getuid().is_root() {
+        for f in ["", "routes.yaml", "egress-bundle.pem", "origin-ca.pem"] {
+            let mode = if f.is_empty() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(rig.path(f), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_bottle-egress"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_bottle-egress"))
+    };
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--routes"])
+        .arg(rig.path("routes.yaml"))
+        .arg("--ca")
+        .arg(rig.path("egress-bundle.pem"))
+        .args(["--agent-host", "127.0.0.1", "--direct-dns", "127.0.0.3:53"])
+        .args([
+            "--direct-https",
+            "127.0.0.3:443",
+            "--direct-http",
+            "127.0.0.3:80",
+        ])
+        .env_clear()
+        .env("EGRESS_TOKEN_0", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.contains("listening on 127.0.0.1:")
+            && first.contains(
+                "no DNS, TLS or HTTP for clients without a proxy: cannot listen on 127.0.0.3:53"
+            ),
+        "{first}"
+    );
+}
