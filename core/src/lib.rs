@@ -30,6 +30,7 @@ pub mod live;
 pub mod manifest;
 pub mod merge;
 pub use bottle_contract::model;
+pub mod phases;
 pub mod planner;
 pub mod plugin;
 pub mod policy;

@@ -23,6 +23,8 @@ pub struct LaunchOptions {
     pub base_image: String,
     /// Whether the escape suite runs (`bottle verify`, `bottle run --verify`).
     pub verify: verify::Mode,
+    /// The run's clock (`-v` logs each phase).
+    pub phases: std::sync::Arc<crate::phases::Phases>,
     /// The host env, for the secrets the bundle and the agent get at launch.
     pub env: crate::hostenv::HostEnv,
     /// What runs the bottle ([`crate::driver::Driver::for_backend`] of its backend).
@@ -249,6 +251,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let docker = docker::connect().await?;
     let project_name = p.plan.deployment.project.clone();
     orphan_probe(&docker, &p.slug, &project_name).await?;
+    opts.phases.done("Docker connected, no orphan");
     if let Some(d) = &native {
         let d = d.clone();
         let root = p
@@ -270,9 +273,12 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let (result, teardown) = match &native {
         None => {
             let result = run_bottle(&docker, p, opts, &project_name).await;
+            opts.phases.done("the agent's command ended");
             let teardown = sweep(&docker, &p.slug, &log_file, is_interrupt(&result))
                 .await
                 .map_err(LaunchError::from);
+            opts.phases
+                .done("torn down (logs written, everything removed)");
             // Once the agent is gone, its layer holds still: its work comes back now.
             let work = match &teardown {
                 Ok(()) => {
@@ -312,6 +318,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             }
         }
     }
+    opts.phases.done("state dir retired");
     let (exit_code, report) = result?;
     teardown?;
     Ok(Outcome {
@@ -552,6 +559,7 @@ async fn run_native(
                 layer: None,
             },
             bundle: p.manifest.bundle_resources,
+            phases: &opts.phases,
         };
         tokio::select! {
             r = up::up(docker, &file, &req) => r?,
@@ -677,7 +685,9 @@ async fn run_bottle(
         // only at its first write.
         crate::workdir::layer::check_writable(Path::new(&p.metadata.cwd), &user, &p.manifest.file)?;
     }
+    opts.phases.done("agent's user decided");
     p.mint_keys()?;
+    opts.phases.done("keys minted");
     // Any local process reaches the bundle's address on its egress bridge: its daemons serve
     // only what carries this, and only the agent is given it.
     let hop = mint_hop_token()?;
@@ -686,6 +696,7 @@ async fn run_bottle(
         r = ensure_bundle_image(docker, &file, opts) => r?,
         sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
     }
+    opts.phases.done("bundle image checked");
     let stack = &p.plan.stack;
     let secrets = project::resolve_secrets(
         &file,
@@ -721,6 +732,7 @@ async fn run_bottle(
             layer: layer.as_ref(),
         },
         bundle: p.manifest.bundle_resources,
+        phases: &opts.phases,
     };
     tokio::select! {
         r = up::up(docker, &file, &req) => r?,

@@ -14,6 +14,7 @@ use std::time::Duration;
 /// `bottle run` (and `bottle verify`, a run in [`Mode::Only`]); `json` prints the suite's
 /// report as JSON.
 pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
+    let phases = std::sync::Arc::new(bottle::phases::Phases::default());
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
     let config_dir = env.config_dir();
     let manifest_file =
@@ -131,7 +132,9 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     };
     // Plugins run here, before any async runtime exists (their WASI host blocks).
     let plugins = load_all(env, &args.bottle.plugins)?;
+    phases.done("manifest, driver and plugins loaded");
     let prepared = prepare::prepare(&plugins, &req)?;
+    phases.done("planned (state dir written)");
     if args.dry_run {
         if args.json {
             let out = serde_json::json!({
@@ -162,6 +165,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         base_image,
         verify: mode,
         env: env.clone(),
+        phases,
     };
     eprintln!(
         "bottle {}: starting (state {}); firewall: {}",

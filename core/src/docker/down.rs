@@ -101,22 +101,28 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
             errors.push(e.to_string());
         }
     }
-    for n in inventory::networks(docker, Some(slug)).await? {
-        if let Err(e) = docker.remove_network(&n).await {
-            errors.push(api(format!("removing network {n}"))(e).to_string());
-        }
-    }
-    for v in inventory::volumes(docker, Some(slug)).await? {
-        if let Err(e) = docker
+    let (networks, volumes) = futures_util::future::try_join(
+        inventory::networks(docker, Some(slug)),
+        inventory::volumes(docker, Some(slug)),
+    )
+    .await?;
+    let networks = join_all(networks.iter().map(|n| async move {
+        docker
+            .remove_network(n)
+            .await
+            .map_err(|e| api(format!("removing network {n}"))(e).to_string())
+    }));
+    let volumes = join_all(volumes.iter().map(|v| async move {
+        docker
             .remove_volume(
-                &v,
+                v,
                 Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
             )
             .await
-        {
-            errors.push(api(format!("removing volume {v}"))(e).to_string());
-        }
-    }
+            .map_err(|e| api(format!("removing volume {v}"))(e).to_string())
+    }));
+    let (networks, volumes) = futures_util::future::join(networks, volumes).await;
+    errors.extend(networks.into_iter().chain(volumes).filter_map(Result::err));
     if errors.is_empty() {
         Ok(())
     } else {

@@ -63,6 +63,8 @@ pub struct UpRequest<'a> {
     pub agent: AgentRun<'a>,
     /// The sidecar bundle's limits (memory, processes, CPUs).
     pub bundle: crate::confine::Resources,
+    /// The run's clock.
+    pub phases: &'a crate::phases::Phases,
 }
 
 /// Every container's log, capped: a flood of refused requests fills at most this much disk
@@ -506,6 +508,7 @@ pub async fn up(
             .map_err(api(format!("creating volume {}", v.name)))
     }))
     .await?;
+    req.phases.done("networks and volumes created");
     try_join_all(file.services.iter().map(|(key, s)| async move {
         let name = container_name(req.project, key, s);
         docker
@@ -540,22 +543,35 @@ pub async fn up(
         Ok::<_, DockerError>(())
     }))
     .await?;
+    req.phases.done("containers created");
 
     // Start in waves: a service starts once everything it depends on is started (and healthy
-    // where the file says so). Services of one wave start concurrently.
+    // where the file says so). Services of one wave start concurrently. The agent is the
+    // exception: it starts with what it depends on, before their health checks pass, since
+    // nothing of the agent's runs before bring-up returns (its command is exec'd after that)
+    // and its names are filled in once the others have their addresses.
+    let agent = file.services.iter().find(|(k, s)| is_agent(k, s));
     let mut started: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut agent_started = agent.is_none();
     while started.len() < file.services.len() {
         let wave: Vec<(&String, &Service)> = file
             .services
             .iter()
             .filter(|(k, s)| {
                 !started.contains_key(k.as_str())
+                    && !is_agent(k, s)
                     && s.depends_on
                         .keys()
                         .all(|d| started.contains_key(d.as_str()))
             })
             .collect();
-        if wave.is_empty() {
+        let agent_ready = agent.filter(|(_, s)| {
+            !agent_started
+                && s.depends_on
+                    .keys()
+                    .all(|d| started.contains_key(d.as_str()) || wave.iter().any(|(k, _)| *k == d))
+        });
+        if wave.is_empty() && agent_ready.is_none() {
             let missing = file.services.iter().find_map(|(k, s)| {
                 s.depends_on
                     .keys()
@@ -568,7 +584,24 @@ pub async fn up(
                 "the compose file's `depends_on` entries form a cycle".into()
             })));
         }
-        if let Some((key, s)) = wave.iter().find(|(k, s)| is_agent(k, s)) {
+        // The wave, and the agent once what it depends on starts in it, all at once.
+        let starting: Vec<(&String, &Service)> = wave.iter().copied().chain(agent_ready).collect();
+        try_join_all(starting.iter().map(|(key, s)| async move {
+            let name = container_name(req.project, key, s);
+            docker
+                .start_container(&name, None)
+                .await
+                .map_err(api(format!("starting container {name}")))
+        }))
+        .await?;
+        let names: Vec<&str> = starting.iter().map(|(k, _)| k.as_str()).collect();
+        req.phases.done(&format!("started {}", names.join(", ")));
+        for (k, _) in &wave {
+            started.insert(k, ());
+        }
+        if let Some((key, s)) = agent_ready {
+            // Its names need the addresses of what started with it; its idle process resolves
+            // nothing, and its command runs only after bring-up.
             let done: Vec<&str> = started.keys().copied().collect();
             super::names::fill(
                 docker,
@@ -581,24 +614,22 @@ pub async fn up(
             .await?;
         }
         try_join_all(wave.iter().map(|(key, s)| async move {
-            let name = container_name(req.project, key, s);
-            docker
-                .start_container(&name, None)
-                .await
-                .map_err(api(format!("starting container {name}")))?;
             let needed_healthy = file.services.values().any(|o| {
                 o.depends_on
                     .get(key.as_str())
                     .is_some_and(|d| d.condition == "service_healthy")
             });
             if let (true, Some(h)) = (needed_healthy, &s.healthcheck) {
+                let name = container_name(req.project, key, s);
                 wait_healthy(docker, &name, &h.test, req.health_timeout).await?;
+                req.phases.done(&format!("{key} healthy"));
             }
             Ok::<_, DockerError>(())
         }))
         .await?;
-        for (k, _) in wave {
-            started.insert(k, ());
+        if let Some((key, _)) = agent_ready {
+            agent_started = true;
+            started.insert(key, ());
         }
     }
     Ok(())
