@@ -335,8 +335,8 @@ fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
     start_agent_sleeping(sb, "e2e", slug)
 }
 
-/// Start `bottle run AGENT … -- sleep 300` in the background; returns once the agent is
-/// running.
+/// Start `bottle run AGENT … -- sleep 300` in the background; returns once the agent's command
+/// runs (after the bundle's ready check: the agent's container starts before that).
 pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::process::Child {
     let child = bottle(sb)
         .args(["run", agent_name, "--slug", slug, "--", "sleep", "300"])
@@ -347,8 +347,8 @@ pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::
         .unwrap();
     let agent = format!("bottle-agent-{slug}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while docker(&["inspect", "-f", "{{.State.Running}}", &agent]) != "true" {
-        assert!(Instant::now() < deadline, "the agent never started");
+    while !docker(&["top", &agent]).contains("sleep 300") {
+        assert!(Instant::now() < deadline, "the agent's command never started");
         std::thread::sleep(Duration::from_millis(200));
     }
     child
@@ -1891,8 +1891,9 @@ fn live_applies_under_load_never_fail_a_request() {
         .unwrap();
     let agent = format!("bottle-agent-{slug}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while docker(&["inspect", "-f", "{{.State.Running}}", &agent]) != "true" {
-        assert!(Instant::now() < deadline, "the agent never started");
+    // The agent's command, not just its container (which starts before the bundle is ready).
+    while !docker(&["top", &agent]).contains("/tmp/stop") {
+        assert!(Instant::now() < deadline, "the agent's command never started");
         std::thread::sleep(Duration::from_millis(200));
     }
     let env = bottle::hostenv::HostEnv::from_vars([
