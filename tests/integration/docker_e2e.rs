@@ -348,7 +348,10 @@ pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::
     let agent = format!("bottle-agent-{slug}");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !docker(&["top", &agent]).contains("sleep 300") {
-        assert!(Instant::now() < deadline, "the agent's command never started");
+        assert!(
+            Instant::now() < deadline,
+            "the agent's command never started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     child
@@ -1893,7 +1896,10 @@ fn live_applies_under_load_never_fail_a_request() {
     let deadline = Instant::now() + Duration::from_secs(120);
     // The agent's command, not just its container (which starts before the bundle is ready).
     while !docker(&["top", &agent]).contains("/tmp/stop") {
-        assert!(Instant::now() < deadline, "the agent's command never started");
+        assert!(
+            Instant::now() < deadline,
+            "the agent's command never started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let env = bottle::hostenv::HostEnv::from_vars([

@@ -100,7 +100,7 @@ pub enum NativeError {
         /// The pins file, when there is a config dir.
         pins: Option<PathBuf>,
         /// Why a file in the install dir is not trusted as installed with bottle.
-        not_installed: Option<String>,
+        not_installed: Option<Box<str>>,
     },
     /// Pinned to another file.
     #[error(
@@ -519,7 +519,9 @@ impl NativeDriver {
         let trust = match installed {
             Some(Ok(trust)) => trust,
             not_installed => {
-                let not_installed = not_installed.and_then(Result::err);
+                let not_installed = not_installed
+                    .and_then(Result::err)
+                    .map(String::into_boxed_str);
                 let hash = sha256(&bytes);
                 match (policy.pins.get(&name), &policy.pins_file) {
                     (Some(pinned), Some(file)) if pinned.eq_ignore_ascii_case(&hash) => {
