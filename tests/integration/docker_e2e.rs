@@ -1111,6 +1111,7 @@ fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
         "gateway",
         "ipv6",
         "dns",
+        "dns-allowed",
         "direct-tcp",
         "bundle-ports",
         "private-keys",

@@ -42,6 +42,7 @@ fn main() {
     out.push(gateway_route());
     out.push(ipv6());
     out.push(dns(&plan.dns_name));
+    out.push(dns_allowed(&plan));
     out.extend(listeners(&plan));
     out.push(bundle_ports(&plan));
     out.push(private_keys());
@@ -372,6 +373,34 @@ fn ipv6() -> Finding {
         ),
         n == 0,
     )
+}
+
+/// An allowed name resolves to egress in the bundle and nowhere else: a client that ignores
+/// the proxy env then still goes through egress, and a resolver that forwarded the name would
+/// show up here as another address.
+fn dns_allowed(plan: &Plan) -> Finding {
+    let (Some(host), Some(bundle)) = (&plan.allowed_host, plan.bundle) else {
+        return Finding::skip(
+            "dns-allowed",
+            "resolve an allowed name",
+            "no allowed host or no bundle",
+        );
+    };
+    let what = format!("resolve {host}, an allowed name: only egress's address ({bundle})");
+    match (host.as_str(), 443).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            let only_egress = !addrs.is_empty() && addrs.iter().all(|a| *a == bundle);
+            Finding::new(
+                "dns-allowed",
+                what,
+                format!("resolved to {addrs:?}"),
+                only_egress,
+            )
+        }
+        // No answer is no way around egress either (a backend whose agent has no resolver).
+        Err(e) => Finding::new("dns-allowed", what, format!("no answer: {e}"), true),
+    }
 }
 
 fn dns(name: &str) -> Finding {
