@@ -1,6 +1,7 @@
 //! Command-line arguments, turned into typed requests early, and the commands themselves.
 
 mod approvals;
+mod audit;
 mod drivers;
 mod manage;
 mod plugins;
@@ -117,6 +118,31 @@ enum Command {
     /// Inspect native drivers.
     #[command(subcommand)]
     Drivers(DriversCommand),
+    /// A bottle's audit ledger: what was decided, signed so no one can quietly edit it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Show a bottle's ledger (running bottles have theirs written at teardown).
+    Show {
+        /// The bottle's slug, or a ledger file.
+        target: String,
+        /// Print the records as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Only records with this decision (`block`, `allow`).
+        #[arg(long)]
+        decision: Option<String>,
+    },
+    /// Check a ledger's chain and signatures; exit 1 naming the first bad record.
+    Verify {
+        /// The bottle's slug, or a ledger file.
+        target: String,
+    },
+    /// Print the public half of your audit key (made on first use).
+    Key,
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +412,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             plugins::list(&env, &plugins, json)
         }
         Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&env, &paths),
+        Command::Audit(AuditCommand::Show {
+            target,
+            json,
+            decision,
+        }) => audit::show(&env, &target, json, decision.as_deref()),
+        Command::Audit(AuditCommand::Verify { target }) => audit::verify(&env, &target),
+        Command::Audit(AuditCommand::Key) => audit::key(&env),
         Command::Drivers(DriversCommand::List { drivers }) => {
             drivers::list(&env, &drivers.driver_dirs)
         }

@@ -19,6 +19,7 @@
 
 pub mod approvals;
 pub mod approved;
+pub mod audit;
 pub mod confine;
 pub mod consent;
 pub mod dashboard;

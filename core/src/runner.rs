@@ -248,6 +248,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             )));
         }
     };
+    let started = now_rfc3339();
     let docker = docker::connect().await?;
     let project_name = p.plan.deployment.project.clone();
     orphan_probe(&docker, &p.slug, &project_name).await?;
@@ -304,6 +305,9 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             (result, teardown)
         }
     };
+    if let Err(e) = write_ledger(p, opts, &started, result.as_ref().ok().map(|(c, _)| *c)) {
+        eprintln!("warning: the audit ledger was not written: {e}");
+    }
     let failed = result.is_err() || teardown.is_err();
     let mut state_kept = opts.keep_state || failed;
     let mut log_file = log_file;
@@ -327,6 +331,45 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
         state_kept,
         report,
     })
+}
+
+/// Now, as the ledger writes times.
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The run's audit ledger, sealed with the user's key, into the state dir (kept with the logs
+/// when the dir is retired).
+fn write_ledger(
+    p: &Prepared,
+    opts: &LaunchOptions,
+    started: &str,
+    exit_code: Option<i64>,
+) -> Result<(), String> {
+    use sha2::Digest as _;
+    let config = opts
+        .env
+        .config_dir()
+        .ok_or("there is no config dir for the audit key (set HOME or XDG_CONFIG_HOME)")?;
+    let key = crate::audit::key::AuditKey::load_or_create(&config).map_err(|e| e.to_string())?;
+    let logs = std::fs::read_to_string(p.state_dir.join("compose.log")).unwrap_or_default();
+    let plan = std::fs::read(p.state_dir.join(bottle_contract::layout::PLAN_FILE))
+        .map_err(|e| format!("cannot read the plan: {e}"))?;
+    let plan_sha256 = crate::audit::chain::hex(&sha2::Sha256::digest(&plan));
+    let ended = now_rfc3339();
+    let run = crate::audit::collect::Run {
+        slug: &p.slug,
+        agent: &p.manifest.name,
+        started,
+        ended: &ended,
+        plan_sha256: &plan_sha256,
+        exit_code,
+    };
+    let text = crate::audit::collect::ledger(&run, &logs, &key);
+    crate::audit::collect::write(&p.state_dir, &text)
+        .map_err(|e| format!("{}: {e}", p.state_dir.display()))
 }
 
 /// The value of host env `name` for a secret: the user's env, but for the hop token, which is

@@ -267,15 +267,26 @@ pub fn archived_log(state_dir: &Path) -> PathBuf {
         .join(format!("{}.log", slug.to_string_lossy()))
 }
 
-/// Move a state dir's `compose.log` to [`archived_log`], then remove the dir (it holds the
-/// bottle's CA keys). A dir without a log is removed all the same.
+/// Move a state dir's `compose.log` to [`archived_log`] and its audit ledger beside it, then
+/// remove the dir (it holds the bottle's CA keys). A dir without a log is removed all the same.
 pub fn retire(state_dir: &Path) -> Result<PathBuf, StateError> {
     let dest = archived_log(state_dir);
     let log = state_dir.join(LOG_FILE);
+    let dir = dest.parent().unwrap_or(Path::new("."));
     if log.is_file() {
-        let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         std::fs::rename(&log, &dest).map_err(io(&dest))?;
+    }
+    // The audit ledger is kept beside the logs.
+    let ledger = state_dir.join(crate::audit::LEDGER_FILE);
+    if ledger.is_file() {
+        let kept = dir.join(format!(
+            "{}.{}",
+            state_dir.file_name().unwrap_or_default().to_string_lossy(),
+            crate::audit::LEDGER_FILE
+        ));
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::rename(&ledger, &kept).map_err(io(&kept))?;
     }
     std::fs::remove_dir_all(state_dir).map_err(io(state_dir))?;
     Ok(dest)

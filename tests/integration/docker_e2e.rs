@@ -2077,3 +2077,73 @@ curl -sS --noproxy '*' --max-time 5 https://unlisted.test/ >/dev/null 2>&1 || ec
     assert_eq!(leftovers(&slug), "");
     drop(origin);
 }
+
+/// Every run leaves a ledger beside its logs: the start, each request egress decided (written
+/// by the bundle), the stop and the final seal. `bottle audit verify` passes on it, and names
+/// the record after one byte is changed, a record is removed, or the ledger is cut short.
+#[test]
+fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-audit");
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "curl -s -o /dev/null https://blocked.test/secret-path?token=abc; true",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, shown, err) = run(bottle(&sb).args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refusal = records
+        .iter()
+        .find(|r| r["kind"] == "request" && r["data"]["host"] == "blocked.test")
+        .unwrap_or_else(|| panic!("no refusal in {shown}"));
+    assert_eq!(refusal["writer"], "bundle/egress");
+    assert_eq!(refusal["data"]["decision"], "block");
+    assert!(!shown.contains("token=abc"), "no query in the ledger");
+    assert_eq!(records.first().unwrap()["kind"], "start");
+    assert_eq!(records.last().unwrap()["kind"], "seal");
+    let (code, said, err) = run(bottle(&sb).args(["audit", "verify", &slug]));
+    assert_eq!(code, 0, "{said}{err}");
+    assert!(said.starts_with("ok "), "{said}");
+
+    let kept = sb.state().join("logs").join(format!("{slug}.ledger.jsonl"));
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let check = |changed: &str| {
+        std::fs::write(&kept, changed).unwrap();
+        let (code, _, err) = run(bottle(&sb).args(["audit", "verify", &slug]));
+        assert_eq!(code, 1, "{err}");
+        err
+    };
+    // One byte of the refusal changed.
+    let err = check(&text.replacen("blocked.test", "blocked.tesu", 1));
+    assert!(
+        err.contains("record ") && err.contains("does not follow"),
+        "{err}"
+    );
+    // A record removed.
+    let lines: Vec<&str> = text.lines().collect();
+    let without: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let err = check(&without);
+    assert!(err.contains("record 2:"), "{err}");
+    // Cut short.
+    let err = check(&text[..text.len() / 2]);
+    assert!(err.contains("record "), "{err}");
+    std::fs::write(&kept, &text).unwrap();
+    let (code, _, err) = run(bottle(&sb).args(["audit", "verify", &slug]));
+    assert_eq!(code, 0, "{err}");
+}

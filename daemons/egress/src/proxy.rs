@@ -390,7 +390,11 @@ impl Proxy {
         let started = Instant::now();
         let (method, how) = match &target {
             Ok(_) => (Method::CONNECT, "after CONNECT"),
-            Err(_) => (Method::GET, "on the direct TLS port"),
+            // No request yet: the log names the connection for what it is.
+            Err(_) => (
+                Method::from_bytes(b"TLS").unwrap_or(Method::GET),
+                "on the direct TLS port",
+            ),
         };
         let close = |host: &str, reason: String| {
             self.log

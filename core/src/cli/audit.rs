@@ -1,0 +1,134 @@
+//! `bottle audit show`, `verify` and `key`.
+
+use anyhow::{Context, Result};
+use bottle::audit::{self, key::AuditKey};
+use bottle::hostenv::HostEnv;
+use bottle_contract::terminal::safe;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The user's audit key (made on first use).
+fn user_key(env: &HostEnv) -> Result<AuditKey> {
+    let dir = env
+        .config_dir()
+        .context("there is no config dir for the audit key: set HOME or XDG_CONFIG_HOME")?;
+    Ok(AuditKey::load_or_create(&dir)?)
+}
+
+/// The ledger file `target` names: a file, or a bottle's (in its state dir, else kept with
+/// the logs).
+fn ledger_file(env: &HostEnv, target: &str) -> Result<PathBuf> {
+    let as_path = PathBuf::from(target);
+    if target.contains('/') || as_path.is_file() {
+        return Ok(as_path);
+    }
+    anyhow::ensure!(
+        bottle::state::valid_slug(target),
+        "`{target}` is neither a ledger file nor a bottle's slug"
+    );
+    let root = env
+        .state_dir()
+        .context("there is no state dir: set HOME or BOTTLE_STATE_DIR")?;
+    let candidates = [
+        root.join(target).join(audit::LEDGER_FILE),
+        root.join("logs")
+            .join(format!("{target}.{}", audit::LEDGER_FILE)),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!("bottle `{target}` has no ledger (it is written at teardown; a running bottle has none yet)")
+        })
+}
+
+pub(super) fn key(env: &HostEnv) -> Result<ExitCode> {
+    let key = user_key(env)?;
+    println!("{}", audit::chain::hex(&key.public()));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn verify(env: &HostEnv, target: &str) -> Result<ExitCode> {
+    let file = ledger_file(env, target)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let key = user_key(env)?;
+    match audit::chain::verify(&text, &key.public()) {
+        Ok(v) => {
+            println!(
+                "ok {}: bottle {}, {} records, {} seals, the chain is whole and signed by your key",
+                file.display(),
+                safe(&v.slug),
+                v.records.len(),
+                v.seals
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}: {}", file.display(), safe(&e.to_string()));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub(super) fn show(
+    env: &HostEnv,
+    target: &str,
+    json: bool,
+    decision: Option<&str>,
+) -> Result<ExitCode> {
+    let file = ledger_file(env, target)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let key = user_key(env)?;
+    // Shown only once it holds: a record of a changed ledger is no record.
+    let v = audit::chain::verify(&text, &key.public()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; `bottle audit verify` says the same",
+            file.display()
+        )
+    })?;
+    let field = |r: &audit::Record, k: &str| match r.data.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    for r in v
+        .records
+        .iter()
+        .filter(|r| decision.is_none_or(|d| field(r, "decision") == d))
+    {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            let what = match r.kind.as_str() {
+                "request" => format!(
+                    "{} {} {}{} -> {} {}",
+                    field(r, "decision"),
+                    field(r, "method"),
+                    field(r, "host"),
+                    field(r, "path"),
+                    field(r, "status"),
+                    field(r, "reason")
+                ),
+                "stop" => format!("exit code {}", field(r, "exit_code")),
+                "start" => format!(
+                    "agent {}, plan {}",
+                    field(r, "agent"),
+                    field(r, "plan_sha256")
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "{:>5}  {}  {:<14} {:<8} {}",
+                r.seq,
+                safe(&r.time),
+                safe(&r.writer),
+                safe(&r.kind),
+                safe(&what)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
