@@ -367,7 +367,12 @@ fn write_ledger(
         plan_sha256: &plan_sha256,
         exit_code,
     };
-    let text = crate::audit::collect::ledger(&run, &logs, &key);
+    let asked = p
+        .state_dir
+        .parent()
+        .map(|root| crate::approvals::list(root, Some(&p.slug)))
+        .unwrap_or_default();
+    let text = crate::audit::collect::ledger(&run, &logs, &asked, &key);
     crate::audit::collect::write(&p.state_dir, &text)
         .map_err(|e| format!("{}: {e}", p.state_dir.display()))
 }

@@ -109,21 +109,17 @@ pub fn verdict<'a>(findings: &'a [serde_json::Value], id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{id}` probe in {findings:#?}"))
 }
 
+/// `bottle run AGENT --slug SLUG -- sh -c SCRIPT`: exit code, stdout, stderr.
+fn run_sh(sb: &Sandbox, agent: &str, slug: &str, script: &str) -> (i32, String, String) {
+    run(bottle(sb).args(["run", agent, "--slug", slug, "--", "sh", "-c", script]))
+}
+
 #[test]
 fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-exit");
-    let (code, out, err) = run(bottle(&sb).args([
-        "run",
-        "e2e",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        "echo hello-from-the-agent; exit 7",
-    ]));
+    let (code, out, err) = run_sh(&sb, "e2e", &slug, "echo hello-from-the-agent; exit 7");
     assert_eq!(code, 7, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("hello-from-the-agent"), "{out}");
     assert_eq!(
@@ -1867,6 +1863,31 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(tries <= 1200, "the approval never took effect:\n{stdout}");
     assert_eq!(leftovers(&slug), "");
+    // The ledger holds the refusal, the agent's request, the human's approval and the request
+    // that then went through, in that order.
+    let (code, shown, err) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |f: &dyn Fn(&serde_json::Value) -> bool| {
+        records
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("missing in {shown}"))
+    };
+    let refused = at(&|r| r["data"]["host"] == "origin.test" && r["data"]["decision"] == "block");
+    let asked = at(&|r| r["kind"] == "ask" && r["data"]["id"] == id.as_str());
+    let decided = at(&|r| {
+        r["kind"] == "decision" && r["writer"] == "host" && r["data"]["decision"] == "approved"
+    });
+    let allowed = at(&|r| r["data"]["host"] == "origin.test" && r["data"]["decision"] == "allow");
+    assert!(
+        refused < asked && asked < decided && decided < allowed,
+        "{shown}"
+    );
+    assert_eq!(records[asked]["writer"], "bundle/supervise");
 }
 
 /// Live apply under a hammer: while the agent sends requests through egress to a host it
@@ -2086,16 +2107,12 @@ fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-audit");
-    let (code, out, err) = run(bottle(&sb).args([
-        "run",
+    let (code, out, err) = run_sh(
+        &sb,
         "e2e",
-        "--slug",
         &slug,
-        "--",
-        "sh",
-        "-c",
         "curl -s -o /dev/null https://blocked.test/secret-path?token=abc; true",
-    ]));
+    );
     assert_eq!(code, 0, "{out}{err}");
     let (code, shown, err) = run(bottle(&sb).args(["audit", "show", &slug, "--json"]));
     assert_eq!(code, 0, "{err}");

@@ -1,6 +1,8 @@
 //! A run's ledger, written at teardown: the host's start record (the plan's hash), every
 //! request egress decided (from its access log in the bundle's logs, so written by the bundle),
-//! the host's stop record (the agent's exit code), and the final seal.
+//! every request the agent made through supervise (written by the bundle) and the human's
+//! decision on it (the host's), in time order; the host's stop record (the agent's exit code),
+//! and the final seal.
 
 use super::chain::{self, Chain};
 use super::key::AuditKey;
@@ -54,14 +56,99 @@ pub struct Run<'a> {
     pub exit_code: Option<i64>,
 }
 
-/// The ledger of `run`, with the bundle's `logs`, sealed with `key`.
-pub fn ledger(run: &Run<'_>, logs: &str, key: &AuditKey) -> String {
+/// The records of what the agent asked supervise for (`ask`, written by the bundle) and what
+/// the human answered (`decision`, the host's), from the bottle's queue.
+pub fn asks_and_decisions(asked: &[crate::approvals::Asked]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for a in asked {
+        let r = &a.request;
+        let mut data = Map::new();
+        data.insert("id".into(), Value::from(r.id.clone()));
+        data.insert(
+            "kind".into(),
+            serde_json::to_value(r.kind).unwrap_or(Value::Null),
+        );
+        data.insert("host".into(), Value::from(r.host.clone()));
+        if let Some(p) = &r.path_prefix {
+            data.insert("path_prefix".into(), Value::from(p.clone()));
+        }
+        data.insert("reason".into(), Value::from(r.reason.clone()));
+        out.push(Event {
+            time: r.created.clone(),
+            writer: chain::bundle("supervise"),
+            kind: "ask",
+            data,
+        });
+        if let Some(d) = &a.decision {
+            let mut data = Map::new();
+            data.insert("id".into(), Value::from(d.id.clone()));
+            data.insert(
+                "decision".into(),
+                serde_json::to_value(d.decision).unwrap_or(Value::Null),
+            );
+            data.insert("granted".into(), Value::from(a.effect.clone()));
+            data.insert("applied".into(), Value::from(d.applied));
+            if !d.note.is_empty() {
+                data.insert("note".into(), Value::from(d.note.clone()));
+            }
+            if let Some(e) = &d.apply_error {
+                data.insert("apply_error".into(), Value::from(e.clone()));
+            }
+            out.push(Event {
+                time: d.decided.clone(),
+                writer: chain::HOST.to_owned(),
+                kind: "decision",
+                data,
+            });
+        }
+    }
+    out
+}
+
+/// One record to be, before it has its place in the chain.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Who says so.
+    pub writer: String,
+    /// What it is.
+    pub kind: &'static str,
+    /// Its fields.
+    pub data: Map<String, Value>,
+}
+
+/// `time` as a point in time, for ordering records written with different precision.
+fn instant(time: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The ledger of `run`, with the bundle's `logs` and the bottle's requests and decisions
+/// (`asked`), sealed with `key`.
+pub fn ledger(
+    run: &Run<'_>,
+    logs: &str,
+    asked: &[crate::approvals::Asked],
+    key: &AuditKey,
+) -> String {
     let mut start = Map::new();
     start.insert("agent".into(), Value::from(run.agent));
     start.insert("plan_sha256".into(), Value::from(run.plan_sha256));
     let mut chain = Chain::start(run.slug, run.started, start);
-    for (time, data) in egress_requests(logs) {
-        chain.append(&time, &chain::bundle("egress"), "request", data);
+    let mut events: Vec<Event> = egress_requests(logs)
+        .into_iter()
+        .map(|(time, data)| Event {
+            time,
+            writer: chain::bundle("egress"),
+            kind: "request",
+            data,
+        })
+        .chain(asks_and_decisions(asked))
+        .collect();
+    // Stable: records of one source keep their order; an unreadable time sorts first.
+    events.sort_by_key(|e| instant(&e.time));
+    for e in events {
+        chain.append(&e.time, &e.writer, e.kind, e.data);
     }
     let mut stop = Map::new();
     stop.insert(
@@ -112,7 +199,7 @@ mod tests {
             plan_sha256: "p",
             exit_code: Some(0),
         };
-        let text = ledger(&run, logs, &key);
+        let text = ledger(&run, logs, &[], &key);
         let v = chain::verify(&text, &key.public()).unwrap();
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["start", "request", "stop", "seal"]);
