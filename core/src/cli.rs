@@ -123,6 +123,12 @@ enum Command {
     Audit(AuditCommand),
 }
 
+/// A `--since` time.
+fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-12-05T10:00:00Z ({e})"))
+}
+
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Show a bottle's ledger (running bottles have theirs written at teardown).
@@ -135,6 +141,9 @@ enum AuditCommand {
         /// Only records with this decision (`block`, `allow`).
         #[arg(long)]
         decision: Option<String>,
+        /// Only records from this time on (RFC 3339, e.g. `2026-12-05T10:00:00Z`).
+        #[arg(long, value_parser = parse_rfc3339)]
+        since: Option<time::OffsetDateTime>,
     },
     /// Check a ledger's chain and signatures; exit 1 naming the first bad record.
     Verify {
@@ -416,7 +425,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             target,
             json,
             decision,
-        }) => audit::show(&env, &target, json, decision.as_deref()),
+            since,
+        }) => audit::show(&env, &target, json, decision.as_deref(), since),
         Command::Audit(AuditCommand::Verify { target }) => audit::verify(&env, &target),
         Command::Audit(AuditCommand::Key) => audit::key(&env),
         Command::Drivers(DriversCommand::List { drivers }) => {

@@ -2132,6 +2132,18 @@ fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
     let (code, said, err) = run(bottle(&sb).args(["audit", "verify", &slug]));
     assert_eq!(code, 0, "{said}{err}");
     assert!(said.starts_with("ok "), "{said}");
+    // Filters: only refusals; nothing from the future; a bad time is named.
+    let (_, blocks, _) = run(bottle(&sb).args(["audit", "show", &slug, "--decision", "block"]));
+    assert!(
+        blocks.lines().count() >= 1 && blocks.lines().all(|l| l.contains("block")),
+        "{blocks}"
+    );
+    let (code, later, _) =
+        run(bottle(&sb).args(["audit", "show", &slug, "--since", "2999-01-01T00:00:00Z"]));
+    assert_eq!((code, later.as_str()), (0, ""));
+    let (code, _, err) = run(bottle(&sb).args(["audit", "show", &slug, "--since", "yesterday"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an RFC 3339 time"), "{err}");
 
     let kept = sb.state().join("logs").join(format!("{slug}.ledger.jsonl"));
     let text = std::fs::read_to_string(&kept).unwrap();

@@ -77,6 +77,7 @@ pub(super) fn show(
     target: &str,
     json: bool,
     decision: Option<&str>,
+    since: Option<time::OffsetDateTime>,
 ) -> Result<ExitCode> {
     let file = ledger_file(env, target)?;
     let text = std::fs::read_to_string(&file)
@@ -98,6 +99,12 @@ pub(super) fn show(
         .records
         .iter()
         .filter(|r| decision.is_none_or(|d| field(r, "decision") == d))
+        .filter(|r| {
+            since.is_none_or(|t| {
+                time::OffsetDateTime::parse(&r.time, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|at| at >= t)
+            })
+        })
     {
         if json {
             println!("{}", serde_json::to_string(r)?);
