@@ -1582,6 +1582,30 @@ fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
         None,
         "the secret never left"
     );
+    // The ledger holds each push, the accepted one and the refused ones with their reasons.
+    let (code, shown, err) = run(bottle(&sb).args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let pushes: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "git" && r["data"]["op"] == "push")
+        .collect();
+    assert!(
+        pushes.iter().all(|r| r["writer"] == "bundle/git-gate")
+            && pushes
+                .iter()
+                .any(|r| r["data"]["push"]["outcome"] == "accepted")
+            && pushes.iter().any(|r| {
+                r["data"]["push"]["reason"]
+                    .as_str()
+                    .is_some_and(|why| why.contains("looks like a secret"))
+            }),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("Z7QWERTYUIOPASDF"),
+        "no secret in the ledger"
+    );
     let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
     assert!(
         log.contains("[git-gate] {") && log.contains("\"op\":\"push\""),

@@ -1,5 +1,6 @@
 //! A run's ledger, written at teardown: the host's start record (the plan's hash), every
 //! request egress decided (from its access log in the bundle's logs, so written by the bundle),
+//! every fetch and push through git-gate (from its log: refs, outcome, reason; the bundle's),
 //! every request the agent made through supervise (written by the bundle) and the human's
 //! decision on it (the host's), in time order; the host's stop record (the agent's exit code),
 //! and the final seal.
@@ -34,6 +35,37 @@ pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
                 .iter()
                 .filter_map(|k| Some(((*k).to_owned(), record.remove(*k)?)))
                 .collect();
+            Some((time, data))
+        })
+        .collect()
+}
+
+/// Each fetch, push and refusal git-gate logged in the merged logs `logs`: its time and fields
+/// (repo, outcome, reason; for a push, the refs and what the hook decided, with what it
+/// scanned). Never file contents: git-gate's log holds places and rules only.
+pub fn git_operations(logs: &str) -> Vec<(String, Map<String, Value>)> {
+    logs.lines()
+        .filter_map(|line| {
+            let json = line.split_once("[git-gate] ")?.1;
+            let Value::Object(mut record) = serde_json::from_str::<Value>(json).ok()? else {
+                return None;
+            };
+            let op = record.get("op")?.as_str()?;
+            if !matches!(op, "fetch" | "push" | "refuse") {
+                return None;
+            }
+            let time = record.get("time")?.as_str()?.to_owned();
+            let mut data: Map<String, Value> = ["op", "repo", "outcome", "reason"]
+                .iter()
+                .filter_map(|k| Some(((*k).to_owned(), record.remove(*k)?)))
+                .collect();
+            if let Some(Value::Object(mut push)) = record.remove("push") {
+                let hook: Map<String, Value> = ["outcome", "reason", "refs", "objects", "bytes"]
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_owned(), push.remove(*k)?)))
+                    .collect();
+                data.insert("push".into(), Value::Object(hook));
+            }
             Some((time, data))
         })
         .collect()
@@ -143,6 +175,12 @@ pub fn ledger(
             kind: "request",
             data,
         })
+        .chain(git_operations(logs).into_iter().map(|(time, data)| Event {
+            time,
+            writer: chain::bundle("git-gate"),
+            kind: "git",
+            data,
+        }))
         .chain(asks_and_decisions(asked))
         .collect();
     // Stable: records of one source keep their order; an unreadable time sorts first.
@@ -177,6 +215,27 @@ pub fn write(state_dir: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_gate_lines_become_git_records() {
+        let logs = "x sidecars | [git-gate] {\"time\":\"2026-12-05T10:00:01Z\",\"op\":\"push\",\"repo\":\"proj\",\"peer\":\"10.0.0.3:5\",\"outcome\":\"refused\",\"reason\":\"push refused\",\"push\":{\"outcome\":\"refused\",\"reason\":\"push refused: k.txt:1: aws-access-key-id\",\"refs\":[\"refs/heads/bottle/c/y\"],\"objects\":3,\"bytes\":90,\"scan_ms\":1.0,\"forward_ms\":0.0},\"duration_ms\":4.0}\n\
+                    x sidecars | [git-gate] {\"time\":\"2026-12-05T10:00:00Z\",\"op\":\"start\",\"outcome\":\"ok\",\"duration_ms\":0.0}\n";
+        let got = git_operations(logs);
+        assert_eq!(got.len(), 1);
+        let data = &got[0].1;
+        assert_eq!(data["op"], "push");
+        assert_eq!(data["push"]["refs"][0], "refs/heads/bottle/c/y");
+        assert!(
+            data["push"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("aws-access-key-id")
+        );
+        assert!(
+            !data.contains_key("peer")
+                && !data["push"].as_object().unwrap().contains_key("scan_ms")
+        );
+    }
 
     #[test]
     fn egress_lines_become_requests_without_their_query() {
