@@ -16,26 +16,41 @@ const REQUEST_FIELDS: [&str; 9] = [
     "method", "host", "path", "route", "decision", "reason", "status", "bytes", "rule",
 ];
 
+/// The JSON objects daemon `daemon` logged in the merged logs `logs` (bottle-init prefixes
+/// each of its lines `[daemon] `), with their time.
+fn daemon_records<'a>(
+    logs: &'a str,
+    daemon: &'a str,
+) -> impl Iterator<Item = (String, Map<String, Value>)> + 'a {
+    let prefix = format!("[{daemon}] ");
+    logs.lines().filter_map(move |line| {
+        let json = line.split_once(prefix.as_str())?.1;
+        let Value::Object(record) = serde_json::from_str::<Value>(json).ok()? else {
+            return None;
+        };
+        let time = record.get("time")?.as_str()?.to_owned();
+        Some((time, record))
+    })
+}
+
+/// The fields `keys` of `record`, taken out of it.
+fn take(record: &mut Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| Some(((*k).to_owned(), record.remove(*k)?)))
+        .collect()
+}
+
 /// Each request egress decided, from the merged logs `logs` (`compose.log`): its time and
 /// fields.
 pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
-    logs.lines()
-        .filter_map(|line| {
-            let json = line.split_once("[egress] ")?.1;
-            let Value::Object(mut record) = serde_json::from_str::<Value>(json).ok()? else {
-                return None;
-            };
-            record.get("decision")?;
-            let time = record.get("time")?.as_str()?.to_owned();
+    daemon_records(logs, "egress")
+        .filter(|(_, r)| r.contains_key("decision"))
+        .map(|(time, mut record)| {
             if let Some(Value::String(path)) = record.get_mut("path") {
                 // Only the path: a query may carry what was refused.
                 path.truncate(path.find('?').unwrap_or(path.len()));
             }
-            let data: Map<String, Value> = REQUEST_FIELDS
-                .iter()
-                .filter_map(|k| Some(((*k).to_owned(), record.remove(*k)?)))
-                .collect();
-            Some((time, data))
+            (time, take(&mut record, &REQUEST_FIELDS))
         })
         .collect()
 }
@@ -44,29 +59,22 @@ pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
 /// (repo, outcome, reason; for a push, the refs and what the hook decided, with what it
 /// scanned). Never file contents: git-gate's log holds places and rules only.
 pub fn git_operations(logs: &str) -> Vec<(String, Map<String, Value>)> {
-    logs.lines()
-        .filter_map(|line| {
-            let json = line.split_once("[git-gate] ")?.1;
-            let Value::Object(mut record) = serde_json::from_str::<Value>(json).ok()? else {
-                return None;
-            };
-            let op = record.get("op")?.as_str()?;
-            if !matches!(op, "fetch" | "push" | "refuse") {
-                return None;
-            }
-            let time = record.get("time")?.as_str()?.to_owned();
-            let mut data: Map<String, Value> = ["op", "repo", "outcome", "reason"]
-                .iter()
-                .filter_map(|k| Some(((*k).to_owned(), record.remove(*k)?)))
-                .collect();
+    daemon_records(logs, "git-gate")
+        .filter(|(_, r)| {
+            r.get("op")
+                .and_then(Value::as_str)
+                .is_some_and(|op| matches!(op, "fetch" | "push" | "refuse"))
+        })
+        .map(|(time, mut record)| {
+            let mut data = take(&mut record, &["op", "repo", "outcome", "reason"]);
             if let Some(Value::Object(mut push)) = record.remove("push") {
-                let hook: Map<String, Value> = ["outcome", "reason", "refs", "objects", "bytes"]
-                    .iter()
-                    .filter_map(|k| Some(((*k).to_owned(), push.remove(*k)?)))
-                    .collect();
+                let hook = take(
+                    &mut push,
+                    &["outcome", "reason", "refs", "objects", "bytes"],
+                );
                 data.insert("push".into(), Value::Object(hook));
             }
-            Some((time, data))
+            (time, data)
         })
         .collect()
 }
