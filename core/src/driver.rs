@@ -91,12 +91,7 @@ impl Driver {
             return Err(DriverError::Missing {
                 backend: backend.to_owned(),
                 file,
-                dirs: policy
-                    .dirs
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                dirs: policy.dirs_text(),
             });
         };
         let driver = NativeDriver::load(&path, policy)?;

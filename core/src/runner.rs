@@ -248,7 +248,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             )));
         }
     };
-    let started = now_rfc3339();
+    let started = crate::state::rfc3339(std::time::SystemTime::now());
     let docker = docker::connect().await?;
     let project_name = p.plan.deployment.project.clone();
     orphan_probe(&docker, &p.slug, &project_name).await?;
@@ -333,13 +333,6 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     })
 }
 
-/// Now, as the ledger writes times.
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The run's audit ledger, sealed with the user's key, into the state dir (kept with the logs
 /// when the dir is retired).
 fn write_ledger(
@@ -358,7 +351,7 @@ fn write_ledger(
     let plan = std::fs::read(p.state_dir.join(bottle_contract::layout::PLAN_FILE))
         .map_err(|e| format!("cannot read the plan: {e}"))?;
     let plan_sha256 = crate::audit::chain::hex(&sha2::Sha256::digest(&plan));
-    let ended = now_rfc3339();
+    let ended = crate::state::rfc3339(std::time::SystemTime::now());
     let run = crate::audit::collect::Run {
         slug: &p.slug,
         agent: &p.manifest.name,

@@ -117,6 +117,25 @@ fn a_local_user_cannot_spend_the_bottles_credentials_or_reach_its_daemons() {
         );
         assert_eq!(said.trim(), "407", "via {proxy}: {said}");
     }
+    // egress's direct ports (for the agent's clients that ignore the proxy env) carry no hop
+    // token: they serve the agent's address alone, so a local user's TLS and HTTP, sent
+    // straight to the bundle under a routed name, are closed unanswered.
+    for (url, port) in [
+        ("https://origin.test/echo", 443),
+        ("http://origin.test/echo", 80),
+    ] {
+        let (ok, said) = output(
+            as_local_user("curl")
+                .args(["-s", "-k", "--noproxy", "*", "--max-time", "10"])
+                .args(["-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+                .arg(format!("origin.test:{port}:{ip}"))
+                .arg(url),
+        );
+        assert!(
+            !ok && said.trim() == "000",
+            "{url} straight to {ip}: {said}"
+        );
+    }
     assert_eq!(
         origin.hits.load(Ordering::SeqCst),
         hits_before,

@@ -175,20 +175,17 @@ pub fn ledger(
     start.insert("agent".into(), Value::from(run.agent));
     start.insert("plan_sha256".into(), Value::from(run.plan_sha256));
     let mut chain = Chain::start(run.slug, run.started, start);
-    let mut events: Vec<Event> = egress_requests(logs)
-        .into_iter()
-        .map(|(time, data)| Event {
+    let from = |daemon: &str, kind: &'static str, found: Vec<(String, Map<String, Value>)>| {
+        let writer = chain::bundle(daemon);
+        found.into_iter().map(move |(time, data)| Event {
             time,
-            writer: chain::bundle("egress"),
-            kind: "request",
+            writer: writer.clone(),
+            kind,
             data,
         })
-        .chain(git_operations(logs).into_iter().map(|(time, data)| Event {
-            time,
-            writer: chain::bundle("git-gate"),
-            kind: "git",
-            data,
-        }))
+    };
+    let mut events: Vec<Event> = from("egress", "request", egress_requests(logs))
+        .chain(from("git-gate", "git", git_operations(logs)))
         .chain(asks_and_decisions(asked))
         .collect();
     // Stable: records of one source keep their order; an unreadable time sorts first.

@@ -43,15 +43,7 @@ pub(super) fn list(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
     let policy = bottle::driver::policy(env, dirs)?;
     let surveyed = bottle::driver::survey(&policy);
     if surveyed.is_empty() {
-        println!(
-            "no driver files in: {}",
-            policy
-                .dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("no driver files in: {}", policy.dirs_text());
     }
     for s in surveyed {
         let shown = s.path.display().to_string();

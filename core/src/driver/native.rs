@@ -227,6 +227,18 @@ struct PinsFile {
 }
 
 impl LoadPolicy {
+    /// The dirs drivers may load from, for messages (`none` when there are none).
+    pub fn dirs_text(&self) -> String {
+        if self.dirs.is_empty() {
+            return "none".into();
+        }
+        self.dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The install dir (the `bottle` binary's), the `extra` dirs (each must exist), and the
     /// pins in `config_dir`'s [`PINS_FILE`] (none when it does not exist, or when there is no
     /// config dir: a pins file is never looked for relative to the cwd).
@@ -493,16 +505,7 @@ impl NativeDriver {
             return Err(NativeError::NotAllowed {
                 path: path.to_owned(),
                 real,
-                dirs: if policy.dirs.is_empty() {
-                    "none".into()
-                } else {
-                    policy
-                        .dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
+                dirs: policy.dirs_text(),
             });
         }
         let name = driver_name(&real).ok_or_else(|| NativeError::BadName {

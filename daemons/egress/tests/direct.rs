@@ -131,6 +131,10 @@ fn a_client_without_a_proxy_gets_out_the_allowed_way_with_the_token_injected() {
         json(&body)["headers"]["authorization"],
         fingerprint(format!("Bearer {TOKEN}").as_bytes())
     );
+    // The name sent in TLS is the target: a Host naming another host inside it is refused.
+    let (code, body) = curl_direct(&rig, "origin.test", &url, &["-H", "Host: unlisted.test"]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("inside a tunnel to origin.test"), "{body}");
     // An unlisted name sent straight: refused with the reason, never dialled.
     let (code, body) = curl_direct(
         &rig,
