@@ -23,7 +23,10 @@ fn as_local_user(program: &str) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/nonexistent")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // A dir every user may enter: the checkout may lie under one only its owner can (a
+        // fresh clone in a 0700 temp dir), and git refuses to start where it cannot stat `.`.
+        .current_dir("/");
     c
 }
 
