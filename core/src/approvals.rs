@@ -27,6 +27,10 @@ pub struct Asked {
     /// then stays open).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// What was granted, from the run's approvals (the host's file): with its end, if it has
+    /// one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Access>,
 }
 
 impl Asked {
@@ -93,6 +97,8 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
             continue;
         };
         let decisions = queue_fs::subdir(&queue, "decisions").ok();
+        let approved = Approved::load(&root.join(&slug).join(crate::approved::APPROVED_FILE))
+            .unwrap_or_default();
         let mut files: Vec<String> = queue_fs::names(&pending)
             .into_iter()
             .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
@@ -146,12 +152,18 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                     )),
                 ),
             };
+            let grant = approved
+                .access
+                .iter()
+                .find(|a| a.request == request.id)
+                .cloned();
             out.push(Asked {
                 slug: slug.clone(),
                 effect: request.effect(),
                 request,
                 decision,
                 problem,
+                grant,
             });
         }
     }
@@ -263,7 +275,14 @@ pub struct ApproveOptions {
     /// The request as the human saw it: the approval is refused if the file says otherwise
     /// now (the queue is writable from the bundle).
     pub shown: Option<Request>,
+    /// End the grant this long after it is worked out (`--for 10m`).
+    pub for_duration: Option<std::time::Duration>,
+    /// End the grant after this many requests through it (`--uses 5`).
+    pub uses: Option<u32>,
 }
+
+/// The longest a grant may be given for: beyond it, a grant for good says what is meant.
+pub const MAX_GRANT_FOR: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 
 /// What an approval did.
 #[derive(Debug, Clone)]
@@ -375,10 +394,24 @@ impl Pending {
             },
             text(&r.reason),
         );
+        out.push_str(&format!("  ends:     {}\n", ends(&self.access)));
         if let Some(url) = &r.failed_url {
             out.push_str(&format!("  refused:  {}\n", text(url)));
         }
         out
+    }
+}
+
+/// When `access` ends, in words.
+pub fn ends(access: &Access) -> String {
+    match (&access.until, access.uses) {
+        (None, None) => "never by itself".to_owned(),
+        (Some(t), None) => format!("at {t}"),
+        (None, Some(n)) => format!("after {n} request{}", if n == 1 { "" } else { "s" }),
+        (Some(t), Some(n)) => format!(
+            "at {t} or after {n} request{}, whichever comes first",
+            if n == 1 { "" } else { "s" }
+        ),
     }
 }
 
@@ -401,7 +434,9 @@ pub fn prepare_approval(
         .path_prefix
         .as_deref()
         .or(asked.request.path_prefix.as_deref());
-    let access = Access::checked(&asked.request.host, prefix)?;
+    let mut access = Access::checked(&asked.request.host, prefix)?;
+    access.request = asked.request.id.clone();
+    limit(&mut access, opts, std::time::SystemTime::now())?;
     let state_dir = root.join(&asked.slug);
     live::running(&state_dir)?;
     let record = RunRecord::load(&state_dir)?;
@@ -420,6 +455,40 @@ pub fn prepare_approval(
         proposal,
         record,
     })
+}
+
+/// Set `access`'s end from `--for` and `--uses` as of `now`.
+fn limit(
+    access: &mut Access,
+    opts: &ApproveOptions,
+    now: std::time::SystemTime,
+) -> Result<(), ApprovedError> {
+    if let Some(d) = opts.for_duration {
+        if d.is_zero() || d > MAX_GRANT_FOR {
+            return Err(ApprovedError::Refused(format!(
+                "--for {}: give a time from 1s to {}; for longer, approve without --for",
+                humantime::format_duration(d),
+                humantime::format_duration(MAX_GRANT_FOR)
+            )));
+        }
+        // Whole seconds: what is shown is when it ends.
+        let until = now + std::time::Duration::from_secs(d.as_secs().max(1));
+        access.until = Some(crate::state::rfc3339(until));
+    }
+    if let Some(n) = opts.uses {
+        if n == 0 {
+            return Err(ApprovedError::Refused(
+                "--uses 0 would grant nothing; give 1 or more".into(),
+            ));
+        }
+        if opts.persist {
+            return Err(ApprovedError::Refused(
+                "--uses counts the requests of one run, so it cannot be kept for later runs; with --persist give --for".into(),
+            ));
+        }
+        access.uses = Some(n);
+    }
+    Ok(())
 }
 
 /// Whether two reads of a request ask the same (the queue is writable from the bundle: it may
@@ -449,12 +518,31 @@ pub fn grant(
         return Err(ApproveError::Changed(id));
     }
     let mut access = pending.access;
-    access.request = asked.request.id.clone();
     access.approved = now.to_owned();
+    let mut proposal = pending.proposal;
+    // The approvals file records when; the routes egress runs do not depend on it.
+    for a in &mut proposal.approved.access {
+        if a.host == access.host && a.path_prefix == access.path_prefix {
+            a.approved = now.to_owned();
+        }
+    }
+    let pending = Pending {
+        proposal,
+        access: access.clone(),
+        ..pending
+    };
     let applied = if pending.proposal.is_empty() {
         Ok("nothing to change: the bottle allows it already".to_owned())
     } else {
-        apply_now(&asked.slug, &pending.proposal)
+        live::apply_blocking(
+            &asked.slug,
+            &pending.proposal,
+            &format!(
+                "approve {}: {}",
+                asked.request.id,
+                pending.access.describe()
+            ),
+        )
     };
     let confirmed = match applied {
         Ok(c) => c,
@@ -489,19 +577,6 @@ pub fn approve_live(
 ) -> Result<ApproveOutcome, ApproveError> {
     let pending = prepare_approval(env, root, id, opts)?;
     grant(env, root, pending, &opts.note, now)
-}
-
-/// `proposal` applied to bottle `slug` on a runtime of its own.
-fn apply_now(slug: &str, proposal: &live::Proposal) -> Result<String, LiveError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| LiveError::Reload(format!("cannot start an async runtime: {e}")))?;
-    rt.block_on(async {
-        let docker = crate::docker::connect().await?;
-        live::apply(&docker, slug, proposal).await
-    })
-    .map(|a| a.confirmed)
 }
 
 /// Add `access` to the persisted approvals of the agent `record` ran.

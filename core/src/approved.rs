@@ -5,12 +5,19 @@
 //! `bottle run` of that agent lays over its manifest. Either file is written whole (temp file,
 //! fsync, rename), 0600, and read strictly: a file bottle did not write is an error naming
 //! the file, not a silent grant.
+//!
+//! An access may end by itself (`bottle approve --for 10m --uses 5`): it then becomes a route
+//! of its own with a [`GrantLimit`] egress enforces at each request, and once its time is up
+//! the host marks it `ended` and takes the route out live ([`crate::live::end_due`]); egress
+//! keeps naming it when it refuses what it covered.
 
 use crate::manifest::Manifest;
 use crate::model::EgressRoute;
+use bottle_contract::egress::{EndedGrant, GrantLimit};
 use bottle_contract::supervise::validate;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 pub use bottle_contract::layout::APPROVED_FILE;
 
@@ -29,6 +36,15 @@ pub struct Access {
     /// When it was approved (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub approved: String,
+    /// When it ends by itself (RFC 3339, UTC; `bottle approve --for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// How many requests it serves in a run (`bottle approve --uses`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    /// When it ended and was taken out of the running bottle (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 impl Access {
@@ -50,7 +66,25 @@ impl Access {
             path_prefix,
             request: String::new(),
             approved: String::new(),
+            until: None,
+            uses: None,
+            ended: None,
         })
+    }
+
+    /// Whether it ends by itself.
+    pub fn limited(&self) -> bool {
+        self.until.is_some() || self.uses.is_some()
+    }
+
+    /// When it ended, or ends if that is at `now` or before: its `ended`, else its `until`
+    /// once passed.
+    pub fn ended_by(&self, now: SystemTime) -> Option<String> {
+        if let Some(e) = &self.ended {
+            return Some(e.clone());
+        }
+        let until = self.until.as_deref()?;
+        (parse_time(until).ok()? <= now).then(|| until.to_owned())
     }
 
     /// The access in words.
@@ -60,6 +94,13 @@ impl Access {
             None => self.host.clone(),
         }
     }
+}
+
+/// `text` (RFC 3339) as a point in time.
+pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))
 }
 
 /// A file of approvals.
@@ -128,6 +169,23 @@ impl Approved {
                     message: format!("access `{}`: {e}", a.describe()),
                 }
             })?;
+            for (field, t) in [("until", &a.until), ("ended", &a.ended)] {
+                if let Some(t) = t {
+                    parse_time(t).map_err(|e| ApprovedError::Malformed {
+                        file: file.to_owned(),
+                        message: format!("access `{}`: {field}: {e}", a.describe()),
+                    })?;
+                }
+            }
+            if a.uses == Some(0) {
+                return Err(ApprovedError::Malformed {
+                    file: file.to_owned(),
+                    message: format!(
+                        "access `{}`: uses: 0 would grant nothing; remove the entry",
+                        a.describe()
+                    ),
+                });
+            }
             if again.host != a.host {
                 return Err(ApprovedError::Malformed {
                     file: file.to_owned(),
@@ -138,17 +196,39 @@ impl Approved {
         Ok(approved)
     }
 
-    /// These approvals plus `access` (unless an equal one is there already).
+    /// These approvals plus `access`: it replaces one for the same host and path prefix (the
+    /// newer decision holds: a grant for a while after one for good, or again after one ended).
     pub fn with(&self, access: Access) -> Approved {
         let mut out = self.clone();
-        if !out
-            .access
-            .iter()
-            .any(|a| a.host == access.host && a.path_prefix == access.path_prefix)
-        {
-            out.access.push(access);
-        }
+        out.access
+            .retain(|a| !(a.host == access.host && a.path_prefix == access.path_prefix));
+        out.access.push(access);
         out
+    }
+
+    /// These approvals with every limited one whose time is up at `now` marked ended; `None`
+    /// when none is newly due.
+    pub fn end_due(&self, now: SystemTime) -> Option<Approved> {
+        let mut out = self.clone();
+        let mut changed = false;
+        for a in &mut out.access {
+            if a.ended.is_none()
+                && let Some(at) = a.ended_by(now)
+            {
+                a.ended = Some(at);
+                changed = true;
+            }
+        }
+        changed.then_some(out)
+    }
+
+    /// The earliest time a limited access still running ends.
+    pub fn next_end(&self) -> Option<SystemTime> {
+        self.access
+            .iter()
+            .filter(|a| a.ended.is_none())
+            .filter_map(|a| parse_time(a.until.as_deref()?).ok())
+            .min()
     }
 
     /// Write them to `file`, whole, 0600 (its dir is made 0700 if missing).
@@ -172,16 +252,50 @@ impl Approved {
         crate::live::write_whole(file, text.as_bytes(), 0o600).map_err(io)
     }
 
-    /// Lay these approvals over `manifest`: a host joins its allowlist, a path prefix becomes a
-    /// route with no credential (or widens such a route). Returns what changed, in words; an
-    /// access the manifest already gives changes nothing.
-    pub fn apply(&self, manifest: &mut Manifest) -> Result<Vec<String>, ApprovedError> {
+    /// Lay these approvals over `manifest` as they stand at `now`: a host joins its allowlist,
+    /// a path prefix becomes a route with no credential (or widens such a route); a limited
+    /// access becomes a route of its own carrying its limit, and an ended one is only named to
+    /// egress. Returns what changed, in words; an access the manifest already gives changes
+    /// nothing.
+    pub fn apply(
+        &self,
+        manifest: &mut Manifest,
+        now: SystemTime,
+    ) -> Result<Vec<String>, ApprovedError> {
         let mut changed = Vec::new();
+        let mut limits = std::collections::BTreeMap::new();
+        let mut ended = Vec::new();
         for a in &self.access {
+            if let Some(at) = a.ended_by(now) {
+                ended.push(EndedGrant {
+                    host: a.host.clone(),
+                    path_prefix: a.path_prefix.clone(),
+                    ended: at,
+                });
+                continue;
+            }
             if covered(manifest, a) {
                 continue;
             }
             let route = manifest.routes.iter_mut().find(|r| r.host == a.host);
+            if a.limited() {
+                refuse_over_a_credential(route.as_deref(), a)?;
+                limits.insert(
+                    manifest.routes.len(),
+                    GrantLimit {
+                        id: grant_id(a),
+                        until: a.until.clone(),
+                        uses: a.uses,
+                    },
+                );
+                manifest.routes.push(EgressRoute {
+                    host: a.host.clone(),
+                    path_allowlist: a.path_prefix.iter().cloned().collect(),
+                    auth: None,
+                });
+                changed.push(a.describe());
+                continue;
+            }
             match &a.path_prefix {
                 None => match route {
                     // The route's own paths widen to the whole host.
@@ -212,8 +326,57 @@ impl Approved {
             }
             changed.push(a.describe());
         }
+        pass_to_egress(manifest, &limits, &ended)?;
         Ok(changed)
     }
+}
+
+/// The id egress counts a grant's uses under: the request it answered, else what it covers.
+fn grant_id(a: &Access) -> String {
+    if a.request.is_empty() {
+        a.describe()
+    } else {
+        a.request.clone()
+    }
+}
+
+/// The refusals an unlimited access meets on a route with a credential, for a limited one:
+/// the same rule whether or not a grant ends.
+fn refuse_over_a_credential(route: Option<&EgressRoute>, a: &Access) -> Result<(), ApprovedError> {
+    match route {
+        Some(r) if r.auth.is_some() => Err(ApprovedError::Refused(format!(
+            "{} has a route that injects a credential; approving {} beside it would be judged against that route. Widen the route's path_allowlist in the manifest if you mean it",
+            a.host,
+            a.describe()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The 0.1.0 `bottle` record has no field for a route's grant or for ended grants, so egress
+/// gets them in its settings table, as it gets the manifest's route rules.
+fn pass_to_egress(
+    manifest: &mut Manifest,
+    limits: &std::collections::BTreeMap<usize, GrantLimit>,
+    ended: &[EndedGrant],
+) -> Result<(), ApprovedError> {
+    if limits.is_empty() && ended.is_empty() {
+        return Ok(());
+    }
+    let table = manifest
+        .settings
+        .entry(crate::manifest::ROUTES_PLUGIN.to_owned())
+        .or_insert_with(|| serde_json::json!({}));
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| ApprovedError::Refused(format!("cannot pass the grants to egress: {e}")))
+    };
+    if !limits.is_empty() {
+        table["route_grants"] = json(serde_json::to_value(limits))?;
+    }
+    if !ended.is_empty() {
+        table["ended_grants"] = json(serde_json::to_value(ended))?;
+    }
+    Ok(())
 }
 
 /// Whether `manifest` already lets the agent reach what `access` asks for.
@@ -261,7 +424,7 @@ mod tests {
             .with(Access::checked("docs.example.com", Some("/v2/")).unwrap())
             .with(Access::checked("docs.example.com", Some("/v1/x")).unwrap())
             .with(Access::checked("raw.example.org", Some("/a/")).unwrap());
-        let changed = approved.apply(&mut m).unwrap();
+        let changed = approved.apply(&mut m, SystemTime::now()).unwrap();
         assert_eq!(
             changed,
             ["crates.io", "docs.example.com/v2/…", "raw.example.org/a/…"]
@@ -281,18 +444,98 @@ mod tests {
         assert!(raw.auth.is_none());
     }
 
+    fn at(t: &str) -> SystemTime {
+        parse_time(t).unwrap()
+    }
+
+    #[test]
+    fn a_limited_grant_is_a_route_of_its_own_with_its_limit_and_an_ended_one_is_named() {
+        let mut m = manifest();
+        let mut docs = Access::checked("docs.example.com", Some("/v2/")).unwrap();
+        docs.request = "r1".into();
+        docs.uses = Some(3);
+        let mut crates = Access::checked("crates.io", None).unwrap();
+        crates.request = "r2".into();
+        crates.until = Some("2026-12-05T10:10:00Z".into());
+        let approved = Approved::default().with(docs).with(crates);
+        let changed = approved.apply(&mut m, at("2026-12-05T10:00:00Z")).unwrap();
+        assert_eq!(changed, ["docs.example.com/v2/…", "crates.io"]);
+        let hosts: Vec<(&str, &[String])> = m
+            .routes
+            .iter()
+            .map(|r| (r.host.as_str(), r.path_allowlist.as_slice()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("api.github.com", &["/repos/".to_owned()][..]),
+                ("docs.example.com", &["/v1/".to_owned()][..]),
+                ("docs.example.com", &["/v2/".to_owned()][..]),
+                ("crates.io", &[][..]),
+            ],
+            "the manifest's route keeps its paths; the grant is a route beside it"
+        );
+        assert!(!m.allowlist.contains(&"crates.io".to_owned()));
+        let egress = &m.settings["egress"];
+        assert_eq!(egress["route_grants"]["2"]["uses"], 3);
+        assert_eq!(egress["route_grants"]["2"]["id"], "r1");
+        assert_eq!(egress["route_grants"]["3"]["until"], "2026-12-05T10:10:00Z");
+        assert!(egress.get("ended_grants").is_none());
+
+        // At its time it is no route, only named.
+        let mut m = manifest();
+        approved.apply(&mut m, at("2026-12-05T10:10:00Z")).unwrap();
+        assert!(!m.routes.iter().any(|r| r.host == "crates.io"));
+        assert_eq!(
+            m.settings["egress"]["ended_grants"][0],
+            serde_json::json!({"host": "crates.io", "ended": "2026-12-05T10:10:00Z"})
+        );
+        let ended = approved.end_due(at("2026-12-05T10:10:00Z")).unwrap();
+        assert_eq!(
+            ended.access[1].ended.as_deref(),
+            Some("2026-12-05T10:10:00Z")
+        );
+        assert!(ended.end_due(at("2026-12-05T11:00:00Z")).is_none());
+        assert!(approved.end_due(at("2026-12-05T10:09:59Z")).is_none());
+        assert_eq!(approved.next_end(), Some(at("2026-12-05T10:10:00Z")));
+        assert_eq!(ended.next_end(), None);
+    }
+
+    #[test]
+    fn a_newer_decision_replaces_an_older_one_for_the_same_access() {
+        let mut limited = Access::checked("crates.io", None).unwrap();
+        limited.until = Some("2026-12-05T10:10:00Z".into());
+        limited.ended = Some("2026-12-05T10:10:00Z".into());
+        let again = Access::checked("crates.io", None).unwrap();
+        let a = Approved::default().with(limited).with(again.clone());
+        assert_eq!(a.access, [again]);
+    }
+
+    #[test]
+    fn a_limited_grant_beside_a_credential_route_is_refused() {
+        let mut m = manifest();
+        let mut a = Access::checked("api.github.com", Some("/orgs/")).unwrap();
+        a.uses = Some(1);
+        let e = Approved::default()
+            .with(a)
+            .apply(&mut m, SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("injects a credential"), "{e}");
+    }
+
     #[test]
     fn a_prefix_on_a_credential_route_is_refused() {
         let mut m = manifest();
         let e = Approved::default()
             .with(Access::checked("api.github.com", Some("/orgs/")).unwrap())
-            .apply(&mut m)
+            .apply(&mut m, SystemTime::now())
             .unwrap_err()
             .to_string();
         assert!(e.contains("injects a credential"), "{e}");
         let e = Approved::default()
             .with(Access::checked("api.github.com", None).unwrap())
-            .apply(&mut m)
+            .apply(&mut m, SystemTime::now())
             .unwrap_err()
             .to_string();
         assert!(e.contains("on some paths only"), "{e}");
@@ -313,6 +556,9 @@ mod tests {
         let f = d.path().join("a.yaml");
         assert_eq!(Approved::load(&f).unwrap(), Approved::default());
         for bad in [
+            "access: [{host: pypi.org, until: soon}]",
+            "access: [{host: pypi.org, ended: 12}]",
+            "access: [{host: pypi.org, uses: 0}]",
             "access: [{host: 127.0.0.1}]",
             "access: [{host: pypi.org, token: x}]",
             "access: [{host: PyPI.org}]",

@@ -14,6 +14,4 @@ pub mod key;
 
 pub use chain::{Record, Verified, VerifyError, Writer};
 
-/// The ledger's file name, in the state dir during a run and beside the kept logs after it
-/// (`<state root>/logs/<slug>.ledger.jsonl`).
-pub const LEDGER_FILE: &str = "ledger.jsonl";
+pub use bottle_contract::layout::LEDGER_FILE;

@@ -91,6 +91,12 @@ enum Command {
         /// `approved/<agent>.yaml`).
         #[arg(long)]
         persist: bool,
+        /// End the grant after this long (`90s`, `10m`, `2h`); egress refuses it from then on.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        for_duration: Option<std::time::Duration>,
+        /// End the grant after this many requests through it (this run only).
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
         /// A note the agent sees.
         #[arg(long, default_value = "")]
         note: String,
@@ -401,6 +407,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             id,
             path_prefix,
             persist,
+            for_duration,
+            uses,
             note,
             yes,
         } => approvals::approve(
@@ -411,6 +419,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 persist,
                 note,
                 shown: None,
+                for_duration,
+                uses,
             },
             yes,
         ),

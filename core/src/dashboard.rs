@@ -29,6 +29,8 @@ pub enum Action {
         id: String,
         /// The path prefix the human set with `e`.
         path_prefix: Option<String>,
+        /// How long the grant lasts, as chosen with `d` (none: until the bottle stops).
+        for_duration: Option<Duration>,
     },
     /// The human said `y` to what [`Dashboard::confirm`] showed: grant request `id`.
     Grant {
@@ -62,6 +64,24 @@ pub struct Dashboard {
     message: Option<(String, bool)>,
     /// A grant shown and waiting for `y`: the request (`slug/id`) and what it grants.
     confirming: Option<(String, String)>,
+    /// Which of [`GRANT_FOR`] the next approval lasts (`d` steps through them).
+    grant_for: usize,
+}
+
+/// The durations `d` steps through: until the bottle stops, then for a while.
+pub const GRANT_FOR: [Option<Duration>; 4] = [
+    None,
+    Some(Duration::from_secs(10 * 60)),
+    Some(Duration::from_secs(60 * 60)),
+    Some(Duration::from_secs(8 * 60 * 60)),
+];
+
+/// A duration of [`GRANT_FOR`] in words.
+fn for_words(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "for the run".to_owned(),
+        |d| format!("for {}", humantime::format_duration(d)),
+    )
 }
 
 /// Open requests first (oldest first), then answered ones (newest first).
@@ -161,6 +181,7 @@ impl Dashboard {
                         Prompt::PathPrefix => Action::Review {
                             id,
                             path_prefix: Some(text),
+                            for_duration: GRANT_FOR[self.grant_for],
                         },
                     };
                 }
@@ -187,6 +208,7 @@ impl Dashboard {
                     return Action::Review {
                         id: format!("{}/{}", a.slug, a.request.id),
                         path_prefix: None,
+                        for_duration: GRANT_FOR[self.grant_for],
                     };
                 }
                 self.report("nothing open is selected", true);
@@ -197,6 +219,16 @@ impl Dashboard {
                 } else {
                     self.report("nothing open is selected", true);
                 }
+            }
+            KeyCode::Char('d') => {
+                self.grant_for = (self.grant_for + 1) % GRANT_FOR.len();
+                self.report(
+                    format!(
+                        "approvals now last {}",
+                        for_words(GRANT_FOR[self.grant_for])
+                    ),
+                    false,
+                );
             }
             KeyCode::Char('e') => match self.open() {
                 Some(a) => {
@@ -231,7 +263,8 @@ impl Dashboard {
                     Style::new().add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(format!(
-                    "· {open} open · a approve · e approve a path · r reject · ↑↓ select · q quit"
+                    "· {open} open · a approve · e a path · d lasts {} · r reject · ↑↓ · q quit",
+                    for_words(GRANT_FOR[self.grant_for])
                 )),
             ]),
             title,
@@ -355,9 +388,14 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                 match dash.key(key.code) {
                     Action::Quit => return Ok(()),
                     Action::Nothing => {}
-                    Action::Review { id, path_prefix } => {
+                    Action::Review {
+                        id,
+                        path_prefix,
+                        for_duration,
+                    } => {
                         let opts = ApproveOptions {
                             path_prefix,
+                            for_duration,
                             shown: dash.shown(&id),
                             ..ApproveOptions::default()
                         };
@@ -431,6 +469,7 @@ mod tests {
             request,
             decision: None,
             problem: None,
+            grant: None,
         }
     }
 
@@ -481,7 +520,8 @@ mod tests {
             d.key(KeyCode::Char('a')),
             Action::Review {
                 id: "coder-a1b2c/r1".into(),
-                path_prefix: None
+                path_prefix: None,
+                for_duration: None
             }
         );
         // What it grants is shown, and only `y` grants it; a stray key does not.
@@ -513,6 +553,9 @@ mod tests {
                 note: "no thanks".into()
             }
         );
+        // `d` chooses how long the next approvals last, and the screen says so.
+        d.key(KeyCode::Char('d'));
+        assert!(screen(&d).contains("d lasts for 10m"), "{}", screen(&d));
         d.key(KeyCode::Char('e'));
         for c in "simple/".chars() {
             d.key(KeyCode::Char(c));
@@ -521,9 +564,14 @@ mod tests {
             d.key(KeyCode::Enter),
             Action::Review {
                 id: "coder-a1b2c/r22".into(),
-                path_prefix: Some("/simple/".into())
+                path_prefix: Some("/simple/".into()),
+                for_duration: Some(Duration::from_secs(600))
             }
         );
+        for _ in 1..GRANT_FOR.len() {
+            d.key(KeyCode::Char('d'));
+        }
+        assert!(screen(&d).contains("d lasts for the run"));
         // Esc leaves a prompt without acting; q quits.
         d.key(KeyCode::Char('r'));
         assert_eq!(d.key(KeyCode::Esc), Action::Nothing);

@@ -159,7 +159,7 @@ impl RunRecord {
         };
         let mut manifest = crate::manifest::parse(&self.manifest_file, &self.manifest_text, env)
             .map_err(|e| record_error(e.to_string()))?;
-        approved.apply(&mut manifest)?;
+        approved.apply(&mut manifest, std::time::SystemTime::now())?;
         let mut grants = Grants::default();
         for g in &self.grants {
             let (plugin, grant) = g
@@ -234,6 +234,18 @@ pub fn propose(
     access: Access,
 ) -> Result<Proposal, LiveError> {
     let approved = Approved::load(&state_dir.join(APPROVED_FILE))?.with(access);
+    propose_approved(plugins, env, state_dir, record, approved)
+}
+
+/// Plan the bottle in `state_dir` again with `approved` as its approvals, and say which files
+/// change. Nothing is written.
+pub fn propose_approved(
+    plugins: &PluginSet,
+    env: &HostEnv,
+    state_dir: &Path,
+    record: &RunRecord,
+    approved: Approved,
+) -> Result<Proposal, LiveError> {
     let req = record.request(env, state_dir, &approved)?;
     let plan = crate::prepare::replan(plugins, &req, state_dir)?;
     let base = running_plan(state_dir)?;
@@ -341,6 +353,7 @@ pub async fn apply(
     docker: &bollard::Docker,
     slug: &str,
     proposal: &Proposal,
+    change: &str,
 ) -> Result<Applied, LiveError> {
     let dir = &proposal.state_dir;
     let _lock = lock(dir)?;
@@ -392,9 +405,130 @@ pub async fn apply(
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(confirmed) => Ok(Applied { confirmed }),
+        Ok(confirmed) => {
+            // What the ledger shows of this change; it runs whether or not this is written.
+            if let Err(e) = journal(dir, change, &proposal.base, &proposal.plan, &confirmed) {
+                tracing::warn!("{}: {e}", dir.join(layout::LIVE_JOURNAL_FILE).display());
+            }
+            Ok(Applied { confirmed })
+        }
         Err(e) => Err(restore(docker, slug, old, e).await),
     }
+}
+
+/// One line of [`layout::LIVE_JOURNAL_FILE`]: a change applied to a running bottle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journaled {
+    /// When it was confirmed (RFC 3339).
+    pub time: String,
+    /// What changed, in words (`approve r1: api.example.com`).
+    pub change: String,
+    /// The sha256 of the plan before.
+    pub plan_before: String,
+    /// The sha256 of the plan after.
+    pub plan_after: String,
+    /// What the bundle confirmed (egress's config hash).
+    pub confirmed: String,
+}
+
+/// Append `change` to the state dir's journal of live changes (0600, one line, fsynced).
+fn journal(
+    dir: &Path,
+    change: &str,
+    before: &BottlePlan,
+    after: &BottlePlan,
+    confirmed: &str,
+) -> std::io::Result<()> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let sha = |p: &BottlePlan| {
+        crate::audit::chain::hex(&sha2::Sha256::digest(crate::state::pretty_json(p)))
+    };
+    let line = Journaled {
+        time: crate::state::rfc3339(std::time::SystemTime::now()),
+        change: change.to_owned(),
+        plan_before: sha(before),
+        plan_after: sha(after),
+        confirmed: confirmed.to_owned(),
+    };
+    let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+    text.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(dir.join(layout::LIVE_JOURNAL_FILE))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// The changes journaled in `state_dir`, oldest first (lines that do not parse are skipped:
+/// the ledger says what it could read).
+pub fn journaled(state_dir: &Path) -> Vec<Journaled> {
+    std::fs::read_to_string(state_dir.join(layout::LIVE_JOURNAL_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// [`apply`] on an async runtime of its own, for callers that have none (plugins run before
+/// any runtime exists: their WASI host blocks).
+pub fn apply_blocking(slug: &str, proposal: &Proposal, change: &str) -> Result<String, LiveError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LiveError::Reload(format!("cannot start an async runtime: {e}")))?;
+    rt.block_on(async {
+        let docker = crate::docker::connect().await?;
+        apply(&docker, slug, proposal, change).await
+    })
+    .map(|a| a.confirmed)
+}
+
+/// End the grants of the running bottle in `state_dir` whose time is up at `now`: mark them
+/// ended in its approvals, re-plan without their routes and apply that live. Returns the
+/// grants it ended (none when none was due). egress refuses an ended grant on its own from
+/// its time on; this takes its route out and records it.
+pub fn end_due(
+    env: &HostEnv,
+    state_dir: &Path,
+    slug: &str,
+    now: std::time::SystemTime,
+) -> Result<Vec<Access>, LiveError> {
+    let current = Approved::load(&state_dir.join(APPROVED_FILE))?;
+    let Some(approved) = current.end_due(now) else {
+        return Ok(vec![]);
+    };
+    let ended: Vec<Access> = approved
+        .access
+        .iter()
+        .filter(|a| {
+            a.ended.is_some()
+                && !current.access.iter().any(|c| {
+                    c.ended.is_some() && c.host == a.host && c.path_prefix == a.path_prefix
+                })
+        })
+        .cloned()
+        .collect();
+    let record = RunRecord::load(state_dir)?;
+    let plugins = crate::plugin::discover(
+        &crate::plugin::PluginHost::for_env(env),
+        &record.plugin_dirs,
+    )
+    .map_err(|e| LiveError::Reload(e.to_string()))?;
+    let proposal = propose_approved(&plugins, env, state_dir, &record, approved)?;
+    let what: Vec<String> = ended
+        .iter()
+        .map(|a| format!("{} {}", a.request, a.describe()))
+        .collect();
+    apply_blocking(
+        slug,
+        &proposal,
+        &format!("grant ended: {}", what.join(", ")),
+    )?;
+    Ok(ended)
 }
 
 /// Put `old` back after `error` and have the bundle reload it; the error to report.
@@ -542,6 +676,80 @@ pub fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Ends a running bottle's grants when their time is up ([`end_due`]), on a thread of its own
+/// (re-planning runs plugins, whose WASI host blocks), until dropped.
+pub struct GrantClock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GrantClock {
+    /// How often the approvals are read again, so a grant approved meanwhile is watched too.
+    const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+    /// How long to wait after a failed attempt (egress refuses the grant on its own anyway).
+    const AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Watch the bottle `slug` in `state_dir`.
+    pub fn start(env: HostEnv, state_dir: PathBuf, slug: String) -> GrantClock {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("grant-clock".into())
+            .spawn(move || {
+                let mut wait = Self::LOOK_AGAIN;
+                loop {
+                    match stopped.recv_timeout(wait) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let now = std::time::SystemTime::now();
+                    wait = match end_due(&env, &state_dir, &slug, now) {
+                        Ok(ended) => {
+                            for a in &ended {
+                                tracing::info!(
+                                    "bottle {slug}: the grant for {} ended; egress refuses it now",
+                                    a.describe()
+                                );
+                            }
+                            Self::until_next(&state_dir)
+                        }
+                        Err(e) => {
+                            tracing::warn!("bottle {slug}: ending a grant: {e}");
+                            Self::AFTER_FAILURE
+                        }
+                    };
+                }
+            })
+            .ok();
+        GrantClock {
+            stop: Some(stop),
+            thread,
+        }
+    }
+
+    /// How long until the next grant ends, at most [`Self::LOOK_AGAIN`].
+    fn until_next(state_dir: &Path) -> std::time::Duration {
+        Approved::load(&state_dir.join(APPROVED_FILE))
+            .ok()
+            .and_then(|a| a.next_end())
+            .map_or(Self::LOOK_AGAIN, |t| {
+                t.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .min(Self::LOOK_AGAIN)
+            })
+    }
+}
+
+impl Drop for GrantClock {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread; a change it is applying finishes first, so
+        // teardown never races a reload.
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 #[cfg(test)]

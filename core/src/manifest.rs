@@ -1138,6 +1138,16 @@ fn pass_egress_extras(
                 ));
             }
         }
+        // Only a human's approval makes these (`bottle approve --for/--uses`).
+        for key in ["route_grants", "ended_grants"] {
+            if table.get(key).is_some() {
+                return Err(loc.at(
+                    key,
+                    format!("plugins.{ROUTES_PLUGIN}.{key}"),
+                    "bottle writes this from `bottle approve --for/--uses`; list the host under `egress.allowlist` or `egress.routes` instead",
+                ));
+            }
+        }
     }
     if !dlp.is_default() {
         let table = settings

@@ -360,12 +360,20 @@ fn write_ledger(
         plan_sha256: &plan_sha256,
         exit_code,
     };
-    let asked = p
-        .state_dir
-        .parent()
-        .map(|root| crate::approvals::list(root, Some(&p.slug)))
-        .unwrap_or_default();
-    let text = crate::audit::collect::ledger(&run, &logs, &asked, &key);
+    let host = crate::audit::collect::HostRecords {
+        asked: p
+            .state_dir
+            .parent()
+            .map(|root| crate::approvals::list(root, Some(&p.slug)))
+            .unwrap_or_default(),
+        // Unreadable approvals leave their records out; the chain still seals what was read.
+        approved: crate::approved::Approved::load(
+            &p.state_dir.join(bottle_contract::layout::APPROVED_FILE),
+        )
+        .unwrap_or_default(),
+        journal: crate::live::journaled(&p.state_dir),
+    };
+    let text = crate::audit::collect::ledger(&run, &logs, &host, &key);
     crate::audit::collect::write(&p.state_dir, &text)
         .map_err(|e| format!("{}: {e}", p.state_dir.display()))
 }
@@ -819,6 +827,9 @@ async fn run_bottle(
         tty: attach::stdin_is_terminal(),
         env: agent_hop_env(p, &hop),
     };
+    // Grants a human gives for a while end on time while the agent works.
+    let _clock =
+        crate::live::GrantClock::start(opts.env.clone(), p.state_dir.clone(), p.slug.clone());
     tokio::select! {
         r = attach::exec(docker, &exec) => Ok((r?, report)),
         sig = &mut stop => Err(LaunchError::Interrupted(sig)),

@@ -379,7 +379,7 @@ fn an_approval_planned_against_an_old_config_is_not_applied() {
         .build()
         .unwrap();
     let e = rt
-        .block_on(bottle::live::apply(&docker, "x", &b))
+        .block_on(bottle::live::apply(&docker, "x", &b, "test"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("another change was applied"), "{e}");

@@ -1914,6 +1914,166 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
     assert_eq!(records[asked]["writer"], "bundle/supervise");
 }
 
+/// The issue's story for a grant that ends by itself: refused, asked, approved `--for 8s`,
+/// allowed, then refused again once the time is up, naming when the grant ended, without a
+/// restart; the host takes the route out live, and the ledger holds every step.
+#[test]
+fn a_grant_for_eight_seconds_ends_by_itself_and_the_ledger_holds_it() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "briefly", "");
+    let port = origin.https.port();
+    let script = MCP_SH.to_owned()
+        + &format!(
+            r#"url=https://origin.test:{port}/echo
+curl -sS $url; echo
+out=$(post '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_host_access","arguments":{{"host":"origin.test","reason":"fetch the echo"}}}}}}')
+i=0
+until curl -sf -o /dev/null $url; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
+echo "THROUGH after $i tries"
+i=0
+until curl -s $url | grep -q 'the grant for origin.test ended at'; do i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.1; done
+echo "ENDED after $i tries"
+i=0
+until [ -e /tmp/reloaded ]; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.1; done
+curl -sS $url; echo
+"#
+        );
+    let slug = unique_slug("e2e-brief");
+    let child = bottle(&sb)
+        .args(["run", "briefly", "--slug", &slug, "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let (_, out, _) = run(sb.bottle().args(["approvals", &slug, "--json"]));
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no request showed up: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Bad limits are refused before anything changes.
+    for (args, why) in [
+        (&["--for", "0s"][..], "--for 0s"),
+        (&["--uses", "0"][..], "--uses 0"),
+        (
+            &["--uses", "2", "--persist"][..],
+            "with --persist give --for",
+        ),
+    ] {
+        let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes"]).args(args));
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes", "--for", "8s"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  ends:     at ") && out.contains("; ends at "),
+        "{out}"
+    );
+    let (_, table, _) = run(sb.bottle().args(["approvals", &slug]));
+    assert!(
+        table.contains("grants that end by themselves:") && table.contains(" left (until "),
+        "{table}"
+    );
+    // The host takes the route out once the time is up, and says so in egress's table.
+    let state = sb.state().join(&slug);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let routes = std::fs::read_to_string(state.join("egress/routes.yaml")).unwrap();
+        if routes.contains("ended:") {
+            assert!(!routes.contains("grant:"), "{routes}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the grant never ended: {routes}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    docker(&[
+        "exec",
+        &format!("bottle-agent-{slug}"),
+        "touch",
+        "/tmp/reloaded",
+    ]);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("blocked by egress: origin.test is not on this bottle's allowlist"),
+        "{stdout}"
+    );
+    let tries = |word: &str| -> u32 {
+        stdout
+            .split(&format!("{word} after "))
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"))
+    };
+    assert!(tries("THROUGH") <= 1200, "never allowed:\n{stdout}");
+    assert!(tries("ENDED") <= 300, "never ended:\n{stdout}");
+    let after_reload = stdout.split("ENDED after ").nth(1).unwrap_or_default();
+    assert!(
+        after_reload.contains("blocked by egress: the grant for origin.test ended at"),
+        "after the live reload the refusal still names the grant:\n{stdout}"
+    );
+    assert_eq!(leftovers(&slug), "");
+
+    let (code, shown, err) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        records
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no {what} in {shown}"))
+    };
+    let refused = at("refusal", &|r| {
+        r["data"]["host"] == "origin.test"
+            && r["data"]["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("not on this bottle's allowlist"))
+    });
+    let decided = at("approval", &|r| {
+        r["kind"] == "decision" && r["writer"] == "host" && r["data"]["until"].is_string()
+    });
+    let allowed = at("allowed request", &|r| {
+        r["data"]["host"] == "origin.test" && r["data"]["decision"] == "allow"
+    });
+    let ended = at("grant-ended", &|r| {
+        r["kind"] == "grant-ended" && r["writer"] == "host" && r["data"]["id"] == id.as_str()
+    });
+    let refused_again = at("refusal after the end", &|r| {
+        r["data"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("the grant for origin.test ended at"))
+    });
+    at("live apply of the end", &|r| {
+        r["kind"] == "live-apply"
+            && r["data"]["change"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("grant ended:"))
+    });
+    assert!(
+        refused < decided && decided < allowed && allowed < refused_again,
+        "{shown}"
+    );
+    assert!(ended > decided, "{shown}");
+    let (code, said, err) = run(sb.bottle().args(["audit", "verify", &slug]));
+    assert_eq!(code, 0, "{said}{err}");
+}
+
 /// Live apply under a hammer: while the agent sends requests through egress to a host it
 /// may always reach, the host applies 25 approvals one after another (each a re-plan, a
 /// write, a reload and its confirmation). No request fails and every reload is confirmed.
@@ -1970,7 +2130,12 @@ fn live_applies_under_load_never_fail_a_request() {
         let proposal = bottle::live::propose(&plugins, &env, &dir, &record, access).unwrap();
         assert!(!proposal.files.is_empty(), "egress's routes change");
         let applied = rt
-            .block_on(bottle::live::apply(&docker_api, &slug, &proposal))
+            .block_on(bottle::live::apply(
+                &docker_api,
+                &slug,
+                &proposal,
+                &format!("approve h{i}"),
+            ))
             .unwrap_or_else(|e| panic!("reload {i}: {e}"));
         confirmed.push(applied.confirmed);
     }

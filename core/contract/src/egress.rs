@@ -35,6 +35,40 @@ pub struct RoutesFile {
     /// The manifest's `egress.dlp`; absent means block every finding, no extra detectors.
     #[serde(default, skip_serializing_if = "dlp::DlpPolicy::is_default")]
     pub dlp: dlp::DlpPolicy,
+    /// Grants that have ended (`bottle approve --for/--uses`): no route serves them any more;
+    /// egress names them when it refuses a request they covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<EndedGrant>,
+}
+
+/// The limit on a route a human granted for a while (`bottle approve --for 10m --uses 5`):
+/// egress serves the route until `until` and for `uses` requests, whichever ends first, and
+/// refuses it after with the time it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantLimit {
+    /// The supervise request the grant answered: egress counts uses under this id, across
+    /// reloads.
+    pub id: String,
+    /// When it ends (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// How many requests it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+}
+
+/// A grant that has ended and been taken out of the routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndedGrant {
+    /// The host it covered.
+    pub host: String,
+    /// The path prefix it covered, if only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// When it ended (RFC 3339, UTC).
+    pub ended: String,
 }
 
 /// One route.
@@ -64,6 +98,9 @@ pub struct Route {
     /// [`RouteRules::deny`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<RequestRule>,
+    /// Set on a route a human granted for a while only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantLimit>,
 }
 
 impl Route {
@@ -84,6 +121,11 @@ impl Route {
             deny: rules.deny,
             ..self
         }
+    }
+
+    /// It with `grant` as its limit.
+    pub fn with_grant(self, grant: Option<GrantLimit>) -> Route {
+        Route { grant, ..self }
     }
 }
 

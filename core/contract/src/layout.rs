@@ -11,6 +11,8 @@ pub const HOST_FILES: &[&str] = &[
     RUN_FILE,
     APPROVED_FILE,
     LIVE_LOCK_FILE,
+    LIVE_JOURNAL_FILE,
+    LEDGER_FILE,
     LOCK_FILE,
     WORKDIR_LAYER_DIR,
 ];
@@ -38,6 +40,12 @@ pub const RUN_FILE: &str = "run.json";
 pub const APPROVED_FILE: &str = "approved.yaml";
 /// Held (flock) while a live change is applied, so two approvals never interleave.
 pub const LIVE_LOCK_FILE: &str = "live.lock";
+/// The host's journal of live changes (JSON lines: what changed, the plan's sha256 before and
+/// after, what egress confirmed), read into the audit ledger.
+pub const LIVE_JOURNAL_FILE: &str = "live.jsonl";
+/// The run's audit ledger, in the state dir during a run and beside the kept logs after it
+/// (`<state root>/logs/<slug>.ledger.jsonl`).
+pub const LEDGER_FILE: &str = "ledger.jsonl";
 /// The kept log of a run.
 pub const LOG_FILE: &str = "compose.log";
 /// Held (flock) while a `bottle run` uses the state dir.

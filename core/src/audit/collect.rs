@@ -2,7 +2,9 @@
 //! request egress decided (from its access log in the bundle's logs, so written by the bundle),
 //! every fetch and push through git-gate (from its log: refs, outcome, reason; the bundle's),
 //! every request the agent made through supervise (written by the bundle) and the human's
-//! decision on it (the host's), in time order; the host's stop record (the agent's exit code),
+//! decision on it (the host's, with how long the grant lasts), every change applied live (the
+//! host's journal: the plan's sha256 before and after, egress's confirmed config hash) and
+//! every grant the host ended, in time order; the host's stop record (the agent's exit code),
 //! and the final seal.
 
 use super::chain::{self, Chain};
@@ -98,7 +100,10 @@ pub struct Run<'a> {
 
 /// The records of what the agent asked supervise for (`ask`, written by the bundle) and what
 /// the human answered (`decision`, the host's), from the bottle's queue.
-pub fn asks_and_decisions(asked: &[crate::approvals::Asked]) -> Vec<Event> {
+pub fn asks_and_decisions(
+    asked: &[crate::approvals::Asked],
+    approved: &crate::approved::Approved,
+) -> Vec<Event> {
     let mut out = Vec::new();
     for a in asked {
         let r = &a.request;
@@ -128,6 +133,13 @@ pub fn asks_and_decisions(asked: &[crate::approvals::Asked]) -> Vec<Event> {
             );
             data.insert("granted".into(), Value::from(a.effect.clone()));
             data.insert("applied".into(), Value::from(d.applied));
+            if let Some(g) = approved.access.iter().find(|g| g.request == d.id) {
+                data.insert(
+                    "until".into(),
+                    g.until.clone().map_or(Value::Null, Value::from),
+                );
+                data.insert("uses".into(), g.uses.map_or(Value::Null, Value::from));
+            }
             if !d.note.is_empty() {
                 data.insert("note".into(), Value::from(d.note.clone()));
             }
@@ -143,6 +155,63 @@ pub fn asks_and_decisions(asked: &[crate::approvals::Asked]) -> Vec<Event> {
         }
     }
     out
+}
+
+/// The host's records of what changed under the running agent: each live apply from its
+/// journal, and each grant it ended.
+pub fn live_changes(
+    journal: &[crate::live::Journaled],
+    approved: &crate::approved::Approved,
+) -> Vec<Event> {
+    let mut out: Vec<Event> = journal
+        .iter()
+        .map(|j| {
+            let mut data = Map::new();
+            data.insert("change".into(), Value::from(j.change.clone()));
+            data.insert("plan_before".into(), Value::from(j.plan_before.clone()));
+            data.insert("plan_after".into(), Value::from(j.plan_after.clone()));
+            data.insert("confirmed".into(), Value::from(j.confirmed.clone()));
+            Event {
+                time: j.time.clone(),
+                writer: chain::HOST.to_owned(),
+                kind: "live-apply",
+                data,
+            }
+        })
+        .collect();
+    for g in &approved.access {
+        let Some(ended) = &g.ended else { continue };
+        let mut data = Map::new();
+        data.insert("id".into(), Value::from(g.request.clone()));
+        data.insert("host".into(), Value::from(g.host.clone()));
+        if let Some(p) = &g.path_prefix {
+            data.insert("path_prefix".into(), Value::from(p.clone()));
+        }
+        data.insert(
+            "until".into(),
+            g.until.clone().map_or(Value::Null, Value::from),
+        );
+        data.insert("uses".into(), g.uses.map_or(Value::Null, Value::from));
+        out.push(Event {
+            time: ended.clone(),
+            writer: chain::HOST.to_owned(),
+            kind: "grant-ended",
+            data,
+        });
+    }
+    out
+}
+
+/// What the host kept of a run's live side: the requests and decisions, the approvals as
+/// they ended, and the journal of live applies.
+#[derive(Debug, Clone, Default)]
+pub struct HostRecords {
+    /// The bottle's requests and the human's decisions.
+    pub asked: Vec<crate::approvals::Asked>,
+    /// The run's approvals as they stand at teardown.
+    pub approved: crate::approved::Approved,
+    /// The changes applied live.
+    pub journal: Vec<crate::live::Journaled>,
 }
 
 /// One record to be, before it has its place in the chain.
@@ -163,14 +232,9 @@ fn instant(time: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// The ledger of `run`, with the bundle's `logs` and the bottle's requests and decisions
-/// (`asked`), sealed with `key`.
-pub fn ledger(
-    run: &Run<'_>,
-    logs: &str,
-    asked: &[crate::approvals::Asked],
-    key: &AuditKey,
-) -> String {
+/// The ledger of `run`, with the bundle's `logs` and what the host kept (`host`), sealed
+/// with `key`.
+pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey) -> String {
     let mut start = Map::new();
     start.insert("agent".into(), Value::from(run.agent));
     start.insert("plan_sha256".into(), Value::from(run.plan_sha256));
@@ -186,7 +250,8 @@ pub fn ledger(
     };
     let mut events: Vec<Event> = from("egress", "request", egress_requests(logs))
         .chain(from("git-gate", "git", git_operations(logs)))
-        .chain(asks_and_decisions(asked))
+        .chain(asks_and_decisions(&host.asked, &host.approved))
+        .chain(live_changes(&host.journal, &host.approved))
         .collect();
     // Stable: records of one source keep their order; an unreadable time sorts first.
     events.sort_by_key(|e| instant(&e.time));
@@ -263,11 +328,50 @@ mod tests {
             plan_sha256: "p",
             exit_code: Some(0),
         };
-        let text = ledger(&run, logs, &[], &key);
+        let text = ledger(&run, logs, &HostRecords::default(), &key);
         let v = chain::verify(&text, &key.public()).unwrap();
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["start", "request", "stop", "seal"]);
         assert_eq!(v.records[1].writer, "bundle/egress");
         assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn live_applies_and_ended_grants_are_the_hosts_records_in_time_order() {
+        let mut grant = crate::approved::Access::checked("docs.example.com", Some("/v2/")).unwrap();
+        grant.request = "r7".into();
+        grant.until = Some("2026-12-05T10:10:00Z".into());
+        grant.ended = Some("2026-12-05T10:10:00Z".into());
+        let host = HostRecords {
+            approved: crate::approved::Approved::default().with(grant),
+            journal: vec![crate::live::Journaled {
+                time: "2026-12-05T10:00:00Z".into(),
+                change: "approve r7: docs.example.com/v2/…".into(),
+                plan_before: "aa".into(),
+                plan_after: "bb".into(),
+                confirmed: "egress config sha256 cc".into(),
+            }],
+            ..HostRecords::default()
+        };
+        let key = AuditKey::generate().unwrap();
+        let run = Run {
+            slug: "a-1",
+            agent: "a",
+            started: "2026-12-05T09:59:00Z",
+            ended: "2026-12-05T10:20:00Z",
+            plan_sha256: "p",
+            exit_code: Some(0),
+        };
+        let text = ledger(&run, "", &host, &key);
+        let v = chain::verify(&text, &key.public()).unwrap();
+        let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["start", "live-apply", "grant-ended", "stop", "seal"]
+        );
+        assert!(v.records[1..3].iter().all(|r| r.writer == "host"));
+        assert_eq!(v.records[1].data["plan_after"], "bb");
+        assert_eq!(v.records[2].data["path_prefix"], "/v2/");
+        assert_eq!(v.records[2].data["until"], "2026-12-05T10:10:00Z");
     }
 }

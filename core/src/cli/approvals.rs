@@ -32,6 +32,34 @@ fn row(a: &Asked) -> String {
     line
 }
 
+/// What is left of grant `g` at `now`, in words.
+fn remaining(g: &bottle::approved::Access, now: std::time::SystemTime) -> String {
+    if let Some(at) = g.ended_by(now) {
+        return format!("ended at {at}");
+    }
+    let time = g
+        .until
+        .as_deref()
+        .and_then(|t| bottle::approved::parse_time(t).ok())
+        .map(|t| {
+            let left = t.duration_since(now).unwrap_or_default();
+            let left = std::time::Duration::from_secs(left.as_secs());
+            format!(
+                "{} left (until {})",
+                humantime::format_duration(left),
+                g.until.as_deref().unwrap_or_default()
+            )
+        });
+    let uses = g
+        .uses
+        .map(|n| format!("at most {n} requests (egress counts)"));
+    [time, uses]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 const HEADER: &str =
     "ID           BOTTLE                 STATUS    IF APPROVED                              REASON";
 
@@ -53,6 +81,24 @@ pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -
         println!("{HEADER}");
         for a in &open {
             println!("{}", row(a));
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let ending: Vec<_> = all
+        .iter()
+        .filter_map(|a| Some((a, a.grant.as_ref()?)))
+        .filter(|(_, g)| g.limited())
+        .collect();
+    if !ending.is_empty() {
+        println!("\ngrants that end by themselves:");
+        for (a, g) in ending {
+            println!(
+                "{:<12} {:<22} {:<40} {}",
+                a.request.id,
+                a.slug,
+                g.describe(),
+                remaining(g, now)
+            );
         }
     }
     if !watch {
@@ -106,11 +152,12 @@ pub(super) fn approve(
     let started = std::time::Instant::now();
     let done = approvals::grant(env, &root, pending, &opts.note, &now())?;
     println!(
-        "approved {id} ({}): the agent can reach {}, no credential; in effect now ({}, {} ms)",
+        "approved {id} ({}): the agent can reach {}, no credential; in effect now ({}, {} ms); ends {}",
         done.asked.slug,
         done.access.describe(),
         done.confirmed,
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        approvals::ends(&done.access)
     );
     if let Some(file) = &done.persisted {
         println!("kept for later runs in {}", file.display());

@@ -25,13 +25,15 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         Some(dir) => {
             let file = bottle::approved::persisted_path(dir, &manifest.name);
             let approved = bottle::approved::Approved::load(&file)?;
-            let added = approved.apply(&mut manifest).with_context(|| {
-                format!(
-                    "{}: an approval kept there no longer fits {}; remove that entry",
-                    file.display(),
-                    manifest_file.display()
-                )
-            })?;
+            let added = approved
+                .apply(&mut manifest, std::time::SystemTime::now())
+                .with_context(|| {
+                    format!(
+                        "{}: an approval kept there no longer fits {}; remove that entry",
+                        file.display(),
+                        manifest_file.display()
+                    )
+                })?;
             if !added.is_empty() {
                 eprintln!(
                     "note: approved in earlier runs ({}): {}",

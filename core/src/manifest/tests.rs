@@ -602,6 +602,13 @@ fn route_rules_reach_egress_by_route_and_bad_ones_name_the_field() {
         "plugins.egress.route_rules",
         "under `egress.routes`",
     );
+    for key in ["route_grants", "ended_grants"] {
+        fails(
+            &format!("image: x\nplugins:\n  egress:\n    {key}: {{}}\n"),
+            &format!("plugins.egress.{key}"),
+            "bottle approve --for",
+        );
+    }
 }
 
 #[test]

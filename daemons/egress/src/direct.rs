@@ -185,7 +185,7 @@ pub fn answer(query: &[u8], table: &RouteTable, ours: IpAddr) -> Option<Vec<u8>>
     };
     let name = question.name().to_lowercase().to_ascii();
     let name = name.trim_end_matches('.');
-    if table.find(name).is_none() {
+    if !table.knows(name) {
         r.set_response_code(ResponseCode::NXDomain);
         return r.to_vec().ok();
     }

@@ -24,6 +24,7 @@ pub mod cookies;
 pub mod direct;
 pub mod dlp;
 pub mod forge;
+pub mod grants;
 pub mod guard;
 pub mod inspect;
 pub mod log;
@@ -148,6 +149,7 @@ impl Daemon {
             log,
             hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
             cookies: cookies::IssuedCookies::default(),
+            grant_uses: grants::Uses::default(),
         });
         let (direct, direct_note) = match &settings.direct {
             None => (None, None),

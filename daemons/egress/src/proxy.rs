@@ -90,6 +90,8 @@ pub struct Proxy {
     pub hop: Option<HopToken>,
     /// Cookies origins set, which the agent may send back without DLP judging them.
     pub cookies: crate::cookies::IssuedCookies,
+    /// The uses of grants that end after so many requests, kept across reloads.
+    pub grant_uses: crate::grants::Uses,
 }
 
 /// The token that authenticates the hop from the agent to egress when egress's port is
@@ -156,7 +158,7 @@ impl Target {
 }
 
 /// Why egress refused, as the agent sees it in `X-Bottle-Block` and the log.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
     NotAllowed,
     Path,
@@ -167,6 +169,7 @@ enum Block {
     HostMismatch,
     EchoedToken,
     Rule,
+    GrantEnded,
 }
 
 impl Block {
@@ -181,13 +184,14 @@ impl Block {
             Block::HostMismatch => "host-mismatch",
             Block::EchoedToken => "echoed-credential",
             Block::Rule => "route-rule",
+            Block::GrantEnded => "grant-ended",
         }
     }
 
     /// The supervise tool that would lift this block, if any.
     fn ask(self) -> Option<&'static str> {
         match self {
-            Block::NotAllowed => Some("request_host_access"),
+            Block::NotAllowed | Block::GrantEnded => Some("request_host_access"),
             Block::Path => Some("request_route"),
             _ => None,
         }
@@ -249,6 +253,47 @@ fn find_in_chain<'a, T: std::error::Error + 'static>(
 }
 
 impl Proxy {
+    /// The route a request to `host` for `path` takes: the first of its candidates whose paths
+    /// cover it and whose grant, if it has one, still runs (a use is taken). Otherwise the
+    /// refusal, with the route it names: an ended grant's, else the first route's path
+    /// refusal.
+    fn take_route<'t>(
+        &self,
+        table: &'t crate::routes::RouteTable,
+        host: &str,
+        path: &str,
+    ) -> Result<&'t crate::routes::Route, (Block, Option<String>, String)> {
+        let now = std::time::SystemTime::now();
+        let mut refusal = None;
+        for route in table.candidates(host) {
+            if let Err(why) = route.allows_path(path) {
+                refusal.get_or_insert((Block::Path, Some(route.host.to_string()), why));
+                continue;
+            }
+            let Some(limit) = &route.grant else {
+                return Ok(route);
+            };
+            match self.grant_uses.take(limit, &route.describe(), now) {
+                Ok(()) => return Ok(route),
+                // An ended grant says more than another route's paths.
+                Err(ended) if refusal.as_ref().is_none_or(|(b, ..)| *b == Block::Path) => {
+                    refusal = Some((Block::GrantEnded, Some(route.host.to_string()), ended));
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(ended) = table.ended_for(host, path)
+            && refusal.as_ref().is_none_or(|(b, ..)| *b == Block::Path)
+        {
+            return Err((Block::GrantEnded, None, ended));
+        }
+        Err(refusal.unwrap_or((
+            Block::NotAllowed,
+            None,
+            format!("{host} is not on this bottle's allowlist"),
+        )))
+    }
+
     /// A request on the proxy port: CONNECT, absolute-form, or `/health`.
     pub async fn serve_outer(
         self: Arc<Self>,
@@ -555,19 +600,28 @@ impl Proxy {
         // Refused before anything is dialled; the body the agent is still sending is read
         // first (bounded), so an HTTP/2 client gets the answer rather than a stream reset.
         let early = |mut record: Record, req: Request<Incoming>| {
-            let route = active.table.find(&target.host);
-            let Some(route) = route else {
-                let reason = format!("{} is not on this bottle's allowlist", target.host);
-                return Err(Box::new((req, record, Block::NotAllowed, reason)));
-            };
-            record.route = Some(route.host.to_string());
+            if active.table.find(&target.host).is_none() {
+                let (block, reason) = match active.table.ended_for(&target.host, &path) {
+                    Some(ended) => (Block::GrantEnded, ended),
+                    None => (
+                        Block::NotAllowed,
+                        format!("{} is not on this bottle's allowlist", target.host),
+                    ),
+                };
+                return Err(Box::new((req, record, block, reason)));
+            }
             if is_git_push(req.method(), &path, req.uri().query()) {
                 let reason = "git push over HTTPS is refused; push through git-gate (`git://git-gate/<repo>.git`)".into();
                 return Err(Box::new((req, record, Block::GitPush, reason)));
             }
-            if let Err(why) = route.allows_path(&path) {
-                return Err(Box::new((req, record, Block::Path, why)));
-            }
+            let route = match self.take_route(&active.table, &target.host, &path) {
+                Ok(route) => route,
+                Err((block, route, why)) => {
+                    record.route = route;
+                    return Err(Box::new((req, record, block, why)));
+                }
+            };
+            record.route = Some(route.host.to_string());
             let ruled = route.forge.is_some() || !route.rules.is_empty();
             if ruled && let Some(why) = method_override(&req) {
                 return Err(Box::new((req, record, Block::Rule, why)));
@@ -1065,6 +1119,7 @@ mod tests {
             }),
             rules: Default::default(),
             forge: None,
+            grant: None,
         };
         let mut h = HeaderMap::new();
         for (k, v) in [

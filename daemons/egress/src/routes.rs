@@ -111,6 +111,8 @@ pub struct Route {
     pub rules: RouteRules,
     /// The forge whose API this credentialed route reaches, whose defaults then apply.
     pub forge: Option<bottle_contract::egress::forge::Forge>,
+    /// Set when a human granted this route for a while only.
+    pub grant: Option<crate::grants::Limit>,
 }
 
 /// Where a statically mapped host goes.
@@ -135,6 +137,19 @@ pub struct RouteTable {
     pub dlp: DlpPolicy,
     /// The manifest's own detectors, compiled.
     pub dlp_extra: Vec<bottle_dlp::ExtraRule>,
+    /// Grants that have ended: what they covered, and when they ended.
+    pub ended: Vec<Ended>,
+}
+
+/// A grant that has ended, as egress names it when it refuses what it covered.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The host it covered.
+    pub host: HostPattern,
+    /// The path prefix it covered, normalised; empty for every path.
+    pub path_prefix: String,
+    /// When it ended (RFC 3339).
+    pub at: String,
 }
 
 /// The policy's extra detectors compiled; the error names the one that does not compile.
@@ -248,12 +263,24 @@ impl RouteTable {
                 (Some(_), HostPattern::Exact(h)) => crate::forge::Forge::of(h),
                 _ => None,
             };
+            let grant = r
+                .grant
+                .as_ref()
+                .map(crate::grants::Limit::parse)
+                .transpose()
+                .map_err(|e| format!("{at}.{e}"))?;
+            if grant.is_some() && credential.is_some() {
+                return Err(format!(
+                    "{at}.grant: a route with a credential is never granted for a while; only routes without one are"
+                ));
+            }
             routes.push(Route {
                 host,
                 path_allowlist,
                 credential,
                 rules,
                 forge,
+                grant,
             });
         }
         let mut hosts = BTreeMap::new();
@@ -278,6 +305,24 @@ impl RouteTable {
             .validate()
             .map_err(|(at, why)| format!("dlp.{at}: {why}"))?;
         let dlp_extra = compile_extra(&file.dlp)?;
+        let mut ended = Vec::with_capacity(file.ended.len());
+        for (i, e) in file.ended.iter().enumerate() {
+            let at = format!("ended[{i}]");
+            let host = HostPattern::parse(&e.host).map_err(|why| format!("{at}.host: {why}"))?;
+            let path_prefix = match &e.path_prefix {
+                None => String::new(),
+                Some(p) => normalise_path(p)
+                    .map_err(|why| format!("{at}.path_prefix: {p:?} {why}"))?
+                    .trim_end_matches('/')
+                    .to_owned(),
+            };
+            crate::grants::parse_time(&e.ended).map_err(|why| format!("{at}.ended: {why}"))?;
+            ended.push(Ended {
+                host,
+                path_prefix,
+                at: e.ended.clone(),
+            });
+        }
         let sha256 = sha2::Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -288,12 +333,47 @@ impl RouteTable {
             sha256,
             dlp: file.dlp,
             dlp_extra,
+            ended,
         })
     }
 
     /// The first route for `host` (lower case, no port).
     pub fn find(&self, host: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.host.matches(host))
+    }
+
+    /// The routes a request to `host` may take, in file order: its first route and every later
+    /// one for the same host pattern (a grant laid over a manifest's route is a route of its
+    /// own). A route of another pattern never takes over: a wildcard behind an exact host's
+    /// route must not widen that route's paths.
+    pub fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Route> + 'a {
+        let first = self.find(host).map(|r| r.host.clone());
+        self.routes
+            .iter()
+            .filter(move |r| first.as_ref() == Some(&r.host))
+    }
+
+    /// Whether `host` has a route, or had one a grant gave (the agent's DNS then still answers
+    /// it, so the refusal names the ended grant).
+    pub fn knows(&self, host: &str) -> bool {
+        self.find(host).is_some() || self.ended.iter().any(|e| e.host.matches(host))
+    }
+
+    /// The ended grant that covered `host` and `raw_path`, in words, if any.
+    pub fn ended_for(&self, host: &str, raw_path: &str) -> Option<String> {
+        let path = normalise_path(raw_path).ok()?;
+        self.ended
+            .iter()
+            .rev()
+            .find(|e| e.host.matches(host) && covers(&e.path_prefix, &path))
+            .map(|e| {
+                let what = if e.path_prefix.is_empty() {
+                    e.host.to_string()
+                } else {
+                    format!("{}{}/…", e.host, e.path_prefix)
+                };
+                format!("the grant for {what} ended at {}", e.at)
+            })
     }
 
     /// The table as `GET http://_egress.local/allowlist` shows it: no token values.
@@ -319,6 +399,12 @@ impl RouteTable {
                 if let Some(f) = r.forge {
                     v["forge_defaults"] = serde_json::json!(f);
                 }
+                if let Some(g) = &r.grant {
+                    v["grant"] = serde_json::json!({
+                        "until": g.until.as_ref().map(|(_, t)| t),
+                        "uses": g.uses,
+                    });
+                }
                 v
             })
             .collect();
@@ -335,19 +421,25 @@ impl Route {
         self.rules.check(self.forge, method, raw_path)
     }
 
+    /// The route in words, for a grant's messages: its host, and its first path prefix if it has
+    /// only some paths.
+    pub fn describe(&self) -> String {
+        match self.path_allowlist.first() {
+            Some(p) if !p.is_empty() => format!("{}{p}/…", self.host),
+            _ => self.host.to_string(),
+        }
+    }
+
     /// Whether `raw_path` (the request's path, still percent-encoded, no query) may pass.
     pub fn allows_path(&self, raw_path: &str) -> Result<(), String> {
         if self.path_allowlist.is_empty() {
             return Ok(());
         }
         let path = normalise_path(raw_path)?;
-        let ok = self.path_allowlist.iter().any(|prefix| {
-            prefix.is_empty()
-                || path == *prefix
-                || path
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        });
+        let ok = self
+            .path_allowlist
+            .iter()
+            .any(|prefix| covers(prefix, &path));
         if ok {
             Ok(())
         } else {
@@ -357,6 +449,16 @@ impl Route {
             ))
         }
     }
+}
+
+/// Whether the normalised `prefix` (no trailing `/`; empty for every path) covers the
+/// normalised `path`: equal, or whole segments under it.
+fn covers(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Decode `raw` and refuse anything an origin could read as another path: encoded `/`, `\`
@@ -409,6 +511,7 @@ mod tests {
             credential: None,
             rules: RouteRules::default(),
             forge: None,
+            grant: None,
         }
     }
 

@@ -51,7 +51,16 @@ pub struct Settings {
     /// The manifest's DLP policy (`egress.dlp`), copied into the routes file.
     #[serde(default)]
     pub dlp: bottle_contract::egress::dlp::DlpPolicy,
+    /// The limits of routes a human granted for a while, by their place in the routes (the
+    /// host lays such a grant over the manifest as a route of its own).
+    #[serde(default)]
+    pub route_grants: std::collections::BTreeMap<usize, GrantLimit>,
+    /// Grants that have ended, for egress to name when it refuses what they covered.
+    #[serde(default)]
+    pub ended_grants: Vec<EndedGrant>,
 }
+
+pub use bottle_contract::egress::{EndedGrant, GrantLimit};
 
 pub use bottle_contract::egress::{RequestRule, Route, RouteRules, RoutesFile};
 
@@ -91,6 +100,7 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
                 ..Route::default()
             }
             .with_rules(settings.route_rules.get(&i).cloned().unwrap_or_default())
+            .with_grant(settings.route_grants.get(&i).cloned())
         })
         .collect();
     for host in &bottle.allowlist {
@@ -106,6 +116,7 @@ pub fn routes(bottle: &Bottle, settings: &Settings) -> (RoutesFile, Vec<SecretEn
         routes,
         hosts: settings.hosts.clone(),
         dlp: settings.dlp.clone(),
+        ended: settings.ended_grants.clone(),
     };
     (file, secrets)
 }
@@ -364,6 +375,28 @@ mod tests {
         let yaml = serde_yaml::to_string(&file).unwrap();
         let back: RoutesFile = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, file, "the daemon reads what the plugin writes");
+    }
+
+    #[test]
+    fn a_grants_limit_reaches_its_route_and_ended_grants_are_named() {
+        let mut b = testing::bottle();
+        b.routes = vec![route("a.com", None), route("crates.io", None)];
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "route_grants": {"1": {"id": "r4", "until": "2026-12-05T10:10:00Z", "uses": 2}},
+            "ended_grants": [{"host": "pypi.org", "ended": "2026-12-05T09:00:00Z"}]
+        }))
+        .unwrap();
+        let (file, _) = routes(&b, &settings);
+        assert_eq!(file.routes[0].grant, None);
+        let g = file.routes[1].grant.as_ref().unwrap();
+        assert_eq!((g.id.as_str(), g.uses), ("r4", Some(2)));
+        assert_eq!(file.ended[0].host, "pypi.org");
+        let yaml = serde_yaml::to_string(&file).unwrap();
+        let back: RoutesFile = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, file, "the daemon reads what the plugin writes");
+        let (plain, _) = routes(&b, &Settings::default());
+        let yaml = serde_yaml::to_string(&plain).unwrap();
+        assert!(!yaml.contains("grant") && !yaml.contains("ended"), "{yaml}");
     }
 
     #[test]
