@@ -20,10 +20,7 @@ mkdir -p "$bench"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "build (release)"
-cargo build -q --release -p bottle-egress --features testing --example bench --bin bottle-egress
-egress_bin=target/release/bottle-egress
-load_bin=target/release/examples/bench
+source benches/lib/egress-rig.sh
 
 step "mitmproxy 11.0.2 (a venv under $bench/)"
 if [ ! -x "$bench/mitm/bin/mitmdump" ]; then
@@ -32,46 +29,10 @@ if [ ! -x "$bench/mitm/bin/mitmdump" ]; then
 fi
 mitm_version=$("$bench/mitm/bin/mitmdump" --version | head -1)
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-step "origin (core 1)"
-taskset -c 1 "$load_bin" origin "$tmp" > "$tmp/origin.out" &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$tmp/origin.out" ] && break; sleep 0.1; done
-read -r http_kv https_kv < "$tmp/origin.out"
-http_port=${http_kv#http=}
-https_port=${https_kv#https=}
-
-token="bench-token-0123456789abcdef"
-cat > "$tmp/routes.yaml" <<EOF
-routes:
-- host: localhost
-  auth_scheme: Bearer
-  token_env: EGRESS_TOKEN_0
-- host: 127.0.0.1
-hosts:
-  localhost: 127.0.0.1
-  127.0.0.1: 127.0.0.1
-EOF
-
-# The CA egress signs with, as bottle writes it: a SEC1 P-256 key, then the certificate.
-openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/eca-key.pem"
-openssl req -x509 -new -key "$tmp/eca-key.pem" -days 2 -subj "/CN=bench egress CA" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-    -out "$tmp/eca-cert.pem" 2>/dev/null
-cat "$tmp/eca-key.pem" "$tmp/eca-cert.pem" > "$tmp/eca-bundle.pem"
-
 step "egress (core 0, one worker)"
-EGRESS_TOKEN_0=$token TOKIO_WORKER_THREADS=1 taskset -c 0 "$egress_bin" \
-    --listen 127.0.0.1:0 --routes "$tmp/routes.yaml" --ca "$tmp/eca-bundle.pem" \
-    --upstream-ca "$tmp/origin-ca.pem" --access-log off > "$tmp/egress.out" 2>&1 &
-egress_pid=$!
-pids+=($egress_pid)
-for _ in $(seq 50); do grep -q 'listening on' "$tmp/egress.out" 2>/dev/null && break; sleep 0.1; done
-egress_addr=$(grep -o 'listening on [0-9.:]*' "$tmp/egress.out" | awk '{print $3}')
+start_egress egress --access-log off
+egress_pid=${EGRESS_PID[egress]}
+egress_addr=${EGRESS_ADDR[egress]}
 
 step "mitmproxy (core 0)"
 cat > "$tmp/addon.py" <<EOF
@@ -95,29 +56,6 @@ mitm_pid=$!
 pids+=($mitm_pid)
 for _ in $(seq 100); do [ -s "$tmp/mitm-conf/mitmproxy-ca-cert.pem" ] && nc -z 127.0.0.1 "$mitm_port" 2>/dev/null && break; sleep 0.1; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-hz=$(getconf CLK_TCK)
-
-# run NAME PID URL CONNS [proxy args...] -> prints a row and records rps/p50
-declare -A RPS P50 BODY_P50
-row() {
-    local name=$1 pid=$2 url=$3 conns=$4; shift 4
-    local before after out
-    before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
-    out=$(taskset -c 1 "$load_bin" load "$url" --connections "$conns" --seconds "$SECS" --warmup "$WARMUP" "$@")
-    after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
-    local reqs rps p50 p99 cpu
-    reqs=$(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$out")
-    rps=$(sed 's/.*"rps":\([0-9]*\).*/\1/' <<<"$out")
-    p50=$(sed 's/.*"p50_us":\([0-9]*\).*/\1/' <<<"$out")
-    p99=$(sed 's/.*"p99_us":\([0-9]*\).*/\1/' <<<"$out")
-    # CPU over warm-up and run together, divided by the measured requests: an upper bound.
-    cpu=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0 && d > 0) printf "%.4f", d * 1000 / hz / n; else print "-" }')
-    printf '%-8s %-6s %5s %10s %9s %9s %12s\n' "$name" "${url%%:*}" "$conns" "$rps" "$p50" "$p99" "$cpu"
-    RPS[$name-${url%%:*}-$conns]=$rps
-    P50[$name-${url%%:*}-$conns]=$p50
-}
 
 echo
 echo "machine: $(nproc) cores, $(uname -sr); egress $("$egress_bin" --version); $mitm_version"

@@ -6,6 +6,7 @@ use super::{DockerError, api};
 use bollard::Docker;
 use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -69,6 +70,32 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// How long the bundle's daemons get to write their last lines and exit at teardown.
+const BUNDLE_STOP_SECS: i32 = 2;
+
+/// Stop `containers` for their last log lines: the bundle gracefully (its init forwards
+/// SIGTERM, and the daemons write what they still hold: egress gathers its access log, the
+/// ledger's source, into batches), bounded by [`BUNDLE_STOP_SECS`]; the agent at once (its
+/// last words are written already). Failures are left to the removal that follows.
+async fn stop_for_logs(docker: &Docker, containers: &[BottleContainer]) {
+    join_all(
+        containers
+            .iter()
+            .filter(|c| c.state == "running")
+            .map(|c| async move {
+                let _ = if c.role == bottle_contract::layout::AGENT_SERVICE {
+                    docker.kill_container(&c.name, None).await
+                } else {
+                    let stop = StopContainerOptionsBuilder::default()
+                        .t(BUNDLE_STOP_SECS)
+                        .build();
+                    docker.stop_container(&c.name, Some(stop)).await
+                };
+            }),
+    )
+    .await;
+}
+
 /// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`.
 pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Result<(), DockerError> {
     let containers = inventory::containers(docker, Some(slug)).await?;
@@ -76,6 +103,7 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
     if let Some(path) = log_file
         && !containers.is_empty()
     {
+        stop_for_logs(docker, &containers).await;
         // Teardown goes on without the logs: a full disk must not leave the bottle running.
         let logs = merged_logs(docker, &containers).await;
         if let Err(e) = std::fs::write(path, logs) {

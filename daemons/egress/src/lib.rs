@@ -301,8 +301,15 @@ impl Daemon {
                     Ok(m) => log.event("reload", &m),
                     Err(e) => log.event("reload-failed", &format!("{e}; the previous routes stay in force")),
                 },
-                _ = term.recv() => return Ok(()),
-                _ = int.recv() => return Ok(()),
+                // The lines still queued are the last requests' records: out before exiting.
+                _ = term.recv() => {
+                    log.flush();
+                    return Ok(());
+                }
+                _ = int.recv() => {
+                    log.flush();
+                    return Ok(());
+                }
                 accepted = self.listener.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
                     if let Some(conn) = gate.admit(stream) {
