@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod collect;
 pub mod key;
+pub mod ocsf;
 
 pub use chain::{Record, Verified, VerifyError, Writer};
 

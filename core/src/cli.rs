@@ -156,6 +156,14 @@ enum AuditCommand {
         /// The bottle's slug, or a ledger file.
         target: String,
     },
+    /// Write a bottle's ledger for a SIEM, one event per line (only a ledger that verifies).
+    Export {
+        /// The bottle's slug, or a ledger file.
+        target: String,
+        /// The events' schema: `ocsf` (OCSF 1.3 JSON lines).
+        #[arg(long, value_parser = ["ocsf"])]
+        format: String,
+    },
     /// Print the public half of your audit key (made on first use).
     Key,
 }
@@ -438,6 +446,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             since,
         }) => audit::show(&env, &target, json, decision.as_deref(), since),
         Command::Audit(AuditCommand::Verify { target }) => audit::verify(&env, &target),
+        Command::Audit(AuditCommand::Export { target, format: _ }) => audit::export(&env, &target),
         Command::Audit(AuditCommand::Key) => audit::key(&env),
         Command::Drivers(DriversCommand::List { drivers }) => {
             drivers::list(&env, &drivers.driver_dirs)

@@ -2072,6 +2072,26 @@ curl -sS $url; echo
     assert!(ended > decided, "{shown}");
     let (code, said, err) = run(sb.bottle().args(["audit", "verify", &slug]));
     assert_eq!(code, 0, "{said}{err}");
+    // For a SIEM: one OCSF event per record, the refusal a denied HTTP Activity and the end
+    // of the grant a revoke.
+    let (code, exported, err) = run(sb
+        .bottle()
+        .args(["audit", "export", &slug, "--format", "ocsf"]));
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), records.len());
+    assert!(events.iter().any(|e| e["class_uid"] == 4002
+        && e["disposition_id"] == 2
+        && e["http_request"]["url"]["hostname"] == "origin.test"));
+    assert!(events.iter().any(|e| e["type_uid"] == 300502));
+    let (code, _, err) = run(sb
+        .bottle()
+        .args(["audit", "export", &slug, "--format", "csv"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ocsf"), "{err}");
 }
 
 /// Live apply under a hammer: while the agent sends requests through egress to a host it

@@ -1,4 +1,4 @@
-//! `bottle audit show`, `verify` and `key`.
+//! `bottle audit show`, `verify`, `export` and `key`.
 
 use anyhow::{Context, Result};
 use bottle::audit::{self, key::AuditKey};
@@ -72,6 +72,34 @@ pub(super) fn verify(env: &HostEnv, target: &str) -> Result<ExitCode> {
     }
 }
 
+/// The ledger `target` names, read and verified: shown or exported only once it holds (a
+/// record of a changed ledger is no record). Its text too, whose lines the records are.
+fn verified(env: &HostEnv, target: &str) -> Result<(String, audit::Verified)> {
+    let file = ledger_file(env, target)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let key = user_key(env)?;
+    let v = audit::chain::verify(&text, &key.public()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; `bottle audit verify` says the same",
+            file.display()
+        )
+    })?;
+    Ok((text, v))
+}
+
+/// `bottle audit export TARGET --format ocsf`: one OCSF event per record, as JSON lines.
+pub(super) fn export(env: &HostEnv, target: &str) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let (text, v) = verified(env, target)?;
+    let mut out = std::io::stdout().lock();
+    for (line, record) in text.split_terminator('\n').zip(&v.records) {
+        let event = audit::ocsf::event(&v.slug, record, &audit::chain::line_hash(line));
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn show(
     env: &HostEnv,
     target: &str,
@@ -79,17 +107,7 @@ pub(super) fn show(
     decision: Option<&str>,
     since: Option<time::OffsetDateTime>,
 ) -> Result<ExitCode> {
-    let file = ledger_file(env, target)?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let key = user_key(env)?;
-    // Shown only once it holds: a record of a changed ledger is no record.
-    let v = audit::chain::verify(&text, &key.public()).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e}; `bottle audit verify` says the same",
-            file.display()
-        )
-    })?;
+    let (_, v) = verified(env, target)?;
     let field = |r: &audit::Record, k: &str| match r.data.get(k) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
