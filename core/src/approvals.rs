@@ -128,6 +128,14 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
             {
                 *field = validate::text(field, validate::MAX_REASON);
             }
+            if let Some(p) = request.preview.as_mut() {
+                p.method = validate::text(&p.method, 20);
+                p.body = validate::text(&p.body, bottle_contract::supervise::PREVIEW_CHARS);
+                p.findings.truncate(20);
+                for f in &mut p.findings {
+                    *f = validate::text(f, 80);
+                }
+            }
             let file = queue.join("decisions").join(format!("{}.json", request.id));
             let read = match &decisions {
                 Some(d) => queue_fs::read_at::<Decision>(d, &format!("{}.json", request.id)),
@@ -398,8 +406,36 @@ impl Pending {
         if let Some(url) = &r.failed_url {
             out.push_str(&format!("  refused:  {}\n", text(url)));
         }
+        if let Some(p) = &r.preview {
+            out.push_str(&preview_lines(p, r.failed_url.as_deref()));
+        }
         out
     }
+}
+
+/// The request the agent attached, as lines under an approval's description: what would go
+/// out once it is granted.
+pub fn preview_lines(p: &bottle_contract::supervise::Preview, url: Option<&str>) -> String {
+    let text = |s: &str| validate::text(s, bottle_contract::supervise::PREVIEW_CHARS);
+    let mut out = format!(
+        "  request:  {} {}\n",
+        text(&p.method),
+        url.map_or_else(|| "(no URL given)".to_owned(), text)
+    );
+    if p.body_bytes > 0 {
+        out.push_str(&format!(
+            "  body:     {} bytes: {}\n",
+            p.body_bytes,
+            text(&p.body)
+        ));
+    }
+    if !p.findings.is_empty() {
+        out.push_str(&format!(
+            "  DLP:      the body carries {}; egress refuses it unless the manifest's egress.dlp allows it\n",
+            p.findings.join(", ")
+        ));
+    }
+    out
 }
 
 /// When `access` ends, in words.
@@ -494,7 +530,12 @@ fn limit(
 /// Whether two reads of a request ask the same (the queue is writable from the bundle: it may
 /// have been rewritten since it was shown).
 fn same_request(a: &Request, b: &Request) -> bool {
-    a.host == b.host && a.path_prefix == b.path_prefix && a.kind == b.kind && a.reason == b.reason
+    a.host == b.host
+        && a.path_prefix == b.path_prefix
+        && a.kind == b.kind
+        && a.reason == b.reason
+        && a.failed_url == b.failed_url
+        && a.preview == b.preview
 }
 
 /// Grant `pending` (as [`prepare_approval`] worked it out and a human saw it) to its running
@@ -764,6 +805,7 @@ mod tests {
             reason: "pip".into(),
             failed_url: None,
             created: "t".into(),
+            preview: None,
         };
         std::fs::write(
             q.join("pending").join(format!("{id}.json")),

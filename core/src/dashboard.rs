@@ -325,6 +325,12 @@ impl Dashboard {
                 if let Some(u) = &a.request.failed_url {
                     l.push(Line::from(format!("refused: {u}")));
                 }
+                if let Some(p) = &a.request.preview {
+                    for line in approvals::preview_lines(p, a.request.failed_url.as_deref()).lines()
+                    {
+                        l.push(Line::from(line.trim_start().to_owned()));
+                    }
+                }
                 if let Some(d) = &a.decision {
                     if let Some(e) = &d.apply_error {
                         l.push(Line::styled(
@@ -462,6 +468,7 @@ mod tests {
             reason: reason.into(),
             failed_url: Some(format!("https://{host}/simple/")),
             created: format!("2026-11-28T00:00:0{}Z", id.len() % 10),
+            preview: None,
         };
         Asked {
             slug: "coder-a1b2c".into(),

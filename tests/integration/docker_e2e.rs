@@ -1928,7 +1928,7 @@ fn a_grant_for_eight_seconds_ends_by_itself_and_the_ledger_holds_it() {
         + &format!(
             r#"url=https://origin.test:{port}/echo
 curl -sS $url; echo
-out=$(post '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_host_access","arguments":{{"host":"origin.test","reason":"fetch the echo"}}}}}}')
+out=$(post '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_host_access","arguments":{{"host":"origin.test","reason":"fetch the echo","failed_url":"https://origin.test:{port}/echo","method":"post","body":"name=x&token=ghp_0123456789abcdefghijABCDEFGHIJ012345&n=1"}}}}}}')
 i=0
 until curl -sf -o /dev/null $url; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
 echo "THROUGH after $i tries"
@@ -1974,6 +1974,14 @@ curl -sS $url; echo
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("  ends:     at ") && out.contains("; ends at "),
+        "{out}"
+    );
+    // The request the agent attached: shown, its secret marked and never printed.
+    assert!(
+        out.contains(&format!("  request:  POST https://origin.test:{port}/echo"))
+            && out.contains("  body:     57 bytes: name=x&token=[DLP: github")
+            && out.contains("  DLP:      the body carries github")
+            && !out.contains("ghp_0123"),
         "{out}"
     );
     let (_, table, _) = run(sb.bottle().args(["approvals", &slug]));

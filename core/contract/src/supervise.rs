@@ -36,7 +36,35 @@ pub struct Request {
     pub failed_url: Option<String>,
     /// When it was asked (RFC 3339, UTC).
     pub created: String,
+    /// The request the agent wants to make, if it attached it, for the human to see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
 }
+
+/// The request an agent wants to make once a host is open, as the human sees it before
+/// approving: sanitised and cut short by the daemon, secrets replaced by the DLP rule that
+/// found them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preview {
+    /// The method (upper case).
+    pub method: String,
+    /// The body's first characters, without control characters, each DLP finding replaced by
+    /// `[DLP: rule]`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+    /// The body's whole length in bytes.
+    #[serde(default)]
+    pub body_bytes: usize,
+    /// The DLP rules that found something in the body (each once, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+}
+
+/// The longest body an agent may attach to a request (bytes); the preview shows its start.
+pub const MAX_PREVIEW_BODY: usize = 64 * 1024;
+/// How many characters of the body the preview shows.
+pub const PREVIEW_CHARS: usize = 600;
 
 impl Request {
     /// What approving it would change, in words.

@@ -131,6 +131,16 @@ const DOCKERFILE: &str = include_str!("../../images/sidecars/Dockerfile");
 
 include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
 
+/// The programs the bundle image carries, by their name in it: one list for the build context
+/// and for [`content_hash`], so a changed daemon always rebuilds the image (a list of its own
+/// once left out `bottle-supervise`, and a changed supervise ran in the old image).
+const BUNDLE_BINARIES: [(&str, &[u8]); 4] = [
+    ("bottle-init", INIT_BINARY),
+    ("bottle-egress", EGRESS_BINARY),
+    ("bottle-git-gate", GIT_GATE_BINARY),
+    ("bottle-supervise", SUPERVISE_BINARY),
+];
+
 /// The label holding [`content_hash`]: an image built by another bottle is rebuilt.
 pub const CONTENT_LABEL: &str = "io.bottle.content";
 
@@ -139,12 +149,8 @@ pub const CONTENT_LABEL: &str = "io.bottle.content";
 pub fn content_hash() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [
-        DOCKERFILE.as_bytes(),
-        INIT_BINARY,
-        EGRESS_BINARY,
-        GIT_GATE_BINARY,
-    ] {
+    let binaries = BUNDLE_BINARIES.iter().map(|(_, b)| *b);
+    for part in std::iter::once(DOCKERFILE.as_bytes()).chain(binaries) {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -269,10 +275,9 @@ fn context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
         tar.append_data(&mut h, name, data)
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
-    add("bottle-init", INIT_BINARY, 0o755)?;
-    add("bottle-egress", EGRESS_BINARY, 0o755)?;
-    add("bottle-git-gate", GIT_GATE_BINARY, 0o755)?;
-    add("bottle-supervise", SUPERVISE_BINARY, 0o755)?;
+    for (name, binary) in BUNDLE_BINARIES {
+        add(name, binary, 0o755)?;
+    }
     tar.into_inner()
 }
 
@@ -329,6 +334,17 @@ pub async fn build_sidecars(
 #[cfg(test)]
 mod tests {
     use super::PipelockPin;
+
+    #[test]
+    fn every_program_the_dockerfile_copies_is_in_the_content_hash() {
+        let copied: Vec<&str> = super::DOCKERFILE
+            .lines()
+            .filter_map(|l| l.strip_prefix("COPY "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let hashed: Vec<&str> = super::BUNDLE_BINARIES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(copied, hashed);
+    }
 
     const HEX: &str = "3b1a39aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 

@@ -46,6 +46,14 @@ pub struct HostAccessArgs {
     /// The URL that was refused, if you have it.
     #[serde(default)]
     pub failed_url: Option<String>,
+    /// The HTTP method of the request you want to make there (`GET`, `POST`…), so the human
+    /// sees what would go out.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// That request's body, if it has one (at most 64 KiB; the human sees its start, with
+    /// anything secret marked). Never put a credential here.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// `request_route`'s arguments.
@@ -135,6 +143,10 @@ impl Supervise {
         if let Some(why) = carries_secret(&host, &[("reason", &a.reason), ("failed_url", failed)]) {
             return Ok(refuse(why));
         }
+        let preview = match preview(a.method.as_deref(), a.body.as_deref()) {
+            Ok(p) => p,
+            Err(why) => return Ok(refuse(why)),
+        };
         let req = Request {
             id: self.state.queue.new_id(),
             kind: RequestKind::HostAccess,
@@ -146,6 +158,7 @@ impl Supervise {
                 .map(|u| validate::text(&u, 300))
                 .filter(|u| !u.is_empty()),
             created: now(),
+            preview,
         };
         self.ask(req).await
     }
@@ -187,6 +200,7 @@ impl Supervise {
             reason: validate::text(&a.reason, validate::MAX_REASON),
             failed_url: None,
             created: now(),
+            preview: None,
         };
         self.ask(req).await
     }
@@ -283,6 +297,91 @@ fn carries_secret(host: &str, texts: &[(&str, &str)]) -> Option<String> {
             )
         })
     })
+}
+
+/// The methods a preview may name (HTTP's and WebDAV's, as egress passes them).
+const METHODS: [&str; 16] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+];
+
+/// The preview of the request the agent attached (`method`, `body`), or why it is refused.
+/// The body is shown, not refused, when DLP finds something in it: each finding is replaced
+/// by `[DLP: rule]` and listed, so the human sees what approving would let out.
+fn preview(
+    method: Option<&str>,
+    body: Option<&str>,
+) -> Result<Option<bottle_contract::supervise::Preview>, String> {
+    use bottle_contract::supervise::{MAX_PREVIEW_BODY, PREVIEW_CHARS, Preview};
+    static SCANNER: std::sync::LazyLock<bottle_dlp::Scanner> =
+        std::sync::LazyLock::new(|| bottle_dlp::Scanner::new(&[]));
+    if method.is_none() && body.is_none() {
+        return Ok(None);
+    }
+    let method = method.unwrap_or("GET").trim().to_ascii_uppercase();
+    if !METHODS.contains(&method.as_str()) {
+        return Err(format!(
+            "method {:?} is not one HTTP or WebDAV defines",
+            validate::text(&method, 20)
+        ));
+    }
+    let body = body.unwrap_or("");
+    if body.len() > MAX_PREVIEW_BODY {
+        return Err(format!(
+            "the body is {} bytes; attach at most {MAX_PREVIEW_BODY} (its start is what the human sees)",
+            body.len()
+        ));
+    }
+    let mut findings: Vec<String> = Vec::new();
+    let mut shown = String::new();
+    let mut at = 0;
+    for f in SCANNER.scan_all(body.as_bytes()) {
+        // Findings end on char boundaries of valid UTF-8 only by luck: widen to them.
+        let start = (0..=f.start)
+            .rev()
+            .find(|i| body.is_char_boundary(*i))
+            .unwrap_or(0);
+        let end = (f.end..=body.len())
+            .find(|i| body.is_char_boundary(*i))
+            .unwrap_or(body.len());
+        if start < at {
+            continue;
+        }
+        shown.push_str(&body[at..start]);
+        shown.push_str(&format!("[DLP: {}]", f.rule));
+        at = end;
+        if !findings.contains(&f.rule) {
+            findings.push(f.rule);
+        }
+    }
+    shown.push_str(&body[at..]);
+    // What only decoding finds (base64, hex, gzip…) cannot be marked in place: named.
+    if let Some(f) = SCANNER.inspect(shown.as_bytes()) {
+        let rule = format!("{} (encoded)", f.rule);
+        if !findings.contains(&rule) {
+            findings.push(rule);
+        }
+    }
+    Ok(Some(Preview {
+        method,
+        body: validate::text(&shown, PREVIEW_CHARS),
+        body_bytes: body.len(),
+        findings,
+    }))
 }
 
 /// A refused call: the reason, as a tool error the model reads.
@@ -385,4 +484,56 @@ pub fn emit(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    /// A token of GitHub's format that no one holds.
+    const TOKEN: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+
+    #[test]
+    fn a_preview_shows_the_body_with_secrets_marked_not_shown() {
+        let p = preview(Some("post"), Some(&format!("name=x&token={TOKEN}&n=1")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.method, "POST");
+        assert!(!p.body.contains(TOKEN), "{}", p.body);
+        assert!(
+            p.body.starts_with("name=x&token=[DLP: github"),
+            "{}",
+            p.body
+        );
+        assert!(p.body.ends_with("&n=1"), "{}", p.body);
+        assert_eq!(p.findings.len(), 1, "{:?}", p.findings);
+        assert!(p.findings[0].starts_with("github"), "{:?}", p.findings);
+        let encoded: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+        let p = preview(None, Some(&format!("blob={encoded}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.method, "GET");
+        assert!(
+            p.findings.iter().any(|f| f.ends_with("(encoded)")),
+            "{:?}",
+            p.findings
+        );
+        let long = "a\u{1b}[31m".repeat(1000);
+        let p = preview(Some("PUT"), Some(&long)).unwrap().unwrap();
+        assert_eq!(p.body_bytes, long.len());
+        assert!(p.body.chars().count() <= bottle_contract::supervise::PREVIEW_CHARS + 1);
+        assert!(!p.body.contains('\u{1b}'));
+        assert_eq!(preview(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unknown_method_or_a_body_too_large_is_refused() {
+        assert!(
+            preview(Some("GET /x HTTP/1.1"), None)
+                .unwrap_err()
+                .contains("method")
+        );
+        let big = "x".repeat(bottle_contract::supervise::MAX_PREVIEW_BODY + 1);
+        assert!(preview(None, Some(&big)).unwrap_err().contains("at most"));
+    }
 }
