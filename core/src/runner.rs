@@ -29,7 +29,13 @@ pub struct LaunchOptions {
     pub env: crate::hostenv::HostEnv,
     /// What runs the bottle ([`crate::driver::Driver::for_backend`] of its backend).
     pub driver: crate::driver::Driver,
+    /// How often the audit ledger is written and sealed while the agent runs (the final seal
+    /// comes at teardown): a run that is killed still leaves its record up to there.
+    pub ledger_seal_every: Duration,
 }
+
+/// [`LaunchOptions::ledger_seal_every`] unless `BOTTLE_LEDGER_SEAL_SECS` says otherwise.
+pub const LEDGER_SEAL_EVERY: Duration = Duration::from_secs(600);
 
 /// Why a launch failed.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +279,10 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     let log_file = p.state_dir.join("compose.log");
     let (result, teardown) = match &native {
         None => {
-            let result = run_bottle(&docker, p, opts, &project_name).await;
+            let result = tokio::select! {
+                r = run_bottle(&docker, p, opts, &project_name) => r,
+                never = ledger_checkpoints(&docker, p, opts, &started) => match never {},
+            };
             opts.phases.done("the agent's command ended");
             let teardown = sweep(&docker, &p.slug, &log_file, is_interrupt(&result))
                 .await
@@ -305,7 +314,9 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
             (result, teardown)
         }
     };
-    if let Err(e) = write_ledger(p, opts, &started, result.as_ref().ok().map(|(c, _)| *c)) {
+    let logs = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let exit_code = result.as_ref().ok().map(|(c, _)| *c);
+    if let Err(e) = write_ledger(p, opts, &started, &logs, exit_code, true) {
         eprintln!("warning: the audit ledger was not written: {e}");
     }
     let failed = result.is_err() || teardown.is_err();
@@ -333,13 +344,41 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     })
 }
 
-/// The run's audit ledger, sealed with the user's key, into the state dir (kept with the logs
-/// when the dir is retired).
+/// Every [`LaunchOptions::ledger_seal_every`] while the bottle runs: the ledger so far, from
+/// the live logs, sealed (an interim seal) into the state dir. Runs until dropped; a failed
+/// checkpoint is logged and the next one tries again.
+async fn ledger_checkpoints(
+    docker: &Docker,
+    p: &Prepared,
+    opts: &LaunchOptions,
+    started: &str,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(opts.ledger_seal_every).await;
+        let containers = match docker::inventory::containers(docker, Some(&p.slug)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("ledger checkpoint: {e}");
+                continue;
+            }
+        };
+        let logs = docker::down::merged_logs(docker, &containers).await;
+        if let Err(e) = write_ledger(p, opts, started, &logs, None, false) {
+            tracing::warn!("ledger checkpoint: {e}");
+        }
+    }
+}
+
+/// The run's audit ledger from its merged `logs`, sealed with the user's key, into the state
+/// dir (kept with the logs when the dir is retired): at teardown (`last`) with the final seal,
+/// during the run as a checkpoint.
 fn write_ledger(
     p: &Prepared,
     opts: &LaunchOptions,
     started: &str,
+    logs: &str,
     exit_code: Option<i64>,
+    last: bool,
 ) -> Result<(), String> {
     use sha2::Digest as _;
     let config = opts
@@ -347,7 +386,6 @@ fn write_ledger(
         .config_dir()
         .ok_or("there is no config dir for the audit key (set HOME or XDG_CONFIG_HOME)")?;
     let key = crate::audit::key::AuditKey::load_or_create(&config).map_err(|e| e.to_string())?;
-    let logs = std::fs::read_to_string(p.state_dir.join("compose.log")).unwrap_or_default();
     let plan = std::fs::read(p.state_dir.join(bottle_contract::layout::PLAN_FILE))
         .map_err(|e| format!("cannot read the plan: {e}"))?;
     let plan_sha256 = crate::audit::chain::hex(&sha2::Sha256::digest(&plan));
@@ -373,7 +411,7 @@ fn write_ledger(
         .unwrap_or_default(),
         journal: crate::live::journaled(&p.state_dir),
     };
-    let text = crate::audit::collect::ledger(&run, &logs, &host, &key);
+    let text = crate::audit::collect::ledger(&run, logs, &host, &key, last);
     crate::audit::collect::write(&p.state_dir, &text)
         .map_err(|e| format!("{}: {e}", p.state_dir.display()))
 }

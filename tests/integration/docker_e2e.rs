@@ -2102,6 +2102,73 @@ curl -sS $url; echo
     assert!(err.contains("ocsf"), "{err}");
 }
 
+/// A long run is sealed while it runs: the ledger so far is in the state dir, verifies up to
+/// its interim seal and holds what the agent did, before teardown writes the final seal.
+#[test]
+fn a_running_bottles_ledger_is_sealed_so_far() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "sealer",
+        "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
+    );
+    // A bad interval is refused before anything is made.
+    let (code, _, err) = run(bottle(&sb).env("BOTTLE_LEDGER_SEAL_SECS", "0").args([
+        "run",
+        "sealer",
+        "--slug",
+        "e2e-badseal",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("BOTTLE_LEDGER_SEAL_SECS=0"), "{err}");
+    assert!(!sb.state().join("e2e-badseal").exists());
+
+    let slug = unique_slug("e2e-seal");
+    let script = "curl -s https://unlisted.example/x; echo; \
+                  i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.1; done";
+    let child = bottle(&sb)
+        .env("BOTTLE_LEDGER_SEAL_SECS", "1")
+        .args(["run", "sealer", "--slug", &slug, "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let shown = loop {
+        let (code, out, _) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+        if code == 0 && out.contains("unlisted.example") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint with the refusal: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let last: serde_json::Value = serde_json::from_str(shown.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "seal");
+    assert_eq!(last["data"]["last"], false);
+    let (code, said, err) = run(sb.bottle().args(["audit", "verify", &slug]));
+    assert_eq!(code, 0, "{said}{err}");
+    assert!(
+        said.starts_with("ok so far ") && said.contains("still running"),
+        "{said}"
+    );
+    docker(&["exec", &format!("bottle-agent-{slug}"), "touch", "/tmp/go"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, said, err) = run(sb.bottle().args(["audit", "verify", &slug]));
+    assert_eq!(code, 0, "{said}{err}");
+    assert!(said.contains("the chain is whole"), "{said}");
+    assert_eq!(leftovers(&slug), "");
+}
+
 /// Live apply under a hammer: while the agent sends requests through egress to a host it
 /// may always reach, the host applies 25 approvals one after another (each a re-plan, a
 /// write, a reload and its confirmation). No request fails and every reload is confirmed.

@@ -148,13 +148,26 @@ pub struct Verified {
     pub slug: String,
     /// Every record, in order.
     pub records: Vec<Record>,
-    /// How many seals it has (the last one final).
+    /// How many seals it has.
     pub seals: usize,
+    /// Whether its last seal is the final one (the run ended); a ledger checked with
+    /// [`verify_so_far`] may end at an interim seal.
+    pub complete: bool,
 }
 
 /// Check a whole ledger: every line a record in its place, the chain unbroken, every seal
 /// signed by `public_key` over the head it names, and the last record the final seal.
 pub fn verify(text: &str, public_key: &[u8]) -> Result<Verified, VerifyError> {
+    check(text, public_key, false)
+}
+
+/// [`verify`] for the ledger of a run still going: it may end at an interim seal (the
+/// checkpoint written during the run), but at a seal all the same.
+pub fn verify_so_far(text: &str, public_key: &[u8]) -> Result<Verified, VerifyError> {
+    check(text, public_key, true)
+}
+
+fn check(text: &str, public_key: &[u8], so_far: bool) -> Result<Verified, VerifyError> {
     let fail = |record: u64, what: String| VerifyError { record, what };
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     if lines.is_empty() {
@@ -231,7 +244,9 @@ pub fn verify(text: &str, public_key: &[u8]) -> Result<Verified, VerifyError> {
         head = line_hash(line);
         records.push(r);
     }
-    if !ended {
+    // A run still going may end at an interim seal; anything else that stops early was cut.
+    let sealed_so_far = so_far && records.last().is_some_and(|r| r.kind == SEAL);
+    if !(ended || sealed_so_far) {
         return Err(fail(
             lines.len() as u64,
             "the ledger ends here without its final seal: it was cut short, or the run has not ended"
@@ -242,6 +257,7 @@ pub fn verify(text: &str, public_key: &[u8]) -> Result<Verified, VerifyError> {
         slug,
         records,
         seals,
+        complete: ended,
     })
 }
 

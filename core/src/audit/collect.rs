@@ -233,8 +233,9 @@ fn instant(time: &str) -> Option<time::OffsetDateTime> {
 }
 
 /// The ledger of `run`, with the bundle's `logs` and what the host kept (`host`), sealed
-/// with `key`.
-pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey) -> String {
+/// with `key`: at teardown (`last`) with the stop record and the final seal; during the run
+/// with an interim seal over what happened so far.
+pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, last: bool) -> String {
     let mut start = Map::new();
     start.insert("agent".into(), Value::from(run.agent));
     start.insert("plan_sha256".into(), Value::from(run.plan_sha256));
@@ -258,28 +259,22 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey) -> 
     for e in events {
         chain.append(&e.time, &e.writer, e.kind, e.data);
     }
-    let mut stop = Map::new();
-    stop.insert(
-        "exit_code".into(),
-        run.exit_code.map_or(Value::Null, Value::from),
-    );
-    chain.append(run.ended, chain::HOST, "stop", stop);
-    chain.seal(key, run.ended, true);
+    if last {
+        let mut stop = Map::new();
+        stop.insert(
+            "exit_code".into(),
+            run.exit_code.map_or(Value::Null, Value::from),
+        );
+        chain.append(run.ended, chain::HOST, "stop", stop);
+    }
+    chain.seal(key, run.ended, last);
     chain.text()
 }
 
-/// Write `text` as the ledger in `state_dir` (0600: it names what the agent asked for).
+/// Write `text` as the ledger in `state_dir`, whole (0600: it names what the agent asked
+/// for): a reader sees the last checkpoint or this one, never a part.
 pub fn write(state_dir: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(state_dir.join(super::LEDGER_FILE))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    crate::live::write_whole(&state_dir.join(super::LEDGER_FILE), text.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -328,7 +323,7 @@ mod tests {
             plan_sha256: "p",
             exit_code: Some(0),
         };
-        let text = ledger(&run, logs, &HostRecords::default(), &key);
+        let text = ledger(&run, logs, &HostRecords::default(), &key, true);
         let v = chain::verify(&text, &key.public()).unwrap();
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["start", "request", "stop", "seal"]);
@@ -362,7 +357,14 @@ mod tests {
             plan_sha256: "p",
             exit_code: Some(0),
         };
-        let text = ledger(&run, "", &host, &key);
+        let text = ledger(&run, "", &host, &key, true);
+        let so_far = ledger(&run, "", &host, &key, false);
+        let v = chain::verify_so_far(&so_far, &key.public()).unwrap();
+        assert!(!v.complete && v.records.last().unwrap().kind == "seal");
+        assert!(
+            chain::verify(&so_far, &key.public()).is_err(),
+            "not the whole run"
+        );
         let v = chain::verify(&text, &key.public()).unwrap();
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(

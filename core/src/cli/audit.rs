@@ -16,11 +16,12 @@ fn user_key(env: &HostEnv) -> Result<AuditKey> {
 }
 
 /// The ledger file `target` names: a file, or a bottle's (in its state dir, else kept with
-/// the logs).
-fn ledger_file(env: &HostEnv, target: &str) -> Result<PathBuf> {
+/// the logs); and whether it is the checkpoint of a bottle still running, which ends at an
+/// interim seal until teardown.
+fn ledger_file(env: &HostEnv, target: &str) -> Result<(PathBuf, bool)> {
     let as_path = PathBuf::from(target);
     if target.contains('/') || as_path.is_file() {
-        return Ok(as_path);
+        return Ok((as_path, false));
     }
     anyhow::ensure!(
         bottle::state::valid_slug(target),
@@ -29,18 +30,38 @@ fn ledger_file(env: &HostEnv, target: &str) -> Result<PathBuf> {
     let root = env
         .state_dir()
         .context("there is no state dir: set HOME or BOTTLE_STATE_DIR")?;
-    let candidates = [
-        root.join(target).join(audit::LEDGER_FILE),
-        root.join("logs")
-            .join(format!("{target}.{}", audit::LEDGER_FILE)),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .with_context(|| {
-            format!("bottle `{target}` has no ledger (it is written at teardown; a running bottle has none yet)")
-        })
+    let live = root.join(target).join(audit::LEDGER_FILE);
+    if live.is_file() {
+        return Ok((live, bottle::state::in_use(&root.join(target))));
+    }
+    let kept = root
+        .join("logs")
+        .join(format!("{target}.{}", audit::LEDGER_FILE));
+    anyhow::ensure!(
+        kept.is_file(),
+        "bottle `{target}` has no ledger yet (it is sealed every 10 minutes while it runs, and at teardown)"
+    );
+    Ok((kept, false))
+}
+
+/// The ledger `file` checked: whole, or up to its last seal when `running`.
+fn check(
+    env: &HostEnv,
+    file: &std::path::Path,
+    running: bool,
+) -> Result<(
+    String,
+    std::result::Result<audit::Verified, audit::VerifyError>,
+)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let key = user_key(env)?;
+    let checked = if running {
+        audit::chain::verify_so_far(&text, &key.public())
+    } else {
+        audit::chain::verify(&text, &key.public())
+    };
+    Ok((text, checked))
 }
 
 pub(super) fn key(env: &HostEnv) -> Result<ExitCode> {
@@ -50,18 +71,25 @@ pub(super) fn key(env: &HostEnv) -> Result<ExitCode> {
 }
 
 pub(super) fn verify(env: &HostEnv, target: &str) -> Result<ExitCode> {
-    let file = ledger_file(env, target)?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let key = user_key(env)?;
-    match audit::chain::verify(&text, &key.public()) {
-        Ok(v) => {
+    let (file, running) = ledger_file(env, target)?;
+    match check(env, &file, running)?.1 {
+        Ok(v) if v.complete => {
             println!(
                 "ok {}: bottle {}, {} records, {} seals, the chain is whole and signed by your key",
                 file.display(),
                 safe(&v.slug),
                 v.records.len(),
                 v.seals
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(v) => {
+            println!(
+                "ok so far {}: bottle {} is still running; {} records up to its last seal at {}, signed by your key (the final seal comes at teardown)",
+                file.display(),
+                safe(&v.slug),
+                v.records.len(),
+                v.records.last().map(|r| safe(&r.time)).unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -75,11 +103,9 @@ pub(super) fn verify(env: &HostEnv, target: &str) -> Result<ExitCode> {
 /// The ledger `target` names, read and verified: shown or exported only once it holds (a
 /// record of a changed ledger is no record). Its text too, whose lines the records are.
 fn verified(env: &HostEnv, target: &str) -> Result<(String, audit::Verified)> {
-    let file = ledger_file(env, target)?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let key = user_key(env)?;
-    let v = audit::chain::verify(&text, &key.public()).map_err(|e| {
+    let (file, running) = ledger_file(env, target)?;
+    let (text, checked) = check(env, &file, running)?;
+    let v = checked.map_err(|e| {
         anyhow::anyhow!(
             "{}: {e}; `bottle audit verify` says the same",
             file.display()

@@ -15,6 +15,20 @@ use std::time::Duration;
 /// report as JSON.
 pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
     let phases = std::sync::Arc::new(bottle::phases::Phases::default());
+    // Read before anything is made: a bad value leaves nothing behind.
+    let ledger_seal_every = match env.nonempty("BOTTLE_LEDGER_SEAL_SECS") {
+        None => runner::LEDGER_SEAL_EVERY,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs)
+            .with_context(|| {
+                format!(
+                    "BOTTLE_LEDGER_SEAL_SECS={v}: give whole seconds, 1 or more (600 when unset)"
+                )
+            })?,
+    };
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
     let config_dir = env.config_dir();
     let manifest_file =
@@ -168,6 +182,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         verify: mode,
         env: env.clone(),
         phases,
+        ledger_seal_every,
     };
     eprintln!(
         "bottle {}: starting (state {}); firewall: {}",
