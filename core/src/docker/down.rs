@@ -6,7 +6,7 @@ use super::{DockerError, api};
 use bollard::Docker;
 use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -96,6 +96,38 @@ async fn stop_for_logs(docker: &Docker, containers: &[BottleContainer]) {
     .await;
 }
 
+/// Remove container `name`. Gone already, or being removed by another teardown of the same
+/// bottle (`bottle stop` while its `bottle run` tears down too), is done: the latter is waited
+/// for, so its networks can go next.
+async fn remove_container(
+    docker: &Docker,
+    name: &str,
+    rm: bollard::query_parameters::RemoveContainerOptions,
+) -> Result<(), DockerError> {
+    use bollard::errors::Error::DockerResponseServerError;
+    match docker.remove_container(name, Some(rm)).await {
+        Ok(())
+        | Err(DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("already in progress") => {
+            let removed = WaitContainerOptionsBuilder::default()
+                .condition("removed")
+                .build();
+            let wait = docker
+                .wait_container(name, Some(removed))
+                .collect::<Vec<_>>();
+            // The other teardown's own removal is bounded by the engine; this wait too.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), wait).await;
+            Ok(())
+        }
+        Err(e) => Err(api(format!("removing container {name}"))(e)),
+    }
+}
+
 /// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`.
 pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Result<(), DockerError> {
     let containers = inventory::containers(docker, Some(slug)).await?;
@@ -116,12 +148,7 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
         .build();
     for r in join_all(containers.iter().map(|c| {
         let rm = rm.clone();
-        async move {
-            docker
-                .remove_container(&c.name, Some(rm))
-                .await
-                .map_err(api(format!("removing container {}", c.name)))
-        }
+        async move { remove_container(docker, &c.name, rm).await }
     }))
     .await
     {
@@ -134,20 +161,30 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
         inventory::volumes(docker, Some(slug)),
     )
     .await?;
+    // Gone already (another teardown of the same bottle got there first) is done.
+    let gone = |r: Result<(), bollard::errors::Error>, what: String| match r {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(api(what)(e).to_string()),
+    };
     let networks = join_all(networks.iter().map(|n| async move {
-        docker
-            .remove_network(n)
-            .await
-            .map_err(|e| api(format!("removing network {n}"))(e).to_string())
+        gone(
+            docker.remove_network(n).await,
+            format!("removing network {n}"),
+        )
     }));
     let volumes = join_all(volumes.iter().map(|v| async move {
-        docker
-            .remove_volume(
-                v,
-                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-            )
-            .await
-            .map_err(|e| api(format!("removing volume {v}"))(e).to_string())
+        gone(
+            docker
+                .remove_volume(
+                    v,
+                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                )
+                .await,
+            format!("removing volume {v}"),
+        )
     }));
     let (networks, volumes) = futures_util::future::join(networks, volumes).await;
     errors.extend(networks.into_iter().chain(volumes).filter_map(Result::err));
