@@ -146,6 +146,7 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
                     // The decisions dir is writable from the bundle too.
                     d.note = validate::text(&d.note, validate::MAX_REASON);
                     d.decided = validate::text(&d.decided, 40);
+                    d.by = validate::text(&d.by, 40);
                     d.id = request.id.clone();
                     d.apply_error = d.apply_error.map(|e| validate::text(&e, 2000));
                     (Some(d), None)
@@ -202,13 +203,19 @@ pub fn find(root: &Path, id: &str) -> Result<Asked, ApprovalError> {
     }
 }
 
-/// Refuse request `id`, with a note the agent sees.
-pub fn reject(root: &Path, id: &str, note: &str, now: &str) -> Result<Asked, ApprovalError> {
+/// Refuse request `id`, with a note the agent sees; `by` is the command that refused it.
+pub fn reject(
+    root: &Path,
+    id: &str,
+    note: &str,
+    now: &str,
+    by: &str,
+) -> Result<Asked, ApprovalError> {
     let asked = find(root, id)?;
     if asked.status() != "pending" && asked.status() != "failed" {
         return Err(ApprovalError::decided(&asked));
     }
-    decide(root, asked, Verdict::Rejected, note, Ok(()), now)
+    decide(root, asked, Verdict::Rejected, note, Ok(()), now, by)
 }
 
 /// Whether `asked` can be approved: it is open, or approved and not applied (a retry).
@@ -228,9 +235,10 @@ pub fn approve(
     note: &str,
     applied: Result<(), String>,
     now: &str,
+    by: &str,
 ) -> Result<Asked, ApprovalError> {
     approvable(&asked)?;
-    decide(root, asked, Verdict::Approved, note, applied, now)
+    decide(root, asked, Verdict::Approved, note, applied, now, by)
 }
 
 fn decide(
@@ -240,6 +248,7 @@ fn decide(
     note: &str,
     applied: Result<(), String>,
     now: &str,
+    by: &str,
 ) -> Result<Asked, ApprovalError> {
     let decision = Decision {
         id: asked.request.id.clone(),
@@ -248,6 +257,7 @@ fn decide(
         applied: verdict == Verdict::Approved && applied.is_ok(),
         apply_error: applied.err().map(|e| validate::text(&e, 2000)),
         decided: now.to_owned(),
+        by: by.to_owned(),
     };
     let queue = queue_dir(root, &asked.slug);
     let dir = queue.join("decisions");
@@ -287,6 +297,8 @@ pub struct ApproveOptions {
     pub for_duration: Option<std::time::Duration>,
     /// End the grant after this many requests through it (`--uses 5`).
     pub uses: Option<u32>,
+    /// The command that approves (`bottle approve`, `bottle dashboard`), for the record.
+    pub by: String,
 }
 
 /// The longest a grant may be given for: beyond it, a grant for good says what is meant.
@@ -356,6 +368,8 @@ pub struct Pending {
     pub persist: bool,
     /// The change to the running bottle (empty when it allows it already).
     pub proposal: live::Proposal,
+    /// The command that approves it.
+    pub by: String,
     record: RunRecord,
 }
 
@@ -489,6 +503,7 @@ pub fn prepare_approval(
         access,
         persist: opts.persist,
         proposal,
+        by: opts.by.clone(),
         record,
     })
 }
@@ -558,6 +573,7 @@ pub fn grant(
     if !same_request(&asked.request, &pending.asked.request) {
         return Err(ApproveError::Changed(id));
     }
+    let by = pending.by.clone();
     let mut access = pending.access;
     access.approved = now.to_owned();
     let mut proposal = pending.proposal;
@@ -588,11 +604,11 @@ pub fn grant(
     let confirmed = match applied {
         Ok(c) => c,
         Err(error) => {
-            approve(root, asked, note, Err(error.to_string()), now)?;
+            approve(root, asked, note, Err(error.to_string()), now, &by)?;
             return Err(ApproveError::NotApplied { id, error });
         }
     };
-    let asked = approve(root, asked, note, Ok(()), now)?;
+    let asked = approve(root, asked, note, Ok(()), now, &by)?;
     let mut persisted = None;
     if pending.persist {
         let file = persist(env, &pending.record, access.clone())
@@ -857,11 +873,15 @@ mod tests {
             ["id1", "id2"]
         );
         assert_eq!(list(root, Some("b-2")).len(), 1);
-        let done = reject(root, "id2", "no\u{1b}[2J thanks", "now").unwrap();
+        let done = reject(root, "id2", "no\u{1b}[2J thanks", "now", "test").unwrap();
         assert_eq!(done.decision.unwrap().note, "no [2J thanks");
-        let e = reject(root, "id2", "", "now").unwrap_err().to_string();
+        let e = reject(root, "id2", "", "now", "test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already rejected"), "{e}");
-        let e = reject(root, "nope", "", "now").unwrap_err().to_string();
+        let e = reject(root, "nope", "", "now", "test")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no request `nope`") && e.contains("bottle approvals"),
             "{e}"
@@ -878,7 +898,9 @@ mod tests {
         let victim = root.join("victim");
         std::fs::create_dir(&victim).unwrap();
         std::os::unix::fs::symlink(&victim, &decisions).unwrap();
-        let e = reject(root, "id1", "", "now").unwrap_err().to_string();
+        let e = reject(root, "id1", "", "now", "test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot write the decision"), "{e}");
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
     }
@@ -889,9 +911,11 @@ mod tests {
         let root = dir.path();
         queued(root, "a-1", "id1");
         queued(root, "b-2", "id1");
-        let e = reject(root, "id1", "", "now").unwrap_err().to_string();
+        let e = reject(root, "id1", "", "now", "test")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a-1/id1") && e.contains("b-2/id1"), "{e}");
-        let done = reject(root, "b-2/id1", "", "now").unwrap();
+        let done = reject(root, "b-2/id1", "", "now", "test").unwrap();
         assert_eq!(done.slug, "b-2");
         assert!(list(root, Some("a-1"))[0].decision.is_none());
     }

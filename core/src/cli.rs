@@ -124,9 +124,35 @@ enum Command {
     /// Inspect native drivers.
     #[command(subcommand)]
     Drivers(DriversCommand),
-    /// A bottle's audit ledger: what was decided, signed so no one can quietly edit it.
+    /// A bottle's audit ledger: what was decided, signed so no one can quietly edit it
+    /// (`bottle audit SLUG` shows it).
+    Audit(AuditArgs),
+}
+
+/// `bottle audit`: a subcommand, or a bottle whose ledger to show.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditArgs {
     #[command(subcommand)]
-    Audit(AuditCommand),
+    command: Option<AuditCommand>,
+    #[command(flatten)]
+    show: ShowArgs,
+}
+
+/// What `bottle audit show` shows.
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// The bottle's slug, or a ledger file.
+    target: Option<String>,
+    /// Print the records as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Only records with this decision (`block`, `allow`).
+    #[arg(long)]
+    decision: Option<String>,
+    /// Only records from this time on (RFC 3339, e.g. `2026-12-05T10:00:00Z`).
+    #[arg(long, value_parser = parse_rfc3339)]
+    since: Option<time::OffsetDateTime>,
 }
 
 /// A `--since` time.
@@ -137,20 +163,8 @@ fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Show a bottle's ledger (running bottles have theirs written at teardown).
-    Show {
-        /// The bottle's slug, or a ledger file.
-        target: String,
-        /// Print the records as JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Only records with this decision (`block`, `allow`).
-        #[arg(long)]
-        decision: Option<String>,
-        /// Only records from this time on (RFC 3339, e.g. `2026-12-05T10:00:00Z`).
-        #[arg(long, value_parser = parse_rfc3339)]
-        since: Option<time::OffsetDateTime>,
-    },
+    /// Show a bottle's ledger (a running bottle's as of its last seal).
+    Show(ShowArgs),
     /// Check a ledger's chain and signatures; exit 1 naming the first bad record.
     Verify {
         /// The bottle's slug, or a ledger file.
@@ -429,6 +443,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 shown: None,
                 for_duration,
                 uses,
+                by: "bottle approve".into(),
             },
             yes,
         ),
@@ -439,15 +454,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             plugins::list(&env, &plugins, json)
         }
         Command::Plugins(PluginsCommand::Check { paths }) => plugins::check(&env, &paths),
-        Command::Audit(AuditCommand::Show {
-            target,
-            json,
-            decision,
-            since,
-        }) => audit::show(&env, &target, json, decision.as_deref(), since),
-        Command::Audit(AuditCommand::Verify { target }) => audit::verify(&env, &target),
-        Command::Audit(AuditCommand::Export { target, format: _ }) => audit::export(&env, &target),
-        Command::Audit(AuditCommand::Key) => audit::key(&env),
+        Command::Audit(AuditArgs { command, show }) => match command {
+            None | Some(AuditCommand::Show(_)) => {
+                let show = match command {
+                    Some(AuditCommand::Show(s)) => s,
+                    _ => show,
+                };
+                let target = anyhow::Context::context(
+                    show.target,
+                    "give the bottle's slug (`bottle ps`, or the names in the state dir's logs/) or a ledger file",
+                )?;
+                audit::show(
+                    &env,
+                    &target,
+                    show.json,
+                    show.decision.as_deref(),
+                    show.since,
+                )
+            }
+            Some(AuditCommand::Verify { target }) => audit::verify(&env, &target),
+            Some(AuditCommand::Export { target, format: _ }) => audit::export(&env, &target),
+            Some(AuditCommand::Key) => audit::key(&env),
+        },
         Command::Drivers(DriversCommand::List { drivers }) => {
             drivers::list(&env, &drivers.driver_dirs)
         }

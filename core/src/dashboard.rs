@@ -403,6 +403,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                             path_prefix,
                             for_duration,
                             shown: dash.shown(&id),
+                            by: "bottle dashboard".into(),
                             ..ApproveOptions::default()
                         };
                         match approvals::prepare_approval(env, root, &id, &opts) {
@@ -433,7 +434,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                         dash.answered(approvals::list(root, None));
                     }
                     Action::Reject { id, note } => {
-                        match approvals::reject(root, &id, &note, &now()) {
+                        match approvals::reject(root, &id, &note, &now(), "bottle dashboard") {
                             Ok(_) => dash.report(format!("rejected {id}"), false),
                             Err(e) => dash.report(e.to_string(), true),
                         }
@@ -595,6 +596,7 @@ mod tests {
             applied: false,
             apply_error: Some("egress refused the new file".into()),
             decided: "t".into(),
+            by: "bottle approve".into(),
         });
         let mut done = asked("r22", "crates.io", "cargo");
         done.decision = Some(bottle_contract::supervise::Decision {

@@ -1787,6 +1787,20 @@ pub fn small_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The id of the first request bottle `slug`'s agent made through supervise, once it shows.
+fn first_request(sb: &Sandbox, slug: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, out, _) = run(sb.bottle().args(["approvals", slug, "--json"]));
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
+            return first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no request showed up: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The story: the agent's curl is refused, it asks supervise, the human runs
 /// `bottle approve` on the host, and the same curl goes through, with no restart.
 #[test]
@@ -1815,16 +1829,7 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let id = loop {
-        let (_, out, _) = run(sb.bottle().args(["approvals", &slug, "--json"]));
-        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
-            break first["id"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no request showed up: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = first_request(&sb, &slug);
     // A reload that cannot happen (the bundle frozen): recorded as approved and not applied,
     // the old files back in place; once the bundle is back, `bottle approve` tries again.
     let state = sb.state().join(&slug);
@@ -1947,16 +1952,7 @@ curl -sS $url; echo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let id = loop {
-        let (_, out, _) = run(sb.bottle().args(["approvals", &slug, "--json"]));
-        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        if let Some(first) = listed.as_array().and_then(|a| a.first()) {
-            break first["id"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no request showed up: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = first_request(&sb, &slug);
     // Bad limits are refused before anything changes.
     for (args, why) in [
         (&["--for", "0s"][..], "--for 0s"),
@@ -2035,7 +2031,7 @@ curl -sS $url; echo
     );
     assert_eq!(leftovers(&slug), "");
 
-    let (code, shown, err) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    let (code, shown, err) = run(sb.bottle().args(["audit", &slug, "--json"]));
     assert_eq!(code, 0, "{err}");
     let records: Vec<serde_json::Value> = shown
         .lines()
@@ -2054,7 +2050,10 @@ curl -sS $url; echo
                 .is_some_and(|s| s.contains("not on this bottle's allowlist"))
     });
     let decided = at("approval", &|r| {
-        r["kind"] == "decision" && r["writer"] == "host" && r["data"]["until"].is_string()
+        r["kind"] == "decision"
+            && r["writer"] == "host"
+            && r["data"]["until"].is_string()
+            && r["data"]["by"] == "bottle approve"
     });
     let allowed = at("allowed request", &|r| {
         r["data"]["host"] == "origin.test" && r["data"]["decision"] == "allow"

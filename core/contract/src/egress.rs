@@ -22,6 +22,29 @@ pub const HOST_GATEWAY_NAME: &str = "bottle-host-gateway";
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The methods egress passes: HTTP's (RFC 9110, PATCH) and WebDAV's, which clients use (and
+/// the only ones supervise lets an agent name in a request it attaches).
+pub const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "SEARCH",
+    "MKCALENDAR",
+];
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

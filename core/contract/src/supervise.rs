@@ -112,4 +112,7 @@ pub struct Decision {
     pub apply_error: Option<String>,
     /// When it was decided (RFC 3339, UTC).
     pub decided: String,
+    /// The host command that decided (`bottle approve`, `bottle reject`, `bottle dashboard`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }

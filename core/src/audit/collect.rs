@@ -133,6 +133,9 @@ pub fn asks_and_decisions(
             );
             data.insert("granted".into(), Value::from(a.effect.clone()));
             data.insert("applied".into(), Value::from(d.applied));
+            if !d.by.is_empty() {
+                data.insert("by".into(), Value::from(d.by.clone()));
+            }
             if let Some(g) = approved.access.iter().find(|g| g.request == d.id) {
                 data.insert(
                     "until".into(),

@@ -168,7 +168,7 @@ pub(super) fn approve(
 /// `bottle reject ID [--note N]`.
 pub(super) fn reject(env: &HostEnv, id: &str, note: &str) -> Result<ExitCode> {
     let root = state_root(env)?;
-    let asked = approvals::reject(&root, id, note, &now())?;
+    let asked = approvals::reject(&root, id, note, &now(), "bottle reject")?;
     println!(
         "rejected {id} ({}: {}); the agent sees it within a second",
         asked.slug, asked.request.host

@@ -671,7 +671,7 @@ impl Proxy {
         // The method is a word, not a channel: `curl -X <token>` would carry one out (and
         // clients upper-case it, past any case-sensitive pattern). Only methods HTTP and
         // WebDAV define go on.
-        if !KNOWN_METHODS.contains(&req.method().as_str()) {
+        if !bottle_contract::egress::KNOWN_METHODS.contains(&req.method().as_str()) {
             let why = "the request's method is not one HTTP or WebDAV defines (a method carries no data out)".to_owned();
             drain(req.into_body()).await;
             return refuse(record, Block::Secret, why);
@@ -872,28 +872,6 @@ async fn drain(body: Incoming) {
     let read = http_body_util::Limited::new(body, DRAIN_BYTES).collect();
     let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
-
-/// The methods egress passes: HTTP's (RFC 9110, PATCH) and WebDAV's, which clients use.
-const KNOWN_METHODS: &[&str] = &[
-    "GET",
-    "HEAD",
-    "POST",
-    "PUT",
-    "PATCH",
-    "DELETE",
-    "OPTIONS",
-    "TRACE",
-    "PROPFIND",
-    "PROPPATCH",
-    "MKCOL",
-    "COPY",
-    "MOVE",
-    "LOCK",
-    "UNLOCK",
-    "REPORT",
-    "SEARCH",
-    "MKCALENDAR",
-];
 
 /// How much of a refused request's body egress reads before answering.
 const DRAIN_BYTES: usize = 1 << 20;

@@ -299,26 +299,6 @@ fn carries_secret(host: &str, texts: &[(&str, &str)]) -> Option<String> {
     })
 }
 
-/// The methods a preview may name (HTTP's and WebDAV's, as egress passes them).
-const METHODS: [&str; 16] = [
-    "GET",
-    "HEAD",
-    "POST",
-    "PUT",
-    "DELETE",
-    "PATCH",
-    "OPTIONS",
-    "TRACE",
-    "CONNECT",
-    "PROPFIND",
-    "PROPPATCH",
-    "MKCOL",
-    "COPY",
-    "MOVE",
-    "LOCK",
-    "UNLOCK",
-];
-
 /// The preview of the request the agent attached (`method`, `body`), or why it is refused.
 /// The body is shown, not refused, when DLP finds something in it: each finding is replaced
 /// by `[DLP: rule]` and listed, so the human sees what approving would let out.
@@ -333,7 +313,7 @@ fn preview(
         return Ok(None);
     }
     let method = method.unwrap_or("GET").trim().to_ascii_uppercase();
-    if !METHODS.contains(&method.as_str()) {
+    if !bottle_contract::egress::KNOWN_METHODS.contains(&method.as_str()) {
         return Err(format!(
             "method {:?} is not one HTTP or WebDAV defines",
             validate::text(&method, 20)
