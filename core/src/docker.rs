@@ -50,11 +50,13 @@ pub enum DockerError {
     },
     /// A bottle of that name already exists (an orphan of an earlier run).
     #[error(
-        "{what} already exists: an earlier run left it behind; run `bottle cleanup` and try again"
+        "{what} already exists: an earlier run of bottle {slug} left it behind; `bottle stop {slug}` removes it (logs kept), then try again"
     )]
     Orphan {
         /// The container or project.
         what: String,
+        /// The bottle's slug.
+        slug: String,
     },
     /// Something not bottle's holds a name this bottle needs.
     #[error(

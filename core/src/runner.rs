@@ -120,6 +120,7 @@ pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<
         return Err(if ours {
             DockerError::Orphan {
                 what: format!("container {bundle}"),
+                slug: slug.to_owned(),
             }
         } else {
             DockerError::NameTaken { name: bundle }
@@ -130,6 +131,7 @@ pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<
     {
         return Err(DockerError::Orphan {
             what: format!("compose project {project}"),
+            slug: slug.to_owned(),
         });
     }
     Ok(())
@@ -270,6 +272,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
         if listed.iter().any(|l| l.slug == p.slug) {
             return Err(DockerError::Orphan {
                 what: format!("{} machine bottle-{}", p.plan.backend, p.slug),
+                slug: p.slug.clone(),
             }
             .into());
         }

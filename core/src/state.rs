@@ -49,9 +49,20 @@ pub enum StateError {
         /// The I/O error.
         error: std::io::Error,
     },
-    /// A bottle of this slug has a state dir already (kept, or still running).
-    #[error("{} exists already: a bottle of that slug was kept or is still running; see `bottle ps`, remove the dir, or pick another --slug", dest.display())]
+    /// A bottle of this slug is running: its `bottle run` holds the state dir.
+    #[error("bottle {slug} is running ({} is in use by its `bottle run`): pick another --slug, or stop it first (`bottle stop {slug}`)", dest.display())]
+    Running {
+        /// The slug.
+        slug: String,
+        /// The state dir.
+        dest: PathBuf,
+    },
+    /// A bottle of this slug has a state dir no run holds: kept (`--keep-state`, a failed
+    /// run), or orphaned (its `bottle run` was killed).
+    #[error("bottle {slug} has a state dir ({}) that no `bottle run` holds: it was kept, or its run was killed and left it. `bottle stop {slug}` removes whatever it left running and keeps its logs and ledger; `bottle cleanup` does so for every such bottle; or pick another --slug", dest.display())]
     Exists {
+        /// The slug.
+        slug: String,
         /// The state dir.
         dest: PathBuf,
     },
@@ -195,7 +206,12 @@ pub fn write(
     mkdir(root)?;
     let dest = root.join(slug);
     if dest.exists() {
-        return Err(StateError::Exists { dest });
+        let slug = slug.to_owned();
+        return Err(if in_use(&dest) {
+            StateError::Running { slug, dest }
+        } else {
+            StateError::Exists { slug, dest }
+        });
     }
     let tmp = root.join(format!(".{slug}.partial-{}", std::process::id()));
     // A leftover of a crashed run that had this pid: nothing in it is worth keeping.

@@ -395,7 +395,11 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
     // (whose agent ended) retired it.
     assert!(
         sb.state().join(&slug).join("compose.log").is_file()
-            || sb.state().join("logs").join(format!("{slug}.log")).is_file()
+            || sb
+                .state()
+                .join("logs")
+                .join(format!("{slug}.log"))
+                .is_file()
     );
 }
 
@@ -415,6 +419,64 @@ fn after_kill_9_cleanup_removes_everything() {
     let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(leftovers(&slug), "");
+}
+
+/// A `bottle run` killed with SIGKILL leaves its bottle running: `bottle ps` calls it
+/// orphaned, a new run of that slug says how to clean it up, and `bottle stop` does, keeping
+/// its logs.
+#[test]
+fn a_killed_run_is_orphaned_and_bottle_stop_cleans_it_up() {
+    let _g = serial();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-orphan");
+    let mut live = start_sleeping(&sb, &format!("{slug}-live"));
+    let mut child = start_sleeping(&sb, &slug);
+    child.kill().unwrap(); // SIGKILL: no teardown can run
+    child.wait().unwrap();
+    let (code, ps, err) = run(bottle(&sb).arg("ps"));
+    assert_eq!(code, 0, "{err}");
+    let line = |s: &str| {
+        ps.lines()
+            .find(|l| l.split_whitespace().next() == Some(s))
+            .unwrap_or_else(|| panic!("{s} missing in {ps}"))
+            .to_owned()
+    };
+    assert!(line(&slug).ends_with("orphaned"), "{ps}");
+    assert!(line(&format!("{slug}-live")).ends_with("running"), "{ps}");
+    assert!(ps.contains(&format!("`bottle stop {slug}`")), "{ps}");
+    let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no `bottle run` holds") && err.contains(&format!("`bottle stop {slug}`")),
+        "{err}"
+    );
+    let (code, _, err) = run(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--slug",
+        &format!("{slug}-live"),
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is running"), "{err}");
+    let (code, _, err) = run(bottle(&sb).args(["stop", &slug]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(leftovers(&slug), "");
+    assert!(
+        !sb.state().join(&slug).exists(),
+        "the orphan's state dir is retired"
+    );
+    assert!(
+        sb.state()
+            .join("logs")
+            .join(format!("{slug}.log"))
+            .is_file()
+    );
+    let (code, _, err) = run(bottle(&sb).args(["stop", &format!("{slug}-live")]));
+    assert_eq!(code, 0, "{err}");
+    let _ = live.wait();
+    assert_eq!(leftovers(&format!("{slug}-live")), "");
 }
 
 #[test]

@@ -641,7 +641,8 @@ fn a_slug_in_use_is_refused_and_its_state_dir_left_alone() {
     ]));
     assert_eq!(code, 1);
     assert!(
-        err.contains("researcher-taken exists already") && err.contains("pick another --slug"),
+        err.contains("bottle researcher-taken has a state dir")
+            && err.contains("pick another --slug"),
         "{err}"
     );
     assert_eq!(std::fs::read(dir.join("metadata.json")).unwrap(), before);

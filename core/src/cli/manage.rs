@@ -95,6 +95,7 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
             "{:<24} {:<14} {:<13} {:<7} STATE",
             "SLUG", "AGENT", "BACKEND", "AGE"
         );
+        let mut orphans = Vec::new();
         for (slug, r) in by_slug {
             let meta: serde_json::Value =
                 std::fs::read_to_string(root.join(&slug).join("metadata.json"))
@@ -107,7 +108,11 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
                 .clone()
                 .or_else(|| meta["agent"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "?".into());
-            let state = if r.parts.iter().all(|(_, s)| s == "running") {
+            // The run lock is held by its `bottle run` for as long as that lives.
+            let state = if !state::in_use(&root.join(&slug)) {
+                orphans.push(slug.clone());
+                "orphaned".to_owned()
+            } else if r.parts.iter().all(|(_, s)| s == "running") {
                 "running".to_owned()
             } else {
                 r.parts
@@ -119,6 +124,12 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
             println!(
                 "{slug:<24} {agent:<14} {backend:<13} {:<7} {state}",
                 age(r.created.unwrap_or_default())
+            );
+        }
+        if !orphans.is_empty() {
+            println!(
+                "\norphaned: its `bottle run` is gone (killed, or its machine restarted) and what it started still runs; `bottle stop {}` removes it and keeps its logs and ledger (`bottle cleanup` does every orphan)",
+                orphans.join(" / ")
             );
         }
         Ok::<_, anyhow::Error>(())
@@ -208,6 +219,13 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
             let (state, slug) = (state.clone(), slug.to_owned());
             tokio::task::spawn_blocking(move || d.down(&slug, &state)).await??;
         }
+        // An orphan's state dir (no run holds it) goes as after any run: logs and ledger
+        // kept, the rest (its CA keys) removed. A live run retires its own.
+        let log = if state::is_state_dir(&state) && !state::in_use(&state) {
+            state::retire(&state)?
+        } else {
+            log
+        };
         eprintln!("stopped {slug}; logs in {}", log.display());
         Ok(ExitCode::SUCCESS)
     })
