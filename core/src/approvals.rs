@@ -272,12 +272,30 @@ fn decide(
     {
         return Err(ApprovalError::decided(&asked));
     }
+    // The host's own record first (the ledger's source): the queue's copy tells the agent,
+    // and the bundle can rewrite it.
+    let record = root
+        .join(&asked.slug)
+        .join(bottle_contract::layout::DECISIONS_FILE);
+    let line = serde_json::to_string(&decision)
+        .map_err(|e| ApprovalError::Write(record.clone(), e.into()))?;
+    crate::state::append_line(&record, &line).map_err(|e| ApprovalError::Write(record, e))?;
     queue_fs::subdir(&queue, "decisions")
         .and_then(|d| queue_fs::write_at(&d, &format!("{}.json", decision.id), &bytes, 0o644))
         .map_err(|e| ApprovalError::Write(dir.clone(), e))?;
     asked.decision = Some(decision);
     asked.problem = None;
     Ok(asked)
+}
+
+/// The decisions the host recorded for the bottle in `state_dir`, oldest first (lines that do
+/// not parse are skipped).
+pub fn recorded_decisions(state_dir: &Path) -> Vec<Decision> {
+    std::fs::read_to_string(state_dir.join(bottle_contract::layout::DECISIONS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// How `bottle approve` answers.

@@ -431,7 +431,7 @@ pub struct Journaled {
     pub confirmed: String,
 }
 
-/// Append `change` to the state dir's journal of live changes (0600, one line, fsynced).
+/// Append `change` to the state dir's journal of live changes (0600, one line, synced).
 fn journal(
     dir: &Path,
     change: &str,
@@ -440,7 +440,6 @@ fn journal(
     confirmed: &str,
 ) -> std::io::Result<()> {
     use sha2::Digest as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let sha = |p: &BottlePlan| {
         crate::audit::chain::hex(&sha2::Sha256::digest(crate::state::pretty_json(p)))
     };
@@ -451,16 +450,8 @@ fn journal(
         plan_after: sha(after),
         confirmed: confirmed.to_owned(),
     };
-    let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
-    text.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(dir.join(layout::LIVE_JOURNAL_FILE))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+    crate::state::append_line(&dir.join(layout::LIVE_JOURNAL_FILE), &text)
 }
 
 /// The changes journaled in `state_dir`, oldest first (lines that do not parse are skipped:

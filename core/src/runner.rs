@@ -407,6 +407,7 @@ fn write_ledger(
             .parent()
             .map(|root| crate::approvals::list(root, Some(&p.slug)))
             .unwrap_or_default(),
+        decided: crate::approvals::recorded_decisions(&p.state_dir),
         // Unreadable approvals leave their records out; the chain still seals what was read.
         approved: crate::approved::Approved::load(
             &p.state_dir.join(bottle_contract::layout::APPROVED_FILE),

@@ -308,6 +308,21 @@ pub fn retire(state_dir: &Path) -> Result<PathBuf, StateError> {
     Ok(dest)
 }
 
+/// Append `line` and a newline to `path` (made 0600 if missing; a link there is refused),
+/// synced: the host's JSON-lines records (live applies, decisions).
+pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_all()
+}
+
 /// Pretty JSON with a final newline.
 pub fn pretty_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plan types serialise") + "\n"

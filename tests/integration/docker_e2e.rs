@@ -219,7 +219,8 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
     let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
     assert_eq!(code, 1);
     assert!(
-        err.contains(&format!("container {name} already exists")) && err.contains("bottle cleanup"),
+        err.contains(&format!("container {name} already exists"))
+            && err.contains(&format!("`bottle stop {slug}`")),
         "{err}"
     );
     assert!(

@@ -12,6 +12,7 @@ pub const HOST_FILES: &[&str] = &[
     APPROVED_FILE,
     LIVE_LOCK_FILE,
     LIVE_JOURNAL_FILE,
+    DECISIONS_FILE,
     LEDGER_FILE,
     LOCK_FILE,
     WORKDIR_LAYER_DIR,
@@ -43,6 +44,10 @@ pub const LIVE_LOCK_FILE: &str = "live.lock";
 /// The host's journal of live changes (JSON lines: what changed, the plan's sha256 before and
 /// after, what egress confirmed), read into the audit ledger.
 pub const LIVE_JOURNAL_FILE: &str = "live.jsonl";
+/// The host's own record of the human's decisions on the agent's requests (JSON lines, one
+/// `supervise::Decision` each), read into the audit ledger: the queue's copy, which tells the
+/// agent, lives in a dir the bundle can write.
+pub const DECISIONS_FILE: &str = "decisions.jsonl";
 /// The run's audit ledger, in the state dir during a run and beside the kept logs after it
 /// (`<state root>/logs/<slug>.ledger.jsonl`).
 pub const LEDGER_FILE: &str = "ledger.jsonl";

@@ -99,12 +99,47 @@ pub struct Run<'a> {
 }
 
 /// The records of what the agent asked supervise for (`ask`, written by the bundle) and what
-/// the human answered (`decision`, the host's), from the bottle's queue.
+/// the human answered (`decision`): from the host's own record of its decisions (the host's),
+/// with how long each grant lasts. A decision the queue holds and the host never recorded is
+/// kept too, as the bundle's (the queue is writable from it).
 pub fn asks_and_decisions(
     asked: &[crate::approvals::Asked],
+    decided: &[bottle_contract::supervise::Decision],
     approved: &crate::approved::Approved,
 ) -> Vec<Event> {
     let mut out = Vec::new();
+    let decision = |d: &bottle_contract::supervise::Decision, granted: &str, writer: String| {
+        let mut data = Map::new();
+        data.insert("id".into(), Value::from(d.id.clone()));
+        data.insert(
+            "decision".into(),
+            serde_json::to_value(d.decision).unwrap_or(Value::Null),
+        );
+        data.insert("granted".into(), Value::from(granted));
+        data.insert("applied".into(), Value::from(d.applied));
+        if !d.by.is_empty() {
+            data.insert("by".into(), Value::from(d.by.clone()));
+        }
+        if let Some(g) = approved.access.iter().find(|g| g.request == d.id) {
+            data.insert(
+                "until".into(),
+                g.until.clone().map_or(Value::Null, Value::from),
+            );
+            data.insert("uses".into(), g.uses.map_or(Value::Null, Value::from));
+        }
+        if !d.note.is_empty() {
+            data.insert("note".into(), Value::from(d.note.clone()));
+        }
+        if let Some(e) = &d.apply_error {
+            data.insert("apply_error".into(), Value::from(e.clone()));
+        }
+        Event {
+            time: d.decided.clone(),
+            writer,
+            kind: "decision",
+            data,
+        }
+    };
     for a in asked {
         let r = &a.request;
         let mut data = Map::new();
@@ -124,37 +159,14 @@ pub fn asks_and_decisions(
             kind: "ask",
             data,
         });
-        if let Some(d) = &a.decision {
-            let mut data = Map::new();
-            data.insert("id".into(), Value::from(d.id.clone()));
-            data.insert(
-                "decision".into(),
-                serde_json::to_value(d.decision).unwrap_or(Value::Null),
-            );
-            data.insert("granted".into(), Value::from(a.effect.clone()));
-            data.insert("applied".into(), Value::from(d.applied));
-            if !d.by.is_empty() {
-                data.insert("by".into(), Value::from(d.by.clone()));
-            }
-            if let Some(g) = approved.access.iter().find(|g| g.request == d.id) {
-                data.insert(
-                    "until".into(),
-                    g.until.clone().map_or(Value::Null, Value::from),
-                );
-                data.insert("uses".into(), g.uses.map_or(Value::Null, Value::from));
-            }
-            if !d.note.is_empty() {
-                data.insert("note".into(), Value::from(d.note.clone()));
-            }
-            if let Some(e) = &d.apply_error {
-                data.insert("apply_error".into(), Value::from(e.clone()));
-            }
-            out.push(Event {
-                time: d.decided.clone(),
-                writer: chain::HOST.to_owned(),
-                kind: "decision",
-                data,
-            });
+        let ours: Vec<_> = decided.iter().filter(|d| d.id == r.id).collect();
+        for d in &ours {
+            out.push(decision(d, &a.effect, chain::HOST.to_owned()));
+        }
+        if ours.is_empty()
+            && let Some(d) = &a.decision
+        {
+            out.push(decision(d, &a.effect, chain::bundle("supervise")));
         }
     }
     out
@@ -209,8 +221,10 @@ pub fn live_changes(
 /// they ended, and the journal of live applies.
 #[derive(Debug, Clone, Default)]
 pub struct HostRecords {
-    /// The bottle's requests and the human's decisions.
+    /// The bottle's requests (with the queue's copy of their decisions).
     pub asked: Vec<crate::approvals::Asked>,
+    /// The host's own record of the human's decisions.
+    pub decided: Vec<bottle_contract::supervise::Decision>,
     /// The run's approvals as they stand at teardown.
     pub approved: crate::approved::Approved,
     /// The changes applied live.
@@ -254,7 +268,11 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
     };
     let mut events: Vec<Event> = from("egress", "request", egress_requests(logs))
         .chain(from("git-gate", "git", git_operations(logs)))
-        .chain(asks_and_decisions(&host.asked, &host.approved))
+        .chain(asks_and_decisions(
+            &host.asked,
+            &host.decided,
+            &host.approved,
+        ))
         .chain(live_changes(&host.journal, &host.approved))
         .collect();
     // Stable: records of one source keep their order; an unreadable time sorts first.
@@ -332,6 +350,44 @@ mod tests {
         assert_eq!(kinds, ["start", "request", "stop", "seal"]);
         assert_eq!(v.records[1].writer, "bundle/egress");
         assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn a_decision_only_the_queue_holds_is_the_bundles() {
+        use bottle_contract::supervise::{Decision, Request, RequestKind, Verdict};
+        let decision = |by: &str| Decision {
+            id: "r1".into(),
+            decision: Verdict::Approved,
+            note: String::new(),
+            applied: true,
+            apply_error: None,
+            decided: "2026-12-05T10:00:01Z".into(),
+            by: by.into(),
+        };
+        let asked = crate::approvals::Asked {
+            slug: "a-1".into(),
+            request: Request {
+                id: "r1".into(),
+                kind: RequestKind::HostAccess,
+                host: "x.com".into(),
+                path_prefix: None,
+                reason: "r".into(),
+                failed_url: None,
+                created: "2026-12-05T10:00:00Z".into(),
+                preview: None,
+            },
+            effect: "the agent can reach x.com".into(),
+            decision: Some(decision("forged in the queue")),
+            problem: None,
+            grant: None,
+        };
+        let approved = crate::approved::Approved::default();
+        let events = asks_and_decisions(std::slice::from_ref(&asked), &[], &approved);
+        assert_eq!(events[1].writer, "bundle/supervise");
+        let events = asks_and_decisions(&[asked], &[decision("bottle approve")], &approved);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].writer, "host");
+        assert_eq!(events[1].data["by"], "bottle approve");
     }
 
     #[test]

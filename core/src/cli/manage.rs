@@ -108,11 +108,7 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
                 .clone()
                 .or_else(|| meta["agent"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "?".into());
-            // The run lock is held by its `bottle run` for as long as that lives.
-            let state = if !state::in_use(&root.join(&slug)) {
-                orphans.push(slug.clone());
-                "orphaned".to_owned()
-            } else if r.parts.iter().all(|(_, s)| s == "running") {
+            let parts = if r.parts.iter().all(|(_, s)| s == "running") {
                 "running".to_owned()
             } else {
                 r.parts
@@ -120,6 +116,17 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
                     .map(|(role, s)| format!("{role}:{s}"))
                     .collect::<Vec<_>>()
                     .join(",")
+            };
+            // The run lock is held by its `bottle run` for as long as that lives.
+            let state = if state::in_use(&root.join(&slug)) {
+                parts
+            } else {
+                orphans.push(slug.clone());
+                if parts == "running" {
+                    "orphaned".to_owned()
+                } else {
+                    format!("orphaned: {parts}")
+                }
             };
             println!(
                 "{slug:<24} {agent:<14} {backend:<13} {:<7} {state}",
