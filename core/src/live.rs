@@ -510,6 +510,18 @@ pub fn end_due(
     )
     .map_err(|e| LiveError::Reload(e.to_string()))?;
     let proposal = propose_approved(&plugins, env, state_dir, &record, approved)?;
+    if proposal.is_empty() {
+        // Nothing runs differently (a grant that had ended before this run began is named to
+        // egress already): only the record changes, so the clock does not try again.
+        let _lock = lock(state_dir)?;
+        let file = state_dir.join(APPROVED_FILE);
+        if Approved::load(&file)? != current {
+            // An approval landed meanwhile: the clock looks again with it.
+            return Err(LiveError::Raced);
+        }
+        proposal.approved.save(&file)?;
+        return Ok(ended);
+    }
     let what: Vec<String> = ended
         .iter()
         .map(|a| format!("{} {}", a.request, a.describe()))

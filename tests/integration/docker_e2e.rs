@@ -2169,6 +2169,50 @@ curl -sS $url; echo
     assert!(err.contains("ocsf"), "{err}");
 }
 
+/// A grant kept for later runs (`approve --persist --for`) whose time passed before this run
+/// began: no route, but egress names it when the agent asks for the host, and the run's
+/// record marks it ended once (the grant clock does not plan it again and again).
+#[test]
+fn a_kept_grant_that_ended_before_the_run_is_named_not_served() {
+    let _g = serial();
+    let sb = sandbox();
+    let kept = sb.dir.path().join("config/bottle/approved");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(
+        kept.join("e2e.yaml"),
+        "access:\n- {host: ended.example.org, request: r0, until: '2026-01-01T00:00:00Z'}\n",
+    )
+    .unwrap();
+    let slug = unique_slug("e2e-kept");
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--keep-state",
+        "--",
+        "sh",
+        "-c",
+        "curl -s https://ended.example.org/x; echo; sleep 3",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("the grant for ended.example.org ended at 2026-01-01T00:00:00Z"),
+        "{out}"
+    );
+    let state = sb.state().join(&slug);
+    let approved = std::fs::read_to_string(state.join("approved.yaml")).unwrap();
+    assert!(
+        approved.contains("ended: 2026-01-01T00:00:00Z"),
+        "{approved}"
+    );
+    assert!(
+        !state.join("live.jsonl").exists(),
+        "nothing ran differently, so nothing was reloaded"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
 /// A long run is sealed while it runs: the ledger so far is in the state dir, verifies up to
 /// its interim seal and holds what the agent did, before teardown writes the final seal.
 #[test]
