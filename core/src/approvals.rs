@@ -291,11 +291,7 @@ fn decide(
 /// The decisions the host recorded for the bottle in `state_dir`, oldest first (lines that do
 /// not parse are skipped).
 pub fn recorded_decisions(state_dir: &Path) -> Vec<Decision> {
-    std::fs::read_to_string(state_dir.join(bottle_contract::layout::DECISIONS_FILE))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    crate::state::read_lines(&state_dir.join(bottle_contract::layout::DECISIONS_FILE))
 }
 
 /// How `bottle approve` answers.

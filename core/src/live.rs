@@ -457,11 +457,7 @@ fn journal(
 /// The changes journaled in `state_dir`, oldest first (lines that do not parse are skipped:
 /// the ledger says what it could read).
 pub fn journaled(state_dir: &Path) -> Vec<Journaled> {
-    std::fs::read_to_string(state_dir.join(layout::LIVE_JOURNAL_FILE))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    crate::state::read_lines(&state_dir.join(layout::LIVE_JOURNAL_FILE))
 }
 
 /// [`apply`] on an async runtime of its own, for callers that have none (plugins run before

@@ -323,6 +323,16 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The records of a JSON-lines file [`append_line`] wrote, oldest first; none when it is
+/// missing, and a line that does not parse is skipped (the ledger says what it could read).
+pub fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Pretty JSON with a final newline.
 pub fn pretty_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plan types serialise") + "\n"

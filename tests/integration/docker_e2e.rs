@@ -2210,6 +2210,15 @@ fn a_kept_grant_that_ended_before_the_run_is_named_not_served() {
         !state.join("live.jsonl").exists(),
         "nothing ran differently, so nothing was reloaded"
     );
+    // The host's records are its own: no other local user reads what the agent asked for.
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in ["approved.yaml", "ledger.jsonl"] {
+        let mode = std::fs::metadata(state.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
+    }
     assert_eq!(leftovers(&slug), "");
 }
 

@@ -68,13 +68,18 @@ pub struct Uses {
 }
 
 impl Uses {
-    /// Take one use of `limit` at `now` for the grant described as `what`; the reason it has
-    /// ended otherwise.
-    pub fn take(&self, limit: &Limit, what: &str, now: SystemTime) -> Result<(), String> {
+    /// Take one use of `limit` at `now`; otherwise the reason it has ended, naming the grant
+    /// as `what` says (asked only then: a request that passes builds no text).
+    pub fn take(
+        &self,
+        limit: &Limit,
+        what: impl FnOnce() -> String,
+        now: SystemTime,
+    ) -> Result<(), String> {
         if let Some((until, text)) = &limit.until
             && now >= *until
         {
-            return Err(format!("the grant for {what} ended at {text}"));
+            return Err(format!("the grant for {} ended at {text}", what()));
         }
         let Some(max) = limit.uses else {
             return Ok(());
@@ -84,7 +89,8 @@ impl Uses {
         if *count >= max {
             let at = spent.map_or_else(String::new, |t| format!(" at {}", format_time(t)));
             return Err(format!(
-                "the grant for {what} ended{at}: its {max} use{} were spent",
+                "the grant for {} ended{at}: its {max} use{} were spent",
+                what(),
                 if max == 1 { "" } else { "s" }
             ));
         }
@@ -116,9 +122,9 @@ mod tests {
         let before = parse_time("2026-12-05T09:59:59Z").unwrap();
         let after = before + Duration::from_secs(1);
         let uses = Uses::default();
-        assert!(uses.take(&l, "x.com", before).is_ok());
+        assert!(uses.take(&l, || "x.com".into(), before).is_ok());
         assert_eq!(
-            uses.take(&l, "x.com", after).unwrap_err(),
+            uses.take(&l, || "x.com".into(), after).unwrap_err(),
             "the grant for x.com ended at 2026-12-05T10:00:00Z"
         );
     }
@@ -128,17 +134,17 @@ mod tests {
         let l = limit(None, Some(2));
         let now = parse_time("2026-12-05T10:00:00.5Z").unwrap();
         let uses = Uses::default();
-        assert!(uses.take(&l, "x.com", now).is_ok());
-        assert!(uses.take(&l, "x.com", now).is_ok());
+        assert!(uses.take(&l, || "x.com".into(), now).is_ok());
+        assert!(uses.take(&l, || "x.com".into(), now).is_ok());
         assert_eq!(
-            uses.take(&l, "x.com", now).unwrap_err(),
+            uses.take(&l, || "x.com".into(), now).unwrap_err(),
             "the grant for x.com ended at 2026-12-05T10:00:00Z: its 2 uses were spent"
         );
         let other = Limit {
             id: "r2".into(),
             ..l
         };
-        assert!(uses.take(&other, "x.com", now).is_ok());
+        assert!(uses.take(&other, || "x.com".into(), now).is_ok());
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Proxy {
             let Some(limit) = &route.grant else {
                 return Ok(route);
             };
-            match self.grant_uses.take(limit, &route.describe(), now) {
+            match self.grant_uses.take(limit, || route.describe(), now) {
                 Ok(()) => return Ok(route),
                 // An ended grant says more than another route's paths.
                 Err(ended) if refusal.as_ref().is_none_or(|(b, ..)| *b == Block::Path) => {
