@@ -12,8 +12,10 @@ pub mod helper;
 pub mod images;
 pub mod inventory;
 pub mod names;
+pub mod pool;
 pub mod project;
 pub mod up;
+pub mod watch;
 
 use bollard::Docker;
 

@@ -20,6 +20,7 @@
 pub mod approvals;
 pub mod approved;
 pub mod audit;
+pub mod config;
 pub mod confine;
 pub mod consent;
 pub mod dashboard;

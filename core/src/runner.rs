@@ -2,7 +2,7 @@
 //! bring-up, attach, teardown. Whatever happens after the probe, teardown runs and the logs
 //! are kept.
 
-use crate::docker::{self, DockerError, attach, down, images, inventory, project, up};
+use crate::docker::{self, DockerError, attach, down, images, inventory, project, up, watch};
 use crate::keys::KeyError;
 use crate::prepare::Prepared;
 use crate::verify;
@@ -32,6 +32,8 @@ pub struct LaunchOptions {
     /// How often the audit ledger is written and sealed while the agent runs (the final seal
     /// comes at teardown): a run that is killed still leaves its record up to there.
     pub ledger_seal_every: Duration,
+    /// bottle's own settings (the address pool of its networks).
+    pub config: crate::config::BottleConfig,
 }
 
 /// [`LaunchOptions::ledger_seal_every`] unless `BOTTLE_LEDGER_SEAL_SECS` says otherwise.
@@ -61,6 +63,9 @@ pub enum LaunchError {
     /// Interrupted by a signal; teardown ran.
     #[error("interrupted by {0}; the bottle was torn down")]
     Interrupted(&'static str),
+    /// The sidecar bundle kept dying during the run; teardown ran.
+    #[error(transparent)]
+    BundleLost(#[from] watch::BundleLost),
 }
 
 impl LaunchError {
@@ -69,6 +74,7 @@ impl LaunchError {
         match self {
             LaunchError::Interrupted("SIGINT") => 130,
             LaunchError::Interrupted(_) => 143,
+            LaunchError::BundleLost(_) => watch::BUNDLE_LOST_EXIT,
             _ => 1,
         }
     }
@@ -414,6 +420,7 @@ fn write_ledger(
         )
         .unwrap_or_default(),
         journal: crate::live::journaled(&p.state_dir),
+        bundle: watch::recorded(&p.state_dir),
     };
     let text = crate::audit::collect::ledger(&run, logs, &host, &key, last);
     crate::audit::collect::write(&p.state_dir, &text)
@@ -651,6 +658,7 @@ async fn run_native(
             },
             bundle: p.manifest.bundle_resources,
             phases: &opts.phases,
+            config: &opts.config,
         };
         tokio::select! {
             r = up::up(docker, &file, &req) => r?,
@@ -824,6 +832,7 @@ async fn run_bottle(
         },
         bundle: p.manifest.bundle_resources,
         phases: &opts.phases,
+        config: &opts.config,
     };
     tokio::select! {
         r = up::up(docker, &file, &req) => r?,
@@ -872,8 +881,20 @@ async fn run_bottle(
     // Grants a human gives for a while end on time while the agent works.
     let _clock =
         crate::live::GrantClock::start(opts.env.clone(), p.state_dir.clone(), p.slug.clone());
+    // A bundle that dies is said at once and started again; one that keeps dying ends the run.
+    let watched = watch::Watched {
+        docker,
+        file: &file,
+        project: project_name,
+        state_dir: &p.state_dir,
+        health_timeout: opts.health_timeout,
+    };
     tokio::select! {
         r = attach::exec(docker, &exec) => Ok((r?, report)),
+        lost = watch::watch(watched) => match lost {
+            Err(e) => Err(LaunchError::BundleLost(e)),
+            Ok(never) => match never {},
+        },
         sig = &mut stop => Err(LaunchError::Interrupted(sig)),
     }
 }

@@ -1812,7 +1812,7 @@ fn a_reload_is_confirmed_by_the_hash_egress_runs_and_a_bad_file_keeps_the_old() 
 /// An HTTPS origin on every host address that the bundle reaches as `host-gateway`, and an
 /// agent manifest (`supervise: true`) that knows it as `origin.test` but may not reach it
 /// unless `extra` says so.
-fn origin_agent(
+pub fn origin_agent(
     sb: &Sandbox,
     rt: &tokio::runtime::Runtime,
     name: &str,

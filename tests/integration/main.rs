@@ -7,6 +7,7 @@ mod checklist;
 mod conflicts;
 mod docker_e2e;
 mod dry_run;
+mod fleet_e2e;
 mod forge_e2e;
 mod hop_e2e;
 mod kubernetes;

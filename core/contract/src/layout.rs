@@ -13,6 +13,7 @@ pub const HOST_FILES: &[&str] = &[
     LIVE_LOCK_FILE,
     LIVE_JOURNAL_FILE,
     DECISIONS_FILE,
+    BUNDLE_EVENTS_FILE,
     LEDGER_FILE,
     LOCK_FILE,
     WORKDIR_LAYER_DIR,
@@ -48,6 +49,9 @@ pub const LIVE_JOURNAL_FILE: &str = "live.jsonl";
 /// `supervise::Decision` each), read into the audit ledger: the queue's copy, which tells the
 /// agent, lives in a dir the bundle can write.
 pub const DECISIONS_FILE: &str = "decisions.jsonl";
+/// The host's record of the bundle's deaths and restarts during a run (JSON lines), read
+/// into the audit ledger.
+pub const BUNDLE_EVENTS_FILE: &str = "bundle-events.jsonl";
 /// The run's audit ledger, in the state dir during a run and beside the kept logs after it
 /// (`<state root>/logs/<slug>.ledger.jsonl`).
 pub const LEDGER_FILE: &str = "ledger.jsonl";

@@ -229,6 +229,33 @@ pub struct HostRecords {
     pub approved: crate::approved::Approved,
     /// The changes applied live.
     pub journal: Vec<crate::live::Journaled>,
+    /// The bundle's deaths and restarts during the run.
+    pub bundle: Vec<crate::docker::watch::BundleEvent>,
+}
+
+/// The host's record of the bundle's deaths and restarts.
+pub fn bundle_events(recorded: &[crate::docker::watch::BundleEvent]) -> Vec<Event> {
+    recorded
+        .iter()
+        .map(|b| {
+            let mut data = Map::new();
+            if let Some(code) = b.exit_code {
+                data.insert("exit_code".into(), Value::from(code));
+            }
+            data.insert("oom".into(), Value::from(b.oom));
+            data.insert("reason".into(), Value::from(b.detail.clone()));
+            Event {
+                time: b.time.clone(),
+                writer: chain::HOST.to_owned(),
+                kind: match b.event.as_str() {
+                    "restarted" => "bundle-restarted",
+                    "lost" => "bundle-lost",
+                    _ => "bundle-died",
+                },
+                data,
+            }
+        })
+        .collect()
 }
 
 /// One record to be, before it has its place in the chain.
@@ -274,6 +301,7 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
             &host.approved,
         ))
         .chain(live_changes(&host.journal, &host.approved))
+        .chain(bundle_events(&host.bundle))
         .collect();
     // Stable: records of one source keep their order; an unreadable time sorts first.
     events.sort_by_key(|e| instant(&e.time));

@@ -55,6 +55,8 @@ pub fn event(slug: &str, record: &Record, line_sha256: &str) -> Value {
         "start" => (APP_LIFECYCLE, 3, json!({})),
         "stop" => (APP_LIFECYCLE, 4, json!({})),
         "live-apply" => (APP_LIFECYCLE, 8, json!({})),
+        "bundle-died" | "bundle-lost" => (APP_LIFECYCLE, 4, json!({})),
+        "bundle-restarted" => (APP_LIFECYCLE, 5, json!({})),
         _ => (APP_LIFECYCLE, 99, json!({})),
     };
     let time_ms =
@@ -183,6 +185,8 @@ mod tests {
             ("start", json!({}), 6002, 3),
             ("stop", json!({}), 6002, 4),
             ("live-apply", json!({}), 6002, 8),
+            ("bundle-died", json!({}), 6002, 4),
+            ("bundle-restarted", json!({}), 6002, 5),
             ("seal", json!({}), 6002, 99),
         ] {
             let e = event("s", &record(kind, data), "h");

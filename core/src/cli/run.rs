@@ -130,6 +130,12 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     }
     // The driver is checked before anything is written: a backend that cannot start here
     // (no driver, or one the user has not pinned) fails with nothing left behind.
+    // bottle's own settings (its address pool), read before anything is written.
+    let config = if args.dry_run {
+        bottle::config::BottleConfig::default()
+    } else {
+        bottle::config::BottleConfig::load(env.config_dir().as_deref())?
+    };
     let driver = if args.dry_run {
         None
     } else {
@@ -183,6 +189,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         env: env.clone(),
         phases,
         ledger_seal_every,
+        config,
     };
     eprintln!(
         "bottle {}: starting (state {}); firewall: {}",

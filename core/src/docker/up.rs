@@ -2,12 +2,12 @@
 
 use super::inventory::SLUG_LABEL;
 use super::project::{self, ComposeFile, ComposeService as Service};
-use super::{DockerError, api};
+use super::{DockerError, api, pool};
 use crate::confine::Confinement;
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkConnectRequest,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Ipam, IpamConfig, Mount,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkConnectRequest,
     NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
@@ -65,6 +65,8 @@ pub struct UpRequest<'a> {
     pub bundle: crate::confine::Resources,
     /// The run's clock.
     pub phases: &'a crate::phases::Phases,
+    /// bottle's settings (the address pool its networks' subnets come from).
+    pub config: &'a crate::config::BottleConfig,
 }
 
 /// Every container's log, capped: a flood of refused requests fills at most this much disk
@@ -135,7 +137,7 @@ pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
 
 /// Whether service `key` is the agent: by its compose key (which admission ties to the plan's
 /// agent), or by its role label; a backend that drops the label does not unconfine it.
-fn is_agent(key: &str, s: &Service) -> bool {
+pub(super) fn is_agent(key: &str, s: &Service) -> bool {
     key == "agent" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent")
 }
 
@@ -475,24 +477,7 @@ pub async fn up(
 ) -> Result<(), DockerError> {
     check_agent_networks(file)?;
     super::names::prepare(std::path::Path::new(req.state_dir))?;
-    try_join_all(file.networks.iter().map(|(key, n)| async move {
-        let mut labels: HashMap<String, String> =
-            compose_labels(req.project, None, Some(key), req.state_dir);
-        labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
-        docker
-            .create_network(NetworkCreateRequest {
-                name: n.name.clone(),
-                driver: Some(n.driver.clone()),
-                internal: Some(n.internal),
-                options: Some(network_options(n)),
-                labels: Some(labels),
-                ..NetworkCreateRequest::default()
-            })
-            .await
-            .map_err(api(format!("creating network {}", n.name)))
-    }))
-    .await?;
+    create_networks(docker, file, req).await?;
     try_join_all(file.volumes.values().map(|v| async move {
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, None, req.state_dir);
@@ -632,6 +617,101 @@ pub async fn up(
             started.insert(key, ());
         }
     }
+    Ok(())
+}
+
+/// Create the file's networks at once, each bridge on a subnet of bottle's own pool sized to
+/// what joins it ([`pool`]); a subnet another run took first is looked for again.
+async fn create_networks(
+    docker: &Docker,
+    file: &ComposeFile,
+    req: &UpRequest<'_>,
+) -> Result<(), DockerError> {
+    let range = req.config.networks.pool;
+    let where_to_set = req.config.where_to_set();
+    let bridges = file.networks.values().any(|n| n.driver == "bridge");
+    let mut taken = if bridges {
+        pool::Taken::read(docker, range).await?
+    } else {
+        pool::Taken::default()
+    };
+    let start = pool::random_start();
+    // One look for all of them: each takes its block before the next picks.
+    let mut wanted = Vec::new();
+    for (key, n) in &file.networks {
+        let members = file
+            .services
+            .values()
+            .filter(|s| s.networks.contains_key(key))
+            .count();
+        let prefix = pool::prefix_for(members, n.internal);
+        let subnet = if n.driver == "bridge" {
+            let s = taken
+                .pick(range, prefix, start)
+                .ok_or_else(|| pool::exhausted(range, prefix, &taken, &where_to_set))?;
+            taken.nets.push(s);
+            Some(s)
+        } else {
+            None
+        };
+        wanted.push((key, n, prefix, subnet));
+    }
+    let where_to_set = &where_to_set;
+    try_join_all(
+        wanted
+            .into_iter()
+            .map(|(key, n, prefix, mut subnet)| async move {
+                let mut labels: HashMap<String, String> =
+                    compose_labels(req.project, None, Some(key), req.state_dir);
+                labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+                let mut attempt = 1;
+                loop {
+                    let created = docker
+                        .create_network(NetworkCreateRequest {
+                            name: n.name.clone(),
+                            driver: Some(n.driver.clone()),
+                            internal: Some(n.internal),
+                            options: Some(network_options(n)),
+                            labels: Some(labels.clone()),
+                            ipam: subnet.map(|s| Ipam {
+                                driver: Some("default".to_owned()),
+                                config: Some(vec![IpamConfig {
+                                    subnet: Some(s.to_string()),
+                                    ..IpamConfig::default()
+                                }]),
+                                ..Ipam::default()
+                            }),
+                            ..NetworkCreateRequest::default()
+                        })
+                        .await;
+                    match created {
+                        Ok(_) => return Ok(()),
+                        Err(e)
+                            if subnet.is_some()
+                                && pool::is_overlap(&e)
+                                && attempt < pool::ATTEMPTS =>
+                        {
+                            // Another run took it between our look and our create: look again.
+                            attempt += 1;
+                            let taken = pool::Taken::read(docker, range).await?;
+                            subnet =
+                                Some(taken.pick(range, prefix, pool::random_start()).ok_or_else(
+                                    || pool::exhausted(range, prefix, &taken, where_to_set),
+                                )?);
+                        }
+                        Err(e) => {
+                            return Err(api(format!(
+                                "creating network {}{}",
+                                n.name,
+                                subnet.map_or_else(String::new, |s| format!(" on {s}"))
+                            ))(e));
+                        }
+                    }
+                }
+            }),
+    )
+    .await?;
     Ok(())
 }
 

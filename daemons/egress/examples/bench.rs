@@ -3,7 +3,7 @@
 //! TLS with keep-alive).
 //!
 //! ```text
-//! bench origin DIR                      # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
+//! bench origin DIR [ADDR [NAME...]]     # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
 //! bench load URL [--proxy http://H:P] [--cacert F] [--connections N] [--seconds S] [--warmup S]
 //!                [--body FILE] [--header NAME:VALUE]
 //! ```
@@ -32,16 +32,25 @@ fn main() {
         .build()
         .expect("runtime");
     match args.first().map(String::as_str) {
-        Some("origin") => rt.block_on(origin(&args[1])),
+        Some("origin") => rt.block_on(origin(&args[1..])),
         Some("load") => rt.block_on(load(&args[1..])),
         _ => eprintln!("usage: bench origin DIR | bench load URL [options]"),
     }
 }
 
-async fn origin(dir: &str) {
-    let pki = TestPki::new(&["localhost", "127.0.0.1"]);
+/// An origin on `ADDR` (loopback by default) answering as `NAME`s (`localhost` and
+/// `127.0.0.1` by default).
+async fn origin(args: &[String]) {
+    let dir = &args[0];
+    let addr = args.get(1).map_or("127.0.0.1", String::as_str);
+    let names: Vec<&str> = if args.len() > 2 {
+        args[2..].iter().map(String::as_str).collect()
+    } else {
+        vec!["localhost", "127.0.0.1"]
+    };
+    let pki = TestPki::new(&names);
     pki.write_ca(std::path::Path::new(dir), "origin-ca.pem");
-    let o = Origin::start("127.0.0.1".parse().unwrap(), &pki, dir.into()).await;
+    let o = Origin::start(addr.parse().expect("ADDR"), &pki, dir.into()).await;
     println!("http={} https={}", o.http.port(), o.https.port());
     std::future::pending::<()>().await;
 }

@@ -1,0 +1,301 @@
+//! Many bottles on one host, and the faults it must notice: bottle's own address pool, a bundle
+//! that dies under the running agent, many bottles started at once. Real Docker, real egress.
+
+use crate::docker_e2e::{
+    bottle, docker, leftovers, origin_agent, serial, small_runtime, unique_slug,
+};
+use crate::support::{Running, Sandbox, run};
+use std::time::{Duration, Instant};
+
+/// An agent script: one request through egress to `origin.test:PORT` (prints `first CODE`),
+/// then, once the host touches `/tmp/go`, requests until one goes through again (prints
+/// `again CODE after N tries`).
+fn before_and_after(port: u16) -> String {
+    format!(
+        r#"url=https://origin.test:{port}/echo
+echo "first $(curl -s -o /dev/null -w '%{{http_code}}' $url)"
+i=0
+until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
+i=0
+until code=$(curl -s -o /dev/null -w '%{{http_code}}' $url) && [ "$code" = 200 ]; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.1; done
+echo "again $code after $i tries"
+"#
+    )
+}
+
+/// How many restarts bottle `slug` has recorded so far.
+fn restarts(sb: &Sandbox, slug: &str) -> usize {
+    std::fs::read_to_string(sb.state().join(slug).join("bundle-events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"restarted\""))
+        .count()
+}
+
+/// Whether container `name` is running.
+fn running(name: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", name]) == "true"
+}
+
+/// Wait until `ok` holds, or fail naming `what`.
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bundle killed under a running agent (as an OOM would): bottle says so at once, starts it
+/// again, and the agent's next request through egress goes through; the ledger holds both.
+#[test]
+fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "phoenix", "  routes:\n    - host: origin.test\n");
+    let slug = unique_slug("e2e-phoenix");
+    let mut bottled = Running::start(bottle(&sb).args([
+        "run",
+        "phoenix",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        &before_and_after(origin.https.port()),
+    ]));
+    bottled.until("first 200");
+    let bundle = format!("bottle-sidecars-{slug}");
+    docker(&["kill", &bundle]);
+    wait_for("the bundle's restart", 60, || restarts(&sb, &slug) == 1);
+    assert!(running(&bundle));
+    docker(&["exec", &format!("bottle-agent-{slug}"), "touch", "/tmp/go"]);
+    let (status, out, err) = bottled.finish();
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("again 200 after "), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "the sidecar bundle {bundle} exited with status 137 (killed); the agent has no way out until it is back"
+        )) && err.contains("starting it again (1 of 3 within 60s)")
+            && err.contains("is back ("),
+        "{err}"
+    );
+    let (code, ledger, e) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{e}");
+    let kinds: Vec<String> = ledger
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let died = kinds.iter().position(|k| k == "bundle-died");
+    let back = kinds.iter().position(|k| k == "bundle-restarted");
+    assert!(died.is_some() && back.is_some() && died < back, "{kinds:?}");
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// A bundle that keeps dying ends the run with its reason and a distinct exit code, torn down
+/// as usual.
+#[test]
+fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "doomed", "  routes:\n    - host: origin.test\n");
+    let slug = unique_slug("e2e-doomed");
+    let mut bottled = Running::start(bottle(&sb).args([
+        "run",
+        "doomed",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        &before_and_after(origin.https.port()),
+    ]));
+    bottled.until("first 200");
+    let bundle = format!("bottle-sidecars-{slug}");
+    for restarted in 0..3 {
+        wait_for("the bundle running", 60, || {
+            restarts(&sb, &slug) == restarted && running(&bundle)
+        });
+        docker(&["kill", &bundle]);
+        wait_for("the bundle's restart", 60, || {
+            restarts(&sb, &slug) > restarted
+        });
+    }
+    wait_for("the bundle running", 60, || running(&bundle));
+    docker(&["kill", &bundle]);
+    let (status, out, err) = bottled.finish();
+    assert_eq!(status.code(), Some(69), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "the sidecar bundle {bundle} died 4 times within 60s and was not started again: exited with status 137 (killed)"
+        )),
+        "{err}"
+    );
+    assert!(!out.contains("again 200"), "{out}");
+    assert_eq!(leftovers(&slug), "");
+    let (code, ledger, e) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{e}");
+    assert!(ledger.contains("\"bundle-lost\""), "{ledger}");
+}
+
+/// Networks come from bottle's own pool, sized small; a pool with no room left is one line
+/// saying how many bottles hold it and what to do, with nothing left behind.
+#[test]
+fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    sb.agent(
+        "pooled",
+        "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
+    );
+    let config = sb.dir.path().join("config/bottle");
+    std::fs::create_dir_all(&config).unwrap();
+    // A /27: one bottle's /28 and /29 fit, and a /29 is left, too small for another's /28.
+    std::fs::write(
+        config.join("config.yaml"),
+        "networks:\n  pool: 10.214.250.0/27\n",
+    )
+    .unwrap();
+    let holder = unique_slug("e2e-pool");
+    let mut first = Running::start(bottle(&sb).args([
+        "run",
+        "pooled",
+        "--slug",
+        &holder,
+        "--",
+        "sh",
+        "-c",
+        "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done",
+    ]));
+    first.until("up");
+    let subnets: Vec<String> = ["internal", "egress"]
+        .iter()
+        .map(|n| {
+            docker(&[
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                &format!("bottle-{holder}-{n}"),
+            ])
+        })
+        .collect();
+    assert!(
+        subnets[0].starts_with("10.214.250.") && subnets[0].ends_with("/28"),
+        "{subnets:?}"
+    );
+    assert!(
+        subnets[1].starts_with("10.214.250.") && subnets[1].ends_with("/29"),
+        "{subnets:?}"
+    );
+    let second = unique_slug("e2e-pool2");
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "pooled", "--slug", &second, "--", "true"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "bottle's address pool 10.214.250.0/27 has no free /28 left: 1 bottle holds subnets of it ({holder})"
+        )) && err.contains(&format!(
+            "`networks.pool` in {}",
+            config.join("config.yaml").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(leftovers(&second), "");
+    docker(&[
+        "exec",
+        &format!("bottle-agent-{holder}"),
+        "touch",
+        "/tmp/go",
+    ]);
+    let (status, out, err) = first.finish();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(leftovers(&holder), "");
+
+    // A bad pool is refused before anything is made, naming the file and the field.
+    std::fs::write(
+        config.join("config.yaml"),
+        "networks:\n  pool: 8.8.8.0/24\n",
+    )
+    .unwrap();
+    let third = unique_slug("e2e-pool3");
+    let (code, _, err) = run(bottle(&sb).args(["run", "pooled", "--slug", &third, "--", "true"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml: networks.pool: `8.8.8.0/24` is not a private range"),
+        "{err}"
+    );
+    assert!(!sb.state().join(&third).exists());
+}
+
+/// Thirty bottles at once, each sending a request through its own egress: all succeed and
+/// nothing is left behind. (`benches/many.sh` measures the same at any size.)
+#[test]
+fn thirty_bottles_at_once_all_get_out_and_leave_nothing() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "many", "  routes:\n    - host: origin.test\n");
+    let url = format!("https://origin.test:{}/echo", origin.https.port());
+    // Built once, so thirty runs do not race to build the bundle image.
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "many",
+        "--slug",
+        &unique_slug("e2e-warm"),
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let slugs: Vec<String> = (0..30)
+        .map(|i| format!("{}-{i}", unique_slug("e2e-many")))
+        .collect();
+    let children: Vec<_> = slugs
+        .iter()
+        .map(|slug| {
+            bottle(&sb)
+                .args([
+                    "run",
+                    "many",
+                    "--slug",
+                    slug,
+                    "--",
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &url,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (slug, child) in slugs.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || said.trim() != "200" {
+            failed.push(format!(
+                "{slug}: {:?} {said}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 30 failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    for slug in &slugs {
+        assert_eq!(leftovers(slug), "", "{slug}");
+    }
+}
