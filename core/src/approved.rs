@@ -222,6 +222,22 @@ impl Approved {
         changed.then_some(out)
     }
 
+    /// These approvals with every running grant limited by uses marked ended at `now`
+    /// (egress counted its uses in memory, and is about to start again with none); `None`
+    /// when there is none.
+    pub fn end_counted(&self, now: SystemTime) -> Option<Approved> {
+        let mut out = self.clone();
+        let at = crate::state::rfc3339(now);
+        let mut changed = false;
+        for a in &mut out.access {
+            if a.ended.is_none() && a.uses.is_some() {
+                a.ended = Some(at.clone());
+                changed = true;
+            }
+        }
+        changed.then_some(out)
+    }
+
     /// The earliest time a limited access still running ends.
     pub fn next_end(&self) -> Option<SystemTime> {
         self.access
@@ -403,6 +419,35 @@ fn covered(manifest: &Manifest, access: &Access) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_restart_ends_grants_counted_by_uses_only() {
+        let mut counted = Access::checked("a.example", None).unwrap();
+        counted.uses = Some(3);
+        let mut timed = Access::checked("b.example", None).unwrap();
+        timed.until = Some("2999-01-01T00:00:00Z".into());
+        let mut done = Access::checked("c.example", None).unwrap();
+        done.uses = Some(1);
+        done.ended = Some("2026-01-01T00:00:00Z".into());
+        let approved = Approved::default().with(counted).with(timed).with(done);
+        let now = parse_time("2026-12-05T10:00:00Z").unwrap();
+        let after = approved.end_counted(now).unwrap();
+        let ended: Vec<(&str, Option<&str>)> = after
+            .access
+            .iter()
+            .map(|a| (a.host.as_str(), a.ended.as_deref()))
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                ("a.example", Some("2026-12-05T10:00:00Z")),
+                ("b.example", None),
+                ("c.example", Some("2026-01-01T00:00:00Z")),
+            ]
+        );
+        assert_eq!(after.end_counted(now), None, "nothing left to end");
+    }
+
     use super::*;
     use crate::hostenv::HostEnv;
 

@@ -368,23 +368,7 @@ pub async fn apply(
     }
     // Every file the change rewrites, the host's records with them, so a failure at any step
     // puts all of them back: what runs and what the state dir says never part.
-    let approved = serde_yaml::to_string(&proposal.approved)
-        .map_err(|e| LiveError::Reload(format!("cannot write the approvals: {e}")))?;
-    let mut new: Vec<(PathBuf, Vec<u8>, u32)> = proposal
-        .files
-        .iter()
-        .map(|f| (dir.join(&f.path), f.contents.as_bytes().to_vec(), f.mode))
-        .collect();
-    new.push((
-        dir.join(layout::PLAN_FILE),
-        crate::state::pretty_json(&proposal.plan).into_bytes(),
-        layout::PRIVATE_MODE,
-    ));
-    new.push((
-        dir.join(APPROVED_FILE),
-        approved.into_bytes(),
-        layout::PRIVATE_MODE,
-    ));
+    let new = proposal_files(proposal)?;
     let mut old = Vec::new();
     for (path, _, mode) in &new {
         match std::fs::read(path) {
@@ -488,6 +472,72 @@ pub fn end_due(
     let Some(approved) = current.end_due(now) else {
         return Ok(vec![]);
     };
+    let (ended, proposal) = plan_ending(env, state_dir, &current, approved)?;
+    if proposal.is_empty() {
+        // Nothing runs differently (a grant that had ended before this run began is named to
+        // egress already): only the record changes, so the clock does not try again.
+        let _lock = lock(state_dir)?;
+        let file = state_dir.join(APPROVED_FILE);
+        if Approved::load(&file)? != current {
+            // An approval landed meanwhile: the clock looks again with it.
+            return Err(LiveError::Raced);
+        }
+        proposal.approved.save(&file)?;
+        return Ok(ended);
+    }
+    apply_blocking(
+        slug,
+        &proposal,
+        &format!("grant ended: {}", describe_all(&ended)),
+    )?;
+    Ok(ended)
+}
+
+/// End every grant limited by uses of the bottle in `state_dir`, whose bundle is stopped and
+/// about to start again: egress counts uses in memory, so a restarted egress would serve each
+/// such grant's uses afresh. Marks them ended, re-plans without their routes and writes that
+/// for the bundle to read when it starts (no reload: nothing runs). Returns the grants ended.
+pub fn end_counted_grants(
+    env: &HostEnv,
+    state_dir: &Path,
+    now: std::time::SystemTime,
+) -> Result<Vec<Access>, LiveError> {
+    let current = Approved::load(&state_dir.join(APPROVED_FILE))?;
+    let Some(approved) = current.end_counted(now) else {
+        return Ok(vec![]);
+    };
+    let (ended, proposal) = plan_ending(env, state_dir, &current, approved)?;
+    let _lock = lock(state_dir)?;
+    if Approved::load(&state_dir.join(APPROVED_FILE))? != current {
+        return Err(LiveError::Raced);
+    }
+    write_all(proposal_files(&proposal)?.into_iter())?;
+    let change = format!(
+        "grant ended (the bundle restarted; egress counts uses in memory): {}",
+        describe_all(&ended)
+    );
+    if let Err(e) = journal(
+        state_dir,
+        &change,
+        &proposal.base,
+        &proposal.plan,
+        "written while the bundle was stopped; read when it started",
+    ) {
+        tracing::warn!(
+            "{}: {e}",
+            state_dir.join(layout::LIVE_JOURNAL_FILE).display()
+        );
+    }
+    Ok(ended)
+}
+
+/// The grants `approved` ends that `current` had running, and the re-plan without them.
+fn plan_ending(
+    env: &HostEnv,
+    state_dir: &Path,
+    current: &Approved,
+    approved: Approved,
+) -> Result<(Vec<Access>, Proposal), LiveError> {
     let ended: Vec<Access> = approved
         .access
         .iter()
@@ -506,28 +556,16 @@ pub fn end_due(
     )
     .map_err(|e| LiveError::Reload(e.to_string()))?;
     let proposal = propose_approved(&plugins, env, state_dir, &record, approved)?;
-    if proposal.is_empty() {
-        // Nothing runs differently (a grant that had ended before this run began is named to
-        // egress already): only the record changes, so the clock does not try again.
-        let _lock = lock(state_dir)?;
-        let file = state_dir.join(APPROVED_FILE);
-        if Approved::load(&file)? != current {
-            // An approval landed meanwhile: the clock looks again with it.
-            return Err(LiveError::Raced);
-        }
-        proposal.approved.save(&file)?;
-        return Ok(ended);
-    }
-    let what: Vec<String> = ended
+    Ok((ended, proposal))
+}
+
+/// Grants in words, for the journal: `r7 docs.example.com/v2/…, r9 api.example.com`.
+fn describe_all(grants: &[Access]) -> String {
+    grants
         .iter()
         .map(|a| format!("{} {}", a.request, a.describe()))
-        .collect();
-    apply_blocking(
-        slug,
-        &proposal,
-        &format!("grant ended: {}", what.join(", ")),
-    )?;
-    Ok(ended)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Put `old` back after `error` and have the bundle reload it; the error to report.
@@ -559,6 +597,29 @@ async fn restore(
             "{error}; the old files are back in the state dir, but the bundle did not confirm them either ({again}); if the bottle misbehaves, restart it"
         )),
     }
+}
+
+/// Every file `proposal` rewrites with its mode: the bundle's files, the plan and the approvals.
+fn proposal_files(proposal: &Proposal) -> Result<Vec<(PathBuf, Vec<u8>, u32)>, LiveError> {
+    let dir = &proposal.state_dir;
+    let approved = serde_yaml::to_string(&proposal.approved)
+        .map_err(|e| LiveError::Reload(format!("cannot write the approvals: {e}")))?;
+    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = proposal
+        .files
+        .iter()
+        .map(|f| (dir.join(&f.path), f.contents.as_bytes().to_vec(), f.mode))
+        .collect();
+    files.push((
+        dir.join(layout::PLAN_FILE),
+        crate::state::pretty_json(&proposal.plan).into_bytes(),
+        layout::PRIVATE_MODE,
+    ));
+    files.push((
+        dir.join(APPROVED_FILE),
+        approved.into_bytes(),
+        layout::PRIVATE_MODE,
+    ));
+    Ok(files)
 }
 
 fn write_all(files: impl Iterator<Item = (PathBuf, Vec<u8>, u32)>) -> Result<(), LiveError> {

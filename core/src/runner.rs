@@ -888,6 +888,7 @@ async fn run_bottle(
         project: project_name,
         state_dir: &p.state_dir,
         health_timeout: opts.health_timeout,
+        env: &opts.env,
     };
     tokio::select! {
         r = attach::exec(docker, &exec) => Ok((r?, report)),

@@ -15,7 +15,7 @@ const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist
 
 /// An MCP client in sh for the agent's side: `post JSON` sends one JSON-RPC message to
 /// supervise (Streamable HTTP, plain curl) in an initialized session.
-const MCP_SH: &str = include_str!("../data/mcp-client.sh");
+pub const MCP_SH: &str = include_str!("../data/mcp-client.sh");
 
 /// One Docker test at a time (this module's and the smolmachines tests').
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -359,7 +359,7 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
     let _g = serial();
     let sb = sandbox();
     let slug = unique_slug("e2e-ps");
-    let mut child = start_sleeping(&sb, &slug);
+    let child = start_sleeping(&sb, &slug);
     let (_, ps, err) = run(bottle(&sb).arg("ps"));
     assert!(
         ps.lines().any(|l| l.starts_with(&slug)
@@ -386,11 +386,14 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
     );
     let (code, _, err) = run(bottle(&sb).args(["stop", &slug]));
     assert_eq!(code, 0, "{err}");
-    let status = child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
-        !status.success(),
+        !out.status.success(),
         "the attached run ends when its bottle is stopped"
     );
+    // The bundle's exit was asked for: the run does not take it for a death.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("starting it again"), "{said}");
     assert_eq!(leftovers(&slug), "");
     // Both teardowns keep the logs: in the state dir, or beside the others once the run
     // (whose agent ended) retired it.
@@ -1856,7 +1859,7 @@ pub fn small_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The id of the first request bottle `slug`'s agent made through supervise, once it shows.
-fn first_request(sb: &Sandbox, slug: &str) -> String {
+pub fn first_request(sb: &Sandbox, slug: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, out, _) = run(sb.bottle().args(["approvals", slug, "--json"]));

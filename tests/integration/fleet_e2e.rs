@@ -2,7 +2,8 @@
 //! that dies under the running agent, many bottles started at once. Real Docker, real egress.
 
 use crate::docker_e2e::{
-    bottle, docker, leftovers, origin_agent, serial, small_runtime, unique_slug,
+    MCP_SH, bottle, docker, first_request, leftovers, origin_agent, serial, small_runtime,
+    unique_slug,
 };
 use crate::support::{Running, Sandbox, run};
 use std::time::{Duration, Instant};
@@ -91,6 +92,68 @@ fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
     let died = kinds.iter().position(|k| k == "bundle-died");
     let back = kinds.iter().position(|k| k == "bundle-restarted");
     assert!(died.is_some() && back.is_some() && died < back, "{kinds:?}");
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// egress counts a grant's uses in memory: a restart must not hand the agent those uses afresh.
+/// The host ends every grant limited by uses before it starts the bundle again, and the agent's
+/// next request is refused naming the ended grant.
+#[test]
+fn a_restart_ends_grants_counted_by_uses_instead_of_counting_afresh() {
+    let _g = serial();
+    let sb = Sandbox::new();
+    let rt = small_runtime();
+    let origin = origin_agent(&sb, &rt, "counted", "");
+    let port = origin.https.port();
+    let script = MCP_SH.to_owned()
+        + &format!(
+            r#"url=https://origin.test:{port}/echo
+out=$(post '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_host_access","arguments":{{"host":"origin.test","reason":"fetch the echo","failed_url":"https://origin.test:{port}/echo"}}}}}}')
+i=0
+until curl -sf -o /dev/null $url; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
+echo THROUGH
+i=0
+until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
+i=0
+until curl -s $url | grep -q 'the grant for origin.test ended at'; do i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.1; done
+echo "ENDED after $i tries"
+"#
+        );
+    let slug = unique_slug("e2e-counted");
+    let mut bottled = Running::start(
+        bottle(&sb).args(["run", "counted", "--slug", &slug, "--", "sh", "-c", &script]),
+    );
+    let id = first_request(&sb, &slug);
+    let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes", "--uses", "50"]));
+    assert_eq!(code, 0, "{out}{err}");
+    bottled.until("THROUGH");
+    docker(&["kill", &format!("bottle-sidecars-{slug}")]);
+    wait_for("the bundle's restart", 60, || restarts(&sb, &slug) == 1);
+    docker(&["exec", &format!("bottle-agent-{slug}"), "touch", "/tmp/go"]);
+    let (status, out, err) = bottled.finish();
+    assert!(status.success(), "{out}\n{err}");
+    let tries: u32 = out
+        .split("ENDED after ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        tries <= 300,
+        "the grant was served again after the restart:\n{out}\n{err}"
+    );
+    assert!(
+        err.contains(
+            "ended with the restart (egress counts uses in memory): the grant for origin.test"
+        ),
+        "{err}"
+    );
+    let (code, ledger, e) = run(sb.bottle().args(["audit", "show", &slug, "--json"]));
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        ledger.contains("\"grant-ended\"") && ledger.contains("the bundle restarted"),
+        "{ledger}"
+    );
     assert_eq!(leftovers(&slug), "");
 }
 

@@ -14,6 +14,7 @@ pub const HOST_FILES: &[&str] = &[
     LIVE_JOURNAL_FILE,
     DECISIONS_FILE,
     BUNDLE_EVENTS_FILE,
+    STOP_REQUESTED_FILE,
     LEDGER_FILE,
     LOCK_FILE,
     WORKDIR_LAYER_DIR,
@@ -52,6 +53,9 @@ pub const DECISIONS_FILE: &str = "decisions.jsonl";
 /// The host's record of the bundle's deaths and restarts during a run (JSON lines), read
 /// into the audit ledger.
 pub const BUNDLE_EVENTS_FILE: &str = "bundle-events.jsonl";
+/// Written by `bottle stop` before it takes a running bottle down: the run's bundle watch then
+/// knows the bundle's exit was asked for and does not start it again.
+pub const STOP_REQUESTED_FILE: &str = "stop-requested";
 /// The run's audit ledger, in the state dir during a run and beside the kept logs after it
 /// (`<state root>/logs/<slug>.ledger.jsonl`).
 pub const LEDGER_FILE: &str = "ledger.jsonl";

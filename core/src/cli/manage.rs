@@ -221,6 +221,13 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        if state::is_state_dir(&state) {
+            // A run still attached must not take the bundle's exit for a death to recover from.
+            let _ = std::fs::write(
+                state.join(bottle_contract::layout::STOP_REQUESTED_FILE),
+                b"",
+            );
+        }
         down::down(&docker, slug, Some(&log)).await?;
         for d in machines {
             let (state, slug) = (state.clone(), slug.to_owned());

@@ -9,17 +9,21 @@
 //! ready check and points the agent's names at it again. At most [`MAX_RESTARTS`] within
 //! [`RESTART_WINDOW`]: a bundle that keeps dying ends the run with [`BundleLost`].
 //!
+//! An exit `bottle stop` asked for (it leaves [`STOP_REQUESTED_FILE`] in the state dir first)
+//! is not a death.
+//!
 //! Every death and restart is appended to the state dir's [`BUNDLE_EVENTS_FILE`], the host's
 //! record the audit ledger reads.
 //!
-//! egress counts a grant's uses in memory: a restart starts those counts again (the host still
-//! ends a grant on time).
+//! egress counts a grant's uses in memory, so before a restart the host ends every grant limited
+//! by uses (re-planned without their routes, written for the bundle to read as it starts): a
+//! restart never hands the agent those uses afresh.
 
 use super::project::ComposeFile;
 use super::{DockerError, api, names, up};
 use bollard::Docker;
 use bollard::query_parameters::EventsOptionsBuilder;
-use bottle_contract::layout::BUNDLE_EVENTS_FILE;
+use bottle_contract::layout::{BUNDLE_EVENTS_FILE, STOP_REQUESTED_FILE};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -88,6 +92,8 @@ pub struct Watched<'a> {
     pub state_dir: &'a Path,
     /// How long a restarted bundle has to pass its ready check.
     pub health_timeout: Duration,
+    /// The host env (a restart re-plans to end grants counted by uses).
+    pub env: &'a crate::hostenv::HostEnv,
 }
 
 /// Why a death was seen, in words, with its exit code and OOM flag.
@@ -154,6 +160,10 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
         let Some(death) = death_of(w.docker, &container).await else {
             continue;
         };
+        if w.state_dir.join(STOP_REQUESTED_FILE).exists() {
+            // `bottle stop` is taking the bottle down: its exit was asked for.
+            return std::future::pending().await;
+        }
         let mut death = death;
         loop {
             let now = Instant::now();
@@ -246,9 +256,29 @@ async fn death_of(docker: &Docker, container: &str) -> Option<Death> {
     })
 }
 
-/// Start the bundle's container again, wait for its ready check, and fill in the agent's names
-/// (its address may have changed).
+/// End the grants counted by uses (a restarted egress would count afresh), start the bundle's
+/// container again, wait for its ready check, and fill in the agent's names (its address may
+/// have changed).
 async fn restart(w: &Watched<'_>, container: &str, bundle_key: &str) -> Result<(), DockerError> {
+    let (env, dir) = (w.env.clone(), w.state_dir.to_path_buf());
+    let ended = tokio::task::spawn_blocking(move || {
+        crate::live::end_counted_grants(&env, &dir, SystemTime::now())
+    })
+    .await
+    .map_err(|e| DockerError::Host(format!("ending the grants counted by uses: {e}")))?
+    .map_err(|e| {
+        DockerError::Host(format!(
+            "the grants limited by uses could not be ended first ({e}), and a restarted egress would count their uses afresh"
+        ))
+    })?;
+    if !ended.is_empty() {
+        let what: Vec<String> = ended.iter().map(|a| a.describe()).collect();
+        say(&format!(
+            "ended with the restart (egress counts uses in memory): the grant{} for {}; the agent may ask again",
+            if what.len() == 1 { "" } else { "s" },
+            what.join(", ")
+        ));
+    }
     w.docker
         .start_container(container, None)
         .await
