@@ -678,6 +678,9 @@ async fn create_networks(
                                 driver: Some("default".to_owned()),
                                 config: Some(vec![IpamConfig {
                                     subnet: Some(s.to_string()),
+                                    // The gateway said outright (the first address, as Docker picks it): an
+                                    // engine reports in its IPAM config only what it was given.
+                                    gateway: s.hosts().next().map(|g| g.to_string()),
                                     ..IpamConfig::default()
                                 }]),
                                 ..Ipam::default()
