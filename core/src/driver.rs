@@ -21,8 +21,7 @@ use native::{InstallDir, LoadPolicy, NativeDriver, NativeError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The compose file of the sidecar bundle a natively driven backend renders beside its agent.
-pub const BUNDLE_COMPOSE_FILE: &str = "bundle.compose.yaml";
+pub use bottle_contract::layout::BUNDLE_COMPOSE_FILE;
 
 /// The env var listing extra driver dirs (`:`-separated), for commands without `--driver-dir`.
 pub const DRIVER_PATH_ENV: &str = "BOTTLE_DRIVER_PATH";

@@ -13,6 +13,7 @@
 //!   and mounted over the system trust store [`AGENT_SYSTEM_TRUST`] (curl, git).
 
 use crate::model::*;
+use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -27,7 +28,7 @@ pub const AGENT_SYSTEM_TRUST: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const AGENT_CA_BUNDLE_STATE_PATH: &str = "ca/agent-trust.pem";
 
 /// Names no plugin may give a daemon or service: the backends' own containers.
-pub const RESERVED_NAMES: &[&str] = &["agent", "sidecars", "bottle"];
+pub const RESERVED_NAMES: &[&str] = &[AGENT_SERVICE, BUNDLE_SERVICE, "bottle"];
 
 /// Who asked for something, for conflict messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,7 +324,7 @@ fn apply_patches(
     for (plugin, f) in fragments {
         let owner = Owner::Plugin(plugin.clone());
         for p in &f.patches {
-            if p.target == "agent" {
+            if p.target == AGENT_SERVICE {
                 agent.add(&p.env, &p.mounts, &owner)?;
                 no_proxy.extend(p.no_proxy.iter().cloned());
                 for m in &p.mcp_servers {
@@ -354,7 +355,7 @@ fn apply_patches(
                         .map(|(_, _, c)| c)
                 });
             let Some(container) = container else {
-                let mut known: Vec<&str> = vec!["agent"];
+                let mut known: Vec<&str> = vec![AGENT_SERVICE];
                 known.extend(bundle.iter().map(|(_, d, _)| d.name.as_str()));
                 known.extend(services.iter().map(|(_, s, _)| s.name.as_str()));
                 return Err(MergeError::UnknownTarget {

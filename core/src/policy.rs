@@ -243,7 +243,7 @@ impl Grant {
 }
 
 /// The name grants for the agent itself go under (`--grant agent=root`).
-pub const AGENT: &str = "agent";
+pub const AGENT: &str = bottle_contract::layout::AGENT_SERVICE;
 
 /// Grants per plugin name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -472,7 +472,7 @@ pub fn capabilities(plugin: &Checked<'_>, fragment: &Fragment) -> Vec<Capability
             }
         }
     }
-    for p in fragment.patches.iter().filter(|p| p.target == "agent") {
+    for p in fragment.patches.iter().filter(|p| p.target == AGENT) {
         for m in p.mounts.iter().filter(|m| !m.read_only) {
             match &m.source {
                 MountSource::State(path) | MountSource::Volume(path) => {

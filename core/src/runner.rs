@@ -7,6 +7,7 @@ use crate::keys::KeyError;
 use crate::prepare::Prepared;
 use crate::verify;
 use bollard::Docker;
+use bottle_contract::layout;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -115,6 +116,29 @@ fn interrupted() -> impl Future<Output = &'static str> {
     }
 }
 
+/// The launch's one interrupt: a signal future kept for the whole launch ([`interrupted`]), and
+/// the one way a phase waits on it.
+struct Interrupt(std::pin::Pin<Box<dyn Future<Output = &'static str> + Send>>);
+
+impl Interrupt {
+    /// Install the handlers now.
+    fn new() -> Self {
+        Interrupt(Box::pin(interrupted()))
+    }
+
+    /// `phase`'s result, unless a signal comes first ([`LaunchError::Interrupted`]); what the
+    /// phase made is left for the teardown that follows.
+    async fn or_stop<T, E: Into<LaunchError>>(
+        &mut self,
+        phase: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, LaunchError> {
+        tokio::select! {
+            r = phase => r.map_err(Into::into),
+            sig = &mut self.0 => Err(LaunchError::Interrupted(sig)),
+        }
+    }
+}
+
 /// Fail if a container or project of this slug exists already.
 pub async fn orphan_probe(docker: &Docker, slug: &str, project: &str) -> Result<(), DockerError> {
     let bundle = format!("bottle-sidecars-{slug}");
@@ -150,7 +174,7 @@ async fn ensure_bundle_image(
     file: &project::ComposeFile,
     opts: &LaunchOptions,
 ) -> Result<(), LaunchError> {
-    let Some(bundle) = file.services.get("sidecars") else {
+    let Some(bundle) = file.services.get(layout::BUNDLE_SERVICE) else {
         return Ok(());
     };
     if bundle.image == images::SIDECARS_IMAGE {
@@ -285,7 +309,7 @@ pub async fn launch(p: &Prepared, opts: &LaunchOptions) -> Result<Outcome, Launc
     }
 
     // From here on the slug is ours: whatever happens, tear down.
-    let log_file = p.state_dir.join("compose.log");
+    let log_file = p.state_dir.join(layout::LOG_FILE);
     let (result, teardown) = match &native {
         None => {
             let result = tokio::select! {
@@ -622,7 +646,7 @@ async fn run_native(
     if let Some(why) = natively_unsupported(p.manifest.cwd, backend) {
         return Err(LaunchError::Unsupported(why));
     }
-    let mut stop = std::pin::pin!(interrupted());
+    let mut stop = Interrupt::new();
     p.mint_keys()?;
     // Any local process reaches the bundle's address: only the agent's side holds this. The
     // driver fills its own copies of the agent's files.
@@ -632,10 +656,8 @@ async fn run_native(
     let mut bundle_address = None;
     if bundle_path.exists() {
         let file = project::read(&bundle_path).map_err(DockerError::from)?;
-        tokio::select! {
-            r = ensure_bundle_image(docker, &file, opts) => r?,
-            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-        }
+        stop.or_stop(ensure_bundle_image(docker, &file, opts))
+            .await?;
         let secrets = project::resolve_secrets(
             &file,
             &p.plan.stack.bundle_secrets,
@@ -660,27 +682,25 @@ async fn run_native(
             phases: &opts.phases,
             config: &opts.config,
         };
-        tokio::select! {
-            r = up::up(docker, &file, &req) => r?,
-            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-        }
+        stop.or_stop(up::up(docker, &file, &req)).await?;
         for (key, s) in &file.services {
             if let Some(h) = &s.healthcheck {
                 let name = up::container_name(&p.plan.deployment.project, key, s);
-                tokio::select! {
-                    r = up::wait_healthy(docker, &name, &h.test, opts.health_timeout) => r?,
-                    sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-                }
+                stop.or_stop(up::wait_healthy(
+                    docker,
+                    &name,
+                    &h.test,
+                    opts.health_timeout,
+                ))
+                .await?;
             }
         }
         bundle_address = Some(bundle_address_of(docker, &file, &p.plan.deployment.project).await?);
     }
     // The agent's image, as an archive the engine reads (no registry here or there).
     let archive = p.state_dir.join("agent-image.tar");
-    tokio::select! {
-        r = images::save(docker, &p.plan.stack.agent.image, &archive) => r?,
-        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-    }
+    stop.or_stop(images::save(docker, &p.plan.stack.agent.image, &archive))
+        .await?;
     let mut up = {
         let (d, slug, state, archive, token) = (
             driver.clone(),
@@ -695,7 +715,7 @@ async fn run_native(
     };
     let up = tokio::select! {
         r = &mut up => r,
-        sig = &mut stop => {
+        sig = &mut stop.0 => {
             // The engine call cannot be cut short (it is bounded by the driver's deadlines):
             // let it finish, so the teardown that follows finds what it made.
             eprintln!("bottle {}: {sig}: waiting for the {backend} engine to finish before tearing down", p.slug);
@@ -725,13 +745,15 @@ async fn run_native(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| LaunchError::Unsupported(format!("cannot run {}: {e}", plan.program)))?;
-    tokio::select! {
-        r = child.wait() => {
-            let status = r.map_err(|e| LaunchError::Unsupported(format!("waiting for {}: {e}", plan.program)))?;
-            Ok((i64::from(status.code().unwrap_or(-1)), None))
-        }
-        sig = &mut stop => Err(LaunchError::Interrupted(sig)),
-    }
+    let status = stop
+        .or_stop(async {
+            child
+                .wait()
+                .await
+                .map_err(|e| LaunchError::Unsupported(format!("waiting for {}: {e}", plan.program)))
+        })
+        .await?;
+    Ok((i64::from(status.code().unwrap_or(-1)), None))
 }
 
 /// What each of the agent's commands gets in its env on top of the container's: its proxy
@@ -771,12 +793,12 @@ async fn run_bottle(
     opts: &LaunchOptions,
     project_name: &str,
 ) -> Result<(i64, Option<verify::Report>), LaunchError> {
-    let mut stop = std::pin::pin!(interrupted());
-    let compose_path = p.state_dir.join("compose.yaml");
+    let mut stop = Interrupt::new();
+    let compose_path = p.state_dir.join(layout::COMPOSE_FILE);
     let file = project::read(&compose_path).map_err(DockerError::from)?;
     let agent = file
         .services
-        .get("agent")
+        .get(layout::AGENT_SERVICE)
         .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
     let user = agent_user(docker, p, &agent.image).await?;
     if !p.confinement.workdir_volume {
@@ -791,10 +813,8 @@ async fn run_bottle(
     // only what carries this, and only the agent is given it.
     let hop = mint_hop_token()?;
     p.fill_hop_token(Some(&hop))?;
-    tokio::select! {
-        r = ensure_bundle_image(docker, &file, opts) => r?,
-        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-    }
+    stop.or_stop(ensure_bundle_image(docker, &file, opts))
+        .await?;
     opts.phases.done("bundle image checked");
     let stack = &p.plan.stack;
     let secrets = project::resolve_secrets(
@@ -834,29 +854,24 @@ async fn run_bottle(
         phases: &opts.phases,
         config: &opts.config,
     };
-    tokio::select! {
-        r = up::up(docker, &file, &req) => r?,
-        sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-    }
-    let agent_container = up::container_name(project_name, "agent", agent);
+    stop.or_stop(up::up(docker, &file, &req)).await?;
+    let agent_container = up::container_name(project_name, layout::AGENT_SERVICE, agent);
     if p.metadata.copy_cwd {
-        tokio::select! {
-            r = copy_cwd(
-                docker,
-                &agent_container,
-                Path::new(&p.metadata.cwd),
-                &p.plan.stack.agent.workdir,
-                crate::confine::Confinement::numeric_ids(&req.agent.user),
-            ) => r?,
-            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-        }
+        stop.or_stop(copy_cwd(
+            docker,
+            &agent_container,
+            Path::new(&p.metadata.cwd),
+            &p.plan.stack.agent.workdir,
+            crate::confine::Confinement::numeric_ids(&req.agent.user),
+        ))
+        .await?;
     }
     let report = match opts.verify {
         verify::Mode::Off => None,
-        _ => tokio::select! {
-            r = verify::run_suite(docker, &file, p, &agent_container, &hop) => Some(r?),
-            sig = &mut stop => return Err(LaunchError::Interrupted(sig)),
-        },
+        _ => Some(
+            stop.or_stop(verify::run_suite(docker, &file, p, &agent_container, &hop))
+                .await?,
+        ),
     };
     match (&opts.verify, &report) {
         (verify::Mode::Only, _) => return Ok((0, report)),
@@ -896,7 +911,7 @@ async fn run_bottle(
             Err(e) => Err(LaunchError::BundleLost(e)),
             Ok(never) => match never {},
         },
-        sig = &mut stop => Err(LaunchError::Interrupted(sig)),
+        sig = &mut stop.0 => Err(LaunchError::Interrupted(sig)),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::docker::project::ComposeFile;
 use crate::docker::{DockerError, api, up};
 use crate::prepare::Prepared;
 use bollard::Docker;
+use bottle_contract::layout;
 pub use bottle_probe::{Finding, Plan, Target, Verdict};
 use futures_util::StreamExt;
 use std::net::{IpAddr, SocketAddr};
@@ -170,7 +171,7 @@ pub async fn run_suite(
     let project = &p.plan.deployment.project;
     let agent = file
         .services
-        .get("agent")
+        .get(layout::AGENT_SERVICE)
         .ok_or_else(|| DockerError::Host("the compose file has no agent".into()))?;
     let agent_nets: Vec<&str> = agent
         .networks
@@ -206,9 +207,9 @@ pub async fn run_suite(
             }
         }
     }
-    let bundle = match file.services.get("sidecars") {
+    let bundle = match file.services.get(layout::BUNDLE_SERVICE) {
         Some(s) => {
-            let name = up::container_name(project, "sidecars", s);
+            let name = up::container_name(project, layout::BUNDLE_SERVICE, s);
             let info = docker
                 .inspect_container(&name, None)
                 .await
@@ -353,10 +354,10 @@ async fn hops_from_outside(
     file: &ComposeFile,
     p: &Prepared,
 ) -> Result<Vec<Finding>, DockerError> {
-    let Some(bundle) = file.services.get("sidecars") else {
+    let Some(bundle) = file.services.get(layout::BUNDLE_SERVICE) else {
         return Ok(vec![]);
     };
-    let name = up::container_name(&p.plan.deployment.project, "sidecars", bundle);
+    let name = up::container_name(&p.plan.deployment.project, layout::BUNDLE_SERVICE, bundle);
     let outside = bundle
         .networks
         .keys()

@@ -19,7 +19,12 @@ impl Default for Plan {
 }
 
 impl Patch {
-    /// An empty patch of `target` (`"agent"` for the agent's container).
+    /// An empty patch of the agent's container.
+    pub fn agent() -> Self {
+        Patch::of(bottle_contract::layout::AGENT_SERVICE)
+    }
+
+    /// An empty patch of `target` ([`Patch::agent`] for the agent's container).
     pub fn of(target: impl Into<String>) -> Self {
         Patch {
             target: target.into(),

@@ -24,6 +24,22 @@ echo "again $code after $i tries"
     )
 }
 
+/// `bottle run AGENT` of an agent that may reach a test origin, running [`before_and_after`];
+/// returns once its first request went through (and the origin, which must outlive it).
+fn start_through_egress(
+    sb: &Sandbox,
+    rt: &tokio::runtime::Runtime,
+    agent: &str,
+    slug: &str,
+) -> (Running, bottle_egress::testing::Origin) {
+    let origin = origin_agent(sb, rt, agent, "  routes:\n    - host: origin.test\n");
+    let script = before_and_after(origin.https.port());
+    let mut bottled =
+        Running::start(bottle(sb).args(["run", agent, "--slug", slug, "--", "sh", "-c", &script]));
+    bottled.until("first 200");
+    (bottled, origin)
+}
+
 /// How many restarts bottle `slug` has recorded so far.
 fn restarts(sb: &Sandbox, slug: &str) -> usize {
     std::fs::read_to_string(sb.state().join(slug).join("bundle-events.jsonl"))
@@ -54,19 +70,8 @@ fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
     let _g = serial();
     let sb = Sandbox::new();
     let rt = small_runtime();
-    let origin = origin_agent(&sb, &rt, "phoenix", "  routes:\n    - host: origin.test\n");
     let slug = unique_slug("e2e-phoenix");
-    let mut bottled = Running::start(bottle(&sb).args([
-        "run",
-        "phoenix",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        &before_and_after(origin.https.port()),
-    ]));
-    bottled.until("first 200");
+    let (mut bottled, _origin) = start_through_egress(&sb, &rt, "phoenix", &slug);
     let bundle = format!("bottle-sidecars-{slug}");
     docker(&["kill", &bundle]);
     wait_for("the bundle's restart", 60, || restarts(&sb, &slug) == 1);
@@ -164,19 +169,8 @@ fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
     let _g = serial();
     let sb = Sandbox::new();
     let rt = small_runtime();
-    let origin = origin_agent(&sb, &rt, "doomed", "  routes:\n    - host: origin.test\n");
     let slug = unique_slug("e2e-doomed");
-    let mut bottled = Running::start(bottle(&sb).args([
-        "run",
-        "doomed",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        &before_and_after(origin.https.port()),
-    ]));
-    bottled.until("first 200");
+    let (mut bottled, _origin) = start_through_egress(&sb, &rt, "doomed", &slug);
     let bundle = format!("bottle-sidecars-{slug}");
     for restarted in 0..3 {
         wait_for("the bundle running", 60, || {

@@ -24,6 +24,15 @@ pub const BUNDLE_DIR: &str = "bundle";
 /// The agent's name on the bottle's network (its compose service key): the bundle's daemons
 /// know the agent's address by it.
 pub const AGENT_SERVICE: &str = "agent";
+/// The sidecar bundle's compose service key (and its role label's value).
+pub const BUNDLE_SERVICE: &str = "sidecars";
+/// The compose file the docker backend writes into the state dir.
+pub const COMPOSE_FILE: &str = "compose.yaml";
+/// The compose file of the sidecar bundle alone, which a natively driven backend renders beside
+/// its agent.
+pub const BUNDLE_COMPOSE_FILE: &str = "bundle.compose.yaml";
+/// The sidecar bundle's image, built locally by the host.
+pub const BUNDLE_IMAGE: &str = "bottle-sidecars:latest";
 /// The agent's `/etc/hosts` in the state dir: the bundle's names, written by the host once the
 /// bundle has its address (bind-mounted read-only).
 pub const AGENT_HOSTS_STATE_PATH: &str = "agent/hosts";

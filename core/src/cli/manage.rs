@@ -7,6 +7,7 @@ use bottle::docker::{self, down, images, inventory};
 use bottle::driver::{self, native::NativeDriver};
 use bottle::hostenv::HostEnv;
 use bottle::state;
+use bottle_contract::layout;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -165,7 +166,7 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) ->
             return Ok(ExitCode::SUCCESS);
         }
         if containers.is_empty() {
-            for path in [root.join(slug).join("compose.log"), root.join("logs").join(format!("{slug}.log"))] {
+            for path in [root.join(slug).join(layout::LOG_FILE), root.join("logs").join(format!("{slug}.log"))] {
                 if let Ok(bytes) = std::fs::read(&path) {
                     print!("{}", safe(&String::from_utf8_lossy(&bytes)));
                     return Ok(ExitCode::SUCCESS);
@@ -213,7 +214,7 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
         }
         let state = root.join(slug);
         let log = if state.is_dir() {
-            state.join("compose.log")
+            state.join(layout::LOG_FILE)
         } else {
             root.join("logs").join(format!("{slug}.log"))
         };
@@ -360,7 +361,7 @@ impl Survey {
         for slug in &self.slugs {
             let state = root.join(slug);
             let ours = state::is_state_dir(&state) && !state::in_use(&state);
-            let log = ours.then(|| state.join("compose.log"));
+            let log = ours.then(|| state.join(layout::LOG_FILE));
             let mut failed = false;
             if let Err(e) = down::down(docker, slug, log.as_deref()).await {
                 failures.push(e.to_string());

@@ -13,8 +13,8 @@ use crate::model::{MountSource, NetworkRole, Stack};
 use crate::planner::BottlePlan;
 use std::collections::BTreeSet;
 
-/// The compose file's name in the state dir (the docker backend's document).
-pub const COMPOSE_FILE: &str = "compose.yaml";
+use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};
+pub use bottle_contract::layout::{BUNDLE_COMPOSE_FILE, COMPOSE_FILE};
 
 /// A compose file asks for something the stack does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +30,6 @@ pub struct Refused {
 
 /// Security options any container may carry.
 const SAFE_SECURITY_OPTS: [&str; 2] = ["no-new-privileges:true", "no-new-privileges"];
-
-/// The compose file of the sidecar bundle alone, which a natively driven backend renders
-/// beside its agent (see [`crate::driver::BUNDLE_COMPOSE_FILE`]).
-pub const BUNDLE_COMPOSE_FILE: &str = crate::driver::BUNDLE_COMPOSE_FILE;
 
 /// Which services a compose document may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +105,7 @@ fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Re
     for (key, s) in &file.services {
         let expected = match shape {
             Shape::Whole => Expected::of(key, plan, &documents),
-            Shape::BundleOnly if key == "sidecars" => Expected::of(key, plan, &documents),
+            Shape::BundleOnly if key == BUNDLE_SERVICE => Expected::of(key, plan, &documents),
             Shape::BundleOnly => None,
         }
         .ok_or_else(|| {
@@ -121,10 +117,10 @@ fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Re
             .check(key, s, &file, &volumes)
             .map_err(|d| refuse(format!("gives service `{key}` {d}")))?;
     }
-    if shape == Shape::Whole && !file.services.contains_key("agent") {
+    if shape == Shape::Whole && !file.services.contains_key(AGENT_SERVICE) {
         return Err(refuse("has no `agent` service".into()));
     }
-    if !stack.bundle.is_empty() && !file.services.contains_key("sidecars") {
+    if !stack.bundle.is_empty() && !file.services.contains_key(BUNDLE_SERVICE) {
         return Err(refuse(
             "has no `sidecars` service for the bundle's daemons".into(),
         ));
@@ -177,13 +173,13 @@ impl Expected {
             secrets,
         };
         match key {
-            "agent" => Some(none(
+            AGENT_SERVICE => Some(none(
                 Some(stack.agent.image.clone()),
                 binds_of(&mut stack.agent.mounts.iter()),
                 false,
                 stack.agent.secret_env.clone(),
             )),
-            "sidecars" if !stack.bundle.is_empty() => Some(none(
+            BUNDLE_SERVICE if !stack.bundle.is_empty() => Some(none(
                 None,
                 {
                     let mut binds =

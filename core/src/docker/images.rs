@@ -7,7 +7,7 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 
 /// The sidecar bundle image.
-pub const SIDECARS_IMAGE: &str = "bottle-sidecars:latest";
+pub const SIDECARS_IMAGE: &str = bottle_contract::layout::BUNDLE_IMAGE;
 /// The base the bundle builds on (see `tests/images/build-base.sh`).
 pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:latest";
 /// The pipelock image the bundle copies `/pipelock` from (2.3.0, the version the config

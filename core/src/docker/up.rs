@@ -11,6 +11,7 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
+use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};
 use futures_util::{StreamExt, future::try_join_all};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -138,12 +139,15 @@ pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
 /// Whether service `key` is the agent: by its compose key (which admission ties to the plan's
 /// agent), or by its role label; a backend that drops the label does not unconfine it.
 pub(super) fn is_agent(key: &str, s: &Service) -> bool {
-    key == "agent" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "agent")
+    key == AGENT_SERVICE || s.labels.get(ROLE_LABEL).is_some_and(|r| r == AGENT_SERVICE)
 }
 
 /// Whether service `key` is the sidecar bundle, by its compose key or its role label.
 pub(super) fn is_bundle(key: &str, s: &Service) -> bool {
-    key == "sidecars" || s.labels.get(ROLE_LABEL).is_some_and(|r| r == "sidecars")
+    key == BUNDLE_SERVICE
+        || s.labels
+            .get(ROLE_LABEL)
+            .is_some_and(|r| r == BUNDLE_SERVICE)
 }
 
 /// The security options of service `key`: the bundle always gets no-new-privileges, so a

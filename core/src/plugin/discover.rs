@@ -2,6 +2,7 @@
 
 use super::{LoadError, LoadedPlugin, PluginHost, PluginSource, builtins};
 use crate::model::PluginKind;
+use bottle_contract::layout;
 use std::path::{Path, PathBuf};
 
 /// A plugin from a plugin dir that replaced a built-in of the same name.
@@ -58,7 +59,13 @@ pub enum DiscoverError {
 
 /// Names no plugin may take: they name parts of every bottle (the agent, its bundle, the
 /// CAs, bottle itself) in grants, labels and compose keys.
-pub const RESERVED_NAMES: [&str; 5] = ["agent", "bundle", "ca", "bottle", "sidecars"];
+pub const RESERVED_NAMES: [&str; 5] = [
+    layout::AGENT_SERVICE,
+    layout::BUNDLE_DIR,
+    layout::CA_DIR,
+    "bottle",
+    layout::BUNDLE_SERVICE,
+];
 
 impl PluginSet {
     /// All plugins, sorted by name.

@@ -32,7 +32,7 @@ pub const DIR: &str = "smolvm";
 /// The label naming a machine's bottle.
 pub const SLUG_LABEL: &str = "io.bottle.slug";
 /// The bottle's log file, which the agent's output is appended to.
-pub const LOG_FILE: &str = "compose.log";
+pub use bottle_contract::layout::LOG_FILE;
 
 /// Target dirs a file mount may not replace.
 const SYSTEM_DIRS: &[&str] = &[

@@ -66,7 +66,7 @@ impl Sidecar for Hello {
             ),
         ];
         let env = vec![kv("HELLO_GREETING", settings.greeting.clone())];
-        let mut agent = Patch::of("agent");
+        let mut agent = Patch::agent();
         agent
             .env
             .push(kv("HELLO_GREETING", settings.greeting.clone()));

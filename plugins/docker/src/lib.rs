@@ -14,9 +14,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The compose file's name in the state dir.
-pub const COMPOSE_FILE: &str = "compose.yaml";
 /// The bundle image `bottle images build` makes.
-pub const DEFAULT_BUNDLE_IMAGE: &str = "bottle-sidecars:latest";
+pub const DEFAULT_BUNDLE_IMAGE: &str = BUNDLE_IMAGE;
 /// Compose key of the agent's network.
 pub const INTERNAL: &str = "internal";
 /// Compose key of the way out.
@@ -75,18 +74,18 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             "service_started"
         };
         depends_on.insert(
-            "sidecars".to_owned(),
+            BUNDLE_SERVICE.to_owned(),
             DependsOn {
                 condition: condition.into(),
             },
         );
         services.insert(
-            "sidecars".to_owned(),
+            BUNDLE_SERVICE.to_owned(),
             bundle_service(stack, &bundle_image, &[INTERNAL, EGRESS]),
         );
     }
     services.insert(
-        "agent".to_owned(),
+        AGENT_SERVICE.to_owned(),
         ComposeService {
             image: stack.agent.image.clone(),
             container_name: Some(format!("bottle-agent-{}", stack.slug)),
@@ -98,7 +97,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             volumes: agent_volumes,
             networks: BTreeMap::from([(INTERNAL.to_owned(), ServiceNetwork::default())]),
             depends_on,
-            labels: labels_for(stack, "agent"),
+            labels: labels_for(stack, AGENT_SERVICE),
             security_opt: vec!["no-new-privileges:true".into()],
             stop_grace_period: Some("2s".into()),
             ..ComposeService::default()

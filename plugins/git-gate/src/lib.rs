@@ -155,7 +155,7 @@ impl Sidecar for GitGate {
                 read_only: true,
             });
         }
-        let mut agent = Patch::of("agent");
+        let mut agent = Patch::agent();
         agent
             .mounts
             .push(Mount::state_ro("agent/gitconfig", AGENT_GITCONFIG));

@@ -62,7 +62,7 @@ pub const MANIFEST: &str = "kubernetes/bottle.yaml";
 /// Where a ConfigMap's or Secret's data comes from (filled by the host; see the module doc).
 pub const SOURCE_ANNOTATION: &str = "io.bottle.source";
 /// The bundle image `bottle images build` makes.
-pub const DEFAULT_BUNDLE_IMAGE: &str = "bottle-sidecars:latest";
+pub const DEFAULT_BUNDLE_IMAGE: &str = BUNDLE_IMAGE;
 /// The longest slug whose Service name (`bottle-sidecars-<slug>`, a DNS-1035 label) and label
 /// values (63 characters) Kubernetes accepts.
 pub const MAX_SLUG: usize = 63 - "bottle-sidecars-".len();
@@ -481,7 +481,7 @@ fn agent_pod(stack: &Stack, service_ip: Option<&str>, volumes: &mut Volumes) -> 
         "enableServiceLinks": true,
         "restartPolicy": "Never",
         "containers": [{
-            "name": "agent",
+            "name": AGENT_SERVICE,
             "image": stack.agent.image,
             // The agent idles; bottle execs its command, as on Docker.
             "command": ["sleep", "infinity"],
@@ -503,7 +503,7 @@ fn agent_pod(stack: &Stack, service_ip: Option<&str>, volumes: &mut Volumes) -> 
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": format!("bottle-agent-{}", stack.slug), "labels": labels_for(stack, "agent")},
+        "metadata": {"name": format!("bottle-agent-{}", stack.slug), "labels": labels_for(stack, AGENT_SERVICE)},
         "spec": spec,
     })
 }
@@ -558,7 +558,7 @@ fn bundle_pod(
         .map(|p| json!({"containerPort": p, "protocol": "TCP"}))
         .collect();
     let mut container = json!({
-        "name": "sidecars",
+        "name": BUNDLE_SERVICE,
         "image": settings.bundle_image.as_deref().unwrap_or(DEFAULT_BUNDLE_IMAGE),
         "command": [BUNDLE_INIT, DAEMONS_IN_BUNDLE],
         "env": env_list(&stack.slug, &env, &credentials),
@@ -582,7 +582,7 @@ fn bundle_pod(
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": bundle_container(&stack.slug), "labels": labels_for(stack, "sidecars")},
+        "metadata": {"name": bundle_container(&stack.slug), "labels": labels_for(stack, BUNDLE_SERVICE)},
         "spec": {
             // The daemons need no cluster API either.
             "automountServiceAccountToken": false,
@@ -649,7 +649,7 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             .collect();
         let mut spec = json!({
             "type": "ClusterIP",
-            "selector": selector(stack, "sidecars"),
+            "selector": selector(stack, BUNDLE_SERVICE),
             "ports": service_ports,
         });
         if let Some(ip) = &service_ip {
@@ -658,7 +658,7 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         out.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": meta(&bundle_name, "sidecars"),
+            "metadata": meta(&bundle_name, BUNDLE_SERVICE),
             "spec": spec,
         }));
     }
@@ -667,16 +667,16 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
         json!([])
     } else {
         json!([{
-            "to": [{"podSelector": {"matchLabels": selector(stack, "sidecars")}}],
+            "to": [{"podSelector": {"matchLabels": selector(stack, BUNDLE_SERVICE)}}],
             "ports": tcp_ports,
         }])
     };
     out.push(json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": meta(&format!("bottle-agent-{slug}"), "agent"),
+        "metadata": meta(&format!("bottle-agent-{slug}"), AGENT_SERVICE),
         "spec": {
-            "podSelector": {"matchLabels": selector(stack, "agent")},
+            "podSelector": {"matchLabels": selector(stack, AGENT_SERVICE)},
             "policyTypes": ["Ingress", "Egress"],
             // Nothing may connect to the agent.
             "ingress": [],
@@ -689,16 +689,16 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             json!([])
         } else {
             json!([{
-                "from": [{"podSelector": {"matchLabels": selector(stack, "agent")}}],
+                "from": [{"podSelector": {"matchLabels": selector(stack, AGENT_SERVICE)}}],
                 "ports": tcp_ports,
             }])
         };
         out.push(json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": meta(&bundle_name, "sidecars"),
+            "metadata": meta(&bundle_name, BUNDLE_SERVICE),
             "spec": {
-                "podSelector": {"matchLabels": selector(stack, "sidecars")},
+                "podSelector": {"matchLabels": selector(stack, BUNDLE_SERVICE)},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": ingress,
                 "egress": [

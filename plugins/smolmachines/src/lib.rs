@@ -211,10 +211,10 @@ pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let image = settings
         .bundle_image
         .clone()
-        .unwrap_or_else(|| "bottle-sidecars:latest".into());
+        .unwrap_or_else(|| BUNDLE_IMAGE.into());
     let bundle = bundle_service(stack, &image, &["bundle"]);
     ComposeFile {
-        services: BTreeMap::from([("sidecars".to_owned(), bundle)]),
+        services: BTreeMap::from([(BUNDLE_SERVICE.to_owned(), bundle)]),
         networks: BTreeMap::from([(
             "bundle".to_owned(),
             ComposeNetwork {

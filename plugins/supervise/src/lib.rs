@@ -55,7 +55,7 @@ impl Sidecar for Supervise {
 
     fn render(ctx: &RenderContext, _settings: &Settings) -> Result<Fragment, PluginError> {
         let url = format!("http://{HOSTNAME}:{PORT}/");
-        let mut agent = Patch::of("agent");
+        let mut agent = Patch::agent();
         agent.no_proxy.push(HOSTNAME.into());
         agent.mcp_servers.push(McpServer {
             name: HOSTNAME.into(),

@@ -17,7 +17,8 @@ pub use bottle_contract::daemons::{DaemonEntry, DaemonList};
 pub use bottle_contract::hop::{PLACEHOLDER as HOP_PLACEHOLDER, is_proxy_var};
 pub use bottle_contract::labels;
 pub use bottle_contract::layout::{
-    BUNDLE_INIT, DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
+    AGENT_SERVICE, BUNDLE_COMPOSE_FILE, BUNDLE_IMAGE, BUNDLE_INIT, BUNDLE_SERVICE, COMPOSE_FILE,
+    DAEMONS_IN_BUNDLE, DAEMONS_STATE_PATH, MCP_CONFIG_ENV, MCP_CONFIG_IN_AGENT,
     MCP_CONFIG_STATE_PATH, bundle_container, private_target, project,
 };
 pub use bottle_contract::names::{
@@ -185,7 +186,7 @@ pub fn bundle_service(stack: &Stack, image: &str, networks: &[&str]) -> ComposeS
             timeout: "5s".into(),
             retries: 60,
         }),
-        labels: labels_for(stack, "sidecars"),
+        labels: labels_for(stack, BUNDLE_SERVICE),
         stop_grace_period: Some("10s".into()),
         ..ComposeService::default()
     }
