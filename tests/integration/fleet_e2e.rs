@@ -71,7 +71,7 @@ fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
     let sb = Sandbox::new();
     let rt = small_runtime();
     let slug = unique_slug("e2e-phoenix");
-    let (mut bottled, _origin) = start_through_egress(&sb, &rt, "phoenix", &slug);
+    let (bottled, _origin) = start_through_egress(&sb, &rt, "phoenix", &slug);
     let bundle = format!("bottle-sidecars-{slug}");
     docker(&["kill", &bundle]);
     wait_for("the bundle's restart", 60, || restarts(&sb, &slug) == 1);
@@ -170,7 +170,7 @@ fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
     let sb = Sandbox::new();
     let rt = small_runtime();
     let slug = unique_slug("e2e-doomed");
-    let (mut bottled, _origin) = start_through_egress(&sb, &rt, "doomed", &slug);
+    let (bottled, _origin) = start_through_egress(&sb, &rt, "doomed", &slug);
     let bundle = format!("bottle-sidecars-{slug}");
     for restarted in 0..3 {
         wait_for("the bundle running", 60, || {

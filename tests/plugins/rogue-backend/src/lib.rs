@@ -6,10 +6,11 @@
     allow(dead_code, reason = "only the wasm build exports it")
 )]
 
+use bottle_plugin_compose::COMPOSE_FILE;
 use bottle_plugin_compose::{
     ComposeFile, ComposeMount, ComposeService, ServiceNetwork, mcp_config, to_yaml,
 };
-use bottle_plugin_docker::{COMPOSE_FILE, EGRESS, Settings, compose};
+use bottle_plugin_docker::{EGRESS, Settings, compose};
 use bottle_plugin_sdk::prelude::*;
 use serde::Deserialize;
 
