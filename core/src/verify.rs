@@ -14,7 +14,6 @@ use crate::prepare::Prepared;
 use bollard::Docker;
 use bottle_contract::layout;
 pub use bottle_probe::{Finding, Plan, Target, Verdict};
-use futures_util::StreamExt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -566,33 +565,9 @@ async fn exec_probe(
     cmd: &[String],
     env: &[String],
 ) -> Result<(String, String), DockerError> {
-    let exec = docker
-        .create_exec(
-            container,
-            bollard::models::ExecConfig {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(cmd.to_vec()),
-                env: (!env.is_empty()).then(|| env.to_vec()),
-                ..Default::default()
-            },
-        )
+    up::exec_in(docker, container, cmd, env)
         .await
-        .map_err(api(format!("running the probe in {container}")))?;
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
-        docker.start_exec(&exec.id, None).await
-    {
-        while let Some(Ok(chunk)) = output.next().await {
-            match chunk {
-                bollard::container::LogOutput::StdOut { message } => {
-                    out.push_str(&String::from_utf8_lossy(&message));
-                }
-                other => err.push_str(&String::from_utf8_lossy(&other.into_bytes())),
-            }
-        }
-    }
-    Ok((out, err))
+        .map(|o| (o.stdout, o.stderr))
 }
 
 #[cfg(test)]

@@ -817,12 +817,34 @@ pub async fn wait_healthy(
     }
 }
 
-/// Run `cmd` in `container`; its exit code and output (stdout and stderr).
-pub async fn exec_output(
+/// What a command run in a container printed, and its exit code.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    /// Its exit code (-1 when the engine did not say).
+    pub code: i64,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// Both, in the order they came.
+    pub both: String,
+}
+
+/// Run `cmd` in `container` with `env` (`K=V`) over the container's, to its end; what it
+/// printed and its exit code. The one way the host runs a command in a container and reads
+/// it back (the attached session is [`super::attach::exec`]).
+pub async fn exec_in(
     docker: &Docker,
     container: &str,
     cmd: &[String],
-) -> Result<(i64, String), DockerError> {
+    env: &[String],
+) -> Result<ExecOutput, DockerError> {
+    // Named short: a long argument (the probe's plan) has no place in an error line.
+    let shown = match cmd.join(" ") {
+        line if line.chars().count() <= 80 => line,
+        _ => format!("{} …", cmd.first().map_or("", String::as_str)),
+    };
+    let what = || format!("running `{shown}` in {container}");
     let exec = docker
         .create_exec(
             container,
@@ -830,29 +852,47 @@ pub async fn exec_output(
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(cmd.to_vec()),
+                env: (!env.is_empty()).then(|| env.to_vec()),
                 ..Default::default()
             },
         )
         .await
-        .map_err(api(format!("running `{}` in {container}", cmd.join(" "))))?;
-    let mut out = String::new();
+        .map_err(api(what()))?;
+    let mut out = ExecOutput::default();
     if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
         docker.start_exec(&exec.id, None).await
     {
         while let Some(Ok(chunk)) = output.next().await {
-            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            let stdout = matches!(chunk, bollard::container::LogOutput::StdOut { .. });
+            let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+            out.both.push_str(&text);
+            if stdout {
+                out.stdout.push_str(&text);
+            } else {
+                out.stderr.push_str(&text);
+            }
         }
     }
-    let code = docker
+    out.code = docker
         .inspect_exec(&exec.id)
         .await
         .map_err(api(format!(
-            "reading the exit code of `{}` in {container}",
-            cmd.join(" ")
+            "reading the exit code of `{shown}` in {container}"
         )))?
         .exit_code
         .unwrap_or(-1);
-    Ok((code, out))
+    Ok(out)
+}
+
+/// Run `cmd` in `container`; its exit code and output (stdout and stderr, as they came).
+pub async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    cmd: &[String],
+) -> Result<(i64, String), DockerError> {
+    exec_in(docker, container, cmd, &[])
+        .await
+        .map(|o| (o.code, o.both))
 }
 
 /// The last `n` log lines of `container`, for error messages.
