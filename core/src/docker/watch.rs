@@ -139,9 +139,13 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
         if !look_now {
             match events.next().await {
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    // The engine went away or the stream broke: keep watching on a new one.
-                    tracing::warn!("the bundle's event stream broke ({e}); opening it again");
+                broken => {
+                    // The engine went away or the stream ended: keep watching on a new one.
+                    let why = broken.and_then(Result::err).map(|e| e.to_string());
+                    tracing::warn!(
+                        "the bundle's event stream ended ({}); opening it again",
+                        why.as_deref().unwrap_or("closed")
+                    );
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     events = w.docker.events(Some(
                         EventsOptionsBuilder::new()
@@ -152,7 +156,6 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
                     look_now = true;
                     continue;
                 }
-                None => return std::future::pending().await,
             }
         }
         look_now = false;
