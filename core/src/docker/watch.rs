@@ -96,7 +96,8 @@ pub struct Watched<'a> {
     pub env: &'a crate::hostenv::HostEnv,
 }
 
-/// Why a death was seen, in words, with its exit code and OOM flag.
+/// What happened to the bundle (a death, or its return), in words, with a death's exit code
+/// and OOM flag.
 struct Death {
     exit_code: Option<i64>,
     oom: bool,
