@@ -213,11 +213,20 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
                     break;
                 }
                 Err(e) => {
-                    death = death_of(w.docker, &container).await.unwrap_or(Death {
-                        exit_code: None,
-                        oom: false,
-                        words: format!("did not come back: {e}"),
-                    });
+                    // Said with the state it is left in, so the reason the run may end names
+                    // the failed start, not only the first death.
+                    let failed = format!("did not come back: {e}");
+                    death = match death_of(w.docker, &container).await {
+                        Some(d) => Death {
+                            words: format!("{}; {failed}", d.words),
+                            ..d
+                        },
+                        None => Death {
+                            exit_code: None,
+                            oom: false,
+                            words: failed,
+                        },
+                    };
                 }
             }
         }
