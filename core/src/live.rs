@@ -476,13 +476,8 @@ pub fn end_due(
     if proposal.is_empty() {
         // Nothing runs differently (a grant that had ended before this run began is named to
         // egress already): only the record changes, so the clock does not try again.
-        let _lock = lock(state_dir)?;
-        let file = state_dir.join(APPROVED_FILE);
-        if Approved::load(&file)? != current {
-            // An approval landed meanwhile: the clock looks again with it.
-            return Err(LiveError::Raced);
-        }
-        proposal.approved.save(&file)?;
+        let _lock = lock_unchanged(state_dir, &current)?;
+        proposal.approved.save(&state_dir.join(APPROVED_FILE))?;
         return Ok(ended);
     }
     apply_blocking(
@@ -507,10 +502,7 @@ pub fn end_counted_grants(
         return Ok(vec![]);
     };
     let (ended, proposal) = plan_ending(env, state_dir, &current, approved)?;
-    let _lock = lock(state_dir)?;
-    if Approved::load(&state_dir.join(APPROVED_FILE))? != current {
-        return Err(LiveError::Raced);
-    }
+    let _lock = lock_unchanged(state_dir, &current)?;
     write_all(proposal_files(&proposal)?.into_iter())?;
     let change = format!(
         "grant ended (the bundle restarted; egress counts uses in memory): {}",
@@ -529,6 +521,16 @@ pub fn end_counted_grants(
         );
     }
     Ok(ended)
+}
+
+/// Hold `state_dir`'s live lock, once its approvals are still `current`: an approval that
+/// landed meanwhile is [`LiveError::Raced`] (the caller looks again with it).
+fn lock_unchanged(state_dir: &Path, current: &Approved) -> Result<std::fs::File, LiveError> {
+    let held = lock(state_dir)?;
+    if Approved::load(&state_dir.join(APPROVED_FILE))? != *current {
+        return Err(LiveError::Raced);
+    }
+    Ok(held)
 }
 
 /// The grants `approved` ends that `current` had running, and the re-plan without them.

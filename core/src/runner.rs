@@ -177,7 +177,7 @@ async fn ensure_bundle_image(
     let Some(bundle) = file.services.get(layout::BUNDLE_SERVICE) else {
         return Ok(());
     };
-    if bundle.image == images::SIDECARS_IMAGE {
+    if bundle.image == images::BUNDLE_IMAGE {
         ensure_sidecars_image(docker, &opts.base_image, &opts.env).await?;
     } else if !docker::images::exists(docker, &bundle.image).await? {
         return Err(
@@ -187,19 +187,19 @@ async fn ensure_bundle_image(
     Ok(())
 }
 
-/// [`images::SIDECARS_IMAGE`], built first when it is missing or stale; what it carries.
+/// [`images::BUNDLE_IMAGE`], built first when it is missing or stale; what it carries.
 pub async fn ensure_sidecars_image(
     docker: &Docker,
     base_image: &str,
     env: &crate::hostenv::HostEnv,
 ) -> Result<images::BundleImage, DockerError> {
-    let found = images::inspect_bundle(docker, images::SIDECARS_IMAGE).await?;
+    let found = images::inspect_bundle(docker, images::BUNDLE_IMAGE).await?;
     if let Some(b) = found.filter(|b| b.current) {
         return Ok(b);
     }
     eprintln!(
         "building {} ({})…",
-        images::SIDECARS_IMAGE,
+        images::BUNDLE_IMAGE,
         if found.is_some() {
             "built by another bottle version"
         } else {
@@ -258,7 +258,7 @@ pub async fn pipelock_in_bundle(
             Some("assumed: Docker is not reachable to check the bundle image".into()),
         ));
     };
-    if let Some(b) = images::inspect_bundle(&docker, images::SIDECARS_IMAGE)
+    if let Some(b) = images::inspect_bundle(&docker, images::BUNDLE_IMAGE)
         .await?
         .filter(|b| b.current)
     {
@@ -562,7 +562,7 @@ async fn remove_layer(
     if std::fs::remove_dir_all(&layer.root).is_ok() {
         return Ok(());
     }
-    docker::helper::empty_dir_as_root(docker, slug, images::SIDECARS_IMAGE, &layer.root).await?;
+    docker::helper::empty_dir_as_root(docker, slug, images::BUNDLE_IMAGE, &layer.root).await?;
     std::fs::remove_dir_all(&layer.root).map_err(|e| {
         LaunchError::Unsupported(format!(
             "cannot remove the agent's layer {}: {e}; remove it by hand",

@@ -479,7 +479,7 @@ pub(super) fn build_images(env: &HostEnv, base: &str) -> Result<ExitCode> {
         let docker = docker::connect().await?;
         let built =
             images::build_sidecars(&docker, base, env, |line| eprintln!("{line}")).await?;
-        println!("built {}", images::SIDECARS_IMAGE);
+        println!("built {}", images::BUNDLE_IMAGE);
         if built.pipelock && !built.pipelock_verified {
             println!(
                 "note: pipelock came from {} by tag only; pin it with BOTTLE_PIPELOCK_IMAGE=<name:tag>@sha256:<digest>",

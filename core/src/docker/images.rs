@@ -6,8 +6,7 @@ use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 
-/// The sidecar bundle image.
-pub const SIDECARS_IMAGE: &str = bottle_contract::layout::BUNDLE_IMAGE;
+pub use bottle_contract::layout::BUNDLE_IMAGE;
 /// The base the bundle builds on (see `tests/images/build-base.sh`).
 pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:latest";
 /// The pipelock image the bundle copies `/pipelock` from (2.3.0, the version the config
@@ -301,7 +300,7 @@ pub async fn build_sidecars(
     let tar = context(&dockerfile(pipelock_id.as_deref()))
         .map_err(|e| DockerError::Host(format!("cannot pack the build context: {e}")))?;
     let opts = BuildImageOptionsBuilder::default()
-        .t(SIDECARS_IMAGE)
+        .t(BUNDLE_IMAGE)
         .rm(true)
         .forcerm(true)
         .buildargs(&std::collections::HashMap::from([(
@@ -311,10 +310,10 @@ pub async fn build_sidecars(
         .build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     while let Some(item) = stream.next().await {
-        let info = item.map_err(api(format!("building {SIDECARS_IMAGE}")))?;
+        let info = item.map_err(api(format!("building {BUNDLE_IMAGE}")))?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Api {
-                what: format!("building {SIDECARS_IMAGE}"),
+                what: format!("building {BUNDLE_IMAGE}"),
                 detail: err,
             });
         }

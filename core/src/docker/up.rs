@@ -632,7 +632,6 @@ async fn create_networks(
     req: &UpRequest<'_>,
 ) -> Result<(), DockerError> {
     let range = req.config.networks.pool;
-    let where_to_set = req.config.where_to_set();
     let bridges = file.networks.values().any(|n| n.driver == "bridge");
     let mut taken = if bridges {
         pool::Taken::read(docker, range).await?
@@ -650,76 +649,85 @@ async fn create_networks(
             .count();
         let prefix = pool::prefix_for(members, n.internal);
         let subnet = if n.driver == "bridge" {
-            let s = taken
-                .pick(range, prefix, start)
-                .ok_or_else(|| pool::exhausted(range, prefix, &taken, &where_to_set))?;
+            let s = taken.pick(range, prefix, start).ok_or_else(|| {
+                pool::exhausted(range, prefix, &taken, &req.config.where_to_set())
+            })?;
             taken.nets.push(s);
-            Some(s)
+            Some((s, prefix))
         } else {
             None
         };
-        wanted.push((key, n, prefix, subnet));
+        wanted.push((key, n, subnet));
     }
-    let where_to_set = &where_to_set;
     try_join_all(
         wanted
             .into_iter()
-            .map(|(key, n, prefix, mut subnet)| async move {
-                let mut labels: HashMap<String, String> =
-                    compose_labels(req.project, None, Some(key), req.state_dir);
-                labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
-                let mut attempt = 1;
-                loop {
-                    let created = docker
-                        .create_network(NetworkCreateRequest {
-                            name: n.name.clone(),
-                            driver: Some(n.driver.clone()),
-                            internal: Some(n.internal),
-                            options: Some(network_options(n)),
-                            labels: Some(labels.clone()),
-                            ipam: subnet.map(|s| Ipam {
-                                driver: Some("default".to_owned()),
-                                config: Some(vec![IpamConfig {
-                                    subnet: Some(s.to_string()),
-                                    // The gateway said outright (the first address, as Docker picks it): an
-                                    // engine reports in its IPAM config only what it was given.
-                                    gateway: s.hosts().next().map(|g| g.to_string()),
-                                    ..IpamConfig::default()
-                                }]),
-                                ..Ipam::default()
-                            }),
-                            ..NetworkCreateRequest::default()
-                        })
-                        .await;
-                    match created {
-                        Ok(_) => return Ok(()),
-                        Err(e)
-                            if subnet.is_some()
-                                && pool::is_overlap(&e)
-                                && attempt < pool::ATTEMPTS =>
-                        {
-                            // Another run took it between our look and our create: look again.
-                            attempt += 1;
-                            let taken = pool::Taken::read(docker, range).await?;
-                            subnet =
-                                Some(taken.pick(range, prefix, pool::random_start()).ok_or_else(
-                                    || pool::exhausted(range, prefix, &taken, where_to_set),
-                                )?);
-                        }
-                        Err(e) => {
-                            return Err(api(format!(
-                                "creating network {}{}",
-                                n.name,
-                                subnet.map_or_else(String::new, |s| format!(" on {s}"))
-                            ))(e));
-                        }
-                    }
-                }
-            }),
+            .map(|(key, n, subnet)| create_network(docker, req, key, n, subnet)),
     )
     .await?;
     Ok(())
+}
+
+/// Create network `key` (`n`), on `subnet` (with its prefix) when it has one; when another run
+/// took that subnet first, on another one of the same size.
+async fn create_network(
+    docker: &Docker,
+    req: &UpRequest<'_>,
+    key: &str,
+    n: &project::ComposeNetwork,
+    mut subnet: Option<(ipnet::Ipv4Net, u8)>,
+) -> Result<(), DockerError> {
+    let range = req.config.networks.pool;
+    let mut labels: HashMap<String, String> =
+        compose_labels(req.project, None, Some(key), req.state_dir);
+    labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ipam = subnet.map(|(s, _)| Ipam {
+            driver: Some("default".to_owned()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(s.to_string()),
+                // The gateway said outright (the first address, as Docker picks it): an engine
+                // reports in its IPAM config only what it was given.
+                gateway: s.hosts().next().map(|g| g.to_string()),
+                ..IpamConfig::default()
+            }]),
+            ..Ipam::default()
+        });
+        let created = docker
+            .create_network(NetworkCreateRequest {
+                name: n.name.clone(),
+                driver: Some(n.driver.clone()),
+                internal: Some(n.internal),
+                options: Some(network_options(n)),
+                labels: Some(labels.clone()),
+                ipam,
+                ..NetworkCreateRequest::default()
+            })
+            .await;
+        match (created, subnet) {
+            (Ok(_), _) => return Ok(()),
+            (Err(e), Some((_, prefix))) if pool::is_overlap(&e) && attempt < pool::ATTEMPTS => {
+                // Another run took it between our look and our create: look again.
+                let taken = pool::Taken::read(docker, range).await?;
+                let again = taken
+                    .pick(range, prefix, pool::random_start())
+                    .ok_or_else(|| {
+                        pool::exhausted(range, prefix, &taken, &req.config.where_to_set())
+                    })?;
+                subnet = Some((again, prefix));
+            }
+            (Err(e), _) => {
+                return Err(api(format!(
+                    "creating network {}{}",
+                    n.name,
+                    subnet.map_or_else(String::new, |(s, _)| format!(" on {s}"))
+                ))(e));
+            }
+        }
+    }
 }
 
 /// A network's driver options: the rendered ones, and on every internal bridge, whatever the

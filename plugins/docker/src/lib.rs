@@ -13,9 +13,6 @@ use bottle_plugin_sdk::prelude::*;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// The compose file's name in the state dir.
-/// The bundle image `bottle images build` makes.
-pub const DEFAULT_BUNDLE_IMAGE: &str = BUNDLE_IMAGE;
 /// Compose key of the agent's network.
 pub const INTERNAL: &str = "internal";
 /// Compose key of the way out.
@@ -43,7 +40,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
     let bundle_image = settings
         .bundle_image
         .clone()
-        .unwrap_or_else(|| DEFAULT_BUNDLE_IMAGE.to_owned());
+        .unwrap_or_else(|| BUNDLE_IMAGE.to_owned());
     let mut services = BTreeMap::new();
 
     let mut agent_volumes: Vec<ComposeMount> = stack

@@ -61,8 +61,6 @@ use std::collections::BTreeMap;
 pub const MANIFEST: &str = "kubernetes/bottle.yaml";
 /// Where a ConfigMap's or Secret's data comes from (filled by the host; see the module doc).
 pub const SOURCE_ANNOTATION: &str = "io.bottle.source";
-/// The bundle image `bottle images build` makes.
-pub const DEFAULT_BUNDLE_IMAGE: &str = BUNDLE_IMAGE;
 /// The longest slug whose Service name (`bottle-sidecars-<slug>`, a DNS-1035 label) and label
 /// values (63 characters) Kubernetes accepts.
 pub const MAX_SLUG: usize = 63 - "bottle-sidecars-".len();
@@ -559,7 +557,7 @@ fn bundle_pod(
         .collect();
     let mut container = json!({
         "name": BUNDLE_SERVICE,
-        "image": settings.bundle_image.as_deref().unwrap_or(DEFAULT_BUNDLE_IMAGE),
+        "image": settings.bundle_image.as_deref().unwrap_or(BUNDLE_IMAGE),
         "command": [BUNDLE_INIT, DAEMONS_IN_BUNDLE],
         "env": env_list(&stack.slug, &env, &credentials),
         "ports": ports,
