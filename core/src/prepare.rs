@@ -30,7 +30,7 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Reuse this slug instead of minting one (`--slug`).
     pub slug: Option<String>,
-    /// Whether the bundle carries pipelock (see [`crate::runner::pipelock_in_bundle`]);
+    /// Whether the bundle carries pipelock (see [`crate::driver::docker::pipelock_in_bundle`]);
     /// without it the pipelock plugin is left out and egress dials out itself.
     pub pipelock: bool,
     /// How that was decided, when not from a built bundle image.

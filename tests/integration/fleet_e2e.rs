@@ -66,6 +66,7 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 /// The bundle killed under a running agent (as an OOM would): bottle says so at once, starts it
 /// again, and the agent's next request through egress goes through; the ledger holds both.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
     let _g = serial();
     let sb = Sandbox::new();
@@ -104,6 +105,7 @@ fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
 /// The host ends every grant limited by uses before it starts the bundle again, and the agent's
 /// next request is refused naming the ended grant.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_restart_ends_grants_counted_by_uses_instead_of_counting_afresh() {
     let _g = serial();
     let sb = Sandbox::new();
@@ -165,6 +167,7 @@ echo "ENDED after $i tries"
 /// A bundle that keeps dying ends the run with its reason and a distinct exit code, torn down
 /// as usual.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
     let _g = serial();
     let sb = Sandbox::new();
@@ -201,6 +204,7 @@ fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
 /// Networks come from bottle's own pool, sized small; a pool with no room left is one line
 /// saying how many bottles hold it and what to do, with nothing left behind.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     let _g = serial();
     let sb = Sandbox::new();
@@ -291,6 +295,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
 /// Thirty bottles at once, each sending a request through its own egress: all succeed and
 /// nothing is left behind. (`benches/many.sh` measures the same at any size.)
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn thirty_bottles_at_once_all_get_out_and_leave_nothing() {
     let _g = serial();
     let sb = Sandbox::new();

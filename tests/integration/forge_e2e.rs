@@ -64,6 +64,7 @@ impl Forge {
 /// and of a CI definition are refused by git-gate's defaults, and the upstream never gets
 /// them; a push to `bottle/coder/x` lands.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn forge_calls_and_pushes_that_go_around_git_gate_are_refused_and_the_rest_works() {
     let _g = serial();
     let Forge {
@@ -200,6 +201,7 @@ fn forge_calls_and_pushes_that_go_around_git_gate_are_refused_and_the_rest_works
 /// hold. A PASS needs egress's own refusal (403 with `X-Bottle-Block: route-rule`), which it
 /// gives before dialling anything; a refusal from elsewhere would not do.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn verify_probes_the_route_rules_and_the_forge_defaults() {
     let _g = serial();
     let forge = Forge::new();
@@ -230,6 +232,7 @@ fn verify_probes_the_route_rules_and_the_forge_defaults() {
 /// The bundle runs with its manifest limits and each container with its log capped, as
 /// `docker inspect` shows them.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn docker_inspect_shows_the_bundles_limits_and_every_containers_log_cap() {
     let _g = serial();
     let sb = Sandbox::new();

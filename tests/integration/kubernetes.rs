@@ -74,6 +74,7 @@ fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_
 }
 
 #[test]
+#[ignore = "e2e: needs Python packages `bash .ci/run` installs (requests, websockets, kubernetes-validate); run with `cargo test --workspace -- --ignored`"]
 fn the_example_agents_render_valid_manifests_that_fence_the_agent_in() {
     for agent in ["researcher", "implementer"] {
         let sb = Sandbox::new();
@@ -198,6 +199,7 @@ fn the_example_agents_render_valid_manifests_that_fence_the_agent_in() {
 }
 
 #[test]
+#[ignore = "e2e: needs Python packages `bash .ci/run` installs (requests, websockets, kubernetes-validate); run with `cargo test --workspace -- --ignored`"]
 fn a_run_hands_over_filled_manifests_and_the_command_that_applies_them() {
     let sb = Sandbox::new();
     sb.agent(

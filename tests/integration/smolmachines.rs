@@ -219,6 +219,7 @@ fn hop_checked(slug: &str) -> Result<(), String> {
 }
 
 #[test]
+#[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
     let _serial = serial();
     let (sb, drivers) = sandbox();
@@ -302,6 +303,7 @@ fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
     let _serial = serial();
     let (sb, drivers) = sandbox();
@@ -362,6 +364,7 @@ fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
 }
 
 #[test]
+#[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
     let (sb, drivers) = sandbox();
     std::fs::write(
@@ -425,6 +428,7 @@ fn an_unpinned_driver_stops_the_run_before_anything_is_written() {
 /// The VM would write straight into a mounted dir (a `.git` your own git would then run), so a
 /// run with `cwd: mount` (or `copy`) on this backend is refused before anything is written.
 #[test]
+#[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn a_working_dir_the_vm_would_write_into_is_refused_before_anything_is_written() {
     let (sb, drivers) = sandbox();
     for cwd in ["mount", "copy"] {

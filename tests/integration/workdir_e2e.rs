@@ -164,6 +164,7 @@ fn markers(dir: &Path) -> Vec<String> {
 /// and after it: nothing planted ever runs, the agent's files and commits are there, and the
 /// run's closing lines say what was kept out.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
     let _g = serial();
     let sb = Sandbox::new();
@@ -292,6 +293,7 @@ fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
 /// as 1000) is refused before anything starts, in one line naming the owner, the agent's uid
 /// and the ways out.
 #[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_working_dir_the_agent_cannot_write_is_refused_before_anything_starts() {
     use std::os::unix::fs::PermissionsExt as _;
     let _serial = serial();

@@ -4,7 +4,7 @@ use super::runtime;
 use anyhow::{Context, Result};
 use bollard::query_parameters::LogsOptionsBuilder;
 use bottle::docker::{self, down, images, inventory};
-use bottle::driver::{self, native::NativeDriver};
+use bottle::driver::{self, Driver as _, Fleet, Part, Teardown, Work};
 use bottle::hostenv::HostEnv;
 use bottle::state;
 use bottle_contract::layout;
@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 pub(super) fn state_root(env: &HostEnv) -> Result<PathBuf> {
     bottle::prepare::default_state_root(env).map_err(anyhow::Error::msg)
@@ -43,54 +42,41 @@ struct Running {
     created: Option<i64>,
 }
 
-/// Every pinned native driver bottle can load for `ps`, `stop` and `cleanup`, each with what
-/// it runs under `root`; a driver that fails is a note on stderr, not the command's failure.
-async fn native_bottles(
+/// Every driver `ps`, `logs`, `stop` and `cleanup` ask, and every part they run under `root`;
+/// a native driver that cannot be loaded or cannot list is a note on stderr, not the command's
+/// failure.
+async fn ask_every_driver(
     env: &HostEnv,
     dirs: &[PathBuf],
     root: &std::path::Path,
-) -> Vec<(Arc<NativeDriver>, Vec<bottle_driver_sdk::Listed>)> {
+) -> Result<(Fleet, Vec<(usize, Part)>)> {
     let policy = match driver::policy(env, dirs) {
-        Ok(p) => p,
+        Ok(p) => Some(p),
         Err(e) => {
             eprintln!("note: native drivers not consulted: {e}");
-            return Vec::new();
+            None
         }
     };
-    let (drivers, notes) = driver::installed(&policy);
-    for n in notes {
+    let (fleet, notes) = Fleet::connect(env, policy.as_ref()).await?;
+    let (parts, more) = fleet.parts(root).await;
+    for n in notes.iter().chain(&more) {
         eprintln!("{n}");
     }
-    let mut out = Vec::new();
-    for d in drivers {
-        let (d2, root) = (d.clone(), root.to_owned());
-        match tokio::task::spawn_blocking(move || d2.list(&root)).await {
-            Ok(Ok(listed)) => out.push((d, listed)),
-            Ok(Err(e)) => eprintln!("note: {e}"),
-            Err(e) => eprintln!("note: driver `{}`: {e}", d.name()),
-        }
-    }
-    out
+    Ok((fleet, parts))
 }
 
 pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        let containers = inventory::containers(&docker, None).await?;
+        let (_, parts) = ask_every_driver(env, dirs, &root).await?;
         let mut by_slug: BTreeMap<String, Running> = BTreeMap::new();
-        for c in &containers {
+        for (_, c) in parts {
             let r = by_slug.entry(c.slug.clone()).or_default();
-            r.parts.push((c.role.clone(), c.state.clone()));
-            r.agent.get_or_insert_with(|| c.agent.clone());
-            r.created = Some(r.created.map_or(c.created, |t| t.min(c.created)));
-        }
-        for (d, listed) in native_bottles(env, dirs, &root).await {
-            for m in listed {
-                let r = by_slug.entry(m.slug.clone()).or_default();
-                r.parts.push((format!("{}-vm", d.name()), m.state.clone()));
-                r.created = Some(r.created.map_or(m.created, |t| t.min(m.created)));
+            r.parts.push((c.role, c.state));
+            if r.agent.is_none() {
+                r.agent = c.agent;
             }
+            r.created = Some(r.created.map_or(c.created, |t| t.min(c.created)));
         }
         println!(
             "{:<24} {:<14} {:<13} {:<7} STATE",
@@ -148,24 +134,10 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
 pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        let containers = inventory::containers(&docker, Some(slug)).await?;
-        // A natively driven agent's output, after its bundle's.
-        let mut vm_logs = String::new();
-        for (d, listed) in native_bottles(env, dirs, &root).await {
-            if listed.iter().any(|m| m.slug == slug) {
-                let (state, slug) = (root.join(slug), slug.to_owned());
-                let text = tokio::task::spawn_blocking(move || d.logs(&slug, &state)).await??;
-                vm_logs.extend(text.lines().map(|l| format!("agent-vm | {l}\n")));
-            }
-        }
+        let (fleet, parts) = ask_every_driver(env, dirs, &root).await?;
         // Everything here was written by the agent or the bundle: never raw to the terminal.
         let safe = bottle_contract::terminal::safe;
-        if containers.is_empty() && !vm_logs.is_empty() {
-            print!("{}", safe(&vm_logs));
-            return Ok(ExitCode::SUCCESS);
-        }
-        if containers.is_empty() {
+        if !parts.iter().any(|(_, p)| p.slug == slug) {
             for path in [root.join(slug).join(layout::LOG_FILE), root.join("logs").join(format!("{slug}.log"))] {
                 if let Ok(bytes) = std::fs::read(&path) {
                     print!("{}", safe(&String::from_utf8_lossy(&bytes)));
@@ -174,11 +146,15 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) ->
             }
             anyhow::bail!("no bottle `{slug}` is running and no logs of it are kept; `bottle ps` lists running ones");
         }
-        if !follow {
-            let merged = down::merged_logs(&docker, &containers).await;
-            print!("{}{}", safe(&merged), safe(&vm_logs));
+        let docker = fleet.docker.client();
+        let containers = inventory::containers(docker, Some(slug)).await?;
+        if !follow || containers.is_empty() {
+            let logs = fleet.owner(slug, &parts).logs(slug, &root.join(slug)).await?;
+            print!("{}", safe(&logs));
             return Ok(ExitCode::SUCCESS);
         }
+        // Following: Docker's streams as they come (a natively driven agent's output is read
+        // whole by its driver, above).
         let streams = containers.iter().map(|c| {
             let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(true).timestamps(true).build();
             let role = c.role.clone();
@@ -199,16 +175,11 @@ pub(super) fn logs(env: &HostEnv, slug: &str, follow: bool, dirs: &[PathBuf]) ->
 pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        let machines: Vec<Arc<NativeDriver>> = native_bottles(env, dirs, &root)
-            .await
-            .into_iter()
-            .filter(|(_, listed)| listed.iter().any(|m| m.slug == slug))
-            .map(|(d, _)| d)
-            .collect();
-        if inventory::containers(&docker, Some(slug)).await?.is_empty()
-            && inventory::networks(&docker, Some(slug)).await?.is_empty()
-            && machines.is_empty()
+        let (fleet, parts) = ask_every_driver(env, dirs, &root).await?;
+        if !parts.iter().any(|(_, p)| p.slug == slug)
+            && inventory::networks(fleet.docker.client(), Some(slug))
+                .await?
+                .is_empty()
         {
             anyhow::bail!("no bottle `{slug}` is running; `bottle ps` lists running ones");
         }
@@ -229,18 +200,18 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
                 b"",
             );
         }
-        down::down(&docker, slug, Some(&log)).await?;
-        for d in machines {
-            let (state, slug) = (state.clone(), slug.to_owned());
-            tokio::task::spawn_blocking(move || d.down(&slug, &state)).await??;
-        }
-        // An orphan's state dir (no run holds it) goes as after any run: logs and ledger
-        // kept, the rest (its CA keys) removed. A live run retires its own.
-        let log = if state::is_state_dir(&state) && !state::in_use(&state) {
-            state::retire(&state)?
-        } else {
-            log
+        // An orphan's state dir (no run holds it) goes as after any run: its agent's work
+        // brought back, logs and ledger kept, the rest (its CA keys) removed. A live run does
+        // that itself.
+        let orphan = state::is_state_dir(&state) && !state::in_use(&state);
+        let teardown = Teardown {
+            state_dir: &state,
+            log_file: Some(&log),
+            after_interrupt: false,
+            work: if orphan { Work::BringBack } else { Work::Leave },
         };
+        fleet.owner(slug, &parts).down(slug, teardown).await?;
+        let log = if orphan { state::retire(&state)? } else { log };
         eprintln!("stopped {slug}; logs in {}", log.display());
         Ok(ExitCode::SUCCESS)
     })
@@ -248,44 +219,31 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
 
 /// What `bottle cleanup` found: only what bottle made.
 struct Survey {
-    /// Containers with a valid bottle slug.
-    containers: Vec<inventory::BottleContainer>,
-    /// Containers whose bottle label is no slug bottle makes: left alone.
-    spoofed: Vec<inventory::BottleContainer>,
-    /// The slugs of `containers`, sorted.
+    /// Every driver's parts with a valid bottle slug (containers, machines).
+    parts: Vec<(usize, Part)>,
+    /// Parts whose bottle label is no slug bottle makes: left alone.
+    spoofed: Vec<Part>,
+    /// The slugs of `parts`, sorted.
     slugs: Vec<String>,
     networks: Vec<String>,
     volumes: Vec<String>,
     /// State dirs holding bottle's metadata, of no running bottle and not in use.
     orphan_dirs: Vec<PathBuf>,
-    /// What native drivers run, each with its driver.
-    machines: Vec<(Arc<NativeDriver>, bottle_driver_sdk::Listed)>,
 }
 
 impl Survey {
     async fn take(
-        env: &HostEnv,
-        dirs: &[PathBuf],
-        docker: &bollard::Docker,
+        fleet: &Fleet,
+        parts: Vec<(usize, Part)>,
         root: &std::path::Path,
     ) -> Result<Survey> {
         // A label is only a claim: a slug bottle could not have made is never used as a path,
-        // and its container is left alone (whoever labelled it can remove it).
-        let (containers, spoofed): (Vec<_>, Vec<_>) = inventory::containers(docker, None)
-            .await?
+        // and its part is left alone (whoever labelled it can remove it).
+        let (parts, spoofed): (Vec<_>, Vec<_>) = parts
             .into_iter()
-            .partition(|c| state::valid_slug(&c.slug));
-        let machines: Vec<_> = native_bottles(env, dirs, root)
-            .await
-            .into_iter()
-            .flat_map(|(d, listed)| listed.into_iter().map(move |m| (d.clone(), m)))
-            .filter(|(_, m)| state::valid_slug(&m.slug))
-            .collect();
-        let mut slugs: Vec<String> = containers
-            .iter()
-            .map(|c| c.slug.clone())
-            .chain(machines.iter().map(|(_, m)| m.slug.clone()))
-            .collect();
+            .partition(|(_, p)| state::valid_slug(&p.slug));
+        let spoofed = spoofed.into_iter().map(|(_, p)| p).collect();
+        let mut slugs: Vec<String> = parts.iter().map(|(_, p)| p.slug.clone()).collect();
         slugs.sort();
         slugs.dedup();
         let orphan_dirs = std::fs::read_dir(root)
@@ -301,43 +259,44 @@ impl Survey {
                     .collect()
             })
             .unwrap_or_default();
+        let docker = fleet.docker.client();
         Ok(Survey {
-            containers,
+            parts,
             spoofed,
             slugs,
             networks: inventory::networks(docker, None).await?,
             volumes: inventory::volumes(docker, None).await?,
             orphan_dirs,
-            machines,
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.machines.is_empty()
-            && self.containers.is_empty()
+        self.parts.is_empty()
             && self.networks.is_empty()
             && self.volumes.is_empty()
             && self.orphan_dirs.is_empty()
     }
 
-    fn print(&self) {
+    fn print(&self, fleet: &Fleet) {
         for c in &self.spoofed {
             println!(
-                "ignored   container {} (its bottle label {:?} is no slug bottle makes)",
-                c.name, c.slug
+                "ignored   {} {} (its bottle label {:?} is no slug bottle makes)",
+                kind_of(c),
+                c.name,
+                c.slug
             );
         }
-        for c in &self.containers {
-            println!("container {} (bottle {}, {})", c.name, c.slug, c.state);
-        }
-        for (d, m) in &self.machines {
-            println!(
-                "machine   {} ({} driver, bottle {}, {})",
-                m.name,
-                d.name(),
-                m.slug,
-                m.state
-            );
+        for (i, p) in &self.parts {
+            match kind_of(p) {
+                "machine" => println!(
+                    "machine   {} ({} driver, bottle {}, {})",
+                    p.name,
+                    fleet.drivers().nth(*i).map_or("?", |d| d.name()),
+                    p.slug,
+                    p.state
+                ),
+                kind => println!("{kind} {} (bottle {}, {})", p.name, p.slug, p.state),
+            }
         }
         for n in &self.networks {
             println!("network   {n}");
@@ -351,44 +310,24 @@ impl Survey {
     }
 
     /// Remove it all; what could not be removed, one line each.
-    async fn remove(
-        &self,
-        env: &HostEnv,
-        docker: &bollard::Docker,
-        root: &std::path::Path,
-    ) -> Vec<String> {
+    async fn remove(&self, fleet: &Fleet, root: &std::path::Path) -> Vec<String> {
         let mut failures = Vec::new();
         for slug in &self.slugs {
             let state = root.join(slug);
             let ours = state::is_state_dir(&state) && !state::in_use(&state);
             let log = ours.then(|| state.join(layout::LOG_FILE));
-            let mut failed = false;
-            if let Err(e) = down::down(docker, slug, log.as_deref()).await {
+            // An orphan's agent left work in its layer: it comes back as after any run.
+            let teardown = Teardown {
+                state_dir: &state,
+                log_file: log.as_deref(),
+                after_interrupt: false,
+                work: if ours { Work::BringBack } else { Work::Leave },
+            };
+            if let Err(e) = fleet.owner(slug, &self.parts).down(slug, teardown).await {
                 failures.push(e.to_string());
-                failed = true;
+                continue;
             }
-            for (d, _) in self.machines.iter().filter(|(_, m)| m.slug == *slug) {
-                let (d, slug, state) = (d.clone(), slug.clone(), state.clone());
-                match tokio::task::spawn_blocking(move || d.down(&slug, &state)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        failures.push(e.to_string());
-                        failed = true;
-                    }
-                    Err(e) => {
-                        failures.push(e.to_string());
-                        failed = true;
-                    }
-                }
-            }
-            if !failed && ours {
-                // An orphan's agent left work in its layer: it comes back as after any run.
-                if let Err(e) =
-                    bottle::runner::bring_back_work(docker, &state, env.home(), false).await
-                {
-                    failures.push(e.to_string());
-                    continue;
-                }
+            if ours {
                 // As after any run: the logs kept, the state (with its CA keys) gone.
                 match state::retire(&state) {
                     Ok(log) => println!("logs of {slug} kept in {}", log.display()),
@@ -396,6 +335,7 @@ impl Survey {
                 }
             }
         }
+        let docker = fleet.docker.client();
         // Networks and volumes whose containers were already gone.
         match inventory::networks(docker, None).await {
             Ok(networks) => {
@@ -421,7 +361,18 @@ impl Survey {
             Err(e) => failures.push(e.to_string()),
         }
         for d in &self.orphan_dirs {
-            if let Err(e) = bottle::runner::bring_back_work(docker, d, env.home(), false).await {
+            // No part of it runs: Docker's teardown finds nothing and brings its work back.
+            let teardown = Teardown {
+                state_dir: d,
+                log_file: None,
+                after_interrupt: false,
+                work: Work::BringBack,
+            };
+            let slug = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Err(e) = fleet.docker.down(&slug, teardown).await {
                 failures.push(e.to_string());
                 continue;
             }
@@ -430,6 +381,15 @@ impl Survey {
             }
         }
         failures
+    }
+}
+
+/// What a part is, as `cleanup` names it.
+fn kind_of(p: &Part) -> &'static str {
+    if p.role.ends_with("-vm") {
+        "machine"
+    } else {
+        "container"
     }
 }
 
@@ -450,9 +410,9 @@ pub(super) fn cleanup(
 ) -> Result<ExitCode> {
     let root = state_root(env)?;
     runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        let survey = Survey::take(env, dirs, &docker, &root).await?;
-        survey.print();
+        let (fleet, parts) = ask_every_driver(env, dirs, &root).await?;
+        let survey = Survey::take(&fleet, parts, &root).await?;
+        survey.print(&fleet);
         if survey.is_empty() {
             println!("nothing to clean up");
             return Ok(ExitCode::SUCCESS);
@@ -464,7 +424,7 @@ pub(super) fn cleanup(
             println!("nothing removed");
             return Ok(ExitCode::SUCCESS);
         }
-        let failures = survey.remove(env, &docker, &root).await;
+        let failures = survey.remove(&fleet, &root).await;
         if failures.is_empty() {
             println!("removed");
             Ok(ExitCode::SUCCESS)

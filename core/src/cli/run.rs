@@ -78,7 +78,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let pipelock_override = env.nonempty("BOTTLE_PIPELOCK");
     let (pipelock, pipelock_note) = {
         let rt = runtime()?;
-        let fact = rt.block_on(runner::pipelock_in_bundle(
+        let fact = rt.block_on(bottle::driver::docker::pipelock_in_bundle(
             args.dry_run,
             &base_image,
             pipelock_override,
@@ -144,9 +144,10 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             .clone()
             .unwrap_or_else(|| req.manifest.backend.clone());
         let policy = bottle::driver::policy(env, &args.bottle.drivers.driver_dirs)?;
-        let driver = bottle::driver::Driver::for_backend(&backend, &policy)?;
-        if let bottle::driver::Driver::Native(_) = driver
-            && let Some(why) = runner::natively_unsupported(req.manifest.cwd, &backend)
+        let driver = bottle::driver::Kind::for_backend(&backend, &policy)?;
+        if let bottle::driver::Kind::Native(_) = driver
+            && let Some(why) =
+                bottle::driver::adapter::natively_unsupported(req.manifest.cwd, &backend)
         {
             anyhow::bail!("{}: {why}", req.manifest.file.display());
         }
@@ -176,11 +177,10 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         return Ok(ExitCode::SUCCESS);
     }
     let driver = driver.expect("set for every run but a dry one");
-    if let bottle::driver::Driver::Manifests = driver {
+    if let bottle::driver::Kind::Manifests = driver {
         return hand_off(&prepared);
     }
     let opts = LaunchOptions {
-        driver,
         command: (!args.command.is_empty()).then_some(args.command),
         keep_state: args.bottle.keep_state,
         health_timeout: Duration::from_secs(args.bottle.health_timeout),
@@ -199,7 +199,10 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     );
     eprintln!("bottle {}: agent: {}", prepared.slug, prepared.confinement);
     let rt = runtime()?;
-    let result = rt.block_on(runner::launch(&prepared, &opts));
+    let result = rt.block_on(async {
+        let driver = driver.connect(env).await?;
+        runner::launch(&prepared, &opts, driver.as_ref()).await
+    });
     // The stdin pump may still be parked in a blocking read; do not wait for it.
     rt.shutdown_background();
     match result {

@@ -271,3 +271,55 @@ mod tests {
         assert!(e.contains("no state:PATH"), "{e}");
     }
 }
+
+/// The driver of a backend with no live engine here: it launches nothing and runs nothing,
+/// so a run of it ends in [`hand_off`] instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Manifests;
+
+impl super::Driver for Manifests {
+    fn name(&self) -> &str {
+        "manifests"
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _slug: &'a str,
+        _state_root: &'a Path,
+    ) -> super::BoxFuture<'a, Result<(), crate::runner::LaunchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn up<'a>(
+        &'a self,
+        launch: &'a super::Launch<'a>,
+    ) -> super::BoxFuture<'a, Result<Box<dyn super::Started<'a> + 'a>, crate::runner::LaunchError>>
+    {
+        let backend = &launch.prepared.plan.backend;
+        let why = format!("the {backend} backend hands its manifests over instead of launching");
+        Box::pin(async move { Err(crate::runner::LaunchError::Unsupported(why)) })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        _slug: &'a str,
+        _state_dir: &'a Path,
+    ) -> super::BoxFuture<'a, Result<String, crate::runner::LaunchError>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+
+    fn down<'a>(
+        &'a self,
+        _slug: &'a str,
+        _teardown: super::Teardown<'a>,
+    ) -> super::BoxFuture<'a, Result<(), crate::runner::LaunchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list<'a>(
+        &'a self,
+        _state_root: &'a Path,
+    ) -> super::BoxFuture<'a, Result<Vec<super::Part>, crate::runner::LaunchError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}

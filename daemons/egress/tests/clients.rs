@@ -264,6 +264,7 @@ fn a_response_echoing_the_injected_token_is_cut() {
 }
 
 #[test]
+#[ignore = "e2e: needs Python packages `bash .ci/run` installs (requests, websockets, kubernetes-validate); run with `cargo test --workspace -- --ignored`"]
 fn server_sent_events_stream_before_the_response_ends() {
     let rig = Rig::new();
     let script = r#"
@@ -295,6 +296,7 @@ print(first.decode(), rest[0].decode(), round(t2 - t1, 2))
 }
 
 #[test]
+#[ignore = "e2e: needs Python packages `bash .ci/run` installs (requests, websockets, kubernetes-validate); run with `cargo test --workspace -- --ignored`"]
 fn python_requests_and_websockets_go_through() {
     let rig = Rig::new();
     let script = r#"
