@@ -4,8 +4,8 @@
 //! Goal (issue 2): warm load of all plugins plus one full pass under 10 ms on a 2-core machine.
 //! Run: `cargo bench -p bottle --bench plugins`.
 
+use bottle::plan::{manifest, planner};
 use bottle::plugin::{self, Cache, PluginHost};
-use bottle::{manifest, planner};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -94,7 +94,7 @@ done
     for (i, host) in names.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(if i == 0 { 180 } else { 30 });
         let id = loop {
-            let found = bottle::approvals::list(&root, Some(&slug))
+            let found = bottle::live::requests::list(&root, Some(&slug))
                 .into_iter()
                 .find(|a| &a.request.host == host && a.decision.is_none());
             if let Some(a) = found {

@@ -9,7 +9,7 @@ mod run;
 
 use anyhow::Result;
 use bottle::hostenv::HostEnv;
-use bottle::policy::Grant;
+use bottle::plan::policy::Grant;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -205,7 +205,7 @@ enum ImagesCommand {
     /// Build the sidecar bundle image (bottle-sidecars:latest).
     Build {
         /// The base image (built offline by tests/images/build-base.sh).
-        #[arg(long, default_value = bottle::docker::images::DEFAULT_BASE_IMAGE, env = "BOTTLE_BASE_IMAGE")]
+        #[arg(long, default_value = bottle::run::docker::images::DEFAULT_BASE_IMAGE, env = "BOTTLE_BASE_IMAGE")]
         base: String,
     },
 }
@@ -321,7 +321,7 @@ fn parse_grant(s: &str) -> Result<(String, Grant), String> {
         .ok_or_else(|| format!("`{s}`: write NAME=GRANT, e.g. hello=privileged"))?;
     let grant: Grant = grant.parse()?;
     let root = grant.to_string() == "root";
-    if root != (name == bottle::policy::AGENT) {
+    if root != (name == bottle::plan::policy::AGENT) {
         return Err(format!(
             "`{s}`: `root` is granted to the agent only, as `agent=root`, and the agent takes no other grant"
         ));
@@ -400,15 +400,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             let mode = if args.verify {
-                bottle::verify::Mode::First
+                bottle::run::verify::Mode::First
             } else {
-                bottle::verify::Mode::Off
+                bottle::run::verify::Mode::Off
             };
             run::run(&env, args, mode, false)
         }
         Command::Verify(args) => {
             let (args, json) = args.into_run();
-            run::run(&env, args, bottle::verify::Mode::Only, json)
+            run::run(&env, args, bottle::run::verify::Mode::Only, json)
         }
         Command::Ps { drivers } => manage::ps(&env, &drivers.driver_dirs),
         Command::Logs {
@@ -436,7 +436,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => approvals::approve(
             &env,
             &id,
-            bottle::approvals::ApproveOptions {
+            bottle::live::requests::ApproveOptions {
                 path_prefix,
                 persist,
                 note,

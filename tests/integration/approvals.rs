@@ -3,8 +3,8 @@
 //! errors, `--persist` reaches the next run. (The live reload itself: `docker_e2e`.)
 
 use crate::support::{Sandbox, run, shared_cache};
-use bottle::approved::Access;
 use bottle::hostenv::HostEnv;
+use bottle::live::granted::Access;
 use std::path::{Path, PathBuf};
 
 const ASKER: &str = "image: bottle-agent:latest\ncwd: none\nsupervise: true\negress:\n  allowlist: [pypi.org]\n  routes:\n    - host: api.github.com\n      path_allowlist: [/repos/]\n      auth: {scheme: Bearer, token_ref: GH_TOKEN}\n";
@@ -31,15 +31,19 @@ fn env(sb: &Sandbox) -> HostEnv {
     ])
 }
 
-fn propose(sb: &Sandbox, dir: &Path, access: Access) -> Result<bottle::live::Proposal, String> {
+fn propose(
+    sb: &Sandbox,
+    dir: &Path,
+    access: Access,
+) -> Result<bottle::live::apply::Proposal, String> {
     let env = env(sb);
-    let record = bottle::live::RunRecord::load(dir).map_err(|e| e.to_string())?;
+    let record = bottle::live::apply::RunRecord::load(dir).map_err(|e| e.to_string())?;
     let plugins = bottle::plugin::discover(
         &bottle::plugin::PluginHost::for_env(&env),
         &record.plugin_dirs,
     )
     .unwrap();
-    bottle::live::propose(&plugins, &env, dir, &record, access).map_err(|e| e.to_string())
+    bottle::live::apply::propose(&plugins, &env, dir, &record, access).map_err(|e| e.to_string())
 }
 
 /// A request as `bottle-supervise` queues it.
@@ -380,7 +384,7 @@ fn an_approval_planned_against_an_old_config_is_not_applied() {
         .build()
         .unwrap();
     let e = rt
-        .block_on(bottle::live::apply(&docker, "x", &b, "test"))
+        .block_on(bottle::live::apply::apply(&docker, "x", &b, "test"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("another change was applied"), "{e}");

@@ -14,7 +14,7 @@ fn init_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let tmp = dir.join(format!("bottle-init.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, bottle::docker::images::INIT_BINARY).unwrap();
+        std::fs::write(&tmp, bottle::run::docker::images::INIT_BINARY).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.join("bottle-init");
         std::fs::rename(&tmp, &bin).unwrap();
@@ -340,7 +340,7 @@ fn has_interpreter(bin: &[u8]) -> bool {
 
 #[test]
 fn the_embedded_init_is_static_when_the_musl_target_is_installed() {
-    let bin = bottle::docker::images::INIT_BINARY;
+    let bin = bottle::run::docker::images::INIT_BINARY;
     if bottle_plugin_builder::static_linux_target(std::env::consts::ARCH).is_some() {
         assert!(
             !has_interpreter(bin),

@@ -2372,21 +2372,22 @@ fn live_applies_under_load_never_fail_a_request() {
         ),
     ]);
     let dir = sb.state().join(&slug);
-    let record = bottle::live::RunRecord::load(&dir).unwrap();
+    let record = bottle::live::apply::RunRecord::load(&dir).unwrap();
     let plugins = bottle::plugin::discover(
         &bottle::plugin::PluginHost::for_env(&env),
         &record.plugin_dirs,
     )
     .unwrap();
-    let docker_api = rt.block_on(bottle::docker::connect()).unwrap();
+    let docker_api = rt.block_on(bottle::run::docker::connect()).unwrap();
     let mut confirmed = Vec::new();
     let started = Instant::now();
     for i in 0..25 {
-        let access = bottle::approved::Access::checked(&format!("h{i}.example.org"), None).unwrap();
-        let proposal = bottle::live::propose(&plugins, &env, &dir, &record, access).unwrap();
+        let access =
+            bottle::live::granted::Access::checked(&format!("h{i}.example.org"), None).unwrap();
+        let proposal = bottle::live::apply::propose(&plugins, &env, &dir, &record, access).unwrap();
         assert!(!proposal.files.is_empty(), "egress's routes change");
         let applied = rt
-            .block_on(bottle::live::apply(
+            .block_on(bottle::live::apply::apply(
                 &docker_api,
                 &slug,
                 &proposal,

@@ -2,7 +2,7 @@
 //! source as cdylibs and loaded with libloading, and every refusal is one clear line.
 
 use crate::support::workspace;
-use bottle::driver::native::{LoadPolicy, NativeDriver, NativeError};
+use bottle::run::driver::native::{LoadPolicy, NativeDriver, NativeError};
 use bottle_driver_sdk::Request;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -320,7 +320,7 @@ fn a_driver_installed_with_bottle_loads_unpinned_and_a_driver_dir_one_still_asks
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Owned by someone else than the binary's owner: the loader says whose it is.
     let p = LoadPolicy::new(
-        Some(bottle::driver::native::InstallDir {
+        Some(bottle::run::driver::native::InstallDir {
             dir: home.path().to_owned(),
             owner: 4242,
         }),

@@ -149,12 +149,12 @@ impl Sandbox {
     /// in the project's `agents/` confirmed as the user would have (see
     /// [`Sandbox::bottle_unconfirmed`]).
     pub fn bottle(&self) -> Command {
-        let store = bottle::consent::Store::new(&self.dir.path().join("config/bottle"));
+        let store = bottle::plan::consent::Store::new(&self.dir.path().join("config/bottle"));
         for e in std::fs::read_dir(self.project().join("agents")).expect("agents/") {
             let path = e.expect("entry").path();
             let text = std::fs::read(&path).expect("read agent");
             store
-                .record(&bottle::consent::digest(&text), &path)
+                .record(&bottle::plan::consent::digest(&text), &path)
                 .expect("confirm");
         }
         self.bottle_unconfirmed()

@@ -103,9 +103,9 @@ pub struct Run<'a> {
 /// with how long each grant lasts. A decision the queue holds and the host never recorded is
 /// kept too, as the bundle's (the queue is writable from it).
 pub fn asks_and_decisions(
-    asked: &[crate::approvals::Asked],
+    asked: &[crate::live::requests::Asked],
     decided: &[bottle_contract::supervise::Decision],
-    approved: &crate::approved::Approved,
+    approved: &crate::live::granted::Approved,
 ) -> Vec<Event> {
     let mut out = Vec::new();
     let decision = |d: &bottle_contract::supervise::Decision, granted: &str, writer: String| {
@@ -175,8 +175,8 @@ pub fn asks_and_decisions(
 /// The host's records of what changed under the running agent: each live apply from its
 /// journal, and each grant it ended.
 pub fn live_changes(
-    journal: &[crate::live::Journaled],
-    approved: &crate::approved::Approved,
+    journal: &[crate::live::apply::Journaled],
+    approved: &crate::live::granted::Approved,
 ) -> Vec<Event> {
     let mut out: Vec<Event> = journal
         .iter()
@@ -222,19 +222,19 @@ pub fn live_changes(
 #[derive(Debug, Clone, Default)]
 pub struct HostRecords {
     /// The bottle's requests (with the queue's copy of their decisions).
-    pub asked: Vec<crate::approvals::Asked>,
+    pub asked: Vec<crate::live::requests::Asked>,
     /// The host's own record of the human's decisions.
     pub decided: Vec<bottle_contract::supervise::Decision>,
     /// The run's approvals as they stand at teardown.
-    pub approved: crate::approved::Approved,
+    pub approved: crate::live::granted::Approved,
     /// The changes applied live.
-    pub journal: Vec<crate::live::Journaled>,
+    pub journal: Vec<crate::live::apply::Journaled>,
     /// The bundle's deaths and restarts during the run.
-    pub bundle: Vec<crate::docker::watch::BundleEvent>,
+    pub bundle: Vec<crate::run::docker::watch::BundleEvent>,
 }
 
 /// The host's record of the bundle's deaths and restarts.
-pub fn bundle_events(recorded: &[crate::docker::watch::BundleEvent]) -> Vec<Event> {
+pub fn bundle_events(recorded: &[crate::run::docker::watch::BundleEvent]) -> Vec<Event> {
     recorded
         .iter()
         .map(|b| {
@@ -323,7 +323,7 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
 /// Write `text` as the ledger in `state_dir`, whole (0600: it names what the agent asked
 /// for): a reader sees the last checkpoint or this one, never a part.
 pub fn write(state_dir: &Path, text: &str) -> std::io::Result<()> {
-    crate::live::write_whole(&state_dir.join(super::LEDGER_FILE), text.as_bytes(), 0o600)
+    crate::live::apply::write_whole(&state_dir.join(super::LEDGER_FILE), text.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -392,7 +392,7 @@ mod tests {
             decided: "2026-12-05T10:00:01Z".into(),
             by: by.into(),
         };
-        let asked = crate::approvals::Asked {
+        let asked = crate::live::requests::Asked {
             slug: "a-1".into(),
             request: Request {
                 id: "r1".into(),
@@ -409,7 +409,7 @@ mod tests {
             problem: None,
             grant: None,
         };
-        let approved = crate::approved::Approved::default();
+        let approved = crate::live::granted::Approved::default();
         let events = asks_and_decisions(std::slice::from_ref(&asked), &[], &approved);
         assert_eq!(events[1].writer, "bundle/supervise");
         let events = asks_and_decisions(&[asked], &[decision("bottle approve")], &approved);
@@ -420,13 +420,14 @@ mod tests {
 
     #[test]
     fn live_applies_and_ended_grants_are_the_hosts_records_in_time_order() {
-        let mut grant = crate::approved::Access::checked("docs.example.com", Some("/v2/")).unwrap();
+        let mut grant =
+            crate::live::granted::Access::checked("docs.example.com", Some("/v2/")).unwrap();
         grant.request = "r7".into();
         grant.until = Some("2026-12-05T10:10:00Z".into());
         grant.ended = Some("2026-12-05T10:10:00Z".into());
         let host = HostRecords {
-            approved: crate::approved::Approved::default().with(grant),
-            journal: vec![crate::live::Journaled {
+            approved: crate::live::granted::Approved::default().with(grant),
+            journal: vec![crate::live::apply::Journaled {
                 time: "2026-12-05T10:00:00Z".into(),
                 change: "approve r7: docs.example.com/v2/…".into(),
                 plan_before: "aa".into(),

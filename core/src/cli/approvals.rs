@@ -2,8 +2,8 @@
 
 use super::manage::state_root;
 use anyhow::Result;
-use bottle::approvals::{self, ApproveOptions, Asked, QueueWatch};
 use bottle::hostenv::HostEnv;
+use bottle::live::requests::{self, ApproveOptions, Asked, QueueWatch};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,14 +33,14 @@ fn row(a: &Asked) -> String {
 }
 
 /// What is left of grant `g` at `now`, in words.
-fn remaining(g: &bottle::approved::Access, now: std::time::SystemTime) -> String {
+fn remaining(g: &bottle::live::granted::Access, now: std::time::SystemTime) -> String {
     if let Some(at) = g.ended_by(now) {
         return format!("ended at {at}");
     }
     let time = g
         .until
         .as_deref()
-        .and_then(|t| bottle::approved::parse_time(t).ok())
+        .and_then(|t| bottle::live::granted::parse_time(t).ok())
         .map(|t| {
             let left = t.duration_since(now).unwrap_or_default();
             let left = std::time::Duration::from_secs(left.as_secs());
@@ -66,7 +66,7 @@ const HEADER: &str =
 /// `bottle approvals [SLUG] [--json] [--watch]`.
 pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -> Result<ExitCode> {
     let root = state_root(env)?;
-    let all = approvals::list(&root, slug);
+    let all = requests::list(&root, slug);
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
@@ -112,7 +112,7 @@ pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -
         .collect();
     loop {
         watcher.wait(Duration::from_secs(1));
-        for a in approvals::list(&root, slug) {
+        for a in requests::list(&root, slug) {
             let status = a.status();
             if seen.get(&a.request.id) != Some(&status) {
                 println!("{}", row(&a));
@@ -132,7 +132,7 @@ pub(super) fn approve(
 ) -> Result<ExitCode> {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
     let root = state_root(env)?;
-    let pending = approvals::prepare_approval(env, &root, id, &opts)?;
+    let pending = requests::prepare_approval(env, &root, id, &opts)?;
     print!("{}", pending.describe());
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -144,20 +144,20 @@ pub(super) fn approve(
         std::io::stdout().flush()?;
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        if !bottle::consent::is_yes(&line) {
+        if !bottle::plan::consent::is_yes(&line) {
             println!("not granted; the request stays open (`bottle reject {id}` refuses it)");
             return Ok(ExitCode::from(1));
         }
     }
     let started = std::time::Instant::now();
-    let done = approvals::grant(env, &root, pending, &opts.note, &now())?;
+    let done = requests::grant(env, &root, pending, &opts.note, &now())?;
     println!(
         "approved {id} ({}): the agent can reach {}, no credential; in effect now ({}, {} ms); ends {}",
         done.asked.slug,
         done.access.describe(),
         done.confirmed,
         started.elapsed().as_millis(),
-        approvals::ends(&done.access)
+        requests::ends(&done.access)
     );
     if let Some(file) = &done.persisted {
         println!("kept for later runs in {}", file.display());
@@ -168,7 +168,7 @@ pub(super) fn approve(
 /// `bottle reject ID [--note N]`.
 pub(super) fn reject(env: &HostEnv, id: &str, note: &str) -> Result<ExitCode> {
     let root = state_root(env)?;
-    let asked = approvals::reject(&root, id, note, &now(), "bottle reject")?;
+    let asked = requests::reject(&root, id, note, &now(), "bottle reject")?;
     println!(
         "rejected {id} ({}: {}); the agent sees it within a second",
         asked.slug, asked.request.host
@@ -179,6 +179,6 @@ pub(super) fn reject(env: &HostEnv, id: &str, note: &str) -> Result<ExitCode> {
 /// `bottle dashboard`.
 pub(super) fn dashboard(env: &HostEnv) -> Result<ExitCode> {
     let root = state_root(env)?;
-    bottle::dashboard::run(env, &root, now)?;
+    bottle::live::dashboard::run(env, &root, now)?;
     Ok(ExitCode::SUCCESS)
 }

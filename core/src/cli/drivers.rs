@@ -1,13 +1,13 @@
 //! `bottle drivers list` and `bottle drivers check`.
 
 use anyhow::Result;
-use bottle::driver::native::NativeDriver;
 use bottle::hostenv::HostEnv;
+use bottle::run::driver::native::NativeDriver;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<ExitCode> {
-    let policy = bottle::driver::policy(env, dirs)?;
+    let policy = bottle::run::driver::policy(env, dirs)?;
     let mut failed = 0;
     for path in paths {
         let checked = NativeDriver::load(path, &policy)
@@ -40,8 +40,8 @@ pub(super) fn check(env: &HostEnv, paths: &[PathBuf], dirs: &[PathBuf]) -> Resul
 }
 
 pub(super) fn list(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
-    let policy = bottle::driver::policy(env, dirs)?;
-    let surveyed = bottle::driver::survey(&policy);
+    let policy = bottle::run::driver::policy(env, dirs)?;
+    let surveyed = bottle::run::driver::survey(&policy);
     if surveyed.is_empty() {
         println!("no driver files in: {}", policy.dirs_text());
     }

@@ -3,9 +3,9 @@
 use super::runtime;
 use anyhow::{Context, Result};
 use bollard::query_parameters::LogsOptionsBuilder;
-use bottle::docker::{self, down, images, inventory};
-use bottle::driver::{self, Driver as _, Fleet, Part, Teardown, Work};
 use bottle::hostenv::HostEnv;
+use bottle::run::docker::{self, down, images, inventory};
+use bottle::run::driver::{self, Driver as _, Fleet, Part, Teardown, Work};
 use bottle::state;
 use bottle_contract::layout;
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub(super) fn state_root(env: &HostEnv) -> Result<PathBuf> {
-    bottle::prepare::default_state_root(env).map_err(anyhow::Error::msg)
+    bottle::plan::prepare::default_state_root(env).map_err(anyhow::Error::msg)
 }
 
 fn age(created: i64) -> String {
@@ -399,7 +399,7 @@ fn confirm(question: &str) -> Result<bool> {
     std::io::stdout().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(bottle::consent::is_yes(&answer))
+    Ok(bottle::plan::consent::is_yes(&answer))
 }
 
 pub(super) fn cleanup(

@@ -2,19 +2,19 @@
 
 use super::{RunArgs, plugins::load_all, runtime};
 use anyhow::{Context, Result};
-use bottle::consent;
 use bottle::hostenv::HostEnv;
-use bottle::policy::Grants;
-use bottle::prepare::{self, RunRequest};
-use bottle::runner::{self, LaunchOptions};
-use bottle::verify::Mode;
+use bottle::plan::consent;
+use bottle::plan::policy::Grants;
+use bottle::plan::prepare::{self, RunRequest};
+use bottle::run::runner::{self, LaunchOptions};
+use bottle::run::verify::Mode;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// `bottle run` (and `bottle verify`, a run in [`Mode::Only`]); `json` prints the suite's
 /// report as JSON.
 pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Result<ExitCode> {
-    let phases = std::sync::Arc::new(bottle::phases::Phases::default());
+    let phases = std::sync::Arc::new(bottle::run::phases::Phases::default());
     // Read before anything is made: a bad value leaves nothing behind.
     let ledger_seal_every = match env.nonempty("BOTTLE_LEDGER_SEAL_SECS") {
         None => runner::LEDGER_SEAL_EVERY,
@@ -32,13 +32,13 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let project_dir = std::env::current_dir().context("cannot read the current dir")?;
     let config_dir = env.config_dir();
     let manifest_file =
-        bottle::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())?;
-    let mut manifest = bottle::manifest::load(&manifest_file, env)?;
+        bottle::plan::manifest::find(&args.bottle.agent, &project_dir, config_dir.as_deref())?;
+    let mut manifest = bottle::plan::manifest::load(&manifest_file, env)?;
     // Accesses the user approved with `bottle approve --persist` in earlier runs.
     let approved = match &config_dir {
         Some(dir) => {
-            let file = bottle::approved::persisted_path(dir, &manifest.name);
-            let approved = bottle::approved::Approved::load(&file)?;
+            let file = bottle::live::granted::persisted_path(dir, &manifest.name);
+            let approved = bottle::live::granted::Approved::load(&file)?;
             let added = approved
                 .apply(&mut manifest, std::time::SystemTime::now())
                 .with_context(|| {
@@ -57,7 +57,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             }
             approved
         }
-        None => bottle::approved::Approved::default(),
+        None => bottle::live::granted::Approved::default(),
     };
     let mut grants = Grants::default();
     for (plugin, grant) in &args.bottle.grants {
@@ -71,14 +71,14 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     };
     let base_image = env
         .nonempty("BOTTLE_BASE_IMAGE")
-        .unwrap_or(bottle::docker::images::DEFAULT_BASE_IMAGE)
+        .unwrap_or(bottle::run::docker::images::DEFAULT_BASE_IMAGE)
         .to_owned();
     // Decided before planning, so the plan is what will run: no pipelock in the bundle means
     // egress dials out itself.
     let pipelock_override = env.nonempty("BOTTLE_PIPELOCK");
     let (pipelock, pipelock_note) = {
         let rt = runtime()?;
-        let fact = rt.block_on(bottle::driver::docker::pipelock_in_bundle(
+        let fact = rt.block_on(bottle::run::driver::docker::pipelock_in_bundle(
             args.dry_run,
             &base_image,
             pipelock_override,
@@ -91,7 +91,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let socket = env
         .docker_socket()
         .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
-    let protected = bottle::workdir::protected_dirs(
+    let protected = bottle::plan::workdir::protected_dirs(
         env.home().as_deref(),
         Some(&state_root),
         env.cache_dir().as_deref(),
@@ -143,11 +143,11 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
             .backend
             .clone()
             .unwrap_or_else(|| req.manifest.backend.clone());
-        let policy = bottle::driver::policy(env, &args.bottle.drivers.driver_dirs)?;
-        let driver = bottle::driver::Kind::for_backend(&backend, &policy)?;
-        if let bottle::driver::Kind::Native(_) = driver
+        let policy = bottle::run::driver::policy(env, &args.bottle.drivers.driver_dirs)?;
+        let driver = bottle::run::driver::Kind::for_backend(&backend, &policy)?;
+        if let bottle::run::driver::Kind::Native(_) = driver
             && let Some(why) =
-                bottle::driver::adapter::natively_unsupported(req.manifest.cwd, &backend)
+                bottle::run::driver::adapter::natively_unsupported(req.manifest.cwd, &backend)
         {
             anyhow::bail!("{}: {why}", req.manifest.file.display());
         }
@@ -177,7 +177,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         return Ok(ExitCode::SUCCESS);
     }
     let driver = driver.expect("set for every run but a dry one");
-    if let bottle::driver::Kind::Manifests = driver {
+    if let bottle::run::driver::Kind::Manifests = driver {
         return hand_off(&prepared);
     }
     let opts = LaunchOptions {
@@ -256,14 +256,14 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
 
 /// A backend with no live engine (Kubernetes): complete the manifests, say how to apply them.
 fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
-    use bottle::driver::manifests::{Credential, CredentialSource};
+    use bottle::run::driver::manifests::{Credential, CredentialSource};
     p.mint_keys()?;
     // The run's hop token: in the agent's files (which become Secrets) and in a private file
     // the credentials Secret is made from; never in argv.
-    let hop = bottle::runner::mint_hop_token()?;
+    let hop = bottle::run::runner::mint_hop_token()?;
     p.fill_hop_token(Some(&hop))?;
     let hop_file = p.state_dir.join("kubernetes/hop-token");
-    bottle::live::write_whole(&hop_file, hop.as_bytes(), 0o600)
+    bottle::live::apply::write_whole(&hop_file, hop.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", hop_file.display()))?;
     let stack = &p.plan.stack;
     let from_file = |key: &str| Credential {
@@ -293,7 +293,7 @@ fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
                 .then(|| from_file(bottle_contract::names::HOP_TOKEN_HOST_ENV)),
         )
         .collect();
-    let h = bottle::driver::manifests::hand_off(&p.state_dir, &p.slug, &credentials)?;
+    let h = bottle::run::driver::manifests::hand_off(&p.state_dir, &p.slug, &credentials)?;
     eprintln!(
         "bottle {}: the {} backend has no driver for a live cluster here; its manifests are in {} (the state dir holds the bottle's CA keys: keep it private)",
         p.slug,

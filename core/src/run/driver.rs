@@ -1,6 +1,6 @@
 //! Drivers: what runs a planned bottle, one contract ([`Driver`]) for every backend.
 //!
-//! Every launch ([`crate::runner::launch`]) and every `bottle ps`, `logs`, `stop` and
+//! Every launch ([`crate::run::runner::launch`]) and every `bottle ps`, `logs`, `stop` and
 //! `cleanup` goes through [`Driver`]; which one runs a backend is its [`Kind`]:
 //!
 //! - [`Kind::Docker`]: Docker, driven in process through its API ([`docker::DockerDriver`]).
@@ -21,8 +21,8 @@ pub mod docker;
 pub mod manifests;
 pub mod native;
 
-use crate::prepare::Prepared;
-use crate::runner::{LaunchError, LaunchOptions};
+use crate::plan::prepare::Prepared;
+use crate::run::runner::{LaunchError, LaunchOptions};
 use native::{InstallDir, LoadPolicy, NativeDriver, NativeError};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -78,7 +78,7 @@ pub trait Driver: Send + Sync {
 /// A bottle brought up by [`Driver::up`], ready for its agent's command.
 pub trait Started<'a>: Send {
     /// The escape suite's report, when it ran during bring-up (`bottle verify`).
-    fn report(&self) -> Option<crate::verify::Report>;
+    fn report(&self) -> Option<crate::run::verify::Report>;
 
     /// Run the agent's command with the user's terminal attached; its exit code.
     fn attach(self: Box<Self>) -> BoxFuture<'a, Result<i64, LaunchError>>;

@@ -7,9 +7,9 @@
 //! [`report`] and runs only once the user has confirmed that exact text (its SHA-256): at a
 //! prompt, or with `--yes`. A changed manifest is new again.
 
-use crate::manifest::CwdMode;
-use crate::manifest::Manifest;
-use crate::policy::Grants;
+use crate::plan::manifest::CwdMode;
+use crate::plan::manifest::Manifest;
+use crate::plan::policy::Grants;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -254,7 +254,7 @@ mod tests {
         let file = dir.join("agents/a.yaml");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, text).unwrap();
-        crate::manifest::load(&file, &crate::hostenv::HostEnv::default()).unwrap()
+        crate::plan::manifest::load(&file, &crate::hostenv::HostEnv::default()).unwrap()
     }
 
     const ROUTED: &str = "image: img\negress:\n  routes:\n    - host: api.example.com\n      auth: {scheme: Bearer, token_ref: AWS_SECRET_ACCESS_KEY}\n";

@@ -189,7 +189,7 @@ impl Layer {
 /// A user named by name is resolved in the image, which bottle cannot see here: it is let
 /// through. Supplementary groups are not known either; only the primary group counts.
 pub fn check_writable(dir: &Path, user: &str, manifest: &Path) -> Result<(), LayerError> {
-    let Some((uid, gid)) = crate::confine::Confinement::numeric_ids(user) else {
+    let Some((uid, gid)) = crate::run::confine::Confinement::numeric_ids(user) else {
         return Ok(());
     };
     let meta = std::fs::metadata(dir).map_err(io(dir))?;

@@ -8,7 +8,7 @@
 //! names, id 0). A route whose `allow:` lifts every candidate gets a SKIP saying so, never a
 //! request the user allowed.
 
-use crate::manifest::Manifest;
+use crate::plan::manifest::Manifest;
 use bottle_contract::egress::RuleOutcome;
 use bottle_contract::egress::forge::Forge;
 use bottle_probe::{Finding, RuledRequest};
@@ -192,7 +192,7 @@ mod tests {
     fn manifest(egress: &str) -> Manifest {
         let text = format!("image: x\ncwd: none\negress:\n{egress}");
         let env = crate::hostenv::HostEnv::from_vars([("HOME".to_owned(), "/home/u".to_owned())]);
-        crate::manifest::parse(std::path::Path::new("agents/demo.yaml"), &text, &env).unwrap()
+        crate::plan::manifest::parse(std::path::Path::new("agents/demo.yaml"), &text, &env).unwrap()
     }
 
     #[test]

@@ -8,11 +8,11 @@
 //!
 //! An access may end by itself (`bottle approve --for 10m --uses 5`): it then becomes a route
 //! of its own with a [`GrantLimit`] egress enforces at each request, and once its time is up
-//! the host marks it `ended` and takes the route out live ([`crate::live::end_due`]); egress
+//! the host marks it `ended` and takes the route out live ([`crate::live::apply::end_due`]); egress
 //! keeps naming it when it refuses what it covered.
 
-use crate::manifest::Manifest;
 use crate::model::EgressRoute;
+use crate::plan::manifest::Manifest;
 use bottle_contract::egress::{EndedGrant, GrantLimit};
 use bottle_contract::supervise::validate;
 use serde::{Deserialize, Serialize};
@@ -265,7 +265,7 @@ impl Approved {
                 .create(dir)
                 .map_err(io)?;
         }
-        crate::live::write_whole(file, text.as_bytes(), 0o600).map_err(io)
+        crate::live::apply::write_whole(file, text.as_bytes(), 0o600).map_err(io)
     }
 
     /// Lay these approvals over `manifest` as they stand at `now`: a host joins its allowlist,
@@ -381,7 +381,7 @@ fn pass_to_egress(
     }
     let table = manifest
         .settings
-        .entry(crate::manifest::ROUTES_PLUGIN.to_owned())
+        .entry(crate::plan::manifest::ROUTES_PLUGIN.to_owned())
         .or_insert_with(|| serde_json::json!({}));
     let json = |v: serde_json::Result<serde_json::Value>| {
         v.map_err(|e| ApprovedError::Refused(format!("cannot pass the grants to egress: {e}")))
@@ -452,7 +452,7 @@ mod tests {
     use crate::hostenv::HostEnv;
 
     fn manifest() -> Manifest {
-        crate::manifest::parse(
+        crate::plan::manifest::parse(
             Path::new("/agents/coder.yaml"),
             "image: a\negress:\n  allowlist: [pypi.org]\n  routes:\n    - host: api.github.com\n      path_allowlist: [/repos/]\n      auth: {scheme: Bearer, token_ref: GH}\n    - host: docs.example.com\n      path_allowlist: [/v1/]\n",
             &HostEnv::from_vars([]),

@@ -4,10 +4,10 @@
 //! column; the checks after that locate the offending text themselves. Every error names the
 //! file, the line and column, the field, and the fix.
 
-use crate::confine::{Resources, UserChoice};
 use crate::hostenv::HostEnv;
 use crate::model::{Agent, Bottle, EgressRoute, EnvMap, GitUpstream, RouteAuth};
-use crate::policy::{Declared, Grant, Grants};
+use crate::plan::policy::{Declared, Grant, Grants};
+use crate::run::confine::{Resources, UserChoice};
 use bottle_contract::egress::dlp::DlpPolicy;
 use bottle_contract::gate::PushPolicy;
 use serde::Deserialize;
@@ -83,7 +83,7 @@ impl fmt::Display for ManifestError {
 #[serde(rename_all = "lowercase")]
 pub enum CwdMode {
     /// Your dir at the agent's workdir, as a layer the agent writes into; its work comes back
-    /// into your dir at the end ([`crate::workdir`]).
+    /// into your dir at the end ([`crate::plan::workdir`]).
     #[default]
     Mount,
     /// Copied into the agent at launch; the host copy is untouched.
@@ -576,7 +576,7 @@ pub fn parse(file: &Path, text: &str, env: &HostEnv) -> Result<Manifest, Manifes
         user,
         resources,
         bundle_resources,
-        digest: crate::consent::digest(text.as_bytes()),
+        digest: crate::plan::consent::digest(text.as_bytes()),
         text: text.to_owned(),
     })
 }
@@ -1240,8 +1240,8 @@ fn parse_limits(
 ) -> Result<Resources, ManifestError> {
     let mut r = defaults;
     if let Some(m) = raw.memory {
-        r.memory =
-            crate::confine::parse_size(&m).map_err(|e| loc.at(&m, format!("{field}.memory"), e))?;
+        r.memory = crate::run::confine::parse_size(&m)
+            .map_err(|e| loc.at(&m, format!("{field}.memory"), e))?;
         if r.memory < 64 << 20 {
             return Err(loc.at(
                 &m,

@@ -5,8 +5,8 @@
 //! (Go's `x509.ParseECPrivateKey`) refuses PKCS#8. Modes: keys 0600, certs 0644, a combined
 //! cert+key PEM 0644 (the egress daemon reads it as uid 1000 through a bind mount), every dir 0700.
 
-use crate::merge::AGENT_CA_BUNDLE_STATE_PATH;
 use crate::model::{CaPaths, CaRequest};
+use crate::plan::merge::AGENT_CA_BUNDLE_STATE_PATH;
 use p256::pkcs8::DecodePrivateKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -225,7 +225,7 @@ mod tests {
     fn files_land_with_their_modes_and_the_bundle_has_both_parts() {
         let dir = tempfile::tempdir().unwrap();
         let reqs = [req("pipelock", false, false), req("egress", true, true)];
-        let paths: Vec<CaPaths> = reqs.iter().map(crate::planner::ca_paths).collect();
+        let paths: Vec<CaPaths> = reqs.iter().map(crate::plan::planner::ca_paths).collect();
         mint_all(dir.path(), &reqs, &paths).unwrap();
         let mode = |p: &str| {
             std::fs::metadata(dir.path().join(p))

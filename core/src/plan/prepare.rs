@@ -4,12 +4,12 @@
 //! `--dry-run` stops there; a real launch (next: keys, bring-up, attach) starts from the
 //! returned [`Prepared`].
 
-use crate::confine::Confinement;
-use crate::manifest::{CwdMode, Manifest, ManifestError};
 use crate::model::{Mount, MountSource};
-use crate::planner::{self, BottlePlan, PlanError, PlanRequest};
+use crate::plan::manifest::{CwdMode, Manifest, ManifestError};
+use crate::plan::planner::{self, BottlePlan, PlanError, PlanRequest};
+use crate::plan::policy::Grants;
 use crate::plugin::PluginSet;
-use crate::policy::Grants;
+use crate::run::confine::Confinement;
 use crate::state::{self, Metadata, StateError};
 use std::path::PathBuf;
 
@@ -30,20 +30,20 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Reuse this slug instead of minting one (`--slug`).
     pub slug: Option<String>,
-    /// Whether the bundle carries pipelock (see [`crate::driver::docker::pipelock_in_bundle`]);
+    /// Whether the bundle carries pipelock (see [`crate::run::driver::docker::pipelock_in_bundle`]);
     /// without it the pipelock plugin is left out and egress dials out itself.
     pub pipelock: bool,
     /// How that was decided, when not from a built bundle image.
     pub pipelock_note: Option<String>,
     /// The host's Docker socket when `DOCKER_HOST` names one (no plugin mounts it ungranted).
     pub docker_socket: Option<String>,
-    /// Host dirs `cwd: mount` may never hand the agent (see [`crate::workdir`]).
-    pub protected: Vec<crate::workdir::Protected>,
+    /// Host dirs `cwd: mount` may never hand the agent (see [`crate::plan::workdir`]).
+    pub protected: Vec<crate::plan::workdir::Protected>,
     /// `--plugin-dir`s, recorded so a live approval loads the same plugins.
     pub plugin_dirs: Vec<PathBuf>,
     /// Accesses approved earlier (`bottle approve --persist`), already laid over `manifest`;
     /// they start this run's approvals.
-    pub approved: crate::approved::Approved,
+    pub approved: crate::live::granted::Approved,
 }
 
 /// A prepared bottle: plan computed, state dir written.
@@ -79,14 +79,14 @@ pub const PIPELOCK_PLUGIN: &str = "pipelock";
 impl Prepared {
     /// Mint the CAs every sidecar asked for into the state dir (a real run; a dry run mints
     /// none).
-    pub fn mint_keys(&self) -> Result<(), crate::keys::KeyError> {
+    pub fn mint_keys(&self) -> Result<(), crate::run::keys::KeyError> {
         let requests: Vec<_> = self
             .plan
             .sidecars
             .iter()
             .flat_map(|s| s.plan.cas.iter().cloned())
             .collect();
-        crate::keys::mint_all(&self.state_dir, &requests, &self.plan.cas)
+        crate::run::keys::mint_all(&self.state_dir, &requests, &self.plan.cas)
     }
 
     /// Put `token` in place of the hop token's placeholder in the files this bottle's agent
@@ -122,7 +122,7 @@ impl Prepared {
                     .replace(&format!("{PLACEHOLDER}/"), "")
                     .replace(PLACEHOLDER, ""),
             };
-            crate::live::write_whole(&path, filled.as_bytes(), file_mode(&path))
+            crate::live::apply::write_whole(&path, filled.as_bytes(), file_mode(&path))
                 .map_err(|error| crate::state::StateError::Io { path, error })?;
         }
         Ok(())
@@ -166,7 +166,7 @@ pub enum PrepareError {
         /// The manifest file, for context.
         file: String,
         /// What was refused.
-        error: crate::docker::admit::Refused,
+        error: crate::run::docker::admit::Refused,
     },
     /// The state dir could not be written.
     #[error(transparent)]
@@ -221,7 +221,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
     grants.extend(&req.grants);
     check_overrides(plugins, req, &grants)?;
     if manifest.cwd == CwdMode::Mount
-        && let Some(why) = crate::workdir::refusal(&req.cwd, &req.protected)
+        && let Some(why) = crate::plan::workdir::refusal(&req.cwd, &req.protected)
     {
         return Err(PrepareError::UnsafeCwd {
             file: req.manifest.file.display().to_string(),
@@ -229,7 +229,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             why,
         });
     }
-    if let crate::confine::UserChoice::Named(user) = &manifest.user
+    if let crate::run::confine::UserChoice::Named(user) = &manifest.user
         && manifest.user.is_root()
         && !grants.agent_root()
     {
@@ -246,7 +246,7 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
             .env
             .get("HOME")
             .cloned()
-            .unwrap_or_else(|| crate::confine::DEFAULT_HOME.to_owned()),
+            .unwrap_or_else(|| crate::run::confine::DEFAULT_HOME.to_owned()),
         resources: manifest.resources,
         workdir_volume: manifest.cwd != CwdMode::Mount,
     };
@@ -262,14 +262,14 @@ pub fn prepare(plugins: &PluginSet, req: &RunRequest) -> Result<Prepared, Prepar
         plugins: plan.plugins.clone(),
         dry_run: req.dry_run,
     };
-    let record = crate::live::RunRecord::of(req);
+    let record = crate::live::apply::RunRecord::of(req);
     let mut records = vec![(
-        crate::live::RUN_FILE,
+        crate::live::apply::RUN_FILE,
         state::pretty_json(&record).into_bytes(),
     )];
     if !req.approved.access.is_empty() {
         let text = serde_yaml::to_string(&req.approved).unwrap_or_default();
-        records.push((crate::approved::APPROVED_FILE, text.into_bytes()));
+        records.push((crate::live::granted::APPROVED_FILE, text.into_bytes()));
     }
     let (state_dir, lock) = state::write(&req.state_root, &slug, &plan, &metadata, &records)?;
     Ok(Prepared {
@@ -349,7 +349,7 @@ fn plan_bottle(
         file: req.manifest.file.display().to_string(),
         error,
     })?;
-    crate::docker::admit::admit(&plan).map_err(|error| PrepareError::Admission {
+    crate::run::docker::admit::admit(&plan).map_err(|error| PrepareError::Admission {
         file: req.manifest.file.display().to_string(),
         error,
     })?;
@@ -357,7 +357,7 @@ fn plan_bottle(
 }
 
 /// Plan `req`'s bottle again, as it runs in `state_dir`: a live approval's new plan, which
-/// [`crate::live`] compares with the running one.
+/// [`crate::live::apply`] compares with the running one.
 pub fn replan(
     plugins: &PluginSet,
     req: &RunRequest,
@@ -374,7 +374,7 @@ pub fn replan(
 }
 
 /// `cwd: mount`: the working dir, read-write as the agent sees it. The host never hands the
-/// agent your dir itself: on Docker it mounts the agent's layer over it ([`crate::workdir`]),
+/// agent your dir itself: on Docker it mounts the agent's layer over it ([`crate::plan::workdir`]),
 /// so what the agent writes reaches your dir only at teardown, checked.
 fn cwd_mounts(cwd: &std::path::Path, workdir: &str) -> Vec<Mount> {
     vec![Mount {

@@ -3,7 +3,7 @@
 use super::inventory::SLUG_LABEL;
 use super::project::{self, ComposeFile, ComposeService as Service};
 use super::{DockerError, api, pool};
-use crate::confine::Confinement;
+use crate::run::confine::Confinement;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Ipam, IpamConfig, Mount,
@@ -63,9 +63,9 @@ pub struct UpRequest<'a> {
     /// What the host imposes on the agent.
     pub agent: AgentRun<'a>,
     /// The sidecar bundle's limits (memory, processes, CPUs).
-    pub bundle: crate::confine::Resources,
+    pub bundle: crate::run::confine::Resources,
     /// The run's clock.
-    pub phases: &'a crate::phases::Phases,
+    pub phases: &'a crate::run::phases::Phases,
     /// bottle's settings (the address pool its networks' subnets come from).
     pub config: &'a crate::config::BottleConfig,
 }
@@ -160,7 +160,7 @@ fn security_opt(key: &str, s: &Service) -> Vec<String> {
     opts
 }
 
-/// What the host imposes on the agent container at creation (see [`crate::confine`]).
+/// What the host imposes on the agent container at creation (see [`crate::run::confine`]).
 #[derive(Debug, Clone)]
 pub struct AgentRun<'a> {
     /// The limits and choices.
@@ -170,8 +170,8 @@ pub struct AgentRun<'a> {
     /// The escape-suite probe binary on the host, mounted for `bottle verify`.
     pub probe: Option<String>,
     /// `cwd: mount`: the agent's layer over your dir, mounted at its workdir in place of your
-    /// dir itself ([`crate::workdir::layer`]).
-    pub layer: Option<&'a crate::workdir::layer::Layer>,
+    /// dir itself ([`crate::plan::workdir::layer`]).
+    pub layer: Option<&'a crate::plan::workdir::layer::Layer>,
 }
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no

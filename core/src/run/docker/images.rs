@@ -126,7 +126,7 @@ impl PipelockPin {
 /// The label saying whether the bundle carries pipelock.
 pub const PIPELOCK_LABEL: &str = "io.bottle.pipelock";
 
-const DOCKERFILE: &str = include_str!("../../images/sidecars/Dockerfile");
+const DOCKERFILE: &str = include_str!("../../../images/sidecars/Dockerfile");
 
 include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
 

@@ -5,9 +5,9 @@
 use super::docker::{DockerDriver, ensure_bundle_image, orphan_probe, sweep};
 use super::native::NativeDriver;
 use super::{BUNDLE_COMPOSE_FILE, BoxFuture, Driver, Launch, Part, Started, Teardown};
-use crate::docker::{DockerError, attach, images, project, up};
-use crate::runner::{LaunchError, blocking, host_value, mint_hop_token};
-use crate::verify;
+use crate::run::docker::{DockerError, attach, images, project, up};
+use crate::run::runner::{LaunchError, blocking, host_value, mint_hop_token};
+use crate::run::verify;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,8 +47,8 @@ impl NativeAdapter {
 
 /// Why a natively driven `backend` cannot give the agent the working dir as `cwd` says, if it
 /// cannot: only `cwd: none` runs there for now.
-pub fn natively_unsupported(cwd: crate::manifest::CwdMode, backend: &str) -> Option<String> {
-    use crate::manifest::CwdMode;
+pub fn natively_unsupported(cwd: crate::plan::manifest::CwdMode, backend: &str) -> Option<String> {
+    use crate::plan::manifest::CwdMode;
     match cwd {
         CwdMode::None => None,
         CwdMode::Mount => Some(format!(

@@ -10,7 +10,7 @@
 
 use super::project::{ComposeFile, ComposeMount as Mount, ComposeService as Service};
 use crate::model::{MountSource, NetworkRole, Stack};
-use crate::planner::BottlePlan;
+use crate::plan::planner::BottlePlan;
 use std::collections::BTreeSet;
 
 use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};

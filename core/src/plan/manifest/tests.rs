@@ -432,7 +432,7 @@ fn the_file_name_is_the_agent_name() {
 
 #[test]
 fn user_and_resources_parse_with_defaults_and_bad_ones_say_how() {
-    use crate::confine::{DEFAULT_MEMORY, DEFAULT_PIDS, UserChoice};
+    use crate::run::confine::{DEFAULT_MEMORY, DEFAULT_PIDS, UserChoice};
     let m = parse_str("image: x\n").unwrap();
     assert_eq!(m.user, UserChoice::Invoker);
     assert_eq!(
@@ -479,7 +479,7 @@ fn user_and_resources_parse_with_defaults_and_bad_ones_say_how() {
 /// them, checked like the agent's, and leaves the agent's alone.
 #[test]
 fn the_bundle_has_limits_by_default_and_resources_bundle_sets_them() {
-    use crate::confine::{BUNDLE_MEMORY, BUNDLE_PIDS, DEFAULT_MEMORY};
+    use crate::run::confine::{BUNDLE_MEMORY, BUNDLE_PIDS, DEFAULT_MEMORY};
     let m = parse_str("image: x\n").unwrap();
     assert_eq!(
         (

@@ -8,9 +8,9 @@
 
 mod rules;
 
-use crate::docker::project::ComposeFile;
-use crate::docker::{DockerError, api, up};
-use crate::prepare::Prepared;
+use crate::plan::prepare::Prepared;
+use crate::run::docker::project::ComposeFile;
+use crate::run::docker::{DockerError, api, up};
 use bollard::Docker;
 use bottle_contract::layout;
 pub use bottle_probe::{Finding, Plan, Target, Verdict};
@@ -103,7 +103,7 @@ pub fn install_probe(state_dir: &std::path::Path) -> Result<std::path::PathBuf, 
     let path = dir.join("bottle-probe");
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(&path, crate::docker::images::PROBE_BINARY)?;
+        std::fs::write(&path, crate::run::docker::images::PROBE_BINARY)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
     };
     write().map_err(|e| {
@@ -259,7 +259,7 @@ pub async fn run_suite(
         ruled,
     };
     let plan_json = serde_json::to_string(&plan).map_err(|e| DockerError::Host(e.to_string()))?;
-    let env = crate::runner::agent_hop_env(p, hop);
+    let env = crate::run::runner::agent_hop_env(p, hop);
     let ran = tokio::time::timeout(
         PROBE_TIMEOUT,
         exec_probe(
@@ -322,7 +322,7 @@ const BUNDLE_PORT: u16 = 9099;
 /// (at the bundle's egress port, which is open to that bottle's own agent).
 async fn other_bottles(docker: &Docker, slug: &str) -> Result<Vec<Target>, DockerError> {
     let mut out = Vec::new();
-    for c in crate::docker::inventory::containers(docker, None).await? {
+    for c in crate::run::docker::inventory::containers(docker, None).await? {
         if c.slug == slug || c.state != "running" {
             continue;
         }
@@ -482,7 +482,7 @@ async fn host_exchange(addr: SocketAddr, req: Vec<u8>) -> Result<String, String>
 /// What the probe planted in the working dir ([`bottle_probe::PLANTS`]), judged from the host:
 /// your dir must not have it while the bottle runs, and the merge at the end must keep it out.
 fn workdir_plants(p: &Prepared) -> Vec<Finding> {
-    use crate::workdir::{guarded, layer::Layer, merge};
+    use crate::plan::workdir::{guarded, layer::Layer, merge};
     let Ok(Some(layer)) = Layer::load(&p.state_dir) else {
         return vec![Finding::skip(
             "workdir",

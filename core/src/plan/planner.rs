@@ -3,11 +3,11 @@
 //! The result, [`BottlePlan`], is everything a launch needs and everything `--dry-run` shows.
 //! It holds no secret values: secrets appear only as env names.
 
-use crate::merge::{self, MergeError, MergeInput};
 use crate::model::*;
 pub use crate::model::{BottlePlan, PluginRecord, SidecarPlan};
+use crate::plan::merge::{self, MergeError, MergeInput};
+use crate::plan::policy::{self, Declared, Grants, PolicyError, StateGuard};
 use crate::plugin::{CallError, LoadedPlugin, PluginSet};
-use crate::policy::{self, Declared, Grants, PolicyError, StateGuard};
 use crate::state;
 use std::collections::BTreeMap;
 

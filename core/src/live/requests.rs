@@ -4,9 +4,9 @@
 //! `pending/<id>.json` from `bottle-supervise`, `decisions/<id>.json` from here. A decision is
 //! written whole (temp file, fsync, rename), once; the daemon picks it up within 100 ms.
 
-use crate::approved::{Access, Approved, ApprovedError};
 use crate::hostenv::HostEnv;
-use crate::live::{self, LiveError, RunRecord};
+use crate::live::apply::{self, LiveError, RunRecord};
+use crate::live::granted::{Access, Approved, ApprovedError};
 use bottle_contract::supervise::{Decision, Request, Verdict, validate};
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,7 @@ pub fn list(root: &Path, slug: Option<&str>) -> Vec<Asked> {
             continue;
         };
         let decisions = queue_fs::subdir(&queue, "decisions").ok();
-        let approved = Approved::load(&root.join(&slug).join(crate::approved::APPROVED_FILE))
+        let approved = Approved::load(&root.join(&slug).join(crate::live::granted::APPROVED_FILE))
             .unwrap_or_default();
         let mut files: Vec<String> = queue_fs::names(&pending)
             .into_iter()
@@ -381,7 +381,7 @@ pub struct Pending {
     /// Whether it is kept for the agent's later runs (`--persist`).
     pub persist: bool,
     /// The change to the running bottle (empty when it allows it already).
-    pub proposal: live::Proposal,
+    pub proposal: apply::Proposal,
     /// The command that approves it.
     pub by: String,
     record: RunRecord,
@@ -502,14 +502,14 @@ pub fn prepare_approval(
     access.request = asked.request.id.clone();
     limit(&mut access, opts, std::time::SystemTime::now())?;
     let state_dir = root.join(&asked.slug);
-    live::running(&state_dir)?;
+    apply::running(&state_dir)?;
     let record = RunRecord::load(&state_dir)?;
     // Plugins run before any async runtime exists (their WASI host blocks).
     let plugins = crate::plugin::discover(
         &crate::plugin::PluginHost::for_env(env),
         &record.plugin_dirs,
     )?;
-    let proposal = live::propose(&plugins, env, &state_dir, &record, access.clone())?;
+    let proposal = apply::propose(&plugins, env, &state_dir, &record, access.clone())?;
     tracing::debug!(files = proposal.files.len(), "re-planned");
     Ok(Pending {
         id: id.to_owned(),
@@ -568,7 +568,7 @@ fn same_request(a: &Request, b: &Request) -> bool {
 }
 
 /// Grant `pending` (as [`prepare_approval`] worked it out and a human saw it) to its running
-/// bottle live (see [`crate::live`]). The request is read again first and the grant refused if
+/// bottle live (see [`crate::live::apply`]). The request is read again first and the grant refused if
 /// it says otherwise now. The decision is written once the bundle confirms the new config, or
 /// with the reason it did not. `now` is the time to record (RFC 3339).
 pub fn grant(
@@ -605,7 +605,7 @@ pub fn grant(
     let applied = if pending.proposal.is_empty() {
         Ok("nothing to change: the bottle allows it already".to_owned())
     } else {
-        live::apply_blocking(
+        apply::apply_blocking(
             &asked.slug,
             &pending.proposal,
             &format!(
@@ -662,7 +662,7 @@ fn persist(env: &HostEnv, record: &RunRecord, access: Access) -> Result<PathBuf,
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let file = crate::approved::persisted_path(&config, &agent);
+    let file = crate::live::granted::persisted_path(&config, &agent);
     Approved::load(&file)?.with(access).save(&file)?;
     Ok(file)
 }

@@ -4,8 +4,8 @@
 //! no I/O, so a test renders it on ratatui's `TestBackend`. [`run`] is the loop around it:
 //! the terminal, the queue watch, and the approvals the actions ask for.
 
-use crate::approvals::{self, ApproveOptions, Asked, QueueWatch};
 use crate::hostenv::HostEnv;
+use crate::live::requests::{self, ApproveOptions, Asked, QueueWatch};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
@@ -326,7 +326,7 @@ impl Dashboard {
                     l.push(Line::from(format!("refused: {u}")));
                 }
                 if let Some(p) = &a.request.preview {
-                    for line in approvals::preview_lines(p, a.request.failed_url.as_deref()).lines()
+                    for line in requests::preview_lines(p, a.request.failed_url.as_deref()).lines()
                     {
                         l.push(Line::from(line.trim_start().to_owned()));
                     }
@@ -376,11 +376,11 @@ impl Dashboard {
 /// time decisions are stamped with.
 pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<()> {
     let watch = QueueWatch::new(root);
-    let mut dash = Dashboard::new(approvals::list(root, None));
+    let mut dash = Dashboard::new(requests::list(root, None));
     let mut terminal = ratatui::init();
     let mut last_list = std::time::Instant::now();
     // The approval the screen shows for a `y`, worked out and not yet granted.
-    let mut pending: Option<(String, approvals::Pending)> = None;
+    let mut pending: Option<(String, requests::Pending)> = None;
     let result = (|| {
         loop {
             terminal.draw(|f| dash.render(f))?;
@@ -406,7 +406,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                             by: "bottle dashboard".into(),
                             ..ApproveOptions::default()
                         };
-                        match approvals::prepare_approval(env, root, &id, &opts) {
+                        match requests::prepare_approval(env, root, &id, &opts) {
                             Ok(p) => {
                                 dash.confirm(id.clone(), p.describe());
                                 pending = Some((id, p));
@@ -420,7 +420,7 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                         };
                         dash.report(format!("applying {id}…"), false);
                         terminal.draw(|f| dash.render(f))?;
-                        match approvals::grant(env, root, p, "", &now()) {
+                        match requests::grant(env, root, p, "", &now()) {
                             Ok(done) => dash.report(
                                 format!(
                                     "approved {id}: the agent can reach {} now ({})",
@@ -431,20 +431,20 @@ pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<(
                             ),
                             Err(e) => dash.report(e.to_string(), true),
                         }
-                        dash.answered(approvals::list(root, None));
+                        dash.answered(requests::list(root, None));
                     }
                     Action::Reject { id, note } => {
-                        match approvals::reject(root, &id, &note, &now(), "bottle dashboard") {
+                        match requests::reject(root, &id, &note, &now(), "bottle dashboard") {
                             Ok(_) => dash.report(format!("rejected {id}"), false),
                             Err(e) => dash.report(e.to_string(), true),
                         }
-                        dash.answered(approvals::list(root, None));
+                        dash.answered(requests::list(root, None));
                     }
                 }
             }
             // Also every few seconds, for where watching is not possible.
             if watch.wait(Duration::ZERO) || last_list.elapsed() > Duration::from_secs(3) {
-                dash.set_items(approvals::list(root, None));
+                dash.set_items(requests::list(root, None));
                 last_list = std::time::Instant::now();
             }
         }

@@ -80,9 +80,11 @@ pub fn hand_off(
         detail: e.to_string(),
     })?;
     let filled = fill(&text, state_dir, &file)?;
-    crate::live::write_whole(&file, filled.as_bytes(), 0o600).map_err(|e| ManifestError::Io {
-        path: file.clone(),
-        detail: e.to_string(),
+    crate::live::apply::write_whole(&file, filled.as_bytes(), 0o600).map_err(|e| {
+        ManifestError::Io {
+            path: file.clone(),
+            detail: e.to_string(),
+        }
     })?;
     let credentials = (!credentials.is_empty()).then(|| {
         let literals: Vec<String> = credentials
@@ -286,25 +288,27 @@ impl super::Driver for Manifests {
         &'a self,
         _slug: &'a str,
         _state_root: &'a Path,
-    ) -> super::BoxFuture<'a, Result<(), crate::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<(), crate::run::runner::LaunchError>> {
         Box::pin(async { Ok(()) })
     }
 
     fn up<'a>(
         &'a self,
         launch: &'a super::Launch<'a>,
-    ) -> super::BoxFuture<'a, Result<Box<dyn super::Started<'a> + 'a>, crate::runner::LaunchError>>
-    {
+    ) -> super::BoxFuture<
+        'a,
+        Result<Box<dyn super::Started<'a> + 'a>, crate::run::runner::LaunchError>,
+    > {
         let backend = &launch.prepared.plan.backend;
         let why = format!("the {backend} backend hands its manifests over instead of launching");
-        Box::pin(async move { Err(crate::runner::LaunchError::Unsupported(why)) })
+        Box::pin(async move { Err(crate::run::runner::LaunchError::Unsupported(why)) })
     }
 
     fn logs<'a>(
         &'a self,
         _slug: &'a str,
         _state_dir: &'a Path,
-    ) -> super::BoxFuture<'a, Result<String, crate::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<String, crate::run::runner::LaunchError>> {
         Box::pin(async { Ok(String::new()) })
     }
 
@@ -312,14 +316,14 @@ impl super::Driver for Manifests {
         &'a self,
         _slug: &'a str,
         _teardown: super::Teardown<'a>,
-    ) -> super::BoxFuture<'a, Result<(), crate::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<(), crate::run::runner::LaunchError>> {
         Box::pin(async { Ok(()) })
     }
 
     fn list<'a>(
         &'a self,
         _state_root: &'a Path,
-    ) -> super::BoxFuture<'a, Result<Vec<super::Part>, crate::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<Vec<super::Part>, crate::run::runner::LaunchError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }

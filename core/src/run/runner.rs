@@ -1,13 +1,13 @@
-//! A launch, after [`crate::prepare::prepare`], on any backend: one sequence through the
+//! A launch, after [`crate::plan::prepare::prepare`], on any backend: one sequence through the
 //! [`Driver`] contract (probe, up, attach, down), the audit ledger, the state dir retired.
 //! Whatever happens after the probe (an error, a signal in any phase), teardown runs and the
 //! logs are kept.
 
-use crate::docker::{DockerError, watch};
-use crate::driver::{Driver, Launch, Teardown, Work};
-use crate::keys::KeyError;
-use crate::prepare::Prepared;
-use crate::verify;
+use crate::plan::prepare::Prepared;
+use crate::run::docker::{DockerError, watch};
+use crate::run::driver::{Driver, Launch, Teardown, Work};
+use crate::run::keys::KeyError;
+use crate::run::verify;
 use bottle_contract::layout;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub struct LaunchOptions {
     /// Whether the escape suite runs (`bottle verify`, `bottle run --verify`).
     pub verify: verify::Mode,
     /// The run's clock (`-v` logs each phase).
-    pub phases: std::sync::Arc<crate::phases::Phases>,
+    pub phases: std::sync::Arc<crate::run::phases::Phases>,
     /// The host env, for the secrets the bundle and the agent get at launch.
     pub env: crate::hostenv::HostEnv,
     /// How often the audit ledger is written and sealed while the agent runs (the final seal
@@ -50,10 +50,10 @@ pub enum LaunchError {
     Keys(#[from] KeyError),
     /// A native driver failed (its message is one line that says what to do).
     #[error(transparent)]
-    Native(#[from] crate::driver::native::NativeError),
+    Native(#[from] crate::run::driver::native::NativeError),
     /// The agent's layer over the working dir could not be made.
     #[error(transparent)]
-    Layer(#[from] crate::workdir::layer::LayerError),
+    Layer(#[from] crate::plan::workdir::layer::LayerError),
     /// The state dir could not be written.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -309,15 +309,15 @@ fn write_ledger(
         asked: p
             .state_dir
             .parent()
-            .map(|root| crate::approvals::list(root, Some(&p.slug)))
+            .map(|root| crate::live::requests::list(root, Some(&p.slug)))
             .unwrap_or_default(),
-        decided: crate::approvals::recorded_decisions(&p.state_dir),
+        decided: crate::live::requests::recorded_decisions(&p.state_dir),
         // Unreadable approvals leave their records out; the chain still seals what was read.
-        approved: crate::approved::Approved::load(
+        approved: crate::live::granted::Approved::load(
             &p.state_dir.join(bottle_contract::layout::APPROVED_FILE),
         )
         .unwrap_or_default(),
-        journal: crate::live::journaled(&p.state_dir),
+        journal: crate::live::apply::journaled(&p.state_dir),
         bundle: watch::recorded(&p.state_dir),
     };
     let text = crate::audit::collect::ledger(&run, logs, &host, &key, last);
@@ -388,7 +388,7 @@ mod tests {
     //! fails, leaves nothing of the bottle behind.
 
     use super::*;
-    use crate::driver::{BoxFuture, Part, Started};
+    use crate::run::driver::{BoxFuture, Part, Started};
     use std::path::Path;
     use std::sync::Mutex;
 
@@ -526,10 +526,10 @@ mod tests {
             ),
         ]);
         let manifest =
-            crate::manifest::load(&workspace.join("agents/researcher.yaml"), &env).unwrap();
+            crate::plan::manifest::load(&workspace.join("agents/researcher.yaml"), &env).unwrap();
         let plugins =
             crate::plugin::discover(&crate::plugin::PluginHost::for_env(&env), &[]).unwrap();
-        let req = crate::prepare::RunRequest {
+        let req = crate::plan::prepare::RunRequest {
             manifest,
             backend: None,
             grants: Default::default(),
@@ -544,7 +544,7 @@ mod tests {
             plugin_dirs: Vec::new(),
             approved: Default::default(),
         };
-        let prepared = crate::prepare::prepare(&plugins, &req).unwrap();
+        let prepared = crate::plan::prepare::prepare(&plugins, &req).unwrap();
         let options = LaunchOptions {
             command: None,
             keep_state: false,

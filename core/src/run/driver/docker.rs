@@ -1,12 +1,12 @@
 //! The in-process Docker driver: a bottle's compose file brought up through Docker's API
-//! ([`crate::docker`]), the agent's command run attached, the bundle watched, everything of
+//! ([`crate::run::docker`]), the agent's command run attached, the bundle watched, everything of
 //! the slug removed at teardown and the agent's work (`cwd: mount`) brought back.
 
 use super::{BoxFuture, Driver, Launch, Part, Started, Teardown, Work};
-use crate::docker::{self, DockerError, attach, down, images, inventory, project, up, watch};
-use crate::prepare::Prepared;
-use crate::runner::{LaunchError, LaunchOptions, agent_hop_env, host_value, mint_hop_token};
-use crate::verify;
+use crate::plan::prepare::Prepared;
+use crate::run::docker::{self, DockerError, attach, down, images, inventory, project, up, watch};
+use crate::run::runner::{LaunchError, LaunchOptions, agent_hop_env, host_value, mint_hop_token};
+use crate::run::verify;
 use bollard::Docker;
 use bottle_contract::layout;
 use std::path::{Path, PathBuf};
@@ -239,7 +239,7 @@ pub async fn pipelock_in_bundle(
     Ok((loaded, Some(note)))
 }
 
-/// The user Docker runs the agent as: see [`crate::confine::Confinement::docker_user`].
+/// The user Docker runs the agent as: see [`crate::run::confine::Confinement::docker_user`].
 async fn agent_user(docker: &Docker, p: &Prepared, image: &str) -> Result<String, DockerError> {
     let image_user = docker
         .inspect_image(image)
@@ -248,7 +248,7 @@ async fn agent_user(docker: &Docker, p: &Prepared, image: &str) -> Result<String
         .config
         .and_then(|c| c.user);
     Ok(p.confinement
-        .docker_user(crate::confine::invoker(), image_user.as_deref()))
+        .docker_user(crate::run::confine::invoker(), image_user.as_deref()))
 }
 
 /// Bring `launch`'s bottle up (and run the escape suite when asked), ready to attach.
@@ -268,7 +268,11 @@ async fn start<'a>(
     if !p.confinement.workdir_volume {
         // Before anything starts: an agent that cannot write the dir it shares would find out
         // only at its first write.
-        crate::workdir::layer::check_writable(Path::new(&p.metadata.cwd), &user, &p.manifest.file)?;
+        crate::plan::workdir::layer::check_writable(
+            Path::new(&p.metadata.cwd),
+            &user,
+            &p.manifest.file,
+        )?;
     }
     opts.phases.done("agent's user decided");
     p.mint_keys()?;
@@ -296,7 +300,7 @@ async fn start<'a>(
     let layer = if p.confinement.workdir_volume {
         None
     } else {
-        Some(crate::workdir::layer::Layer::create(
+        Some(crate::plan::workdir::layer::Layer::create(
             &p.state_dir,
             Path::new(&p.metadata.cwd),
         )?)
@@ -325,7 +329,7 @@ async fn start<'a>(
             &agent_container,
             Path::new(&p.metadata.cwd),
             &p.plan.stack.agent.workdir,
-            crate::confine::Confinement::numeric_ids(&req.agent.user),
+            crate::run::confine::Confinement::numeric_ids(&req.agent.user),
         )
         .await?;
     }
@@ -372,7 +376,7 @@ impl<'a> Started<'a> for DockerStarted<'a> {
         Box::pin(async move {
             let (p, opts) = (self.launch.prepared, self.launch.options);
             // Grants a human gives for a while end on time while the agent works.
-            let _clock = crate::live::GrantClock::start(
+            let _clock = crate::live::apply::GrantClock::start(
                 opts.env.clone(),
                 p.state_dir.clone(),
                 p.slug.clone(),
@@ -510,7 +514,7 @@ async fn bring_back_work(
     home: Option<PathBuf>,
     discard: bool,
 ) -> Result<(), LaunchError> {
-    use crate::workdir::{self, layer::Layer};
+    use crate::plan::workdir::{self, layer::Layer};
     let Some(layer) = Layer::load(state_dir)? else {
         return Ok(());
     };
@@ -521,7 +525,7 @@ async fn bring_back_work(
     if !discard {
         let (l, s) = (layer.clone(), slug.clone());
         let to = workdir::destinations(state_dir);
-        let came = crate::runner::blocking(move || workdir::bring_back(&l, &s, &to, home.as_deref()))
+        let came = crate::run::runner::blocking(move || workdir::bring_back(&l, &s, &to, home.as_deref()))
             .await?
             .map_err(|e| {
                 LaunchError::Unsupported(format!(
@@ -555,7 +559,7 @@ async fn bring_back_work(
 async fn remove_layer(
     docker: &Docker,
     slug: &str,
-    layer: &crate::workdir::layer::Layer,
+    layer: &crate::plan::workdir::layer::Layer,
 ) -> Result<(), LaunchError> {
     if std::fs::remove_dir_all(&layer.root).is_ok() {
         return Ok(());

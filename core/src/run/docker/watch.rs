@@ -275,7 +275,7 @@ async fn death_of(docker: &Docker, container: &str) -> Option<Death> {
 async fn restart(w: &Watched<'_>, container: &str, bundle_key: &str) -> Result<(), DockerError> {
     let (env, dir) = (w.env.clone(), w.state_dir.to_path_buf());
     let ended = tokio::task::spawn_blocking(move || {
-        crate::live::end_counted_grants(&env, &dir, SystemTime::now())
+        crate::live::apply::end_counted_grants(&env, &dir, SystemTime::now())
     })
     .await
     .map_err(|e| DockerError::Host(format!("ending the grants counted by uses: {e}")))?
