@@ -454,7 +454,19 @@ fn a_killed_run_is_orphaned_and_bottle_stop_cleans_it_up() {
     };
     assert!(line(&slug).ends_with("orphaned"), "{ps}");
     assert!(line(&format!("{slug}-live")).ends_with("running"), "{ps}");
-    assert!(ps.contains(&format!("`bottle stop {slug}`")), "{ps}");
+    // The hint names every orphan on the machine (another test's may be among them).
+    let hint = ps
+        .lines()
+        .find(|l| l.starts_with("orphaned:"))
+        .unwrap_or_else(|| panic!("no hint in {ps}"));
+    let named = hint.split('`').nth(1).unwrap_or_default();
+    assert!(
+        named.starts_with("bottle stop ")
+            && named["bottle stop ".len()..]
+                .split(" / ")
+                .any(|s| s == slug),
+        "{ps}"
+    );
     let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
     assert_eq!(code, 1, "{err}");
     assert!(

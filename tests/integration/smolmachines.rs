@@ -306,6 +306,8 @@ fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
 #[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
     let _serial = serial();
+    // Before anything is made: without smolvm the test fails leaving nothing.
+    smolvm();
     let (sb, drivers) = sandbox();
     // A docker bottle's container (bottle's name and labels) and two machines.
     let docker_slug = unique_slug("two-dk");

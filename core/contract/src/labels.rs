@@ -8,3 +8,6 @@ pub const AGENT: &str = "io.bottle.agent";
 pub const ROLE: &str = "io.bottle.role";
 /// The plugin that added a service.
 pub const PLUGIN: &str = "io.bottle.plugin";
+/// The annotation on a rendered ConfigMap or Secret naming where its data comes from
+/// (`state:<path in the state dir>` or `host:<absolute path>`); the host fills it.
+pub const SOURCE: &str = "io.bottle.source";

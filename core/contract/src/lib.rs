@@ -27,5 +27,6 @@ pub mod labels;
 pub mod layout;
 pub mod model;
 pub mod names;
+pub mod ports;
 pub mod supervise;
 pub mod terminal;

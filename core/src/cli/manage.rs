@@ -85,7 +85,7 @@ pub(super) fn ps(env: &HostEnv, dirs: &[PathBuf]) -> Result<ExitCode> {
         let mut orphans = Vec::new();
         for (slug, r) in by_slug {
             let meta: serde_json::Value =
-                std::fs::read_to_string(root.join(&slug).join("metadata.json"))
+                std::fs::read_to_string(root.join(&slug).join(layout::METADATA_FILE))
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();

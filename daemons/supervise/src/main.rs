@@ -106,16 +106,10 @@ async fn run(args: Args) -> Result<(), String> {
         recent: Default::default(),
     });
     let mut config = StreamableHttpServerConfig::default();
-    let mut hosts: Vec<String> = [
-        "supervise",
-        "supervise:9100",
-        "localhost",
-        "127.0.0.1",
-        "::1",
-        "[::1]",
-    ]
-    .map(String::from)
-    .into();
+    let mut hosts: Vec<String> = ["supervise", "localhost", "127.0.0.1", "::1", "[::1]"]
+        .map(String::from)
+        .into();
+    hosts.push(format!("supervise:{}", bottle_contract::ports::SUPERVISE));
     hosts.push(format!("127.0.0.1:{}", bound.port()));
     hosts.push(format!("localhost:{}", bound.port()));
     hosts.extend(args.allowed_hosts);

@@ -30,7 +30,6 @@ pub const REWRITES: &str = "smolvm-rewrites.json";
 /// This driver's dir in the state dir.
 pub const DIR: &str = "smolvm";
 /// The label naming a machine's bottle.
-pub const SLUG_LABEL: &str = "io.bottle.slug";
 /// The bottle's log file, which the agent's output is appended to.
 pub use bottle_contract::layout::LOG_FILE;
 
@@ -294,7 +293,7 @@ pub fn up(
                     "--name".into(),
                     name(slug),
                     "--label".into(),
-                    format!("{SLUG_LABEL}={slug}"),
+                    format!("{}={slug}", bottle_contract::labels::SLUG),
                     "--smolfile".into(),
                     smolfile.display().to_string(),
                 ],
@@ -490,7 +489,7 @@ pub fn list(engine: &Engine, root: &Path) -> Result<Vec<Listed>, String> {
             serde_json::from_str(&json).map_err(|e| format!("smolvm ls --json: {e}"))?;
         for m in machines {
             // The dir names the bottle; a label that says otherwise is not believed.
-            if m["labels"][SLUG_LABEL].as_str() != Some(slug.as_str()) {
+            if m["labels"][bottle_contract::labels::SLUG].as_str() != Some(slug.as_str()) {
                 continue;
             }
             out.push(Listed {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// The hostname the agent uses.
 pub const HOSTNAME: &str = "egress";
 /// The proxy port.
-pub const PORT: u16 = 9099;
+pub const PORT: u16 = bottle_contract::ports::EGRESS;
 /// The agent's DNS server, TLS and HTTP for clients that ignore the proxy env (see
 /// `bottle-egress --agent-host`): the ports such clients dial.
 pub const DIRECT_PORTS: [u16; 3] = [53, 443, 80];

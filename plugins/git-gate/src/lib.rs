@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 /// The hostname the agent uses.
 pub const HOSTNAME: &str = "git-gate";
 /// git daemon's port.
-pub const PORT: u16 = 9418;
+pub const PORT: u16 = bottle_contract::ports::GIT_GATE;
 /// In-container config dir (gate.yaml, known_hosts).
 pub const CONFIG_DIR: &str = "/etc/git-gate";
 /// In-container dir of the SSH keys, one subdir per upstream.

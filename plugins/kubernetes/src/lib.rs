@@ -36,7 +36,7 @@
 //!
 //! A plugin never reads files, so every read-only mount from the state dir or the host becomes
 //! a ConfigMap (a Secret for CA material, keys and every host file) rendered with `data: {}`
-//! and the annotation [`SOURCE_ANNOTATION`]: `state:<path in the state dir>` or
+//! and the annotation [`labels::SOURCE`]: `state:<path in the state dir>` or
 //! `host:<absolute path>`. Before it hands the manifests over, the host fills `data` from that
 //! path: a file gives one key, its file name; a dir one key per regular file in it. Object
 //! names are [`object_name`]s; the host finds objects by the annotation, never by name.
@@ -60,7 +60,6 @@ use std::collections::BTreeMap;
 /// The manifests' path in the state dir.
 pub const MANIFEST: &str = "kubernetes/bottle.yaml";
 /// Where a ConfigMap's or Secret's data comes from (filled by the host; see the module doc).
-pub const SOURCE_ANNOTATION: &str = "io.bottle.source";
 /// The longest slug whose Service name (`bottle-sidecars-<slug>`, a DNS-1035 label) and label
 /// values (63 characters) Kubernetes accepts.
 pub const MAX_SLUG: usize = 63 - "bottle-sidecars-".len();
@@ -306,7 +305,7 @@ impl Volumes {
                         "metadata": {
                             "name": object,
                             "labels": labels,
-                            "annotations": {SOURCE_ANNOTATION: key},
+                            "annotations": {labels::SOURCE: key},
                         },
                         "data": {},
                     }));
@@ -630,8 +629,8 @@ pub fn objects(stack: &Stack, settings: &Settings) -> Result<Vec<Value>, PluginE
             Some(x) => {
                 return Err(PluginError::Unsupported(format!(
                     "{} and {} would both be object {}: give one of the files another name",
-                    x["metadata"]["annotations"][SOURCE_ANNOTATION],
-                    o["metadata"]["annotations"][SOURCE_ANNOTATION],
+                    x["metadata"]["annotations"][labels::SOURCE],
+                    o["metadata"]["annotations"][labels::SOURCE],
                     o["metadata"]["name"]
                 )));
             }

@@ -67,7 +67,7 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn filled_from<'a>(objects: &'a [Value], source: &str) -> &'a Value {
     objects
         .iter()
-        .find(|o| o["metadata"]["annotations"][SOURCE_ANNOTATION] == source)
+        .find(|o| o["metadata"]["annotations"][labels::SOURCE] == source)
         .unwrap_or_else(|| panic!("nothing is filled from {source} in {objects:#?}"))
 }
 

@@ -21,7 +21,7 @@ pub const CA_KEY_IN_CONTAINER: &str = "/etc/pipelock-ca-key.pem";
 /// The hostname the agent and the other sidecars use.
 pub const HOSTNAME: &str = "pipelock";
 /// The proxy port.
-pub const PORT: u16 = 8888;
+pub const PORT: u16 = bottle_contract::ports::PIPELOCK;
 /// The pinned upstream image the bundle copies the pipelock binary from.
 pub const IMAGE: &str = "ghcr.io/luckypipewrench/pipelock:2.3.0";
 /// Where the bundle image keeps the binary.

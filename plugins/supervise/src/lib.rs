@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// The hostname the agent uses.
 pub const HOSTNAME: &str = "supervise";
 /// The MCP port.
-pub const PORT: u16 = 9100;
+pub const PORT: u16 = bottle_contract::ports::SUPERVISE;
 /// In-container queue dir.
 pub const QUEUE_DIR: &str = "/run/supervise/queue";
 /// The daemon binary in the bundle image.

@@ -1,13 +1,13 @@
 //! One-off containers the host runs for itself: things only root can do to the files a
 //! bottle leaves (the kernel's scratch entries of the agent's overlay, owned by root).
 
-use super::inventory::SLUG_LABEL;
 use super::{DockerError, api};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
+use bottle_contract::labels;
 use futures_util::StreamExt as _;
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,7 +30,7 @@ pub async fn empty_dir_as_root(
             "rm -rf -- /w/* /w/.[!.]* /w/..?*".into(),
         ]),
         user: Some("0:0".into()),
-        labels: Some(HashMap::from([(SLUG_LABEL.to_owned(), slug.to_owned())])),
+        labels: Some(HashMap::from([(labels::SLUG.to_owned(), slug.to_owned())])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),

@@ -5,10 +5,10 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
 };
+use bottle_contract::labels;
 use std::collections::HashMap;
 
 /// The label every bottle container, network and volume carries.
-pub const SLUG_LABEL: &str = "io.bottle.slug";
 
 /// A bottle container.
 #[derive(Debug, Clone)]
@@ -29,8 +29,8 @@ pub struct BottleContainer {
 
 fn label_filter(value: Option<&str>) -> HashMap<String, Vec<String>> {
     let f = match value {
-        Some(slug) => format!("{SLUG_LABEL}={slug}"),
-        None => SLUG_LABEL.to_owned(),
+        Some(slug) => format!("{}={slug}", labels::SLUG),
+        None => labels::SLUG.to_owned(),
     };
     HashMap::from([("label".to_owned(), vec![f])])
 }
@@ -60,9 +60,9 @@ pub async fn containers(
                     .unwrap_or_default()
                     .trim_start_matches('/')
                     .to_owned(),
-                slug: get(SLUG_LABEL),
-                agent: get("io.bottle.agent"),
-                role: get("io.bottle.role"),
+                slug: get(labels::SLUG),
+                agent: get(labels::AGENT),
+                role: get(labels::ROLE),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 created: c.created.unwrap_or_default(),
             }

@@ -9,9 +9,10 @@
 //! ("overlaps"), which then looks again, starting at a random place so that racing runs seldom
 //! meet twice.
 
-use super::{DockerError, docker_message, inventory::SLUG_LABEL};
+use super::{DockerError, docker_message};
 use bollard::Docker;
 use bollard::query_parameters::ListNetworksOptions;
+use bottle_contract::labels;
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
 
@@ -56,7 +57,7 @@ impl Taken {
                 .iter()
                 .filter_map(|c| c.subnet.as_deref()?.parse().ok())
                 .collect();
-            if let Some(slug) = n.labels.as_ref().and_then(|l| l.get(SLUG_LABEL))
+            if let Some(slug) = n.labels.as_ref().and_then(|l| l.get(labels::SLUG))
                 && subnets.iter().any(|s| overlaps(*s, pool))
             {
                 taken.bottles.insert(slug.clone());

@@ -1,6 +1,5 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
-use super::inventory::SLUG_LABEL;
 use super::project::{self, ComposeFile, ComposeService as Service};
 use super::{DockerError, api, pool};
 use crate::run::confine::Confinement;
@@ -11,6 +10,7 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
+use bottle_contract::labels;
 use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};
 use futures_util::{StreamExt, future::try_join_all};
 use std::collections::{BTreeMap, HashMap};
@@ -51,7 +51,7 @@ pub fn compose_labels(
 pub struct UpRequest<'a> {
     /// The compose project (`bottle-<slug>`).
     pub project: &'a str,
-    /// The bottle's slug: every object created carries it as [`SLUG_LABEL`], whatever the
+    /// The bottle's slug: every object created carries it as [`labels::SLUG`], whatever the
     /// backend rendered, so teardown and `bottle cleanup` find it all.
     pub slug: &'a str,
     /// The state dir (compose's working dir).
@@ -132,21 +132,23 @@ fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
 }
 
 /// The label that says which container is the agent.
-const ROLE_LABEL: &str = "io.bottle.role";
 /// Where [`AgentRun::probe`] is mounted in the agent (read-only).
 pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
 
 /// Whether service `key` is the agent: by its compose key (which admission ties to the plan's
 /// agent), or by its role label; a backend that drops the label does not unconfine it.
 pub(super) fn is_agent(key: &str, s: &Service) -> bool {
-    key == AGENT_SERVICE || s.labels.get(ROLE_LABEL).is_some_and(|r| r == AGENT_SERVICE)
+    key == AGENT_SERVICE
+        || s.labels
+            .get(labels::ROLE)
+            .is_some_and(|r| r == AGENT_SERVICE)
 }
 
 /// Whether service `key` is the sidecar bundle, by its compose key or its role label.
 pub(super) fn is_bundle(key: &str, s: &Service) -> bool {
     key == BUNDLE_SERVICE
         || s.labels
-            .get(ROLE_LABEL)
+            .get(labels::ROLE)
             .is_some_and(|r| r == BUNDLE_SERVICE)
 }
 
@@ -321,7 +323,7 @@ fn create_body(
         .collect();
     let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
     labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+    labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
     let first_net = s
         .networks
         .keys()
@@ -402,8 +404,8 @@ fn create_body(
             if agent {
                 let mut volume_labels = compose_labels(req.project, None, None, req.state_dir);
                 volume_labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                volume_labels.insert(ROLE_LABEL.to_owned(), "volume".to_owned());
-                volume_labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+                volume_labels.insert(labels::ROLE.to_owned(), "volume".to_owned());
+                volume_labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
                 let volume = (format!("{}-workdir", req.project), volume_labels);
                 let workdir = s.working_dir.as_deref().unwrap_or("/workspace");
                 let mut h =
@@ -486,7 +488,7 @@ pub async fn up(
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, None, req.state_dir);
         labels.extend(v.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+        labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
         docker
             .create_volume(bollard::models::VolumeCreateRequest {
                 name: Some(v.name.clone()),
@@ -681,7 +683,7 @@ async fn create_network(
     let mut labels: HashMap<String, String> =
         compose_labels(req.project, None, Some(key), req.state_dir);
     labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert(SLUG_LABEL.to_owned(), req.slug.to_owned());
+    labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -937,7 +939,7 @@ mod tests {
             ["no-new-privileges:true"]
         );
         let mut relabelled = file.services["agent"].clone();
-        relabelled.labels = [("io.bottle.role".to_owned(), "sidecars".to_owned())].into();
+        relabelled.labels = [(labels::ROLE.to_owned(), "sidecars".to_owned())].into();
         assert_eq!(
             security_opt("bundle", &relabelled),
             ["no-new-privileges:true"],

@@ -2,18 +2,17 @@
 //! handed to the user with the one command that applies them.
 //!
 //! The backend plugin renders every ConfigMap and Secret with empty `data` and the annotation
-//! [`SOURCE_ANNOTATION`] (`state:<path in the state dir>` or `host:<absolute path>`): a plugin
+//! [`SOURCE`] (`state:<path in the state dir>` or `host:<absolute path>`): a plugin
 //! never reads files. Here the host fills them: a file gives one key (its name), a dir one key
 //! per regular file in it. Credentials are never filled: the pods name the Secret
 //! `bottle-<slug>-credentials`, which the user creates from their own env.
 
 use base64::Engine as _;
+use bottle_contract::labels::SOURCE;
 use std::path::{Path, PathBuf};
 
 /// The rendered manifests, in the state dir.
 pub const MANIFEST: &str = "kubernetes/bottle.yaml";
-/// Where a ConfigMap's or Secret's data comes from.
-pub const SOURCE_ANNOTATION: &str = "io.bottle.source";
 /// The most bytes one object may carry (the API server's limit is about 1 MiB).
 const MAX_OBJECT_BYTES: usize = 1 << 20;
 
@@ -122,7 +121,7 @@ pub fn fill(text: &str, state_dir: &Path, file: &Path) -> Result<String, Manifes
             continue;
         }
         let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-        let source = value["metadata"]["annotations"][SOURCE_ANNOTATION]
+        let source = value["metadata"]["annotations"][SOURCE]
             .as_str()
             .map(str::to_owned);
         if let Some(source) = source {
@@ -131,13 +130,13 @@ pub fn fill(text: &str, state_dir: &Path, file: &Path) -> Result<String, Manifes
                 "ConfigMap" => false,
                 other => {
                     return Err(rendered(format!(
-                        "{SOURCE_ANNOTATION} on a {other}; only ConfigMaps and Secrets are filled"
+                        "{SOURCE} on a {other}; only ConfigMaps and Secrets are filled"
                     )));
                 }
             };
             let path = source_path(&source, state_dir).ok_or_else(|| {
                 rendered(format!(
-                    "{SOURCE_ANNOTATION}: {source:?} is no state:PATH or host:/PATH"
+                    "{SOURCE}: {source:?} is no state:PATH or host:/PATH"
                 ))
             })?;
             let (data, binary) = read_source(&path, secret)?;
