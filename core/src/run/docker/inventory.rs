@@ -8,8 +8,6 @@ use bollard::query_parameters::{
 use bottle_contract::labels;
 use std::collections::HashMap;
 
-/// The label every bottle container, network and volume carries.
-
 /// A bottle container.
 #[derive(Debug, Clone)]
 pub struct BottleContainer {

@@ -929,7 +929,7 @@ pub async fn last_logs(docker: &Docker, container: &str, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_agent_networks, port_binding, security_opt};
+    use super::{check_agent_networks, labels, port_binding, security_opt};
 
     #[test]
     fn the_bundle_always_runs_with_no_new_privileges() {
