@@ -459,14 +459,11 @@ fn a_killed_run_is_orphaned_and_bottle_stop_cleans_it_up() {
         .lines()
         .find(|l| l.starts_with("orphaned:"))
         .unwrap_or_else(|| panic!("no hint in {ps}"));
-    let named = hint.split('`').nth(1).unwrap_or_default();
-    assert!(
-        named.starts_with("bottle stop ")
-            && named["bottle stop ".len()..]
-                .split(" / ")
-                .any(|s| s == slug),
-        "{ps}"
-    );
+    let named = hint
+        .split('`')
+        .find_map(|part| part.strip_prefix("bottle stop "))
+        .unwrap_or_else(|| panic!("no `bottle stop` in {ps}"));
+    assert!(named.split(" / ").any(|s| s == slug), "{ps}");
     let (code, _, err) = run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "true"]));
     assert_eq!(code, 1, "{err}");
     assert!(
