@@ -6,7 +6,8 @@ use bottle::hostenv::HostEnv;
 use bottle::plan::consent;
 use bottle::plan::policy::Grants;
 use bottle::plan::prepare::{self, RunRequest};
-use bottle::run::runner::{self, LaunchOptions};
+use bottle::run::launch::{self, LaunchOptions};
+use bottle::run::runner;
 use bottle::run::verify::Mode;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +18,7 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     let phases = std::sync::Arc::new(bottle::run::phases::Phases::default());
     // Read before anything is made: a bad value leaves nothing behind.
     let ledger_seal_every = match env.nonempty("BOTTLE_LEDGER_SEAL_SECS") {
-        None => runner::LEDGER_SEAL_EVERY,
+        None => launch::LEDGER_SEAL_EVERY,
         Some(v) => v
             .parse::<u64>()
             .ok()
@@ -260,7 +261,7 @@ fn hand_off(p: &prepare::Prepared) -> Result<ExitCode> {
     p.mint_keys()?;
     // The run's hop token: in the agent's files (which become Secrets) and in a private file
     // the credentials Secret is made from; never in argv.
-    let hop = bottle::run::runner::mint_hop_token()?;
+    let hop = bottle::run::launch::mint_hop_token()?;
     p.fill_hop_token(Some(&hop))?;
     let hop_file = p.state_dir.join("kubernetes/hop-token");
     bottle::live::apply::write_whole(&hop_file, hop.as_bytes(), 0o600)

@@ -22,7 +22,7 @@ pub mod manifests;
 pub mod native;
 
 use crate::plan::prepare::Prepared;
-use crate::run::runner::{LaunchError, LaunchOptions};
+use crate::run::launch::{LaunchError, LaunchOptions};
 use native::{InstallDir, LoadPolicy, NativeDriver, NativeError};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -158,14 +158,14 @@ async fn gateway(docker: &Docker, name: &str) -> Result<Option<IpAddr>, DockerEr
         .find(IpAddr::is_ipv4))
 }
 
-/// Run the suite against the bottle `p`, which is up; `hop` is its hop token (the agent's
-/// probe is given it, as the agent's commands are).
+/// Run the suite against the bottle `p`, which is up; the probe runs with `agent_env` on top
+/// of the container's env, as the agent's commands do (its proxy URLs carry the hop token).
 pub async fn run_suite(
     docker: &Docker,
     file: &ComposeFile,
     p: &Prepared,
     agent_container: &str,
-    hop: &str,
+    agent_env: &[String],
 ) -> Result<Report, DockerError> {
     let project = &p.plan.deployment.project;
     let agent = file
@@ -259,14 +259,13 @@ pub async fn run_suite(
         ruled,
     };
     let plan_json = serde_json::to_string(&plan).map_err(|e| DockerError::Host(e.to_string()))?;
-    let env = crate::run::runner::agent_hop_env(p, hop);
     let ran = tokio::time::timeout(
         PROBE_TIMEOUT,
         exec_probe(
             docker,
             agent_container,
             &[up::PROBE_IN_AGENT.to_owned(), plan_json],
-            &env,
+            agent_env,
         ),
     )
     .await;

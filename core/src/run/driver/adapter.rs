@@ -6,7 +6,7 @@ use super::docker::{DockerDriver, ensure_bundle_image, orphan_probe, sweep};
 use super::native::NativeDriver;
 use super::{BUNDLE_COMPOSE_FILE, BoxFuture, Driver, Launch, Part, Started, Teardown};
 use crate::run::docker::{DockerError, attach, images, project, up};
-use crate::run::runner::{LaunchError, blocking, host_value, mint_hop_token};
+use crate::run::launch::{LaunchError, blocking, host_value, mint_hop_token};
 use crate::run::verify;
 use std::path::Path;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 use super::{BoxFuture, Driver, Launch, Part, Started, Teardown, Work};
 use crate::plan::prepare::Prepared;
 use crate::run::docker::{self, DockerError, attach, down, images, inventory, project, up, watch};
-use crate::run::runner::{LaunchError, LaunchOptions, agent_hop_env, host_value, mint_hop_token};
+use crate::run::launch::{LaunchError, LaunchOptions, agent_hop_env, host_value, mint_hop_token};
 use crate::run::verify;
 use bollard::Docker;
 use bottle_contract::layout;
@@ -335,7 +335,9 @@ async fn start<'a>(
     }
     let report = match opts.verify {
         verify::Mode::Off => None,
-        _ => Some(verify::run_suite(docker, &file, p, &agent_container, &hop).await?),
+        _ => Some(
+            verify::run_suite(docker, &file, p, &agent_container, &agent_hop_env(p, &hop)).await?,
+        ),
     };
     let exec = attach::ExecRequest {
         container: agent_container,
@@ -525,7 +527,7 @@ async fn bring_back_work(
     if !discard {
         let (l, s) = (layer.clone(), slug.clone());
         let to = workdir::destinations(state_dir);
-        let came = crate::run::runner::blocking(move || workdir::bring_back(&l, &s, &to, home.as_deref()))
+        let came = crate::run::launch::blocking(move || workdir::bring_back(&l, &s, &to, home.as_deref()))
             .await?
             .map_err(|e| {
                 LaunchError::Unsupported(format!(

@@ -287,7 +287,7 @@ impl super::Driver for Manifests {
         &'a self,
         _slug: &'a str,
         _state_root: &'a Path,
-    ) -> super::BoxFuture<'a, Result<(), crate::run::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<(), crate::run::launch::LaunchError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -296,18 +296,18 @@ impl super::Driver for Manifests {
         launch: &'a super::Launch<'a>,
     ) -> super::BoxFuture<
         'a,
-        Result<Box<dyn super::Started<'a> + 'a>, crate::run::runner::LaunchError>,
+        Result<Box<dyn super::Started<'a> + 'a>, crate::run::launch::LaunchError>,
     > {
         let backend = &launch.prepared.plan.backend;
         let why = format!("the {backend} backend hands its manifests over instead of launching");
-        Box::pin(async move { Err(crate::run::runner::LaunchError::Unsupported(why)) })
+        Box::pin(async move { Err(crate::run::launch::LaunchError::Unsupported(why)) })
     }
 
     fn logs<'a>(
         &'a self,
         _slug: &'a str,
         _state_dir: &'a Path,
-    ) -> super::BoxFuture<'a, Result<String, crate::run::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<String, crate::run::launch::LaunchError>> {
         Box::pin(async { Ok(String::new()) })
     }
 
@@ -315,14 +315,14 @@ impl super::Driver for Manifests {
         &'a self,
         _slug: &'a str,
         _teardown: super::Teardown<'a>,
-    ) -> super::BoxFuture<'a, Result<(), crate::run::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<(), crate::run::launch::LaunchError>> {
         Box::pin(async { Ok(()) })
     }
 
     fn list<'a>(
         &'a self,
         _state_root: &'a Path,
-    ) -> super::BoxFuture<'a, Result<Vec<super::Part>, crate::run::runner::LaunchError>> {
+    ) -> super::BoxFuture<'a, Result<Vec<super::Part>, crate::run::launch::LaunchError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }
