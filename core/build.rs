@@ -25,6 +25,18 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
+    // The nested builds read these (e.g. CI lightens the bundle's profile), so a change to one
+    // must rebuild what is embedded.
+    for setting in [
+        "OPT_LEVEL",
+        "LTO",
+        "CODEGEN_UNITS",
+        "DEBUG_ASSERTIONS",
+        "OVERFLOW_CHECKS",
+    ] {
+        println!("cargo:rerun-if-env-changed=CARGO_PROFILE_BUNDLE_{setting}");
+        println!("cargo:rerun-if-env-changed=CARGO_PROFILE_PLUGIN_{setting}");
+    }
     let names = plugin_names(&workspace.join("plugins"));
     let packages: Vec<String> = names.iter().map(|n| format!("bottle-plugin-{n}")).collect();
     let package_refs: Vec<&str> = packages.iter().map(String::as_str).collect();
@@ -72,7 +84,7 @@ fn main() {
     }
     let bins = bottle_plugin_builder::build_binaries(
         &workspace,
-        &target_dir.with_file_name("bundle-bins"),
+        &target_dir,
         &BUNDLE_BINARIES.map(|(package, _)| package),
         static_target.as_deref(),
     )

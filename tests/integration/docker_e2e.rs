@@ -1,15 +1,17 @@
 //! `bottle run` for real, against the machine's Docker engine, end to end.
 //!
 //! These tests need `bottle-base:latest` and `bottle-agent:latest` (built offline by
-//! `tests/images/build-base.sh`, which `.ci/run` runs). They run one at a time: the first one
-//! also exercises building the sidecar bundle image on demand.
+//! `tests/images/build-base.sh`, which `.ci/run` runs). They run side by side, as bottles on
+//! one machine do, except those that must run [`alone`]; the first ones also exercise
+//! building the sidecar bundle image on demand (racing builds of the same content agree).
 
 use crate::support::{Sandbox, run};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Held shared by every engine test, and exclusively by those that must run alone.
+static ENGINE: RwLock<()> = RwLock::new(());
 
 const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist: [docs.rs]\n";
 
@@ -17,9 +19,18 @@ const AGENT: &str = "image: bottle-agent:latest\ncwd: none\negress:\n  allowlist
 /// supervise (Streamable HTTP, plain curl) in an initialized session.
 pub const MCP_SH: &str = include_str!("../data/mcp-client.sh");
 
-/// One Docker test at a time (this module's and the smolmachines tests').
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// For an engine test that touches only its own bottles (named by its unique slugs, on
+/// networks from the pool, which lets racing runs retry): it runs beside the others, as
+/// bottles on one machine do.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    ENGINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For an engine test that must run alone: it acts on every bottle (`cleanup`), replaces the
+/// bundle image the others run, watches every host interface, or fills the machine or the
+/// address pool.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    ENGINE.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A slug no other test uses.
@@ -117,7 +128,7 @@ fn run_sh(sb: &Sandbox, agent: &str, slug: &str, script: &str) -> (i32, String, 
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-exit");
     let (code, out, err) = run_sh(&sb, "e2e", &slug, "echo hello-from-the-agent; exit 7");
@@ -150,7 +161,7 @@ fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-keys");
     let check = "test -e /etc/pipelock-ca-key.pem && exit 3; \
@@ -205,7 +216,7 @@ fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
-    let _g = serial();
+    let _g = alone();
     let sb = sandbox();
     let slug = unique_slug("e2e-orphan");
     let name = format!("bottle-sidecars-{slug}");
@@ -256,7 +267,7 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn cleanup_leaves_what_is_not_bottles_alone() {
-    let _g = serial();
+    let _g = alone();
     let sb = sandbox();
     let slug = unique_slug("e2e-lookalike");
     let container = format!("bottle-sidecars-{slug}");
@@ -361,7 +372,7 @@ pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn ps_logs_and_stop_manage_a_running_bottle() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-ps");
     let child = start_sleeping(&sb, &slug);
@@ -415,7 +426,7 @@ fn ps_logs_and_stop_manage_a_running_bottle() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn after_kill_9_cleanup_removes_everything() {
-    let _g = serial();
+    let _g = alone();
     let sb = sandbox();
     let slug = unique_slug("e2e-kill");
     let mut child = start_sleeping(&sb, &slug);
@@ -437,7 +448,7 @@ fn after_kill_9_cleanup_removes_everything() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_killed_run_is_orphaned_and_bottle_stop_cleans_it_up() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-orphan");
     let mut live = start_sleeping(&sb, &format!("{slug}-live"));
@@ -512,7 +523,7 @@ fn sigterm_tears_the_bottle_down() {
 }
 
 fn interrupt_tears_down(signal: rustix::process::Signal, exit: i32, name: &str) {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-int");
     let child = bottle(&sb)
@@ -550,7 +561,7 @@ fn interrupt_tears_down(signal: rustix::process::Signal, exit: i32, name: &str) 
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_agent_cannot_reach_anything_outside_its_internal_network() {
-    let _g = serial();
+    let _g = shared();
     let tag = unique_slug("bottle-test-outside");
     docker(&["network", "create", &tag]);
     let server = format!("{tag}-server");
@@ -614,7 +625,7 @@ fn the_agent_cannot_reach_anything_outside_its_internal_network() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-pty");
     let script = crate::support::workspace().join("tests/integration/pty_attach.py");
@@ -673,7 +684,7 @@ fn an_unreachable_docker_is_one_clear_line() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_sidecar_that_never_gets_healthy_fails_the_run_naming_it_with_its_logs() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "sick",
@@ -718,7 +729,7 @@ fn a_sidecar_that_never_gets_healthy_fails_the_run_naming_it_with_its_logs() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn cwd_copy_puts_a_copy_of_the_working_dir_in_the_agent() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "copier",
@@ -783,7 +794,7 @@ impl Drop for RestoreBundle {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_pipelock_image_is_checked_against_its_pinned_digest() {
-    let _serial = serial();
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
@@ -850,7 +861,7 @@ fn the_pipelock_image_is_checked_against_its_pinned_digest() {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_agent_reaches_an_https_origin_only_through_egress_with_the_token_injected() {
     use bottle_egress::testing::{Origin, TestPki, fingerprint};
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -937,7 +948,7 @@ fn the_agent_reaches_an_https_origin_only_through_egress_with_the_token_injected
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn an_egress_that_cannot_start_fails_the_run_at_once_with_its_reason() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let ca = sb.dir.path().join("broken-ca.pem");
     std::fs::write(
@@ -979,7 +990,7 @@ fn an_egress_that_cannot_start_fails_the_run_at_once_with_its_reason() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "chatty",
@@ -1037,7 +1048,7 @@ fn no_secret_reaches_the_terminal_or_the_kept_log_at_any_verbosity() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_host_is_not_reachable_on_the_internal_networks_gateway() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -1073,7 +1084,7 @@ fn the_host_is_not_reachable_on_the_internal_networks_gateway() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "limited",
@@ -1111,7 +1122,7 @@ fn the_agent_runs_without_capabilities_ipv6_or_unbounded_processes() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn what_the_agent_writes_in_the_mounted_working_dir_is_yours_after_the_run() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "editor",
@@ -1153,7 +1164,7 @@ fn what_the_agent_writes_in_the_mounted_working_dir_is_yours_after_the_run() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
-    let _g = serial();
+    let _g = alone();
     let sb = Sandbox::new();
     let capture_file = sb.dir.path().join("dns.txt");
     let mut capture = Command::new("tcpdump")
@@ -1283,7 +1294,7 @@ fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn verify_in_a_mounted_repo_plants_what_git_runs_and_your_dir_never_gets_it() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "editor",
@@ -1334,7 +1345,7 @@ fn verify_in_a_mounted_repo_plants_what_git_runs_and_your_dir_never_gets_it() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn run_verify_hands_over_the_terminal_only_after_the_suite_held() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-rv");
     let (code, out, err) = run(bottle(&sb).args([
@@ -1384,7 +1395,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_root_agent_fails_the_suite_and_run_verify_does_not_attach() {
     use std::os::unix::fs::PermissionsExt;
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "rooted",
@@ -1425,7 +1436,7 @@ fn a_root_agent_fails_the_suite_and_run_verify_does_not_attach() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn verify_cannot_reach_another_bottle() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let other = unique_slug("e2e-other");
     let mut child = start_sleeping(&sb, &other);
@@ -1459,7 +1470,7 @@ fn verify_cannot_reach_another_bottle() {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_backend_without_labels_neither_unconfines_the_agent_nor_leaves_objects_behind() {
     use sha2::Digest;
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "bare",
@@ -1489,7 +1500,7 @@ fn a_backend_without_labels_neither_unconfines_the_agent_nor_leaves_objects_behi
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_example_sidecar_runs_and_the_agent_reaches_it() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let dir = sb.plugin_dir("plugins", &[crate::support::plugins::hello()]);
     let slug = unique_slug("e2e-hello");
@@ -1516,7 +1527,7 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn programs_the_agent_writes_run_from_tmp_and_its_home() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-exec");
     let script = r#"for d in /tmp "$HOME"; do printf '#!/bin/sh\necho ran from %s\n' "$d" > "$d/x.sh" && chmod +x "$d/x.sh" && "$d/x.sh"; done
@@ -1551,7 +1562,7 @@ grep -E " (/tmp|$HOME) " /proc/mounts"#;
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_daemon_cannot_read_the_secrets_in_the_inits_or_egress_env() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "spied",
@@ -1639,7 +1650,7 @@ pub fn docker_host_address() -> String {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
     use bottle_git_gate::testing::{Upstream, git, sh};
-    let _g = serial();
+    let _g = shared();
     let up = Upstream::start(&docker_host_address());
     let url = up.repo("proj");
     let seeded = up.rev("proj", "main");
@@ -1735,7 +1746,7 @@ fn the_agent_clones_and_pushes_through_git_gate_with_no_key_in_its_container() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn the_agent_asks_supervise_and_sees_the_humans_refusal() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "asker",
@@ -1806,7 +1817,7 @@ done
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_reload_is_confirmed_by_the_hash_egress_runs_and_a_bad_file_keeps_the_old() {
     use sha2::Digest;
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-reload");
     let mut child = start_sleeping(&sb, &slug);
@@ -1919,7 +1930,7 @@ pub fn first_request(sb: &Sandbox, slug: &str) -> String {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn bottle_approve_opens_a_host_to_the_running_agent_without_a_restart() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let origin = origin_agent(&sb, &rt, "asker", "");
@@ -2039,7 +2050,7 @@ post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"na
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_grant_for_eight_seconds_ends_by_itself_and_the_ledger_holds_it() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let origin = origin_agent(&sb, &rt, "briefly", "");
@@ -2222,7 +2233,7 @@ curl -sS $url; echo
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_kept_grant_that_ended_before_the_run_is_named_not_served() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let kept = sb.dir.path().join("config/bottle/approved");
     std::fs::create_dir_all(&kept).unwrap();
@@ -2275,7 +2286,7 @@ fn a_kept_grant_that_ended_before_the_run_is_named_not_served() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_running_bottles_ledger_is_sealed_so_far() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "sealer",
@@ -2344,7 +2355,7 @@ fn a_running_bottles_ledger_is_sealed_so_far() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn live_applies_under_load_never_fail_a_request() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let origin = origin_agent(&sb, &rt, "hammer", "  routes:\n    - host: origin.test\n");
@@ -2486,7 +2497,7 @@ fn bottle_logs_of_a_kept_log_never_drive_the_terminal() {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_client_without_a_proxy_reaches_an_allowed_host_by_name_through_egress() {
     use bottle_egress::testing::{Origin, TestPki, fingerprint};
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let pki = TestPki::new(&["origin.test"]);
@@ -2562,7 +2573,7 @@ curl -sS --noproxy '*' --max-time 5 https://unlisted.test/ >/dev/null 2>&1 || ec
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
-    let _g = serial();
+    let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-audit");
     let (code, out, err) = run_sh(

@@ -836,6 +836,31 @@ impl Sidecar for Outside {
 bottle_plugin_sdk::export!(sidecar Outside);
 "#;
 
+/// The `[profile.plugin]` block the SDK's README tells plugin authors to add.
+fn sdk_readme_plugin_profile() -> String {
+    let readme =
+        std::fs::read_to_string(crate::support::workspace().join("sdk/README.md")).unwrap();
+    let start = readme
+        .find("```toml\n[profile.plugin]\n")
+        .expect("sdk/README.md shows the plugin profile")
+        + "```toml\n".len();
+    let len = readme[start..].find("```").expect("the block ends");
+    readme[start..start + len].to_owned()
+}
+
+#[test]
+fn the_sdk_readme_shows_the_plugin_profile_bottle_builds_its_own_plugins_with() {
+    let shown: toml::Table = toml::from_str(&sdk_readme_plugin_profile()).unwrap();
+    let workspace: toml::Table = toml::from_str(
+        &std::fs::read_to_string(crate::support::workspace().join("Cargo.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        shown["profile"]["plugin"], workspace["profile"]["plugin"],
+        "sdk/README.md's [profile.plugin] and the workspace's differ: make them the same"
+    );
+}
+
 #[test]
 fn a_plugin_crate_outside_the_workspace_builds_against_the_sdk_and_loads() {
     let sb = Sandbox::new();
@@ -845,7 +870,8 @@ fn a_plugin_crate_outside_the_workspace_builds_against_the_sdk_and_loads() {
     std::fs::write(
         krate.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"outside\"\nversion = \"0.3.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nbottle-plugin-sdk = {{ path = {sdk:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n"
+            "[package]\nname = \"outside\"\nversion = \"0.3.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nbottle-plugin-sdk = {{ path = {sdk:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n\n{}",
+            sdk_readme_plugin_profile()
         ),
     )
     .unwrap();
@@ -856,16 +882,19 @@ fn a_plugin_crate_outside_the_workspace_builds_against_the_sdk_and_loads() {
         krate.join("Cargo.lock"),
     )
     .unwrap();
-    let target = crate::support::workspace().join("target/out-of-tree-plugin");
+    // As the SDK's README says, with the profile it shows; beside the built-in plugins' build,
+    // which uses the same one, so their dependencies and the SDK's macros are compiled once.
+    let target = bottle_plugin_builder::nested_target_dir(&crate::support::target_dir());
     let mut cargo = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
     cargo
         .current_dir(&krate)
         .args([
             "build",
             "--offline",
-            "--release",
             "--target",
             "wasm32-wasip2",
+            "--profile",
+            "plugin",
         ])
         .arg("--target-dir")
         .arg(&target);
@@ -884,7 +913,7 @@ fn a_plugin_crate_outside_the_workspace_builds_against_the_sdk_and_loads() {
         code, 0,
         "the out-of-tree plugin did not build:\n{out}\n{err}"
     );
-    let wasm = target.join("wasm32-wasip2/release/outside.wasm");
+    let wasm = target.join("wasm32-wasip2/plugin/outside.wasm");
     let dir = sb.plugin_dir("plugins", &[wasm.to_str().unwrap()]);
 
     let (code, out, err) = run(sb.bottle().args(["plugins", "check"]).arg(&wasm));

@@ -2,7 +2,7 @@
 //! that dies under the running agent, many bottles started at once. Real Docker, real egress.
 
 use crate::docker_e2e::{
-    MCP_SH, bottle, docker, first_request, leftovers, origin_agent, serial, small_runtime,
+    MCP_SH, alone, bottle, docker, first_request, leftovers, origin_agent, shared, small_runtime,
     unique_slug,
 };
 use crate::support::{Running, Sandbox, run};
@@ -68,7 +68,7 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let slug = unique_slug("e2e-phoenix");
@@ -107,7 +107,7 @@ fn a_killed_bundle_is_started_again_and_the_agent_gets_out_again() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_restart_ends_grants_counted_by_uses_instead_of_counting_afresh() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let origin = origin_agent(&sb, &rt, "counted", "");
@@ -169,7 +169,7 @@ echo "ENDED after $i tries"
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let slug = unique_slug("e2e-doomed");
@@ -206,7 +206,7 @@ fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
-    let _g = serial();
+    let _g = alone();
     let sb = Sandbox::new();
     sb.agent(
         "pooled",
@@ -297,7 +297,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn thirty_bottles_at_once_all_get_out_and_leave_nothing() {
-    let _g = serial();
+    let _g = alone();
     let sb = Sandbox::new();
     let rt = small_runtime();
     let origin = origin_agent(&sb, &rt, "many", "  routes:\n    - host: origin.test\n");

@@ -6,7 +6,7 @@
 //! bundle runs with its limits, every container with its log capped.
 
 use crate::docker_e2e::{
-    bottle, docker, docker_host_address, host_origin, leftovers, serial, small_runtime,
+    bottle, docker, docker_host_address, host_origin, leftovers, shared, small_runtime,
     start_agent_sleeping, unique_slug, verdict, verify,
 };
 use crate::support::{Sandbox, run};
@@ -66,7 +66,7 @@ impl Forge {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn forge_calls_and_pushes_that_go_around_git_gate_are_refused_and_the_rest_works() {
-    let _g = serial();
+    let _g = shared();
     let Forge {
         sb,
         origin,
@@ -203,7 +203,7 @@ fn forge_calls_and_pushes_that_go_around_git_gate_are_refused_and_the_rest_works
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn verify_probes_the_route_rules_and_the_forge_defaults() {
-    let _g = serial();
+    let _g = shared();
     let forge = Forge::new();
     let sb = &forge.sb;
     let (code, findings, err) = verify(
@@ -234,7 +234,7 @@ fn verify_probes_the_route_rules_and_the_forge_defaults() {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn docker_inspect_shows_the_bundles_limits_and_every_containers_log_cap() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "capped",

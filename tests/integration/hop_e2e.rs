@@ -4,7 +4,7 @@
 //! local process: another user, another container. Only the agent holds the run's hop token,
 //! and without it egress answers 407 (and injects nothing), git-gate refuses, supervise 401.
 
-use crate::docker_e2e::{bottle, leftovers, serial, unique_slug};
+use crate::docker_e2e::{bottle, leftovers, shared, unique_slug};
 use crate::support::{Running, Sandbox, run};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -50,7 +50,7 @@ fn output(c: &mut Command) -> (bool, String) {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_local_user_cannot_spend_the_bottles_credentials_or_reach_its_daemons() {
     use bottle_git_gate::testing::Upstream;
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     let rt = crate::docker_e2e::small_runtime();
     let (origin, ca) = crate::docker_e2e::host_origin(&sb, &rt, &["origin.test"]);

@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The test drivers' dir (and the smolmachines driver's), built once per test process.
+///
+/// They are built in the tests' own target dir and profile (cargo does not hold its lock while
+/// tests run), so they reuse every dependency the tests' build compiled; the environment is
+/// inherited whole for the same reason (a changed wrapper or flag would rebuild them all).
 pub fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = workspace().join("target/test-drivers");
+        let target = crate::support::target_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(workspace())

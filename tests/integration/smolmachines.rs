@@ -5,7 +5,7 @@
 //! the boot and must then fail with one clear line, leaving nothing. Where the driver's probe
 //! says a microVM can boot, the same test runs the agent for real instead.
 
-use crate::docker_e2e::{docker, leftovers, serial, unique_slug};
+use crate::docker_e2e::{alone, docker, leftovers, shared, unique_slug};
 use crate::native_drivers::{built, sha256};
 use crate::support::{Sandbox, run, workspace};
 use std::path::{Path, PathBuf};
@@ -221,7 +221,7 @@ fn hop_checked(slug: &str) -> Result<(), String> {
 #[test]
 #[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
-    let _serial = serial();
+    let _engine = shared();
     let (sb, drivers) = sandbox();
     let slug = unique_slug("vm-boot");
     // The gate: the driver's own probe, through `bottle drivers check`.
@@ -305,7 +305,7 @@ fn a_run_goes_up_to_the_boot_then_says_why_in_one_line_and_leaves_nothing() {
 #[test]
 #[ignore = "e2e: needs Docker, the test images and smolvm (`bash tests/smolvm/install.sh`); run with `cargo test --workspace -- --ignored`"]
 fn ps_stop_and_cleanup_cover_docker_containers_and_smolvm_machines() {
-    let _serial = serial();
+    let _engine = alone();
     // Before anything is made: without smolvm the test fails leaving nothing.
     smolvm();
     let (sb, drivers) = sandbox();

@@ -22,7 +22,8 @@ pub mod plugins {
     fn built(package: &str) -> &'static str {
         static BUILT: OnceLock<Vec<(String, String)>> = OnceLock::new();
         let all = BUILT.get_or_init(|| {
-            let target = workspace().join("target/test-plugins");
+            // Beside the built-in plugins, so their dependencies are compiled once for both.
+            let target = bottle_plugin_builder::nested_target_dir(&target_dir());
             bottle_plugin_builder::build_components(&workspace(), &target, PACKAGES)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .into_iter()
@@ -70,6 +71,14 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("core/ is in the workspace")
+        .to_owned()
+}
+
+/// The target dir cargo builds these tests in (`target/`, or `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is <target dir>/tmp")
         .to_owned()
 }
 

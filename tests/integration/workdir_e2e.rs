@@ -4,7 +4,7 @@
 //! Real Docker, the real `bottle` binary, real git on both sides. The planted commands would
 //! `touch` a file in a marker dir of the test's on the host: it must stay empty.
 
-use crate::docker_e2e::{bottle, leftovers, serial, unique_slug};
+use crate::docker_e2e::{bottle, leftovers, shared, unique_slug};
 use crate::support::{Running, Sandbox};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -166,7 +166,7 @@ fn markers(dir: &Path) -> Vec<String> {
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
-    let _g = serial();
+    let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
         "coder",
@@ -296,7 +296,7 @@ fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn a_working_dir_the_agent_cannot_write_is_refused_before_anything_starts() {
     use std::os::unix::fs::PermissionsExt as _;
-    let _serial = serial();
+    let _engine = shared();
     let sb = Sandbox::new();
     sb.agent(
         "mounted",

@@ -15,6 +15,15 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// The cargo profile plugins are built with (defined in the workspace `Cargo.toml`).
 pub const PROFILE: &str = "plugin";
 
+/// The cargo profile the sidecar bundle's programs are built with (defined in the workspace
+/// `Cargo.toml`; `CARGO_PROFILE_BUNDLE_*` variables override it, as CI does to build faster).
+pub const BUNDLE_PROFILE: &str = "bundle";
+
+/// The dir, under the outer build's target dir, that every nested build of this crate shares:
+/// the built-in plugins, the bundle's programs and the test plugins then compile their host
+/// tools (proc macros, build scripts) and common dependencies once, not once per build.
+pub const NESTED_DIR: &str = "nested";
+
 /// One built component.
 #[derive(Debug, Clone)]
 pub struct Component {
@@ -60,12 +69,17 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// A `cargo build` of this workspace in `target_dir`, with a clean environment.
-fn cargo(workspace: &Path, target_dir: &Path, args: &[&str]) -> Result<(), BuildError> {
+/// A `cargo build` of this workspace with `profile` in `target_dir`, with a clean environment.
+fn cargo(
+    workspace: &Path,
+    target_dir: &Path,
+    profile: &str,
+    args: &[&str],
+) -> Result<(), BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--quiet", "--profile", PROFILE, "--target-dir"])
+        .args(["build", "--quiet", "--profile", profile, "--target-dir"])
         .arg(target_dir)
         .args(args);
     for var in [
@@ -103,7 +117,7 @@ pub fn build_components(
     for p in packages {
         args.extend(["-p", p]);
     }
-    cargo(workspace, target_dir, &args)?;
+    cargo(workspace, target_dir, PROFILE, &args)?;
     packages
         .iter()
         .map(|p| {
@@ -123,8 +137,8 @@ pub fn build_components(
         .collect()
 }
 
-/// Build the binaries of `packages` (one cargo call, so they share their dependencies) for
-/// `target` (the host when `None`) and return their paths, in order.
+/// Build the binaries of `packages` with [`BUNDLE_PROFILE`] (one cargo call, so they share
+/// their dependencies) for `target` (the host when `None`) and return their paths, in order.
 pub fn build_binaries(
     workspace: &Path,
     target_dir: &Path,
@@ -140,11 +154,11 @@ pub fn build_binaries(
         args.extend(["--target", t]);
         dir.push(t);
     }
-    cargo(workspace, target_dir, &args)?;
+    cargo(workspace, target_dir, BUNDLE_PROFILE, &args)?;
     packages
         .iter()
         .map(|p| {
-            let path = dir.join(PROFILE).join(p);
+            let path = dir.join(BUNDLE_PROFILE).join(p);
             if path.is_file() {
                 Ok(path)
             } else {
@@ -174,9 +188,8 @@ fn target_installed(target: &str) -> bool {
         .is_dir()
 }
 
-/// The root `target/` dir of the build running this build script (from `OUT_DIR`).
-///
-/// Components go under `<target>/wasm-plugins`, shared by every profile of the outer build.
+/// The nested builds' dir ([`NESTED_DIR`]) of the build running this build script (found from
+/// `OUT_DIR`), shared by every profile of the outer build.
 pub fn shared_target_dir() -> PathBuf {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     // OUT_DIR = <target>/<profile>/build/<pkg>-<hash>/out, or with --target one level deeper.
@@ -184,6 +197,12 @@ pub fn shared_target_dir() -> PathBuf {
         .find(|p| p.file_name().is_some_and(|n| n == "build"))
         .and_then(|build| build.parent())
         .and_then(|profile| profile.parent())
-        .map(|t| t.join("wasm-plugins"))
-        .unwrap_or_else(|| out.join("wasm-plugins"))
+        .map(nested_target_dir)
+        .unwrap_or_else(|| out.join(NESTED_DIR))
+}
+
+/// The nested builds' dir under the outer build's target dir `target` (for tests, which know
+/// theirs from `CARGO_TARGET_TMPDIR`).
+pub fn nested_target_dir(target: &Path) -> PathBuf {
+    target.join(NESTED_DIR)
 }
