@@ -50,6 +50,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     let mut out = String::from(
         "/// The embedded plugins, sorted by file name.\nstatic BUILTINS: &[Builtin] = &[\n",
     );
@@ -59,15 +60,14 @@ fn main() {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let embedded = keep(&out_dir, &format!("{name}.wasm"), &bytes);
         writeln!(
             out,
-            "    Builtin {{ file: \"{name}.wasm\", bytes: include_bytes!({:?}), hash: \"{hash}\" }},",
-            c.path
+            "    Builtin {{ file: \"{name}.wasm\", bytes: include_bytes!({embedded:?}), hash: \"{hash}\" }},"
         )
         .expect("writing to a String");
     }
     out.push_str("];\n");
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     std::fs::write(out_dir.join("builtin_plugins.rs"), out)
         .expect("writing OUT_DIR/builtin_plugins.rs");
 
@@ -94,6 +94,8 @@ fn main() {
     });
     let mut out = String::new();
     for ((package, name), path) in BUNDLE_BINARIES.iter().zip(&bins) {
+        let bytes = std::fs::read(path).expect("the builder checked the binary exists");
+        let path = keep(&out_dir, package, &bytes);
         writeln!(
             out,
             "/// The `{package}` binary.\npub static {name}: &[u8] = include_bytes!({path:?});"
@@ -112,6 +114,17 @@ const BUNDLE_BINARIES: [(&str, &str); 5] = [
     ("bottle-supervise", "SUPERVISE_BINARY"),
     ("bottle-probe", "PROBE_BINARY"),
 ];
+
+/// `bytes` (a built plugin or program) written to `out_dir/file`, the copy this build embeds.
+///
+/// The nested builds' dir is shared: a crate that reuses a plugin's renderer with other
+/// features (a test plugin does) rewrites that plugin's file there later, which must change
+/// neither what this build embedded nor whether cargo thinks it must build `bottle` again.
+fn keep(out_dir: &Path, file: &str, bytes: &[u8]) -> PathBuf {
+    let path = out_dir.join(file);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
 
 fn plugin_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

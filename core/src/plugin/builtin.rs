@@ -17,3 +17,23 @@ include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 pub fn builtins() -> &'static [Builtin] {
     BUILTINS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// The hash keys the compiled-code cache: one that is not of the embedded bytes would load
+    /// another build's code for this plugin.
+    #[test]
+    fn every_builtins_hash_is_of_its_embedded_bytes() {
+        assert!(!builtins().is_empty());
+        for b in builtins() {
+            let hash: String = Sha256::digest(b.bytes)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            assert_eq!(hash, b.hash, "{}", b.file);
+        }
+    }
+}
