@@ -58,7 +58,7 @@ for _ in $(seq 100); do [ -s "$tmp/mitm-conf/mitmproxy-ca-cert.pem" ] && nc -z 1
 
 
 echo
-echo "machine: $(nproc) cores, $(uname -sr); egress $("$egress_bin" --version); $mitm_version"
+echo "machine: $(nproc) cores, $(uname -sr); egress $("$egress_bin" --version) ($EGRESS_BUILD build); $mitm_version"
 echo "each row: ${WARMUP}s warm-up, ${SECS}s measured, keep-alive; origin answers 200 B"
 printf '%-8s %-6s %5s %10s %9s %9s %12s\n' proxy scheme conns req/s p50_us p99_us cpu_ms/req
 for conns in 1 16 64; do

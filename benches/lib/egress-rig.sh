@@ -1,13 +1,27 @@
-# The rig the egress benchmarks share (sourced, not run): the release builds, a test origin on
+# The rig the egress benchmarks share (sourced, not run): the builds (see EGRESS_BUILD), a test origin on
 # core 1, a routes file with a token route (`localhost`) and a token-less one (`127.0.0.1`),
 # egress's CA, `start_egress NAME ARGS...` (core 0, one worker; sets EGRESS_PID[NAME] and
 # EGRESS_ADDR[NAME]) and `row NAME PID URL CONNS [load args...]`, which prints one row and
 # records RPS[NAME-SCHEME-CONNS] and P50[...]. Expects `step`, WARMUP, SECS and $bench.
 
-step "build (release)"
-cargo build -q --release -p bottle-egress --features testing --example bench --bin bottle-egress
-egress_bin=target/release/bottle-egress
+# EGRESS_BUILD=shipped (the default) measures egress as bottle embeds it in the bundle: the
+# `bundle` profile as the workspace defines it (CI's lighter CARGO_PROFILE_BUNDLE_* are unset),
+# static (musl). EGRESS_BUILD=release measures a glibc release build instead, as earlier runs did.
+EGRESS_BUILD=${EGRESS_BUILD:-shipped}
+step "build (egress: $EGRESS_BUILD; the load generator and the origin: release)"
+cargo build -q --release -p bottle-egress --features testing --example bench
 load_bin=target/release/examples/bench
+case "$EGRESS_BUILD" in
+shipped)
+    musl="$(uname -m)-unknown-linux-musl"
+    env -u CARGO_PROFILE_BUNDLE_OPT_LEVEL -u CARGO_PROFILE_BUNDLE_LTO -u CARGO_PROFILE_BUNDLE_CODEGEN_UNITS \
+        cargo build -q --profile bundle --target "$musl" -p bottle-egress --bin bottle-egress
+    egress_bin=target/$musl/bundle/bottle-egress ;;
+release)
+    cargo build -q --release -p bottle-egress --bin bottle-egress
+    egress_bin=target/release/bottle-egress ;;
+*) echo "EGRESS_BUILD is shipped or release, not $EGRESS_BUILD" >&2; exit 2 ;;
+esac
 
 tmp=$(mktemp -d)
 pids=()
