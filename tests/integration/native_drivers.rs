@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 
 /// The test drivers' dir (and the smolmachines driver's), built once per test process.
 ///
-/// They are built in the tests' own target dir and profile (cargo does not hold its lock while
-/// tests run), so they reuse every dependency the tests' build compiled; the environment is
-/// inherited whole for the same reason (a changed wrapper or flag would rebuild them all).
+/// In a target dir of their own, never beside a `bottle` binary cargo built: bottle trusts the
+/// drivers in its install dir, and these (one panics, one claims a terabyte-long answer, one
+/// leaves a marker when loaded) must never be loaded by a `bottle ps` a developer runs.
 pub fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = crate::support::target_dir();
+        let target = crate::support::target_dir().join("test-drivers");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(workspace())
