@@ -3,6 +3,7 @@
 #
 #   bash benches/egress.sh                 # WARMUP=2 SECS=8 by default
 #   SECS=20 WARMUP=5 bash benches/egress.sh
+#   PROXY_CORE=1 CONNS=1 bash benches/egress.sh   # proxies on the load's core; one connection only
 #
 # Both proxies do the same job for the same routes: route by host, strip the agent's
 # Authorization, inject the route's token (HTTPS to `localhost`; plain HTTP goes to the
@@ -29,12 +30,12 @@ if [ ! -x "$bench/mitm/bin/mitmdump" ]; then
 fi
 mitm_version=$("$bench/mitm/bin/mitmdump" --version | head -1)
 
-step "egress (core 0, one worker)"
+step "egress (core $PROXY_CORE, one worker)"
 start_egress egress --access-log off
 egress_pid=${EGRESS_PID[egress]}
 egress_addr=${EGRESS_ADDR[egress]}
 
-step "mitmproxy (core 0)"
+step "mitmproxy (core $PROXY_CORE)"
 cat > "$tmp/addon.py" <<EOF
 # The original egress addon's logic: route by host, strip Authorization, inject the token.
 from mitmproxy import http
@@ -49,7 +50,7 @@ def request(flow: http.HTTPFlow) -> None:
         flow.request.headers["authorization"] = auth
 EOF
 mitm_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 "$bench/mitm/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" \
+taskset -c "$PROXY_CORE" "$bench/mitm/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" \
     --set confdir="$tmp/mitm-conf" --set ssl_verify_upstream_trusted_ca="$tmp/origin-ca.pem" \
     --set stream_large_bodies=1 --set connection_strategy=lazy -s "$tmp/addon.py" > "$tmp/mitm.out" 2>&1 &
 mitm_pid=$!
@@ -59,9 +60,9 @@ for _ in $(seq 100); do [ -s "$tmp/mitm-conf/mitmproxy-ca-cert.pem" ] && nc -z 1
 
 echo
 echo "machine: $(nproc) cores, $(uname -sr); egress $("$egress_bin" --version) ($EGRESS_BUILD build); $mitm_version"
-echo "each row: ${WARMUP}s warm-up, ${SECS}s measured, keep-alive; origin answers 200 B"
+echo "each row: ${WARMUP}s warm-up, ${SECS}s measured, keep-alive; origin answers 200 B; proxies on core $PROXY_CORE, origin and load on core 1"
 printf '%-8s %-6s %5s %10s %9s %9s %12s\n' proxy scheme conns req/s p50_us p99_us cpu_ms/req
-for conns in 1 16 64; do
+for conns in ${CONNS:-1 16 64}; do
     row direct - "http://127.0.0.1:$http_port/bytes/200" "$conns"
     row egress "$egress_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://$egress_addr"
     row mitm "$mitm_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port"
@@ -80,13 +81,17 @@ while len(json.dumps(msgs)) < (1 << 20):
 body = json.dumps({"model": "m", "messages": msgs}).encode()[: 1 << 20]
 open(sys.argv[1] + "/mib.json", "wb").write(body)
 open(sys.argv[1] + "/mib.json.gz", "wb").write(gzip.compress(body))
+# The same size in blanks: DLP finds nothing to look at, so this row is what carrying a MiB
+# costs (TLS both ways, the copies, the echo back); the JSON row less this one is the scan.
+open(sys.argv[1] + "/mib.blank", "wb").write(b" " * len(body))
 PY
 echo
-echo "bodies: POST 1 MiB to /echo; rows named direct:json, egress:json, direct:gz, egress:gz"
-for body in json gz; do
+echo "bodies: POST 1 MiB to /echo; rows named direct:BODY and egress:BODY for blank, json, gz"
+for body in blank json gz; do
     file=mib.json
     extra=(--header content-type:application/json)
     [ "$body" = gz ] && { file=mib.json.gz; extra+=(--header content-encoding:gzip); }
+    [ "$body" = blank ] && { file=mib.blank; extra=(--header content-type:text/plain); }
     extra+=(--body "$tmp/$file")
     row "direct:$body" - "https://localhost:$https_port/echo" 1 --cacert "$tmp/origin-ca.pem" "${extra[@]}"
     row "egress:$body" "$egress_pid" "https://localhost:$https_port/echo" 1 --proxy "http://$egress_addr" --cacert "$tmp/eca-cert.pem" "${extra[@]}"
@@ -100,10 +105,11 @@ echo "goals (the egress issue):"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }'; }
 for scheme in http https; do
     best=0
-    for c in 1 16 64; do
+    for c in ${CONNS:-1 16 64}; do
         r=$(ratio "${RPS[egress-$scheme-$c]}" "${RPS[mitm-$scheme-$c]}")
         echo "  $scheme c=$c: egress/mitmproxy throughput = ${r}x (goal >= 20x)"
     done
+    [ -n "${RPS[direct-$scheme-64]:-}" ] || continue
     direct64=${RPS[direct-$scheme-64]}
     egress64=${RPS[egress-$scheme-64]}
     echo "  $scheme: direct baseline / egress at c=64 = $(ratio "$direct64" "$egress64")x (>= 3x means the origin and load generator were not the limit)"
@@ -112,7 +118,8 @@ for scheme in http https; do
     added=$(( ${P50[egress-$scheme-1]} - ${P50[direct-$scheme-1]} ))
     echo "  $scheme: added p50 latency at c=1 = ${added} us (goal <= 150 us)"
 done
-for body in json gz; do
-    echo "  https c=1, 1 MiB $body: egress adds ${BODY_P50[$body]} us p50 over direct (DLP's scan of a clean MiB: goal <= 2 ms)"
-done
-echo "  peak RSS after 64 connections: egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"
+echo "  https c=1, 1 MiB of blanks: egress adds ${BODY_P50[blank]} us p50 over direct (carrying a MiB each way; nothing to scan)"
+scan=$(( ${P50[egress:json-https-1]} - ${P50[egress:blank-https-1]} ))
+echo "  https c=1, 1 MiB json: egress adds ${BODY_P50[json]} us p50 over direct; DLP's scan of it: ${scan} us (egress's json row less its blanks' row; goal <= 2 ms)"
+echo "  https c=1, 1 MiB json gzip'd: egress adds ${BODY_P50[gz]} us p50 over direct (gunzip and DLP's scan: the wire carries $(( $(stat -c %s "$tmp/mib.json.gz") / 1024 )) KiB; goal <= 2 ms)"
+echo "  peak RSS (rows at ${CONNS:-1 16 64} connections, then the bodies): egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"

@@ -1,6 +1,6 @@
 # The rig the egress benchmarks share (sourced, not run): the builds (see EGRESS_BUILD), a test origin on
 # core 1, a routes file with a token route (`localhost`) and a token-less one (`127.0.0.1`),
-# egress's CA, `start_egress NAME ARGS...` (core 0, one worker; sets EGRESS_PID[NAME] and
+# egress's CA, `start_egress NAME ARGS...` (core $PROXY_CORE, one worker; sets EGRESS_PID[NAME] and
 # EGRESS_ADDR[NAME]) and `row NAME PID URL CONNS [load args...]`, which prints one row and
 # records RPS[NAME-SCHEME-CONNS] and P50[...]. Expects `step`, WARMUP, SECS and $bench.
 
@@ -8,6 +8,10 @@
 # `bundle` profile as the workspace defines it (CI's lighter CARGO_PROFILE_BUNDLE_* are unset),
 # static (musl). EGRESS_BUILD=release measures a glibc release build instead, as earlier runs did.
 EGRESS_BUILD=${EGRESS_BUILD:-shipped}
+# PROXY_CORE=1 runs the proxies on core 1 too, beside the origin and the load generator: at one
+# connection every hop then wakes a process on its own core, not one across cores (on this
+# VM, a cross-core wake-up costs more than egress's own work per request).
+PROXY_CORE=${PROXY_CORE:-0}
 step "build (egress: $EGRESS_BUILD; the load generator and the origin: release)"
 cargo build -q --release -p bottle-egress --features testing --example bench
 load_bin=target/release/examples/bench
@@ -56,10 +60,10 @@ openssl req -x509 -new -key "$tmp/eca-key.pem" -days 2 -subj "/CN=bench egress C
 cat "$tmp/eca-key.pem" "$tmp/eca-cert.pem" > "$tmp/eca-bundle.pem"
 
 declare -A EGRESS_PID EGRESS_ADDR
-# start_egress NAME [egress args...]: egress on core 0 with one worker, stdout to $tmp/NAME.out.
+# start_egress NAME [egress args...]: egress on core $PROXY_CORE with one worker, stdout to $tmp/NAME.out.
 start_egress() {
     local name=$1; shift
-    EGRESS_TOKEN_0=$token TOKIO_WORKER_THREADS=1 taskset -c 0 "$egress_bin" \
+    EGRESS_TOKEN_0=$token TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" "$egress_bin" \
         --listen 127.0.0.1:0 --routes "$tmp/routes.yaml" --ca "$tmp/eca-bundle.pem" \
         --upstream-ca "$tmp/origin-ca.pem" "$@" > "$tmp/$name.out" 2>&1 &
     EGRESS_PID[$name]=$!

@@ -316,8 +316,11 @@ fn wallet(run: &[u8]) -> Option<&'static str> {
             _ => None,
         };
     }
-    let prefix = run.get(..3).map(<[u8]>::to_ascii_lowercase);
-    if !(prefix.as_deref() == Some(b"bc1") || prefix.as_deref() == Some(b"tb1")) || run.len() > 90 {
+    // Checked without a copy: every long run of a body comes through here.
+    let segwit = run
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"bc1") || p.eq_ignore_ascii_case(b"tb1"));
+    if !segwit || run.len() > 90 {
         return None;
     }
     let lower = run.to_ascii_lowercase();
@@ -386,8 +389,48 @@ const TRAVELLING_KEYS: &[&[u8]] = &[
     b"TOKEN_COUNT",
 ];
 
+/// A set of words, found anywhere in a short haystack. One automaton rather than a slice
+/// compare per word and position: a key is judged at every `=` and `:` of a body.
+struct Words(std::sync::LazyLock<aho_corasick::AhoCorasick>);
+
+impl Words {
+    const fn new(words: fn() -> aho_corasick::AhoCorasick) -> Words {
+        Words(std::sync::LazyLock::new(words))
+    }
+
+    fn in_(&self, hay: &[u8]) -> bool {
+        self.0.is_match(hay)
+    }
+}
+
+fn words(list: &[&[u8]], any_case: bool) -> aho_corasick::AhoCorasick {
+    // A DFA walked byte by byte: the haystacks are a key or a value, at most a few hundred
+    // bytes, where a prefilter's set-up costs more than it skips.
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(any_case)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .prefilter(false)
+        .build(list)
+        .expect("a few static words build")
+}
+
+/// The stems every one of [`SECRET_KEYS`] holds (a test checks it).
+const SECRET_STEMS: &[&[u8]] = &[b"KEY", b"SECRET", b"TOKEN", b"PASS", b"CREDENTIAL"];
+
+/// Whether an upper-case key holds one of [`SECRET_STEMS`]: one pass that rejects nearly
+/// every key of a body (`content`, `Config`, `parser.rs`) before the automata run.
+fn has_secret_stem(upper: &[u8]) -> bool {
+    (0..upper.len()).any(|i| {
+        SECRET_STEMS
+            .iter()
+            .any(|stem| stem[0] == upper[i] && upper[i..].starts_with(stem))
+    })
+}
+
 /// Whether a key (identifier, header name) names a secret.
 pub(crate) fn secret_name(key: &[u8]) -> bool {
+    static SECRET: Words = Words::new(|| words(SECRET_KEYS, false));
+    static TRAVELLING: Words = Words::new(|| words(TRAVELLING_KEYS, false));
     if key.len() < 5 || key.len() > 64 {
         return false;
     }
@@ -400,8 +443,7 @@ pub(crate) fn secret_name(key: &[u8]) -> bool {
         };
     }
     let upper = &buf[..key.len()];
-    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
-    SECRET_KEYS.iter().any(|w| has(w)) && !TRAVELLING_KEYS.iter().any(|w| has(w))
+    has_secret_stem(upper) && SECRET.in_(upper) && !TRAVELLING.in_(upper)
 }
 
 /// Whether a value assigned to a secret-named key is a real secret, not a placeholder or a
@@ -410,26 +452,27 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
     if v.len() < 12 || v.len() > VALUE_MAX || v.iter().any(|b| b.is_ascii_whitespace()) {
         return false;
     }
-    let lower = v.to_ascii_lowercase();
-    let placeholder = [
-        &b"${"[..],
-        b"<",
-        b"{{",
-        b"xxxx",
-        b"****",
-        b"changeme",
-        b"example",
-        b"your_",
-        b"your-",
-        b"redacted",
-        b"process.env",
-        b"os.environ",
-        b"env(",
-    ];
-    if placeholder
-        .iter()
-        .any(|p| lower.windows(p.len()).any(|w| w == *p))
-    {
+    static PLACEHOLDER: Words = Words::new(|| {
+        words(
+            &[
+                b"${",
+                b"<",
+                b"{{",
+                b"xxxx",
+                b"****",
+                b"changeme",
+                b"example",
+                b"your_",
+                b"your-",
+                b"redacted",
+                b"process.env",
+                b"os.environ",
+                b"env(",
+            ],
+            true,
+        )
+    });
+    if PLACEHOLDER.in_(v) {
         return false;
     }
     classes(v) >= 2

@@ -194,17 +194,34 @@ fn wrapped(found: Finding, name: &str, start: usize, end: usize) -> Finding {
 /// like gzip), `Err` when it unpacks past [`UNPACKED_MAX`].
 fn unpacked(hay: &[u8]) -> Option<Result<(&'static str, Vec<u8>), TooLarge>> {
     use crate::content::{ContentError, decode_content};
-    let coding = match hay {
-        [0x1f, 0x8b, ..] => "gzip",
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd",
-        [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31) => "deflate",
-        _ => return utf16(hay).map(|t| Ok(("utf-16", t))),
+    let Some(coding) = packed_as(hay) else {
+        return utf16(hay).map(|t| Ok(("utf-16", t)));
     };
     match decode_content(hay, coding, UNPACKED_MAX) {
         Ok(out) => Some(Ok((coding, out))),
         Err(ContentError::TooLarge(_)) => Some(Err(TooLarge)),
         Err(_) => None,
     }
+}
+
+/// The compression whose magic `hay` starts with, if any.
+fn packed_as(hay: &[u8]) -> Option<&'static str> {
+    match hay {
+        [0x1f, 0x8b, ..] => Some("gzip"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
+        [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31) => Some("deflate"),
+        _ => None,
+    }
+}
+
+/// Whether decoded bytes can hold anything a layer of them would find: text, binary with a
+/// printable stretch as long as the shortest secret, or data that unpacks. Random bytes (a
+/// commit id or a digest, hex-decoded) hold nothing, and cost no layer and no copy.
+pub(crate) fn may_hide(bytes: &[u8]) -> bool {
+    mostly_text(bytes)
+        || !printable_stretches(bytes, crate::MIN_KNOWN_LEN).is_empty()
+        || packed_as(bytes).is_some()
+        || utf16(bytes).is_some()
 }
 
 /// Compressed data inside a layer unpacks to at most this (then it is a finding): a tarball
@@ -230,22 +247,51 @@ fn utf16(hay: &[u8]) -> Option<Vec<u8>> {
 
 /// Maximal runs of printable bytes at least `min` long, as `(start, end)`.
 fn printable_stretches(hay: &[u8], min: usize) -> Vec<(usize, usize)> {
-    let printable = |b: u8| (0x20..0x7f).contains(&b);
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < hay.len() {
-        while i < hay.len() && !printable(hay[i]) {
-            i += 1;
+    // Printable bytes just before the current position.
+    let mut len = 0usize;
+    for (n, block) in hay.chunks(64).enumerate() {
+        let bits = crate::classify::printable_mask(block);
+        if block.len() == 64 {
+            if bits == u64::MAX {
+                len += 64;
+                continue;
+            }
+            // Random bytes (an image, a digest) are a third printable: nearly every block
+            // holds no stretch that reaches `min`, and is passed over in a few instructions.
+            if len + (bits.trailing_ones() as usize) < min && !has_ones(bits, min) {
+                len = bits.leading_ones() as usize;
+                continue;
+            }
         }
-        let start = i;
-        while i < hay.len() && printable(hay[i]) {
-            i += 1;
-        }
-        if i - start >= min {
-            out.push((start, i));
+        let base = n * 64;
+        for i in 0..block.len() {
+            let printable = bits >> i & 1 == 1;
+            if !printable && len >= min {
+                out.push((base + i - len, base + i));
+            }
+            len = if printable { len + 1 } else { 0 };
         }
     }
+    if len >= min {
+        out.push((hay.len() - len, hay.len()));
+    }
     out
+}
+
+/// Whether `bits` (not all ones) holds `k` or more consecutive ones.
+fn has_ones(bits: u64, k: usize) -> bool {
+    if k > 64 {
+        return false;
+    }
+    // After each step, bit `i` says bits `i..i + have` are all ones.
+    let (mut run, mut have) = (bits, 1);
+    while have < k && run != 0 {
+        let step = (k - have).min(have);
+        run &= run >> step;
+        have += step;
+    }
+    run != 0
 }
 
 /// Whole-layer unescapings that change something, each with its name.

@@ -27,6 +27,7 @@
 //! A [`Finding`] never holds the matched bytes: only the rule, the offsets and, for a known
 //! value, the secret's name. It is safe to log.
 
+mod classify;
 pub mod content;
 pub mod detect;
 mod extra;

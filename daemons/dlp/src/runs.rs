@@ -7,20 +7,73 @@
 
 use crate::Finding;
 use crate::detect::{card, iban, run_finding};
-use crate::layers::{B64, B64URL, MIN_DECODED, MIN_ENCODED, base32, hex_byte};
+use crate::layers::{B64, B64URL, MIN_DECODED, MIN_ENCODED, base32, hex_byte, may_hide};
 use base64::Engine;
 
-/// Whether a byte belongs to a run.
-static RUN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
-        b += 1;
+use crate::classify::run_mask;
+
+/// The runs of a layer, in order, found sixty-four bytes at a time: each block's bytes are
+/// classified into one bit mask ([`run_mask`]) whose edges (where a run starts or ends) are
+/// popped one bit scan each, instead of a branch per byte, which the boundaries of short
+/// words mispredict (this was the walk's hottest loop on clean text).
+struct Runs<'h> {
+    hay: &'h [u8],
+    /// The start of the block `edges` is of.
+    base: usize,
+    /// The next block to classify.
+    next_block: usize,
+    /// The edges of the current block not yet popped: bit `i` set where the byte at
+    /// `base + i` differs in class from the one before it.
+    edges: u64,
+    /// Whether the last byte of the previous block was a run byte.
+    carry: bool,
+}
+
+impl<'h> Runs<'h> {
+    fn new(hay: &'h [u8]) -> Self {
+        Runs {
+            hay,
+            base: 0,
+            next_block: 0,
+            edges: 0,
+            carry: false,
+        }
     }
-    t
-};
+
+    /// The next position where a run starts or ends; they alternate, a start first.
+    #[inline]
+    fn edge(&mut self) -> Option<usize> {
+        loop {
+            if self.edges != 0 {
+                let at = self.base + self.edges.trailing_zeros() as usize;
+                self.edges &= self.edges - 1;
+                return Some(at);
+            }
+            let n = self.hay.len();
+            if self.next_block >= n {
+                return None;
+            }
+            let block = &self.hay[self.next_block..n.min(self.next_block + 64)];
+            let mask = run_mask(block);
+            // A short last block has clear bits past its end: a run open there ends at `n`.
+            self.edges = mask ^ (mask << 1 | u64::from(self.carry));
+            self.carry = mask >> 63 == 1;
+            self.base = self.next_block;
+            self.next_block += 64;
+        }
+    }
+}
+
+impl Iterator for Runs<'_> {
+    type Item = (usize, usize);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let start = self.edge()?;
+        let end = self.edge().unwrap_or(self.hay.len());
+        Some((start, end))
+    }
+}
 
 /// A span of the layer that decodes, decoded.
 pub(crate) struct Decoded {
@@ -51,21 +104,12 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
     let mut pairs = HexPairs::default();
     let mut lines = Wrapped::default();
     let n = hay.len();
-    let (mut i, mut prev_end) = (0, 0);
+    let mut runs = Runs::new(hay);
+    let mut prev_end = 0;
     loop {
-        while i < n && !RUN[usize::from(hay[i])] {
-            i += 1;
-        }
-        let done = i >= n;
-        let (start, end) = if done {
-            (n, n)
-        } else {
-            let start = i;
-            while i < n && RUN[usize::from(hay[i])] {
-                i += 1;
-            }
-            (start, i)
-        };
+        let next = runs.next();
+        let done = next.is_none();
+        let (start, end) = next.unwrap_or((n, n));
         let gap = &hay[prev_end..start];
         let run = &hay[start..end];
         prev_end = end;
@@ -78,7 +122,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
                 out.found = run_finding(hay, start, end).filter(|f| !skip(&f.rule));
             }
             if ((short && first.is_ascii_digit()) || cards.count > 0 || done)
-                && let Some((s, e, digits)) = cards.push(gap, start, end, run, done)
+                && let Some((s, e, digits)) = cards.push(hay, gap, (start, end), done)
                 && (13..=19).contains(&digits.len())
                 && card(&digits)
                 && !skip("payment-card")
@@ -88,7 +132,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
             if ((short && (first.is_ascii_uppercase() || first.is_ascii_digit()))
                 || ibans.count > 0
                 || done)
-                && let Some((s, e, chars)) = ibans.push(gap, start, end, run, done)
+                && let Some((s, e, chars)) = ibans.push(hay, gap, (start, end), done)
                 && iban(&chars)
                 && !skip("iban")
             {
@@ -159,11 +203,13 @@ fn trim_padding(s: &[u8]) -> &[u8] {
 
 /// Groups of four joined by single spaces (`4111 1111 …`, `DE89 3704 …`); the last may be
 /// shorter. Yields `(start, end, joined)` when a sequence of two or more groups ends.
+///
+/// Only positions are kept while a sequence grows: a short number in prose starts one, and
+/// nearly all end at one group, so the groups are joined only when a sequence completes.
 struct Groups {
     class: fn(&[u8]) -> bool,
     start: usize,
     end: usize,
-    joined: Vec<u8>,
     count: usize,
     last_len: usize,
 }
@@ -174,7 +220,6 @@ impl Groups {
             class,
             start: 0,
             end: 0,
-            joined: Vec::new(),
             count: 0,
             last_len: 0,
         }
@@ -182,26 +227,29 @@ impl Groups {
 
     fn push(
         &mut self,
+        hay: &[u8],
         gap: &[u8],
-        start: usize,
-        end: usize,
-        run: &[u8],
+        (start, end): (usize, usize),
         done: bool,
     ) -> Option<(usize, usize, Vec<u8>)> {
+        let run = &hay[start..end];
         let fits = !done && !run.is_empty() && run.len() <= 4 && (self.class)(run);
         if fits && self.count > 0 && self.last_len == 4 && gap == b" " {
-            self.joined.extend_from_slice(run);
             self.count += 1;
             self.end = end;
             self.last_len = run.len();
             return None;
         }
-        let finished =
-            (self.count >= 2).then(|| (self.start, self.end, std::mem::take(&mut self.joined)));
-        self.joined.clear();
+        let finished = (self.count >= 2).then(|| {
+            let joined = hay[self.start..self.end]
+                .iter()
+                .copied()
+                .filter(|&b| b != b' ')
+                .collect();
+            (self.start, self.end, joined)
+        });
         self.count = 0;
         if fits {
-            self.joined.extend_from_slice(run);
             (self.start, self.end, self.count, self.last_len) = (start, end, 1, run.len());
         }
         finished
@@ -371,24 +419,37 @@ fn pieces(run: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The bytes `len` hex pairs spell, if they could hide anything ([`may_hide`]): most hex in
+/// clean text is a commit id or a digest, decoded on the stack and dropped there.
+fn hex_pairs<'r>(pairs: impl Iterator<Item = &'r [u8]>, len: usize) -> Option<Vec<u8>> {
+    let mut stack = [0u8; 64];
+    if len <= stack.len() {
+        let mut n = 0;
+        for (d, b) in stack.iter_mut().zip(pairs.filter_map(hex_byte)) {
+            *d = b;
+            n += 1;
+        }
+        return may_hide(&stack[..n]).then(|| stack[..n].to_vec());
+    }
+    Some(pairs.filter_map(hex_byte).collect())
+}
+
 /// The ways one run decodes: hex (also with `-` between pairs), base32, base64, base64url.
-fn decodings(run: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
+/// At most two (base32 and base64 can both hold); no list on the heap for them.
+#[inline(never)] // off the walk's hot loop: inlined, it slowed every run of clean text by a fifth
+fn decodings(run: &[u8]) -> impl Iterator<Item = (&'static str, Vec<u8>)> {
     let dashed_hex = run.len() >= 3 * 8 - 1
         && run.len() % 3 == 2
         && run.chunks(3).all(|c| {
             c[..2].iter().all(u8::is_ascii_hexdigit) && c.get(2).is_none_or(|&b| b == b'-')
         });
     if dashed_hex {
-        out.push((
-            "hex",
-            run.chunks(3).filter_map(|c| hex_byte(&c[..2])).collect(),
-        ));
-        return out;
+        let hex = hex_pairs(run.chunks(3).map(|c| &c[..2]), run.len() / 3 + 1);
+        return [hex.map(|h| ("hex", h)), None].into_iter().flatten();
     }
     if run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
-        out.push(("hex", run.chunks(2).filter_map(hex_byte).collect()));
-        return out;
+        let hex = hex_pairs(run.chunks(2), run.len() / 2);
+        return [hex.map(|h| ("hex", h)), None].into_iter().flatten();
     }
     let body = trim_padding(run);
     let upper = body
@@ -397,44 +458,51 @@ fn decodings(run: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let lower = body
         .iter()
         .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(b));
-    if (upper || lower)
-        && let Some(d) = base32(&body.to_ascii_uppercase())
-    {
-        out.push(("base32", d));
-    }
+    let base32 = (upper || lower)
+        .then(|| base32(&body.to_ascii_uppercase()))
+        .flatten()
+        .map(|d| ("base32", d));
     // base64 of anything sixteen characters long mixes both cases; an identifier or a word
     // (`parse_manifest_from_reader`) does not, and is not worth a decode.
     let mixed = body.iter().any(u8::is_ascii_uppercase) && body.iter().any(u8::is_ascii_lowercase);
-    if mixed && body.len() % 4 != 1 {
-        let std = body
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'));
-        let url = body
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-        if std && let Ok(d) = B64.decode(body) {
-            out.push(("base64", d));
-        } else if url && let Ok(d) = B64URL.decode(body) {
-            out.push(("base64url", d));
-        }
-    }
-    out
+    // The decoders check the alphabet as they go (a run with `-` is not standard base64, one
+    // with `+` not base64url): no pass of its own over a long run (an image).
+    let base64 = (mixed && body.len() % 4 != 1)
+        .then(|| {
+            B64.decode(body)
+                .map(|d| ("base64", d))
+                .or_else(|_| B64URL.decode(body).map(|d| ("base64url", d)))
+                .ok()
+        })
+        .flatten();
+    [base32, base64].into_iter().flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::is_run;
 
     #[test]
     fn runs_split_on_everything_but_token_bytes() {
         let w = walk(b"a bb ccc", false, &|_| false);
         assert!(w.found.is_none() && w.decoded.is_empty());
-        assert!(
-            RUN[usize::from(b'+')]
-                && RUN[usize::from(b'-')]
-                && !RUN[usize::from(b'.')]
-                && !RUN[usize::from(b':')]
-        );
+        assert!(is_run(b'+') && is_run(b'-') && !is_run(b'.') && !is_run(b':'));
+    }
+
+    #[test]
+    fn runs_are_the_maximal_stretches_of_run_bytes() {
+        // Every length, so that runs open at a block's end and at the input's end are seen.
+        let text = b"  ab+c  d==\\n12/x-y_z  \xff\x00 q ".repeat(9);
+        for len in 0..text.len() {
+            let hay = &text[..len];
+            let runs: Vec<&[u8]> = Runs::new(hay).map(|(s, e)| &hay[s..e]).collect();
+            let want: Vec<&[u8]> = hay
+                .split(|&b| !is_run(b))
+                .filter(|r| !r.is_empty())
+                .collect();
+            assert_eq!(runs, want, "the first {len} bytes");
+        }
     }
 
     #[test]

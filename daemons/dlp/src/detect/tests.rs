@@ -228,3 +228,18 @@ fn twilio_keys_are_found_in_runs_and_near_misses_are_not() {
         assert_eq!(validated(miss.as_bytes()), None, "{miss}");
     }
 }
+
+#[test]
+fn every_secret_key_word_holds_a_stem_the_quick_check_looks_for() {
+    for word in super::SECRET_KEYS {
+        assert!(
+            super::SECRET_STEMS
+                .iter()
+                .any(|stem| word.windows(stem.len()).any(|w| w == *stem)),
+            "{}",
+            String::from_utf8_lossy(word)
+        );
+        assert!(super::has_secret_stem(word));
+    }
+    assert!(!super::has_secret_stem(b"CONTENT") && !super::has_secret_stem(b"PARSER_RS"));
+}

@@ -272,3 +272,30 @@ fn binary_layers_are_unpacked_and_their_printable_stretches_peeled() {
     );
     assert_eq!(found(&hay), None);
 }
+
+#[test]
+fn printable_stretches_are_found_across_blocks_and_at_every_length() {
+    // Printable stretches of every length from 1 to 150 between single binary bytes, so that
+    // they start, end and cross the scan's 64-byte blocks everywhere.
+    let mut hay = Vec::new();
+    let mut want = Vec::new();
+    for len in 1..150 {
+        hay.push(0u8);
+        let start = hay.len();
+        hay.extend(std::iter::repeat_n(b'a', len));
+        if len >= 8 {
+            want.push((start, hay.len()));
+        }
+    }
+    for cut in [hay.len(), hay.len() - 3, 64 * 40, 64 * 40 + 5] {
+        let hay = &hay[..cut];
+        let expected: Vec<(usize, usize)> = want
+            .iter()
+            .map(|&(s, e)| (s, e.min(cut)))
+            .filter(|&(s, e)| e > s && e - s >= 8)
+            .collect();
+        assert_eq!(super::printable_stretches(hay, 8), expected, "cut at {cut}");
+    }
+    assert!(super::has_ones(0b1111_0111, 4) && !super::has_ones(0b1110_1110, 4));
+    assert!(!super::has_ones(u64::MAX >> 1, 65));
+}
