@@ -1,16 +1,15 @@
 //! One pass over a layer: its runs (maximal stretches of token bytes, `[A-Za-z0-9+/=_-]`),
 //! each judged once, and the short runs that only mean something in a sequence followed as
 //! they come (a card in groups of four, an IBAN in groups, hex pairs between delimiters,
-//! base64 wrapped over lines). Clean text costs a table lookup per byte and a few compares
-//! per word, whatever the number of detectors; the encoded runs found are decoded here for the
-//! caller to peel.
+//! base64 wrapped over lines). Clean text costs a few vector compares per 16 bytes (see
+//! [`crate::classify`]) and a few compares per word, whatever the number of detectors; the
+//! encoded runs found are decoded here for the caller to peel.
 
 use crate::Finding;
+use crate::classify::run_mask;
 use crate::detect::{card, iban, run_finding};
 use crate::layers::{B64, B64URL, MIN_DECODED, MIN_ENCODED, base32, hex_byte, may_hide};
 use base64::Engine;
-
-use crate::classify::run_mask;
 
 /// The runs of a layer, in order, found sixty-four bytes at a time: each block's bytes are
 /// classified into one bit mask ([`run_mask`]) whose edges (where a run starts or ends) are
