@@ -6,6 +6,8 @@
 //! of [`crate::runs`]; JWTs and assignments are found from their own anchors here.
 
 use crate::Finding;
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
 
 /// Shannon entropy of `s` in bits per byte.
 pub(crate) fn entropy(s: &[u8]) -> f64 {
@@ -389,24 +391,12 @@ const TRAVELLING_KEYS: &[&[u8]] = &[
     b"TOKEN_COUNT",
 ];
 
-/// A set of words, found anywhere in a short haystack. One automaton rather than a slice
-/// compare per word and position: a key is judged at every `=` and `:` of a body.
-struct Words(std::sync::LazyLock<aho_corasick::AhoCorasick>);
-
-impl Words {
-    const fn new(words: fn() -> aho_corasick::AhoCorasick) -> Words {
-        Words(std::sync::LazyLock::new(words))
-    }
-
-    fn in_(&self, hay: &[u8]) -> bool {
-        self.0.is_match(hay)
-    }
-}
-
-fn words(list: &[&[u8]], any_case: bool) -> aho_corasick::AhoCorasick {
+/// An automaton finding any of `list` in a key or a value: one pass rather than a slice compare
+/// per word and position, since a key is judged at every `=` and `:` of a body.
+fn words(list: &[&[u8]], any_case: bool) -> AhoCorasick {
     // A DFA walked byte by byte: the haystacks are a key or a value, at most a few hundred
     // bytes, where a prefilter's set-up costs more than it skips.
-    aho_corasick::AhoCorasick::builder()
+    AhoCorasick::builder()
         .ascii_case_insensitive(any_case)
         .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .prefilter(false)
@@ -429,8 +419,8 @@ fn has_secret_stem(upper: &[u8]) -> bool {
 
 /// Whether a key (identifier, header name) names a secret.
 pub(crate) fn secret_name(key: &[u8]) -> bool {
-    static SECRET: Words = Words::new(|| words(SECRET_KEYS, false));
-    static TRAVELLING: Words = Words::new(|| words(TRAVELLING_KEYS, false));
+    static SECRET: LazyLock<AhoCorasick> = LazyLock::new(|| words(SECRET_KEYS, false));
+    static TRAVELLING: LazyLock<AhoCorasick> = LazyLock::new(|| words(TRAVELLING_KEYS, false));
     if key.len() < 5 || key.len() > 64 {
         return false;
     }
@@ -443,7 +433,7 @@ pub(crate) fn secret_name(key: &[u8]) -> bool {
         };
     }
     let upper = &buf[..key.len()];
-    has_secret_stem(upper) && SECRET.in_(upper) && !TRAVELLING.in_(upper)
+    has_secret_stem(upper) && SECRET.is_match(upper) && !TRAVELLING.is_match(upper)
 }
 
 /// Whether a value assigned to a secret-named key is a real secret, not a placeholder or a
@@ -452,7 +442,7 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
     if v.len() < 12 || v.len() > VALUE_MAX || v.iter().any(|b| b.is_ascii_whitespace()) {
         return false;
     }
-    static PLACEHOLDER: Words = Words::new(|| {
+    static PLACEHOLDER: LazyLock<AhoCorasick> = LazyLock::new(|| {
         words(
             &[
                 b"${",
@@ -472,7 +462,7 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
             true,
         )
     });
-    if PLACEHOLDER.in_(v) {
+    if PLACEHOLDER.is_match(v) {
         return false;
     }
     classes(v) >= 2
