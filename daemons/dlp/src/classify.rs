@@ -24,6 +24,44 @@ pub(crate) fn run_mask(bytes: &[u8]) -> u64 {
     by_byte(bytes, is_run)
 }
 
+/// Whether `b` can be part of a card or an IBAN group: a digit or a capital.
+pub(crate) const fn is_group(b: u8) -> bool {
+    b.is_ascii_digit() || b.is_ascii_uppercase()
+}
+
+/// The classes of up to 64 bytes the walk over runs needs, one bit per byte.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Classes {
+    /// Run bytes ([`is_run`]).
+    pub(crate) run: u64,
+    /// Digits and capitals ([`is_group`]).
+    pub(crate) group: u64,
+    /// Hex digits, either case.
+    pub(crate) hex: u64,
+}
+
+/// The [`Classes`] of `bytes` (at most 64 long), each byte loaded once.
+pub(crate) fn classes(bytes: &[u8]) -> Classes {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+        let mut out = Classes::default();
+        for (i, sixteen) in block.chunks_exact(16).enumerate() {
+            let sixteen = sixteen.try_into().expect("chunks of sixteen");
+            // SAFETY: as in `run_mask`.
+            let (run, group, hex) = unsafe { sse2::class_bits(sixteen) };
+            out.run |= u64::from(run) << (16 * i);
+            out.group |= u64::from(group) << (16 * i);
+            out.hex |= u64::from(hex) << (16 * i);
+        }
+        return out;
+    }
+    Classes {
+        run: by_byte(bytes, is_run),
+        group: by_byte(bytes, is_group),
+        hex: by_byte(bytes, |b| b.is_ascii_hexdigit()),
+    }
+}
+
 /// Bit `i` set when `bytes[i]` is printable ([`is_printable`]); `bytes` is at most 64 long.
 pub(crate) fn printable_mask(bytes: &[u8]) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -94,6 +132,22 @@ mod sse2 {
         _mm_movemask_epi8(hits) as u16
     }
 
+    /// Run bytes, digits and capitals, hex digits (see `Classes`).
+    #[target_feature(enable = "sse2")]
+    pub(super) fn class_bits(bytes: &[u8; 16]) -> (u16, u16, u16) {
+        let x = load(bytes);
+        let folded = _mm_or_si128(x, _mm_set1_epi8(0x20));
+        let digit = within(x, b'0', b'9');
+        let run = run_bits(bytes);
+        let group = _mm_or_si128(digit, within(x, b'A', b'Z'));
+        let hex = _mm_or_si128(digit, within(folded, b'a', b'f'));
+        (
+            run,
+            _mm_movemask_epi8(group) as u16,
+            _mm_movemask_epi8(hex) as u16,
+        )
+    }
+
     /// Bit `i` set when `bytes[i]` is printable.
     #[target_feature(enable = "sse2")]
     pub(super) fn printable_bits(bytes: &[u8; 16]) -> u16 {
@@ -111,9 +165,12 @@ mod tests {
     #[test]
     fn the_masks_classify_every_byte_as_the_byte_tests_do() {
         let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-        let masks: [Classifier; 2] = [
+        let masks: [Classifier; 5] = [
             ("run", run_mask, is_run),
             ("printable", printable_mask, is_printable),
+            ("classes: run", |b| classes(b).run, is_run),
+            ("classes: group", |b| classes(b).group, is_group),
+            ("classes: hex", |b| classes(b).hex, |b| b.is_ascii_hexdigit()),
         ];
         for (name, mask, holds) in masks {
             for start in 0..all.len() {

@@ -410,10 +410,19 @@ const SECRET_STEMS: &[&[u8]] = &[b"KEY", b"SECRET", b"TOKEN", b"PASS", b"CREDENT
 /// Whether an upper-case key holds one of [`SECRET_STEMS`]: one pass that rejects nearly
 /// every key of a body (`content`, `Config`, `parser.rs`) before the automata run.
 fn has_secret_stem(upper: &[u8]) -> bool {
+    // One load per byte: only where a stem could start are the stems compared.
+    static STARTS_STEM: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < SECRET_STEMS.len() {
+            t[SECRET_STEMS[i][0] as usize] = true;
+            i += 1;
+        }
+        t
+    };
     (0..upper.len()).any(|i| {
-        SECRET_STEMS
-            .iter()
-            .any(|stem| stem[0] == upper[i] && upper[i..].starts_with(stem))
+        STARTS_STEM[usize::from(upper[i])]
+            && SECRET_STEMS.iter().any(|stem| upper[i..].starts_with(stem))
     })
 }
 

@@ -6,73 +6,183 @@
 //! encoded runs found are decoded here for the caller to peel.
 
 use crate::Finding;
-use crate::classify::run_mask;
+use crate::classify::{Classes, classes, is_run, run_mask};
 use crate::detect::{card, iban, run_finding};
 use crate::layers::{B64, B64URL, MIN_DECODED, MIN_ENCODED, base32, hex_byte, may_hide};
 use base64::Engine;
 
 /// The runs of a layer, in order, found sixty-four bytes at a time: each block's bytes are
-/// classified into one bit mask ([`run_mask`]) whose edges (where a run starts or ends) are
-/// popped one bit scan each, instead of a branch per byte, which the boundaries of short
-/// words mispredict (this was the walk's hottest loop on clean text).
+/// classified into bit masks ([`classes`]) and a run's start and end are bit scans in them,
+/// instead of a branch per byte, which the boundaries of short words mispredict.
+///
+/// [`Runs::next_notable`] goes further: the runs [`notable`] would pick out of a block are
+/// found by arithmetic on its masks, so the words between them (most of clean text) cost
+/// nothing one by one.
 struct Runs<'h> {
     hay: &'h [u8],
-    /// The start of the block `edges` is of.
+    /// Where the next run is looked for: 0, or the end of the last run returned (so never
+    /// inside a run).
+    pos: usize,
+    /// The block the masks are of (a multiple of 64), or `usize::MAX` before the first.
     base: usize,
-    /// The next block to classify.
-    next_block: usize,
-    /// The edges of the current block not yet popped: bit `i` set where the byte at
-    /// `base + i` differs in class from the one before it.
-    edges: u64,
-    /// Whether the last byte of the previous block was a run byte.
-    carry: bool,
+    /// The classes of the block at `base` and of the one after it (zero past the end).
+    cur: Classes,
+    next: Classes,
+    /// The starts of the notable runs in the block at `base`, once asked for.
+    notable: Option<u64>,
 }
 
 impl<'h> Runs<'h> {
     fn new(hay: &'h [u8]) -> Self {
         Runs {
             hay,
-            base: 0,
-            next_block: 0,
-            edges: 0,
-            carry: false,
+            pos: 0,
+            base: usize::MAX,
+            cur: Classes::default(),
+            next: Classes::default(),
+            notable: None,
         }
     }
 
-    /// The next position where a run starts or ends; they alternate, a start first.
-    // Always: the bundle's size-optimised link left it a call per edge.
-    #[inline(always)]
-    fn edge(&mut self) -> Option<usize> {
-        loop {
-            if self.edges != 0 {
-                let at = self.base + self.edges.trailing_zeros() as usize;
-                self.edges &= self.edges - 1;
-                return Some(at);
-            }
-            let n = self.hay.len();
-            if self.next_block >= n {
-                return None;
-            }
-            let block = &self.hay[self.next_block..n.min(self.next_block + 64)];
-            let mask = run_mask(block);
-            // A short last block has clear bits past its end: a run open there ends at `n`.
-            self.edges = mask ^ (mask << 1 | u64::from(self.carry));
-            self.carry = mask >> 63 == 1;
-            self.base = self.next_block;
-            self.next_block += 64;
+    fn classes_at(&self, at: usize) -> Classes {
+        let n = self.hay.len();
+        if at >= n {
+            return Classes::default();
         }
+        classes(&self.hay[at..n.min(at + 64)])
+    }
+
+    /// Make `base` the block the masks are of; stepping to the next block classifies one.
+    #[inline(always)]
+    fn load(&mut self, base: usize) {
+        if base == self.base {
+            return;
+        }
+        self.cur = if base == self.base.wrapping_add(64) {
+            self.next
+        } else {
+            self.classes_at(base)
+        };
+        self.next = self.classes_at(base + 64);
+        self.base = base;
+        self.notable = None;
+    }
+
+    /// The end of the run that starts at `start`, in the loaded block.
+    #[inline(always)]
+    fn end_of(&self, start: usize) -> usize {
+        let wide = u128::from(self.cur.run) | u128::from(self.next.run) << 64;
+        let past = !wide >> (start - self.base);
+        if past != 0 {
+            return start + past.trailing_zeros() as usize;
+        }
+        // A run longer than the two blocks (an image, a blob): block by block from there.
+        let n = self.hay.len();
+        let mut at = self.base + 128;
+        while at < n {
+            let mask = run_mask(&self.hay[at..n.min(at + 64)]);
+            if mask != u64::MAX {
+                return (at + mask.trailing_ones() as usize).min(n);
+            }
+            at += 64;
+        }
+        n
+    }
+
+    /// The run starting first in `starts` of the block at `base`, from `pos` on; steps past it.
+    #[inline(always)]
+    fn take(&mut self, starts: u64) -> Option<(usize, usize)> {
+        let off = self.pos.saturating_sub(self.base);
+        let bits = if off >= 64 { 0 } else { starts & (u64::MAX << off) };
+        if bits == 0 {
+            return None;
+        }
+        let start = self.base + bits.trailing_zeros() as usize;
+        let end = self.end_of(start);
+        self.pos = end;
+        Some((start, end))
+    }
+
+    /// The next run that could matter while no sequence is open ([`notable`]). The words
+    /// between are passed over a block at a time.
+    #[inline(always)]
+    fn next_notable(&mut self) -> Option<(usize, usize)> {
+        let n = self.hay.len();
+        let mut base = self.pos & !63;
+        while base < n {
+            self.load(base);
+            let carry = base > 0 && is_run(self.hay[base - 1]);
+            let starts = *self
+                .notable
+                .get_or_insert_with(|| notable_starts(self.cur, self.next, carry));
+            if let Some(run) = self.take(starts) {
+                return Some(run);
+            }
+            base += 64;
+        }
+        self.pos = n;
+        None
     }
 }
 
 impl Iterator for Runs<'_> {
     type Item = (usize, usize);
 
-    #[inline]
+    // Always: a call per run otherwise, in the bundle's size-optimised link.
+    #[inline(always)]
     fn next(&mut self) -> Option<(usize, usize)> {
-        let start = self.edge()?;
-        let end = self.edge().unwrap_or(self.hay.len());
-        Some((start, end))
+        let n = self.hay.len();
+        let mut base = self.pos & !63;
+        while base < n {
+            self.load(base);
+            // `pos` is never inside a run: the first run byte from there starts one.
+            if let Some(run) = self.take(self.cur.run) {
+                return Some(run);
+            }
+            base += 64;
+        }
+        self.pos = n;
+        None
     }
+}
+
+/// The starts of the runs in a block that [`notable`] would pick: `cur` is the block's
+/// classes, `next` the following block's (a run's first 13 bytes can reach into it), `carry`
+/// whether the byte before the block is a run byte.
+#[inline(always)]
+fn notable_starts(cur: Classes, next: Classes, carry: bool) -> u64 {
+    const _: () = assert!(FINDING_MIN == 13, "the shifts below count to 13");
+    let wide = |lo: u64, hi: u64| u128::from(lo) | u128::from(hi) << 64;
+    let run = wide(cur.run, next.run);
+    let starts = cur.run & !(cur.run << 1 | u64::from(carry));
+    // Bit i of `through[k]`: bytes i..=i+k are all run bytes.
+    let through1 = run & run >> 1;
+    let through2 = through1 & run >> 2;
+    let through3 = through2 & run >> 3;
+    let through4 = through3 & run >> 4;
+    let mut through12 = through1;
+    through12 &= through12 >> 2; // i..=i+3
+    through12 &= through12 >> 4; // i..=i+7
+    through12 &= through12 >> 5; // i..=i+12
+    let long = through12;
+    let short = !through4;
+    // A short run (at most four bytes) holds a byte that is no digit or capital.
+    let other = run & !wide(cur.group, next.group);
+    let mixed = other | through1 & other >> 1 | through2 & other >> 2 | through3 & other >> 3;
+    let hex = wide(cur.hex, next.hex);
+    let pair = through1 & !(run >> 2) & hex & hex >> 1;
+    starts & (long | short & (!mixed | pair)) as u64
+}
+
+/// Whether `walk` must look at `run` (never empty) when no sequence is open: what
+/// [`run_finding`], a decoding, [`Wrapped`], [`Groups`] or [`HexPairs`] would start on. The
+/// definition [`notable_starts`] computes for a block at once (a test compares them).
+#[cfg(test)]
+fn notable(run: &[u8]) -> bool {
+    let short = run.len() <= 4;
+    let group = run.iter().all(|&b| crate::classify::is_group(b));
+    let pair = run.len() == 2 && run.iter().all(u8::is_ascii_hexdigit);
+    run.len() >= FINDING_MIN || short && (group || pair)
 }
 
 /// A span of the layer that decodes, decoded.
@@ -93,8 +203,18 @@ pub(crate) struct Walked {
     pub(crate) decoded: Vec<Decoded>,
 }
 
+/// Runs shorter than this hold nothing [`run_finding`] looks for.
+const FINDING_MIN: usize = 13;
+// Every run a decoding or a wrapped block could start on is at least as long (see `notable`).
+const _: () = assert!(FINDING_MIN <= MIN_ENCODED && FINDING_MIN <= WRAP_MIN);
+
 /// Walk `hay`; `detect` runs the validated detectors too (on text layers).
 pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Walked {
+    walk_runs(hay, detect, skip, true)
+}
+
+/// [`walk`], passing over the runs that cannot matter when `pass_over` (a test compares).
+fn walk_runs(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool, pass_over: bool) -> Walked {
     let mut out = Walked::default();
     let mut cards = Groups::new(|r| r.iter().all(u8::is_ascii_digit));
     let mut ibans = Groups::new(|r| {
@@ -107,7 +227,18 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
     let mut runs = Runs::new(hay);
     let mut prev_end = 0;
     loop {
-        let next = runs.next();
+        // With no sequence open, the runs between notable ones change nothing: the trackers
+        // start only on notable runs, and the gap before one matters only to an open tracker.
+        let idle = pass_over
+            && cards.count == 0
+            && ibans.count == 0
+            && pairs.bytes.is_empty()
+            && !lines.open;
+        let next = if idle {
+            runs.next_notable()
+        } else {
+            runs.next()
+        };
         let done = next.is_none();
         let (start, end) = next.unwrap_or((n, n));
         let gap = &hay[prev_end..start];
@@ -118,7 +249,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
         let short = run.len() <= 4;
         let first = run.first().copied().unwrap_or(0);
         if detect && out.found.is_none() {
-            if run.len() >= 13 {
+            if run.len() >= FINDING_MIN {
                 out.found = run_finding(hay, start, end).filter(|f| !skip(&f.rule));
             }
             if ((short && first.is_ascii_digit()) || cards.count > 0 || done)
@@ -150,7 +281,7 @@ pub(crate) fn walk(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool) -> Wal
             });
         }
         if (lines.wants(run) || done)
-            && let Some((s, e, joined)) = lines.push(gap, start, end, run, done)
+            && let Some((s, e, joined)) = lines.push(hay, gap, (start, end), done)
             && let Ok(bytes) = B64.decode(trim_padding(&joined))
         {
             out.decoded.push(Decoded {
@@ -305,6 +436,7 @@ struct Wrapped {
     width: usize,
     start: usize,
     end: usize,
+    /// The lines joined, once there are two (the first is `start..start + width` till then).
     joined: Vec<u8>,
     lines: usize,
     open: bool,
@@ -323,12 +455,12 @@ impl Wrapped {
 
     fn push(
         &mut self,
+        hay: &[u8],
         gap: &[u8],
-        start: usize,
-        end: usize,
-        run: &[u8],
+        (start, end): (usize, usize),
         done: bool,
     ) -> Option<(usize, usize, Vec<u8>)> {
+        let run = &hay[start..end];
         // The line itself: a run after a JSON `\n` starts with that `n`.
         let (newline, line) = match (gap, run.split_first()) {
             (b"\n" | b"\r\n", _) => (true, run),
@@ -336,6 +468,12 @@ impl Wrapped {
             _ => (false, run),
         };
         if !done && self.open && newline && !line.is_empty() && line.len() <= self.width {
+            if self.lines == 1 {
+                // The first line is copied only now: most runs that could start a block
+                // (ids, digests, paths) are followed by no second line.
+                self.joined
+                    .extend_from_slice(&hay[self.start..self.start + self.width]);
+            }
             self.joined.extend_from_slice(line);
             self.lines += 1;
             self.end = end;
@@ -355,7 +493,6 @@ impl Wrapped {
             && run.len().is_multiple_of(4)
             && finished.is_none()
         {
-            self.joined.extend_from_slice(run);
             (self.width, self.start, self.end, self.lines, self.open) =
                 (run.len(), start, end, 1, true);
         }
@@ -367,11 +504,7 @@ impl Wrapped {
 /// and digits between separators (`parse_manifest_from_reader` and `/serde_yaml/fn` have none).
 /// Most long runs of clean text fail here, before any allocation.
 fn worth_decoding(run: &[u8]) -> bool {
-    // Dashed hex (`67-68-70-…`), alone or after a prefix (`q=67-68-…`).
-    if run.iter().filter(|&&b| b == b'-').count() >= 7 {
-        return true;
-    }
-    let mut stretch = 0;
+    let (mut stretch, mut dashes) = (0, 0);
     for &b in run {
         if b.is_ascii_alphanumeric() {
             stretch += 1;
@@ -380,9 +513,11 @@ fn worth_decoding(run: &[u8]) -> bool {
             }
         } else {
             stretch = 0;
+            dashes += usize::from(b == b'-');
         }
     }
-    false
+    // Dashed hex (`67-68-70-…`), alone or after a prefix (`q=67-68-…`).
+    dashes >= 7
 }
 
 /// The run itself and, when it holds `=`, `/` or the other alphabet's bytes inside (a
@@ -503,6 +638,89 @@ mod tests {
                 .collect();
             assert_eq!(runs, want, "the first {len} bytes");
         }
+    }
+
+    #[test]
+    fn passing_over_idle_runs_changes_nothing() {
+        use base64::Engine;
+        let wrapped = B64
+            .encode(b"a secret wrapped over lines of sixteen, as base64 -w 16 does it")
+            .into_bytes()
+            .chunks(16)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>();
+        let pieces = [
+            "4539 1488 0343 6467".to_string(),
+            "GB82 WEST 1234 5698 7654 32".to_string(),
+            "de:ad:be:ef:00:11:22:33:44".to_string(),
+            "41 4b 49 41 51 52 53 54".to_string(),
+            wrapped.join("\n"),
+            wrapped.join("\n"),
+            "the quick brown 12 AB fox, 0f e1 words ab".to_string(),
+            "c2VjcmV0LXZhbHVlLWhlcmUtMTIzNDU2".to_string(),
+            "1 22 333 4444 55555 A BB CCC DDDD EEEEE".to_string(),
+        ];
+        // Every piece after every other, with gaps that break or keep a sequence going.
+        for a in &pieces {
+            for b in &pieces {
+                for gap in [" ", "\n", " word ", ":"] {
+                    let hay = format!("{a}{gap}{b}");
+                    let walked = |pass_over| {
+                        let w = walk_runs(hay.as_bytes(), true, &|_| false, pass_over);
+                        let decoded: Vec<_> = w
+                            .decoded
+                            .into_iter()
+                            .map(|d| (d.name, d.start, d.end, d.bytes))
+                            .collect();
+                        (w.found.map(|f| (f.rule, f.start, f.end)), decoded)
+                    };
+                    assert_eq!(walked(true), walked(false), "{hay:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn notable_runs_are_found_a_block_at_a_time_as_one_by_one() {
+        // Short and long runs of every class, across block edges and past two blocks.
+        let long = "x".repeat(140);
+        let text = format!(
+            "ab 12 AB12 4111 DE89 0f:e1 the Q 7 abcdefghijklm abcdefghijkl {long} 1234567890123 \
+             ab+c d==\\n12/x-y_z é g1 Abc 12345 ZZZZ9 a1b2c3d4e5f6g7h8 "
+        )
+        .repeat(5);
+        let text = text.as_bytes();
+        for from in 0..70 {
+            for len in (from..text.len()).step_by(7) {
+                let hay = &text[from..len];
+                let mut runs = Runs::new(hay);
+                let got: Vec<(usize, usize)> = std::iter::from_fn(|| runs.next_notable()).collect();
+                let want: Vec<(usize, usize)> = Runs::new(hay)
+                    .filter(|&(s, e)| notable(&hay[s..e]))
+                    .collect();
+                assert_eq!(got, want, "bytes {from}..{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn notable_runs_are_the_ones_a_sequence_or_detector_starts_on() {
+        for word in ["12", "1234", "AB12", "DE", "ab", "0f", "f0", "Q", "7"] {
+            assert!(notable(word.as_bytes()), "{word}");
+        }
+        for word in [
+            "the",
+            "fox",
+            "Abc",
+            "12345",
+            "xy",
+            "g1",
+            "words",
+            "abcdefghijkl",
+        ] {
+            assert!(!notable(word.as_bytes()), "{word}");
+        }
+        assert!(notable(b"abcdefghijklm"));
     }
 
     #[test]
