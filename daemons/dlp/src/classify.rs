@@ -24,6 +24,21 @@ pub(crate) fn run_mask(bytes: &[u8]) -> u64 {
     by_byte(bytes, is_run)
 }
 
+/// Whether `b` is text: printable or ASCII whitespace (tab, newline, form feed, return).
+pub(crate) const fn is_text(b: u8) -> bool {
+    is_printable(b) || b.is_ascii_whitespace()
+}
+
+/// Bit `i` set when `bytes[i]` is text ([`is_text`]); `bytes` is at most 64 long.
+pub(crate) fn text_mask(bytes: &[u8]) -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+        // SAFETY: as in `run_mask`.
+        return by_sixteen(block, |b| unsafe { sse2::text_bits(b) });
+    }
+    by_byte(bytes, is_text)
+}
+
 /// Whether `b` can be part of a card or an IBAN group: a digit or a capital.
 pub(crate) const fn is_group(b: u8) -> bool {
     b.is_ascii_digit() || b.is_ascii_uppercase()
@@ -148,6 +163,18 @@ mod sse2 {
         )
     }
 
+    /// Bit `i` set when `bytes[i]` is printable or ASCII whitespace.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn text_bits(bytes: &[u8; 16]) -> u16 {
+        let x = load(bytes);
+        let is = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
+        let hits = _mm_or_si128(
+            within(x, 0x20, 0x7e),
+            _mm_or_si128(within(x, b'\t', b'\n'), _mm_or_si128(is(0x0c), is(b'\r'))),
+        );
+        _mm_movemask_epi8(hits) as u16
+    }
+
     /// Bit `i` set when `bytes[i]` is printable.
     #[target_feature(enable = "sse2")]
     pub(super) fn printable_bits(bytes: &[u8; 16]) -> u16 {
@@ -165,12 +192,17 @@ mod tests {
     #[test]
     fn the_masks_classify_every_byte_as_the_byte_tests_do() {
         let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-        let masks: [Classifier; 5] = [
+        let masks: [Classifier; 6] = [
             ("run", run_mask, is_run),
             ("printable", printable_mask, is_printable),
+            ("text", text_mask, is_text),
             ("classes: run", |b| classes(b).run, is_run),
             ("classes: group", |b| classes(b).group, is_group),
-            ("classes: hex", |b| classes(b).hex, |b| b.is_ascii_hexdigit()),
+            (
+                "classes: hex",
+                |b| classes(b).hex,
+                |b| b.is_ascii_hexdigit(),
+            ),
         ];
         for (name, mask, holds) in masks {
             for start in 0..all.len() {

@@ -93,7 +93,11 @@ impl<'h> Runs<'h> {
     #[inline(always)]
     fn take(&mut self, starts: u64) -> Option<(usize, usize)> {
         let off = self.pos.saturating_sub(self.base);
-        let bits = if off >= 64 { 0 } else { starts & (u64::MAX << off) };
+        let bits = if off >= 64 {
+            0
+        } else {
+            starts & (u64::MAX << off)
+        };
         if bits == 0 {
             return None;
         }
@@ -297,13 +301,16 @@ fn walk_runs(hay: &[u8], detect: bool, skip: &dyn Fn(&str) -> bool, pass_over: b
         if run.len() >= MIN_ENCODED && worth_decoding(run) {
             let whole = [(0, run.len())];
             let split;
-            let pieces: &[(usize, usize)] =
-                if trim_padding(run).iter().any(|b| b"=/+-_".contains(b)) {
-                    split = pieces(run);
-                    &split
-                } else {
-                    &whole
-                };
+            // In a run, what is not a letter or a digit is one of `=/+-_`.
+            let pieces: &[(usize, usize)] = if trim_padding(run)
+                .iter()
+                .any(|&b| !b.is_ascii_alphanumeric())
+            {
+                split = pieces(run);
+                &split
+            } else {
+                &whole
+            };
             for &(ps, pe) in pieces {
                 for (name, bytes) in decodings(&run[ps..pe]) {
                     if bytes.len() >= MIN_DECODED {
@@ -526,27 +533,34 @@ fn worth_decoding(run: &[u8]) -> bool {
 fn pieces(run: &[u8]) -> Vec<(usize, usize)> {
     let mut out = vec![(0, run.len())];
     let trimmed = trim_padding(run).len();
-    // `key=<base64 with />` splits at `=` alone; a path at `/` too.
-    let seps: &[&[u8]] = if run.len() > 256 {
-        &[b"="]
-    } else {
-        &[b"=", b"=/", b"-_", b"+/=-_"]
-    };
-    for seps in seps {
-        if !run[..trimmed].iter().any(|b| seps.contains(b)) {
-            continue;
-        }
+    let mut cut_at = |seps: &mut dyn Iterator<Item = usize>| {
         let mut start = 0;
-        for (i, &b) in run[..trimmed].iter().enumerate() {
-            if seps.contains(&b) {
-                if i - start >= MIN_ENCODED && (start, i) != (0, run.len()) {
-                    out.push((start, i));
-                }
-                start = i + 1;
+        let mut any = false;
+        for i in seps {
+            any = true;
+            if i - start >= MIN_ENCODED && (start, i) != (0, run.len()) {
+                out.push((start, i));
             }
+            start = i + 1;
         }
-        if trimmed - start >= MIN_ENCODED && start > 0 {
+        if any && trimmed - start >= MIN_ENCODED && start > 0 {
             out.push((start, run.len()));
+        }
+    };
+    if run.len() > 256 {
+        // `key=<base64 with />` splits at `=` alone.
+        cut_at(&mut memchr::memchr_iter(b'=', &run[..trimmed]));
+    } else {
+        // A path splits at `/` too; an identifier at `-` and `_`.
+        let seps: [fn(u8) -> bool; 4] = [
+            |b| b == b'=',
+            |b| matches!(b, b'=' | b'/'),
+            |b| matches!(b, b'-' | b'_'),
+            |b| matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'),
+        ];
+        for is_sep in seps {
+            let positions = run[..trimmed].iter().enumerate();
+            cut_at(&mut positions.filter(|&(_, &b)| is_sep(b)).map(|(i, _)| i));
         }
     }
     out.sort_unstable();
