@@ -107,18 +107,15 @@ impl<'h> Runs<'h> {
         Some((start, end))
     }
 
-    /// The next run that could matter while no sequence is open ([`notable`]). The words
-    /// between are passed over a block at a time.
+    /// The first run from `pos` on whose start is among `starts(self)` for its block; steps
+    /// past it.
     #[inline(always)]
-    fn next_notable(&mut self) -> Option<(usize, usize)> {
+    fn next_among(&mut self, starts: impl Fn(&mut Self) -> u64) -> Option<(usize, usize)> {
         let n = self.hay.len();
         let mut base = self.pos & !63;
         while base < n {
             self.load(base);
-            let carry = base > 0 && is_run(self.hay[base - 1]);
-            let starts = *self
-                .notable
-                .get_or_insert_with(|| notable_starts(self.cur, self.next, carry));
+            let starts = starts(self);
             if let Some(run) = self.take(starts) {
                 return Some(run);
             }
@@ -126,6 +123,19 @@ impl<'h> Runs<'h> {
         }
         self.pos = n;
         None
+    }
+
+    /// The next run that could matter while no sequence is open ([`notable`]). The words
+    /// between are passed over a block at a time.
+    #[inline(always)]
+    fn next_notable(&mut self) -> Option<(usize, usize)> {
+        self.next_among(|runs| {
+            let carry = runs.base > 0 && is_run(runs.hay[runs.base - 1]);
+            let (cur, next) = (runs.cur, runs.next);
+            *runs
+                .notable
+                .get_or_insert_with(|| notable_starts(cur, next, carry))
+        })
     }
 }
 
@@ -135,18 +145,8 @@ impl Iterator for Runs<'_> {
     // Always: a call per run otherwise, in the bundle's size-optimised link.
     #[inline(always)]
     fn next(&mut self) -> Option<(usize, usize)> {
-        let n = self.hay.len();
-        let mut base = self.pos & !63;
-        while base < n {
-            self.load(base);
-            // `pos` is never inside a run: the first run byte from there starts one.
-            if let Some(run) = self.take(self.cur.run) {
-                return Some(run);
-            }
-            base += 64;
-        }
-        self.pos = n;
-        None
+        // `pos` is never inside a run: the first run byte from there starts one.
+        self.next_among(|runs| runs.cur.run)
     }
 }
 
