@@ -2,8 +2,9 @@
 //! each judged once, and the short runs that only mean something in a sequence followed as
 //! they come (a card in groups of four, an IBAN in groups, hex pairs between delimiters,
 //! base64 wrapped over lines). Clean text costs a few vector compares per 16 bytes (see
-//! [`crate::classify`]) and a few compares per word, whatever the number of detectors; the
-//! encoded runs found are decoded here for the caller to peel.
+//! [`crate::classify`]) and a few bit operations per 64, whatever the number of detectors:
+//! only the runs that could start something are looked at one by one. The encoded runs found
+//! are decoded here for the caller to peel.
 
 use crate::Finding;
 use crate::classify::{Classes, classes, is_run, run_mask};
