@@ -29,41 +29,64 @@ pub fn decode_content(
     content_encoding: &str,
     limit: usize,
 ) -> Result<Vec<u8>, ContentError> {
-    let mut data = body.to_vec();
+    // Until a coding is undone the body itself is read: no copy of what may be all identity.
+    let mut decoded: Option<Vec<u8>> = None;
     for coding in content_encoding.rsplit(',').map(str::trim) {
-        data = match coding.to_ascii_lowercase().as_str() {
+        let data = decoded.as_deref().unwrap_or(body);
+        let out = match coding.to_ascii_lowercase().as_str() {
             "" | "identity" => continue,
             "gzip" | "x-gzip" => {
-                bounded(flate2::read::MultiGzDecoder::new(&data[..]), limit, "gzip")?
+                let size = gzip_size(data).unwrap_or(data.len().saturating_mul(4));
+                bounded(flate2::read::MultiGzDecoder::new(data), size, limit, "gzip")?
             }
             // "deflate" is zlib by the RFC; some clients send raw deflate.
-            "deflate" => bounded(flate2::read::ZlibDecoder::new(&data[..]), limit, "deflate")
-                .or_else(|_| {
-                    bounded(
-                        flate2::read::DeflateDecoder::new(&data[..]),
-                        limit,
-                        "deflate",
-                    )
-                })?,
+            "deflate" => {
+                let size = data.len().saturating_mul(4);
+                bounded(flate2::read::ZlibDecoder::new(data), size, limit, "deflate").or_else(
+                    |_| {
+                        let raw = flate2::read::DeflateDecoder::new(data);
+                        bounded(raw, size, limit, "deflate")
+                    },
+                )?
+            }
             "br" => bounded(
-                brotli_decompressor::Decompressor::new(&data[..], 4096),
+                brotli_decompressor::Decompressor::new(data, 4096),
+                data.len().saturating_mul(4),
                 limit,
                 "br",
             )?,
             "zstd" => {
-                let d = ruzstd::decoding::StreamingDecoder::new(&data[..])
+                let d = ruzstd::decoding::StreamingDecoder::new(data)
                     .map_err(|_| ContentError::Corrupt("zstd"))?;
-                bounded(d, limit, "zstd")?
+                bounded(d, data.len().saturating_mul(4), limit, "zstd")?
             }
             other => return Err(ContentError::UnknownEncoding(other.to_string())),
         };
+        decoded = Some(out);
     }
-    Ok(data)
+    Ok(decoded.unwrap_or_else(|| body.to_vec()))
 }
 
-/// Read `r` to the end, at most `limit` bytes.
-fn bounded(r: impl Read, limit: usize, name: &'static str) -> Result<Vec<u8>, ContentError> {
-    let mut out = Vec::new();
+/// The size a gzip stream says its (last member's) data has: its trailer's ISIZE. A claim
+/// only, used to size the output once rather than grow it by doubling.
+fn gzip_size(data: &[u8]) -> Option<usize> {
+    let trailer: [u8; 4] = data.get(data.len().checked_sub(4)?..)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(trailer)).ok()
+}
+
+/// The most an output is sized up front, whatever the stream claims: a claim costs no more
+/// than this until the data is really there.
+const PRESIZE_MAX: usize = 4 << 20;
+
+/// Read `r` to the end, at most `limit` bytes, into a buffer sized for about `expected`.
+fn bounded(
+    r: impl Read,
+    expected: usize,
+    limit: usize,
+    name: &'static str,
+) -> Result<Vec<u8>, ContentError> {
+    // One more than the claim, so a true claim ends in the first buffer without a grow at EOF.
+    let mut out = Vec::with_capacity(expected.min(limit).min(PRESIZE_MAX).saturating_add(1));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     r.take(cap)
         .read_to_end(&mut out)
@@ -264,6 +287,39 @@ mod tests {
             decode_content(b"x", "compress", 1 << 20),
             Err(ContentError::UnknownEncoding(_))
         ));
+    }
+
+    #[test]
+    fn a_gzip_trailer_that_lies_about_the_size_changes_nothing_but_the_first_buffer() {
+        let body = b"the body, a few times over; ".repeat(1000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&body).unwrap();
+        let honest = gz.finish().unwrap();
+        let n = honest.len();
+        for claim in [0u32, 1, 7, u32::MAX] {
+            let mut lying = honest.clone();
+            lying[n - 4..].copy_from_slice(&claim.to_le_bytes());
+            // flate2 checks ISIZE: a wrong one is corrupt, whatever size it claimed.
+            assert_eq!(
+                decode_content(&lying, "gzip", 1 << 20),
+                Err(ContentError::Corrupt("gzip")),
+                "{claim}"
+            );
+        }
+        assert_eq!(decode_content(&honest, "gzip", 1 << 20).unwrap(), body);
+        let out = decode_content(&honest, "gzip", 1 << 20).unwrap();
+        assert!(
+            out.capacity() <= body.len() + 1,
+            "sized once from the trailer"
+        );
+        // A limit under the claim still stops there.
+        assert_eq!(
+            decode_content(&honest, "gzip", 1000),
+            Err(ContentError::TooLarge(1000))
+        );
+        // No coding to undo: the body as it came.
+        assert_eq!(decode_content(b"plain", "identity", 10).unwrap(), b"plain");
+        assert_eq!(decode_content(b"plain", "", 10).unwrap(), b"plain");
     }
 
     #[test]

@@ -407,22 +407,28 @@ fn words(list: &[&[u8]], any_case: bool) -> AhoCorasick {
 /// The stems every one of [`SECRET_KEYS`] holds (a test checks it).
 const SECRET_STEMS: &[&[u8]] = &[b"KEY", b"SECRET", b"TOKEN", b"PASS", b"CREDENTIAL"];
 
-/// Whether an upper-case key holds one of [`SECRET_STEMS`]: one pass that rejects nearly
-/// every key of a body (`content`, `Config`, `parser.rs`) before the automata run.
-fn has_secret_stem(upper: &[u8]) -> bool {
+/// Whether a key, in any case, holds one of [`SECRET_STEMS`]: one pass over the key as it is
+/// in the body, which rejects nearly every key (`content`, `Config`, `parser.rs`) before it is
+/// copied and the automata run.
+fn has_secret_stem(key: &[u8]) -> bool {
     // One load per byte: only where a stem could start are the stems compared.
     static STARTS_STEM: [bool; 256] = {
         let mut t = [false; 256];
         let mut i = 0;
         while i < SECRET_STEMS.len() {
-            t[SECRET_STEMS[i][0] as usize] = true;
+            let first = SECRET_STEMS[i][0];
+            t[first as usize] = true;
+            t[first.to_ascii_lowercase() as usize] = true;
             i += 1;
         }
         t
     };
-    (0..upper.len()).any(|i| {
-        STARTS_STEM[usize::from(upper[i])]
-            && SECRET_STEMS.iter().any(|stem| upper[i..].starts_with(stem))
+    (0..key.len()).any(|i| {
+        STARTS_STEM[usize::from(key[i])]
+            && SECRET_STEMS.iter().any(|stem| {
+                key.get(i..i + stem.len())
+                    .is_some_and(|at| at.eq_ignore_ascii_case(stem))
+            })
     })
 }
 
@@ -430,7 +436,8 @@ fn has_secret_stem(upper: &[u8]) -> bool {
 pub(crate) fn secret_name(key: &[u8]) -> bool {
     static SECRET: LazyLock<AhoCorasick> = LazyLock::new(|| words(SECRET_KEYS, false));
     static TRAVELLING: LazyLock<AhoCorasick> = LazyLock::new(|| words(TRAVELLING_KEYS, false));
-    if key.len() < 5 || key.len() > 64 {
+    // The stems hold no `_`, so the key's `-` and `.` (read as `_` below) cannot hide one.
+    if key.len() < 5 || key.len() > 64 || !has_secret_stem(key) {
         return false;
     }
     let mut buf = [0u8; 64];
@@ -442,7 +449,7 @@ pub(crate) fn secret_name(key: &[u8]) -> bool {
         };
     }
     let upper = &buf[..key.len()];
-    has_secret_stem(upper) && SECRET.is_match(upper) && !TRAVELLING.is_match(upper)
+    SECRET.is_match(upper) && !TRAVELLING.is_match(upper)
 }
 
 /// Whether a value assigned to a secret-named key is a real secret, not a placeholder or a

@@ -240,6 +240,30 @@ fn every_secret_key_word_holds_a_stem_the_quick_check_looks_for() {
             String::from_utf8_lossy(word)
         );
         assert!(super::has_secret_stem(word));
+        assert!(super::has_secret_stem(&word.to_ascii_lowercase()));
     }
-    assert!(!super::has_secret_stem(b"CONTENT") && !super::has_secret_stem(b"PARSER_RS"));
+    for key in [
+        &b"CONTENT"[..],
+        b"parser.rs",
+        b"Config",
+        b"ke",
+        b"tok",
+        b"pas",
+    ] {
+        assert!(
+            !super::has_secret_stem(key),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    // Any case, and `-` or `.` where the names have `_`.
+    for key in [
+        "apiKey",
+        "Api-Key",
+        "client.secret",
+        "x-auth-token",
+        "DB_Password",
+    ] {
+        assert!(super::secret_name(key.as_bytes()), "{key}");
+    }
 }
