@@ -120,6 +120,9 @@ for scheme in http https; do
 done
 echo "  https c=1, 1 MiB of blanks: egress adds ${BODY_P50[blank]} us p50 over direct (carrying a MiB each way; nothing to scan)"
 scan=$(( ${P50[egress:json-https-1]} - ${P50[egress:blank-https-1]} ))
-echo "  https c=1, 1 MiB json: egress adds ${BODY_P50[json]} us p50 over direct; DLP's scan of it: ${scan} us (egress's json row less its blanks' row; goal <= 2 ms)"
-echo "  https c=1, 1 MiB json gzip'd: egress adds ${BODY_P50[gz]} us p50 over direct (gunzip and DLP's scan: the wire carries $(( $(stat -c %s "$tmp/mib.json.gz") / 1024 )) KiB; goal <= 2 ms)"
+echo "  https c=1, 1 MiB json: egress adds ${BODY_P50[json]} us p50 over direct; DLP's scan of it: ${scan} us (egress's json row less its blanks' row, a low reading: the blanks are judged too; goal <= 2 ms)"
+# The gzip'd body crosses the wire as a few KiB, so its row less a small request's row is
+# what egress does to it: gunzip, then the same scan as the json row's.
+unpack=$(( ${P50[egress:gz-https-1]} - ${P50[egress-https-1]} ))
+echo "  https c=1, 1 MiB json gzip'd: egress adds ${BODY_P50[gz]} us p50 over direct; gunzip and DLP's scan: ${unpack} us (the gz row less egress's small https row; the wire carries $(( $(stat -c %s "$tmp/mib.json.gz") / 1024 )) KiB; the scan's goal is <= 2 ms per MiB, gunzip comes on top)"
 echo "  peak RSS (rows at ${CONNS:-1 16 64} connections, then the bodies): egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"
