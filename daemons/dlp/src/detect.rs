@@ -411,24 +411,26 @@ const SECRET_STEMS: &[&[u8]] = &[b"KEY", b"SECRET", b"TOKEN", b"PASS", b"CREDENT
 /// in the body, which rejects nearly every key (`content`, `Config`, `parser.rs`) before it is
 /// copied and the automata run.
 fn has_secret_stem(key: &[u8]) -> bool {
-    // One load per byte: only where a stem could start are the stems compared.
-    static STARTS_STEM: [bool; 256] = {
-        let mut t = [false; 256];
+    // One load per byte: only where a stem could start is it compared, and only the one stem
+    // that starts with that letter (their first letters differ: a test checks it).
+    static STEM_STARTING: [u8; 256] = {
+        let mut t = [0; 256];
         let mut i = 0;
         while i < SECRET_STEMS.len() {
             let first = SECRET_STEMS[i][0];
-            t[first as usize] = true;
-            t[first.to_ascii_lowercase() as usize] = true;
+            t[first as usize] = i as u8 + 1;
+            t[first.to_ascii_lowercase() as usize] = i as u8 + 1;
             i += 1;
         }
         t
     };
-    (0..key.len()).any(|i| {
-        STARTS_STEM[usize::from(key[i])]
-            && SECRET_STEMS.iter().any(|stem| {
-                key.get(i..i + stem.len())
-                    .is_some_and(|at| at.eq_ignore_ascii_case(stem))
-            })
+    (0..key.len()).any(|i| match STEM_STARTING[usize::from(key[i])] {
+        0 => false,
+        n => {
+            let stem = SECRET_STEMS[usize::from(n - 1)];
+            key.get(i..i + stem.len())
+                .is_some_and(|at| at.eq_ignore_ascii_case(stem))
+        }
     })
 }
 
@@ -492,7 +494,18 @@ const VALUE_MAX: usize = 512;
 
 /// `NAME=value`, `NAME: value`, `"name": "value"` with a secret-named key and a real value.
 fn assignment(hay: &[u8]) -> Option<Finding> {
-    let ident = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    // A key's bytes, one load each: the backward walk over every key of a body is hot.
+    static KEY_BYTE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+            b += 1;
+        }
+        t
+    };
+    let ident = |b: u8| KEY_BYTE[usize::from(b)];
     let value_byte = |b: u8| {
         !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b',' | b';' | b'&' | b'}' | b'`')
     };
