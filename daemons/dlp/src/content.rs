@@ -29,28 +29,45 @@ pub fn decode_content(
     content_encoding: &str,
     limit: usize,
 ) -> Result<Vec<u8>, ContentError> {
+    decode_content_into(body, content_encoding, limit, Vec::new())
+}
+
+/// [`decode_content`] into `spare`, a buffer kept from an earlier body (its contents are
+/// dropped): a caller that decodes body after body allocates, and the kernel maps and zeroes,
+/// a large buffer once rather than per body.
+pub fn decode_content_into(
+    body: &[u8],
+    content_encoding: &str,
+    limit: usize,
+    mut spare: Vec<u8>,
+) -> Result<Vec<u8>, ContentError> {
     // Until a coding is undone the body itself is read: no copy of what may be all identity.
     let mut decoded: Option<Vec<u8>> = None;
     for coding in content_encoding.rsplit(',').map(str::trim) {
         let data = decoded.as_deref().unwrap_or(body);
+        let out = std::mem::take(&mut spare);
         let out = match coding.to_ascii_lowercase().as_str() {
-            "" | "identity" => continue,
+            "" | "identity" => {
+                spare = out;
+                continue;
+            }
             "gzip" | "x-gzip" => {
                 let size = gzip_size(data).unwrap_or(data.len().saturating_mul(4));
-                bounded(flate2::read::MultiGzDecoder::new(data), size, limit, "gzip")?
+                let gz = flate2::read::MultiGzDecoder::new(data);
+                bounded(gz, out, size, limit, "gzip")?
             }
             // "deflate" is zlib by the RFC; some clients send raw deflate.
             "deflate" => {
                 let size = data.len().saturating_mul(4);
-                bounded(flate2::read::ZlibDecoder::new(data), size, limit, "deflate").or_else(
-                    |_| {
-                        let raw = flate2::read::DeflateDecoder::new(data);
-                        bounded(raw, size, limit, "deflate")
-                    },
-                )?
+                let zlib = flate2::read::ZlibDecoder::new(data);
+                bounded(zlib, out, size, limit, "deflate").or_else(|_| {
+                    let raw = flate2::read::DeflateDecoder::new(data);
+                    bounded(raw, Vec::new(), size, limit, "deflate")
+                })?
             }
             "br" => bounded(
                 brotli_decompressor::Decompressor::new(data, 4096),
+                out,
                 data.len().saturating_mul(4),
                 limit,
                 "br",
@@ -58,13 +75,20 @@ pub fn decode_content(
             "zstd" => {
                 let d = ruzstd::decoding::StreamingDecoder::new(data)
                     .map_err(|_| ContentError::Corrupt("zstd"))?;
-                bounded(d, data.len().saturating_mul(4), limit, "zstd")?
+                bounded(d, out, data.len().saturating_mul(4), limit, "zstd")?
             }
             other => return Err(ContentError::UnknownEncoding(other.to_string())),
         };
-        decoded = Some(out);
+        // The layer before is spare now, for the next coding.
+        if let Some(before) = decoded.replace(out) {
+            spare = before;
+        }
     }
-    Ok(decoded.unwrap_or_else(|| body.to_vec()))
+    Ok(decoded.unwrap_or_else(|| {
+        spare.clear();
+        spare.extend_from_slice(body);
+        spare
+    }))
 }
 
 /// The size a gzip stream says its (last member's) data has: its trailer's ISIZE. A claim
@@ -78,15 +102,18 @@ fn gzip_size(data: &[u8]) -> Option<usize> {
 /// than this until the data is really there.
 const PRESIZE_MAX: usize = 4 << 20;
 
-/// Read `r` to the end, at most `limit` bytes, into a buffer sized for about `expected`.
+/// Read `r` to the end, at most `limit` bytes, into `out` (emptied first) sized for about
+/// `expected`.
 fn bounded(
     r: impl Read,
+    mut out: Vec<u8>,
     expected: usize,
     limit: usize,
     name: &'static str,
 ) -> Result<Vec<u8>, ContentError> {
+    out.clear();
     // One more than the claim, so a true claim ends in the first buffer without a grow at EOF.
-    let mut out = Vec::with_capacity(expected.min(limit).min(PRESIZE_MAX).saturating_add(1));
+    out.reserve(expected.min(limit).min(PRESIZE_MAX).saturating_add(1));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     r.take(cap)
         .read_to_end(&mut out)
@@ -320,6 +347,30 @@ mod tests {
         // No coding to undo: the body as it came.
         assert_eq!(decode_content(b"plain", "identity", 10).unwrap(), b"plain");
         assert_eq!(decode_content(b"plain", "", 10).unwrap(), b"plain");
+    }
+
+    #[test]
+    fn a_kept_buffer_brings_nothing_of_its_last_body() {
+        let gz = |text: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        };
+        let stale = b"what the body before decoded to, longer than what comes next".to_vec();
+        let out = decode_content_into(&gz(b"next"), "gzip", 1 << 20, stale.clone()).unwrap();
+        assert_eq!(out, b"next");
+        // Two codings: each layer in its own buffer, the kept one among them.
+        let twice = gz(&gz(b"inner"));
+        let out = decode_content_into(&twice, "gzip, gzip", 1 << 20, stale.clone()).unwrap();
+        assert_eq!(out, b"inner");
+        // Nothing to undo: the body itself.
+        let out = decode_content_into(b"as sent", "identity", 1 << 20, stale.clone()).unwrap();
+        assert_eq!(out, b"as sent");
+        // Errors are the same as without a kept buffer.
+        assert_eq!(
+            decode_content_into(b"not gzip", "gzip", 1 << 20, stale),
+            Err(ContentError::Corrupt("gzip"))
+        );
     }
 
     #[test]
