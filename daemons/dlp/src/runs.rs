@@ -512,20 +512,36 @@ impl Wrapped {
 /// and digits between separators (`parse_manifest_from_reader` and `/serde_yaml/fn` have none).
 /// Most long runs of clean text fail here, before any allocation.
 fn worth_decoding(run: &[u8]) -> bool {
-    let (mut stretch, mut dashes) = (0, 0);
-    for &b in run {
-        if b.is_ascii_alphanumeric() {
-            stretch += 1;
-            if stretch >= MIN_ENCODED {
+    // Dashed hex (`67-68-70-…`), alone or after a prefix (`q=67-68-…`).
+    has_alnum_stretch(run, MIN_ENCODED) || run.iter().filter(|&&b| b == b'-').count() >= 7
+}
+
+/// Whether `run` holds `n` letters and digits in a row.
+///
+/// Each window of `n` bytes is read from its end backwards: the first byte that is not a
+/// letter or digit rules out every window holding it, so the next window starts just after
+/// it. On identifiers and paths, whose separators come every few bytes, most bytes are never
+/// read; none is read more than twice.
+fn has_alnum_stretch(run: &[u8], n: usize) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let mut end = n - 1;
+    while end < run.len() {
+        let start = end + 1 - n;
+        let mut i = end;
+        loop {
+            if !run[i].is_ascii_alphanumeric() {
+                break;
+            }
+            if i == start {
                 return true;
             }
-        } else {
-            stretch = 0;
-            dashes += usize::from(b == b'-');
+            i -= 1;
         }
+        end = i + n;
     }
-    // Dashed hex (`67-68-70-…`), alone or after a prefix (`q=67-68-…`).
-    dashes >= 7
+    false
 }
 
 /// The run itself and, when it holds `=`, `/` or the other alphabet's bytes inside (a
@@ -754,6 +770,39 @@ mod tests {
         for hay in [format!("x {} y", hex.join(":")), hex.join(" ")] {
             let w = walk(hay.as_bytes(), false, &|_| false);
             assert!(w.decoded.iter().any(|d| d.bytes == b"0123456789"), "{hay}");
+        }
+    }
+
+    #[test]
+    fn a_stretch_is_found_by_skipping_exactly_where_a_byte_by_byte_count_finds_it() {
+        let by_bytes = |run: &[u8], n: usize| {
+            let mut stretch = 0;
+            run.iter().any(|b| {
+                stretch = if b.is_ascii_alphanumeric() {
+                    stretch + 1
+                } else {
+                    0
+                };
+                stretch >= n
+            }) || n == 0
+        };
+        let mut rng = crate::testing::Lcg(11);
+        for round in 0..20_000 {
+            // Separators dense or sparse, so that stretches land at every offset and length.
+            let alphabet = match round % 3 {
+                0 => "ab12_",
+                1 => "abcdefgh0123-/",
+                _ => "aZ9aZ9aZ9aZ9aZ9aZ9aZ9.",
+            };
+            let len = rng.next_u32() as usize % 80;
+            let run = rng.pick(alphabet, len);
+            for n in [0, 1, 2, 5, 16, 17] {
+                assert_eq!(
+                    has_alnum_stretch(run.as_bytes(), n),
+                    by_bytes(run.as_bytes(), n),
+                    "{run:?} {n}"
+                );
+            }
         }
     }
 }
