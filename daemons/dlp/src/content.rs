@@ -258,13 +258,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// `text` gzip'd.
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
     #[test]
     fn every_content_encoding_round_trips() {
         let text = b"hello world, hello world, hello world".repeat(10);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&text).unwrap();
-        let gz = gz.finish().unwrap();
-        assert_eq!(decode_content(&gz, "gzip", 1 << 20).unwrap(), text);
+        assert_eq!(decode_content(&gz(&text), "gzip", 1 << 20).unwrap(), text);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&text).unwrap();
         assert_eq!(
@@ -287,12 +291,7 @@ mod tests {
         );
         assert_eq!(decode_content(&zs, "zstd", 1 << 20).unwrap(), text);
         // Two layers, listed in the order they were applied.
-        let mut gz2 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz2.write_all(&br).unwrap();
-        assert_eq!(
-            decode_content(&gz2.finish().unwrap(), "br, gzip", 1 << 20).unwrap(),
-            text
-        );
+        assert_eq!(decode_content(&gz(&br), "br, gzip", 1 << 20).unwrap(), text);
     }
 
     #[test]
@@ -319,9 +318,7 @@ mod tests {
     #[test]
     fn a_gzip_trailer_that_lies_about_the_size_changes_nothing_but_the_first_buffer() {
         let body = b"the body, a few times over; ".repeat(1000);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&body).unwrap();
-        let honest = gz.finish().unwrap();
+        let honest = gz(&body);
         let n = honest.len();
         for claim in [0u32, 1, 7, u32::MAX] {
             let mut lying = honest.clone();
@@ -351,11 +348,6 @@ mod tests {
 
     #[test]
     fn a_kept_buffer_brings_nothing_of_its_last_body() {
-        let gz = |text: &[u8]| {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(text).unwrap();
-            e.finish().unwrap()
-        };
         let stale = b"what the body before decoded to, longer than what comes next".to_vec();
         let out = decode_content_into(&gz(b"next"), "gzip", 1 << 20, stale.clone()).unwrap();
         assert_eq!(out, b"next");
