@@ -276,3 +276,49 @@ fn every_secret_key_word_holds_a_stem_the_quick_check_looks_for() {
         assert!(super::secret_name(key.as_bytes()), "{key}");
     }
 }
+
+#[test]
+fn a_key_is_secret_named_exactly_when_the_word_lists_say_so() {
+    let by_lists = |key: &str| {
+        let upper = key.to_ascii_uppercase().replace(['-', '.'], "_");
+        let any = |list: &[&[u8]]| {
+            list.iter()
+                .any(|w| upper.as_bytes().windows(w.len()).any(|x| x == *w))
+        };
+        (5..=64).contains(&key.len()) && any(super::SECRET_KEYS) && !any(super::TRAVELLING_KEYS)
+    };
+    let parts = [
+        "key",
+        "Token",
+        "SECRET",
+        "pass",
+        "word",
+        "credential",
+        "api",
+        "_",
+        "-",
+        ".",
+        "page",
+        "csrf",
+        "s",
+        "type",
+        "x",
+        "auth",
+        "sync",
+        "count",
+        "private",
+        "access",
+    ];
+    let mut rng = Lcg(5);
+    let mut named = 0;
+    for _ in 0..20_000 {
+        let mut key = String::new();
+        for _ in 0..1 + rng.next_u32() % 5 {
+            key.push_str(parts[rng.next_u32() as usize % parts.len()]);
+        }
+        let want = by_lists(&key);
+        named += usize::from(want);
+        assert_eq!(super::secret_name(key.as_bytes()), want, "{key}");
+    }
+    assert!((2_000..18_000).contains(&named), "{named} of 20000 named");
+}
