@@ -44,38 +44,35 @@ pub fn decode_content_into(
     // Until a coding is undone the body itself is read: no copy of what may be all identity.
     let mut decoded: Option<Vec<u8>> = None;
     for coding in content_encoding.rsplit(',').map(str::trim) {
+        let coding = coding.to_ascii_lowercase();
+        if matches!(coding.as_str(), "" | "identity") {
+            continue;
+        }
         let data = decoded.as_deref().unwrap_or(body);
         let out = std::mem::take(&mut spare);
-        let out = match coding.to_ascii_lowercase().as_str() {
-            "" | "identity" => {
-                spare = out;
-                continue;
-            }
+        // What compressed text usually grows to; gzip says its own size.
+        let guess = data.len().saturating_mul(4);
+        let out = match coding.as_str() {
             "gzip" | "x-gzip" => {
-                let size = gzip_size(data).unwrap_or(data.len().saturating_mul(4));
                 let gz = flate2::read::MultiGzDecoder::new(data);
-                bounded(gz, out, size, limit, "gzip")?
+                bounded(gz, out, gzip_size(data).unwrap_or(guess), limit, "gzip")?
             }
             // "deflate" is zlib by the RFC; some clients send raw deflate.
             "deflate" => {
-                let size = data.len().saturating_mul(4);
                 let zlib = flate2::read::ZlibDecoder::new(data);
-                bounded(zlib, out, size, limit, "deflate").or_else(|_| {
+                bounded(zlib, out, guess, limit, "deflate").or_else(|_| {
                     let raw = flate2::read::DeflateDecoder::new(data);
-                    bounded(raw, Vec::new(), size, limit, "deflate")
+                    bounded(raw, Vec::new(), guess, limit, "deflate")
                 })?
             }
-            "br" => bounded(
-                brotli_decompressor::Decompressor::new(data, 4096),
-                out,
-                data.len().saturating_mul(4),
-                limit,
-                "br",
-            )?,
+            "br" => {
+                let br = brotli_decompressor::Decompressor::new(data, 4096);
+                bounded(br, out, guess, limit, "br")?
+            }
             "zstd" => {
-                let d = ruzstd::decoding::StreamingDecoder::new(data)
+                let zstd = ruzstd::decoding::StreamingDecoder::new(data)
                     .map_err(|_| ContentError::Corrupt("zstd"))?;
-                bounded(d, out, data.len().saturating_mul(4), limit, "zstd")?
+                bounded(zstd, out, guess, limit, "zstd")?
             }
             other => return Err(ContentError::UnknownEncoding(other.to_string())),
         };
