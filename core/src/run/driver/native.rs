@@ -443,9 +443,15 @@ fn in_memory(name: &str, bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> 
     let mut f = std::fs::File::from(fd);
     std::io::Write::write_all(&mut f, bytes)?;
     let fd = std::os::fd::OwnedFd::from(f);
+    // FUTURE_WRITE, not WRITE: sealing WRITE first waits for every extra reference to the
+    // file's pages to go, and a page still in another core's LRU batch (the writing thread
+    // moved) holds one, so it failed now and then with EBUSY under load. FUTURE_WRITE refuses
+    // every later write and writable shared mapping alike; only a writable mapping made before
+    // the seal would outlive it, and none exists: the file was written with `write`, and only a
+    // process allowed to ptrace this one could have opened it meanwhile.
     rustix::fs::fcntl_add_seals(
         &fd,
-        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+        SealFlags::FUTURE_WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
     )?;
     Ok(fd)
 }
@@ -780,6 +786,36 @@ mod tests {
         for refused in ["0.9.0", "1.0.0", "1.0.9", "2.0.0", "1.1", "", "x"] {
             assert!(!compatible_abi(refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_loaded_bytes_cannot_be_changed_after_the_hash() {
+        use std::os::fd::AsRawFd;
+        let fd = in_memory("t", b"the bytes hashed").unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        // Another open of the same file, as any process allowed to open it would get.
+        let mut other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(std::io::Write::write_all(&mut other, b"swapped").is_err());
+        assert!(other.set_len(1).is_err(), "shrunk");
+        assert!(other.set_len(1 << 20).is_err(), "grown");
+        // SAFETY: a fresh mapping of 16 bytes at an address the kernel picks, never touched (nor
+        // made: the seal refuses it).
+        let writable_shared = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                16,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &other,
+                0,
+            )
+        };
+        assert!(writable_shared.is_err(), "mapped for writing");
+        assert!(
+            rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::empty()).is_err(),
+            "the seals themselves can be changed"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"the bytes hashed");
     }
 
     #[test]
