@@ -52,8 +52,6 @@ struct Init {
 impl Init {
     /// Start bottle-init with `daemons` (name, shell script) and a 1 s grace period.
     fn start(daemons: &[(&str, &str)]) -> Init {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = init_bin();
         let list = serde_json::json!({
             "daemons": daemons.iter().map(|(name, script)| serde_json::json!({
                 "name": name, "command": ["/bin/sh", "-c", script],
@@ -61,6 +59,13 @@ impl Init {
                 "name": "absent", "command": ["/usr/local/bin/not-in-this-image"],
             }))).collect::<Vec<_>>()
         });
+        Init::with_list(&list)
+    }
+
+    /// Start bottle-init with the daemon list `list` and a 1 s grace period.
+    fn with_list(list: &serde_json::Value) -> Init {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = init_bin();
         let file = dir.path().join("daemons.json");
         std::fs::write(&file, list.to_string()).unwrap();
         let status = dir.path().join("status");
@@ -68,6 +73,7 @@ impl Init {
         cmd.arg(&file)
             .env("BOTTLE_INIT_GRACE_SECS", "1")
             .env("BOTTLE_INIT_STATUS_DIR", &status)
+            .env("BOTTLE_INIT_PROC_NET", no_listeners())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = retry_busy(|| cmd.spawn());
@@ -391,6 +397,50 @@ fn a_daemon_that_exits_makes_ready_say_never_with_its_last_line() {
     assert!(
         out.contains("bad is not ready (it exited with status 2: bottle-egress: routes.yaml: not a routes file)"),
         "{out}"
+    );
+    let _ = init.child.kill();
+    let _ = init.child.wait();
+}
+
+/// The init writes the ready line the host waits for once every daemon's check passes, and
+/// not before; when a daemon will never be ready, the never-ready line with the reason.
+#[test]
+fn the_init_announces_ready_once_every_check_passes() {
+    use bottle_contract::layout::{BUNDLE_NEVER_READY_PREFIX, BUNDLE_READY_LINE};
+    let flag = tempfile::tempdir().unwrap();
+    let up = flag.path().join("up");
+    let up = up.display();
+    let init = Init::with_list(&serde_json::json!({"daemons": [
+        {"name": "quick", "command": ["/bin/sh", "-c", "sleep 30"], "ready_check": ["/bin/true"]},
+        {"name": "slow", "command": ["/bin/sh", "-c", format!("sleep 0.3; touch {up}; sleep 30")],
+         "ready_check": ["/bin/sh", "-c", format!("test -e {up}")]},
+    ]}));
+    assert_eq!(init.expect(BUNDLE_READY_LINE), BUNDLE_READY_LINE);
+    assert!(
+        flag.path().join("up").exists(),
+        "announced before `slow` was up"
+    );
+    let mut init = init;
+    let _ = init.child.kill();
+    let _ = init.child.wait();
+
+    // A planned program that is missing, and a daemon that takes the init's own name (its
+    // lines would pass for the init's): never ready, saying why.
+    let mut init = Init::start(&[("a", LOOP), ("init", LOOP)]);
+    let never = init.expect(BUNDLE_NEVER_READY_PREFIX);
+    assert!(
+        never.contains("absent is not ready (/usr/local/bin/not-in-this-image")
+            && never.contains(
+                "init is not ready (it was not started: the name `init` is the init's own)"
+            ),
+        "{never}"
+    );
+    assert!(
+        !init
+            .seen
+            .borrow()
+            .iter()
+            .any(|(l, _)| l == BUNDLE_READY_LINE)
     );
     let _ = init.child.kill();
     let _ = init.child.wait();

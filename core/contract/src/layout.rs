@@ -88,6 +88,13 @@ pub const DAEMONS_STATE_PATH: &str = "bundle/daemons.json";
 pub const DAEMONS_IN_BUNDLE: &str = "/etc/bottle/daemons.json";
 /// The bundle's init.
 pub const BUNDLE_INIT: &str = "/usr/local/bin/bottle-init";
+/// The line the bundle's init writes once every daemon's ready check passes: the host waits
+/// for it in the bundle's log instead of running the check with `docker exec` (tens of ms a
+/// try). The init prefixes every daemon's line with the daemon's name, so only the init can
+/// write a line that starts with `[init]`.
+pub const BUNDLE_READY_LINE: &str = "[init] every daemon is ready";
+/// How the init's line starts when a daemon will never be ready (the reason follows).
+pub const BUNDLE_NEVER_READY_PREFIX: &str = "[init] never ready: ";
 
 /// The uid (and gid) of the first plugin's daemons in the bundle; the next plugin's get the
 /// next one. Each plugin's daemons run as their own user, so no daemon can read another

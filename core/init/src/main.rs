@@ -24,6 +24,9 @@
 //! so the bottle never comes up without it. Otherwise `ready` runs every daemon's ready check.
 //! A daemon that exited is recorded (with its last output line) in `/run/bottle-init/`, and
 //! `ready` then exits 2, "never ready", with that line, so the host stops waiting at once.
+//! Once the daemons are started, the init also runs `bottle-init announce FILE`, which runs
+//! the same checks until they pass and then writes one line the host waits for in the
+//! bundle's log (`BUNDLE_READY_LINE`), so no `docker exec` is needed to bring a bottle up.
 //!
 //! `bottle-init reload FILE egress` (by `docker exec`) asks the running init to reload egress
 //! and waits until egress reports running the host's new route table ([`reload`]).
@@ -32,7 +35,7 @@ mod install;
 mod reload;
 mod users;
 
-use bottle_contract::layout::PRIVATE_IN_BUNDLE;
+use bottle_contract::layout::{BUNDLE_NEVER_READY_PREFIX, BUNDLE_READY_LINE, PRIVATE_IN_BUNDLE};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -136,6 +139,15 @@ struct Running {
 }
 
 fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
+    if d.name == "init" {
+        // Its lines would start `[init]`, as this init's own do (the ready line among them).
+        say("a daemon named `init` is not started: the name is the init's own; rename it");
+        record(
+            &d.name,
+            "was not started: the name `init` is the init's own",
+        );
+        return None;
+    }
     let Some(program) = d.command.first() else {
         say(&format!(
             "daemon `{}` has an empty command; skipped",
@@ -279,7 +291,7 @@ fn record_exit(r: &Running, how: &str) {
 }
 
 /// Run the daemons of `list` until SIGTERM or SIGINT. Returns the exit code.
-fn run(list: &DaemonList, grace: Duration) -> i32 {
+fn run(list: &DaemonList, file: &Path, grace: Duration) -> i32 {
     use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let mut signals =
         match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD]) {
@@ -318,6 +330,18 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
         running.len(),
         list.daemons.len()
     ));
+    // A process of its own: its checks are its children, which this init's `reap` (any
+    // child) would otherwise take from under it. Reaped here like any child once it ends.
+    if let Err(e) = Command::new("/proc/self/exe")
+        .arg("announce")
+        .arg(file)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        say(&format!(
+            "cannot watch for the daemons' readiness ({e}); the host's check still runs"
+        ));
+    }
     loop {
         for sig in signals.wait() {
             match sig {
@@ -387,28 +411,63 @@ fn run(list: &DaemonList, grace: Duration) -> i32 {
     }
 }
 
+/// `bottle-init ready`: every daemon's ready check, each failure a line. Returns the exit code.
+fn ready(list: &DaemonList) -> i32 {
+    let (code, report) = readiness(list);
+    for line in report {
+        println!("{line}");
+    }
+    code
+}
+
+/// How long `announce` waits for the daemons at most: longer than any host waits.
+const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
+
+/// `bottle-init announce`, started by the init: run the ready checks until they pass, then
+/// write [`BUNDLE_READY_LINE`]; or, when a daemon will never be ready, the reason after
+/// [`BUNDLE_NEVER_READY_PREFIX`]. Gives up silently when the init is gone.
+fn announce(list: &DaemonList) -> i32 {
+    let init = rustix::process::getppid();
+    let deadline = Instant::now() + ANNOUNCE_FOR;
+    loop {
+        match readiness(list) {
+            (0, _) => {
+                println!("{BUNDLE_READY_LINE}");
+                return 0;
+            }
+            (NEVER_READY, report) => {
+                println!("{BUNDLE_NEVER_READY_PREFIX}{}", report.join("; "));
+                return NEVER_READY;
+            }
+            _ if Instant::now() > deadline || rustix::process::getppid() != init => return 1,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// Run every daemon's ready check; a planned daemon whose program is not in the image is
 /// not ready either (the plan says it runs, so the bottle must not come up without it).
-/// Returns the exit code.
-fn ready(list: &DaemonList) -> i32 {
+/// Returns the exit code and a line for each daemon that is not ready.
+fn readiness(list: &DaemonList) -> (i32, Vec<String>) {
+    let mut report = Vec::new();
     let mut failed = 0;
     let mut never = false;
     for d in &list.daemons {
         let Some(program) = d.command.first() else {
-            println!("{} is not ready (it has no command)", d.name);
+            report.push(format!("{} is not ready (it has no command)", d.name));
             never = true;
             continue;
         };
         if !present(program) {
-            println!(
+            report.push(format!(
                 "{} is not ready ({program} is not an absolute path to a program in this image)",
                 d.name
-            );
+            ));
             never = true;
             continue;
         }
         if let Ok(how) = std::fs::read_to_string(status_dir().join(format!("{}.exited", d.name))) {
-            println!("{} is not ready (it {})", d.name, how.trim());
+            report.push(format!("{} is not ready (it {})", d.name, how.trim()));
             never = true;
             continue;
         }
@@ -423,16 +482,16 @@ fn ready(list: &DaemonList) -> i32 {
         match run_check(cmd, &check[0], READY_CHECK_TIMEOUT) {
             Ok(()) => {}
             Err(why) => {
-                println!("{} is not ready{why}", d.name);
+                report.push(format!("{} is not ready{why}", d.name));
                 failed += 1;
             }
         }
     }
     if never {
-        return NEVER_READY;
+        return (NEVER_READY, report);
     }
     if failed > 0 {
-        return 1;
+        return (1, report);
     }
     let declared: Vec<u16> = list
         .daemons
@@ -441,13 +500,13 @@ fn ready(list: &DaemonList) -> i32 {
         .collect();
     let stray = undeclared_listeners(&declared, &proc_net_tables());
     if stray.is_empty() {
-        0
+        (0, report)
     } else {
-        println!(
+        report.push(format!(
             "the bundle listens beyond loopback on {}, which no daemon declares: the agent could reach it; declare the port in the daemon's plan or bind it to 127.0.0.1",
             stray.join(", ")
-        );
-        NEVER_READY
+        ));
+        (NEVER_READY, report)
     }
 }
 
@@ -525,11 +584,16 @@ fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), S
         .spawn()
         .map_err(|e| format!(" (cannot run {program}: {e})"))?;
     let deadline = Instant::now() + timeout;
+    // A check takes a millisecond or two: look again soon, then less and less often.
+    let mut pause = Duration::from_micros(250);
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(_)) => return Err(String::new()),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
             Ok(None) | Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -543,11 +607,11 @@ fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), S
 fn main_with_args(args: &[String]) -> i32 {
     let (mode, file) = match args {
         [file] => ("run", file),
-        [mode, file] if mode == "ready" => ("ready", file),
+        [mode, file] if mode == "ready" || mode == "announce" => (mode.as_str(), file),
         [mode, file, _] if mode == "reload" => ("reload", file),
         _ => {
             eprintln!(
-                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init reload DAEMONS.json DAEMON"
+                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init announce DAEMONS.json | bottle-init reload DAEMONS.json DAEMON"
             );
             return 2;
         }
@@ -561,6 +625,9 @@ fn main_with_args(args: &[String]) -> i32 {
     };
     if mode == "ready" {
         return ready(&list);
+    }
+    if mode == "announce" {
+        return announce(&list);
     }
     if mode == "reload" {
         return reload::reload(&list, &args[2]);
@@ -577,7 +644,7 @@ fn main_with_args(args: &[String]) -> i32 {
             Duration::from_secs,
         ),
     };
-    run(&list, grace)
+    run(&list, Path::new(file), grace)
 }
 
 fn main() {

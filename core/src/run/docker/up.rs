@@ -11,7 +11,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
 use bottle_contract::labels;
-use bottle_contract::layout::{AGENT_SERVICE, BUNDLE_SERVICE};
+use bottle_contract::layout::{
+    AGENT_SERVICE, BUNDLE_NEVER_READY_PREFIX, BUNDLE_READY_LINE, BUNDLE_SERVICE,
+};
 use futures_util::{StreamExt, future::try_join_all};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -612,7 +614,11 @@ pub async fn up(
             });
             if let (true, Some(h)) = (needed_healthy, &s.healthcheck) {
                 let name = container_name(req.project, key, s);
-                wait_healthy(docker, &name, &h.test, req.health_timeout).await?;
+                if is_bundle(key, s) {
+                    wait_bundle_ready(docker, &name, &h.test, req.health_timeout).await?;
+                } else {
+                    wait_healthy(docker, &name, &h.test, req.health_timeout).await?;
+                }
                 req.phases.done(&format!("{key} healthy"));
             }
             Ok::<_, DockerError>(())
@@ -745,6 +751,62 @@ fn network_options(n: &project::ComposeNetwork) -> HashMap<String, String> {
         opts.insert(k.to_owned(), v.to_owned());
     }
     opts
+}
+
+/// How long bring-up waits for the bundle's ready line before it runs the health check
+/// itself too (a bundle image whose init does not write the line).
+const READY_LINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Wait until the freshly started bundle `container` is ready: its init writes
+/// [`BUNDLE_READY_LINE`] in its log, which is read as it comes, with no `docker exec`; from
+/// [`READY_LINE_GRACE`] on, its health check `test` runs as in [`wait_healthy`] too, and
+/// whichever answers first decides. Not for a restarted container: its log holds the last
+/// start's line.
+pub async fn wait_bundle_ready(
+    docker: &Docker,
+    container: &str,
+    test: &[String],
+    timeout: Duration,
+) -> Result<(), DockerError> {
+    let checked = async {
+        tokio::time::sleep(READY_LINE_GRACE).await;
+        wait_healthy(docker, container, test, timeout).await
+    };
+    tokio::select! {
+        r = ready_line(docker, container) => r,
+        r = checked => r,
+    }
+}
+
+/// `Ok` once `container`'s log has [`BUNDLE_READY_LINE`]; the init's reason when it writes that
+/// a daemon will never be ready; never when the log ends with neither (the container stopped,
+/// and the health check says how).
+async fn ready_line(docker: &Docker, container: &str) -> Result<(), DockerError> {
+    let opts = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .build();
+    let mut stream = docker.logs(container, Some(opts));
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        pending.extend_from_slice(&chunk.into_bytes());
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end();
+            if line == BUNDLE_READY_LINE {
+                return Ok(());
+            }
+            if let Some(why) = line.strip_prefix(BUNDLE_NEVER_READY_PREFIX) {
+                return Err(DockerError::Unhealthy {
+                    container: container.to_owned(),
+                    detail: bottle_contract::terminal::safe(why).into_owned(),
+                    logs: last_logs(docker, container, 20).await,
+                });
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// The exit code of `bottle-init ready` for "a daemon will never be ready".
