@@ -20,7 +20,8 @@ pub const CONFIG_FILE: &str = "config.yaml";
 /// network holds is skipped anyway.
 pub const DEFAULT_POOL: &str = "10.213.0.0/16";
 
-/// The smallest pool: one bottle's networks (a /28 and a /29) must fit.
+/// The smallest pool: one bottle's own network (a /28) must fit (its bundle's way out is the
+/// bridge every bundle shares, on the engine's own addresses).
 pub const SMALLEST_POOL_PREFIX: u8 = 28;
 
 /// bottle's settings.

@@ -122,6 +122,14 @@ fn a_backend_cannot_add_powers_mounts_networks_or_services() {
         ("egress-agent", "may join internal ones only"),
         ("unconfined", "the security option `seccomp=unconfined`"),
         (
+            "external-bridge",
+            "makes network `egress` (bridge) external; only bottle's shared way out may be",
+        ),
+        (
+            "external-options",
+            "makes network `egress` (bottle-shared-egress) external; only bottle's shared way out may be, written as `{name: bottle-shared-egress, external: true}` and nothing more",
+        ),
+        (
             "host-env",
             "the host's env var `AWS_SECRET_ACCESS_KEY`, which the manifest does not pass to it",
         ),

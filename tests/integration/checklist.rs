@@ -161,7 +161,13 @@ fn items_23_to_25_and_33_one_project_rendered_into_the_state_dir_and_recorded() 
 fn item_28_an_internal_network_without_gateway_and_a_separate_bridge() {
     let r = render("implementer", "docker");
     assert_eq!(r.compose["networks"]["internal"]["internal"], true);
-    assert_eq!(r.compose["networks"]["egress"]["driver"], "bridge");
+    // The way out: the bridge every bundle shares (made by the host, members kept apart), a
+    // separate bridge from the agent's all the same.
+    assert_eq!(r.compose["networks"]["egress"]["external"], true);
+    assert_eq!(
+        r.compose["networks"]["egress"]["name"],
+        bottle_contract::compose::SHARED_EGRESS_NETWORK
+    );
     assert!(r.compose["networks"]["egress"]["internal"].is_null());
     assert_eq!(
         r.compose["services"]["agent"]["networks"]

@@ -91,7 +91,10 @@ fn a_local_user_cannot_spend_the_bottles_credentials_or_reach_its_daemons() {
     let ip = crate::docker_e2e::docker(&[
         "inspect",
         "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"bottle-{slug}-egress\").IPAddress}}}}"),
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            bottle_contract::compose::SHARED_EGRESS_NETWORK
+        ),
         &bundle,
     ]);
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod names;
 pub mod pool;
 pub mod project;
+pub mod shared;
 pub mod up;
 pub mod watch;
 

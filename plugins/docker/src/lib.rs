@@ -3,7 +3,8 @@
 //! - `agent`: the agent's image, idling (`sleep infinity` under docker's init) until bottle
 //!   execs the agent's command into it; only on the internal network;
 //! - `sidecars`: one bundle container `bottle-sidecars-<slug>` running every sidecar daemon,
-//!   with each daemon's name as a hostname alias; on the internal network and the egress bridge;
+//!   with each daemon's name as a hostname alias; on the internal network and on the way out
+//!   every bundle shares (`bottle-shared-egress`, whose members cannot reach each other);
 //! - any service a plugin adds, on the networks it asks for.
 //!
 //! The internal network is `internal: true`: the agent has no route out but through the bundle.
@@ -154,16 +155,16 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .into(),
                 labels: labels_for(stack, "network"),
+                ..ComposeNetwork::default()
             },
         ),
         (
             EGRESS.to_owned(),
+            // One bridge every bundle shares, made and kept by the host.
             ComposeNetwork {
-                name: format!("{project}-egress"),
-                driver: "bridge".into(),
-                internal: false,
-                driver_opts: BTreeMap::new(),
-                labels: labels_for(stack, "network"),
+                name: SHARED_EGRESS_NETWORK.into(),
+                external: true,
+                ..ComposeNetwork::default()
             },
         ),
     ]);

@@ -220,9 +220,8 @@ pub fn bundle_compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             ComposeNetwork {
                 name: format!("bottle-bundle-{}", stack.slug),
                 driver: "bridge".into(),
-                internal: false,
-                driver_opts: BTreeMap::new(),
                 labels: labels_for(stack, "network"),
+                ..ComposeNetwork::default()
             },
         )]),
         volumes: BTreeMap::new(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 pub use bottle_contract::compose::{
     ComposeFile, ComposeHealth, ComposeMount, ComposeNetwork, ComposeService, ComposeVolume,
-    DependsOn, INHIBIT_HOST_ADDRESS, ServiceNetwork,
+    DependsOn, INHIBIT_HOST_ADDRESS, SHARED_EGRESS_NETWORK, SHARED_EGRESS_OPTS, ServiceNetwork,
 };
 pub use bottle_contract::daemons::{DaemonEntry, DaemonList};
 pub use bottle_contract::hop::{PLACEHOLDER as HOP_PLACEHOLDER, is_proxy_var};

@@ -78,6 +78,22 @@ fn admit_file(plan: &BottlePlan, path: &str, contents: &str, shape: Shape) -> Re
         .map(|v| format!("{}-{v}", plan.deployment.project))
         .collect();
     for (key, n) in &file.networks {
+        if n.external {
+            // The host makes it, with its own driver and options: the file names it only.
+            let shared = bottle_contract::compose::SHARED_EGRESS_NETWORK;
+            let plain = bottle_contract::compose::ComposeNetwork {
+                name: shared.to_owned(),
+                external: true,
+                ..Default::default()
+            };
+            if *n != plain {
+                return Err(refuse(format!(
+                    "makes network `{key}` ({}) external; only bottle's shared way out may be, written as `{{name: {shared}, external: true}}` and nothing more",
+                    n.name
+                )));
+            }
+            continue;
+        }
         if n.driver != "bridge" {
             return Err(refuse(format!(
                 "gives network `{key}` the driver `{}` (only `bridge`)",

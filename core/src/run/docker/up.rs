@@ -485,7 +485,16 @@ pub async fn up(
 ) -> Result<(), DockerError> {
     check_agent_networks(file)?;
     super::names::prepare(std::path::Path::new(req.state_dir))?;
-    create_networks(docker, file, req).await?;
+    let shared = create_networks(docker, file, req).await?;
+    // Containers join a shared network by id: the engine may hold two of its name for a moment
+    // ([`super::shared`]).
+    let mut by_id = file.clone();
+    for (key, id) in shared {
+        if let Some(n) = by_id.networks.get_mut(&key) {
+            n.name = id;
+        }
+    }
+    let file = &by_id;
     try_join_all(file.volumes.values().map(|v| async move {
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, None, req.state_dir);
@@ -633,14 +642,43 @@ pub async fn up(
 }
 
 /// Create the file's networks at once, each bridge on a subnet of bottle's own pool sized to
-/// what joins it ([`pool`]); a subnet another run took first is looked for again.
+/// what joins it ([`pool`]); a subnet another run took first is looked for again. An external
+/// network (the shared way out) is made only when the engine lacks it ([`super::shared`]);
+/// returns their keys and ids.
 async fn create_networks(
+    docker: &Docker,
+    file: &ComposeFile,
+    req: &UpRequest<'_>,
+) -> Result<Vec<(String, String)>, DockerError> {
+    let shared = async {
+        let mut ids = Vec::new();
+        for (key, n) in file.networks.iter().filter(|(_, n)| n.external) {
+            if n.name != bottle_contract::compose::SHARED_EGRESS_NETWORK {
+                return Err(DockerError::Host(format!(
+                    "network `{key}` is external but not bottle's shared way out ({}); fix the backend that wrote it",
+                    bottle_contract::compose::SHARED_EGRESS_NETWORK
+                )));
+            }
+            ids.push((key.clone(), super::shared::ensure(docker).await?));
+        }
+        Ok(ids)
+    };
+    let (ids, ()) =
+        futures_util::future::try_join(shared, create_own_networks(docker, file, req)).await?;
+    Ok(ids)
+}
+
+/// Create the bottle's own (not external) networks of `file`, as [`create_networks`] says.
+async fn create_own_networks(
     docker: &Docker,
     file: &ComposeFile,
     req: &UpRequest<'_>,
 ) -> Result<(), DockerError> {
     let range = req.config.networks.pool;
-    let bridges = file.networks.values().any(|n| n.driver == "bridge");
+    let bridges = file
+        .networks
+        .values()
+        .any(|n| n.driver == "bridge" && !n.external);
     let mut taken = if bridges {
         pool::Taken::read(docker, range).await?
     } else {
@@ -649,7 +687,7 @@ async fn create_networks(
     let start = pool::random_start();
     // One look for all of them: each takes its block before the next picks.
     let mut wanted = Vec::new();
-    for (key, n) in &file.networks {
+    for (key, n) in file.networks.iter().filter(|(_, n)| !n.external) {
         let members = file
             .services
             .values()

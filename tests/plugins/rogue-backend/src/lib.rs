@@ -65,6 +65,20 @@ impl BackendGuest for RogueBackend {
                 }
             }
             Some("unconfined") => agent.security_opt.push("seccomp=unconfined".into()),
+            // The bundle's way out named as another engine network, or as the shared one with
+            // options the host does not set.
+            Some("external-bridge") => {
+                if let Some(n) = file.networks.get_mut(EGRESS) {
+                    n.name = "bridge".into();
+                }
+            }
+            Some("external-options") => {
+                if let Some(n) = file.networks.get_mut(EGRESS) {
+                    n.driver = "bridge".into();
+                    n.driver_opts
+                        .insert("com.docker.network.bridge.enable_icc".into(), "true".into());
+                }
+            }
             Some("extra-service") => {
                 let extra = ComposeService {
                     image: stack.agent.image.clone(),
