@@ -106,8 +106,11 @@ impl Record {
 static PENDING: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 /// Written out once this much is waiting.
 const WRITE_AT: usize = 32 * 1024;
-/// Written out at least this often, however little is waiting.
+/// A line waits at most this long, however little is waiting.
 const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Told when a line comes to an empty [`PENDING`]: the writer sleeps until then, so an idle
+/// egress wakes no thread at all.
+static LINE_WAITS: std::sync::Condvar = std::sync::Condvar::new();
 
 /// Write out whatever is waiting (under the lock, so lines stay in order).
 fn write_pending(pending: &mut Vec<u8>) {
@@ -131,6 +134,12 @@ fn send(line: String) {
             .name("access-log".into())
             .spawn(|| {
                 loop {
+                    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+                    while pending.is_empty() {
+                        pending = LINE_WAITS.wait(pending).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(pending);
+                    // The lines that come meanwhile go out with it, in one write.
                     std::thread::sleep(WRITE_EVERY);
                     write_pending(&mut PENDING.lock().unwrap_or_else(|p| p.into_inner()));
                 }
@@ -143,10 +152,13 @@ fn send(line: String) {
         }
     });
     let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let first = pending.is_empty();
     pending.extend_from_slice(line.as_bytes());
     pending.push(b'\n');
     if pending.len() >= WRITE_AT || NO_TIMER.load(Ordering::Relaxed) {
         write_pending(&mut pending);
+    } else if first {
+        LINE_WAITS.notify_one();
     }
 }
 

@@ -426,6 +426,38 @@ fn the_route_table_and_health_show_no_token() {
     assert!(ok.success());
 }
 
+/// The access log's writer sleeps while nothing waits (an idle egress wakes no thread of its
+/// own: it used to look every 10 ms), and a line that comes later is still written.
+#[test]
+fn the_access_log_writer_sleeps_while_nothing_waits() {
+    let rig = Rig::new();
+    // The origin has no such page (404): what matters is the line.
+    rig.curl(&[&rig.https("origin.test", "/first")]);
+    rig.wait_for_log("/first");
+    let writer = std::fs::read_dir(format!("/proc/{}/task", rig.egress.id()))
+        .unwrap()
+        .flatten()
+        .map(|t| t.path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "access-log"))
+        .expect("the access log's writer thread");
+    let woken = || {
+        std::fs::read_to_string(writer.join("status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    // Past its last write (at most 10 ms after the line), then half a second of nothing.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = woken();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = woken() - before;
+    assert!(idle <= 1, "woke {idle} times with nothing to write");
+    rig.curl(&[&rig.https("origin.test", "/second")]);
+    rig.wait_for_log("/second");
+}
+
 fn raw(proxy: SocketAddr, send: &[u8]) -> String {
     let mut s = TcpStream::connect(proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
