@@ -105,6 +105,67 @@ fn replacing_a_builtin_needs_a_grant_pinned_to_its_hash() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A plugin's service granted a way out gets one of its own bottle's: the bridge every bundle
+/// shares is the bundle's alone, and a backend that puts another service on it is refused.
+#[test]
+fn only_the_bundle_joins_the_way_out_every_bottle_shares() {
+    let run_with = |rogue: Option<&str>| {
+        let sb = Sandbox::new();
+        let docker = rogue.map_or_else(String::new, |r| format!("\n  docker: {{rogue: {r}}}"));
+        sb.agent(
+            "outward",
+            &format!("image: bottle-agent:latest\ncwd: none\nplugins:\n  misbehave: {{outward: true}}{docker}\n"),
+        );
+        let mut wanted = vec![plugins::misbehave()];
+        if rogue.is_some() {
+            wanted.push(plugins::rogue_backend());
+        }
+        let dir = sb.plugin_dir("plugins", &wanted);
+        let mut cmd = sb.bottle();
+        cmd.args([
+            "run",
+            "outward",
+            "--dry-run",
+            "--grant",
+            "misbehave=egress-network",
+        ]);
+        if rogue.is_some() {
+            cmd.args(["--grant", &pinned()]);
+        }
+        let (code, out, err) = run(cmd.arg("--plugin-dir").arg(&dir));
+        (code, out, err, sb)
+    };
+    let (code, out, err, sb) = run_with(None);
+    assert_eq!(code, 0, "{out}{err}");
+    let state = std::fs::read_dir(sb.state())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("compose.yaml"))
+        .find(|p| p.is_file())
+        .expect("the dry run's compose file");
+    let file: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    let nets = |service: &str| -> Vec<String> {
+        file["services"][service]["networks"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(nets("outward"), ["own-egress"]);
+    assert_eq!(nets("sidecars"), ["egress", "internal"]);
+    assert_eq!(file["networks"]["egress"]["external"], true);
+    assert!(file["networks"]["own-egress"]["external"].is_null());
+
+    let (code, _, err, _) = run_with(Some("shared-service"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("gives service `outward` the network bottle-shared-egress, which every bottle's bundle shares (only `sidecars` may join it"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_backend_rendering_what_the_plan_holds_is_admitted() {
     let (code, err) = dry_run_rogue("none");

@@ -334,6 +334,16 @@ fn bundles_share_one_kept_way_out_on_which_they_cannot_reach_each_other() {
         &format!("{{{{(index .NetworkSettings.Networks \"{NET}\").IPAddress}}}}"),
         &format!("bottle-sidecars-{slug}"),
     ]);
+    // No raw sockets in the bundle: on one bridge they would reach the others below its firewall.
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.CapDrop}}",
+            &format!("bottle-sidecars-{slug}")
+        ]),
+        "[NET_RAW]"
+    );
     let addr: std::net::SocketAddr = format!("{ip}:9099").parse().unwrap();
     // The host reaches egress's port on the bundle (egress refuses it without the hop token).
     assert!(

@@ -16,8 +16,12 @@ use std::collections::BTreeMap;
 
 /// Compose key of the agent's network.
 pub const INTERNAL: &str = "internal";
-/// Compose key of the way out.
+/// Compose key of the way out the bundle shares with every other bottle's bundle.
 pub const EGRESS: &str = "egress";
+/// Compose key of this bottle's own way out, for a plugin's service granted one: only the
+/// bundle joins the shared bridge, where a container could reach other bottles' bundles at
+/// the link layer.
+pub const OWN_EGRESS: &str = "own-egress";
 
 /// `plugins.docker` in the manifest.
 #[derive(Debug, Default, Deserialize)]
@@ -27,10 +31,11 @@ pub struct Settings {
     pub bundle_image: Option<String>,
 }
 
+/// The network a plugin's service with `role` joins.
 fn network_key(role: &NetworkRole) -> &'static str {
     match role {
         NetworkRole::Internal => INTERNAL,
-        NetworkRole::Egress => EGRESS,
+        NetworkRole::Egress => OWN_EGRESS,
     }
 }
 
@@ -143,7 +148,7 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             },
         );
     }
-    let networks = BTreeMap::from([
+    let mut networks = BTreeMap::from([
         (
             INTERNAL.to_owned(),
             ComposeNetwork {
@@ -168,6 +173,20 @@ pub fn compose(stack: &Stack, settings: &Settings) -> ComposeFile {
             },
         ),
     ]);
+    if services
+        .values()
+        .any(|s| s.networks.contains_key(OWN_EGRESS))
+    {
+        networks.insert(
+            OWN_EGRESS.to_owned(),
+            ComposeNetwork {
+                name: format!("{project}-egress"),
+                driver: "bridge".into(),
+                labels: labels_for(stack, "network"),
+                ..ComposeNetwork::default()
+            },
+        );
+    }
     let volumes = stack
         .volumes
         .iter()

@@ -290,6 +290,14 @@ impl Expected {
                     n.name
                 ));
             }
+            if n.external && key != BUNDLE_SERVICE {
+                // On one bridge, a container reaches the others at the link layer whatever
+                // the firewall says: only bottle's own bundle meets other bottles' there.
+                return Err(format!(
+                    "the network {}, which every bottle's bundle shares (only `{BUNDLE_SERVICE}` may join it; give `{key}` a way out of its own)",
+                    n.name
+                ));
+            }
         }
         Ok(())
     }

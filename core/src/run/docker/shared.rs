@@ -5,10 +5,12 @@
 //! the engine's choice, like `docker0`'s: it is one network for every bottle and every user, so
 //! no user's address pool ([`super::pool`]) decides it.
 //!
-//! The engine lets two networks share a name (it checks only when a request asks, and the API
-//! client here cannot ask), so two runs making it at once can both succeed. Every run then takes
-//! the oldest (ties by id) and a run whose own is not that one removes its own: they agree
-//! without a lock, and containers join it by id.
+//! Two runs must not both make it: an engine before Docker 25 lets two networks share a name
+//! (it checks only when a request asks, and the API client here cannot ask), and a newer one
+//! refuses the second. Runs on one machine take turns under a lock file; runs on other
+//! machines (a remote engine) may still meet, so a refused make looks again, and when two of
+//! the name exist every run takes the one with the least id and a run whose own is not that
+//! one removes its own. Containers join it by id.
 
 use super::{DockerError, api};
 use bollard::Docker;
@@ -21,9 +23,58 @@ use std::collections::HashMap;
 /// The [`labels::ROLE`] that marks the shared way out as bottle's own.
 pub const ROLE: &str = "shared-egress";
 
+/// The lock file runs on this machine take turns under to make the shared way out.
+const LOCK_FILE: &str = "bottle-shared-egress.lock";
+
+/// How long a run waits for the lock before it goes on without it (a run that hangs holding
+/// it must not hang the others).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The lock on this machine's turn to make the shared way out, held until dropped; none when
+/// it cannot be had (another user's file, or held for [`LOCK_WAIT`]): the engine's own checks
+/// below still hold then.
+async fn turn() -> Option<std::fs::File> {
+    tokio::task::spawn_blocking(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(std::env::temp_dir().join(LOCK_FILE))
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(std::env::temp_dir().join(LOCK_FILE))
+            })
+            .ok()?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(file),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// The shared way out's id; made now when the engine has none.
 pub async fn ensure(docker: &Docker) -> Result<String, DockerError> {
-    if let Some(id) = oldest(docker).await? {
+    if let Some(id) = first(docker).await? {
+        return Ok(id);
+    }
+    let _turn = turn().await;
+    // Another run may have made it while this one waited for its turn.
+    if let Some(id) = first(docker).await? {
         return Ok(id);
     }
     let made = docker
@@ -40,20 +91,27 @@ pub async fn ensure(docker: &Docker) -> Result<String, DockerError> {
             labels: Some(HashMap::from([(labels::ROLE.to_owned(), ROLE.to_owned())])),
             ..NetworkCreateRequest::default()
         })
-        .await
-        .map_err(api(format!("creating network {SHARED_EGRESS_NETWORK}")))?
-        .id;
-    let winner = oldest(docker).await?.unwrap_or_else(|| made.clone());
+        .await;
+    let made = match made {
+        Ok(made) => made.id,
+        // A newer engine refuses a second network of the name: another machine's run made it.
+        Err(e) => {
+            return first(docker)
+                .await?
+                .ok_or_else(|| api(format!("creating network {SHARED_EGRESS_NETWORK}"))(e));
+        }
+    };
+    let winner = first(docker).await?.unwrap_or_else(|| made.clone());
     if winner != made {
-        // Another run made one at the same time and its is older. Nothing joined ours yet:
-        // every run joins the oldest.
+        // An older engine let another machine's run make one too, and every run takes the
+        // least id. The engine refuses to remove ours if a container joined it meanwhile.
         let _ = docker.remove_network(&made).await;
     }
     Ok(winner)
 }
 
-/// The id of the oldest network named [`SHARED_EGRESS_NETWORK`], checked to be bottle's.
-async fn oldest(docker: &Docker) -> Result<Option<String>, DockerError> {
+/// The least id of the networks named [`SHARED_EGRESS_NETWORK`], checked to be bottle's.
+async fn first(docker: &Docker) -> Result<Option<String>, DockerError> {
     let opts = ListNetworksOptionsBuilder::default()
         .filters(&HashMap::from([("name", vec![SHARED_EGRESS_NETWORK])]))
         .build();
@@ -65,8 +123,7 @@ async fn oldest(docker: &Docker) -> Result<Option<String>, DockerError> {
         .into_iter()
         .filter(|n| n.name.as_deref() == Some(SHARED_EGRESS_NETWORK))
         .collect();
-    let age = |n: &Network| (n.created.as_ref().map(ToString::to_string), n.id.clone());
-    same.sort_by_key(age);
+    same.sort_by(|a, b| a.id.cmp(&b.id));
     let Some(first) = same.first() else {
         return Ok(None);
     };

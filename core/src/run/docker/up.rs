@@ -382,6 +382,9 @@ fn create_body(
                 ..HostConfig::default()
             };
             if is_bundle(key, s) {
+                // No raw sockets: on the bridge every bundle shares, one could reach the
+                // others at the link layer (ARP), below what the bridge's firewall sees.
+                h.cap_drop = Some(vec!["NET_RAW".to_owned()]);
                 // Whatever the agent makes the daemons do, the bundle cannot take the host.
                 h.memory = i64::try_from(req.bundle.memory).ok();
                 h.memory_swap = h.memory;
@@ -808,7 +811,13 @@ pub async fn wait_bundle_ready(
 ) -> Result<(), DockerError> {
     let checked = async {
         tokio::time::sleep(READY_LINE_GRACE).await;
-        wait_healthy(docker, container, test, timeout).await
+        wait_healthy(
+            docker,
+            container,
+            test,
+            timeout.saturating_sub(READY_LINE_GRACE),
+        )
+        .await
     };
     tokio::select! {
         r = ready_line(docker, container) => r,

@@ -435,6 +435,20 @@ pub fn driver_name(path: &Path) -> Option<String> {
 
 /// `bytes` in a sealed in-memory file, to load from.
 fn in_memory(name: &str, bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::process::{DumpableBehavior, dumpable_behavior, set_dumpable_behavior};
+    // Not dumpable until sealed: no other process, not even this user's, can open the file
+    // through /proc/<pid>/fd meanwhile (and map it for writing before the seal).
+    let was = dumpable_behavior().ok();
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    let sealed = write_and_seal(name, bytes);
+    if let Some(was) = was {
+        let _ = set_dumpable_behavior(was);
+    }
+    sealed
+}
+
+/// `bytes` in a new in-memory file, sealed (see [`in_memory`]).
+fn write_and_seal(name: &str, bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let fd = rustix::fs::memfd_create(
         format!("bottle-driver-{name}"),
@@ -443,12 +457,12 @@ fn in_memory(name: &str, bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> 
     let mut f = std::fs::File::from(fd);
     std::io::Write::write_all(&mut f, bytes)?;
     let fd = std::os::fd::OwnedFd::from(f);
-    // FUTURE_WRITE, not WRITE: sealing WRITE first waits for every extra reference to the
-    // file's pages to go, and a page still in another core's LRU batch (the writing thread
-    // moved) holds one, so it failed now and then with EBUSY under load. FUTURE_WRITE refuses
-    // every later write and writable shared mapping alike; only a writable mapping made before
-    // the seal would outlive it, and none exists: the file was written with `write`, and only a
-    // process allowed to ptrace this one could have opened it meanwhile.
+    // FUTURE_WRITE (Linux 5.1), not WRITE: sealing WRITE first waits for every extra
+    // reference to the file's pages to go, and a page still in another core's LRU batch (the
+    // writing thread moved) holds one, so it failed now and then with EBUSY under load.
+    // FUTURE_WRITE refuses every later write and writable shared mapping alike; only a writable
+    // mapping made before the seal would outlive it, and none exists: the file was written with
+    // `write`, and no other process could open it (see [`in_memory`]).
     rustix::fs::fcntl_add_seals(
         &fd,
         SealFlags::FUTURE_WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,

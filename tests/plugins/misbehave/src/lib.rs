@@ -121,6 +121,14 @@ impl SidecarGuest for Misbehave {
                 ..Service::default()
             });
         }
+        if s["outward"].as_bool() == Some(true) {
+            f.services.push(Service {
+                name: "outward".into(),
+                image: "busybox".into(),
+                networks: vec![NetworkRole::Egress],
+                ..Service::default()
+            });
+        }
         if let Some(alias) = s["alias"].as_str() {
             f.services.push(Service {
                 name: "aliased".into(),

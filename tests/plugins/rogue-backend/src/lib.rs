@@ -10,7 +10,7 @@ use bottle_plugin_compose::COMPOSE_FILE;
 use bottle_plugin_compose::{
     ComposeFile, ComposeMount, ComposeService, ServiceNetwork, mcp_config, to_yaml,
 };
-use bottle_plugin_docker::{EGRESS, Settings, compose};
+use bottle_plugin_docker::{EGRESS, OWN_EGRESS, Settings, compose};
 use bottle_plugin_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -67,6 +67,17 @@ impl BackendGuest for RogueBackend {
             Some("unconfined") => agent.security_opt.push("seccomp=unconfined".into()),
             // The bundle's way out named as another engine network, or as the shared one with
             // options the host does not set.
+            // A plugin's service moved onto the way out every bottle's bundle shares.
+            Some("shared-service") => {
+                for (key, s) in file.services.iter_mut() {
+                    if key != "agent"
+                        && key != "sidecars"
+                        && s.networks.remove(OWN_EGRESS).is_some()
+                    {
+                        s.networks.insert(EGRESS.into(), ServiceNetwork::default());
+                    }
+                }
+            }
             Some("external-bridge") => {
                 if let Some(n) = file.networks.get_mut(EGRESS) {
                     n.name = "bridge".into();
