@@ -1944,7 +1944,11 @@ echo "ASKED $id"
 i=0
 until curl -sf -o /dev/null https://origin.test:{port}/echo; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done
 echo "THROUGH after $i tries"
-post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"name\":\"request_status\",\"arguments\":{{\"id\":\"$id\"}}}}}}" | grep -q 'in effect now' && echo STATUS-APPLIED
+# The host records the approval as applied once egress runs the new table, a moment after the
+# agent's request can already go through.
+j=0
+until post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{{\"name\":\"request_status\",\"arguments\":{{\"id\":\"$id\"}}}}}}" | grep -q 'in effect now'; do j=$((j+1)); [ $j -gt 100 ] && break; sleep 0.1; done
+[ $j -le 100 ] && echo STATUS-APPLIED
 "#
         );
     let slug = unique_slug("e2e-approve");
