@@ -36,20 +36,20 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 async fn turn() -> Option<std::fs::File> {
     tokio::task::spawn_blocking(|| {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
+        let path = std::env::temp_dir().join(LOCK_FILE);
+        let mut open = std::fs::OpenOptions::new();
+        open.read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        // Made readable by all (a lock works on a read-only file): another user's run opens
+        // the same one.
+        let file = open
+            .clone()
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o666)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(std::env::temp_dir().join(LOCK_FILE))
-            .or_else(|_| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(std::env::temp_dir().join(LOCK_FILE))
-            })
+            .mode(0o644)
+            .open(&path)
+            .or_else(|_| open.open(&path))
             .ok()?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
@@ -67,6 +67,19 @@ async fn turn() -> Option<std::fs::File> {
     .flatten()
 }
 
+/// The shared way out's driver options ([`SHARED_EGRESS_OPTS`]), as the engine takes them.
+fn options() -> HashMap<String, String> {
+    SHARED_EGRESS_OPTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The label that marks the shared way out as bottle's.
+fn role_label() -> HashMap<String, String> {
+    HashMap::from([(labels::ROLE.to_owned(), ROLE.to_owned())])
+}
+
 /// The shared way out's id; made now when the engine has none.
 pub async fn ensure(docker: &Docker) -> Result<String, DockerError> {
     if let Some(id) = first(docker).await? {
@@ -82,13 +95,8 @@ pub async fn ensure(docker: &Docker) -> Result<String, DockerError> {
             name: SHARED_EGRESS_NETWORK.to_owned(),
             driver: Some("bridge".to_owned()),
             internal: Some(false),
-            options: Some(
-                SHARED_EGRESS_OPTS
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-            labels: Some(HashMap::from([(labels::ROLE.to_owned(), ROLE.to_owned())])),
+            options: Some(options()),
+            labels: Some(role_label()),
             ..NetworkCreateRequest::default()
         })
         .await;
@@ -170,17 +178,23 @@ mod tests {
             name: Some(SHARED_EGRESS_NETWORK.into()),
             driver: Some("bridge".into()),
             internal: Some(false),
-            options: Some(
-                SHARED_EGRESS_OPTS
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-            labels: Some(HashMap::from([(labels::ROLE.to_owned(), ROLE.to_owned())])),
+            options: Some(options()),
+            labels: Some(role_label()),
             ..Network::default()
         };
         edit(&mut n);
         n
+    }
+
+    #[tokio::test]
+    async fn a_turn_holds_the_lock_until_dropped() {
+        let held = turn().await.expect("the lock");
+        let other = std::fs::File::open(std::env::temp_dir().join(LOCK_FILE)).unwrap();
+        let try_lock =
+            || rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        assert!(try_lock().is_err(), "another run got the turn too");
+        drop(held);
+        assert!(try_lock().is_ok(), "the turn outlived its holder");
     }
 
     #[test]
