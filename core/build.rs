@@ -96,9 +96,15 @@ fn main() {
     for ((package, name), path) in BUNDLE_BINARIES.iter().zip(&bins) {
         let bytes = std::fs::read(path).expect("the builder checked the binary exists");
         let path = keep(&out_dir, package, &bytes);
+        // Its digest now, once: a run that checks the bundle image is current must not hash
+        // megabytes of programs each time.
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             out,
-            "/// The `{package}` binary.\npub static {name}: &[u8] = include_bytes!({path:?});"
+            "/// The `{package}` binary.\npub static {name}: &[u8] = include_bytes!({path:?});\n/// The sha256 of [`{name}`], hex.\npub const {name}_SHA256: &str = \"{digest}\";"
         )
         .expect("writing to a String");
     }

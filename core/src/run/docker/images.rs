@@ -130,28 +130,36 @@ const DOCKERFILE: &str = include_str!("../../../images/sidecars/Dockerfile");
 
 include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
 
-/// The programs the bundle image carries, by their name in it: one list for the build context
-/// and for [`content_hash`], so a changed daemon always rebuilds the image (a list of its own
-/// once left out `bottle-supervise`, and a changed supervise ran in the old image).
-const BUNDLE_BINARIES: [(&str, &[u8]); 4] = [
-    ("bottle-init", INIT_BINARY),
-    ("bottle-egress", EGRESS_BINARY),
-    ("bottle-git-gate", GIT_GATE_BINARY),
-    ("bottle-supervise", SUPERVISE_BINARY),
+/// The programs the bundle image carries, by their name in it, with their sha256 (taken when
+/// they were embedded): one list for the build context and for [`content_hash`], so a changed
+/// daemon always rebuilds the image (a list of its own once left out `bottle-supervise`, and a
+/// changed supervise ran in the old image).
+const BUNDLE_BINARIES: [(&str, &[u8], &str); 4] = [
+    ("bottle-init", INIT_BINARY, INIT_BINARY_SHA256),
+    ("bottle-egress", EGRESS_BINARY, EGRESS_BINARY_SHA256),
+    ("bottle-git-gate", GIT_GATE_BINARY, GIT_GATE_BINARY_SHA256),
+    (
+        "bottle-supervise",
+        SUPERVISE_BINARY,
+        SUPERVISE_BINARY_SHA256,
+    ),
 ];
 
 /// The label holding [`content_hash`]: an image built by another bottle is rebuilt.
 pub const CONTENT_LABEL: &str = "io.bottle.content";
 
-/// sha256 of what this bottle puts into the bundle (Dockerfile and programs): a bundle image
-/// with another value was built by another version and is rebuilt before use.
+/// sha256 of what this bottle puts into the bundle (the Dockerfile, and each program by name
+/// and digest): a bundle image with another value was built by another version and is rebuilt
+/// before use.
 pub fn content_hash() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    let binaries = BUNDLE_BINARIES.iter().map(|(_, b)| *b);
-    for part in std::iter::once(DOCKERFILE.as_bytes()).chain(binaries) {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+    h.update((DOCKERFILE.len() as u64).to_le_bytes());
+    h.update(DOCKERFILE);
+    for (name, _, digest) in BUNDLE_BINARIES {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name);
+        h.update(digest);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -274,7 +282,7 @@ fn context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
         tar.append_data(&mut h, name, data)
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
-    for (name, binary) in BUNDLE_BINARIES {
+    for (name, binary, _) in BUNDLE_BINARIES {
         add(name, binary, 0o755)?;
     }
     tar.into_inner()
@@ -341,8 +349,20 @@ mod tests {
             .filter_map(|l| l.strip_prefix("COPY "))
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        let hashed: Vec<&str> = super::BUNDLE_BINARIES.iter().map(|(n, _)| *n).collect();
+        let hashed: Vec<&str> = super::BUNDLE_BINARIES.iter().map(|(n, ..)| *n).collect();
         assert_eq!(copied, hashed);
+    }
+
+    #[test]
+    fn each_programs_digest_is_of_the_bytes_embedded() {
+        use sha2::{Digest, Sha256};
+        for (name, bytes, digest) in super::BUNDLE_BINARIES {
+            let actual: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(actual, digest, "{name}");
+        }
     }
 
     const HEX: &str = "3b1a39aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
