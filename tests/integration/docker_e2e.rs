@@ -622,6 +622,41 @@ fn the_agent_cannot_reach_anything_outside_its_internal_network() {
     assert_eq!(leftovers(&slug), "");
 }
 
+/// Docker's own resolver, which the agent can ask at 127.0.0.11 whatever its resolv.conf says,
+/// is given the agent's loopback as its only server: left to the host's resolv.conf, an engine
+/// before the CVE-2024-29018 fix (this 20.10 is one) dials a loopback resolver of the host's
+/// from the host's namespace. That leak needs the host's own resolver on loopback, which a
+/// test cannot set up, so the setting is checked here and the probe's `dns-engine` (asked of
+/// 127.0.0.11 from inside) in the verify e2e.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn dockers_own_resolver_in_the_agent_passes_names_only_to_the_agents_loopback() {
+    let _g = shared();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-edns");
+    let mut running = crate::support::Running::start(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done",
+    ]));
+    running.until("up");
+    let agent = format!("bottle-agent-{slug}");
+    let servers = docker(&["inspect", "-f", "{{json .HostConfig.Dns}}", &agent]);
+    docker(&["exec", &agent, "touch", "/tmp/go"]);
+    let (status, out, err) = running.finish();
+    assert_eq!(
+        servers,
+        format!("[\"{}\"]", bottle::run::docker::up::AGENT_ENGINE_DNS)
+    );
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(leftovers(&slug), "");
+}
+
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
@@ -1220,6 +1255,7 @@ fn verify_holds_on_the_researcher_example_and_no_dns_query_leaves() {
         "gateway",
         "ipv6",
         "dns",
+        "dns-engine",
         "dns-allowed",
         "direct-tcp",
         "bundle-ports",

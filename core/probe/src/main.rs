@@ -42,6 +42,7 @@ fn main() {
     out.push(gateway_route());
     out.push(ipv6());
     out.push(dns(&plan.dns_name));
+    out.push(dns_engine());
     out.push(dns_allowed(&plan));
     out.extend(listeners(&plan));
     out.push(bundle_ports(&plan));
@@ -408,6 +409,60 @@ fn dns(name: &str) -> Finding {
     match (name, 80).to_socket_addrs() {
         Ok(mut a) => Finding::new("dns", what, format!("resolved to {:?}", a.next()), false),
         Err(e) => Finding::new("dns", what, format!("no answer: {e}"), true),
+    }
+}
+
+/// Docker's own resolver, which a process on a Docker network can ask at 127.0.0.11 whatever
+/// its resolv.conf says, must not resolve an outside name: on an engine before the
+/// CVE-2024-29018 fix it passes what it does not know to the host's resolvers, from the
+/// host's namespace when they are on its loopback. A name that exists outside is asked, so
+/// records in the answer prove the query left. No answer, or an answer without records, holds.
+fn dns_engine() -> Finding {
+    const SERVER: &str = "127.0.0.11:53";
+    const NAME: &str = "example.com";
+    let what = format!("ask Docker's own resolver ({SERVER}) for {NAME}, a name outside");
+    let mut query = vec![0xb0, 0x77, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in NAME.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let asked = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.send_to(&query, SERVER)?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf)?;
+        Ok(buf[..n].to_vec())
+    });
+    match asked {
+        Ok(reply) if reply.len() >= 12 && reply[..2] == query[..2] => {
+            let rcode = reply[3] & 0x0f;
+            let records = u16::from_be_bytes([reply[6], reply[7]]);
+            Finding::new(
+                "dns-engine",
+                what,
+                format!("answered: rcode {rcode}, {records} record(s)"),
+                rcode != 0 || records == 0,
+            )
+        }
+        Ok(reply) => Finding::new(
+            "dns-engine",
+            what,
+            format!(
+                "an answer that is not to this query ({} bytes)",
+                reply.len()
+            ),
+            true,
+        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Finding::new("dns-engine", what, "no answer within 1 s", true)
+        }
+        Err(e) => Finding::new("dns-engine", what, format!("no answer: {e}"), true),
     }
 }
 

@@ -5,9 +5,11 @@
 //! networks) at their addresses, and its only DNS server is egress in the bundle, which answers
 //! the names a route allows with its own address and no other name at all (never forwarding
 //! one). So a client that ignores the proxy env still reaches an allowed host the allowed way,
-//! and no lookup leaves the bottle. Docker's embedded resolver is never asked: it would forward
-//! unknown names out of the host's namespace on older engines (CVE-2024-29018), and on newer
-//! ones forwards nothing from an internal network, not even to egress.
+//! and no lookup leaves the bottle. Docker's embedded resolver is not the agent's: it would
+//! forward unknown names out of the host's namespace on older engines (CVE-2024-29018), and on
+//! newer ones forwards nothing from an internal network, not even to egress. The agent can
+//! still ask it at 127.0.0.11, so it may pass names on only to the agent's own loopback
+//! ([`super::up::AGENT_ENGINE_DNS`]).
 //!
 //! Both files exist (as placeholders that resolve nothing) before the agent's container is
 //! created, since a bind mount needs its source, and are filled in place once the bundle has

@@ -133,9 +133,12 @@ fn port_binding(spec: &str) -> Option<(u16, PortBinding)> {
     ))
 }
 
-/// The label that says which container is the agent.
 /// Where [`AgentRun::probe`] is mounted in the agent (read-only).
 pub const PROBE_IN_AGENT: &str = "/.bottle/probe";
+
+/// The one server Docker's resolver in the agent may pass a name on to: the agent's own
+/// loopback, where no daemon of bottle's listens (see [`confine_agent`]).
+pub const AGENT_ENGINE_DNS: &str = "127.0.0.1";
 
 /// Whether service `key` is the agent: by its compose key (which admission ties to the plan's
 /// agent), or by its role label; a backend that drops the label does not unconfine it.
@@ -180,8 +183,8 @@ pub struct AgentRun<'a> {
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no
 /// capabilities (no raw sockets, no mknod, no setuid-root files, no chown), no privilege
-/// gain, a read-only root with tmpfs at `/tmp` and its home, limits, no IPv6, and bottle's own
-/// hosts file and resolver ([`super::names`]). A backend cannot loosen it: an agent is never
+/// gain, a read-only root with tmpfs at `/tmp` and its home, limits, no IPv6, bottle's own
+/// hosts file and resolver ([`super::names`]), and Docker's resolver passing nothing out. A backend cannot loosen it: an agent is never
 /// privileged nor given caps.
 fn confine_agent(
     run: &AgentRun<'_>,
@@ -280,6 +283,15 @@ fn confine_agent(
     h.memory_swap = h.memory;
     h.pids_limit = Some(c.resources.pids);
     h.nano_cpus = c.resources.nano_cpus;
+    // Docker's own resolver (127.0.0.11) answers the agent whatever its resolv.conf says, and
+    // passes on the names it does not know. Servers given to it are dialled from the agent's
+    // namespace, where 127.0.0.1 is the agent's own loopback. Left to the host's resolv.conf,
+    // an engine before the CVE-2024-29018 fix (Debian 12's 20.10 is one) dials a loopback
+    // resolver (dnsmasq, unbound) from the host's namespace: any name the agent makes up
+    // would carry data out.
+    h.dns = Some(vec![AGENT_ENGINE_DNS.to_owned()]);
+    h.dns_options = None;
+    h.dns_search = None;
     h.sysctls = Some(HashMap::from([
         ("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned()),
         (
