@@ -28,6 +28,8 @@ const ANSWER_TTL: u32 = 5;
 const MAX_QUERY: usize = 4096;
 /// How often, at most, the agent's name is looked up again when an unknown peer knocks.
 const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// Queries from askers not yet known to be the agent that may wait for a lookup at once.
+const JUDGED_AT_ONCE: usize = 16;
 /// How long one lookup of the agent's name may take.
 const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -38,6 +40,9 @@ const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AgentPeer {
     name: String,
     known: Mutex<(Vec<IpAddr>, Option<Instant>)>,
+    /// Held while the name is looked up: one lookup at a time, whoever knocks meanwhile
+    /// takes its result.
+    lookup: tokio::sync::Mutex<()>,
 }
 
 impl AgentPeer {
@@ -46,21 +51,32 @@ impl AgentPeer {
         AgentPeer {
             name: name.to_owned(),
             known: Mutex::new((Vec::new(), None)),
+            lookup: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether `peer` is the agent, when that is known without a lookup.
+    fn known(&self, peer: IpAddr) -> Option<bool> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.0.contains(&canonical(peer)) {
+            return Some(true);
+        }
+        known
+            .1
+            .is_some_and(|at| at.elapsed() < PEER_REFRESH)
+            .then_some(false)
     }
 
     /// Whether `peer` is the agent.
     pub async fn admits(&self, peer: IpAddr) -> bool {
-        let peer = canonical(peer);
-        {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            if known.0.contains(&peer) {
-                return true;
-            }
-            if known.1.is_some_and(|at| at.elapsed() < PEER_REFRESH) {
-                return false;
-            }
+        if let Some(known) = self.known(peer) {
+            return known;
         }
+        let _one = self.lookup.lock().await;
+        if let Some(known) = self.known(peer) {
+            return known;
+        }
+        let peer = canonical(peer);
         let looked = tokio::time::timeout(
             PEER_LOOKUP_TIMEOUT,
             tokio::net::lookup_host((self.name.as_str(), 0)),
@@ -92,6 +108,8 @@ pub struct Resolver {
     peer: Arc<AgentPeer>,
     /// The address of ours each asker reaches us on, by asker.
     ours: Mutex<HashMap<IpAddr, IpAddr>>,
+    /// Queries from askers not yet known to be the agent, being judged.
+    judging: Arc<tokio::sync::Semaphore>,
 }
 
 impl Resolver {
@@ -108,6 +126,7 @@ impl Resolver {
             proxy,
             peer,
             ours: Mutex::new(HashMap::new()),
+            judging: Arc::new(tokio::sync::Semaphore::new(JUDGED_AT_ONCE)),
         })
     }
 
@@ -116,25 +135,55 @@ impl Resolver {
         self.socket.local_addr()
     }
 
-    /// Answer queries until the socket fails.
+    /// Answer queries for as long as egress runs. An asker not known to be the agent is
+    /// judged in a task of its own: the lookup of the agent's name must not hold up the
+    /// agent's queries behind it.
     pub async fn serve(self) {
+        let this = Arc::new(self);
         let mut buf = vec![0u8; MAX_QUERY];
         loop {
-            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                return;
+            let (n, from) = match this.socket.recv_from(&mut buf).await {
+                Ok(got) => got,
+                Err(e) => {
+                    // A receive error is the datagram's, not the socket's: the resolver goes on.
+                    this.proxy
+                        .log
+                        .event("dns", &format!("receiving a query failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
-            // Not the agent: no answer at all (an answer would tell a local process the
-            // allowlist, and it has no business asking).
-            if !self.peer.admits(from.ip()).await {
-                continue;
+            match this.peer.known(from.ip()) {
+                Some(true) => this.reply(&buf[..n], from).await,
+                // Not the agent: no answer at all (an answer would tell a local process the
+                // allowlist, and it has no business asking).
+                Some(false) => {}
+                // At most a few askers wait for the lookup: a flood from elsewhere is dropped,
+                // not queued.
+                None => {
+                    let Ok(permit) = this.judging.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let (this, query) = (this.clone(), buf[..n].to_vec());
+                    tokio::spawn(async move {
+                        if this.peer.admits(from.ip()).await {
+                            this.reply(&query, from).await;
+                        }
+                        drop(permit);
+                    });
+                }
             }
-            let Some(ours) = self.ours_toward(from.ip()) else {
-                continue;
-            };
-            let active = self.proxy.active.load();
-            if let Some(answer) = answer(&buf[..n], &active.table, ours) {
-                let _ = self.socket.send_to(&answer, from).await;
-            }
+        }
+    }
+
+    /// Send the agent at `to` the answer to `query`, if it is a query.
+    async fn reply(&self, query: &[u8], to: SocketAddr) {
+        let Some(ours) = self.ours_toward(to.ip()) else {
+            return;
+        };
+        let active = self.proxy.active.load();
+        if let Some(answer) = answer(query, &active.table, ours) {
+            let _ = self.socket.send_to(&answer, to).await;
         }
     }
 

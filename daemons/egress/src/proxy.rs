@@ -656,6 +656,15 @@ impl Proxy {
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        // The origin's URL is the route's authority and this path: anything but a path (`*`,
+        // or an HTTP/2 `:path` of `@other.host/`) would change what the URL names.
+        if !path_and_query.starts_with('/') {
+            drain(req.into_body()).await;
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "the request target is not a path (it must start with /)",
+            );
+        }
         let dlp = DlpScope::new(active.clone(), &target.host, &path, self.log.clone());
         if let Some(f) = scan_url(&dlp, route, &target.host, &path_and_query) {
             let why = format!("the URL carries {f}");
@@ -703,12 +712,12 @@ impl Proxy {
                 parts.headers.insert(name, v);
             }
         }
-        let uri = format!(
-            "{}://{}{path_and_query}",
-            if target.https { "https" } else { "http" },
-            target.authority()
-        );
-        parts.uri = match uri.parse::<Uri>() {
+        let uri = Uri::builder()
+            .scheme(if target.https { "https" } else { "http" })
+            .authority(target.authority())
+            .path_and_query(path_and_query)
+            .build();
+        parts.uri = match uri {
             Ok(u) => u,
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
         };

@@ -180,6 +180,35 @@ fn a_client_without_a_proxy_gets_out_the_allowed_way_with_the_token_injected() {
     let _ = http;
 }
 
+/// A request target that is not a path (`*`, an absolute form's authority is dropped anyway)
+/// is refused, never dialled: the origin's URL is the route's authority and the path, and
+/// anything else after the authority would change what it names.
+#[test]
+fn a_request_target_that_is_not_a_path_is_refused_not_dialled() {
+    use std::io::{Read, Write};
+    let rig = rig("127.0.0.1");
+    let (_, _, http) = direct_addrs(&rig);
+    for method in ["GET", "OPTIONS"] {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} * HTTP/1.1\r\nHost: plain.test:{}\r\nConnection: close\r\n\r\n",
+            http.port()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
+        assert!(answer.contains("not a path"), "{method}: {answer}");
+    }
+    assert_eq!(
+        rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the origin"
+    );
+}
+
 /// The direct ports carry no hop token, so they serve the agent's address alone: anyone else
 /// (a local process on the host) gets no DNS answer and a closed connection.
 #[test]
