@@ -926,7 +926,7 @@ fn the_agent_reaches_an_https_origin_only_through_egress_with_the_token_injected
         &format!(
             "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n  routes:\n    \
              - host: origin.test\n      auth: {{scheme: Bearer, token_ref: E2E_ORIGIN_TOKEN}}\n  \
-             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n",
+             hosts: {{origin.test: 'host-gateway:{port}'}}\n  upstream_ca: {}\n",
             ca.display()
         ),
     );
@@ -1915,7 +1915,8 @@ pub fn origin_agent(
         name,
         &format!(
             "image: bottle-agent:latest\ncwd: none\nsupervise: true\negress:\n  default_allowlist: false\n  \
-             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n{extra}",
+             hosts: {{origin.test: 'host-gateway:{}'}}\n  upstream_ca: {}\n{extra}",
+            origin.https.port(),
             ca.display()
         ),
     );
@@ -2557,7 +2558,7 @@ fn a_client_without_a_proxy_reaches_an_allowed_host_by_name_through_egress() {
         &format!(
             "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n  routes:\n    \
              - host: origin.test\n      auth: {{scheme: Bearer, token_ref: E2E_DIRECT_TOKEN}}\n  \
-             hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n",
+             hosts: {{origin.test: 'host-gateway:443'}}\n  upstream_ca: {}\n",
             ca.display()
         ),
     );

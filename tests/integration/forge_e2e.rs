@@ -42,7 +42,8 @@ impl Forge {
                  auth: {{scheme: Bearer, token_ref: E2E_GH_TOKEN}}\n      \
                  deny: [{{methods: [PUT, DELETE], path: /repos/example/*/issues/*/lock}}]\n    \
                  - host: registry.test\n      methods: [GET, HEAD]\n  \
-                 hosts: {{api.github.com: host-gateway, registry.test: host-gateway}}\n  upstream_ca: {ca}\n",
+                 hosts: {{api.github.com: 'host-gateway:{port}', registry.test: 'host-gateway:{port}'}}\n  upstream_ca: {ca}\n",
+                port = origin.https.port(),
                 key = up.client_key.display(),
                 host_key = up.host_key,
                 ca = ca.display(),

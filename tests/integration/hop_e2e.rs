@@ -61,10 +61,11 @@ fn a_local_user_cannot_spend_the_bottles_credentials_or_reach_its_daemons() {
         &format!(
             "image: bottle-agent:latest\ncwd: none\nsupervise: true\n\
              git:\n  - name: proj\n    url: {url}\n    key: {}\n    known_host: {}\n\
-             egress:\n  default_allowlist: false\n  hosts: {{origin.test: host-gateway}}\n  upstream_ca: {}\n  \
+             egress:\n  default_allowlist: false\n  hosts: {{origin.test: 'host-gateway:{}'}}\n  upstream_ca: {}\n  \
              routes:\n    - host: origin.test\n      auth: {{scheme: Bearer, token_ref: DOOR_TOKEN}}\n",
             up.client_key.display(),
             up.host_key,
+            origin.https.port(),
             ca.display()
         ),
     );

@@ -12,6 +12,7 @@
 
 pub mod dlp;
 pub mod forge;
+pub mod hosts;
 
 use forge::{Forge, Verdict};
 

@@ -97,6 +97,9 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
         Some(&state_root),
         env.cache_dir().as_deref(),
         config_dir.as_deref(),
+        bottle::run::driver::install_dir()
+            .as_ref()
+            .map(|i| i.dir.as_path()),
         std::path::Path::new(&socket),
         &args.bottle.plugins.plugin_dirs,
     );

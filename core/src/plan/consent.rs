@@ -68,11 +68,21 @@ pub fn report(manifest: &Manifest, cli_grants: &Grants) -> String {
         .and_then(|t| t.get("hosts"))
         .and_then(|h| h.as_object())
     {
+        use bottle_contract::egress::hosts::{StaticAddress, StaticHost};
         for (name, addr) in hosts {
-            lines.push(format!(
-                "egress resolves {name} to {}",
-                addr.as_str().unwrap_or("?")
-            ));
+            let addr = addr.as_str().unwrap_or("?");
+            let to = match addr.parse::<StaticHost>() {
+                Ok(StaticHost {
+                    address: StaticAddress::HostGateway,
+                    port: Some(p),
+                }) => format!("the Docker host (this machine), port {p}"),
+                Ok(StaticHost {
+                    address: StaticAddress::Ip(ip),
+                    port: None,
+                }) => format!("{ip}, every port"),
+                _ => addr.to_owned(),
+            };
+            lines.push(format!("the agent may reach {name} at {to}"));
         }
     }
     // What DLP lets out is what a hostile agent would send: each exception is consented to.

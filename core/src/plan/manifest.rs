@@ -1002,14 +1002,11 @@ fn parse_egress_hosts(
                 "give a bare host name (`registry.internal`), no wildcard, scheme or port",
             ));
         }
-        if addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err() {
-            return Err(loc.at(
-                &addr,
-                field,
-                "give an IP address, or `host-gateway` for the Docker host",
-            ));
-        }
-        egress_hosts.insert(name.to_ascii_lowercase(), addr);
+        let entry = match addr.parse::<bottle_contract::egress::hosts::StaticHost>() {
+            Ok(entry) => entry,
+            Err(why) => return Err(loc.at(&addr, field, &why)),
+        };
+        egress_hosts.insert(name.to_ascii_lowercase(), entry.to_string());
     }
     Ok(egress_hosts)
 }

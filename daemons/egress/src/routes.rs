@@ -7,7 +7,6 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 
 use bottle_contract::egress::dlp::{DlpPolicy, DlpValidator};
@@ -115,22 +114,16 @@ pub struct Route {
     pub grant: Option<crate::grants::Limit>,
 }
 
-/// Where a statically mapped host goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StaticAddress {
-    /// This address.
-    Ip(IpAddr),
-    /// The Docker host: the bundle's default gateway.
-    HostGateway,
-}
+pub use bottle_contract::egress::hosts::{StaticAddress, StaticHost};
 
 /// The validated table the proxy runs on.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     /// Routes in file order; the first match wins.
     pub routes: Vec<Route>,
-    /// Hosts mapped to fixed addresses; the SSRF guard lets these through.
-    pub hosts: BTreeMap<String, StaticAddress>,
+    /// Hosts mapped to fixed addresses (the SSRF guard lets these through), each with the
+    /// one port open there when the entry names one.
+    pub hosts: BTreeMap<String, StaticHost>,
     /// sha256 of the file's bytes, reported by `/health` so a reload can be confirmed.
     pub sha256: String,
     /// What DLP does with a finding, and the manifest's exceptions.
@@ -292,14 +285,8 @@ impl RouteTable {
                     "hosts: {name:?}: a static entry names one host, no `*.`"
                 ));
             };
-            let addr = if addr == "host-gateway" {
-                StaticAddress::HostGateway
-            } else {
-                StaticAddress::Ip(addr.parse().map_err(|_| {
-                    format!("hosts.{name}: {addr:?} is not an IP address or `host-gateway`")
-                })?)
-            };
-            hosts.insert(name, addr);
+            let entry: StaticHost = addr.parse().map_err(|why| format!("hosts.{name}: {why}"))?;
+            hosts.insert(name, entry);
         }
         file.dlp
             .validate()
@@ -351,6 +338,11 @@ impl RouteTable {
         self.routes
             .iter()
             .filter(move |r| first.as_ref() == Some(&r.host))
+    }
+
+    /// The one port a request to `host` may use, when its `hosts` entry names one.
+    pub fn only_port(&self, host: &str) -> Option<u16> {
+        self.hosts.get(host).and_then(|h| h.port)
     }
 
     /// Whether `host` has a route, or had one a grant gave (the agent's DNS then still answers
@@ -572,14 +564,16 @@ mod tests {
     #[test]
     fn a_file_is_validated_whole() {
         let env = |k: &str| (k == "EGRESS_TOKEN_0").then(|| "t0k3n-value".to_owned());
-        let good = b"routes:\n- host: api.github.com\n  path_allowlist: [/repos/example/]\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: api.anthropic.com\n  auth_header: X-Api-Key\n  token_env: EGRESS_TOKEN_0\n- host: pypi.org\nhosts:\n  origin.test: host-gateway\n  other.test: 10.0.0.5\n";
+        let good = b"routes:\n- host: api.github.com\n  path_allowlist: [/repos/example/]\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: api.anthropic.com\n  auth_header: X-Api-Key\n  token_env: EGRESS_TOKEN_0\n- host: pypi.org\nhosts:\n  origin.test: host-gateway:8443\n  other.test: 10.0.0.5\n";
         let t = RouteTable::parse(good, &env).unwrap();
         assert_eq!(t.routes.len(), 3);
         assert_eq!(
             t.routes[1].credential.as_ref().unwrap().form,
             AuthForm::Header("x-api-key".into())
         );
-        assert_eq!(t.hosts["origin.test"], StaticAddress::HostGateway);
+        assert_eq!(t.hosts["origin.test"].address, StaticAddress::HostGateway);
+        assert_eq!(t.only_port("origin.test"), Some(8443));
+        assert_eq!(t.only_port("other.test"), None);
         assert_eq!(t.sha256.len(), 64);
         assert!(
             !format!("{t:?}").contains("t0k3n-value"),
@@ -605,7 +599,11 @@ mod tests {
             (b"routes: [{host: x.com, extra: 1}]", "unknown field"),
             (
                 b"routes: [{host: x.com}]\nhosts: {a.test: nowhere}",
-                "IP address",
+                "not an address",
+            ),
+            (
+                b"routes: [{host: x.com}]\nhosts: {a.test: host-gateway}",
+                "every port",
             ),
             (
                 b"routes: [{host: x.com, auth_header: host, token_env: EGRESS_TOKEN_0}]",

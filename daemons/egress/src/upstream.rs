@@ -5,7 +5,7 @@
 //! says, never what an environment variable happens to hold.
 
 use crate::guard;
-use crate::routes::StaticAddress;
+use crate::routes::{StaticAddress, StaticHost};
 use arc_swap::ArcSwap;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
@@ -63,7 +63,7 @@ impl Dialer {
     /// A dialer for `upstream` (`http://host:port`), or a direct one with these static hosts.
     pub fn new(
         upstream: Option<&Uri>,
-        hosts: &BTreeMap<String, StaticAddress>,
+        hosts: &BTreeMap<String, StaticHost>,
     ) -> Result<Self, String> {
         if let Some(proxy) = upstream {
             let mut http = HttpConnector::new();
@@ -77,7 +77,7 @@ impl Dialer {
     }
 
     /// Take new static host entries (on reload); a chained dialer has none.
-    pub fn set_hosts(&self, hosts: &BTreeMap<String, StaticAddress>) -> Result<(), String> {
+    pub fn set_hosts(&self, hosts: &BTreeMap<String, StaticHost>) -> Result<(), String> {
         if let Dialer::Direct { hosts: current } = self {
             current.store(Arc::new(resolve_static(hosts)?));
         }
@@ -178,11 +178,11 @@ async fn dial_direct(
 
 /// Static entries with `host-gateway` turned into the engine's host-gateway address.
 fn resolve_static(
-    hosts: &BTreeMap<String, StaticAddress>,
+    hosts: &BTreeMap<String, StaticHost>,
 ) -> Result<BTreeMap<String, IpAddr>, String> {
     let mut resolved = BTreeMap::new();
-    for (name, addr) in hosts {
-        let ip = match addr {
+    for (name, entry) in hosts {
+        let ip = match &entry.address {
             StaticAddress::Ip(ip) => *ip,
             StaticAddress::HostGateway => host_gateway(Path::new(ETC_HOSTS)).map_err(|e| {
                 format!("hosts.{name}: `host-gateway` needs the engine's host-gateway address or a default gateway: {e}")

@@ -1076,3 +1076,26 @@ fn set_rlimit_nofile(to: u64) {
     };
     rustix::process::setrlimit(rustix::process::Resource::Nofile, l).unwrap();
 }
+
+/// A name whose `hosts` entry names a port (the Docker host's `host-gateway:8443`, an inside
+/// machine's `10.0.0.5:5000`) is reachable on that port alone: any other is refused before
+/// anything is dialled, over plain http and through a tunnel alike.
+#[test]
+fn a_static_host_with_a_port_opens_that_port_alone() {
+    let mut yaml = routes("- host: ported.test\n");
+    yaml.push_str("  ported.test: 127.0.0.1:1\n");
+    let rig = Rig::with(&yaml, &[]);
+    for url in [
+        rig.http("ported.test", "/echo"),
+        rig.https("ported.test", "/echo"),
+    ] {
+        let (code, body) = rig.curl(&[&url]);
+        assert_eq!(code, 403, "{url}: {body}");
+        assert!(body.contains("port 1 alone"), "{url}: {body}");
+    }
+    assert_eq!(
+        rig.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was dialled"
+    );
+}

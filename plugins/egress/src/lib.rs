@@ -40,7 +40,8 @@ pub const BINARY: &str = "/usr/local/bin/bottle-egress";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Static host entries: name to an IP or `host-gateway`.
+    /// Static host entries: name to an IP, `IP:PORT` or `host-gateway:PORT` (see
+    /// [`bottle_contract::egress::hosts`]).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
     /// Absolute host path of an extra CA upstream TLS trusts.
@@ -260,7 +261,7 @@ mod tests {
             }),
         }];
         let settings = Settings {
-            hosts: [("origin.test".to_owned(), "host-gateway".to_owned())].into(),
+            hosts: [("origin.test".to_owned(), "host-gateway:8443".to_owned())].into(),
             ..Settings::default()
         };
         let (file, _) = routes(&b, &settings);
@@ -268,7 +269,7 @@ mod tests {
         assert_eq!(file.routes[0].auth_scheme, None);
         let yaml = serde_yaml::to_string(&file).unwrap();
         assert!(
-            yaml.contains("hosts:\n  origin.test: host-gateway"),
+            yaml.contains("hosts:\n  origin.test: host-gateway:8443"),
             "{yaml}"
         );
     }

@@ -212,13 +212,14 @@ fn static_hosts_and_an_upstream_ca_reach_egress_and_bad_ones_say_how() {
     )
     .unwrap();
     let m = parse_str(&format!(
-        "image: x\negress:\n  hosts: {{registry.internal: 10.1.2.3, Origin.Test: host-gateway}}\n  upstream_ca: {}\n",
+        "image: x\negress:\n  hosts: {{registry.internal: 10.1.2.3, Origin.Test: 'host-gateway:8443', db.test: '10.1.2.4:5432'}}\n  upstream_ca: {}\n",
         ca.display()
     ))
     .unwrap();
     let egress = &m.settings["egress"];
     assert_eq!(egress["hosts"]["registry.internal"], "10.1.2.3");
-    assert_eq!(egress["hosts"]["origin.test"], "host-gateway");
+    assert_eq!(egress["hosts"]["origin.test"], "host-gateway:8443");
+    assert_eq!(egress["hosts"]["db.test"], "10.1.2.4:5432");
     assert_eq!(egress["upstream_ca"], ca.display().to_string());
     assert_eq!(
         m.declared().paths[&ca.display().to_string()],
@@ -228,9 +229,15 @@ fn static_hosts_and_an_upstream_ca_reach_egress_and_bad_ones_say_how() {
     let err = fails(
         "image: x\negress:\n  hosts: {a.test: nowhere}\n",
         "egress.hosts.a.test",
-        "`host-gateway`",
+        "`host-gateway:PORT`",
     );
     assert_eq!(err.line, Some(3));
+    // The Docker host is this machine: one port of it, named.
+    fails(
+        "image: x\negress:\n  hosts: {a.test: host-gateway}\n",
+        "egress.hosts.a.test",
+        "every port of this machine",
+    );
     fails(
         "image: x\negress:\n  hosts: {'*.a.test': 10.0.0.1}\n",
         "egress.hosts.*.a.test",

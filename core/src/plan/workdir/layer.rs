@@ -181,7 +181,6 @@ impl Layer {
     }
 }
 
-/// Refuse a path the overlay's option string cannot carry.
 /// Refuses, before anything starts, a working dir the agent's `user` (`uid:gid` as Docker gets
 /// it) could not write: it would otherwise meet a read-only dir at its first write, with no word
 /// from bottle (as when bottle runs as root over a root-owned dir and the agent as 1000).
@@ -208,7 +207,7 @@ pub fn check_writable(dir: &Path, user: &str, manifest: &Path) -> Result<(), Lay
     // Root's dir is never handed to a root agent: that needs `--grant agent=root`.
     let ways_out = if meta.uid() == 0 {
         format!(
-            "set `cwd: copy` in {m} (the agent gets a copy it owns), give the dir to the agent's user (`chown -R {uid}:{gid} {}`), or set `user:` in {m} to a user who can write it",
+            "set `cwd: copy` in {m} (the agent gets a copy it owns), set `user:` in {m} to a user who can write it, or give the dir to the agent's uid (`chown -R {uid}:{gid} {}`: on this host that uid is whichever account has it)",
             dir.display()
         )
     } else {

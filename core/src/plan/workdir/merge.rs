@@ -303,6 +303,37 @@ mod tests {
             .collect()
     }
 
+    /// Another user who can write in your dir swaps the agent's file, the moment it has moved
+    /// in, for a link to a file of yours: the merge sets nothing through that link (the mode
+    /// and ACLs are set on the open file before the move).
+    #[test]
+    fn a_link_swapped_in_after_a_move_is_never_followed() {
+        let c = case();
+        let victim = c._t.path().join("secret");
+        std::fs::write(&victim, "yours alone\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write(&c.upper, "moved.txt", "the agent's\n");
+        std::fs::set_permissions(
+            c.upper.join("moved.txt"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let target = victim.clone();
+        apply::tests::on_move(move |path| {
+            std::fs::remove_file(path).unwrap();
+            std::os::unix::fs::symlink(&target, path).unwrap();
+        });
+        let (_, report) = run(&c, &Guarded::default());
+        apply::tests::on_move(|_| {});
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the merge changed a file through a link"
+        );
+    }
+
     #[test]
     fn the_agents_files_come_back_and_git_metadata_never_does() {
         let c = case();

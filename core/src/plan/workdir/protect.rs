@@ -31,13 +31,14 @@ impl Protected {
     }
 }
 
-/// The dirs to protect on this host: `/`, `$HOME`, bottle's state, cache and config dirs, the
-/// Docker socket's dir, and the plugin dirs of this run.
+/// The dirs to protect on this host: `/`, `$HOME`, bottle's state, cache and config dirs,
+/// bottle's install dir, the Docker socket's dir, and the plugin dirs of this run.
 pub fn protected_dirs(
     home: Option<&Path>,
     state: Option<&Path>,
     cache: Option<&Path>,
     config: Option<&Path>,
+    install: Option<&Path>,
     docker_socket: &Path,
     plugin_dirs: &[PathBuf],
 ) -> Vec<Protected> {
@@ -49,6 +50,11 @@ pub fn protected_dirs(
         (state, "bottle's state dir (CA keys of running bottles)"),
         (cache, "bottle's plugin cache"),
         (config, "bottle's config dir (agent manifests)"),
+        // A driver there loads without a pin, and the `bottle` there runs next time.
+        (
+            install,
+            "bottle's install dir (the `bottle` you run and its drivers)",
+        ),
     ] {
         if let Some(d) = dir {
             out.push(Protected::new(d, what, true));
@@ -90,6 +96,7 @@ mod tests {
             Some(&root.join("home/.local/state/bottle")),
             Some(&root.join("home/.cache/bottle")),
             Some(&root.join("home/.config/bottle")),
+            Some(&root.join("opt/bottle/bin")),
             &root.join("run/docker.sock"),
             &[root.join("plugins")],
         )
@@ -104,6 +111,7 @@ mod tests {
             "home/.cache/bottle",
             "home/.config/bottle",
             "home/code/app",
+            "opt/bottle/bin",
             "run",
             "plugins",
         ] {
@@ -122,6 +130,11 @@ mod tests {
             ),
             (root.join("home/.config/bottle"), "is bottle's config dir"),
             (root.join("run"), "is the Docker socket's dir"),
+            (root.join("opt"), "holds bottle's install dir"),
+            (
+                root.join("opt/bottle/bin/sub"),
+                "is inside bottle's install dir",
+            ),
             (root.join("plugins"), "is a plugin dir"),
         ] {
             let r =

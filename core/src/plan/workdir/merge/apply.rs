@@ -129,11 +129,11 @@ fn own_like(dir: &OwnedFd, name: &OsStr, st: &rustix::fs::Stat) -> std::io::Resu
     Ok(())
 }
 
-/// Drop the access ACLs an entry moved from the layer brought along (what [`KEPT_MODE`]
+/// Drop the access ACLs an entry moved from the layer brings along (what [`KEPT_MODE`]
 /// refuses, an ACL could still grant).
-fn drop_acls(path: &Path) {
+fn drop_acls(file: &OwnedFd) {
     for name in ["system.posix_acl_access", "system.posix_acl_default"] {
-        let _ = rustix::fs::lremovexattr(path, name);
+        let _ = rustix::fs::fremovexattr(file, name);
     }
 }
 
@@ -156,10 +156,17 @@ fn put_file(upper: &Path, lower: &Path, rel: &Path, same_fs: bool) -> std::io::R
     )?;
     let st = rustix::fs::fstat(&src)?;
     let mode = Mode::from_raw_mode(st.st_mode & KEPT_MODE);
-    if same_fs && rustix::fs::renameat(&from_dir, name, &to_dir, name).is_ok() {
-        rustix::fs::chmodat(&to_dir, name, mode, AtFlags::empty())?;
-        drop_acls(&lower.join(rel));
-        return Ok(());
+    // Mode and ACLs are set on the open file before it moves: by name in your dir, after the
+    // move, they would follow whatever another user with write access there put in its place
+    // (a link to a file of yours).
+    if same_fs {
+        rustix::fs::fchmod(&src, mode)?;
+        drop_acls(&src);
+        if rustix::fs::renameat(&from_dir, name, &to_dir, name).is_ok() {
+            #[cfg(test)]
+            tests::after_move(&lower.join(rel));
+            return Ok(());
+        }
     }
     if u64::try_from(st.st_size).unwrap_or(u64::MAX) > MAX_COPY_BYTES {
         return Err(std::io::Error::other(format!(
@@ -419,5 +426,32 @@ impl<'a> Archive<'a> {
             Some(b) => b.into_inner().and_then(|f| f.sync_all()).map(|()| true),
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    /// What a test does the moment a file has moved into your dir.
+    type OnMove = Option<Box<dyn Fn(&Path)>>;
+
+    thread_local! {
+        /// [`OnMove`]: another user with write access to your dir, racing the merge.
+        static AFTER_MOVE: RefCell<OnMove> = RefCell::new(None);
+    }
+
+    pub(in crate::plan::workdir) fn after_move(path: &Path) {
+        AFTER_MOVE.with(|f| {
+            if let Some(f) = f.borrow().as_ref() {
+                f(path);
+            }
+        });
+    }
+
+    /// Run `f` the moment each file moves into your dir, on this thread.
+    pub(in crate::plan::workdir) fn on_move(f: impl Fn(&Path) + 'static) {
+        AFTER_MOVE.with(|h| *h.borrow_mut() = Some(Box::new(f)));
     }
 }
