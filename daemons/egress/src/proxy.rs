@@ -610,17 +610,6 @@ impl Proxy {
                 };
                 return Err(Box::new((req, record, block, reason)));
             }
-            // A name mapped to a fixed address (the Docker host, an inside machine) may open
-            // one port there: the rest of that machine is not the agent's.
-            if let Some(only) = active.table.only_port(&target.host)
-                && only != target.port
-            {
-                let reason = format!(
-                    "{} is reachable on port {only} alone (its egress.hosts entry names that port)",
-                    target.host
-                );
-                return Err(Box::new((req, record, Block::NotAllowed, reason)));
-            }
             if is_git_push(req.method(), &path, req.uri().query()) {
                 let reason = "git push over HTTPS is refused; push through git-gate (`git://git-gate/<repo>.git`)".into();
                 return Err(Box::new((req, record, Block::GitPush, reason)));
@@ -663,6 +652,19 @@ impl Proxy {
                 return refuse(record, block, reason);
             }
         };
+        // A name mapped to a fixed address (the Docker host, an inside machine) may open one
+        // port there: the rest of that machine is not the agent's. After the route's own
+        // rules, so a request they refuse is refused by them, whatever its port.
+        if let Some(only) = active.table.only_port(&target.host)
+            && only != target.port
+        {
+            let reason = format!(
+                "{} is reachable on port {only} alone (its egress.hosts entry names that port)",
+                target.host
+            );
+            drain(req.into_body()).await;
+            return refuse(record, Block::NotAllowed, reason);
+        }
         let path_and_query = req
             .uri()
             .path_and_query()
