@@ -634,21 +634,10 @@ fn dockers_own_resolver_in_the_agent_passes_names_only_to_the_agents_loopback() 
     let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-edns");
-    let mut running = crate::support::Running::start(bottle(&sb).args([
-        "run",
-        "e2e",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done",
-    ]));
-    running.until("up");
+    let running = crate::support::Running::idle(&mut bottle(&sb), "e2e", &slug);
     let agent = format!("bottle-agent-{slug}");
     let servers = docker(&["inspect", "-f", "{{json .HostConfig.Dns}}", &agent]);
-    docker(&["exec", &agent, "touch", "/tmp/go"]);
-    let (status, out, err) = running.finish();
+    let (status, out, err) = running.release(&slug);
     assert_eq!(
         servers,
         format!("[\"{}\"]", bottle::run::docker::up::AGENT_ENGINE_DNS)

@@ -222,17 +222,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     )
     .unwrap();
     let holder = unique_slug("e2e-pool");
-    let mut first = Running::start(bottle(&sb).args([
-        "run",
-        "pooled",
-        "--slug",
-        &holder,
-        "--",
-        "sh",
-        "-c",
-        "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done",
-    ]));
-    first.until("up");
+    let first = Running::idle(&mut bottle(&sb), "pooled", &holder);
     let subnet = docker(&[
         "network",
         "inspect",
@@ -266,13 +256,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
         "{err}"
     );
     assert_eq!(leftovers(&second), "");
-    docker(&[
-        "exec",
-        &format!("bottle-agent-{holder}"),
-        "touch",
-        "/tmp/go",
-    ]);
-    let (status, out, err) = first.finish();
+    let (status, out, err) = first.release(&holder);
     assert!(status.success(), "{out}{err}");
     assert_eq!(leftovers(&holder), "");
 
@@ -306,17 +290,7 @@ fn bundles_share_one_kept_way_out_on_which_they_cannot_reach_each_other() {
         "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
     );
     let slug = unique_slug("e2e-share");
-    let mut running = Running::start(bottle(&sb).args([
-        "run",
-        "sharing",
-        "--slug",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done",
-    ]));
-    running.until("up");
+    let running = Running::idle(&mut bottle(&sb), "sharing", &slug);
     let id = docker(&["network", "inspect", "-f", "{{.Id}}", NET]);
     assert_eq!(
         docker(&[
@@ -364,8 +338,7 @@ fn bundles_share_one_kept_way_out_on_which_they_cannot_reach_each_other() {
         said.starts_with("refused"),
         "a neighbour reached the bundle: {said}"
     );
-    docker(&["exec", &format!("bottle-agent-{slug}"), "touch", "/tmp/go"]);
-    let (status, out, err) = running.finish();
+    let (status, out, err) = running.release(&slug);
     assert!(status.success(), "{out}{err}");
     assert_eq!(leftovers(&slug), "");
     // Kept for the next bottle, the same network.

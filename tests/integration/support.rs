@@ -285,6 +285,11 @@ pub fn bundle_volumes(compose: &serde_yaml::Value, state: &Path) -> Vec<serde_ya
         .collect()
 }
 
+/// What an idle agent runs: it says `up`, then waits for [`Running::release`] (at most two
+/// minutes).
+const UNTIL_RELEASED: &str =
+    "echo up; i=0; until [ -e /tmp/go ]; do i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done";
+
 /// A `bottle run` in the background whose output a test reads line by line.
 pub struct Running {
     /// The process.
@@ -340,6 +345,33 @@ impl Running {
                 return;
             }
         }
+    }
+
+    /// `cmd` (a `bottle` command) running `agent` as bottle `slug`, the agent idling until
+    /// [`Running::release`]; returns once the agent is up.
+    pub fn idle(cmd: &mut Command, agent: &str, slug: &str) -> Running {
+        let mut running = Running::start(cmd.args([
+            "run",
+            agent,
+            "--slug",
+            slug,
+            "--",
+            "sh",
+            "-c",
+            UNTIL_RELEASED,
+        ]));
+        running.until("up");
+        running
+    }
+
+    /// Let the idle agent of bottle `slug` end, and wait for the run as [`Running::finish`].
+    pub fn release(self, slug: &str) -> (std::process::ExitStatus, String, String) {
+        let touched = Command::new("docker")
+            .args(["exec", &format!("bottle-agent-{slug}"), "touch", "/tmp/go"])
+            .status()
+            .expect("docker exec");
+        assert!(touched.success(), "could not release bottle {slug}");
+        self.finish()
     }
 
     /// Send `line` to its stdin.
