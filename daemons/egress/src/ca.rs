@@ -145,11 +145,11 @@ impl Authority {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A CA as bottle mints it: SEC1 key first, then the certificate.
-    fn sec1_ca() -> (String, String) {
+    pub(crate) fn sec1_ca() -> (String, String) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -36,22 +36,52 @@ const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Which peer the direct ports serve: the address(es) the bundle's own resolver gives for the
 /// agent's name on the bottle's internal network (Docker's embedded DNS), looked up again at
 /// most once a second when another peer knocks (the agent may start after egress).
-#[derive(Debug)]
 pub struct AgentPeer {
     name: String,
     known: Mutex<(Vec<IpAddr>, Option<Instant>)>,
     /// Held while the name is looked up: one lookup at a time, whoever knocks meanwhile
     /// takes its result.
     lookup: tokio::sync::Mutex<()>,
+    /// How the name is looked up: the system's resolver (a test's slow one stands in for a
+    /// resolver that does not answer).
+    resolve: Resolve,
+}
+
+/// A lookup of a name's addresses.
+type Resolve = Box<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send>> + Send + Sync,
+>;
+
+impl std::fmt::Debug for AgentPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentPeer")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl AgentPeer {
     /// Serve the peer(s) `name` resolves to.
     pub fn new(name: &str) -> AgentPeer {
+        Self::resolved_by(
+            name,
+            Box::new(|name| {
+                Box::pin(async move {
+                    match tokio::net::lookup_host((name.as_str(), 0)).await {
+                        Ok(a) => a.map(|a| a.ip()).collect(),
+                        Err(_) => Vec::new(),
+                    }
+                })
+            }),
+        )
+    }
+
+    fn resolved_by(name: &str, resolve: Resolve) -> AgentPeer {
         AgentPeer {
             name: name.to_owned(),
             known: Mutex::new((Vec::new(), None)),
             lookup: tokio::sync::Mutex::new(()),
+            resolve,
         }
     }
 
@@ -77,15 +107,13 @@ impl AgentPeer {
             return known;
         }
         let peer = canonical(peer);
-        let looked = tokio::time::timeout(
-            PEER_LOOKUP_TIMEOUT,
-            tokio::net::lookup_host((self.name.as_str(), 0)),
-        )
-        .await;
-        let addrs: Vec<IpAddr> = match looked {
-            Ok(Ok(a)) => a.map(|a| canonical(a.ip())).collect(),
-            _ => Vec::new(),
-        };
+        let looked =
+            tokio::time::timeout(PEER_LOOKUP_TIMEOUT, (self.resolve)(self.name.clone())).await;
+        let addrs: Vec<IpAddr> = looked
+            .unwrap_or_default()
+            .into_iter()
+            .map(canonical)
+            .collect();
         let admitted = addrs.contains(&peer);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         *known = (addrs, Some(Instant::now()));
@@ -138,8 +166,8 @@ impl Resolver {
     /// Answer queries for as long as egress runs. An asker not known to be the agent is
     /// judged in a task of its own: the lookup of the agent's name must not hold up the
     /// agent's queries behind it.
-    pub async fn serve(self) {
-        let this = Arc::new(self);
+    pub async fn serve(self: Arc<Self>) {
+        let this = self;
         let mut buf = vec![0u8; MAX_QUERY];
         loop {
             let (n, from) = match this.socket.recv_from(&mut buf).await {
@@ -337,5 +365,66 @@ mod tests {
         assert!(!peer.admits(IpAddr::from([172, 17, 0, 1])).await);
         let nobody = AgentPeer::new("no-such-agent.invalid");
         assert!(!nobody.admits(IpAddr::from([127, 0, 0, 1])).await);
+    }
+
+    #[tokio::test]
+    async fn a_stranger_whose_lookup_hangs_does_not_hold_up_the_agents_queries() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (counted, released) = (lookups.clone(), release.clone());
+        // The first lookup answers at once; the next one hangs until the test lets it go,
+        // as the system's resolver does when its server does not answer.
+        let peer = AgentPeer::resolved_by(
+            "agent",
+            Box::new(move |_| {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let released = released.clone();
+                Box::pin(async move {
+                    if n > 0 {
+                        released.notified().await;
+                    }
+                    vec![IpAddr::from([127, 0, 0, 1])]
+                })
+            }),
+        );
+        let resolver = Resolver::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::proxy::for_tests(table()),
+            Arc::new(peer),
+        )
+        .await
+        .unwrap();
+        let dns = resolver.local_addr().unwrap();
+        tokio::spawn(Arc::new(resolver).serve());
+        let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let mut query = Message::new();
+        query.set_id(78).add_query(Query::query(
+            Name::from_ascii("api.example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let query = query.to_vec().unwrap();
+        async fn answered(s: &tokio::net::UdpSocket, query: &[u8], dns: SocketAddr) -> Message {
+            s.send_to(query, dns).await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            Message::from_vec(&buf[..n]).unwrap()
+        }
+        assert_eq!(answered(&agent, &query, dns).await.answers().len(), 1);
+        // Past the refresh, a stranger's knock looks the agent's name up again: that lookup
+        // hangs.
+        tokio::time::sleep(PEER_REFRESH + Duration::from_millis(100)).await;
+        stranger.send_to(&query, dns).await.unwrap();
+        while lookups.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = answered(&agent, &query, dns).await;
+        assert_eq!(r.answers().len(), 1, "the agent is answered meanwhile");
+        assert_eq!(lookups.load(Ordering::SeqCst), 2, "the lookup still hangs");
+        release.notify_one();
     }
 }

@@ -252,47 +252,24 @@ impl Daemon {
             log: log.clone(),
         });
         if let Some(d) = self.direct.take() {
-            tokio::spawn(d.resolver.serve());
+            let resolver = Arc::new(d.resolver);
+            tokio::spawn(keep_serving(
+                "the agent's DNS resolver",
+                log.clone(),
+                move || resolver.clone().serve(),
+            ));
             for (listener, kind) in [(d.https, Direct::Tls), (d.http, Direct::Http)] {
+                let listener = Arc::new(listener);
                 let (gate, proxy, peer) = (gate.clone(), self.proxy.clone(), d.peer.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let Ok((stream, from)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (gate, proxy, peer) = (gate.clone(), proxy.clone(), peer.clone());
-                        // Judged in its own task: a lookup of the agent's name must not hold
-                        // up the next connection.
-                        tokio::spawn(async move {
-                            if !peer.admits(from.ip()).await {
-                                proxy.log.event(
-                                    "direct-refused",
-                                    &format!(
-                                        "closed a connection from {} on {}: it is not the agent",
-                                        from.ip(),
-                                        kind.port_name()
-                                    ),
-                                );
-                                return;
-                            }
-                            // The port the client dialled: 443 or 80 in the bundle.
-                            let Ok(port) = stream.local_addr().map(|a| a.port()) else {
-                                return;
-                            };
-                            if let Some(conn) = gate.admit(stream) {
-                                match kind {
-                                    Direct::Tls => proxy.serve_direct_tls(conn, port).await,
-                                    Direct::Http => {
-                                        serve_http(conn, move |req| {
-                                            proxy.clone().serve_direct_http(req, port)
-                                        })
-                                        .await
-                                    }
-                                }
-                            }
-                        });
-                    }
-                });
+                tokio::spawn(keep_serving(kind.port_name(), log.clone(), move || {
+                    serve_direct(
+                        listener.clone(),
+                        kind,
+                        gate.clone(),
+                        proxy.clone(),
+                        peer.clone(),
+                    )
+                }));
             }
         }
         loop {
@@ -318,6 +295,79 @@ impl Daemon {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Accept the agent's connections on a direct port for as long as egress runs.
+async fn serve_direct(
+    listener: Arc<tokio::net::TcpListener>,
+    kind: Direct,
+    gate: Arc<Gate>,
+    proxy: Arc<Proxy>,
+    peer: Arc<direct::AgentPeer>,
+) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let (gate, proxy, peer) = (gate.clone(), proxy.clone(), peer.clone());
+        // Judged in its own task: a lookup of the agent's name must not hold up the next
+        // connection.
+        tokio::spawn(async move {
+            if !peer.admits(from.ip()).await {
+                proxy.log.event(
+                    "direct-refused",
+                    &format!(
+                        "closed a connection from {} on {}: it is not the agent",
+                        from.ip(),
+                        kind.port_name()
+                    ),
+                );
+                return;
+            }
+            // The port the client dialled: 443 or 80 in the bundle.
+            let Ok(port) = stream.local_addr().map(|a| a.port()) else {
+                return;
+            };
+            if let Some(conn) = gate.admit(stream) {
+                match kind {
+                    Direct::Tls => proxy.serve_direct_tls(conn, port).await,
+                    Direct::Http => {
+                        serve_http(conn, move |req| proxy.clone().serve_direct_http(req, port))
+                            .await
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How long a service that panicked rests before it is started again.
+const RESTART_PAUSE: Duration = Duration::from_millis(100);
+
+/// Run the service `start` makes for as long as egress runs. A panic in it (a bug a crafted
+/// packet found) is logged and the service started again: otherwise the agent's DNS or a
+/// direct port would be gone, without a word, for the rest of the run.
+async fn keep_serving<F, S>(what: &'static str, log: log::AccessLog, start: F)
+where
+    F: Fn() -> S,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(start()).await {
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                log.event("panic", &format!("{what} panicked ({why}); started again"));
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+            // It ended by itself, or the runtime is shutting down.
+            _ => return,
         }
     }
 }
@@ -431,5 +481,29 @@ pub fn health_check(addr: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("unhealthy: {}", String::from_utf8_lossy(&head)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_service_that_panics_is_started_again_and_one_that_ends_is_not() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let served = keep_serving("a test service", log::AccessLog::new(false), move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    panic!("bad packet {n}");
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("it ends once the service ends by itself");
+        assert_eq!(starts.load(Ordering::SeqCst), 3, "two panics, two restarts");
     }
 }

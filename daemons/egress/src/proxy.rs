@@ -1073,6 +1073,28 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// A proxy over `table` that dials nothing anyone trusts, for unit tests of what wraps it.
+#[cfg(test)]
+pub(crate) fn for_tests(table: RouteTable) -> Arc<Proxy> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (bundle, _) = crate::ca::tests::sec1_ca();
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let dialer = crate::upstream::Dialer::new(None, &Default::default()).expect("dialer");
+    Arc::new(Proxy {
+        active: ArcSwap::from_pointee(Active::new(table)),
+        ca: Authority::from_pem(bundle.as_bytes(), provider).expect("CA"),
+        upstream: Upstream::new(dialer, tls),
+        log: AccessLog::new(false),
+        hop: None,
+        cookies: Default::default(),
+        grant_uses: Default::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
