@@ -339,3 +339,99 @@ fn a_working_dir_the_agent_cannot_write_is_refused_before_anything_starts() {
     );
     assert_eq!(leftovers(&slug), "", "something was started");
 }
+
+/// An agent image whose users are known by name only: `wright` (uid 1234) and `toor`, root
+/// by another name (uid 0).
+fn image_with_named_users() -> &'static str {
+    const IMAGE: &str = "bottle-test/named-users:latest";
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM bottle-agent:latest\nRUN useradd -M -U -u 1234 wright && useradd -M -o -u 0 -g 0 toor\n",
+        )
+        .unwrap();
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+    });
+    IMAGE
+}
+
+/// A user the manifest names by name is judged by the uid and gid the image gives it: it
+/// runs as those numbers with a home it owns (not a world-writable one), a dir it cannot write is refused before
+/// anything starts, and root by another name needs `--grant agent=root` as `root` does.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn a_user_named_by_name_is_judged_by_the_uid_the_image_gives_it() {
+    let _engine = shared();
+    let image = image_with_named_users();
+    let sb = Sandbox::new();
+    for (name, user, cwd) in [
+        ("wright-none", "wright", "none"),
+        ("wright-mount", "wright", "mount"),
+        ("toor", "toor", "none"),
+    ] {
+        sb.agent(
+            name,
+            &format!("image: {image}\nuser: {user}\ncwd: {cwd}\negress:\n  allowlist: [docs.rs]\n"),
+        );
+    }
+
+    let slug = unique_slug("named");
+    let (code, out, err) = crate::support::run(bottle(&sb).args([
+        "run",
+        "wright-none",
+        "--yes",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; stat -c %U:%u \"$HOME\"",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1234", "1234", "wright:1234"],
+        "{err}"
+    );
+    assert_eq!(leftovers(&slug), "", "left behind");
+
+    // The project is its owner's, mode 0755: uid 1234 cannot write it.
+    let slug = unique_slug("named-mount");
+    let (code, out, err) = crate::support::run(bottle(&sb).args([
+        "run",
+        "wright-mount",
+        "--yes",
+        "--slug",
+        &slug,
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("the agent runs as uid 1234 (gid 1234)"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&slug), "", "something was started");
+
+    let slug = unique_slug("named-root");
+    let (code, out, err) = crate::support::run(
+        bottle(&sb).args(["run", "toor", "--yes", "--slug", &slug, "--", "true"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("`user: toor` is uid 0 (root)") && err.contains("--grant agent=root"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&slug), "", "something was started");
+}

@@ -158,6 +158,58 @@ impl Confinement {
     }
 }
 
+/// The numeric `(uid, gid)` of user spec `spec` (`NAME` or `UID`, either with `:GROUP` or
+/// `:GID`) in an image whose `/etc/passwd` and `/etc/group` are `passwd` and `group` (`None`:
+/// it has none), as Docker would run it. A name must be in them. A uid with no group takes
+/// its passwd entry's group, or its own number when it has no entry: never the root group
+/// Docker would give it then.
+pub fn resolve_user(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<(u32, u32), String> {
+    // `name:password:id:...`: the id of the entry whose name or id is `key`.
+    fn entry<'a>(file: Option<&'a str>, key: &str) -> Option<Vec<&'a str>> {
+        file?
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && (f[0] == key || f[2] == key))
+    }
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let found = entry(passwd, user);
+    let uid = match (user.parse::<u32>(), &found) {
+        (Ok(uid), _) => uid,
+        (Err(_), Some(f)) => f[2]
+            .parse()
+            .map_err(|_| format!("its /etc/passwd gives `{user}` the uid `{}`", f[2]))?,
+        (Err(_), None) => {
+            return Err(format!(
+                "the image has no user `{user}` (it is not in the image's /etc/passwd)"
+            ));
+        }
+    };
+    let gid = match grp {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => entry(group, g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("the image has no group `{g}` (it is not in the image's /etc/group)")
+                })?,
+        },
+        None => match &found {
+            Some(f) => f[3]
+                .parse()
+                .map_err(|_| format!("its /etc/passwd gives `{user}` the group `{}`", f[3]))?,
+            None => uid,
+        },
+    };
+    Ok((uid, gid))
+}
+
 impl fmt::Display for Confinement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = match &self.user {
@@ -227,6 +279,34 @@ mod tests {
         assert_eq!(Confinement::numeric_ids("1000:50"), Some((1000, 50)));
         assert_eq!(Confinement::numeric_ids("1000"), Some((1000, 1000)));
         assert_eq!(Confinement::numeric_ids("node"), None);
+    }
+
+    #[test]
+    fn a_user_named_in_the_image_is_resolved_by_its_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nnode:x:1000:1000::/home/node:/bin/sh\ntoor:x:0:0::/:/bin/sh\nlone:x:1500:300::/:/bin/sh\n";
+        let group = "root:x:0:\nnode:x:1000:\nstaff:x:50:node\n";
+        let r = |spec| resolve_user(spec, Some(passwd), Some(group));
+        assert_eq!(r("node"), Ok((1000, 1000)));
+        assert_eq!(r("node:staff"), Ok((1000, 50)));
+        assert_eq!(r("node:77"), Ok((1000, 77)));
+        assert_eq!(r("1500"), Ok((1500, 300)), "a uid takes its entry's group");
+        assert_eq!(r("2000"), Ok((2000, 2000)), "never the root group");
+        assert_eq!(r("2000:staff"), Ok((2000, 50)));
+        assert_eq!(r("toor"), Ok((0, 0)), "root by another name is still uid 0");
+        let e = r("ghost").unwrap_err();
+        assert!(
+            e.contains("no user `ghost`") && e.contains("/etc/passwd"),
+            "{e}"
+        );
+        let e = r("node:ghosts").unwrap_err();
+        assert!(
+            e.contains("no group `ghosts`") && e.contains("/etc/group"),
+            "{e}"
+        );
+        let e = resolve_user("node", None, None).unwrap_err();
+        assert!(e.contains("no user `node`"), "{e}");
+        let e = resolve_user("bad", Some("bad:x:many:1::/:/bin/sh\n"), None).unwrap_err();
+        assert!(e.contains("the uid `many`"), "{e}");
     }
 
     #[test]

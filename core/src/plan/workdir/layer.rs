@@ -185,8 +185,9 @@ impl Layer {
 /// it) could not write: it would otherwise meet a read-only dir at its first write, with no word
 /// from bottle (as when bottle runs as root over a root-owned dir and the agent as 1000).
 ///
-/// A user named by name is resolved in the image, which bottle cannot see here: it is let
-/// through. Supplementary groups are not known either; only the primary group counts.
+/// The Docker backend hands it numbers only: a user named by name is resolved in the image's
+/// own files first. A name still let through here is one no backend resolved. Supplementary
+/// groups are not given to the agent; only the primary group counts.
 pub fn check_writable(dir: &Path, user: &str, manifest: &Path) -> Result<(), LayerError> {
     let Some((uid, gid)) = crate::run::confine::Confinement::numeric_ids(user) else {
         return Ok(());

@@ -1,5 +1,6 @@
 //! One-off containers the host runs for itself: things only root can do to the files a
-//! bottle leaves (the kernel's scratch entries of the agent's overlay, owned by root).
+//! bottle leaves (the kernel's scratch entries of the agent's overlay, owned by root), and
+//! files read out of an image (who a user named in it is).
 
 use super::{DockerError, api};
 use bollard::Docker;
@@ -81,12 +82,104 @@ pub async fn empty_dir_as_root(
         Ok(())
     }
     .await;
-    let removed = docker
+    let removed = remove(docker, &name).await;
+    ran.and(removed)
+}
+
+/// The largest file [`image_files`] reads: a passwd or group file is far smaller.
+const IMAGE_FILE_MAX: usize = 1 << 20;
+
+/// The contents of each of `paths` in `image` (`None` where the image has no regular file
+/// there), read from a container made for it and never started; it is labelled with `slug`,
+/// so a teardown that is cut short still finds it.
+pub async fn image_files(
+    docker: &Docker,
+    slug: &str,
+    image: &str,
+    paths: &[&str],
+) -> Result<Vec<Option<Vec<u8>>>, DockerError> {
+    use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
+    let name = format!("bottle-users-{slug}");
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        // Never run: the engine only needs a command to make the container.
+        entrypoint: Some(vec!["/nonexistent".into()]),
+        labels: Some(HashMap::from([(labels::SLUG.to_owned(), slug.to_owned())])),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .map_err(api(format!("creating {name} from {image}")))?;
+    let mut read = Vec::new();
+    for path in paths {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = docker.download_from_container(&name, Some(opts));
+        let mut tar = Vec::new();
+        let mut missing = false;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) if tar.len() + b.len() <= IMAGE_FILE_MAX + 4096 => tar.extend_from_slice(&b),
+                Ok(_) => {
+                    missing = true;
+                    break;
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    missing = true;
+                    break;
+                }
+                Err(e) => {
+                    let _ = remove(docker, &name).await;
+                    return Err(api(format!("reading {path} from {image}"))(e));
+                }
+            }
+        }
+        read.push(if missing {
+            None
+        } else {
+            first_regular_file(&tar)
+        });
+    }
+    remove(docker, &name).await?;
+    Ok(read)
+}
+
+/// The first entry of tar archive `tar`, when it is a regular file.
+fn first_regular_file(tar: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(tar);
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    if entry.header().entry_type() != tar::EntryType::Regular {
+        return None;
+    }
+    let mut out = Vec::new();
+    entry
+        .by_ref()
+        .take(IMAGE_FILE_MAX as u64)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// Remove container `name`, whatever its state.
+async fn remove(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    docker
         .remove_container(
-            &name,
+            name,
             Some(RemoveContainerOptionsBuilder::default().force(true).build()),
         )
         .await
-        .map_err(api(format!("removing {name}")));
-    ran.and(removed)
+        .map_err(api(format!("removing {name}")))
 }

@@ -239,16 +239,56 @@ pub async fn pipelock_in_bundle(
     Ok((loaded, Some(note)))
 }
 
-/// The user Docker runs the agent as: see [`crate::run::confine::Confinement::docker_user`].
+/// The `uid:gid` Docker runs the agent as: see
+/// [`crate::run::confine::Confinement::docker_user`]. A user named by name (or a uid alone)
+/// is looked up in the image's own `/etc/passwd` and `/etc/group`, so that what it may write,
+/// who owns its home and whether it is root are judged by its numbers: `toor` with uid 0 is
+/// root, and needs `--grant agent=root` as `root` does.
 async fn agent_user(docker: &Docker, p: &Prepared, image: &str) -> Result<String, DockerError> {
+    use crate::run::confine::{Confinement, FALLBACK_USER, UserChoice, resolve_user};
     let image_user = docker
         .inspect_image(image)
         .await
         .map_err(docker::api(format!("inspecting the agent image {image}")))?
         .config
         .and_then(|c| c.user);
-    Ok(p.confinement
-        .docker_user(crate::run::confine::invoker(), image_user.as_deref()))
+    let spec = p
+        .confinement
+        .docker_user(crate::run::confine::invoker(), image_user.as_deref());
+    if spec.contains(':') && Confinement::numeric_ids(&spec).is_some() {
+        return Ok(spec);
+    }
+    let files = crate::run::docker::helper::image_files(
+        docker,
+        &p.slug,
+        image,
+        &["/etc/passwd", "/etc/group"],
+    )
+    .await?;
+    let text = |i: usize| {
+        files
+            .get(i)
+            .and_then(|f| f.as_deref())
+            .map(String::from_utf8_lossy)
+    };
+    let (passwd, group) = (text(0), text(1));
+    let m = p.manifest.file.display();
+    let (uid, gid) = resolve_user(&spec, passwd.as_deref(), group.as_deref()).map_err(|why| {
+        DockerError::Host(format!(
+            "the agent's user `{spec}` in image {image}: {why}; set `user: \"UID:GID\"` in {m}"
+        ))
+    })?;
+    if uid == 0 && !p.confinement.root_granted {
+        return match &p.confinement.user {
+            // The image's own user is root by another name: as for `root`, the agent does
+            // not inherit it.
+            UserChoice::Invoker => Ok(FALLBACK_USER.to_owned()),
+            UserChoice::Named(_) => Err(DockerError::Host(format!(
+                "{m}: `user: {spec}` is uid 0 (root) in image {image}, which can undo the agent's confinement; pick an unprivileged user, or pass `--grant agent=root` if you mean it"
+            ))),
+        };
+    }
+    Ok(format!("{uid}:{gid}"))
 }
 
 /// Bring `launch`'s bottle up (and run the escape suite when asked), ready to attach.
