@@ -446,7 +446,7 @@ fn approve_shows_what_it_grants_and_grants_nothing_unasked() {
         "grants:   the agent can reach crates.io, any path, with no credential",
         "changes:  pipelock's pipelock/pipelock.yaml and egress's egress/routes.yaml",
         "for:      this run only",
-        "reason:   need the index ]0;pwned [2J now",
+        "reason:   (the agent's words) need the index ]0;pwned [2J now",
         "refused:  https://crates.io/ 31m",
     ] {
         assert!(out.contains(shown), "{shown:?} missing in:\n{out}");
@@ -460,6 +460,27 @@ fn approve_shows_what_it_grants_and_grants_nothing_unasked() {
         "{err}"
     );
     assert_eq!(decisions(&dir), 0, "nothing was granted");
+    // A request whose URL names another host than the one it asks for (supervise refuses
+    // it; a queue file is writable from the bundle) is shown with a warning.
+    std::fs::write(
+        q.join("r2.json"),
+        serde_json::json!({
+            "id": "r2", "kind": "host-access", "host": "files-pythonhosted.org",
+            "reason": "pip", "failed_url": "https://files.pythonhosted.org/x.whl",
+            "created": "2026-11-28T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = run(sb
+        .bottle()
+        .args(["approve", "r2"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("WARNING:  that URL is not on files-pythonhosted.org"),
+        "{out}"
+    );
     // On a terminal: asked, and a stray answer grants nothing.
     let script = crate::support::workspace().join("tests/integration/pty_answer.py");
     let out = std::process::Command::new("python3")
@@ -494,6 +515,7 @@ fn approve_refuses_a_wildcard_over_a_public_suffix() {
         ("r1", "*.co.uk"),
         ("r2", "*.github.io"),
         ("r3", "*.s3.amazonaws.com"),
+        ("r4", "*.amazonaws.com"),
     ] {
         queue(&dir, id, host);
     }
@@ -503,5 +525,9 @@ fn approve_refuses_a_wildcard_over_a_public_suffix() {
         assert_eq!(code, 1, "{out}{err}");
         assert!(err.contains("is a public suffix"), "{err}");
     }
+    // Not a suffix itself, but anyone's buckets and sites lie below it.
+    let (code, out, err) = run(sb.bottle().args(["approve", "r4", "--yes"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("anyone can register"), "{err}");
     assert_eq!(decisions(&dir), 0);
 }

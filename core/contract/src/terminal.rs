@@ -11,12 +11,33 @@
 use std::borrow::Cow;
 
 /// Whether `c` would act on a terminal or hide what text says: a control character other
-/// than newline and tab (C0, DEL, C1), or a bidirectional or invisible format control.
+/// than newline and tab (C0, DEL, C1), a bidirectional or invisible format control, a line or
+/// paragraph separator, a blank that is no space (Hangul fillers), a variation selector, a tag
+/// character (invisible text), or a private-use one (drawn as anything a font likes).
 pub fn is_unsafe(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
         || matches!(
             c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e000}'..='\u{f8ff}'
+                | '\u{e0000}'..='\u{e0fff}'
+                | '\u{f0000}'..='\u{10ffff}'
         )
 }
 
@@ -57,6 +78,11 @@ mod tests {
             ("a\x08\x08b", "a\\x08\\x08b"),
             ("\u{202e}txt.exe", "\\u{202e}txt.exe"),
             ("del\x7f", "del\\x7f"),
+            ("hello\u{e0041}\u{e0042}", "hello\\u{e0041}\\u{e0042}"),
+            ("a\u{2028}b\u{2029}c", "a\\u{2028}b\\u{2029}c"),
+            ("x\u{061c}\u{00ad}y", "x\\u{61c}\\xady"),
+            ("\u{3164}\u{ffa0}", "\\u{3164}\\u{ffa0}"),
+            ("e\u{fe0f}", "e\\u{fe0f}"),
         ] {
             assert_eq!(safe(raw), shown, "{raw:?}");
             assert!(!safe(raw).chars().any(is_unsafe));

@@ -106,13 +106,20 @@ impl Dashboard {
         d
     }
 
-    /// New contents (after the queue changed); the selection stays on the same request.
+    /// New contents (after the queue changed); the selection stays on the same request, of the
+    /// same bottle (another bottle's request may carry the same id).
     pub fn set_items(&mut self, mut items: Vec<Asked>) {
         order(&mut items);
-        let id = self.current().map(|a| a.request.id.clone());
+        let key = self
+            .current()
+            .map(|a| (a.slug.clone(), a.request.id.clone()));
         self.items = items;
-        self.selected = id
-            .and_then(|id| self.items.iter().position(|a| a.request.id == id))
+        self.selected = key
+            .and_then(|(slug, id)| {
+                self.items
+                    .iter()
+                    .position(|a| a.slug == slug && a.request.id == id)
+            })
             .unwrap_or(0)
             .min(self.items.len().saturating_sub(1));
     }
@@ -244,10 +251,17 @@ impl Dashboard {
 
     /// Draw the screen.
     pub fn render(&self, frame: &mut Frame) {
+        // Asked to confirm, the description gets the room: every line of what is granted
+        // shows, down to the agent's own words at the end.
+        let (list_height, detail_height) = if self.confirming.is_some() {
+            (Constraint::Length(4), Constraint::Min(12))
+        } else {
+            (Constraint::Min(4), Constraint::Length(8))
+        };
         let [title, list, detail, bottom] = Layout::vertical([
             Constraint::Length(1),
-            Constraint::Min(4),
-            Constraint::Length(8),
+            list_height,
+            detail_height,
             Constraint::Length(1),
         ])
         .areas(frame.area());
@@ -319,11 +333,19 @@ impl Dashboard {
             (None, Some(a)) => {
                 let mut l = vec![
                     Line::from(format!("{} asks for {}", a.slug, a.request.host)),
-                    Line::from(format!("reason: {}", a.request.reason)),
                     Line::from(format!("if approved: {}", a.effect)),
                 ];
                 if let Some(u) = &a.request.failed_url {
                     l.push(Line::from(format!("refused: {u}")));
+                    if !bottle_contract::supervise::validate::url_is_under(u, &a.request.host) {
+                        l.push(Line::styled(
+                            format!(
+                                "WARNING: that URL is not on {}: the request does not match what it asks for",
+                                a.request.host
+                            ),
+                            Style::new().fg(Color::Red),
+                        ));
+                    }
                 }
                 if let Some(p) = &a.request.preview {
                     for line in requests::preview_lines(p, a.request.failed_url.as_deref()).lines()
@@ -344,6 +366,11 @@ impl Dashboard {
                 if let Some(p) = &a.problem {
                     l.push(Line::styled(p.clone(), Style::new().fg(Color::Red)));
                 }
+                // Last: a long reason wraps below the rest, never over it.
+                l.push(Line::styled(
+                    format!("reason (the agent's words): {}", a.request.reason),
+                    Style::new().fg(Color::DarkGray),
+                ));
                 (" request ", l)
             }
         };

@@ -418,8 +418,10 @@ impl Pending {
                 .collect();
             format!("{}, reloaded in the running bottle", files.join(" and "))
         };
+        // The agent's own words come last: a long reason wraps below what is granted, never
+        // over it, and cannot pose as one of these lines.
         let mut out = format!(
-            "request {} of bottle {} (agent {agent}):\n  grants:   the agent can reach {}, {path}, with no credential\n  changes:  {changes}\n  for:      {}\n  reason:   {}\n",
+            "request {} of bottle {} (agent {agent}):\n  grants:   the agent can reach {}, {path}, with no credential\n  changes:  {changes}\n  for:      {}\n  ends:     {}\n",
             r.id,
             self.asked.slug,
             self.access.host,
@@ -428,25 +430,34 @@ impl Pending {
             } else {
                 "this run only".to_owned()
             },
-            text(&r.reason),
+            ends(&self.access),
         );
-        out.push_str(&format!("  ends:     {}\n", ends(&self.access)));
         if let Some(url) = &r.failed_url {
             out.push_str(&format!("  refused:  {}\n", text(url)));
+            if !validate::url_is_under(url, &self.access.host) {
+                out.push_str(&format!(
+                    "  WARNING:  that URL is not on {}: the request does not match what it asks for\n",
+                    self.access.host
+                ));
+            }
         }
         if let Some(p) = &r.preview {
             out.push_str(&preview_lines(p, r.failed_url.as_deref()));
         }
+        out.push_str(&format!(
+            "  reason:   (the agent's words) {}\n",
+            text(&r.reason)
+        ));
         out
     }
 }
 
-/// The request the agent attached, as lines under an approval's description: what would go
-/// out once it is granted.
+/// The request the agent attached, as lines under an approval's description: what it says
+/// would go out once it is granted. Its word only: the grant is not limited to it.
 pub fn preview_lines(p: &bottle_contract::supervise::Preview, url: Option<&str>) -> String {
     let text = |s: &str| validate::text(s, bottle_contract::supervise::PREVIEW_CHARS);
     let mut out = format!(
-        "  request:  {} {}\n",
+        "  request:  {} {} (the agent's word: the grant is not limited to it)\n",
         text(&p.method),
         url.map_or_else(|| "(no URL given)".to_owned(), text)
     );

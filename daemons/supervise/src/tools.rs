@@ -140,6 +140,14 @@ impl Supervise {
             Err(e) => return Ok(refuse(e)),
         };
         let failed = a.failed_url.as_deref().unwrap_or("");
+        // A URL on another host would show the human one name while the grant opens another.
+        if !failed.trim().is_empty() && !validate::url_is_under(failed, &host) {
+            return Ok(refuse(format!(
+                "failed_url `{}` is not a URL on {host}: give the URL egress refused, on the host you ask for (scheme://{}/path, no user name)",
+                validate::text(failed, 120),
+                host.trim_start_matches("*.")
+            )));
+        }
         if let Some(why) = carries_secret(&host, &[("reason", &a.reason), ("failed_url", failed)]) {
             return Ok(refuse(why));
         }

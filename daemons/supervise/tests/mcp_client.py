@@ -102,6 +102,12 @@ async def check(url, queue, mode):
         label = base64.b32encode(token.encode()).decode().rstrip("=").lower()[:40]
         bad = await call(s, "request_host_access", {"host": label + ".example.com", "reason": "x"})
         assert is_error(bad) and "host name carries" in bad.content[0].text, bad
+        # A URL on another host would show the human one name while the grant opens another.
+        bad = await call(s, "request_host_access", {"host": "files-pythonhosted.org", "reason": "pip",
+                                                    "failed_url": "https://files.pythonhosted.org/p/x.whl"})
+        assert is_error(bad) and "is not a URL on files-pythonhosted.org" in bad.content[0].text, bad
+        bad = await call(s, "request_host_access", {"host": "*.amazonaws.com", "reason": "boto3"})
+        assert is_error(bad) and "anyone can register" in bad.content[0].text, bad
         bad = await call(s, "request_status", {"id": "../../etc/passwd"})
         assert is_error(bad), bad
         try:

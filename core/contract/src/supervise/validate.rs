@@ -30,6 +30,14 @@ pub fn host(raw: &str) -> Result<String, String> {
         ));
     }
     let bare = h.strip_prefix("*.").unwrap_or(&h);
+    // What a resolver reads as an address (`127.1`, `0x7f.1`, `169.254.43518`), not a name.
+    let last = bare.rsplit('.').next().unwrap_or_default();
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+        return Err(format!(
+            "{}: ask for a host name, not an IP address (a name cannot end in a number)",
+            shown(raw)
+        ));
+    }
     if h.starts_with("*.") && bare.split('.').count() < 2 {
         return Err(format!(
             "{}: `*.` needs a domain of two labels or more",
@@ -41,6 +49,12 @@ pub fn host(raw: &str) -> Result<String, String> {
     if h.starts_with("*.") && (is_public_suffix(bare) || is_public_suffix(&format!("x.{bare}"))) {
         return Err(format!(
             "{}: `{bare}` is a public suffix (anyone can register a name under it), so a wildcard over it would open hosts of every owner; ask for the exact host, or a wildcard under a domain of one owner (`*.example.co.uk`)",
+            shown(raw)
+        ));
+    }
+    if h.starts_with("*.") && has_public_suffix_below(bare) {
+        return Err(format!(
+            "{}: names anyone can register lie below `{bare}` (the public suffix list has suffixes under it, like a cloud's buckets or sites), so a wildcard over it would open hosts of every owner; ask for the exact host",
             shown(raw)
         ));
     }
@@ -79,6 +93,45 @@ pub fn is_public_suffix(domain: &str) -> bool {
     psl::suffix(d.as_bytes()).is_some_and(|s| s.as_bytes() == d.as_bytes())
 }
 
+/// Domains with a public suffix of the list below them, made from the `psl` crate's own list
+/// by `tools/psl_parents.py` (first line: the version it was made from).
+const PSL_PARENTS: &str = include_str!("psl_parents.txt");
+
+/// Whether names anyone can register lie below `domain`, though it is no public suffix itself:
+/// `amazonaws.com` (`s3.amazonaws.com`, `execute-api.REGION.amazonaws.com`, …),
+/// `windows.net`, `fastly.net`.
+pub fn has_public_suffix_below(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    PSL_PARENTS.lines().skip(1).any(|l| l == d)
+}
+
+/// The host of `url` (`scheme://host[:port]/…`), lower case, without a trailing dot; `None`
+/// when it is no such URL, or names a user (`https://a@b/`: which host a human reads there is
+/// anyone's guess).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.trim().split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains(['@', '\\']) || authority.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Whether a request to `url` is one a grant of `host` (`x.org` or `*.x.org`) lets out.
+pub fn url_is_under(url: &str, host: &str) -> bool {
+    let Some(h) = url_host(url) else {
+        return false;
+    };
+    match host.strip_prefix("*.") {
+        Some(bare) => h.ends_with(&format!(".{bare}")),
+        None => h == host,
+    }
+}
+
 /// A path prefix: absolute, printable ASCII, at most [`MAX_PATH`] characters, no `..`.
 pub fn path_prefix(raw: &str) -> Result<String, String> {
     let ok = raw.starts_with('/')
@@ -95,13 +148,18 @@ pub fn path_prefix(raw: &str) -> Result<String, String> {
     }
 }
 
-/// Text for a human: control characters (escapes included) become spaces, runs of spaces one,
-/// cut at `max` characters.
+/// Text for a human: control characters (escapes included) and every other blank become
+/// spaces, runs of spaces one (a run of no-break spaces would otherwise wrap the agent's
+/// words onto a line of their own that reads like bottle's), cut at `max` characters.
 pub fn text(raw: &str, max: usize) -> String {
     let mut out = String::new();
     let mut space = false;
     for c in raw.chars() {
-        let c = if c.is_control() || crate::terminal::is_unsafe(c) {
+        let c = if c.is_control()
+            || c.is_whitespace()
+            || c == '\u{2800}'
+            || crate::terminal::is_unsafe(c)
+        {
             ' '
         } else {
             c
@@ -151,8 +209,70 @@ mod tests {
             "",
             "*.*.com",
             "1.1.1.1.in-addr.arpa",
+            "127.1",
+            "169.254.43518",
+            "0x7f.1",
+            "example.0x1",
+            "*.10.0",
         ] {
             assert!(host(bad).is_err(), "{bad}");
+        }
+        assert!(host("1password.com").is_ok());
+    }
+
+    #[test]
+    fn wildcards_never_cover_names_anyone_can_register_below_them() {
+        for bad in [
+            "*.amazonaws.com",
+            "*.compute.amazonaws.com",
+            "*.windows.net",
+            "*.core.windows.net",
+            "*.fastly.net",
+            "*.appspot.com",
+        ] {
+            let err = host(bad).unwrap_err();
+            assert!(err.contains("anyone can register"), "{bad}: {err}");
+        }
+        // Exact hosts under them are what the human sees and grants.
+        for ok in [
+            "my-bucket.s3.amazonaws.com",
+            "amazonaws.com",
+            "*.rust-lang.org",
+        ] {
+            assert!(host(ok).is_ok(), "{ok}: {:?}", host(ok));
+        }
+    }
+
+    #[test]
+    fn the_list_of_parents_is_made_from_the_psl_this_build_uses() {
+        let lock = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"));
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"psl\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .expect("psl in Cargo.lock")
+            .trim_matches('"');
+        let made_from = PSL_PARENTS.lines().next().unwrap();
+        assert!(
+            made_from.starts_with(&format!("# psl {locked}:")),
+            "psl_parents.txt was made from another psl ({made_from}); run tools/psl_parents.py on psl {locked}'s data/rules.txt"
+        );
+    }
+
+    #[test]
+    fn a_url_is_under_a_grant_only_by_its_own_host() {
+        assert!(url_is_under("https://pypi.org/simple/", "pypi.org"));
+        assert!(url_is_under("https://PyPI.org.:443/x", "pypi.org"));
+        assert!(url_is_under("https://files.example.com/x", "*.example.com"));
+        for (url, host) in [
+            ("https://files.pythonhosted.org/p", "files-pythonhosted.org"),
+            ("https://pypi.org@evil.example/p", "evil.example"),
+            ("https://pypi.org\\@evil.example/p", "evil.example"),
+            ("https://example.com/x", "*.example.com"),
+            ("pypi.org/simple", "pypi.org"),
+            ("https:///x", "pypi.org"),
+        ] {
+            assert!(!url_is_under(url, host), "{url} under {host}");
         }
     }
 
@@ -201,5 +321,13 @@ mod tests {
         assert_eq!(text("a\u{1b}[31mred\u{7}\n\nb", 100), "a [31mred b");
         assert_eq!(text("x\u{202e}y", 100), "x y");
         assert_eq!(text(&"a".repeat(10), 4), "aaaa…");
+        // Blanks that are no ASCII space cannot push the agent's words onto a line of their own.
+        for blank in [
+            '\u{a0}', '\u{3000}', '\u{2003}', '\u{2800}', '\u{3164}', '\u{1160}',
+        ] {
+            let raw = format!("pip{}grants: everything", blank.to_string().repeat(200));
+            assert_eq!(text(&raw, 500), "pip grants: everything", "{blank:?}");
+        }
+        assert_eq!(text("hidden\u{e0041}\u{e0042}", 100), "hidden");
     }
 }

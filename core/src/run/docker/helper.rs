@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Empty `dir` (a dir of bottle's state) as root, in a container of `image` with no network
-/// and nothing else mounted; the container is labelled with `slug`, so a teardown that is cut
-/// short still finds it.
+/// and nothing else mounted ([`create`]).
 pub async fn empty_dir_as_root(
     docker: &Docker,
     slug: &str,
@@ -24,17 +23,13 @@ pub async fn empty_dir_as_root(
 ) -> Result<(), DockerError> {
     let name = format!("bottle-cleanup-{slug}");
     let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
         entrypoint: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
             "rm -rf -- /w/* /w/.[!.]* /w/..?*".into(),
         ]),
         user: Some("0:0".into()),
-        labels: Some(HashMap::from([(labels::SLUG.to_owned(), slug.to_owned())])),
-        network_disabled: Some(true),
         host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
             // Removing another user's files takes these two; nothing else is kept.
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec!["DAC_OVERRIDE".into(), "FOWNER".into()]),
@@ -51,13 +46,7 @@ pub async fn empty_dir_as_root(
         }),
         ..ContainerCreateBody::default()
     };
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(api(format!("creating {name} from {image}")))?;
+    create(docker, slug, &name, image, body).await?;
     let ran = async {
         docker
             .start_container(&name, None)
@@ -86,12 +75,36 @@ pub async fn empty_dir_as_root(
     ran.and(removed)
 }
 
+/// Make one-off container `name` of `image`, as `body` says, with no network and labelled
+/// with `slug`: a teardown that is cut short still finds it.
+async fn create(
+    docker: &Docker,
+    slug: &str,
+    name: &str,
+    image: &str,
+    mut body: ContainerCreateBody,
+) -> Result<(), DockerError> {
+    body.image = Some(image.to_owned());
+    body.labels = Some(HashMap::from([(labels::SLUG.to_owned(), slug.to_owned())]));
+    body.network_disabled = Some(true);
+    let mut host = body.host_config.take().unwrap_or_default();
+    host.network_mode = Some("none".into());
+    body.host_config = Some(host);
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            body,
+        )
+        .await
+        .map_err(api(format!("creating {name} from {image}")))?;
+    Ok(())
+}
+
 /// The largest file [`image_files`] reads: a passwd or group file is far smaller.
 const IMAGE_FILE_MAX: usize = 1 << 20;
 
 /// The contents of each of `paths` in `image` (`None` where the image has no regular file
-/// there), read from a container made for it and never started; it is labelled with `slug`,
-/// so a teardown that is cut short still finds it.
+/// there), read from a container made for it ([`create`]) and never started.
 pub async fn image_files(
     docker: &Docker,
     slug: &str,
@@ -101,24 +114,11 @@ pub async fn image_files(
     use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
     let name = format!("bottle-users-{slug}");
     let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
         // Never run: the engine only needs a command to make the container.
         entrypoint: Some(vec!["/nonexistent".into()]),
-        labels: Some(HashMap::from([(labels::SLUG.to_owned(), slug.to_owned())])),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            ..HostConfig::default()
-        }),
         ..ContainerCreateBody::default()
     };
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(api(format!("creating {name} from {image}")))?;
+    create(docker, slug, &name, image, body).await?;
     let mut read = Vec::new();
     for path in paths {
         let opts = DownloadFromContainerOptionsBuilder::default()
