@@ -1006,9 +1006,43 @@ fn parse_egress_hosts(
             Ok(entry) => entry,
             Err(why) => return Err(loc.at(&addr, field, &why)),
         };
+        if let bottle_contract::egress::hosts::StaticAddress::Ip(ip) = entry.address
+            && let Some(why) = never_static(ip)
+        {
+            return Err(loc.at(&addr, field, &why));
+        }
         egress_hosts.insert(name.to_ascii_lowercase(), entry.to_string());
     }
     Ok(egress_hosts)
+}
+
+/// Why egress must never be sent to `ip` by name, if it must not: an address that is not
+/// where the user thinks it is (egress runs in the bundle, so loopback is the bundle's own,
+/// where its daemons listen), or where cloud metadata answers.
+fn never_static(ip: std::net::IpAddr) -> Option<String> {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let link_local = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    if ip.is_loopback() {
+        Some(format!(
+            "{ip} is the sidecar bundle's own loopback, where bottle's daemons listen, not this machine: for a service on this machine give `host-gateway:PORT`"
+        ))
+    } else if ip.is_unspecified() || ip.is_multicast() {
+        Some(format!(
+            "{ip} is no address to send requests to: give the service's own address"
+        ))
+    } else if link_local {
+        Some(format!(
+            "{ip} is link-local, where a cloud's metadata service answers with the machine's credentials: give the service's own address"
+        ))
+    } else {
+        None
+    }
 }
 
 /// `egress.dlp`: checked whole, its extra detectors compiled here so a bad regex is the

@@ -114,10 +114,14 @@ impl AgentPeer {
             .into_iter()
             .map(canonical)
             .collect();
-        let admitted = addrs.contains(&peer);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        *known = (addrs, Some(Instant::now()));
-        admitted
+        // A lookup that failed or timed out keeps what the last one found: a stranger's
+        // knock must not make the agent a stranger until the next lookup.
+        if !addrs.is_empty() {
+            known.0 = addrs;
+        }
+        known.1 = Some(Instant::now());
+        known.0.contains(&peer)
     }
 }
 
@@ -426,5 +430,38 @@ mod tests {
         assert_eq!(r.answers().len(), 1, "the agent is answered meanwhile");
         assert_eq!(lookups.load(Ordering::SeqCst), 2, "the lookup still hangs");
         release.notify_one();
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_agent_it_knew() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counted = lookups.clone();
+        // The first lookup finds the agent; the next one fails (a resolver that timed out).
+        let peer = AgentPeer::resolved_by(
+            "agent",
+            Box::new(move |_| {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    if n == 0 {
+                        vec![IpAddr::from([127, 0, 0, 1])]
+                    } else {
+                        Vec::new()
+                    }
+                })
+            }),
+        );
+        assert!(peer.admits(IpAddr::from([127, 0, 0, 1])).await);
+        tokio::time::sleep(PEER_REFRESH + Duration::from_millis(50)).await;
+        assert!(!peer.admits(IpAddr::from([127, 0, 0, 2])).await);
+        assert_eq!(
+            lookups.load(Ordering::SeqCst),
+            2,
+            "the stranger made it look again"
+        );
+        assert!(
+            peer.admits(IpAddr::from([127, 0, 0, 1])).await,
+            "the agent is still the agent"
+        );
     }
 }

@@ -288,7 +288,10 @@ impl Daemon {
                     return Ok(());
                 }
                 accepted = self.listener.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
+                    let Ok((stream, _peer)) = accepted else {
+                        accept_failed().await;
+                        continue;
+                    };
                     if let Some(conn) = gate.admit(stream) {
                         let proxy = self.proxy.clone();
                         tokio::spawn(serve_http(conn, move |req| proxy.clone().serve_outer(req)));
@@ -309,6 +312,7 @@ async fn serve_direct(
 ) {
     loop {
         let Ok((stream, from)) = listener.accept().await else {
+            accept_failed().await;
             continue;
         };
         let (gate, proxy, peer) = (gate.clone(), proxy.clone(), peer.clone());
@@ -341,6 +345,12 @@ async fn serve_direct(
             }
         });
     }
+}
+
+/// A failed accept is mostly out of file descriptors (EMFILE): the same call fails at once
+/// until a connection closes, so retrying at once would spin on the bundle's CPU.
+async fn accept_failed() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// How long a service that panicked rests before it is started again.

@@ -94,6 +94,18 @@ pub struct Proxy {
     pub grant_uses: crate::grants::Uses,
 }
 
+/// Large bodies judged at once, off the runtime's threads, across every connection.
+const JUDGED_AT_ONCE: usize = 4;
+
+/// A whole body past this size (or any encoded one) is judged off the runtime's threads.
+const JUDGED_INLINE: usize = 256 << 10;
+
+/// The turns to judge a large body ([`JUDGED_AT_ONCE`]).
+fn judging_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| tokio::sync::Semaphore::new(JUDGED_AT_ONCE))
+}
+
 /// The token that authenticates the hop from the agent to egress when egress's port is
 /// reachable from outside the bottle (the smolmachines bundle publishes it on loopback, where
 /// any local user could otherwise use the credentials egress injects). The agent's proxy URL
@@ -767,7 +779,21 @@ impl Proxy {
                         return refuse(record, Block::Rule, reason);
                     }
                 }
-                if let Some(why) = judge_whole(&dlp, &bytes, &shape)
+                let judged = if bytes.len() > JUDGED_INLINE || shape.encoding.is_some() {
+                    // Decoding and scanning megabytes on the runtime's threads would hold up
+                    // every other connection and the agent's DNS meanwhile. A few at once:
+                    // each decode may take DECODED_LIMIT. (Turns are taken once the body is
+                    // read: waiting before reading would leave HTTP/2's shared window full of
+                    // the waiting streams' data, and the reading ones stuck behind it.)
+                    let _turn = judging_turns().acquire().await.ok();
+                    let (dlp, bytes, shape) = (dlp.clone(), bytes.clone(), shape.clone());
+                    tokio::task::spawn_blocking(move || judge_whole(&dlp, &bytes, &shape))
+                        .await
+                        .unwrap_or_else(|_| Some("the body could not be judged".to_owned()))
+                } else {
+                    judge_whole(&dlp, &bytes, &shape)
+                };
+                if let Some(why) = judged
                     && dlp.refuses(&why)
                 {
                     return refuse(record, Block::Secret, why);

@@ -129,6 +129,45 @@ fn http2_is_spoken_on_both_sides() {
     assert_eq!(code, 200, "{body}");
 }
 
+/// Large bodies are judged a few at once, off the runtime's threads; forty at once on one
+/// HTTP/2 connection all get through, none left waiting behind the others' flow-control window.
+#[test]
+fn many_large_bodies_at_once_on_one_connection_all_get_through() {
+    let rig = Rig::new();
+    let body = rig.path("body.txt");
+    std::fs::write(&body, "lorem ipsum dolor sit amet ".repeat(80_000)).unwrap();
+    let out_dir = rig.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "120",
+            "--http2",
+            "-Z",
+            "--parallel-max",
+            "40",
+        ])
+        .args(["-x", &format!("http://{}", rig.proxy)])
+        .arg("--cacert")
+        .arg(rig.path("egress-ca.pem"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .args(["-o", "#1.json", "-w", "%{http_code} %{http_version}\n"])
+        .arg(rig.https("origin.test", "/echo?n=[1-40]"))
+        .output()
+        .unwrap();
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|l| *l == "200 2").count(),
+        40,
+        "{codes}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn an_unlisted_host_an_ip_literal_and_an_inside_name_are_refused() {
     let rig = Rig::new();

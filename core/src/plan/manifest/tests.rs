@@ -243,6 +243,22 @@ fn static_hosts_and_an_upstream_ca_reach_egress_and_bad_ones_say_how() {
         "egress.hosts.*.a.test",
         "no wildcard",
     );
+    // Not where the user thinks, or where a cloud's metadata answers.
+    for (addr, why) in [
+        ("127.0.0.1", "the sidecar bundle's own loopback"),
+        ("'127.0.0.2:9000'", "the sidecar bundle's own loopback"),
+        ("'::1'", "the sidecar bundle's own loopback"),
+        ("'::ffff:127.0.0.1'", "the sidecar bundle's own loopback"),
+        ("0.0.0.0", "no address to send requests to"),
+        ("169.254.169.254", "link-local"),
+        ("'[fe80::1]:80'", "link-local"),
+    ] {
+        fails(
+            &format!("image: x\negress:\n  hosts: {{a.test: {addr}}}\n"),
+            "egress.hosts.a.test",
+            why,
+        );
+    }
     fails(
         "image: x\negress:\n  upstream_ca: relative.pem\n",
         "egress.upstream_ca",
