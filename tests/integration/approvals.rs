@@ -290,7 +290,7 @@ fn the_dashboard_runs_in_a_real_terminal() {
     };
     let pane = screen_with("the agent can reach docs.rs, no credential");
     assert!(
-        pane.contains("2 open") && pane.contains("reason: pip install"),
+        pane.contains("2 open") && pane.contains("reason (the agent's words): pip install"),
         "{pane}"
     );
     tmux(&["send-keys", "-t", "dash", "r"]);

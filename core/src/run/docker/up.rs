@@ -500,17 +500,8 @@ pub async fn up(
 ) -> Result<(), DockerError> {
     check_agent_networks(file)?;
     super::names::prepare(std::path::Path::new(req.state_dir))?;
-    let shared = create_networks(docker, file, req).await?;
-    // Containers join a shared network by id: the engine may hold two of its name for a moment
-    // ([`super::shared`]).
-    let mut by_id = file.clone();
-    for (key, id) in shared {
-        if let Some(n) = by_id.networks.get_mut(&key) {
-            n.name = id;
-        }
-    }
-    let file = &by_id;
-    try_join_all(file.volumes.values().map(|v| async move {
+    // Volumes need no network: both are made at once.
+    let volumes = try_join_all(file.volumes.values().map(|v| async move {
         let mut labels: HashMap<String, String> =
             compose_labels(req.project, None, None, req.state_dir);
         labels.extend(v.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -523,8 +514,18 @@ pub async fn up(
             })
             .await
             .map_err(api(format!("creating volume {}", v.name)))
-    }))
-    .await?;
+    }));
+    let (shared, _) =
+        futures_util::future::try_join(create_networks(docker, file, req), volumes).await?;
+    // Containers join a shared network by id: the engine may hold two of its name for a moment
+    // ([`super::shared`]).
+    let mut by_id = file.clone();
+    for (key, id) in shared {
+        if let Some(n) = by_id.networks.get_mut(&key) {
+            n.name = id;
+        }
+    }
+    let file = &by_id;
     req.phases.done("networks and volumes created");
     try_join_all(file.services.iter().map(|(key, s)| async move {
         let name = container_name(req.project, key, s);
