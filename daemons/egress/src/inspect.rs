@@ -126,10 +126,55 @@ pub enum ReadBody<B> {
     Whole(Bytes),
     /// More than the limit: what was read, and the rest still to come.
     Large(Vec<u8>, B),
+    /// Reading more would take egress past [`BODY_BUDGET`].
+    OverBudget,
 }
 
-/// Read `body` whole if it ends within `limit` bytes.
-pub async fn read_whole<B>(mut body: B, limit: usize) -> Result<ReadBody<B>, B::Error>
+/// The request bytes egress holds at once across every connection, read and not yet judged:
+/// one HTTP/2 connection alone may carry hundreds of streams of [`WHOLE_LIMIT`] each, and a
+/// request past the budget is refused (waiting for room instead would leave HTTP/2's shared
+/// window full of the waiting streams' data, and every stream stuck).
+pub const BODY_BUDGET: usize = 256 << 20;
+
+/// The bytes of request bodies held, counted against [`BODY_BUDGET`] until dropped.
+pub struct Held {
+    budget: &'static tokio::sync::Semaphore,
+    permit: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+impl Held {
+    /// Hold nothing yet, of egress's one budget.
+    pub fn none() -> Held {
+        static BUDGET: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        // Counted in KiB: a permit count is a u32.
+        Held {
+            budget: BUDGET.get_or_init(|| tokio::sync::Semaphore::new(BODY_BUDGET >> 10)),
+            permit: None,
+        }
+    }
+
+    /// Count `n` more bytes, if the budget has room for them.
+    fn take(&mut self, n: usize) -> bool {
+        let kib = u32::try_from(n.div_ceil(1024)).unwrap_or(u32::MAX);
+        match self.budget.try_acquire_many(kib) {
+            Ok(p) => {
+                match &mut self.permit {
+                    Some(held) => held.merge(p),
+                    None => self.permit = Some(p),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Read `body` whole if it ends within `limit` bytes, counting what is read in `held`.
+pub async fn read_whole<B>(
+    mut body: B,
+    limit: usize,
+    held: &mut Held,
+) -> Result<ReadBody<B>, B::Error>
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -142,6 +187,9 @@ where
     while let Some(frame) = body.frame().await {
         // Trailers would carry unscanned text; they are dropped.
         if let Ok(data) = frame?.into_data() {
+            if !held.take(data.len()) {
+                return Ok(ReadBody::OverBudget);
+            }
             buf.extend_from_slice(&data);
             if buf.len() > limit {
                 return Ok(ReadBody::Large(buf, body));
@@ -291,7 +339,11 @@ mod tests {
     async fn run(parts: Vec<Vec<u8>>) -> Result<Bytes, String> {
         let counted = Arc::new(AtomicU64::new(0));
         let scanner = DlpScope::defaults(crate::log::AccessLog::new(false));
-        let (read, rest) = match read_whole(body(parts), WHOLE_LIMIT).await.unwrap() {
+        let (read, rest) = match read_whole(body(parts), WHOLE_LIMIT, &mut Held::none())
+            .await
+            .unwrap()
+        {
+            ReadBody::OverBudget => return Err("over the budget".into()),
             ReadBody::Whole(b) => {
                 return match judge_whole(&scanner, &b, &BodyShape::default()) {
                     Some(why) => Err(why),
@@ -378,5 +430,38 @@ mod tests {
                 .unwrap_err();
             assert!(why.contains("github-pat"), "at {at}: {why}");
         }
+    }
+    #[tokio::test]
+    async fn a_body_past_the_budget_is_refused_and_its_bytes_given_back() {
+        // A budget of 3 MiB of its own (egress's one is shared by every test here).
+        let budget: &'static tokio::sync::Semaphore =
+            Box::leak(Box::new(tokio::sync::Semaphore::new(3 << 10)));
+        let held = || Held {
+            budget,
+            permit: None,
+        };
+        let two = || vec![vec![b'b'; 1 << 20], vec![b'b'; 1 << 20]];
+        let mut first = held();
+        assert!(matches!(
+            read_whole(body(two()), WHOLE_LIMIT, &mut first)
+                .await
+                .unwrap(),
+            ReadBody::Whole(_)
+        ));
+        // Two of the three MiB are held: a second body of two does not fit.
+        let mut second = held();
+        assert!(matches!(
+            read_whole(body(two()), WHOLE_LIMIT, &mut second)
+                .await
+                .unwrap(),
+            ReadBody::OverBudget
+        ));
+        drop((first, second));
+        assert!(matches!(
+            read_whole(body(two()), WHOLE_LIMIT, &mut held())
+                .await
+                .unwrap(),
+            ReadBody::Whole(_)
+        ));
     }
 }

@@ -8,7 +8,7 @@
 use crate::body::Scanned;
 use crate::ca::Authority;
 use crate::dlp::DlpScope;
-use crate::inspect::{Inspected, ReadBody, WHOLE_LIMIT, judge_whole, read_whole};
+use crate::inspect::{Held, Inspected, ReadBody, WHOLE_LIMIT, judge_whole, read_whole};
 use crate::log::{AccessLog, Decision, Record};
 use crate::routes::{AuthForm, Route, RouteTable, RuleOutcome};
 use crate::upstream::{Refused, UpBody, Upstream};
@@ -750,7 +750,8 @@ impl Proxy {
         let sent = Arc::new(AtomicU64::new(0));
         // The body is read and judged before anything is dialled: a refused request never
         // reaches the origin. Only a body over WHOLE_LIMIT streams, judged window by window.
-        let read = match read_whole(body, WHOLE_LIMIT).await {
+        let mut held = Held::none();
+        let read = match read_whole(body, WHOLE_LIMIT, &mut held).await {
             Ok(r) => r,
             Err(e) => {
                 return plain(
@@ -760,6 +761,20 @@ impl Proxy {
             }
         };
         let (body, found): (UpBody, _) = match read {
+            ReadBody::OverBudget => {
+                let reason = format!(
+                    "egress holds {} MiB of request bodies being judged; send this one again in a moment",
+                    crate::inspect::BODY_BUDGET >> 20
+                );
+                self.log.event(
+                    "body-budget",
+                    &format!("answered 503 to a request to {}: {reason}", target.host),
+                );
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("egress: {reason}"),
+                );
+            }
             ReadBody::Whole(bytes) => {
                 if graphql.is_some() {
                     if bytes.len() > GRAPHQL_MAX_BYTES {
@@ -793,6 +808,7 @@ impl Proxy {
                 } else {
                     judge_whole(&dlp, &bytes, &shape)
                 };
+                drop(held);
                 if let Some(why) = judged
                     && dlp.refuses(&why)
                 {
@@ -819,6 +835,8 @@ impl Proxy {
                         return refuse(record, Block::Secret, reason);
                     }
                 }
+                // From here the body is passed on window by window as it is judged.
+                drop(held);
                 let inspected = Inspected::after(read, rest, dlp.clone(), sent);
                 let found = inspected.refused();
                 (inspected.boxed(), found)
