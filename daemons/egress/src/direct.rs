@@ -61,10 +61,17 @@ impl std::fmt::Debug for AgentPeer {
 }
 
 impl AgentPeer {
-    /// Serve the peer(s) `name` resolves to.
+    /// Serve the peer(s) `name` resolves to. A name of one label is looked up as it stands
+    /// (`agent.`): tried under the search domains first, as a resolver does with a short name,
+    /// the host's own DNS could answer for `agent.<its domain>` with an address of its choosing.
     pub fn new(name: &str) -> AgentPeer {
+        let name = if name.contains('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.")
+        };
         Self::resolved_by(
-            name,
+            &name,
             Box::new(|name| {
                 Box::pin(async move {
                     match tokio::net::lookup_host((name.as_str(), 0)).await {
@@ -360,7 +367,12 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_agents_address_is_admitted() {
-        let peer = AgentPeer::new("localhost");
+        assert_eq!(
+            AgentPeer::new("agent").name,
+            "agent.",
+            "looked up as it stands"
+        );
+        let peer = AgentPeer::new("127.0.0.1");
         assert!(peer.admits(IpAddr::from([127, 0, 0, 1])).await);
         assert!(
             peer.admits("::ffff:127.0.0.1".parse().unwrap()).await,
