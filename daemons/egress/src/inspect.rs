@@ -140,6 +140,8 @@ pub const BODY_BUDGET: usize = 256 << 20;
 pub struct Held {
     budget: &'static tokio::sync::Semaphore,
     permit: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// The bytes counted so far (the permit holds them rounded up to KiB).
+    bytes: usize,
 }
 
 impl Held {
@@ -150,13 +152,24 @@ impl Held {
         Held {
             budget: BUDGET.get_or_init(|| tokio::sync::Semaphore::new(BODY_BUDGET >> 10)),
             permit: None,
+            bytes: 0,
         }
     }
 
     /// Count `n` more bytes, if the budget has room for them.
     fn take(&mut self, n: usize) -> bool {
-        let kib = u32::try_from(n.div_ceil(1024)).unwrap_or(u32::MAX);
-        match self.budget.try_acquire_many(kib) {
+        // The KiB the total reaches, less those held: a body sent in tiny frames counts what
+        // it is, not a KiB a frame.
+        let total = self.bytes.saturating_add(n);
+        let kib = total.div_ceil(1024) - self.bytes.div_ceil(1024);
+        self.bytes = total;
+        if kib == 0 {
+            return true;
+        }
+        match self
+            .budget
+            .try_acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+        {
             Ok(p) => {
                 match &mut self.permit {
                     Some(held) => held.merge(p),
@@ -439,6 +452,7 @@ mod tests {
         let held = || Held {
             budget,
             permit: None,
+            bytes: 0,
         };
         let two = || vec![vec![b'b'; 1 << 20], vec![b'b'; 1 << 20]];
         let mut first = held();
@@ -459,6 +473,15 @@ mod tests {
         drop((first, second));
         assert!(matches!(
             read_whole(body(two()), WHOLE_LIMIT, &mut held())
+                .await
+                .unwrap(),
+            ReadBody::Whole(_)
+        ));
+        // Four KiB in one-byte frames count as four KiB, not as four thousand (past the three
+        // MiB of this budget).
+        let tiny = vec![vec![b'c'; 1]; 4096];
+        assert!(matches!(
+            read_whole(body(tiny), WHOLE_LIMIT, &mut held())
                 .await
                 .unwrap(),
             ReadBody::Whole(_)
