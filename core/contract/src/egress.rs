@@ -461,10 +461,27 @@ pub fn request_segments(raw: &str) -> Result<Vec<String>, String> {
         if part.is_empty() {
             return Err("holds `//`".into());
         }
+        if part.to_ascii_lowercase().contains("%u") {
+            return Err("holds `%u`, IIS's escape (`%u002e` is `.`)".into());
+        }
         let decoded = percent_decode(part).ok_or("is not UTF-8 once decoded")?;
-        // `.` or `..`, also behind an encoded `/` an origin might decode before it routes.
-        if decoded.split('/').any(|p| p == "." || p == "..") {
-            return Err("holds a `.` or `..` segment".into());
+        // `.` or `..`, also behind an encoded `/` an origin might decode before it routes, or
+        // before a `;parameter` a Java server drops before it resolves dots (`..;x`).
+        if decoded
+            .split('/')
+            .map(without_parameters)
+            .any(|p| p == "." || p == "..")
+        {
+            return Err(
+                "holds a `.` or `..` segment (a `;parameter` after it is dropped by some servers)"
+                    .into(),
+            );
+        }
+        if without_parameters(&decoded).is_empty() {
+            return Err(
+                "holds a segment that is only a `;parameter` (an empty segment to some servers)"
+                    .into(),
+            );
         }
         if decoded.chars().any(|c| c.is_control() || c == '\\') {
             return Err("holds `\\` or a control character".into());
@@ -472,6 +489,12 @@ pub fn request_segments(raw: &str) -> Result<Vec<String>, String> {
         out.push(decoded);
     }
     Ok(out)
+}
+
+/// A path segment without its `;parameters` (`..;jsessionid=1` is `..`), as Java servers see
+/// it when they resolve dots.
+pub fn without_parameters(segment: &str) -> &str {
+    segment.split(';').next().unwrap_or(segment)
 }
 
 /// `%XX` decoded (a malformed escape is kept as it is); `None` when the result is not UTF-8.
@@ -551,9 +574,15 @@ mod tests {
             "x",
             "/%ff",
             "/issues/..%2F..%2Fgit%2Frefs",
+            "/a/..;/b",
+            "/a/..%3Bx/b",
+            "/a/.;x/b",
+            "/a/;x/b",
+            "/a/%u002e%u002e/b",
         ] {
             assert!(request_segments(bad).is_err(), "{bad}");
         }
+        assert_eq!(segs("/a;v=1/b"), ["a;v=1", "b"]);
     }
 
     #[test]

@@ -334,6 +334,25 @@ impl Scanner {
         self.find(hay, 0, 0, false, skip)
     }
 
+    /// How many of `hay`'s last bytes begin a known value (in one of its forms) that bytes
+    /// still to come could complete: what a stream that passes bytes on as it scans them
+    /// must hold back, so that no part of a value gets out before the whole is seen.
+    pub fn known_prefix_at_end(&self, hay: &[u8]) -> usize {
+        self.patterns
+            .iter()
+            .zip(&self.targets)
+            .filter(|(_, t)| t.label.is_some())
+            .map(|(form, _)| {
+                let longest = (form.len() - 1).min(hay.len());
+                (1..=longest)
+                    .rev()
+                    .find(|&k| hay.ends_with(&form[..k]))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The longest match any rule or known value can have (the carry a streaming scan needs).
     pub fn max_match_len(&self) -> usize {
         self.max_len

@@ -831,3 +831,18 @@ fn upper_case_anchors_are_case_sensitive() {
     let upper_gh = [b"GHP_".as_slice(), &rng.pick(ALNUM, 36)].concat();
     assert_eq!(scanner.scan(&upper_gh), None);
 }
+
+#[test]
+fn the_start_of_a_known_value_at_the_end_is_measured_in_every_form() {
+    let scanner = known_scanner();
+    assert_eq!(scanner.known_prefix_at_end(b"data: hello\n\n"), 0);
+    assert_eq!(scanner.known_prefix_at_end(b""), 0);
+    let raw = [b"x=".as_slice(), &VALUE[..7]].concat();
+    assert_eq!(scanner.known_prefix_at_end(&raw), 7);
+    let hex: String = VALUE.iter().map(|b| format!("{b:02X}")).collect();
+    let cut = format!("id={}", &hex[..11]);
+    assert_eq!(scanner.known_prefix_at_end(cut.as_bytes()), 11);
+    // The whole value is a match, not a start: the scan finds it, nothing is held for it.
+    let whole = [b"x=".as_slice(), VALUE].concat();
+    assert!(scanner.known_prefix_at_end(&whole) < VALUE.len());
+}

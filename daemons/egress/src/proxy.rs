@@ -654,6 +654,11 @@ impl Proxy {
                 );
                 return Err(Box::new((req, record, Block::Plaintext, reason)));
             }
+            if route.credential.is_some()
+                && let Some(why) = echoes_the_request(&req)
+            {
+                return Err(Box::new((req, record, Block::Rule, why)));
+            }
             Ok((req, record, route, graphql))
         };
         let (mut req, mut record, route, graphql) = match early(record, req) {
@@ -776,6 +781,15 @@ impl Proxy {
                 );
             }
             ReadBody::Whole(bytes) => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if (route.forge.is_some() || !route.rules.is_empty())
+                    && let Some(why) = method_field_in_body(&bytes, content_type)
+                {
+                    return refuse(record, Block::Rule, why);
+                }
                 if graphql.is_some() {
                     if bytes.len() > GRAPHQL_MAX_BYTES {
                         let reason = format!(
@@ -875,6 +889,22 @@ impl Proxy {
                 .write(&record.decided(Decision::Block, &reason, 502, None));
             return blocked(Block::EchoedToken, &reason);
         }
+        // The request asked for `identity` (clean_request_headers): a compressed answer would
+        // hide an echoed credential from the scan, so it is not passed on.
+        if echo.is_some()
+            && let Some(coding) = resp
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+        {
+            let reason = format!(
+                "the origin answered {coding}-encoded though egress asked for identity on a route that gets a credential, so the answer cannot be checked for that credential"
+            );
+            self.log
+                .write(&record.decided(Decision::Block, &reason, 502, None));
+            return blocked(Block::EchoedToken, &reason);
+        }
         self.cookies.remember(&target.host, resp.headers());
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -962,16 +992,58 @@ fn method_override<B>(req: &Request<B>) -> Option<String> {
         }
     }
     let query = req.uri().query().unwrap_or("");
-    if query.split('&').any(|kv| {
-        kv.split('=')
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case("_method"))
-    }) {
+    if has_method_field(query) {
         return Some(
             "the request asks the origin for another method (`_method`), which this route's rules would not have judged".into(),
         );
     }
     None
+}
+
+/// Whether a query string or form body names `_method` (Rails, Laravel and Symfony take it
+/// as the method), percent-encoded or `+`-spaced as a form decoder reads it.
+fn has_method_field(form: &str) -> bool {
+    form.split('&').any(|kv| {
+        let key = kv.split('=').next().unwrap_or("").replace('+', " ");
+        percent_encoding::percent_decode_str(&key)
+            .decode_utf8_lossy()
+            .trim()
+            .eq_ignore_ascii_case("_method")
+    })
+}
+
+/// Why a form body that names another method (`_method=DELETE`) is refused on a route whose
+/// rules judged the request's own method, if it is: urlencoded fields and multipart parts.
+fn method_field_in_body(bytes: &[u8], content_type: Option<&str>) -> Option<String> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    let named = if ct.starts_with("application/x-www-form-urlencoded") {
+        has_method_field(&String::from_utf8_lossy(bytes))
+    } else if ct.starts_with("multipart/form-data") {
+        let lower = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+        ["name=\"_method\"", "name=_method", "name='_method'"]
+            .iter()
+            .any(|n| lower.contains(n))
+    } else {
+        false
+    };
+    named.then(|| {
+        "the form asks the origin for another method (a `_method` field), which this route's rules would not have judged".to_owned()
+    })
+}
+
+/// Why a request is not sent on a route that gets a credential because the origin would hand
+/// that credential back to the agent, if it would: `TRACE` (the origin echoes the request,
+/// headers and all) and a WebSocket (egress does not read what the origin sends on one).
+fn echoes_the_request<B>(req: &Request<B>) -> Option<String> {
+    if req.method() == Method::TRACE || req.method().as_str().eq_ignore_ascii_case("TRACK") {
+        return Some(format!(
+            "{} asks the origin to echo the request back, the route's credential with it; it is never sent on a route that gets a credential",
+            req.method()
+        ));
+    }
+    is_websocket(req.headers()).then(|| {
+        "a WebSocket is not opened on a route that gets a credential: egress does not check what the origin sends on one for that credential; use a route without one".to_owned()
+    })
 }
 
 /// `git push` over smart HTTP, in either of its two requests.
@@ -1028,10 +1100,15 @@ fn clean_request_headers(h: &mut HeaderMap, route: &Route, websocket: bool) {
     strip_hop_by_hop(h);
     h.remove(header::AUTHORIZATION);
     h.remove(header::HOST);
-    if let Some(c) = &route.credential
-        && let AuthForm::Header(name) = &c.form
-    {
-        h.remove(name.as_str());
+    if let Some(c) = &route.credential {
+        if let AuthForm::Header(name) = &c.form {
+            h.remove(name.as_str());
+        }
+        // The answer is scanned for the credential: compressed, an echo would pass unseen.
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -1199,9 +1276,15 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, br"),
+        );
         clean_request_headers(&mut h, &route, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["accept"]);
+        assert_eq!(left, ["accept-encoding", "accept"]);
+        // The answer is scanned for the credential: asked for uncompressed.
+        assert_eq!(h[header::ACCEPT_ENCODING], "identity");
     }
 
     #[test]

@@ -460,7 +460,8 @@ pub fn normalise_path(raw: &str) -> Result<String, String> {
         return Err("does not start with `/`".into());
     }
     let lower = raw.to_ascii_lowercase();
-    for bad in ["%2f", "%5c", "%2e", "%00", "%25"] {
+    // `%u002e` is IIS's own escape for `.`.
+    for bad in ["%2f", "%5c", "%2e", "%00", "%25", "%u"] {
         if lower.contains(bad) {
             return Err(format!("holds `{bad}`, which could hide another path"));
         }
@@ -474,11 +475,17 @@ pub fn normalise_path(raw: &str) -> Result<String, String> {
     let segments: Vec<&str> = decoded[1..].split('/').collect();
     for (i, s) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
-        if *s == "." || *s == ".." {
-            return Err("holds a `.` or `..` segment".into());
+        // Java servers drop a segment's `;parameters` before they resolve dots, so `..;x`
+        // climbs a level there, and `;x` alone is an empty segment.
+        let bare = bottle_contract::egress::without_parameters(s);
+        if bare == "." || bare == ".." {
+            return Err(
+                "holds a `.` or `..` segment (a `;parameter` after it is dropped by some servers)"
+                    .into(),
+            );
         }
-        if s.is_empty() && !last {
-            return Err("holds `//`".into());
+        if bare.is_empty() && !(last && s.is_empty()) {
+            return Err("holds `//` (or a segment that is only a `;parameter`)".into());
         }
     }
     Ok(decoded.into_owned())
@@ -553,9 +560,17 @@ mod tests {
             "/repos/example/%252e%252e/other",
             "/repos/example/%00",
             "/repos/%ff",
+            "/repos/example/..;/other",
+            "/repos/example/..;jsessionid=1/other",
+            "/repos/example/.;x/../other",
+            "/repos/example/;x/..;/..;/other",
+            "/repos/example/%u002e%u002e/other",
+            "/repos/example/%U002E%U002E/other",
         ] {
             assert!(r.allows_path(attack).is_err(), "{attack} must be refused");
         }
+        assert!(r.allows_path("/repos/example/a;v=1").is_ok());
+        assert!(r.allows_path("/repos/example/").is_ok());
         assert!(r.allows_path("/repos/example/a%20b").is_ok());
         let open = route(&[]);
         assert!(open.allows_path("/anything/../at/all").is_ok());

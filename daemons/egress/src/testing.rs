@@ -237,6 +237,18 @@ async fn handle(
             }
             r
         }
+        "/gzip" => {
+            // Compressed whatever the request asked for, as a misbehaving origin answers.
+            use std::io::Write as _;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let _ = gz.write_all(b"compressed anyway");
+            let mut r = Response::new(full(gz.finish().unwrap_or_default()));
+            r.headers_mut().insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+            r
+        }
         "/echo-auth" => {
             let v = req
                 .headers()

@@ -213,6 +213,8 @@ fn path_prefixes_hold_against_encoded_and_dotted_bypasses() {
         "/repos//example/x",
         "/repos/example/..%5cother",
         "/other",
+        "/repos/example/..;/other",
+        "/repos/example/%u002e%u002e/other",
     ] {
         let (code, body) = rig.curl(&["--path-as-is", &rig.https("repos.test", attack)]);
         assert_eq!(code, 403, "{attack}: {body}");
@@ -275,6 +277,32 @@ fn secrets_in_urls_headers_and_bodies_are_blocked() {
     ]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["body_len"], 3 << 20);
+}
+
+#[test]
+fn what_comes_back_on_a_credentialed_route_stays_checkable() {
+    let rig = Rig::new();
+    // Uncompressed, whatever the agent asks for: an echo in gzip would pass the scan unseen.
+    let (code, body) = rig.curl(&[
+        "-H",
+        "Accept-Encoding: gzip, br",
+        &rig.https("origin.test", "/echo"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["headers"]["accept-encoding"], "identity", "{body}");
+    // An origin that compresses anyway is not passed on; without a credential it is.
+    let (code, body) = rig.curl(&[&rig.https("origin.test", "/gzip")]);
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("gzip-encoded"), "{body}");
+    let (code, _) = rig.curl(&[&rig.https("plain.test", "/gzip")]);
+    assert_eq!(code, 200);
+    // TRACE has the origin echo the request, the credential in it.
+    let (code, body) = rig.curl(&["-X", "TRACE", &rig.https("origin.test", "/echo")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("echo the request back"), "{body}");
+    let (code, body) = rig.curl(&["-X", "TRACE", &rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 200, "no credential, nothing to echo: {body}");
 }
 
 #[test]
@@ -362,23 +390,30 @@ from websockets.asyncio.client import connect
 proxy, ca, url = sys.argv[1:4]
 async def main():
     ctx = ssl.create_default_context(cafile=ca)
-    async with connect(url, proxy=proxy, ssl=ctx, open_timeout=20) as c:
-        await c.send("hello through egress")
-        print(await c.recv())
+    try:
+        async with connect(url, proxy=proxy, ssl=ctx, open_timeout=20) as c:
+            await c.send("hello through egress")
+            print(await c.recv())
+    except Exception as e:
+        print("refused", getattr(getattr(e, "response", None), "status_code", e))
 asyncio.run(main())
 "#;
-    let out = python(&[
-        "-c",
-        ws,
-        &format!("http://{}", rig.proxy),
-        rig.path("egress-ca.pem").to_str().unwrap(),
-        &format!("wss://origin.test:{}/ws", rig.origin.https.port()),
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "hello through egress"
-    );
+    let ws_to = |host: &str| {
+        let out = python(&[
+            "-c",
+            ws,
+            &format!("http://{}", rig.proxy),
+            rig.path("egress-ca.pem").to_str().unwrap(),
+            &format!("wss://{host}:{}/ws", rig.origin.https.port()),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(ws_to("plain.test"), "hello through egress");
     rig.wait_for_log("\"reason\":\"websocket\"");
+    // On a route that gets a credential, what the origin sends back on a WebSocket is not
+    // checked for it, so none is opened.
+    assert_eq!(ws_to("origin.test"), "refused 403");
+    rig.wait_for_log("is not opened on a route that gets a credential");
 }
 
 fn git(dir: &Path, args: &[&str], rig: &Rig) -> Output {
@@ -921,8 +956,37 @@ fn a_forge_token_cannot_do_what_git_gate_controls_or_open_a_channel() {
     ]);
     assert_eq!(code, 403, "{text}");
     assert!(text.contains("another method"), "{text}");
-    let (code, _) = rig.curl(&["-X", "POST", &gh("/repos/o/r/issues?_method=DELETE")]);
-    assert_eq!(code, 403);
+    for url in [
+        "/repos/o/r/issues?_method=DELETE",
+        "/repos/o/r/issues?%5Fmethod=DELETE",
+        "/repos/o/r/issues?_%6Dethod=DELETE",
+    ] {
+        let (code, text) = rig.curl(&["-X", "POST", &gh(url)]);
+        assert_eq!(code, 403, "{url}: {text}");
+    }
+    // In a form body, as Rack and Laravel read it.
+    for (ct, body) in [
+        (
+            "application/x-www-form-urlencoded",
+            "title=x&%5Fmethod=DELETE",
+        ),
+        (
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+    ] {
+        let (code, text) = rig.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Content-Type: {ct}"),
+            "--data-binary",
+            body,
+            &gh("/repos/o/r/issues"),
+        ]);
+        assert_eq!(code, 403, "{ct}: {text}");
+        assert!(text.contains("`_method` field"), "{text}");
+    }
     // The refusal is in the access log with its rule, the query and body never.
     let lines = rig.log_lines();
     assert!(

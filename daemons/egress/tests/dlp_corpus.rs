@@ -898,7 +898,8 @@ fn the_corpus_is_contained_through_the_real_proxy_and_benign_traffic_passes() {
         .iter()
         .map(|c| serde_json::to_value(c).unwrap())
         .collect();
-    let wss = format!("wss://origin.test:{}/ws", rig.origin.https.port());
+    // A route without a credential: on one with a credential a WebSocket is refused outright.
+    let wss = format!("wss://plain.test:{}/ws", rig.origin.https.port());
     let pws = run_python(WS_CLIENT, &[proxy, ca, wss], &ws_lines);
 
     let seen = rig.origin.seen.lock().unwrap().clone();
