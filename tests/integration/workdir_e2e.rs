@@ -109,8 +109,10 @@ const ATTACK: &str = r#"
 set -u
 cd /workspace
 g() { git -c safe.directory='*' -c user.name=agent -c user.email=agent@example.com "$@"; }
-# Real work first: a file and a commit.
-echo work > work.txt && g add work.txt && g commit -qm agent-work && echo COMMITTED
+# Real work first: a file and a commit, which also slips in a husky hook (a checkout of the
+# branch would write it).
+mkdir -p .husky && printf 'touch %s/husky\n' "$M" > .husky/pre-commit
+echo work > work.txt && g add work.txt .husky && g commit -qm agent-work && echo COMMITTED
 echo changed >> README.md
 # Every config key git runs, in the repo's own config, and a hook.
 for k in core.fsmonitor core.hooksPath core.sshCommand core.pager core.editor diff.x.textconv filter.x.smudge filter.x.clean; do
@@ -277,12 +279,17 @@ fn nothing_the_agent_plants_in_the_working_dir_ever_runs_in_your_git() {
     // Kept as an archive, never as a dir your git could take for a repo.
     let logs = sb.state().join("logs");
     assert!(logs.join(format!("{slug}.set-aside.tar")).is_file());
+    // Every path that came back is listed, ignored ones too (`git status` does not show those).
+    let listed = std::fs::read_to_string(logs.join(format!("{slug}.changes.txt"))).unwrap();
+    assert!(listed.lines().any(|l| l == "written work.txt"), "{listed}");
     assert!(!logs.join(format!("{slug}.set-aside")).exists());
     for said in [
         &format!("on your branch bottle/{slug}/main"),
         "kept out of your dir",
         "deep/nested/.git: version-control metadata",
         "is not applied to your repo",
+        "WARNING: they change what your git runs",
+        ".husky/pre-commit: the hook manager's .husky",
     ] {
         assert!(err.contains(said), "{said:?} missing in:\n{err}");
     }

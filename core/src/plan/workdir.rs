@@ -18,7 +18,7 @@ pub mod protect;
 pub use protect::{Protected, protected_dirs, refusal};
 
 use layer::Layer;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What came back from the agent's layer at the end of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -27,6 +27,8 @@ pub struct Homecoming {
     pub commits: commits::Commits,
     /// The agent's files.
     pub files: merge::Report,
+    /// The file that lists every path written, removed or replaced, once one was written.
+    pub listed: Option<PathBuf>,
 }
 
 /// Bring the agent's work in `layer` back into your dir: its commits as branches
@@ -38,10 +40,10 @@ pub fn bring_back(
     to: &merge::Destinations,
     home: Option<&Path>,
 ) -> Result<Homecoming, merge::PlanError> {
-    let scratch = commits::scratch_dir(layer);
-    let commits = commits::bring_back(layer, slug, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
     let guarded = guarded::guarded(&layer.lower, home);
+    let scratch = commits::scratch_dir(layer);
+    let commits = commits::bring_back(layer, slug, &scratch, &guarded);
+    let _ = std::fs::remove_dir_all(&scratch);
     let upper = layer.upper();
     let steps = merge::plan(&merge::Inputs {
         upper: &upper,
@@ -50,7 +52,62 @@ pub fn bring_back(
         guarded: &guarded,
     })?;
     let files = merge::apply(&upper, &layer.lower, to, &steps);
-    Ok(Homecoming { commits, files })
+    let listed = write_changes(&to.changes, &layer.lower, &files)
+        .ok()
+        .map(|()| to.changes.clone());
+    Ok(Homecoming {
+        commits,
+        files,
+        listed,
+    })
+}
+
+/// Write the list of what came back into `dir` (`written PATH`, `written, executable PATH`,
+/// `removed PATH`, `replaced PATH`, one a line, controls escaped) to `file`, whole: written
+/// beside it, then renamed.
+fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if report.written.is_empty() && report.removed.is_empty() && report.replaced.is_empty() {
+        return Ok(());
+    }
+    let line = |what: &str, p: &Path| {
+        format!(
+            "{what} {}\n",
+            bottle_contract::terminal::safe(&p.to_string_lossy())
+        )
+    };
+    let mut text = String::new();
+    for p in &report.written {
+        let executable = std::fs::symlink_metadata(dir.join(p))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        text.push_str(&line(
+            if executable {
+                "written, executable"
+            } else {
+                "written"
+            },
+            p,
+        ));
+    }
+    for p in &report.removed {
+        text.push_str(&line("removed", p));
+    }
+    for p in &report.replaced {
+        text.push_str(&line("replaced", p));
+    }
+    let tmp = file.with_extension(format!("partial-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The most entries named one by one in [`Homecoming::lines`].
@@ -67,8 +124,18 @@ impl Homecoming {
         let mut out = Vec::new();
         let f = &self.files;
         if !f.written.is_empty() || !f.removed.is_empty() {
+            let listed = self
+                .listed
+                .as_deref()
+                .map(|l| {
+                    format!(
+                        " (each listed in {}; ignored files too, which `git status` does not show)",
+                        l.display()
+                    )
+                })
+                .unwrap_or_default();
             out.push(format!(
-                "bottle {slug}: the agent's work is in your dir: {} file(s) written, {} removed",
+                "bottle {slug}: the agent's work is in your dir: {} file(s) written, {} removed{listed}",
                 f.written.len(),
                 f.removed.len()
             ));
@@ -80,6 +147,20 @@ impl Homecoming {
                 shown(Path::new(&b.branch)),
                 b.new_commits
             );
+            if !b.runs_in_your_git.is_empty() {
+                // A checkout, reset and restore, or a merge, would write these.
+                line.push_str(&format!(
+                    "; WARNING: they change what your git runs, review them first (`git diff HEAD {name}`):"
+                ));
+                out.push(line);
+                for (p, why) in b.runs_in_your_git.iter().take(SHOWN) {
+                    out.push(format!("  {}: {}", shown(Path::new(p)), safe(why)));
+                }
+                if b.runs_in_your_git.len() > SHOWN {
+                    out.push(format!("  … and {} more", b.runs_in_your_git.len() - SHOWN));
+                }
+                continue;
+            }
             if self.commits.agent_head.as_deref() == Some(b.branch.as_str()) {
                 line.push_str(&format!(
                     "; `git reset {name}` makes them yours and keeps the files as they are"
@@ -163,5 +244,6 @@ pub fn destinations(state_dir: &Path) -> merge::Destinations {
     merge::Destinations {
         archive: log.with_extension("set-aside.tar"),
         backup: log.with_extension("replaced"),
+        changes: log.with_extension("changes.txt"),
     }
 }

@@ -34,6 +34,10 @@ pub struct Brought {
     pub commit: String,
     /// Commits on it that your repo's `HEAD` does not have.
     pub new_commits: usize,
+    /// Paths its tip changes from your `HEAD` that your git runs or reads (what the file merge
+    /// keeps out), each with what names it: a checkout, reset or restore of the branch would
+    /// write them.
+    pub runs_in_your_git: Vec<(String, String)>,
 }
 
 /// What [`bring_back`] did.
@@ -49,7 +53,12 @@ pub struct Commits {
 
 /// Bring the agent's new commits in `layer` back into your repo at `layer.lower` as
 /// `bottle/<slug>/<branch>`, using `scratch` (made, then left for the caller to remove).
-pub fn bring_back(layer: &Layer, slug: &str, scratch: &Path) -> Commits {
+pub fn bring_back(
+    layer: &Layer,
+    slug: &str,
+    scratch: &Path,
+    guarded: &super::merge::Guarded,
+) -> Commits {
     let yours = layer.lower.join(".git");
     let theirs = layer.upper().join(".git");
     let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
@@ -63,7 +72,55 @@ pub fn bring_back(layer: &Layer, slug: &str, scratch: &Path) -> Commits {
     if let Err(e) = bring(&yours, &theirs, &layer.lower, slug, scratch, &mut out) {
         out.error = Some(e);
     }
+    for b in &mut out.brought {
+        b.runs_in_your_git = runs_in_your_git(&yours, &b.commit, guarded);
+    }
     out
+}
+
+/// The paths `commit` changes from your `HEAD` that your git runs or reads: guarded ones
+/// ([`super::guarded`]), version-control names and the hook managers' files at any depth.
+fn runs_in_your_git(
+    yours: &Path,
+    commit: &str,
+    guarded: &super::merge::Guarded,
+) -> Vec<(String, String)> {
+    let Ok(names) = git(yours)
+        .args([
+            "diff",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "HEAD",
+            commit,
+            "--",
+        ])
+        .output()
+    else {
+        return vec![(
+            "(every path)".into(),
+            "its changes could not be listed".into(),
+        )];
+    };
+    names
+        .split('\0')
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| {
+            let rel = Path::new(n);
+            let why = guarded.touches(rel).map(str::to_owned).or_else(|| {
+                rel.components().find_map(|c| {
+                    let name = c.as_os_str();
+                    if super::merge::is_vcs_name(name) {
+                        Some("version-control metadata".to_owned())
+                    } else {
+                        super::guarded::is_hook_manager_file(name)
+                            .then(|| format!("the hook manager's {}", name.to_string_lossy()))
+                    }
+                })
+            })?;
+            Some((n.to_owned(), why))
+        })
+        .collect()
 }
 
 fn bring(
@@ -147,6 +204,7 @@ fn bring(
             as_branch,
             commit,
             new_commits,
+            runs_in_your_git: Vec::new(),
         });
     }
     Ok(())

@@ -11,7 +11,10 @@
 //!   a subdir of it, or a linked worktree), with relative paths taken from its work tree;
 //! - the config of every repository inside your dir (nested repos, submodules);
 //! - the hook managers' own files at each work tree's top (`.pre-commit-config.yaml`,
-//!   `lefthook.yml`, …) and husky's `.husky/` (its `_/` hooks run the scripts beside them).
+//!   `lefthook.yml`, …) and husky's `.husky/` (its `_/` hooks run the scripts beside them);
+//! - what each installed hook in a repo's own hooks dir links to or names (a script in the
+//!   tree, a virtualenv's python), and relative paths in the system and global config from
+//!   the top of every repo found.
 //!
 //! Paths outside your dir do not matter and are left out.
 
@@ -36,7 +39,16 @@ const HOOK_MANAGER_FILES: &[&str] = &[
     "lefthook-local.yml",
     ".lefthook-local.yml",
     ".husky",
+    // lefthook's `source_dir` and `source_dir_local`: the scripts its hooks run.
+    ".lefthook",
+    ".lefthook-local",
 ];
+
+/// Whether `name` is a hook manager's file or dir (`.pre-commit-config.yaml`, `.husky`, …).
+pub(super) fn is_hook_manager_file(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy().to_ascii_lowercase();
+    HOOK_MANAGER_FILES.contains(&n.as_str())
+}
 
 /// Whether a config key's value is a command git runs (or a dir or file git runs or reads
 /// from), by git-config(1). `key` is lower case, `section.sub.name` or `section.name`.
@@ -61,6 +73,12 @@ fn runs(key: &str, value: &str) -> bool {
         "include.path",
         "init.templatedir",
         "commit.template",
+        "gpg.ssh.defaultkeycommand",
+        "core.alternaterefscommand",
+        "gc.recentobjectshook",
+        "sendemail.sendmailcmd",
+        "sendemail.tocmd",
+        "sendemail.cccmd",
     ];
     const LAST: &[(&str, &str)] = &[
         ("diff", "textconv"),
@@ -83,6 +101,8 @@ fn runs(key: &str, value: &str) -> bool {
         ("remote", "uploadpack"),
         ("remote", "receivepack"),
         ("remote", "vcs"),
+        ("trailer", "command"),
+        ("trailer", "cmd"),
     ];
     if EXACT.contains(&key) {
         return true;
@@ -92,7 +112,7 @@ fn runs(key: &str, value: &str) -> bool {
     if section == "pager" {
         return true;
     }
-    if section == "alias" {
+    if section == "alias" || (section == "submodule" && name == "update") {
         return value.trim_start().starts_with('!');
     }
     key.matches('.').count() >= 2 && LAST.contains(&(section, name))
@@ -120,13 +140,24 @@ fn whole_path(key: &str) -> bool {
 fn path_words(value: &str) -> Vec<String> {
     value
         .split(|c: char| c.is_whitespace() || ";|&()<>`'\"=!$".contains(c))
-        .filter(|w| !w.is_empty() && (w.contains('/') || w.starts_with('.')))
+        .filter(|w| !w.is_empty() && (w.contains('/') || w.starts_with('.') || is_script_name(w)))
         .map(str::to_owned)
         .collect()
 }
 
-/// `path` without `.`/`..` (lexically), relative to `root` if it lies inside it.
-fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
+/// Whether a bare word names a script (`sh lint.sh`, `python3 conv.py`): run from the work
+/// tree's top, so a file there.
+fn is_script_name(word: &str) -> bool {
+    const SCRIPTS: &[&str] = &[
+        "sh", "bash", "zsh", "py", "pl", "rb", "js", "mjs", "cjs", "ts", "php", "lua", "ps1",
+    ];
+    word.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty() && SCRIPTS.contains(&ext.to_ascii_lowercase().as_str())
+    })
+}
+
+/// `path` without `.`/`..`, links along it not followed.
+fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -137,6 +168,24 @@ fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
             other => out.push(other),
         }
     }
+    out
+}
+
+/// `path` relative to `root` as it is written, when that differs from where it leads
+/// ([`inside`]): the agent could replace the link on the way (`.githooks -> tools/hooks`) with
+/// a dir of its own, which git would then read by the written path.
+fn as_written_inside(root: &Path, path: &Path, real: &Path) -> Option<PathBuf> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    lexical(path)
+        .strip_prefix(&root)
+        .ok()
+        .filter(|w| !w.as_os_str().is_empty() && *w != real)
+        .map(Path::to_path_buf)
+}
+
+/// `path` without `.`/`..` (lexically), relative to `root` if it lies inside it.
+fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let out = lexical(path);
     // A link in your dir may resolve elsewhere; compare the real path when there is one.
     let real = out.canonicalize().unwrap_or(out);
     let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
@@ -144,6 +193,7 @@ fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
 }
 
 /// One config entry: the file it came from, its key (lower case) and its value.
+#[derive(Clone)]
 struct Entry {
     origin: Option<PathBuf>,
     key: String,
@@ -190,21 +240,70 @@ fn entries(which: &[&std::ffi::OsStr]) -> Vec<Entry> {
 pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
     let mut g = Guarded::default();
     let mut seen: Vec<PathBuf> = Vec::new();
-    for scope in ["--system", "--global"] {
-        let found = entries(&[std::ffi::OsStr::new(scope)]);
-        note_files(&mut g, &mut seen, root, None, home, found, 0);
-    }
+    let globals: Vec<Entry> = ["--system", "--global"]
+        .into_iter()
+        .flat_map(|scope| entries(&[std::ffi::OsStr::new(scope)]))
+        .collect();
+    note_files(&mut g, &mut seen, root, None, home, globals.clone(), 0);
+    let mut tops = Vec::new();
     if let Some((git_dir, common, top)) = repository_of(root) {
         note_repo(&mut g, &mut seen, root, &git_dir, &common, &top, home);
+        tops.push(top);
     }
-    for (work_tree, git_dir) in repos_inside(root) {
+    // What was not searched for repositories is kept as it is (fail closed): a repo there
+    // could hold config your git would run.
+    let mut unsearched = Vec::new();
+    let inner = repos_inside(root, &mut unsearched);
+    for dir in unsearched {
+        if let Some(rel) = dir
+            .strip_prefix(root)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+        {
+            g.paths.push((
+                rel.to_owned(),
+                format!(
+                    "not searched for repositories (over {MAX_SCAN_ENTRIES} entries or {MAX_SCAN_DEPTH} levels deep)"
+                ),
+            ));
+        }
+    }
+    for (work_tree, git_dir) in inner {
         note_repo(
             &mut g, &mut seen, root, &git_dir, &git_dir, &work_tree, home,
         );
+        tops.push(work_tree);
     }
+    if tops.is_empty() {
+        tops.push(root.to_owned());
+    }
+    note_from_each_top(&mut g, root, home, &globals, &tops);
     g.paths.sort();
     g.paths.dedup_by(|a, b| a.0 == b.0);
     g
+}
+
+/// What the system and global config's relative paths (`core.hooksPath = .githooks`, a `!./x`
+/// alias) name from the top of whichever repo git runs in: each of `tops` (the repos found,
+/// or your dir itself, should it become one).
+fn note_from_each_top(
+    g: &mut Guarded,
+    root: &Path,
+    home: Option<&Path>,
+    globals: &[Entry],
+    tops: &[PathBuf],
+) {
+    for top in tops {
+        note_files(
+            g,
+            &mut Vec::new(),
+            root,
+            Some(top),
+            home,
+            globals.to_vec(),
+            0,
+        );
+    }
 }
 
 /// The repository `dir` belongs to, as git finds it: its git dir, its common dir and its
@@ -234,17 +333,21 @@ fn repository_of(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
 
 /// Repositories inside `root` besides its own: each work tree and its git dir (a `.git` dir,
 /// or the dir a `gitdir:` file names when it lies inside `root`).
-fn repos_inside(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+fn repos_inside(root: &Path, unsearched: &mut Vec<PathBuf>) -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
     let mut budget = MAX_SCAN_ENTRIES;
-    let mut stack = vec![(root.to_owned(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
+    // Breadth first: when the budget runs out, what is left unsearched is the deepest (a
+    // dependency tree), not a sibling of it holding your sources.
+    let mut queue = std::collections::VecDeque::from([(root.to_owned(), 0usize)]);
+    'dirs: while let Some((dir, depth)) = queue.pop_front() {
         let Ok(read) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in read.filter_map(Result::ok) {
             if budget == 0 {
-                return out;
+                unsearched.push(dir);
+                unsearched.extend(queue.drain(..).map(|(d, _)| d));
+                break 'dirs;
             }
             budget -= 1;
             let name = e.file_name();
@@ -262,8 +365,12 @@ fn repos_inside(root: &Path) -> Vec<(PathBuf, PathBuf)> {
                 }
                 continue;
             }
-            if t.is_dir() && !is_vcs_name(&name) && depth < MAX_SCAN_DEPTH {
-                stack.push((e.path(), depth + 1));
+            if t.is_dir() && !is_vcs_name(&name) {
+                if depth < MAX_SCAN_DEPTH {
+                    queue.push_back((e.path(), depth + 1));
+                } else {
+                    unsearched.push(e.path());
+                }
             }
         }
     }
@@ -329,6 +436,7 @@ fn note_repo(
             note_files(g, seen, root, Some(top), home, found, 0);
         }
     }
+    note_hooks(g, root, &common.join("hooks"), top);
     for name in HOOK_MANAGER_FILES {
         if let Some(rel) = inside(root, &top.join(name))
             && !rel.as_os_str().is_empty()
@@ -336,6 +444,62 @@ fn note_repo(
             g.paths.push((rel, format!("the hook manager's {name}")));
         }
     }
+}
+
+/// The installed hooks in `hooks` (a repo's own hooks dir, outside your dir or not): what each
+/// links to and each path its text names (`exec scripts/pre-commit.sh`, pre-commit's
+/// `INSTALL_PYTHON=/…/.venv/bin/python`), taken from `top` where relative, go into `g` when they
+/// lie inside `root`; so does the virtualenv a named program lives in (a `.pth` file the agent
+/// drops there runs with it).
+fn note_hooks(g: &mut Guarded, root: &Path, hooks: &Path, top: &Path) {
+    /// The most of a hook read: hooks are short scripts, not programs.
+    const MAX_HOOK_BYTES: u64 = 64 << 10;
+    let Ok(read) = std::fs::read_dir(hooks) else {
+        return;
+    };
+    for entry in read.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sample") || name.starts_with('.') {
+            continue;
+        }
+        let why = format!("the git hook {name}");
+        let mut named = Vec::new();
+        if let Ok(target) = std::fs::read_link(&path) {
+            named.push(hooks.join(target));
+        }
+        // The file the hook is, or leads to, read as text (bounded).
+        if let Ok(file) = std::fs::File::open(&path) {
+            use std::io::Read as _;
+            let mut text = String::new();
+            let _ = file.take(MAX_HOOK_BYTES).read_to_string(&mut text);
+            for w in text.lines().flat_map(path_words) {
+                named.push(if Path::new(&w).is_absolute() {
+                    PathBuf::from(w)
+                } else {
+                    top.join(w)
+                });
+            }
+        }
+        for p in named {
+            let Some(rel) = inside(root, &p).filter(|r| !r.as_os_str().is_empty()) else {
+                continue;
+            };
+            if let Some(venv) = virtualenv_of(root, &rel) {
+                g.paths.push((venv, why.clone()));
+            }
+            g.paths.push((rel, why.clone()));
+        }
+    }
+}
+
+/// The virtualenv (a dir holding `pyvenv.cfg`) that `rel` (inside `root`) lies in, if any.
+fn virtualenv_of(root: &Path, rel: &Path) -> Option<PathBuf> {
+    rel.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| root.join(a).join("pyvenv.cfg").is_file())
+        .map(Path::to_path_buf)
 }
 
 /// Add what `found` (config entries) runs inside `root` to `g`, with commands and hooks taken
@@ -407,6 +571,9 @@ fn note_files(
             {
                 g.paths.push((parent.to_owned(), e.key.clone()));
             }
+            if let Some(written) = as_written_inside(root, &path, &rel) {
+                g.paths.push((written, e.key.clone()));
+            }
             g.paths.push((rel, e.key.clone()));
         }
     }
@@ -443,9 +610,14 @@ mod tests {
             "pager.log",
             "includeif.gitdir:~/x/.path",
             "credential.https://x.helper",
+            "gpg.ssh.defaultkeycommand",
+            "trailer.sign.command",
+            "gc.recentobjectshook",
         ] {
             assert!(runs(k, "x"), "{k}");
         }
+        assert!(runs("submodule.lib.update", "!./tools/up.sh"));
+        assert!(!runs("submodule.lib.update", "rebase"));
         assert!(runs("alias.st", "!sh tools/st.sh"));
         assert!(!runs("alias.st", "status -s"));
         for k in [
@@ -466,6 +638,9 @@ mod tests {
         );
         assert_eq!(path_words("sh scripts/fsmon.sh --v2"), ["scripts/fsmon.sh"]);
         assert!(path_words("less -R").is_empty());
+        assert_eq!(path_words("!sh lint.sh --fix"), ["lint.sh"]);
+        assert_eq!(path_words("python3 conv.py"), ["conv.py"]);
+        assert!(path_words("git log --oneline").is_empty());
     }
 
     #[test]
@@ -506,6 +681,122 @@ mod tests {
             );
         }
         assert!(got.iter().any(|(p, _)| p == "project.gitconfig"), "{got:?}");
+    }
+
+    #[test]
+    fn what_an_installed_hook_links_to_or_names_is_guarded() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        git(&root, &["init", "-q"]);
+        std::fs::create_dir_all(root.join("scripts")).unwrap();
+        std::fs::write(root.join("scripts/pre-commit.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir_all(root.join(".venv/bin")).unwrap();
+        std::fs::write(root.join(".venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        let hooks = root.join(".git/hooks");
+        std::os::unix::fs::symlink("../../scripts/pre-commit.sh", hooks.join("pre-commit"))
+            .unwrap();
+        std::fs::write(
+            hooks.join("pre-push"),
+            format!(
+                "#!/usr/bin/env bash\nINSTALL_PYTHON={}/.venv/bin/python\nexec tools/push-check.sh \"$@\"\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let g = guarded(&root, None);
+        let got = paths(&g);
+        for want in [
+            "scripts/pre-commit.sh",
+            ".venv",
+            ".venv/bin/python",
+            "tools/push-check.sh",
+        ] {
+            assert!(
+                got.iter().any(|(p, _)| p == want),
+                "{want} missing in {got:?}"
+            );
+        }
+        assert!(
+            !got.iter().any(|(p, _)| p.contains("sample")),
+            "samples are not hooks: {got:?}"
+        );
+    }
+
+    #[test]
+    fn a_guarded_path_through_a_link_is_guarded_as_written_and_where_it_leads() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        git(&root, &["init", "-q"]);
+        std::fs::create_dir_all(root.join("tools/hooks")).unwrap();
+        std::os::unix::fs::symlink("tools/hooks", root.join(".githooks")).unwrap();
+        git(&root, &["config", "core.hooksPath", ".githooks"]);
+        let got = paths(&guarded(&root, None));
+        for want in [".githooks", "tools/hooks"] {
+            assert!(
+                got.iter().any(|(p, k)| p == want && k == "core.hookspath"),
+                "{want} missing in {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_too_deep_to_search_for_repositories_is_kept_as_it_is() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let deep: PathBuf = (0..=MAX_SCAN_DEPTH + 1).map(|i| format!("d{i}")).collect();
+        std::fs::create_dir_all(root.join(&deep)).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        let mut unsearched = Vec::new();
+        repos_inside(&root, &mut unsearched);
+        let rel: Vec<PathBuf> = unsearched
+            .iter()
+            .map(|d| d.strip_prefix(&root).unwrap().to_owned())
+            .collect();
+        let cut: PathBuf = (0..=MAX_SCAN_DEPTH).map(|i| format!("d{i}")).collect();
+        assert_eq!(rel, std::slice::from_ref(&cut));
+        let got = paths(&guarded(&root, None));
+        assert!(
+            got.iter().any(|(p, k)| *p == cut.display().to_string()
+                && k.starts_with("not searched for repositories")),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|(p, _)| p == "src"), "{got:?}");
+    }
+
+    #[test]
+    fn a_relative_path_in_the_global_config_is_guarded_in_every_repo() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let global = |key: &str, value: &str| Entry {
+            origin: Some(PathBuf::from("/home/u/.gitconfig")),
+            key: key.into(),
+            value: value.into(),
+        };
+        let globals = [
+            global("core.hookspath", ".githooks"),
+            global("alias.lint", "!./tools/lint.sh"),
+            global("core.pager", "less"),
+        ];
+        let mut g = Guarded::default();
+        note_from_each_top(
+            &mut g,
+            &root,
+            None,
+            &globals,
+            &[root.clone(), root.join("vendor/lib")],
+        );
+        let got = paths(&g);
+        for want in [
+            (".githooks", "core.hookspath"),
+            ("vendor/lib/.githooks", "core.hookspath"),
+            ("tools/lint.sh", "alias.lint"),
+            ("vendor/lib/tools/lint.sh", "alias.lint"),
+        ] {
+            assert!(
+                got.iter().any(|(p, k)| p == want.0 && k == want.1),
+                "{want:?} missing in {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub const VCS_NAMES: &[&str] = &[
     "_darcs",
     ".jj",
     ".pijul",
+    ".sl",
     ".fslckout",
     "_fossil_",
 ];
@@ -75,7 +76,7 @@ impl std::fmt::Display for SetAside {
             SetAside::VcsMetadata => f.write_str("version-control metadata"),
             SetAside::GitDirShape => f.write_str("in or making a git repository's dir"),
             SetAside::GitRuns(key) => write!(f, "your git runs or reads it ({key})"),
-            SetAside::LinkOut => f.write_str("a link out of your dir"),
+            SetAside::LinkOut => f.write_str("a link that leads, or may lead, out of your dir"),
             SetAside::Special(kind) => write!(f, "a {kind}"),
             SetAside::YoursKept(why) => write!(f, "yours is kept: {why}"),
         }
@@ -263,6 +264,7 @@ mod tests {
         let to = Destinations {
             archive: t.path().join("logs/x.set-aside.tar"),
             backup: t.path().join("logs/x.replaced"),
+            changes: t.path().join("logs/x.changes.txt"),
         };
         Case {
             _t: t,

@@ -20,6 +20,8 @@ pub struct Destinations {
     pub archive: PathBuf,
     /// The dir your entries go to when the agent replaced or removed them.
     pub backup: PathBuf,
+    /// The list of every path written, removed or replaced (text, one a line).
+    pub changes: PathBuf,
 }
 
 /// The most bytes of one file copied when the layer and your dir are on different

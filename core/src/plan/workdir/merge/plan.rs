@@ -157,17 +157,24 @@ fn walk(inputs: &Inputs<'_>, rel: &Path, names: BTreeSet<OsString>, steps: &mut 
     }
 }
 
-/// Whether a link at `rel` (in your dir) to `target` leads out of it: an absolute target, or a
-/// relative one that climbs above the root.
+/// Whether a link at `rel` (in your dir) to `target` leads out of it, or may: an absolute
+/// target, a relative one that climbs above the root, and one that climbs back (`..`) after a
+/// name, since that name may itself be a link (`l -> .`, then `x -> l/l/../../.ssh` climbs
+/// two levels above where it seems to stay).
 fn leads_out(rel: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return true;
     }
     let mut depth = rel.components().count().saturating_sub(1) as isize;
+    let mut named = false;
     for c in target.components() {
         match c {
+            Component::ParentDir if named => return true,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                depth += 1;
+                named = true;
+            }
             _ => {}
         }
         if depth < 0 {
@@ -299,8 +306,12 @@ mod tests {
             ("d/a", "../../b", true),
             ("a", "../x", true),
             ("a", "/etc/passwd", true),
-            ("d/e/a", "../../x/../y", false),
+            ("d/e/a", "../../x/y", false),
+            ("d/e/a", "../../x/../y", true),
             ("d/a", "x/../../..", true),
+            // Through a link to `.`: lexically inside, really above the root.
+            ("x", "l/l/l/../../../.ssh", true),
+            ("x", "l/l/l/.ssh", false),
         ] {
             assert_eq!(leads_out(Path::new(at), Path::new(to)), out, "{at} -> {to}");
         }
