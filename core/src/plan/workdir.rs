@@ -69,7 +69,11 @@ fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Re
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if report.written.is_empty() && report.removed.is_empty() && report.replaced.is_empty() {
-        return Ok(());
+        // A list left by an earlier run of the same name is not this run's.
+        return match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Err(std::io::Error::other("nothing came back")),
+        };
     }
     let line = |what: &str, p: &Path| {
         format!(
@@ -99,7 +103,8 @@ fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Re
     let tmp = file.with_extension(format!("partial-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
     let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());

@@ -343,7 +343,7 @@ impl Scanner {
             .zip(&self.targets)
             .filter(|(_, t)| t.label.is_some())
             .map(|(form, _)| {
-                let longest = (form.len() - 1).min(hay.len());
+                let longest = form.len().saturating_sub(1).min(hay.len());
                 (1..=longest)
                     .rev()
                     .find(|&k| hay.ends_with(&form[..k]))

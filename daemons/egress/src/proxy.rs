@@ -752,6 +752,7 @@ impl Proxy {
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
         };
         parts.version = Version::HTTP_11;
+        let head = parts.method == Method::HEAD;
         let sent = Arc::new(AtomicU64::new(0));
         // The body is read and judged before anything is dialled: a refused request never
         // reaches the origin. Only a body over WHOLE_LIMIT streams, judged window by window.
@@ -833,6 +834,23 @@ impl Proxy {
                 (full, Arc::new(std::sync::OnceLock::new()))
             }
             ReadBody::Large(read, rest) => {
+                let formlike = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_none_or(|ct| {
+                        let ct = ct.to_ascii_lowercase();
+                        ct.starts_with("application/x-www-form-urlencoded")
+                            || ct.starts_with("multipart/")
+                            || ct.contains("json")
+                    });
+                if (route.forge.is_some() || !route.rules.is_empty()) && formlike {
+                    let reason = format!(
+                        "a form or JSON body over {} MiB cannot be checked for a `_method` field on a route with rules",
+                        WHOLE_LIMIT >> 20
+                    );
+                    return refuse(record, Block::Rule, reason);
+                }
                 if graphql.is_some() {
                     let reason = format!(
                         "a GraphQL request over {} KiB cannot be judged",
@@ -891,12 +909,24 @@ impl Proxy {
         }
         // The request asked for `identity` (clean_request_headers): a compressed answer would
         // hide an echoed credential from the scan, so it is not passed on.
+        let bodiless = head
+            || matches!(
+                resp.status(),
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+            );
         if echo.is_some()
+            && !bodiless
             && let Some(coding) = resp
                 .headers()
-                .get(header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+                .get_all(header::CONTENT_ENCODING)
+                .iter()
+                .flat_map(|v| {
+                    // Not text: refused as what it is not (identity).
+                    let v = v.to_str().unwrap_or("(unreadable)");
+                    v.split(',').map(str::trim).collect::<Vec<_>>()
+                })
+                .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+                .map(str::to_owned)
         {
             let reason = format!(
                 "the origin answered {coding}-encoded though egress asked for identity on a route that gets a credential, so the answer cannot be checked for that credential"
@@ -1005,26 +1035,43 @@ fn method_override<B>(req: &Request<B>) -> Option<String> {
 fn has_method_field(form: &str) -> bool {
     form.split('&').any(|kv| {
         let key = kv.split('=').next().unwrap_or("").replace('+', " ");
-        percent_encoding::percent_decode_str(&key)
-            .decode_utf8_lossy()
-            .trim()
-            .eq_ignore_ascii_case("_method")
+        is_method_name(&percent_encoding::percent_decode_str(&key).decode_utf8_lossy())
     })
+}
+
+/// Whether a decoded field name is `_method` as PHP reads it too (it turns ` `, `.` and `[`
+/// in a name into `_`: `.method` is `_method` to Laravel).
+fn is_method_name(name: &str) -> bool {
+    let php: String = name
+        .trim()
+        .chars()
+        .map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c })
+        .collect();
+    php.eq_ignore_ascii_case("_method")
 }
 
 /// Why a form body that names another method (`_method=DELETE`) is refused on a route whose
 /// rules judged the request's own method, if it is: urlencoded fields and multipart parts.
 fn method_field_in_body(bytes: &[u8], content_type: Option<&str>) -> Option<String> {
-    let ct = content_type.unwrap_or("").to_ascii_lowercase();
-    let named = if ct.starts_with("application/x-www-form-urlencoded") {
-        has_method_field(&String::from_utf8_lossy(bytes))
-    } else if ct.starts_with("multipart/form-data") {
-        let lower = String::from_utf8_lossy(bytes).to_ascii_lowercase();
-        ["name=\"_method\"", "name=_method", "name='_method'"]
-            .iter()
-            .any(|n| lower.contains(n))
+    let ct = content_type.unwrap_or("").trim().to_ascii_lowercase();
+    let text = String::from_utf8_lossy(bytes);
+    let named = if ct.starts_with("multipart/") {
+        // Only the parts' own headers: a file's content may say anything.
+        text.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .flat_map(|l| l.split(';').skip(1))
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("name").then_some(v)
+            })
+            .any(|n| is_method_name(n.trim().trim_matches(|c| c == '"' || c == '\'')))
+    } else if ct.contains("json") {
+        // Laravel reads `_method` from a JSON body too.
+        text.contains("\"_method\"")
     } else {
-        false
+        // A form, or a body with no type, which Rack reads as a form.
+        (ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded"))
+            && has_method_field(&text)
     };
     named.then(|| {
         "the form asks the origin for another method (a `_method` field), which this route's rules would not have judged".to_owned()
@@ -1104,11 +1151,14 @@ fn clean_request_headers(h: &mut HeaderMap, route: &Route, websocket: bool) {
         if let AuthForm::Header(name) = &c.form {
             h.remove(name.as_str());
         }
-        // The answer is scanned for the credential: compressed, an echo would pass unseen.
+        // The answer is scanned for the credential: compressed, an echo would pass unseen,
+        // and asked for in ranges, it would come back in slices no scan sees whole.
         h.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
+        h.remove(header::RANGE);
+        h.remove(header::IF_RANGE);
     }
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

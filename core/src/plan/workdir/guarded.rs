@@ -171,16 +171,29 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
-/// `path` relative to `root` as it is written, when that differs from where it leads
-/// ([`inside`]): the agent could replace the link on the way (`.githooks -> tools/hooks`) with
-/// a dir of its own, which git would then read by the written path.
-fn as_written_inside(root: &Path, path: &Path, real: &Path) -> Option<PathBuf> {
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
-    lexical(path)
-        .strip_prefix(&root)
-        .ok()
-        .filter(|w| !w.as_os_str().is_empty() && *w != real)
-        .map(Path::to_path_buf)
+/// `path` relative to `root` as it is written (links on the way not followed), if it lies in
+/// `root` so: the agent could replace a link on the way (`.githooks -> tools/hooks`, or a link
+/// out of your dir) with a dir of its own, which git would then read by the written path.
+fn lexically_inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let path = lexical(path);
+    [
+        root.to_owned(),
+        root.canonicalize().unwrap_or_else(|_| root.to_owned()),
+    ]
+    .iter()
+    .find_map(|r| path.strip_prefix(r).ok())
+    .filter(|w| !w.as_os_str().is_empty())
+    .map(Path::to_path_buf)
+}
+
+/// Guard `path` both as written and where it leads, each when it lies in `root`.
+fn guard_as_written_and_real(g: &mut Guarded, root: &Path, path: &Path, why: &str) {
+    if let Some(written) = lexically_inside(root, path) {
+        g.paths.push((written, why.to_owned()));
+    }
+    if let Some(real) = inside(root, path).filter(|r| !r.as_os_str().is_empty()) {
+        g.paths.push((real, why.to_owned()));
+    }
 }
 
 /// `path` without `.`/`..` (lexically), relative to `root` if it lies inside it.
@@ -250,23 +263,17 @@ pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
         note_repo(&mut g, &mut seen, root, &git_dir, &common, &top, home);
         tops.push(top);
     }
-    // What was not searched for repositories is kept as it is (fail closed): a repo there
-    // could hold config your git would run.
+    // What was not searched for repositories is looked at when the merge asks about a path
+    // there: one in a repo of yours is kept as it is (fail closed), the rest comes back.
     let mut unsearched = Vec::new();
     let inner = repos_inside(root, &mut unsearched);
-    for dir in unsearched {
-        if let Some(rel) = dir
-            .strip_prefix(root)
-            .ok()
-            .filter(|r| !r.as_os_str().is_empty())
-        {
-            g.paths.push((
-                rel.to_owned(),
-                format!(
-                    "not searched for repositories (over {MAX_SCAN_ENTRIES} entries or {MAX_SCAN_DEPTH} levels deep)"
-                ),
-            ));
-        }
+    let unsearched: Vec<PathBuf> = unsearched
+        .into_iter()
+        .filter_map(|d| d.strip_prefix(root).ok().map(Path::to_path_buf))
+        .filter(|r| !r.as_os_str().is_empty())
+        .collect();
+    if !unsearched.is_empty() {
+        g.unsearched = Some((root.to_owned(), unsearched));
     }
     for (work_tree, git_dir) in inner {
         note_repo(
@@ -438,11 +445,8 @@ fn note_repo(
     }
     note_hooks(g, root, &common.join("hooks"), top);
     for name in HOOK_MANAGER_FILES {
-        if let Some(rel) = inside(root, &top.join(name))
-            && !rel.as_os_str().is_empty()
-        {
-            g.paths.push((rel, format!("the hook manager's {name}")));
-        }
+        let why = format!("the hook manager's {name}");
+        guard_as_written_and_real(g, root, &top.join(name), &why);
     }
 }
 
@@ -473,7 +477,8 @@ fn note_hooks(g: &mut Guarded, root: &Path, hooks: &Path, top: &Path) {
             use std::io::Read as _;
             let mut text = String::new();
             let _ = file.take(MAX_HOOK_BYTES).read_to_string(&mut text);
-            for w in text.lines().flat_map(path_words) {
+            let commands = text.lines().filter(|l| !l.trim_start().starts_with('#'));
+            for w in commands.flat_map(path_words) {
                 named.push(if Path::new(&w).is_absolute() {
                     PathBuf::from(w)
                 } else {
@@ -482,13 +487,16 @@ fn note_hooks(g: &mut Guarded, root: &Path, hooks: &Path, top: &Path) {
             }
         }
         for p in named {
-            let Some(rel) = inside(root, &p).filter(|r| !r.as_os_str().is_empty()) else {
+            // A dir a hook names (`eslint src/`, `cd ..`) is where it works, not what it runs.
+            if p.is_dir() {
                 continue;
-            };
-            if let Some(venv) = virtualenv_of(root, &rel) {
+            }
+            if let Some(rel) = inside(root, &p).filter(|r| !r.as_os_str().is_empty())
+                && let Some(venv) = virtualenv_of(root, &rel)
+            {
                 g.paths.push((venv, why.clone()));
             }
-            g.paths.push((rel, why.clone()));
+            guard_as_written_and_real(g, root, &p, &why);
         }
     }
 }
@@ -561,6 +569,11 @@ fn note_files(
                 let more = entries(&[std::ffi::OsStr::new("--file"), path.as_os_str()]);
                 note_files(g, seen, root, top, home, more, depth + 1);
             }
+            // As written, even when a link on the way leads out of your dir: the agent could
+            // put a dir of its own there.
+            if let Some(written) = lexically_inside(root, &path) {
+                g.paths.push((written, e.key.clone()));
+            }
             let Some(rel) = inside(root, &path).filter(|r| !r.as_os_str().is_empty()) else {
                 continue;
             };
@@ -570,9 +583,6 @@ fn note_files(
                 && let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty())
             {
                 g.paths.push((parent.to_owned(), e.key.clone()));
-            }
-            if let Some(written) = as_written_inside(root, &path, &rel) {
-                g.paths.push((written, e.key.clone()));
             }
             g.paths.push((rel, e.key.clone()));
         }
@@ -690,6 +700,7 @@ mod tests {
         git(&root, &["init", "-q"]);
         std::fs::create_dir_all(root.join("scripts")).unwrap();
         std::fs::write(root.join("scripts/pre-commit.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
         std::fs::create_dir_all(root.join(".venv/bin")).unwrap();
         std::fs::write(root.join(".venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
         let hooks = root.join(".git/hooks");
@@ -698,7 +709,7 @@ mod tests {
         std::fs::write(
             hooks.join("pre-push"),
             format!(
-                "#!/usr/bin/env bash\nINSTALL_PYTHON={}/.venv/bin/python\nexec tools/push-check.sh \"$@\"\n",
+                "#!/usr/bin/env bash\n# see docs/hooks.md\nINSTALL_PYTHON={}/.venv/bin/python\nnpx eslint src/ && exec tools/push-check.sh \"$@\"\n",
                 root.display()
             ),
         )
@@ -716,6 +727,11 @@ mod tests {
                 "{want} missing in {got:?}"
             );
         }
+        // Where a hook works (a dir) and what a comment names are not what it runs.
+        assert!(
+            !got.iter().any(|(p, _)| p == "src" || p.starts_with("docs")),
+            "{got:?}"
+        );
         assert!(
             !got.iter().any(|(p, _)| p.contains("sample")),
             "samples are not hooks: {got:?}"
@@ -754,13 +770,37 @@ mod tests {
             .collect();
         let cut: PathBuf = (0..=MAX_SCAN_DEPTH).map(|i| format!("d{i}")).collect();
         assert_eq!(rel, std::slice::from_ref(&cut));
-        let got = paths(&guarded(&root, None));
+        // A plain dir there comes back; one in a repo of yours is kept as it is.
+        std::fs::create_dir_all(root.join(&cut).join("repo/.git")).unwrap();
+        let g = guarded(&root, None);
+        assert_eq!(g.guard(&cut.join("plain.txt")), None);
         assert!(
-            got.iter().any(|(p, k)| *p == cut.display().to_string()
-                && k.starts_with("not searched for repositories")),
-            "{got:?}"
+            g.guard(&cut.join("repo/src/lib.rs"))
+                .is_some_and(|why| why.contains("too far down")),
+            "{g:?}"
         );
-        assert!(!got.iter().any(|(p, _)| p == "src"), "{got:?}");
+        assert_eq!(g.guard(Path::new("src/main.rs")), None);
+    }
+
+    #[test]
+    fn a_guarded_path_that_leads_out_of_your_dir_is_guarded_as_written() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("project");
+        std::fs::create_dir_all(&root).unwrap();
+        let root = root.canonicalize().unwrap();
+        std::fs::create_dir_all(t.path().join("shared-hooks")).unwrap();
+        git(&root, &["init", "-q"]);
+        std::os::unix::fs::symlink("../shared-hooks", root.join(".githooks")).unwrap();
+        std::os::unix::fs::symlink("../shared/pc.yaml", root.join(".pre-commit-config.yaml"))
+            .unwrap();
+        git(&root, &["config", "core.hooksPath", ".githooks"]);
+        let got = paths(&guarded(&root, None));
+        for want in [".githooks", ".pre-commit-config.yaml"] {
+            assert!(
+                got.iter().any(|(p, _)| p == want),
+                "{want} missing in {got:?}"
+            );
+        }
     }
 
     #[test]

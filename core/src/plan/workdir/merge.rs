@@ -145,7 +145,14 @@ impl Step {
 pub struct Guarded {
     /// Path relative to your dir, and what names it (a config key, a hook manager).
     pub paths: Vec<(PathBuf, String)>,
+    /// Your dir, and the dirs in it (relative) that were too large or too deep to search for
+    /// repositories: a repo found in one when the merge asks is guarded whole.
+    pub unsearched: Option<(PathBuf, Vec<PathBuf>)>,
 }
+
+/// Why a path in a repository bottle did not search is kept as it is.
+const IN_UNSEARCHED_REPO: &str =
+    "in a repository too far down to have its config read (every change in it is kept out)";
 
 impl Guarded {
     /// What guards `rel`, if it is at or under a guarded path.
@@ -154,6 +161,7 @@ impl Guarded {
             .iter()
             .find(|(p, _)| rel.starts_with(p))
             .map(|(_, k)| k.as_str())
+            .or_else(|| self.in_unsearched_repo(rel))
     }
 
     /// What guards `rel`, if it is at, under or above a guarded path (a link or file put in
@@ -163,6 +171,18 @@ impl Guarded {
             .iter()
             .find(|(p, _)| rel.starts_with(p) || p.starts_with(rel))
             .map(|(_, k)| k.as_str())
+            .or_else(|| self.in_unsearched_repo(rel))
+    }
+
+    /// Whether `rel` lies in a repository of yours (a `.git` in your dir, at or above it) under
+    /// a dir that was not searched: its config was never read, so nothing of it is written.
+    fn in_unsearched_repo(&self, rel: &Path) -> Option<&str> {
+        let (root, dirs) = self.unsearched.as_ref()?;
+        let top = dirs.iter().find(|d| rel.starts_with(d))?;
+        rel.ancestors()
+            .take_while(|a| a.starts_with(top))
+            .any(|a| std::fs::symlink_metadata(root.join(a).join(".git")).is_ok())
+            .then_some(IN_UNSEARCHED_REPO)
     }
 }
 
@@ -489,6 +509,7 @@ mod tests {
                 ("scripts/hook.sh".into(), "alias.x".into()),
                 ("tools/fsmon.sh".into(), "core.fsmonitor".into()),
             ],
+            ..Guarded::default()
         };
         let (_, r) = run(&c, &guarded);
         assert_eq!(
