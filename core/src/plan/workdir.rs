@@ -63,11 +63,9 @@ pub fn bring_back(
 }
 
 /// Write the list of what came back into `dir` (`written PATH`, `written, executable PATH`,
-/// `removed PATH`, `replaced PATH`, one a line, controls escaped) to `file`, whole: written
-/// beside it, then renamed.
+/// `removed PATH`, `replaced PATH`, one a line, controls escaped) to `file`, whole.
 fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     if report.written.is_empty() && report.removed.is_empty() && report.replaced.is_empty() {
         // A list left by an earlier run of the same name is not this run's.
         return match std::fs::remove_file(file) {
@@ -100,19 +98,7 @@ fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Re
     for p in &report.replaced {
         text.push_str(&line("replaced", p));
     }
-    let tmp = file.with_extension(format!("partial-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    crate::live::apply::write_whole(file, text.as_bytes(), 0o600)
 }
 
 /// The most entries named one by one in [`Homecoming::lines`].

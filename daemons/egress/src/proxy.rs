@@ -682,6 +682,19 @@ impl Proxy {
             drain(req.into_body()).await;
             return refuse(record, Block::NotAllowed, reason);
         }
+        // A credential is for the API on 443, not whatever else the host serves on another
+        // port; a name `egress.hosts` maps to a fixed address says its port itself (above).
+        if route.credential.is_some()
+            && target.port != 443
+            && !active.table.hosts.contains_key(&target.host)
+        {
+            let reason = format!(
+                "{} gets a credential on port 443 alone, not {}; to send it to another port, map the name with its port in egress.hosts",
+                target.host, target.port
+            );
+            drain(req.into_body()).await;
+            return refuse(record, Block::NotAllowed, reason);
+        }
         let path_and_query = req
             .uri()
             .path_and_query()

@@ -311,6 +311,20 @@ fn what_comes_back_on_a_credentialed_route_stays_checkable() {
 }
 
 #[test]
+fn a_credential_goes_to_port_443_alone_unless_the_host_is_mapped_with_a_port() {
+    let rig = Rig::with(
+        &routes("- host: api.unmapped.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n"),
+        &[],
+    );
+    let (code, body) = rig.curl(&["https://api.unmapped.test:8443/echo"]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("port 443 alone"), "{body}");
+    // A name mapped to a fixed address keeps the port it names, or any (the rig's origin).
+    let (code, body) = rig.curl(&[&rig.https("origin.test", "/echo")]);
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
 fn a_response_echoing_the_injected_token_is_cut() {
     let rig = Rig::new();
     let out = Command::new("curl")
@@ -761,9 +775,10 @@ fn chained_to_a_live_next_proxy_every_request_goes_through_it() {
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let next = next_rt.block_on(next_proxy(seen.clone()));
-    // No `hosts:` entry: chained, egress resolves nothing itself; the next proxy does.
+    // Chained, egress resolves nothing itself; the next proxy does. The `hosts:` entry is
+    // there for its port alone: a credential goes to 443, or to the port a mapped name says.
     let rig = Rig::with(
-        "routes:\n- host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: plain.test\n",
+        "routes:\n- host: origin.test\n  auth_scheme: Bearer\n  token_env: EGRESS_TOKEN_0\n- host: plain.test\nhosts:\n  origin.test: 127.0.0.1:{origin_https_port}\n",
         &["--upstream", &format!("http://{next}")],
     );
     let (code, body) = rig.curl(&[&rig.https("origin.test", "/echo")]);

@@ -90,6 +90,9 @@ impl Rig {
         )
         .unwrap();
         egress_pki.write_ca(dir.path(), "egress-ca.pem");
+        // `{origin_https_port}` in the routes is the origin's port, known only now.
+        let routes_yaml =
+            routes_yaml.replace("{origin_https_port}", &origin.https.port().to_string());
         std::fs::write(dir.path().join("routes.yaml"), routes_yaml).unwrap();
         let (egress, proxy, log) = spawn_egress(dir.path(), egress_args, env);
         Rig {
