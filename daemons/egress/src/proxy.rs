@@ -948,6 +948,17 @@ impl Proxy {
                 .write(&record.decided(Decision::Block, &reason, 502, None));
             return blocked(Block::EchoedToken, &reason);
         }
+        // A session the origin opens on the strength of the credential is a credential too,
+        // one the agent could carry out; on such a route the injected token is the session.
+        if route.credential.is_some() && resp.headers_mut().remove(header::SET_COOKIE).is_some() {
+            self.log.event(
+                "cookie",
+                &format!(
+                    "dropped the cookies {} set on a route that gets a credential",
+                    target.host
+                ),
+            );
+        }
         self.cookies.remember(&target.host, resp.headers());
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -302,6 +302,15 @@ fn what_comes_back_on_a_credentialed_route_stays_checkable() {
     assert_eq!(code, 200, "{body}");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(echoed["headers"].get("range").is_none(), "{body}");
+    // A session the origin opens on the credential's strength does not reach the agent.
+    let (_, text) = rig.curl(&["-D", "-", &rig.https("origin.test", "/set-cookie")]);
+    assert!(text.contains("session set"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("set-cookie"), "{text}");
+    let (_, text) = rig.curl(&["-D", "-", &rig.https("plain.test", "/set-cookie")]);
+    assert!(
+        text.to_ascii_lowercase().contains("set-cookie: sid="),
+        "{text}"
+    );
     // TRACE has the origin echo the request, the credential in it.
     let (code, body) = rig.curl(&["-X", "TRACE", &rig.https("origin.test", "/echo")]);
     assert_eq!(code, 403, "{body}");
