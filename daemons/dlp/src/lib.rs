@@ -342,12 +342,13 @@ impl Scanner {
             .iter()
             .zip(&self.targets)
             .filter(|(_, t)| t.label.is_some())
-            .map(|(form, _)| {
-                let longest = form.len().saturating_sub(1).min(hay.len());
-                (1..=longest)
-                    .rev()
-                    .find(|&k| hay.ends_with(&form[..k]))
-                    .unwrap_or(0)
+            .filter_map(|(form, _)| {
+                // Only where the form's first byte is can it begin: each such spot in the
+                // last `len - 1` bytes is tried once, the earliest (longest) first.
+                let window = &hay[hay.len() - form.len().saturating_sub(1).min(hay.len())..];
+                memchr::memchr_iter(*form.first()?, window)
+                    .find(|&i| form.starts_with(&window[i..]))
+                    .map(|i| window.len() - i)
             })
             .max()
             .unwrap_or(0)

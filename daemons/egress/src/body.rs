@@ -74,17 +74,25 @@ impl<B> Scanned<B> {
     }
 
     /// `chunk` scanned: what may be passed on now (the rest is held), or the finding.
-    fn pass(&mut self, chunk: &[u8]) -> Result<Bytes, Finding> {
-        if let Some(f) = self.feed(chunk) {
+    fn pass(&mut self, chunk: Bytes) -> Result<Bytes, Finding> {
+        if let Some(f) = self.feed(&chunk) {
             return Err(f);
         }
-        self.held.extend_from_slice(chunk);
+        // Usually nothing was held and nothing is: the chunk goes on as it came, uncopied.
+        let whole = if self.held.is_empty() {
+            chunk
+        } else {
+            let mut joined = std::mem::take(&mut self.held);
+            joined.extend_from_slice(&chunk);
+            Bytes::from(joined)
+        };
         let hold = self
             .scanner
             .known_prefix_at_end(&self.tail)
-            .min(self.held.len());
-        let rest = self.held.split_off(self.held.len() - hold);
-        Ok(Bytes::from(std::mem::replace(&mut self.held, rest)))
+            .min(whole.len());
+        let now = whole.len() - hold;
+        self.held = whole[now..].to_vec();
+        Ok(whole.slice(..now))
     }
 
     /// What is held, as a frame to pass on now, if anything is.
@@ -146,7 +154,7 @@ where
                 Poll::Pending => return Poll::Pending,
             };
             let frame = match frame.into_data() {
-                Ok(data) => match this.pass(&data) {
+                Ok(data) => match this.pass(data) {
                     Ok(now) if now.is_empty() => continue,
                     Ok(now) => return this.out(Frame::data(now)),
                     Err(f) => return this.cut(f),
