@@ -257,7 +257,6 @@ pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
         .into_iter()
         .flat_map(|scope| entries(&[std::ffi::OsStr::new(scope)]))
         .collect();
-    note_files(&mut g, &mut seen, root, None, home, globals.clone(), 0);
     let mut tops = Vec::new();
     if let Some((git_dir, common, top)) = repository_of(root) {
         note_repo(&mut g, &mut seen, root, &git_dir, &common, &top, home);
@@ -290,9 +289,9 @@ pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
     g
 }
 
-/// What the system and global config's relative paths (`core.hooksPath = .githooks`, a `!./x`
-/// alias) name from the top of whichever repo git runs in: each of `tops` (the repos found,
-/// or your dir itself, should it become one).
+/// What the system and global config name in your dir: absolute and `~/` paths, and relative
+/// ones (`core.hooksPath = .githooks`, a `!./x` alias) from the top of whichever repo git runs
+/// in, each of `tops` (the repos found, or your dir itself, should it become one).
 fn note_from_each_top(
     g: &mut Guarded,
     root: &Path,
