@@ -29,11 +29,14 @@ impl DlpScope {
     }
 
     /// bottle's detectors with no routes and no exceptions: every finding refuses. For tests
-    /// and tools that judge bytes outside a request.
-    pub fn defaults(log: AccessLog) -> Self {
+    /// of what judges bytes outside a request.
+    #[cfg(test)]
+    pub(crate) fn defaults(log: AccessLog) -> Self {
         let table = crate::routes::RouteTable::parse(b"routes: []\n", &|_| None)
             .expect("an empty route table parses");
-        DlpScope::new(Arc::new(Active::new(table)), "", "/", log)
+        let way_out = crate::upstream::WayOut::trusting_nothing();
+        let active = Active::new(table, &way_out).expect("an empty table's clients");
+        DlpScope::new(Arc::new(active), "", "/", log)
     }
 
     /// Whether the manifest lets findings of `rule` through here.

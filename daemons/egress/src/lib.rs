@@ -136,16 +136,20 @@ impl Daemon {
         let table = RouteTable::load(&settings.routes, &env_var).map_err(|e| e.to_string())?;
         let ca = ca::Authority::load(&settings.ca, provider.clone())?;
         let tls = upstream::client_tls(provider, &settings.system_roots, &settings.upstream_ca)?;
-        let dialer = upstream::Dialer::new(settings.upstream.as_ref(), &table.hosts)
+        let way_out = upstream::WayOut {
+            next_proxy: settings.upstream.clone(),
+            tls,
+        };
+        let active = Active::new(table, &way_out)
             .map_err(|e| format!("{}: {e}", settings.routes.display()))?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let log = log::AccessLog::new(settings.access_log);
         let proxy = Arc::new(Proxy {
-            active: ArcSwap::from_pointee(Active::new(table)),
+            active: ArcSwap::from_pointee(active),
             ca,
-            upstream: upstream::Upstream::new(dialer, tls),
+            way_out,
             log,
             hop: settings.hop_token.as_deref().map(proxy::HopToken::new),
             cookies: cookies::IssuedCookies::default(),
@@ -221,18 +225,15 @@ impl Daemon {
     /// Re-read the routes file; a bad one keeps the old table. Returns the log message.
     pub fn reload(&self) -> Result<String, String> {
         let table = RouteTable::load(&self.settings.routes, &env_var).map_err(|e| e.to_string())?;
-        self.proxy
-            .upstream
-            .dialer
-            .set_hosts(&table.hosts)
-            .map_err(|e| format!("{}: {e}", self.settings.routes.display()))?;
         let msg = format!(
             "reloaded {}: {} routes, config sha256 {}",
             self.settings.routes.display(),
             table.routes.len(),
             table.sha256
         );
-        self.proxy.active.store(Arc::new(Active::new(table)));
+        let active = Active::new(table, &self.proxy.way_out)
+            .map_err(|e| format!("{}: {e}", self.settings.routes.display()))?;
+        self.proxy.active.store(Arc::new(active));
         Ok(msg)
     }
 

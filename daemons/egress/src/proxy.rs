@@ -11,7 +11,7 @@ use crate::dlp::DlpScope;
 use crate::inspect::{Held, Inspected, ReadBody, WHOLE_LIMIT, judge_whole, read_whole};
 use crate::log::{AccessLog, Decision, Record};
 use crate::routes::{AuthForm, Route, RouteTable, RuleOutcome};
-use crate::upstream::{Refused, UpBody, Upstream};
+use crate::upstream::{Refused, UpBody, Upstream, WayOut};
 use arc_swap::ArcSwap;
 use bottle_dlp::{KnownSecret, Scanner};
 use bytes::Bytes;
@@ -43,22 +43,28 @@ pub struct Active {
     /// Per token env name, its own value alone: what a credentialed route's response may
     /// not echo. Built once here; building an automaton per request cost more than the rest.
     pub echo: std::collections::BTreeMap<String, Arc<Scanner>>,
+    /// The clients that dial with this table's static hosts: swapped with the routes, so no
+    /// request is judged by one table and dialled by another's addresses.
+    pub upstream: Upstream,
 }
 
 impl Active {
-    /// Build the scanners for `table`.
-    pub fn new(table: RouteTable) -> Self {
+    /// Build the scanners and the clients for `table`; an address in its hosts that cannot
+    /// be used is the error.
+    pub fn new(table: RouteTable, way_out: &WayOut) -> Result<Self, String> {
+        let upstream = way_out.upstream(&table.hosts)?;
         let secrets = known(&table);
         let outbound = Arc::new(Scanner::new(&secrets).with_extra(table.dlp_extra.clone()));
         let echo = secrets
             .into_iter()
             .map(|k| (k.name.clone(), Arc::new(Scanner::known_only(&[k]))))
             .collect();
-        Active {
+        Ok(Active {
             table,
             outbound,
             echo,
-        }
+            upstream,
+        })
     }
 }
 
@@ -82,8 +88,8 @@ pub struct Proxy {
     pub active: ArcSwap<Active>,
     /// The CA leaves are minted from.
     pub ca: Authority,
-    /// The way out.
-    pub upstream: Upstream,
+    /// What each table's clients are built from.
+    pub way_out: WayOut,
     /// The access log.
     pub log: AccessLog,
     /// The hop's token, when one is asked for.
@@ -362,7 +368,7 @@ impl Proxy {
                 "status": "ok",
                 "config_sha256": active.table.sha256,
                 "routes": active.table.routes.len(),
-                "dials": if self.upstream.direct { "direct" } else { "upstream proxy" },
+                "dials": if self.way_out.is_direct() { "direct" } else { "upstream proxy" },
             });
             let mut r = Response::new(full(body.to_string()));
             r.headers_mut().insert(
@@ -888,9 +894,9 @@ impl Proxy {
             }
         };
         let client = if websocket {
-            &self.upstream.h1_client
+            &active.upstream.h1_client
         } else {
-            &self.upstream.client
+            &active.upstream.client
         };
         let mut resp = match client.request(Request::from_parts(parts, body)).await {
             Ok(r) => r,
@@ -1273,16 +1279,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub(crate) fn for_tests(table: RouteTable) -> Arc<Proxy> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (bundle, _) = crate::ca::tests::sec1_ca();
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let dialer = crate::upstream::Dialer::new(None, &Default::default()).expect("dialer");
+    let way_out = WayOut::trusting_nothing();
     Arc::new(Proxy {
-        active: ArcSwap::from_pointee(Active::new(table)),
+        active: ArcSwap::from_pointee(Active::new(table, &way_out).expect("active")),
         ca: Authority::from_pem(bundle.as_bytes(), provider).expect("CA"),
-        upstream: Upstream::new(dialer, tls),
+        way_out,
         log: AccessLog::new(false),
         hop: None,
         cookies: Default::default(),

@@ -6,7 +6,6 @@
 
 use crate::guard;
 use crate::routes::{StaticAddress, StaticHost};
-use arc_swap::ArcSwap;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,8 +51,8 @@ type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxErro
 pub enum Dialer {
     /// Resolve, check, connect to the checked address.
     Direct {
-        /// Static host entries; these skip DNS and the guard. Swapped on reload.
-        hosts: Arc<ArcSwap<BTreeMap<String, IpAddr>>>,
+        /// Static host entries; these skip DNS and the guard.
+        hosts: Arc<BTreeMap<String, IpAddr>>,
     },
     /// CONNECT through the next proxy; it resolves and guards.
     Chained(Tunnel<HttpConnector>),
@@ -72,21 +71,8 @@ impl Dialer {
             return Ok(Dialer::Chained(Tunnel::new(proxy.clone(), http)));
         }
         Ok(Dialer::Direct {
-            hosts: Arc::new(ArcSwap::from_pointee(resolve_static(hosts)?)),
+            hosts: Arc::new(resolve_static(hosts)?),
         })
-    }
-
-    /// Take new static host entries (on reload); a chained dialer has none.
-    pub fn set_hosts(&self, hosts: &BTreeMap<String, StaticHost>) -> Result<(), String> {
-        if let Dialer::Direct { hosts: current } = self {
-            current.store(Arc::new(resolve_static(hosts)?));
-        }
-        Ok(())
-    }
-
-    /// Whether egress dials out itself (so it is the whole firewall).
-    pub fn is_direct(&self) -> bool {
-        matches!(self, Dialer::Direct { .. })
     }
 }
 
@@ -109,7 +95,7 @@ impl tower_service::Service<Uri> for Dialer {
                 Box::pin(async move { fut.await.map_err(Into::into) })
             }
             Dialer::Direct { hosts } => {
-                let hosts = hosts.load_full();
+                let hosts = hosts.clone();
                 Box::pin(async move { dial_direct(&hosts, &dst).await })
             }
         }
@@ -270,6 +256,45 @@ pub type UpBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
 /// A pooled client over the dialer.
 pub type UpClient = Client<hyper_rustls::HttpsConnector<Dialer>, UpBody>;
 
+/// What every [`Upstream`] is built from: the next proxy, if any, and the TLS trust.
+#[derive(Clone)]
+pub struct WayOut {
+    /// The next proxy (`http://host:port`), or none to dial directly.
+    pub next_proxy: Option<Uri>,
+    /// The trust for origins' certificates.
+    pub tls: ClientConfig,
+}
+
+impl WayOut {
+    /// Whether egress dials out itself (so it is the whole firewall).
+    pub fn is_direct(&self) -> bool {
+        self.next_proxy.is_none()
+    }
+
+    /// A direct way out that trusts no origin's certificate, for tests of what wraps it.
+    #[cfg(test)]
+    pub(crate) fn trusting_nothing() -> WayOut {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        WayOut {
+            next_proxy: None,
+            tls,
+        }
+    }
+
+    /// Clients that dial with these static hosts. Each route table gets its own, with its own
+    /// connection pools, so a reload that changes a name's address changes it for every
+    /// request at once, pooled connections included.
+    pub fn upstream(&self, hosts: &BTreeMap<String, StaticHost>) -> Result<Upstream, String> {
+        let dialer = Dialer::new(self.next_proxy.as_ref(), hosts)?;
+        Ok(Upstream::new(dialer, self.tls.clone()))
+    }
+}
+
 /// Two pooled clients: one that negotiates h2 or h1 by ALPN, and an h1-only one for
 /// WebSocket upgrades (an upgrade needs HTTP/1.1 end to end).
 #[derive(Clone)]
@@ -278,16 +303,11 @@ pub struct Upstream {
     pub client: UpClient,
     /// For `Upgrade: websocket`.
     pub h1_client: UpClient,
-    /// Whether egress dials out itself.
-    pub direct: bool,
-    /// The dialer both clients share (for reloading static hosts).
-    pub dialer: Dialer,
 }
 
 impl Upstream {
     /// Build both clients.
-    pub fn new(dialer: Dialer, tls: ClientConfig) -> Self {
-        let direct = dialer.is_direct();
+    fn new(dialer: Dialer, tls: ClientConfig) -> Self {
         let any = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
@@ -309,8 +329,6 @@ impl Upstream {
         Upstream {
             client: build(any),
             h1_client: build(h1),
-            direct,
-            dialer,
         }
     }
 }

@@ -680,6 +680,31 @@ fn sighup_swaps_a_good_table_and_keeps_the_old_one_on_a_bad_file() {
 }
 
 #[test]
+fn a_reload_that_moves_a_name_moves_pooled_connections_too() {
+    // egress keeps its connection to an origin for the next request; a table that maps the
+    // name elsewhere must not be answered over the old address's connection.
+    let rig = Rig::new();
+    let (code, _) = rig.curl(&[&rig.https("plain.test", "/echo")]);
+    assert_eq!(code, 200);
+    // 127.0.0.2 is loopback too, but nothing listens on the origin's port there.
+    std::fs::write(
+        rig.path("routes.yaml"),
+        routes("").replace("plain.test: 127.0.0.1", "plain.test: 127.0.0.2"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &rig.egress.id().to_string()])
+        .status()
+        .unwrap();
+    rig.wait_for_log("\"event\":\"reload\"");
+    let (code, body) = rig.curl(&[&rig.https("plain.test", "/echo")]);
+    assert_eq!(
+        code, 502,
+        "answered over the old address's connection: {body}"
+    );
+}
+
+#[test]
 fn bad_start_input_is_one_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(&["x"]);
