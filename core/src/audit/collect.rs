@@ -18,15 +18,19 @@ const REQUEST_FIELDS: [&str; 9] = [
     "method", "host", "path", "route", "decision", "reason", "status", "bytes", "rule",
 ];
 
-/// The JSON objects daemon `daemon` logged in the merged logs `logs` (bottle-init prefixes
-/// each of its lines `[daemon] `), with their time.
+/// The JSON objects daemon `daemon` logged in the merged logs `logs`, with their time: the
+/// bundle's lines alone (the agent can write to its own container's log, and what it writes
+/// there must not become the bundle's record), each starting `[daemon] ` (bottle-init's prefix
+/// for every line of that daemon).
 fn daemon_records<'a>(
     logs: &'a str,
     daemon: &'a str,
 ) -> impl Iterator<Item = (String, Map<String, Value>)> + 'a {
     let prefix = format!("[{daemon}] ");
     logs.lines().filter_map(move |line| {
-        let json = line.split_once(prefix.as_str())?.1;
+        let text =
+            crate::run::docker::down::text_of(line, bottle_contract::layout::BUNDLE_SERVICE)?;
+        let json = text.strip_prefix(prefix.as_str())?;
         let Value::Object(record) = serde_json::from_str::<Value>(json).ok()? else {
             return None;
         };
@@ -355,9 +359,13 @@ mod tests {
     fn egress_lines_become_requests_without_their_query() {
         let logs = "2026-12-05T10:16:51Z sidecars | [egress] {\"time\":\"2026-12-05T10:16:51.6Z\",\"method\":\"GET\",\"host\":\"evil.test\",\"path\":\"/x?k=secret\",\"route\":null,\"decision\":\"block\",\"reason\":\"evil.test is not on this bottle's allowlist\",\"status\":403,\"bytes\":0,\"duration_ms\":0.02}\n\
                     2026-12-05T10:16:51Z sidecars | [egress] {\"time\":\"t\",\"event\":\"start\"}\n\
-                    2026-12-05T10:16:51Z sidecars | [init] started egress\n";
+                    2026-12-05T10:16:51Z sidecars | [init] started egress\n\
+                    2026-12-05T10:16:52Z agent | [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n\
+                    2026-12-05T10:16:52Z agent | 2026-12-05T10:16:52Z sidecars | [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n\
+                    2026-12-05T10:16:52Z sidecars | [git-gate] [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n";
         let got = egress_requests(logs);
-        assert_eq!(got.len(), 1);
+        // The agent's own lines, however they are dressed, and another daemon's are not egress's.
+        assert_eq!(got.len(), 1, "{got:?}");
         let (time, data) = &got[0];
         assert_eq!(time, "2026-12-05T10:16:51.6Z");
         assert_eq!(data["path"], "/x");

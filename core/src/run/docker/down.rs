@@ -12,6 +12,20 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use std::path::Path;
 
+/// One line of the merged logs: `<timestamp> <service> | <text>`.
+fn merged_line(ts: &str, service: &str, text: &str) -> String {
+    format!("{ts} {service} | {text}")
+}
+
+/// The text of a merged-logs line that service `service` wrote, or `None` for any other
+/// line. The service is what bottle put there, read from the line's start; a part that writes
+/// `<service> | ` into its own text (the agent can write to its container's log) is still its
+/// own line, never `service`'s.
+pub fn text_of<'a>(line: &'a str, service: &str) -> Option<&'a str> {
+    let (_ts, rest) = line.split_once(' ')?;
+    rest.strip_prefix(service)?.strip_prefix(" | ")
+}
+
 /// Merged logs of `containers`: each line `<timestamp> <service> | <text>`, oldest first, no colour.
 pub async fn merged_logs(docker: &Docker, containers: &[BottleContainer]) -> String {
     let per = join_all(containers.iter().map(|c| async move {
@@ -35,9 +49,10 @@ pub async fn merged_logs(docker: &Docker, containers: &[BottleContainer]) -> Str
             let (ts, text) = line.split_once(' ').unwrap_or((line, ""));
             lines.push((
                 ts.to_owned(),
-                format!(
-                    "{ts} {service} | {}",
-                    bottle_contract::terminal::safe(&strip_ansi(text))
+                merged_line(
+                    ts,
+                    &service,
+                    &bottle_contract::terminal::safe(&strip_ansi(text)),
                 ),
             ));
         }
@@ -197,6 +212,29 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use super::{merged_line, text_of};
+
+    #[test]
+    fn a_line_is_a_services_own_only_where_bottle_named_it() {
+        let line = merged_line("2026-12-05T10:00:00Z", "sidecars", "[egress] {}");
+        assert_eq!(text_of(&line, "sidecars"), Some("[egress] {}"));
+        assert_eq!(text_of(&line, "agent"), None);
+        // What the agent writes is the agent's, whatever it says.
+        for forged in [
+            "sidecars | [egress] {}",
+            "x sidecars | [egress] {}",
+            "| [egress] {}",
+        ] {
+            let line = merged_line("2026-12-05T10:00:00Z", "agent", forged);
+            assert_eq!(text_of(&line, "sidecars"), None, "{line}");
+        }
+        assert_eq!(
+            text_of("agent-vm | 2026 sidecars | [egress] {}", "sidecars"),
+            None
+        );
+        assert_eq!(text_of("2026 sidecarsx | [egress] {}", "sidecars"), None);
+    }
+
     #[test]
     fn strips_colour() {
         assert_eq!(
