@@ -2638,6 +2638,11 @@ fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
         !shown.contains("forged.test"),
         "the agent's line became a record: {shown}"
     );
+    // Every line egress and git-gate numbered is there: no gap in a run that lost none.
+    assert!(
+        !records.iter().any(|r| r["kind"] == "gap"),
+        "a gap in a whole log: {shown}"
+    );
     assert_eq!(records.first().unwrap()["kind"], "start");
     assert_eq!(records.last().unwrap()["kind"], "seal");
     let (code, said, err) = run(bottle(&sb).args(["audit", "verify", &slug]));

@@ -15,6 +15,7 @@
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
 //! - [`terminal`]: text the agent or the bundle wrote, made safe to print;
+//! - [`logline`]: the daemons' numbered, ASCII-only log lines the audit ledger reads;
 //! - [`labels`]: the label keys on everything bottle creates;
 //! - [`names`]: validated env names, relative paths and host names, and the secret-prefix rule.
 
@@ -25,6 +26,7 @@ pub mod gate;
 pub mod hop;
 pub mod labels;
 pub mod layout;
+pub mod logline;
 pub mod model;
 pub mod names;
 pub mod ports;

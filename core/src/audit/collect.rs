@@ -46,6 +46,36 @@ fn take(record: &mut Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
         .collect()
 }
 
+/// Where the bundle's log lines can have gone, said in each gap record.
+const GAP_WHY: &str = "the bundle's log no longer holds them (the engine keeps its last 30 MB) or they could not be read";
+
+/// A record for each run of lines daemon `daemon` numbered that the merged logs `logs` do not
+/// hold (rotated away by the engine's log limit, which a flood of requests reaches, or cut
+/// into parts): its time is that of the first line after it, so it sorts where the loss is.
+/// A gap after the last line held cannot be seen.
+pub fn missing_lines(logs: &str, daemon: &str) -> Vec<(String, Map<String, Value>)> {
+    let mut gaps = Vec::new();
+    let mut next = 1u64;
+    for (time, record) in daemon_records(logs, daemon) {
+        let Some(seq) = record
+            .get(bottle_contract::logline::SEQ_FIELD)
+            .and_then(Value::as_u64)
+        else {
+            continue;
+        };
+        if seq > next {
+            let mut data = Map::new();
+            data.insert("daemon".into(), Value::from(daemon));
+            data.insert("first".into(), Value::from(next));
+            data.insert("last".into(), Value::from(seq - 1));
+            data.insert("why".into(), Value::from(GAP_WHY));
+            gaps.push((time, data));
+        }
+        next = next.max(seq + 1);
+    }
+    gaps
+}
+
 /// Each request egress decided, from the merged logs `logs` (`compose.log`): its time and
 /// fields.
 pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
@@ -165,7 +195,15 @@ pub fn asks_and_decisions(
         });
         let ours: Vec<_> = decided.iter().filter(|d| d.id == r.id).collect();
         for d in &ours {
-            out.push(decision(d, &a.effect, chain::HOST.to_owned()));
+            // What was granted, from the host's own approvals: the queued request's wording
+            // is the bundle's to rewrite. Nothing, when none was (a rejection, a failed apply).
+            let granted = approved
+                .access
+                .iter()
+                .find(|g| g.request == d.id)
+                .map(|g| format!("{}{}", g.host, g.path_prefix.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            out.push(decision(d, &granted, chain::HOST.to_owned()));
         }
         if ours.is_empty()
             && let Some(d) = &a.decision
@@ -297,7 +335,20 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
             data,
         })
     };
-    let mut events: Vec<Event> = from("egress", "request", egress_requests(logs))
+    let gaps = |daemon: &str| {
+        missing_lines(logs, daemon)
+            .into_iter()
+            .map(|(time, data)| Event {
+                time,
+                writer: chain::HOST.to_owned(),
+                kind: "gap",
+                data,
+            })
+    };
+    // Gaps first: one sorts before a record of the same time, the first line after it.
+    let mut events: Vec<Event> = gaps("egress")
+        .chain(gaps("git-gate"))
+        .chain(from("egress", "request", egress_requests(logs)))
         .chain(from("git-gate", "git", git_operations(logs)))
         .chain(asks_and_decisions(
             &host.asked,
@@ -389,6 +440,68 @@ mod tests {
     }
 
     #[test]
+    fn lines_the_logs_no_longer_hold_are_a_gap_record_where_they_were() {
+        let line = |seq: u64, time: &str, host: &str| {
+            let object = format!(
+                "{{\"time\":\"{time}\",\"method\":\"GET\",\"host\":\"{host}\",\"path\":\"/\",\"decision\":\"allow\"}}"
+            );
+            format!(
+                "{time} sidecars | [egress] {}\n",
+                bottle_contract::logline::numbered(seq, &object)
+            )
+        };
+        // Lines 1-3 rotated away, 5 cut into parts (unreadable), 4 and 6 held.
+        let logs = [
+            line(4, "2026-12-05T10:00:04Z", "a.test"),
+            "2026-12-05T10:00:05Z sidecars | [egress] {\"seq\":5,\"time\":\"2026-12-05T10:00:05Z\",\"host\":\"b.te2026-12-05T10:00:05Z st\n".into(),
+            line(6, "2026-12-05T10:00:06Z", "c.test"),
+        ]
+        .concat();
+        let gaps = missing_lines(&logs, "egress");
+        let spans: Vec<(u64, u64, &str)> = gaps
+            .iter()
+            .map(|(t, d)| {
+                (
+                    d["first"].as_u64().unwrap(),
+                    d["last"].as_u64().unwrap(),
+                    t.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (1, 3, "2026-12-05T10:00:04Z"),
+                (5, 5, "2026-12-05T10:00:06Z")
+            ]
+        );
+        let key = AuditKey::generate().unwrap();
+        let run = Run {
+            slug: "a-1",
+            agent: "a",
+            started: "2026-12-05T10:00:00Z",
+            ended: "2026-12-05T10:00:09Z",
+            plan_sha256: "p",
+            exit_code: Some(0),
+        };
+        let text = ledger(&run, &logs, &HostRecords::default(), &key, true);
+        let v = chain::verify(&text, &key.public()).unwrap();
+        let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["start", "gap", "request", "gap", "request", "stop", "seal"]
+        );
+        assert_eq!(v.records[1].writer, "host");
+        // A whole log has no gap.
+        let whole = [
+            line(1, "2026-12-05T10:00:01Z", "a.test"),
+            line(2, "2026-12-05T10:00:02Z", "b.test"),
+        ]
+        .concat();
+        assert!(missing_lines(&whole, "egress").is_empty());
+    }
+
+    #[test]
     fn a_decision_only_the_queue_holds_is_the_bundles() {
         use bottle_contract::supervise::{Decision, Request, RequestKind, Verdict};
         let decision = |by: &str| Decision {
@@ -420,10 +533,22 @@ mod tests {
         let approved = crate::live::granted::Approved::default();
         let events = asks_and_decisions(std::slice::from_ref(&asked), &[], &approved);
         assert_eq!(events[1].writer, "bundle/supervise");
-        let events = asks_and_decisions(&[asked], &[decision("bottle approve")], &approved);
+        let events = asks_and_decisions(
+            std::slice::from_ref(&asked),
+            &[decision("bottle approve")],
+            &approved,
+        );
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].writer, "host");
         assert_eq!(events[1].data["by"], "bottle approve");
+        // What the host says was granted comes from its own approvals, never the queue's
+        // wording (the bundle can rewrite that): nothing when it holds no grant.
+        assert_eq!(events[1].data["granted"], "");
+        let mut grant = crate::live::granted::Access::checked("x.com", Some("/v1/")).unwrap();
+        grant.request = "r1".into();
+        let approved = crate::live::granted::Approved::default().with(grant);
+        let events = asks_and_decisions(&[asked], &[decision("bottle approve")], &approved);
+        assert_eq!(events[1].data["granted"], "x.com/v1/");
     }
 
     #[test]

@@ -70,16 +70,27 @@ pub(super) fn key(env: &HostEnv) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `verify` adds when the ledger records lines of the bundle's log it could not hold.
+fn gaps_said(v: &audit::Verified) -> String {
+    match v.records.iter().filter(|r| r.kind == "gap").count() {
+        0 => String::new(),
+        n => format!(
+            "; it records {n} gap(s) in the bundle's log, where lines were lost (bottle audit show names them)"
+        ),
+    }
+}
+
 pub(super) fn verify(env: &HostEnv, target: &str) -> Result<ExitCode> {
     let (file, running) = ledger_file(env, target)?;
     match check(env, &file, running)?.1 {
         Ok(v) if v.complete => {
             println!(
-                "ok {}: bottle {}, {} records, {} seals, the chain is whole and signed by your key",
+                "ok {}: bottle {}, {} records, {} seals, the chain is whole and signed by your key{}",
                 file.display(),
                 safe(&v.slug),
                 v.records.len(),
-                v.seals
+                v.seals,
+                gaps_said(&v)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -126,6 +137,15 @@ pub(super) fn export(env: &HostEnv, target: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `raw` made safe to print on one row: what [`safe`] escapes, and line breaks and tabs too
+/// (a reason the agent wrote could otherwise print rows of its own).
+fn one_line(raw: &str) -> String {
+    safe(raw)
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t")
+}
+
 pub(super) fn show(
     env: &HostEnv,
     target: &str,
@@ -164,6 +184,13 @@ pub(super) fn show(
                     field(r, "reason")
                 ),
                 "stop" => format!("exit code {}", field(r, "exit_code")),
+                "gap" => format!(
+                    "{} log lines {}-{} are missing: {}",
+                    field(r, "daemon"),
+                    field(r, "first"),
+                    field(r, "last"),
+                    field(r, "why")
+                ),
                 "start" => format!(
                     "agent {}, plan {}",
                     field(r, "agent"),
@@ -174,12 +201,25 @@ pub(super) fn show(
             println!(
                 "{:>5}  {}  {:<14} {:<8} {}",
                 r.seq,
-                safe(&r.time),
-                safe(&r.writer),
-                safe(&r.kind),
-                safe(&what)
+                one_line(&r.time),
+                one_line(&r.writer),
+                one_line(&r.kind),
+                one_line(&what)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_field_prints_on_one_row() {
+        let reason = "bad query\n   57  2026-12-05T10:00:00Z  host  stop\tfake\r\x1b[2K";
+        let shown = one_line(reason);
+        assert!(!shown.contains(['\n', '\r', '\t', '\x1b']), "{shown}");
+        assert!(shown.contains("\\n   57"), "{shown}");
+    }
 }

@@ -4,6 +4,11 @@
 //! whole stream. Never a token value, never a query string (queries carry keys), and a path is
 //! cut at 256 characters.
 //!
+//! Each line is numbered and ASCII only ([`bottle_contract::logline`]): the ledger records a
+//! line that is missing instead of passing over it. The host name is cut at 256 characters and
+//! the reason at 1024, so no line comes near the engine's 16 KiB, past which it would be
+//! stored in parts.
+//!
 //! Lines are gathered and written out together, once 32 KiB wait or every 10 ms: under load,
 //! many lines per write call rather than one each (the audit ledger is built from these lines,
 //! so they cost a request as little as possible). Nothing is dropped: a stdout that stops
@@ -18,6 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+/// What a path that carries a secret is written as.
+const REDACTED: &str = "[redacted]";
 
 /// What egress did with a request.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -61,18 +69,68 @@ pub struct Record {
     started: Option<Instant>,
     #[serde(skip)]
     counter: Option<Arc<AtomicU64>>,
+    /// What the request's [`Unsettled`] guard needs to know of this line.
+    #[serde(skip)]
+    fate: Option<Arc<Fate>>,
+}
+
+/// Shared by a request's line and its [`Unsettled`] guard.
+#[derive(Debug, Default)]
+struct Fate {
+    /// The line was written, or handed to the body that writes it.
+    settled: std::sync::atomic::AtomicBool,
+    /// The path carries a secret and is never written.
+    redacted: std::sync::atomic::AtomicBool,
+}
+
+/// A request's line written on drop if nothing else wrote it: the agent that closes a request
+/// (an HTTP/2 stream reset, a connection cut mid-body) while egress works on it would otherwise
+/// leave no line at all, and no record in the ledger.
+pub struct Unsettled {
+    record: Record,
+    log: AccessLog,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(fate) = &self.record.fate else {
+            return;
+        };
+        if !fate.settled.load(Ordering::Relaxed) {
+            let mut r = self.record.clone();
+            if fate.redacted.load(Ordering::Relaxed) {
+                r.path = REDACTED.into();
+            }
+            let r = r.decided(
+                Decision::Error,
+                "the agent went away before egress answered",
+                0,
+                None,
+            );
+            self.log.write(&r);
+        }
+    }
 }
 
 impl Record {
     /// A record for a request that arrived at `started`.
     pub fn new(method: &Method, host: &str, path: &str, started: Instant) -> Self {
         let path: String = path.chars().take(256).collect();
+        let host: String = host.chars().take(256).collect();
+        // A method no standard defines is refused as a channel (`curl -X <token>`): its word
+        // is not written either.
+        let method = method.as_str();
+        let method = if bottle_contract::egress::KNOWN_METHODS.contains(&method) {
+            method
+        } else {
+            "[not a known method]"
+        };
         Record {
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             method: method.to_string(),
-            host: host.to_owned(),
+            host,
             path,
             route: None,
             rule: None,
@@ -83,6 +141,32 @@ impl Record {
             duration_ms: 0.0,
             started: Some(started),
             counter: None,
+            fate: None,
+        }
+    }
+
+    /// A guard that writes this request's line when dropped, unless it was written (or handed
+    /// to [`Logged`]) by then.
+    pub fn unless_settled(&mut self, log: &AccessLog) -> Unsettled {
+        self.fate = Some(Arc::default());
+        Unsettled {
+            record: self.clone(),
+            log: log.clone(),
+        }
+    }
+
+    /// Mark the line written (or as good as: a body that writes it has it).
+    fn settle(&self) {
+        if let Some(f) = &self.fate {
+            f.settled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Keep the path out of the log (it carries a secret), here and in the guard's line.
+    pub fn redact_path(&mut self) {
+        self.path = REDACTED.into();
+        if let Some(f) = &self.fate {
+            f.redacted.store(true, Ordering::Relaxed);
         }
     }
 
@@ -95,7 +179,7 @@ impl Record {
         counter: Option<Arc<AtomicU64>>,
     ) -> Self {
         self.decision = Some(decision);
-        self.reason = reason.to_owned();
+        self.reason = reason.chars().take(1024).collect();
         self.status = status;
         self.counter = counter;
         self
@@ -151,9 +235,12 @@ fn send(line: String) {
             NO_TIMER.store(true, Ordering::Relaxed);
         }
     });
+    /// Lines numbered so far; taken under [`PENDING`]'s lock, so numbers follow the output.
+    static NUMBERED: AtomicU64 = AtomicU64::new(0);
     let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
     let first = pending.is_empty();
-    pending.extend_from_slice(line.as_bytes());
+    let seq = NUMBERED.fetch_add(1, Ordering::Relaxed) + 1;
+    pending.extend_from_slice(bottle_contract::logline::numbered(seq, &line).as_bytes());
     pending.push(b'\n');
     if pending.len() >= WRITE_AT || NO_TIMER.load(Ordering::Relaxed) {
         write_pending(&mut pending);
@@ -182,6 +269,7 @@ impl AccessLog {
 
     /// Write one request's line.
     pub fn write(&self, r: &Record) {
+        r.settle();
         if !self.on {
             return;
         }
@@ -272,6 +360,7 @@ pub struct Logged<B> {
 impl<B> Logged<B> {
     /// Wrap `inner`; `record` is written once.
     pub fn new(inner: B, log: AccessLog, record: Record) -> Self {
+        record.settle();
         Logged {
             inner,
             log,

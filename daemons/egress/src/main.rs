@@ -154,7 +154,7 @@ fn main() -> std::process::ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let daemon = match Daemon::start(settings).await {
             Ok(d) => d,
             Err(e) => return fail(e),
@@ -163,5 +163,9 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => fail(e),
         }
-    })
+    });
+    // The requests still open end with the runtime, each writing its line: out with them too.
+    drop(runtime);
+    bottle_egress::log::AccessLog::new(true).flush();
+    code
 }

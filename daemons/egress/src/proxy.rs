@@ -609,7 +609,8 @@ impl Proxy {
         let started = Instant::now();
         let active = self.active.load_full();
         let path = req.uri().path().to_owned();
-        let record = Record::new(req.method(), &target.host, &path, started);
+        let mut record = Record::new(req.method(), &target.host, &path, started);
+        let _unsettled = record.unless_settled(&self.log);
         let refuse = |record: Record, block: Block, reason: String| {
             self.log
                 .write(&record.decided(Decision::Block, &reason, 403, None));
@@ -709,16 +710,16 @@ impl Proxy {
         // or an HTTP/2 `:path` of `@other.host/`) would change what the URL names.
         if !path_and_query.starts_with('/') {
             drain(req.into_body()).await;
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the request target is not a path (it must start with /)",
-            );
+            let reason = "the request target is not a path (it must start with /)";
+            self.log
+                .write(&record.decided(Decision::Block, reason, 400, None));
+            return plain(StatusCode::BAD_REQUEST, reason);
         }
         let dlp = DlpScope::new(active.clone(), &target.host, &path, self.log.clone());
         if let Some(f) = scan_url(&dlp, route, &target.host, &path_and_query) {
             let why = format!("the URL carries {f}");
             // Never written to the log, refused or (`mode: log`) passed.
-            record.path = "[redacted]".into();
+            record.redact_path();
             if dlp.refuses(&why) {
                 drain(req.into_body()).await;
                 return refuse(record, Block::Secret, why);
@@ -768,7 +769,12 @@ impl Proxy {
             .build();
         parts.uri = match uri {
             Ok(u) => u,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
+            Err(e) => {
+                let reason = format!("bad request target: {e}");
+                self.log
+                    .write(&record.decided(Decision::Block, &reason, 400, None));
+                return plain(StatusCode::BAD_REQUEST, &reason);
+            }
         };
         parts.version = Version::HTTP_11;
         let head = parts.method == Method::HEAD;
@@ -779,10 +785,10 @@ impl Proxy {
         let read = match read_whole(body, WHOLE_LIMIT, &mut held).await {
             Ok(r) => r,
             Err(e) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    &format!("egress: the request body could not be read: {e}"),
-                );
+                let reason = format!("the request body could not be read: {e}");
+                self.log
+                    .write(&record.decided(Decision::Error, &reason, 400, None));
+                return plain(StatusCode::BAD_REQUEST, &format!("egress: {reason}"));
             }
         };
         let (body, found): (UpBody, _) = match read {
@@ -795,6 +801,8 @@ impl Proxy {
                     "body-budget",
                     &format!("answered 503 to a request to {}: {reason}", target.host),
                 );
+                self.log
+                    .write(&record.decided(Decision::Error, &reason, 503, None));
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!("egress: {reason}"),

@@ -5,6 +5,7 @@ use crate::hook::HookReport;
 use crate::mirror::Synced;
 use serde::Serialize;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One operation's line.
 #[derive(Debug, Default, Serialize)]
@@ -56,11 +57,14 @@ impl Record {
         }
     }
 
-    /// Write the line.
+    /// Write the line, numbered and ASCII only ([`bottle_contract::logline`]).
     pub fn emit(&self) {
+        /// Lines numbered so far; taken under stdout's lock, so numbers follow the output.
+        static NUMBERED: AtomicU64 = AtomicU64::new(0);
         if let Ok(line) = serde_json::to_string(self) {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            let seq = NUMBERED.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = writeln!(out, "{}", bottle_contract::logline::numbered(seq, &line));
             let _ = out.flush();
         }
     }
