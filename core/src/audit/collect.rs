@@ -193,23 +193,23 @@ pub fn asks_and_decisions(
             kind: "ask",
             data,
         });
-        let ours: Vec<_> = decided.iter().filter(|d| d.id == r.id).collect();
-        for d in &ours {
-            // What was granted, from the host's own approvals: the queued request's wording
-            // is the bundle's to rewrite. Nothing, when none was (a rejection, a failed apply).
-            let granted = approved
-                .access
-                .iter()
-                .find(|g| g.request == d.id)
-                .map(|g| format!("{}{}", g.host, g.path_prefix.as_deref().unwrap_or("")))
-                .unwrap_or_default();
-            out.push(decision(d, &granted, chain::HOST.to_owned()));
-        }
-        if ours.is_empty()
-            && let Some(d) = &a.decision
-        {
+        let host_decided = decided.iter().any(|d| d.id == r.id);
+        if !host_decided && let Some(d) = &a.decision {
             out.push(decision(d, &a.effect, chain::bundle("supervise")));
         }
+    }
+    // Every decision the host recorded, whether or not its ask is still listed (the queue is
+    // the bundle's to fill or empty).
+    for d in decided {
+        // What was granted, from the host's own approvals: the queued request's wording is
+        // the bundle's to rewrite. Nothing, when none was (a rejection, a failed apply).
+        let granted = approved
+            .access
+            .iter()
+            .find(|g| g.request == d.id)
+            .map(|g| format!("{}{}", g.host, g.path_prefix.as_deref().unwrap_or("")))
+            .unwrap_or_default();
+        out.push(decision(d, &granted, chain::HOST.to_owned()));
     }
     out
 }
@@ -549,6 +549,13 @@ mod tests {
         let approved = crate::live::granted::Approved::default().with(grant);
         let events = asks_and_decisions(&[asked], &[decision("bottle approve")], &approved);
         assert_eq!(events[1].data["granted"], "x.com/v1/");
+        // The host's decision stays when its ask is no longer listed.
+        let events = asks_and_decisions(&[], &[decision("bottle approve")], &approved);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind, events[0].writer.as_str()),
+            ("decision", "host")
+        );
     }
 
     #[test]

@@ -436,7 +436,11 @@ pub fn down(engine: &Engine, slug: &str, state: &Path) -> Result<bool, String> {
                 .mode(0o600)
                 .open(state.join(LOG_FILE))
         {
-            let lines: String = text.lines().map(|l| format!("agent-vm | {l}\n")).collect();
+            // The agent's own output: made safe to print, as every part's lines are.
+            let lines: String = text
+                .lines()
+                .map(|l| format!("agent-vm | {}\n", bottle_contract::terminal::safe(l)))
+                .collect();
             let _ = f.write_all(lines.as_bytes());
         }
         let n = name(slug);

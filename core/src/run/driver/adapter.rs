@@ -104,7 +104,12 @@ impl Driver for NativeAdapter {
             let mut logs = self.bundle.logs(slug, state_dir).await?;
             let (s, state) = (slug.to_owned(), state_dir.to_owned());
             let agent = self.engine_call(move |d| d.logs(&s, &state)).await??;
-            logs.extend(agent.lines().map(|l| format!("agent-vm | {l}\n")));
+            // The agent's own output: made safe to print, as every part's lines are.
+            logs.extend(
+                agent
+                    .lines()
+                    .map(|l| format!("agent-vm | {}\n", bottle_contract::terminal::safe(l))),
+            );
             Ok(logs)
         })
     }
