@@ -385,6 +385,23 @@ pub fn write(state_dir: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The final ledger of a run from 09:59 to 10:20 whose merged logs are `logs` (no host
+    /// records), and it verified.
+    fn sealed(logs: &str) -> (String, chain::Verified) {
+        let key = AuditKey::generate().unwrap();
+        let run = Run {
+            slug: "a-1",
+            agent: "a",
+            started: "2026-12-05T09:59:00Z",
+            ended: "2026-12-05T10:20:00Z",
+            plan_sha256: "p",
+            exit_code: Some(0),
+        };
+        let text = ledger(&run, logs, &HostRecords::default(), &key, true);
+        let v = chain::verify(&text, &key.public()).unwrap();
+        (text, v)
+    }
+
     #[test]
     fn git_gate_lines_become_git_records() {
         let logs = "x sidecars | [git-gate] {\"time\":\"2026-12-05T10:00:01Z\",\"op\":\"push\",\"repo\":\"proj\",\"peer\":\"10.0.0.3:5\",\"outcome\":\"refused\",\"reason\":\"push refused\",\"push\":{\"outcome\":\"refused\",\"reason\":\"push refused: k.txt:1: aws-access-key-id\",\"refs\":[\"refs/heads/bottle/c/y\"],\"objects\":3,\"bytes\":90,\"scan_ms\":1.0,\"forward_ms\":0.0},\"duration_ms\":4.0}\n\
@@ -422,17 +439,7 @@ mod tests {
         assert_eq!(data["path"], "/x");
         assert_eq!(data["decision"], "block");
         assert!(!data.contains_key("duration_ms"));
-        let key = AuditKey::generate().unwrap();
-        let run = Run {
-            slug: "a-1",
-            agent: "a",
-            started: "s",
-            ended: "e",
-            plan_sha256: "p",
-            exit_code: Some(0),
-        };
-        let text = ledger(&run, logs, &HostRecords::default(), &key, true);
-        let v = chain::verify(&text, &key.public()).unwrap();
+        let (text, v) = sealed(logs);
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["start", "request", "stop", "seal"]);
         assert_eq!(v.records[1].writer, "bundle/egress");
@@ -475,17 +482,7 @@ mod tests {
                 (5, 5, "2026-12-05T10:00:06Z")
             ]
         );
-        let key = AuditKey::generate().unwrap();
-        let run = Run {
-            slug: "a-1",
-            agent: "a",
-            started: "2026-12-05T10:00:00Z",
-            ended: "2026-12-05T10:00:09Z",
-            plan_sha256: "p",
-            exit_code: Some(0),
-        };
-        let text = ledger(&run, &logs, &HostRecords::default(), &key, true);
-        let v = chain::verify(&text, &key.public()).unwrap();
+        let (_, v) = sealed(&logs);
         let kinds: Vec<&str> = v.records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(
             kinds,
