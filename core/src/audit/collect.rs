@@ -21,22 +21,21 @@ const REQUEST_FIELDS: [&str; 9] = [
 /// The JSON objects daemon `daemon` logged in the merged logs `logs`, with their time: the
 /// bundle's lines alone (the agent can write to its own container's log, and what it writes
 /// there must not become the bundle's record), each starting `[daemon] ` (bottle-init's prefix
-/// for every line of that daemon).
-fn daemon_records<'a>(
-    logs: &'a str,
-    daemon: &'a str,
-) -> impl Iterator<Item = (String, Map<String, Value>)> + 'a {
+/// for every line of that daemon). Read once per daemon: the logs can be 30 MB.
+pub fn daemon_records(logs: &str, daemon: &str) -> Vec<(String, Map<String, Value>)> {
     let prefix = format!("[{daemon}] ");
-    logs.lines().filter_map(move |line| {
-        let text =
-            crate::run::docker::down::text_of(line, bottle_contract::layout::BUNDLE_SERVICE)?;
-        let json = text.strip_prefix(prefix.as_str())?;
-        let Value::Object(record) = serde_json::from_str::<Value>(json).ok()? else {
-            return None;
-        };
-        let time = record.get("time")?.as_str()?.to_owned();
-        Some((time, record))
-    })
+    logs.lines()
+        .filter_map(|line| {
+            let text =
+                crate::run::docker::down::text_of(line, bottle_contract::layout::BUNDLE_SERVICE)?;
+            let json = text.strip_prefix(prefix.as_str())?;
+            let Value::Object(record) = serde_json::from_str::<Value>(json).ok()? else {
+                return None;
+            };
+            let time = record.get("time")?.as_str()?.to_owned();
+            Some((time, record))
+        })
+        .collect()
 }
 
 /// The fields `keys` of `record`, taken out of it.
@@ -49,14 +48,17 @@ fn take(record: &mut Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
 /// Where the bundle's log lines can have gone, said in each gap record.
 const GAP_WHY: &str = "the bundle's log no longer holds them (the engine keeps its last 30 MB) or they could not be read";
 
-/// A record for each run of lines daemon `daemon` numbered that the merged logs `logs` do not
-/// hold (rotated away by the engine's log limit, which a flood of requests reaches, or cut
-/// into parts): its time is that of the first line after it, so it sorts where the loss is.
-/// A gap after the last line held cannot be seen.
-pub fn missing_lines(logs: &str, daemon: &str) -> Vec<(String, Map<String, Value>)> {
+/// A record for each run of lines daemon `daemon` numbered that its `records` (from
+/// [`daemon_records`]) do not hold (rotated away by the engine's log limit, which a flood of
+/// requests reaches, or cut into parts): its time is that of the first line after it, so it
+/// sorts where the loss is. A gap after the last line held cannot be seen.
+pub fn missing_lines(
+    records: &[(String, Map<String, Value>)],
+    daemon: &str,
+) -> Vec<(String, Map<String, Value>)> {
     let mut gaps = Vec::new();
     let mut next = 1u64;
-    for (time, record) in daemon_records(logs, daemon) {
+    for (time, record) in records {
         let Some(seq) = record
             .get(bottle_contract::logline::SEQ_FIELD)
             .and_then(Value::as_u64)
@@ -69,17 +71,20 @@ pub fn missing_lines(logs: &str, daemon: &str) -> Vec<(String, Map<String, Value
             data.insert("first".into(), Value::from(next));
             data.insert("last".into(), Value::from(seq - 1));
             data.insert("why".into(), Value::from(GAP_WHY));
-            gaps.push((time, data));
+            gaps.push((time.clone(), data));
         }
         next = next.max(seq + 1);
     }
     gaps
 }
 
-/// Each request egress decided, from the merged logs `logs` (`compose.log`): its time and
-/// fields.
-pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
-    daemon_records(logs, "egress")
+/// Each request egress decided, from its `records` ([`daemon_records`] of `compose.log`): its
+/// time and fields.
+pub fn egress_requests(
+    records: Vec<(String, Map<String, Value>)>,
+) -> Vec<(String, Map<String, Value>)> {
+    records
+        .into_iter()
         .filter(|(_, r)| r.contains_key("decision"))
         .map(|(time, mut record)| {
             if let Some(Value::String(path)) = record.get_mut("path") {
@@ -91,11 +96,14 @@ pub fn egress_requests(logs: &str) -> Vec<(String, Map<String, Value>)> {
         .collect()
 }
 
-/// Each fetch, push and refusal git-gate logged in the merged logs `logs`: its time and fields
-/// (repo, outcome, reason; for a push, the refs and what the hook decided, with what it
-/// scanned). Never file contents: git-gate's log holds places and rules only.
-pub fn git_operations(logs: &str) -> Vec<(String, Map<String, Value>)> {
-    daemon_records(logs, "git-gate")
+/// Each fetch, push and refusal git-gate logged in its `records` ([`daemon_records`]): its
+/// time and fields (repo, outcome, reason; for a push, the refs and what the hook decided,
+/// with what it scanned). Never file contents: git-gate's log holds places and rules only.
+pub fn git_operations(
+    records: Vec<(String, Map<String, Value>)>,
+) -> Vec<(String, Map<String, Value>)> {
+    records
+        .into_iter()
         .filter(|(_, r)| {
             r.get("op")
                 .and_then(Value::as_str)
@@ -335,8 +343,10 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
             data,
         })
     };
-    let gaps = |daemon: &str| {
-        missing_lines(logs, daemon)
+    let egress = daemon_records(logs, "egress");
+    let git_gate = daemon_records(logs, "git-gate");
+    let gaps = |records: &[(String, Map<String, Value>)], daemon: &str| {
+        missing_lines(records, daemon)
             .into_iter()
             .map(|(time, data)| Event {
                 time,
@@ -346,10 +356,10 @@ pub fn ledger(run: &Run<'_>, logs: &str, host: &HostRecords, key: &AuditKey, las
             })
     };
     // Gaps first: one sorts before a record of the same time, the first line after it.
-    let mut events: Vec<Event> = gaps("egress")
-        .chain(gaps("git-gate"))
-        .chain(from("egress", "request", egress_requests(logs)))
-        .chain(from("git-gate", "git", git_operations(logs)))
+    let mut events: Vec<Event> = gaps(&egress, "egress")
+        .chain(gaps(&git_gate, "git-gate"))
+        .chain(from("egress", "request", egress_requests(egress)))
+        .chain(from("git-gate", "git", git_operations(git_gate)))
         .chain(asks_and_decisions(
             &host.asked,
             &host.decided,
@@ -385,19 +395,21 @@ pub fn write(state_dir: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// The final ledger of a run from 09:59 to 10:20 whose merged logs are `logs` (no host
-    /// records), and it verified.
+    /// A run of agent `a` from 09:59 to 10:20 that exited 0.
+    const RUN: Run<'static> = Run {
+        slug: "a-1",
+        agent: "a",
+        started: "2026-12-05T09:59:00Z",
+        ended: "2026-12-05T10:20:00Z",
+        plan_sha256: "p",
+        exit_code: Some(0),
+    };
+
+    /// The final ledger of [`RUN`] whose merged logs are `logs` (no host records), and it
+    /// verified.
     fn sealed(logs: &str) -> (String, chain::Verified) {
         let key = AuditKey::generate().unwrap();
-        let run = Run {
-            slug: "a-1",
-            agent: "a",
-            started: "2026-12-05T09:59:00Z",
-            ended: "2026-12-05T10:20:00Z",
-            plan_sha256: "p",
-            exit_code: Some(0),
-        };
-        let text = ledger(&run, logs, &HostRecords::default(), &key, true);
+        let text = ledger(&RUN, logs, &HostRecords::default(), &key, true);
         let v = chain::verify(&text, &key.public()).unwrap();
         (text, v)
     }
@@ -406,7 +418,7 @@ mod tests {
     fn git_gate_lines_become_git_records() {
         let logs = "x sidecars | [git-gate] {\"time\":\"2026-12-05T10:00:01Z\",\"op\":\"push\",\"repo\":\"proj\",\"peer\":\"10.0.0.3:5\",\"outcome\":\"refused\",\"reason\":\"push refused\",\"push\":{\"outcome\":\"refused\",\"reason\":\"push refused: k.txt:1: aws-access-key-id\",\"refs\":[\"refs/heads/bottle/c/y\"],\"objects\":3,\"bytes\":90,\"scan_ms\":1.0,\"forward_ms\":0.0},\"duration_ms\":4.0}\n\
                     x sidecars | [git-gate] {\"time\":\"2026-12-05T10:00:00Z\",\"op\":\"start\",\"outcome\":\"ok\",\"duration_ms\":0.0}\n";
-        let got = git_operations(logs);
+        let got = git_operations(daemon_records(logs, "git-gate"));
         assert_eq!(got.len(), 1);
         let data = &got[0].1;
         assert_eq!(data["op"], "push");
@@ -431,7 +443,7 @@ mod tests {
                     2026-12-05T10:16:52Z agent | [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n\
                     2026-12-05T10:16:52Z agent | 2026-12-05T10:16:52Z sidecars | [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n\
                     2026-12-05T10:16:52Z sidecars | [git-gate] [egress] {\"time\":\"2026-12-05T10:16:52Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"block\"}\n";
-        let got = egress_requests(logs);
+        let got = egress_requests(daemon_records(logs, "egress"));
         // The agent's own lines, however they are dressed, and another daemon's are not egress's.
         assert_eq!(got.len(), 1, "{got:?}");
         let (time, data) = &got[0];
@@ -464,7 +476,7 @@ mod tests {
             line(6, "2026-12-05T10:00:06Z", "c.test"),
         ]
         .concat();
-        let gaps = missing_lines(&logs, "egress");
+        let gaps = missing_lines(&daemon_records(&logs, "egress"), "egress");
         let spans: Vec<(u64, u64, &str)> = gaps
             .iter()
             .map(|(t, d)| {
@@ -495,7 +507,7 @@ mod tests {
             line(2, "2026-12-05T10:00:02Z", "b.test"),
         ]
         .concat();
-        assert!(missing_lines(&whole, "egress").is_empty());
+        assert!(missing_lines(&daemon_records(&whole, "egress"), "egress").is_empty());
     }
 
     #[test]
@@ -574,16 +586,8 @@ mod tests {
             ..HostRecords::default()
         };
         let key = AuditKey::generate().unwrap();
-        let run = Run {
-            slug: "a-1",
-            agent: "a",
-            started: "2026-12-05T09:59:00Z",
-            ended: "2026-12-05T10:20:00Z",
-            plan_sha256: "p",
-            exit_code: Some(0),
-        };
-        let text = ledger(&run, "", &host, &key, true);
-        let so_far = ledger(&run, "", &host, &key, false);
+        let text = ledger(&RUN, "", &host, &key, true);
+        let so_far = ledger(&RUN, "", &host, &key, false);
         let v = chain::verify_so_far(&so_far, &key.public()).unwrap();
         assert!(!v.complete && v.records.last().unwrap().kind == "seal");
         assert!(
