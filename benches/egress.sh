@@ -35,6 +35,13 @@ start_egress egress --access-log off
 egress_pid=${EGRESS_PID[egress]}
 egress_addr=${EGRESS_ADDR[egress]}
 
+step "relay (core $PROXY_CORE): a proxy that only copies bytes, the floor at one connection"
+taskset -c "$PROXY_CORE" "$load_bin" relay > "$tmp/relay.out" &
+relay_pid=$!
+pids+=($relay_pid)
+for _ in $(seq 50); do [ -s "$tmp/relay.out" ] && break; sleep 0.1; done
+relay_port=$(sed 's/relay=//' "$tmp/relay.out")
+
 step "mitmproxy (core $PROXY_CORE)"
 cat > "$tmp/addon.py" <<EOF
 # The original egress addon's logic: route by host, strip Authorization, inject the token.
@@ -66,9 +73,12 @@ for conns in ${CONNS:-1 16 64}; do
     row direct - "http://127.0.0.1:$http_port/bytes/200" "$conns"
     row egress "$egress_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://$egress_addr"
     row mitm "$mitm_pid" "http://127.0.0.1:$http_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port"
+    # The floor matters where hops, not work, set the rate: one connection.
+    [ "$conns" = 1 ] && row relay "$relay_pid" "http://127.0.0.1:$http_port/bytes/200" 1 --proxy "http://127.0.0.1:$relay_port"
     row direct - "https://localhost:$https_port/bytes/200" "$conns" --cacert "$tmp/origin-ca.pem"
     row egress "$egress_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://$egress_addr" --cacert "$tmp/eca-cert.pem"
     row mitm "$mitm_pid" "https://localhost:$https_port/bytes/200" "$conns" --proxy "http://127.0.0.1:$mitm_port" --cacert "$tmp/mitm-conf/mitmproxy-ca-cert.pem"
+    [ "$conns" = 1 ] && row relay "$relay_pid" "https://localhost:$https_port/bytes/200" 1 --proxy "http://127.0.0.1:$relay_port" --cacert "$tmp/origin-ca.pem"
 done
 # Bodies DLP reads whole: a MiB of model-call JSON with code in it, plain and gzip'd (egress
 # decodes it to scan; the origin's /echo reads every byte). One connection, egress only.
@@ -113,6 +123,13 @@ for scheme in http https; do
     direct64=${RPS[direct-$scheme-64]}
     egress64=${RPS[egress-$scheme-64]}
     echo "  $scheme: direct baseline / egress at c=64 = $(ratio "$direct64" "$egress64")x (>= 3x means the origin and load generator were not the limit)"
+done
+# The relay copies bytes and nothing else (no TLS of its own even for https): what any proxy
+# that sleeps while it waits can reach on these cores at one connection (each request wakes it
+# twice across cores), so a goal above relay/mitmproxy is beyond every such proxy.
+for scheme in http https; do
+    [ -n "${RPS[relay-$scheme-1]:-}" ] || continue
+    echo "  $scheme c=1: the floor, a relay that only copies bytes, = $(ratio "${RPS[relay-$scheme-1]}" "${RPS[mitm-$scheme-1]}")x mitmproxy; egress reaches $(awk -v e="${RPS[egress-$scheme-1]}" -v r="${RPS[relay-$scheme-1]}" 'BEGIN { printf "%.0f", 100 * e / r }')% of it, and adds $(( ${P50[egress-$scheme-1]} - ${P50[relay-$scheme-1]} )) us p50 over it"
 done
 for scheme in http https; do
     added=$(( ${P50[egress-$scheme-1]} - ${P50[direct-$scheme-1]} ))

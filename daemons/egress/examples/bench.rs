@@ -6,7 +6,14 @@
 //! bench origin DIR [ADDR [NAME...]]     # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
 //! bench load URL [--proxy http://H:P] [--cacert F] [--connections N] [--seconds S] [--warmup S]
 //!                [--body FILE] [--header NAME:VALUE]
+//! bench relay                           # prints `relay=PORT`
 //! ```
+//!
+//! `relay` is the floor the proxies are measured against: a forward proxy on one thread that
+//! does nothing but copy bytes (it answers CONNECT and opens the absolute-form request's
+//! origin, then relays; no parsing after that, no TLS of its own, no routing, no scan). No
+//! proxy that sleeps while it waits can beat its one-connection rate on the same cores: the
+//! wake-ups it pays at every hop are every such proxy's.
 //!
 //! With `--body`, each request is a POST of the file's bytes (with `--header`s such as
 //! `content-encoding:gzip`); without, a GET.
@@ -27,6 +34,14 @@ use tokio::net::TcpStream;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("relay") {
+        // One thread, as the proxies measured beside it get one core and one worker.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        return rt.block_on(relay());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,7 +49,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("origin") => rt.block_on(origin(&args[1..])),
         Some("load") => rt.block_on(load(&args[1..])),
-        _ => eprintln!("usage: bench origin DIR | bench load URL [options]"),
+        _ => eprintln!("usage: bench origin DIR | bench load URL [options] | bench relay"),
     }
 }
 
@@ -53,6 +68,52 @@ async fn origin(args: &[String]) {
     let o = Origin::start(addr.parse().expect("ADDR"), &pki, dir.into()).await;
     println!("http={} https={}", o.http.port(), o.https.port());
     std::future::pending::<()>().await;
+}
+
+/// The byte relay (see the module's docs): prints its port, then serves until killed.
+async fn relay() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("relay={}", listener.local_addr().expect("addr").port());
+    while let Ok((client, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let _ = relay_one(client).await;
+        });
+    }
+}
+
+/// One client connection: its first request's head names the origin (CONNECT's target or the
+/// absolute-form URL's authority); everything after is copied both ways untouched.
+async fn relay_one(mut client: TcpStream) -> std::io::Result<()> {
+    client.set_nodelay(true)?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut b).await?;
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let target = text.split(' ').nth(1).unwrap_or_default();
+    let connect = text.starts_with("CONNECT ");
+    let authority = if connect {
+        target
+    } else {
+        let rest = target.strip_prefix("http://").unwrap_or(target);
+        rest.split('/').next().unwrap_or_default()
+    };
+    let authority = authority.replace("localhost:", "127.0.0.1:");
+    let mut origin = TcpStream::connect(authority.as_str()).await?;
+    origin.set_nodelay(true)?;
+    if connect {
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+    } else {
+        origin.write_all(&head).await?;
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    Ok(())
 }
 
 struct Opts {
