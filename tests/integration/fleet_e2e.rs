@@ -201,6 +201,155 @@ fn a_bundle_that_keeps_dying_ends_the_run_with_its_reason() {
     assert!(ledger.contains("\"bundle-lost\""), "{ledger}");
 }
 
+/// The one network the agent of bottle `slug` is on.
+fn agent_network(slug: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}",
+        &format!("bottle-agent-{slug}"),
+    ])
+}
+
+/// The networks bottle keeps for the next bottles, idle or not.
+fn kept_networks() -> Vec<String> {
+    let mut names: Vec<String> = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=io.bottle.role=kept-internal",
+        "--format",
+        "{{.Name}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+/// The agent's internal network outlives its bottle for the next one, and serves one bottle at
+/// a time: a second bottle running beside the first gets another, a network with a container
+/// still on it (a run killed before its teardown) is not taken, and a bottle whose network has
+/// another bottle's container on it anyway (a lock that failed) starts nothing; no more than two
+/// are left idle, and `bottle cleanup` removes the idle ones.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
+    let _g = alone();
+    let sb = Sandbox::new();
+    sb.agent(
+        "kept",
+        "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
+    );
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        kept_networks(),
+        Vec::<String>::new(),
+        "cleanup removed them"
+    );
+    let (code, out, err) = run(bottle(&sb).args(["run", "kept", "--", "true"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let kept = kept_networks();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    // The next bottle takes it; one beside it gets another.
+    let first = unique_slug("e2e-kept");
+    let a = Running::idle(&mut bottle(&sb), "kept", &first);
+    assert_eq!(agent_network(&first), kept[0]);
+    let second = unique_slug("e2e-kept2");
+    let b = Running::idle(&mut bottle(&sb), "kept", &second);
+    let other = agent_network(&second);
+    assert!(
+        other.starts_with("bottle-internal-") && other != kept[0],
+        "{other}"
+    );
+    let beside = unique_slug("e2e-kept-beside");
+    let d = Running::idle(&mut bottle(&sb), "kept", &beside);
+    let last = agent_network(&beside);
+    assert_eq!(kept_networks().len(), 3);
+    for (running, slug) in [(a, &first), (b, &second), (d, &beside)] {
+        let (status, out, err) = running.release(slug);
+        assert!(status.success(), "{out}{err}");
+        assert_eq!(leftovers(slug), "");
+    }
+    let both = kept_networks();
+    assert_eq!(both.len(), 2, "two kept idle: {both:?}");
+    assert!(both.contains(&last), "the last one used stays: {both:?}");
+
+    // A container left on one (as by a run killed before its teardown): that one is not taken.
+    let left = unique_slug("e2e-kept-left");
+    docker(&[
+        "create",
+        "--name",
+        &left,
+        "--network",
+        &both[0],
+        "bottle-agent:latest",
+        "true",
+    ]);
+    let third = unique_slug("e2e-kept3");
+    let c = Running::idle(&mut bottle(&sb), "kept", &third);
+    let taken = agent_network(&third);
+    let (status, out, err) = c.release(&third);
+    docker(&["rm", "-f", &left]);
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(taken, both[1], "the one without a container");
+    // One idle beside it: kept again.
+    assert_eq!(kept_networks(), both);
+
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("removed 2 networks kept for the next bottles"),
+        "{out}"
+    );
+    assert_eq!(kept_networks(), Vec::<String>::new());
+}
+
+/// Should the locks fail to keep a kept network to one bottle (a run with another `/tmp`), the
+/// engine has the last word: a bottle with another bottle's container on its network refuses
+/// to start, naming the container and what to do.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn a_kept_network_with_another_bottles_container_on_it_starts_nothing() {
+    let _g = shared();
+    let net = format!("bottle-internal-{}", unique_slug("e2e-only"));
+    let other = unique_slug("e2e-only-other");
+    docker(&["network", "create", "--internal", &net]);
+    docker(&[
+        "create",
+        "--name",
+        &other,
+        "--network",
+        &net,
+        "--label",
+        &format!("io.bottle.slug={other}"),
+        "bottle-agent:latest",
+        "true",
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = bollard::Docker::connect_with_socket_defaults().unwrap();
+    let only = |slug: &str| {
+        rt.block_on(bottle::run::docker::kept::only_ours(&engine, &net, slug))
+            .map_err(|e| e.to_string())
+    };
+    let (theirs, mine) = (only(&other), only("e2e-only-mine"));
+    docker(&["rm", "-f", &other]);
+    docker(&["network", "rm", &net]);
+    assert_eq!(theirs, Ok(()));
+    let e = mine.unwrap_err();
+    assert!(
+        e.contains(&format!("network {net}")) && e.contains(&format!("({other})")),
+        "{e}"
+    );
+    assert!(e.contains("nothing was started: run again"), "{e}");
+}
+
 /// Networks come from bottle's own pool, sized small; a pool with no room left is one line
 /// saying how many bottles hold it and what to do, with nothing left behind.
 #[test]
@@ -223,12 +372,13 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     .unwrap();
     let holder = unique_slug("e2e-pool");
     let first = Running::idle(&mut bottle(&sb), "pooled", &holder);
+    let held = agent_network(&holder);
     let subnet = docker(&[
         "network",
         "inspect",
         "-f",
         "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
-        &format!("bottle-{holder}-internal"),
+        &held,
     ]);
     assert_eq!(subnet, "10.214.250.0/28");
     assert_eq!(
@@ -259,6 +409,8 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     let (status, out, err) = first.release(&holder);
     assert!(status.success(), "{out}{err}");
     assert_eq!(leftovers(&holder), "");
+    // Kept for the next bottle with this pool; no other test's has it.
+    docker(&["network", "rm", &held]);
 
     // A bad pool is refused before anything is made, naming the file and the field.
     std::fs::write(

@@ -226,6 +226,8 @@ struct Survey {
     /// The slugs of `parts`, sorted.
     slugs: Vec<String>,
     networks: Vec<String>,
+    /// The networks kept for the next bottles that none holds now.
+    idle_kept: Vec<String>,
     volumes: Vec<String>,
     /// State dirs holding bottle's metadata, of no running bottle and not in use.
     orphan_dirs: Vec<PathBuf>,
@@ -265,6 +267,7 @@ impl Survey {
             spoofed,
             slugs,
             networks: inventory::networks(docker, None).await?,
+            idle_kept: docker::kept::idle(docker).await?,
             volumes: inventory::volumes(docker, None).await?,
             orphan_dirs,
         })
@@ -273,6 +276,7 @@ impl Survey {
     fn is_empty(&self) -> bool {
         self.parts.is_empty()
             && self.networks.is_empty()
+            && self.idle_kept.is_empty()
             && self.volumes.is_empty()
             && self.orphan_dirs.is_empty()
     }
@@ -300,6 +304,9 @@ impl Survey {
         }
         for n in &self.networks {
             println!("network   {n}");
+        }
+        for n in &self.idle_kept {
+            println!("network   {n} (kept for the next bottles, idle)");
         }
         for v in &self.volumes {
             println!("volume    {v}");
@@ -360,6 +367,16 @@ impl Survey {
             }
             Err(e) => failures.push(e.to_string()),
         }
+        // The networks kept for the next bottles that none holds now.
+        let (removed, errors) = docker::kept::remove_idle(docker).await;
+        if !removed.is_empty() {
+            println!(
+                "removed {} network{} kept for the next bottles",
+                removed.len(),
+                if removed.len() == 1 { "" } else { "s" }
+            );
+        }
+        failures.extend(errors);
         for d in &self.orphan_dirs {
             // No part of it runs: Docker's teardown finds nothing and brings its work back.
             let teardown = Teardown {

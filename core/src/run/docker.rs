@@ -11,6 +11,7 @@ pub mod down;
 pub mod helper;
 pub mod images;
 pub mod inventory;
+pub mod kept;
 pub mod names;
 pub mod pool;
 pub mod project;
@@ -96,6 +97,17 @@ pub fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Do
     move |e| DockerError::Api {
         what,
         detail: docker_message(&e),
+    }
+}
+
+/// A removal's result with "gone already" (404) as done: another teardown, or the user, got
+/// there first.
+pub fn gone_is_done(r: Result<(), bollard::errors::Error>) -> Result<(), bollard::errors::Error> {
+    match r {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        other => other,
     }
 }
 

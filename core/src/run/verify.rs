@@ -370,7 +370,11 @@ async fn hops_from_outside(
         )]);
     };
     let Some(ip) = up::address_on(docker, &name, &net).await? else {
-        return Ok(vec![]);
+        return Ok(vec![Finding::skip(
+            "hop-from-outside",
+            "reach the bundle's daemons from the host without the hop token",
+            format!("the bundle has no address on network {net}"),
+        )]);
     };
     let mut out = Vec::new();
     for d in &p.plan.stack.bundle {

@@ -28,37 +28,42 @@ pub fn text_of<'a>(line: &'a str, service: &str) -> Option<&'a str> {
 
 /// Merged logs of `containers`: each line `<timestamp> <service> | <text>`, oldest first, no colour.
 pub async fn merged_logs(docker: &Docker, containers: &[BottleContainer]) -> String {
-    let per = join_all(containers.iter().map(|c| async move {
-        let opts = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .build();
-        let mut stream = docker.logs(&c.name, Some(opts));
-        let mut lines = Vec::new();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-        let service = if c.role.is_empty() {
-            c.name.clone()
-        } else {
-            c.role.clone()
-        };
-        for line in buf.lines() {
+    merge(join_all(containers.iter().map(|c| log_lines(docker, c))).await)
+}
+
+/// One container's log lines, each `(timestamp, merged line)`.
+type LogLines = Vec<(String, String)>;
+
+/// Container `c`'s log, each line as it goes into the merged logs, keyed by its timestamp.
+async fn log_lines(docker: &Docker, c: &BottleContainer) -> LogLines {
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .build();
+    let mut stream = docker.logs(&c.name, Some(opts));
+    let mut buf = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    let service = if c.role.is_empty() { &c.name } else { &c.role };
+    buf.lines()
+        .map(|line| {
             let (ts, text) = line.split_once(' ').unwrap_or((line, ""));
-            lines.push((
+            (
                 ts.to_owned(),
                 merged_line(
                     ts,
-                    &service,
+                    service,
                     &bottle_contract::terminal::safe(&strip_ansi(text)),
                 ),
-            ));
-        }
-        lines
-    }))
-    .await;
+            )
+        })
+        .collect()
+}
+
+/// Every container's lines in one text, oldest first.
+fn merge(per: Vec<LogLines>) -> String {
     let mut all: Vec<(String, String)> = per.into_iter().flatten().collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all.into_iter().map(|(_, l)| l + "\n").collect()
@@ -88,27 +93,22 @@ pub fn strip_ansi(s: &str) -> String {
 /// How long the bundle's daemons get to write their last lines and exit at teardown.
 const BUNDLE_STOP_SECS: i32 = 2;
 
-/// Stop `containers` for their last log lines: the bundle gracefully (its init forwards
+/// Stop container `c` for its last log lines: the bundle gracefully (its init forwards
 /// SIGTERM, and the daemons write what they still hold: egress gathers its access log, the
 /// ledger's source, into batches), bounded by [`BUNDLE_STOP_SECS`]; the agent at once (its
-/// last words are written already). Failures are left to the removal that follows.
-async fn stop_for_logs(docker: &Docker, containers: &[BottleContainer]) {
-    join_all(
-        containers
-            .iter()
-            .filter(|c| c.state == "running")
-            .map(|c| async move {
-                let _ = if c.role == bottle_contract::layout::AGENT_SERVICE {
-                    docker.kill_container(&c.name, None).await
-                } else {
-                    let stop = StopContainerOptionsBuilder::default()
-                        .t(BUNDLE_STOP_SECS)
-                        .build();
-                    docker.stop_container(&c.name, Some(stop)).await
-                };
-            }),
-    )
-    .await;
+/// last words are written already). A failure is left to the removal that follows.
+async fn stop_for_logs(docker: &Docker, c: &BottleContainer) {
+    if c.state != "running" {
+        return;
+    }
+    let _ = if c.role == bottle_contract::layout::AGENT_SERVICE {
+        docker.kill_container(&c.name, None).await
+    } else {
+        let stop = StopContainerOptionsBuilder::default()
+            .t(BUNDLE_STOP_SECS)
+            .build();
+        docker.stop_container(&c.name, Some(stop)).await
+    };
 }
 
 /// Remove container `name`. Gone already, or being removed by another teardown of the same
@@ -143,46 +143,56 @@ async fn remove_container(
     }
 }
 
-/// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`.
+/// Write the merged logs of `slug`'s containers to `log_file`, then remove everything of `slug`
+/// (a kept network it joined is not its own: see [`super::kept::release`]).
+///
+/// Each container goes its own way (stopped, its log read, removed) beside the others, so the
+/// agent's is gone while the bundle's daemons still write their last lines; the networks and
+/// volumes go when every container has.
 pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Result<(), DockerError> {
     let containers = inventory::containers(docker, Some(slug)).await?;
     let mut errors = Vec::new();
-    if let Some(path) = log_file
-        && !containers.is_empty()
-    {
-        stop_for_logs(docker, &containers).await;
-        // Teardown goes on without the logs: a full disk must not leave the bottle running.
-        let logs = merged_logs(docker, &containers).await;
-        if let Err(e) = std::fs::write(path, logs) {
-            errors.push(format!("cannot write the logs to {}: {e}", path.display()));
-        }
-    }
     let rm = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
-    for r in join_all(containers.iter().map(|c| {
+    let gone = join_all(containers.iter().map(|c| {
         let rm = rm.clone();
-        async move { remove_container(docker, &c.name, rm).await }
-    }))
-    .await
-    {
-        if let Err(e) = r {
-            errors.push(e.to_string());
+        async move {
+            let lines = match log_file {
+                Some(_) => {
+                    stop_for_logs(docker, c).await;
+                    log_lines(docker, c).await
+                }
+                None => Vec::new(),
+            };
+            (lines, remove_container(docker, &c.name, rm).await)
         }
+    }))
+    .await;
+    let (lines, removed): (Vec<_>, Vec<_>) = gone.into_iter().unzip();
+    // Teardown goes on without the logs: a full disk must not leave the bottle running.
+    if let Some(path) = log_file
+        && !containers.is_empty()
+        && let Err(e) = std::fs::write(path, merge(lines))
+    {
+        errors.push(format!("cannot write the logs to {}: {e}", path.display()));
     }
+    errors.extend(
+        removed
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string()),
+    );
+    // Listed now, not before: a bring-up cut short by `bottle stop` may still have made one.
     let (networks, volumes) = futures_util::future::try_join(
         inventory::networks(docker, Some(slug)),
         inventory::volumes(docker, Some(slug)),
     )
     .await?;
     // Gone already (another teardown of the same bottle got there first) is done.
-    let gone = |r: Result<(), bollard::errors::Error>, what: String| match r {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(api(what)(e).to_string()),
+    let gone = |r: Result<(), bollard::errors::Error>, what: String| {
+        super::gone_is_done(r).map_err(|e| api(what)(e).to_string())
     };
     let networks = join_all(networks.iter().map(|n| async move {
         gone(

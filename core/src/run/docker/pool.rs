@@ -39,6 +39,11 @@ pub struct Taken {
     pub nets: Vec<Ipv4Net>,
     /// The slugs of bottles holding subnets of the pool (for the exhausted message).
     pub bottles: BTreeSet<String>,
+    /// How many networks bottle keeps for the next bottles hold subnets of the pool idle
+    /// ([`super::kept`]); counted by [`full`] only.
+    pub idle_kept: usize,
+    /// The kept networks on subnets of the pool (their bottles are their containers').
+    pub kept: Vec<String>,
 }
 
 impl Taken {
@@ -50,17 +55,19 @@ impl Taken {
             .map_err(super::api("listing networks (for a free subnet)"))?;
         let mut taken = Taken::default();
         for n in networks {
-            let subnets: Vec<Ipv4Net> = n
-                .ipam
-                .and_then(|i| i.config)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|c| c.subnet.as_deref()?.parse().ok())
-                .collect();
-            if let Some(slug) = n.labels.as_ref().and_then(|l| l.get(labels::SLUG))
-                && subnets.iter().any(|s| overlaps(*s, pool))
+            let subnets = subnets(&n);
+            let in_pool = subnets.iter().any(|s| overlaps(*s, pool));
+            let label = |k: &str| n.labels.as_ref().and_then(|l| l.get(k));
+            if let Some(slug) = label(labels::SLUG)
+                && in_pool
             {
                 taken.bottles.insert(slug.clone());
+            }
+            if label(labels::ROLE).is_some_and(|r| r == super::kept::ROLE)
+                && in_pool
+                && let Some(name) = &n.name
+            {
+                taken.kept.push(name.clone());
             }
             taken.nets.extend(subnets);
         }
@@ -86,13 +93,24 @@ impl Taken {
     }
 }
 
+/// Network `n`'s IPv4 subnets.
+pub fn subnets(n: &bollard::models::Network) -> Vec<Ipv4Net> {
+    n.ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref()?.parse().ok())
+        .collect()
+}
+
 /// Whether two networks share an address.
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The host's routes but the default one, from `/proc/net/route` (none when it cannot be read).
-fn host_routes() -> Vec<Ipv4Net> {
+pub fn host_routes() -> Vec<Ipv4Net> {
     std::fs::read_to_string("/proc/net/route")
         .map(|t| parse_routes(&t))
         .unwrap_or_default()
@@ -130,10 +148,36 @@ pub fn is_overlap(e: &bollard::errors::Error) -> bool {
     m.contains("overlap") || m.contains("address already in use")
 }
 
+/// [`exhausted`], with the bottles on the pool's kept networks and how many of them are idle
+/// (of this keeper's: only those `bottle cleanup` removes) looked up first, as far as the
+/// engine says.
+pub async fn full(
+    docker: &Docker,
+    pool: Ipv4Net,
+    prefix: u8,
+    mut taken: Taken,
+    config: &crate::config::BottleConfig,
+) -> DockerError {
+    let mine = super::kept::idle(docker).await.unwrap_or_default();
+    for name in std::mem::take(&mut taken.kept) {
+        let Ok(on) = super::kept::containers_on(docker, &name).await else {
+            continue;
+        };
+        taken.bottles.extend(
+            on.iter()
+                .filter_map(|c| c.labels.as_ref()?.get(labels::SLUG).cloned()),
+        );
+        if mine.contains(&name) {
+            taken.idle_kept += 1;
+        }
+    }
+    exhausted(pool, prefix, &taken, &config.where_to_set())
+}
+
 /// The pool has no free subnet of the size a network needs.
 pub fn exhausted(pool: Ipv4Net, prefix: u8, taken: &Taken, where_to_set: &str) -> DockerError {
     DockerError::Host(format!(
-        "bottle's address pool {pool} has no free /{prefix} left: {} bottle{} hold{} subnets of it{} and other networks or host routes may take the rest; stop the bottles you no longer need (`bottle ps`, `bottle stop SLUG`) or set a larger private range as `networks.pool` in {where_to_set}",
+        "bottle's address pool {pool} has no free /{prefix} left: {} bottle{} hold{} subnets of it{}{} and other networks or host routes may take the rest; stop the bottles you no longer need (`bottle ps`, `bottle stop SLUG`) or set a larger private range as `networks.pool` in {where_to_set}",
         taken.bottles.len(),
         if taken.bottles.len() == 1 { "" } else { "s" },
         if taken.bottles.len() == 1 { "s" } else { "" },
@@ -144,6 +188,15 @@ pub fn exhausted(pool: Ipv4Net, prefix: u8, taken: &Taken, where_to_set: &str) -
                 " ({})",
                 taken.bottles.iter().cloned().collect::<Vec<_>>().join(", ")
             )
+        },
+        match taken.idle_kept {
+            0 => String::new(),
+            n => format!(
+                ", {n} idle network{} bottle keeps for the next bottles hold{} more (`bottle cleanup` removes {}),",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                if n == 1 { "it" } else { "them" },
+            ),
         },
     ))
 }
@@ -210,6 +263,7 @@ mod tests {
         let full = Taken {
             nets: vec![first],
             bottles: ["a-1".to_owned()].into(),
+            ..Taken::default()
         };
         assert_eq!(full.pick(pool, 28, 0), None);
         let e = exhausted(pool, 28, &full, "/h/.config/bottle/config.yaml").to_string();
@@ -219,6 +273,15 @@ mod tests {
         );
         assert!(
             e.contains("`networks.pool` in /h/.config/bottle/config.yaml"),
+            "{e}"
+        );
+        let kept = Taken {
+            idle_kept: 2,
+            ..full
+        };
+        let e = exhausted(pool, 28, &kept, "c").to_string();
+        assert!(
+            e.contains("(a-1), 2 idle networks bottle keeps for the next bottles hold more (`bottle cleanup` removes them), and other"),
             "{e}"
         );
     }

@@ -1,7 +1,7 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
 use super::project::{self, ComposeFile, ComposeService as Service};
-use super::{DockerError, api, pool};
+use super::{DockerError, api, kept, pool};
 use crate::run::confine::Confinement;
 use bollard::Docker;
 use bollard::models::{
@@ -492,12 +492,14 @@ pub fn check_agent_networks(file: &ComposeFile) -> Result<(), DockerError> {
 
 /// Create networks, volumes and containers; start them in dependency order; await health.
 ///
-/// On error, what was created stays for the caller's teardown (which removes by label).
+/// Returns the file as brought up: its networks named as the containers joined them (the
+/// shared way out by id, a kept network by its own name). On error, what was created stays
+/// for the caller's teardown (which removes by label, and lets kept networks go).
 pub async fn up(
     docker: &Docker,
     file: &ComposeFile,
     req: &UpRequest<'_>,
-) -> Result<(), DockerError> {
+) -> Result<ComposeFile, DockerError> {
     check_agent_networks(file)?;
     super::names::prepare(std::path::Path::new(req.state_dir))?;
     // Volumes need no network: both are made at once.
@@ -515,17 +517,29 @@ pub async fn up(
             .await
             .map_err(api(format!("creating volume {}", v.name)))
     }));
-    let (shared, _) =
+    let (joined_as, _) =
         futures_util::future::try_join(create_networks(docker, file, req), volumes).await?;
-    // Containers join a shared network by id: the engine may hold two of its name for a moment
-    // ([`super::shared`]).
-    let mut by_id = file.clone();
-    for (key, id) in shared {
-        if let Some(n) = by_id.networks.get_mut(&key) {
-            n.name = id;
+    // The file as brought up names a kept network by its own name; containers join the shared
+    // way out by id besides (the engine may hold two of its name for a moment, see
+    // [`super::shared`]), but a started container's networks are known by name.
+    let mut brought_up = file.clone();
+    let mut joined = file.clone();
+    for (key, joined_name) in &joined_as {
+        if let Some(n) = joined.networks.get_mut(key) {
+            n.name = joined_name.id_or_name().to_owned();
+        }
+        if let (JoinedAs::Kept(name), Some(n)) = (joined_name, brought_up.networks.get_mut(key)) {
+            n.name = name.clone();
         }
     }
-    let file = &by_id;
+    let kept_names: Vec<String> = joined_as
+        .iter()
+        .filter_map(|(_, j)| match j {
+            JoinedAs::Kept(name) => Some(name.clone()),
+            JoinedAs::SharedId(_) => None,
+        })
+        .collect();
+    let file = &joined;
     req.phases.done("networks and volumes created");
     try_join_all(file.services.iter().map(|(key, s)| async move {
         let name = container_name(req.project, key, s);
@@ -562,6 +576,10 @@ pub async fn up(
     }))
     .await?;
     req.phases.done("containers created");
+    // The lock files keep a kept network to one bottle; the engine says it outright.
+    for name in &kept_names {
+        kept::only_ours(docker, name, req.slug).await?;
+    }
 
     // Start in waves: a service starts once everything it depends on is started (and healthy
     // where the file says so). Services of one wave start concurrently. The agent is the
@@ -654,18 +672,35 @@ pub async fn up(
             started.insert(key, ());
         }
     }
-    Ok(())
+    Ok(brought_up)
+}
+
+/// How a network of the file is joined when not by the file's name.
+#[derive(Debug, Clone)]
+enum JoinedAs {
+    /// The shared way out, by its id.
+    SharedId(String),
+    /// A kept network, by its own name.
+    Kept(String),
+}
+
+impl JoinedAs {
+    fn id_or_name(&self) -> &str {
+        match self {
+            JoinedAs::SharedId(s) | JoinedAs::Kept(s) => s,
+        }
+    }
 }
 
 /// Create the file's networks at once, each bridge on a subnet of bottle's own pool sized to
 /// what joins it ([`pool`]); a subnet another run took first is looked for again. An external
 /// network (the shared way out) is made only when the engine lacks it ([`super::shared`]);
-/// returns their keys and ids.
+/// returns the keys of those joined by another name than the file's, and that name or id.
 async fn create_networks(
     docker: &Docker,
     file: &ComposeFile,
     req: &UpRequest<'_>,
-) -> Result<Vec<(String, String)>, DockerError> {
+) -> Result<Vec<(String, JoinedAs)>, DockerError> {
     let shared = async {
         let mut ids = Vec::new();
         for (key, n) in file.networks.iter().filter(|(_, n)| n.external) {
@@ -675,34 +710,31 @@ async fn create_networks(
                     bottle_contract::compose::SHARED_EGRESS_NETWORK
                 )));
             }
-            ids.push((key.clone(), super::shared::ensure(docker).await?));
+            ids.push((
+                key.clone(),
+                JoinedAs::SharedId(super::shared::ensure(docker).await?),
+            ));
         }
         Ok(ids)
     };
-    let (ids, ()) =
+    let (mut ids, own) =
         futures_util::future::try_join(shared, create_own_networks(docker, file, req)).await?;
+    ids.extend(own);
     Ok(ids)
 }
 
-/// Create the bottle's own (not external) networks of `file`, as [`create_networks`] says.
+/// Create the bottle's own (not external) networks of `file`, as [`create_networks`] says,
+/// taking a kept network for each internal bridge where there is one ([`kept`]); returns the
+/// keys and names of those that are not the file's.
 async fn create_own_networks(
     docker: &Docker,
     file: &ComposeFile,
     req: &UpRequest<'_>,
-) -> Result<(), DockerError> {
+) -> Result<Vec<(String, JoinedAs)>, DockerError> {
     let range = req.config.networks.pool;
-    let bridges = file
-        .networks
-        .values()
-        .any(|n| n.driver == "bridge" && !n.external);
-    let mut taken = if bridges {
-        pool::Taken::read(docker, range).await?
-    } else {
-        pool::Taken::default()
-    };
-    let start = pool::random_start();
-    // One look for all of them: each takes its block before the next picks.
-    let mut wanted = Vec::new();
+    let mut renamed = Vec::new();
+    // Each network to make: the file's network, its name and labels, its prefix.
+    let mut to_make = Vec::new();
     for (key, n) in file.networks.iter().filter(|(_, n)| !n.external) {
         let members = file
             .services
@@ -710,40 +742,72 @@ async fn create_own_networks(
             .filter(|s| s.networks.contains_key(key))
             .count();
         let prefix = pool::prefix_for(members, n.internal);
+        if n.internal && n.driver == "bridge" {
+            let options = network_options(n);
+            let wanted = kept::Wanted {
+                prefix,
+                options: &options,
+                pool: range,
+            };
+            if let Some(held) = kept::take(docker, &wanted, req.slug).await? {
+                renamed.push((key.clone(), JoinedAs::Kept(held.name.clone())));
+                kept::hold(held);
+                continue;
+            }
+            // Without a lock (`/tmp` unwritable), made for this bottle alone as it was.
+            if let Some(held) = kept::fresh(range, req.slug) {
+                renamed.push((key.clone(), JoinedAs::Kept(held.name.clone())));
+                to_make.push((n, held.name.clone(), kept::make_labels(), prefix));
+                kept::hold(held);
+                continue;
+            }
+        }
+        let mut labels: HashMap<String, String> =
+            compose_labels(req.project, None, Some(key), req.state_dir);
+        labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
+        to_make.push((n, n.name.clone(), labels, prefix));
+    }
+    let mut taken = if to_make.iter().any(|(n, ..)| n.driver == "bridge") {
+        pool::Taken::read(docker, range).await?
+    } else {
+        pool::Taken::default()
+    };
+    let start = pool::random_start();
+    // One look for all of them: each takes its block before the next picks.
+    let mut wanted = Vec::new();
+    for (n, name, labels, prefix) in to_make {
         let subnet = if n.driver == "bridge" {
-            let s = taken.pick(range, prefix, start).ok_or_else(|| {
-                pool::exhausted(range, prefix, &taken, &req.config.where_to_set())
-            })?;
+            let Some(s) = taken.pick(range, prefix, start) else {
+                return Err(pool::full(docker, range, prefix, taken, req.config).await);
+            };
             taken.nets.push(s);
             Some((s, prefix))
         } else {
             None
         };
-        wanted.push((key, n, subnet));
+        wanted.push((n, name, labels, subnet));
     }
     try_join_all(
         wanted
             .into_iter()
-            .map(|(key, n, subnet)| create_network(docker, req, key, n, subnet)),
+            .map(|(n, name, labels, subnet)| create_network(docker, req, n, name, labels, subnet)),
     )
     .await?;
-    Ok(())
+    Ok(renamed)
 }
 
-/// Create network `key` (`n`), on `subnet` (with its prefix) when it has one; when another run
-/// took that subnet first, on another one of the same size.
+/// Create network `n` as `name` with `labels`, on `subnet` (with its prefix) when it has one;
+/// when another run took that subnet first, on another one of the same size.
 async fn create_network(
     docker: &Docker,
     req: &UpRequest<'_>,
-    key: &str,
     n: &project::ComposeNetwork,
+    name: String,
+    labels: HashMap<String, String>,
     mut subnet: Option<(ipnet::Ipv4Net, u8)>,
 ) -> Result<(), DockerError> {
     let range = req.config.networks.pool;
-    let mut labels: HashMap<String, String> =
-        compose_labels(req.project, None, Some(key), req.state_dir);
-    labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -760,7 +824,7 @@ async fn create_network(
         });
         let created = docker
             .create_network(NetworkCreateRequest {
-                name: n.name.clone(),
+                name: name.clone(),
                 driver: Some(n.driver.clone()),
                 internal: Some(n.internal),
                 options: Some(network_options(n)),
@@ -774,17 +838,15 @@ async fn create_network(
             (Err(e), Some((_, prefix))) if pool::is_overlap(&e) && attempt < pool::ATTEMPTS => {
                 // Another run took it between our look and our create: look again.
                 let taken = pool::Taken::read(docker, range).await?;
-                let again = taken
-                    .pick(range, prefix, pool::random_start())
-                    .ok_or_else(|| {
-                        pool::exhausted(range, prefix, &taken, &req.config.where_to_set())
-                    })?;
+                let Some(again) = taken.pick(range, prefix, pool::random_start()) else {
+                    return Err(pool::full(docker, range, prefix, taken, req.config).await);
+                };
                 subnet = Some((again, prefix));
             }
             (Err(e), _) => {
                 return Err(api(format!(
                     "creating network {}{}",
-                    n.name,
+                    name,
                     subnet.map_or_else(String::new, |(s, _)| format!(" on {s}"))
                 ))(e));
             }

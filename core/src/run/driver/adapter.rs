@@ -237,7 +237,7 @@ impl NativeAdapter {
                 phases: &opts.phases,
                 config: &opts.config,
             };
-            up::up(docker, &file, &req).await?;
+            let file = up::up(docker, &file, &req).await?;
             for (key, s) in &file.services {
                 if let Some(h) = &s.healthcheck {
                     let name = up::container_name(&p.plan.deployment.project, key, s);

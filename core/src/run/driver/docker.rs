@@ -361,7 +361,7 @@ async fn start<'a>(
         phases: &opts.phases,
         config: &opts.config,
     };
-    up::up(docker, &file, &req).await?;
+    let file = up::up(docker, &file, &req).await?;
     let agent_container = up::container_name(project_name, layout::AGENT_SERVICE, agent);
     if p.metadata.copy_cwd {
         copy_cwd(
@@ -624,10 +624,12 @@ pub(crate) async fn sweep(
     log_file: Option<&Path>,
     interrupted: bool,
 ) -> Result<(), DockerError> {
-    let first = down::down(docker, slug, log_file).await;
-    if !interrupted {
-        return first;
+    let mut result = down::down(docker, slug, log_file).await;
+    if interrupted {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        result = result.and(down::down(docker, slug, None).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    first.and(down::down(docker, slug, None).await)
+    // Only once no container of it can still land on them.
+    docker::kept::release(docker, slug).await;
+    result
 }
