@@ -392,8 +392,12 @@ fn run(list: &DaemonList, file: &Path, grace: Duration) -> i32 {
                         signal(r, rustix::process::Signal::TERM);
                     }
                     let deadline = Instant::now() + grace;
+                    // The daemons exit within milliseconds, and the host's teardown waits for
+                    // this process: look soon, then less and less often.
+                    let mut pause = Duration::from_millis(1);
                     while !running.is_empty() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(20));
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(20));
                         reap(&mut running);
                     }
                     for r in running.values() {
@@ -429,6 +433,8 @@ const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
 fn announce(list: &DaemonList) -> i32 {
     let init = rustix::process::getppid();
     let deadline = Instant::now() + ANNOUNCE_FOR;
+    // The host's bring-up waits for the line: look again soon, then every 10 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         match readiness(list) {
             (0, _) => {
@@ -440,7 +446,10 @@ fn announce(list: &DaemonList) -> i32 {
                 return NEVER_READY;
             }
             _ if Instant::now() > deadline || rustix::process::getppid() != init => return 1,
-            _ => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
         }
     }
 }
