@@ -299,6 +299,9 @@ fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
     // One idle beside it: kept again.
     assert_eq!(kept_networks(), both);
 
+    // The lock file of a kept network removed outside bottle.
+    let stale = format!("bottle-internal-{}", unique_slug("stale"));
+    std::fs::write(format!("/tmp/{stale}.lock"), "").unwrap();
     let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -306,6 +309,11 @@ fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
         "{out}"
     );
     assert_eq!(kept_networks(), Vec::<String>::new());
+    // Their lock files went with them, and so did those of the networks removed by others.
+    for name in both.iter().chain([&kept[0], &other, &last, &stale]) {
+        let lock = std::path::Path::new("/tmp").join(format!("{name}.lock"));
+        assert!(!lock.exists(), "{}", lock.display());
+    }
 }
 
 /// Should the locks fail to keep a kept network to one bottle (a run with another `/tmp`), the

@@ -132,6 +132,25 @@ pub fn fresh(pool: Ipv4Net, slug: &str) -> Option<Held> {
     })
 }
 
+/// The names of the kept networks this user has lock files of.
+fn lock_files() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::getuid().as_raw();
+    std::fs::read_dir("/tmp")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.uid() == uid))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let network = name.strip_suffix(".lock")?;
+            network
+                .starts_with("bottle-internal-")
+                .then(|| network.to_owned())
+        })
+        .collect()
+}
+
 /// The keeper's kept networks, as the engine lists them.
 async fn listed(docker: &Docker) -> Result<Vec<Network>, DockerError> {
     let filters = HashMap::from([(
@@ -330,6 +349,16 @@ pub async fn remove_idle(docker: &Docker) -> (Vec<String>, Vec<String>) {
         Ok(list) => list,
         Err(e) => return (removed, vec![e.to_string()]),
     };
+    // Lock files whose network is gone (removed outside bottle): nothing is kept there.
+    let names: Vec<&str> = list.iter().filter_map(|n| n.name.as_deref()).collect();
+    for stale in lock_files()
+        .into_iter()
+        .filter(|name| !names.contains(&name.as_str()))
+    {
+        if let Some(_lock) = try_lock(&stale) {
+            let _ = std::fs::remove_file(lock_path(&stale));
+        }
+    }
     for name in list.iter().filter_map(|n| n.name.as_deref()) {
         let removal = match lock_if_idle(docker, name).await {
             Ok(Some(_lock)) => remove(docker, name).await,
