@@ -402,7 +402,8 @@ async fn start<'a>(
 struct DockerStarted<'a> {
     docker: &'a Docker,
     launch: &'a Launch<'a>,
-    /// The compose file it was brought up from (the bundle is watched, and restarted, by it).
+    /// The compose file as brought up, its networks named as joined (the bundle is watched,
+    /// and restarted, by it).
     file: project::ComposeFile,
     /// The agent's command.
     exec: attach::ExecRequest,
