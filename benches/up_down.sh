@@ -3,7 +3,11 @@
 #   - bring-up + teardown: `bottle run AGENT -- true` (plan, keys, up, exec, logs, down) versus
 #     `docker-compose up -d` + `down` of the compose file bottle wrote (goal: ratio <= 0.8), and
 #     versus a bare `docker run --rm --network none bottle-agent:latest true` (goal: <= 2.5x);
-#   - time from `bottle run` to the first byte of the agent's output (goal: <= 0.6 s).
+#   - time from `bottle run` to the first byte of the agent's output (goal: <= 0.6 s);
+#   - the engine's floor for what a bottle is: the same engine work done through its API with
+#     curl and nothing of bottle's (two containers made on an internal network, one of them on
+#     the shared way out too, started together, `exec true` in one, both removed), so the
+#     ratio to `docker run` that the topology itself costs is measured beside bottle's.
 # Needs bottle-base/bottle-agent (tests/images/build-base.sh). RUNS=5 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +28,40 @@ if docker compose version >/dev/null 2>&1; then compose=(docker compose); else c
 file=$work/state/bench-keep/compose.yaml
 
 now() { date +%s%N; }
-b_total=0; c_total=0; f_total=0; d_total=0
+# The floor's calls: the engine's API on its local socket, one curl each.
+case "${DOCKER_HOST:-}" in
+unix://*) sock=${DOCKER_HOST#unix://} ;;
+*) sock=/var/run/docker.sock ;;
+esac
+api() { curl -sf --unix-socket "$sock" -H 'Content-Type: application/json' "$@"; }
+floor_net=bench-floor-internal
+floor_gone() {
+    api -X DELETE "http://v1.41/containers/bench-floor-a?force=1" >/dev/null 2>&1 || true
+    api -X DELETE "http://v1.41/containers/bench-floor-b?force=1" >/dev/null 2>&1 || true
+    api -X DELETE "http://v1.41/networks/$floor_net" >/dev/null 2>&1 || true
+}
+floor_gone   # what an interrupted run of this bench left
+api -X POST http://v1.41/networks/create \
+    -d "{\"Name\":\"$floor_net\",\"Internal\":true,\"Options\":{\"com.docker.network.bridge.inhibit_ipv4\":\"true\"}}" >/dev/null
+trap 'floor_gone; rm -rf "$work"' EXIT
+# One round of the floor: as bottle's docker backend does it, with the internal network kept.
+floor_round() {
+    local body="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"sleep\",\"infinity\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
+    api -X POST "http://v1.41/containers/create?name=bench-floor-a" -d "$body" >/dev/null &
+    api -X POST "http://v1.41/containers/create?name=bench-floor-b" -d "$body" >/dev/null
+    api -X POST http://v1.41/networks/bottle-shared-egress/connect -d '{"Container":"bench-floor-b"}' >/dev/null
+    wait
+    api -X POST http://v1.41/containers/bench-floor-a/start >/dev/null &
+    api -X POST http://v1.41/containers/bench-floor-b/start >/dev/null
+    wait
+    local id
+    id=$(api -X POST http://v1.41/containers/bench-floor-a/exec -d '{"Cmd":["true"],"AttachStdout":true}' | sed -E 's/.*"Id":"([0-9a-f]+)".*/\1/')
+    api -X POST "http://v1.41/exec/$id/start" -d '{"Detach":false,"Tty":false}' >/dev/null
+    api -X DELETE "http://v1.41/containers/bench-floor-a?force=1" >/dev/null &
+    api -X DELETE "http://v1.41/containers/bench-floor-b?force=1" >/dev/null
+    wait
+}
+b_total=0; c_total=0; f_total=0; d_total=0; e_total=0
 for i in $(seq "$runs"); do
     t=$(now); "$bin" run bench --yes --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))
     t=$(now); docker run --rm --network none bottle-agent:latest true >/dev/null 2>&1; d=$(( $(now) - t ))
@@ -40,14 +77,16 @@ print(time.monotonic_ns() - start)
 p.wait()
 PY
 )
-    b_total=$((b_total + b)); c_total=$((c_total + c)); f_total=$((f_total + f)); d_total=$((d_total + d))
+    t=$(now); floor_round; e=$(( $(now) - t ))
+    b_total=$((b_total + b)); c_total=$((c_total + c)); f_total=$((f_total + f)); d_total=$((d_total + d)); e_total=$((e_total + e))
 done
-b=$((b_total / runs / 1000000)); c=$((c_total / runs / 1000000)); f=$((f_total / runs / 1000000)); d=$((d_total / runs / 1000000))
+b=$((b_total / runs / 1000000)); c=$((c_total / runs / 1000000)); f=$((f_total / runs / 1000000)); d=$((d_total / runs / 1000000)); e=$((e_total / runs / 1000000))
 echo "bottle run -- true (plan+keys+up+exec+logs+down): ${b} ms"
 echo "${compose[*]} up -d + down (same file):        ${c} ms"
 awk -v b="$b" -v c="$c" 'BEGIN { r = b / c; printf "ratio bottle/compose: %.2f (goal <= 0.8: %s)\n", r, (r <= 0.8) ? "met" : "NOT met" }'
 echo "docker run --rm --network none bottle-agent true: ${d} ms"
 awk -v b="$b" -v d="$d" 'BEGIN { r = b / d; printf "ratio bottle/docker run: %.2f (goal <= 2.5: %s)\n", r, (r <= 2.5) ? "met" : "NOT met" }'
+echo "the engine's floor for the same topology (API by curl, no bottle): ${e} ms = $(awk -v e="$e" -v d="$d" 'BEGIN { printf "%.2f", e / d }')x docker run; bottle/floor = $(awk -v b="$b" -v e="$e" 'BEGIN { printf "%.2f", b / e }')"
 echo "bottle run to the agent's first output byte:      ${f} ms"
 awk -v f="$f" 'BEGIN { printf "first byte goal <= 600 ms: %s\n", (f <= 600) ? "met" : "NOT met" }'
 "$bin" cleanup --yes >/dev/null 2>&1 || true
