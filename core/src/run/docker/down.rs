@@ -156,7 +156,7 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
         .force(true)
         .v(true)
         .build();
-    let gone = join_all(containers.iter().map(|c| {
+    let per_container = join_all(containers.iter().map(|c| {
         let rm = rm.clone();
         async move {
             let lines = match log_file {
@@ -170,7 +170,7 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
         }
     }))
     .await;
-    let (lines, removed): (Vec<_>, Vec<_>) = gone.into_iter().unzip();
+    let (lines, removed): (Vec<_>, Vec<_>) = per_container.into_iter().unzip();
     // Teardown goes on without the logs: a full disk must not leave the bottle running.
     if let Some(path) = log_file
         && !containers.is_empty()

@@ -158,17 +158,16 @@ pub async fn full(
     mut taken: Taken,
     config: &crate::config::BottleConfig,
 ) -> DockerError {
-    let mine = super::kept::idle(docker).await.unwrap_or_default();
+    // Idle ones have no container, so no bottle to name.
+    let idle = super::kept::idle(docker).await.unwrap_or_default();
     for name in std::mem::take(&mut taken.kept) {
-        let Ok(on) = super::kept::containers_on(docker, &name).await else {
-            continue;
-        };
-        taken.bottles.extend(
-            on.iter()
-                .filter_map(|c| c.labels.as_ref()?.get(labels::SLUG).cloned()),
-        );
-        if mine.contains(&name) {
+        if idle.contains(&name) {
             taken.idle_kept += 1;
+        } else if let Ok(on) = super::kept::containers_on(docker, &name).await {
+            taken.bottles.extend(
+                on.iter()
+                    .filter_map(|c| c.labels.as_ref()?.get(labels::SLUG).cloned()),
+            );
         }
     }
     exhausted(pool, prefix, &taken, &config.where_to_set())
