@@ -11,9 +11,10 @@
 //!
 //! `relay` is the floor the proxies are measured against: a forward proxy on one thread that
 //! does nothing but copy bytes (it answers CONNECT and opens the absolute-form request's
-//! origin, then relays; no parsing after that, no TLS of its own, no routing, no scan). No
-//! proxy that sleeps while it waits can beat its one-connection rate on the same cores: the
-//! wake-ups it pays at every hop are every such proxy's.
+//! origin, then relays; no parsing after that, no TLS of its own, no routing, no scan). It
+//! polls before it sleeps as egress does (`bottle_egress::busy_poll`): no proxy built that way
+//! can beat its one-connection rate on the same cores, the hops it pays are every such
+//! proxy's.
 //!
 //! With `--body`, each request is a POST of the file's bytes (with `--header`s such as
 //! `content-encoding:gzip`); without, a GET.
@@ -35,9 +36,11 @@ use tokio::net::TcpStream;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("relay") {
-        // One thread, as the proxies measured beside it get one core and one worker.
+        // One thread, as the proxies measured beside it get one core and one worker, and it
+        // polls before sleeping as egress does.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(bottle_egress::busy_poll::before_sleep)
             .build()
             .expect("runtime");
         return rt.block_on(relay());
@@ -87,6 +90,7 @@ async fn relay() {
 /// absolute-form URL's authority); everything after is copied both ways untouched.
 async fn relay_one(mut client: TcpStream) -> std::io::Result<()> {
     client.set_nodelay(true)?;
+    bottle_egress::busy_poll::watch(&client);
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -105,6 +109,7 @@ async fn relay_one(mut client: TcpStream) -> std::io::Result<()> {
     let authority = authority.replace("localhost:", "127.0.0.1:");
     let mut origin = TcpStream::connect(authority.as_str()).await?;
     origin.set_nodelay(true)?;
+    bottle_egress::busy_poll::watch(&origin);
     if connect {
         client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")

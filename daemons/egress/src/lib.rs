@@ -18,6 +18,7 @@
 //! (streaming scans), [`log`] (the access log).
 
 pub mod body;
+pub mod busy_poll;
 pub mod ca;
 pub mod conn;
 pub mod cookies;
@@ -428,6 +429,7 @@ impl Gate {
             return None;
         };
         let _ = stream.set_nodelay(true);
+        busy_poll::watch(&stream);
         // The slot lives in the connection: an upgraded tunnel or WebSocket keeps it.
         Some(conn::Conn::new(stream, slot, self.limits))
     }

@@ -64,6 +64,9 @@ struct Args {
     /// With --agent-host: HTTP routed by `Host`.
     #[arg(long, default_value = "0.0.0.0:80")]
     direct_http: SocketAddr,
+    /// Microseconds a worker about to sleep first polls its connections (0: sleep at once).
+    #[arg(long, default_value_t = bottle_egress::busy_poll::DEFAULT_WINDOW.as_micros() as u64)]
+    poll_before_sleep_us: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +142,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    bottle_egress::busy_poll::set_window(std::time::Duration::from_micros(
+        args.poll_before_sleep_us,
+    ));
     let fail = |e: String| {
         eprintln!("bottle-egress: {e}");
         std::process::ExitCode::from(2)
@@ -149,6 +155,7 @@ fn main() -> std::process::ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(bottle_egress::busy_poll::before_sleep)
         .build()
     {
         Ok(r) => r,

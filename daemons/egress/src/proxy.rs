@@ -776,6 +776,10 @@ impl Proxy {
                 return plain(StatusCode::BAD_REQUEST, &reason);
             }
         };
+        // The agent's own choice of protocol is kept upstream, as a client going direct would
+        // get: HTTP/2 only for a request that came as HTTP/2 (an HTTP/1.1 request over h2 costs
+        // egress half again its own work per request, and it is what the agent did not ask for).
+        let agent_h2 = parts.version == Version::HTTP_2;
         parts.version = Version::HTTP_11;
         let head = parts.method == Method::HEAD;
         let sent = Arc::new(AtomicU64::new(0));
@@ -901,7 +905,7 @@ impl Proxy {
                 (inspected.boxed(), found)
             }
         };
-        let client = if websocket {
+        let client = if websocket || !agent_h2 {
             &active.upstream.h1_client
         } else {
             &active.upstream.client

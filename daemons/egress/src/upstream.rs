@@ -145,6 +145,7 @@ async fn dial_direct(
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                crate::busy_poll::watch(&s);
                 return Ok(TokioIo::new(s));
             }
             Ok(Err(e)) => last = Some(e),
@@ -296,12 +297,13 @@ impl WayOut {
 }
 
 /// Two pooled clients: one that negotiates h2 or h1 by ALPN, and an h1-only one for
-/// WebSocket upgrades (an upgrade needs HTTP/1.1 end to end).
+/// requests the agent sent as HTTP/1.x and for WebSocket upgrades (an upgrade needs HTTP/1.1
+/// end to end).
 #[derive(Clone)]
 pub struct Upstream {
-    /// For ordinary requests.
+    /// For requests the agent sent as HTTP/2.
     pub client: UpClient,
-    /// For `Upgrade: websocket`.
+    /// For requests the agent sent as HTTP/1.x, `Upgrade: websocket` among them.
     pub h1_client: UpClient,
 }
 

@@ -120,13 +120,15 @@ fn an_allowed_host_gets_the_real_token_and_never_the_agents() {
 }
 
 #[test]
-fn http2_is_spoken_on_both_sides() {
+fn the_origin_is_spoken_to_in_the_protocol_the_agent_chose() {
     let rig = Rig::new();
     let (code, body) = rig.curl(&["--http2", &rig.https("origin.test", "/echo")]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["version"], "HTTP/2.0", "ALPN h2 upstream");
+    // The origin offers h2 too: an HTTP/1.1 request still goes as HTTP/1.1.
     let (code, body) = rig.curl(&["--http1.1", &rig.https("origin.test", "/echo")]);
     assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["version"], "HTTP/1.1", "{body}");
 }
 
 /// Large bodies are judged a few at once, off the runtime's threads; forty at once on one
