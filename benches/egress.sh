@@ -155,4 +155,4 @@ echo "  https c=1, 1 MiB json: egress adds ${BODY_P50[json]} us p50 over direct;
 unpack=$(( ${P50[egress:gz-https-1]} - ${P50[egress-https-1]} ))
 echo "  https c=1, 1 MiB json gzip'd: egress adds ${BODY_P50[gz]} us p50 over direct; gunzip and DLP's scan: ${unpack} us (the gz row less egress's small https row; the wire carries $(( $(stat -c %s "$tmp/mib.json.gz") / 1024 )) KiB; the scan's goal is <= 2 ms per MiB, gunzip comes on top)"
 echo "  peak RSS (rows at ${CONNS:-1 16 64} connections, then the bodies): egress $((egress_hwm / 1024)) MB (goal <= 32 MB), mitmproxy $((mitm_hwm / 1024)) MB"
-echo "  egress's CPU over 2 s with no traffic: ${idle_cpu_ms} ms (it polls only right after something happened)"
+echo "  egress's CPU over 2 s with no traffic: ${idle_cpu_ms} ms, in clock ticks of $((1000 / hz)) ms (it polls only right after something happened)"

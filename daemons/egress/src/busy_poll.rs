@@ -6,10 +6,15 @@
 //! through a proxy wakes it twice (the agent's request, the origin's answer). Measured with
 //! `benches/egress.sh` at one connection on such a machine, a relay that only copies bytes
 //! went from ~10x to ~25x mitmproxy's rate once it polled instead of sleeping. The price is
-//! bounded: at most [`DEFAULT_WINDOW`] of one core's time after each wake, and none at all
-//! while nothing happens (a worker that finds nothing within the window sleeps as before).
-//! An agent that sends a byte every window keeps a worker busy, as a stream of its requests
-//! would anyway; the bundle's CPU cap (`resources.bundle.cpus`) bounds both.
+//! bounded: at most [`DEFAULT_WINDOW`] of one core's time after each wake, one worker at a
+//! time (a worker finding another polling sleeps at once), and none at all while nothing
+//! happens. An agent that sends a byte every window keeps that one worker busy, as a stream of
+//! its requests would keep it anyway; `resources.bundle.cpus` caps the bundle as a whole.
+//!
+//! What ends a poll early is a byte on a watched socket: the listeners and every connection.
+//! Other wakes (a timer, a body judged on the blocking pool, a name resolved) wait for the
+//! window to end, at most [`MAX_WINDOW`]; none is lost, the runtime looks at its queues again
+//! after the hook.
 //!
 //! The connections are watched through an epoll set of this module's own (the runtime's is
 //! not reachable): every accepted and every dialled socket is added once, and the kernel
@@ -19,16 +24,21 @@
 use rustix::event::{Timespec, epoll};
 use rustix::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a worker polls before it sleeps unless told otherwise (`--poll-before-sleep-us`).
 pub const DEFAULT_WINDOW: Duration = Duration::from_micros(100);
 
+/// The longest window allowed: the delay a timer or a judged body may see.
+pub const MAX_WINDOW: Duration = Duration::from_millis(1);
+
 /// A set of watched connections and how long to poll them.
 pub struct Poller {
     set: OwnedFd,
     window_ns: AtomicU64,
+    /// A worker is polling now: the others sleep at once.
+    polling: AtomicBool,
 }
 
 impl Poller {
@@ -38,12 +48,14 @@ impl Poller {
         Some(Poller {
             set,
             window_ns: AtomicU64::new(nanos(DEFAULT_WINDOW)),
+            polling: AtomicBool::new(false),
         })
     }
 
-    /// Set how long to poll before sleeping; zero turns polling off.
+    /// Set how long to poll before sleeping (at most [`MAX_WINDOW`]); zero turns polling off.
     pub fn set_window(&self, window: Duration) {
-        self.window_ns.store(nanos(window), Ordering::Relaxed);
+        self.window_ns
+            .store(nanos(window.min(MAX_WINDOW)), Ordering::Relaxed);
     }
 
     /// Watch `socket` (an accepted or dialled connection) until it closes.
@@ -61,12 +73,18 @@ impl Poller {
         );
     }
 
-    /// Poll the watched connections for up to the window; return as soon as one has data.
+    /// Poll the watched sockets for up to the window; return as soon as one has data, or at
+    /// once when another worker is polling.
     pub fn poll(&self) {
         let window = Duration::from_nanos(self.window_ns.load(Ordering::Relaxed));
-        if window.is_zero() {
+        if window.is_zero() || self.polling.swap(true, Ordering::Acquire) {
             return;
         }
+        self.spin(window);
+        self.polling.store(false, Ordering::Release);
+    }
+
+    fn spin(&self, window: Duration) {
         let start = Instant::now();
         let now = Timespec {
             tv_sec: 0,
@@ -100,14 +118,15 @@ fn global() -> Option<&'static Poller> {
     GLOBAL.get_or_init(Poller::new).as_ref()
 }
 
-/// Set how long this process's workers poll before sleeping; zero turns polling off.
+/// Set how long this process's workers poll before sleeping (at most [`MAX_WINDOW`]); zero
+/// turns polling off.
 pub fn set_window(window: Duration) {
     if let Some(p) = global() {
         p.set_window(window);
     }
 }
 
-/// Watch one of this process's connections until it closes.
+/// Watch one of this process's sockets (a listener or a connection) until it closes.
 pub fn watch(socket: impl AsFd) {
     if let Some(p) = global() {
         p.watch(socket);
@@ -126,11 +145,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A window over [`MAX_WINDOW`], so a test can tell a poll that lasted it from one that
+    /// ended early on a loaded machine.
+    fn set_long_window(p: &Poller, window: Duration) {
+        p.window_ns.store(nanos(window), Ordering::Relaxed);
+    }
+
     #[test]
     fn a_poll_ends_when_a_watched_socket_has_data_and_lasts_the_window_when_none_has() {
         let p = Poller::new().unwrap();
         let quiet = Duration::from_millis(50);
-        p.set_window(quiet);
+        set_long_window(&p, quiet);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (served, _) = listener.accept().unwrap();
@@ -142,18 +167,43 @@ mod tests {
 
         // A window no busy machine gets near: only the data can have ended the poll.
         let long = Duration::from_secs(30);
-        p.set_window(long);
+        set_long_window(&p, long);
         client.write_all(b"x").unwrap();
         let t = Instant::now();
         p.poll();
         assert!(t.elapsed() < long, "data ends the poll");
 
         // Closed, the socket leaves the set by itself.
-        p.set_window(quiet);
+        set_long_window(&p, quiet);
         drop((client, served));
         let t = Instant::now();
         p.poll();
         assert!(t.elapsed() >= quiet);
+    }
+
+    #[test]
+    fn one_worker_polls_at_a_time_and_the_window_is_capped() {
+        let p = Poller::new().unwrap();
+        p.set_window(Duration::from_secs(3600));
+        assert_eq!(p.window_ns.load(Ordering::Relaxed), nanos(MAX_WINDOW));
+        // While one polls, another returns at once, not after the window.
+        let long = Duration::from_secs(30);
+        set_long_window(&p, long);
+        p.polling.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        p.poll();
+        assert!(t.elapsed() < long);
+        assert!(
+            p.polling.load(Ordering::Relaxed),
+            "the other's flag is left"
+        );
+        p.polling.store(false, Ordering::Relaxed);
+        set_long_window(&p, Duration::from_millis(5));
+        p.poll();
+        assert!(
+            !p.polling.load(Ordering::Relaxed),
+            "a poll clears its own flag"
+        );
     }
 
     #[test]
@@ -167,7 +217,7 @@ mod tests {
         client.write_all(b"x").unwrap();
         // Turned on later, the poll has nothing watched: it lasts its window.
         let window = Duration::from_millis(50);
-        p.set_window(window);
+        set_long_window(&p, window);
         let t = Instant::now();
         p.poll();
         assert!(t.elapsed() >= window);

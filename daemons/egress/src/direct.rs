@@ -160,6 +160,7 @@ impl Resolver {
         peer: Arc<AgentPeer>,
     ) -> std::io::Result<Resolver> {
         let socket = tokio::net::UdpSocket::bind(listen).await?;
+        crate::busy_poll::watch(&socket);
         Ok(Resolver {
             socket,
             proxy,

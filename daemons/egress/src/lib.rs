@@ -112,9 +112,11 @@ async fn bind_direct(
 ) -> Result<DirectListeners, (std::io::Error, SocketAddr)> {
     let peer = Arc::new(direct::AgentPeer::new(&d.agent_host));
     let tcp = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr)
+        let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| (e, addr))
+            .map_err(|e| (e, addr))?;
+        busy_poll::watch(&l);
+        Ok(l)
     };
     Ok(DirectListeners {
         resolver: direct::Resolver::bind(d.dns, proxy.clone(), peer.clone())
@@ -146,6 +148,8 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        // A new connection ends a worker's poll as a byte does.
+        busy_poll::watch(&listener);
         let log = log::AccessLog::new(settings.access_log);
         let proxy = Arc::new(Proxy {
             active: ArcSwap::from_pointee(active),

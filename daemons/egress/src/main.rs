@@ -64,8 +64,13 @@ struct Args {
     /// With --agent-host: HTTP routed by `Host`.
     #[arg(long, default_value = "0.0.0.0:80")]
     direct_http: SocketAddr,
-    /// Microseconds a worker about to sleep first polls its connections (0: sleep at once).
-    #[arg(long, default_value_t = bottle_egress::busy_poll::DEFAULT_WINDOW.as_micros() as u64)]
+    /// Microseconds a worker about to sleep first polls its sockets (0: sleep at once; at most
+    /// 1000).
+    #[arg(
+        long,
+        default_value_t = bottle_egress::busy_poll::DEFAULT_WINDOW.as_micros() as u64,
+        value_parser = clap::value_parser!(u64).range(0..=bottle_egress::busy_poll::MAX_WINDOW.as_micros() as u64),
+    )]
     poll_before_sleep_us: u64,
 }
 

@@ -92,7 +92,11 @@ impl tower_service::Service<Uri> for Dialer {
         match self {
             Dialer::Chained(t) => {
                 let fut = t.call(dst);
-                Box::pin(async move { fut.await.map_err(Into::into) })
+                Box::pin(async move {
+                    let io = fut.await?;
+                    crate::busy_poll::watch(io.inner());
+                    Ok(io)
+                })
             }
             Dialer::Direct { hosts } => {
                 let hosts = hosts.clone();
