@@ -33,7 +33,7 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_micros(100);
 /// The longest window allowed: the delay a timer or a judged body may see.
 pub const MAX_WINDOW: Duration = Duration::from_millis(1);
 
-/// A set of watched connections and how long to poll them.
+/// A set of watched sockets (listeners and connections) and how long to poll them.
 pub struct Poller {
     set: OwnedFd,
     window_ns: AtomicU64,
@@ -58,7 +58,7 @@ impl Poller {
             .store(nanos(window.min(MAX_WINDOW)), Ordering::Relaxed);
     }
 
-    /// Watch `socket` (an accepted or dialled connection) until it closes.
+    /// Watch `socket` (a listener, an accepted or a dialled connection) until it closes.
     pub fn watch(&self, socket: impl AsFd) {
         if self.window_ns.load(Ordering::Relaxed) == 0 {
             return;
