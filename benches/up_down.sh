@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bottle's bring-up goals, measured side by side in one run on the same machine:
-#   - bring-up + teardown: `bottle run AGENT -- true` (plan, keys, up, exec, logs, down) versus
+#   - bring-up + teardown: `bottle run AGENT -- true` (plan, keys, up, command, logs, down) versus
 #     `docker-compose up -d` + `down` of the compose file bottle wrote (goal: ratio <= 0.8), and
 #     versus a bare `docker run --rm --network none bottle-agent:latest true` (goal: <= 2.5x);
 #   - time from `bottle run` to the first byte of the agent's output (goal: <= 0.6 s);
 #   - the engine's floor for what a bottle is: the same engine work done through its API with
 #     curl and nothing of bottle's (two containers made on an internal network, one of them on
-#     the shared way out too, started together, `exec true` in one, both removed), so the
+#     the shared way out too, started together, `true` as the process of one, the other
+#     killed once it ended, both removed), so the
 #     ratio to `docker run` that the topology itself costs is measured beside bottle's.
 # Needs bottle-base/bottle-agent (tests/images/build-base.sh). RUNS=5 by default.
 set -euo pipefail
@@ -44,19 +45,21 @@ floor_gone   # what an interrupted run of this bench left
 api -X POST http://v1.41/networks/create \
     -d "{\"Name\":\"$floor_net\",\"Internal\":true,\"Options\":{\"com.docker.network.bridge.inhibit_ipv4\":\"true\"}}" >/dev/null
 trap 'floor_gone; rm -rf "$work"' EXIT
-# One round of the floor: as bottle's docker backend does it, with the internal network kept.
+# One round of the floor: as bottle's docker backend does it, with the internal network kept:
+# the agent's command is its container's process, started beside the bundle; once it died the
+# bundle is stopped, then both are removed.
 floor_round() {
-    local body="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"sleep\",\"infinity\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
-    api -X POST "http://v1.41/containers/create?name=bench-floor-a" -d "$body" >/dev/null &
-    api -X POST "http://v1.41/containers/create?name=bench-floor-b" -d "$body" >/dev/null
+    local agent="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"true\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
+    local bundle="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"sleep\",\"infinity\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
+    api -X POST "http://v1.41/containers/create?name=bench-floor-a" -d "$agent" >/dev/null &
+    api -X POST "http://v1.41/containers/create?name=bench-floor-b" -d "$bundle" >/dev/null
     api -X POST http://v1.41/networks/bottle-shared-egress/connect -d '{"Container":"bench-floor-b"}' >/dev/null
     wait
     api -X POST http://v1.41/containers/bench-floor-a/start >/dev/null &
     api -X POST http://v1.41/containers/bench-floor-b/start >/dev/null
     wait
-    local id
-    id=$(api -X POST http://v1.41/containers/bench-floor-a/exec -d '{"Cmd":["true"],"AttachStdout":true}' | sed -E 's/.*"Id":"([0-9a-f]+)".*/\1/')
-    api -X POST "http://v1.41/exec/$id/start" -d '{"Detach":false,"Tty":false}' >/dev/null
+    api -X POST http://v1.41/containers/bench-floor-a/wait >/dev/null
+    api -X POST http://v1.41/containers/bench-floor-b/kill >/dev/null
     api -X DELETE "http://v1.41/containers/bench-floor-a?force=1" >/dev/null &
     api -X DELETE "http://v1.41/containers/bench-floor-b?force=1" >/dev/null
     wait
@@ -81,7 +84,7 @@ PY
     b_total=$((b_total + b)); c_total=$((c_total + c)); f_total=$((f_total + f)); d_total=$((d_total + d)); e_total=$((e_total + e))
 done
 b=$((b_total / runs / 1000000)); c=$((c_total / runs / 1000000)); f=$((f_total / runs / 1000000)); d=$((d_total / runs / 1000000)); e=$((e_total / runs / 1000000))
-echo "bottle run -- true (plan+keys+up+exec+logs+down): ${b} ms"
+echo "bottle run -- true (plan+keys+up+command+logs+down): ${b} ms"
 echo "${compose[*]} up -d + down (same file):        ${c} ms"
 awk -v b="$b" -v c="$c" 'BEGIN { r = b / c; printf "ratio bottle/compose: %.2f (goal <= 0.8: %s)\n", r, (r <= 0.8) ? "met" : "NOT met" }'
 echo "docker run --rm --network none bottle-agent true: ${d} ms"

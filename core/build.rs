@@ -108,6 +108,12 @@ fn main() {
         )
         .expect("writing to a String");
     }
+    writeln!(
+        out,
+        "/// Whether the programs above are static (built for the musl target): only then do they run\n/// in an agent image whatever its libc.\npub const BUNDLE_BINARIES_STATIC: bool = {};",
+        static_target.is_some()
+    )
+    .expect("writing to a String");
     std::fs::write(out_dir.join("bundle_binaries.rs"), out)
         .expect("writing OUT_DIR/bundle_binaries.rs");
 }

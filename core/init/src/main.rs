@@ -30,7 +30,11 @@
 //!
 //! `bottle-init reload FILE egress` (by `docker exec`) asks the running init to reload egress
 //! and waits until egress reports running the host's new route table ([`reload`]).
+//!
+//! `bottle-init agent GO -- COMMAND…` is not the bundle's: on Docker it is the agent
+//! container's process, which becomes the agent's command once the host says go ([`agent`]).
 
+mod agent;
 mod install;
 mod reload;
 mod users;
@@ -612,15 +616,22 @@ fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), S
     }
 }
 
-/// `bottle-init FILE`, `bottle-init ready FILE` or `bottle-init reload FILE DAEMON`.
+/// `bottle-init FILE`, `bottle-init ready FILE`, `bottle-init announce FILE`,
+/// `bottle-init reload FILE DAEMON` or `bottle-init agent GO -- COMMAND…`.
 fn main_with_args(args: &[String]) -> i32 {
+    if let [mode, go, dashes, command @ ..] = args
+        && mode == "agent"
+        && dashes == "--"
+    {
+        return agent::run(Path::new(go), command);
+    }
     let (mode, file) = match args {
         [file] => ("run", file),
         [mode, file] if mode == "ready" || mode == "announce" => (mode.as_str(), file),
         [mode, file, _] if mode == "reload" => ("reload", file),
         _ => {
             eprintln!(
-                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init announce DAEMONS.json | bottle-init reload DAEMONS.json DAEMON"
+                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init announce DAEMONS.json | bottle-init reload DAEMONS.json DAEMON | bottle-init agent GO -- COMMAND…"
             );
             return 2;
         }

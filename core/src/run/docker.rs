@@ -111,6 +111,35 @@ pub fn gone_is_done(r: Result<(), bollard::errors::Error>) -> Result<(), bollard
     }
 }
 
+/// The engine's `die` events of `container` (a name or an id) from `since` (unix seconds) on:
+/// a death between `since` and the stream's opening is replayed, not missed. By name, a
+/// container of an earlier run of the same slug is matched too; by id, this one alone.
+pub fn die_events(
+    docker: &Docker,
+    container: &str,
+    since: u64,
+) -> impl futures_util::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>>
++ use<> {
+    let filters = std::collections::HashMap::from([
+        ("type", vec!["container"]),
+        ("container", vec![container]),
+        ("event", vec!["die"]),
+    ]);
+    docker.events(Some(
+        bollard::query_parameters::EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build(),
+    ))
+}
+
+/// Now, in whole unix seconds: [`die_events`]'s `since`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Where bottle connects: `DOCKER_HOST`, else the local socket.
 pub fn docker_host() -> String {
     // bollard's `connect_with_defaults` reads DOCKER_HOST itself; this names what it reached.

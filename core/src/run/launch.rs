@@ -112,7 +112,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// What each of the agent's commands gets in its env on top of the container's: its proxy
 /// URLs carrying the hop token (never in the container's own config).
-pub fn agent_hop_env(p: &Prepared, hop: &str) -> Vec<String> {
+pub fn agent_hop_env(p: &Prepared, hop: &str) -> Vec<(String, String)> {
     bottle_contract::hop::proxy_env(
         p.plan
             .stack
@@ -122,7 +122,4 @@ pub fn agent_hop_env(p: &Prepared, hop: &str) -> Vec<String> {
             .map(|(k, v)| (k.as_str(), v.as_str())),
         hop,
     )
-    .into_iter()
-    .map(|(k, v)| format!("{k}={v}"))
-    .collect()
 }

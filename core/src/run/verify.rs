@@ -98,21 +98,11 @@ impl Report {
 
 /// The probe's host file, written into the state dir for the agent's read-only mount.
 pub fn install_probe(state_dir: &std::path::Path) -> Result<std::path::PathBuf, DockerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = state_dir.join("bin");
-    let path = dir.join("bottle-probe");
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(&path, crate::run::docker::images::PROBE_BINARY)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-    };
-    write().map_err(|e| {
-        DockerError::Host(format!(
-            "cannot write the probe to {}: {e}; check the state dir's permissions",
-            path.display()
-        ))
-    })?;
-    Ok(path)
+    crate::run::docker::images::install_program(
+        state_dir,
+        "bottle-probe",
+        crate::run::docker::images::PROBE_BINARY,
+    )
 }
 
 /// A listener the suite owns: counts who connects.

@@ -1,7 +1,8 @@
 //! docker: the default backend. One compose project `bottle-<slug>` with:
 //!
-//! - `agent`: the agent's image, idling (`sleep infinity` under docker's init) until bottle
-//!   execs the agent's command into it; only on the internal network;
+//! - `agent`: the agent's image, idling (`sleep infinity` under docker's init; bottle's own
+//!   Docker driver starts it with the agent's command waiting for its go-ahead instead); only
+//!   on the internal network;
 //! - `sidecars`: one bundle container `bottle-sidecars-<slug>` running every sidecar daemon,
 //!   with each daemon's name as a hostname alias; on the internal network and on the way out
 //!   every bundle shares (`bottle-shared-egress`, whose members cannot reach each other);

@@ -101,14 +101,20 @@ async fn stop_for_logs(docker: &Docker, c: &BottleContainer) {
     if c.state != "running" {
         return;
     }
-    let _ = if c.role == bottle_contract::layout::AGENT_SERVICE {
-        docker.kill_container(&c.name, None).await
+    if c.role == bottle_contract::layout::AGENT_SERVICE {
+        let _ = docker.kill_container(&c.name, None).await;
     } else {
-        let stop = StopContainerOptionsBuilder::default()
-            .t(BUNDLE_STOP_SECS)
-            .build();
-        docker.stop_container(&c.name, Some(stop)).await
-    };
+        stop_gracefully(docker, &c.name).await;
+    }
+}
+
+/// Stop `container` as teardown stops the bundle: SIGTERM, and SIGKILL after
+/// [`BUNDLE_STOP_SECS`]. A failure is left to the removal that follows.
+pub async fn stop_gracefully(docker: &Docker, container: &str) {
+    let stop = StopContainerOptionsBuilder::default()
+        .t(BUNDLE_STOP_SECS)
+        .build();
+    let _ = docker.stop_container(container, Some(stop)).await;
 }
 
 /// Remove container `name`. Gone already, or being removed by another teardown of the same

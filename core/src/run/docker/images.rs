@@ -130,6 +130,30 @@ const DOCKERFILE: &str = include_str!("../../../images/sidecars/Dockerfile");
 
 include!(concat!(env!("OUT_DIR"), "/bundle_binaries.rs"));
 
+/// Write embedded program `bytes` to `<state_dir>/bin/<name>` (0755), for the agent's
+/// read-only mount: written fresh each run, so nothing the agent did to an earlier copy runs.
+pub fn install_program(
+    state_dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<std::path::PathBuf, DockerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = state_dir.join("bin");
+    let path = dir.join(name);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&path, bytes)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+    };
+    write().map_err(|e| {
+        DockerError::Host(format!(
+            "cannot write {name} to {}: {e}; check the state dir's permissions",
+            path.display()
+        ))
+    })?;
+    Ok(path)
+}
+
 /// The programs the bundle image carries, by their name in it, with their sha256 (taken when
 /// they were embedded): one list for the build context and for [`content_hash`], so a changed
 /// daemon always rebuilds the image (a list of its own once left out `bottle-supervise`, and a

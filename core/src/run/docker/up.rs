@@ -1,5 +1,6 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
+use super::attach::{GO_DIR_IN_AGENT, INIT_IN_AGENT};
 use super::project::{self, ComposeFile, ComposeService as Service};
 use super::{DockerError, api, kept, pool};
 use crate::run::confine::Confinement;
@@ -86,6 +87,16 @@ fn capped_log() -> bollard::models::HostConfigLogConfig {
             ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
             ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
         ])),
+    }
+}
+
+/// The agent's log driver: none. Its process is the agent's command, whose output (your
+/// terminal session) may carry anything the agent read, its own hop token among it: it
+/// reaches your terminal only, never a log Docker or bottle keeps.
+fn no_log() -> bollard::models::HostConfigLogConfig {
+    bollard::models::HostConfigLogConfig {
+        typ: Some("none".to_owned()),
+        config: None,
     }
 }
 
@@ -179,6 +190,25 @@ pub struct AgentRun<'a> {
     /// `cwd: mount`: the agent's layer over your dir, mounted at its workdir in place of your
     /// dir itself ([`crate::plan::workdir::layer`]).
     pub layer: Option<&'a crate::plan::workdir::layer::Layer>,
+    /// The agent's command, run as the container's process once given the go-ahead; `None`
+    /// for a file without an agent (a native backend's bundle).
+    pub start: Option<AgentStart<'a>>,
+}
+
+/// The agent's command as its container's own process: in place of the idle process the
+/// compose file names, `bottle-init agent` waits for the go-ahead ([`super::attach`]) and
+/// becomes the command. No `docker exec` then: the engine starts one process per container,
+/// and the agent's is gone by itself when its command ends.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentStart<'a> {
+    /// `bottle-init` and the go-ahead FIFO on the host.
+    pub files: &'a super::attach::StartFiles,
+    /// The command.
+    pub command: &'a [String],
+    /// Where it runs (the plan's workdir, whatever the backend rendered).
+    pub workdir: &'a str,
+    /// Whether the container gets a TTY.
+    pub tty: bool,
 }
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no
@@ -269,10 +299,17 @@ fn confine_agent(
             ..Mount::default()
         });
     }
-    if let Some(probe) = &run.probe {
+    let start = run.start.iter().flat_map(|s| {
+        [
+            (INIT_IN_AGENT, s.files.init.display().to_string()),
+            (GO_DIR_IN_AGENT, s.files.go_dir.display().to_string()),
+        ]
+    });
+    let probe = run.probe.as_ref().map(|p| (PROBE_IN_AGENT, p.clone()));
+    for (target, source) in start.chain(probe) {
         mounts.push(Mount {
-            target: Some(PROBE_IN_AGENT.to_owned()),
-            source: Some(probe.clone()),
+            target: Some(target.to_owned()),
+            source: Some(source),
             typ: Some(MountType::BIND),
             read_only: Some(true),
             ..Mount::default()
@@ -355,13 +392,35 @@ fn create_body(
     // A binding takes effect only for an exposed port (the CLI's `-p` exposes it implicitly).
     let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
     exposed.sort();
+    let start = req.agent.start.filter(|_| agent);
+    let (entrypoint, cmd) = match start {
+        Some(start) => (
+            Some(super::attach::StartFiles::entrypoint(start.command)),
+            None,
+        ),
+        None => (
+            (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
+            (!s.command.is_empty()).then(|| s.command.clone()),
+        ),
+    };
+    // The agent's stdio is attached to (the user's terminal), as by `docker run -i`.
+    let attached = start.map(|_| true);
     Ok(ContainerCreateBody {
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         image: Some(s.image.clone()),
-        entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
-        cmd: (!s.command.is_empty()).then(|| s.command.clone()),
+        entrypoint,
+        cmd,
+        tty: start.map(|s| s.tty),
+        open_stdin: attached,
+        stdin_once: attached,
+        attach_stdin: attached,
+        attach_stdout: attached,
+        attach_stderr: attached,
         env: Some(env),
-        working_dir: s.working_dir.clone(),
+        working_dir: match start {
+            Some(start) => Some(start.workdir.to_owned()),
+            None => s.working_dir.clone(),
+        },
         user: if agent {
             Some(req.agent.user.clone())
         } else {
@@ -382,8 +441,14 @@ fn create_body(
         }),
         host_config: Some({
             let mut h = HostConfig {
-                log_config: Some(capped_log()),
-                init: Some(s.init),
+                log_config: Some(if start.is_some() {
+                    no_log()
+                } else {
+                    capped_log()
+                }),
+                // The agent's command is never PID 1: Docker's init reaps what it leaves
+                // and passes signals on, whatever the backend rendered.
+                init: Some(s.init || start.is_some()),
                 mounts: Some(mounts),
                 privileged: Some(s.privileged),
                 cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
@@ -584,8 +649,8 @@ pub async fn up(
     // Start in waves: a service starts once everything it depends on is started (and healthy
     // where the file says so). Services of one wave start concurrently. The agent is the
     // exception: it starts with what it depends on, before their health checks pass, since
-    // nothing of the agent's runs before bring-up returns (its command is exec'd after that)
-    // and its names are filled in once the others have their addresses.
+    // nothing of the agent's runs before bring-up returns (its command waits for the go-ahead,
+    // given after that) and its names are filled in once the others have their addresses.
     let agent = file.services.iter().find(|(k, s)| is_agent(k, s));
     let mut started: BTreeMap<&str, ()> = BTreeMap::new();
     let mut agent_started = agent.is_none();
@@ -624,10 +689,19 @@ pub async fn up(
         let starting: Vec<(&String, &Service)> = wave.iter().copied().chain(agent_ready).collect();
         try_join_all(starting.iter().map(|(key, s)| async move {
             let name = container_name(req.project, key, s);
-            docker
-                .start_container(&name, None)
-                .await
-                .map_err(api(format!("starting container {name}")))
+            let hint = match req.agent.start {
+                Some(_) if is_agent(key, s) => super::attach::start_hint(),
+                _ => String::new(),
+            };
+            docker.start_container(&name, None).await.map_err(|e| {
+                match api(format!("starting container {name}"))(e) {
+                    DockerError::Api { what, detail } => DockerError::Api {
+                        what,
+                        detail: detail + &hint,
+                    },
+                    other => other,
+                }
+            })
         }))
         .await?;
         let names: Vec<&str> = starting.iter().map(|(k, _)| k.as_str()).collect();
@@ -1026,7 +1100,7 @@ pub struct ExecOutput {
 
 /// Run `cmd` in `container` with `env` (`K=V`) over the container's, to its end; what it
 /// printed and its exit code. The one way the host runs a command in a container and reads
-/// it back (the attached session is [`super::attach::exec`]).
+/// it back (the agent's own command is [`super::attach::run`]).
 pub async fn exec_in(
     docker: &Docker,
     container: &str,

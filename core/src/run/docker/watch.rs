@@ -22,11 +22,10 @@
 use super::project::ComposeFile;
 use super::{DockerError, api, names, up};
 use bollard::Docker;
-use bollard::query_parameters::EventsOptionsBuilder;
 use bottle_contract::layout::{BUNDLE_EVENTS_FILE, STOP_REQUESTED_FILE};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -119,22 +118,10 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
     };
     let mut deaths: VecDeque<Instant> = VecDeque::new();
     // Events from the moment the watch begins: a death before the stream is open is replayed,
-    // and one before the watch began is found by the first look below.
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .to_string();
-    let filters = HashMap::from([
-        ("type", vec!["container"]),
-        ("container", vec![container.as_str()]),
-        ("event", vec!["die"]),
-    ]);
-    let mut events = w.docker.events(Some(
-        EventsOptionsBuilder::new()
-            .since(&since)
-            .filters(&filters)
-            .build(),
-    ));
+    // and one before the watch began is found by the first look below. By name: a bundle
+    // started again is another container of that name.
+    let since = super::unix_now();
+    let mut events = super::die_events(w.docker, &container, since);
     let mut look_now = true;
     loop {
         if !look_now {
@@ -148,12 +135,7 @@ pub async fn watch(w: Watched<'_>) -> Result<Infallible, BundleLost> {
                         why.as_deref().unwrap_or("closed")
                     );
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    events = w.docker.events(Some(
-                        EventsOptionsBuilder::new()
-                            .since(&since)
-                            .filters(&filters)
-                            .build(),
-                    ));
+                    events = super::die_events(w.docker, &container, since);
                     look_now = true;
                     continue;
                 }

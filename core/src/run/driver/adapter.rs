@@ -232,6 +232,7 @@ impl NativeAdapter {
                     user: String::new(),
                     probe: None,
                     layer: None,
+                    start: None,
                 },
                 bundle: p.manifest.bundle_resources,
                 phases: &opts.phases,

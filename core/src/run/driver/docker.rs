@@ -336,6 +336,14 @@ async fn start<'a>(
         verify::Mode::Off => None,
         _ => Some(verify::install_probe(&p.state_dir)?.display().to_string()),
     };
+    // The agent's command is its container's process, waiting for the go-ahead given once the
+    // terminal is attached.
+    let start_files = attach::StartFiles::install(&p.state_dir)?;
+    let command = opts
+        .command
+        .clone()
+        .unwrap_or_else(|| p.plan.stack.agent.command.clone());
+    let tty = attach::stdin_is_terminal();
     // `cwd: mount`: the agent works on a layer over your dir, brought back at teardown.
     let layer = if p.confinement.workdir_volume {
         None
@@ -356,6 +364,12 @@ async fn start<'a>(
             user,
             probe,
             layer: layer.as_ref(),
+            start: Some(up::AgentStart {
+                files: &start_files,
+                command: &command,
+                workdir: &p.plan.stack.agent.workdir,
+                tty,
+            }),
         },
         bundle: p.manifest.bundle_resources,
         phases: &opts.phases,
@@ -373,27 +387,26 @@ async fn start<'a>(
         )
         .await?;
     }
+    let env = agent_hop_env(p, &hop);
     let report = match opts.verify {
         verify::Mode::Off => None,
-        _ => Some(
-            verify::run_suite(docker, &file, p, &agent_container, &agent_hop_env(p, &hop)).await?,
-        ),
+        _ => {
+            let exec_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Some(verify::run_suite(docker, &file, p, &agent_container, &exec_env).await?)
+        }
     };
-    let exec = attach::ExecRequest {
+    let session = attach::AgentSession {
         container: agent_container,
-        command: opts
-            .command
-            .clone()
-            .unwrap_or_else(|| p.plan.stack.agent.command.clone()),
-        workdir: Some(p.plan.stack.agent.workdir.clone()),
-        tty: attach::stdin_is_terminal(),
-        env: agent_hop_env(p, &hop),
+        tty,
+        go: start_files.go,
+        env,
+        timeout: opts.health_timeout,
     };
     Ok(DockerStarted {
         docker,
         launch,
         file,
-        exec,
+        session,
         report,
     })
 }
@@ -405,8 +418,8 @@ struct DockerStarted<'a> {
     /// The compose file as brought up, its networks named as joined (the bundle is watched,
     /// and restarted, by it).
     file: project::ComposeFile,
-    /// The agent's command.
-    exec: attach::ExecRequest,
+    /// The agent's command, waiting for its go-ahead.
+    session: attach::AgentSession,
     report: Option<verify::Report>,
 }
 
@@ -434,13 +447,40 @@ impl<'a> Started<'a> for DockerStarted<'a> {
                 health_timeout: opts.health_timeout,
                 env: &opts.env,
             };
-            tokio::select! {
-                r = attach::exec(self.docker, &self.exec) => Ok(r?),
+            // Once the agent's process ended, its way out is no longer needed: the bundle's
+            // daemons write their last lines and exit while the engine still releases the
+            // agent's container, instead of after it (teardown then finds the bundle stopped).
+            // The engine says the death before the output's end; either ends the watch.
+            let since = docker::unix_now();
+            let relay = attach::run(self.docker, &self.session);
+            tokio::pin!(relay);
+            let relayed = tokio::select! {
+                r = &mut relay => Some(r),
+                () = attach::died(self.docker, &self.session.container, since) => None,
                 lost = watch::watch(watched) => match lost {
-                    Err(e) => Err(LaunchError::BundleLost(e)),
+                    Err(e) => return Err(LaunchError::BundleLost(e)),
                     Ok(never) => match never {},
                 },
-            }
+            };
+            let bundle =
+                self.file.services.get(layout::BUNDLE_SERVICE).map(|s| {
+                    up::container_name(&p.plan.deployment.project, layout::BUNDLE_SERVICE, s)
+                });
+            let stop_bundle = async {
+                if let Some(name) = &bundle {
+                    down::stop_gracefully(self.docker, name).await;
+                }
+            };
+            // What the agent wrote last is still relayed; then its exit code is read.
+            let ended = async {
+                match relayed {
+                    Some(r) => r?,
+                    None => relay.await?,
+                }
+                attach::exit_code(self.docker, &self.session.container).await
+            };
+            let (code, ()) = tokio::join!(ended, stop_bundle);
+            Ok(code?)
         })
     }
 }
