@@ -710,8 +710,8 @@ pub async fn up(
             started.insert(k, ());
         }
         if let Some((key, s)) = agent_ready {
-            // Its names need the addresses of what started with it; its idle process resolves
-            // nothing, and its command runs only after bring-up.
+            // Its names need the addresses of what started with it; its process, waiting for
+            // the go-ahead, resolves nothing, and its command runs only after bring-up.
             let done: Vec<&str> = started.keys().copied().collect();
             super::names::fill(
                 docker,
