@@ -6,7 +6,7 @@
 //! bench origin DIR [ADDR [NAME...]]     # prints `http=PORT https=PORT`, writes DIR/origin-ca.pem
 //! bench load URL [--proxy http://H:P] [--cacert F] [--connections N] [--seconds S] [--warmup S]
 //!                [--body FILE] [--header NAME:VALUE]
-//! bench relay                           # prints `relay=PORT`
+//! bench relay [HOLD_US]                 # prints `relay=PORT`
 //! ```
 //!
 //! `relay` is the floor the proxies are measured against: a forward proxy on one thread that
@@ -14,7 +14,8 @@
 //! origin, then relays; no parsing after that, no TLS of its own, no routing, no scan). It
 //! polls before it sleeps as egress does (`bottle_egress::busy_poll`): no proxy built that way
 //! can beat its one-connection rate on the same cores, the hops it pays are every such
-//! proxy's.
+//! proxy's. With `HOLD_US`, it holds every read's bytes that long (spinning) before passing
+//! them on: what a proxy's own work per request costs at one connection, whatever the work.
 //!
 //! With `--body`, each request is a POST of the file's bytes (with `--header`s such as
 //! `content-encoding:gzip`); without, a GET.
@@ -28,7 +29,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +46,12 @@ fn main() {
             .on_thread_park(bottle_egress::busy_poll::before_sleep)
             .build()
             .expect("runtime");
-        return rt.block_on(relay());
+        let hold = match args.get(1).map(|v| v.parse::<u64>()) {
+            None => Duration::ZERO,
+            Some(Ok(us)) => Duration::from_micros(us),
+            Some(Err(_)) => return eprintln!("usage: bench relay [HOLD_US]"),
+        };
+        return rt.block_on(relay(hold));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,7 +60,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("origin") => rt.block_on(origin(&args[1..])),
         Some("load") => rt.block_on(load(&args[1..])),
-        _ => eprintln!("usage: bench origin DIR | bench load URL [options] | bench relay"),
+        _ => {
+            eprintln!("usage: bench origin DIR | bench load URL [options] | bench relay [HOLD_US]")
+        }
     }
 }
 
@@ -74,21 +84,21 @@ async fn origin(args: &[String]) {
 }
 
 /// The byte relay (see the module's docs): prints its port, then serves until killed.
-async fn relay() {
+async fn relay(hold: Duration) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     println!("relay={}", listener.local_addr().expect("addr").port());
     while let Ok((client, _)) = listener.accept().await {
         tokio::spawn(async move {
-            let _ = relay_one(client).await;
+            let _ = relay_one(client, hold).await;
         });
     }
 }
 
 /// One client connection: its first request's head names the origin (CONNECT's target or the
 /// absolute-form URL's authority); everything after is copied both ways untouched.
-async fn relay_one(mut client: TcpStream) -> std::io::Result<()> {
+async fn relay_one(mut client: TcpStream, hold: Duration) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     bottle_egress::busy_poll::watch(&client);
     let mut head = Vec::new();
@@ -117,8 +127,62 @@ async fn relay_one(mut client: TcpStream) -> std::io::Result<()> {
     } else {
         origin.write_all(&head).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    if hold.is_zero() {
+        tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    } else {
+        let (mut client, mut origin) = (Held::new(client, hold), Held::new(origin, hold));
+        tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    }
     Ok(())
+}
+
+/// A stream whose reads are held `hold` (the thread spinning, as work would keep it) once
+/// they bring bytes.
+struct Held {
+    io: TcpStream,
+    hold: Duration,
+}
+
+impl Held {
+    fn new(io: TcpStream, hold: Duration) -> Held {
+        Held { io, hold }
+    }
+}
+
+impl tokio::io::AsyncRead for Held {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let t = Instant::now();
+            while t.elapsed() < self.hold {
+                std::hint::spin_loop();
+            }
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Held {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 struct Opts {
