@@ -15,7 +15,8 @@
 //! polls before it sleeps as egress does (`bottle_egress::busy_poll`): no proxy built that way
 //! can beat its one-connection rate on the same cores, the hops it pays are every such
 //! proxy's. With `HOLD_US`, it holds every read's bytes that long (spinning) before passing
-//! them on: what a proxy's own work per request costs at one connection, whatever the work.
+//! them on: what a proxy's time per request costs at one connection (time only: real work
+//! would cost caches and calls too).
 //!
 //! With `--body`, each request is a POST of the file's bytes (with `--header`s such as
 //! `content-encoding:gzip`); without, a GET.
@@ -39,6 +40,15 @@ use tokio::net::TcpStream;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("relay") {
+        let hold = match &args[1..] {
+            [] => Some(Duration::ZERO),
+            [us] => us.parse().ok().map(Duration::from_micros),
+            _ => None,
+        };
+        let Some(hold) = hold else {
+            eprintln!("usage: bench relay [HOLD_US]");
+            std::process::exit(2);
+        };
         // One thread, as the proxies measured beside it get one core and one worker, and it
         // polls before sleeping as egress does.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -46,11 +56,6 @@ fn main() {
             .on_thread_park(bottle_egress::busy_poll::before_sleep)
             .build()
             .expect("runtime");
-        let hold = match args.get(1).map(|v| v.parse::<u64>()) {
-            None => Duration::ZERO,
-            Some(Ok(us)) => Duration::from_micros(us),
-            Some(Err(_)) => return eprintln!("usage: bench relay [HOLD_US]"),
-        };
         return rt.block_on(relay(hold));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +179,18 @@ impl tokio::io::AsyncWrite for Held {
         bytes: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, bytes)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
