@@ -36,11 +36,9 @@ source benches/lib/egress-rig.sh
 
 step "egress (core $PROXY_CORE, one worker) and the relay"
 start_egress egress --access-log off
-taskset -c "$PROXY_CORE" "$load_bin" relay > "$tmp/relay.out" &
-relay_pid=$!
-pids+=($relay_pid)
-for _ in $(seq 50); do [ -s "$tmp/relay.out" ] && break; sleep 0.1; done
-relay_port=$(sed 's/relay=//' "$tmp/relay.out")
+start_relay relay
+relay_pid=${RELAY_PID[relay]}
+relay_port=${RELAY_PORT[relay]}
 
 # trace NAME PID URL PROXY_PORT ORIGIN_PORT [load args...]: one connection of load for SECS,
 # one second of it traced.
@@ -146,17 +144,14 @@ echo
 echo "the relay holding each read (two a request), untraced, http; median of $ROUNDS rounds of ${SECS}s each, in turn:"
 printf '%-8s %10s %9s %22s\n' hold_us req/s p50_us "added p50 per us held"
 holds=(0 2 4 8)
-declare -A HELD_PORT HELD_P50 HELD_RPS
+declare -A HELD_P50 HELD_RPS
 for hold in "${holds[@]}"; do
-    taskset -c "$PROXY_CORE" "$load_bin" relay "$hold" > "$tmp/held$hold.out" &
-    pids+=($!)
-    for _ in $(seq 50); do [ -s "$tmp/held$hold.out" ] && break; sleep 0.1; done
-    HELD_PORT[$hold]=$(sed 's/relay=//' "$tmp/held$hold.out")
+    start_relay "held$hold" "$hold"
 done
 for _ in $(seq "$ROUNDS"); do
     for hold in "${holds[@]}"; do
         out=$(taskset -c 1 "$load_bin" load "http://127.0.0.1:$http_port/bytes/200" --connections 1 \
-            --seconds "$SECS" --warmup "$WARMUP" --proxy "http://127.0.0.1:${HELD_PORT[$hold]}")
+            --seconds "$SECS" --warmup "$WARMUP" --proxy "http://127.0.0.1:${RELAY_PORT[held$hold]}")
         HELD_RPS[$hold]+="$(sed 's/.*"rps":\([0-9]*\).*/\1/' <<<"$out") "
         HELD_P50[$hold]+="$(sed 's/.*"p50_us":\([0-9]*\).*/\1/' <<<"$out") "
     done

@@ -41,11 +41,9 @@ sleeps_pid=${EGRESS_PID[sleeps]}
 sleeps_addr=${EGRESS_ADDR[sleeps]}
 
 step "relay (core $PROXY_CORE): a proxy that only copies bytes, the floor at one connection"
-taskset -c "$PROXY_CORE" "$load_bin" relay > "$tmp/relay.out" &
-relay_pid=$!
-pids+=($relay_pid)
-for _ in $(seq 50); do [ -s "$tmp/relay.out" ] && break; sleep 0.1; done
-relay_port=$(sed 's/relay=//' "$tmp/relay.out")
+start_relay relay
+relay_pid=${RELAY_PID[relay]}
+relay_port=${RELAY_PORT[relay]}
 
 step "mitmproxy (core $PROXY_CORE)"
 cat > "$tmp/addon.py" <<EOF

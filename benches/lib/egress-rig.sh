@@ -1,8 +1,9 @@
 # The rig the egress benchmarks share (sourced, not run): the builds (see EGRESS_BUILD), a test origin on
 # core 1, a routes file with a token route (`localhost`) and a token-less one (`127.0.0.1`),
-# egress's CA, `start_egress NAME ARGS...` (core $PROXY_CORE, one worker; sets EGRESS_PID[NAME] and
-# EGRESS_ADDR[NAME]) and `row NAME PID URL CONNS [load args...]`, which prints one row and
-# records RPS[NAME-SCHEME-CONNS] and P50[...]. Expects `step`, WARMUP, SECS and $bench.
+# egress's CA, `start_egress NAME ARGS...` (core $PROXY_CORE, one worker; sets EGRESS_PID[NAME]
+# and EGRESS_ADDR[NAME]), `start_relay NAME [HOLD_US]` (likewise RELAY_PID and RELAY_PORT) and
+# `row NAME PID URL CONNS [load args...]`, which prints one row and records
+# RPS[NAME-SCHEME-CONNS] and P50[...]. Expects `step`, WARMUP, SECS and $bench.
 
 # EGRESS_BUILD=shipped (the default) measures egress as bottle embeds it in the bundle: the
 # `bundle` profile as the workspace defines it (CI's lighter CARGO_PROFILE_BUNDLE_* are unset),
@@ -70,6 +71,18 @@ start_egress() {
     pids+=($!)
     for _ in $(seq 50); do grep -q 'listening on' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
     EGRESS_ADDR[$name]=$(grep -o 'listening on [0-9.:]*' "$tmp/$name.out" | awk '{print $3}')
+}
+
+declare -A RELAY_PID RELAY_PORT
+# start_relay NAME [HOLD_US]: the byte relay (`bench relay`) on core $PROXY_CORE, holding each
+# read HOLD_US if given; sets RELAY_PID[NAME] and RELAY_PORT[NAME].
+start_relay() {
+    local name=$1; shift
+    taskset -c "$PROXY_CORE" "$load_bin" relay "$@" > "$tmp/relay-$name.out" &
+    RELAY_PID[$name]=$!
+    pids+=($!)
+    for _ in $(seq 50); do [ -s "$tmp/relay-$name.out" ] && break; sleep 0.1; done
+    RELAY_PORT[$name]=$(sed 's/relay=//' "$tmp/relay-$name.out")
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
