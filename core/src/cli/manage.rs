@@ -211,7 +211,14 @@ pub(super) fn stop(env: &HostEnv, slug: &str, dirs: &[PathBuf]) -> Result<ExitCo
             work: if orphan { Work::BringBack } else { Work::Leave },
         };
         fleet.owner(slug, &parts).down(slug, teardown).await?;
-        let log = if orphan { state::retire(&state)? } else { log };
+        let log = if orphan {
+            state::retire(&state)?
+        } else if log.starts_with(&state) && !state.is_dir() {
+            // The attached run's teardown retired the dir meanwhile, its logs kept there.
+            state::archived_log(&state)
+        } else {
+            log
+        };
         eprintln!("stopped {slug}; logs in {}", log.display());
         Ok(ExitCode::SUCCESS)
     })

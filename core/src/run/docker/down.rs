@@ -181,6 +181,7 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
     if let Some(path) = log_file
         && !containers.is_empty()
         && let Err(e) = std::fs::write(path, merge(lines))
+        && !retired_meanwhile(path, &e)
     {
         errors.push(format!("cannot write the logs to {}: {e}", path.display()));
     }
@@ -226,9 +227,33 @@ pub async fn down(docker: &Docker, slug: &str, log_file: Option<&Path>) -> Resul
     }
 }
 
+/// Whether writing the logs to `path` failed because its dir is gone: the bottle's other
+/// teardown (`bottle stop` beside its attached run) retired the state dir meanwhile, keeping
+/// the logs it read beside the others, so nothing is lost by not writing them here.
+fn retired_meanwhile(path: &Path, e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound && path.parent().is_some_and(|dir| !dir.exists())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{merged_line, text_of};
+    use super::{merged_line, retired_meanwhile, text_of};
+
+    #[test]
+    fn logs_not_written_only_because_the_state_dir_was_retired_are_no_error() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("slug");
+        std::fs::create_dir(&state).unwrap();
+        let log = state.join("compose.log");
+        // Retired by the other teardown: the dir is gone.
+        std::fs::remove_dir(&state).unwrap();
+        let e = std::fs::write(&log, b"x").unwrap_err();
+        assert!(retired_meanwhile(&log, &e));
+        // The dir is there and the write fails for another reason: that is an error.
+        std::fs::create_dir(&state).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        let e = std::fs::write(&log, b"x").unwrap_err();
+        assert!(!retired_meanwhile(&log, &e), "{e}");
+    }
 
     #[test]
     fn a_line_is_a_services_own_only_where_bottle_named_it() {
