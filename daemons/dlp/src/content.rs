@@ -20,6 +20,10 @@ pub enum ContentError {
     /// Decoding would exceed the limit (a decompression bomb, or just too big to judge).
     #[error("the body decodes to more than {0} bytes, more than bottle scans")]
     TooLarge(usize),
+    /// Bytes follow the end of the compressed stream: a decoder that stops at the end would
+    /// leave them unread, and a server may still read them.
+    #[error("the body has data after the end of its {0} stream; send one stream")]
+    TrailingData(&'static str),
 }
 
 /// The body as the server reads it, after every `Content-Encoding` (listed outermost last, as
@@ -57,23 +61,24 @@ pub fn decode_content_into(
                 let gz = flate2::read::MultiGzDecoder::new(data);
                 bounded(gz, out, gzip_size(data).unwrap_or(guess), limit, "gzip")?
             }
-            // "deflate" is zlib by the RFC; some clients send raw deflate.
+            // "deflate" is zlib by the RFC; some clients send raw deflate. Both decoders read
+            // the body in place (`bufread`), so what they leave unread is seen.
             "deflate" => {
-                let zlib = flate2::read::ZlibDecoder::new(data);
-                bounded(zlib, out, guess, limit, "deflate").or_else(|_| {
-                    let raw = flate2::read::DeflateDecoder::new(data);
-                    bounded(raw, Vec::new(), guess, limit, "deflate")
+                let zlib = flate2::bufread::ZlibDecoder::new(data);
+                whole(zlib, out, guess, limit, "deflate", |d| d.get_ref().len()).or_else(|e| {
+                    match e {
+                        ContentError::Corrupt(_) => {
+                            let raw = flate2::bufread::DeflateDecoder::new(data);
+                            whole(raw, Vec::new(), guess, limit, "deflate", |d| {
+                                d.get_ref().len()
+                            })
+                        }
+                        other => Err(other),
+                    }
                 })?
             }
-            "br" => {
-                let br = brotli_decompressor::Decompressor::new(data, 4096);
-                bounded(br, out, guess, limit, "br")?
-            }
-            "zstd" => {
-                let zstd = ruzstd::decoding::StreamingDecoder::new(data)
-                    .map_err(|_| ContentError::Corrupt("zstd"))?;
-                bounded(zstd, out, guess, limit, "zstd")?
-            }
+            "br" => brotli_whole(data, out, guess, limit)?,
+            "zstd" => zstd_frames(data, out, guess, limit)?,
             other => return Err(ContentError::UnknownEncoding(other.to_string())),
         };
         // The layer before is spare now, for the next coding.
@@ -102,23 +107,124 @@ const PRESIZE_MAX: usize = 4 << 20;
 /// Read `r` to the end, at most `limit` bytes, into `out` (emptied first) sized for about
 /// `expected`.
 fn bounded(
-    r: impl Read,
+    mut r: impl Read,
     mut out: Vec<u8>,
     expected: usize,
     limit: usize,
     name: &'static str,
 ) -> Result<Vec<u8>, ContentError> {
+    presize(&mut out, expected, limit);
+    append_bounded(&mut r, &mut out, limit, name)?;
+    Ok(out)
+}
+
+/// [`bounded`] for a decoder that stops at the end of its stream: the body is refused when
+/// `unread` (what the decoder left of its input) is not nothing.
+fn whole<R: Read>(
+    mut r: R,
+    mut out: Vec<u8>,
+    expected: usize,
+    limit: usize,
+    name: &'static str,
+    unread: impl Fn(&R) -> usize,
+) -> Result<Vec<u8>, ContentError> {
+    presize(&mut out, expected, limit);
+    append_bounded(&mut r, &mut out, limit, name)?;
+    if unread(&r) != 0 {
+        return Err(ContentError::TrailingData(name));
+    }
+    Ok(out)
+}
+
+/// Every zstd frame of `data`, one after another, as a server that reads them all does. A
+/// skippable frame, which such a server skips unread, is refused here rather than skipped.
+fn zstd_frames(
+    data: &[u8],
+    mut out: Vec<u8>,
+    expected: usize,
+    limit: usize,
+) -> Result<Vec<u8>, ContentError> {
+    presize(&mut out, expected, limit);
+    let mut rest = data;
+    loop {
+        // The decoder reads its input exactly: `rest` is left at the next frame.
+        let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut rest)
+            .map_err(|_| ContentError::Corrupt("zstd"))?;
+        append_bounded(&mut frame, &mut out, limit, "zstd")?;
+        drop(frame);
+        if rest.is_empty() {
+            return Ok(out);
+        }
+    }
+}
+
+/// A brotli stream, decoded by the stream API rather than the `Read` adapter: the adapter
+/// ends at the stream's end without a word about input left after it.
+fn brotli_whole(
+    data: &[u8],
+    mut out: Vec<u8>,
+    expected: usize,
+    limit: usize,
+) -> Result<Vec<u8>, ContentError> {
+    use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
+    presize(&mut out, expected, limit);
+    let mut state = BrotliState::new(
+        StandardAlloc::default(),
+        StandardAlloc::default(),
+        StandardAlloc::default(),
+    );
+    let (mut avail_in, mut in_offset, mut total) = (data.len(), 0usize, 0usize);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let (mut avail_out, mut out_offset) = (chunk.len(), 0usize);
+        let result = BrotliDecompressStream(
+            &mut avail_in,
+            &mut in_offset,
+            data,
+            &mut avail_out,
+            &mut out_offset,
+            &mut chunk,
+            &mut total,
+            &mut state,
+        );
+        if out.len() + out_offset > limit {
+            return Err(ContentError::TooLarge(limit));
+        }
+        out.extend_from_slice(&chunk[..out_offset]);
+        match result {
+            BrotliResult::NeedsMoreOutput => {}
+            BrotliResult::ResultSuccess if avail_in == 0 => return Ok(out),
+            BrotliResult::ResultSuccess => return Err(ContentError::TrailingData("br")),
+            BrotliResult::NeedsMoreInput | BrotliResult::ResultFailure => {
+                return Err(ContentError::Corrupt("br"));
+            }
+        }
+    }
+}
+
+/// Empty `out` and size it for about `expected` bytes.
+fn presize(out: &mut Vec<u8>, expected: usize, limit: usize) {
     out.clear();
     // One more than the claim, so a true claim ends in the first buffer without a grow at EOF.
     out.reserve(expected.min(limit).min(PRESIZE_MAX).saturating_add(1));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+}
+
+/// Append what `r` reads to its end to `out`, refusing once `out` would exceed `limit`.
+fn append_bounded(
+    r: &mut impl Read,
+    out: &mut Vec<u8>,
+    limit: usize,
+    name: &'static str,
+) -> Result<(), ContentError> {
+    let room = limit.saturating_sub(out.len());
+    let cap = u64::try_from(room).unwrap_or(u64::MAX).saturating_add(1);
     r.take(cap)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|_| ContentError::Corrupt(name))?;
     if out.len() > limit {
         return Err(ContentError::TooLarge(limit));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The boundary of a `multipart/*` content type, if it is one.
@@ -310,6 +416,50 @@ mod tests {
             decode_content(b"x", "compress", 1 << 20),
             Err(ContentError::UnknownEncoding(_))
         ));
+    }
+
+    /// A stream of nothing, then the secret in the clear: a decoder that stops at the end of
+    /// the first stream would scan nothing and pass the secret on.
+    #[test]
+    fn data_after_a_compressed_stream_is_refused_or_read_never_passed_unread() {
+        let secret = b"AWS_SECRET_ACCESS_KEY=the rest in the clear";
+        let then = |mut stream: Vec<u8>| {
+            stream.extend_from_slice(secret);
+            stream
+        };
+        let zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        assert_eq!(
+            decode_content(&then(zlib.finish().unwrap()), "deflate", 1 << 20),
+            Err(ContentError::TrailingData("deflate"))
+        );
+        let raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        assert_eq!(
+            decode_content(&then(raw.finish().unwrap()), "deflate", 1 << 20),
+            Err(ContentError::TrailingData("deflate"))
+        );
+        assert!(decode_content(&then(gz(b"")), "gzip", 1 << 20).is_err());
+        let mut br = Vec::new();
+        brotli::BrotliCompress(&mut &b""[..], &mut br, &Default::default()).unwrap();
+        assert_eq!(
+            decode_content(&then(br), "br", 1 << 20),
+            Err(ContentError::TrailingData("br"))
+        );
+        let empty = ruzstd::encoding::compress_to_vec(
+            &b""[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert!(decode_content(&then(empty.clone()), "zstd", 1 << 20).is_err());
+        // Frame after frame is read as a server reading them all does, and bounded as one.
+        let mut frames = empty;
+        frames.extend(ruzstd::encoding::compress_to_vec(
+            &secret[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        assert_eq!(decode_content(&frames, "zstd", 1 << 20).unwrap(), secret);
+        assert_eq!(
+            decode_content(&frames, "zstd", secret.len() - 1),
+            Err(ContentError::TooLarge(secret.len() - 1))
+        );
     }
 
     #[test]

@@ -645,6 +645,11 @@ impl Proxy {
             if ruled && let Some(why) = method_override(&req) {
                 return Err(Box::new((req, record, Block::Rule, why)));
             }
+            if (ruled || !route.path_allowlist.is_empty())
+                && let Some(why) = path_override(&req)
+            {
+                return Err(Box::new((req, record, Block::Rule, why)));
+            }
             let graphql = match route.check_request(req.method().as_str(), &path) {
                 RuleOutcome::Pass => None,
                 RuleOutcome::GraphQl(forge) => Some(forge),
@@ -817,10 +822,24 @@ impl Proxy {
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
-                if (route.forge.is_some() || !route.rules.is_empty())
-                    && let Some(why) = method_field_in_body(&bytes, content_type)
-                {
-                    return refuse(record, Block::Rule, why);
+                if route.forge.is_some() || !route.rules.is_empty() {
+                    // The form as the origin reads it: a `_method` field under gzip is one too.
+                    let decoded = match &shape.encoding {
+                        Some(coding) => match bottle_dlp::content::decode_content(
+                            &bytes,
+                            coding,
+                            crate::inspect::DECODED_LIMIT,
+                        ) {
+                            Ok(d) => Some(d),
+                            Err(e) => return refuse(record, Block::Rule, e.to_string()),
+                        },
+                        None => None,
+                    };
+                    if let Some(why) =
+                        method_field_in_body(decoded.as_deref().unwrap_or(&bytes), content_type)
+                    {
+                        return refuse(record, Block::Rule, why);
+                    }
                 }
                 if graphql.is_some() {
                     if bytes.len() > GRAPHQL_MAX_BYTES {
@@ -1070,6 +1089,19 @@ fn method_override<B>(req: &Request<B>) -> Option<String> {
         );
     }
     None
+}
+
+/// Why a request that asks the origin to serve another path than its own is refused (the
+/// route judged the path it was sent to), if it does: IIS's and Symfony's rewrite headers.
+fn path_override<B>(req: &Request<B>) -> Option<String> {
+    ["x-original-url", "x-rewrite-url", "x-forwarded-prefix"]
+        .into_iter()
+        .find(|h| req.headers().contains_key(*h))
+        .map(|h| {
+            format!(
+                "the request asks the origin for another path ({h}), which this route's path rules would not have judged"
+            )
+        })
 }
 
 /// Whether a query string or form body names `_method` (Rails, Laravel and Symfony take it

@@ -1127,6 +1127,34 @@ fn a_forge_token_cannot_do_what_git_gate_controls_or_open_a_channel() {
         assert_eq!(code, 403, "{ct}: {text}");
         assert!(text.contains("`_method` field"), "{text}");
     }
+    // The same form gzip'd, as an origin that undoes `Content-Encoding` reads it.
+    let gzipped = rig.path("method-form.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b"title=x&_method=DELETE").unwrap();
+    std::fs::write(&gzipped, gz.finish().unwrap()).unwrap();
+    let (code, text) = rig.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+        "-H",
+        "Content-Encoding: gzip",
+        "--data-binary",
+        &format!("@{}", gzipped.display()),
+        &gh("/repos/o/r/issues"),
+    ]);
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("`_method` field"), "{text}");
+    // Asking the origin for another path than the one judged (IIS's and Symfony's headers).
+    for h in ["X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Prefix"] {
+        let (code, text) = rig.curl(&[
+            "-H",
+            &format!("{h}: /repos/o/r/git/refs/heads/main"),
+            &gh("/repos/o/r/issues"),
+        ]);
+        assert_eq!(code, 403, "{h}: {text}");
+        assert!(text.contains("another path"), "{text}");
+    }
     // The refusal is in the access log with its rule, the query and body never.
     let lines = rig.log_lines();
     assert!(

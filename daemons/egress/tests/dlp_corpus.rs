@@ -153,6 +153,11 @@ struct WsCase {
     compress: bool,
 }
 
+/// `{"note": text}`, escaped as JSON.
+fn json_escaped_body(text: &str) -> Vec<u8> {
+    serde_json::json!({ "note": text }).to_string().into_bytes()
+}
+
 fn gzip(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(b).unwrap();
@@ -277,6 +282,26 @@ fn attacks(rig: &Rig, rng: &mut Lcg) -> (Vec<HttpCase>, Vec<WsCase>) {
     method.method = Box::leak(token.into_boxed_str());
     method.body = b"x".to_vec();
     http.push(method);
+    // A compressed stream of nothing, then the secret: in the clear after a deflate stream's
+    // end (which a decoder that stops there never reads), or in a second zstd frame.
+    let nothing = json_escaped_body("");
+    for (i, (coding, stream)) in [("deflate", deflate(&nothing)), ("zstd", zstd(&nothing))]
+        .into_iter()
+        .enumerate()
+    {
+        let (sname, secret) = &secrets[1 + i];
+        let id = format!("a-after-{coding}-{sname}");
+        let mut case = http_case(rig, &id, "body-after-stream", true, "").unwrap();
+        let tail = json_escaped_body(secret);
+        case.headers = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Encoding".into(), coding.into()),
+        ];
+        case.body = stream;
+        case.body
+            .extend(if coding == "zstd" { zstd(&tail) } else { tail });
+        http.push(case);
+    }
     (http, ws)
 }
 
@@ -314,7 +339,7 @@ fn http_case(
         format!("{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{p}\"}}]}}")
             .into_bytes()
     };
-    let json_escaped = |p: &str| serde_json::json!({"note": p}).to_string().into_bytes();
+    let json_escaped = json_escaped_body;
     match channel {
         "url-path" => {
             case.method = "GET";
@@ -389,7 +414,7 @@ fn http_case(
             );
         }
         // Filled in by the caller.
-        "header-name" | "method" => {}
+        "header-name" | "method" | "body-after-stream" => {}
         _ => return None,
     }
     Some(case)
