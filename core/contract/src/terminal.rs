@@ -43,12 +43,23 @@ pub fn is_unsafe(c: char) -> bool {
 
 /// `raw` with everything [`is_unsafe`] escaped as visible text; newlines and tabs are kept.
 pub fn safe(raw: &str) -> Cow<'_, str> {
-    if !raw.chars().any(is_unsafe) {
+    escaped(raw, is_unsafe)
+}
+
+/// [`safe`] for one line of a list: newlines and tabs escaped too (`\x0a`), so a name
+/// cannot start a line of its own.
+pub fn one_line(raw: &str) -> Cow<'_, str> {
+    escaped(raw, |c| is_unsafe(c) || c == '\n' || c == '\t')
+}
+
+/// `raw` with every character `escape` picks written as visible text.
+fn escaped(raw: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !raw.chars().any(&escape) {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len() + 16);
     for c in raw.chars() {
-        if !is_unsafe(c) {
+        if !escape(c) {
             out.push(c);
         } else if (c as u32) < 0x100 {
             out.push_str(&format!("\\x{:02x}", c as u32));
@@ -87,5 +98,14 @@ mod tests {
             assert_eq!(safe(raw), shown, "{raw:?}");
             assert!(!safe(raw).chars().any(is_unsafe));
         }
+    }
+
+    #[test]
+    fn one_line_escapes_newlines_and_tabs_too() {
+        assert!(matches!(one_line("src/main.rs"), Cow::Borrowed(_)));
+        assert_eq!(
+            one_line("a\nremoved src/main.rs\t\x1b[2J"),
+            "a\\x0aremoved src/main.rs\\x09\\x1b[2J"
+        );
     }
 }

@@ -63,7 +63,8 @@ pub fn bring_back(
 }
 
 /// Write the list of what came back into `dir` (`written PATH`, `written, executable PATH`,
-/// `removed PATH`, `replaced PATH`, one a line, controls escaped) to `file`, whole.
+/// `removed PATH`, `replaced PATH`, one a line, controls, newlines and tabs escaped) to
+/// `file`, whole.
 fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     if report.written.is_empty() && report.removed.is_empty() && report.replaced.is_empty() {
@@ -76,7 +77,7 @@ fn write_changes(file: &Path, dir: &Path, report: &merge::Report) -> std::io::Re
     let line = |what: &str, p: &Path| {
         format!(
             "{what} {}\n",
-            bottle_contract::terminal::safe(&p.to_string_lossy())
+            bottle_contract::terminal::one_line(&p.to_string_lossy())
         )
     };
     let mut text = String::new();
@@ -236,5 +237,23 @@ pub fn destinations(state_dir: &Path) -> merge::Destinations {
         archive: log.with_extension("set-aside.tar"),
         backup: log.with_extension("replaced"),
         changes: log.with_extension("changes.txt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_in_the_list_of_changes_cannot_forge_a_line() {
+        let t = tempfile::tempdir().unwrap();
+        let report = merge::Report {
+            written: vec![PathBuf::from("a\nremoved src/main.rs")],
+            ..merge::Report::default()
+        };
+        let list = t.path().join("changes.txt");
+        write_changes(&list, t.path(), &report).unwrap();
+        let text = std::fs::read_to_string(&list).unwrap();
+        assert_eq!(text, "written a\\x0aremoved src/main.rs\n");
     }
 }

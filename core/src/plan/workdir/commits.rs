@@ -295,6 +295,9 @@ fn valid_branch(name: &str) -> bool {
         && name.bytes().all(|b| {
             b > b' ' && b != 0x7f && !matches!(b, b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
         })
+        // Your `git branch` prints it as it is: nothing that drives a terminal or reads
+        // otherwise than it is (C1 controls, bidirectional and invisible characters).
+        && !name.chars().any(bottle_contract::terminal::is_unsafe)
         && name
             .split('/')
             .all(|c| !c.is_empty() && !c.starts_with('.') && !c.starts_with('-'))
@@ -628,4 +631,29 @@ fn check(out: std::process::Output) -> Result<String, String> {
 /// Where the scratch repo goes in `layer`.
 pub fn scratch_dir(layer: &Layer) -> PathBuf {
     layer.root.join("import.git")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_branch;
+
+    #[test]
+    fn branch_names_git_takes_and_your_terminal_shows_as_they_are_only() {
+        for ok in ["main", "feature/x-1", "fix_über"] {
+            assert!(valid_branch(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "x.lock",
+            "-x",
+            "a b",
+            "a\u{1b}[31m",
+            "evil\u{202e}gpj.exe",
+            "c1\u{9b}x",
+            "zero\u{200b}width",
+        ] {
+            assert!(!valid_branch(bad), "{bad:?}");
+        }
+    }
 }

@@ -16,7 +16,11 @@
 //!   tree, a virtualenv's python), and relative paths in the system and global config from
 //!   the top of every repo found.
 //!
+//! Besides git, what direnv loads on `cd` without asking again ([`direnv`]).
+//!
 //! Paths outside your dir do not matter and are left out.
+
+mod direnv;
 
 use super::merge::{Guarded, is_vcs_name};
 use std::path::{Component, Path, PathBuf};
@@ -265,7 +269,7 @@ pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
     // What was not searched for repositories is looked at when the merge asks about a path
     // there: one in a repo of yours is kept as it is (fail closed), the rest comes back.
     let mut unsearched = Vec::new();
-    let inner = repos_inside(root, &mut unsearched);
+    let found = search(root, &mut unsearched);
     let unsearched: Vec<PathBuf> = unsearched
         .into_iter()
         .filter_map(|d| d.strip_prefix(root).ok().map(Path::to_path_buf))
@@ -274,7 +278,8 @@ pub fn guarded(root: &Path, home: Option<&Path>) -> Guarded {
     if !unsearched.is_empty() {
         g.unsearched = Some((root.to_owned(), unsearched));
     }
-    for (work_tree, git_dir) in inner {
+    direnv::note(&mut g, root, &found.envrcs);
+    for (work_tree, git_dir) in found.repos {
         note_repo(
             &mut g, &mut seen, root, &git_dir, &git_dir, &work_tree, home,
         );
@@ -337,10 +342,20 @@ fn repository_of(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     Some((lines.next()?, lines.next()?, lines.next()?))
 }
 
-/// Repositories inside `root` besides its own: each work tree and its git dir (a `.git` dir,
-/// or the dir a `gitdir:` file names when it lies inside `root`).
-fn repos_inside(root: &Path, unsearched: &mut Vec<PathBuf>) -> Vec<(PathBuf, PathBuf)> {
-    let mut out = Vec::new();
+/// What a search of your dir finds.
+#[derive(Default)]
+struct Found {
+    /// Repositories inside it besides its own: each work tree and its git dir.
+    repos: Vec<(PathBuf, PathBuf)>,
+    /// Its `.envrc` files ([`direnv`]).
+    envrcs: Vec<PathBuf>,
+}
+
+/// Search `root`: repositories inside it besides its own (a `.git` dir, or the dir a
+/// `gitdir:` file names when it lies inside `root`), and `.envrc` files.
+fn search(root: &Path, unsearched: &mut Vec<PathBuf>) -> Found {
+    let mut found = Found::default();
+    let out = &mut found.repos;
     let mut budget = MAX_SCAN_ENTRIES;
     // Breadth first: when the budget runs out, what is left unsearched is the deepest (a
     // dependency tree), not a sibling of it holding your sources.
@@ -358,6 +373,9 @@ fn repos_inside(root: &Path, unsearched: &mut Vec<PathBuf>) -> Vec<(PathBuf, Pat
             budget -= 1;
             let name = e.file_name();
             let Ok(t) = e.file_type() else { continue };
+            if name == direnv::ENVRC && !t.is_dir() {
+                found.envrcs.push(e.path());
+            }
             if name == ".git" {
                 if dir != root {
                     let git_dir = if t.is_dir() {
@@ -401,7 +419,7 @@ fn repos_inside(root: &Path, unsearched: &mut Vec<PathBuf>) -> Vec<(PathBuf, Pat
             }
         }
     }
-    out
+    found
 }
 
 /// The git dir a `gitdir:` file names.
@@ -446,7 +464,61 @@ fn note_repo(
     for name in HOOK_MANAGER_FILES {
         let why = format!("the hook manager's {name}");
         guard_as_written_and_real(g, root, &top.join(name), &why);
+        note_manager_commands(g, root, &top.join(name), top, &why);
     }
+}
+
+/// The commands a hook manager's file runs (pre-commit's `entry: ./scripts/x`, lefthook's
+/// `run: tools/lint.sh`), taken from `top`: the file itself is guarded, but the scripts it
+/// names are where a change would run.
+fn note_manager_commands(g: &mut Guarded, root: &Path, file: &Path, top: &Path, why: &str) {
+    let Some(text) = read_bounded(file) else {
+        return;
+    };
+    for line in text.lines() {
+        let line = line.trim_start().trim_start_matches("- ").trim_start();
+        let Some(value) = ["entry:", "run:", "script:"]
+            .iter()
+            .find_map(|k| line.strip_prefix(k))
+        else {
+            continue;
+        };
+        for w in path_words(value) {
+            for p in candidates(&w, top, None) {
+                guard_as_written_and_real(g, root, &p, why);
+            }
+        }
+    }
+}
+
+/// The most of a hook or a hook manager's file read: they are short scripts, not programs.
+const MAX_HOOK_BYTES: u64 = 64 << 10;
+
+/// `file` read as text, at most [`MAX_HOOK_BYTES`]; `None` when it is not a readable file.
+fn read_bounded(file: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(file).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    let _ = f.take(MAX_HOOK_BYTES).read_to_string(&mut text);
+    Some(text)
+}
+
+/// Where a path word of a hook's command may lead: a relative word from the work tree's top
+/// (where git runs hooks); an absolute one as itself, and also from the top and from the
+/// hook's own dir, since the shell may have put either before it (`"$(git rev-parse
+/// --show-toplevel)/x.sh"`, `"$(dirname "$0")/../x.sh"`: the words split at the `)`).
+fn candidates(word: &str, top: &Path, hook_dir: Option<&Path>) -> Vec<PathBuf> {
+    let p = Path::new(word);
+    if !p.is_absolute() {
+        return vec![top.join(p)];
+    }
+    let rel = word.trim_start_matches('/');
+    let mut out = vec![p.to_owned(), top.join(rel)];
+    out.extend(hook_dir.map(|d| d.join(rel)));
+    out
 }
 
 /// The installed hooks in `hooks` (a repo's own hooks dir, outside your dir or not): what each
@@ -455,8 +527,6 @@ fn note_repo(
 /// lie inside `root`; so does the virtualenv a named program lives in (a `.pth` file the agent
 /// drops there runs with it).
 fn note_hooks(g: &mut Guarded, root: &Path, hooks: &Path, top: &Path) {
-    /// The most of a hook read: hooks are short scripts, not programs.
-    const MAX_HOOK_BYTES: u64 = 64 << 10;
     let Ok(read) = std::fs::read_dir(hooks) else {
         return;
     };
@@ -472,17 +542,10 @@ fn note_hooks(g: &mut Guarded, root: &Path, hooks: &Path, top: &Path) {
             named.push(hooks.join(target));
         }
         // The file the hook is, or leads to, read as text (bounded).
-        if let Ok(file) = std::fs::File::open(&path) {
-            use std::io::Read as _;
-            let mut text = String::new();
-            let _ = file.take(MAX_HOOK_BYTES).read_to_string(&mut text);
+        if let Some(text) = read_bounded(&path) {
             let commands = text.lines().filter(|l| !l.trim_start().starts_with('#'));
             for w in commands.flat_map(path_words) {
-                named.push(if Path::new(&w).is_absolute() {
-                    PathBuf::from(w)
-                } else {
-                    top.join(w)
-                });
+                named.extend(candidates(&w, top, Some(hooks)));
             }
         }
         for p in named {
@@ -567,6 +630,18 @@ fn note_files(
                 seen.push(path.clone());
                 let more = entries(&[std::ffi::OsStr::new("--file"), path.as_os_str()]);
                 note_files(g, seen, root, top, home, more, depth + 1);
+            }
+            // The hooks there, in your dir or not (a global hooks dir), and husky's scripts
+            // beside its `_/`: what each links to or names is where a change would run.
+            if e.key == "core.hookspath"
+                && let Some(top) = top
+            {
+                note_hooks(g, root, &path, top);
+                if path.file_name().is_some_and(|n| n == "_")
+                    && let Some(parent) = path.parent()
+                {
+                    note_hooks(g, root, parent, top);
+                }
             }
             // As written, even when a link on the way leads out of your dir: the agent could
             // put a dir of its own there.
@@ -738,6 +813,54 @@ mod tests {
     }
 
     #[test]
+    fn what_hooks_in_a_hooks_path_and_hook_managers_run_is_guarded() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        git(&root, &["init", "-q"]);
+        for d in [".githooks", "scripts", "tools", "ci"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("scripts/pre-commit.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(
+            "../scripts/pre-commit.sh",
+            root.join(".githooks/pre-commit"),
+        )
+        .unwrap();
+        // The words after a command substitution read as absolute paths.
+        std::fs::write(
+            root.join(".githooks/pre-push"),
+            "#!/bin/sh\nexec \"$(git rev-parse --show-toplevel)/tools/push.sh\"\n\"$(dirname \"$0\")/../ci/check.sh\"\n",
+        )
+        .unwrap();
+        git(&root, &["config", "core.hooksPath", ".githooks"]);
+        std::fs::write(
+            root.join(".pre-commit-config.yaml"),
+            "repos:\n  - repo: local\n    hooks:\n      - id: lint\n        entry: ./tools/lint.sh --fix\n        language: system\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("lefthook.yml"),
+            "pre-commit:\n  commands:\n    fmt:\n      run: ci/fmt.sh {staged_files}\n",
+        )
+        .unwrap();
+        let got = paths(&guarded(&root, None));
+        for want in [
+            "scripts/pre-commit.sh",
+            "tools/push.sh",
+            "ci/check.sh",
+            "tools/lint.sh",
+            "ci/fmt.sh",
+        ] {
+            assert!(
+                got.iter().any(|(p, _)| p == want),
+                "{want} missing in {got:?}"
+            );
+        }
+        // What the hooks do not name comes back.
+        assert!(!got.iter().any(|(p, _)| p == "src" || p == "ci"), "{got:?}");
+    }
+
+    #[test]
     fn a_guarded_path_through_a_link_is_guarded_as_written_and_where_it_leads() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().canonicalize().unwrap();
@@ -762,7 +885,7 @@ mod tests {
         std::fs::create_dir_all(root.join(&deep)).unwrap();
         std::fs::create_dir_all(root.join("src")).unwrap();
         let mut unsearched = Vec::new();
-        repos_inside(&root, &mut unsearched);
+        search(&root, &mut unsearched);
         let rel: Vec<PathBuf> = unsearched
             .iter()
             .map(|d| d.strip_prefix(&root).unwrap().to_owned())
