@@ -6,7 +6,11 @@
 //! the tail of the messages before it, so a secret split over several messages is seen whole.
 //! A message's frames are held until it is judged; a message that carries something closes
 //! the connection with 1008 (policy violation) towards the agent, and nothing of it goes on.
-//! What the origin sends back is copied as it comes.
+//! What goes on is written afresh, not copied: the agent chooses a frame's masking key, its
+//! reserved bits and opcodes and how its length is spelled, bytes no scan reads, so egress
+//! masks each frame with a key of its own, spells its length the shortest way, and refuses the
+//! reserved bits and opcodes RFC 6455 leaves to extensions (1002). What the origin sends back
+//! is copied as it comes.
 
 use crate::dlp::DlpScope;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -27,13 +31,93 @@ pub struct Closed {
     pub reason: String,
 }
 
-/// One parsed frame: its header fields, its unmasked payload, the bytes as they came.
+/// One parsed frame: its header fields and its unmasked payload.
 struct Frame {
     fin: bool,
     rsv1: bool,
+    /// RSV2 or RSV3: no extension egress agrees to defines them.
+    rsv23: bool,
     opcode: u8,
+    masked: bool,
     payload: Vec<u8>,
-    raw: Vec<u8>,
+}
+
+impl Frame {
+    /// Why the frame breaks RFC 6455 (or RFC 7692 on a connection with `deflate`), if it does.
+    fn breach(&self, deflate: bool) -> Option<&'static str> {
+        let control = self.opcode >= 0x8;
+        if !self.masked {
+            Some("an unmasked frame from the client")
+        } else if self.rsv23 {
+            Some("a frame with reserved bits set")
+        } else if matches!(self.opcode, 0x3..=0x7 | 0xb..=0xf) {
+            Some("a frame with a reserved opcode")
+        } else if self.rsv1 && (!deflate || control || self.opcode == 0x0) {
+            Some("a compressed-message bit where no compressed message can begin")
+        } else if control && (!self.fin || self.payload.len() > 125) {
+            Some("a control frame fragmented or over 125 bytes")
+        } else {
+            None
+        }
+    }
+
+    /// The frame as egress sends it on: the same fields and payload, masked with `key`, the
+    /// length spelled the shortest way.
+    fn encode(&self, key: [u8; 4], out: &mut Vec<u8>) {
+        out.push((u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode);
+        let len = self.payload.len();
+        match u16::try_from(len) {
+            Ok(n) if n < 126 => out.push(0x80 | n as u8),
+            Ok(n) => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&key);
+        out.extend(
+            self.payload
+                .iter()
+                .zip(key.iter().cycle())
+                .map(|(b, k)| b ^ k),
+        );
+    }
+}
+
+/// Masking keys for the frames egress sends on: its own, from the system's random source (RFC
+/// 6455 §5.3 wants them unpredictable), drawn 64 at a time.
+struct Masks {
+    rng: ring::rand::SystemRandom,
+    keys: [u8; 256],
+    used: usize,
+}
+
+impl Masks {
+    fn new() -> Self {
+        Masks {
+            rng: ring::rand::SystemRandom::new(),
+            keys: [0; 256],
+            used: 256,
+        }
+    }
+
+    /// The next key; `Err` when the system gives no randomness (the connection closes).
+    fn next(&mut self) -> Result<[u8; 4], Closed> {
+        use ring::rand::SecureRandom as _;
+        if self.used == self.keys.len() {
+            self.rng.fill(&mut self.keys).map_err(|_| Closed {
+                code: 1011,
+                reason: "egress could not draw a masking key".into(),
+            })?;
+            self.used = 0;
+        }
+        let k = &self.keys[self.used..self.used + 4];
+        self.used += 4;
+        Ok([k[0], k[1], k[2], k[3]])
+    }
 }
 
 /// Parse one frame from the front of `buf`, if it is all there; `Err` for one too large.
@@ -76,16 +160,16 @@ fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
             *b ^= k[i % 4];
         }
     }
-    let end = at + len;
     Ok(Some((
         Frame {
             fin: b0 & 0x80 != 0,
             rsv1: b0 & 0x40 != 0,
+            rsv23: b0 & 0x30 != 0,
             opcode: b0 & 0x0f,
+            masked,
             payload,
-            raw: buf[..end].to_vec(),
         },
-        end,
+        at + len,
     )))
 }
 
@@ -94,10 +178,15 @@ pub struct Judge<'s> {
     dlp: &'s DlpScope,
     /// permessage-deflate's inflater, when the extension was agreed.
     inflate: Option<Decompress>,
-    /// The message being reassembled: compressed?, payload so far, frames held.
+    /// The message being reassembled: compressed?, payload so far, frames held (as egress
+    /// sends them on).
     message: Option<(bool, Vec<u8>, Vec<u8>)>,
     /// The tail of earlier messages' text.
     carry: Vec<u8>,
+    /// Whether permessage-deflate was agreed.
+    deflate: bool,
+    /// Egress's masking keys.
+    masks: Masks,
 }
 
 impl<'s> Judge<'s> {
@@ -108,6 +197,8 @@ impl<'s> Judge<'s> {
             inflate: deflate.then(|| Decompress::new(false)),
             message: None,
             carry: Vec::new(),
+            deflate,
+            masks: Masks::new(),
         }
     }
 
@@ -122,11 +213,18 @@ impl<'s> Judge<'s> {
                 Err(reason) => return Err(Closed { code: 1009, reason }),
             };
             buf.drain(..used);
+            if let Some(reason) = frame.breach(self.deflate) {
+                return Err(Closed {
+                    code: 1002,
+                    reason: reason.into(),
+                });
+            }
+            let key = self.masks.next()?;
             match frame.opcode {
                 // Control frames stand alone; their few bytes are judged alone.
                 0x8..=0xf => {
                     self.judge(&frame.payload)?;
-                    out.extend_from_slice(&frame.raw);
+                    frame.encode(key, &mut out);
                 }
                 0x0 => {
                     let Some((_, payload, held)) = &mut self.message else {
@@ -136,13 +234,21 @@ impl<'s> Judge<'s> {
                         });
                     };
                     payload.extend_from_slice(&frame.payload);
-                    held.extend_from_slice(&frame.raw);
+                    frame.encode(key, held);
                     if payload.len() > MAX_MESSAGE {
                         return Err(too_big());
                     }
                 }
                 _ => {
-                    self.message = Some((frame.rsv1, frame.payload, frame.raw));
+                    if self.message.is_some() {
+                        return Err(Closed {
+                            code: 1002,
+                            reason: "a new message before the last one ended".into(),
+                        });
+                    }
+                    let mut held = Vec::with_capacity(frame.payload.len() + 14);
+                    frame.encode(key, &mut held);
+                    self.message = Some((frame.rsv1, frame.payload, held));
                 }
             }
             if frame.fin
@@ -330,15 +436,47 @@ mod tests {
         Ok(out)
     }
 
+    /// A frame's fin, rsv1, opcode, unmasked payload and masking key.
+    type Fields = (bool, bool, u8, Vec<u8>, [u8; 4]);
+
+    /// Each frame of `bytes`.
+    fn fields(mut bytes: &[u8]) -> Vec<Fields> {
+        let mut out = Vec::new();
+        while let Some((f, used)) = parse(bytes).unwrap() {
+            let key_at = used - f.payload.len() - 4;
+            let key = bytes[key_at..key_at + 4].try_into().unwrap();
+            assert!(f.masked);
+            out.push((f.fin, f.rsv1, f.opcode, f.payload, key));
+            bytes = &bytes[used..];
+        }
+        assert!(bytes.is_empty());
+        out
+    }
+
+    /// What the agent's frames and egress's say, masking keys aside; and that egress's keys
+    /// are not the agent's.
+    fn same_but_remasked(sent: &[Vec<u8>], went: &[u8]) {
+        let sent = fields(&sent.concat());
+        let went = fields(went);
+        let strip = |v: &[Fields]| {
+            v.iter()
+                .map(|(a, b, c, d, _)| (*a, *b, *c, d.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&sent), strip(&went));
+        assert!(sent.iter().zip(&went).any(|(a, b)| a.4 != b.4));
+    }
+
     #[test]
-    fn clean_messages_pass_byte_for_byte_and_a_secret_closes_with_1008() {
+    fn clean_messages_pass_remasked_and_a_secret_closes_with_1008() {
         let s = DlpScope::defaults(crate::log::AccessLog::new(false));
         let frames = vec![
             frame(true, false, 1, b"hello"),
             frame(true, false, 9, b"ping"),
             frame(true, false, 2, &[0, 1, 2, 3]),
+            frame(true, false, 2, &[7; 300]),
         ];
-        assert_eq!(judged(&s, false, &frames).unwrap(), frames.concat());
+        same_but_remasked(&frames, &judged(&s, false, &frames).unwrap());
         let t = token();
         let bad = vec![frame(true, false, 1, format!("data {t}").as_bytes())];
         assert_eq!(judged(&s, false, &bad).unwrap_err().code, 1008);
@@ -375,7 +513,7 @@ mod tests {
         let clean1 = deflated(b"hello hello hello");
         let clean2 = deflated(b"hello hello hello again");
         let frames = vec![frame(true, true, 1, &clean1), frame(true, true, 1, &clean2)];
-        assert_eq!(judged(&s, true, &frames).unwrap(), frames.concat());
+        same_but_remasked(&frames, &judged(&s, true, &frames).unwrap());
         let bad = deflated(format!("now {}", token()).as_bytes());
         let frames = vec![
             frame(true, true, 1, &clean1),
@@ -409,6 +547,57 @@ mod tests {
             ),
         ];
         assert_eq!(judged(&s, true, &frames).unwrap_err().code, 1008);
+    }
+
+    #[test]
+    fn what_only_the_agent_chose_of_a_frame_does_not_go_on() {
+        let s = DlpScope::defaults(crate::log::AccessLog::new(false));
+        // A length spelled the long way goes on spelled the short way.
+        let mut long = vec![0x81, 0x80 | 127];
+        long.extend_from_slice(&5u64.to_be_bytes());
+        long.extend_from_slice(&[0; 4]);
+        long.extend_from_slice(b"hello");
+        let went = judged(&s, false, &[long]).unwrap();
+        assert_eq!(went[1], 0x80 | 5);
+        assert_eq!(fields(&went)[0].3, b"hello");
+        // Reserved bits and opcodes, an unmasked frame, a long or fragmented control frame, a
+        // compressed bit where none may be, a message begun inside another: refused.
+        let mut unmasked = vec![0x81, 0x02];
+        unmasked.extend_from_slice(b"hi");
+        let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "rsv2",
+                vec![{
+                    let mut f = frame(true, false, 1, b"x");
+                    f[0] |= 0x20;
+                    f
+                }],
+            ),
+            (
+                "rsv3",
+                vec![{
+                    let mut f = frame(true, false, 1, b"x");
+                    f[0] |= 0x10;
+                    f
+                }],
+            ),
+            ("opcode 3", vec![frame(true, false, 3, b"x")]),
+            ("opcode 0xb", vec![frame(true, false, 0xb, b"x")]),
+            ("unmasked", vec![unmasked]),
+            ("long ping", vec![frame(true, false, 9, &[0; 126])]),
+            ("fragmented ping", vec![frame(false, false, 9, b"x")]),
+            ("rsv1 without deflate", vec![frame(true, true, 1, b"x")]),
+            (
+                "message in a message",
+                vec![frame(false, false, 1, b"a"), frame(true, false, 1, b"b")],
+            ),
+        ];
+        for (what, frames) in cases {
+            assert_eq!(judged(&s, false, &frames).unwrap_err().code, 1002, "{what}");
+        }
+        // rsv1 on a continuation, even with deflate agreed.
+        let frames = vec![frame(false, true, 1, b"a"), frame(true, true, 0, b"b")];
+        assert_eq!(judged(&s, true, &frames).unwrap_err().code, 1002);
     }
 
     #[test]
