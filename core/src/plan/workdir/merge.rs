@@ -11,6 +11,9 @@
 //! - whatever the agent wrote in a dir with a git dir's shape (`HEAD` beside `objects/` and
 //!   `refs/`, or a `commondir`), which git also takes for a repo;
 //! - anything under a path your git runs or reads as config ([`Guarded`]);
+//! - a manifest bottle would find, `agents/<name>.yaml` (the agent does not write the
+//!   configuration of its own box, nor of another: a changed one asks your consent again, but
+//!   a hostile edit is best not offered at all);
 //! - a link that leads out of your dir (absolute, or climbing above it);
 //! - FIFOs, sockets and devices.
 //!
@@ -154,23 +157,45 @@ pub struct Guarded {
 const IN_UNSEARCHED_REPO: &str =
     "in a repository too far down to have its config read (every change in it is kept out)";
 
+/// The dir bottle finds agent manifests in, under whichever dir you run it from.
+const MANIFESTS_DIR: &str = "agents";
+
+/// Why a manifest bottle would find is kept as it is.
+const A_MANIFEST: &str =
+    "a bottle manifest (agents/<name>.yaml): the agent does not write what configures a box";
+
+/// Whether `rel` is a manifest bottle would find by name (`agents/<name>.yaml` or `.yml`,
+/// from your dir or any dir in it).
+fn is_manifest(rel: &Path) -> bool {
+    rel.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == MANIFESTS_DIR)
+        && rel.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
 impl Guarded {
-    /// What guards `rel`, if it is at or under a guarded path.
+    /// What guards `rel`, if it is at or under a guarded path, or a manifest.
     pub fn guard(&self, rel: &Path) -> Option<&str> {
         self.paths
             .iter()
             .find(|(p, _)| rel.starts_with(p))
             .map(|(_, k)| k.as_str())
+            .or_else(|| is_manifest(rel).then_some(A_MANIFEST))
             .or_else(|| self.in_unsearched_repo(rel))
     }
 
     /// What guards `rel`, if it is at, under or above a guarded path (a link or file put in
-    /// place of a guarded path's parent would lead git elsewhere).
+    /// place of a guarded path's parent would lead git elsewhere), a manifest, or a manifests
+    /// dir (a link put there would lead bottle to the agent's own files).
     pub fn touches(&self, rel: &Path) -> Option<&str> {
         self.paths
             .iter()
             .find(|(p, _)| rel.starts_with(p) || p.starts_with(rel))
             .map(|(_, k)| k.as_str())
+            .or_else(|| {
+                (is_manifest(rel) || rel.file_name().is_some_and(|n| n == MANIFESTS_DIR))
+                    .then_some(A_MANIFEST)
+            })
             .or_else(|| self.in_unsearched_repo(rel))
     }
 
@@ -323,6 +348,33 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .map(|p| p.trim_end_matches('/').to_owned())
             .collect()
+    }
+
+    /// The agent edits a manifest bottle would find, adds one (which would shadow yours in
+    /// the config dir), and puts a link where a manifests dir was: none of it comes back; its
+    /// other files in a dir named `agents` do.
+    #[test]
+    fn a_manifest_bottle_would_find_is_never_the_agents() {
+        let c = case();
+        write(&c.lower, "agents/claude.yaml", "image: yours\n");
+        write(&c.lower, "sub/agents/x.yml", "image: yours\n");
+        write(&c.upper, "agents/claude.yaml", "image: the-agents\n");
+        write(&c.upper, "agents/new.yml", "image: the-agents\n");
+        write(&c.upper, "agents/notes.md", "fine\n");
+        std::fs::create_dir_all(c.upper.join("sub")).unwrap();
+        std::os::unix::fs::symlink("../elsewhere", c.upper.join("sub/agents")).unwrap();
+        let (_, report) = run(&c, &Guarded::default());
+        assert_eq!(
+            read(&c.lower, "agents/claude.yaml").as_deref(),
+            Some("image: yours\n")
+        );
+        assert_eq!(read(&c.lower, "agents/new.yml"), None);
+        assert_eq!(read(&c.lower, "agents/notes.md").as_deref(), Some("fine\n"));
+        assert!(c.lower.join("sub/agents").is_dir());
+        let aside = aside_paths(&report);
+        for want in ["agents/claude.yaml", "agents/new.yml", "sub/agents"] {
+            assert!(aside.iter().any(|p| p == want), "{want} not in {aside:?}");
+        }
     }
 
     /// Another user who can write in your dir swaps the agent's file, the moment it has moved
