@@ -87,8 +87,8 @@ enum Command {
         /// Grant only this path prefix on the host (e.g. `/simple/`), with no credential.
         #[arg(long, value_name = "PREFIX")]
         path_prefix: Option<String>,
-        /// Also grant it in this agent's later runs (kept in the config dir's
-        /// `approved/<agent>.yaml`).
+        /// Also grant it in later runs of this manifest (kept in the config dir's
+        /// `approved/<agent>-<digest>.yaml`).
         #[arg(long)]
         persist: bool,
         /// End the grant after this long (`90s`, `10m`, `2h`); egress refuses it from then on.

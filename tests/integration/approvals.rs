@@ -188,8 +188,33 @@ fn a_malformed_decision_leaves_the_request_open_and_is_reported() {
 fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
     let sb = Sandbox::new();
     sb.agent("asker", ASKER);
-    let file = sb.dir.path().join("config/bottle/approved/asker.yaml");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let config = sb.dir.path().join("config/bottle");
+    // Kept by name alone (as bottle once did), they reach no manifest, and the run says so.
+    let by_name = config.join("approved/asker.yaml");
+    std::fs::create_dir_all(by_name.parent().unwrap()).unwrap();
+    std::fs::write(&by_name, "access:\n- host: crates.io\n").unwrap();
+    let (code, out, err) =
+        run(sb
+            .bottle()
+            .env("GH_TOKEN", "x")
+            .args(["run", "asker", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("kept by agent name") && !err.contains("approved in earlier runs"),
+        "{err}"
+    );
+    std::fs::remove_file(&by_name).unwrap();
+    std::fs::remove_dir_all(sb.only_state_dir()).unwrap();
+    // Kept for this manifest, they reach its runs; another project's `asker` gets none.
+    let manifest = sb.project().join("agents/asker.yaml");
+    let file = bottle::live::granted::persisted_path(&config, &manifest);
+    assert_ne!(
+        file,
+        bottle::live::granted::persisted_path(
+            &config,
+            &sb.dir.path().join("other/agents/asker.yaml")
+        )
+    );
     std::fs::write(
         &file,
         "access:\n- host: crates.io\n- host: docs.rs\n  path_prefix: /serde/\n",

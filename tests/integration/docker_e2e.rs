@@ -2347,10 +2347,13 @@ curl -sS $url; echo
 fn a_kept_grant_that_ended_before_the_run_is_named_not_served() {
     let _g = shared();
     let sb = sandbox();
-    let kept = sb.dir.path().join("config/bottle/approved");
-    std::fs::create_dir_all(&kept).unwrap();
+    let kept = bottle::live::granted::persisted_path(
+        &sb.dir.path().join("config/bottle"),
+        &sb.project().join("agents/e2e.yaml"),
+    );
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
     std::fs::write(
-        kept.join("e2e.yaml"),
+        &kept,
         "access:\n- {host: ended.example.org, request: r0, until: '2026-01-01T00:00:00Z'}\n",
     )
     .unwrap();

@@ -38,7 +38,16 @@ pub(super) fn run(env: &HostEnv, args: RunArgs, mode: Mode, json: bool) -> Resul
     // Accesses the user approved with `bottle approve --persist` in earlier runs.
     let approved = match &config_dir {
         Some(dir) => {
-            let file = bottle::live::granted::persisted_path(dir, &manifest.name);
+            let file = bottle::live::granted::persisted_path(dir, &manifest_file);
+            let by_name = bottle::live::granted::by_name_path(dir, &manifest.name);
+            if by_name.is_file() && !file.exists() {
+                eprintln!(
+                    "note: {} holds approvals kept by agent name, which any project's manifest of that name would get; they are no longer laid over a manifest. If they were for {}, move the file to {}; else approve again with `--persist`",
+                    by_name.display(),
+                    manifest_file.display(),
+                    file.display()
+                );
+            }
             let approved = bottle::live::granted::Approved::load(&file)?;
             let added = approved
                 .apply(&mut manifest, std::time::SystemTime::now())

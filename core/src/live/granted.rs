@@ -1,8 +1,8 @@
 //! Accesses a human approved through supervise (`bottle approve`), laid over a manifest.
 //!
 //! A run's approvals are kept in its state dir ([`APPROVED_FILE`]); `--persist` also adds
-//! them to the agent's file in the user's config dir ([`persisted_path`]), which every later
-//! `bottle run` of that agent lays over its manifest. Either file is written whole (temp file,
+//! them to the manifest's file in the user's config dir ([`persisted_path`]), which every later
+//! `bottle run` of that manifest lays over it. Either file is written whole (temp file,
 //! fsync, rename), 0600, and read strictly: a file bottle did not write is an error naming
 //! the file, not a silent grant.
 //!
@@ -139,9 +139,29 @@ pub enum ApprovedError {
     Refused(String),
 }
 
-/// The agent's persisted approvals: `<config dir>/approved/<agent>.yaml`.
-pub fn persisted_path(config_dir: &Path, agent: &str) -> PathBuf {
-    config_dir.join("approved").join(format!("{agent}.yaml"))
+/// The persisted approvals of the manifest at `manifest_file`:
+/// `<config dir>/approved/<name>-<digest>.yaml`, the digest (12 hex digits) of the manifest's
+/// canonical path. Kept per manifest, not per name: another project's `agents/<name>.yaml`
+/// (a cloned one, or one the agent wrote) gets none of them.
+pub fn persisted_path(config_dir: &Path, manifest_file: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    let canonical = manifest_file
+        .canonicalize()
+        .unwrap_or_else(|_| manifest_file.to_owned());
+    let name = manifest_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let digest = crate::plan::consent::digest(canonical.as_os_str().as_bytes());
+    config_dir
+        .join("approved")
+        .join(format!("{name}-{}.yaml", &digest[..12]))
+}
+
+/// Where approvals were kept by the agent's name alone (`approved/<name>.yaml`), which every
+/// manifest of that name got: no longer read, only pointed out.
+pub fn by_name_path(config_dir: &Path, name: &str) -> PathBuf {
+    config_dir.join("approved").join(format!("{name}.yaml"))
 }
 
 impl Approved {

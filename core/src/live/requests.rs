@@ -661,19 +661,14 @@ pub fn approve_live(
     grant(env, root, pending, &opts.note, now)
 }
 
-/// Add `access` to the persisted approvals of the agent `record` ran.
+/// Add `access` to the persisted approvals of the manifest `record` ran.
 fn persist(env: &HostEnv, record: &RunRecord, access: Access) -> Result<PathBuf, ApprovedError> {
     let config = env.config_dir().ok_or_else(|| {
         ApprovedError::Refused(
             "there is no config dir to persist to (set HOME or XDG_CONFIG_HOME)".into(),
         )
     })?;
-    let agent = record
-        .manifest_file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let file = crate::live::granted::persisted_path(&config, &agent);
+    let file = crate::live::granted::persisted_path(&config, &record.manifest_file);
     Approved::load(&file)?.with(access).save(&file)?;
     Ok(file)
 }

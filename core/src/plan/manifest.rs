@@ -375,8 +375,10 @@ pub fn find(
 ) -> Result<PathBuf, FindError> {
     let as_path = Path::new(agent);
     if agent.contains('/') || agent.ends_with(".yaml") || agent.ends_with(".yml") {
+        // Absolute, as a name's is: the state dir and the persisted approvals keep it, and
+        // are read from other dirs than this one.
         return if as_path.is_file() {
-            Ok(as_path.to_owned())
+            Ok(std::path::absolute(as_path).unwrap_or_else(|_| as_path.to_owned()))
         } else {
             Err(FindError::NoFile(agent.to_owned()))
         };
