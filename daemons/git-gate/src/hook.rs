@@ -96,6 +96,9 @@ fn receive(ctx: &HookContext, report: &mut HookReport) -> Result<(), Vec<String>
     }
     report.refs = updates.iter().map(|u| u.name.clone()).collect();
     report.refs.truncate(100);
+    let scanner = bottle_dlp::Scanner::new(&[]);
+    check_names(&updates, &scanner)?;
+    check_olds(&updates)?;
     policy::check(&updates, &ctx.repo.push, is_fast_forward)
         .map_err(|r| vec![format!("push refused: {r}")])?;
     if !ctx.repo.push.allow_ci_changes {
@@ -108,7 +111,6 @@ fn receive(ctx: &HookContext, report: &mut HookReport) -> Result<(), Vec<String>
         .filter(|u| !u.deletes())
         .map(|u| u.new.clone())
         .collect();
-    let scanner = bottle_dlp::Scanner::new(&[]);
     let scanned = scan::scan_push(&|| Command::new("git"), &tips, &scanner, &ctx.scan);
     report.scan_ms = started.elapsed().as_secs_f64() * 1000.0;
     let scanned: ScanReport = scanned.map_err(|e| vec![format!("push refused: {e}")])?;
@@ -137,6 +139,58 @@ fn receive(ctx: &HookContext, report: &mut HookReport) -> Result<(), Vec<String>
     let forwarded = forward(&ctx.repo, &updates);
     report.forward_ms = started.elapsed().as_secs_f64() * 1000.0;
     forwarded
+}
+
+/// Refuse a ref name git would not accept ([`policy::valid_ref_name`]) or one that carries
+/// what looks like a secret (a branch name goes upstream as surely as a file does).
+fn check_names(updates: &[Update], scanner: &bottle_dlp::Scanner) -> Result<(), Vec<String>> {
+    for u in updates {
+        if !policy::valid_ref_name(&u.name) {
+            return Err(vec![format!(
+                "push refused: {:?} is not a ref name git accepts; name the branch with letters, digits, `-`, `_`, `.` and `/`",
+                bottle_contract::terminal::one_line(&u.name)
+            )]);
+        }
+        let found = scanner.scan_all(u.name.as_bytes());
+        let rule = match found.first() {
+            Some(f) => Some(f.rule.clone()),
+            None => scanner.inspect(u.name.as_bytes()).map(|f| f.rule),
+        };
+        if let Some(rule) = rule {
+            return Err(vec![format!(
+                "push refused: a ref name carries what looks like a secret ({rule}); name the branch otherwise"
+            )]);
+        }
+    }
+    Ok(())
+}
+
+/// Refuse an update whose old value is not the ref's value here (the mirror, brought up to
+/// date with upstream under the repo's lock before this push). receive-pack compares them
+/// only after this hook, and the fast-forward and CI checks judge the change from the old
+/// value: a push claiming a new branch was already at its tip would show no change at all.
+fn check_olds(updates: &[Update]) -> Result<(), Vec<String>> {
+    for u in updates {
+        let out = Command::new("git")
+            .args(["rev-parse", "--verify", "-q", "--end-of-options", &u.name])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| vec![format!("push refused: cannot read {}: {e}", u.name)])?;
+        let here = out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        let claimed = (!u.creates()).then_some(u.old.as_str());
+        if here.as_deref() != claimed {
+            return Err(vec![format!(
+                "push refused: the push says {} was {}, but here it {}; fetch and push again",
+                u.name,
+                claimed.map_or("absent".to_owned(), |o| format!("at {o}")),
+                here.map_or("does not exist".to_owned(), |h| format!("is at {h}")),
+            )]);
+        }
+    }
+    Ok(())
 }
 
 /// Refuse updates that add or change a CI definition ([`crate::ci`]).
@@ -182,6 +236,8 @@ fn forward(repo: &GateRepo, updates: &[Update]) -> Result<(), Vec<String>> {
             if u.deletes() {
                 format!(":{}", u.name)
             } else if repo.push.allow_force {
+                // Forced only over the value judged here ([`check_olds`]), not over
+                // whatever upstream got meanwhile.
                 format!("+{}:{}", u.new, u.name)
             } else {
                 format!("{}:{}", u.new, u.name)
@@ -192,6 +248,12 @@ fn forward(repo: &GateRepo, updates: &[Update]) -> Result<(), Vec<String>> {
     cmd.args(["push", "--porcelain", "--quiet"]);
     if specs.len() > 1 {
         cmd.arg("--atomic");
+    }
+    if repo.push.allow_force {
+        for u in updates {
+            let expect = if u.creates() { "" } else { u.old.as_str() };
+            cmd.arg(format!("--force-with-lease={}:{expect}", u.name));
+        }
     }
     cmd.arg(&repo.upstream).args(&specs);
     let done = crate::gitcmd::run(cmd, "git push upstream", FORWARD_TIMEOUT)

@@ -43,6 +43,25 @@ fn is_zero(id: &str) -> bool {
     id.bytes().all(|b| b == b'0')
 }
 
+/// Whether `name` is a ref name git itself accepts (git-check-ref-format(1)). receive-pack
+/// checks only after the pre-receive hook ran, and the hook's forward builds `<new>:<name>`:
+/// a `:` in the name would make git read the part before it as a path inside the pushed
+/// commit and push to the part after, a ref the policy never judged.
+pub fn valid_ref_name(name: &str) -> bool {
+    name.starts_with("refs/")
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && name.bytes().all(|b| {
+            b > b' ' && b != 0x7f && !matches!(b, b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
+        })
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
+}
+
 /// Why an update is refused; each says what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -122,6 +141,40 @@ fn check_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ref_names_git_accepts_are_valid() {
+        for ok in [
+            "refs/heads/main",
+            "refs/heads/bottle/me/a-b_c.d",
+            "refs/tags/v1.2",
+        ] {
+            assert!(valid_ref_name(ok), "{ok}");
+        }
+        for bad in [
+            "refs/heads/bottle/me/a:refs/heads/main",
+            "refs/heads/a b",
+            "refs/heads/a\nb",
+            "refs/heads/a..b",
+            "refs/heads/.hidden",
+            "refs/heads/x.lock",
+            "refs/heads/x.",
+            "refs/heads/x/",
+            "refs/heads//x",
+            "refs/heads/a@{1}",
+            "refs/heads/a~1",
+            "refs/heads/a^",
+            "refs/heads/a?",
+            "refs/heads/a*",
+            "refs/heads/a[",
+            "refs/heads/a\\b",
+            "refs/heads/a\u{7f}",
+            "HEAD",
+            "main",
+        ] {
+            assert!(!valid_ref_name(bad), "{bad:?}");
+        }
+    }
 
     const A: &str = "1111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222";

@@ -229,6 +229,13 @@ fn read_objects(
             content.pop();
             report.objects += 1;
             if kind == "tree" {
+                // rev-list names each object once, at its first path, and not at all when
+                // the gate has it already (a copy of a file under a new name): every name in
+                // a new tree is read here.
+                let names = tree_names(&content, w.id.len() / 2);
+                for f in scanner.scan_all(&names) {
+                    add(report, format!("a name in tree {}", short(&w.id)), f.rule);
+                }
                 continue;
             }
             let found = scanner.scan_all(&content);
@@ -256,6 +263,23 @@ fn read_objects(
     let _ = writer.join();
     let _ = child.wait();
     result
+}
+
+/// The entry names of a tree object (`<mode> <name>\0<id>` each, ids of `id_len` bytes), one a
+/// line.
+fn tree_names(tree: &[u8], id_len: usize) -> Vec<u8> {
+    let mut names = Vec::new();
+    let mut rest = tree;
+    while let Some(space) = rest.iter().position(|&b| b == b' ') {
+        let after = &rest[space + 1..];
+        let Some(nul) = after.iter().position(|&b| b == 0) else {
+            break;
+        };
+        names.extend_from_slice(&after[..nul]);
+        names.push(b'\n');
+        rest = after.get(nul + 1 + id_len..).unwrap_or_default();
+    }
+    names
 }
 
 /// Where byte `at` of an object is, for a person.
@@ -300,6 +324,17 @@ mod tests {
             place("commit", "0123456789abcdef", None, commit, at),
             "commit 0123456789 message, line 3"
         );
+    }
+
+    #[test]
+    fn every_name_of_a_tree_is_read() {
+        let mut tree = Vec::new();
+        for (mode, name) in [("100644", "README.md"), ("40000", "src"), ("160000", "lib")] {
+            tree.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            tree.extend_from_slice(&[0xab; 20]);
+        }
+        assert_eq!(tree_names(&tree, 20), b"README.md\nsrc\nlib\n");
+        assert_eq!(tree_names(b"100644 cut", 20), b"");
     }
 
     #[test]

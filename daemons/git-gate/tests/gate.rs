@@ -842,3 +842,175 @@ fn a_delta_bomb_push_is_refused() {
     // Still serving.
     let (_s, _work) = scratch_clone(&g, 2);
 }
+
+/// A push by hand, as a client git's own would refuse to be: the v0 commands (`old new ref`)
+/// and a pack of `revs` (with what they reach), over the git protocol; what the gate answered.
+fn raw_push(
+    g: &GateProcess,
+    work: &Path,
+    commands: &[(String, String, String)],
+    revs: &[String],
+) -> String {
+    let mut s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    s.write_all(&request("git-receive-pack /r.git\0host=x\0"))
+        .unwrap();
+    // The advertisement, to its flush.
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&len).unwrap(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut line = vec![0u8; n - 4];
+        s.read_exact(&mut line).unwrap();
+    }
+    for (i, (old, new, name)) in commands.iter().enumerate() {
+        let caps = if i == 0 {
+            "\0report-status side-band-64k"
+        } else {
+            ""
+        };
+        s.write_all(&request(&format!("{old} {new} {name}{caps}\n")))
+            .unwrap();
+    }
+    s.write_all(b"0000").unwrap();
+    let mut pack = git(work)
+        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    pack.stdin
+        .take()
+        .unwrap()
+        .write_all(revs.join("\n").as_bytes())
+        .unwrap();
+    let pack = pack.wait_with_output().unwrap();
+    assert!(pack.status.success());
+    s.write_all(&pack.stdout).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A `:` in a pushed ref's name: git would read `X:refs/heads/bottle/me/a:refs/heads/main` as
+/// "the commit a gitlink at path `refs/heads/bottle/me/a` in X names, to `main`", a ref the
+/// policy never judged, with a commit the scan never read.
+#[test]
+fn a_ref_name_git_refuses_never_reaches_upstream() {
+    let policy = PushPolicy {
+        allow: vec!["refs/heads/bottle/me/*".into()],
+        ..PushPolicy::default()
+    };
+    let (up, g) = setup(policy);
+    let before = up.rev("r", "main");
+    let (_s, work) = scratch_clone(&g, 2);
+    let ghp = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+    let c = commit_file(&work, "s.txt", &format!("{ghp}\n"), "the payload");
+    // X: a tree whose only entry is a gitlink at that path, naming C.
+    let mktree = |entry: String| {
+        let mut p = git(&work)
+            .args(["mktree"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        p.stdin.take().unwrap().write_all(entry.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut tree = mktree(format!("160000 commit {c}\ta\n"));
+    for dir in ["me", "bottle", "heads", "refs"] {
+        tree = mktree(format!("040000 tree {tree}\t{dir}\n"));
+    }
+    let x = sh(git(&work).args(["commit-tree", &tree, "-m", "x"]));
+    let x = x.trim().to_owned();
+    let out = raw_push(
+        &g,
+        &work,
+        &[(
+            ZERO.into(),
+            x.clone(),
+            "refs/heads/bottle/me/a:refs/heads/main".into(),
+        )],
+        &[x.clone(), c.clone()],
+    );
+    assert_eq!(up.rev("r", "main"), before, "upstream main moved: {out}");
+    assert!(out.contains("is not a ref name git accepts"), "{out}");
+}
+
+/// receive-pack hands the hook the client's claimed old value unchecked: a new branch said to
+/// be at its own tip would show the CI check no change at all.
+#[test]
+fn a_push_lying_about_a_refs_old_value_is_refused() {
+    let (up, g) = setup(PushPolicy::default());
+    let (_s, work) = scratch_clone(&g, 2);
+    let c = commit_file(&work, ".github/workflows/x.yml", "on: push\n", "ci");
+    let out = raw_push(
+        &g,
+        &work,
+        &[(c.clone(), c.clone(), "refs/heads/ci".into())],
+        std::slice::from_ref(&c),
+    );
+    assert!(
+        out.contains("the push says refs/heads/ci was at") && out.contains("does not exist"),
+        "{out}"
+    );
+    assert_eq!(up.rev("r", "ci"), None);
+    // Told the truth, the CI check sees the change.
+    let out = raw_push(
+        &g,
+        &work,
+        &[(ZERO.into(), c.clone(), "refs/heads/ci".into())],
+        &[c],
+    );
+    assert!(out.contains("changes CI definitions"), "{out}");
+    assert_eq!(up.rev("r", "ci"), None);
+}
+
+/// A name carries a secret as well as content: a file of known content (rev-list names no
+/// object the gate already has) under a token's name, and a branch named with one.
+#[test]
+fn secrets_in_file_and_ref_names_are_refused() {
+    let (up, g) = setup(PushPolicy::default());
+    let before = up.rev("r", "main");
+    let ghp = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+    let (_s, work) = scratch_clone(&g, 2);
+    let readme = sh(git(&work).args(["ls-files"]))
+        .lines()
+        .next()
+        .map(str::to_owned);
+    let known = readme.expect("the upstream repo has a file");
+    std::fs::copy(work.join(&known), work.join(&ghp)).unwrap();
+    sh(git(&work).args(["add", "-A"]));
+    sh(git(&work).args(["commit", "-q", "-m", "copy"]));
+    let o = run(git(&work).args(["push", "origin", "main"]));
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("a name in tree"),
+        "{out}"
+    );
+    assert!(!out.contains(&ghp), "{out}");
+    assert_eq!(up.rev("r", "main"), before);
+    let (_s, work) = scratch_clone(&g, 2);
+    commit_file(&work, "b.txt", "b\n", "b");
+    let o = run(git(&work).args(["push", "origin", &format!("HEAD:refs/heads/x/{ghp}")]));
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("a ref name carries what looks like a secret"),
+        "{out}"
+    );
+    // git's client names its own ref; the gate's lines do not repeat it.
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("remote:") && l.contains(&ghp)),
+        "{out}"
+    );
+    assert_eq!(up.rev("r", &format!("refs/heads/x/{ghp}")), None);
+}
