@@ -1014,3 +1014,20 @@ fn secrets_in_file_and_ref_names_are_refused() {
     );
     assert_eq!(up.rev("r", &format!("refs/heads/x/{ghp}")), None);
 }
+
+/// With force allowed, a rewrite lands upstream, over the value the gate judged.
+#[test]
+fn an_allowed_force_push_rewrites_upstream() {
+    let (up, g) = setup(PushPolicy {
+        allow_force: true,
+        ..PushPolicy::default()
+    });
+    let (_s, work) = scratch_clone(&g, 2);
+    commit_file(&work, "a.txt", "a\n", "one");
+    sh(git(&work).args(["push", "-q", "origin", "main"]));
+    sh(git(&work).args(["reset", "-q", "--hard", "HEAD~1"]));
+    let rewritten = commit_file(&work, "b.txt", "b\n", "rewritten");
+    let o = run(git(&work).args(["push", "--force", "origin", "main"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(up.rev("r", "main").as_deref(), Some(rewritten.as_str()));
+}
