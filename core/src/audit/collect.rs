@@ -508,6 +508,21 @@ mod tests {
         ]
         .concat();
         assert!(missing_lines(&daemon_records(&whole, "egress"), "egress").is_empty());
+        // Every request rotated away (a flood after them), only the daemon's numbered stop
+        // line held: the loss is still a gap on record, not a silence.
+        let stop = format!(
+            "2026-12-05T10:19:00Z sidecars | [egress] {}\n",
+            bottle_contract::logline::numbered(
+                9,
+                "{\"time\":\"2026-12-05T10:19:00Z\",\"event\":\"stop\",\"message\":\"SIGTERM\"}"
+            )
+        );
+        let gaps = missing_lines(&daemon_records(&stop, "egress"), "egress");
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(
+            (gaps[0].1["first"].as_u64(), gaps[0].1["last"].as_u64()),
+            (Some(1), Some(8))
+        );
     }
 
     #[test]

@@ -284,13 +284,15 @@ impl Daemon {
                     Ok(m) => log.event("reload", &m),
                     Err(e) => log.event("reload-failed", &format!("{e}; the previous routes stay in force")),
                 },
-                // The lines still queued are the last requests' records: out before exiting.
+                // The lines still queued are the last requests' records: out before exiting,
+                // then a numbered `stop` line, so the ledger sees every line before it (a run
+                // of them the engine's log limit rotated away is a gap on record).
                 _ = term.recv() => {
-                    log.flush();
+                    log.event("stop", "SIGTERM");
                     return Ok(());
                 }
                 _ = int.recv() => {
-                    log.flush();
+                    log.event("stop", "SIGINT");
                     return Ok(());
                 }
                 accepted = self.listener.accept() => {

@@ -1370,3 +1370,24 @@ fn a_static_host_with_a_port_opens_that_port_alone() {
         "nothing was dialled"
     );
 }
+
+/// Stopped, egress writes a numbered last line after every request's record: the ledger then
+/// knows how many lines there were, and requests the engine's log limit rotated away before
+/// it are a gap on record, not a silence.
+#[test]
+fn a_stopped_egress_writes_a_numbered_last_line() {
+    let mut rig = Rig::new();
+    let (code, _) = rig.curl(&[&rig.http("plain.test", "/echo")]);
+    assert_eq!(code, 200);
+    let request = rig.wait_for_log("\"path\":\"/echo\"");
+    let pid = rustix::process::Pid::from_child(&rig.egress);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(rig.egress.wait().unwrap().success());
+    let stop = rig.wait_for_log("\"event\":\"stop\"");
+    let seq = |line: &str| -> u64 {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(seq(&stop) > seq(&request), "{request}\n{stop}");
+}

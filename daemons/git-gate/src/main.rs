@@ -107,8 +107,11 @@ fn run(args: Args) -> Result<(), String> {
     );
     let listener = server::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     // Watch for SIGHUP before saying we started: its default action would end the gate.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(|e| format!("cannot watch for SIGHUP: {e}"))?;
+    // SIGTERM and SIGINT end it with a numbered `stop` line: the ledger then sees every line
+    // before it, and a run of them the engine's log limit rotated away is a gap on record.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
     let mut start = Record::new("start");
     start.listen = listener
         .local_addr()
@@ -123,7 +126,11 @@ fn run(args: Args) -> Result<(), String> {
     start.emit();
     let reloading = gate.clone();
     std::thread::spawn(move || {
-        for _ in signals.forever() {
+        for signal in signals.forever() {
+            if signal != SIGHUP {
+                Record::new("stop").emit();
+                std::process::exit(0);
+            }
             let mut r = Record::new("reload");
             match reloading.reload() {
                 Ok(c) => r.repos = c.names().iter().map(|s| s.to_string()).collect(),

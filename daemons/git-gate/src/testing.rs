@@ -376,6 +376,15 @@ impl GateProcess {
     }
 }
 
+impl GateProcess {
+    /// Send it `signal` and wait for it to end; its exit status.
+    pub fn signal_and_wait(&mut self, signal: rustix::process::Signal) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, signal);
+        self.child.wait().expect("the gate ends")
+    }
+}
+
 impl Drop for GateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1031,3 +1031,18 @@ fn an_allowed_force_push_rewrites_upstream() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(up.rev("r", "main").as_deref(), Some(rewritten.as_str()));
 }
+
+/// Stopped, the gate writes a numbered last line: the ledger then knows how many lines there
+/// were, and lines the engine's log limit rotated away before it are a gap on record.
+#[test]
+fn a_stopped_gate_writes_a_numbered_last_line() {
+    let (_up, mut g) = setup(PushPolicy::default());
+    let start = g.wait_for(0, |v| v["op"] == "start");
+    let status = g.signal_and_wait(rustix::process::Signal::TERM);
+    assert!(status.success(), "{status:?}");
+    let stop = g.wait_for(0, |v| v["op"] == "stop");
+    assert!(
+        stop["seq"].as_u64() > start["seq"].as_u64(),
+        "{start} then {stop}"
+    );
+}
