@@ -146,7 +146,10 @@ fn write_file(dir: &Path, rel: &str, contents: &[u8], mode: u32) -> Result<(), S
 /// A daemon's writable state mount is a bind mount its own user must write (its read-only
 /// ones are installed as copies by the bundle's init). The dir is the invoker's, who cannot
 /// give it away, so it is opened to all with the sticky bit: still closed to the host's other
-/// users by the 0700 state dir, and no daemon can remove what another wrote there.
+/// users by the 0700 state dir, and no daemon can remove what another wrote there. The dirs a
+/// plugin staged in it are opened the same way: they stay the invoker's, so the host can
+/// remove what the daemon wrote in them when it retires the state dir (a dir the daemon made
+/// itself would be its user's, and what is in it beyond the host's reach).
 fn open_writable_mounts(dir: &Path, plan: &BottlePlan) -> Result<(), StateError> {
     let writable = plan.stack.bundle.iter().flat_map(|o| &o.daemon.mounts);
     for m in writable.filter(|m| !m.read_only) {
@@ -155,9 +158,25 @@ fn open_writable_mounts(dir: &Path, plan: &BottlePlan) -> Result<(), StateError>
             if !path.exists() {
                 mkdir(&path)?;
             }
-            let mode = if path.is_dir() { 0o1777 } else { 0o666 };
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                .map_err(io(&path))?;
+            open_to_daemons(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` opened to every daemon (1777 for a dir, 0666 for a file), and each dir in it.
+fn open_to_daemons(path: &Path) -> Result<(), StateError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    let mode = if meta.is_dir() { 0o1777 } else { 0o666 };
+    if meta.is_dir() || meta.is_file() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io(path))? {
+            let entry = entry.map_err(io(path))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                open_to_daemons(&entry.path())?;
+            }
         }
     }
     Ok(())

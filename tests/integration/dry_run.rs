@@ -52,6 +52,11 @@ fn implementer_renders_every_file_with_its_mode_and_matches_goldens() {
         ("agent/gitconfig", 0o644),
         ("bundle/daemons.json", 0o644),
         ("supervise/queue/.keep", 0o600),
+        // The queue and its dirs are the invoker's, open to the daemon's user (and sticky,
+        // which `mode` does not show).
+        ("supervise/queue", 0o777),
+        ("supervise/queue/pending", 0o777),
+        ("supervise/queue/decisions", 0o777),
     ] {
         assert_eq!(mode(&state.join(rel)), want, "{rel}");
     }

@@ -40,12 +40,21 @@ impl Sidecar for Supervise {
     fn prepare(bottle: &Bottle, _settings: &Settings) -> Result<Plan, PluginError> {
         Ok(Plan {
             active: bottle.supervise,
-            // Staging a file creates the queue dir on the host (0700, like every state dir).
-            files: vec![StagedFile {
-                path: "supervise/queue/.keep".into(),
+            // Staging a file creates its dir on the host: the queue and its two dirs are the
+            // invoker's then, not the daemon's user's, so the host can remove what the daemon
+            // wrote in them (they are sticky: only a file's owner or the dir's may).
+            files: [
+                "supervise/queue",
+                "supervise/queue/pending",
+                "supervise/queue/decisions",
+            ]
+            .into_iter()
+            .map(|dir| StagedFile {
+                path: format!("{dir}/.keep"),
                 contents: String::new(),
                 mode: 0o600,
-            }],
+            })
+            .collect(),
             // Where supervise's port is published beyond the bottle, every request must carry
             // the token as a bearer; the driver puts it in the agent's MCP config.
             secrets: vec![hop_token("supervise")],
