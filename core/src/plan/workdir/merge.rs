@@ -164,12 +164,11 @@ const MANIFESTS_DIR: &str = "agents";
 const A_MANIFEST: &str =
     "a bottle manifest (agents/<name>.yaml): the agent does not write what configures a box";
 
-/// Whether `rel` is a manifest bottle would find by name (`agents/<name>.yaml` or `.yml`,
-/// from your dir or any dir in it).
+/// Whether `rel` is a manifest bottle would find by name in your dir (`agents/<name>.yaml`
+/// or `.yml`: your dir is where you run bottle from). A project's own `agents/` dirs deeper
+/// down are its business.
 fn is_manifest(rel: &Path) -> bool {
-    rel.parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == MANIFESTS_DIR)
+    rel.parent().is_some_and(|d| d == Path::new(MANIFESTS_DIR))
         && rel.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
 
@@ -192,10 +191,7 @@ impl Guarded {
             .iter()
             .find(|(p, _)| rel.starts_with(p) || p.starts_with(rel))
             .map(|(_, k)| k.as_str())
-            .or_else(|| {
-                (is_manifest(rel) || rel.file_name().is_some_and(|n| n == MANIFESTS_DIR))
-                    .then_some(A_MANIFEST)
-            })
+            .or_else(|| (is_manifest(rel) || rel == Path::new(MANIFESTS_DIR)).then_some(A_MANIFEST))
             .or_else(|| self.in_unsearched_repo(rel))
     }
 
@@ -351,18 +347,16 @@ mod tests {
     }
 
     /// The agent edits a manifest bottle would find, adds one (which would shadow yours in
-    /// the config dir), and puts a link where a manifests dir was: none of it comes back; its
-    /// other files in a dir named `agents` do.
+    /// the config dir), and puts a link where the manifests dir was: none of it comes back;
+    /// its other files there, and a project's own `agents/` deeper down, do.
     #[test]
     fn a_manifest_bottle_would_find_is_never_the_agents() {
         let c = case();
         write(&c.lower, "agents/claude.yaml", "image: yours\n");
-        write(&c.lower, "sub/agents/x.yml", "image: yours\n");
         write(&c.upper, "agents/claude.yaml", "image: the-agents\n");
         write(&c.upper, "agents/new.yml", "image: the-agents\n");
         write(&c.upper, "agents/notes.md", "fine\n");
-        std::fs::create_dir_all(c.upper.join("sub")).unwrap();
-        std::os::unix::fs::symlink("../elsewhere", c.upper.join("sub/agents")).unwrap();
+        write(&c.upper, "sub/agents/x.yml", "the project's own\n");
         let (_, report) = run(&c, &Guarded::default());
         assert_eq!(
             read(&c.lower, "agents/claude.yaml").as_deref(),
@@ -370,11 +364,21 @@ mod tests {
         );
         assert_eq!(read(&c.lower, "agents/new.yml"), None);
         assert_eq!(read(&c.lower, "agents/notes.md").as_deref(), Some("fine\n"));
-        assert!(c.lower.join("sub/agents").is_dir());
+        assert_eq!(
+            read(&c.lower, "sub/agents/x.yml").as_deref(),
+            Some("the project's own\n")
+        );
         let aside = aside_paths(&report);
-        for want in ["agents/claude.yaml", "agents/new.yml", "sub/agents"] {
+        for want in ["agents/claude.yaml", "agents/new.yml"] {
             assert!(aside.iter().any(|p| p == want), "{want} not in {aside:?}");
         }
+        // A link where the manifests dir was.
+        let c = case();
+        write(&c.lower, "agents/claude.yaml", "image: yours\n");
+        std::os::unix::fs::symlink("dir", c.upper.join("agents")).unwrap();
+        let (_, report) = run(&c, &Guarded::default());
+        assert!(c.lower.join("agents").is_dir());
+        assert!(aside_paths(&report).iter().any(|p| p == "agents"));
     }
 
     /// Another user who can write in your dir swaps the agent's file, the moment it has moved
