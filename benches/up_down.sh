@@ -12,6 +12,7 @@
 # Needs bottle-base/bottle-agent (tests/images/build-base.sh). RUNS=5 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib/engine-floor.sh
 runs=${RUNS:-5}
 cargo build --release -q -p bottle
 bin=$PWD/target/release/bottle
@@ -29,41 +30,18 @@ if docker compose version >/dev/null 2>&1; then compose=(docker compose); else c
 file=$work/state/bench-keep/compose.yaml
 
 now() { date +%s%N; }
-# The floor's calls: the engine's API on its local socket, one curl each.
-case "${DOCKER_HOST:-}" in
-unix://*) sock=${DOCKER_HOST#unix://} ;;
-*) sock=/var/run/docker.sock ;;
-esac
-api() { curl -sf --unix-socket "$sock" -H 'Content-Type: application/json' "$@"; }
 floor_net=bench-floor-internal
-floor_gone() {
-    api -X DELETE "http://v1.41/containers/bench-floor-a?force=1" >/dev/null 2>&1 || true
-    api -X DELETE "http://v1.41/containers/bench-floor-b?force=1" >/dev/null 2>&1 || true
+gone() {
+    floor_gone bench-floor
     api -X DELETE "http://v1.41/networks/$floor_net" >/dev/null 2>&1 || true
 }
-floor_gone   # what an interrupted run of this bench left
+gone   # what an interrupted run of this bench left
 api -X POST http://v1.41/networks/create \
     -d "{\"Name\":\"$floor_net\",\"Internal\":true,\"Options\":{\"com.docker.network.bridge.inhibit_ipv4\":\"true\"}}" >/dev/null
-trap 'floor_gone; rm -rf "$work"' EXIT
-# One round of the floor: as bottle's docker backend does it, with the internal network kept:
-# the agent's command is its container's process, started beside the bundle; once it died the
-# bundle is stopped, then both are removed.
-floor_round() {
-    local agent="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"true\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
-    local bundle="{\"Image\":\"bottle-agent:latest\",\"Cmd\":[\"sleep\",\"infinity\"],\"HostConfig\":{\"NetworkMode\":\"$floor_net\"}}"
-    api -X POST "http://v1.41/containers/create?name=bench-floor-a" -d "$agent" >/dev/null &
-    api -X POST "http://v1.41/containers/create?name=bench-floor-b" -d "$bundle" >/dev/null
-    api -X POST http://v1.41/networks/bottle-shared-egress/connect -d '{"Container":"bench-floor-b"}' >/dev/null
-    wait
-    api -X POST http://v1.41/containers/bench-floor-a/start >/dev/null &
-    api -X POST http://v1.41/containers/bench-floor-b/start >/dev/null
-    wait
-    api -X POST http://v1.41/containers/bench-floor-a/wait >/dev/null
-    api -X POST http://v1.41/containers/bench-floor-b/kill >/dev/null
-    api -X DELETE "http://v1.41/containers/bench-floor-a?force=1" >/dev/null &
-    api -X DELETE "http://v1.41/containers/bench-floor-b?force=1" >/dev/null
-    wait
-}
+trap 'gone; rm -rf "$work"' EXIT
+# One round of the floor: as bottle's docker backend does it, with the internal network kept
+# and the bundle on the shared way out too.
+floor_round() { floor_pair bench-floor "$floor_net" "$floor_net" bottle-shared-egress; }
 b_total=0; c_total=0; f_total=0; d_total=0; e_total=0
 for i in $(seq "$runs"); do
     t=$(now); "$bin" run bench --yes --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))

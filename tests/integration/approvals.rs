@@ -183,17 +183,22 @@ fn a_malformed_decision_leaves_the_request_open_and_is_reported() {
 fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
     let sb = Sandbox::new();
     sb.agent("asker", ASKER);
+    // `bottle run asker --dry-run`, which succeeds: what it says.
+    let dry_run = |sb: &Sandbox| {
+        let (code, out, err) =
+            run(sb
+                .bottle()
+                .env("GH_TOKEN", "x")
+                .args(["run", "asker", "--dry-run"]));
+        assert_eq!(code, 0, "{out}{err}");
+        err
+    };
     let config = sb.dir.path().join("config/bottle");
     // Kept by name alone (as bottle once did), they reach no manifest, and the run says so.
     let by_name = config.join("approved/asker.yaml");
     std::fs::create_dir_all(by_name.parent().unwrap()).unwrap();
     std::fs::write(&by_name, "access:\n- host: crates.io\n").unwrap();
-    let (code, out, err) =
-        run(sb
-            .bottle()
-            .env("GH_TOKEN", "x")
-            .args(["run", "asker", "--dry-run"]));
-    assert_eq!(code, 0, "{out}{err}");
+    let err = dry_run(&sb);
     assert!(
         err.contains("kept by agent name") && !err.contains("approved in earlier runs"),
         "{err}"
@@ -215,12 +220,7 @@ fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
         "access:\n- host: crates.io\n- host: docs.rs\n  path_prefix: /serde/\n",
     )
     .unwrap();
-    let (code, out, err) =
-        run(sb
-            .bottle()
-            .env("GH_TOKEN", "x")
-            .args(["run", "asker", "--dry-run"]));
-    assert_eq!(code, 0, "{out}{err}");
+    let err = dry_run(&sb);
     assert!(
         err.contains("approved in earlier runs") && err.contains("crates.io, docs.rs/serde/…"),
         "{err}"

@@ -107,15 +107,13 @@ const PRESIZE_MAX: usize = 4 << 20;
 /// Read `r` to the end, at most `limit` bytes, into `out` (emptied first) sized for about
 /// `expected`.
 fn bounded(
-    mut r: impl Read,
-    mut out: Vec<u8>,
+    r: impl Read,
+    out: Vec<u8>,
     expected: usize,
     limit: usize,
     name: &'static str,
 ) -> Result<Vec<u8>, ContentError> {
-    presize(&mut out, expected, limit);
-    append_bounded(&mut r, &mut out, limit, name)?;
-    Ok(out)
+    whole(r, out, expected, limit, name, |_| 0)
 }
 
 /// [`bounded`] for a decoder that stops at the end of its stream: the body is refused when
