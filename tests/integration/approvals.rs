@@ -12,13 +12,19 @@ const ASKER: &str = "image: bottle-agent:latest\ncwd: none\nsupervise: true\negr
 /// A dry-run state dir of the `asker` agent (its run has ended: nothing holds its lock).
 fn planned(sb: &Sandbox) -> PathBuf {
     sb.agent("asker", ASKER);
+    dry_run(sb);
+    sb.only_state_dir()
+}
+
+/// `bottle run asker --dry-run`, which must succeed: what it said on stderr.
+fn dry_run(sb: &Sandbox) -> String {
     let (code, out, err) =
         run(sb
             .bottle()
             .env("GH_TOKEN", "x")
             .args(["run", "asker", "--dry-run"]));
     assert_eq!(code, 0, "{out}{err}");
-    sb.only_state_dir()
+    err
 }
 
 fn env(sb: &Sandbox) -> HostEnv {
@@ -183,16 +189,6 @@ fn a_malformed_decision_leaves_the_request_open_and_is_reported() {
 fn persisted_approvals_reach_the_next_run_and_a_bad_file_is_named() {
     let sb = Sandbox::new();
     sb.agent("asker", ASKER);
-    // `bottle run asker --dry-run`, which succeeds: what it says.
-    let dry_run = |sb: &Sandbox| {
-        let (code, out, err) =
-            run(sb
-                .bottle()
-                .env("GH_TOKEN", "x")
-                .args(["run", "asker", "--dry-run"]));
-        assert_eq!(code, 0, "{out}{err}");
-        err
-    };
     let config = sb.dir.path().join("config/bottle");
     // Kept by name alone (as bottle once did), they reach no manifest, and the run says so.
     let by_name = config.join("approved/asker.yaml");
