@@ -497,7 +497,13 @@ const MAX_HOOK_BYTES: u64 = 64 << 10;
 /// `file` read as text, at most [`MAX_HOOK_BYTES`]; `None` when it is not a readable file.
 fn read_bounded(file: &Path) -> Option<String> {
     use std::io::Read as _;
-    let f = std::fs::File::open(file).ok()?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking: a FIFO where a hook or an `.envrc` is expected must not hang the merge.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(file)
+        .ok()?;
     if !f.metadata().ok()?.is_file() {
         return None;
     }
@@ -858,6 +864,22 @@ mod tests {
         }
         // What the hooks do not name comes back.
         assert!(!got.iter().any(|(p, _)| p == "src" || p == "ci"), "{got:?}");
+    }
+
+    #[test]
+    fn a_fifo_where_a_hook_or_an_envrc_is_expected_is_not_waited_on() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        git(&root, &["init", "-q"]);
+        for fifo in [root.join(".git/hooks/pre-commit"), root.join(direnv::ENVRC)] {
+            rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR).unwrap();
+        }
+        // Returns (the test would hang otherwise), guarding nothing the FIFOs would name.
+        let got = paths(&guarded(&root, None));
+        assert!(
+            !got.iter().any(|(_, k)| k.starts_with("the git hook")),
+            "{got:?}"
+        );
     }
 
     #[test]
