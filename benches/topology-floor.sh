@@ -3,10 +3,12 @@
 # curl, interleaved rounds, each topology's mean as a ratio to a bare
 # `docker run --rm --network none bottle-agent:latest true`. A round creates the two containers
 # at once, starts them at once, waits for the agent's `true`, kills the other, removes both.
-#   current:       the agent on an internal network, the bundle on it and on a shared way out
-#                  (what bottle's docker backend does; benches/up_down.sh's floor)
+#   agent-net:     the agent on an internal network, the bundle on it and on a shared way out
+#                  (what bottle's docker backend does when a sidecar not of bottle's own needs
+#                  the agent's network)
 #   agent-none:    the agent on no network, the bundle on the shared way out only (the agent's
-#                  links to the bundle handed in as sockets instead of a network)
+#                  listeners handed to the bundle's daemons as sockets: what bottle's docker
+#                  backend does for its own daemons; benches/up_down.sh's floor)
 #   both-none:     neither on a network (the engine's floor for two containers)
 #   one-internal:  the agent alone, on the internal network
 #   one-none:      the agent alone, on no network (docker run's work by the API)
@@ -38,7 +40,7 @@ alone() { # NETWORK
     api -X DELETE "http://v1.41/containers/bench-topology-a?force=1" >/dev/null
 }
 
-names=(docker-run current agent-none both-none one-internal one-none)
+names=(docker-run agent-net agent-none both-none one-internal one-none)
 declare -A total
 for n in "${names[@]}"; do total[$n]=0; done
 timed() { # NAME COMMAND...
@@ -51,7 +53,7 @@ timed() { # NAME COMMAND...
 docker run --rm --network none bottle-agent:latest true >/dev/null # warm the image's layers
 for _ in $(seq "$runs"); do
     timed docker-run docker run --rm --network none bottle-agent:latest true
-    timed current pair "$internal" "$internal" "$shared"
+    timed agent-net pair "$internal" "$internal" "$shared"
     timed agent-none pair none "$shared"
     timed both-none pair none none
     timed one-internal alone "$internal"

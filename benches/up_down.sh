@@ -5,10 +5,10 @@
 #     versus a bare `docker run --rm --network none bottle-agent:latest true` (goal: <= 2.5x);
 #   - time from `bottle run` to the first byte of the agent's output (goal: <= 0.6 s);
 #   - the engine's floor for what a bottle is: the same engine work done through its API with
-#     curl and nothing of bottle's (two containers made on an internal network, one of them on
-#     the shared way out too, started together, `true` as the process of one, the other
-#     killed once it ended, both removed), so the
-#     ratio to `docker run` that the topology itself costs is measured beside bottle's.
+#     curl and nothing of bottle's (two containers made at once, the agent on no network and
+#     the bundle on the shared way out, started together, `true` as the agent's process, the
+#     bundle killed once it ended, both removed), so the ratio to `docker run` that the
+#     topology itself costs is measured beside bottle's.
 # Needs bottle-base/bottle-agent (tests/images/build-base.sh). RUNS=5 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,18 +30,12 @@ if docker compose version >/dev/null 2>&1; then compose=(docker compose); else c
 file=$work/state/bench-keep/compose.yaml
 
 now() { date +%s%N; }
-floor_net=bench-floor-internal
-gone() {
-    floor_gone bench-floor
-    api -X DELETE "http://v1.41/networks/$floor_net" >/dev/null 2>&1 || true
-}
+gone() { floor_gone bench-floor; }
 gone   # what an interrupted run of this bench left
-api -X POST http://v1.41/networks/create \
-    -d "{\"Name\":\"$floor_net\",\"Internal\":true,\"Options\":{\"com.docker.network.bridge.inhibit_ipv4\":\"true\"}}" >/dev/null
 trap 'gone; rm -rf "$work"' EXIT
-# One round of the floor: as bottle's docker backend does it, with the internal network kept
-# and the bundle on the shared way out too.
-floor_round() { floor_pair bench-floor "$floor_net" "$floor_net" bottle-shared-egress; }
+# One round of the floor: as bottle's docker backend does it, the agent on no network (its
+# listeners handed to the bundle) and the bundle on the shared way out alone.
+floor_round() { floor_pair bench-floor none bottle-shared-egress; }
 b_total=0; c_total=0; f_total=0; d_total=0; e_total=0
 for i in $(seq "$runs"); do
     t=$(now); "$bin" run bench --yes --slug "bench-$i" -- true </dev/null >/dev/null 2>&1; b=$(( $(now) - t ))

@@ -1562,9 +1562,11 @@ fn verify_cannot_reach_another_bottle() {
             })
         })
         .collect();
+    // Its bundle is on the shared way out alone (its agent on no network): that address,
+    // directly and through the proxy.
     assert!(
-        tried.len() >= 4,
-        "both of its networks, directly and through the proxy: {findings:#?}"
+        tried.len() >= 2,
+        "its network, directly and through the proxy: {findings:#?}"
     );
     for f in tried {
         assert_eq!(f["verdict"], "PASS", "{f}");
@@ -1626,6 +1628,40 @@ fn the_example_sidecar_runs_and_the_agent_reaches_it() {
         out.lines().any(|l| l == "hello from a plugin"),
         "the daemon answered: {out}\n{err}"
     );
+    assert_eq!(leftovers(&slug), "");
+}
+
+/// With bottle's own daemons in the bundle, the agent's container is on no network at all:
+/// loopback alone, its names for the bundle at the bundle's address in its own namespace,
+/// where its init bound the daemons' ports and handed them over; every other port there is
+/// closed. (A bundle with a sidecar of another's keeps the agent's network:
+/// `the_example_sidecar_runs_and_the_agent_reaches_it`.)
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn the_agent_is_on_no_network_and_reaches_the_bundle_in_its_own_namespace() {
+    let _g = shared();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-nonet");
+    let script = r#"ls /sys/class/net | tr '\n' ' '; echo
+getent hosts egress
+for p in 9099 443 80 9418 8888 22; do nc -z -w 2 127.0.0.2 $p && echo "open $p" || echo "closed $p"; done
+curl -sS -o /dev/null -w 'proxy answered %{http_code}\n' http://unlisted.example/"#;
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", script]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.lines().any(|l| l == "lo "), "loopback alone: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("127.0.0.2 ") && l.split_whitespace().any(|n| n == "egress")),
+        "{out}"
+    );
+    for open in ["open 9099", "open 443", "open 80"] {
+        assert!(out.contains(open), "{open}: {out}\n{err}");
+    }
+    for closed in ["closed 9418", "closed 8888", "closed 22"] {
+        assert!(out.contains(closed), "{closed}: {out}\n{err}");
+    }
+    assert!(out.contains("proxy answered 403"), "{out}\n{err}");
     assert_eq!(leftovers(&slug), "");
 }
 

@@ -40,6 +40,14 @@ fn start_through_egress(
     (bottled, origin)
 }
 
+/// `run`'s options for a bottle whose agent keeps its network: a sidecar not of bottle's own
+/// (the SDK's example, which declares a port) is in its bundle, so the agent cannot be on no
+/// network (`bottle_contract::handoff`).
+fn networked(sb: &Sandbox) -> Vec<String> {
+    let dir = sb.plugin_dir("networked", &[crate::support::plugins::hello()]);
+    vec!["--plugin-dir".to_owned(), dir.display().to_string()]
+}
+
 /// How many restarts bottle `slug` has recorded so far.
 fn restarts(sb: &Sandbox, slug: &str) -> usize {
     std::fs::read_to_string(sb.state().join(slug).join("bundle-events.jsonl"))
@@ -242,6 +250,7 @@ fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
         "kept",
         "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
     );
+    let net = networked(&sb);
     let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -249,24 +258,27 @@ fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
         Vec::<String>::new(),
         "cleanup removed them"
     );
-    let (code, out, err) = run(bottle(&sb).args(["run", "kept", "--", "true"]));
+    let (code, out, err) = run(bottle(&sb)
+        .arg("run")
+        .args(&net)
+        .args(["kept", "--", "true"]));
     assert_eq!(code, 0, "{out}{err}");
     let kept = kept_networks();
     assert_eq!(kept.len(), 1, "{kept:?}");
 
     // The next bottle takes it; one beside it gets another.
     let first = unique_slug("e2e-kept");
-    let a = Running::idle(&mut bottle(&sb), "kept", &first);
+    let a = Running::idle_with(&mut bottle(&sb), &net, "kept", &first);
     assert_eq!(agent_network(&first), kept[0]);
     let second = unique_slug("e2e-kept2");
-    let b = Running::idle(&mut bottle(&sb), "kept", &second);
+    let b = Running::idle_with(&mut bottle(&sb), &net, "kept", &second);
     let other = agent_network(&second);
     assert!(
         other.starts_with("bottle-internal-") && other != kept[0],
         "{other}"
     );
     let beside = unique_slug("e2e-kept-beside");
-    let d = Running::idle(&mut bottle(&sb), "kept", &beside);
+    let d = Running::idle_with(&mut bottle(&sb), &net, "kept", &beside);
     let last = agent_network(&beside);
     assert_eq!(kept_networks().len(), 3);
     for (running, slug) in [(a, &first), (b, &second), (d, &beside)] {
@@ -290,7 +302,7 @@ fn the_agents_network_is_kept_for_the_next_bottle_one_bottle_at_a_time() {
         "true",
     ]);
     let third = unique_slug("e2e-kept3");
-    let c = Running::idle(&mut bottle(&sb), "kept", &third);
+    let c = Running::idle_with(&mut bottle(&sb), &net, "kept", &third);
     let taken = agent_network(&third);
     let (status, out, err) = c.release(&third);
     docker(&["rm", "-f", &left]);
@@ -369,6 +381,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
         "pooled",
         "image: bottle-agent:latest\ncwd: none\negress:\n  default_allowlist: false\n",
     );
+    let net = networked(&sb);
     let config = sb.dir.path().join("config/bottle");
     std::fs::create_dir_all(&config).unwrap();
     // A /28: one bottle's internal /28 fits, and nothing is left for another's. (Its bundle's
@@ -379,7 +392,7 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     )
     .unwrap();
     let holder = unique_slug("e2e-pool");
-    let first = Running::idle(&mut bottle(&sb), "pooled", &holder);
+    let first = Running::idle_with(&mut bottle(&sb), &net, "pooled", &holder);
     let held = agent_network(&holder);
     let subnet = docker(&[
         "network",
@@ -401,8 +414,10 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
         "no way out of its own: the shared one"
     );
     let second = unique_slug("e2e-pool2");
-    let (code, out, err) =
-        run(bottle(&sb).args(["run", "pooled", "--slug", &second, "--", "true"]));
+    let (code, out, err) = run(bottle(&sb)
+        .arg("run")
+        .args(&net)
+        .args(["pooled", "--slug", &second, "--", "true"]));
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -427,7 +442,10 @@ fn networks_come_from_bottles_pool_and_a_full_pool_says_who_holds_it() {
     )
     .unwrap();
     let third = unique_slug("e2e-pool3");
-    let (code, _, err) = run(bottle(&sb).args(["run", "pooled", "--slug", &third, "--", "true"]));
+    let (code, _, err) = run(bottle(&sb)
+        .arg("run")
+        .args(&net)
+        .args(["pooled", "--slug", &third, "--", "true"]));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("config.yaml: networks.pool: `8.8.8.0/24` is not a private range"),

@@ -350,8 +350,12 @@ impl Running {
     /// `cmd` (a `bottle` command) running `agent` as bottle `slug`, the agent idling until
     /// [`Running::release`]; returns once the agent is up.
     pub fn idle(cmd: &mut Command, agent: &str, slug: &str) -> Running {
-        let mut running = Running::start(cmd.args([
-            "run",
+        Running::idle_with(cmd, &[], agent, slug)
+    }
+
+    /// [`Running::idle`] with `run`'s options `opts` (`--plugin-dir DIR`).
+    pub fn idle_with(cmd: &mut Command, opts: &[String], agent: &str, slug: &str) -> Running {
+        let mut running = Running::start(cmd.arg("run").args(opts).args([
             agent,
             "--slug",
             slug,

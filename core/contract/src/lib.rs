@@ -14,6 +14,7 @@
 //! - [`hop`]: the token that authenticates the agent's hop to the bundle's daemons;
 //! - [`gate`]: git-gate's `gate.yaml`, which the plugin renders and the daemon reads;
 //! - [`go`]: the go-ahead the host gives the agent's waiting command, with its env;
+//! - [`handoff`]: the agent's listeners, handed to the bundle's daemons (an agent on no network);
 //! - [`supervise`]: supervise's queue files (the agent's requests, the human's decisions);
 //! - [`terminal`]: text the agent or the bundle wrote, made safe to print;
 //! - [`logline`]: the daemons' numbered, ASCII-only log lines the audit ledger reads;
@@ -25,6 +26,7 @@ pub mod daemons;
 pub mod egress;
 pub mod gate;
 pub mod go;
+pub mod handoff;
 pub mod hop;
 pub mod labels;
 pub mod layout;

@@ -28,6 +28,11 @@
 //! the same checks until they pass and then writes one line the host waits for in the
 //! bundle's log (`BUNDLE_READY_LINE`), so no `docker exec` is needed to bring a bottle up.
 //!
+//! With `BOTTLE_HANDOFF` set (the agent on no network), the init first takes the agent's
+//! listeners from the agent's container and hands each daemon its own ([`handoff`]); if they
+//! never come, or are not what was asked for, the daemons serving the agent are not started
+//! and `ready` says why.
+//!
 //! `bottle-init reload FILE egress` (by `docker exec`) asks the running init to reload egress
 //! and waits until egress reports running the host's new route table ([`reload`]).
 //!
@@ -35,10 +40,12 @@
 //! container's process, which becomes the agent's command once the host says go ([`agent`]).
 
 mod agent;
+mod handoff;
 mod install;
 mod reload;
 mod users;
 
+use bottle_contract::handoff::{BUNDLE_ENV, Listener};
 use bottle_contract::layout::{BUNDLE_NEVER_READY_PREFIX, BUNDLE_READY_LINE, PRIVATE_IN_BUNDLE};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -142,7 +149,47 @@ struct Running {
     relays: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
+/// The agent's listeners ([`handoff`]), by the daemon that serves each.
+type Handed = BTreeMap<String, Vec<(Listener, std::os::fd::OwnedFd)>>;
+
+/// Take the agent's listeners when the host asked for a handoff ([`BUNDLE_ENV`]): `Err` names
+/// why it failed and the daemons that would have served them.
+fn take_handoff(list: &DaemonList) -> Result<Handed, (String, Vec<String>)> {
+    let Ok(spec) = std::env::var(BUNDLE_ENV) else {
+        return Ok(Handed::new());
+    };
+    let owners = bottle_contract::handoff::listeners(list);
+    let serving: Vec<String> = match &owners {
+        Some(o) => o.iter().map(|(d, _)| d.clone()).collect(),
+        None => list
+            .daemons
+            .iter()
+            .filter(|d| !d.ports.is_empty())
+            .map(|d| d.name.clone())
+            .collect(),
+    };
+    let fail = |e: String| (e, serving.clone());
+    let expected = bottle_contract::handoff::parse_list(&spec)
+        .map_err(|e| fail(format!("{BUNDLE_ENV}: {e}")))?;
+    let owners = owners.ok_or_else(|| {
+        fail("the agent's listeners were sent to daemons that cannot take them".to_owned())
+    })?;
+    let fds = handoff::receive(&expected, handoff::WAIT).map_err(fail)?;
+    let mut handed = Handed::new();
+    for (l, fd) in expected.into_iter().zip(fds) {
+        let Some((owner, _)) = owners.iter().find(|(_, o)| *o == l) else {
+            return Err(fail(format!("no daemon declares the agent's listener {l}")));
+        };
+        handed.entry(owner.clone()).or_default().push((l, fd));
+    }
+    Ok(handed)
+}
+
+fn start(
+    d: &DaemonEntry,
+    secret_env: &[String],
+    handed: Vec<(Listener, std::os::fd::OwnedFd)>,
+) -> Option<Running> {
     if d.name == "init" {
         // Its lines would start `[init]`, as this init's own do (the ready line among them).
         say("a daemon named `init` is not started: the name is the init's own; rename it");
@@ -181,6 +228,12 @@ fn start(d: &DaemonEntry, secret_env: &[String]) -> Option<Running> {
     let mut command = Command::new(program);
     as_its_user(&mut command, d);
     hide_secrets(&mut command, d, secret_env);
+    let (listeners, fds): (Vec<Listener>, Vec<_>) = handed.into_iter().unzip();
+    if let Err(e) = handoff::pass(&mut command, &listeners, fds) {
+        say(&format!("daemon `{}` not started: {e}", d.name));
+        record(&d.name, &format!("was not started: {e}"));
+        return None;
+    }
     match command
         .args(&d.command[1..])
         .stdin(Stdio::null())
@@ -322,10 +375,27 @@ fn run(list: &DaemonList, file: &Path, grace: Duration) -> i32 {
             say(&e);
         }
     }
+    let (mut handed, unserved) = match take_handoff(list) {
+        Ok(h) => (h, Vec::new()),
+        Err((e, unserved)) => {
+            say(&format!(
+                "{e}; the daemons serving the agent are not started"
+            ));
+            (
+                Handed::new(),
+                unserved.into_iter().map(|d| (d, e.clone())).collect(),
+            )
+        }
+    };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for d in &list.daemons {
         let _ = std::fs::remove_file(status_dir().join(format!("{}.exited", d.name)));
-        if let Some(r) = start(d, &list.secret_env) {
+        if let Some((_, e)) = unserved.iter().find(|(name, _)| *name == d.name) {
+            record(&d.name, &format!("was not started: {e}"));
+            continue;
+        }
+        let own = handed.remove(&d.name).unwrap_or_default();
+        if let Some(r) = start(d, &list.secret_env, own) {
             running.insert(d.name.clone(), r);
         }
     }
@@ -385,7 +455,7 @@ fn run(list: &DaemonList, file: &Path, grace: Duration) -> i32 {
                     }
                     let _ = std::fs::remove_file(status_dir().join("pipelock.exited"));
                     if let Some(d) = list.daemons.iter().find(|d| d.name == "pipelock")
-                        && let Some(r) = start(d, &list.secret_env)
+                        && let Some(r) = start(d, &list.secret_env, Vec::new())
                     {
                         running.insert(d.name.clone(), r);
                     }
@@ -617,13 +687,37 @@ fn run_check(mut cmd: Command, program: &str, timeout: Duration) -> Result<(), S
 }
 
 /// `bottle-init FILE`, `bottle-init ready FILE`, `bottle-init announce FILE`,
-/// `bottle-init reload FILE DAEMON` or `bottle-init agent GO -- COMMAND…`.
+/// `bottle-init reload FILE DAEMON` or `bottle-init agent GO [--listen LISTENERS] -- COMMAND…`.
 fn main_with_args(args: &[String]) -> i32 {
     if let [mode, go, dashes, command @ ..] = args
         && mode == "agent"
         && dashes == "--"
     {
-        return agent::run(Path::new(go), command);
+        return agent::run(Path::new(go), &[], command);
+    }
+    if let [mode, go, flag, spec, dashes, command @ ..] = args
+        && mode == "agent"
+        && flag == "--listen"
+        && dashes == "--"
+    {
+        return match bottle_contract::handoff::parse_list(spec) {
+            Ok(listeners) => agent::run(Path::new(go), &listeners, command),
+            Err(e) => {
+                eprintln!("bottle-init agent: --listen: {e}");
+                2
+            }
+        };
+    }
+    if let [mode, dir] = args
+        && mode == "keep-listeners"
+    {
+        return match handoff::keep(Path::new(dir)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("bottle: {e}");
+                1
+            }
+        };
     }
     let (mode, file) = match args {
         [file] => ("run", file),
@@ -631,7 +725,7 @@ fn main_with_args(args: &[String]) -> i32 {
         [mode, file, _] if mode == "reload" => ("reload", file),
         _ => {
             eprintln!(
-                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init announce DAEMONS.json | bottle-init reload DAEMONS.json DAEMON | bottle-init agent GO -- COMMAND…"
+                "usage: bottle-init DAEMONS.json | bottle-init ready DAEMONS.json | bottle-init announce DAEMONS.json | bottle-init reload DAEMONS.json DAEMON | bottle-init agent GO [--listen LISTENERS] -- COMMAND…"
             );
             return 2;
         }

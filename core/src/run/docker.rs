@@ -8,6 +8,7 @@
 pub mod admit;
 pub mod attach;
 pub mod down;
+pub mod handoff;
 pub mod helper;
 pub mod images;
 pub mod inventory;

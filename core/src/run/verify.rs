@@ -197,6 +197,10 @@ pub async fn run_suite(
         }
     }
     let bundle = match file.services.get(layout::BUNDLE_SERVICE) {
+        // The agent on no network reaches the bundle in its own namespace alone.
+        Some(_) if agent_nets.is_empty() => {
+            Some(crate::run::docker::handoff::Wiring::bundle_address())
+        }
         Some(s) => {
             let name = up::container_name(project, layout::BUNDLE_SERVICE, s);
             let info = docker

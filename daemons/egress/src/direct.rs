@@ -45,6 +45,9 @@ pub struct AgentPeer {
     /// How the name is looked up: the system's resolver (a test's slow one stands in for a
     /// resolver that does not answer).
     resolve: Resolve,
+    /// Every peer is the agent: the socket is in the agent's own network namespace
+    /// ([`bottle_contract::handoff`]), where nothing else can connect.
+    everyone: bool,
 }
 
 /// A lookup of a name's addresses.
@@ -89,11 +92,26 @@ impl AgentPeer {
             known: Mutex::new((Vec::new(), None)),
             lookup: tokio::sync::Mutex::new(()),
             resolve,
+            everyone: false,
+        }
+    }
+
+    /// Serve every peer: for sockets the agent handed over, bound in its own namespace.
+    pub fn everyone() -> AgentPeer {
+        AgentPeer {
+            everyone: true,
+            ..Self::resolved_by(
+                "the agent's own namespace",
+                Box::new(|_| Box::pin(async { Vec::new() })),
+            )
         }
     }
 
     /// Whether `peer` is the agent, when that is known without a lookup.
     fn known(&self, peer: IpAddr) -> Option<bool> {
+        if self.everyone {
+            return Some(true);
+        }
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if known.0.contains(&canonical(peer)) {
             return Some(true);
@@ -149,6 +167,9 @@ pub struct Resolver {
     ours: Mutex<HashMap<IpAddr, IpAddr>>,
     /// Queries from askers not yet known to be the agent, being judged.
     judging: Arc<tokio::sync::Semaphore>,
+    /// The address every answer gives, when the socket is bound to one (a socket the agent
+    /// handed over: its address in the agent's namespace, not one of the bundle's).
+    fixed: Option<IpAddr>,
 }
 
 impl Resolver {
@@ -160,14 +181,38 @@ impl Resolver {
         peer: Arc<AgentPeer>,
     ) -> std::io::Result<Resolver> {
         let socket = tokio::net::UdpSocket::bind(listen).await?;
+        Ok(Self::serving(socket, proxy, peer, None))
+    }
+
+    /// Serve on `socket`, which the agent handed over bound on the bundle's address in its
+    /// namespace: every asker is the agent, every answer that address.
+    pub fn handed(socket: std::net::UdpSocket, proxy: Arc<Proxy>) -> std::io::Result<Resolver> {
+        socket.set_nonblocking(true)?;
+        let fixed = Some(canonical(socket.local_addr()?.ip()));
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        Ok(Self::serving(
+            socket,
+            proxy,
+            Arc::new(AgentPeer::everyone()),
+            fixed,
+        ))
+    }
+
+    fn serving(
+        socket: tokio::net::UdpSocket,
+        proxy: Arc<Proxy>,
+        peer: Arc<AgentPeer>,
+        fixed: Option<IpAddr>,
+    ) -> Resolver {
         crate::busy_poll::watch(&socket);
-        Ok(Resolver {
+        Resolver {
             socket,
             proxy,
             peer,
             ours: Mutex::new(HashMap::new()),
             judging: Arc::new(tokio::sync::Semaphore::new(JUDGED_AT_ONCE)),
-        })
+            fixed,
+        }
     }
 
     /// The bound address.
@@ -229,6 +274,9 @@ impl Resolver {
 
     /// Our address as `asker` sees it: the source the kernel picks toward it.
     fn ours_toward(&self, asker: IpAddr) -> Option<IpAddr> {
+        if self.fixed.is_some() {
+            return self.fixed;
+        }
         let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ip) = ours.get(&asker) {
             return Some(*ip);

@@ -37,6 +37,7 @@ pub mod upstream;
 pub mod ws;
 
 use arc_swap::ArcSwap;
+use bottle_contract::handoff::{Listener, Proto};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy::{Active, Proxy};
 use routes::RouteTable;
@@ -99,6 +100,8 @@ struct DirectListeners {
 pub struct Daemon {
     proxy: Arc<Proxy>,
     listener: tokio::net::TcpListener,
+    /// The proxy port the agent handed over, bound in its own namespace, if it did.
+    handed_proxy: Option<tokio::net::TcpListener>,
     direct: Option<DirectListeners>,
     /// Why the direct ports are not served, when they were asked for.
     direct_note: Option<String>,
@@ -126,6 +129,56 @@ async fn bind_direct(
         http: tcp(d.http).await?,
         peer,
     })
+}
+
+/// The direct ports from the sockets the agent handed over, when it handed over all three.
+fn handed_direct(
+    d: &DirectSettings,
+    handed: &mut Vec<(Listener, std::os::fd::OwnedFd)>,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<DirectListeners>, String> {
+    let want = [
+        Listener {
+            port: d.dns.port(),
+            proto: Proto::Udp,
+        },
+        Listener {
+            port: d.https.port(),
+            proto: Proto::Tcp,
+        },
+        Listener {
+            port: d.http.port(),
+            proto: Proto::Tcp,
+        },
+    ];
+    if !want.iter().all(|w| handed.iter().any(|(l, _)| l == w)) {
+        return Ok(None);
+    }
+    let mut take = |w: Listener| {
+        let at = handed.iter().position(|(l, _)| *l == w).unwrap_or_default();
+        handed.remove(at).1
+    };
+    let fail = |e: std::io::Error| format!("the agent's direct ports: {e}");
+    let resolver =
+        direct::Resolver::handed(std::net::UdpSocket::from(take(want[0])), proxy.clone())
+            .map_err(fail)?;
+    let https = tokio_listener(take(want[1])).map_err(fail)?;
+    let http = tokio_listener(take(want[2])).map_err(fail)?;
+    Ok(Some(DirectListeners {
+        resolver,
+        https,
+        http,
+        peer: Arc::new(direct::AgentPeer::everyone()),
+    }))
+}
+
+/// A listening socket handed over, as tokio's.
+fn tokio_listener(fd: std::os::fd::OwnedFd) -> std::io::Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    l.set_nonblocking(true)?;
+    let l = tokio::net::TcpListener::from_std(l)?;
+    busy_poll::watch(&l);
+    Ok(l)
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -160,9 +213,32 @@ impl Daemon {
             cookies: cookies::IssuedCookies::default(),
             grant_uses: grants::Uses::default(),
         });
-        let (direct, direct_note) = match &settings.direct {
-            None => (None, None),
-            Some(d) => match bind_direct(d, &proxy).await {
+        // The agent's own listeners, when it is on no network (`bottle_contract::handoff`).
+        let mut handed = bottle_contract::handoff::inherited()?;
+        let proxy_port = Listener {
+            port: settings.listen.port(),
+            proto: Proto::Tcp,
+        };
+        let handed_proxy = match handed.iter().position(|(l, _)| *l == proxy_port) {
+            Some(at) => Some(
+                tokio_listener(handed.remove(at).1)
+                    .map_err(|e| format!("the agent's proxy port: {e}"))?,
+            ),
+            None => None,
+        };
+        let handed_direct = match &settings.direct {
+            Some(d) => handed_direct(d, &mut handed, &proxy)?,
+            None => None,
+        };
+        if let Some((l, _)) = handed.first() {
+            return Err(format!(
+                "the agent handed over {l}, which egress does not serve; the bundle's daemon list and egress's flags disagree"
+            ));
+        }
+        let (direct, direct_note) = match (&settings.direct, handed_direct) {
+            (_, Some(d)) => (Some(d), None),
+            (None, None) => (None, None),
+            (Some(d), None) => match bind_direct(d, &proxy).await {
                 Ok(l) => (Some(l), None),
                 // An engine that keeps ports below 1024 privileged (the bundle runs no daemon
                 // as root): the proxy still serves; clients that ignore the proxy env cannot
@@ -179,6 +255,7 @@ impl Daemon {
         Ok(Daemon {
             proxy,
             listener,
+            handed_proxy,
             direct,
             direct_note,
             settings,
@@ -220,8 +297,12 @@ impl Daemon {
             ),
             _ => self.direct_note.clone().unwrap_or_default(),
         };
+        let handed = match self.handed_proxy.as_ref().and_then(|l| l.local_addr().ok()) {
+            Some(a) => format!(" and on {a} in the agent's namespace"),
+            None => String::new(),
+        };
         format!(
-            "listening on {addr}, {} routes (config sha256 {}), {mode}{direct}",
+            "listening on {addr}{handed}, {} routes (config sha256 {}), {mode}{direct}",
             active.table.routes.len(),
             &active.table.sha256[..12]
         )
@@ -257,6 +338,15 @@ impl Daemon {
             limits: self.settings.conn_limits,
             log: log.clone(),
         });
+        if let Some(l) = self.handed_proxy.take() {
+            let listener = Arc::new(l);
+            let (gate, proxy) = (gate.clone(), self.proxy.clone());
+            tokio::spawn(keep_serving(
+                "the agent's proxy port",
+                log.clone(),
+                move || serve_proxy(listener.clone(), gate.clone(), proxy.clone()),
+            ));
+        }
         if let Some(d) = self.direct.take() {
             let resolver = Arc::new(d.resolver);
             tokio::spawn(keep_serving(
@@ -306,6 +396,20 @@ impl Daemon {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Accept proxy connections on a port the agent handed over for as long as egress runs.
+async fn serve_proxy(listener: Arc<tokio::net::TcpListener>, gate: Arc<Gate>, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            accept_failed().await;
+            continue;
+        };
+        if let Some(conn) = gate.admit(stream) {
+            let proxy = proxy.clone();
+            tokio::spawn(serve_http(conn, move |req| proxy.clone().serve_outer(req)));
         }
     }
 }

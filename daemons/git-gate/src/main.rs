@@ -142,6 +142,19 @@ fn run(args: Args) -> Result<(), String> {
             r.emit();
         }
     });
+    // The agent's own port, when it is on no network (`bottle_contract::handoff`).
+    let mut handed = bottle_contract::handoff::inherited()?;
+    if let Some((l, fd)) = handed.pop() {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        if l.port != port || !handed.is_empty() {
+            return Err(format!(
+                "the agent handed over {l}; git-gate serves {port}/tcp alone"
+            ));
+        }
+        let agent = std::net::TcpListener::from(fd);
+        let serving = gate.clone();
+        std::thread::spawn(move || serving.serve(agent));
+    }
     gate.serve(listener);
     Ok(())
 }

@@ -138,6 +138,30 @@ async fn run(args: Args) -> Result<(), String> {
     emit(
         &serde_json::json!({ "time": now(), "op": "start", "listen": bound.to_string(), "outcome": "ok" }),
     );
+    // The agent's own port, when it is on no network (`bottle_contract::handoff`).
+    let mut handed = bottle_contract::handoff::inherited()?;
+    if let Some((l, fd)) = handed.pop() {
+        if l.port != bound.port() || !handed.is_empty() {
+            return Err(format!(
+                "the agent handed over {l}; supervise serves {}/tcp alone",
+                bound.port()
+            ));
+        }
+        let agent = std::net::TcpListener::from(fd);
+        agent.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let agent = tokio::net::TcpListener::from_std(agent).map_err(|e| e.to_string())?;
+        tokio::spawn(serve(agent, service.clone(), gate.clone()));
+    }
+    serve(listener, service, gate).await;
+    Ok(())
+}
+
+/// Serve MCP on `listener` for as long as supervise runs.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<StreamableHttpService<Supervise, LocalSessionManager>>,
+    gate: Arc<bottle_supervise::gate::Gate>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

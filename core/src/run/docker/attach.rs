@@ -117,14 +117,16 @@ impl StartFiles {
         Ok(files)
     }
 
-    /// The container's entrypoint: wait for the go-ahead, then become `command`.
-    pub fn entrypoint(command: &[String]) -> Vec<String> {
+    /// The container's entrypoint: hand the bundle its listeners (`init_args`, see
+    /// [`super::handoff`]), wait for the go-ahead, then become `command`.
+    pub fn entrypoint(init_args: Option<&[String]>, command: &[String]) -> Vec<String> {
         let mut e = vec![
             INIT_IN_AGENT.to_owned(),
             "agent".to_owned(),
             format!("{GO_DIR_IN_AGENT}/{GO_FIFO}"),
-            "--".to_owned(),
         ];
+        e.extend_from_slice(init_args.unwrap_or_default());
+        e.push("--".to_owned());
         e.extend_from_slice(command);
         e
     }
@@ -393,7 +395,7 @@ mod tests {
             crate::run::docker::images::INIT_BINARY
         );
         assert_eq!(
-            StartFiles::entrypoint(&["claude".into(), "-p".into()]),
+            StartFiles::entrypoint(None, &["claude".into(), "-p".into()]),
             [
                 "/.bottle/start",
                 "agent",

@@ -68,6 +68,7 @@ pub async fn fill(
     state_dir: &Path,
     (agent_key, agent): (&str, &Service),
     started: &[&str],
+    wiring: Option<&super::handoff::Wiring>,
 ) -> Result<(), DockerError> {
     let agent_name = up::container_name(project, agent_key, agent);
     let hostname = docker
@@ -78,6 +79,12 @@ pub async fn fill(
         .and_then(|c| c.hostname);
     let mut entries: Vec<(IpAddr, Vec<String>)> = Vec::new();
     let mut dns: Option<IpAddr> = None;
+    // On no network, the agent reaches the bundle in its own namespace.
+    if let Some(w) = wiring {
+        let at = super::handoff::Wiring::bundle_address();
+        entries.push((at, w.bundle_names.clone()));
+        dns = w.serves_dns().then_some(at);
+    }
     for (key, s) in &file.services {
         if key == agent_key || !started.contains(&key.as_str()) {
             continue;

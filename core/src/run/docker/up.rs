@@ -1,6 +1,7 @@
 //! Bring-up: networks, then containers, created concurrently; started in dependency order.
 
 use super::attach::{GO_DIR_IN_AGENT, INIT_IN_AGENT};
+use super::handoff::Wiring;
 use super::project::{self, ComposeFile, ComposeService as Service};
 use super::{DockerError, api, kept, pool};
 use crate::run::confine::Confinement;
@@ -209,6 +210,9 @@ pub struct AgentStart<'a> {
     pub workdir: &'a str,
     /// Whether the container gets a TTY.
     pub tty: bool,
+    /// The bundle's listeners, when its daemons can take them from the agent's namespace
+    /// ([`super::handoff`]): the agent then joins no network if the file lets it.
+    pub listeners: Option<&'a [bottle_contract::handoff::Listener]>,
 }
 
 /// The agent's confinement, set by the host whatever the backend rendered: its user, no
@@ -344,8 +348,10 @@ fn create_body(
     file: &ComposeFile,
     key: &str,
     s: &Service,
+    wiring: Option<&Wiring>,
 ) -> Result<ContainerCreateBody, DockerError> {
     let agent = is_agent(key, s);
+    let state_dir = std::path::Path::new(req.state_dir);
     let mut env: Vec<String> = s
         .environment
         .iter()
@@ -357,7 +363,10 @@ fn create_body(
     if agent && !s.environment.contains_key("HOME") {
         env.push(format!("HOME={}", req.agent.confinement.home));
     }
-    let mounts: Vec<Mount> = s
+    if let Some(w) = wiring.filter(|_| is_bundle(key, s)) {
+        env.push(w.bundle_env());
+    }
+    let mut mounts: Vec<Mount> = s
         .volumes
         .iter()
         .map(|m| Mount {
@@ -372,6 +381,9 @@ fn create_body(
             ..Mount::default()
         })
         .collect();
+    if wiring.is_some() && (agent || is_bundle(key, s)) {
+        mounts.push(Wiring::mount(state_dir, agent));
+    }
     let mut labels = compose_labels(req.project, Some(key), None, req.state_dir);
     labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels.insert(labels::SLUG.to_owned(), req.slug.to_owned());
@@ -395,7 +407,10 @@ fn create_body(
     let start = req.agent.start.filter(|_| agent);
     let (entrypoint, cmd) = match start {
         Some(start) => (
-            Some(super::attach::StartFiles::entrypoint(start.command)),
+            Some(super::attach::StartFiles::entrypoint(
+                wiring.map(Wiring::init_args).as_ref().map(|a| a.as_slice()),
+                start.command,
+            )),
             None,
         ),
         None => (
@@ -454,7 +469,13 @@ fn create_body(
                 cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
                 security_opt: Some(security_opt(key, s)).filter(|o| !o.is_empty()),
                 readonly_rootfs: Some(s.read_only),
-                network_mode: first_net.map(|(_, n)| n.name.clone()),
+                // An agent on no network of the file's is on none, never on Docker's default
+                // bridge (a way out around every sidecar).
+                network_mode: match first_net {
+                    Some((_, n)) => Some(n.name.clone()),
+                    None if agent => Some("none".to_owned()),
+                    None => None,
+                },
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 ..HostConfig::default()
             };
@@ -496,8 +517,16 @@ fn create_body(
                 mounts.retain(|m| {
                     !matches!(m.target.as_deref(), Some("/etc/hosts" | "/etc/resolv.conf"))
                 });
-                mounts.extend(super::names::mounts(std::path::Path::new(req.state_dir)));
+                mounts.extend(super::names::mounts(state_dir));
                 h.mounts = Some(mounts);
+                if wiring.is_some() {
+                    // Its init binds the bundle's ports (53, 80 and 443 among them) in its own
+                    // namespace, which holds loopback alone: no capability is needed for that.
+                    h.sysctls.get_or_insert_with(HashMap::new).insert(
+                        "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                        "0".to_owned(),
+                    );
+                }
                 h
             } else {
                 h
@@ -566,7 +595,17 @@ pub async fn up(
     req: &UpRequest<'_>,
 ) -> Result<ComposeFile, DockerError> {
     check_agent_networks(file)?;
-    super::names::prepare(std::path::Path::new(req.state_dir))?;
+    let state_dir = std::path::Path::new(req.state_dir);
+    super::names::prepare(state_dir)?;
+    let listeners = req.agent.start.and_then(|s| s.listeners);
+    let wired = super::handoff::wire(file, req.project, listeners);
+    let (file, wiring) = match &wired {
+        Some((f, w)) => {
+            super::handoff::prepare(state_dir)?;
+            (f, Some(w))
+        }
+        None => (file, None),
+    };
     // Volumes need no network: both are made at once.
     let volumes = try_join_all(file.volumes.values().map(|v| async move {
         let mut labels: HashMap<String, String> =
@@ -611,7 +650,7 @@ pub async fn up(
         docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                create_body(req, file, key, s)?,
+                create_body(req, file, key, s, wiring)?,
             )
             .await
             .map_err(api(format!(
@@ -717,9 +756,10 @@ pub async fn up(
                 docker,
                 file,
                 req.project,
-                std::path::Path::new(req.state_dir),
+                state_dir,
                 (key.as_str(), s),
                 &done,
+                wiring,
             )
             .await?;
         }

@@ -281,7 +281,14 @@ async fn restart(w: &Watched<'_>, container: &str, bundle_key: &str) -> Result<(
     if let Some(h) = &w.file.services[bundle_key].healthcheck {
         up::wait_healthy(w.docker, container, &h.test, w.health_timeout).await?;
     }
-    if let Some((agent_key, agent)) = w.file.services.iter().find(|(k, s)| up::is_agent(k, s)) {
+    // An agent on no network reaches the bundle at a fixed address of its own namespace
+    // ([`super::handoff`]): its names stay as they were.
+    if let Some((agent_key, agent)) = w
+        .file
+        .services
+        .iter()
+        .find(|(k, s)| up::is_agent(k, s) && !s.networks.is_empty())
+    {
         let others: Vec<&str> = w
             .file
             .services
@@ -296,6 +303,7 @@ async fn restart(w: &Watched<'_>, container: &str, bundle_key: &str) -> Result<(
             w.state_dir,
             (agent_key, agent),
             &others,
+            None,
         )
         .await?;
     }

@@ -353,6 +353,11 @@ async fn start<'a>(
             Path::new(&p.metadata.cwd),
         )?)
     };
+    // The bundle's daemons take the agent's listeners when they are bottle's own: the agent
+    // then joins no network at all (`up` decides whether the file lets it).
+    let listeners: Option<Vec<bottle_contract::handoff::Listener>> =
+        bottle_contract::handoff::listeners(&bottle_contract::daemons::daemon_list(&p.plan.stack))
+            .map(|l| l.into_iter().map(|(_, l)| l).collect());
     let req = up::UpRequest {
         project: project_name,
         slug: &p.slug,
@@ -369,6 +374,7 @@ async fn start<'a>(
                 command: &command,
                 workdir: &p.plan.stack.agent.workdir,
                 tty,
+                listeners: listeners.as_deref(),
             }),
         },
         bundle: p.manifest.bundle_resources,
