@@ -178,15 +178,25 @@ pub fn inherited() -> Result<Vec<(Listener, std::os::fd::OwnedFd)>, String> {
     let mut out = Vec::with_capacity(list.len());
     for (i, l) in list.into_iter().enumerate() {
         let fd = FIRST_FD + i32::try_from(i).unwrap_or(i32::MAX - FIRST_FD);
-        // The descriptor must be open: a closed one would become whatever is opened next.
-        if std::fs::metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        // The descriptor must be a socket: anything else (a closed one, the runtime's own)
+        // is not the init's.
+        use std::os::unix::fs::FileTypeExt as _;
+        let socket = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|m| m.file_type().is_socket());
+        if !socket {
             return Err(format!(
-                "{ENV} names {l} at file descriptor {fd}, which is not open"
+                "{ENV} names {l} at file descriptor {fd}, which is no socket"
             ));
         }
-        // SAFETY: the init opened `fd` for this process alone (it is not closed above), and
+        // SAFETY: the init opened `fd` for this process alone (checked open above), and
         // nothing else in this process owns it: `inherited` is read once, at start.
-        out.push((l, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // The copy is close-on-exec (F_DUPFD_CLOEXEC): the daemon's children (git, ssh) do
+        // not hold the agent's listener.
+        let copy = owned
+            .try_clone()
+            .map_err(|e| format!("{ENV}: file descriptor {fd}: {e}"))?;
+        out.push((l, copy));
     }
     Ok(out)
 }

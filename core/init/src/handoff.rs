@@ -133,12 +133,21 @@ fn accept_and_read(
         listener,
         rustix::event::PollFlags::IN,
     )];
-    let timeout = rustix::event::Timespec::try_from(wait).unwrap_or(rustix::event::Timespec {
+    let mut timeout = rustix::event::Timespec::try_from(wait).unwrap_or(rustix::event::Timespec {
         tv_sec: 30,
         tv_nsec: 0,
     });
-    let ready = rustix::event::poll(&mut fds, Some(&timeout))
-        .map_err(|e| format!("waiting for the agent's listeners: {e}"))?;
+    // A signal (the host's SIGHUP) must not end the wait early: again, up to the deadline.
+    let deadline = Instant::now() + wait;
+    let ready = loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Err(rustix::io::Errno::INTR) if Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                timeout = rustix::event::Timespec::try_from(left).unwrap_or(timeout);
+            }
+            other => break other.map_err(|e| format!("waiting for the agent's listeners: {e}"))?,
+        }
+    };
     if ready == 0 {
         return Err(format!(
             "the agent's container never handed over its listeners ({wait:?})"
@@ -153,18 +162,30 @@ fn accept_and_read(
     let mut text = [0u8; MAX_SPEC];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_LISTENERS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        &stream,
-        &mut [IoSliceMut::new(&mut text)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("reading the agent's listeners: {e}"))?;
+    let msg = loop {
+        match rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut text)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other.map_err(|e| format!("reading the agent's listeners: {e}"))?,
+        }
+    };
     let mut received: Vec<OwnedFd> = Vec::new();
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = m {
             received.extend(fds);
         }
+    }
+    // Closing what is refused must not wait: a connected socket sent with a long linger and
+    // unsent data would hold this init in `close`.
+    for fd in &received {
+        let _ = rustix::net::sockopt::set_socket_linger(fd, None);
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err("the agent sent more sockets than a handoff carries".to_owned());
     }
     let spec = std::str::from_utf8(&text[..msg.bytes.min(MAX_SPEC)])
         .map_err(|_| "the agent's listener list is not text".to_owned())?;
@@ -197,8 +218,19 @@ pub fn check(fd: &OwnedFd, l: Listener) -> Result<(), String> {
     if rustix::net::sockopt::socket_type(fd).ok() != Some(ty) {
         return wrong("is of another type".into());
     }
+    let protocol = match l.proto {
+        Proto::Tcp => rustix::net::ipproto::TCP,
+        Proto::Udp => rustix::net::ipproto::UDP,
+    };
+    if rustix::net::sockopt::socket_protocol(fd).ok().flatten() != Some(protocol) {
+        return wrong("is of another protocol".into());
+    }
     if listening && rustix::net::sockopt::socket_acceptconn(fd).ok() != Some(true) {
         return wrong("is not listening".into());
+    }
+    // A connected socket answers one peer only, not whoever asks.
+    if rustix::net::getpeername(fd).ok().flatten().is_some() {
+        return wrong("is connected".into());
     }
     let local = rustix::net::getsockname(fd)
         .ok()
@@ -211,10 +243,12 @@ pub fn check(fd: &OwnedFd, l: Listener) -> Result<(), String> {
 }
 
 /// Give `cmd` `fds` as its listeners from [`FIRST_FD`] on, named in its env as `listeners`.
+/// Keep `fds` open until `cmd` is spawned: the descriptors it frees would be the lowest, where
+/// the spawn's own pipe would land and be overwritten.
 pub fn pass(
     cmd: &mut std::process::Command,
     listeners: &[Listener],
-    fds: Vec<OwnedFd>,
+    fds: &[OwnedFd],
 ) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
     if fds.is_empty() {
@@ -251,13 +285,18 @@ pub fn agent_dir() -> &'static Path {
 
 /// Start the agent's keeper with `listeners` bound ([`keep`]).
 pub fn start_keeper(listeners: &[Listener]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
     let fds = bind(listeners)?;
     let mut cmd = std::process::Command::new("/proc/self/exe");
+    // Its own process group: Ctrl-C at the agent's terminal, or the agent's `kill 0`, is not
+    // for it (without it, a bundle restarted later could not be wired again).
     cmd.arg("keep-listeners")
         .arg(agent_dir())
+        .process_group(0)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    pass(&mut cmd, listeners, fds)?;
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    pass(&mut cmd, listeners, &fds)?;
     // Never waited for: it lives as long as the agent's container.
     cmd.spawn()
         .map(drop)
@@ -340,6 +379,16 @@ mod tests {
         let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let p = elsewhere.local_addr().unwrap().port();
         assert!(check(&OwnedFd::from(elsewhere), tcp(p)).is_err());
+        let connected = std::net::UdpSocket::bind((bundle_in_agent(), 0)).unwrap();
+        let p = connected.local_addr().unwrap().port();
+        let udp = |port| Listener {
+            port,
+            proto: Proto::Udp,
+        };
+        assert!(check(&OwnedFd::from(connected.try_clone().unwrap()), udp(p)).is_ok());
+        connected.connect((bundle_in_agent(), 9)).unwrap();
+        let e = check(&OwnedFd::from(connected), udp(p)).unwrap_err();
+        assert!(e.contains("is connected"), "{e}");
         let file = std::fs::File::open("/proc/self/status").unwrap();
         assert!(check(&OwnedFd::from(file), tcp(1)).is_err());
     }

@@ -229,7 +229,7 @@ fn start(
     as_its_user(&mut command, d);
     hide_secrets(&mut command, d, secret_env);
     let (listeners, fds): (Vec<Listener>, Vec<_>) = handed.into_iter().unzip();
-    if let Err(e) = handoff::pass(&mut command, &listeners, fds) {
+    if let Err(e) = handoff::pass(&mut command, &listeners, &fds) {
         say(&format!("daemon `{}` not started: {e}", d.name));
         record(&d.name, &format!("was not started: {e}"));
         return None;

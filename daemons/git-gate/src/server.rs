@@ -135,7 +135,11 @@ impl Gate {
     /// Serve `listener` until the process ends: one thread per connection.
     pub fn serve(self: Arc<Self>, listener: TcpListener) {
         for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
+            let Ok(stream) = stream else {
+                // Mostly out of descriptors: the same call fails at once until one closes.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
             let gate = self.clone();
             let _ = std::thread::Builder::new()
                 .name("git-gate-conn".into())

@@ -165,7 +165,11 @@ async fn serve(
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
-            Err(_) => continue,
+            // Mostly out of descriptors: the same call fails at once until one closes.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let Ok(local) = stream.local_addr() else {
             continue;

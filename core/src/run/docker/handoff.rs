@@ -125,17 +125,30 @@ pub fn wire(
     ))
 }
 
-/// Make the dir both containers mount, empty, in `state_dir`.
+/// Make the dir both containers mount in `state_dir`: a dir (never a link), 0755 whatever the
+/// umask (the agent's user, not always the invoker, must reach the socket in it), with no
+/// socket left from an earlier bring-up.
 pub fn prepare(state_dir: &Path) -> Result<(), super::DockerError> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = Wiring::dir(state_dir);
-    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(super::DockerError::Host(format!(
-            "creating {}: {e}",
-            dir.display()
-        ))),
+    let fail =
+        |e: std::io::Error| super::DockerError::Host(format!("preparing {}: {e}", dir.display()));
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(fail(std::io::Error::other(
+                "it is not a dir; remove it and run again",
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&dir).map_err(fail)?;
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+    match std::fs::remove_file(dir.join(bottle_contract::handoff::SOCKET)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+        _ => Ok(()),
     }
 }
 
@@ -185,6 +198,28 @@ networks:
         );
         assert!(w.serves_dns());
         assert_eq!(w.init_args()[1], "9099/tcp,53/udp");
+    }
+
+    #[test]
+    fn the_shared_dir_is_0755_whatever_the_umask_and_never_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let dir = Wiring::dir(t.path());
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(dir.join(bottle_contract::handoff::SOCKET), "").unwrap();
+        prepare(t.path()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        assert!(
+            !dir.join(bottle_contract::handoff::SOCKET).exists(),
+            "stale socket gone"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert!(prepare(t.path()).is_err());
     }
 
     #[test]
