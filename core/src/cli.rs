@@ -71,6 +71,7 @@ enum Command {
     /// List what agents asked supervise for (open requests first).
     Approvals {
         /// Only this bottle's.
+        #[arg(value_parser = parse_slug)]
         slug: Option<String>,
         /// Print JSON (every request, with its decision).
         #[arg(long, conflicts_with = "watch")]

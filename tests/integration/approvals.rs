@@ -162,6 +162,32 @@ fn approving_for_a_bottle_that_has_gone_is_a_clear_error_and_records_nothing() {
 }
 
 #[test]
+fn approvals_of_a_slug_no_bottle_has_is_an_error_not_an_empty_list() {
+    let sb = Sandbox::new();
+    let dir = planned(&sb);
+    queue(&dir, "r1", "crates.io");
+    let slug = dir.file_name().unwrap().to_str().unwrap().to_owned();
+    let (code, out, err) = run(sb.bottle().args(["approvals", &slug, "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"r1\""), "{out}");
+    for args in [
+        &["approvals", "nosuch"][..],
+        &["approvals", "nosuch", "--json"],
+    ] {
+        let (code, out, err) = run(sb.bottle().args(args));
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            out.is_empty() && err.contains("no bottle `nosuch`") && err.contains("bottle ps"),
+            "{args:?}: {out}{err}"
+        );
+    }
+    // Not a slug at all (a path out of the state dir among them): refused as one.
+    let (code, _, err) = run(sb.bottle().args(["approvals", "../x"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("slugs are lower-case letters"), "{err}");
+}
+
+#[test]
 fn a_malformed_decision_leaves_the_request_open_and_is_reported() {
     let sb = Sandbox::new();
     let dir = planned(&sb);

@@ -2056,7 +2056,9 @@ pub fn small_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The id of the first request bottle `slug`'s agent made through supervise, once it shows.
-pub fn first_request(sb: &Sandbox, slug: &str) -> String {
+/// If `child` (that bottle's `bottle run`) ends first or nothing shows in two minutes, it
+/// panics with what the run printed and its logs, so a failure says where it stopped.
+pub fn first_request(sb: &Sandbox, slug: &str, child: &mut std::process::Child) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, out, _) = run(sb.bottle().args(["approvals", slug, "--json"]));
@@ -2064,9 +2066,48 @@ pub fn first_request(sb: &Sandbox, slug: &str) -> String {
         if let Some(first) = listed.as_array().and_then(|a| a.first()) {
             return first["id"].as_str().unwrap().to_owned();
         }
-        assert!(Instant::now() < deadline, "no request showed up: {out}");
+        let ended = child.try_wait().ok().flatten();
+        if ended.is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            panic!(
+                "no request showed up (approvals: {out}; bottle run ended: {status:?})\n{}",
+                what_the_run_left(sb, slug, child)
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What an ended `bottle run` printed (where its pipes are still the test's) and the logs
+/// it kept, for a failing test's message.
+fn what_the_run_left(sb: &Sandbox, slug: &str, child: &mut std::process::Child) -> String {
+    use std::io::Read as _;
+    let mut text = String::new();
+    for (name, pipe) in [
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+        ),
+    ] {
+        let mut got = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut got);
+        }
+        text += &format!("--- {name}:\n{got}\n");
+    }
+    let (_, logs, _) = run(sb.bottle().args(["logs", slug]));
+    text + "--- bottle logs:\n" + &logs
 }
 
 /// The issue's story: the agent's curl is refused, it asks supervise, the human runs
@@ -2096,13 +2137,13 @@ until post "{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":
 "#
         );
     let slug = unique_slug("e2e-approve");
-    let child = bottle(&sb)
+    let mut child = bottle(&sb)
         .args(["run", "asker", "--slug", &slug, "--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let id = first_request(&sb, &slug);
+    let id = first_request(&sb, &slug, &mut child);
     // A reload that cannot happen (the bundle frozen): recorded as approved and not applied,
     // the old files back in place; once the bundle is back, `bottle approve` tries again.
     let state = sb.state().join(&slug);
@@ -2220,13 +2261,13 @@ curl -sS $url; echo
 "#
         );
     let slug = unique_slug("e2e-brief");
-    let child = bottle(&sb)
+    let mut child = bottle(&sb)
         .args(["run", "briefly", "--slug", &slug, "--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let id = first_request(&sb, &slug);
+    let id = first_request(&sb, &slug, &mut child);
     // Bad limits are refused before anything changes.
     for (args, why) in [
         (&["--for", "0s"][..], "--for 0s"),

@@ -138,7 +138,7 @@ echo "ENDED after $i tries"
     let mut bottled = Running::start(
         bottle(&sb).args(["run", "counted", "--slug", &slug, "--", "sh", "-c", &script]),
     );
-    let id = first_request(&sb, &slug);
+    let id = first_request(&sb, &slug, &mut bottled.child);
     let (code, out, err) = run(sb.bottle().args(["approve", &id, "--yes", "--uses", "50"]));
     assert_eq!(code, 0, "{out}{err}");
     bottled.until("THROUGH");

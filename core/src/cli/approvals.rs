@@ -66,6 +66,13 @@ const HEADER: &str =
 /// `bottle approvals [SLUG] [--json] [--watch]`.
 pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -> Result<ExitCode> {
     let root = state_root(env)?;
+    if let Some(slug) = slug.filter(|s| !root.join(s).is_dir()) {
+        // An empty list would read as "it asked nothing": say the name matched no bottle.
+        anyhow::bail!(
+            "no bottle `{slug}` is running or kept in {}; `bottle ps` lists running ones",
+            root.display()
+        );
+    }
     let all = requests::list(&root, slug);
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);

@@ -253,9 +253,23 @@ async fn go(docker: &Docker, s: &AgentSession, message: Vec<u8>) -> Result<(), D
     })
 }
 
+/// How the agent's output ended, for [`exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputEnd {
+    /// The command ended, or closed its output: its container stops soon (however busy the
+    /// engine is).
+    Closed,
+    /// The user typed the engine's detach keys at the terminal: the command still runs.
+    Detached,
+}
+
+/// Docker's default detach keys (ctrl-p ctrl-q): on a TTY the engine ends the attach when it
+/// reads them on stdin, and the command runs on. bottle sets no others.
+const DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
 /// Attach to the agent's container, give its command the go-ahead and relay its stdio until
-/// its output ends (the command ended, or closed its output); [`exit_code`] tells how it ended.
-pub async fn run(docker: &Docker, s: &AgentSession) -> Result<(), DockerError> {
+/// its output ends; [`exit_code`] tells how the command ended.
+pub async fn run(docker: &Docker, s: &AgentSession) -> Result<OutputEnd, DockerError> {
     let options = AttachContainerOptionsBuilder::default()
         .stdin(true)
         .stdout(true)
@@ -276,11 +290,31 @@ pub async fn run(docker: &Docker, s: &AgentSession) -> Result<(), DockerError> {
     } else {
         None
     };
-    let stdin_pump = tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let _ = tokio::io::copy(&mut stdin, &mut input).await;
-        // End of our stdin closes the command's stdin, so `cat`-like commands finish.
-        let _ = input.shutdown().await;
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stdin_pump = tokio::spawn({
+        let detached = detached.clone();
+        let tty = s.tty;
+        async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 8192];
+            let mut last = 0u8;
+            loop {
+                let n = match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if tty && typed_detach_keys(last, &buf[..n]) {
+                    detached.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                last = buf[n - 1];
+                if input.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            // End of our stdin closes the command's stdin, so `cat`-like commands finish.
+            let _ = input.shutdown().await;
+        }
     });
     let resizer = s.tty.then(|| {
         let docker = docker.clone();
@@ -322,7 +356,19 @@ pub async fn run(docker: &Docker, s: &AgentSession) -> Result<(), DockerError> {
         r.abort();
     }
     drop(raw);
-    relayed
+    relayed.map(|()| {
+        if detached.load(std::sync::atomic::Ordering::Relaxed) {
+            OutputEnd::Detached
+        } else {
+            OutputEnd::Closed
+        }
+    })
+}
+
+/// Whether `chunk`, read after the byte `last`, holds [`DETACH_KEYS`].
+fn typed_detach_keys(last: u8, chunk: &[u8]) -> bool {
+    let [first, second] = DETACH_KEYS;
+    (last == first && chunk.first() == Some(&second)) || chunk.windows(2).any(|w| w == DETACH_KEYS)
 }
 
 /// Resolves when the engine says the agent's `container` died (its process ended), which is
@@ -344,15 +390,28 @@ pub async fn died(docker: &Docker, container: &str, since: u64) {
     }
 }
 
-/// How long the container may take to be stopped once its output ended; longer means the
-/// user detached (Docker's detach keys) and the command still runs: teardown ends it.
-const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How long the container may take to stop once the user detached: its command may have
+/// been ending anyway; if not, teardown ends it.
+const DETACHED_EXIT_WAIT: Duration = Duration::from_secs(5);
 
-/// The exit code of the agent's container once it stopped; `-1` if it still runs after
-/// [`EXIT_WAIT`].
-pub async fn exit_code(docker: &Docker, container: &str) -> Result<i64, DockerError> {
+/// How long the container may take to stop once its output closed. The command ended (or
+/// closed its output and ends soon), but an engine stopping many containers at once may
+/// say so only seconds later; a command that runs on with its output closed is ended then.
+const CLOSED_EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The exit code of the agent's container once it stopped; `-1` if it still runs after the
+/// wait its output's `end` allows ([`DETACHED_EXIT_WAIT`], [`CLOSED_EXIT_WAIT`]).
+pub async fn exit_code(
+    docker: &Docker,
+    container: &str,
+    end: OutputEnd,
+) -> Result<i64, DockerError> {
+    let wait = match end {
+        OutputEnd::Detached => DETACHED_EXIT_WAIT,
+        OutputEnd::Closed => CLOSED_EXIT_WAIT,
+    };
     let waited = tokio::time::timeout(
-        EXIT_WAIT,
+        wait,
         docker
             .wait_container(container, Some(WaitContainerOptions::default()))
             .next(),
@@ -360,8 +419,12 @@ pub async fn exit_code(docker: &Docker, container: &str) -> Result<i64, DockerEr
     .await;
     match waited {
         Err(_) => {
+            let why = match end {
+                OutputEnd::Detached => "you detached",
+                OutputEnd::Closed => "it closed its output",
+            };
             eprintln!(
-                "bottle: the agent's output ended but its command still runs (detached?); it is ended with the bottle"
+                "bottle: the agent's command still runs after its output ended ({why}); it is ended with the bottle"
             );
             Ok(-1)
         }
@@ -375,7 +438,17 @@ pub async fn exit_code(docker: &Docker, container: &str) -> Result<i64, DockerEr
 
 #[cfg(test)]
 mod tests {
-    use super::StartFiles;
+    use super::{StartFiles, typed_detach_keys};
+
+    #[test]
+    fn the_detach_keys_are_seen_in_one_read_or_across_two() {
+        assert!(typed_detach_keys(0, b"ls\x10\x11"));
+        assert!(typed_detach_keys(0x10, b"\x11"));
+        assert!(!typed_detach_keys(0, b"\x11\x10"));
+        assert!(!typed_detach_keys(0x10, b"x\x11"));
+        assert!(!typed_detach_keys(b'a', b"plain text\n"));
+        assert!(!typed_detach_keys(0x10, b""));
+    }
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     #[test]

@@ -479,11 +479,11 @@ impl<'a> Started<'a> for DockerStarted<'a> {
             };
             // What the agent wrote last is still relayed; then its exit code is read.
             let ended = async {
-                match relayed {
+                let end = match relayed {
                     Some(r) => r?,
                     None => relay.await?,
-                }
-                attach::exit_code(self.docker, &self.session.container).await
+                };
+                attach::exit_code(self.docker, &self.session.container, end).await
             };
             let (code, ()) = tokio::join!(ended, stop_bundle);
             Ok(code?)
