@@ -763,6 +763,39 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     assert_eq!(leftovers(&slug), "");
 }
 
+/// Docker's detach keys at a real terminal end the attach while the command runs on: bottle
+/// says so, waits only briefly for it, and tears the bottle down (a command whose output
+/// merely ended is waited for far longer, see `attach::CLOSED_EXIT_WAIT`).
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn detaching_at_a_real_terminal_ends_the_bottle_and_says_so() {
+    let _g = shared();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-detach");
+    let script = crate::support::workspace().join("tests/integration/pty_attach.py");
+    let cmd = "stty size; echo READY; read x; echo SLEEPING; sleep 600";
+    let mut c = Command::new("python3");
+    c.arg(script)
+        .arg(crate::support::bottle_bin())
+        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", cmd]);
+    for (k, v) in bottle(&sb).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("PTY_ATTACH_KEYS", "1011").current_dir(sb.project());
+    let (code, out, err) = run(&mut c);
+    assert_ne!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(
+            "still runs after its output ended (you detached); it is ended with the bottle"
+        ),
+        "stdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn an_unreachable_docker_is_one_clear_line() {

@@ -3,6 +3,7 @@
 Usage: pty_attach.py BOTTLE_BIN [ARGS...]   (env as for bottle). Prints what the agent printed and
 exits with bottle's exit code. The agent command is expected to print `stty size`, then READY,
 wait for a line, print `stty size` again, then SLEEPING and sleep until Ctrl-C (sent as a byte).
+PTY_ATTACH_KEYS (hex) replaces Ctrl-C with other keys: `1011` is Docker's detach (ctrl-p ctrl-q).
 """
 import fcntl, os, pty, select, struct, sys, termios, time
 
@@ -35,7 +36,8 @@ while time.time() < deadline:
         resized = True
     if not interrupted and b"SLEEPING" in out:
         time.sleep(0.5)
-        os.write(fd, b"\x03")         # Ctrl-C: in raw mode a byte for the agent's terminal
+        # Ctrl-C by default: in raw mode a byte for the agent's terminal.
+        os.write(fd, bytes.fromhex(os.environ.get("PTY_ATTACH_KEYS", "03")))
         interrupted = True
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode(errors="replace"))
