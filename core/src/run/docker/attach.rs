@@ -308,7 +308,8 @@ pub async fn run(docker: &Docker, s: &AgentSession) -> Result<OutputEnd, DockerE
                     detached.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 last = buf[n - 1];
-                if input.write_all(&buf[..n]).await.is_err() {
+                // Flushed at once: a keystroke must not wait in a buffer for the next one.
+                if input.write_all(&buf[..n]).await.is_err() || input.flush().await.is_err() {
                     return;
                 }
             }
