@@ -763,6 +763,32 @@ fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     assert_eq!(leftovers(&slug), "");
 }
 
+/// A command that closes its output and works on runs to its end (the engine keeps the attach
+/// open until its process exits), and its exit code is the run's.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn a_command_that_closes_its_output_is_waited_for_and_its_code_kept() {
+    let _g = shared();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-closed");
+    let (code, out, err) = run(bottle(&sb).args([
+        "run",
+        "e2e",
+        "--slug",
+        &slug,
+        "--",
+        "sh",
+        "-c",
+        "echo CLOSING; exec >&- 2>&-; sleep 8; exit 3",
+    ]));
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("CLOSING") && !err.contains("still runs"),
+        "stdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(leftovers(&slug), "");
+}
+
 /// Docker's detach keys at a real terminal end the attach while the command runs on: bottle
 /// says so, waits only briefly for it, and tears the bottle down (a command whose output
 /// merely ended is waited for far longer, see `attach::CLOSED_EXIT_WAIT`).

@@ -256,8 +256,8 @@ async fn go(docker: &Docker, s: &AgentSession, message: Vec<u8>) -> Result<(), D
 /// How the agent's output ended, for [`exit_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputEnd {
-    /// The command ended, or closed its output: its container stops soon (however busy the
-    /// engine is).
+    /// The output closed: the engine keeps an attach open while the container's process
+    /// runs, so its process ended, and the engine says so soon (however busy it is).
     Closed,
     /// The user typed the engine's detach keys at the terminal: the command still runs.
     Detached,
@@ -391,33 +391,31 @@ pub async fn died(docker: &Docker, container: &str, since: u64) {
     }
 }
 
-/// How long the container may take to stop once the user detached: its command may have
-/// been ending anyway; if not, teardown ends it.
-const DETACHED_EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How long the container may take to stop once its output ended before bottle ends it (the
+/// user detached: the command runs on) or says that it waits (the output closed).
+const EXIT_SOON: Duration = Duration::from_secs(5);
 
-/// How long the container may take to stop once its output closed. The command ended (or
-/// closed its output and ends soon), but an engine stopping many containers at once may
-/// say so only seconds later; a command that runs on with its output closed is ended then.
+/// How long the container may take to stop once its output closed: its process ended, but an
+/// engine stopping many containers at once may say so only seconds later (30 at once on 2
+/// cores: over 5 s). Past it, the container is taken for stuck and ended with the bottle.
 const CLOSED_EXIT_WAIT: Duration = Duration::from_secs(60);
 
 /// The exit code of the agent's container once it stopped; `-1` if it still runs after the
-/// wait its output's `end` allows ([`DETACHED_EXIT_WAIT`], [`CLOSED_EXIT_WAIT`]).
+/// wait its output's `end` allows ([`EXIT_SOON`], [`CLOSED_EXIT_WAIT`]).
 pub async fn exit_code(
     docker: &Docker,
     container: &str,
     end: OutputEnd,
 ) -> Result<i64, DockerError> {
-    let wait = match end {
-        OutputEnd::Detached => DETACHED_EXIT_WAIT,
-        OutputEnd::Closed => CLOSED_EXIT_WAIT,
-    };
-    let waited = tokio::time::timeout(
-        wait,
-        docker
-            .wait_container(container, Some(WaitContainerOptions::default()))
-            .next(),
-    )
-    .await;
+    let mut stopped = docker.wait_container(container, Some(WaitContainerOptions::default()));
+    let mut waited = tokio::time::timeout(EXIT_SOON, stopped.next()).await;
+    if waited.is_err() && end == OutputEnd::Closed {
+        eprintln!(
+            "bottle: the agent's output ended; waiting up to {} s for its command to end",
+            CLOSED_EXIT_WAIT.as_secs()
+        );
+        waited = tokio::time::timeout(CLOSED_EXIT_WAIT - EXIT_SOON, stopped.next()).await;
+    }
     match waited {
         Err(_) => {
             let why = match end {
@@ -440,6 +438,7 @@ pub async fn exit_code(
 #[cfg(test)]
 mod tests {
     use super::{StartFiles, typed_detach_keys};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     #[test]
     fn the_detach_keys_are_seen_in_one_read_or_across_two() {
@@ -450,7 +449,6 @@ mod tests {
         assert!(!typed_detach_keys(b'a', b"plain text\n"));
         assert!(!typed_detach_keys(0x10, b""));
     }
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     #[test]
     fn the_start_files_are_a_fifo_the_agent_reads_and_an_init_it_runs() {
