@@ -727,27 +727,33 @@ fn dockers_own_resolver_in_the_agent_passes_names_only_to_the_agents_loopback() 
     assert_eq!(leftovers(&slug), "");
 }
 
+/// `bottle run e2e --slug SLUG -- sh -c CMD` at a real terminal (`pty_attach.py`), which
+/// types `keys` (hex) once the agent prints SLEEPING.
+fn through_a_pty(sb: &Sandbox, slug: &str, cmd: &str, keys: &str) -> Command {
+    let script = crate::support::workspace().join("tests/integration/pty_attach.py");
+    let mut c = Command::new("python3");
+    c.arg(script)
+        .arg(crate::support::bottle_bin())
+        .args(["run", "e2e", "--slug", slug, "--", "sh", "-c", cmd]);
+    for (k, v) in bottle(sb).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("PTY_ATTACH_KEYS", keys).current_dir(sb.project());
+    c
+}
+
 #[test]
 #[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
 fn attach_through_a_real_pty_shows_output_and_passes_resizes() {
     let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-pty");
-    let script = crate::support::workspace().join("tests/integration/pty_attach.py");
     // No pause: the container's TTY is sized before its command gets the go-ahead.
     let cmd = "stty size; echo READY; read x; stty size; echo SLEEPING; sleep 60";
-    let mut c = Command::new("python3");
-    c.arg(script)
-        .arg(crate::support::bottle_bin())
-        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", cmd]);
-    for (k, v) in bottle(&sb).get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.current_dir(sb.project());
-    let (code, out, err) = run(&mut c);
+    let (code, out, err) = run(&mut through_a_pty(&sb, &slug, cmd, "03"));
     assert_eq!(
         code, 130,
         "Ctrl-C reached the agent's shell, whose exit code is bottle's\nstdout: {out}\nstderr: {err}"
@@ -798,20 +804,8 @@ fn detaching_at_a_real_terminal_ends_the_bottle_and_says_so() {
     let _g = shared();
     let sb = sandbox();
     let slug = unique_slug("e2e-detach");
-    let script = crate::support::workspace().join("tests/integration/pty_attach.py");
     let cmd = "stty size; echo READY; read x; echo SLEEPING; sleep 600";
-    let mut c = Command::new("python3");
-    c.arg(script)
-        .arg(crate::support::bottle_bin())
-        .args(["run", "e2e", "--slug", &slug, "--", "sh", "-c", cmd]);
-    for (k, v) in bottle(&sb).get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env("PTY_ATTACH_KEYS", "1011").current_dir(sb.project());
-    let (code, out, err) = run(&mut c);
+    let (code, out, err) = run(&mut through_a_pty(&sb, &slug, cmd, "1011"));
     assert_ne!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
         out.contains(
