@@ -486,15 +486,28 @@ fn bundles_share_one_kept_way_out_on_which_they_cannot_reach_each_other() {
         &format!("{{{{(index .NetworkSettings.Networks \"{NET}\").IPAddress}}}}"),
         &format!("bottle-sidecars-{slug}"),
     ]);
-    // No raw sockets in the bundle: on one bridge they would reach the others below its firewall.
+    // The init's few capabilities and no other: no raw sockets above all, which on one bridge
+    // would reach the other bundles below its firewall.
     assert_eq!(
         docker(&[
             "inspect",
             "-f",
-            "{{.HostConfig.CapDrop}}",
+            "{{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}}",
             &format!("bottle-sidecars-{slug}")
         ]),
-        "[NET_RAW]"
+        "[ALL] [CHOWN DAC_OVERRIDE FOWNER SETUID SETGID KILL]"
+    );
+    // As the kernel sees it: the bundle's init holds exactly those (bits 0, 1, 3, 5, 6, 7).
+    let init = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &format!("bottle-sidecars-{slug}"),
+    ]);
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t00000000000000eb"),
+        "{status}"
     );
     let addr: std::net::SocketAddr = format!("{ip}:9099").parse().unwrap();
     // The host reaches egress's port on the bundle (egress refuses it without the hop token).

@@ -101,6 +101,23 @@ pub const BUNDLE_NEVER_READY_PREFIX: &str = "[init] never ready: ";
 /// plugin's files or its `/proc/<pid>/environ`.
 pub const BUNDLE_UID_BASE: u32 = 61000;
 
+/// The capabilities the bundle keeps; every other is dropped, whatever the backend. Its init
+/// (root) needs these to install each daemon's files for that daemon's user (chown, chmod, and
+/// reading what root's DAC would refuse: the host's 0600 files), to start each daemon as its
+/// user (setuid, setgid, setgroups) and to signal daemons running as other users. The daemons
+/// themselves, running as their own users, hold none. Left out of Docker's defaults: raw
+/// sockets (on a bridge the bundles share they reach the others below its firewall), mknod,
+/// file capabilities, chroot, audit writes, setuid bits kept on write, binding low ports (the
+/// bundle's network namespace makes every port an ordinary one instead).
+pub const BUNDLE_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "KILL",
+];
+
 /// Where a daemon's read-only mounts are bound in the bundle, for its init to install them.
 pub const PRIVATE_IN_BUNDLE: &str = "/run/bottle/private";
 

@@ -69,17 +69,6 @@ const AGENT_SECRET_MODE: u32 = 0o444;
 /// Mode of the files of a Secret mounted into the bundle: bottle-init (root) copies them for
 /// each daemon's own user, so no one else needs to read them.
 const BUNDLE_SECRET_MODE: u32 = 0o400;
-/// The capabilities bottle-init needs to install files for each daemon's user (chown, chmod,
-/// read what root's DAC would refuse), switch to that user (setuid, setgid, setgroups) and
-/// signal daemons running as other users. Docker's default set holds them; Kubernetes' may not.
-const BUNDLE_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "SETUID",
-    "SETGID",
-    "KILL",
-];
 /// Ranges the bundle may not reach: the cluster's (private, CGNAT) and link-local (cloud
 /// metadata).
 const NOT_OUT_V4: &[&str] = &[
@@ -563,7 +552,7 @@ fn bundle_pod(
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"], "add": BUNDLE_CAPS},
+            "capabilities": {"drop": ["ALL"], "add": bottle_contract::layout::BUNDLE_CAPS},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     });

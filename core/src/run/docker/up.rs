@@ -480,9 +480,23 @@ fn create_body(
                 ..HostConfig::default()
             };
             if is_bundle(key, s) {
-                // No raw sockets: on the bridge every bundle shares, one could reach the
-                // others at the link layer (ARP), below what the bridge's firewall sees.
-                h.cap_drop = Some(vec!["NET_RAW".to_owned()]);
+                // The few capabilities its init needs (`BUNDLE_CAPS`), and those the plan
+                // grants its plugins; none of Docker's other defaults. No raw sockets above
+                // all: on the bridge every bundle shares, one could reach the others at the
+                // link layer (ARP), below what the bridge's firewall sees.
+                h.cap_drop = Some(vec!["ALL".to_owned()]);
+                let mut caps: Vec<String> = bottle_contract::layout::BUNDLE_CAPS
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect();
+                caps.extend(
+                    s.cap_add
+                        .iter()
+                        .filter(|c| !caps.contains(c))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                h.cap_add = Some(caps);
                 // Whatever the agent makes the daemons do, the bundle cannot take the host.
                 h.memory = i64::try_from(req.bundle.memory).ok();
                 h.memory_swap = h.memory;
