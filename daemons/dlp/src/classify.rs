@@ -9,6 +9,13 @@ pub(crate) const fn is_run(b: u8) -> bool {
 }
 
 /// Whether `b` is printable ASCII (`0x20..0x7f`).
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    allow(
+        dead_code,
+        reason = "the definition the vector code implements; the tests hold it to it"
+    )
+)]
 pub(crate) const fn is_printable(b: u8) -> bool {
     0x20 <= b && b < 0x7f
 }
@@ -16,15 +23,23 @@ pub(crate) const fn is_printable(b: u8) -> bool {
 /// Bit `i` set when `bytes[i]` is a run byte ([`is_run`]); `bytes` is at most 64 long.
 pub(crate) fn run_mask(bytes: &[u8]) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+    {
         // SAFETY: `sse2::run_bits` needs SSE2 and nothing else; this code is compiled only
         // where the target enables it (every x86-64 target does: it is the baseline).
-        return by_sixteen(block, |b| unsafe { sse2::run_bits(b) });
+        by_sixteen(bytes, |b| unsafe { sse2::run_bits(b) })
     }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     by_byte(bytes, is_run)
 }
 
 /// Whether `b` is text: printable or ASCII whitespace (tab, newline, form feed, return).
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    allow(
+        dead_code,
+        reason = "the definition the vector code implements; the tests hold it to it"
+    )
+)]
 pub(crate) const fn is_text(b: u8) -> bool {
     is_printable(b) || b.is_ascii_whitespace()
 }
@@ -32,14 +47,22 @@ pub(crate) const fn is_text(b: u8) -> bool {
 /// Bit `i` set when `bytes[i]` is text ([`is_text`]); `bytes` is at most 64 long.
 pub(crate) fn text_mask(bytes: &[u8]) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+    {
         // SAFETY: as in `run_mask`.
-        return by_sixteen(block, |b| unsafe { sse2::text_bits(b) });
+        by_sixteen(bytes, |b| unsafe { sse2::text_bits(b) })
     }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     by_byte(bytes, is_text)
 }
 
 /// Whether `b` can be part of a card or an IBAN group: a digit or a capital.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    allow(
+        dead_code,
+        reason = "the definition the vector code implements; the tests hold it to it"
+    )
+)]
 pub(crate) const fn is_group(b: u8) -> bool {
     b.is_ascii_digit() || b.is_ascii_uppercase()
 }
@@ -58,11 +81,9 @@ pub(crate) struct Classes {
 /// The [`Classes`] of `bytes` (at most 64 long), each byte loaded once.
 pub(crate) fn classes(bytes: &[u8]) -> Classes {
     #[cfg(target_arch = "x86_64")]
-    if let Ok(block) = <&[u8; 64]>::try_from(bytes)
-        && std::arch::is_x86_feature_detected!("avx2")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above; the answer is cached).
-        return unsafe { avx2::classes(block) };
+        return with_block(bytes, |block| unsafe { avx2::classes(block) });
     }
     classes_sse2(bytes)
 }
@@ -70,7 +91,7 @@ pub(crate) fn classes(bytes: &[u8]) -> Classes {
 /// [`classes`] sixteen bytes at a time (or byte by byte where there is no SSE2).
 fn classes_sse2(bytes: &[u8]) -> Classes {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+    return with_block(bytes, |block| {
         let mut out = Classes::default();
         for (i, sixteen) in block.chunks_exact(16).enumerate() {
             let sixteen = sixteen.try_into().expect("chunks of sixteen");
@@ -80,8 +101,9 @@ fn classes_sse2(bytes: &[u8]) -> Classes {
             out.group |= u64::from(group) << (16 * i);
             out.hex |= u64::from(hex) << (16 * i);
         }
-        return out;
-    }
+        out
+    });
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     Classes {
         run: by_byte(bytes, is_run),
         group: by_byte(bytes, is_group),
@@ -92,24 +114,81 @@ fn classes_sse2(bytes: &[u8]) -> Classes {
 /// Bit `i` set when `bytes[i]` is printable ([`is_printable`]); `bytes` is at most 64 long.
 pub(crate) fn printable_mask(bytes: &[u8]) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Ok(block) = <&[u8; 64]>::try_from(bytes) {
+    {
         // SAFETY: as in `run_mask`.
-        return by_sixteen(block, |b| unsafe { sse2::printable_bits(b) });
+        by_sixteen(bytes, |b| unsafe { sse2::printable_bits(b) })
     }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     by_byte(bytes, is_printable)
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn by_sixteen(block: &[u8; 64], bits: impl Fn(&[u8; 16]) -> u16) -> u64 {
-    block
-        .chunks_exact(16)
-        .enumerate()
-        .fold(0, |mask, (i, sixteen)| {
-            let sixteen = sixteen.try_into().expect("chunks of sixteen");
-            mask | u64::from(bits(sixteen)) << (16 * i)
-        })
+/// Bit `i` set when `bytes[i]` is `a` or `b`; `bytes` is at most 64 long.
+fn either_mask(bytes: &[u8], a: u8, b: u8) -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `run_mask`.
+        by_sixteen(bytes, |sixteen| unsafe { sse2::either_bits(sixteen, a, b) })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    by_byte(bytes, |c| c == a || c == b)
 }
 
+/// Where `a` or `b` occurs in `hay`, in order. Where they are dense (a model call's JSON has a
+/// `:` every few words) a block of sixty-four is one mask and each stop a bit scan, where a
+/// byte search would re-enter its loop at every hit; from a block with none, a byte search
+/// skips to the next block that has one (prose, an image).
+pub(crate) fn either_positions(hay: &[u8], a: u8, b: u8) -> impl Iterator<Item = usize> + '_ {
+    let mut base = 0;
+    let mut bits = either_mask(&hay[..hay.len().min(64)], a, b);
+    std::iter::from_fn(move || {
+        if bits == 0 {
+            base += 64;
+            bits = either_mask(&hay[base.min(hay.len())..hay.len().min(base + 64)], a, b);
+        }
+        if bits == 0 {
+            // Two blocks with none: sparse. `base + 64` is a block's start, so the block of
+            // the next hit holds none before it.
+            let from = (base + 64).min(hay.len());
+            base = (from + memchr::memchr2(a, b, &hay[from..])?) & !63;
+            bits = either_mask(&hay[base..hay.len().min(base + 64)], a, b);
+        }
+        let at = base + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        Some(at)
+    })
+}
+
+/// `f` of `bytes` (at most 64) as a block of 64: a shorter slice (a decoded token, a layer's
+/// last block) is copied into one whose other bytes are zero, which is in no class, so its
+/// mask is the slice's. A copy and the vector compares cost less than a branch per byte.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn with_block<T>(bytes: &[u8], f: impl FnOnce(&[u8; 64]) -> T) -> T {
+    match <&[u8; 64]>::try_from(bytes) {
+        Ok(block) => f(block),
+        Err(_) => {
+            let mut block = [0u8; 64];
+            let n = bytes.len().min(64);
+            block[..n].copy_from_slice(&bytes[..n]);
+            f(&block)
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn by_sixteen(bytes: &[u8], bits: impl Fn(&[u8; 16]) -> u16) -> u64 {
+    with_block(bytes, |block| {
+        block
+            .chunks_exact(16)
+            .enumerate()
+            .fold(0, |mask, (i, sixteen)| {
+                let sixteen = sixteen.try_into().expect("chunks of sixteen");
+                mask | u64::from(bits(sixteen)) << (16 * i)
+            })
+    })
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn by_byte(bytes: &[u8], holds: impl Fn(u8) -> bool) -> u64 {
     bytes
         .iter()
@@ -191,6 +270,14 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     pub(super) fn printable_bits(bytes: &[u8; 16]) -> u16 {
         _mm_movemask_epi8(within(load(bytes), 0x20, 0x7e)) as u16
+    }
+
+    /// Bit `i` set when `bytes[i]` is `a` or `b`.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn either_bits(bytes: &[u8; 16], a: u8, b: u8) -> u16 {
+        let x = load(bytes);
+        let is = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
+        _mm_movemask_epi8(_mm_or_si128(is(a), is(b))) as u16
     }
 }
 
@@ -283,6 +370,31 @@ mod tests {
                     .enumerate()
                     .fold(0u64, |m, (i, &b)| m | u64::from(holds(b)) << i);
                 assert_eq!(mask(bytes), want, "{name}, bytes from {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn either_positions_are_every_place_of_either_byte() {
+        // Dense and sparse stretches, every length to a few blocks, hits at block edges.
+        let mut x = 1u32;
+        for density in [2u32, 9, 200, 5000] {
+            for len in (0..400).chain([4096]) {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        match (x >> 16) % density {
+                            0 => b'=',
+                            1 => b':',
+                            _ => b'a',
+                        }
+                    })
+                    .collect();
+                let got: Vec<usize> = either_positions(&hay, b'=', b':').collect();
+                let want: Vec<usize> = (0..hay.len())
+                    .filter(|&i| matches!(hay[i], b'=' | b':'))
+                    .collect();
+                assert_eq!(got, want, "density {density}, length {len}");
             }
         }
     }

@@ -6,7 +6,6 @@
 //! of [`crate::runs`]; JWTs and assignments are found from their own anchors here.
 
 use crate::Finding;
-use aho_corasick::AhoCorasick;
 use std::sync::LazyLock;
 
 /// Shannon entropy of `s` in bits per byte.
@@ -306,7 +305,18 @@ fn wallet(run: &[u8]) -> Option<&'static str> {
     }
     // Base58 has no 0, O, I or l, and the keys and addresses we look for start with one of
     // five characters: most runs fail here, before any decoding.
-    let base58 = |b: &u8| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l');
+    // A table: every long run of a body that starts like a key comes through here.
+    static BASE58: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l');
+            b += 1;
+        }
+        t
+    };
+    let base58 = |b: &u8| BASE58[usize::from(*b)];
     if (26..=52).contains(&run.len())
         && matches!(run[0], b'1' | b'3' | b'5' | b'K' | b'L')
         && run.iter().all(base58)
@@ -393,15 +403,41 @@ const TRAVELLING_KEYS: &[&[u8]] = &[
 
 /// An automaton finding any of `list` in a key or a value: one pass rather than a slice compare
 /// per word and position, since a key is judged at every `=` and `:` of a body.
-fn words(list: &[&[u8]], any_case: bool) -> AhoCorasick {
-    // A DFA walked byte by byte: the haystacks are a key or a value, at most a few hundred
-    // bytes, where a prefilter's set-up costs more than it skips.
-    AhoCorasick::builder()
-        .ascii_case_insensitive(any_case)
-        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-        .prefilter(false)
-        .build(list)
-        .expect("a few static words build")
+struct Words(aho_corasick::dfa::DFA);
+
+impl Words {
+    fn new(list: &[&[u8]], any_case: bool) -> Words {
+        // A DFA walked byte by byte: the haystacks are a key or a value, at most a few hundred
+        // bytes, where a prefilter's set-up costs more than it skips.
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .ascii_case_insensitive(any_case)
+            .prefilter(false)
+            .build(list)
+            .expect("a few static words build");
+        Words(dfa)
+    }
+
+    /// Whether `hay` holds any of the words. The states are walked here: a search through the
+    /// general interface costs some hundred instructions to set up, more than a key's walk.
+    fn found_in(&self, hay: &[u8]) -> bool {
+        use aho_corasick::automaton::Automaton;
+        let dfa = &self.0;
+        let Ok(mut sid) = dfa.start_state(aho_corasick::Anchored::No) else {
+            return false;
+        };
+        for &b in hay {
+            sid = dfa.next_state(aho_corasick::Anchored::No, sid, b);
+            if dfa.is_special(sid) {
+                if dfa.is_match(sid) {
+                    return true;
+                }
+                if dfa.is_dead(sid) {
+                    return false;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// The stems every one of [`SECRET_KEYS`] holds (a test checks it).
@@ -436,12 +472,14 @@ fn has_secret_stem(key: &[u8]) -> bool {
 
 /// Whether a key (identifier, header name) names a secret.
 pub(crate) fn secret_name(key: &[u8]) -> bool {
-    static SECRET: LazyLock<AhoCorasick> = LazyLock::new(|| words(SECRET_KEYS, false));
-    static TRAVELLING: LazyLock<AhoCorasick> = LazyLock::new(|| words(TRAVELLING_KEYS, false));
     // The stems hold no `_`, so the key's `-` and `.` (read as `_` below) cannot hide one.
-    if key.len() < 5 || key.len() > 64 || !has_secret_stem(key) {
-        return false;
-    }
+    (5..=64).contains(&key.len()) && has_secret_stem(key) && stemmed_secret_name(key)
+}
+
+/// [`secret_name`] for a key of 5 to 64 bytes that holds a stem.
+fn stemmed_secret_name(key: &[u8]) -> bool {
+    static SECRET: LazyLock<Words> = LazyLock::new(|| Words::new(SECRET_KEYS, false));
+    static TRAVELLING: LazyLock<Words> = LazyLock::new(|| Words::new(TRAVELLING_KEYS, false));
     let mut buf = [0u8; 64];
     for (d, &b) in buf.iter_mut().zip(key) {
         *d = if b == b'-' || b == b'.' {
@@ -451,7 +489,7 @@ pub(crate) fn secret_name(key: &[u8]) -> bool {
         };
     }
     let upper = &buf[..key.len()];
-    SECRET.is_match(upper) && !TRAVELLING.is_match(upper)
+    SECRET.found_in(upper) && !TRAVELLING.found_in(upper)
 }
 
 /// Whether a value assigned to a secret-named key is a real secret, not a placeholder or a
@@ -460,8 +498,8 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
     if v.len() < 12 || v.len() > VALUE_MAX || v.iter().any(|b| b.is_ascii_whitespace()) {
         return false;
     }
-    static PLACEHOLDER: LazyLock<AhoCorasick> = LazyLock::new(|| {
-        words(
+    static PLACEHOLDER: LazyLock<Words> = LazyLock::new(|| {
+        Words::new(
             &[
                 b"${",
                 b"<",
@@ -481,10 +519,10 @@ pub(crate) fn secret_value(v: &[u8]) -> bool {
         )
     });
     // The byte tests first: most values assigned in code (`std::env::var(`) have no digit.
-    classes(v) >= 2
-        && v.iter().any(u8::is_ascii_digit)
+    v.iter().any(u8::is_ascii_digit)
         && v.iter().any(u8::is_ascii_alphabetic)
-        && !PLACEHOLDER.is_match(v)
+        && classes(v) >= 2
+        && !PLACEHOLDER.found_in(v)
         && entropy(v) >= 3.0
 }
 
@@ -511,7 +549,7 @@ fn assignment(hay: &[u8]) -> Option<Finding> {
     // Each byte is looked at a bounded number of times: keys at most 64 (and 8 blanks) to the
     // left, values at most VALUE_MAX to the right and never twice.
     let mut scanned_to = 0;
-    for at in memchr::memchr2_iter(b'=', b':', hay) {
+    for at in crate::classify::either_positions(hay, b'=', b':') {
         if at < scanned_to {
             continue;
         }

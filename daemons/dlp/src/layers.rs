@@ -299,18 +299,13 @@ fn has_ones(bits: u64, k: usize) -> bool {
 
 /// Whole-layer unescapings that change something, each with its name.
 fn escapes(hay: &[u8]) -> impl Iterator<Item = (&'static str, Vec<u8>)> + '_ {
-    // One pass over the backslashes says which escapes are there at all.
-    let (mut json, mut hex) = (false, false);
-    for i in memchr::memchr_iter(b'\\', hay) {
-        match hay.get(i + 1) {
-            Some(b'u' | b'/') => json = true,
-            Some(b'x') => hex = true,
-            _ => {}
-        }
-        if json && hex {
-            break;
-        }
-    }
+    // Whether each escape is there at all: a search for each, not a stop at every backslash,
+    // since JSON's `\n` and `\"` come every few words of a model call.
+    // Text with no backslash at all (most but JSON) costs one byte search.
+    let from = memchr::memchr(b'\\', hay).unwrap_or(hay.len());
+    let has = |needle: &[u8]| memchr::memmem::find(&hay[from..], needle).is_some();
+    let json = has(b"\\u") || has(b"\\/");
+    let hex = has(b"\\x");
     let percent = has_percent_escape(hay)
         .then(|| ("percent", percent_encoding::percent_decode(hay).collect()));
     let json = json.then(|| ("json-escape", json_unescape(hay)));
@@ -378,9 +373,24 @@ fn hex_unescape(hay: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The byte two hex digits (either case) spell: one table load per digit, since every commit
+/// id and digest in a body is decoded to be judged.
 pub(crate) fn hex_byte(pair: &[u8]) -> Option<u8> {
-    let d = |b: u8| (b as char).to_digit(16);
-    Some((d(pair[0])? * 16 + d(pair[1])?) as u8)
+    const VALUE: [u8; 256] = {
+        let mut t = [0xff; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = match (b as u8 as char).to_digit(16) {
+                Some(d) => d as u8,
+                None => 0xff,
+            };
+            b += 1;
+        }
+        t
+    };
+    let (hi, lo) = (VALUE[usize::from(pair[0])], VALUE[usize::from(pair[1])]);
+    // Both are digits exactly when neither has a high bit set.
+    (hi | lo < 16).then_some(hi << 4 | lo)
 }
 
 /// RFC 4648 base32 without padding, trailing bits allowed (a run may be cut mid-symbol).

@@ -489,13 +489,11 @@ fn create_body(
                     .iter()
                     .map(|c| (*c).to_owned())
                     .collect();
-                caps.extend(
-                    s.cap_add
-                        .iter()
-                        .filter(|c| !caps.contains(c))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
+                for cap in &s.cap_add {
+                    if !caps.contains(cap) {
+                        caps.push(cap.clone());
+                    }
+                }
                 h.cap_add = Some(caps);
                 // Whatever the agent makes the daemons do, the bundle cannot take the host.
                 h.memory = i64::try_from(req.bundle.memory).ok();
