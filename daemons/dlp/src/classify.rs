@@ -124,6 +124,8 @@ pub(crate) fn printable_mask(bytes: &[u8]) -> u64 {
 
 /// Bit `i` set when `bytes[i]` is `a` or `b`; `bytes` is at most 64 long.
 fn either_mask(bytes: &[u8], a: u8, b: u8) -> u64 {
+    // A short block is padded with zeros (`with_block`), which must match neither.
+    debug_assert!(a != 0 && b != 0, "zero is the padding");
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         // SAFETY: as in `run_mask`.
