@@ -585,32 +585,19 @@ fn pieces(run: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-/// The bytes `len` hex pairs spell, if they could hide anything ([`may_hide`]): most hex in
-/// clean text is a commit id or a digest, decoded on the stack and dropped there.
-fn hex_pairs<'r>(pairs: impl Iterator<Item = &'r [u8]>, len: usize) -> Option<Vec<u8>> {
+/// What `len` hex pairs spell, decoded as they are read: `None` at the first pair that is not
+/// two hex digits (most runs fail on their first bytes), `Some(None)` when the bytes could hide
+/// nothing ([`may_hide`]): most hex in clean text is a commit id or a digest, decoded on the
+/// stack and dropped there.
+fn hex_pairs<'r>(pairs: impl Iterator<Item = &'r [u8]>, len: usize) -> Option<Option<Vec<u8>>> {
     let mut stack = [0u8; 64];
-    if len <= stack.len() {
-        let mut n = 0;
-        for (d, b) in stack.iter_mut().zip(pairs.filter_map(hex_byte)) {
-            *d = b;
-            n += 1;
-        }
-        return may_hide(&stack[..n]).then(|| stack[..n].to_vec());
+    if len > stack.len() {
+        return pairs.map(hex_byte).collect::<Option<Vec<u8>>>().map(Some);
     }
-    Some(pairs.filter_map(hex_byte).collect())
-}
-
-/// `run` read as hex pairs, decoded as it is read: `None` at the first pair that is not two
-/// hex digits (most runs fail on their first bytes), else what [`hex_pairs`] gives.
-fn plain_hex(run: &[u8]) -> Option<Option<Vec<u8>>> {
-    let mut stack = [0u8; 64];
-    if run.len() > 2 * stack.len() {
-        let bytes: Option<Vec<u8>> = run.chunks_exact(2).map(hex_byte).collect();
-        return bytes.map(Some);
-    }
-    let n = run.len() / 2;
-    for (d, pair) in stack.iter_mut().zip(run.chunks_exact(2)) {
+    let mut n = 0;
+    for (d, pair) in stack.iter_mut().zip(pairs) {
         *d = hex_byte(pair)?;
+        n += 1;
     }
     Some(may_hide(&stack[..n]).then(|| stack[..n].to_vec()))
 }
@@ -625,11 +612,11 @@ fn decodings(run: &[u8]) -> impl Iterator<Item = (&'static str, Vec<u8>)> {
             c[..2].iter().all(u8::is_ascii_hexdigit) && c.get(2).is_none_or(|&b| b == b'-')
         });
     if dashed_hex {
-        let hex = hex_pairs(run.chunks(3).map(|c| &c[..2]), run.len() / 3 + 1);
+        let hex = hex_pairs(run.chunks(3).map(|c| &c[..2]), run.len() / 3 + 1).flatten();
         return [hex.map(|h| ("hex", h)), None].into_iter().flatten();
     }
     if run.len().is_multiple_of(2)
-        && let Some(hex) = plain_hex(run)
+        && let Some(hex) = hex_pairs(run.chunks_exact(2), run.len() / 2)
     {
         return [hex.map(|h| ("hex", h)), None].into_iter().flatten();
     }
