@@ -112,7 +112,7 @@ pub(super) fn list(env: &HostEnv, slug: Option<&str>, json: bool, watch: bool) -
         return Ok(ExitCode::SUCCESS);
     }
     println!("(watching {}; Ctrl-C to stop)", root.display());
-    let watcher = QueueWatch::new(&root);
+    let mut watcher = QueueWatch::new(&root);
     let mut seen: BTreeMap<String, &'static str> = all
         .iter()
         .map(|a| (a.request.id.clone(), a.status()))

@@ -402,7 +402,7 @@ impl Dashboard {
 /// Run the dashboard over the bottles under `root` until the human quits; `now` gives the
 /// time decisions are stamped with.
 pub fn run(env: &HostEnv, root: &Path, now: fn() -> String) -> std::io::Result<()> {
-    let watch = QueueWatch::new(root);
+    let mut watch = QueueWatch::new(root);
     let mut dash = Dashboard::new(requests::list(root, None));
     let mut terminal = ratatui::init();
     let mut last_list = std::time::Instant::now();

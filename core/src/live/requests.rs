@@ -673,10 +673,20 @@ fn persist(env: &HostEnv, record: &RunRecord, access: Access) -> Result<PathBuf,
     Ok(file)
 }
 
-/// Wakes its owner when a queue file under the state root changes (inotify through `notify`);
+/// Wakes its owner when a queue under the state root changes (inotify through `notify`);
 /// where watching is not possible it only times out, so callers poll.
+///
+/// Only the dirs a queue's change shows in are watched, each alone: the root (bottles come
+/// and go), and in each bottle its own dir (the approvals file), `supervise/`, the queue and
+/// its `pending/` and `decisions/`. Never the whole tree: a bottle's dir also holds the
+/// agent's layer of its working dir, where the agent makes as many dirs as it likes, and
+/// watching them would spend your inotify watches (shared by all your programs) and wake
+/// this on every write the agent makes.
 pub struct QueueWatch {
-    _watcher: Option<notify::RecommendedWatcher>,
+    root: PathBuf,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The dirs watched now.
+    watched: std::collections::HashSet<PathBuf>,
     changed: std::sync::mpsc::Receiver<()>,
 }
 
@@ -685,8 +695,7 @@ impl QueueWatch {
     pub fn new(root: &Path) -> QueueWatch {
         use notify::Watcher;
         let (tx, changed) = std::sync::mpsc::channel();
-        // Reads (ours included) are no change; links are not followed (the bundle could
-        // point one at `/`).
+        // Reads (ours included) are no change.
         let config = notify::Config::default().with_follow_symlinks(false);
         let watcher = notify::RecommendedWatcher::new(
             move |e: notify::Result<notify::Event>| {
@@ -696,24 +705,65 @@ impl QueueWatch {
             },
             config,
         )
-        .and_then(|mut w| {
-            w.watch(root, notify::RecursiveMode::Recursive)?;
-            Ok(w)
-        })
         .map_err(|e| tracing::debug!("not watching {}: {e}; polling", root.display()))
         .ok();
-        QueueWatch {
-            _watcher: watcher,
+        let mut watch = QueueWatch {
+            root: root.to_owned(),
+            watcher,
+            watched: Default::default(),
             changed,
-        }
+        };
+        watch.watch_new_dirs();
+        watch
     }
 
     /// Wait until something changed or `timeout` passed; true if something changed. Events
     /// that came together count once.
-    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+    pub fn wait(&mut self, timeout: std::time::Duration) -> bool {
         let got = self.changed.recv_timeout(timeout).is_ok();
         while self.changed.try_recv().is_ok() {}
+        if got {
+            // A new bottle, or a queue dir made since: watch it too.
+            self.watch_new_dirs();
+        }
         got
+    }
+
+    /// Add a watch on each dir of [`QueueWatch`]'s list that exists and is not watched yet.
+    fn watch_new_dirs(&mut self) {
+        use notify::Watcher;
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        // A dir removed since (a retired bottle) lost its watch with it.
+        self.watched.retain(|d| d.is_dir());
+        let slugs = std::fs::read_dir(&self.root)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_else(|_| Vec::new());
+        let mut dirs = vec![self.root.clone()];
+        for slug in slugs {
+            let queue = queue_dir(&self.root, &slug.to_string_lossy());
+            dirs.extend([
+                self.root.join(&slug),
+                self.root.join(&slug).join("supervise"),
+                queue.clone(),
+                queue.join("pending"),
+                queue.join("decisions"),
+            ]);
+        }
+        for dir in dirs {
+            // Only a dir itself, never through a link: the bundle makes `pending/` and
+            // `decisions/` and could leave a link to any of your dirs in their place.
+            let real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+            if real_dir
+                && !self.watched.contains(&dir)
+                && watcher
+                    .watch(&dir, notify::RecursiveMode::NonRecursive)
+                    .is_ok()
+            {
+                self.watched.insert(dir);
+            }
+        }
     }
 }
 
@@ -848,6 +898,83 @@ mod tests {
             serde_json::to_vec(&r).unwrap(),
         )
         .unwrap();
+    }
+
+    /// The inotify watches this process holds, as the kernel counts them.
+    #[cfg(target_os = "linux")]
+    fn inotify_watches() -> usize {
+        let fds = std::fs::read_dir("/proc/self/fd").unwrap();
+        fds.filter_map(Result::ok)
+            .filter(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.ends_with("anon_inode:inotify"))
+            })
+            .map(|fd| {
+                let info = Path::new("/proc/self/fdinfo").join(fd.file_name());
+                let info = std::fs::read_to_string(info).unwrap_or_default();
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Wait until `watch` has been quiet for a while: what earlier steps stirred is done.
+    #[cfg(target_os = "linux")]
+    fn settle(watch: &mut QueueWatch) {
+        while watch.wait(std::time::Duration::from_millis(300)) {}
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_queue_watch_sees_every_queue_and_not_the_agents_layer() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        queued(root, "a-1", "id1");
+        // The agent's layer of its working dir: as many dirs as it likes.
+        let upper = root.join("a-1/workdir/upper");
+        for i in 0..300 {
+            std::fs::create_dir_all(upper.join(format!("d{i}/sub"))).unwrap();
+        }
+        let before = inotify_watches();
+        let mut watch = QueueWatch::new(root);
+        // The root; the bottle's dir, supervise/, the queue, pending/, decisions/.
+        assert_eq!(inotify_watches() - before, 6);
+        settle(&mut watch);
+
+        // The agent writing in its layer wakes nobody.
+        std::fs::create_dir(upper.join("d7/more")).unwrap();
+        std::fs::write(upper.join("d7/sub/file"), "x").unwrap();
+        assert!(!watch.wait(Duration::from_millis(500)));
+
+        // A request does.
+        queued(root, "a-1", "id2");
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+
+        // So does one in a bottle started after the watch, whose dirs are then watched too.
+        queued(root, "b-2", "id3");
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+        queued(root, "b-2", "id4");
+        assert!(watch.wait(Duration::from_secs(5)));
+        assert_eq!(inotify_watches() - before, 11);
+
+        // A bundle that leaves a link where its pending/ was gets no watch on the link's
+        // target.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let yours = elsewhere.path();
+        let q = queue_dir(root, "c-3");
+        std::fs::create_dir_all(q.join("decisions")).unwrap();
+        std::os::unix::fs::symlink(yours, q.join("pending")).unwrap();
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+        // c-3's dir, supervise/, the queue, decisions/.
+        assert_eq!(inotify_watches() - before, 15);
+        std::fs::write(yours.join("sub-file"), "x").unwrap();
+        std::fs::create_dir(yours.join("sub")).unwrap();
+        std::fs::write(yours.join("sub/f"), "x").unwrap();
+        assert!(!watch.wait(Duration::from_millis(500)));
     }
 
     #[test]
