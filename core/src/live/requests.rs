@@ -687,23 +687,28 @@ pub struct QueueWatch {
     watcher: Option<notify::RecommendedWatcher>,
     /// The dirs watched now.
     watched: std::collections::HashSet<PathBuf>,
-    changed: std::sync::mpsc::Receiver<()>,
+    /// For each change, the paths it removed: a watched dir removed lost its watch, and the
+    /// dir made again in its place (a bottle's slug used again) needs a new one.
+    changed: std::sync::mpsc::Receiver<Vec<PathBuf>>,
 }
 
 impl QueueWatch {
     /// Watch every bottle's queue under `root`.
     pub fn new(root: &Path) -> QueueWatch {
-        use notify::Watcher;
+        use notify::{EventKind, Watcher};
         let (tx, changed) = std::sync::mpsc::channel();
-        // Reads (ours included) are no change.
-        let config = notify::Config::default().with_follow_symlinks(false);
         let watcher = notify::RecommendedWatcher::new(
-            move |e: notify::Result<notify::Event>| {
-                if e.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                    let _ = tx.send(());
+            move |e: notify::Result<notify::Event>| match e {
+                // Reads (ours included) are no change.
+                Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+                Ok(e) if matches!(e.kind, EventKind::Remove(_)) => {
+                    let _ = tx.send(e.paths);
+                }
+                Ok(_) | Err(_) => {
+                    let _ = tx.send(Vec::new());
                 }
             },
-            config,
+            notify::Config::default(),
         )
         .map_err(|e| tracing::debug!("not watching {}: {e}; polling", root.display()))
         .ok();
@@ -720,23 +725,27 @@ impl QueueWatch {
     /// Wait until something changed or `timeout` passed; true if something changed. Events
     /// that came together count once.
     pub fn wait(&mut self, timeout: std::time::Duration) -> bool {
-        let got = self.changed.recv_timeout(timeout).is_ok();
-        while self.changed.try_recv().is_ok() {}
-        if got {
-            // A new bottle, or a queue dir made since: watch it too.
+        let first = self.changed.recv_timeout(timeout).ok();
+        let got = first.is_some();
+        for removed in first.into_iter().chain(self.changed.try_iter()) {
+            for path in removed {
+                self.watched.remove(&path);
+            }
+        }
+        // After a change, a new bottle or queue dir may need a watch; with the root not
+        // watched (not made yet), no change can come, so it is looked for on every wait.
+        if got || !self.watched.contains(&self.root) {
             self.watch_new_dirs();
         }
         got
     }
 
-    /// Add a watch on each dir of [`QueueWatch`]'s list that exists and is not watched yet.
+    /// Watch each dir of [`QueueWatch`]'s list that exists and is not watched yet.
     fn watch_new_dirs(&mut self) {
         use notify::Watcher;
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        // A dir removed since (a retired bottle) lost its watch with it.
-        self.watched.retain(|d| d.is_dir());
         let slugs = std::fs::read_dir(&self.root)
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_else(|_| Vec::new());
@@ -752,10 +761,17 @@ impl QueueWatch {
             ]);
         }
         for dir in dirs {
-            // Only a dir itself, never through a link: the bundle makes `pending/` and
-            // `decisions/` and could leave a link to any of your dirs in their place.
-            let real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
-            if real_dir
+            // The root is yours and may be a link (a state dir kept elsewhere). Below it a
+            // link is not watched: the bundle makes `pending/` and `decisions/` and could
+            // leave a link to any of your dirs in their place. (One swapped in between this
+            // check and the watch gets a watch that only wakes this; nothing is read
+            // through it.)
+            let meta = if dir == self.root {
+                std::fs::metadata(&dir)
+            } else {
+                std::fs::symlink_metadata(&dir)
+            };
+            if meta.is_ok_and(|m| m.is_dir())
                 && !self.watched.contains(&dir)
                 && watcher
                     .watch(&dir, notify::RecursiveMode::NonRecursive)
@@ -926,7 +942,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_queue_watch_sees_every_queue_and_not_the_agents_layer() {
+    fn the_queue_watch_sees_every_queue_and_not_the_agents_layer_wherever_the_root_is() {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -960,6 +976,17 @@ mod tests {
         assert!(watch.wait(Duration::from_secs(5)));
         assert_eq!(inotify_watches() - before, 11);
 
+        // A bottle removed and made again under the same slug between two looks is watched
+        // again (its dirs are new dirs).
+        std::fs::remove_dir_all(root.join("b-2")).unwrap();
+        queued(root, "b-2", "id5");
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+        queued(root, "b-2", "id6");
+        assert!(watch.wait(Duration::from_secs(5)));
+        assert_eq!(inotify_watches() - before, 11);
+        settle(&mut watch);
+
         // A bundle that leaves a link where its pending/ was gets no watch on the link's
         // target.
         let elsewhere = tempfile::tempdir().unwrap();
@@ -975,6 +1002,23 @@ mod tests {
         std::fs::create_dir(yours.join("sub")).unwrap();
         std::fs::write(yours.join("sub/f"), "x").unwrap();
         assert!(!watch.wait(Duration::from_millis(500)));
+        drop(watch);
+
+        // A state root made after the watch started, reached through a link of yours (the
+        // root alone may be one). One test, not two: the counts above are the process's.
+        let other = tempfile::tempdir().unwrap();
+        let (real, link) = (other.path().join("real"), other.path().join("state"));
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // No root yet: the first run makes it.
+        let mut watch = QueueWatch::new(&link);
+        assert!(!watch.wait(Duration::from_millis(100)));
+        std::fs::create_dir(&real).unwrap();
+        assert!(!watch.wait(Duration::from_millis(100)));
+        queued(&link, "a-1", "id1");
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+        queued(&link, "a-1", "id2");
+        assert!(watch.wait(Duration::from_secs(5)));
     }
 
     #[test]
