@@ -687,21 +687,24 @@ pub struct QueueWatch {
     watcher: Option<notify::RecommendedWatcher>,
     /// The dirs watched now.
     watched: std::collections::HashSet<PathBuf>,
-    /// For each change, the paths it removed: a watched dir removed lost its watch, and the
-    /// dir made again in its place (a bottle's slug used again) needs a new one.
+    /// For each change, the paths it removed or renamed: a dir made again in the place of a
+    /// watched one (a bottle's slug used again) needs a watch of its own.
     changed: std::sync::mpsc::Receiver<Vec<PathBuf>>,
 }
 
 impl QueueWatch {
     /// Watch every bottle's queue under `root`.
     pub fn new(root: &Path) -> QueueWatch {
+        use notify::event::ModifyKind::Name;
         use notify::{EventKind, Watcher};
         let (tx, changed) = std::sync::mpsc::channel();
         let watcher = notify::RecommendedWatcher::new(
             move |e: notify::Result<notify::Event>| match e {
                 // Reads (ours included) are no change.
                 Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
-                Ok(e) if matches!(e.kind, EventKind::Remove(_)) => {
+                // A dir removed lost its watch, and one renamed took its watch along: the
+                // paths are watched afresh when a dir is there again.
+                Ok(e) if matches!(e.kind, EventKind::Remove(_) | EventKind::Modify(Name(_))) => {
                     let _ = tx.send(e.paths);
                 }
                 Ok(_) | Err(_) => {
@@ -985,6 +988,16 @@ mod tests {
         queued(root, "b-2", "id6");
         assert!(watch.wait(Duration::from_secs(5)));
         assert_eq!(inotify_watches() - before, 11);
+        settle(&mut watch);
+
+        // So is a pending/ renamed away (its watch went with it) and made again.
+        let pending = queue_dir(root, "b-2").join("pending");
+        std::fs::rename(&pending, queue_dir(root, "b-2").join("old")).unwrap();
+        queued(root, "b-2", "id7");
+        assert!(watch.wait(Duration::from_secs(5)));
+        settle(&mut watch);
+        queued(root, "b-2", "id8");
+        assert!(watch.wait(Duration::from_secs(5)));
         settle(&mut watch);
 
         // A bundle that leaves a link where its pending/ was gets no watch on the link's
