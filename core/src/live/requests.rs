@@ -943,6 +943,17 @@ mod tests {
         while watch.wait(std::time::Duration::from_millis(300)) {}
     }
 
+    /// Each of `ids`, queued in `slug` one after the other, wakes `watch`: the first may come
+    /// with new dirs, and the next shows they are watched.
+    #[cfg(target_os = "linux")]
+    fn each_wakes(watch: &mut QueueWatch, root: &Path, slug: &str, ids: [&str; 2]) {
+        for id in ids {
+            queued(root, slug, id);
+            assert!(watch.wait(std::time::Duration::from_secs(5)), "{slug}/{id}");
+            settle(watch);
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_queue_watch_sees_every_queue_and_not_the_agents_layer_wherever_the_root_is() {
@@ -972,33 +983,19 @@ mod tests {
         settle(&mut watch);
 
         // So does one in a bottle started after the watch, whose dirs are then watched too.
-        queued(root, "b-2", "id3");
-        assert!(watch.wait(Duration::from_secs(5)));
-        settle(&mut watch);
-        queued(root, "b-2", "id4");
-        assert!(watch.wait(Duration::from_secs(5)));
+        each_wakes(&mut watch, root, "b-2", ["id3", "id4"]);
         assert_eq!(inotify_watches() - before, 11);
 
         // A bottle removed and made again under the same slug between two looks is watched
         // again (its dirs are new dirs).
         std::fs::remove_dir_all(root.join("b-2")).unwrap();
-        queued(root, "b-2", "id5");
-        assert!(watch.wait(Duration::from_secs(5)));
-        settle(&mut watch);
-        queued(root, "b-2", "id6");
-        assert!(watch.wait(Duration::from_secs(5)));
+        each_wakes(&mut watch, root, "b-2", ["id5", "id6"]);
         assert_eq!(inotify_watches() - before, 11);
-        settle(&mut watch);
 
         // So is a pending/ renamed away (its watch went with it) and made again.
         let pending = queue_dir(root, "b-2").join("pending");
         std::fs::rename(&pending, queue_dir(root, "b-2").join("old")).unwrap();
-        queued(root, "b-2", "id7");
-        assert!(watch.wait(Duration::from_secs(5)));
-        settle(&mut watch);
-        queued(root, "b-2", "id8");
-        assert!(watch.wait(Duration::from_secs(5)));
-        settle(&mut watch);
+        each_wakes(&mut watch, root, "b-2", ["id7", "id8"]);
 
         // A bundle that leaves a link where its pending/ was gets no watch on the link's
         // target.
@@ -1027,11 +1024,7 @@ mod tests {
         assert!(!watch.wait(Duration::from_millis(100)));
         std::fs::create_dir(&real).unwrap();
         assert!(!watch.wait(Duration::from_millis(100)));
-        queued(&link, "a-1", "id1");
-        assert!(watch.wait(Duration::from_secs(5)));
-        settle(&mut watch);
-        queued(&link, "a-1", "id2");
-        assert!(watch.wait(Duration::from_secs(5)));
+        each_wakes(&mut watch, &link, "a-1", ["id1", "id2"]);
     }
 
     #[test]
