@@ -332,6 +332,37 @@ fn the_orphan_probe_stops_before_any_work_and_cleanup_clears_it() {
     );
 }
 
+/// A state dir no bottle runs (kept with `--keep-state`, or left by a run that was killed
+/// after its containers went) is retired by `bottle cleanup` as after any run: its log and its
+/// audit ledger are kept beside the others, the rest (its CA keys) removed.
+#[test]
+#[ignore = "e2e: needs Docker and the test images; run with `cargo test --workspace -- --ignored` (`bash .ci/run` sets them up)"]
+fn cleanup_keeps_the_log_and_ledger_of_a_state_dir_no_bottle_runs() {
+    let _g = alone();
+    let sb = sandbox();
+    let slug = unique_slug("e2e-kept");
+    let (code, out, err) =
+        run(bottle(&sb).args(["run", "e2e", "--slug", &slug, "--keep-state", "--", "true"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let state = sb.state().join(&slug);
+    let log = std::fs::read(state.join("compose.log")).unwrap();
+    let ledger = std::fs::read(state.join("ledger.jsonl")).unwrap();
+    assert!(state.join("ca/egress/key.pem").is_file());
+    let (code, out, err) = run(bottle(&sb).args(["cleanup", "--yes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("logs of {slug} kept in")), "{out}");
+    assert!(!state.exists(), "the state dir, with its keys, is gone");
+    let logs = sb.state().join("logs");
+    assert_eq!(
+        std::fs::read(logs.join(format!("{slug}.log"))).unwrap(),
+        log
+    );
+    assert_eq!(
+        std::fs::read(logs.join(format!("{slug}.ledger.jsonl"))).unwrap(),
+        ledger
+    );
+}
+
 /// `bottle cleanup` removes only what bottle made: a container and a network merely named like
 /// bottle's survive it, as does a container whose bottle label is no slug bottle makes (and no
 /// path is built from it); a state dir without bottle's metadata, or one a run still holds,

@@ -400,8 +400,10 @@ impl Survey {
                 failures.push(e.to_string());
                 continue;
             }
-            if let Err(e) = std::fs::remove_dir_all(d) {
-                failures.push(format!("removing {}: {e}", d.display()));
+            // Its logs and audit ledger are kept, as after any run.
+            match state::retire(d) {
+                Ok(log) => println!("logs of {slug} kept in {}", log.display()),
+                Err(e) => failures.push(e.to_string()),
             }
         }
         failures
