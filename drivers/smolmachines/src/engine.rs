@@ -112,8 +112,15 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// Run `program args` with `env` added, stdin closed, killed after `timeout`; stdout on exit 0,
-/// else the JSON error it printed on stderr.
+/// The most of a smolvm call's stdout or stderr kept. A machine's logs are the agent's own
+/// output, as long as it likes: kept whole they could fill bottle's memory, and past the
+/// driver ABI's answer limit they would fail the call, bundle logs and ledger seal with it. A
+/// quarter of that limit leaves room for the escapes the answer's JSON adds.
+const OUTPUT_MAX: u64 = (bottle_driver_sdk::MAX_ANSWER_BYTES / 4) as u64;
+
+/// Run `program args` with `env` added, stdin closed, killed after `timeout`; stdout on exit 0
+/// (at most [`OUTPUT_MAX`] bytes of it, then how many more there were), else the JSON error it
+/// printed on stderr.
 fn run_raw(
     program: &Path,
     args: &[String],
@@ -135,7 +142,12 @@ fn run_raw(
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
+                let _ = (&mut p).take(OUTPUT_MAX).read_to_end(&mut buf);
+                // The rest is read and dropped: a child blocked on a full pipe never exits.
+                let rest = std::io::copy(&mut p, &mut std::io::sink()).unwrap_or(0);
+                if rest > 0 {
+                    buf.extend_from_slice(format!("\n({rest} more bytes not kept)\n").as_bytes());
+                }
             }
             String::from_utf8_lossy(&buf).into_owned()
         })
@@ -208,5 +220,21 @@ mod tests {
         );
         assert_eq!(parse_error("plain text\n"), None);
         assert_eq!(last_line("note: x\nreal one\n\n"), "real one");
+    }
+
+    #[test]
+    fn output_past_the_cap_is_counted_not_kept() {
+        let over = OUTPUT_MAX + 1000;
+        let script = format!("head -c {over} /dev/zero | tr '\\0' a");
+        let out = run_raw(
+            Path::new("/bin/sh"),
+            &["-c".into(), script],
+            &[],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let kept = usize::try_from(OUTPUT_MAX).unwrap();
+        assert!(out[..kept].bytes().all(|b| b == b'a'));
+        assert_eq!(&out[kept..], "\n(1000 more bytes not kept)\n");
     }
 }

@@ -43,6 +43,10 @@ pub type CallFn = unsafe extern "C" fn(*const u8, usize, *mut *mut u8, *mut usiz
 /// [`SYM_FREE`]'s type.
 pub type FreeFn = unsafe extern "C" fn(*mut u8, usize);
 
+/// The largest answer bottle takes from a driver: a driver keeps what it passes on (a
+/// machine's output, which the agent writes) well under it.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// The call answered (the response holds the result).
 pub const STATUS_OK: i32 = 0;
 /// The call failed (the response holds the error).

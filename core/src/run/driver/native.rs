@@ -35,7 +35,7 @@ pub const PINS_FILE: &str = "drivers.yaml";
 /// The largest driver file bottle reads.
 pub const MAX_DRIVER_BYTES: u64 = 256 << 20;
 /// The largest answer bottle takes from a driver.
-pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+pub use bottle_driver_sdk::MAX_ANSWER_BYTES;
 /// The longest ABI version string bottle reads.
 const MAX_ABI_LEN: usize = 64;
 
