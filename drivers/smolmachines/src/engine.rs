@@ -114,9 +114,10 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
 
 /// The most of a smolvm call's stdout or stderr kept. A machine's logs are the agent's own
 /// output, as long as it likes: kept whole they could fill bottle's memory, and past the
-/// driver ABI's answer limit they would fail the call, bundle logs and ledger seal with it. A
-/// quarter of that limit leaves room for the escapes the answer's JSON adds.
-const OUTPUT_MAX: u64 = (bottle_driver_sdk::MAX_ANSWER_BYTES / 4) as u64;
+/// driver ABI's answer limit they would fail the call, bundle logs and ledger seal with it.
+/// An eighth of that limit: the answer's JSON writes a control byte as six (`\u0001`), so
+/// even output made of nothing else fits.
+const OUTPUT_MAX: u64 = (bottle_driver_sdk::MAX_ANSWER_BYTES / 8) as u64;
 
 /// Run `program args` with `env` added, stdin closed, killed after `timeout`; stdout on exit 0
 /// (at most [`OUTPUT_MAX`] bytes of it, then how many more there were), else the JSON error it
@@ -223,18 +224,24 @@ mod tests {
     }
 
     #[test]
-    fn output_past_the_cap_is_counted_not_kept() {
+    fn output_past_the_cap_is_counted_not_kept_and_its_answer_fits_the_abi() {
+        // Zero bytes: the output the answer's JSON makes longest (each `\u0000`).
         let over = OUTPUT_MAX + 1000;
-        let script = format!("head -c {over} /dev/zero | tr '\\0' a");
         let out = run_raw(
             Path::new("/bin/sh"),
-            &["-c".into(), script],
+            &["-c".into(), format!("head -c {over} /dev/zero")],
             &[],
             Duration::from_secs(60),
         )
         .unwrap();
         let kept = usize::try_from(OUTPUT_MAX).unwrap();
-        assert!(out[..kept].bytes().all(|b| b == b'a'));
+        assert!(out[..kept].bytes().all(|b| b == 0));
         assert_eq!(&out[kept..], "\n(1000 more bytes not kept)\n");
+        let answer = serde_json::json!({ "text": out }).to_string();
+        assert!(
+            answer.len() <= bottle_driver_sdk::MAX_ANSWER_BYTES,
+            "{}",
+            answer.len()
+        );
     }
 }
