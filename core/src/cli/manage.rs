@@ -342,11 +342,7 @@ impl Survey {
                 continue;
             }
             if ours {
-                // As after any run: the logs kept, the state (with its CA keys) gone.
-                match state::retire(&state) {
-                    Ok(log) => println!("logs of {slug} kept in {}", log.display()),
-                    Err(e) => failures.push(e.to_string()),
-                }
+                retire(&state, slug, &mut failures);
             }
         }
         let docker = fleet.docker.client();
@@ -400,13 +396,18 @@ impl Survey {
                 failures.push(e.to_string());
                 continue;
             }
-            // Its logs and audit ledger are kept, as after any run.
-            match state::retire(d) {
-                Ok(log) => println!("logs of {slug} kept in {}", log.display()),
-                Err(e) => failures.push(e.to_string()),
-            }
+            retire(d, &slug, &mut failures);
         }
         failures
+    }
+}
+
+/// Retire the state dir of `slug` as after any run (its log and audit ledger kept, the rest,
+/// with its CA keys, removed) and say where the log went; a failure joins `failures`.
+fn retire(state_dir: &std::path::Path, slug: &str, failures: &mut Vec<String>) {
+    match state::retire(state_dir) {
+        Ok(log) => println!("logs of {slug} kept in {}", log.display()),
+        Err(e) => failures.push(e.to_string()),
     }
 }
 
